@@ -1,0 +1,15 @@
+//! Generated gRPC types for the gfs-rs planes (`proto/gfs.proto`).
+//!
+//! This crate stays slim: it only includes what `build.rs` generates. Domain types live in the crates
+//! that own them and convert from these at the edge.
+
+#![allow(missing_docs, clippy::all)]
+
+/// Version 1 of the gfs wire contracts (`package gfs.v1`).
+pub mod v1 {
+    tonic::include_proto!("gfs.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every gfs proto file, for gRPC reflection and grpcurl.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/gfs_descriptor.bin"));

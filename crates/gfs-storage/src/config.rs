@@ -1,0 +1,62 @@
+//! Tunables of a [`crate::ChunkStore`].
+
+use std::time::Duration;
+
+use crate::error::{Result, StorageError};
+use crate::types::BLOCK_SIZE;
+
+/// How a chunk store behaves; `Default` gives production values.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Largest committed length of a chunk (64 MiB in production; tests use 1 MiB).
+    pub chunk_size: u64,
+    /// Bound on the bytes held in the in-memory staging area, across all chunks.
+    pub staging_limit: u64,
+    /// Staged data not committed within this time is dropped.
+    pub staging_ttl: Duration,
+    /// How long a commit waits for the staged appends before it to commit first.
+    pub commit_wait: Duration,
+    /// A chunk's metadata log is compacted into a snapshot once it grows past this many bytes.
+    pub compact_meta_bytes: u64,
+    /// Upper bound on the bytes one group commit writes before it fsyncs.
+    pub max_batch_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            chunk_size: 64 << 20,
+            staging_limit: 256 << 20,
+            staging_ttl: Duration::from_secs(30),
+            commit_wait: Duration::from_secs(10),
+            compact_meta_bytes: 4 << 20,
+            max_batch_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks that the values make sense together.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(StorageError::InvalidConfig(m));
+        if self.chunk_size < BLOCK_SIZE || !self.chunk_size.is_multiple_of(BLOCK_SIZE) {
+            return bad(format!(
+                "chunk_size {} must be a positive multiple of {BLOCK_SIZE}",
+                self.chunk_size
+            ));
+        }
+        if self.chunk_size > u64::from(u32::MAX) {
+            return bad(format!("chunk_size {} exceeds 4 GiB", self.chunk_size));
+        }
+        if self.staging_limit == 0 {
+            return bad("staging_limit must be positive".into());
+        }
+        if self.staging_ttl.is_zero() || self.commit_wait.is_zero() {
+            return bad("staging_ttl and commit_wait must be positive".into());
+        }
+        if self.max_batch_bytes == 0 {
+            return bad("max_batch_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
