@@ -16,8 +16,11 @@ pub struct StoreConfig {
     pub staging_ttl: Duration,
     /// How long a commit waits for the staged appends before it to commit first.
     pub commit_wait: Duration,
-    /// A chunk's metadata log is compacted into a snapshot once it grows past this many bytes.
-    pub compact_meta_bytes: u64,
+    /// Appends up to this size are written inside the WAL (one fsync for a whole batch); larger
+    /// ones are written in place and their chunk file is fsynced in the same round.
+    pub inline_max: u64,
+    /// Once the WAL grows past this many bytes, dirty chunks are snapshotted and it starts over.
+    pub checkpoint_bytes: u64,
     /// Upper bound on the bytes one group commit writes before it fsyncs.
     pub max_batch_bytes: u64,
 }
@@ -29,7 +32,8 @@ impl Default for StoreConfig {
             staging_limit: 256 << 20,
             staging_ttl: Duration::from_secs(30),
             commit_wait: Duration::from_secs(10),
-            compact_meta_bytes: 4 << 20,
+            inline_max: 64 << 10,
+            checkpoint_bytes: 64 << 20,
             max_batch_bytes: 64 << 20,
         }
     }
@@ -53,6 +57,9 @@ impl StoreConfig {
         }
         if self.staging_ttl.is_zero() || self.commit_wait.is_zero() {
             return bad("staging_ttl and commit_wait must be positive".into());
+        }
+        if self.inline_max > 16 << 20 {
+            return bad(format!("inline_max {} exceeds 16 MiB", self.inline_max));
         }
         if self.max_batch_bytes == 0 {
             return bad("max_batch_bytes must be positive".into());

@@ -1,19 +1,23 @@
 //! gfs-storage: the durable store of chunk replicas on one chunkserver.
 //!
-//! It owns a data directory holding one data file per chunk (`<dir>/<handle>`) and one metadata
-//! log per chunk (`<dir>/<handle>.meta`: version, committed length, sealed flag, op-id table and a
-//! CRC32C per 64 KiB block). Appends are staged in a bounded memory area, then committed strictly in
-//! offset order by a single committer thread that batches concurrent commits into one fsync round
-//! (group commit). A commit returns only once its bytes and metadata are durable.
+//! It owns a data directory holding one data file per chunk (`<dir>/<handle>`), one snapshot per
+//! chunk (`<dir>/<handle>.meta`: version, committed length, sealed flag, op-id table and a CRC32C
+//! per 64 KiB block) and a store-wide write-ahead log (`<dir>/wal`). Appends are staged in a
+//! bounded memory area, then committed strictly in offset order by a single committer thread that
+//! batches concurrent commits into one fsync round (group commit): small appends ride inside the
+//! WAL, large ones are written in place. A commit returns only once its bytes and metadata are
+//! durable.
 //!
 //! Invariant: after a crash at any instant, [`ChunkStore::open`] yields for every chunk a committed
 //! prefix whose every block matches its checksum; bytes past it are truncated, never served.
 //!
 //! The crate knows nothing of the network or of protobuf.
 
+mod committer;
 mod config;
 mod error;
-mod meta;
+mod record;
+mod recovery;
 mod store;
 mod types;
 

@@ -1,17 +1,14 @@
-//! The chunk store: staging, the group-commit committer, recovery, checksummed reads and scrub.
+//! The chunk store's API and in-memory state: staging, ordered commits, checksummed reads, scrub.
 //!
-//! Every file mutation goes through one committer thread, which makes it the only writer of chunk
-//! and metadata files. It drains all queued jobs into a batch, writes the data and the metadata
-//! records of the whole batch, fsyncs every touched file once (in parallel), and only then publishes
-//! the new committed lengths and answers the callers. The next batch starts writing only after the
-//! previous one is durable, so recovery only has to verify the newest batch of each chunk.
+//! Every file mutation goes through the committer thread (`committer.rs`), the only writer of
+//! chunk files, snapshots and the write-ahead log. Readers and stagers only take short locks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,9 +17,10 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
 
+use crate::committer::Committer;
 use crate::config::StoreConfig;
 use crate::error::{Result, StorageError};
-use crate::meta::{self, ChunkMeta, Record};
+use crate::record::ChunkMeta;
 use crate::types::{
     AppendRecord, BLOCK_SIZE, ChunkHandle, ChunkInfo, CommitInfo, OpId, StageRequest, block_of,
 };
@@ -43,12 +41,12 @@ pub struct StoreStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    commits: AtomicU64,
-    batches: AtomicU64,
-    fsyncs: AtomicU64,
-    checksum_failures: AtomicU64,
-    staged_bytes: AtomicU64,
+pub(crate) struct Counters {
+    pub commits: AtomicU64,
+    pub batches: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub checksum_failures: AtomicU64,
+    pub staged_bytes: AtomicU64,
 }
 
 /// What a [`ChunkStore::scrub`] pass found.
@@ -69,52 +67,75 @@ pub struct ChunkStore {
     committer: Option<JoinHandle<()>>,
 }
 
-struct Inner {
-    dir: PathBuf,
-    cfg: StoreConfig,
-    chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub cfg: StoreConfig,
+    pub chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
+    /// Chunks found damaged at open and moved aside.
+    pub quarantined: Vec<ChunkHandle>,
     /// Woken whenever staging room is released.
-    staging_room: Notify,
-    counters: Counters,
+    pub staging_room: Notify,
+    pub counters: Counters,
+    /// A write or fsync of the WAL failed: every write is refused until the store reopens.
+    pub wal_failed: AtomicBool,
     /// Held for the store's lifetime: an exclusive lock on `<dir>/LOCK`.
-    _lock: File,
+    pub _lock: File,
 }
 
-struct Chunk {
-    handle: ChunkHandle,
-    data_path: PathBuf,
-    meta_path: PathBuf,
-    data: File,
-    st: Mutex<ChunkState>,
-    /// Woken whenever `enqueued` moves or staged entries disappear.
-    progress: Notify,
+pub(crate) struct Chunk {
+    pub handle: ChunkHandle,
+    pub data_path: PathBuf,
+    pub meta_path: PathBuf,
+    pub data: File,
+    pub st: Mutex<ChunkState>,
 }
 
-struct ChunkState {
-    /// Durable state (what the metadata log says).
-    meta: ChunkMeta,
+pub(crate) struct ChunkState {
+    /// Durable state (snapshot plus WAL).
+    pub meta: ChunkMeta,
     /// Offset just past committed data and commits queued for the committer.
-    enqueued: u64,
+    pub enqueued: u64,
     /// Staged appends by offset.
-    staged: BTreeMap<u64, Staged>,
+    pub staged: BTreeMap<u64, Staged>,
     /// Offset of each staged op.
-    staged_ops: HashMap<OpId, u64>,
+    pub staged_ops: HashMap<OpId, u64>,
     /// A seal is queued: no more staging.
-    sealing: bool,
+    pub sealing: bool,
     /// A write or fsync failed: refuse writes until the store reopens.
-    poisoned: bool,
-    deleted: bool,
-    meta_file: Arc<File>,
-    meta_len: u64,
+    pub poisoned: bool,
+    pub deleted: bool,
+    /// The state changed since the last snapshot.
+    pub dirty: bool,
+    /// The chunk file holds WAL-inline bytes that are not fsynced yet.
+    pub unsynced: bool,
 }
 
-struct Staged {
-    op: OpId,
-    data: Bytes,
-    at: Instant,
+impl ChunkState {
+    /// The state of a chunk nothing is staged on.
+    pub(crate) fn new(meta: ChunkMeta) -> ChunkState {
+        ChunkState {
+            enqueued: meta.length,
+            meta,
+            staged: BTreeMap::new(),
+            staged_ops: HashMap::new(),
+            sealing: false,
+            poisoned: false,
+            deleted: false,
+            dirty: false,
+            unsynced: false,
+        }
+    }
 }
 
-enum Job {
+pub(crate) struct Staged {
+    pub op: OpId,
+    pub data: Bytes,
+    pub at: Instant,
+    /// A caller waiting for this append's commit, once it asked for it.
+    pub waiter: Option<oneshot::Sender<Result<CommitInfo>>>,
+}
+
+pub(crate) enum Job {
     Create {
         handle: ChunkHandle,
         version: u64,
@@ -143,7 +164,7 @@ enum Job {
 }
 
 impl Job {
-    fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         match self {
             Job::Commit { data, .. } => data.len() as u64,
             _ => 0,
@@ -168,20 +189,22 @@ impl ChunkStore {
         if lock.try_lock().is_err() {
             return Err(StorageError::Locked(dir));
         }
-        let (chunks, max_batch) = recover_dir(&dir, &cfg)?;
+        let rec = crate::recovery::recover(&dir, &cfg)?;
         let inner = Arc::new(Inner {
             dir,
             cfg,
-            chunks: RwLock::new(chunks),
+            chunks: RwLock::new(rec.chunks),
+            quarantined: rec.quarantined,
             staging_room: Notify::new(),
             counters: Counters::default(),
+            wal_failed: AtomicBool::new(false),
             _lock: lock,
         });
         let (tx, rx) = mpsc::channel();
-        let worker = Arc::clone(&inner);
+        let committer = Committer::new(Arc::clone(&inner), rec.wal, rec.next_batch);
         let committer = std::thread::Builder::new()
             .name("gfs-committer".into())
-            .spawn(move || committer_loop(worker, rx, max_batch + 1))
+            .spawn(move || committer.run(rx))
             .map_err(|e| StorageError::io(&inner.dir, e))?;
         Ok(ChunkStore {
             inner,
@@ -198,6 +221,11 @@ impl ChunkStore {
     /// The configuration the store runs with.
     pub fn config(&self) -> &StoreConfig {
         &self.inner.cfg
+    }
+
+    /// Chunks found damaged when the store opened; their files were renamed `*.corrupt`.
+    pub fn quarantined(&self) -> &[ChunkHandle] {
+        &self.inner.quarantined
     }
 
     /// Counters since the store was opened.
@@ -236,7 +264,7 @@ impl ChunkStore {
         let chunk = self.inner.chunk(handle)?;
         {
             let mut st = chunk.st.lock();
-            st.check_writable(handle)?;
+            self.inner.writable(&st, handle)?;
             self.inner.drop_staged(&chunk, &mut st, |_| true);
         }
         let (reply, rx) = oneshot::channel();
@@ -257,7 +285,7 @@ impl ChunkStore {
             if st.meta.sealed {
                 return Ok(st.meta.length);
             }
-            st.check_writable(handle)?;
+            self.inner.writable(&st, handle)?;
             st.sealing = true;
             self.inner.drop_staged(&chunk, &mut st, |_| true);
         }
@@ -281,7 +309,7 @@ impl ChunkStore {
         let chunk = self.inner.chunk(handle)?;
         let len = data.len() as u64;
         let mut st = chunk.st.lock();
-        st.check_writable(handle)?;
+        self.inner.writable(&st, handle)?;
         if version != st.meta.version {
             return Err(StorageError::StaleVersion {
                 handle,
@@ -344,6 +372,7 @@ impl ChunkStore {
                 op,
                 data,
                 at: Instant::now(),
+                waiter: None,
             },
         );
         st.staged_ops.insert(op, offset);
@@ -376,72 +405,80 @@ impl ChunkStore {
 
     /// Makes a staged append durable and returns where it landed.
     ///
-    /// Commits of one chunk apply strictly in offset order: a commit waits (up to
-    /// `commit_wait`) while the appends before it are staged and not yet committing, and is
-    /// refused with `Hole` when they are not staged at all. Committing an op that is already
-    /// durable returns its record again.
+    /// Commits of one chunk apply strictly in offset order: a commit whose predecessors are
+    /// staged but not yet committing waits for their commits (up to `commit_wait`), and is refused
+    /// with `Hole` when they are not staged at all. Committing an op that is already durable
+    /// returns its record again.
     pub async fn commit(&self, handle: ChunkHandle, op: OpId) -> Result<CommitInfo> {
-        let deadline = tokio::time::Instant::now() + self.inner.cfg.commit_wait;
         let chunk = self.inner.chunk(handle)?;
-        loop {
-            let progress = chunk.progress.notified();
-            tokio::pin!(progress);
-            progress.as_mut().enable();
-            if let Some(rx) = self.try_enqueue_commit(&chunk, op)? {
-                return rx.await.map_err(|_| StorageError::Closed)?;
-            }
-            if tokio::time::timeout_at(deadline, progress).await.is_err() {
-                return Err(StorageError::Timeout("the preceding commit"));
+        let mut rx = match self.request_commit(&chunk, op)? {
+            Ok(done) => return Ok(done),
+            Err(rx) => rx,
+        };
+        let gone = || StorageError::NotStaged { handle, op };
+        match tokio::time::timeout(self.inner.cfg.commit_wait, &mut rx).await {
+            Ok(reply) => reply.map_err(|_| gone())?,
+            Err(_) => {
+                if self.inner.withdraw(&chunk, op) {
+                    return Err(StorageError::Timeout("the preceding commits"));
+                }
+                // The commit started meanwhile: its outcome is on the way.
+                rx.await.map_err(|_| gone())?
             }
         }
     }
 
-    /// Queues the commit of `op` if it is next in offset order; `None` means "wait for the
-    /// staged appends before it".
-    fn try_enqueue_commit(
+    /// Registers the caller's wish to commit `op` and queues every commit that is now next in
+    /// offset order. Returns the record at once when `op` is already durable.
+    fn request_commit(
         &self,
         chunk: &Arc<Chunk>,
         op: OpId,
-    ) -> Result<Option<oneshot::Receiver<Result<CommitInfo>>>> {
+    ) -> Result<Result<CommitInfo, oneshot::Receiver<Result<CommitInfo>>>> {
         let handle = chunk.handle;
         let mut st = chunk.st.lock();
         if let Some(r) = st.meta.ops.get(&op) {
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Ok(CommitInfo {
+            return Ok(Ok(CommitInfo {
                 record: *r,
                 committed_len: st.meta.length,
             }));
-            return Ok(Some(rx));
         }
-        st.check_writable(handle)?;
+        self.inner.writable(&st, handle)?;
         let Some(&offset) = st.staged_ops.get(&op) else {
             return Err(StorageError::NotStaged { handle, op });
         };
-        if offset != st.enqueued {
-            return if st.covered(st.enqueued, offset) {
-                Ok(None)
-            } else {
-                Err(StorageError::Hole {
-                    handle,
-                    offset,
-                    next: st.enqueued,
-                })
-            };
+        if !st.covered(st.enqueued, offset) {
+            return Err(StorageError::Hole {
+                handle,
+                offset,
+                next: st.enqueued,
+            });
         }
-        let Some(staged) = st.staged.remove(&offset) else {
-            return Err(StorageError::NotStaged { handle, op });
-        };
-        st.staged_ops.remove(&op);
-        st.enqueued += staged.data.len() as u64;
-        let (reply, rx) = oneshot::channel();
-        self.submit(Job::Commit {
-            chunk: Arc::clone(chunk),
-            op,
-            offset,
-            data: staged.data,
-            reply,
-        })?;
-        Ok(Some(rx))
+        let (tx, rx) = oneshot::channel();
+        if let Some(entry) = st.staged.get_mut(&offset) {
+            entry.waiter = Some(tx);
+        }
+        // Queue the run of requested commits that starts at the committing edge.
+        while let Some(entry) = st.staged.get(&st.enqueued) {
+            if entry.waiter.is_none() {
+                break;
+            }
+            let offset = st.enqueued;
+            let Some(staged) = st.staged.remove(&offset) else {
+                break;
+            };
+            st.staged_ops.remove(&staged.op);
+            st.enqueued += staged.data.len() as u64;
+            let Some(reply) = staged.waiter else { break };
+            self.submit(Job::Commit {
+                chunk: Arc::clone(chunk),
+                op: staged.op,
+                offset,
+                data: staged.data,
+                reply,
+            })?;
+        }
+        Ok(Err(rx))
     }
 
     /// The committed record of `op` on a chunk, if it committed.
@@ -565,12 +602,24 @@ impl Drop for ChunkStore {
 }
 
 impl Inner {
-    fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>> {
+    /// The chunk, or `NotFound`.
+    pub(crate) fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>> {
         self.chunks
             .read()
             .get(&handle)
             .cloned()
             .ok_or(StorageError::NotFound(handle))
+    }
+
+    /// Refuses writes to a deleted or poisoned chunk, or to any chunk once the WAL failed.
+    fn writable(&self, st: &ChunkState, handle: ChunkHandle) -> Result<()> {
+        if st.deleted {
+            return Err(StorageError::NotFound(handle));
+        }
+        if st.poisoned || self.wal_failed.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned(handle));
+        }
+        Ok(())
     }
 
     fn reserve(&self, len: u64) -> Result<()> {
@@ -584,7 +633,7 @@ impl Inner {
             .map_err(|staged| StorageError::Busy { staged, len, limit })
     }
 
-    fn release(&self, len: u64) {
+    pub(crate) fn release(&self, len: u64) {
         if len > 0 {
             self.counters.staged_bytes.fetch_sub(len, Ordering::AcqRel);
             self.staging_room.notify_waiters();
@@ -592,7 +641,7 @@ impl Inner {
     }
 
     /// Drops the staged appends of `chunk` matching `pred`; returns how many.
-    fn drop_staged(
+    pub(crate) fn drop_staged(
         &self,
         chunk: &Chunk,
         st: &mut ChunkState,
@@ -611,13 +660,36 @@ impl Inner {
             }
         }
         if !doomed.is_empty() {
-            chunk.progress.notify_waiters();
+            // Commits waiting behind a dropped append can never apply: tell them now.
+            let next = st.enqueued;
+            let mut pos = Some(next);
+            for (&off, s) in st.staged.iter_mut() {
+                pos = pos.filter(|p| *p == off).map(|p| p + s.data.len() as u64);
+                if let (None, Some(w)) = (pos, s.waiter.take()) {
+                    let _ = w.send(Err(StorageError::Hole {
+                        handle: chunk.handle,
+                        offset: off,
+                        next,
+                    }));
+                }
+            }
         }
         doomed.len()
     }
 
+    /// Withdraws a commit request that timed out; `false` when the commit already started.
+    fn withdraw(&self, chunk: &Chunk, op: OpId) -> bool {
+        let mut st = chunk.st.lock();
+        let Some(off) = st.staged_ops.get(&op).copied() else {
+            return false;
+        };
+        st.staged
+            .get_mut(&off)
+            .is_some_and(|s| s.waiter.take().is_some())
+    }
+
     /// Drops staged appends older than the TTL.
-    fn expire_staged(&self) {
+    pub(crate) fn expire_staged(&self) {
         let Some(cutoff) = Instant::now().checked_sub(self.cfg.staging_ttl) else {
             return;
         };
@@ -632,7 +704,7 @@ impl Inner {
     }
 
     /// Reads `[start, stop)` and verifies the blocks from `first` against `crcs`.
-    fn read_verified(
+    pub(crate) fn read_verified(
         &self,
         chunk: &Chunk,
         start: u64,
@@ -675,16 +747,6 @@ impl Chunk {
 }
 
 impl ChunkState {
-    fn check_writable(&self, handle: ChunkHandle) -> Result<()> {
-        if self.deleted {
-            return Err(StorageError::NotFound(handle));
-        }
-        if self.poisoned {
-            return Err(StorageError::Poisoned(handle));
-        }
-        Ok(())
-    }
-
     /// Whether staged appends cover `[from, to)` without a gap.
     fn covered(&self, from: u64, to: u64) -> bool {
         let mut pos = from;
@@ -696,673 +758,6 @@ impl ChunkState {
         }
         pos == to
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The committer
-// ---------------------------------------------------------------------------------------------
-
-/// How often the committer sweeps expired staging when idle.
-fn sweep_interval(cfg: &StoreConfig) -> Duration {
-    (cfg.staging_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-fn committer_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut batch: u64) {
-    let sweep = sweep_interval(&inner.cfg);
-    let mut last_sweep = Instant::now();
-    loop {
-        let first = match rx.recv_timeout(sweep) {
-            Ok(job) => job,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                inner.expire_staged();
-                last_sweep = Instant::now();
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut bytes = first.bytes();
-        let mut jobs = vec![first];
-        while bytes < inner.cfg.max_batch_bytes {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.bytes();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut group = Group::new(batch);
-        for job in jobs {
-            group.add(&inner, job);
-        }
-        group.flush(&inner);
-        batch = group.batch;
-        if last_sweep.elapsed() >= sweep {
-            inner.expire_staged();
-            last_sweep = Instant::now();
-        }
-    }
-    tracing::debug!("committer stopped");
-}
-
-enum Reply {
-    Commit(oneshot::Sender<Result<CommitInfo>>, AppendRecord, u64),
-    Seal(oneshot::Sender<Result<u64>>, u64),
-    Version(oneshot::Sender<Result<()>>),
-}
-
-/// The pending writes of one chunk inside a batch.
-struct Work {
-    chunk: Arc<Chunk>,
-    meta_file: Arc<File>,
-    meta_off: u64,
-    meta_buf: Vec<u8>,
-    /// Length after the batch's commits so far.
-    len: u64,
-    /// CRC of the partial last block (0 when the length is block-aligned).
-    tail_crc: u32,
-    crc_updates: Vec<(u64, u32)>,
-    ops: Vec<(OpId, AppendRecord)>,
-    version: Option<u64>,
-    sealed: bool,
-    wrote_data: bool,
-    staged_bytes: u64,
-    replies: Vec<Reply>,
-    failed: Option<(String, bool)>,
-}
-
-/// The jobs of one fsync round, grouped by chunk.
-struct Group {
-    batch: u64,
-    works: Vec<Work>,
-}
-
-impl Group {
-    fn new(batch: u64) -> Self {
-        Group {
-            batch,
-            works: Vec::new(),
-        }
-    }
-
-    fn work(&mut self, chunk: &Arc<Chunk>) -> &mut Work {
-        if let Some(i) = self.works.iter().position(|w| Arc::ptr_eq(&w.chunk, chunk)) {
-            return &mut self.works[i];
-        }
-        let st = chunk.st.lock();
-        let len = st.meta.length;
-        let tail_crc = if !len.is_multiple_of(BLOCK_SIZE) {
-            st.meta.crcs[block_of(len) as usize]
-        } else {
-            0
-        };
-        let w = Work {
-            chunk: Arc::clone(chunk),
-            meta_file: Arc::clone(&st.meta_file),
-            meta_off: st.meta_len,
-            meta_buf: Vec::new(),
-            len,
-            tail_crc,
-            crc_updates: Vec::new(),
-            ops: Vec::new(),
-            version: None,
-            sealed: st.meta.sealed,
-            wrote_data: false,
-            staged_bytes: 0,
-            replies: Vec::new(),
-            failed: st.poisoned.then(|| ("poisoned".to_string(), true)),
-        };
-        drop(st);
-        self.works.push(w);
-        let last = self.works.len() - 1;
-        &mut self.works[last]
-    }
-
-    fn add(&mut self, inner: &Inner, job: Job) {
-        let batch = self.batch;
-        match job {
-            Job::Commit {
-                chunk,
-                op,
-                offset,
-                data,
-                reply,
-            } => {
-                let w = self.work(&chunk);
-                w.staged_bytes += data.len() as u64;
-                let handle = chunk.handle;
-                if w.failed.is_some() {
-                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
-                    return;
-                }
-                if w.sealed {
-                    let _ = reply.send(Err(StorageError::Sealed {
-                        handle,
-                        length: w.len,
-                    }));
-                    return;
-                }
-                if offset != w.len {
-                    let _ = reply.send(Err(StorageError::Hole {
-                        handle,
-                        offset,
-                        next: w.len,
-                    }));
-                    return;
-                }
-                if let Err(e) = chunk.data.write_all_at(&data, offset) {
-                    let err = StorageError::io(&chunk.data_path, e);
-                    w.failed = Some((err.to_string(), true));
-                    let _ = reply.send(Err(err));
-                    return;
-                }
-                w.wrote_data = true;
-                let first_block = block_of(offset);
-                let mut crcs = Vec::new();
-                let mut pos = offset;
-                let mut rest = &data[..];
-                let mut cur = w.tail_crc;
-                while !rest.is_empty() {
-                    let in_block = pos % BLOCK_SIZE;
-                    let n = ((BLOCK_SIZE - in_block) as usize).min(rest.len());
-                    let seed = if in_block == 0 { 0 } else { cur };
-                    cur = crc32c::crc32c_append(seed, &rest[..n]);
-                    crcs.push(cur);
-                    pos += n as u64;
-                    rest = &rest[n..];
-                }
-                w.tail_crc = if pos % BLOCK_SIZE == 0 { 0 } else { cur };
-                for (i, c) in crcs.iter().enumerate() {
-                    w.crc_updates.push((first_block + i as u64, *c));
-                }
-                let len = data.len() as u32;
-                Record::Commit {
-                    batch,
-                    op,
-                    offset,
-                    len,
-                    first_block,
-                    crcs,
-                }
-                .encode_into(&mut w.meta_buf);
-                w.len = pos;
-                let rec = AppendRecord { offset, len };
-                w.ops.push((op, rec));
-                w.replies.push(Reply::Commit(reply, rec, pos));
-            }
-            Job::Seal { chunk, reply } => {
-                let w = self.work(&chunk);
-                if let Some((why, _)) = &w.failed {
-                    tracing::debug!(handle = %chunk.handle, why, "seal refused");
-                    let _ = reply.send(Err(StorageError::Poisoned(chunk.handle)));
-                    return;
-                }
-                if !w.sealed {
-                    Record::Seal { length: w.len }.encode_into(&mut w.meta_buf);
-                    w.sealed = true;
-                }
-                w.replies.push(Reply::Seal(reply, w.len));
-            }
-            Job::SetVersion {
-                chunk,
-                version,
-                reply,
-            } => {
-                let w = self.work(&chunk);
-                if w.failed.is_some() {
-                    let _ = reply.send(Err(StorageError::Poisoned(chunk.handle)));
-                    return;
-                }
-                Record::Version { version }.encode_into(&mut w.meta_buf);
-                w.version = Some(version);
-                w.replies.push(Reply::Version(reply));
-            }
-            // Control jobs touch the directory: they run alone, after everything before them.
-            Job::Create {
-                handle,
-                version,
-                reply,
-            } => {
-                self.flush(inner);
-                let _ = reply.send(create_chunk(inner, handle, version));
-            }
-            Job::Delete { chunk, reply } => {
-                self.flush(inner);
-                let _ = reply.send(delete_chunk(inner, &chunk));
-            }
-        }
-    }
-
-    /// Writes the metadata, fsyncs every touched file once, then publishes and answers.
-    fn flush(&mut self, inner: &Inner) {
-        if self.works.is_empty() {
-            return;
-        }
-        // 1. Metadata records.
-        for w in &mut self.works {
-            if w.failed.is_some() || w.meta_buf.is_empty() {
-                continue;
-            }
-            if let Err(e) = w.meta_file.write_all_at(&w.meta_buf, w.meta_off) {
-                let err = StorageError::io(&w.chunk.meta_path, e);
-                w.failed = Some((err.to_string(), true));
-            }
-        }
-        // 2. One fsync round over every touched file, in parallel.
-        let mut syncs: Vec<(usize, &File, &Path)> = Vec::new();
-        for (i, w) in self.works.iter().enumerate() {
-            if w.failed.is_some() {
-                continue;
-            }
-            if w.wrote_data {
-                syncs.push((i, &w.chunk.data, &w.chunk.data_path));
-            }
-            if !w.meta_buf.is_empty() {
-                syncs.push((i, &w.meta_file, &w.chunk.meta_path));
-            }
-        }
-        let failures = parallel_sync(&syncs);
-        inner
-            .counters
-            .fsyncs
-            .fetch_add(syncs.len() as u64, Ordering::Relaxed);
-        if !syncs.is_empty() {
-            inner.counters.batches.fetch_add(1, Ordering::Relaxed);
-        }
-        for (i, err) in failures {
-            self.works[i].failed = Some((err.to_string(), true));
-        }
-        // 3. Publish and answer.
-        for w in self.works.drain(..) {
-            publish(inner, w);
-        }
-        self.batch += 1;
-    }
-}
-
-fn parallel_sync(files: &[(usize, &File, &Path)]) -> Vec<(usize, StorageError)> {
-    let sync = |(i, f, p): &(usize, &File, &Path)| {
-        f.sync_data().err().map(|e| (*i, StorageError::io(*p, e)))
-    };
-    match files {
-        [] => Vec::new(),
-        [one] => sync(one).into_iter().collect(),
-        [first, rest @ ..] => std::thread::scope(|s| {
-            let handles: Vec<_> = rest.iter().map(|f| s.spawn(move || sync(f))).collect();
-            let mut errs: Vec<_> = sync(first).into_iter().collect();
-            for h in handles {
-                match h.join() {
-                    Ok(r) => errs.extend(r),
-                    Err(_) => errs.push((
-                        first.0,
-                        StorageError::io(first.2, std::io::Error::other("fsync thread panicked")),
-                    )),
-                }
-            }
-            errs
-        }),
-    }
-}
-
-fn publish(inner: &Inner, w: Work) {
-    let handle = w.chunk.handle;
-    let mut st = w.chunk.st.lock();
-    if let Some((why, poison)) = &w.failed {
-        // Nothing of this batch is acknowledged. Rewind the metadata file so a later record
-        // cannot follow garbage, and refuse writes until a reopen recovers from disk.
-        tracing::error!(%handle, error = why, "commit batch failed; chunk poisoned");
-        if *poison {
-            st.poisoned = true;
-        }
-        let _ = w.meta_file.set_len(st.meta_len);
-        st.enqueued = st.meta.length;
-        st.sealing = st.meta.sealed;
-        drop(st);
-        inner.release(w.staged_bytes);
-        let err = || StorageError::Poisoned(handle);
-        for r in w.replies {
-            match r {
-                Reply::Commit(tx, ..) => drop(tx.send(Err(err()))),
-                Reply::Seal(tx, _) => drop(tx.send(Err(err()))),
-                Reply::Version(tx) => drop(tx.send(Err(err()))),
-            }
-        }
-        w.chunk.progress.notify_waiters();
-        return;
-    }
-    for (block, crc) in &w.crc_updates {
-        let b = *block as usize;
-        if b < st.meta.crcs.len() {
-            st.meta.crcs[b] = *crc;
-        } else {
-            st.meta.crcs.push(*crc);
-        }
-    }
-    st.meta.length = w.len;
-    let commits = w.ops.len() as u64;
-    st.meta.ops.extend(w.ops.iter().copied());
-    if let Some(v) = w.version {
-        st.meta.version = v;
-    }
-    st.meta.sealed = w.sealed;
-    st.meta_len = w.meta_off + w.meta_buf.len() as u64;
-    let compact = st.meta_len > inner.cfg.compact_meta_bytes && !st.deleted;
-    if let Err(e) = compact
-        .then(|| compact_meta(inner, &w.chunk, &mut st))
-        .transpose()
-    {
-        tracing::warn!(%handle, error = %e, "metadata compaction failed; keeping the log");
-    }
-    drop(st);
-    inner.release(w.staged_bytes);
-    inner.counters.commits.fetch_add(commits, Ordering::Relaxed);
-    for r in w.replies {
-        match r {
-            Reply::Commit(tx, record, committed_len) => drop(tx.send(Ok(CommitInfo {
-                record,
-                committed_len,
-            }))),
-            Reply::Seal(tx, len) => drop(tx.send(Ok(len))),
-            Reply::Version(tx) => drop(tx.send(Ok(()))),
-        }
-    }
-    w.chunk.progress.notify_waiters();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Files
-// ---------------------------------------------------------------------------------------------
-
-fn data_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
-    dir.join(handle.0.to_string())
-}
-
-fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
-    dir.join(format!("{}.meta", handle.0))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
-}
-
-/// Writes `bytes` to `path.tmp`, fsyncs it, renames it over `path` and fsyncs the directory.
-fn write_aside(dir: &Path, path: &Path, bytes: &[u8]) -> Result<File> {
-    let tmp = path.with_extension("meta.tmp");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(|e| StorageError::io(&tmp, e))?;
-    f.write_all_at(bytes, 0)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StorageError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
-    sync_dir(dir)?;
-    Ok(f)
-}
-
-fn create_chunk(inner: &Inner, handle: ChunkHandle, version: u64) -> Result<()> {
-    if inner.chunks.read().contains_key(&handle) {
-        return Err(StorageError::AlreadyExists(handle));
-    }
-    let dp = data_path(&inner.dir, handle);
-    let mp = meta_path(&inner.dir, handle);
-    let data = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&dp)
-        .map_err(|e| StorageError::io(&dp, e))?;
-    data.sync_all().map_err(|e| StorageError::io(&dp, e))?;
-    let mut bytes = meta::MAGIC.to_vec();
-    Record::Create { version }.encode_into(&mut bytes);
-    let meta_file = write_aside(&inner.dir, &mp, &bytes)?;
-    let chunk = Chunk {
-        handle,
-        data_path: dp,
-        meta_path: mp,
-        data,
-        st: Mutex::new(ChunkState {
-            meta: ChunkMeta {
-                version,
-                ..ChunkMeta::default()
-            },
-            enqueued: 0,
-            staged: BTreeMap::new(),
-            staged_ops: HashMap::new(),
-            sealing: false,
-            poisoned: false,
-            deleted: false,
-            meta_file: Arc::new(meta_file),
-            meta_len: bytes.len() as u64,
-        }),
-        progress: Notify::new(),
-    };
-    inner.chunks.write().insert(handle, Arc::new(chunk));
-    tracing::debug!(%handle, version, "chunk created");
-    Ok(())
-}
-
-fn delete_chunk(inner: &Inner, chunk: &Arc<Chunk>) -> Result<()> {
-    {
-        let mut st = chunk.st.lock();
-        if st.deleted {
-            return Err(StorageError::NotFound(chunk.handle));
-        }
-        st.deleted = true;
-        inner.drop_staged(chunk, &mut st, |_| true);
-    }
-    inner.chunks.write().remove(&chunk.handle);
-    // The metadata goes first: a data file without metadata is an orphan that open() removes.
-    for p in [&chunk.meta_path, &chunk.data_path] {
-        match fs::remove_file(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io(p, e)),
-        }
-    }
-    sync_dir(&inner.dir)?;
-    chunk.progress.notify_waiters();
-    tracing::debug!(handle = %chunk.handle, "chunk deleted");
-    Ok(())
-}
-
-fn compact_meta(inner: &Inner, chunk: &Chunk, st: &mut ChunkState) -> Result<()> {
-    let mut bytes = meta::MAGIC.to_vec();
-    st.meta.snapshot().encode_into(&mut bytes);
-    let f = write_aside(&inner.dir, &chunk.meta_path, &bytes)?;
-    st.meta_file = Arc::new(f);
-    st.meta_len = bytes.len() as u64;
-    tracing::debug!(handle = %chunk.handle, bytes = st.meta_len, "metadata compacted");
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recovery
-// ---------------------------------------------------------------------------------------------
-
-/// Opens every chunk of `dir`; returns them with the highest batch number seen.
-fn recover_dir(dir: &Path, cfg: &StoreConfig) -> Result<(HashMap<ChunkHandle, Arc<Chunk>>, u64)> {
-    let mut metas = Vec::new();
-    let mut datas = Vec::new();
-    let mut removed = false;
-    let entries = fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
-            fs::remove_file(entry.path()).map_err(|e| StorageError::io(entry.path(), e))?;
-            removed = true;
-        } else if let Some(h) = name.strip_suffix(".meta") {
-            if let Ok(h) = h.parse::<u64>() {
-                metas.push(ChunkHandle(h));
-            }
-        } else if let Ok(h) = name.parse::<u64>() {
-            datas.push(ChunkHandle(h));
-        }
-    }
-    metas.sort();
-    for h in datas {
-        if metas.binary_search(&h).is_err() {
-            tracing::warn!(handle = %h, "removing a chunk data file without metadata");
-            let p = data_path(dir, h);
-            fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
-            removed = true;
-        }
-    }
-    if removed {
-        sync_dir(dir)?;
-    }
-    let mut chunks = HashMap::new();
-    let mut max_batch = 0;
-    for h in metas {
-        let (chunk, batch) = recover_chunk(dir, cfg, h)?;
-        max_batch = max_batch.max(batch);
-        chunks.insert(h, Arc::new(chunk));
-    }
-    Ok((chunks, max_batch))
-}
-
-fn recover_chunk(dir: &Path, cfg: &StoreConfig, handle: ChunkHandle) -> Result<(Chunk, u64)> {
-    let mp = meta_path(dir, handle);
-    let dp = data_path(dir, handle);
-    let bytes = fs::read(&mp).map_err(|e| StorageError::io(&mp, e))?;
-    let parsed = meta::parse(&mp, &bytes)?;
-    let data = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&dp)
-        .map_err(|e| StorageError::io(&dp, e))?;
-    let data_len = data.metadata().map_err(|e| StorageError::io(&dp, e))?.len();
-
-    let max_batch = parsed
-        .records
-        .iter()
-        .filter_map(|(_, r)| match r {
-            Record::Commit { batch, .. } => Some(*batch),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
-    let tail_start = parsed
-        .records
-        .iter()
-        .position(|(_, r)| matches!(r, Record::Commit { batch, .. } if *batch == max_batch))
-        .unwrap_or(parsed.records.len());
-
-    let mut meta = ChunkMeta::default();
-    let mut cut = parsed.records.len();
-    for (i, (pos, rec)) in parsed.records.iter().enumerate() {
-        if i == 0 && !matches!(rec, Record::Create { .. } | Record::Snapshot(_)) {
-            return Err(StorageError::CorruptMetadata {
-                path: mp,
-                offset: *pos,
-                reason: "the log does not start with a create or snapshot record".into(),
-            });
-        }
-        if let Record::Commit {
-            offset,
-            len,
-            first_block,
-            crcs,
-            ..
-        } = rec
-        {
-            let end = offset + u64::from(*len);
-            let intact = end <= data_len
-                && (i < tail_start || verify_commit(&data, end, *first_block, crcs));
-            if !intact {
-                cut = i;
-                break;
-            }
-        }
-        if !meta.apply(rec) {
-            tracing::warn!(%handle, offset = pos, "metadata record does not follow; log cut here");
-            cut = i;
-            break;
-        }
-    }
-    if cut == 0 {
-        return Err(StorageError::CorruptMetadata {
-            path: mp,
-            offset: meta::MAGIC.len() as u64,
-            reason: "no valid create record".into(),
-        });
-    }
-    if meta.length > cfg.chunk_size {
-        return Err(StorageError::CorruptMetadata {
-            path: mp,
-            offset: 0,
-            reason: format!(
-                "committed length {} exceeds the chunk size {}",
-                meta.length, cfg.chunk_size
-            ),
-        });
-    }
-    let keep = parsed
-        .records
-        .get(cut)
-        .map(|(pos, _)| *pos)
-        .unwrap_or(parsed.valid_end);
-    let meta_file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&mp)
-        .map_err(|e| StorageError::io(&mp, e))?;
-    if keep < parsed.file_len {
-        tracing::warn!(%handle, keep, file_len = parsed.file_len, "truncating a torn metadata tail");
-        meta_file
-            .set_len(keep)
-            .and_then(|_| meta_file.sync_all())
-            .map_err(|e| StorageError::io(&mp, e))?;
-    }
-    if data_len > meta.length {
-        tracing::info!(%handle, committed = meta.length, data_len, "truncating uncommitted chunk bytes");
-        data.set_len(meta.length)
-            .and_then(|_| data.sync_all())
-            .map_err(|e| StorageError::io(&dp, e))?;
-    }
-    let enqueued = meta.length;
-    Ok((
-        Chunk {
-            handle,
-            data_path: dp,
-            meta_path: mp,
-            data,
-            st: Mutex::new(ChunkState {
-                meta,
-                enqueued,
-                staged: BTreeMap::new(),
-                staged_ops: HashMap::new(),
-                sealing: false,
-                poisoned: false,
-                deleted: false,
-                meta_file: Arc::new(meta_file),
-                meta_len: keep,
-            }),
-            progress: Notify::new(),
-        },
-        max_batch,
-    ))
-}
-
-/// Whether the data file holds the bytes a commit record describes.
-fn verify_commit(data: &File, end: u64, first_block: u64, crcs: &[u32]) -> bool {
-    crcs.iter().enumerate().all(|(i, crc)| {
-        let block = first_block + i as u64;
-        let start = block * BLOCK_SIZE;
-        let stop = ((block + 1) * BLOCK_SIZE).min(end);
-        let mut buf = vec![0u8; (stop - start) as usize];
-        data.read_exact_at(&mut buf, start).is_ok() && crc32c::crc32c(&buf) == *crc
-    })
 }
 
 #[cfg(test)]

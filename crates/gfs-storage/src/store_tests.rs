@@ -39,6 +39,16 @@ async fn append(s: &ChunkStore, op: u64, offset: u64, data: &[u8]) -> CommitInfo
     s.commit(H, OpId(op)).await.unwrap()
 }
 
+/// Copies a data directory (but its lock file), as a crash would leave it.
+fn copy_files(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// Waits for `cond` with a deadline instead of sleeping a fixed time.
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -110,6 +120,31 @@ async fn a_commit_without_its_predecessor_is_refused() {
         Err(StorageError::Hole { .. })
     ));
     assert_eq!(s.info(H).unwrap().committed_len, 0);
+}
+
+#[tokio::test]
+async fn a_waiting_commit_fails_when_its_predecessor_is_aborted() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Arc::new(fresh(d.path(), cfg()).await);
+    s.stage(req(1, 0, b"aaaa")).unwrap();
+    s.stage(req(2, 4, b"bbbb")).unwrap();
+    let s2 = Arc::clone(&s);
+    let waiting = tokio::spawn(async move { s2.commit(H, OpId(2)).await });
+    eventually("the commit to register", || {
+        s.inner.chunk(H).unwrap().st.lock().staged[&4]
+            .waiter
+            .is_some()
+    })
+    .await;
+    s.abort(H, OpId(1)).unwrap();
+    assert!(matches!(
+        waiting.await.unwrap(),
+        Err(StorageError::Hole {
+            offset: 4,
+            next: 0,
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -343,22 +378,24 @@ async fn checksums_span_blocks_and_partial_blocks() {
 }
 
 #[tokio::test]
-async fn metadata_is_compacted_and_survives_reopen() {
+async fn checkpoints_bound_the_wal_and_survive_reopen() {
     let d = tempfile::tempdir().unwrap();
     let c = StoreConfig {
-        compact_meta_bytes: 2048,
+        checkpoint_bytes: 2048,
         ..cfg()
     };
     let s = fresh(d.path(), c.clone()).await;
     for i in 0..200u64 {
         append(&s, 1000 + i, i * 10, b"0123456789").await;
     }
-    let meta_len = fs::metadata(d.path().join("42.meta")).unwrap().len();
+    let wal_len = fs::metadata(d.path().join("wal")).unwrap().len();
     assert!(
-        meta_len < 4096,
-        "metadata log was not compacted: {meta_len} bytes"
+        wal_len < 4096,
+        "the WAL was not checkpointed: {wal_len} bytes"
     );
     drop(s);
+    // A clean stop leaves an empty WAL and everything in the snapshots.
+    assert_eq!(fs::metadata(d.path().join("wal")).unwrap().len(), 8);
     let s = ChunkStore::open(d.path(), c).unwrap();
     assert_eq!(s.info(H).unwrap().committed_len, 2000);
     for i in 0..200u64 {
@@ -370,6 +407,79 @@ async fn metadata_is_compacted_and_survives_reopen() {
             })
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_appends_of_one_batch_replay_from_the_wal() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Arc::new(fresh(d.path(), cfg()).await);
+    for i in 0..50u64 {
+        s.stage(req(i, i * 10, b"0123456789")).unwrap();
+    }
+    let commits: Vec<_> = (0..50u64)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.commit(H, OpId(i)).await })
+        })
+        .collect();
+    for c in commits {
+        c.await.unwrap().unwrap();
+    }
+    assert!(s.stats().batches < 50, "the commits did not share batches");
+    let copy = tempfile::tempdir().unwrap();
+    copy_files(d.path(), copy.path());
+    let s = ChunkStore::open(copy.path(), cfg()).unwrap();
+    assert_eq!(s.info(H).unwrap().committed_len, 500);
+    for i in 0..50u64 {
+        assert!(s.lookup_op(H, OpId(i)).unwrap().is_some(), "op {i} lost");
+    }
+}
+
+#[tokio::test]
+async fn inline_and_in_place_appends_mix() {
+    let d = tempfile::tempdir().unwrap();
+    let c = StoreConfig {
+        inline_max: 1000,
+        ..cfg()
+    };
+    let s = fresh(d.path(), c.clone()).await;
+    let mut model = Vec::new();
+    for (i, n) in [10usize, 5000, 999, 1000, 1001, 70_000, 3]
+        .iter()
+        .enumerate()
+    {
+        let data = vec![i as u8 + 1; *n];
+        append(&s, i as u64, model.len() as u64, &data).await;
+        model.extend_from_slice(&data);
+    }
+    assert_eq!(&s.read(H, 0, 1 << 20).unwrap()[..], &model[..]);
+    drop(s);
+    let s = ChunkStore::open(d.path(), c).unwrap();
+    assert_eq!(&s.read(H, 0, 1 << 20).unwrap()[..], &model[..]);
+}
+
+#[tokio::test]
+async fn a_recreated_handle_ignores_the_old_chunks_wal_records() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"old contents").await;
+    s.delete(H).await.unwrap();
+    s.create(H, 5).await.unwrap();
+    s.stage(StageRequest {
+        version: 5,
+        ..req(2, 0, b"new")
+    })
+    .unwrap();
+    s.commit(H, OpId(2)).await.unwrap();
+    // Open a copy taken while the store runs: the WAL still holds every record, as after a crash.
+    let copy = tempfile::tempdir().unwrap();
+    copy_files(d.path(), copy.path());
+    drop(s);
+    let s = ChunkStore::open(copy.path(), cfg()).unwrap();
+    let info = s.info(H).unwrap();
+    assert_eq!((info.version, info.committed_len), (5, 3));
+    assert_eq!(&s.read(H, 0, 10).unwrap()[..], b"new");
+    assert_eq!(s.lookup_op(H, OpId(1)).unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,622 @@
+//! The committer thread: the only writer of chunk files, snapshots and the write-ahead log.
+//!
+//! It drains every queued job into one batch, writes large appends in place and every record
+//! (with small appends inline) to the WAL, then fsyncs the WAL and the chunk files written in place,
+//! all in one parallel round, before it publishes the new committed lengths and answers. The next
+//! batch starts only after the previous one is durable, so recovery need only verify the newest
+//! batch. When the WAL passes `checkpoint_bytes` (and at shutdown) dirty chunks are fsynced and
+//! snapshotted, and the WAL starts empty.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::config::StoreConfig;
+use crate::error::{Result, StorageError};
+use crate::record::{ChunkMeta, META_MAGIC, Record, WAL_MAGIC};
+use crate::store::{Chunk, ChunkState, Inner, Job};
+use crate::types::{AppendRecord, BLOCK_SIZE, ChunkHandle, CommitInfo, OpId, block_of};
+
+/// How many fsyncs run at once in one round.
+const SYNC_THREADS: usize = 8;
+
+pub(crate) struct Committer {
+    inner: Arc<Inner>,
+    wal: File,
+    wal_len: u64,
+    /// Number of the batch being built.
+    batch: u64,
+    wal_buf: Vec<u8>,
+    works: Vec<Work>,
+}
+
+enum Reply {
+    Commit(oneshot::Sender<Result<CommitInfo>>, AppendRecord, u64),
+    Seal(oneshot::Sender<Result<u64>>, u64),
+    Version(oneshot::Sender<Result<()>>),
+}
+
+/// What one batch does to one chunk.
+struct Work {
+    chunk: Arc<Chunk>,
+    /// Length after the batch's commits so far.
+    len: u64,
+    /// CRC of the partial last block (0 when the length is block-aligned).
+    tail_crc: u32,
+    crc_updates: Vec<(u64, u32)>,
+    ops: Vec<(OpId, AppendRecord)>,
+    version: Option<u64>,
+    sealed: bool,
+    /// Bytes were written in place and need an fsync in this round.
+    sync_data: bool,
+    /// Bytes were written whose durability is the WAL's.
+    inline_data: bool,
+    staged_bytes: u64,
+    replies: Vec<Reply>,
+    failed: Option<StorageError>,
+}
+
+impl Committer {
+    pub(crate) fn new(inner: Arc<Inner>, wal: File, batch: u64) -> Committer {
+        Committer {
+            inner,
+            wal,
+            wal_len: WAL_MAGIC.len() as u64,
+            batch,
+            wal_buf: Vec::new(),
+            works: Vec::new(),
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let sweep = sweep_interval(&self.inner.cfg);
+        let mut last_sweep = Instant::now();
+        loop {
+            let first = match rx.recv_timeout(sweep) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.inner.expire_staged();
+                    last_sweep = Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut bytes = first.bytes();
+            self.add(first);
+            while bytes < self.inner.cfg.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.bytes();
+                        self.add(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+            if self.wal_len > self.inner.cfg.checkpoint_bytes {
+                self.checkpoint();
+            }
+            if last_sweep.elapsed() >= sweep {
+                self.inner.expire_staged();
+                last_sweep = Instant::now();
+            }
+        }
+        self.checkpoint();
+        tracing::debug!("committer stopped");
+    }
+
+    fn work(&mut self, chunk: &Arc<Chunk>) -> &mut Work {
+        if let Some(i) = self.works.iter().position(|w| Arc::ptr_eq(&w.chunk, chunk)) {
+            return &mut self.works[i];
+        }
+        let st = chunk.st.lock();
+        let len = st.meta.length;
+        let tail_crc = if len.is_multiple_of(BLOCK_SIZE) {
+            0
+        } else {
+            st.meta.crcs[block_of(len) as usize]
+        };
+        let w = Work {
+            chunk: Arc::clone(chunk),
+            len,
+            tail_crc,
+            crc_updates: Vec::new(),
+            ops: Vec::new(),
+            version: None,
+            sealed: st.meta.sealed,
+            sync_data: false,
+            inline_data: false,
+            staged_bytes: 0,
+            replies: Vec::new(),
+            failed: st.poisoned.then_some(StorageError::Poisoned(chunk.handle)),
+        };
+        drop(st);
+        self.works.push(w);
+        let last = self.works.len() - 1;
+        &mut self.works[last]
+    }
+
+    fn add(&mut self, job: Job) {
+        let batch = self.batch;
+        let inline_max = self.inner.cfg.inline_max;
+        match job {
+            Job::Commit {
+                chunk,
+                op,
+                offset,
+                data,
+                reply,
+            } => {
+                let handle = chunk.handle;
+                let w = self.work(&chunk);
+                w.staged_bytes += data.len() as u64;
+                if w.failed.is_some() {
+                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
+                    return;
+                }
+                if w.sealed {
+                    let length = w.len;
+                    let _ = reply.send(Err(StorageError::Sealed { handle, length }));
+                    return;
+                }
+                if offset != w.len {
+                    let next = w.len;
+                    let _ = reply.send(Err(StorageError::Hole {
+                        handle,
+                        offset,
+                        next,
+                    }));
+                    return;
+                }
+                if let Err(e) = chunk.data.write_all_at(&data, offset) {
+                    let err = StorageError::io(&chunk.data_path, e);
+                    tracing::error!(%handle, error = %err, "chunk write failed");
+                    w.failed = Some(StorageError::Poisoned(handle));
+                    let _ = reply.send(Err(err));
+                    return;
+                }
+                let inline = data.len() as u64 <= inline_max;
+                if inline {
+                    w.inline_data = true;
+                } else {
+                    w.sync_data = true;
+                }
+                let (first_block, crcs) = block_crcs(&mut w.tail_crc, offset, &data);
+                for (i, c) in crcs.iter().enumerate() {
+                    w.crc_updates.push((first_block + i as u64, *c));
+                }
+                let len = data.len() as u32;
+                w.len = offset + u64::from(len);
+                let rec = AppendRecord { offset, len };
+                w.ops.push((op, rec));
+                let end = w.len;
+                w.replies.push(Reply::Commit(reply, rec, end));
+                Record::Commit {
+                    batch,
+                    handle,
+                    op,
+                    offset,
+                    len,
+                    first_block,
+                    crcs,
+                    data: inline.then_some(data),
+                }
+                .encode_into(&mut self.wal_buf);
+            }
+            Job::Seal { chunk, reply } => {
+                let handle = chunk.handle;
+                let w = self.work(&chunk);
+                if w.failed.is_some() {
+                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
+                    return;
+                }
+                let length = w.len;
+                let newly = !w.sealed;
+                w.sealed = true;
+                w.replies.push(Reply::Seal(reply, length));
+                if newly {
+                    Record::Seal {
+                        batch,
+                        handle,
+                        length,
+                    }
+                    .encode_into(&mut self.wal_buf);
+                }
+            }
+            Job::SetVersion {
+                chunk,
+                version,
+                reply,
+            } => {
+                let handle = chunk.handle;
+                let w = self.work(&chunk);
+                if w.failed.is_some() {
+                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
+                    return;
+                }
+                w.version = Some(version);
+                w.replies.push(Reply::Version(reply));
+                Record::Version {
+                    batch,
+                    handle,
+                    version,
+                }
+                .encode_into(&mut self.wal_buf);
+            }
+            // Control jobs touch the directory: they run alone, after everything before them.
+            Job::Create {
+                handle,
+                version,
+                reply,
+            } => {
+                self.flush();
+                let _ = reply.send(self.create_chunk(handle, version));
+            }
+            Job::Delete { chunk, reply } => {
+                self.flush();
+                let _ = reply.send(delete_chunk(&self.inner, &chunk));
+            }
+        }
+    }
+
+    /// Writes the batch's WAL records, fsyncs the WAL and in-place chunk files in one round,
+    /// then publishes and answers.
+    fn flush(&mut self) {
+        if self.works.is_empty() && self.wal_buf.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let mut wal_err = None;
+        if let Err(e) = self.wal.write_all_at(&self.wal_buf, self.wal_len) {
+            wal_err = Some(StorageError::io(inner.dir.join("wal"), e));
+        }
+        if wal_err.is_none() {
+            let wal_path = inner.dir.join("wal");
+            let mut files: Vec<(&File, &Path)> = Vec::new();
+            let mut owners: Vec<Option<usize>> = Vec::new();
+            if !self.wal_buf.is_empty() {
+                files.push((&self.wal, &wal_path));
+                owners.push(None);
+            }
+            for (i, w) in self.works.iter().enumerate() {
+                if w.sync_data && w.failed.is_none() {
+                    files.push((&w.chunk.data, &w.chunk.data_path));
+                    owners.push(Some(i));
+                }
+            }
+            let failures = parallel_sync(&files);
+            inner
+                .counters
+                .fsyncs
+                .fetch_add(files.len() as u64, Ordering::Relaxed);
+            if !files.is_empty() {
+                inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            for (idx, err) in failures {
+                tracing::error!(error = %err, "fsync failed");
+                match owners[idx] {
+                    None => wal_err = Some(err),
+                    Some(i) => {
+                        let h = self.works[i].chunk.handle;
+                        self.works[i].failed = Some(StorageError::Poisoned(h));
+                    }
+                }
+            }
+        }
+        match wal_err {
+            Some(err) => {
+                // Nothing of this batch can be trusted; refuse writes until a reopen recovers.
+                tracing::error!(error = %err, "write-ahead log failed; the store refuses writes");
+                inner.wal_failed.store(true, Ordering::Release);
+                let _ = self.wal.set_len(self.wal_len);
+                for w in &mut self.works {
+                    w.failed
+                        .get_or_insert(StorageError::Poisoned(w.chunk.handle));
+                }
+            }
+            None => self.wal_len += self.wal_buf.len() as u64,
+        }
+        self.wal_buf.clear();
+        let batch = self.batch;
+        for w in self.works.drain(..) {
+            publish(&inner, w, batch);
+        }
+        self.batch += 1;
+    }
+
+    fn create_chunk(&self, handle: ChunkHandle, version: u64) -> Result<()> {
+        let inner = &self.inner;
+        if inner.chunks.read().contains_key(&handle) {
+            return Err(StorageError::AlreadyExists(handle));
+        }
+        let dp = data_path(&inner.dir, handle);
+        let mp = meta_path(&inner.dir, handle);
+        let data = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&dp)
+            .map_err(|e| StorageError::io(&dp, e))?;
+        data.sync_all().map_err(|e| StorageError::io(&dp, e))?;
+        // Every WAL record of an earlier chunk with this handle is older than this snapshot.
+        let meta = ChunkMeta {
+            batch: self.batch - 1,
+            version,
+            ..ChunkMeta::default()
+        };
+        write_snapshots(&inner.dir, &[(&mp, snapshot_bytes(&meta))])?;
+        let chunk = Chunk {
+            handle,
+            data_path: dp,
+            meta_path: mp,
+            data,
+            st: parking_lot::Mutex::new(ChunkState::new(meta)),
+        };
+        inner.chunks.write().insert(handle, Arc::new(chunk));
+        tracing::debug!(%handle, version, "chunk created");
+        Ok(())
+    }
+
+    /// Snapshots every dirty chunk and starts an empty WAL.
+    fn checkpoint(&mut self) {
+        if self.inner.wal_failed.load(Ordering::Acquire) {
+            return;
+        }
+        match checkpoint(&self.inner, self.batch - 1) {
+            Ok(wal) => {
+                self.wal = wal;
+                self.wal_len = WAL_MAGIC.len() as u64;
+            }
+            Err(e) => tracing::error!(error = %e, "checkpoint failed; keeping the WAL"),
+        }
+    }
+}
+
+/// The CRCs of the blocks `data` touches when appended at `offset`; `tail_crc` is the running
+/// CRC of the partial block the append starts in, and is updated.
+pub(crate) fn block_crcs(tail_crc: &mut u32, offset: u64, data: &[u8]) -> (u64, Vec<u32>) {
+    let first_block = block_of(offset);
+    let mut crcs = Vec::with_capacity(data.len() / BLOCK_SIZE as usize + 2);
+    let mut pos = offset;
+    let mut rest = data;
+    let mut cur = *tail_crc;
+    while !rest.is_empty() {
+        let in_block = pos % BLOCK_SIZE;
+        let n = ((BLOCK_SIZE - in_block) as usize).min(rest.len());
+        let seed = if in_block == 0 { 0 } else { cur };
+        cur = crc32c::crc32c_append(seed, &rest[..n]);
+        crcs.push(cur);
+        pos += n as u64;
+        rest = &rest[n..];
+    }
+    *tail_crc = if pos.is_multiple_of(BLOCK_SIZE) {
+        0
+    } else {
+        cur
+    };
+    (first_block, crcs)
+}
+
+fn publish(inner: &Inner, w: Work, batch: u64) {
+    let handle = w.chunk.handle;
+    let mut st = w.chunk.st.lock();
+    if let Some(err) = &w.failed {
+        tracing::error!(%handle, error = %err, "commit batch failed; chunk poisoned");
+        st.poisoned = true;
+        st.enqueued = st.meta.length;
+        st.sealing = st.meta.sealed;
+        drop(st);
+        inner.release(w.staged_bytes);
+        let err = || StorageError::Poisoned(handle);
+        for r in w.replies {
+            match r {
+                Reply::Commit(tx, ..) => drop(tx.send(Err(err()))),
+                Reply::Seal(tx, _) => drop(tx.send(Err(err()))),
+                Reply::Version(tx) => drop(tx.send(Err(err()))),
+            }
+        }
+        return;
+    }
+    for (block, crc) in &w.crc_updates {
+        let b = *block as usize;
+        if b < st.meta.crcs.len() {
+            st.meta.crcs[b] = *crc;
+        } else {
+            st.meta.crcs.push(*crc);
+        }
+    }
+    st.meta.length = w.len;
+    let commits = w.ops.len() as u64;
+    st.meta.ops.extend(w.ops.iter().copied());
+    if let Some(v) = w.version {
+        st.meta.version = v;
+    }
+    st.meta.sealed = w.sealed;
+    st.meta.batch = batch;
+    st.dirty = true;
+    st.unsynced |= w.inline_data;
+    drop(st);
+    inner.release(w.staged_bytes);
+    inner.counters.commits.fetch_add(commits, Ordering::Relaxed);
+    for r in w.replies {
+        match r {
+            Reply::Commit(tx, record, committed_len) => drop(tx.send(Ok(CommitInfo {
+                record,
+                committed_len,
+            }))),
+            Reply::Seal(tx, len) => drop(tx.send(Ok(len))),
+            Reply::Version(tx) => drop(tx.send(Ok(()))),
+        }
+    }
+}
+
+/// How often the committer sweeps expired staging when idle.
+fn sweep_interval(cfg: &StoreConfig) -> Duration {
+    (cfg.staging_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// fsyncs (`fdatasync`) every file, up to `SYNC_THREADS` at once; returns the failures by index.
+pub(crate) fn parallel_sync(files: &[(&File, &Path)]) -> Vec<(usize, StorageError)> {
+    let sync = |i: usize| {
+        let (f, p) = files[i];
+        f.sync_data().err().map(|e| (i, StorageError::io(p, e)))
+    };
+    if files.len() <= 1 {
+        return (0..files.len()).filter_map(sync).collect();
+    }
+    let threads = files.len().min(SYNC_THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..files.len())
+                        .step_by(threads)
+                        .filter_map(sync)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut errs: Vec<_> = (0..files.len()).step_by(threads).filter_map(sync).collect();
+        for (t, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(r) => errs.extend(r),
+                Err(_) => errs.push((
+                    t + 1,
+                    StorageError::io(files[t + 1].1, std::io::Error::other("fsync thread died")),
+                )),
+            }
+        }
+        errs
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) fn data_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
+    dir.join(handle.0.to_string())
+}
+
+pub(crate) fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
+    dir.join(format!("{}.meta", handle.0))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
+    let mut bytes = META_MAGIC.to_vec();
+    meta.snapshot().encode_into(&mut bytes);
+    bytes
+}
+
+/// Writes each file aside (`*.tmp`), fsyncs them, renames them into place and fsyncs the
+/// directory: after a crash each file is either the old or the new version, whole.
+pub(crate) fn write_snapshots(dir: &Path, files: &[(&Path, Vec<u8>)]) -> Result<()> {
+    let mut tmps = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        let tmp = path.with_extension(format!(
+            "{}.tmp",
+            path.extension().and_then(|e| e.to_str()).unwrap_or("")
+        ));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        f.write_all_at(bytes, 0)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        tmps.push((f, tmp));
+    }
+    let refs: Vec<(&File, &Path)> = tmps.iter().map(|(f, p)| (f, p.as_path())).collect();
+    if let Some((_, e)) = parallel_sync(&refs).into_iter().next() {
+        return Err(e);
+    }
+    for ((_, tmp), (path, _)) in tmps.iter().zip(files) {
+        fs::rename(tmp, path).map_err(|e| StorageError::io(*path, e))?;
+    }
+    sync_dir(dir)
+}
+
+/// Makes every dirty chunk durable in its own files, then replaces the WAL with an empty one.
+pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
+    let dirty: Vec<Arc<Chunk>> = inner
+        .chunks
+        .read()
+        .values()
+        .filter(|c| c.st.lock().dirty)
+        .cloned()
+        .collect();
+    let unsynced: Vec<(&File, &Path)> = dirty
+        .iter()
+        .filter(|c| c.st.lock().unsynced)
+        .map(|c| (&c.data, c.data_path.as_path()))
+        .collect();
+    if let Some((_, e)) = parallel_sync(&unsynced).into_iter().next() {
+        return Err(e);
+    }
+    let snaps: Vec<(&Path, Vec<u8>)> = dirty
+        .iter()
+        .map(|c| {
+            let mut st = c.st.lock();
+            st.meta.batch = st.meta.batch.max(through_batch);
+            (c.meta_path.as_path(), snapshot_bytes(&st.meta))
+        })
+        .collect();
+    write_snapshots(&inner.dir, &snaps)?;
+    for c in &dirty {
+        let mut st = c.st.lock();
+        st.dirty = false;
+        st.unsynced = false;
+    }
+    let wal = new_wal(&inner.dir)?;
+    tracing::debug!(chunks = dirty.len(), "checkpoint written");
+    Ok(wal)
+}
+
+/// Creates an empty WAL aside and renames it into place.
+pub(crate) fn new_wal(dir: &Path) -> Result<File> {
+    let path = dir.join("wal");
+    write_snapshots(dir, &[(&path, WAL_MAGIC.to_vec())])?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::io(&path, e))
+}
+
+fn delete_chunk(inner: &Inner, chunk: &Arc<Chunk>) -> Result<()> {
+    {
+        let mut st = chunk.st.lock();
+        if st.deleted {
+            return Err(StorageError::NotFound(chunk.handle));
+        }
+        st.deleted = true;
+        inner.drop_staged(chunk, &mut st, |_| true);
+    }
+    inner.chunks.write().remove(&chunk.handle);
+    // The snapshot goes first: a data file without one is an orphan that open() removes, and
+    // WAL records of a chunk without a snapshot are skipped.
+    for p in [&chunk.meta_path, &chunk.data_path] {
+        match fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(p, e)),
+        }
+    }
+    sync_dir(&inner.dir)?;
+    tracing::debug!(handle = %chunk.handle, "chunk deleted");
+    Ok(())
+}

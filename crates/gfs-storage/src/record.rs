@@ -1,0 +1,527 @@
+//! Record formats: the store-wide write-ahead log (`<dir>/wal`) and per-chunk snapshots
+//! (`<dir>/<handle>.meta`).
+//!
+//! Both files start with an 8-byte magic (`GFSWAL01` / `GFSMETA2`) followed by frames
+//! `[len: u32 LE][crc32c(payload): u32 LE][payload]`. A payload starts with a tag byte; integers are
+//! little-endian.
+//!
+//! | tag | record | fields |
+//! |---|---|---|
+//! | 2 | Commit | batch u64, handle u64, op u64, offset u64, len u32, first_block u64, n u32, n × crc u32, inline u8, [len bytes of data if inline] |
+//! | 3 | Version | batch u64, handle u64, version u64 |
+//! | 4 | Seal | batch u64, handle u64, length u64 |
+//! | 5 | Snapshot | batch u64, version u64, sealed u8, length u64, n u32, n × (op u64, offset u64, len u32), m u32, m × crc u32 |
+//!
+//! A Commit carries the CRC32C of every block it touched as of the end of that append (the last one
+//! covers a partial block). Small appends carry their bytes inline, so one WAL fsync makes them
+//! durable; large ones are written in place and their chunk file is fsynced in the same round.
+//! A snapshot file holds exactly one Snapshot frame: the chunk's state through batch `batch`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::error::{Result, StorageError};
+use crate::types::{AppendRecord, ChunkHandle, OpId, block_of};
+
+/// Magic and format version at the start of the write-ahead log.
+pub(crate) const WAL_MAGIC: &[u8; 8] = b"GFSWAL01";
+/// Magic and format version at the start of a chunk snapshot file.
+pub(crate) const META_MAGIC: &[u8; 8] = b"GFSMETA2";
+/// Largest payload a frame may claim.
+const MAX_PAYLOAD: u32 = 256 << 20;
+const FRAME_HEADER: usize = 8;
+
+/// One WAL or snapshot record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    Commit {
+        batch: u64,
+        handle: ChunkHandle,
+        op: OpId,
+        offset: u64,
+        len: u32,
+        first_block: u64,
+        crcs: Vec<u32>,
+        /// The appended bytes, for appends small enough to live in the WAL.
+        data: Option<Bytes>,
+    },
+    Version {
+        batch: u64,
+        handle: ChunkHandle,
+        version: u64,
+    },
+    Seal {
+        batch: u64,
+        handle: ChunkHandle,
+        length: u64,
+    },
+    Snapshot(Box<Snapshot>),
+}
+
+/// The full state of a chunk through one batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub batch: u64,
+    pub version: u64,
+    pub sealed: bool,
+    pub length: u64,
+    pub ops: Vec<(OpId, AppendRecord)>,
+    pub crcs: Vec<u32>,
+}
+
+impl Record {
+    /// The batch the record belongs to.
+    pub(crate) fn batch(&self) -> u64 {
+        match self {
+            Record::Commit { batch, .. }
+            | Record::Version { batch, .. }
+            | Record::Seal { batch, .. } => *batch,
+            Record::Snapshot(s) => s.batch,
+        }
+    }
+
+    /// The chunk a WAL record is about.
+    pub(crate) fn handle(&self) -> Option<ChunkHandle> {
+        match self {
+            Record::Commit { handle, .. }
+            | Record::Version { handle, .. }
+            | Record::Seal { handle, .. } => Some(*handle),
+            Record::Snapshot(_) => None,
+        }
+    }
+
+    /// Appends the framed record to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; FRAME_HEADER]);
+        let u64s = |out: &mut Vec<u8>, vals: &[u64]| {
+            for v in vals {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        match self {
+            Record::Commit {
+                batch,
+                handle,
+                op,
+                offset,
+                len,
+                first_block,
+                crcs,
+                data,
+            } => {
+                out.push(2);
+                u64s(out, &[*batch, handle.0, op.0, *offset]);
+                out.extend_from_slice(&len.to_le_bytes());
+                u64s(out, &[*first_block]);
+                put_crcs(out, crcs);
+                match data {
+                    Some(d) => {
+                        out.push(1);
+                        out.extend_from_slice(d);
+                    }
+                    None => out.push(0),
+                }
+            }
+            Record::Version {
+                batch,
+                handle,
+                version,
+            } => {
+                out.push(3);
+                u64s(out, &[*batch, handle.0, *version]);
+            }
+            Record::Seal {
+                batch,
+                handle,
+                length,
+            } => {
+                out.push(4);
+                u64s(out, &[*batch, handle.0, *length]);
+            }
+            Record::Snapshot(s) => {
+                out.push(5);
+                u64s(out, &[s.batch, s.version]);
+                out.push(u8::from(s.sealed));
+                u64s(out, &[s.length]);
+                out.extend_from_slice(&(s.ops.len() as u32).to_le_bytes());
+                for (op, r) in &s.ops {
+                    u64s(out, &[op.0, r.offset]);
+                    out.extend_from_slice(&r.len.to_le_bytes());
+                }
+                put_crcs(out, &s.crcs);
+            }
+        }
+        let payload_len = (out.len() - start - FRAME_HEADER) as u32;
+        let crc = crc32c::crc32c(&out[start + FRAME_HEADER..]);
+        out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn decode(payload: &Bytes) -> Option<Record> {
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+        };
+        let rec = match r.u8()? {
+            2 => {
+                let batch = r.u64()?;
+                let handle = ChunkHandle(r.u64()?);
+                let op = OpId(r.u64()?);
+                let offset = r.u64()?;
+                let len = r.u32()?;
+                let first_block = r.u64()?;
+                let crcs = r.crcs()?;
+                let data = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.bytes(len as usize)?),
+                    _ => return None,
+                };
+                Record::Commit {
+                    batch,
+                    handle,
+                    op,
+                    offset,
+                    len,
+                    first_block,
+                    crcs,
+                    data,
+                }
+            }
+            3 => Record::Version {
+                batch: r.u64()?,
+                handle: ChunkHandle(r.u64()?),
+                version: r.u64()?,
+            },
+            4 => Record::Seal {
+                batch: r.u64()?,
+                handle: ChunkHandle(r.u64()?),
+                length: r.u64()?,
+            },
+            5 => {
+                let batch = r.u64()?;
+                let version = r.u64()?;
+                let sealed = r.u8()? != 0;
+                let length = r.u64()?;
+                let n = r.u32()? as usize;
+                let mut ops = Vec::with_capacity(n.min(r.remaining() / 20));
+                for _ in 0..n {
+                    let op = OpId(r.u64()?);
+                    let offset = r.u64()?;
+                    let len = r.u32()?;
+                    ops.push((op, AppendRecord { offset, len }));
+                }
+                let crcs = r.crcs()?;
+                Record::Snapshot(Box::new(Snapshot {
+                    batch,
+                    version,
+                    sealed,
+                    length,
+                    ops,
+                    crcs,
+                }))
+            }
+            _ => return None,
+        };
+        (r.remaining() == 0).then_some(rec)
+    }
+}
+
+fn put_crcs(out: &mut Vec<u8>, crcs: &[u32]) {
+    out.extend_from_slice(&(crcs.len() as u32).to_le_bytes());
+    for c in crcs {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let b = self.buf.get(self.pos..self.pos + N)?;
+        self.pos += N;
+        b.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+    fn bytes(&mut self, n: usize) -> Option<Bytes> {
+        if self.remaining() < n {
+            return None;
+        }
+        let b = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Some(b)
+    }
+    fn crcs(&mut self) -> Option<Vec<u32>> {
+        let n = self.u32()? as usize;
+        if self.remaining() < n * 4 {
+            return None;
+        }
+        (0..n).map(|_| self.u32()).collect()
+    }
+}
+
+/// The records of a file, with the byte offset where each one starts.
+pub(crate) struct Parsed {
+    pub records: Vec<(u64, Record)>,
+    /// Byte offset just past the last valid frame.
+    pub valid_end: u64,
+    /// Total file length (greater than `valid_end` when the tail is torn).
+    pub file_len: u64,
+}
+
+/// Parses a file's bytes; stops at the first frame that does not decode (a torn tail).
+pub(crate) fn parse(path: &Path, magic: &[u8; 8], bytes: Bytes) -> Result<Parsed> {
+    if bytes.len() < magic.len() || &bytes[..magic.len()] != magic {
+        return Err(StorageError::CorruptMetadata {
+            path: path.to_owned(),
+            offset: 0,
+            reason: format!("missing {} header", String::from_utf8_lossy(magic)),
+        });
+    }
+    let mut pos = magic.len();
+    let mut records = Vec::new();
+    while let Some(header) = bytes.get(pos..pos + FRAME_HEADER) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_PAYLOAD || pos + FRAME_HEADER + len as usize > bytes.len() {
+            break;
+        }
+        let payload = bytes.slice(pos + FRAME_HEADER..pos + FRAME_HEADER + len as usize);
+        if crc32c::crc32c(&payload) != crc {
+            break;
+        }
+        let Some(rec) = Record::decode(&payload) else {
+            break;
+        };
+        records.push((pos as u64, rec));
+        pos += FRAME_HEADER + len as usize;
+    }
+    Ok(Parsed {
+        records,
+        valid_end: pos as u64,
+        file_len: bytes.len() as u64,
+    })
+}
+
+/// A chunk's durable metadata.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChunkMeta {
+    /// Newest batch reflected in this state.
+    pub batch: u64,
+    pub version: u64,
+    pub sealed: bool,
+    pub length: u64,
+    pub ops: HashMap<OpId, AppendRecord>,
+    pub crcs: Vec<u32>,
+}
+
+impl ChunkMeta {
+    /// The state a snapshot describes.
+    pub(crate) fn from_snapshot(s: Snapshot) -> ChunkMeta {
+        ChunkMeta {
+            batch: s.batch,
+            version: s.version,
+            sealed: s.sealed,
+            length: s.length,
+            ops: s.ops.into_iter().collect(),
+            crcs: s.crcs,
+        }
+    }
+
+    /// Applies one WAL record. Returns `false` when the record does not follow from the state
+    /// (a commit that does not start at the current length), which ends the chunk's replay.
+    pub(crate) fn apply(&mut self, rec: &Record) -> bool {
+        match rec {
+            Record::Commit {
+                op,
+                offset,
+                len,
+                first_block,
+                crcs,
+                ..
+            } => {
+                if *offset != self.length || self.sealed {
+                    return false;
+                }
+                let end = offset + u64::from(*len);
+                let expected_blocks = if *len == 0 {
+                    0
+                } else {
+                    block_of(end - 1) - block_of(*offset) + 1
+                };
+                if *first_block != block_of(*offset) || crcs.len() as u64 != expected_blocks {
+                    return false;
+                }
+                self.crcs.truncate(*first_block as usize);
+                self.crcs.extend_from_slice(crcs);
+                self.length = end;
+                self.ops.insert(
+                    *op,
+                    AppendRecord {
+                        offset: *offset,
+                        len: *len,
+                    },
+                );
+            }
+            Record::Version { version, .. } => self.version = *version,
+            Record::Seal { length, .. } => {
+                if *length != self.length {
+                    return false;
+                }
+                self.sealed = true;
+            }
+            Record::Snapshot(_) => return false,
+        }
+        self.batch = rec.batch();
+        true
+    }
+
+    /// The state as a snapshot record.
+    pub(crate) fn snapshot(&self) -> Record {
+        let mut ops: Vec<_> = self.ops.iter().map(|(k, v)| (*k, *v)).collect();
+        ops.sort_by_key(|(_, r)| r.offset);
+        Record::Snapshot(Box::new(Snapshot {
+            batch: self.batch,
+            version: self.version,
+            sealed: self.sealed,
+            length: self.length,
+            ops,
+            crcs: self.crcs.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(records: &[Record]) -> Bytes {
+        let mut out = WAL_MAGIC.to_vec();
+        for r in records {
+            r.encode_into(&mut out);
+        }
+        Bytes::from(out)
+    }
+
+    fn sample() -> Vec<Record> {
+        let h = ChunkHandle(9);
+        vec![
+            Record::Commit {
+                batch: 1,
+                handle: h,
+                op: OpId(7),
+                offset: 0,
+                len: 3,
+                first_block: 0,
+                crcs: vec![0xdead_beef],
+                data: Some(Bytes::from_static(b"abc")),
+            },
+            Record::Commit {
+                batch: 2,
+                handle: h,
+                op: OpId(8),
+                offset: 3,
+                len: 70_000,
+                first_block: 0,
+                crcs: vec![1, 2],
+                data: None,
+            },
+            Record::Version {
+                batch: 3,
+                handle: h,
+                version: 4,
+            },
+            Record::Seal {
+                batch: 3,
+                handle: h,
+                length: 70_003,
+            },
+            Record::Snapshot(Box::new(Snapshot {
+                batch: 3,
+                version: 4,
+                sealed: true,
+                length: 10,
+                ops: vec![(OpId(7), AppendRecord { offset: 0, len: 10 })],
+                crcs: vec![1, 2],
+            })),
+        ]
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let recs = sample();
+        let bytes = file(&recs);
+        let parsed = parse(Path::new("x"), WAL_MAGIC, bytes.clone()).expect("parse");
+        let got: Vec<_> = parsed.records.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(got, recs);
+        assert_eq!(parsed.valid_end, bytes.len() as u64);
+    }
+
+    #[test]
+    fn every_truncation_yields_a_prefix() {
+        let recs = sample();
+        let bytes = file(&recs);
+        for cut in WAL_MAGIC.len()..bytes.len() {
+            let parsed = parse(Path::new("x"), WAL_MAGIC, bytes.slice(..cut)).expect("parse");
+            let n = parsed.records.len();
+            assert!(n < recs.len(), "cut {cut} kept every record");
+            let got: Vec<_> = parsed.records.into_iter().map(|(_, r)| r).collect();
+            assert_eq!(got, recs[..n]);
+            assert!(parsed.valid_end <= cut as u64);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_log_there() {
+        let recs = sample();
+        let mut bytes = file(&recs).to_vec();
+        let parsed = parse(Path::new("x"), WAL_MAGIC, Bytes::from(bytes.clone())).expect("parse");
+        let second = parsed.records[1].0 as usize;
+        bytes[second + 12] ^= 0x10;
+        let parsed = parse(Path::new("x"), WAL_MAGIC, Bytes::from(bytes)).expect("parse");
+        assert_eq!(parsed.records.len(), 1);
+        assert_eq!(parsed.valid_end, second as u64);
+    }
+
+    #[test]
+    fn a_wrong_header_is_an_error() {
+        let bytes = file(&sample());
+        assert!(matches!(
+            parse(Path::new("x"), META_MAGIC, bytes),
+            Err(StorageError::CorruptMetadata { .. })
+        ));
+    }
+
+    #[test]
+    fn replay_refuses_a_commit_that_leaves_a_hole() {
+        let mut m = ChunkMeta::default();
+        let hole = Record::Commit {
+            batch: 1,
+            handle: ChunkHandle(1),
+            op: OpId(1),
+            offset: 5,
+            len: 1,
+            first_block: 0,
+            crcs: vec![0],
+            data: None,
+        };
+        assert!(!m.apply(&hole));
+        assert_eq!(m.length, 0);
+    }
+}

@@ -1,0 +1,314 @@
+//! Opening a data directory after a clean stop or a crash.
+//!
+//! 1. Load every chunk snapshot (`<handle>.meta`). One that does not parse was damaged outside
+//!    our control (snapshots are written aside and renamed): the chunk is quarantined
+//!    (`*.corrupt`) so the server still starts and the master can re-replicate it.
+//! 2. Replay the WAL records newer than each snapshot, in order. Inline appends are rewritten into
+//!    the chunk file (redo). An in-place append from the newest batch is kept only if the chunk
+//!    file holds bytes matching its CRCs; the first one that does not ends that chunk's replay.
+//!    Older batches were fsynced before the next one began, so they are trusted.
+//! 3. Truncate chunk files to their committed length, snapshot what changed, start an empty WAL.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::committer::{
+    data_path, meta_path, new_wal, parallel_sync, snapshot_bytes, sync_dir, write_snapshots,
+};
+use crate::config::StoreConfig;
+use crate::error::{Result, StorageError};
+use crate::record::{self, ChunkMeta, META_MAGIC, Record, WAL_MAGIC};
+use crate::store::{Chunk, ChunkState};
+use crate::types::{BLOCK_SIZE, ChunkHandle, block_of};
+
+/// What `recover` hands to the store.
+pub(crate) struct Recovered {
+    pub chunks: HashMap<ChunkHandle, Arc<Chunk>>,
+    pub quarantined: Vec<ChunkHandle>,
+    pub wal: File,
+    pub next_batch: u64,
+}
+
+struct Loading {
+    meta: ChunkMeta,
+    /// The batch the snapshot holds; WAL records of that batch or older are already in it.
+    snapshot_batch: u64,
+    data: File,
+    data_len: u64,
+    /// Replay stopped for this chunk.
+    cut: bool,
+    /// The state or the chunk file changed: needs an fsync and a new snapshot.
+    changed: bool,
+}
+
+pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
+    let mut metas = Vec::new();
+    let mut datas = Vec::new();
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            fs::remove_file(entry.path()).map_err(|e| StorageError::io(entry.path(), e))?;
+            removed = true;
+        } else if let Some(h) = name.strip_suffix(".meta").and_then(|h| h.parse().ok()) {
+            metas.push(ChunkHandle(h));
+        } else if let Ok(h) = name.parse::<u64>() {
+            datas.push(ChunkHandle(h));
+        }
+    }
+    metas.sort();
+
+    let mut quarantined = Vec::new();
+    let mut chunks: HashMap<ChunkHandle, Loading> = HashMap::new();
+    for h in &metas {
+        match load_chunk(dir, cfg, *h) {
+            Ok(c) => {
+                chunks.insert(*h, c);
+            }
+            Err(e @ StorageError::CorruptMetadata { .. }) => {
+                tracing::error!(handle = %h, error = %e, "quarantining a damaged chunk");
+                for p in [meta_path(dir, *h), data_path(dir, *h)] {
+                    if p.exists() {
+                        let to = p.with_file_name(format!(
+                            "{}.corrupt",
+                            p.file_name().and_then(|n| n.to_str()).unwrap_or("chunk")
+                        ));
+                        fs::rename(&p, &to).map_err(|e| StorageError::io(&p, e))?;
+                    }
+                }
+                quarantined.push(*h);
+                removed = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for h in datas {
+        if metas.binary_search(&h).is_err() {
+            tracing::warn!(handle = %h, "removing a chunk file without a snapshot");
+            let p = data_path(dir, h);
+            fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+
+    let mut max_batch = chunks.values().map(|c| c.meta.batch).max().unwrap_or(0);
+    let wal_path = dir.join("wal");
+    if wal_path.exists() {
+        let bytes = fs::read(&wal_path).map_err(|e| StorageError::io(&wal_path, e))?;
+        let parsed = record::parse(&wal_path, WAL_MAGIC, Bytes::from(bytes))?;
+        if parsed.valid_end < parsed.file_len {
+            tracing::warn!(
+                valid = parsed.valid_end,
+                file_len = parsed.file_len,
+                "ignoring a torn WAL tail"
+            );
+        }
+        let newest = parsed.records.iter().map(|(_, r)| r.batch()).max();
+        if let Some(newest) = newest {
+            replay(&mut chunks, parsed.records, newest)?;
+            max_batch = max_batch.max(newest);
+        }
+    }
+
+    // Make the replayed state durable in the chunks' own files, then drop the WAL.
+    let mut syncs = Vec::new();
+    let mut snaps = Vec::new();
+    let meta_paths: HashMap<ChunkHandle, _> =
+        chunks.keys().map(|h| (*h, meta_path(dir, *h))).collect();
+    for (h, c) in chunks.iter_mut() {
+        if c.data_len > c.meta.length {
+            c.data
+                .set_len(c.meta.length)
+                .map_err(|e| StorageError::io(data_path(dir, *h), e))?;
+            c.changed = true;
+        }
+        if c.changed {
+            c.meta.batch = max_batch;
+            snaps.push((meta_paths[h].as_path(), snapshot_bytes(&c.meta)));
+        }
+    }
+    let data_paths: HashMap<ChunkHandle, _> =
+        chunks.keys().map(|h| (*h, data_path(dir, *h))).collect();
+    for (h, c) in &chunks {
+        if c.changed {
+            syncs.push((&c.data, data_paths[h].as_path()));
+        }
+    }
+    if let Some((_, e)) = parallel_sync(&syncs).into_iter().next() {
+        return Err(e);
+    }
+    write_snapshots(dir, &snaps)?;
+    let wal = new_wal(dir)?;
+
+    let chunks = chunks
+        .into_iter()
+        .map(|(h, c)| {
+            let chunk = Chunk {
+                handle: h,
+                data_path: data_path(dir, h),
+                meta_path: meta_path(dir, h),
+                data: c.data,
+                st: parking_lot::Mutex::new(ChunkState::new(c.meta)),
+            };
+            (h, Arc::new(chunk))
+        })
+        .collect();
+    Ok(Recovered {
+        chunks,
+        quarantined,
+        wal,
+        next_batch: max_batch + 1,
+    })
+}
+
+fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> {
+    let mp = meta_path(dir, h);
+    let dp = data_path(dir, h);
+    let bytes = fs::read(&mp).map_err(|e| StorageError::io(&mp, e))?;
+    let parsed = record::parse(&mp, META_MAGIC, Bytes::from(bytes))?;
+    let corrupt = |reason: String| StorageError::CorruptMetadata {
+        path: mp.clone(),
+        offset: 0,
+        reason,
+    };
+    if parsed.valid_end != parsed.file_len || parsed.records.len() != 1 {
+        return Err(corrupt("not exactly one whole snapshot record".into()));
+    }
+    let Some((_, Record::Snapshot(snap))) = parsed.records.into_iter().next() else {
+        return Err(corrupt("the record is not a snapshot".into()));
+    };
+    let mut meta = ChunkMeta::from_snapshot(*snap);
+    if meta.length > cfg.chunk_size {
+        return Err(corrupt(format!(
+            "committed length {} exceeds the chunk size {}",
+            meta.length, cfg.chunk_size
+        )));
+    }
+    let expected_blocks = meta.length.div_ceil(BLOCK_SIZE) as usize;
+    if meta.crcs.len() != expected_blocks {
+        return Err(corrupt(format!(
+            "{} block checksums for {} bytes",
+            meta.crcs.len(),
+            meta.length
+        )));
+    }
+    let data = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&dp)
+        .map_err(|e| StorageError::io(&dp, e))?;
+    let data_len = data.metadata().map_err(|e| StorageError::io(&dp, e))?.len();
+    let mut changed = false;
+    if data_len < meta.length {
+        // Only outside damage shortens a chunk file below a snapshot: keep the whole appends
+        // that are still there.
+        tracing::error!(handle = %h, data_len, committed = meta.length,
+            "chunk file shorter than its snapshot; rolling back to the last whole append");
+        roll_back(&mut meta, &data, data_len).map_err(|e| StorageError::io(&dp, e))?;
+        changed = true;
+    }
+    Ok(Loading {
+        snapshot_batch: meta.batch,
+        meta,
+        data,
+        data_len,
+        cut: false,
+        changed,
+    })
+}
+
+/// Shrinks `meta` to the appends that end at or before `limit`, recomputing the CRC of a new
+/// partial last block from the file.
+fn roll_back(meta: &mut ChunkMeta, data: &File, limit: u64) -> std::io::Result<()> {
+    meta.ops.retain(|_, r| r.end() <= limit);
+    let len = meta.ops.values().map(|r| r.end()).max().unwrap_or(0);
+    meta.length = len;
+    meta.sealed = false;
+    meta.crcs.truncate(len.div_ceil(BLOCK_SIZE) as usize);
+    if !len.is_multiple_of(BLOCK_SIZE) {
+        let start = block_of(len) * BLOCK_SIZE;
+        let mut buf = vec![0u8; (len - start) as usize];
+        data.read_exact_at(&mut buf, start)?;
+        if let Some(last) = meta.crcs.last_mut() {
+            *last = crc32c::crc32c(&buf);
+        }
+    }
+    Ok(())
+}
+
+fn replay(
+    chunks: &mut HashMap<ChunkHandle, Loading>,
+    records: Vec<(u64, Record)>,
+    newest: u64,
+) -> Result<()> {
+    for (pos, rec) in records {
+        let Some(h) = rec.handle() else { continue };
+        // Records of deleted chunks, and those a snapshot already holds, are skipped.
+        let Some(c) = chunks.get_mut(&h) else {
+            continue;
+        };
+        if c.cut || rec.batch() <= c.snapshot_batch {
+            continue;
+        }
+        let intact = match &rec {
+            Record::Commit {
+                offset,
+                len,
+                data: Some(bytes),
+                ..
+            } => {
+                if *offset == c.meta.length {
+                    c.data
+                        .write_all_at(bytes, *offset)
+                        .map_err(|e| StorageError::io(format!("chunk {h}"), e))?;
+                    c.data_len = c.data_len.max(offset + u64::from(*len));
+                }
+                true
+            }
+            Record::Commit {
+                offset,
+                len,
+                first_block,
+                crcs,
+                data: None,
+                ..
+            } => {
+                let end = offset + u64::from(*len);
+                end <= c.data_len
+                    && (rec.batch() < newest || verify(&c.data, end, *first_block, crcs))
+            }
+            _ => true,
+        };
+        if !intact || !c.meta.apply(&rec) {
+            tracing::warn!(handle = %h, wal_offset = pos, batch = rec.batch(),
+                "WAL replay of this chunk stops at an append that never became durable");
+            c.cut = true;
+            continue;
+        }
+        c.changed = true;
+    }
+    Ok(())
+}
+
+/// Whether the chunk file holds the bytes an in-place commit record describes.
+fn verify(data: &File, end: u64, first_block: u64, crcs: &[u32]) -> bool {
+    crcs.iter().enumerate().all(|(i, crc)| {
+        let block = first_block + i as u64;
+        let start = block * BLOCK_SIZE;
+        let stop = ((block + 1) * BLOCK_SIZE).min(end);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        data.read_exact_at(&mut buf, start).is_ok() && crc32c::crc32c(&buf) == *crc
+    })
+}

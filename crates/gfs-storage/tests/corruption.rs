@@ -1,0 +1,70 @@
+//! Corruption: a flipped byte in a chunk file fails the reads of its block, and only that block.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use common::test_config;
+use gfs_storage::{BLOCK_SIZE, ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
+
+#[tokio::test]
+async fn a_flipped_byte_fails_only_its_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = ChunkHandle(9);
+    let data: Vec<u8> = (0..5 * BLOCK_SIZE + 100).map(|i| (i % 251) as u8).collect();
+    {
+        let store = ChunkStore::open(dir.path(), test_config()).unwrap();
+        store.create(h, 1).await.unwrap();
+        // Several appends, so the damaged block is not in the newest commit batch.
+        for (i, piece) in data.chunks(40_000).enumerate() {
+            let offset = (i * 40_000) as u64;
+            store
+                .stage(StageRequest {
+                    op: OpId(i as u64),
+                    handle: h,
+                    version: 1,
+                    offset,
+                    data: Bytes::copy_from_slice(piece),
+                })
+                .unwrap();
+            store.commit(h, OpId(i as u64)).await.unwrap();
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("9"))
+        .unwrap();
+    let at = 2 * BLOCK_SIZE + 1234;
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, at).unwrap();
+    file.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    file.sync_all().unwrap();
+
+    let store = ChunkStore::open(dir.path(), test_config()).unwrap();
+    assert_eq!(store.info(h).unwrap().committed_len, data.len() as u64);
+    match store.read(h, 2 * BLOCK_SIZE + 10, 10) {
+        Err(StorageError::ChecksumMismatch { handle, block }) => {
+            assert_eq!((handle, block), (h, 2));
+        }
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+    // A read spanning the bad block fails too.
+    assert!(matches!(
+        store.read(h, BLOCK_SIZE, 3 * BLOCK_SIZE),
+        Err(StorageError::ChecksumMismatch { block: 2, .. })
+    ));
+    for block in [0u64, 1, 3, 4, 5] {
+        let off = block * BLOCK_SIZE;
+        let got = store.read(h, off, BLOCK_SIZE).unwrap();
+        let end = (off + BLOCK_SIZE).min(data.len() as u64) as usize;
+        assert_eq!(&got[..], &data[off as usize..end], "block {block}");
+    }
+    assert_eq!(store.stats().checksum_failures, 2);
+    let report = store.scrub();
+    assert_eq!(report.corrupt, vec![(h, 2)]);
+    assert_eq!(report.bytes, data.len() as u64);
+}
