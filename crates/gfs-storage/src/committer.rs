@@ -32,7 +32,6 @@ pub(crate) struct Committer {
     wal_len: u64,
     /// Number of the batch being built.
     batch: u64,
-    wal_buf: Vec<u8>,
     works: Vec<Work>,
 }
 
@@ -59,7 +58,11 @@ struct Work {
     inline_data: bool,
     staged_bytes: u64,
     replies: Vec<Reply>,
+    /// This chunk's WAL records; they reach the WAL only if the whole work succeeds.
+    records: Vec<u8>,
     failed: Option<StorageError>,
+    /// An fsync failed: the chunk refuses writes until the store reopens.
+    poison: bool,
 }
 
 impl Committer {
@@ -69,7 +72,6 @@ impl Committer {
             wal,
             wal_len: WAL_MAGIC.len() as u64,
             batch,
-            wal_buf: Vec::new(),
             works: Vec::new(),
         }
     }
@@ -134,7 +136,9 @@ impl Committer {
             inline_data: false,
             staged_bytes: 0,
             replies: Vec::new(),
+            records: Vec::new(),
             failed: st.poisoned.then_some(StorageError::Poisoned(chunk.handle)),
+            poison: false,
         };
         drop(st);
         self.works.push(w);
@@ -156,8 +160,8 @@ impl Committer {
                 let handle = chunk.handle;
                 let w = self.work(&chunk);
                 w.staged_bytes += data.len() as u64;
-                if w.failed.is_some() {
-                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
+                if let Some(e) = &w.failed {
+                    let _ = reply.send(Err(clone_err(e)));
                     return;
                 }
                 if w.sealed {
@@ -175,10 +179,11 @@ impl Committer {
                     return;
                 }
                 if let Err(e) = chunk.data.write_all_at(&data, offset) {
+                    // Bytes past the committed length are never served and get overwritten.
                     let err = StorageError::io(&chunk.data_path, e);
                     tracing::error!(%handle, error = %err, "chunk write failed");
-                    w.failed = Some(StorageError::Poisoned(handle));
-                    let _ = reply.send(Err(err));
+                    let _ = reply.send(Err(clone_err(&err)));
+                    w.failed = Some(err);
                     return;
                 }
                 let inline = data.len() as u64 <= inline_max;
@@ -207,13 +212,13 @@ impl Committer {
                     crcs,
                     data: inline.then_some(data),
                 }
-                .encode_into(&mut self.wal_buf);
+                .encode_into(&mut w.records);
             }
             Job::Seal { chunk, reply } => {
                 let handle = chunk.handle;
                 let w = self.work(&chunk);
-                if w.failed.is_some() {
-                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
+                if let Some(e) = &w.failed {
+                    let _ = reply.send(Err(clone_err(e)));
                     return;
                 }
                 let length = w.len;
@@ -226,7 +231,7 @@ impl Committer {
                         handle,
                         length,
                     }
-                    .encode_into(&mut self.wal_buf);
+                    .encode_into(&mut w.records);
                 }
             }
             Job::SetVersion {
@@ -236,8 +241,8 @@ impl Committer {
             } => {
                 let handle = chunk.handle;
                 let w = self.work(&chunk);
-                if w.failed.is_some() {
-                    let _ = reply.send(Err(StorageError::Poisoned(handle)));
+                if let Some(e) = &w.failed {
+                    let _ = reply.send(Err(clone_err(e)));
                     return;
                 }
                 w.version = Some(version);
@@ -247,7 +252,7 @@ impl Committer {
                     handle,
                     version,
                 }
-                .encode_into(&mut self.wal_buf);
+                .encode_into(&mut w.records);
             }
             // Control jobs touch the directory: they run alone, after everything before them.
             Job::Create {
@@ -268,19 +273,26 @@ impl Committer {
     /// Writes the batch's WAL records, fsyncs the WAL and in-place chunk files in one round,
     /// then publishes and answers.
     fn flush(&mut self) {
-        if self.works.is_empty() && self.wal_buf.is_empty() {
+        if self.works.is_empty() {
             return;
         }
         let inner = Arc::clone(&self.inner);
-        let mut wal_err = None;
-        if let Err(e) = self.wal.write_all_at(&self.wal_buf, self.wal_len) {
-            wal_err = Some(StorageError::io(inner.dir.join("wal"), e));
+        let wal_path = inner.dir.join("wal");
+        let mut buf = Vec::new();
+        for w in self.works.iter().filter(|w| w.failed.is_none()) {
+            buf.extend_from_slice(&w.records);
         }
-        if wal_err.is_none() {
-            let wal_path = inner.dir.join("wal");
+        let mut wal_err = None;
+        if let Err(e) = self.wal.write_all_at(&buf, self.wal_len) {
+            // Nothing was fsynced: rewind, fail the batch, keep serving.
+            wal_err = Some(StorageError::io(&wal_path, e));
+            if self.wal.set_len(self.wal_len).is_err() {
+                inner.wal_failed.store(true, Ordering::Release);
+            }
+        } else {
             let mut files: Vec<(&File, &Path)> = Vec::new();
             let mut owners: Vec<Option<usize>> = Vec::new();
-            if !self.wal_buf.is_empty() {
+            if !buf.is_empty() {
                 files.push((&self.wal, &wal_path));
                 owners.push(None);
             }
@@ -301,28 +313,27 @@ impl Committer {
             for (idx, err) in failures {
                 tracing::error!(error = %err, "fsync failed");
                 match owners[idx] {
-                    None => wal_err = Some(err),
+                    None => {
+                        // The WAL's durability is unknown: refuse writes until a reopen.
+                        inner.wal_failed.store(true, Ordering::Release);
+                        wal_err = Some(err);
+                    }
                     Some(i) => {
-                        let h = self.works[i].chunk.handle;
-                        self.works[i].failed = Some(StorageError::Poisoned(h));
+                        self.works[i].failed = Some(err);
+                        self.works[i].poison = true;
                     }
                 }
             }
-        }
-        match wal_err {
-            Some(err) => {
-                // Nothing of this batch can be trusted; refuse writes until a reopen recovers.
-                tracing::error!(error = %err, "write-ahead log failed; the store refuses writes");
-                inner.wal_failed.store(true, Ordering::Release);
-                let _ = self.wal.set_len(self.wal_len);
-                for w in &mut self.works {
-                    w.failed
-                        .get_or_insert(StorageError::Poisoned(w.chunk.handle));
-                }
+            if wal_err.is_none() {
+                self.wal_len += buf.len() as u64;
             }
-            None => self.wal_len += self.wal_buf.len() as u64,
         }
-        self.wal_buf.clear();
+        if let Some(err) = wal_err {
+            tracing::error!(error = %err, "write-ahead log write failed; batch refused");
+            for w in &mut self.works {
+                w.failed.get_or_insert_with(|| clone_err(&err));
+            }
+        }
         let batch = self.batch;
         for w in self.works.drain(..) {
             publish(&inner, w, batch);
@@ -408,18 +419,18 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
     let handle = w.chunk.handle;
     let mut st = w.chunk.st.lock();
     if let Some(err) = &w.failed {
-        tracing::error!(%handle, error = %err, "commit batch failed; chunk poisoned");
-        st.poisoned = true;
+        // Nothing of this chunk's batch is acknowledged or logged: roll the queue back.
+        tracing::error!(%handle, error = %err, poison = w.poison, "commit batch failed");
+        st.poisoned |= w.poison;
         st.enqueued = st.meta.length;
         st.sealing = st.meta.sealed;
         drop(st);
         inner.release(w.staged_bytes);
-        let err = || StorageError::Poisoned(handle);
         for r in w.replies {
             match r {
-                Reply::Commit(tx, ..) => drop(tx.send(Err(err()))),
-                Reply::Seal(tx, _) => drop(tx.send(Err(err()))),
-                Reply::Version(tx) => drop(tx.send(Err(err()))),
+                Reply::Commit(tx, ..) => drop(tx.send(Err(clone_err(err)))),
+                Reply::Seal(tx, _) => drop(tx.send(Err(clone_err(err)))),
+                Reply::Version(tx) => drop(tx.send(Err(clone_err(err)))),
             }
         }
         return;
@@ -454,6 +465,24 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
             Reply::Seal(tx, len) => drop(tx.send(Ok(len))),
             Reply::Version(tx) => drop(tx.send(Ok(()))),
         }
+    }
+}
+
+/// A copy of an error for each caller of a failed batch (I/O errors keep their kind and code).
+fn clone_err(e: &StorageError) -> StorageError {
+    let io = |source: &std::io::Error| match source.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(source.kind(), source.to_string()),
+    };
+    match e {
+        StorageError::DiskFull { path, source }
+        | StorageError::PermissionDenied { path, source }
+        | StorageError::Io { path, source } => StorageError::io(path, io(source)),
+        StorageError::Poisoned(h) => StorageError::Poisoned(*h),
+        other => StorageError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 
