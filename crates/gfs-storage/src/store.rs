@@ -405,10 +405,12 @@ impl ChunkStore {
 
     /// Makes a staged append durable and returns where it landed.
     ///
-    /// Commits of one chunk apply strictly in offset order: a commit whose predecessors are
-    /// staged but not yet committing waits for their commits (up to `commit_wait`), and is refused
-    /// with `Hole` when they are not staged at all. Committing an op that is already durable
-    /// returns its record again.
+    /// Commits of one chunk apply strictly in offset order: a commit waits (up to
+    /// `commit_wait`) until every byte before it is staged and committing — on a secondary the
+    /// PREPAREs of earlier appends may still be on their way. It is refused with `Hole` when the
+    /// bytes before it are still missing at the deadline, or at once when an append before it is
+    /// aborted or expires, and with `Timeout` when they are staged but nobody commits them.
+    /// Committing an op that is already durable returns its record again.
     pub async fn commit(&self, handle: ChunkHandle, op: OpId) -> Result<CommitInfo> {
         let chunk = self.inner.chunk(handle)?;
         let mut rx = match self.request_commit(&chunk, op)? {
@@ -419,8 +421,17 @@ impl ChunkStore {
         match tokio::time::timeout(self.inner.cfg.commit_wait, &mut rx).await {
             Ok(reply) => reply.map_err(|_| gone())?,
             Err(_) => {
-                if self.inner.withdraw(&chunk, op) {
-                    return Err(StorageError::Timeout("the preceding commits"));
+                if let Some(covered) = self.inner.withdraw(&chunk, op) {
+                    let next = chunk.st.lock().enqueued;
+                    return Err(if covered {
+                        StorageError::Timeout("the preceding commits")
+                    } else {
+                        StorageError::Hole {
+                            handle,
+                            offset: self.inner.staged_offset(&chunk, op).unwrap_or(next),
+                            next,
+                        }
+                    });
                 }
                 // The commit started meanwhile: its outcome is on the way.
                 rx.await.map_err(|_| gone())?
@@ -447,13 +458,6 @@ impl ChunkStore {
         let Some(&offset) = st.staged_ops.get(&op) else {
             return Err(StorageError::NotStaged { handle, op });
         };
-        if !st.covered(st.enqueued, offset) {
-            return Err(StorageError::Hole {
-                handle,
-                offset,
-                next: st.enqueued,
-            });
-        }
         let (tx, rx) = oneshot::channel();
         if let Some(entry) = st.staged.get_mut(&offset) {
             entry.waiter = Some(tx);
@@ -659,13 +663,14 @@ impl Inner {
                 self.release(s.data.len() as u64);
             }
         }
-        if !doomed.is_empty() {
+        if let Some(&first) = doomed.first() {
             // Commits waiting behind a dropped append can never apply: tell them now.
             let next = st.enqueued;
             let mut pos = Some(next);
             for (&off, s) in st.staged.iter_mut() {
                 pos = pos.filter(|p| *p == off).map(|p| p + s.data.len() as u64);
-                if let (None, Some(w)) = (pos, s.waiter.take()) {
+                let orphan = off > first && pos.is_none();
+                if let Some(w) = s.waiter.take_if(|_| orphan) {
                     let _ = w.send(Err(StorageError::Hole {
                         handle: chunk.handle,
                         offset: off,
@@ -677,15 +682,20 @@ impl Inner {
         doomed.len()
     }
 
-    /// Withdraws a commit request that timed out; `false` when the commit already started.
-    fn withdraw(&self, chunk: &Chunk, op: OpId) -> bool {
+    /// Withdraws a commit request that timed out. `None` when the commit already started;
+    /// otherwise whether the bytes before it were all staged.
+    fn withdraw(&self, chunk: &Chunk, op: OpId) -> Option<bool> {
         let mut st = chunk.st.lock();
-        let Some(off) = st.staged_ops.get(&op).copied() else {
-            return false;
-        };
+        let off = st.staged_ops.get(&op).copied()?;
+        let covered = st.covered(st.enqueued, off);
         st.staged
             .get_mut(&off)
-            .is_some_and(|s| s.waiter.take().is_some())
+            .and_then(|s| s.waiter.take())
+            .map(|_| covered)
+    }
+
+    fn staged_offset(&self, chunk: &Chunk, op: OpId) -> Option<u64> {
+        chunk.st.lock().staged_ops.get(&op).copied()
     }
 
     /// Drops staged appends older than the TTL.

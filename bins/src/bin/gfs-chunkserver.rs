@@ -1,0 +1,104 @@
+//! `gfs-chunkserver`: one chunkserver, from a TOML file and/or the seed's flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{ArgAction, Parser};
+use gfs_chunkserver::{ChunkServer, ChunkserverConfig, parse_size};
+
+/// Serve chunk replicas: the client data plane (TCP) and the replication/control planes (gRPC).
+///
+/// The seed's command line works as is: `gfs-chunkserver -p 8080 -r 8081 -h localhost -d tmp/cs1 -id cs1`.
+#[derive(Parser, Debug)]
+#[command(name = "gfs-chunkserver", version, disable_help_flag = true)]
+struct Args {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+    /// TOML configuration file (see config/chunkserver.toml); flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data-plane TCP port (0 picks a free one).
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// Replication/control-plane gRPC port (0 picks a free one).
+    #[arg(short = 'r', long = "repl-port", value_name = "PORT")]
+    repl_port: Option<u16>,
+    /// Host to bind and advertise.
+    #[arg(short = 'h', long = "host", value_name = "HOST")]
+    host: Option<String>,
+    /// Data directory.
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Server id.
+    #[arg(long = "id", value_name = "ID")]
+    id: Option<String>,
+    /// Chunk size of the cluster ("64MiB", "1MiB", bytes).
+    #[arg(long = "chunk-size", value_name = "SIZE")]
+    chunk_size: Option<String>,
+}
+
+fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => ChunkserverConfig::load(path)?,
+        None => ChunkserverConfig::default(),
+    };
+    if let Some(p) = args.port {
+        cfg.data_port = p;
+    }
+    if let Some(p) = args.repl_port {
+        cfg.repl_port = p;
+    }
+    if let Some(h) = args.host {
+        cfg.host = h;
+    }
+    if let Some(d) = args.dir {
+        cfg.data_dir = d;
+    }
+    if let Some(id) = args.id {
+        cfg.id = id;
+    }
+    if let Some(s) = args.chunk_size {
+        cfg.chunk_size = parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse_from(gfs_bins::go_style_args(
+        std::env::args_os(),
+        &["id", "config"],
+    ));
+    let cfg = config(args)?;
+    let id = cfg.id.clone();
+    let server = ChunkServer::start(cfg)
+        .await
+        .context("starting the chunkserver")?;
+    // One line on stdout that scripts and tests wait for.
+    println!(
+        "gfs-chunkserver {id} ready: data {} replication {}",
+        server.data_addr, server.repl_addr
+    );
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        gfs_bins::shutdown_signal().await;
+        token.cancel();
+    });
+    server.wait().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    gfs_bins::init_tracing();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gfs-chunkserver: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The chunkserver's TOML configuration: a documented, defaulted file format, validated into
+//! the settings of each layer.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{ChunkserverError, Result};
+
+/// The chunkserver configuration file (`config/chunkserver*.toml`). Every field has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunkserverConfig {
+    /// This server's id (the seed's `-id`).
+    pub id: String,
+    /// Directory holding chunk files, snapshots and the write-ahead log (the seed's `-d`).
+    pub data_dir: PathBuf,
+    /// Host to bind and to advertise to peers (the seed's `-h`).
+    pub host: String,
+    /// TCP port of the client data plane (the seed's `-p`; 0 picks a free one).
+    pub data_port: u16,
+    /// gRPC port of the replication and control planes (the seed's `-r`; 0 picks a free one).
+    pub repl_port: u16,
+    /// Chunk size of the cluster, in bytes or with a unit ("64MiB"); a multiple of 64 KiB.
+    #[serde(deserialize_with = "size")]
+    pub chunk_size: u64,
+    /// Replicas (the primary included) that must accept an append.
+    pub quorum: usize,
+    /// Storage tunables.
+    pub storage: StorageSection,
+    /// Replication tunables.
+    pub replication: ReplicationSection,
+    /// Data-plane tunables.
+    pub dataplane: DataplaneSection,
+}
+
+/// `[storage]`: the chunk store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// Bound on bytes staged in memory across all chunks.
+    #[serde(deserialize_with = "size")]
+    pub staging_limit: u64,
+    /// Staged data not committed within this time is dropped.
+    #[serde(with = "humantime_serde")]
+    pub staging_ttl: Duration,
+    /// Appends up to this size are made durable inside the write-ahead log.
+    #[serde(deserialize_with = "size")]
+    pub inline_max: u64,
+    /// The write-ahead log is checkpointed past this size.
+    #[serde(deserialize_with = "size")]
+    pub checkpoint_bytes: u64,
+}
+
+/// `[replication]`: the two-phase commit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSection {
+    /// Deadline of the READY phase.
+    #[serde(with = "humantime_serde")]
+    pub prepare_timeout: Duration,
+    /// Deadline of the COMMIT phase.
+    #[serde(with = "humantime_serde")]
+    pub commit_timeout: Duration,
+    /// Deadline for connecting to a peer.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// `[dataplane]`: the client TCP protocol.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneSection {
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// Requests in flight per connection.
+    pub max_in_flight: usize,
+    /// A connection idle this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Deadline for writing one reply.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+impl Default for ChunkserverConfig {
+    fn default() -> Self {
+        ChunkserverConfig {
+            id: "cs1".into(),
+            data_dir: PathBuf::from("data/cs1"),
+            host: "127.0.0.1".into(),
+            data_port: 8080,
+            repl_port: 8081,
+            chunk_size: 64 << 20,
+            quorum: 2,
+            storage: StorageSection::default(),
+            replication: ReplicationSection::default(),
+            dataplane: DataplaneSection::default(),
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let d = gfs_storage::StoreConfig::default();
+        StorageSection {
+            staging_limit: d.staging_limit,
+            staging_ttl: d.staging_ttl,
+            inline_max: d.inline_max,
+            checkpoint_bytes: d.checkpoint_bytes,
+        }
+    }
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            prepare_timeout: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection {
+            max_connections: 1024,
+            max_in_flight: 64,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ChunkserverConfig {
+    /// Parses a TOML document; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<ChunkserverConfig> {
+        toml::from_str(text).map_err(|e| ChunkserverError::Config(format!("{origin}: {e}")))
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<ChunkserverConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ChunkserverError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The chunk store settings these values give, checked.
+    pub fn store_config(&self) -> Result<gfs_storage::StoreConfig> {
+        let s = gfs_storage::StoreConfig {
+            chunk_size: self.chunk_size,
+            staging_limit: self.storage.staging_limit,
+            staging_ttl: self.storage.staging_ttl,
+            inline_max: self.storage.inline_max,
+            checkpoint_bytes: self.storage.checkpoint_bytes,
+            ..gfs_storage::StoreConfig::default()
+        };
+        s.validate()
+            .map_err(|e| ChunkserverError::Config(e.to_string()))?;
+        Ok(s)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(ChunkserverError::Config(format!("{key}: {why}")));
+        if self.id.is_empty() || self.id.len() > 64 {
+            return bad("id", "must be 1 to 64 characters".into());
+        }
+        if self.host.is_empty() {
+            return bad("host", "must not be empty".into());
+        }
+        if self.quorum == 0 {
+            return bad("quorum", "must be at least 1".into());
+        }
+        if self.dataplane.max_connections == 0 || self.dataplane.max_in_flight == 0 {
+            return bad(
+                "dataplane",
+                "max_connections and max_in_flight must be positive".into(),
+            );
+        }
+        self.store_config().map(|_| ())
+    }
+
+    /// Largest record an append may carry: a quarter of a chunk.
+    pub fn max_record(&self) -> u64 {
+        self.chunk_size / 4
+    }
+}
+
+/// Deserializes a byte size: an integer, or a string such as "64MiB", "512KiB", "1G".
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        N(u64),
+        S(String),
+    }
+    match Size::deserialize(d)? {
+        Size::N(n) => Ok(n),
+        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses "64MiB", "512 KiB", "1G", "4096".
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn a_full_file_parses_and_bad_keys_are_named() {
+        let c = ChunkserverConfig::from_toml(
+            r#"
+            id = "cs9"
+            data_dir = "/tmp/x"
+            chunk_size = "1MiB"
+            [storage]
+            staging_ttl = "5s"
+            [replication]
+            prepare_timeout = "250ms"
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(c.chunk_size, 1 << 20);
+        assert_eq!(c.storage.staging_ttl, Duration::from_secs(5));
+        assert_eq!(c.replication.prepare_timeout, Duration::from_millis(250));
+        c.validate().unwrap();
+
+        let e = ChunkserverConfig::from_toml("chunk_sise = 5", "bad.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("bad.toml") && e.to_string().contains("chunk_sise"),
+            "{e}"
+        );
+        let e = ChunkserverConfig::from_toml("chunk_size = \"3 bananas\"", "bad.toml").unwrap_err();
+        assert!(e.to_string().contains("bananas"), "{e}");
+        let c = ChunkserverConfig::from_toml("chunk_size = 1000", "x").unwrap();
+        assert!(c.validate().is_err());
+    }
+}

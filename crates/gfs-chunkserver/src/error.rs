@@ -1,0 +1,27 @@
+//! Errors of the chunkserver's wiring (start-up, configuration).
+
+/// Why a chunkserver could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkserverError {
+    /// A configuration value is missing or wrong; the message names the file and key.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The chunk store could not open.
+    #[error(transparent)]
+    Storage(#[from] gfs_storage::StorageError),
+    /// A listener could not bind or serve.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(String),
+}
+
+/// Result alias for the chunkserver crate.
+pub type Result<T, E = ChunkserverError> = std::result::Result<T, E>;

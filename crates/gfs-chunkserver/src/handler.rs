@@ -1,0 +1,109 @@
+//! The data plane's view of a chunkserver: appends go through the coordinator (this server
+//! must be the primary), reads come from the local replica.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gfs_dataplane::{DataError, Handler};
+use gfs_replication::{Coordinator, ReplicationError};
+use gfs_storage::{ChunkHandle, ChunkStore, OpId, StorageError};
+
+/// Serves APPEND and READ for one chunkserver.
+pub struct DataHandler {
+    store: Arc<ChunkStore>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl DataHandler {
+    /// A handler over `store` and `coordinator`.
+    pub fn new(store: Arc<ChunkStore>, coordinator: Arc<Coordinator>) -> DataHandler {
+        DataHandler { store, coordinator }
+    }
+}
+
+/// Maps a store error to what a client sees.
+pub fn storage_to_data(e: StorageError) -> DataError {
+    match e {
+        StorageError::NotFound(h) => DataError::NotFound { handle: h.0 },
+        StorageError::StaleVersion { have, got, .. } => DataError::StaleVersion { have, got },
+        StorageError::Sealed { handle, length } => DataError::ChunkFull {
+            handle: handle.0,
+            length,
+        },
+        StorageError::ChunkFull { handle, offset, .. } => DataError::ChunkFull {
+            handle: handle.0,
+            length: offset,
+        },
+        StorageError::Busy { .. } => DataError::Busy,
+        StorageError::ChecksumMismatch { handle, block } => DataError::ChecksumMismatch {
+            handle: handle.0,
+            block,
+        },
+        StorageError::OutOfRange {
+            offset, committed, ..
+        } => DataError::OutOfRange { offset, committed },
+        StorageError::Timeout(_) => DataError::Timeout,
+        StorageError::Closed => DataError::Unavailable("the chunkserver is stopping".into()),
+        other => DataError::Internal(other.to_string()),
+    }
+}
+
+/// Maps a replication error to what a client sees.
+pub fn replication_to_data(e: ReplicationError) -> DataError {
+    match e {
+        ReplicationError::NotPrimary(h) => DataError::NotPrimary { handle: h.0 },
+        ReplicationError::LeaseExpired(h) => DataError::LeaseExpired { handle: h.0 },
+        ReplicationError::StaleVersion { have, got, .. } => DataError::StaleVersion { have, got },
+        ReplicationError::RecordTooLarge { len, max } => DataError::FrameTooLarge { len, max },
+        ReplicationError::ChunkFull { handle, length } => DataError::ChunkFull {
+            handle: handle.0,
+            length,
+        },
+        ReplicationError::Busy(_) => DataError::Busy,
+        ReplicationError::QuorumNotReached { got, need } => {
+            DataError::QuorumNotReached { got, need }
+        }
+        ReplicationError::Peer { addr, message } => {
+            DataError::Unavailable(format!("peer {addr}: {message}"))
+        }
+        ReplicationError::Storage(e) => storage_to_data(e),
+    }
+}
+
+impl Handler for DataHandler {
+    async fn append(
+        &self,
+        handle: u64,
+        version: u64,
+        op_id: u64,
+        data: Bytes,
+    ) -> Result<u64, DataError> {
+        self.coordinator
+            .append(ChunkHandle(handle), version, OpId(op_id), data)
+            .await
+            .map_err(replication_to_data)
+    }
+
+    async fn read(
+        &self,
+        handle: u64,
+        version: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, DataError> {
+        let h = ChunkHandle(handle);
+        let info = self.store.info(h).map_err(storage_to_data)?;
+        // A replica older than the version the client knows missed mutations: never serve it.
+        if info.version < version {
+            return Err(DataError::StaleVersion {
+                have: info.version,
+                got: version,
+            });
+        }
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.read(h, offset, u64::from(len)))
+            .await
+            .map_err(|e| DataError::Internal(e.to_string()))?
+            .map_err(storage_to_data)
+    }
+}

@@ -1,0 +1,23 @@
+//! gfs-chunkserver: one chunkserver, wired from its parts.
+//!
+//! - the chunk store ([`gfs_storage`]),
+//! - the primary-side coordinator and the replication-plane participant ([`gfs_replication`]),
+//! - the client TCP data plane ([`gfs_dataplane`]) served by [`DataHandler`],
+//! - the control plane ([`Control`]) the master (or `gfs-tester`) drives.
+//!
+//! [`ChunkServer::start`] binds both listeners (port 0 picks free ones) and serves until its
+//! shutdown token is cancelled; [`ChunkServer::stop`] drains and checkpoints the store.
+
+mod config;
+mod control;
+mod error;
+mod handler;
+mod server;
+
+pub use config::{
+    ChunkserverConfig, DataplaneSection, ReplicationSection, StorageSection, parse_size,
+};
+pub use control::Control;
+pub use error::{ChunkserverError, Result};
+pub use handler::{DataHandler, replication_to_data, storage_to_data};
+pub use server::ChunkServer;

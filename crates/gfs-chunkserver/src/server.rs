@@ -1,0 +1,194 @@
+//! Starting and stopping a chunkserver: open the store, bind both listeners, serve until the
+//! shutdown token is cancelled, then drain and checkpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gfs_dataplane::ServerConfig;
+use gfs_proto::v1::chunk_control_server::ChunkControlServer;
+use gfs_proto::v1::replication_server::ReplicationServer;
+use gfs_replication::{
+    Coordinator, CoordinatorConfig, Participant, ParticipantConfig, PeerConfig, Peers,
+};
+use gfs_storage::ChunkStore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ChunkserverConfig;
+use crate::control::Control;
+use crate::error::{ChunkserverError, Result};
+use crate::handler::DataHandler;
+
+/// A running chunkserver.
+pub struct ChunkServer {
+    /// Where the client data plane listens.
+    pub data_addr: SocketAddr,
+    /// Where the replication and control planes listen.
+    pub repl_addr: SocketAddr,
+    store: Arc<ChunkStore>,
+    coordinator: Arc<Coordinator>,
+    shutdown: CancellationToken,
+    data_task: JoinHandle<std::io::Result<()>>,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|source| ChunkserverError::Io {
+            what: format!("binding the {what} on {host}:{port}"),
+            source,
+        })
+}
+
+impl ChunkServer {
+    /// Opens the store and starts serving both planes. Ports 0 pick free ports (see the
+    /// `*_addr` fields).
+    pub async fn start(cfg: ChunkserverConfig) -> Result<ChunkServer> {
+        cfg.validate()?;
+        let store_cfg = cfg.store_config()?;
+        let dir = cfg.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || ChunkStore::open(dir, store_cfg))
+            .await
+            .map_err(|e| ChunkserverError::Grpc(e.to_string()))??;
+        let store = Arc::new(store);
+        let max_message = (cfg.max_record() as usize + (1 << 20)).max(4 << 20);
+        let peers = Arc::new(Peers::new(PeerConfig {
+            connect_timeout: cfg.replication.connect_timeout,
+            max_message,
+            ..PeerConfig::default()
+        }));
+        let coordinator = Arc::new(Coordinator::new(
+            Arc::clone(&store),
+            peers,
+            CoordinatorConfig {
+                quorum: cfg.quorum,
+                prepare_timeout: cfg.replication.prepare_timeout,
+                commit_timeout: cfg.replication.commit_timeout,
+                ..CoordinatorConfig::for_chunk_size(cfg.chunk_size)
+            },
+        ));
+        let data_listener = bind(&cfg.host, cfg.data_port, "data plane").await?;
+        let repl_listener = bind(&cfg.host, cfg.repl_port, "replication plane").await?;
+        let local = |l: &TcpListener, what: &str| {
+            l.local_addr().map_err(|source| ChunkserverError::Io {
+                what: format!("reading the {what} address"),
+                source,
+            })
+        };
+        let data_addr = local(&data_listener, "data plane")?;
+        let repl_addr = local(&repl_listener, "replication plane")?;
+        let shutdown = CancellationToken::new();
+
+        let handler = Arc::new(DataHandler::new(
+            Arc::clone(&store),
+            Arc::clone(&coordinator),
+        ));
+        let data_cfg = ServerConfig {
+            max_frame: cfg.max_record() as usize + 64,
+            max_connections: cfg.dataplane.max_connections,
+            max_in_flight: cfg.dataplane.max_in_flight,
+            idle_timeout: cfg.dataplane.idle_timeout,
+            write_timeout: cfg.dataplane.write_timeout,
+        };
+        let data_task = tokio::spawn(gfs_dataplane::run(
+            data_listener,
+            handler,
+            data_cfg,
+            shutdown.clone(),
+        ));
+
+        let participant = Participant::new(
+            Arc::clone(&store),
+            ParticipantConfig {
+                max_record: cfg.max_record(),
+                ..ParticipantConfig::default()
+            },
+        );
+        let replication = ReplicationServer::new(participant)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let control =
+            ChunkControlServer::new(Control::new(Arc::clone(&store), Arc::clone(&coordinator)));
+        let token = shutdown.clone();
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(replication)
+                .add_service(control)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(repl_listener), async move {
+                    token.cancelled().await
+                }),
+        );
+        tracing::info!(id = %cfg.id, %data_addr, %repl_addr, dir = %cfg.data_dir.display(), "chunkserver serving");
+        Ok(ChunkServer {
+            data_addr,
+            repl_addr,
+            store,
+            coordinator,
+            shutdown,
+            data_task,
+            grpc_task,
+        })
+    }
+
+    /// The chunk store.
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    /// The primary-side coordinator.
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then closes the store (which
+    /// checkpoints). Returns the first serving error, if any.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (its token is cancelled or a listener fails).
+    pub async fn wait(self) -> Result<()> {
+        let ChunkServer {
+            store,
+            coordinator,
+            shutdown,
+            data_task,
+            grpc_task,
+            ..
+        } = self;
+        let data = data_task.await;
+        shutdown.cancel();
+        let grpc = grpc_task.await;
+        drop(coordinator);
+        // The last handle closes the store: the committer drains and checkpoints.
+        if let Ok(store) = Arc::try_unwrap(store) {
+            tokio::task::spawn_blocking(move || drop(store))
+                .await
+                .map_err(|e| ChunkserverError::Grpc(e.to_string()))?;
+        }
+        match data {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(ChunkserverError::Io {
+                    what: "serving the data plane".into(),
+                    source,
+                });
+            }
+            Err(e) => return Err(ChunkserverError::Grpc(e.to_string())),
+        }
+        match grpc {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ChunkserverError::Grpc(e.to_string())),
+            Err(e) => Err(ChunkserverError::Grpc(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The frame codecs: [`ServerCodec`] (decodes requests, encodes replies) and [`ClientCodec`]
+//! (encodes requests, decodes replies), plus the decoding error type [`CodecError`].
+//!
+//! Decoding never assumes a read returns a whole frame: the header is checked once its 16 bytes
+//! are buffered, the body is split off only once all of it is buffered, and in between the codec
+//! returns `Ok(None)` after reserving the room the frame still needs.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::DataError;
+use crate::frame::{
+    APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, Frame, HEADER_LEN, MAGIC, MAX_ERROR_MESSAGE,
+    READ_BODY, Request, Response, VERSION, kind,
+};
+
+/// Why a frame could not be decoded (or encoded).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The underlying transport failed, or the stream ended inside a frame.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The header announced a body larger than the configured maximum.
+    #[error("frame {request_id}: body of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Request id from the offending header.
+        request_id: u64,
+        /// Announced body length.
+        len: u64,
+        /// Configured maximum body length.
+        max: u64,
+    },
+    /// The frame is not valid protocol (bad magic/version, unknown kind, wrong body length...).
+    #[error("malformed frame {request_id}: {reason}")]
+    Malformed {
+        /// Request id from the header, or 0 if the header itself is unusable.
+        request_id: u64,
+        /// What is wrong with the frame.
+        reason: String,
+    },
+}
+
+/// A validated frame header.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    kind: u8,
+    request_id: u64,
+    body_len: usize,
+}
+
+fn malformed(request_id: u64, reason: impl Into<String>) -> CodecError {
+    CodecError::Malformed {
+        request_id,
+        reason: reason.into(),
+    }
+}
+
+/// Body-length rule of a frame kind.
+enum BodyRule {
+    Exact(usize),
+    AtLeast(usize),
+}
+
+/// Parses and validates the header at the front of `src` (which holds at least `HEADER_LEN`
+/// bytes) without consuming it.
+fn parse_header(
+    src: &[u8],
+    max_frame: usize,
+    rule: impl Fn(u8) -> Option<BodyRule>,
+) -> Result<Header, CodecError> {
+    let mut h = &src[..HEADER_LEN];
+    let magic = [h.get_u8(), h.get_u8()];
+    if magic != MAGIC {
+        return Err(malformed(0, format!("bad magic {magic:02x?}")));
+    }
+    let version = h.get_u8();
+    if version != VERSION {
+        return Err(malformed(0, format!("unsupported version {version}")));
+    }
+    let kind = h.get_u8();
+    let request_id = h.get_u64_le();
+    let body_len = h.get_u32_le();
+    if body_len as u64 > max_frame as u64 {
+        return Err(CodecError::TooLarge {
+            request_id,
+            len: body_len as u64,
+            max: max_frame as u64,
+        });
+    }
+    let body_len = body_len as usize;
+    match rule(kind) {
+        None => Err(malformed(
+            request_id,
+            format!("unknown frame kind {kind:#04x}"),
+        )),
+        Some(BodyRule::Exact(n)) if body_len != n => Err(malformed(
+            request_id,
+            format!("kind {kind:#04x} needs a body of {n} bytes, got {body_len}"),
+        )),
+        Some(BodyRule::AtLeast(n)) if body_len < n => Err(malformed(
+            request_id,
+            format!("kind {kind:#04x} needs a body of at least {n} bytes, got {body_len}"),
+        )),
+        Some(_) => Ok(Header {
+            kind,
+            request_id,
+            body_len,
+        }),
+    }
+}
+
+/// Shared decoding loop: header check, wait for the body, split the frame off, parse the body.
+fn decode_frame<T>(
+    src: &mut BytesMut,
+    max_frame: usize,
+    rule: impl Fn(u8) -> Option<BodyRule>,
+    parse: impl FnOnce(Header, Bytes) -> Result<T, CodecError>,
+) -> Result<Option<Frame<T>>, CodecError> {
+    if src.len() < HEADER_LEN {
+        src.reserve(HEADER_LEN - src.len());
+        return Ok(None);
+    }
+    let header = parse_header(src, max_frame, rule)?;
+    let frame_len = HEADER_LEN + header.body_len;
+    if src.len() < frame_len {
+        src.reserve(frame_len - src.len());
+        return Ok(None);
+    }
+    src.advance(HEADER_LEN);
+    let body = src.split_to(header.body_len).freeze();
+    let request_id = header.request_id;
+    Ok(Some(Frame {
+        request_id,
+        body: parse(header, body)?,
+    }))
+}
+
+/// Checks an outgoing body length against the limit and the `u32` length field.
+fn check_out_len(request_id: u64, len: usize, max_frame: usize) -> Result<u32, CodecError> {
+    match u32::try_from(len) {
+        Ok(l) if len <= max_frame => Ok(l),
+        _ => Err(CodecError::TooLarge {
+            request_id,
+            len: len as u64,
+            max: max_frame as u64,
+        }),
+    }
+}
+
+fn put_header(dst: &mut BytesMut, kind: u8, request_id: u64, body_len: u32) {
+    dst.reserve(HEADER_LEN + body_len as usize);
+    dst.put_slice(&MAGIC);
+    dst.put_u8(VERSION);
+    dst.put_u8(kind);
+    dst.put_u64_le(request_id);
+    dst.put_u32_le(body_len);
+}
+
+/// Cuts `s` to at most `max` bytes at a char boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Server side codec: decodes [`Request`] frames and encodes [`Response`] frames.
+#[derive(Clone, Debug)]
+pub struct ServerCodec {
+    max_frame: usize,
+}
+
+impl ServerCodec {
+    /// A codec refusing frame bodies longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self { max_frame }
+    }
+}
+
+fn request_rule(kind: u8) -> Option<BodyRule> {
+    match kind {
+        kind::APPEND => Some(BodyRule::AtLeast(APPEND_FIXED)),
+        kind::READ => Some(BodyRule::Exact(READ_BODY)),
+        _ => None,
+    }
+}
+
+fn parse_request(header: Header, mut body: Bytes) -> Result<Request, CodecError> {
+    // Body lengths were validated against `request_rule` in `parse_header`.
+    match header.kind {
+        kind::APPEND => {
+            let handle = body.get_u64_le();
+            let version = body.get_u64_le();
+            let op_id = body.get_u64_le();
+            Ok(Request::Append {
+                handle,
+                version,
+                op_id,
+                data: body,
+            })
+        }
+        kind::READ => Ok(Request::Read {
+            handle: body.get_u64_le(),
+            version: body.get_u64_le(),
+            offset: body.get_u64_le(),
+            len: body.get_u32_le(),
+        }),
+        k => Err(malformed(
+            header.request_id,
+            format!("unknown request kind {k:#04x}"),
+        )),
+    }
+}
+
+impl Decoder for ServerCodec {
+    type Item = Frame<Request>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        decode_frame(src, self.max_frame, request_rule, parse_request)
+    }
+}
+
+impl Encoder<Frame<Response>> for ServerCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Frame<Response>, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        let id = item.request_id;
+        match item.body {
+            Response::Appended { offset } => {
+                let len = check_out_len(id, APPENDED_BODY, self.max_frame)?;
+                put_header(dst, kind::APPENDED, id, len);
+                dst.put_u64_le(offset);
+            }
+            Response::Data(data) => {
+                let len = check_out_len(id, data.len(), self.max_frame)?;
+                put_header(dst, kind::DATA, id, len);
+                dst.put_slice(&data);
+            }
+            Response::Error(err) => {
+                let (code, a, b, message) = err.to_wire();
+                let message = truncate_utf8(&message, MAX_ERROR_MESSAGE);
+                let len = check_out_len(id, ERROR_FIXED + message.len(), self.max_frame)?;
+                put_header(dst, kind::ERROR, id, len);
+                dst.put_u16_le(code);
+                dst.put_u64_le(a);
+                dst.put_u64_le(b);
+                dst.put_slice(message.as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Client side codec: encodes [`Request`] frames and decodes [`Response`] frames.
+#[derive(Clone, Debug)]
+pub struct ClientCodec {
+    max_frame: usize,
+}
+
+impl ClientCodec {
+    /// A codec refusing frame bodies longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self { max_frame }
+    }
+}
+
+fn response_rule(kind: u8) -> Option<BodyRule> {
+    match kind {
+        kind::APPENDED => Some(BodyRule::Exact(APPENDED_BODY)),
+        kind::DATA => Some(BodyRule::AtLeast(0)),
+        kind::ERROR => Some(BodyRule::AtLeast(ERROR_FIXED)),
+        _ => None,
+    }
+}
+
+fn parse_response(header: Header, mut body: Bytes) -> Result<Response, CodecError> {
+    // Body lengths were validated against `response_rule` in `parse_header`.
+    match header.kind {
+        kind::APPENDED => Ok(Response::Appended {
+            offset: body.get_u64_le(),
+        }),
+        kind::DATA => Ok(Response::Data(body)),
+        kind::ERROR => {
+            let code = body.get_u16_le();
+            let a = body.get_u64_le();
+            let b = body.get_u64_le();
+            let message = String::from_utf8(body.to_vec())
+                .map_err(|_| malformed(header.request_id, "error message is not valid UTF-8"))?;
+            Ok(Response::Error(DataError::from_wire(code, a, b, message)))
+        }
+        k => Err(malformed(
+            header.request_id,
+            format!("unknown reply kind {k:#04x}"),
+        )),
+    }
+}
+
+impl Decoder for ClientCodec {
+    type Item = Frame<Response>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        decode_frame(src, self.max_frame, response_rule, parse_response)
+    }
+}
+
+impl Encoder<Frame<Request>> for ClientCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Frame<Request>, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        let id = item.request_id;
+        let len = check_out_len(id, item.body.body_len(), self.max_frame)?;
+        match item.body {
+            Request::Append {
+                handle,
+                version,
+                op_id,
+                data,
+            } => {
+                put_header(dst, kind::APPEND, id, len);
+                dst.put_u64_le(handle);
+                dst.put_u64_le(version);
+                dst.put_u64_le(op_id);
+                dst.put_slice(&data);
+            }
+            Request::Read {
+                handle,
+                version,
+                offset,
+                len: read_len,
+            } => {
+                put_header(dst, kind::READ, id, len);
+                dst.put_u64_le(handle);
+                dst.put_u64_le(version);
+                dst.put_u64_le(offset);
+                dst.put_u32_le(read_len);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

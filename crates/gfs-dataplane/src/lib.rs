@@ -1,0 +1,54 @@
+//! gfs-dataplane: the client <-> chunkserver TCP data protocol.
+//!
+//! It owns the wire format ([`codec`]), the chunkserver side that serves it ([`server::run`],
+//! calling a [`Handler`]) and the client side connection ([`DataClient`]). It knows nothing of
+//! storage, replication or the master: the chunkserver plugs those in through [`Handler`].
+//!
+//! # Wire format
+//!
+//! Every frame = 16-byte header + body:
+//!
+//! | bytes | field      | encoding                    |
+//! |-------|------------|-----------------------------|
+//! | 0..2  | magic      | `b"GF"`                     |
+//! | 2     | version    | `1` (u8)                    |
+//! | 3     | kind       | u8 (see below)              |
+//! | 4..12 | request_id | u64 LE                      |
+//! | 12..16| body_len   | u32 LE (bytes of body only) |
+//!
+//! All integers in bodies are little-endian.
+//!
+//! Request kinds:
+//! - `0x01 APPEND`: body = handle u64, version u64, op_id u64, then the record bytes (rest of
+//!   body).
+//! - `0x02 READ`: body = handle u64, version u64, offset u64, len u32.
+//!
+//! Reply kinds:
+//! - `0x81 APPENDED`: body = offset u64 (offset inside the chunk).
+//! - `0x82 DATA`: body = the bytes.
+//! - `0xFF ERROR`: body = code u16, a u64, b u64, then a UTF-8 message (rest of body). The codes
+//!   and the meaning of `a`/`b` per code are those of [`DataError`] (see [`DataError::to_wire`]);
+//!   unknown codes decode to [`DataError::Internal`] with the message.
+//!
+//! Replies carry the request_id of their request; many requests may be in flight on one
+//! connection (pipelining) and replies may come back in any order. Clients number requests from
+//! 1; an `ERROR` with request_id 0 is about the connection itself (e.g. `Unavailable` "too many
+//! connections").
+//!
+//! A frame whose body_len exceeds the configured `max_frame` (body bytes) is refused: the server
+//! sends an `ERROR` with code `FrameTooLarge` (request_id from the header) and closes that
+//! connection. Bad magic/version/unknown kind/short body: `ERROR BadRequest` (request_id 0 if the
+//! header itself is unusable, i.e. bad magic or version) and close. The server keeps serving
+//! every other connection.
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod server;
+
+pub use client::{ClientConfig, DataClient};
+pub use codec::{ClientCodec, CodecError, ServerCodec};
+pub use error::DataError;
+pub use frame::{Frame, HEADER_LEN, MAGIC, Request, Response, VERSION};
+pub use server::{Handler, ServerConfig, run};

@@ -1,0 +1,428 @@
+//! The data-plane server: accepts connections, decodes pipelined requests, runs each in its own
+//! task against a [`Handler`], and writes the replies back in completion order.
+//!
+//! Per connection there is one reader loop (which also owns the connection's lifetime), one
+//! task per in-flight request (at most `max_in_flight`; the reader waits for a permit before
+//! reading the next frame, which pushes back on the client through TCP), and one writer task fed
+//! by a bounded channel. The writer ends once every request task has dropped its sender, so a
+//! connection that stops reading (peer EOF, idle timeout, protocol error, shutdown) still
+//! delivers the replies of the requests it already accepted.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::codec::{CodecError, ServerCodec};
+use crate::{DataError, Frame, Request, Response};
+
+/// Implemented by the chunkserver: what the data plane calls.
+pub trait Handler: Send + Sync + 'static {
+    /// Appends `data` as one record to chunk `handle`; returns the record's offset in the chunk.
+    fn append(
+        &self,
+        handle: u64,
+        version: u64,
+        op_id: u64,
+        data: Bytes,
+    ) -> impl Future<Output = Result<u64, DataError>> + Send;
+
+    /// Reads `len` bytes at `offset` of chunk `handle`.
+    fn read(
+        &self,
+        handle: u64,
+        version: u64,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<Bytes, DataError>> + Send;
+}
+
+/// Limits and deadlines of the data-plane server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest accepted frame body in bytes.
+    pub max_frame: usize,
+    /// Most connections served at once; further ones get `Unavailable` and are closed.
+    pub max_connections: usize,
+    /// Most requests in flight per connection before the server stops reading from it.
+    pub max_in_flight: usize,
+    /// A connection with no request in flight and no new frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// Deadline for writing one batch of replies; also the shutdown grace period.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: 16 * 1024 * 1024 + 64,
+            max_connections: 1024,
+            max_in_flight: 64,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Longest time a closing connection keeps draining the peer's unread bytes, so that the close
+/// is a FIN after our last reply rather than a reset that could discard it.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most replies written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves connections from `listener` until `shutdown` is cancelled, then stops accepting and lets in-flight requests finish (bounded by write_timeout).
+pub async fn run<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    cfg: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let cfg = Arc::new(cfg);
+    let connections = Arc::new(Semaphore::new(cfg.max_connections));
+    let tracker = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    info!(addr = ?listener.local_addr().ok(), "data plane serving");
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::info_span!("dataplane_conn", %peer);
+        match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let conn = Connection {
+                    handler: handler.clone(),
+                    cfg: cfg.clone(),
+                    shutdown: shutdown.clone(),
+                    hard_stop: hard_stop.clone(),
+                    peer,
+                };
+                tracker.spawn(conn.serve(stream, permit).instrument(span));
+            }
+            Err(_) => {
+                tracker.spawn(reject(stream, cfg.clone(), hard_stop.clone()).instrument(span));
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    info!(
+        connections = tracker.len(),
+        "data plane shutting down; draining"
+    );
+    if tokio::time::timeout(cfg.write_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("shutdown grace period expired; aborting remaining requests");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    hard_stop.cancel();
+    info!("data plane stopped");
+    Ok(())
+}
+
+/// Tells a connection over the cap that the server is full, then closes it.
+async fn reject(stream: TcpStream, cfg: Arc<ServerConfig>, hard_stop: CancellationToken) {
+    warn!("connection refused: too many connections");
+    let (rd, wr) = stream.into_split();
+    let mut writer = FramedWrite::new(wr, ServerCodec::new(cfg.max_frame));
+    let frame = Frame {
+        request_id: 0,
+        body: Response::Error(DataError::Unavailable("too many connections".into())),
+    };
+    let write = async {
+        writer.send(frame).await?;
+        writer.close().await
+    };
+    let deadline = cfg.write_timeout.min(LINGER);
+    if let Ok(Ok(())) = tokio::time::timeout(deadline, write).await {
+        linger(rd, &hard_stop).await;
+    }
+}
+
+/// After our write half is shut down, reads and discards until the peer closes (or `LINGER`).
+async fn linger(mut rd: OwnedReadHalf, hard_stop: &CancellationToken) {
+    let mut scratch = vec![0u8; 8192];
+    let drain = async {
+        loop {
+            match rd.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = drain => {}
+        _ = tokio::time::sleep(LINGER) => {}
+        _ = hard_stop.cancelled() => {}
+    }
+}
+
+/// Everything one connection needs.
+struct Connection<H> {
+    handler: Arc<H>,
+    cfg: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    peer: SocketAddr,
+}
+
+/// Why a connection's reader loop stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    PeerClosed,
+    Idle,
+    Shutdown,
+    WriterFailed,
+    ProtocolError,
+    TransportError,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn serve(self, stream: TcpStream, _conn_permit: OwnedSemaphorePermit) {
+        debug!(peer = %self.peer, "connection accepted");
+        let (rd, wr) = stream.into_split();
+        let max_in_flight = self.cfg.max_in_flight.max(1);
+        let (tx, rx) = mpsc::channel::<Frame<Response>>(max_in_flight + 1);
+        let writer_failed = CancellationToken::new();
+        let writer = tokio::spawn(
+            write_loop(
+                wr,
+                rx,
+                self.cfg.clone(),
+                writer_failed.clone(),
+                self.hard_stop.clone(),
+            )
+            .in_current_span(),
+        );
+
+        let mut reader = FramedRead::new(rd, ServerCodec::new(self.cfg.max_frame));
+        let stop = self
+            .read_loop(&mut reader, &tx, max_in_flight, &writer_failed)
+            .await;
+        debug!(reason = ?stop, "connection stops reading");
+        // The writer ends once every request task has replied and dropped its sender.
+        drop(tx);
+        let wrote_all = matches!(writer.await, Ok(true));
+        if wrote_all && !matches!(stop, Stop::PeerClosed | Stop::TransportError) {
+            linger(reader.into_inner(), &self.hard_stop).await;
+        }
+        debug!("connection closed");
+    }
+
+    async fn read_loop(
+        &self,
+        reader: &mut FramedRead<OwnedReadHalf, ServerCodec>,
+        tx: &mpsc::Sender<Frame<Response>>,
+        max_in_flight: usize,
+        writer_failed: &CancellationToken,
+    ) -> Stop {
+        let in_flight = Arc::new(Semaphore::new(max_in_flight));
+        loop {
+            // Backpressure: read the next frame only once a request slot is free.
+            let permit = tokio::select! {
+                p = in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return Stop::Shutdown,
+                },
+                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                _ = writer_failed.cancelled() => return Stop::WriterFailed,
+            };
+            let next = loop {
+                let read = tokio::select! {
+                    r = tokio::time::timeout(self.cfg.idle_timeout, reader.next()) => r,
+                    _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                    _ = writer_failed.cancelled() => return Stop::WriterFailed,
+                };
+                match read {
+                    Ok(next) => break next,
+                    // Requests still running (we hold one permit ourselves): not idle.
+                    Err(_) if in_flight.available_permits() + 1 < max_in_flight => continue,
+                    Err(_) => return Stop::Idle,
+                }
+            };
+            match next {
+                None => return Stop::PeerClosed,
+                Some(Ok(frame)) => self.dispatch(frame, permit, tx.clone()),
+                Some(Err(CodecError::Io(e))) => {
+                    debug!(error = %e, "connection read failed");
+                    return Stop::TransportError;
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "malformed frame; closing connection");
+                    let reply = match e {
+                        CodecError::TooLarge {
+                            request_id,
+                            len,
+                            max,
+                        } => Frame {
+                            request_id,
+                            body: Response::Error(DataError::FrameTooLarge { len, max }),
+                        },
+                        CodecError::Malformed { request_id, reason } => Frame {
+                            request_id,
+                            body: Response::Error(DataError::BadRequest(reason)),
+                        },
+                        CodecError::Io(_) => return Stop::TransportError,
+                    };
+                    let _ = tx.send(reply).await;
+                    return Stop::ProtocolError;
+                }
+            }
+        }
+    }
+
+    /// Runs one request in its own task; the task holds `permit` until its reply is queued.
+    fn dispatch(
+        &self,
+        frame: Frame<Request>,
+        permit: OwnedSemaphorePermit,
+        tx: mpsc::Sender<Frame<Response>>,
+    ) {
+        let handler = self.handler.clone();
+        let hard_stop = self.hard_stop.clone();
+        let max_frame = self.cfg.max_frame;
+        let request_id = frame.request_id;
+        let task = async move {
+            let _permit = permit;
+            let work = AssertUnwindSafe(handle_request(&*handler, frame.body)).catch_unwind();
+            let body = tokio::select! {
+                r = work => match r {
+                    Ok(body) => body,
+                    Err(_) => {
+                        warn!(request_id, "handler panicked");
+                        Response::Error(DataError::Internal("request handler panicked".into()))
+                    }
+                },
+                _ = hard_stop.cancelled() => return,
+            };
+            let body = match body {
+                Response::Data(d) if d.len() > max_frame => {
+                    warn!(request_id, len = d.len(), "read reply exceeds max_frame");
+                    Response::Error(DataError::FrameTooLarge {
+                        len: d.len() as u64,
+                        max: max_frame as u64,
+                    })
+                }
+                other => other,
+            };
+            // Fails only if the writer is gone, i.e. the connection is already broken.
+            let _ = tx.send(Frame { request_id, body }).await;
+        };
+        tokio::spawn(task.in_current_span());
+    }
+}
+
+async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
+    match req {
+        Request::Append {
+            handle,
+            version,
+            op_id,
+            data,
+        } => {
+            debug!(handle, version, op_id, len = data.len(), "append");
+            match handler.append(handle, version, op_id, data).await {
+                Ok(offset) => Response::Appended { offset },
+                Err(e) => {
+                    debug!(handle, error = %e, "append failed");
+                    Response::Error(e)
+                }
+            }
+        }
+        Request::Read {
+            handle,
+            version,
+            offset,
+            len,
+        } => {
+            debug!(handle, version, offset, len, "read");
+            match handler.read(handle, version, offset, len).await {
+                Ok(data) => Response::Data(data),
+                Err(e) => {
+                    debug!(handle, error = %e, "read failed");
+                    Response::Error(e)
+                }
+            }
+        }
+    }
+}
+
+/// Writes queued replies in batches until every sender is gone; returns whether it ended
+/// cleanly (all replies written and the write half shut down).
+async fn write_loop(
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame<Response>>,
+    cfg: Arc<ServerConfig>,
+    failed: CancellationToken,
+    hard_stop: CancellationToken,
+) -> bool {
+    let mut writer = FramedWrite::new(wr, ServerCodec::new(cfg.max_frame));
+    loop {
+        let first = tokio::select! {
+            f = rx.recv() => f,
+            _ = hard_stop.cancelled() => return false,
+        };
+        let Some(first) = first else { break };
+        let batch = async {
+            writer.feed(first).await?;
+            for _ in 1..WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(f) => writer.feed(f).await?,
+                    Err(_) => break,
+                }
+            }
+            writer.flush().await
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(cfg.write_timeout, batch) => r,
+            _ = hard_stop.cancelled() => return false,
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed; closing connection");
+                failed.cancel();
+                return false;
+            }
+            Err(_) => {
+                warn!(timeout = ?cfg.write_timeout, "write timed out; closing connection");
+                failed.cancel();
+                return false;
+            }
+        }
+    }
+    // `close` flushes and shuts down the write half: the peer sees EOF after our last reply.
+    matches!(
+        tokio::time::timeout(cfg.write_timeout, writer.close()).await,
+        Ok(Ok(()))
+    )
+}

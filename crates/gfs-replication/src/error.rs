@@ -1,0 +1,65 @@
+//! Errors of the replicated append path.
+
+use gfs_storage::{ChunkHandle, StorageError};
+
+/// Why a replicated operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// This server holds no lease for the chunk.
+    #[error("this server is not the primary of chunk {0}")]
+    NotPrimary(ChunkHandle),
+    /// The lease ran out; the client must ask the master again.
+    #[error("the lease on chunk {0} expired")]
+    LeaseExpired(ChunkHandle),
+    /// The caller's version is not the lease's.
+    #[error("chunk {handle}: version {got} does not match {have}")]
+    StaleVersion {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The version this server holds.
+        have: u64,
+        /// The caller's version.
+        got: u64,
+    },
+    /// The record is larger than a quarter of a chunk.
+    #[error("record of {len} bytes exceeds the limit of {max}")]
+    RecordTooLarge {
+        /// Record length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The chunk is sealed at `length`; append to the next chunk.
+    #[error("chunk {handle} is full (sealed at {length})")]
+    ChunkFull {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// Its final length.
+        length: u64,
+    },
+    /// Retry later (staging full, or the same op is already in flight).
+    #[error("busy: {0}")]
+    Busy(&'static str),
+    /// Fewer than a quorum of replicas answered.
+    #[error("quorum not reached: {got} of {need} replicas")]
+    QuorumNotReached {
+        /// Replicas that succeeded (the primary included).
+        got: u64,
+        /// Replicas needed.
+        need: u64,
+    },
+    /// A peer refused or failed a call.
+    #[error("peer {addr}: {message}")]
+    Peer {
+        /// The peer's replication-plane address.
+        addr: String,
+        /// What it said.
+        message: String,
+    },
+    /// The local store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Result alias for the replication crate.
+pub type Result<T, E = ReplicationError> = std::result::Result<T, E>;

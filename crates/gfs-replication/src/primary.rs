@@ -1,0 +1,511 @@
+//! The primary side: leases, offset assignment and the two-phase commit.
+//!
+//! For each append the primary validates lease and version, answers a retried op id from the
+//! committed op table (after confirming a quorum holds it), assigns the next offset and stages
+//! locally under one lock (so offsets and staging agree), PREPAREs every secondary at once, and
+//! COMMITs (locally and remotely) once a quorum — the primary included — is READY. The client gets
+//! its offset only after a quorum has fsynced. Secondaries that miss a phase are recorded as
+//! lagging. Failed appends roll the next offset back; appends staged after a failed one cannot
+//! commit over the hole (the store refuses them), so they fail too and nothing is acknowledged
+//! out of order.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use gfs_proto::v1::AppendHeader;
+use gfs_storage::{AppendRecord, ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OnceCell};
+use tokio::time::Instant;
+
+use crate::error::{ReplicationError, Result};
+use crate::peers::Peers;
+use crate::quorum::{Pending, await_quorum, call_quorum};
+
+/// Tunables of the primary side.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Replicas (the primary included) that must be READY, then durable, for an append.
+    pub quorum: usize,
+    /// Deadline of the READY phase.
+    pub prepare_timeout: Duration,
+    /// Deadline of the COMMIT phase (and of SEAL).
+    pub commit_timeout: Duration,
+    /// Largest record (a quarter of a chunk).
+    pub max_record: u64,
+    /// Chunk size of the cluster.
+    pub chunk_size: u64,
+    /// How long a seal waits for appends in flight.
+    pub seal_wait: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for a cluster with `chunk_size` chunks.
+    pub fn for_chunk_size(chunk_size: u64) -> CoordinatorConfig {
+        CoordinatorConfig {
+            quorum: 2,
+            prepare_timeout: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(5),
+            max_record: chunk_size / 4,
+            chunk_size,
+            seal_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Coordinates appends for the chunks this server holds a lease on.
+pub struct Coordinator {
+    shared: Arc<Shared>,
+    leases: Mutex<HashMap<ChunkHandle, Arc<Lease>>>,
+}
+
+struct Shared {
+    store: Arc<ChunkStore>,
+    peers: Arc<Peers>,
+    cfg: CoordinatorConfig,
+    lagging: Mutex<BTreeSet<(ChunkHandle, String)>>,
+}
+
+struct Lease {
+    handle: ChunkHandle,
+    version: u64,
+    secondaries: Vec<String>,
+    expires: Mutex<SystemTime>,
+    assign: Mutex<Assign>,
+    /// Woken when no append is in flight.
+    idle: Notify,
+    /// The length the chunk was sealed at, once sealed.
+    sealed: OnceCell<u64>,
+}
+
+struct Assign {
+    next: u64,
+    inflight: HashSet<OpId>,
+    sealing: bool,
+}
+
+/// What a granted lease looks like to the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The chunk.
+    pub handle: ChunkHandle,
+    /// The version the lease is for.
+    pub version: u64,
+    /// Replication-plane addresses of the secondaries.
+    pub secondaries: Vec<String>,
+    /// When the lease ends.
+    pub expires: SystemTime,
+}
+
+impl Coordinator {
+    /// A coordinator over `store`, talking to secondaries through `peers`.
+    pub fn new(store: Arc<ChunkStore>, peers: Arc<Peers>, cfg: CoordinatorConfig) -> Coordinator {
+        Coordinator {
+            shared: Arc::new(Shared {
+                store,
+                peers,
+                cfg,
+                lagging: Mutex::new(BTreeSet::new()),
+            }),
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes this server the primary of `handle` at `version` until `expires`; returns the
+    /// committed length. Granting again at the same version extends the lease.
+    pub fn grant_lease(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        secondaries: Vec<String>,
+        expires: SystemTime,
+    ) -> Result<u64> {
+        let info = self.shared.store.info(handle)?;
+        if info.version != version {
+            return Err(ReplicationError::StaleVersion {
+                handle,
+                have: info.version,
+                got: version,
+            });
+        }
+        let mut leases = self.leases.lock();
+        let same = leases
+            .get(&handle)
+            .filter(|l| l.version == version && l.secondaries == secondaries);
+        if let Some(l) = same {
+            *l.expires.lock() = expires;
+            return Ok(info.committed_len);
+        }
+        let sealed = OnceCell::new();
+        if info.sealed {
+            let _ = sealed.set(info.committed_len);
+        }
+        leases.insert(
+            handle,
+            Arc::new(Lease {
+                handle,
+                version,
+                secondaries,
+                expires: Mutex::new(expires),
+                assign: Mutex::new(Assign {
+                    next: info.committed_len,
+                    inflight: HashSet::new(),
+                    sealing: false,
+                }),
+                idle: Notify::new(),
+                sealed,
+            }),
+        );
+        tracing::info!(%handle, version, "lease granted");
+        Ok(info.committed_len)
+    }
+
+    /// Drops the lease on `handle` (its version changed or the chunk was deleted).
+    pub fn revoke(&self, handle: ChunkHandle) {
+        if self.leases.lock().remove(&handle).is_some() {
+            tracing::info!(%handle, "lease revoked");
+        }
+    }
+
+    /// The leases this server holds now.
+    pub fn leases(&self) -> Vec<LeaseInfo> {
+        self.leases
+            .lock()
+            .values()
+            .map(|l| LeaseInfo {
+                handle: l.handle,
+                version: l.version,
+                secondaries: l.secondaries.clone(),
+                expires: *l.expires.lock(),
+            })
+            .collect()
+    }
+
+    /// Secondaries that missed a PREPARE, COMMIT or SEAL, by chunk.
+    pub fn lagging(&self) -> Vec<(ChunkHandle, String)> {
+        self.shared.lagging.lock().iter().cloned().collect()
+    }
+
+    fn lease(&self, handle: ChunkHandle) -> Result<Arc<Lease>> {
+        self.leases
+            .lock()
+            .get(&handle)
+            .cloned()
+            .ok_or(ReplicationError::NotPrimary(handle))
+    }
+
+    /// Appends `data` to the chunk as operation `op`; returns its offset inside the chunk once
+    /// a quorum of replicas has it durably. A retry of a committed op returns its first offset.
+    pub async fn append(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        op: OpId,
+        data: Bytes,
+    ) -> Result<u64> {
+        let lease = self.lease(handle)?;
+        if lease.version != version {
+            return Err(ReplicationError::StaleVersion {
+                handle,
+                have: lease.version,
+                got: version,
+            });
+        }
+        if SystemTime::now() >= *lease.expires.lock() {
+            return Err(ReplicationError::LeaseExpired(handle));
+        }
+        let len = data.len() as u64;
+        if len > self.shared.cfg.max_record {
+            return Err(ReplicationError::RecordTooLarge {
+                len,
+                max: self.shared.cfg.max_record,
+            });
+        }
+        if let Some(rec) = self.shared.store.lookup_op(handle, op)? {
+            return self.shared.confirm(&lease, op, rec).await;
+        }
+        if let Some(length) = lease.sealed.get() {
+            return Err(ReplicationError::ChunkFull {
+                handle,
+                length: *length,
+            });
+        }
+        let offset = {
+            let mut a = lease.assign.lock();
+            if a.inflight.contains(&op) {
+                return Err(ReplicationError::Busy("the same op is in flight"));
+            }
+            let full = a.sealing || a.next + len > self.shared.cfg.chunk_size;
+            if !full {
+                let offset = a.next;
+                let staged = self.shared.store.stage(StageRequest {
+                    op,
+                    handle,
+                    version,
+                    offset,
+                    data: data.clone(),
+                });
+                match staged {
+                    Ok(()) => {}
+                    Err(StorageError::Busy { .. }) => {
+                        return Err(ReplicationError::Busy("staging area full"));
+                    }
+                    Err(StorageError::AlreadyCommitted { .. }) => {
+                        return Err(ReplicationError::Busy("the same op just committed"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                a.next += len;
+                a.inflight.insert(op);
+                Some(offset)
+            } else {
+                a.sealing = true;
+                None
+            }
+        };
+        let Some(offset) = offset else {
+            return Err(self.shared.seal(&lease).await);
+        };
+        let (res, committed_locally) = self.shared.replicate(&lease, op, offset, data).await;
+        {
+            let mut a = lease.assign.lock();
+            a.inflight.remove(&op);
+            if res.is_err() && !committed_locally {
+                a.next = a.next.min(offset);
+            }
+            if a.inflight.is_empty() {
+                lease.idle.notify_waiters();
+            }
+        }
+        res
+    }
+}
+
+impl Shared {
+    fn need_remote(&self) -> usize {
+        self.cfg.quorum.saturating_sub(1)
+    }
+
+    fn mark_lagging(&self, handle: ChunkHandle, addr: &str, why: &ReplicationError) {
+        tracing::warn!(%handle, peer = addr, error = %why, "secondary is lagging");
+        self.lagging.lock().insert((handle, addr.to_string()));
+    }
+
+    /// Drives calls still running after a quorum decision: failures mark peers lagging, and
+    /// with `abort` a late success (a PREPARE) is aborted.
+    fn drain<T: Send + 'static>(
+        self: &Arc<Self>,
+        handle: ChunkHandle,
+        mut pending: Pending<String, T, ReplicationError>,
+        abort: Option<OpId>,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some((addr, res)) = pending.next().await {
+                let res = match (res, abort) {
+                    (Ok(_), Some(op)) => {
+                        shared
+                            .peers
+                            .abort(&addr, handle, op, shared.cfg.commit_timeout)
+                            .await
+                    }
+                    (Ok(_), None) => Ok(()),
+                    (Err(e), _) => Err(e),
+                };
+                if let Err(e) = res {
+                    shared.mark_lagging(handle, &addr, &e);
+                }
+            }
+        });
+    }
+
+    /// The two phases of one append. Returns the outcome and whether the local replica
+    /// committed it.
+    async fn replicate(
+        self: &Arc<Self>,
+        lease: &Lease,
+        op: OpId,
+        offset: u64,
+        data: Bytes,
+    ) -> (Result<u64>, bool) {
+        let handle = lease.handle;
+        let need = self.need_remote();
+        let quorum = self.cfg.quorum as u64;
+        let header = AppendHeader {
+            handle: handle.0,
+            version: lease.version,
+            op_id: op.0,
+            offset,
+            length: data.len() as u32,
+        };
+        let timeout = self.cfg.prepare_timeout;
+        let prep = call_quorum(
+            lease.secondaries.clone(),
+            need,
+            Instant::now() + timeout,
+            |addr: String| {
+                let peers = Arc::clone(&self.peers);
+                let data = data.clone();
+                async move { peers.prepare(&addr, header, data, timeout).await }
+            },
+        )
+        .await;
+        for (addr, e) in &prep.failed {
+            self.mark_lagging(handle, addr, e);
+        }
+        if !prep.reached(need) {
+            let _ = self.store.abort(handle, op);
+            let got = prep.ok.len() as u64 + 1;
+            let ready = futures::stream::FuturesUnordered::new();
+            for (addr, ()) in prep.ok {
+                let fut: futures::future::BoxFuture<'static, _> =
+                    Box::pin(async move { (addr, Ok::<(), ReplicationError>(())) });
+                ready.push(fut);
+            }
+            self.drain(handle, ready, Some(op));
+            self.drain(handle, prep.pending, Some(op));
+            tracing::warn!(%handle, %op, got, need = quorum, "READY quorum not reached; aborted");
+            return (
+                Err(ReplicationError::QuorumNotReached { got, need: quorum }),
+                false,
+            );
+        }
+        if crate::failpoint("primary-crash-after-ready") {
+            tracing::error!(%handle, %op, "failpoint primary-crash-after-ready: aborting the process");
+            std::process::abort();
+        }
+        // COMMIT to every READY secondary, and to each straggler as soon as its PREPARE lands:
+        // all of them count toward the durable quorum.
+        let timeout = self.cfg.commit_timeout;
+        let commits: Pending<String, u64, ReplicationError> = FuturesUnordered::new();
+        for (addr, ()) in prep.ok {
+            let peers = Arc::clone(&self.peers);
+            commits.push(Box::pin(async move {
+                let r = peers.commit(&addr, handle, op, timeout).await;
+                (addr, r)
+            }));
+        }
+        for prepare in prep.pending {
+            let peers = Arc::clone(&self.peers);
+            commits.push(Box::pin(async move {
+                match prepare.await {
+                    (addr, Ok(())) => {
+                        let r = peers.commit(&addr, handle, op, timeout).await;
+                        (addr, r)
+                    }
+                    (addr, Err(e)) => (addr, Err(e)),
+                }
+            }));
+        }
+        let local = self.store.commit(handle, op);
+        let remote = await_quorum(commits, need, Instant::now() + timeout);
+        let (local, remote) = tokio::join!(local, remote);
+        for (addr, e) in &remote.failed {
+            self.mark_lagging(handle, addr, e);
+        }
+        self.drain(handle, remote.pending, None);
+        if let Err(e) = local {
+            tracing::error!(%handle, %op, error = %e, "local commit failed");
+            return (Err(e.into()), false);
+        }
+        let durable = remote.ok.len() as u64 + 1;
+        if durable >= quorum {
+            (Ok(offset), true)
+        } else {
+            tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
+            (
+                Err(ReplicationError::QuorumNotReached {
+                    got: durable,
+                    need: quorum,
+                }),
+                true,
+            )
+        }
+    }
+
+    /// Answers a retry of an op this replica committed: it is acknowledged only once a quorum
+    /// holds it durably (COMMIT is idempotent on the secondaries, and finishes a staged one).
+    async fn confirm(self: &Arc<Self>, lease: &Lease, op: OpId, rec: AppendRecord) -> Result<u64> {
+        let handle = lease.handle;
+        let need = self.need_remote();
+        let timeout = self.cfg.commit_timeout;
+        let out = call_quorum(
+            lease.secondaries.clone(),
+            need,
+            Instant::now() + timeout,
+            |addr: String| {
+                let peers = Arc::clone(&self.peers);
+                async move { peers.commit(&addr, handle, op, timeout).await }
+            },
+        )
+        .await;
+        for (addr, e) in &out.failed {
+            self.mark_lagging(handle, addr, e);
+        }
+        self.drain(handle, out.pending, None);
+        let got = out.ok.len() as u64 + 1;
+        let quorum = self.cfg.quorum as u64;
+        if got >= quorum {
+            Ok(rec.offset)
+        } else {
+            Err(ReplicationError::QuorumNotReached { got, need: quorum })
+        }
+    }
+
+    /// Seals the chunk once (after the appends in flight) on this replica and a quorum of
+    /// secondaries; every caller gets `ChunkFull` with the final length.
+    async fn seal(self: &Arc<Self>, lease: &Lease) -> ReplicationError {
+        let handle = lease.handle;
+        let sealed = lease
+            .sealed
+            .get_or_try_init(|| async {
+                let deadline = Instant::now() + self.cfg.seal_wait;
+                loop {
+                    let idle = lease.idle.notified();
+                    tokio::pin!(idle);
+                    idle.as_mut().enable();
+                    if lease.assign.lock().inflight.is_empty() {
+                        break;
+                    }
+                    if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                        tracing::warn!(%handle, "sealing with appends still in flight");
+                        break;
+                    }
+                }
+                let length = self.store.seal(handle).await?;
+                let timeout = self.cfg.commit_timeout;
+                let version = lease.version;
+                let out = call_quorum(
+                    lease.secondaries.clone(),
+                    self.need_remote(),
+                    Instant::now() + timeout,
+                    |addr: String| {
+                        let peers = Arc::clone(&self.peers);
+                        async move { peers.seal(&addr, handle, version, length, timeout).await }
+                    },
+                )
+                .await;
+                for (addr, e) in &out.failed {
+                    self.mark_lagging(handle, addr, e);
+                }
+                self.drain(handle, out.pending, None);
+                tracing::info!(%handle, length, sealed_on = out.ok.len() + 1, "chunk sealed");
+                Ok::<u64, ReplicationError>(length)
+            })
+            .await;
+        match sealed {
+            Ok(length) => ReplicationError::ChunkFull {
+                handle,
+                length: *length,
+            },
+            Err(e) => e,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Dead replicas and a crashing primary.
+
+use std::time::{Duration, Instant};
+
+use gfs_dataplane::DataError;
+
+use crate::fixture::{Cluster, append, record};
+
+#[tokio::test]
+async fn a_killed_secondary_lags_and_appends_continue() {
+    let mut cluster = Cluster::start(3, |_| vec![]);
+    let h = 11;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let mut end = 0;
+    for i in 0..5 {
+        end += append(&c, h, 1, i, &record(1, i))
+            .await
+            .map(|_| record(1, i).len() as u64)
+            .unwrap();
+    }
+    let dead = cluster.servers[2].repl.clone();
+    cluster.servers[2].kill();
+    for i in 5..15 {
+        let data = record(1, i);
+        let off = append(&c, h, 1, i, &data).await.unwrap();
+        assert_eq!(off, end);
+        end += data.len() as u64;
+    }
+    for i in 0..2 {
+        cluster.wait_committed(i, h, end).await;
+    }
+    let report = cluster.report(0).await;
+    assert!(
+        report
+            .lagging
+            .iter()
+            .any(|l| l.handle == h && l.address == dead),
+        "the dead secondary is not reported lagging: {:?}",
+        report.lagging
+    );
+}
+
+#[tokio::test]
+async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
+    let mut cluster = Cluster::start(3, |_| vec![]);
+    let h = 12;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let mut end = 0;
+    for i in 0..5 {
+        end += record(2, i).len() as u64;
+        append(&c, h, 1, i, &record(2, i)).await.unwrap();
+    }
+    cluster.servers[1].kill();
+    cluster.servers[2].kill();
+    let start = Instant::now();
+    let got = c.append(h, 1, 99, bytes::Bytes::from_static(b"lost")).await;
+    assert!(
+        matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
+        "{got:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    // Nothing half-done: the primary neither committed the failed append nor lost the others.
+    assert_eq!(cluster.committed(0, h).await, end);
+    let all = c.read(h, 1, 0, end as u32 + 100).await.unwrap();
+    assert_eq!(all.len() as u64, end);
+}
+
+#[tokio::test]
+async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
+    let mut cluster = Cluster::start(3, |_| vec![]);
+    let h = 13;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let mut end = 0;
+    for i in 0..4 {
+        end += record(3, i).len() as u64;
+        append(&c, h, 1, i, &record(3, i)).await.unwrap();
+    }
+    for i in 0..3 {
+        cluster.wait_committed(i, h, end).await;
+    }
+    // The primary dies after every replica is READY and before any COMMIT.
+    cluster.servers[0].restart(&[("GFS_FAILPOINTS", "primary-crash-after-ready")]);
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let got = c
+        .append(h, 1, 50, bytes::Bytes::from_static(b"never committed"))
+        .await;
+    assert!(got.is_err(), "the append was acknowledged: {got:?}");
+    assert!(
+        cluster.servers[0].wait_exit(Duration::from_secs(10)),
+        "the failpoint did not fire"
+    );
+    for i in 1..3 {
+        assert_eq!(
+            cluster.committed(i, h).await,
+            end,
+            "replica {i} committed the staged append"
+        );
+        let r = cluster.client(i).await.read(h, 1, end, 100).await.unwrap();
+        assert!(r.is_empty(), "replica {i} served uncommitted bytes");
+    }
+    // Back up (the master would bump the version, dropping the staged append everywhere).
+    cluster.servers[0].restart(&[]);
+    assert_eq!(cluster.committed(0, h).await, end);
+    cluster.set_version(&[0, 1, 2], h, 2).await;
+    assert_eq!(cluster.grant(0, h, 2).await, end);
+    let c = cluster.client(0).await;
+    let off = append(&c, h, 2, 51, b"after restart").await.unwrap();
+    assert_eq!(off, end, "offsets must continue from the committed length");
+    for i in 0..3 {
+        cluster.wait_committed(i, h, end + 13).await;
+        let first = cluster
+            .client(i)
+            .await
+            .read(h, 2, 0, record(3, 0).len() as u32)
+            .await
+            .unwrap();
+        assert_eq!(
+            &first[..],
+            &record(3, 0)[..],
+            "replica {i} lost committed data"
+        );
+    }
+}

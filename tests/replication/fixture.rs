@@ -1,0 +1,264 @@
+//! Real chunkserver processes on 127.0.0.1 with free ports, and helpers to drive them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gfs_dataplane::{ClientConfig, DataClient, DataError};
+use gfs_proto::v1::{
+    CreateChunkRequest, GrantLeaseRequest, ReportChunksReply, ReportChunksRequest,
+    SetVersionRequest,
+};
+
+/// Chunk size the tests run with.
+pub const CHUNK: u64 = 1 << 20;
+
+/// One `gfs-chunkserver` process.
+pub struct Server {
+    pub id: String,
+    pub dir: PathBuf,
+    pub data: String,
+    pub repl: String,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a chunkserver on `dir`; `ports` reuses earlier ports (after a restart).
+    pub fn start(dir: &Path, id: &str, ports: Option<(u16, u16)>, env: &[(&str, &str)]) -> Server {
+        let (p, r) = ports.unwrap_or((0, 0));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gfs-chunkserver"));
+        cmd.args([
+            "-p",
+            &p.to_string(),
+            "-r",
+            &r.to_string(),
+            "-h",
+            "127.0.0.1",
+            "-id",
+            id,
+        ])
+        .arg("-d")
+        .arg(dir)
+        .args(["--chunk-size", "1MiB"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn gfs-chunkserver");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains(" ready: ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("chunkserver {id} did not start"));
+        // "gfs-chunkserver ID ready: data ADDR replication ADDR"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Server {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            data: words[4].to_string(),
+            repl: words[6].to_string(),
+            child: Some(child),
+        }
+    }
+
+    /// The ports in use, to restart on the same ones.
+    pub fn ports(&self) -> (u16, u16) {
+        let port = |a: &str| {
+            a.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+        };
+        (port(&self.data), port(&self.repl))
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own (e.g. at a failpoint) within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while let Some(c) = self.child.as_mut() {
+            if let Ok(Some(_)) = c.try_wait() {
+                self.child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Restarts on the same directory and ports.
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        let ports = self.ports();
+        *self = Server::start(&self.dir.clone(), &self.id.clone(), Some(ports), env);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Several chunkservers in one temporary directory.
+pub struct Cluster {
+    pub servers: Vec<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` servers; `env(i)` gives server `i` extra environment.
+    pub fn start(n: usize, env: impl Fn(usize) -> Vec<(&'static str, &'static str)>) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let servers = (0..n)
+            .map(|i| {
+                let d = dir.path().join(format!("cs{i}"));
+                Server::start(&d, &format!("cs{i}"), None, &env(i))
+            })
+            .collect();
+        Cluster { servers, _dir: dir }
+    }
+
+    /// Creates `handle` at `version` on every server.
+    pub async fn create(&self, handle: u64, version: u64) {
+        for s in &self.servers {
+            let mut c = gfs_bins::control_client(&s.repl).await.expect("control");
+            c.create_chunk(CreateChunkRequest { handle, version })
+                .await
+                .expect("create chunk");
+        }
+    }
+
+    /// Sets `version` on the servers listed.
+    pub async fn set_version(&self, which: &[usize], handle: u64, version: u64) {
+        for i in which {
+            let mut c = gfs_bins::control_client(&self.servers[*i].repl)
+                .await
+                .expect("control");
+            c.set_version(SetVersionRequest { handle, version })
+                .await
+                .expect("set version");
+        }
+    }
+
+    /// Grants server `primary` the lease, with every other server as a secondary.
+    pub async fn grant(&self, primary: usize, handle: u64, version: u64) -> u64 {
+        let secondaries = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != primary)
+            .map(|(_, s)| s.repl.clone())
+            .collect();
+        let expires =
+            SystemTime::now().duration_since(UNIX_EPOCH).expect("clock") + Duration::from_secs(60);
+        let mut c = gfs_bins::control_client(&self.servers[primary].repl)
+            .await
+            .expect("control");
+        c.grant_lease(GrantLeaseRequest {
+            handle,
+            version,
+            secondaries,
+            expires_unix_ms: expires.as_millis() as u64,
+        })
+        .await
+        .expect("grant lease")
+        .into_inner()
+        .committed_length
+    }
+
+    /// The chunk report of server `i`.
+    pub async fn report(&self, i: usize) -> ReportChunksReply {
+        let mut c = gfs_bins::control_client(&self.servers[i].repl)
+            .await
+            .expect("control");
+        c.report_chunks(ReportChunksRequest {})
+            .await
+            .expect("report")
+            .into_inner()
+    }
+
+    /// Committed length of `handle` on server `i`.
+    pub async fn committed(&self, i: usize, handle: u64) -> u64 {
+        self.report(i)
+            .await
+            .chunks
+            .iter()
+            .find(|c| c.handle == handle)
+            .map(|c| c.committed_length)
+            .unwrap_or(0)
+    }
+
+    /// Waits (with a deadline) until server `i` has `len` committed bytes of `handle`.
+    pub async fn wait_committed(&self, i: usize, handle: u64, len: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.committed(i, handle).await;
+            if got == len {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server {i} has {got} of {len} bytes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A data-plane connection to server `i`.
+    pub async fn client(&self, i: usize) -> DataClient {
+        DataClient::connect(&self.servers[i].data, ClientConfig::default())
+            .await
+            .expect("connect")
+    }
+}
+
+/// Appends with retries of retriable errors under the same op id, as a real client does.
+pub async fn append(
+    c: &DataClient,
+    handle: u64,
+    version: u64,
+    op: u64,
+    data: &[u8],
+) -> Result<u64, DataError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c
+            .append(handle, version, op, bytes::Bytes::copy_from_slice(data))
+            .await
+        {
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The bytes of record `i` of writer `w`.
+pub fn record(w: u64, i: u64) -> Vec<u8> {
+    let len = 1 + ((w * 7919 + i * 104_729) % 20_000) as usize;
+    (0..len)
+        .map(|j| (w as usize * 31 + i as usize * 7 + j) as u8)
+        .collect()
+}

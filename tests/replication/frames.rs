@@ -1,0 +1,70 @@
+//! Malformed, truncated and oversized frames against a real chunkserver.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::fixture::{CHUNK, Cluster, append};
+
+async fn reply_then_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+        .await
+        .expect("the server did not close the connection")
+        .expect("read");
+    buf
+}
+
+#[tokio::test]
+async fn bad_frames_get_an_error_and_the_server_keeps_serving() {
+    let cluster = Cluster::start(3, |_| vec![]);
+    let h = 21;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let addr = cluster.servers[0].data.clone();
+
+    // Garbage.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let reply = reply_then_close(&mut s).await;
+    assert!(
+        reply.len() >= 16 && reply[3] == 0xFF,
+        "no error frame: {reply:?}"
+    );
+
+    // Oversized: an APPEND announcing more than a record may carry.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut f = b"GF\x01\x01".to_vec();
+    f.extend_from_slice(&77u64.to_le_bytes());
+    f.extend_from_slice(&((CHUNK as u32) * 2).to_le_bytes());
+    s.write_all(&f).await.unwrap();
+    let reply = reply_then_close(&mut s).await;
+    assert!(
+        reply.len() >= 18 && reply[3] == 0xFF,
+        "no error frame: {reply:?}"
+    );
+    assert_eq!(
+        u64::from_le_bytes(reply[4..12].try_into().unwrap()),
+        77,
+        "wrong request id"
+    );
+    assert_eq!(
+        u16::from_le_bytes([reply[16], reply[17]]),
+        2,
+        "not FrameTooLarge"
+    );
+
+    // Truncated: a header promising a body that never comes, then the socket closes.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut f = b"GF\x01\x01".to_vec();
+    f.extend_from_slice(&78u64.to_le_bytes());
+    f.extend_from_slice(&100u32.to_le_bytes());
+    f.extend_from_slice(&[0u8; 10]);
+    s.write_all(&f).await.unwrap();
+    drop(s);
+
+    // Everyone else is still served.
+    let c = cluster.client(0).await;
+    assert_eq!(append(&c, h, 1, 1, b"still here").await.unwrap(), 0);
+}
