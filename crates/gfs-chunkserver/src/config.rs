@@ -51,6 +51,9 @@ pub struct StorageSection {
     /// The write-ahead log is checkpointed past this size.
     #[serde(deserialize_with = "size")]
     pub checkpoint_bytes: u64,
+    /// How long a group commit may wait for COMMITs of appends already staged (0: never).
+    #[serde(with = "humantime_serde")]
+    pub commit_delay: Duration,
 }
 
 /// `[replication]`: the two-phase commit.
@@ -109,6 +112,7 @@ impl Default for StorageSection {
             staging_ttl: d.staging_ttl,
             inline_max: d.inline_max,
             checkpoint_bytes: d.checkpoint_bytes,
+            commit_delay: d.commit_delay,
         }
     }
 }
@@ -155,6 +159,7 @@ impl ChunkserverConfig {
             staging_ttl: self.storage.staging_ttl,
             inline_max: self.storage.inline_max,
             checkpoint_bytes: self.storage.checkpoint_bytes,
+            commit_delay: self.storage.commit_delay,
             ..gfs_storage::StoreConfig::default()
         };
         s.validate()

@@ -9,14 +9,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StoreConfig};
+use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StoreConfig, probe};
 
 const MIB: u64 = 1 << 20;
 
@@ -33,59 +31,21 @@ fn runs() -> usize {
         .unwrap_or(5)
 }
 
-/// Forces the journal commit of earlier deletions (and their `discard`s on this mount) so
-/// they do not land inside the next measurement.
-fn settle(dir: &Path) {
-    std::fs::File::open(dir).unwrap().sync_all().unwrap();
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// MiB/s of 1 MiB write + fdatasync to a plain file.
 fn raw_bandwidth(dir: &Path, total_mib: u64) -> f64 {
-    let path = dir.join("raw-bw");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let buf = vec![0xa5u8; MIB as usize];
-    let t = Instant::now();
-    for i in 0..total_mib {
-        f.write_all_at(&buf, i * MIB).unwrap();
-        f.sync_data().unwrap();
-    }
-    let secs = t.elapsed().as_secs_f64();
-    std::fs::remove_file(&path).unwrap();
-    settle(dir);
-    total_mib as f64 / secs
+    probe::fsync_bandwidth(dir, total_mib).unwrap()
 }
 
-/// Operations/s of a 4 KiB write + fdatasync loop (appending).
 fn raw_small_rate(dir: &Path, window: Duration) -> f64 {
-    let path = dir.join("raw-4k");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let buf = vec![0x5au8; 4096];
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed() < window {
-        f.write_all_at(&buf, n * 4096).unwrap();
-        f.sync_data().unwrap();
-        n += 1;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    std::fs::remove_file(&path).unwrap();
-    settle(dir);
-    n as f64 / secs
+    probe::fsync_rate(dir, window).unwrap()
+}
+
+fn settle(dir: &Path) {
+    probe::settle(dir).unwrap();
 }
 
 fn store_config() -> StoreConfig {

@@ -91,14 +91,27 @@ impl Committer {
             };
             let mut bytes = first.bytes();
             self.add(first);
+            // Take what is queued; then, while appends are staged whose COMMIT is on its way,
+            // wait up to `commit_delay` for them to share this fsync.
+            let delay_until = Instant::now() + self.inner.cfg.commit_delay;
             while bytes < self.inner.cfg.max_batch_bytes {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        bytes += job.bytes();
-                        self.add(job);
+                let job = match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        let waiting = self.inner.counters.staged_waiting.load(Ordering::Acquire);
+                        if waiting == 0 || now >= delay_until {
+                            break;
+                        }
+                        match rx.recv_timeout(delay_until - now) {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        }
                     }
-                    Err(_) => break,
-                }
+                };
+                bytes += job.bytes();
+                self.add(job);
             }
             self.flush();
             if self.wal_len > self.inner.cfg.checkpoint_bytes {

@@ -21,6 +21,9 @@ pub struct StoreConfig {
     pub inline_max: u64,
     /// Once the WAL grows past this many bytes, dirty chunks are snapshotted and it starts over.
     pub checkpoint_bytes: u64,
+    /// How long a group commit may wait for the COMMITs of appends already staged, so that they
+    /// share its fsync (0 disables the wait). Only paid while such appends exist.
+    pub commit_delay: Duration,
     /// Upper bound on the bytes one group commit writes before it fsyncs.
     pub max_batch_bytes: u64,
 }
@@ -34,6 +37,7 @@ impl Default for StoreConfig {
             commit_wait: Duration::from_secs(10),
             inline_max: 64 << 10,
             checkpoint_bytes: 64 << 20,
+            commit_delay: Duration::from_micros(200),
             max_batch_bytes: 64 << 20,
         }
     }
@@ -60,6 +64,9 @@ impl StoreConfig {
         }
         if self.inline_max > 16 << 20 {
             return bad(format!("inline_max {} exceeds 16 MiB", self.inline_max));
+        }
+        if self.commit_delay > Duration::from_millis(50) {
+            return bad(format!("commit_delay {:?} exceeds 50ms", self.commit_delay));
         }
         if self.max_batch_bytes == 0 {
             return bad("max_batch_bytes must be positive".into());

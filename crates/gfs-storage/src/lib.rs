@@ -16,6 +16,7 @@
 mod committer;
 mod config;
 mod error;
+pub mod probe;
 mod record;
 mod recovery;
 mod store;

@@ -47,6 +47,8 @@ pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     pub checksum_failures: AtomicU64,
     pub staged_bytes: AtomicU64,
+    /// Staged appends not yet handed to the committer.
+    pub staged_waiting: AtomicU64,
 }
 
 /// What a [`ChunkStore::scrub`] pass found.
@@ -376,6 +378,10 @@ impl ChunkStore {
             },
         );
         st.staged_ops.insert(op, offset);
+        self.inner
+            .counters
+            .staged_waiting
+            .fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -471,6 +477,10 @@ impl ChunkStore {
             let Some(staged) = st.staged.remove(&offset) else {
                 break;
             };
+            self.inner
+                .counters
+                .staged_waiting
+                .fetch_sub(1, Ordering::AcqRel);
             st.staged_ops.remove(&staged.op);
             st.enqueued += staged.data.len() as u64;
             let Some(reply) = staged.waiter else { break };
@@ -659,6 +669,7 @@ impl Inner {
             .collect();
         for off in &doomed {
             if let Some(s) = st.staged.remove(off) {
+                self.counters.staged_waiting.fetch_sub(1, Ordering::AcqRel);
                 st.staged_ops.remove(&s.op);
                 self.release(s.data.len() as u64);
             }

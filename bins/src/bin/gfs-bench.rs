@@ -1,0 +1,263 @@
+//! `gfs-bench`: the replicated append path on a local three-node cluster, against the raw
+//! limits of the same disk measured in the same run.
+//!
+//! - stream: one client, 1 MiB appends, `--window` in flight; target >= 0.6 x (raw fsync'd
+//!   bandwidth / 3), since every byte is written by three replicas on this one disk.
+//! - small: 16 clients appending 4 KiB records to one chunk; target >= 20,000 appends/s; p50/p99.
+//!
+//! The three chunkservers run in this process (port 0, data under `--dir`), with 1 GiB chunks
+//! so no run fills one. Every figure is the median of `--runs` runs.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use futures::StreamExt;
+use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
+use gfs_dataplane::{ClientConfig, DataClient};
+use gfs_proto::v1::{CreateChunkRequest, GrantLeaseRequest};
+use gfs_storage::probe;
+
+/// Benchmark the replicated append path.
+#[derive(Parser, Debug)]
+#[command(name = "gfs-bench", version)]
+struct Args {
+    /// Where the chunkservers keep their data (default: a temporary directory under ./target).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// MiB appended by the streaming client per run.
+    #[arg(long, default_value_t = 256)]
+    stream_mib: u64,
+    /// 1 MiB appends in flight for the streaming client.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// Clients appending 4 KiB records.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds of 4 KiB appends per run.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// The stores' group-commit delay in microseconds (default: the configuration default).
+    #[arg(long)]
+    commit_delay_us: Option<u64>,
+}
+
+const CHUNK: u64 = 1 << 30;
+
+struct Cluster {
+    servers: Vec<ChunkServer>,
+}
+
+impl Cluster {
+    async fn start(dir: &std::path::Path, delay: Option<Duration>) -> anyhow::Result<Cluster> {
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            let mut cfg = ChunkserverConfig {
+                id: format!("bench{i}"),
+                data_dir: dir.join(format!("cs{i}")),
+                data_port: 0,
+                repl_port: 0,
+                chunk_size: CHUNK,
+                ..ChunkserverConfig::default()
+            };
+            if let Some(d) = delay {
+                cfg.storage.commit_delay = d;
+            }
+            servers.push(ChunkServer::start(cfg).await?);
+        }
+        Ok(Cluster { servers })
+    }
+
+    async fn chunk(&self, handle: u64) -> anyhow::Result<()> {
+        for s in &self.servers {
+            gfs_bins::control_client(&s.repl_addr.to_string())
+                .await?
+                .create_chunk(CreateChunkRequest { handle, version: 1 })
+                .await?;
+        }
+        let expires = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(600);
+        gfs_bins::control_client(&self.servers[0].repl_addr.to_string())
+            .await?
+            .grant_lease(GrantLeaseRequest {
+                handle,
+                version: 1,
+                secondaries: self.servers[1..]
+                    .iter()
+                    .map(|s| s.repl_addr.to_string())
+                    .collect(),
+                expires_unix_ms: expires.as_millis() as u64,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for s in self.servers {
+            s.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        max_frame: (CHUNK / 4) as usize + 64,
+        ..ClientConfig::default()
+    }
+}
+
+/// MiB/s of one client appending 1 MiB records with `window` in flight.
+async fn stream(cluster: &Cluster, handle: u64, mib: u64, window: usize) -> anyhow::Result<f64> {
+    cluster.chunk(handle).await?;
+    let c = DataClient::connect(&cluster.servers[0].data_addr.to_string(), client_config()).await?;
+    let data = Bytes::from(vec![0x42u8; 1 << 20]);
+    let t = Instant::now();
+    let results: Vec<_> = futures::stream::iter(0..mib)
+        .map(|i| {
+            let (c, data) = (c.clone(), data.clone());
+            async move { c.append(handle, 1, i, data).await }
+        })
+        .buffer_unordered(window.max(1))
+        .collect()
+        .await;
+    for r in results {
+        r.context("streaming append")?;
+    }
+    Ok(mib as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Appends/s of `clients` clients appending 4 KiB records for `secs`, and every latency.
+async fn small(
+    cluster: &Cluster,
+    handle: u64,
+    clients: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    cluster.chunk(handle).await?;
+    let window = Duration::from_secs_f64(secs);
+    let addr = cluster.servers[0].data_addr.to_string();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..clients as u64 {
+        let c = DataClient::connect(&addr, client_config()).await?;
+        tasks.push(tokio::spawn(async move {
+            let data = Bytes::from(vec![w as u8; 4096]);
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            while start.elapsed() < window {
+                let t = Instant::now();
+                c.append(handle, 1, (w << 40) | n, data.clone()).await?;
+                lat.push(t.elapsed());
+                n += 1;
+            }
+            Ok::<_, gfs_dataplane::DataError>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?.context("small append")?);
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    if std::env::var_os("GFS_BENCH_VERBOSE").is_some() {
+        for s in &cluster.servers {
+            let st = s.store().stats();
+            println!(
+                "  {}: {} commits in {} batches ({:.1}/batch), {} fsyncs",
+                s.repl_addr,
+                st.commits,
+                st.batches,
+                st.commits as f64 / st.batches.max(1) as f64,
+                st.fsyncs
+            );
+        }
+    }
+    Ok((rate, all))
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| "target/gfs-bench".into());
+    std::fs::create_dir_all(&base)?;
+    let tmp = tempfile::tempdir_in(&base)?;
+    println!("gfs-bench: {} runs in {}", args.runs, tmp.path().display());
+    let (mut raw_bw, mut st, mut raw_rate, mut sm) = (vec![], vec![], vec![], vec![]);
+    let mut lat_p50 = vec![];
+    let mut lat_p99 = vec![];
+    for run in 0..args.runs {
+        let dir = tmp.path().join(format!("run{run}"));
+        std::fs::create_dir_all(&dir)?;
+        let before = probe::fsync_bandwidth(&dir, 128)?;
+        let rate_before = probe::fsync_rate(&dir, Duration::from_secs(2))?;
+        let cluster = Cluster::start(&dir, args.commit_delay_us.map(Duration::from_micros)).await?;
+        let s = stream(&cluster, 1, args.stream_mib, args.window).await?;
+        let (r, mut lat) = small(&cluster, 2, args.clients, args.seconds).await?;
+        cluster.stop().await?;
+        std::fs::remove_dir_all(&dir)?;
+        probe::settle(tmp.path())?;
+        std::fs::create_dir_all(&dir)?;
+        // The raw limits are measured before and after; the better one is the disk's limit.
+        raw_bw.push(before.max(probe::fsync_bandwidth(&dir, 128)?));
+        raw_rate.push(rate_before.max(probe::fsync_rate(&dir, Duration::from_secs(2))?));
+        lat.sort();
+        lat_p50.push(pct(&lat, 0.5).as_secs_f64() * 1e3);
+        lat_p99.push(pct(&lat, 0.99).as_secs_f64() * 1e3);
+        println!(
+            "run {}: raw {:.0} MiB/s, stream {:.0} MiB/s | raw 4K {:.0}/s, {} clients {:.0} appends/s (p50 {:.2} ms, p99 {:.2} ms)",
+            run + 1,
+            raw_bw[run],
+            s,
+            raw_rate[run],
+            args.clients,
+            r,
+            lat_p50[run],
+            lat_p99[run]
+        );
+        st.push(s);
+        sm.push(r);
+    }
+    let (rb, s, rr, r) = (median(raw_bw), median(st), median(raw_rate), median(sm));
+    println!();
+    println!("median of {} runs", args.runs);
+    println!("raw 1 MiB write+fdatasync            {rb:>9.1} MiB/s");
+    println!(
+        "1 client, 1 MiB appends ({} in flight) {s:>7.1} MiB/s = {:.2} x (raw / 3)  (target >= 0.60)",
+        args.window,
+        s / (rb / 3.0)
+    );
+    println!("raw 4 KiB write+fdatasync            {rr:>9.0} ops/s");
+    println!(
+        "{} clients, 4 KiB appends, one chunk {r:>8.0} appends/s (target >= 20000), p50 {:.2} ms, p99 {:.2} ms",
+        args.clients,
+        median(lat_p50),
+        median(lat_p99)
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    gfs_bins::init_tracing();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gfs-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
