@@ -132,3 +132,34 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
         );
     }
 }
+
+// Multi-threaded: `terminate` blocks, and the test's own gRPC connections must still answer
+// the servers' GOAWAY meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_busy_servers_cleanly_and_keeps_their_data() {
+    let mut cluster = Cluster::start(3, |_| vec![]);
+    let h = 14;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let mut end = 0;
+    for i in 0..10 {
+        end += record(4, i).len() as u64;
+        append(&c, h, 1, i, &record(4, i)).await.unwrap();
+    }
+    for i in 0..3 {
+        cluster.wait_committed(i, h, end).await;
+    }
+    // Secondaries first: their replication sessions from the live primary must not hold them.
+    for i in [2, 1, 0] {
+        let status = cluster.servers[i].terminate(Duration::from_secs(8));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "server {i} did not stop cleanly: {status:?}"
+        );
+    }
+    for i in 0..3 {
+        cluster.servers[i].restart(&[]);
+        assert_eq!(cluster.committed(i, h).await, end, "server {i} lost data");
+    }
+}

@@ -21,6 +21,9 @@ use crate::control::Control;
 use crate::error::{ChunkserverError, Result};
 use crate::handler::DataHandler;
 
+/// How long a stopping server waits for gRPC calls to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running chunkserver.
 pub struct ChunkServer {
     /// Where the client data plane listens.
@@ -106,6 +109,7 @@ impl ChunkServer {
                 max_record: cfg.max_record(),
                 ..ParticipantConfig::default()
             },
+            shutdown.clone(),
         );
         let replication = ReplicationServer::new(participant)
             .max_decoding_message_size(max_message)
@@ -115,6 +119,9 @@ impl ChunkServer {
         let token = shutdown.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(gfs_replication::WINDOW))
+                .initial_connection_window_size(Some(gfs_replication::WINDOW * 2))
+                .tcp_nodelay(true)
                 .add_service(replication)
                 .add_service(control)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(repl_listener), async move {
@@ -167,7 +174,19 @@ impl ChunkServer {
         } = self;
         let data = data_task.await;
         shutdown.cancel();
-        let grpc = grpc_task.await;
+        // Replication sessions end with the token; a peer that keeps a stream open past the
+        // deadline does not hold the shutdown hostage.
+        let grpc_abort = grpc_task.abort_handle();
+        let grpc = match tokio::time::timeout(SHUTDOWN_GRACE, grpc_task).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(
+                    "gRPC connections still open after {SHUTDOWN_GRACE:?}; closing them"
+                );
+                grpc_abort.abort();
+                Ok(Ok(()))
+            }
+        };
         drop(coordinator);
         // The last handle closes the store: the committer drains and checkpoints.
         if let Ok(store) = Arc::try_unwrap(store) {

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 pub use error::{ReplicationError, Result};
 pub use participant::{Participant, ParticipantConfig, status};
-pub use peers::{PeerConfig, Peers};
+pub use peers::{PeerConfig, Peers, WINDOW};
 pub use primary::{Coordinator, CoordinatorConfig, LeaseInfo};
 pub use quorum::{Pending, QuorumOutcome, await_quorum, call_quorum};
 

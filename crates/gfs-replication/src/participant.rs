@@ -1,21 +1,26 @@
 //! The secondary side of the replication plane: a thin tonic service over the chunk store.
 //!
-//! PREPARE stages exactly the announced number of bytes (for the current version, at an offset
-//! past committed and staged data); COMMIT applies in offset order through the store's group
-//! commit; ABORT drops; SEAL agrees on the final length; READCHUNK streams committed bytes.
+//! A primary opens one `Replicate` session per secondary. PREPARE stages exactly the announced
+//! number of bytes (for the current version, at an offset past committed and staged data) and is
+//! answered in order; COMMIT applies in offset order through the store's group commit and is
+//! answered when durable (COMMITs run concurrently, bounded per session); ABORT drops. SEAL
+//! agrees on the final length; READCHUNK streams committed bytes.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use gfs_proto::v1::replicate_request::Op;
 use gfs_proto::v1::replication_server::Replication;
 use gfs_proto::v1::{
-    AbortReply, AbortRequest, ChunkBytes, CommitReply, CommitRequest, PrepareReply, PrepareRequest,
-    ReadChunkRequest, SealReply, SealRequest,
+    ChunkBytes, CommitRequest, Prepare, ReadChunkRequest, ReplicateReply, ReplicateRequest,
+    SealReply, SealRequest,
 };
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Limits of the secondary side.
@@ -29,6 +34,8 @@ pub struct ParticipantConfig {
     pub seal_wait: Duration,
     /// READCHUNK streams slices of this many bytes.
     pub read_slice: u64,
+    /// COMMITs in flight per replication session.
+    pub max_in_flight: usize,
 }
 
 impl Default for ParticipantConfig {
@@ -38,6 +45,7 @@ impl Default for ParticipantConfig {
             stage_timeout: Duration::from_secs(2),
             seal_wait: Duration::from_secs(2),
             read_slice: 1 << 20,
+            max_in_flight: 1024,
         }
     }
 }
@@ -46,12 +54,21 @@ impl Default for ParticipantConfig {
 pub struct Participant {
     store: Arc<ChunkStore>,
     cfg: ParticipantConfig,
+    shutdown: CancellationToken,
 }
 
 impl Participant {
-    /// A service over `store`.
-    pub fn new(store: Arc<ChunkStore>, cfg: ParticipantConfig) -> Participant {
-        Participant { store, cfg }
+    /// A service over `store`; cancelling `shutdown` ends its replication sessions.
+    pub fn new(
+        store: Arc<ChunkStore>,
+        cfg: ParticipantConfig,
+        shutdown: CancellationToken,
+    ) -> Participant {
+        Participant {
+            store,
+            cfg,
+            shutdown,
+        }
     }
 }
 
@@ -82,86 +99,147 @@ pub fn status(e: StorageError) -> Status {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkBytes, Status>> + Send>>;
 
+/// READY: stages exactly the announced bytes.
+async fn prepare(store: &ChunkStore, cfg: &ParticipantConfig, p: Prepare) -> Result<(), Status> {
+    let header = p
+        .header
+        .ok_or_else(|| Status::invalid_argument("a prepare without its header"))?;
+    let expected = u64::from(header.length);
+    if expected > cfg.max_record {
+        return Err(Status::invalid_argument(format!(
+            "record of {expected} bytes exceeds {}",
+            cfg.max_record
+        )));
+    }
+    if p.data.len() as u64 != expected {
+        return Err(Status::invalid_argument(format!(
+            "received {} of the announced {expected} bytes",
+            p.data.len()
+        )));
+    }
+    let req = StageRequest {
+        op: OpId(header.op_id),
+        handle: ChunkHandle(header.handle),
+        version: header.version,
+        offset: header.offset,
+        data: p.data,
+    };
+    store
+        .stage_wait(req, cfg.stage_timeout)
+        .await
+        .map_err(status)
+}
+
+/// Runs one COMMIT and turns its outcome into the session's reply.
+async fn commit_reply(store: &ChunkStore, id: u64, c: CommitRequest) -> ReplicateReply {
+    match store.commit(ChunkHandle(c.handle), OpId(c.op_id)).await {
+        Ok(info) => ReplicateReply {
+            id,
+            code: 0,
+            message: String::new(),
+            committed_length: info.committed_len,
+        },
+        Err(e) => failure(id, status(e)),
+    }
+}
+
+fn failure(id: u64, s: Status) -> ReplicateReply {
+    ReplicateReply {
+        id,
+        code: s.code() as u32,
+        message: s.message().to_string(),
+        committed_length: 0,
+    }
+}
+
+fn ok(id: u64) -> ReplicateReply {
+    ReplicateReply {
+        id,
+        code: 0,
+        message: String::new(),
+        committed_length: 0,
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<ReplicateReply, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Replication for Participant {
-    async fn prepare(
+    type ReplicateStream = ReplyStream;
+
+    async fn replicate(
         &self,
-        request: Request<Streaming<PrepareRequest>>,
-    ) -> Result<Response<PrepareReply>, Status> {
-        let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty prepare stream"))?;
-        let header = first
-            .header
-            .ok_or_else(|| Status::invalid_argument("the first prepare message has no header"))?;
-        let expected = u64::from(header.length);
-        if expected > self.cfg.max_record {
-            return Err(Status::invalid_argument(format!(
-                "record of {expected} bytes exceeds {}",
-                self.cfg.max_record
-            )));
-        }
-        let data: Bytes = if first.data.len() as u64 == expected {
-            first.data
-        } else {
-            let mut buf = BytesMut::with_capacity(expected as usize);
-            buf.extend_from_slice(&first.data);
-            while let Some(msg) = stream.message().await? {
-                if msg.header.is_some() {
-                    return Err(Status::invalid_argument("a header after the first message"));
+        request: Request<Streaming<ReplicateRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<ReplicateReply, Status>>(1024);
+        let (store, cfg) = (Arc::clone(&self.store), self.cfg.clone());
+        let shutdown = self.shutdown.clone();
+        let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    _ = shutdown.cancelled() => {
+                        let busy = cfg.max_in_flight.max(1) - in_flight.available_permits();
+                        tracing::debug!(commits_in_flight = busy, "replication session closed for shutdown");
+                        break;
+                    }
+                };
+                let req = match next {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        tracing::debug!("replication session ended by the primary");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "replication session ended");
+                        break;
+                    }
+                };
+                let id = req.id;
+                match req.op {
+                    // PREPARE and ABORT are quick: answered in order on the session.
+                    Some(Op::Prepare(p)) => {
+                        let reply = match prepare(&store, &cfg, p).await {
+                            Ok(()) => ok(id),
+                            Err(s) => failure(id, s),
+                        };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Op::Abort(a)) => {
+                        let reply = match store.abort(ChunkHandle(a.handle), OpId(a.op_id)) {
+                            Ok(_) => ok(id),
+                            Err(e) => failure(id, status(e)),
+                        };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // A COMMIT waits for its group commit: it runs beside the session.
+                    Some(Op::Commit(c)) => {
+                        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                            break;
+                        };
+                        let (store, tx) = (Arc::clone(&store), tx.clone());
+                        tokio::spawn(async move {
+                            let reply = commit_reply(&store, id, c).await;
+                            let _ = tx.send(Ok(reply)).await;
+                            drop(permit);
+                        });
+                    }
+                    None => {
+                        let reply = failure(id, Status::invalid_argument("an empty request"));
+                        if tx.send(Ok(reply)).await.is_err() {
+                            break;
+                        }
+                    }
                 }
-                if buf.len() as u64 + msg.data.len() as u64 > expected {
-                    return Err(Status::invalid_argument(format!(
-                        "more than the announced {expected} bytes"
-                    )));
-                }
-                buf.extend_from_slice(&msg.data);
             }
-            buf.freeze()
-        };
-        if data.len() as u64 != expected {
-            return Err(Status::invalid_argument(format!(
-                "received {} of the announced {expected} bytes",
-                data.len()
-            )));
-        }
-        let req = StageRequest {
-            op: OpId(header.op_id),
-            handle: ChunkHandle(header.handle),
-            version: header.version,
-            offset: header.offset,
-            data,
-        };
-        self.store
-            .stage_wait(req, self.cfg.stage_timeout)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(PrepareReply {}))
-    }
-
-    async fn commit(
-        &self,
-        request: Request<CommitRequest>,
-    ) -> Result<Response<CommitReply>, Status> {
-        let r = request.into_inner();
-        let info = self
-            .store
-            .commit(ChunkHandle(r.handle), OpId(r.op_id))
-            .await
-            .map_err(status)?;
-        Ok(Response::new(CommitReply {
-            committed_length: info.committed_len,
-        }))
-    }
-
-    async fn abort(&self, request: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
-        let r = request.into_inner();
-        self.store
-            .abort(ChunkHandle(r.handle), OpId(r.op_id))
-            .map_err(status)?;
-        Ok(Response::new(AbortReply {}))
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealReply>, Status> {

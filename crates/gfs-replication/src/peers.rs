@@ -1,17 +1,30 @@
-//! Replication-plane clients: one lazily connected gRPC channel per peer address, every call
-//! bounded by a deadline.
+//! Replication-plane clients: per peer address, one lazily connected gRPC channel and one
+//! long-lived `Replicate` session carrying id-tagged PREPARE / COMMIT / ABORT messages. Every
+//! call is bounded by a deadline; a broken session fails its calls at once and is replaced by
+//! the next call.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use gfs_proto::v1::replicate_request::Op;
 use gfs_proto::v1::replication_client::ReplicationClient;
-use gfs_proto::v1::{AbortRequest, AppendHeader, CommitRequest, PrepareRequest, SealRequest};
+use gfs_proto::v1::{
+    AbortRequest, AppendHeader, CommitRequest, Prepare, ReplicateReply, ReplicateRequest,
+    SealRequest,
+};
 use gfs_storage::{ChunkHandle, OpId};
 use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ReplicationError, Result};
+
+/// HTTP/2 flow-control window of the replication plane, per stream (connections get twice).
+pub const WINDOW: u32 = 16 << 20;
 
 /// How the primary talks to its secondaries.
 #[derive(Clone, Debug)]
@@ -20,8 +33,8 @@ pub struct PeerConfig {
     pub connect_timeout: Duration,
     /// Largest gRPC message sent or accepted (tonic's default of 4 MiB is too small for records).
     pub max_message: usize,
-    /// PREPARE streams the record in slices of this many bytes.
-    pub slice: usize,
+    /// Requests queued on one session before senders wait.
+    pub session_queue: usize,
 }
 
 impl Default for PeerConfig {
@@ -29,7 +42,7 @@ impl Default for PeerConfig {
         PeerConfig {
             connect_timeout: Duration::from_secs(2),
             max_message: 32 << 20,
-            slice: 1 << 20,
+            session_queue: 1024,
         }
     }
 }
@@ -38,6 +51,29 @@ impl Default for PeerConfig {
 pub struct Peers {
     cfg: PeerConfig,
     clients: Mutex<HashMap<String, ReplicationClient<Channel>>>,
+    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
+}
+
+/// One `Replicate` stream to a peer. Dropping it (with the pool) ends the request stream.
+struct Session {
+    tx: mpsc::Sender<ReplicateRequest>,
+    state: Arc<SessionState>,
+    next_id: AtomicU64,
+}
+
+/// What the session's reader task shares with callers (never the sender, so that dropping the
+/// session ends the stream).
+struct SessionState {
+    pending: Mutex<HashMap<u64, oneshot::Sender<ReplicateReply>>>,
+    closed: AtomicBool,
+}
+
+impl SessionState {
+    /// Fails every call waiting on this session.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.pending.lock().clear();
+    }
 }
 
 fn peer_err(addr: &str, message: impl ToString) -> ReplicationError {
@@ -53,6 +89,7 @@ impl Peers {
         Peers {
             cfg,
             clients: Mutex::new(HashMap::new()),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -64,7 +101,11 @@ impl Peers {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| peer_err(addr, e))?
             .connect_timeout(self.cfg.connect_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // One session stream carries every append: h2's default 64 KiB window would cap
+            // it at a window per round trip.
+            .initial_stream_window_size(Some(WINDOW))
+            .initial_connection_window_size(Some(WINDOW * 2));
         let client = ReplicationClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(self.cfg.max_message)
             .max_encoding_message_size(self.cfg.max_message);
@@ -72,22 +113,103 @@ impl Peers {
         Ok(client)
     }
 
-    async fn bounded<T>(
-        addr: &str,
-        timeout: Duration,
-        call: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(status)) => Err(peer_err(
-                addr,
-                format!("{:?}: {}", status.code(), status.message()),
-            )),
-            Err(_) => Err(peer_err(addr, format!("no answer within {timeout:?}"))),
+    /// The live session to `addr`, opening one if there is none.
+    fn session(&self, addr: &str) -> Result<Arc<Session>> {
+        let mut sessions = self.sessions.lock();
+        if let Some(s) = sessions
+            .get(addr)
+            .filter(|s| !s.state.closed.load(Ordering::Acquire))
+        {
+            return Ok(Arc::clone(s));
         }
+        let mut client = self.client(addr)?;
+        let (tx, rx) = mpsc::channel(self.cfg.session_queue.max(1));
+        let state = Arc::new(SessionState {
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        let session = Arc::new(Session {
+            tx,
+            state: Arc::clone(&state),
+            next_id: AtomicU64::new(1),
+        });
+        let reader = state;
+        let peer = addr.to_string();
+        let pool = Arc::downgrade(&self.sessions);
+        tokio::spawn(async move {
+            let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+            match client.replicate(requests).await {
+                Ok(response) => {
+                    let mut replies = response.into_inner();
+                    while let Some(next) = replies.next().await {
+                        match next {
+                            Ok(reply) => {
+                                let waiter = reader.pending.lock().remove(&reply.id);
+                                if let Some(w) = waiter {
+                                    let _ = w.send(reply);
+                                }
+                            }
+                            Err(status) => {
+                                tracing::warn!(%peer, error = %status, "replication session failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(%peer, error = %status, "cannot open a replication session");
+                }
+            }
+            reader.close();
+            // Dropping the session ends our half of the stream, so the peer can shut down.
+            if let Some(pool) = pool.upgrade() {
+                let mut sessions = pool.lock();
+                if sessions
+                    .get(&peer)
+                    .is_some_and(|s| Arc::ptr_eq(&s.state, &reader))
+                {
+                    sessions.remove(&peer);
+                }
+            }
+        });
+        sessions.insert(addr.to_string(), Arc::clone(&session));
+        Ok(session)
     }
 
-    /// READY phase: streams `data` to `addr`, which stages it.
+    /// Sends one request on the session to `addr` and waits for its reply.
+    async fn call(&self, addr: &str, op: Op, timeout: Duration) -> Result<ReplicateReply> {
+        let session = self.session(addr)?;
+        let id = session.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        session.state.pending.lock().insert(id, tx);
+        let exchange = async {
+            if session.state.closed.load(Ordering::Acquire) {
+                return Err(peer_err(addr, "the replication session closed"));
+            }
+            session
+                .tx
+                .send(ReplicateRequest { id, op: Some(op) })
+                .await
+                .map_err(|_| peer_err(addr, "the replication session closed"))?;
+            rx.await
+                .map_err(|_| peer_err(addr, "the replication session closed"))
+        };
+        let reply = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(peer_err(addr, format!("no answer within {timeout:?}"))),
+        };
+        if reply.is_err() {
+            session.state.pending.lock().remove(&id);
+        }
+        let reply = reply?;
+        if reply.code != 0 {
+            let code = tonic::Code::from_i32(reply.code as i32);
+            return Err(peer_err(addr, format!("{code:?}: {}", reply.message)));
+        }
+        Ok(reply)
+    }
+
+    /// READY phase: `addr` stages `data` in memory.
     pub async fn prepare(
         &self,
         addr: &str,
@@ -95,24 +217,11 @@ impl Peers {
         data: Bytes,
         timeout: Duration,
     ) -> Result<()> {
-        let mut client = self.client(addr)?;
-        let slice = self.cfg.slice.max(1);
-        let mut msgs = Vec::with_capacity(data.len() / slice + 1);
-        let mut off = 0;
-        loop {
-            let end = (off + slice).min(data.len());
-            msgs.push(PrepareRequest {
-                header: (off == 0).then_some(header),
-                data: data.slice(off..end),
-            });
-            off = end;
-            if off >= data.len() {
-                break;
-            }
-        }
-        Self::bounded(addr, timeout, client.prepare(futures::stream::iter(msgs)))
-            .await
-            .map(|_| ())
+        let op = Op::Prepare(Prepare {
+            header: Some(header),
+            data,
+        });
+        self.call(addr, op, timeout).await.map(|_| ())
     }
 
     /// COMMIT phase: makes a staged append durable on `addr`; returns its committed length.
@@ -123,12 +232,11 @@ impl Peers {
         op: OpId,
         timeout: Duration,
     ) -> Result<u64> {
-        let mut client = self.client(addr)?;
-        let req = CommitRequest {
+        let req = Op::Commit(CommitRequest {
             handle: handle.0,
             op_id: op.0,
-        };
-        Self::bounded(addr, timeout, client.commit(req))
+        });
+        self.call(addr, req, timeout)
             .await
             .map(|r| r.committed_length)
     }
@@ -141,14 +249,11 @@ impl Peers {
         op: OpId,
         timeout: Duration,
     ) -> Result<()> {
-        let mut client = self.client(addr)?;
-        let req = AbortRequest {
+        let req = Op::Abort(AbortRequest {
             handle: handle.0,
             op_id: op.0,
-        };
-        Self::bounded(addr, timeout, client.abort(req))
-            .await
-            .map(|_| ())
+        });
+        self.call(addr, req, timeout).await.map(|_| ())
     }
 
     /// Seals the replica on `addr` at `length`.
@@ -166,8 +271,13 @@ impl Peers {
             version,
             length,
         };
-        Self::bounded(addr, timeout, client.seal(req))
-            .await
-            .map(|_| ())
+        match tokio::time::timeout(timeout, client.seal(req)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(peer_err(
+                addr,
+                format!("{:?}: {}", status.code(), status.message()),
+            )),
+            Err(_) => Err(peer_err(addr, format!("no answer within {timeout:?}"))),
+        }
     }
 }
