@@ -15,6 +15,21 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Runs a binary's body with logging set up; an error is one line on stderr and exit status 1.
+pub async fn main_of(
+    name: &str,
+    body: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    init_tracing();
+    match body.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Resolves when the process receives SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -33,8 +33,8 @@ struct Args {
     /// MiB appended by the streaming client per run.
     #[arg(long, default_value_t = 256)]
     stream_mib: u64,
-    /// 1 MiB appends in flight for the streaming client.
-    #[arg(long, default_value_t = 4)]
+    /// 1 MiB appends in flight for the streaming client (a streaming writer keeps several).
+    #[arg(long, default_value_t = 8)]
     window: usize,
     /// Clients appending 4 KiB records.
     #[arg(long, default_value_t = 16)]
@@ -252,12 +252,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gfs_bins::init_tracing();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gfs-bench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    gfs_bins::main_of("gfs-bench", run(Args::parse())).await
 }

@@ -93,12 +93,5 @@ async fn run() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gfs_bins::init_tracing();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gfs-chunkserver: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    gfs_bins::main_of("gfs-chunkserver", run()).await
 }

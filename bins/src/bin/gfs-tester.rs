@@ -186,12 +186,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gfs_bins::init_tracing();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gfs-tester: FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    gfs_bins::main_of("gfs-tester", run(Args::parse())).await
 }

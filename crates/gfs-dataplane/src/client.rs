@@ -20,7 +20,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use crate::codec::{ClientCodec, CodecError};
+use crate::codec::{ClientCodec, CodecError, WriteEnd, write_batches};
 use crate::{DataError, Frame, Request, Response};
 
 /// Limits and deadlines of a client connection.
@@ -46,8 +46,6 @@ impl Default for ClientConfig {
 
 /// Capacity of the queue between callers and the writer task.
 const WRITE_QUEUE: usize = 256;
-/// Most requests written before one flush.
-const WRITE_BATCH: usize = 64;
 
 type Reply = Result<Response, DataError>;
 
@@ -306,36 +304,16 @@ async fn write_loop(
     cfg: ClientConfig,
 ) {
     let mut writer = FramedWrite::new(wr, ClientCodec::new(cfg.max_frame));
-    loop {
-        let first = tokio::select! {
-            f = rx.recv() => f,
-            _ = shared.closed.cancelled() => return,
-        };
-        let Some(first) = first else { break };
-        let batch = async {
-            writer.feed(first).await?;
-            for _ in 1..WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(f) => writer.feed(f).await?,
-                    Err(_) => break,
-                }
-            }
-            writer.flush().await
-        };
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(cfg.request_timeout, batch) => r,
-            _ = shared.closed.cancelled() => return,
-        };
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shared.close(DataError::Io(format!("write failed: {e}")));
-                return;
-            }
-            Err(_) => {
-                shared.close(DataError::Io("write timed out".into()));
-                return;
-            }
+    match write_batches(&mut writer, &mut rx, cfg.request_timeout, &shared.closed).await {
+        WriteEnd::Drained => {}
+        WriteEnd::Stopped => return,
+        WriteEnd::Failed(e) => {
+            shared.close(DataError::Io(format!("write failed: {e}")));
+            return;
+        }
+        WriteEnd::TimedOut => {
+            shared.close(DataError::Io("write timed out".into()));
+            return;
         }
     }
     // Every handle is gone: shut our side down so the server sees EOF, then stop the reader.

@@ -345,6 +345,64 @@ impl Encoder<Frame<Request>> for ClientCodec {
     }
 }
 
+/// Frames written per flush at most: replies (or requests) queued together share a syscall.
+pub(crate) const WRITE_BATCH: usize = 64;
+
+/// Why [`write_batches`] stopped.
+pub(crate) enum WriteEnd {
+    /// Every sender is gone and everything queued was written.
+    Drained,
+    /// The stop token was cancelled.
+    Stopped,
+    /// A write failed.
+    Failed(CodecError),
+    /// One batch took longer than the timeout.
+    TimedOut,
+}
+
+/// Writes frames from `rx`, up to [`WRITE_BATCH`] per flush, each batch bounded by `timeout`,
+/// until every sender is gone, `stop` is cancelled, or a write fails.
+pub(crate) async fn write_batches<T, C, W>(
+    writer: &mut tokio_util::codec::FramedWrite<W, C>,
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    timeout: std::time::Duration,
+    stop: &tokio_util::sync::CancellationToken,
+) -> WriteEnd
+where
+    C: Encoder<T, Error = CodecError>,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use futures::SinkExt;
+    loop {
+        let first = tokio::select! {
+            f = rx.recv() => f,
+            _ = stop.cancelled() => return WriteEnd::Stopped,
+        };
+        let Some(first) = first else {
+            return WriteEnd::Drained;
+        };
+        let batch = async {
+            writer.feed(first).await?;
+            for _ in 1..WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(f) => writer.feed(f).await?,
+                    Err(_) => break,
+                }
+            }
+            writer.flush().await
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, batch) => r,
+            _ = stop.cancelled() => return WriteEnd::Stopped,
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return WriteEnd::Failed(e),
+            Err(_) => return WriteEnd::TimedOut,
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "codec_tests.rs"]
 mod tests;

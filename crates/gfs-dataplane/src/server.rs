@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::codec::{CodecError, ServerCodec};
+use crate::codec::{CodecError, ServerCodec, WriteEnd, write_batches};
 use crate::{DataError, Frame, Request, Response};
 
 /// Implemented by the chunkserver: what the data plane calls.
@@ -80,7 +80,6 @@ impl Default for ServerConfig {
 /// is a FIN after our last reply rather than a reset that could discard it.
 const LINGER: Duration = Duration::from_secs(1);
 /// Most replies written before one flush.
-const WRITE_BATCH: usize = 64;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -386,38 +385,18 @@ async fn write_loop(
     hard_stop: CancellationToken,
 ) -> bool {
     let mut writer = FramedWrite::new(wr, ServerCodec::new(cfg.max_frame));
-    loop {
-        let first = tokio::select! {
-            f = rx.recv() => f,
-            _ = hard_stop.cancelled() => return false,
-        };
-        let Some(first) = first else { break };
-        let batch = async {
-            writer.feed(first).await?;
-            for _ in 1..WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(f) => writer.feed(f).await?,
-                    Err(_) => break,
-                }
-            }
-            writer.flush().await
-        };
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(cfg.write_timeout, batch) => r,
-            _ = hard_stop.cancelled() => return false,
-        };
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(error = %e, "write failed; closing connection");
-                failed.cancel();
-                return false;
-            }
-            Err(_) => {
-                warn!(timeout = ?cfg.write_timeout, "write timed out; closing connection");
-                failed.cancel();
-                return false;
-            }
+    match write_batches(&mut writer, &mut rx, cfg.write_timeout, &hard_stop).await {
+        WriteEnd::Drained => {}
+        WriteEnd::Stopped => return false,
+        WriteEnd::Failed(e) => {
+            debug!(error = %e, "write failed; closing connection");
+            failed.cancel();
+            return false;
+        }
+        WriteEnd::TimedOut => {
+            warn!(timeout = ?cfg.write_timeout, "write timed out; closing connection");
+            failed.cancel();
+            return false;
         }
     }
     // `close` flushes and shuts down the write half: the peer sees EOF after our last reply.

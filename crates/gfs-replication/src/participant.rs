@@ -17,7 +17,7 @@ use gfs_proto::v1::{
     ChunkBytes, CommitRequest, Prepare, ReadChunkRequest, ReplicateReply, ReplicateRequest,
     SealReply, SealRequest,
 };
-use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
+use gfs_storage::{ChunkHandle, ChunkInfo, ChunkStore, OpId, StageRequest, StorageError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,21 @@ pub fn status(e: StorageError) -> Status {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkBytes, Status>> + Send>>;
+
+impl Participant {
+    /// The replica's report entry, if it is at `version`.
+    fn current(&self, handle: ChunkHandle, version: u64) -> Result<ChunkInfo, Status> {
+        let info = self.store.info(handle).map_err(status)?;
+        if info.version != version {
+            return Err(status(StorageError::StaleVersion {
+                handle,
+                have: info.version,
+                got: version,
+            }));
+        }
+        Ok(info)
+    }
+}
 
 /// READY: stages exactly the announced bytes.
 async fn prepare(store: &ChunkStore, cfg: &ParticipantConfig, p: Prepare) -> Result<(), Status> {
@@ -245,14 +260,7 @@ impl Replication for Participant {
     async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealReply>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
-        let info = self.store.info(handle).map_err(status)?;
-        if info.version != r.version {
-            return Err(status(StorageError::StaleVersion {
-                handle,
-                have: info.version,
-                got: r.version,
-            }));
-        }
+        self.current(handle, r.version)?;
         // Commits of the last appends may still be on their way from the primary.
         let deadline = tokio::time::Instant::now() + self.cfg.seal_wait;
         while self.store.info(handle).map_err(status)?.committed_len < r.length
@@ -278,14 +286,7 @@ impl Replication for Participant {
     ) -> Result<Response<ChunkStream>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
-        let info = self.store.info(handle).map_err(status)?;
-        if info.version != r.version {
-            return Err(status(StorageError::StaleVersion {
-                handle,
-                have: info.version,
-                got: r.version,
-            }));
-        }
+        let info = self.current(handle, r.version)?;
         let store = Arc::clone(&self.store);
         let slice = self.cfg.read_slice.max(1);
         let end = info.committed_len;
