@@ -1,0 +1,458 @@
+//! The master's durable metadata: the namespace behind an operation log with group commit,
+//! checkpoints, and recovery.
+//!
+//! A mutation is validated and applied in memory under the state lock, where it also gets its
+//! sequence number and is queued for the log, so log order is apply order. One committer thread
+//! writes every queued record and fsyncs once per batch; a mutation is answered only after its
+//! record is durable. Reads wait until everything they can see is durable, so a crash never takes
+//! back what a reader saw.
+//!
+//! Every `checkpoint_every` records the committer writes the whole state aside
+//! (`checkpoint-<seq>.tmp`, fsync, rename, fsync the directory), starts a new log segment, and
+//! removes older segments and checkpoints. Recovery = newest checkpoint + replay of the records
+//! after it. A torn tail of the last segment is cut with a warning; a damaged record anywhere
+//! else is a startup error naming the file and offset.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{MasterError, Result};
+use crate::namespace::Namespace;
+use crate::record::{
+    CHECKPOINT_MAGIC, Checkpoint, FrameAt, LOG_MAGIC, LogRecord, Op, frame, frame_at,
+};
+
+/// Tunables of the metadata store.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// Write a checkpoint after this many log records.
+    pub checkpoint_every: u64,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            checkpoint_every: 100_000,
+        }
+    }
+}
+
+struct State {
+    ns: Namespace,
+    next_seq: u64,
+}
+
+struct Queued {
+    seq: u64,
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// The namespace with its operation log, in one directory.
+pub struct MetaStore {
+    state: Arc<Mutex<State>>,
+    queue: Option<mpsc::Sender<Queued>>,
+    durable: watch::Receiver<u64>,
+    failed: Arc<AtomicBool>,
+    committer: Option<JoinHandle<()>>,
+    _lock: File,
+}
+
+fn io(path: &Path, source: std::io::Error) -> MasterError {
+    MasterError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> MasterError {
+    MasterError::CorruptLog {
+        file: file.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn segment_name(start: u64) -> String {
+    format!("log-{start:020}")
+}
+
+fn checkpoint_name(seq: u64) -> String {
+    format!("checkpoint-{seq:020}")
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+/// Writes `bytes` to `path` through a fsynced temporary file and a rename.
+fn write_aside(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    f.write_all_at(bytes, 0)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    sync_dir(dir)
+}
+
+/// Creates an empty segment starting at `start` and opens it for appending.
+fn new_segment(dir: &Path, start: u64) -> Result<(File, u64)> {
+    let path = dir.join(segment_name(start));
+    write_aside(dir, &path, LOG_MAGIC)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&path, e))?;
+    Ok((f, LOG_MAGIC.len() as u64))
+}
+
+/// Files of the directory with a numeric suffix after `prefix`, sorted by that number.
+fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let e = e.map_err(|e| io(dir, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name.strip_prefix(prefix).and_then(|n| n.parse().ok()) {
+            out.push((n, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+struct Recovered {
+    ns: Namespace,
+    last_seq: u64,
+    segment: (File, u64),
+    segment_path: PathBuf,
+}
+
+fn recover(dir: &Path) -> Result<Recovered> {
+    for e in fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let p = e.map_err(|e| io(dir, e))?.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            fs::remove_file(&p).map_err(|e| io(&p, e))?;
+        }
+    }
+    let (mut ns, base) = match numbered(dir, "checkpoint-")?.pop() {
+        Some((seq, path)) => {
+            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+            if !bytes.starts_with(CHECKPOINT_MAGIC) {
+                return Err(corrupt(&path, 0, "not a GFSMCKP1 checkpoint"));
+            }
+            let FrameAt::Ok(payload, _) = frame_at(&bytes, CHECKPOINT_MAGIC.len()) else {
+                return Err(corrupt(&path, 8, "damaged checkpoint frame"));
+            };
+            let ckpt = Checkpoint::decode(payload)
+                .map_err(|e| corrupt(&path, 8, format!("undecodable checkpoint: {e}")))?;
+            if ckpt.seq != seq {
+                return Err(corrupt(
+                    &path,
+                    8,
+                    "checkpoint sequence does not match its name",
+                ));
+            }
+            (Namespace::from_checkpoint(ckpt), seq)
+        }
+        None => (Namespace::new(), 0),
+    };
+    let segments = numbered(dir, "log-")?;
+    let mut last_seq = base;
+    let count = segments.len();
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let bytes = fs::read(path).map_err(|e| io(path, e))?;
+        if !bytes.starts_with(LOG_MAGIC) {
+            return Err(corrupt(path, 0, "not a GFSMLOG1 log segment"));
+        }
+        let mut pos = LOG_MAGIC.len();
+        loop {
+            let (payload, next) = match frame_at(&bytes, pos) {
+                FrameAt::End => break,
+                FrameAt::Ok(p, next) => (p, next),
+                FrameAt::Bad { next } => {
+                    let more = next.is_some_and(|n| matches!(frame_at(&bytes, n), FrameAt::Ok(..)));
+                    if i + 1 == count && !more {
+                        tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(|e| io(path, e))?;
+                        f.set_len(pos as u64)
+                            .and_then(|_| f.sync_all())
+                            .map_err(|e| io(path, e))?;
+                        break;
+                    }
+                    return Err(corrupt(path, pos as u64, "damaged record inside the log"));
+                }
+            };
+            let rec = LogRecord::decode(payload)
+                .map_err(|e| corrupt(path, pos as u64, format!("undecodable record: {e}")))?;
+            if rec.seq > base {
+                if rec.seq != last_seq + 1 {
+                    return Err(corrupt(
+                        path,
+                        pos as u64,
+                        format!("record {} follows {last_seq}: records are missing", rec.seq),
+                    ));
+                }
+                let op = rec
+                    .op
+                    .ok_or_else(|| corrupt(path, pos as u64, "a record without an operation"))?;
+                ns.apply(&op).map_err(|e| {
+                    corrupt(
+                        path,
+                        pos as u64,
+                        format!("record {} does not apply: {e}", rec.seq),
+                    )
+                })?;
+                last_seq = rec.seq;
+            }
+            pos = next;
+        }
+    }
+    let (segment, segment_path) = match segments.last() {
+        Some((_, path)) => {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io(path, e))?;
+            let len = f.metadata().map_err(|e| io(path, e))?.len();
+            ((f, len), path.clone())
+        }
+        None => (
+            new_segment(dir, base + 1)?,
+            dir.join(segment_name(base + 1)),
+        ),
+    };
+    Ok(Recovered {
+        ns,
+        last_seq,
+        segment,
+        segment_path,
+    })
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) the metadata in `dir`, recovering it from the newest
+    /// checkpoint and the log, and starts the committer thread.
+    pub fn open(dir: impl AsRef<Path>, cfg: MetaConfig) -> Result<MetaStore> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(MasterError::Locked(dir));
+        }
+        let rec = recover(&dir)?;
+        tracing::info!(dir = %dir.display(), seq = rec.last_seq, chunks = rec.ns.chunk_count(), "metadata recovered");
+        let state = Arc::new(Mutex::new(State {
+            ns: rec.ns,
+            next_seq: rec.last_seq + 1,
+        }));
+        let (durable_tx, durable) = watch::channel(rec.last_seq);
+        let failed = Arc::new(AtomicBool::new(false));
+        let (queue, rx) = mpsc::channel();
+        let mut committer = Committer {
+            dir: dir.clone(),
+            cfg,
+            state: Arc::clone(&state),
+            durable: durable_tx,
+            failed: Arc::clone(&failed),
+            segment: rec.segment.0,
+            segment_len: rec.segment.1,
+            segment_path: rec.segment_path,
+            since_checkpoint: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("gfs-oplog".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| io(&dir, e))?;
+        Ok(MetaStore {
+            state,
+            queue: Some(queue),
+            durable,
+            failed,
+            committer: Some(thread),
+            _lock: lock,
+        })
+    }
+
+    /// Applies `op` and returns once it is durable; returns the chunks a delete removed.
+    pub async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
+        let (rx, removed) = {
+            let mut st = self.state.lock();
+            if self.failed.load(Ordering::Acquire) {
+                return Err(MasterError::LogFailed);
+            }
+            let removed = st.ns.apply(&op)?;
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let rec = LogRecord { seq, op: Some(op) };
+            let mut bytes = Vec::with_capacity(rec.encoded_len() + 8);
+            frame(&rec.encode_to_vec(), &mut bytes);
+            let (reply, rx) = oneshot::channel();
+            let queued = self
+                .queue
+                .as_ref()
+                .ok_or(MasterError::LogFailed)?
+                .send(Queued { seq, bytes, reply });
+            if queued.is_err() {
+                self.failed.store(true, Ordering::Release);
+                return Err(MasterError::LogFailed);
+            }
+            (rx, removed)
+        };
+        rx.await.map_err(|_| MasterError::LogFailed)??;
+        Ok(removed)
+    }
+
+    /// Runs `f` on the namespace once everything it can see is durable.
+    pub async fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T> {
+        let (out, needed) = {
+            let st = self.state.lock();
+            (f(&st.ns), st.next_seq - 1)
+        };
+        let mut durable = self.durable.clone();
+        durable
+            .wait_for(|d| *d >= needed)
+            .await
+            .map_err(|_| MasterError::LogFailed)?;
+        Ok(out)
+    }
+
+    /// The sequence number of the newest durable record.
+    pub fn durable_seq(&self) -> u64 {
+        *self.durable.borrow()
+    }
+}
+
+impl Drop for MetaStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the committer write what is queued, checkpoint, and exit.
+        self.queue.take();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Committer {
+    dir: PathBuf,
+    cfg: MetaConfig,
+    state: Arc<Mutex<State>>,
+    durable: watch::Sender<u64>,
+    failed: Arc<AtomicBool>,
+    segment: File,
+    segment_len: u64,
+    segment_path: PathBuf,
+    since_checkpoint: u64,
+}
+
+impl Committer {
+    fn run(&mut self, rx: mpsc::Receiver<Queued>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while let Ok(q) = rx.try_recv() {
+                batch.push(q);
+            }
+            let mut buf = Vec::with_capacity(batch.iter().map(|q| q.bytes.len()).sum());
+            for q in &batch {
+                buf.extend_from_slice(&q.bytes);
+            }
+            let written = self
+                .segment
+                .write_all_at(&buf, self.segment_len)
+                .and_then(|_| self.segment.sync_data());
+            match written {
+                Ok(()) => {
+                    self.segment_len += buf.len() as u64;
+                    self.since_checkpoint += batch.len() as u64;
+                    let last = batch.last().map(|q| q.seq).unwrap_or(0);
+                    self.durable.send_replace(last);
+                    for q in batch {
+                        let _ = q.reply.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    // The in-memory state is ahead of the disk: refuse everything from now on.
+                    tracing::error!(error = %e, file = %self.segment_path.display(), "operation log write failed");
+                    self.failed.store(true, Ordering::Release);
+                    for q in batch {
+                        let _ = q.reply.send(Err(io(
+                            &self.segment_path,
+                            std::io::Error::new(e.kind(), e.to_string()),
+                        )));
+                    }
+                    return;
+                }
+            }
+            if self.since_checkpoint >= self.cfg.checkpoint_every {
+                self.checkpoint_or_log();
+            }
+        }
+        if self.since_checkpoint > 0 {
+            self.checkpoint_or_log();
+        }
+    }
+
+    fn checkpoint_or_log(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "checkpoint failed; the log keeps everything");
+        }
+    }
+
+    /// Writes the state aside, starts a new segment, and drops what the checkpoint covers.
+    fn checkpoint(&mut self) -> Result<()> {
+        let ckpt = {
+            let st = self.state.lock();
+            st.ns.to_checkpoint(st.next_seq - 1)
+        };
+        let seq = ckpt.seq;
+        let mut bytes = CHECKPOINT_MAGIC.to_vec();
+        frame(&ckpt.encode_to_vec(), &mut bytes);
+        let path = self.dir.join(checkpoint_name(seq));
+        write_aside(&self.dir, &path, &bytes)?;
+        // Every record written so far has seq <= `seq`: older segments are covered.
+        let (segment, len) = new_segment(&self.dir, seq + 1)?;
+        self.segment = segment;
+        self.segment_len = len;
+        self.segment_path = self.dir.join(segment_name(seq + 1));
+        self.since_checkpoint = 0;
+        for (n, old) in numbered(&self.dir, "log-")? {
+            if n < seq + 1 {
+                fs::remove_file(&old).map_err(|e| io(&old, e))?;
+            }
+        }
+        for (n, old) in numbered(&self.dir, "checkpoint-")? {
+            if n < seq {
+                fs::remove_file(&old).map_err(|e| io(&old, e))?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        tracing::info!(seq, bytes = bytes.len(), "checkpoint written");
+        Ok(())
+    }
+}

@@ -1,0 +1,521 @@
+//! The namespace and chunk map: a deterministic state machine that log records drive.
+//!
+//! Paths live in one ordered map, so listing a directory is a range scan and renaming a
+//! directory moves a contiguous range. Each chunk costs one map entry plus one handle in its
+//! file's list.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::{MasterError, Result};
+use crate::path;
+use crate::record::{Checkpoint, ChunkEntry, Entry, Op};
+
+/// A directory or a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A directory.
+    Dir {
+        /// Last modification, ms since the Unix epoch.
+        mtime_ms: u64,
+    },
+    /// A file.
+    File {
+        /// Last modification, ms since the Unix epoch.
+        mtime_ms: u64,
+        /// Replicas per chunk.
+        replication: u32,
+        /// Chunk handles in file order.
+        chunks: Vec<u64>,
+    },
+}
+
+/// What the master knows of a chunk (locations are not persisted: heartbeats rebuild them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// Current version.
+    pub version: u64,
+    /// Length it was sealed at, once sealed.
+    pub sealed_length: Option<u64>,
+}
+
+/// One entry of a directory listing or a stat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Normalized absolute path.
+    pub path: String,
+    /// Whether it is a directory.
+    pub dir: bool,
+    /// Last modification, ms since the Unix epoch.
+    pub mtime_ms: u64,
+    /// Replicas per chunk (files).
+    pub replication: u32,
+    /// Number of chunks (files).
+    pub chunks: u64,
+}
+
+/// The metadata state.
+#[derive(Debug, Default)]
+pub struct Namespace {
+    nodes: BTreeMap<String, Node>,
+    chunks: HashMap<u64, ChunkMeta>,
+}
+
+impl Namespace {
+    /// An empty namespace (just `/`).
+    pub fn new() -> Namespace {
+        Namespace::default()
+    }
+
+    fn dir_exists(&self, p: &str) -> Result<()> {
+        if p == "/" {
+            return Ok(());
+        }
+        match self.nodes.get(p) {
+            Some(Node::Dir { .. }) => Ok(()),
+            Some(Node::File { .. }) => Err(MasterError::NotADirectory(p.into())),
+            None => Err(MasterError::NotFound(p.into())),
+        }
+    }
+
+    fn absent(&self, p: &str) -> Result<()> {
+        if p == "/" || self.nodes.contains_key(p) {
+            return Err(MasterError::AlreadyExists(p.into()));
+        }
+        Ok(())
+    }
+
+    /// Checks that `op` applies to the current state, without changing it.
+    pub fn check(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::Mkdir(m) => {
+                self.absent(&m.path)?;
+                self.dir_exists(path::parent(&m.path))
+            }
+            Op::Create(c) => {
+                self.absent(&c.path)?;
+                self.dir_exists(path::parent(&c.path))
+            }
+            Op::Delete(d) => {
+                if d.path == "/" {
+                    return Err(MasterError::InvalidPath {
+                        path: "/".into(),
+                        reason: "the root cannot be deleted",
+                    });
+                }
+                self.nodes
+                    .get(&d.path)
+                    .map(|_| ())
+                    .ok_or_else(|| MasterError::NotFound(d.path.clone()))
+            }
+            Op::Rename(r) => {
+                if !self.nodes.contains_key(&r.src) {
+                    return Err(MasterError::NotFound(r.src.clone()));
+                }
+                if r.dst.starts_with(&format!("{}/", r.src)) {
+                    return Err(MasterError::RenameIntoSelf {
+                        src: r.src.clone(),
+                        dst: r.dst.clone(),
+                    });
+                }
+                self.absent(&r.dst)?;
+                self.dir_exists(path::parent(&r.dst))
+            }
+            Op::AddChunk(a) => {
+                if self.chunks.contains_key(&a.handle) {
+                    return Err(MasterError::ChunkExists(a.handle));
+                }
+                match self.nodes.get(&a.path) {
+                    Some(Node::File { .. }) => Ok(()),
+                    Some(Node::Dir { .. }) => Err(MasterError::IsADirectory(a.path.clone())),
+                    None => Err(MasterError::NotFound(a.path.clone())),
+                }
+            }
+            Op::SetVersion(v) => self
+                .chunks
+                .get(&v.handle)
+                .map(|_| ())
+                .ok_or(MasterError::ChunkNotFound(v.handle)),
+            Op::Seal(s) => self
+                .chunks
+                .get(&s.handle)
+                .map(|_| ())
+                .ok_or(MasterError::ChunkNotFound(s.handle)),
+        }
+    }
+
+    /// Applies `op`; returns the chunk handles it removed (a delete). Fails, changing nothing,
+    /// when [`Namespace::check`] would.
+    pub fn apply(&mut self, op: &Op) -> Result<Vec<u64>> {
+        self.check(op)?;
+        let mut removed = Vec::new();
+        match op {
+            Op::Mkdir(m) => {
+                self.nodes.insert(
+                    m.path.clone(),
+                    Node::Dir {
+                        mtime_ms: m.mtime_ms,
+                    },
+                );
+            }
+            Op::Create(c) => {
+                self.nodes.insert(
+                    c.path.clone(),
+                    Node::File {
+                        mtime_ms: c.mtime_ms,
+                        replication: c.replication,
+                        chunks: Vec::new(),
+                    },
+                );
+            }
+            Op::Delete(d) => {
+                let doomed: Vec<String> = self.subtree(&d.path).map(|(p, _)| p.clone()).collect();
+                for p in doomed {
+                    if let Some(Node::File { chunks, .. }) = self.nodes.remove(&p) {
+                        for h in chunks {
+                            self.chunks.remove(&h);
+                            removed.push(h);
+                        }
+                    }
+                }
+            }
+            Op::Rename(r) => {
+                let moving: Vec<String> = self.subtree(&r.src).map(|(p, _)| p.clone()).collect();
+                for p in moving {
+                    if let Some(node) = self.nodes.remove(&p) {
+                        let to = format!("{}{}", r.dst, &p[r.src.len()..]);
+                        self.nodes.insert(to, node);
+                    }
+                }
+            }
+            Op::AddChunk(a) => {
+                if let Some(Node::File { chunks, .. }) = self.nodes.get_mut(&a.path) {
+                    chunks.push(a.handle);
+                }
+                self.chunks.insert(
+                    a.handle,
+                    ChunkMeta {
+                        version: a.version,
+                        sealed_length: None,
+                    },
+                );
+            }
+            Op::SetVersion(v) => {
+                if let Some(c) = self.chunks.get_mut(&v.handle) {
+                    c.version = v.version;
+                }
+            }
+            Op::Seal(s) => {
+                if let Some(c) = self.chunks.get_mut(&s.handle) {
+                    c.sealed_length = Some(s.length);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `path` and everything under it, in path order.
+    fn subtree<'a>(&'a self, p: &'a str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let prefix = format!("{p}/");
+        self.nodes
+            .range(p.to_string()..)
+            .take_while(move |(k, _)| k.as_str() == p || k.starts_with(&prefix))
+    }
+
+    fn stat_of(p: &str, node: &Node) -> Stat {
+        match node {
+            Node::Dir { mtime_ms } => Stat {
+                path: p.into(),
+                dir: true,
+                mtime_ms: *mtime_ms,
+                replication: 0,
+                chunks: 0,
+            },
+            Node::File {
+                mtime_ms,
+                replication,
+                chunks,
+            } => Stat {
+                path: p.into(),
+                dir: false,
+                mtime_ms: *mtime_ms,
+                replication: *replication,
+                chunks: chunks.len() as u64,
+            },
+        }
+    }
+
+    /// The entry at `path`.
+    pub fn stat(&self, p: &str) -> Result<Stat> {
+        if p == "/" {
+            return Ok(Stat::from_root());
+        }
+        self.nodes
+            .get(p)
+            .map(|n| Self::stat_of(p, n))
+            .ok_or_else(|| MasterError::NotFound(p.into()))
+    }
+
+    /// The entries directly inside directory `path`, in name order.
+    pub fn list(&self, p: &str) -> Result<Vec<Stat>> {
+        self.dir_exists(p)?;
+        let prefix = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
+        Ok(self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            .map(|(k, n)| Self::stat_of(k, n))
+            .collect())
+    }
+
+    /// The chunk handles of file `path`, in order.
+    pub fn chunks_of(&self, p: &str) -> Result<&[u64]> {
+        match self.nodes.get(p) {
+            Some(Node::File { chunks, .. }) => Ok(chunks),
+            Some(Node::Dir { .. }) => Err(MasterError::IsADirectory(p.into())),
+            None => Err(MasterError::NotFound(p.into())),
+        }
+    }
+
+    /// What the master knows of a chunk.
+    pub fn chunk(&self, handle: u64) -> Option<ChunkMeta> {
+        self.chunks.get(&handle).copied()
+    }
+
+    /// Number of chunks in the map.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// The largest chunk handle in use (0 when none).
+    pub fn max_handle(&self) -> u64 {
+        self.chunks.keys().copied().max().unwrap_or(0)
+    }
+
+    /// The state as a checkpoint through `seq`.
+    pub fn to_checkpoint(&self, seq: u64) -> Checkpoint {
+        let entries = self
+            .nodes
+            .iter()
+            .map(|(p, n)| match n {
+                Node::Dir { mtime_ms } => Entry {
+                    path: p.clone(),
+                    dir: true,
+                    mtime_ms: *mtime_ms,
+                    replication: 0,
+                    chunks: Vec::new(),
+                },
+                Node::File {
+                    mtime_ms,
+                    replication,
+                    chunks,
+                } => Entry {
+                    path: p.clone(),
+                    dir: false,
+                    mtime_ms: *mtime_ms,
+                    replication: *replication,
+                    chunks: chunks
+                        .iter()
+                        .map(|h| {
+                            let c = self.chunks.get(h).copied().unwrap_or(ChunkMeta {
+                                version: 0,
+                                sealed_length: None,
+                            });
+                            ChunkEntry {
+                                handle: *h,
+                                version: c.version,
+                                sealed_length: c.sealed_length,
+                            }
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        Checkpoint { seq, entries }
+    }
+
+    /// The state a checkpoint describes.
+    pub fn from_checkpoint(c: Checkpoint) -> Namespace {
+        let mut ns = Namespace::new();
+        for e in c.entries {
+            let node = if e.dir {
+                Node::Dir {
+                    mtime_ms: e.mtime_ms,
+                }
+            } else {
+                for ch in &e.chunks {
+                    ns.chunks.insert(
+                        ch.handle,
+                        ChunkMeta {
+                            version: ch.version,
+                            sealed_length: ch.sealed_length,
+                        },
+                    );
+                }
+                Node::File {
+                    mtime_ms: e.mtime_ms,
+                    replication: e.replication,
+                    chunks: e.chunks.iter().map(|c| c.handle).collect(),
+                }
+            };
+            ns.nodes.insert(e.path, node);
+        }
+        ns
+    }
+}
+
+impl Stat {
+    fn from_root() -> Stat {
+        Stat {
+            path: "/".into(),
+            dir: true,
+            mtime_ms: 0,
+            replication: 0,
+            chunks: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::record::{AddChunkOp, CreateOp, PathOp, RenameOp};
+
+    fn mkdir(p: &str) -> Op {
+        Op::Mkdir(PathOp {
+            path: p.into(),
+            mtime_ms: 1,
+        })
+    }
+    fn create(p: &str) -> Op {
+        Op::Create(CreateOp {
+            path: p.into(),
+            mtime_ms: 2,
+            replication: 3,
+        })
+    }
+    fn delete(p: &str) -> Op {
+        Op::Delete(PathOp {
+            path: p.into(),
+            mtime_ms: 3,
+        })
+    }
+    fn rename(a: &str, b: &str) -> Op {
+        Op::Rename(RenameOp {
+            src: a.into(),
+            dst: b.into(),
+            mtime_ms: 4,
+        })
+    }
+    fn names(v: Vec<Stat>) -> Vec<String> {
+        v.into_iter().map(|s| s.path).collect()
+    }
+
+    #[test]
+    fn the_gogfs_graybox_cases() {
+        let mut ns = Namespace::new();
+        ns.apply(&mkdir("/dir1")).unwrap();
+        ns.apply(&mkdir("/dir2")).unwrap();
+        ns.apply(&create("/file1.txt")).unwrap();
+        ns.apply(&create("/file2.txt")).unwrap();
+        ns.apply(&create("/dir1/file3.txt")).unwrap();
+        // create twice fails
+        assert!(matches!(
+            ns.apply(&create("/file1.txt")),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            ns.apply(&mkdir("/dir1")),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        // list contents, in name order, direct children only
+        assert_eq!(
+            names(ns.list("/").unwrap()),
+            ["/dir1", "/dir2", "/file1.txt", "/file2.txt"]
+        );
+        assert_eq!(names(ns.list("/dir1").unwrap()), ["/dir1/file3.txt"]);
+        // a missing parent, a file as a parent
+        assert!(matches!(
+            ns.apply(&create("/nope/x")),
+            Err(MasterError::NotFound(_))
+        ));
+        assert!(matches!(
+            ns.apply(&create("/file1.txt/x")),
+            Err(MasterError::NotADirectory(_))
+        ));
+        // rename: a file, then a directory with its contents; never over an existing entry
+        ns.apply(&rename("/file2.txt", "/dir2/moved.txt")).unwrap();
+        assert!(matches!(
+            ns.apply(&rename("/dir1", "/dir2/moved.txt")),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            ns.apply(&rename("/dir1", "/dir1/sub")),
+            Err(MasterError::RenameIntoSelf { .. })
+        ));
+        ns.apply(&rename("/dir1", "/dir3")).unwrap();
+        assert_eq!(names(ns.list("/dir3").unwrap()), ["/dir3/file3.txt"]);
+        assert!(matches!(
+            ns.stat("/dir1/file3.txt"),
+            Err(MasterError::NotFound(_))
+        ));
+        // delete: a file, then a directory with everything under it
+        ns.apply(&Op::AddChunk(AddChunkOp {
+            path: "/dir3/file3.txt".into(),
+            handle: 9,
+            version: 1,
+        }))
+        .unwrap();
+        ns.apply(&delete("/file1.txt")).unwrap();
+        assert_eq!(ns.apply(&delete("/dir3")).unwrap(), vec![9]);
+        assert_eq!(ns.chunk(9), None);
+        assert_eq!(names(ns.list("/").unwrap()), ["/dir2"]);
+        assert!(matches!(
+            ns.apply(&delete("/dir3")),
+            Err(MasterError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_sibling_with_a_common_prefix_is_not_inside() {
+        let mut ns = Namespace::new();
+        ns.apply(&mkdir("/a")).unwrap();
+        ns.apply(&mkdir("/a/b")).unwrap();
+        ns.apply(&mkdir("/ab")).unwrap();
+        ns.apply(&rename("/a", "/z")).unwrap();
+        assert_eq!(names(ns.list("/").unwrap()), ["/ab", "/z"]);
+        ns.apply(&delete("/z")).unwrap();
+        assert_eq!(names(ns.list("/").unwrap()), ["/ab"]);
+    }
+
+    #[test]
+    fn checkpoints_round_trip() {
+        let mut ns = Namespace::new();
+        ns.apply(&mkdir("/d")).unwrap();
+        ns.apply(&create("/d/f")).unwrap();
+        for h in 1..=3 {
+            ns.apply(&Op::AddChunk(AddChunkOp {
+                path: "/d/f".into(),
+                handle: h,
+                version: h,
+            }))
+            .unwrap();
+        }
+        ns.apply(&Op::Seal(crate::record::SealOp {
+            handle: 1,
+            length: 77,
+        }))
+        .unwrap();
+        let back = Namespace::from_checkpoint(ns.to_checkpoint(5));
+        assert_eq!(back.list("/d").unwrap(), ns.list("/d").unwrap());
+        assert_eq!(back.chunks_of("/d/f").unwrap(), &[1, 2, 3]);
+        assert_eq!(back.chunk(1).unwrap().sealed_length, Some(77));
+        assert_eq!(back.chunk(3).unwrap().version, 3);
+    }
+}

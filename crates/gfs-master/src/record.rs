@@ -1,0 +1,207 @@
+//! The on-disk encoding of the master's metadata: prost messages (protobuf wire format, so
+//! fields can be added compatibly) inside CRC32C frames, behind versioned magic headers.
+//!
+//! Log segment `log-<first seq, 20 digits>`: magic `GFSMLOG1`, then frames
+//! `[len u32 LE][crc32c(payload) u32 LE][payload = LogRecord]`. Checkpoint
+//! `checkpoint-<seq, 20 digits>`: magic `GFSMCKP1`, then one frame holding a `Checkpoint`.
+
+/// Magic and format version of a log segment.
+pub const LOG_MAGIC: &[u8; 8] = b"GFSMLOG1";
+/// Magic and format version of a checkpoint.
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"GFSMCKP1";
+
+/// One durable mutation of the namespace or the chunk map.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogRecord {
+    /// Position in the log: every record's seq is its predecessor's plus one.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// The mutation.
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8")]
+    pub op: Option<Op>,
+}
+
+/// A mutation.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Op {
+    /// Create a directory (its parent must exist).
+    #[prost(message, tag = "2")]
+    Mkdir(PathOp),
+    /// Create an empty file (its parent must exist).
+    #[prost(message, tag = "3")]
+    Create(CreateOp),
+    /// Remove a file, or a directory with everything under it.
+    #[prost(message, tag = "4")]
+    Delete(PathOp),
+    /// Move an entry to a path that does not exist.
+    #[prost(message, tag = "5")]
+    Rename(RenameOp),
+    /// Append a new chunk to a file.
+    #[prost(message, tag = "6")]
+    AddChunk(AddChunkOp),
+    /// Record a chunk's new version (every new lease bumps it).
+    #[prost(message, tag = "7")]
+    SetVersion(SetVersionOp),
+    /// Record that a chunk is sealed at a length.
+    #[prost(message, tag = "8")]
+    Seal(SealOp),
+}
+
+/// A mutation naming one path.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PathOp {
+    /// Normalized absolute path.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// Wall-clock time of the mutation, ms since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub mtime_ms: u64,
+}
+
+/// Create a file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateOp {
+    /// Normalized absolute path.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// Wall-clock time, ms since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub mtime_ms: u64,
+    /// Replicas per chunk.
+    #[prost(uint32, tag = "3")]
+    pub replication: u32,
+}
+
+/// Rename.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RenameOp {
+    /// Source path.
+    #[prost(string, tag = "1")]
+    pub src: String,
+    /// Target path.
+    #[prost(string, tag = "2")]
+    pub dst: String,
+    /// Wall-clock time, ms since the Unix epoch.
+    #[prost(uint64, tag = "3")]
+    pub mtime_ms: u64,
+}
+
+/// Append a chunk to a file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AddChunkOp {
+    /// The file.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// The new chunk's handle.
+    #[prost(uint64, tag = "2")]
+    pub handle: u64,
+    /// Its first version.
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
+}
+
+/// A chunk's new version.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetVersionOp {
+    /// The chunk.
+    #[prost(uint64, tag = "1")]
+    pub handle: u64,
+    /// The version.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+}
+
+/// A chunk sealed at a length.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SealOp {
+    /// The chunk.
+    #[prost(uint64, tag = "1")]
+    pub handle: u64,
+    /// Its final length.
+    #[prost(uint64, tag = "2")]
+    pub length: u64,
+}
+
+/// The whole metadata state through log record `seq`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Checkpoint {
+    /// The last record the checkpoint includes.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// Every directory and file but `/`, parents before children.
+    #[prost(message, repeated, tag = "2")]
+    pub entries: Vec<Entry>,
+}
+
+/// One namespace entry in a checkpoint.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Entry {
+    /// Normalized absolute path.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// Whether it is a directory.
+    #[prost(bool, tag = "2")]
+    pub dir: bool,
+    /// Last modification, ms since the Unix epoch.
+    #[prost(uint64, tag = "3")]
+    pub mtime_ms: u64,
+    /// Replicas per chunk (files).
+    #[prost(uint32, tag = "4")]
+    pub replication: u32,
+    /// The file's chunks in order (files).
+    #[prost(message, repeated, tag = "5")]
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// One chunk of a file in a checkpoint.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkEntry {
+    /// Handle.
+    #[prost(uint64, tag = "1")]
+    pub handle: u64,
+    /// Version.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+    /// Sealed length, when sealed.
+    #[prost(uint64, optional, tag = "3")]
+    pub sealed_length: Option<u64>,
+}
+
+/// Appends `[len][crc][payload]` to `out`.
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// What reading one frame at `pos` found.
+pub enum FrameAt<'a> {
+    /// A whole frame with a good checksum, and the offset after it.
+    Ok(&'a [u8], usize),
+    /// The file ends here.
+    End,
+    /// Bytes that are not a good frame; `next` is where the frame would have ended if its
+    /// length was right.
+    Bad {
+        /// Offset after the claimed frame, when that is inside the file.
+        next: Option<usize>,
+    },
+}
+
+/// Reads the frame at `pos` of `buf`.
+pub fn frame_at(buf: &[u8], pos: usize) -> FrameAt<'_> {
+    if pos == buf.len() {
+        return FrameAt::End;
+    }
+    let Some(h) = buf.get(pos..pos + 8) else {
+        return FrameAt::Bad { next: None };
+    };
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let end = pos + 8 + len;
+    match buf.get(pos + 8..end) {
+        Some(p) if crc32c::crc32c(p) == crc => FrameAt::Ok(p, end),
+        Some(_) => FrameAt::Bad { next: Some(end) },
+        None => FrameAt::Bad { next: None },
+    }
+}

@@ -1,0 +1,282 @@
+//! The operation log: SIGKILL during a stream of mutations, checkpoints, torn tails and
+//! corrupt records.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gfs_master::record::{AddChunkOp, CreateOp, Op, PathOp};
+use gfs_master::{MasterError, MetaConfig, MetaStore};
+
+const CHILD_DIR: &str = "GFS_OPLOG_CHILD_DIR";
+const CHILD_ROUND: &str = "GFS_OPLOG_CHILD_ROUND";
+
+fn create(p: &str) -> Op {
+    Op::Create(CreateOp {
+        path: p.into(),
+        mtime_ms: 1,
+        replication: 3,
+    })
+}
+
+fn mkdir(p: &str) -> Op {
+    Op::Mkdir(PathOp {
+        path: p.into(),
+        mtime_ms: 1,
+    })
+}
+
+fn small_checkpoints() -> MetaConfig {
+    MetaConfig {
+        checkpoint_every: 97,
+    }
+}
+
+/// The writer process. Run only by `sigkill_keeps_every_acknowledged_mutation`.
+#[test]
+#[ignore = "child process of sigkill_keeps_every_acknowledged_mutation"]
+fn oplog_child() {
+    let dir = std::env::var(CHILD_DIR).unwrap();
+    let round: u64 = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let store = std::sync::Arc::new(MetaStore::open(&dir, small_checkpoints()).unwrap());
+        store.mutate(mkdir(&format!("/r{round}"))).await.unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+        let mut tasks = Vec::new();
+        for w in 0..8u64 {
+            let (store, out) = (store.clone(), out.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let p = format!("/r{round}/w{w}-{i}");
+                    store.mutate(create(&p)).await.unwrap();
+                    let handle = (round << 40) | (w << 32) | i;
+                    store
+                        .mutate(Op::AddChunk(AddChunkOp {
+                            path: p.clone(),
+                            handle,
+                            version: 1,
+                        }))
+                        .await
+                        .unwrap();
+                    let mut o = out.lock().unwrap();
+                    writeln!(o, "ACK {p} {handle}").unwrap();
+                    o.flush().unwrap();
+                }
+            }));
+        }
+        drop(tasks);
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test]
+async fn sigkill_keeps_every_acknowledged_mutation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0;
+    for round in 1..=3u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "oplog_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("ACK ")?.to_string();
+                    let (p, h) = rest.split_once(' ')?;
+                    Some((p.to_string(), h.parse::<u64>().ok()?))
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(300 + 200 * round));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the writer exited on its own"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acks = reader.join().unwrap();
+        let store = MetaStore::open(dir.path(), small_checkpoints()).unwrap();
+        for (p, h) in &acks {
+            let chunks = store
+                .read(|ns| ns.chunks_of(p).map(|c| c.to_vec()))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("acknowledged {p} lost: {e}"));
+            assert!(chunks.contains(h), "acknowledged chunk {h} of {p} lost");
+        }
+        total += acks.len();
+    }
+    assert!(
+        total > 100,
+        "too few acknowledged mutations ({total}) to prove anything"
+    );
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("log-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A copy of a metadata directory (but its lock), as a crash of its owner would leave it.
+fn crash_copy(src: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Writes `n` files through a store that never checkpoints, and leaves the log as a crash would.
+async fn write_files(dir: &Path, n: usize) {
+    let store = MetaStore::open(
+        dir,
+        MetaConfig {
+            checkpoint_every: u64::MAX,
+        },
+    )
+    .unwrap();
+    for i in 0..n {
+        store.mutate(create(&format!("/f{i:03}"))).await.unwrap();
+    }
+    // Leak it: no clean-stop checkpoint, the log is the only record.
+    std::mem::forget(store);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path(), 50).await;
+    let seg = segments(src.path()).pop().unwrap();
+    let full = std::fs::read(&seg).unwrap();
+    for cut in [full.len() - 1, full.len() - 7, full.len() / 2, 9] {
+        let dir = tempfile::tempdir().unwrap();
+        let name = seg.file_name().unwrap();
+        std::fs::write(dir.path().join(name), &full[..cut]).unwrap();
+        let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
+        let names = store.read(|ns| ns.list("/").unwrap()).await.unwrap();
+        let n = names.len();
+        assert!(n < 50, "cut at {cut} kept every record");
+        // Exactly a prefix survives.
+        for (i, s) in names.iter().enumerate() {
+            assert_eq!(s.path, format!("/f{i:03}"));
+        }
+        // And the log continues after the cut.
+        store.mutate(create("/after")).await.unwrap();
+        drop(store);
+        let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
+        assert_eq!(
+            store.read(|ns| ns.list("/").unwrap().len()).await.unwrap(),
+            n + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_record_inside_the_log_is_a_clear_error() {
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path(), 50).await;
+    let dir = crash_copy(src.path());
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&seg, &bytes).unwrap();
+    match MetaStore::open(dir.path(), MetaConfig::default()) {
+        Err(MasterError::CorruptLog { file, offset, .. }) => {
+            assert_eq!(file, seg);
+            assert!(
+                offset as usize <= at,
+                "offset {offset} after the damage at {at}"
+            );
+        }
+        Ok(_) => panic!("a damaged record in the middle was silently dropped"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_plus_more_log_recover_and_old_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = MetaStore::open(
+            dir.path(),
+            MetaConfig {
+                checkpoint_every: 10,
+            },
+        )
+        .unwrap();
+        for i in 0..35 {
+            store.mutate(create(&format!("/f{i:03}"))).await.unwrap();
+        }
+        store
+            .mutate(Op::Delete(PathOp {
+                path: "/f000".into(),
+                mtime_ms: 2,
+            }))
+            .await
+            .unwrap();
+        assert!(segments(dir.path()).len() <= 2, "old segments were kept");
+        std::mem::forget(store);
+    }
+    let dir = crash_copy(dir.path());
+    let store = MetaStore::open(
+        dir.path(),
+        MetaConfig {
+            checkpoint_every: 10,
+        },
+    )
+    .unwrap();
+    let list = store.read(|ns| ns.list("/").unwrap()).await.unwrap();
+    assert_eq!(list.len(), 34);
+    assert_eq!(list[0].path, "/f001");
+    assert!(store.durable_seq() >= 36);
+}
+
+#[tokio::test]
+async fn invalid_mutations_are_refused_and_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
+    store.mutate(create("/a")).await.unwrap();
+    let seq = store.durable_seq();
+    assert!(matches!(
+        store.mutate(create("/a")).await,
+        Err(MasterError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.mutate(create("/no/x")).await,
+        Err(MasterError::NotFound(_))
+    ));
+    assert_eq!(store.durable_seq(), seq);
+    assert!(matches!(
+        MetaStore::open(dir.path(), MetaConfig::default()),
+        Err(MasterError::Locked(_))
+    ));
+}
