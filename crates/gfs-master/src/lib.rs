@@ -6,15 +6,24 @@
 //!   checkpoints; a mutation is answered only once durable, and reads never see state a crash
 //!   could take back.
 //!
-//! Chunk locations are not persisted: heartbeats rebuild them. The gRPC service, leases,
-//! heartbeats and the `gfs-master` binary build on this crate.
+//! - [`Registry`]: chunkserver membership and chunk locations from heartbeats (never persisted),
+//!   with dead-server detection on a clock the caller passes in.
+//! - [`MasterService`] / [`ControlService`]: the `Master` (clients) and `MasterControl`
+//!   (chunkservers) gRPC services.
+//!
+//! Still to come (issue 4): chunk allocation and leases, the heartbeat loop in chunkservers,
+//! and the `gfs-master` binary.
 
 mod error;
 mod metastore;
 mod namespace;
 pub mod path;
 pub mod record;
+mod registry;
+mod service;
 
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};
+pub use registry::{Registry, Replica, ServerInfo};
+pub use service::{ControlService, MasterService, status};

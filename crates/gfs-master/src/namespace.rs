@@ -102,10 +102,15 @@ impl Namespace {
                         reason: "the root cannot be deleted",
                     });
                 }
-                self.nodes
-                    .get(&d.path)
-                    .map(|_| ())
-                    .ok_or_else(|| MasterError::NotFound(d.path.clone()))
+                match self.nodes.get(&d.path) {
+                    None => Err(MasterError::NotFound(d.path.clone())),
+                    Some(Node::Dir { .. })
+                        if !d.recursive && self.subtree(&d.path).nth(1).is_some() =>
+                    {
+                        Err(MasterError::DirectoryNotEmpty(d.path.clone()))
+                    }
+                    Some(_) => Ok(()),
+                }
             }
             Op::Rename(r) => {
                 if !self.nodes.contains_key(&r.src) {
@@ -385,7 +390,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::record::{AddChunkOp, CreateOp, PathOp, RenameOp};
+    use crate::record::{AddChunkOp, CreateOp, DeleteOp, PathOp, RenameOp};
 
     fn mkdir(p: &str) -> Op {
         Op::Mkdir(PathOp {
@@ -401,9 +406,10 @@ mod tests {
         })
     }
     fn delete(p: &str) -> Op {
-        Op::Delete(PathOp {
+        Op::Delete(DeleteOp {
             path: p.into(),
             mtime_ms: 3,
+            recursive: true,
         })
     }
     fn rename(a: &str, b: &str) -> Op {
@@ -473,6 +479,15 @@ mod tests {
         }))
         .unwrap();
         ns.apply(&delete("/file1.txt")).unwrap();
+        let shallow = Op::Delete(DeleteOp {
+            path: "/dir3".into(),
+            mtime_ms: 3,
+            recursive: false,
+        });
+        assert!(matches!(
+            ns.apply(&shallow),
+            Err(MasterError::DirectoryNotEmpty(_))
+        ));
         assert_eq!(ns.apply(&delete("/dir3")).unwrap(), vec![9]);
         assert_eq!(ns.chunk(9), None);
         assert_eq!(names(ns.list("/").unwrap()), ["/dir2"]);

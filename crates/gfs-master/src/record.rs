@@ -30,9 +30,9 @@ pub enum Op {
     /// Create an empty file (its parent must exist).
     #[prost(message, tag = "3")]
     Create(CreateOp),
-    /// Remove a file, or a directory with everything under it.
+    /// Remove a file, or a directory (with everything under it when recursive).
     #[prost(message, tag = "4")]
-    Delete(PathOp),
+    Delete(DeleteOp),
     /// Move an entry to a path that does not exist.
     #[prost(message, tag = "5")]
     Rename(RenameOp),
@@ -56,6 +56,20 @@ pub struct PathOp {
     /// Wall-clock time of the mutation, ms since the Unix epoch.
     #[prost(uint64, tag = "2")]
     pub mtime_ms: u64,
+}
+
+/// Remove an entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteOp {
+    /// Normalized absolute path.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// Wall-clock time, ms since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub mtime_ms: u64,
+    /// Remove a non-empty directory with everything under it.
+    #[prost(bool, tag = "3")]
+    pub recursive: bool,
 }
 
 /// Create a file.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gfs_master::record::{AddChunkOp, CreateOp, Op, PathOp};
+use gfs_master::record::{AddChunkOp, CreateOp, DeleteOp, Op, PathOp};
 use gfs_master::{MasterError, MetaConfig, MetaStore};
 
 const CHILD_DIR: &str = "GFS_OPLOG_CHILD_DIR";
@@ -237,9 +237,10 @@ async fn checkpoints_plus_more_log_recover_and_old_segments_go() {
             store.mutate(create(&format!("/f{i:03}"))).await.unwrap();
         }
         store
-            .mutate(Op::Delete(PathOp {
+            .mutate(Op::Delete(DeleteOp {
                 path: "/f000".into(),
                 mtime_ms: 2,
+                recursive: false,
             }))
             .await
             .unwrap();

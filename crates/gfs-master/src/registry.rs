@@ -1,0 +1,220 @@
+//! Chunkserver membership and chunk locations, rebuilt from heartbeats (never persisted).
+//!
+//! Time is passed in (`now`), so tests drive liveness with a clock of their own. A server that
+//! has not heartbeated for `dead_after` is dead: its replicas stop counting as locations. A
+//! replica reported at a version older than the master's is stale: never a location.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// What a chunkserver told the master about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Its id.
+    pub id: String,
+    /// Data-plane address clients use.
+    pub data_addr: String,
+    /// Replication/control-plane address.
+    pub repl_addr: String,
+    /// Rack, for placement ("" when not configured).
+    pub rack: String,
+    /// Disk capacity in bytes.
+    pub capacity_bytes: u64,
+    /// Disk use in bytes.
+    pub used_bytes: u64,
+}
+
+/// One replica in a chunk report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// Chunk handle.
+    pub handle: u64,
+    /// The replica's version.
+    pub version: u64,
+    /// Its committed length.
+    pub length: u64,
+    /// Whether it is sealed.
+    pub sealed: bool,
+}
+
+struct Server {
+    info: ServerInfo,
+    last_heartbeat: Instant,
+    alive: bool,
+    replicas: HashMap<u64, Replica>,
+}
+
+/// The membership table.
+pub struct Registry {
+    dead_after: Duration,
+    servers: BTreeMap<String, Server>,
+}
+
+impl Registry {
+    /// An empty table; servers silent for `dead_after` are dead.
+    pub fn new(dead_after: Duration) -> Registry {
+        Registry {
+            dead_after,
+            servers: BTreeMap::new(),
+        }
+    }
+
+    /// Adds or refreshes a server (a restarted server registers again).
+    pub fn register(&mut self, info: ServerInfo, now: Instant) {
+        tracing::info!(id = %info.id, data = %info.data_addr, repl = %info.repl_addr, "chunkserver registered");
+        let replicas = self
+            .servers
+            .remove(&info.id)
+            .map(|s| s.replicas)
+            .unwrap_or_default();
+        self.servers.insert(
+            info.id.clone(),
+            Server {
+                info,
+                last_heartbeat: now,
+                alive: true,
+                replicas,
+            },
+        );
+    }
+
+    /// Records a heartbeat with the server's full chunk report; `false` when the server is not
+    /// registered (it must register again).
+    pub fn heartbeat(
+        &mut self,
+        id: &str,
+        used_bytes: u64,
+        report: Vec<Replica>,
+        now: Instant,
+    ) -> bool {
+        let Some(s) = self.servers.get_mut(id) else {
+            return false;
+        };
+        if !s.alive {
+            tracing::info!(id, "chunkserver is back");
+        }
+        s.alive = true;
+        s.last_heartbeat = now;
+        s.info.used_bytes = used_bytes;
+        s.replicas = report.into_iter().map(|r| (r.handle, r)).collect();
+        true
+    }
+
+    /// Marks servers silent for longer than `dead_after` as dead; returns the newly dead.
+    pub fn sweep(&mut self, now: Instant) -> Vec<String> {
+        let mut dead = Vec::new();
+        for (id, s) in &mut self.servers {
+            if s.alive && now.saturating_duration_since(s.last_heartbeat) > self.dead_after {
+                s.alive = false;
+                tracing::warn!(id, "chunkserver missed its heartbeats: dead");
+                dead.push(id.clone());
+            }
+        }
+        dead
+    }
+
+    /// Live servers, by id.
+    pub fn live(&self) -> Vec<ServerInfo> {
+        self.servers
+            .values()
+            .filter(|s| s.alive)
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// Whether `id` is registered and alive.
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.servers.get(id).is_some_and(|s| s.alive)
+    }
+
+    /// Live servers holding `handle` at `version` (the master's), with their replica.
+    pub fn locations(&self, handle: u64, version: u64) -> Vec<(ServerInfo, Replica)> {
+        self.servers
+            .values()
+            .filter(|s| s.alive)
+            .filter_map(|s| {
+                let r = s.replicas.get(&handle)?;
+                (r.version == version).then(|| (s.info.clone(), *r))
+            })
+            .collect()
+    }
+
+    /// `(server, handle)` pairs whose replica is older than the master's version, given
+    /// `current(handle)` (None: the chunk is unknown).
+    pub fn stale(&self, current: impl Fn(u64) -> Option<u64>) -> BTreeSet<(String, u64)> {
+        let mut out = BTreeSet::new();
+        for (id, s) in &self.servers {
+            for r in s.replicas.values() {
+                if current(r.handle).is_some_and(|v| r.version < v) {
+                    out.insert((id.clone(), r.handle));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> ServerInfo {
+        ServerInfo {
+            id: id.into(),
+            data_addr: format!("{id}:8080"),
+            repl_addr: format!("{id}:8081"),
+            rack: String::new(),
+            capacity_bytes: 100,
+            used_bytes: 0,
+        }
+    }
+
+    fn replica(handle: u64, version: u64) -> Replica {
+        Replica {
+            handle,
+            version,
+            length: 10,
+            sealed: false,
+        }
+    }
+
+    #[test]
+    fn heartbeats_keep_servers_alive_and_silence_kills_them() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10));
+        r.register(info("a"), t0);
+        r.register(info("b"), t0);
+        assert!(r.heartbeat("a", 5, vec![replica(1, 2)], t0 + Duration::from_secs(8)));
+        assert!(r.sweep(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(r.sweep(t0 + Duration::from_secs(11)), vec!["b".to_string()]);
+        assert!(r.is_alive("a") && !r.is_alive("b"));
+        assert_eq!(r.sweep(t0 + Duration::from_secs(19)), vec!["a".to_string()]);
+        assert!(r.live().is_empty());
+        // A heartbeat brings it back; an unknown server is told to register.
+        assert!(r.heartbeat("a", 5, vec![], t0 + Duration::from_secs(20)));
+        assert!(r.is_alive("a"));
+        assert!(!r.heartbeat("zzz", 0, vec![], t0));
+    }
+
+    #[test]
+    fn locations_count_only_live_current_replicas() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10));
+        for id in ["a", "b", "c"] {
+            r.register(info(id), t0);
+        }
+        r.heartbeat("a", 0, vec![replica(7, 3)], t0);
+        r.heartbeat("b", 0, vec![replica(7, 3)], t0);
+        r.heartbeat("c", 0, vec![replica(7, 2)], t0); // missed a version bump
+        let ids =
+            |v: Vec<(ServerInfo, Replica)>| v.into_iter().map(|(s, _)| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(r.locations(7, 3)), ["a", "b"]);
+        assert_eq!(
+            r.stale(|h| (h == 7).then_some(3)),
+            BTreeSet::from([("c".to_string(), 7)])
+        );
+        r.heartbeat("a", 0, vec![replica(7, 3)], t0 + Duration::from_secs(20));
+        r.sweep(t0 + Duration::from_secs(20));
+        assert_eq!(ids(r.locations(7, 3)), ["a"]);
+    }
+}

@@ -1,0 +1,252 @@
+//! The master's gRPC services: thin conversions between the wire and [`MetaStore`] /
+//! [`Registry`]. `Master` is client-facing; `MasterControl` serves chunkservers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gfs_proto::v1::master_control_server::MasterControl;
+use gfs_proto::v1::master_server::Master;
+use gfs_proto::v1::{
+    CreateFileReply, CreateFileRequest, DeleteReply, DeleteRequest, FileStat, HeartbeatReply,
+    HeartbeatRequest, ListReply, ListRequest, MkdirReply, MkdirRequest, RegisterReply,
+    RegisterRequest, RenameReply, RenameRequest, StatReply, StatRequest,
+};
+use parking_lot::Mutex;
+use tonic::{Request, Response, Status};
+
+use crate::error::MasterError;
+use crate::metastore::MetaStore;
+use crate::namespace::Stat;
+use crate::path;
+use crate::record::{CreateOp, DeleteOp, Op, PathOp, RenameOp};
+use crate::registry::{Registry, Replica, ServerInfo};
+
+/// Maps a metadata error to the status a client sees.
+pub fn status(e: MasterError) -> Status {
+    let msg = e.to_string();
+    match e {
+        MasterError::InvalidPath { .. } => Status::invalid_argument(msg),
+        MasterError::NotFound(_) | MasterError::ChunkNotFound(_) => Status::not_found(msg),
+        MasterError::AlreadyExists(_) | MasterError::ChunkExists(_) => Status::already_exists(msg),
+        MasterError::NotADirectory(_)
+        | MasterError::IsADirectory(_)
+        | MasterError::DirectoryNotEmpty(_)
+        | MasterError::RenameIntoSelf { .. } => Status::failed_precondition(msg),
+        MasterError::LogFailed | MasterError::Io { .. } | MasterError::Locked(_) => {
+            Status::unavailable(msg)
+        }
+        MasterError::CorruptLog { .. } => Status::internal(msg),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn wire(s: Stat) -> FileStat {
+    FileStat {
+        path: s.path,
+        dir: s.dir,
+        mtime_ms: s.mtime_ms,
+        replication: s.replication,
+        chunks: s.chunks,
+    }
+}
+
+fn checked(p: &str) -> Result<String, Status> {
+    path::normalize(p).map_err(status)
+}
+
+/// The client-facing namespace service.
+pub struct MasterService {
+    meta: Arc<MetaStore>,
+    replication: u32,
+}
+
+impl MasterService {
+    /// A service over `meta`; files get `replication` replicas unless they ask otherwise.
+    pub fn new(meta: Arc<MetaStore>, replication: u32) -> MasterService {
+        MasterService { meta, replication }
+    }
+
+    async fn is_dir(&self, p: &str) -> Result<bool, Status> {
+        let p = p.to_string();
+        let st = self
+            .meta
+            .read(move |ns| ns.stat(&p))
+            .await
+            .map_err(status)?;
+        Ok(st.map(|s| s.dir).unwrap_or(false))
+    }
+}
+
+#[tonic::async_trait]
+impl Master for MasterService {
+    async fn mkdir(&self, r: Request<MkdirRequest>) -> Result<Response<MkdirReply>, Status> {
+        let r = r.into_inner();
+        let p = checked(&r.path)?;
+        let mut steps: Vec<String> = if r.parents {
+            path::ancestors(&p)
+                .into_iter()
+                .filter(|a| *a != "/")
+                .map(String::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        steps.push(p.clone());
+        for step in steps {
+            let op = Op::Mkdir(PathOp {
+                path: step.clone(),
+                mtime_ms: now_ms(),
+            });
+            match self.meta.mutate(op).await {
+                Ok(_) => {}
+                // With -p, an existing directory on the way (or at the end) is fine.
+                Err(MasterError::AlreadyExists(_)) if r.parents && self.is_dir(&step).await? => {}
+                Err(MasterError::AlreadyExists(_)) if r.parents => {
+                    return Err(status(MasterError::NotADirectory(step)));
+                }
+                Err(e) => return Err(status(e)),
+            }
+        }
+        Ok(Response::new(MkdirReply {}))
+    }
+
+    async fn create(
+        &self,
+        r: Request<CreateFileRequest>,
+    ) -> Result<Response<CreateFileReply>, Status> {
+        let r = r.into_inner();
+        let op = Op::Create(CreateOp {
+            path: checked(&r.path)?,
+            mtime_ms: now_ms(),
+            replication: if r.replication == 0 {
+                self.replication
+            } else {
+                r.replication
+            },
+        });
+        self.meta.mutate(op).await.map_err(status)?;
+        Ok(Response::new(CreateFileReply {}))
+    }
+
+    async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
+        let r = r.into_inner();
+        let op = Op::Delete(DeleteOp {
+            path: checked(&r.path)?,
+            mtime_ms: now_ms(),
+            recursive: r.recursive,
+        });
+        let removed = self.meta.mutate(op).await.map_err(status)?;
+        tracing::info!(path = %r.path, chunks = removed.len(), "deleted");
+        Ok(Response::new(DeleteReply {}))
+    }
+
+    async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<RenameReply>, Status> {
+        let r = r.into_inner();
+        let op = Op::Rename(RenameOp {
+            src: checked(&r.src)?,
+            dst: checked(&r.dst)?,
+            mtime_ms: now_ms(),
+        });
+        self.meta.mutate(op).await.map_err(status)?;
+        Ok(Response::new(RenameReply {}))
+    }
+
+    async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        let p = checked(&r.into_inner().path)?;
+        let entries = self
+            .meta
+            .read(move |ns| ns.list(&p))
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        Ok(Response::new(ListReply {
+            entries: entries.into_iter().map(wire).collect(),
+        }))
+    }
+
+    async fn stat(&self, r: Request<StatRequest>) -> Result<Response<StatReply>, Status> {
+        let p = checked(&r.into_inner().path)?;
+        let st = self
+            .meta
+            .read(move |ns| ns.stat(&p))
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        Ok(Response::new(StatReply {
+            stat: Some(wire(st)),
+        }))
+    }
+}
+
+/// The chunkserver-facing membership service.
+pub struct ControlService {
+    registry: Arc<Mutex<Registry>>,
+    heartbeat_interval: Duration,
+}
+
+impl ControlService {
+    /// A service over `registry`, asking servers to heartbeat every `heartbeat_interval`.
+    pub fn new(registry: Arc<Mutex<Registry>>, heartbeat_interval: Duration) -> ControlService {
+        ControlService {
+            registry,
+            heartbeat_interval,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MasterControl for ControlService {
+    async fn register(
+        &self,
+        r: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let r = r.into_inner();
+        if r.id.is_empty() || r.data_addr.is_empty() || r.repl_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "id, data_addr and repl_addr are required",
+            ));
+        }
+        self.registry.lock().register(
+            ServerInfo {
+                id: r.id,
+                data_addr: r.data_addr,
+                repl_addr: r.repl_addr,
+                rack: r.rack,
+                capacity_bytes: r.capacity_bytes,
+                used_bytes: r.used_bytes,
+            },
+            Instant::now(),
+        );
+        Ok(Response::new(RegisterReply {
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        r: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let r = r.into_inner();
+        let report = r
+            .chunks
+            .iter()
+            .map(|c| Replica {
+                handle: c.handle,
+                version: c.version,
+                length: c.committed_length,
+                sealed: c.sealed,
+            })
+            .collect();
+        let known = self
+            .registry
+            .lock()
+            .heartbeat(&r.id, r.used_bytes, report, Instant::now());
+        Ok(Response::new(HeartbeatReply { reregister: !known }))
+    }
+}
