@@ -26,6 +26,17 @@ pub struct Server {
 impl Server {
     /// Starts a chunkserver on `dir`; `ports` reuses earlier ports (after a restart).
     pub fn start(dir: &Path, id: &str, ports: Option<(u16, u16)>, env: &[(&str, &str)]) -> Server {
+        Self::start_with(dir, id, ports, env, &[])
+    }
+
+    /// Like [`Server::start`], with extra command-line arguments.
+    pub fn start_with(
+        dir: &Path,
+        id: &str,
+        ports: Option<(u16, u16)>,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Server {
         let (p, r) = ports.unwrap_or((0, 0));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gfs-chunkserver"));
         cmd.args([
@@ -41,6 +52,7 @@ impl Server {
         .arg("-d")
         .arg(dir)
         .args(["--chunk-size", "1MiB"])
+        .args(extra)
         .env(
             "RUST_LOG",
             std::env::var("GFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),

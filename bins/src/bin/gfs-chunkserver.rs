@@ -37,6 +37,9 @@ struct Args {
     /// Chunk size of the cluster ("64MiB", "1MiB", bytes).
     #[arg(long = "chunk-size", value_name = "SIZE")]
     chunk_size: Option<String>,
+    /// The master's address (host:port): register and heartbeat there.
+    #[arg(long = "master", value_name = "ADDR")]
+    master: Option<String>,
 }
 
 fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
@@ -58,6 +61,9 @@ fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
     }
     if let Some(id) = args.id {
         cfg.id = id;
+    }
+    if let Some(m) = args.master {
+        cfg.master = m;
     }
     if let Some(s) = args.chunk_size {
         cfg.chunk_size = parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;

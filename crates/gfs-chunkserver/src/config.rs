@@ -27,6 +27,13 @@ pub struct ChunkserverConfig {
     pub chunk_size: u64,
     /// Replicas (the primary included) that must accept an append.
     pub quorum: usize,
+    /// The master's gRPC address ("host:port"); empty: run without a master (tests, gfs-tester).
+    pub master: String,
+    /// Rack name, for the master's placement ("" when racks are not used).
+    pub rack: String,
+    /// Disk capacity to report to the master, in bytes or with a unit.
+    #[serde(deserialize_with = "size")]
+    pub capacity: u64,
     /// Storage tunables.
     pub storage: StorageSection,
     /// Replication tunables.
@@ -97,6 +104,9 @@ impl Default for ChunkserverConfig {
             repl_port: 8081,
             chunk_size: 64 << 20,
             quorum: 2,
+            master: String::new(),
+            rack: String::new(),
+            capacity: 100 << 30,
             storage: StorageSection::default(),
             replication: ReplicationSection::default(),
             dataplane: DataplaneSection::default(),

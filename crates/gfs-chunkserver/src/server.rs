@@ -128,6 +128,16 @@ impl ChunkServer {
                     token.cancelled().await
                 }),
         );
+        if !cfg.master.is_empty() {
+            tokio::spawn(heartbeat_loop(
+                cfg.clone(),
+                data_addr,
+                repl_addr,
+                Arc::clone(&store),
+                Arc::clone(&coordinator),
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(id = %cfg.id, %data_addr, %repl_addr, dir = %cfg.data_dir.display(), "chunkserver serving");
         Ok(ChunkServer {
             data_addr,
@@ -208,6 +218,92 @@ impl ChunkServer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ChunkserverError::Grpc(e.to_string())),
             Err(e) => Err(ChunkserverError::Grpc(e.to_string())),
+        }
+    }
+}
+
+/// Registers with the master, then heartbeats with the full chunk report until shutdown;
+/// registers again when the master asks (it restarted) and keeps trying while it is away.
+async fn heartbeat_loop(
+    cfg: ChunkserverConfig,
+    data_addr: SocketAddr,
+    repl_addr: SocketAddr,
+    store: Arc<ChunkStore>,
+    coordinator: Arc<Coordinator>,
+    shutdown: CancellationToken,
+) {
+    use gfs_proto::v1::master_control_client::MasterControlClient;
+    use gfs_proto::v1::{ChunkInfo, HeartbeatRequest, LaggingReplica, RegisterRequest};
+
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master)) {
+        Ok(e) => e
+            .connect_timeout(cfg.replication.connect_timeout)
+            .timeout(cfg.replication.commit_timeout),
+        Err(e) => {
+            tracing::error!(master = %cfg.master, error = %e, "bad master address; not registering");
+            return;
+        }
+    };
+    let mut client = MasterControlClient::new(endpoint.connect_lazy());
+    let mut interval = std::time::Duration::from_secs(1);
+    let mut registered = false;
+    loop {
+        let used_bytes = store.list().iter().map(|c| c.committed_len).sum();
+        if !registered {
+            let req = RegisterRequest {
+                id: cfg.id.clone(),
+                data_addr: data_addr.to_string(),
+                repl_addr: repl_addr.to_string(),
+                rack: cfg.rack.clone(),
+                capacity_bytes: cfg.capacity,
+                used_bytes,
+            };
+            match client.register(req).await {
+                Ok(r) => {
+                    registered = true;
+                    interval = std::time::Duration::from_millis(
+                        r.into_inner().heartbeat_interval_ms.max(50),
+                    );
+                    tracing::info!(master = %cfg.master, "registered with the master");
+                }
+                Err(e) => {
+                    tracing::warn!(master = %cfg.master, error = %e.message(), "cannot register yet")
+                }
+            }
+        }
+        if registered {
+            let req = HeartbeatRequest {
+                id: cfg.id.clone(),
+                used_bytes,
+                chunks: store
+                    .list()
+                    .into_iter()
+                    .map(|c| ChunkInfo {
+                        handle: c.handle.0,
+                        version: c.version,
+                        committed_length: c.committed_len,
+                        sealed: c.sealed,
+                    })
+                    .collect(),
+                lagging: coordinator
+                    .lagging()
+                    .into_iter()
+                    .map(|(h, address)| LaggingReplica {
+                        handle: h.0,
+                        address,
+                    })
+                    .collect(),
+            };
+            match client.heartbeat(req).await {
+                Ok(r) => registered = !r.into_inner().reregister,
+                Err(e) => {
+                    tracing::warn!(master = %cfg.master, error = %e.message(), "heartbeat failed")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => break,
         }
     }
 }

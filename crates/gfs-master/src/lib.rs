@@ -14,16 +14,20 @@
 //! Still to come (issue 4): chunk allocation and leases, the heartbeat loop in chunkservers,
 //! and the `gfs-master` binary.
 
+mod chunks;
 mod error;
 mod metastore;
 mod namespace;
 pub mod path;
 pub mod record;
 mod registry;
+mod server;
 mod service;
 
+pub use chunks::{ChunkConfig, ChunkManager};
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};
 pub use registry::{Registry, Replica, ServerInfo};
+pub use server::{Master, MasterConfig, StartError};
 pub use service::{ControlService, MasterService, status};

@@ -113,6 +113,38 @@ impl Registry {
         dead
     }
 
+    /// Records a replica the master itself just created or bumped, before the server reports it.
+    pub fn note_replica(&mut self, id: &str, r: Replica) {
+        if let Some(s) = self.servers.get_mut(id) {
+            s.replicas.insert(r.handle, r);
+        }
+    }
+
+    /// Picks up to `n` live servers for a new chunk: least used first, and a rack not yet
+    /// chosen before one already chosen (servers without a rack count as racks of their own).
+    pub fn place(&self, n: usize) -> Vec<ServerInfo> {
+        let mut live: Vec<&Server> = self.servers.values().filter(|s| s.alive).collect();
+        live.sort_by(|a, b| {
+            let used = |s: &Server| s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
+            used(a)
+                .total_cmp(&used(b))
+                .then_with(|| a.info.id.cmp(&b.info.id))
+        });
+        let mut chosen: Vec<ServerInfo> = Vec::new();
+        let mut racks = BTreeSet::new();
+        for s in &live {
+            if chosen.len() < n && (s.info.rack.is_empty() || racks.insert(s.info.rack.clone())) {
+                chosen.push(s.info.clone());
+            }
+        }
+        for s in live {
+            if chosen.len() < n && !chosen.iter().any(|c| c.id == s.info.id) {
+                chosen.push(s.info.clone());
+            }
+        }
+        chosen
+    }
+
     /// Live servers, by id.
     pub fn live(&self) -> Vec<ServerInfo> {
         self.servers
@@ -194,6 +226,35 @@ mod tests {
         assert!(r.heartbeat("a", 5, vec![], t0 + Duration::from_secs(20)));
         assert!(r.is_alive("a"));
         assert!(!r.heartbeat("zzz", 0, vec![], t0));
+    }
+
+    #[test]
+    fn placement_prefers_empty_servers_and_new_racks() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10));
+        for (id, rack, used) in [
+            ("a", "r1", 10),
+            ("b", "r1", 0),
+            ("c", "r2", 50),
+            ("d", "r3", 90),
+        ] {
+            r.register(
+                ServerInfo {
+                    rack: rack.into(),
+                    used_bytes: used,
+                    ..info(id)
+                },
+                t0,
+            );
+        }
+        let ids = |v: Vec<ServerInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(r.place(3)),
+            ["b", "c", "d"],
+            "one per rack, least used first"
+        );
+        assert_eq!(ids(r.place(4)), ["b", "c", "d", "a"]);
+        assert_eq!(ids(r.place(9)).len(), 4);
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gfs_proto::v1::master_control_server::MasterControl;
 use gfs_proto::v1::master_server::Master;
 use gfs_proto::v1::{
-    CreateFileReply, CreateFileRequest, DeleteReply, DeleteRequest, FileStat, HeartbeatReply,
-    HeartbeatRequest, ListReply, ListRequest, MkdirReply, MkdirRequest, RegisterReply,
-    RegisterRequest, RenameReply, RenameRequest, StatReply, StatRequest,
+    AppendChunkRequest, ChunkLease, CreateFileReply, CreateFileRequest, DeleteReply, DeleteRequest,
+    FileStat, GetChunksReply, GetChunksRequest, HeartbeatReply, HeartbeatRequest, ListReply,
+    ListRequest, MkdirReply, MkdirRequest, RegisterReply, RegisterRequest, RenameReply,
+    RenameRequest, ReportSealedReply, ReportSealedRequest, StatReply, StatRequest,
 };
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status};
 
+use crate::chunks::ChunkManager;
 use crate::error::MasterError;
 use crate::metastore::MetaStore;
 use crate::namespace::Stat;
@@ -60,16 +62,22 @@ fn checked(p: &str) -> Result<String, Status> {
     path::normalize(p).map_err(status)
 }
 
-/// The client-facing namespace service.
+/// The client-facing service: namespace and chunk locations.
 pub struct MasterService {
     meta: Arc<MetaStore>,
+    chunks: Arc<ChunkManager>,
     replication: u32,
 }
 
 impl MasterService {
-    /// A service over `meta`; files get `replication` replicas unless they ask otherwise.
-    pub fn new(meta: Arc<MetaStore>, replication: u32) -> MasterService {
-        MasterService { meta, replication }
+    /// A service over `meta` and `chunks`; files get `replication` replicas unless they ask
+    /// otherwise.
+    pub fn new(meta: Arc<MetaStore>, chunks: Arc<ChunkManager>, replication: u32) -> MasterService {
+        MasterService {
+            meta,
+            chunks,
+            replication,
+        }
     }
 
     async fn is_dir(&self, p: &str) -> Result<bool, Status> {
@@ -182,19 +190,50 @@ impl Master for MasterService {
             stat: Some(wire(st)),
         }))
     }
+
+    async fn append_chunk(
+        &self,
+        r: Request<AppendChunkRequest>,
+    ) -> Result<Response<ChunkLease>, Status> {
+        let p = checked(&r.into_inner().path)?;
+        Ok(Response::new(self.chunks.append_chunk(&p).await?))
+    }
+
+    async fn get_chunks(
+        &self,
+        r: Request<GetChunksRequest>,
+    ) -> Result<Response<GetChunksReply>, Status> {
+        let p = checked(&r.into_inner().path)?;
+        Ok(Response::new(self.chunks.get_chunks(&p).await?))
+    }
+
+    async fn report_sealed(
+        &self,
+        r: Request<ReportSealedRequest>,
+    ) -> Result<Response<ReportSealedReply>, Status> {
+        let r = r.into_inner();
+        self.chunks.report_sealed(r.handle, r.length).await?;
+        Ok(Response::new(ReportSealedReply {}))
+    }
 }
 
 /// The chunkserver-facing membership service.
 pub struct ControlService {
     registry: Arc<Mutex<Registry>>,
+    chunks: Arc<ChunkManager>,
     heartbeat_interval: Duration,
 }
 
 impl ControlService {
     /// A service over `registry`, asking servers to heartbeat every `heartbeat_interval`.
-    pub fn new(registry: Arc<Mutex<Registry>>, heartbeat_interval: Duration) -> ControlService {
+    pub fn new(
+        registry: Arc<Mutex<Registry>>,
+        chunks: Arc<ChunkManager>,
+        heartbeat_interval: Duration,
+    ) -> ControlService {
         ControlService {
             registry,
+            chunks,
             heartbeat_interval,
         }
     }
@@ -233,7 +272,7 @@ impl MasterControl for ControlService {
         r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let r = r.into_inner();
-        let report = r
+        let report: Vec<Replica> = r
             .chunks
             .iter()
             .map(|c| Replica {
@@ -243,6 +282,7 @@ impl MasterControl for ControlService {
                 sealed: c.sealed,
             })
             .collect();
+        self.chunks.adopt_versions(&report).await?;
         let known = self
             .registry
             .lock()

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gfs_master::{ControlService, MasterService, MetaConfig, MetaStore, Registry};
+use gfs_master::{
+    ChunkConfig, ChunkManager, ControlService, MasterService, MetaConfig, MetaStore, Registry,
+};
 use gfs_proto::v1::master_client::MasterClient;
 use gfs_proto::v1::master_control_client::MasterControlClient;
 use gfs_proto::v1::master_control_server::MasterControlServer;
@@ -32,9 +34,25 @@ async fn start(dir: &std::path::Path) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let svc = MasterServer::new(MasterService::new(Arc::clone(&meta), 3));
+    let chunks = Arc::new(ChunkManager::new(
+        Arc::clone(&meta),
+        Arc::clone(&registry),
+        ChunkConfig {
+            chunk_size: 1 << 20,
+            replication: 3,
+            quorum: 2,
+            lease: Duration::from_secs(60),
+            rpc_timeout: Duration::from_secs(2),
+        },
+    ));
+    let svc = MasterServer::new(MasterService::new(
+        Arc::clone(&meta),
+        Arc::clone(&chunks),
+        3,
+    ));
     let ctl = MasterControlServer::new(ControlService::new(
         Arc::clone(&registry),
+        chunks,
         Duration::from_secs(3),
     ));
     let task = tokio::spawn(async move {

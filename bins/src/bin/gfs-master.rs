@@ -1,0 +1,82 @@
+//! `gfs-master`: the namespace, chunk map and leases, from a TOML file and flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use gfs_master::{Master, MasterConfig};
+
+/// Serve the gfs namespace and chunk map to clients and chunkservers (gRPC).
+#[derive(Parser, Debug)]
+#[command(name = "gfs-master", version)]
+struct Args {
+    /// TOML configuration file (see config/master.toml); flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (host:port; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory of the operation log and checkpoints.
+    #[arg(long = "dir", short = 'd', value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Chunk size of the cluster ("64MiB", "1MiB", bytes); must match the chunkservers'.
+    #[arg(long = "chunk-size", value_name = "SIZE")]
+    chunk_size: Option<String>,
+    /// Lease duration ("60s").
+    #[arg(long, value_name = "DURATION")]
+    lease: Option<String>,
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse_from(gfs_bins::go_style_args(std::env::args_os(), &["config"]));
+    let mut cfg = match &args.config {
+        Some(p) => MasterConfig::load(p)?,
+        None => MasterConfig::default(),
+    };
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = args.dir {
+        cfg.data_dir = d;
+    }
+    if let Some(s) = args.chunk_size {
+        cfg.chunk_size =
+            gfs_chunkserver::parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+    }
+    if let Some(l) = args.lease {
+        cfg.lease = humantime_duration(&l).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+    }
+    let master = Master::start(cfg).await.context("starting the master")?;
+    println!("gfs-master ready: grpc {}", master.addr);
+    let token = master.shutdown_token();
+    tokio::spawn(async move {
+        gfs_bins::shutdown_signal().await;
+        token.cancel();
+    });
+    master.wait().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Parses "60s", "500ms", "2m".
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 60s, 500ms)"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        _ => return Err(format!("unknown unit in {s:?}")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    gfs_bins::main_of("gfs-master", run()).await
+}

@@ -1,0 +1,434 @@
+//! Chunk allocation and leases.
+//!
+//! Allocation: `replication` live servers (least used first, spread across racks), the chunk
+//! created on each (at least a quorum must succeed), then `AddChunk` logged. Orphans of a failed
+//! allocation are collected later by garbage collection.
+//!
+//! Leases: one primary per chunk. A new lease needs a quorum of live replicas at the master's
+//! version; it bumps the version on those replicas first, then logs it (a crash in between
+//! leaves replicas ahead of the log, and the master adopts the higher version it sees in
+//! heartbeats), then grants the lease to one replica with the others as secondaries. After a
+//! restart the master grants no lease on an older chunk until one lease period has passed, since
+//! it may have granted one before it stopped: never two primaries at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gfs_proto::v1::chunk_control_client::ChunkControlClient;
+use gfs_proto::v1::{
+    ChunkLease, ChunkLocation, CreateChunkRequest, GetChunksReply, GrantLeaseRequest, ReplicaAddr,
+    SetVersionRequest,
+};
+use parking_lot::Mutex;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metastore::MetaStore;
+use crate::record::{AddChunkOp, Op, SealOp, SetVersionOp};
+use crate::registry::{Registry, Replica, ServerInfo};
+use crate::service::status;
+
+/// Cluster-wide chunk settings of the master.
+#[derive(Clone, Debug)]
+pub struct ChunkConfig {
+    /// Chunk size of the cluster.
+    pub chunk_size: u64,
+    /// Replicas per new chunk.
+    pub replication: usize,
+    /// Replicas (the primary included) an append needs.
+    pub quorum: usize,
+    /// Lease duration.
+    pub lease: Duration,
+    /// Deadline of each call to a chunkserver.
+    pub rpc_timeout: Duration,
+}
+
+struct Granted {
+    version: u64,
+    primary: ServerInfo,
+    secondaries: Vec<ServerInfo>,
+    expires: SystemTime,
+    index: u64,
+}
+
+/// Decides where chunks live and who is primary.
+pub struct ChunkManager {
+    meta: Arc<MetaStore>,
+    registry: Arc<Mutex<Registry>>,
+    cfg: ChunkConfig,
+    controls: Mutex<HashMap<String, ChunkControlClient<Channel>>>,
+    leases: Mutex<HashMap<u64, Granted>>,
+    /// Chunks allocated by this master process: no lease from before can exist on them.
+    fresh: Mutex<HashSet<u64>>,
+    /// Serializes allocation and lease decisions.
+    decide: tokio::sync::Mutex<()>,
+    started: Instant,
+}
+
+fn unavailable(msg: impl Into<String>) -> Status {
+    Status::unavailable(msg.into())
+}
+
+fn addr(s: &ServerInfo) -> ReplicaAddr {
+    ReplicaAddr {
+        id: s.id.clone(),
+        data_addr: s.data_addr.clone(),
+        repl_addr: s.repl_addr.clone(),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ChunkManager {
+    /// A manager over the metadata and the membership table.
+    pub fn new(meta: Arc<MetaStore>, registry: Arc<Mutex<Registry>>, cfg: ChunkConfig) -> Self {
+        ChunkManager {
+            meta,
+            registry,
+            cfg,
+            controls: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashSet::new()),
+            decide: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+        }
+    }
+
+    /// The chunk size of the cluster.
+    pub fn chunk_size(&self) -> u64 {
+        self.cfg.chunk_size
+    }
+
+    fn control(&self, repl_addr: &str) -> Result<ChunkControlClient<Channel>, Status> {
+        let mut c = self.controls.lock();
+        if let Some(client) = c.get(repl_addr) {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{repl_addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect_timeout(self.cfg.rpc_timeout)
+            .timeout(self.cfg.rpc_timeout);
+        let client = ChunkControlClient::new(endpoint.connect_lazy());
+        c.insert(repl_addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Runs `call` against each server at once; returns the servers it succeeded on.
+    async fn on_each<F, Fut>(&self, servers: Vec<ServerInfo>, call: F) -> Vec<ServerInfo>
+    where
+        F: Fn(ChunkControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<(), Status>>,
+    {
+        let calls = servers.into_iter().map(|s| {
+            let client = self.control(&s.repl_addr);
+            let fut = client.map(&call);
+            async move {
+                let r = match fut {
+                    Ok(f) => f.await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
+                }
+                r.ok().map(|()| s)
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Where to append to `path`: its last chunk, or a new one, with a valid lease.
+    pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease, Status> {
+        let _decide = self.decide.lock().await;
+        let p = path.to_string();
+        let last = self
+            .meta
+            .read(move |ns| {
+                ns.chunks_of(&p).map(|c| {
+                    let n = c.len() as u64;
+                    (n, c.last().and_then(|h| ns.chunk(*h).map(|m| (*h, m))))
+                })
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let (index, handle, version) = match last {
+            (n, Some((h, m))) if m.sealed_length.is_none() => (n - 1, h, m.version),
+            (n, _) => (n, self.allocate(path).await?, 1),
+        };
+        let now = SystemTime::now();
+        if let Some(l) = self.leases.lock().get(&handle) {
+            let alive = self.registry.lock().is_alive(&l.primary.id);
+            if l.version == version && alive && l.expires > now + Duration::from_secs(1) {
+                return Ok(self.lease_reply(handle, l));
+            }
+        }
+        if !self.fresh.lock().contains(&handle) && self.started.elapsed() < self.cfg.lease {
+            return Err(unavailable(
+                "the master restarted recently and waits out leases it may have granted before",
+            ));
+        }
+        let replicas: Vec<ServerInfo> = self
+            .registry
+            .lock()
+            .locations(handle, version)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        if replicas.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: {} live replicas at version {version}, {} needed",
+                replicas.len(),
+                self.cfg.quorum
+            )));
+        }
+        // Every new lease bumps the version on the replicas, then in the log.
+        let new_version = version + 1;
+        let bumped = self
+            .on_each(replicas, |mut c| async move {
+                c.set_version(SetVersionRequest {
+                    handle,
+                    version: new_version,
+                })
+                .await
+                .map(|_| ())
+            })
+            .await;
+        if bumped.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: only {} replicas took version {new_version}",
+                bumped.len()
+            )));
+        }
+        self.meta
+            .mutate(Op::SetVersion(SetVersionOp {
+                handle,
+                version: new_version,
+            }))
+            .await
+            .map_err(status)?;
+        {
+            let mut reg = self.registry.lock();
+            for s in &bumped {
+                let length = reg
+                    .locations(handle, version)
+                    .into_iter()
+                    .find(|(x, _)| x.id == s.id)
+                    .map(|(_, r)| r.length)
+                    .unwrap_or(0);
+                reg.note_replica(
+                    &s.id,
+                    Replica {
+                        handle,
+                        version: new_version,
+                        length,
+                        sealed: false,
+                    },
+                );
+            }
+        }
+        let primary = bumped[0].clone();
+        let secondaries = bumped[1..].to_vec();
+        let expires = now + self.cfg.lease;
+        let grant = GrantLeaseRequest {
+            handle,
+            version: new_version,
+            secondaries: secondaries.iter().map(|s| s.repl_addr.clone()).collect(),
+            expires_unix_ms: unix_ms(expires),
+        };
+        self.control(&primary.repl_addr)?
+            .grant_lease(grant)
+            .await
+            .map_err(|e| unavailable(format!("granting the lease to {}: {e}", primary.id)))?;
+        tracing::info!(%handle, version = new_version, primary = %primary.id, "lease granted");
+        let granted = Granted {
+            version: new_version,
+            primary,
+            secondaries,
+            expires,
+            index,
+        };
+        let reply = self.lease_reply(handle, &granted);
+        self.leases.lock().insert(handle, granted);
+        Ok(reply)
+    }
+
+    fn lease_reply(&self, handle: u64, l: &Granted) -> ChunkLease {
+        ChunkLease {
+            handle,
+            version: l.version,
+            index: l.index,
+            chunk_size: self.cfg.chunk_size,
+            primary: Some(addr(&l.primary)),
+            secondaries: l.secondaries.iter().map(addr).collect(),
+            lease_expires_unix_ms: unix_ms(l.expires),
+        }
+    }
+
+    /// Creates a new chunk at the end of `path` and logs it; returns its handle.
+    async fn allocate(&self, path: &str) -> Result<u64, Status> {
+        let servers = self.registry.lock().place(self.cfg.replication);
+        if servers.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "{} live chunkservers, {} needed for a new chunk",
+                servers.len(),
+                self.cfg.quorum
+            )));
+        }
+        let handle = loop {
+            let h: u64 = rand_handle();
+            let taken = self
+                .meta
+                .read(move |ns| ns.chunk(h).is_some())
+                .await
+                .map_err(status)?;
+            if !taken {
+                break h;
+            }
+        };
+        let created = self
+            .on_each(servers, |mut c| async move {
+                c.create_chunk(CreateChunkRequest { handle, version: 1 })
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+        if created.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle} created on {} servers, {} needed",
+                created.len(),
+                self.cfg.quorum
+            )));
+        }
+        self.meta
+            .mutate(Op::AddChunk(AddChunkOp {
+                path: path.to_string(),
+                handle,
+                version: 1,
+            }))
+            .await
+            .map_err(status)?;
+        let mut reg = self.registry.lock();
+        for s in &created {
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version: 1,
+                    length: 0,
+                    sealed: false,
+                },
+            );
+        }
+        self.fresh.lock().insert(handle);
+        tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
+        Ok(handle)
+    }
+
+    /// The chunks of `path` with their live replicas at the current version.
+    pub async fn get_chunks(&self, path: &str) -> Result<GetChunksReply, Status> {
+        let p = path.to_string();
+        let chunks = self
+            .meta
+            .read(move |ns| {
+                ns.chunks_of(&p)
+                    .map(|c| c.iter().map(|h| (*h, ns.chunk(*h))).collect::<Vec<_>>())
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let reg = self.registry.lock();
+        let chunks = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (handle, m))| {
+                let (version, sealed_length) =
+                    m.map(|m| (m.version, m.sealed_length)).unwrap_or((0, None));
+                ChunkLocation {
+                    index: i as u64,
+                    handle,
+                    version,
+                    sealed_length,
+                    replicas: reg
+                        .locations(handle, version)
+                        .iter()
+                        .map(|(s, _)| addr(s))
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(GetChunksReply {
+            chunk_size: self.cfg.chunk_size,
+            chunks,
+        })
+    }
+
+    /// Records that `handle` is sealed at `length`.
+    pub async fn report_sealed(&self, handle: u64, length: u64) -> Result<(), Status> {
+        let known = self
+            .meta
+            .read(move |ns| ns.chunk(handle))
+            .await
+            .map_err(status)?;
+        let Some(m) = known else {
+            return Err(Status::not_found(format!("chunk {handle} not found")));
+        };
+        if length > self.cfg.chunk_size {
+            return Err(Status::invalid_argument(
+                "sealed length exceeds the chunk size",
+            ));
+        }
+        if m.sealed_length.is_none() {
+            self.meta
+                .mutate(Op::Seal(SealOp { handle, length }))
+                .await
+                .map_err(status)?;
+            self.leases.lock().remove(&handle);
+            tracing::info!(%handle, length, "chunk sealed");
+        }
+        Ok(())
+    }
+
+    /// Adopts versions newer than the log's seen in a chunk report (a crash between bumping
+    /// the replicas and logging the bump).
+    pub async fn adopt_versions(&self, report: &[Replica]) -> Result<(), Status> {
+        for r in report {
+            let handle = r.handle;
+            let current = self
+                .meta
+                .read(move |ns| ns.chunk(handle).map(|m| m.version))
+                .await
+                .map_err(status)?;
+            if current.is_some_and(|v| r.version > v) {
+                tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");
+                self.meta
+                    .mutate(Op::SetVersion(SetVersionOp {
+                        handle,
+                        version: r.version,
+                    }))
+                    .await
+                    .map_err(status)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A random, non-zero chunk handle (random, so handles of deleted chunks are not reused while
+/// stale replicas of them may still exist).
+fn rand_handle() -> u64 {
+    loop {
+        let v: u64 = rand::random();
+        if v != 0 {
+            return v;
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The master process: configuration, wiring, background work, shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gfs_proto::v1::master_control_server::MasterControlServer;
+use gfs_proto::v1::master_server::MasterServer;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunks::{ChunkConfig, ChunkManager};
+use crate::metastore::{MetaConfig, MetaStore};
+use crate::registry::Registry;
+use crate::service::{ControlService, MasterService};
+
+/// The master configuration file (`config/master.toml`). Every field has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// gRPC address for clients and chunkservers ("host:port"; port 0 picks a free one).
+    pub listen: String,
+    /// Directory of the operation log and checkpoints.
+    pub data_dir: PathBuf,
+    /// Chunk size of the cluster in bytes (must match the chunkservers').
+    pub chunk_size: u64,
+    /// Replicas per chunk.
+    pub replication: usize,
+    /// Replicas (the primary included) an append needs.
+    pub quorum: usize,
+    /// Lease duration.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often chunkservers heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A chunkserver silent this long is dead.
+    #[serde(with = "humantime_serde")]
+    pub dead_after: Duration,
+    /// Deadline of each call to a chunkserver.
+    #[serde(with = "humantime_serde")]
+    pub rpc_timeout: Duration,
+    /// Write a checkpoint after this many log records.
+    pub checkpoint_every: u64,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            listen: "127.0.0.1:9000".into(),
+            data_dir: PathBuf::from("data/master"),
+            chunk_size: 64 << 20,
+            replication: 3,
+            quorum: 2,
+            lease: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(3),
+            dead_after: Duration::from_secs(15),
+            rpc_timeout: Duration::from_secs(5),
+            checkpoint_every: 100_000,
+        }
+    }
+}
+
+/// Why the master could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration value is wrong; the message names the file and key.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The metadata could not be recovered.
+    #[error(transparent)]
+    Meta(#[from] crate::MasterError),
+    /// The listener failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl MasterConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<MasterConfig, StartError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |k: &str, why: &str| Err(StartError::Config(format!("{k}: {why}")));
+        if self.chunk_size < 64 << 10 || !self.chunk_size.is_multiple_of(64 << 10) {
+            return bad("chunk_size", "must be a positive multiple of 64 KiB");
+        }
+        if self.quorum == 0 || self.quorum > self.replication {
+            return bad("quorum", "must be between 1 and replication");
+        }
+        if self.lease.is_zero() || self.heartbeat_interval.is_zero() {
+            return bad("lease / heartbeat_interval", "must be positive");
+        }
+        if self.dead_after <= self.heartbeat_interval {
+            return bad("dead_after", "must exceed heartbeat_interval");
+        }
+        Ok(())
+    }
+}
+
+/// A running master.
+pub struct Master {
+    /// Where the gRPC services listen.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    meta: Arc<MetaStore>,
+}
+
+impl Master {
+    /// Recovers the metadata and starts serving.
+    pub async fn start(cfg: MasterConfig) -> Result<Master, StartError> {
+        cfg.validate()?;
+        let dir = cfg.data_dir.clone();
+        let checkpoint_every = cfg.checkpoint_every.max(1);
+        let meta = tokio::task::spawn_blocking(move || {
+            MetaStore::open(dir, MetaConfig { checkpoint_every })
+        })
+        .await
+        .map_err(|e| StartError::Io(e.to_string()))??;
+        let meta = Arc::new(meta);
+        let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
+        let chunks = Arc::new(ChunkManager::new(
+            Arc::clone(&meta),
+            Arc::clone(&registry),
+            ChunkConfig {
+                chunk_size: cfg.chunk_size,
+                replication: cfg.replication,
+                quorum: cfg.quorum,
+                lease: cfg.lease,
+                rpc_timeout: cfg.rpc_timeout,
+            },
+        ));
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Io(e.to_string()))?;
+        let shutdown = CancellationToken::new();
+
+        // Liveness: mark servers that stopped heartbeating as dead.
+        let (reg, token, every) = (
+            Arc::clone(&registry),
+            shutdown.clone(),
+            cfg.heartbeat_interval,
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { reg.lock().sweep(Instant::now()); }
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+
+        let svc = MasterServer::new(MasterService::new(
+            Arc::clone(&meta),
+            Arc::clone(&chunks),
+            cfg.replication as u32,
+        ));
+        let ctl = MasterControlServer::new(ControlService::new(
+            registry,
+            chunks,
+            cfg.heartbeat_interval,
+        ));
+        let token = shutdown.clone();
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .add_service(ctl)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    token.cancelled().await
+                }),
+        );
+        tracing::info!(%addr, dir = %cfg.data_dir.display(), "master serving");
+        Ok(Master {
+            addr,
+            shutdown,
+            task,
+            meta,
+        })
+    }
+
+    /// A token that stops the master when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the master stops, then flushes and checkpoints the log.
+    pub async fn wait(self) -> Result<(), StartError> {
+        let served = self.task.await;
+        self.shutdown.cancel();
+        if let Ok(meta) = Arc::try_unwrap(self.meta) {
+            tokio::task::spawn_blocking(move || drop(meta))
+                .await
+                .map_err(|e| StartError::Io(e.to_string()))?;
+        }
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StartError::Io(e.to_string())),
+            Err(e) => Err(StartError::Io(e.to_string())),
+        }
+    }
+}

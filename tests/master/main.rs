@@ -1,0 +1,188 @@
+//! End-to-end tests of the write path through a real `gfs-master` process.
+
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+#[path = "../replication/fixture.rs"]
+mod fixture;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fixture::{Server, append, record};
+use gfs_proto::v1::master_client::MasterClient;
+use gfs_proto::v1::{
+    AppendChunkRequest, ChunkLease, CreateFileRequest, GetChunksRequest, ListRequest,
+};
+use tonic::transport::Channel;
+
+/// A `gfs-master` process.
+struct MasterProc {
+    addr: String,
+    child: Child,
+}
+
+impl MasterProc {
+    fn start(dir: &Path, listen: &str) -> MasterProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
+            .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
+            .arg("--dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("gfs-master ready: grpc ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("master did not start");
+        MasterProc { addr, child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MasterProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn lease(m: &mut MasterClient<Channel>, path: &str) -> ChunkLease {
+    // Until enough chunkservers registered (or old leases ran out), the master says UNAVAILABLE.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match m
+            .append_chunk(AppendChunkRequest { path: path.into() })
+            .await
+        {
+            Ok(l) => return l.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("append_chunk: {s}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_path_through_the_master_survives_a_master_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    m.create(CreateFileRequest {
+        path: "/log".into(),
+        replication: 0,
+    })
+    .await
+    .unwrap();
+    let l = lease(&mut m, "/log").await;
+    assert_eq!((l.index, l.chunk_size), (0, 1 << 20));
+    assert_eq!(l.secondaries.len(), 2);
+    assert_eq!(
+        l.version, 2,
+        "the first lease bumps the new chunk's version"
+    );
+    let primary = gfs_dataplane::DataClient::connect(
+        &l.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut end = 0;
+    for i in 0..10 {
+        let data = record(7, i);
+        let off = append(&primary, l.handle, l.version, i, &data)
+            .await
+            .unwrap();
+        assert_eq!(off, end);
+        end += data.len() as u64;
+    }
+    // Reads come from the replicas the master lists.
+    let chunks = m
+        .get_chunks(GetChunksRequest {
+            path: "/log".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chunks.chunks.len(), 1);
+    assert_eq!(chunks.chunks[0].replicas.len(), 3);
+    for r in &chunks.chunks[0].replicas {
+        let c = gfs_dataplane::DataClient::connect(
+            &r.data_addr,
+            gfs_dataplane::ClientConfig::default(),
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = c.read(l.handle, l.version, 0, end as u32).await.unwrap();
+            if got.len() as u64 == end {
+                let want: Vec<u8> = (0..10).flat_map(|i| record(7, i)).collect();
+                assert_eq!(&got[..], &want[..], "replica {} differs", r.id);
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica {} stays short", r.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // kill -9 the master; the namespace and the chunk's version come back from its log.
+    master.kill();
+    let master = MasterProc::start(&dir.path().join("master"), &master.addr.clone());
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    let names: Vec<String> = m
+        .list(ListRequest { path: "/".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(names, ["/log"]);
+    // A new lease (after the old one could have run out) bumps the version again, and
+    // appends continue at the committed length.
+    let l2 = lease(&mut m, "/log").await;
+    assert_eq!((l2.handle, l2.version), (l.handle, 3));
+    let primary = gfs_dataplane::DataClient::connect(
+        &l2.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    let off = append(&primary, l2.handle, l2.version, 100, b"after the crash")
+        .await
+        .unwrap();
+    assert_eq!(off, end);
+    drop(servers);
+}
