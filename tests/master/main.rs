@@ -186,3 +186,98 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
     assert_eq!(off, end);
     drop(servers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    m.create(CreateFileRequest {
+        path: "/f".into(),
+        replication: 0,
+    })
+    .await
+    .unwrap();
+    let l = lease(&mut m, "/f").await;
+    let primary_id = l.primary.as_ref().unwrap().id.clone();
+    let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
+    let primary = gfs_dataplane::DataClient::connect(
+        &l.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    append(&primary, l.handle, l.version, 1, b"before")
+        .await
+        .unwrap();
+    // One secondary misses the next appends while it is down.
+    servers[victim].kill();
+    append(
+        &primary,
+        l.handle,
+        l.version,
+        2,
+        b"while one replica is down",
+    )
+    .await
+    .unwrap();
+    servers[victim].restart(&[]);
+    // The old lease (2 s) runs out; the next one bumps only the replicas with the longest prefix.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let l2 = loop {
+        let l2 = lease(&mut m, "/f").await;
+        if l2.version > l.version {
+            break l2;
+        }
+        assert!(Instant::now() < deadline, "no new lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let victim_id = servers[victim].id.clone();
+    let chosen: Vec<String> = std::iter::once(l2.primary.clone().unwrap())
+        .chain(l2.secondaries.clone())
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(chosen.len(), 2, "{chosen:?}");
+    assert!(
+        !chosen.contains(&victim_id),
+        "the stale replica got the new version: {chosen:?}"
+    );
+    let listed = m
+        .get_chunks(GetChunksRequest { path: "/f".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .chunks[0]
+        .replicas
+        .iter()
+        .map(|r| r.id.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        !listed.contains(&victim_id),
+        "a stale replica is listed for reads: {listed:?}"
+    );
+    // Appends continue on the up-to-date pair.
+    let p2 = gfs_dataplane::DataClient::connect(
+        &l2.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    let off = append(&p2, l2.handle, l2.version, 3, b"after")
+        .await
+        .unwrap();
+    assert_eq!(off, 6 + 25);
+}

@@ -61,6 +61,9 @@ pub struct ChunkManager {
     leases: Mutex<HashMap<u64, Granted>>,
     /// Chunks allocated by this master process: no lease from before can exist on them.
     fresh: Mutex<HashSet<u64>>,
+    /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
+    /// the next version bump, so they become stale.
+    lagging: Mutex<HashSet<(u64, String)>>,
     /// Serializes allocation and lease decisions.
     decide: tokio::sync::Mutex<()>,
     started: Instant,
@@ -94,6 +97,7 @@ impl ChunkManager {
             controls: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashSet::new()),
+            lagging: Mutex::new(HashSet::new()),
             decide: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         }
@@ -165,10 +169,28 @@ impl ChunkManager {
             (n, _) => (n, self.allocate(path).await?, 1),
         };
         let now = SystemTime::now();
-        if let Some(l) = self.leases.lock().get(&handle) {
-            let alive = self.registry.lock().is_alive(&l.primary.id);
-            if l.version == version && alive && l.expires > now + Duration::from_secs(1) {
-                return Ok(self.lease_reply(handle, l));
+        {
+            let leases = self.leases.lock();
+            let existing = leases.get(&handle);
+            let alive = existing.is_some_and(|l| self.registry.lock().is_alive(&l.primary.id));
+            match lease_decision(
+                existing.map(|l| (l.version, l.expires)),
+                version,
+                alive,
+                now,
+            ) {
+                LeaseDecision::Reuse => {
+                    if let Some(l) = existing {
+                        return Ok(self.lease_reply(handle, l));
+                    }
+                }
+                LeaseDecision::WaitUntil(t) => {
+                    return Err(unavailable(format!(
+                        "chunk {handle}: the previous primary's lease runs for another {:?}",
+                        t.duration_since(now).unwrap_or_default()
+                    )));
+                }
+                LeaseDecision::Grant => {}
             }
         }
         if !self.fresh.lock().contains(&handle) && self.started.elapsed() < self.cfg.lease {
@@ -176,16 +198,20 @@ impl ChunkManager {
                 "the master restarted recently and waits out leases it may have granted before",
             ));
         }
-        let replicas: Vec<ServerInfo> = self
+        let live: Vec<ServerInfo> = self
             .registry
             .lock()
             .locations(handle, version)
             .into_iter()
             .map(|(s, _)| s)
+            .filter(|s| !self.lagging.lock().contains(&(handle, s.repl_addr.clone())))
             .collect();
+        // Only the replicas holding the longest committed prefix may continue the chunk; the
+        // others become stale (they keep the old version).
+        let replicas = self.longest(handle, version, live).await;
         if replicas.len() < self.cfg.quorum {
             return Err(unavailable(format!(
-                "chunk {handle}: {} live replicas at version {version}, {} needed",
+                "chunk {handle}: {} live replicas hold the longest prefix at version {version}, {} needed",
                 replicas.len(),
                 self.cfg.quorum
             )));
@@ -397,6 +423,54 @@ impl ChunkManager {
         Ok(())
     }
 
+    /// Records replicas a primary reported as lagging.
+    pub fn note_lagging(&self, lagging: impl IntoIterator<Item = (u64, String)>) {
+        let mut l = self.lagging.lock();
+        for (handle, addr) in lagging {
+            if l.insert((handle, addr.clone())) {
+                tracing::warn!(%handle, replica = %addr, "replica reported lagging; it will not get the next version");
+            }
+        }
+    }
+
+    /// The replicas among `live` whose committed length, asked now, is the longest.
+    async fn longest(&self, handle: u64, version: u64, live: Vec<ServerInfo>) -> Vec<ServerInfo> {
+        use gfs_proto::v1::ReportChunksRequest;
+        let asks = live.into_iter().map(|s| {
+            let client = self.control(&s.repl_addr);
+            async move {
+                let mut c = client.ok()?;
+                let report = c
+                    .report_chunks(ReportChunksRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                let info = report
+                    .chunks
+                    .into_iter()
+                    .find(|c| c.handle == handle && c.version == version)?;
+                Some((s, info.committed_length))
+            }
+        });
+        let answers: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some(max) = answers.iter().map(|(_, l)| *l).max() else {
+            return Vec::new();
+        };
+        answers
+            .into_iter()
+            .filter_map(|(s, l)| {
+                if l < max {
+                    tracing::warn!(%handle, replica = %s.id, length = l, longest = max, "replica behind: left stale");
+                }
+                (l == max).then_some(s)
+            })
+            .collect()
+    }
+
     /// Adopts versions newer than the log's seen in a chunk report (a crash between bumping
     /// the replicas and logging the bump).
     pub async fn adopt_versions(&self, report: &[Replica]) -> Result<(), Status> {
@@ -422,6 +496,38 @@ impl ChunkManager {
     }
 }
 
+/// What to do about the lease of a chunk at `version`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseDecision {
+    /// The current lease is good: hand it out again.
+    Reuse,
+    /// A new lease may be granted.
+    Grant,
+    /// Another primary may still hold a lease until then: never two primaries at once.
+    WaitUntil(SystemTime),
+}
+
+/// Decides on a lease given the existing one (`(version, expiry)`), the chunk's version,
+/// whether the existing primary is alive, and the time.
+pub fn lease_decision(
+    existing: Option<(u64, SystemTime)>,
+    version: u64,
+    primary_alive: bool,
+    now: SystemTime,
+) -> LeaseDecision {
+    match existing {
+        None => LeaseDecision::Grant,
+        Some((_, expires)) if expires <= now => LeaseDecision::Grant,
+        // Reused only with a margin, so a client does not get a lease about to lapse.
+        Some((v, expires))
+            if v == version && primary_alive && expires > now + Duration::from_secs(1) =>
+        {
+            LeaseDecision::Reuse
+        }
+        Some((_, expires)) => LeaseDecision::WaitUntil(expires),
+    }
+}
+
 /// A random, non-zero chunk handle (random, so handles of deleted chunks are not reused while
 /// stale replicas of them may still exist).
 fn rand_handle() -> u64 {
@@ -430,5 +536,46 @@ fn rand_handle() -> u64 {
         if v != 0 {
             return v;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_two_primaries_at_once() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = Duration::from_secs;
+        assert_eq!(lease_decision(None, 3, false, t0), LeaseDecision::Grant);
+        // A live primary with time left keeps its lease.
+        assert_eq!(
+            lease_decision(Some((3, t0 + s(30))), 3, true, t0),
+            LeaseDecision::Reuse
+        );
+        // A dead (or partitioned) primary still holds its lease until it expires.
+        assert_eq!(
+            lease_decision(Some((3, t0 + s(30))), 3, false, t0),
+            LeaseDecision::WaitUntil(t0 + s(30))
+        );
+        assert_eq!(
+            lease_decision(Some((3, t0 + s(30))), 3, false, t0 + s(30)),
+            LeaseDecision::Grant
+        );
+        // A lease about to lapse is waited out rather than handed out.
+        assert_eq!(
+            lease_decision(
+                Some((3, t0 + s(30))),
+                3,
+                true,
+                t0 + s(29) + Duration::from_millis(500)
+            ),
+            LeaseDecision::WaitUntil(t0 + s(30))
+        );
+        // A lease of an older version (the chunk moved on) blocks until it ends too.
+        assert_eq!(
+            lease_decision(Some((2, t0 + s(5))), 3, true, t0),
+            LeaseDecision::WaitUntil(t0 + s(5))
+        );
     }
 }

@@ -24,7 +24,7 @@ mod registry;
 mod server;
 mod service;
 
-pub use chunks::{ChunkConfig, ChunkManager};
+pub use chunks::{ChunkConfig, ChunkManager, LeaseDecision, lease_decision};
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};

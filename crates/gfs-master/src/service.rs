@@ -283,6 +283,8 @@ impl MasterControl for ControlService {
             })
             .collect();
         self.chunks.adopt_versions(&report).await?;
+        self.chunks
+            .note_lagging(r.lagging.iter().map(|l| (l.handle, l.address.clone())));
         let known = self
             .registry
             .lock()
