@@ -25,8 +25,13 @@ struct MasterProc {
 
 impl MasterProc {
     fn start(dir: &Path, listen: &str) -> MasterProc {
+        Self::start_with(dir, listen, &[])
+    }
+
+    fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
             .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .env("RUST_LOG", "warn")
@@ -280,4 +285,52 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
         .await
         .unwrap();
     assert_eq!(off, 6 + 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_extend_the_lease_of_a_live_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--heartbeat-interval", "200ms"],
+    );
+    let _servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    m.create(CreateFileRequest {
+        path: "/x".into(),
+        replication: 0,
+    })
+    .await
+    .unwrap();
+    let l = lease(&mut m, "/x").await;
+    let primary = gfs_dataplane::DataClient::connect(
+        &l.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    // Well past the 2 s the lease was granted for, the primary still holds it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = primary
+        .append(
+            l.handle,
+            l.version,
+            1,
+            bytes::Bytes::from_static(b"still primary"),
+        )
+        .await;
+    assert_eq!(got, Ok(0), "the lease was not extended");
 }

@@ -26,6 +26,9 @@ struct Args {
     /// Lease duration ("60s").
     #[arg(long, value_name = "DURATION")]
     lease: Option<String>,
+    /// How often chunkservers heartbeat ("3s"); dead_after stays at least five of them.
+    #[arg(long = "heartbeat-interval", value_name = "DURATION")]
+    heartbeat_interval: Option<String>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -46,6 +49,11 @@ async fn run() -> anyhow::Result<()> {
     }
     if let Some(l) = args.lease {
         cfg.lease = humantime_duration(&l).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+    }
+    if let Some(h) = args.heartbeat_interval {
+        cfg.heartbeat_interval =
+            humantime_duration(&h).map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
+        cfg.dead_after = cfg.dead_after.max(cfg.heartbeat_interval * 5);
     }
     let master = Master::start(cfg).await.context("starting the master")?;
     println!("gfs-master ready: grpc {}", master.addr);

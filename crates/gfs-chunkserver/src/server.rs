@@ -295,7 +295,19 @@ async fn heartbeat_loop(
                     .collect(),
             };
             match client.heartbeat(req).await {
-                Ok(r) => registered = !r.into_inner().reregister,
+                Ok(r) => {
+                    let r = r.into_inner();
+                    registered = !r.reregister;
+                    for x in r.extensions {
+                        let expires = std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(x.expires_unix_ms);
+                        coordinator.extend_lease(
+                            gfs_storage::ChunkHandle(x.handle),
+                            x.version,
+                            expires,
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(master = %cfg.master, error = %e.message(), "heartbeat failed")
                 }

@@ -81,7 +81,8 @@ fn addr(s: &ServerInfo) -> ReplicaAddr {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
@@ -421,6 +422,20 @@ impl ChunkManager {
             tracing::info!(%handle, length, "chunk sealed");
         }
         Ok(())
+    }
+
+    /// Extends the unexpired leases whose primary is `server`; returns `(handle, version,
+    /// expiry)` for the heartbeat reply.
+    pub fn extend_leases(&self, server: &str) -> Vec<(u64, u64, SystemTime)> {
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for (handle, l) in self.leases.lock().iter_mut() {
+            if l.primary.id == server && l.expires > now {
+                l.expires = now + self.cfg.lease;
+                out.push((*handle, l.version, l.expires));
+            }
+        }
+        out
     }
 
     /// Records replicas a primary reported as lagging.

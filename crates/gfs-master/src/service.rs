@@ -8,8 +8,8 @@ use gfs_proto::v1::master_control_server::MasterControl;
 use gfs_proto::v1::master_server::Master;
 use gfs_proto::v1::{
     AppendChunkRequest, ChunkLease, CreateFileReply, CreateFileRequest, DeleteReply, DeleteRequest,
-    FileStat, GetChunksReply, GetChunksRequest, HeartbeatReply, HeartbeatRequest, ListReply,
-    ListRequest, MkdirReply, MkdirRequest, RegisterReply, RegisterRequest, RenameReply,
+    FileStat, GetChunksReply, GetChunksRequest, HeartbeatReply, HeartbeatRequest, LeaseExtension,
+    ListReply, ListRequest, MkdirReply, MkdirRequest, RegisterReply, RegisterRequest, RenameReply,
     RenameRequest, ReportSealedReply, ReportSealedRequest, StatReply, StatRequest,
 };
 use parking_lot::Mutex;
@@ -289,6 +289,22 @@ impl MasterControl for ControlService {
             .registry
             .lock()
             .heartbeat(&r.id, r.used_bytes, report, Instant::now());
-        Ok(Response::new(HeartbeatReply { reregister: !known }))
+        let extensions = if known {
+            self.chunks
+                .extend_leases(&r.id)
+                .into_iter()
+                .map(|(handle, version, expires)| LeaseExtension {
+                    handle,
+                    version,
+                    expires_unix_ms: crate::chunks::unix_ms(expires),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(HeartbeatReply {
+            reregister: !known,
+            extensions,
+        }))
     }
 }

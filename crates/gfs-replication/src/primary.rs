@@ -164,6 +164,18 @@ impl Coordinator {
         Ok(info.committed_len)
     }
 
+    /// Moves the expiry of the lease on `handle` at `version`, if this server holds it; returns
+    /// whether it did.
+    pub fn extend_lease(&self, handle: ChunkHandle, version: u64, expires: SystemTime) -> bool {
+        match self.leases.lock().get(&handle) {
+            Some(l) if l.version == version => {
+                *l.expires.lock() = expires;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Drops the lease on `handle` (its version changed or the chunk was deleted).
     pub fn revoke(&self, handle: ChunkHandle) {
         if self.leases.lock().remove(&handle).is_some() {
