@@ -22,3 +22,21 @@ fn every_config_file_is_valid() {
         "expected config/chunkserver*.toml files, found {seen}"
     );
 }
+
+#[test]
+fn the_master_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/master.toml");
+    let cfg = gfs_master::MasterConfig::load(&path).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.chunk_size, 64 << 20);
+    assert_eq!(cfg.orphan_grace, std::time::Duration::from_secs(600));
+}
+
+#[test]
+fn a_bad_master_config_names_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    std::fs::write(&path, "leese = \"5s\"\n").unwrap();
+    let e = gfs_master::MasterConfig::load(&path).unwrap_err().to_string();
+    assert!(e.contains("m.toml") && e.contains("leese"), "{e}");
+}

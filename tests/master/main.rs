@@ -334,3 +334,75 @@ async fn heartbeats_extend_the_lease_of_a_live_primary() {
         .await;
     assert_eq!(got, Ok(0), "the lease was not extended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_replicas_are_deleted_after_the_grace_period_and_real_ones_stay() {
+    use gfs_proto::v1::{CreateChunkRequest, ReportChunksRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--heartbeat-interval", "200ms", "--orphan-grace", "1s"],
+    );
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    m.create(CreateFileRequest {
+        path: "/kept".into(),
+        replication: 0,
+    })
+    .await
+    .unwrap();
+    let l = lease(&mut m, "/kept").await;
+    // A replica the master never allocated (as a half-done allocation would leave).
+    let mut ctl = gfs_bins::control_client(&servers[0].repl).await.unwrap();
+    ctl.create_chunk(CreateChunkRequest {
+        handle: 424_242,
+        version: 1,
+    })
+    .await
+    .unwrap();
+    let handles = |r: gfs_proto::v1::ReportChunksReply| {
+        r.chunks.into_iter().map(|c| c.handle).collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let have = handles(
+            ctl.report_chunks(ReportChunksRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        if !have.contains(&424_242) {
+            assert!(
+                have.contains(&l.handle),
+                "the real chunk was deleted too: {have:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the orphan was never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And the real chunk still works.
+    let primary = gfs_dataplane::DataClient::connect(
+        &l.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    append(&primary, l.handle, l.version, 1, b"still here")
+        .await
+        .unwrap();
+}

@@ -29,6 +29,9 @@ struct Args {
     /// How often chunkservers heartbeat ("3s"); dead_after stays at least five of them.
     #[arg(long = "heartbeat-interval", value_name = "DURATION")]
     heartbeat_interval: Option<String>,
+    /// How long a reported chunk unknown to the master lives before it is deleted ("10m").
+    #[arg(long = "orphan-grace", value_name = "DURATION")]
+    orphan_grace: Option<String>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -54,6 +57,10 @@ async fn run() -> anyhow::Result<()> {
         cfg.heartbeat_interval =
             humantime_duration(&h).map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
         cfg.dead_after = cfg.dead_after.max(cfg.heartbeat_interval * 5);
+    }
+    if let Some(g) = args.orphan_grace {
+        cfg.orphan_grace =
+            humantime_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
     }
     let master = Master::start(cfg).await.context("starting the master")?;
     println!("gfs-master ready: grpc {}", master.addr);

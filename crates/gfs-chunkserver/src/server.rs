@@ -298,6 +298,16 @@ async fn heartbeat_loop(
                 Ok(r) => {
                     let r = r.into_inner();
                     registered = !r.reregister;
+                    for h in r.delete {
+                        let handle = gfs_storage::ChunkHandle(h);
+                        coordinator.revoke(handle);
+                        match store.delete(handle).await {
+                            Ok(()) => {
+                                tracing::info!(%handle, "replica deleted at the master's request")
+                            }
+                            Err(e) => tracing::warn!(%handle, error = %e, "cannot delete replica"),
+                        }
+                    }
                     for x in r.extensions {
                         let expires = std::time::UNIX_EPOCH
                             + std::time::Duration::from_millis(x.expires_unix_ms);

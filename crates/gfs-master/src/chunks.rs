@@ -42,6 +42,8 @@ pub struct ChunkConfig {
     pub lease: Duration,
     /// Deadline of each call to a chunkserver.
     pub rpc_timeout: Duration,
+    /// A reported chunk the master does not know is deleted after being unknown this long.
+    pub orphan_grace: Duration,
 }
 
 struct Granted {
@@ -64,6 +66,10 @@ pub struct ChunkManager {
     /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
     /// the next version bump, so they become stale.
     lagging: Mutex<HashSet<(u64, String)>>,
+    /// Handles being allocated: created on servers, not yet logged. Never orphans.
+    allocating: Mutex<HashSet<u64>>,
+    /// When each `(server, handle)` was first reported while unknown to the master.
+    unknown_since: Mutex<HashMap<(String, u64), Instant>>,
     /// Serializes allocation and lease decisions.
     decide: tokio::sync::Mutex<()>,
     started: Instant,
@@ -99,6 +105,8 @@ impl ChunkManager {
             leases: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashSet::new()),
             lagging: Mutex::new(HashSet::new()),
+            allocating: Mutex::new(HashSet::new()),
+            unknown_since: Mutex::new(HashMap::new()),
             decide: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         }
@@ -321,6 +329,7 @@ impl ChunkManager {
                 break h;
             }
         };
+        self.allocating.lock().insert(handle);
         let created = self
             .on_each(servers, |mut c| async move {
                 c.create_chunk(CreateChunkRequest { handle, version: 1 })
@@ -328,6 +337,19 @@ impl ChunkManager {
                     .map(|_| ())
             })
             .await;
+        let logged = self.log_allocation(path, handle, &created).await;
+        self.allocating.lock().remove(&handle);
+        logged?;
+        tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
+        Ok(handle)
+    }
+
+    async fn log_allocation(
+        &self,
+        path: &str,
+        handle: u64,
+        created: &[ServerInfo],
+    ) -> Result<(), Status> {
         if created.len() < self.cfg.quorum {
             return Err(unavailable(format!(
                 "chunk {handle} created on {} servers, {} needed",
@@ -344,7 +366,7 @@ impl ChunkManager {
             .await
             .map_err(status)?;
         let mut reg = self.registry.lock();
-        for s in &created {
+        for s in created {
             reg.note_replica(
                 &s.id,
                 Replica {
@@ -356,8 +378,59 @@ impl ChunkManager {
             );
         }
         self.fresh.lock().insert(handle);
-        tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
-        Ok(handle)
+        Ok(())
+    }
+
+    /// Which of `server`'s reported replicas it should delete: chunks unknown to the master for
+    /// longer than `orphan_grace` (never one being allocated), and stale versions of chunks that
+    /// already have `replication` current live replicas.
+    pub async fn to_delete(&self, server: &str, report: &[Replica]) -> Result<Vec<u64>, Status> {
+        let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
+        let versions = self
+            .meta
+            .read(move |ns| {
+                handles
+                    .iter()
+                    .map(|h| ns.chunk(*h).map(|m| m.version))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(status)?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let allocating = self.allocating.lock().clone();
+        let mut unknown = self.unknown_since.lock();
+        unknown.retain(|(s, h), _| s != server || report.iter().any(|r| r.handle == *h));
+        let reg = self.registry.lock();
+        for (r, current) in report.iter().zip(versions) {
+            match current {
+                None if !allocating.contains(&r.handle) => {
+                    let since = *unknown.entry((server.to_string(), r.handle)).or_insert(now);
+                    if now.duration_since(since) >= self.cfg.orphan_grace {
+                        tracing::info!(server, handle = r.handle, "deleting an orphan replica");
+                        out.push(r.handle);
+                    }
+                }
+                None => {}
+                Some(v)
+                    if r.version < v
+                        && reg.locations(r.handle, v).len() >= self.cfg.replication =>
+                {
+                    tracing::info!(
+                        server,
+                        handle = r.handle,
+                        version = r.version,
+                        "deleting a stale replica"
+                    );
+                    out.push(r.handle);
+                }
+                Some(v) if r.version < v => {}
+                Some(_) => {
+                    unknown.remove(&(server.to_string(), r.handle));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The chunks of `path` with their live replicas at the current version.

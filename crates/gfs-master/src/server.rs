@@ -47,6 +47,9 @@ pub struct MasterConfig {
     pub rpc_timeout: Duration,
     /// Write a checkpoint after this many log records.
     pub checkpoint_every: u64,
+    /// A chunk a server reports but the master does not know is deleted after this long.
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
 }
 
 impl Default for MasterConfig {
@@ -62,6 +65,7 @@ impl Default for MasterConfig {
             dead_after: Duration::from_secs(15),
             rpc_timeout: Duration::from_secs(5),
             checkpoint_every: 100_000,
+            orphan_grace: Duration::from_secs(600),
         }
     }
 }
@@ -138,6 +142,7 @@ impl Master {
                 quorum: cfg.quorum,
                 lease: cfg.lease,
                 rpc_timeout: cfg.rpc_timeout,
+                orphan_grace: cfg.orphan_grace,
             },
         ));
         let listener = TcpListener::bind(&cfg.listen)

@@ -283,6 +283,7 @@ impl MasterControl for ControlService {
             })
             .collect();
         self.chunks.adopt_versions(&report).await?;
+        let delete = self.chunks.to_delete(&r.id, &report).await?;
         self.chunks
             .note_lagging(r.lagging.iter().map(|l| (l.handle, l.address.clone())));
         let known = self
@@ -305,6 +306,7 @@ impl MasterControl for ControlService {
         Ok(Response::new(HeartbeatReply {
             reregister: !known,
             extensions,
+            delete: if known { delete } else { Vec::new() },
         }))
     }
 }

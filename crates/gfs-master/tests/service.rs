@@ -43,6 +43,7 @@ async fn start(dir: &std::path::Path) -> Running {
             quorum: 2,
             lease: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(2),
+            orphan_grace: Duration::from_secs(600),
         },
     ));
     let svc = MasterServer::new(MasterService::new(
