@@ -72,9 +72,16 @@ impl Server {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("chunkserver {id} did not start"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+                break line;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("chunkserver {id} exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "chunkserver {id} did not start");
+        };
         // "gfs-chunkserver ID ready: data ADDR replication ADDR"
         let words: Vec<&str> = line.split_whitespace().collect();
         Server {
@@ -141,11 +148,11 @@ impl Server {
         true
     }
 
-    /// Restarts on the same directory and ports.
+    /// Restarts on the same directory, on fresh ports (an old port may already belong to
+    /// another test's server).
     pub fn restart(&mut self, env: &[(&str, &str)]) {
         self.kill();
-        let ports = self.ports();
-        *self = Server::start(&self.dir.clone(), &self.id.clone(), Some(ports), env);
+        *self = Server::start(&self.dir.clone(), &self.id.clone(), None, env);
     }
 }
 
