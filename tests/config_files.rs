@@ -37,6 +37,8 @@ fn a_bad_master_config_names_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.toml");
     std::fs::write(&path, "leese = \"5s\"\n").unwrap();
-    let e = gfs_master::MasterConfig::load(&path).unwrap_err().to_string();
+    let e = gfs_master::MasterConfig::load(&path)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("m.toml") && e.contains("leese"), "{e}");
 }
