@@ -406,3 +406,70 @@ async fn orphan_replicas_are_deleted_after_the_grace_period_and_real_ones_stay()
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_master_during_creates_loses_no_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("master.toml");
+    // Small checkpoints: recovery crosses checkpoint + log, not just log.
+    std::fs::write(&cfg, "checkpoint_every = 50\n").unwrap();
+    let meta = dir.path().join("master");
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..3u32 {
+        let mut master =
+            MasterProc::start_with(&meta, "127.0.0.1:0", &["--config", cfg.to_str().unwrap()]);
+        let addr = master.addr.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..8u32 {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut m = MasterClient::connect(format!("http://{addr}"))
+                    .await
+                    .unwrap();
+                let mut ok = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = format!("/r{round}-w{w}-{i}");
+                    let req = CreateFileRequest {
+                        path: path.clone(),
+                        replication: 0,
+                    };
+                    match m.create(req).await {
+                        Ok(_) => ok.push(path),
+                        Err(_) => break, // the master is gone
+                    }
+                    i += 1;
+                }
+                ok
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(400 + 300 * u64::from(round))).await;
+        master.kill(); // SIGKILL, mid-stream
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            acked.extend(t.await.unwrap());
+        }
+    }
+    let master = MasterProc::start(&meta, "127.0.0.1:0");
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    let present: std::collections::HashSet<String> = m
+        .list(ListRequest { path: "/".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert!(
+        acked.len() > 200,
+        "too few creates ({}) to prove anything",
+        acked.len()
+    );
+    for p in &acked {
+        assert!(present.contains(p), "acknowledged create {p} lost");
+    }
+}
