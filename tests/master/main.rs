@@ -34,7 +34,10 @@ impl MasterProc {
             .args(extra)
             .arg("--dir")
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("GFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -472,4 +475,82 @@ async fn kill_9_of_the_master_during_creates_loses_no_acknowledged_one() {
     for p in &acked {
         assert!(present.contains(p), "acknowledged create {p} lost");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_report_bumps_the_good_replicas_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--heartbeat-interval", "200ms"],
+    );
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    m.create(CreateFileRequest {
+        path: "/g".into(),
+        replication: 0,
+    })
+    .await
+    .unwrap();
+    let l = lease(&mut m, "/g").await;
+    let primary_id = l.primary.as_ref().unwrap().id.clone();
+    let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
+    let victim_id = servers[victim].id.clone();
+    let primary = gfs_dataplane::DataClient::connect(
+        &l.primary.as_ref().unwrap().data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    append(&primary, l.handle, l.version, 1, b"one")
+        .await
+        .unwrap();
+    servers[victim].kill();
+    // The primary finds the secondary gone, reports it lagging, and the master bumps the
+    // version on the other two without waiting for the next lease.
+    primary
+        .append(l.handle, l.version, 2, bytes::Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let chunk = loop {
+        let c = m
+            .get_chunks(GetChunksRequest { path: "/g".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .chunks
+            .remove(0);
+        if c.version > l.version {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the version was never bumped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids: Vec<String> = chunk.replicas.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(
+        !ids.contains(&victim_id),
+        "the lagging replica kept the version: {ids:?}"
+    );
+    // The primary kept its role at the new version: the client learns it from the master.
+    let l2 = lease(&mut m, "/g").await;
+    assert_eq!(l2.primary.as_ref().unwrap().id, primary_id);
+    let off = append(&primary, l2.handle, l2.version, 3, b"three")
+        .await
+        .unwrap();
+    assert_eq!(off, 6);
 }

@@ -225,6 +225,19 @@ impl ChunkManager {
                 self.cfg.quorum
             )));
         }
+        self.bump_and_grant(handle, version, index, replicas).await
+    }
+
+    /// Bumps the version on `replicas` (then in the log) and grants the lease to the first,
+    /// with the others as secondaries. Needs a quorum of them to take the new version.
+    async fn bump_and_grant(
+        &self,
+        handle: u64,
+        version: u64,
+        index: u64,
+        replicas: Vec<ServerInfo>,
+    ) -> Result<ChunkLease, Status> {
+        let now = SystemTime::now();
         // Every new lease bumps the version on the replicas, then in the log.
         let new_version = version + 1;
         let bumped = self
@@ -511,14 +524,62 @@ impl ChunkManager {
         out
     }
 
-    /// Records replicas a primary reported as lagging.
-    pub fn note_lagging(&self, lagging: impl IntoIterator<Item = (u64, String)>) {
+    /// Records replicas a primary reported as lagging; returns the chunks with news.
+    pub fn note_lagging(&self, lagging: impl IntoIterator<Item = (u64, String)>) -> Vec<u64> {
         let mut l = self.lagging.lock();
+        let mut fresh = Vec::new();
         for (handle, addr) in lagging {
             if l.insert((handle, addr.clone())) {
-                tracing::warn!(%handle, replica = %addr, "replica reported lagging; it will not get the next version");
+                tracing::warn!(%handle, replica = %addr, "replica reported lagging");
+                fresh.push(handle);
             }
         }
+        fresh.dedup();
+        fresh
+    }
+
+    /// Bumps the version of `handle` on its good replicas now, so lagging ones become stale at
+    /// once; the current primary keeps the lease (at the new version). A no-op without a live
+    /// lease (the next lease leaves lagging replicas out anyway).
+    pub async fn relegate_lagging(&self, handle: u64) -> Result<(), Status> {
+        let _decide = self.decide.lock().await;
+        let current = {
+            let leases = self.leases.lock();
+            leases
+                .get(&handle)
+                .filter(|l| l.expires > SystemTime::now())
+                .map(|l| (l.version, l.index, l.primary.id.clone()))
+        };
+        let Some((version, index, primary)) = current else {
+            tracing::debug!(%handle, "no live lease: the next lease leaves lagging replicas out");
+            return Ok(());
+        };
+        let lagging = self.lagging.lock().clone();
+        let live: Vec<ServerInfo> = self
+            .registry
+            .lock()
+            .locations(handle, version)
+            .into_iter()
+            .map(|(s, _)| s)
+            .filter(|s| !lagging.contains(&(handle, s.repl_addr.clone())))
+            .collect();
+        tracing::debug!(%handle, live = live.len(), "asking the good replicas for their lengths");
+        let mut replicas = self.longest(handle, version, live).await;
+        tracing::debug!(%handle, longest = replicas.len(), "lengths known");
+        if replicas.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: {} good replicas left, {} needed",
+                replicas.len(),
+                self.cfg.quorum
+            )));
+        }
+        // Keep the primary first, so the lease stays where it is.
+        replicas.sort_by_key(|s| s.id != primary);
+        let l = self
+            .bump_and_grant(handle, version, index, replicas)
+            .await?;
+        tracing::info!(%handle, version = l.version, "version bumped past lagging replicas");
+        Ok(())
     }
 
     /// The replicas among `live` whose committed length, asked now, is the longest.

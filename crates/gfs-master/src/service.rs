@@ -284,8 +284,17 @@ impl MasterControl for ControlService {
             .collect();
         self.chunks.adopt_versions(&report).await?;
         let delete = self.chunks.to_delete(&r.id, &report).await?;
-        self.chunks
+        let newly = self
+            .chunks
             .note_lagging(r.lagging.iter().map(|l| (l.handle, l.address.clone())));
+        for handle in newly {
+            let chunks = Arc::clone(&self.chunks);
+            tokio::spawn(async move {
+                if let Err(e) = chunks.relegate_lagging(handle).await {
+                    tracing::warn!(%handle, error = %e, "cannot bump past lagging replicas yet");
+                }
+            });
+        }
         let known = self
             .registry
             .lock()
