@@ -69,6 +69,36 @@ impl Drop for MasterProc {
     }
 }
 
+/// A master, three chunkservers registered with it, a client, and the file `path`.
+async fn cluster(
+    dir: &Path,
+    master_args: &[&str],
+    path: &str,
+) -> (MasterProc, Vec<Server>, MasterClient<Channel>) {
+    let master = MasterProc::start_with(&dir.join("master"), "127.0.0.1:0", master_args);
+    let servers = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    m.create(CreateFileRequest {
+        path: path.into(),
+        replication: 0,
+    })
+    .await
+    .unwrap();
+    (master, servers, m)
+}
+
 async fn lease(m: &mut MasterClient<Channel>, path: &str) -> ChunkLease {
     // Until enough chunkservers registered (or old leases ran out), the master says UNAVAILABLE.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -89,27 +119,7 @@ async fn lease(m: &mut MasterClient<Channel>, path: &str) -> ChunkLease {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_path_through_the_master_survives_a_master_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let mut master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
-    let servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    m.create(CreateFileRequest {
-        path: "/log".into(),
-        replication: 0,
-    })
-    .await
-    .unwrap();
+    let (mut master, servers, mut m) = cluster(dir.path(), &[], "/log").await;
     let l = lease(&mut m, "/log").await;
     assert_eq!((l.index, l.chunk_size), (0, 1 << 20));
     assert_eq!(l.secondaries.len(), 2);
@@ -198,27 +208,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    m.create(CreateFileRequest {
-        path: "/f".into(),
-        replication: 0,
-    })
-    .await
-    .unwrap();
+    let (_master, mut servers, mut m) = cluster(dir.path(), &[], "/f").await;
     let l = lease(&mut m, "/f").await;
     let primary_id = l.primary.as_ref().unwrap().id.clone();
     let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
@@ -293,31 +283,8 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_extend_the_lease_of_a_live_primary() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--heartbeat-interval", "200ms"],
-    );
-    let _servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    m.create(CreateFileRequest {
-        path: "/x".into(),
-        replication: 0,
-    })
-    .await
-    .unwrap();
+    let (_master, _servers, mut m) =
+        cluster(dir.path(), &["--heartbeat-interval", "200ms"], "/x").await;
     let l = lease(&mut m, "/x").await;
     let primary = gfs_dataplane::DataClient::connect(
         &l.primary.as_ref().unwrap().data_addr,
@@ -343,31 +310,12 @@ async fn orphan_replicas_are_deleted_after_the_grace_period_and_real_ones_stay()
     use gfs_proto::v1::{CreateChunkRequest, ReportChunksRequest};
 
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
+    let (_master, servers, mut m) = cluster(
+        dir.path(),
         &["--heartbeat-interval", "200ms", "--orphan-grace", "1s"],
-    );
-    let servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    m.create(CreateFileRequest {
-        path: "/kept".into(),
-        replication: 0,
-    })
-    .await
-    .unwrap();
+        "/kept",
+    )
+    .await;
     let l = lease(&mut m, "/kept").await;
     // A replica the master never allocated (as a half-done allocation would leave).
     let mut ctl = gfs_bins::control_client(&servers[0].repl).await.unwrap();
@@ -480,31 +428,8 @@ async fn kill_9_of_the_master_during_creates_loses_no_acknowledged_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_report_bumps_the_good_replicas_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--heartbeat-interval", "200ms"],
-    );
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    m.create(CreateFileRequest {
-        path: "/g".into(),
-        replication: 0,
-    })
-    .await
-    .unwrap();
+    let (_master, mut servers, mut m) =
+        cluster(dir.path(), &["--heartbeat-interval", "200ms"], "/g").await;
     let l = lease(&mut m, "/g").await;
     let primary_id = l.primary.as_ref().unwrap().id.clone();
     let victim = servers.iter().position(|s| s.id != primary_id).unwrap();

@@ -92,26 +92,34 @@ impl ChunkControl for Control {
         &self,
         _request: Request<ReportChunksRequest>,
     ) -> Result<Response<ReportChunksReply>, Status> {
-        let chunks = self
-            .store
-            .list()
-            .into_iter()
-            .map(|c| ChunkInfo {
-                handle: c.handle.0,
-                version: c.version,
-                committed_length: c.committed_len,
-                sealed: c.sealed,
-            })
-            .collect();
-        let lagging = self
-            .coordinator
-            .lagging()
-            .into_iter()
-            .map(|(h, address)| LaggingReplica {
-                handle: h.0,
-                address,
-            })
-            .collect();
+        let (chunks, lagging) = chunk_report(&self.store, &self.coordinator);
         Ok(Response::new(ReportChunksReply { chunks, lagging }))
     }
+}
+
+/// This server's replicas and the secondaries it saw lag, as the wire reports them (to the
+/// master's heartbeat and to `ReportChunks`).
+pub fn chunk_report(
+    store: &ChunkStore,
+    coordinator: &Coordinator,
+) -> (Vec<ChunkInfo>, Vec<LaggingReplica>) {
+    let chunks = store
+        .list()
+        .into_iter()
+        .map(|c| ChunkInfo {
+            handle: c.handle.0,
+            version: c.version,
+            committed_length: c.committed_len,
+            sealed: c.sealed,
+        })
+        .collect();
+    let lagging = coordinator
+        .lagging()
+        .into_iter()
+        .map(|(h, address)| LaggingReplica {
+            handle: h.0,
+            address,
+        })
+        .collect();
+    (chunks, lagging)
 }

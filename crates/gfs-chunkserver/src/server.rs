@@ -233,7 +233,7 @@ async fn heartbeat_loop(
     shutdown: CancellationToken,
 ) {
     use gfs_proto::v1::master_control_client::MasterControlClient;
-    use gfs_proto::v1::{ChunkInfo, HeartbeatRequest, LaggingReplica, RegisterRequest};
+    use gfs_proto::v1::{HeartbeatRequest, RegisterRequest};
 
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master)) {
         Ok(e) => e
@@ -272,27 +272,12 @@ async fn heartbeat_loop(
             }
         }
         if registered {
+            let (chunks, lagging) = crate::control::chunk_report(&store, &coordinator);
             let req = HeartbeatRequest {
                 id: cfg.id.clone(),
                 used_bytes,
-                chunks: store
-                    .list()
-                    .into_iter()
-                    .map(|c| ChunkInfo {
-                        handle: c.handle.0,
-                        version: c.version,
-                        committed_length: c.committed_len,
-                        sealed: c.sealed,
-                    })
-                    .collect(),
-                lagging: coordinator
-                    .lagging()
-                    .into_iter()
-                    .map(|(h, address)| LaggingReplica {
-                        handle: h.0,
-                        address,
-                    })
-                    .collect(),
+                chunks,
+                lagging,
             };
             match client.heartbeat(req).await {
                 Ok(r) => {
