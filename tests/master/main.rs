@@ -29,8 +29,16 @@ impl MasterProc {
     }
 
     fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
+        // Short leases for the tests, with heartbeats well inside them (as lease >> heartbeat in
+        // a real configuration), so a live primary's lease is extended in time under load.
+        let heartbeat: &[&str] = if extra.contains(&"--heartbeat-interval") {
+            &[]
+        } else {
+            &["--heartbeat-interval", "300ms"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
             .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
+            .args(heartbeat)
             .args(extra)
             .arg("--dir")
             .arg(dir)

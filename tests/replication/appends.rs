@@ -125,8 +125,9 @@ async fn gfs_tester_passes_against_three_processes() {
         .args([
             "--servers",
             &servers,
+            // At most 30 x 30,000 bytes: always inside one 1 MiB test chunk.
             "--records",
-            "60",
+            "30",
             "--max-record",
             "30000",
         ])
