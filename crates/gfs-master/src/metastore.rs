@@ -178,7 +178,14 @@ fn recover(dir: &Path) -> Result<Recovered> {
     let mut last_seq = base;
     let count = segments.len();
     for (i, (_, path)) in segments.iter().enumerate() {
-        let bytes = fs::read(path).map_err(|e| io(path, e))?;
+        let mut bytes = fs::read(path).map_err(|e| io(path, e))?;
+        if i + 1 == count && bytes.len() < LOG_MAGIC.len() && LOG_MAGIC.starts_with(&bytes) {
+            // The newest segment cut inside its header: no records; restore the header so
+            // appends land after it.
+            tracing::warn!(file = %path.display(), "log segment cut inside its header");
+            write_aside(dir, path, LOG_MAGIC)?;
+            bytes = LOG_MAGIC.to_vec();
+        }
         if !bytes.starts_with(LOG_MAGIC) {
             return Err(corrupt(path, 0, "not a GFSMLOG1 log segment"));
         }

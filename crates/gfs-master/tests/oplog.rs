@@ -176,7 +176,7 @@ async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
     write_files(src.path(), 50).await;
     let seg = segments(src.path()).pop().unwrap();
     let full = std::fs::read(&seg).unwrap();
-    for cut in [full.len() - 1, full.len() - 7, full.len() / 2, 9] {
+    for cut in [full.len() - 1, full.len() - 7, full.len() / 2, 9, 8, 5, 0] {
         let dir = tempfile::tempdir().unwrap();
         let name = seg.file_name().unwrap();
         std::fs::write(dir.path().join(name), &full[..cut]).unwrap();

@@ -104,7 +104,15 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
     let mut max_batch = chunks.values().map(|c| c.meta.batch).max().unwrap_or(0);
     let wal_path = dir.join("wal");
     if wal_path.exists() {
-        let bytes = fs::read(&wal_path).map_err(|e| StorageError::io(&wal_path, e))?;
+        let mut bytes = fs::read(&wal_path).map_err(|e| StorageError::io(&wal_path, e))?;
+        if bytes.len() < WAL_MAGIC.len() && WAL_MAGIC.starts_with(&bytes) {
+            // Cut inside its header: a WAL with no records (a wrong header stays an error).
+            tracing::warn!(
+                len = bytes.len(),
+                "the WAL is cut inside its header; no records to replay"
+            );
+            bytes = WAL_MAGIC.to_vec();
+        }
         let parsed = record::parse(&wal_path, WAL_MAGIC, Bytes::from(bytes))?;
         if parsed.valid_end < parsed.file_len {
             tracing::warn!(

@@ -431,3 +431,29 @@ async fn torn_files_after_a_clean_stop() {
         }
     }
 }
+
+/// The fixed-seed reproduction of a case the random test found: the WAL cut inside its header.
+#[tokio::test]
+async fn a_wal_cut_inside_its_header_opens_with_no_records() {
+    let (live, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ops = write_reference(live.path(), Some(crashed.path())).await;
+    for at in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(crashed.path(), dir.path());
+        cut(&dir.path().join("wal"), at);
+        let store = ChunkStore::open(dir.path(), torn_config()).unwrap();
+        let kept = survivors(&store, &ops);
+        assert!(
+            kept.iter().all(|k| !k),
+            "cut at {at}: records survived a headerless WAL"
+        );
+    }
+    // A wrong header is not a torn one: it stays an error.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(crashed.path(), dir.path());
+    std::fs::write(dir.path().join("wal"), b"NOTAWAL!").unwrap();
+    assert!(matches!(
+        ChunkStore::open(dir.path(), torn_config()),
+        Err(StorageError::CorruptMetadata { .. })
+    ));
+}
