@@ -107,6 +107,18 @@ async fn cluster(
     (master, servers, m)
 }
 
+/// A data-plane connection to the primary a lease names.
+async fn primary_of(l: &ChunkLease) -> gfs_dataplane::DataClient {
+    let addr = &l
+        .primary
+        .as_ref()
+        .expect("a lease names its primary")
+        .data_addr;
+    gfs_dataplane::DataClient::connect(addr, gfs_dataplane::ClientConfig::default())
+        .await
+        .unwrap()
+}
+
 async fn lease(m: &mut MasterClient<Channel>, path: &str) -> ChunkLease {
     // Until enough chunkservers registered (or old leases ran out), the master says UNAVAILABLE.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -135,12 +147,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
         l.version, 2,
         "the first lease bumps the new chunk's version"
     );
-    let primary = gfs_dataplane::DataClient::connect(
-        &l.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let primary = primary_of(&l).await;
     let mut end = 0;
     for i in 0..10 {
         let data = record(7, i);
@@ -200,12 +207,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
     // appends continue at the committed length.
     let l2 = lease(&mut m, "/log").await;
     assert_eq!((l2.handle, l2.version), (l.handle, 3));
-    let primary = gfs_dataplane::DataClient::connect(
-        &l2.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let primary = primary_of(&l2).await;
     let off = append(&primary, l2.handle, l2.version, 100, b"after the crash")
         .await
         .unwrap();
@@ -220,12 +222,7 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
     let l = lease(&mut m, "/f").await;
     let primary_id = l.primary.as_ref().unwrap().id.clone();
     let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
-    let primary = gfs_dataplane::DataClient::connect(
-        &l.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let primary = primary_of(&l).await;
     append(&primary, l.handle, l.version, 1, b"before")
         .await
         .unwrap();
@@ -276,12 +273,7 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
         "a stale replica is listed for reads: {listed:?}"
     );
     // Appends continue on the up-to-date pair.
-    let p2 = gfs_dataplane::DataClient::connect(
-        &l2.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let p2 = primary_of(&l2).await;
     let off = append(&p2, l2.handle, l2.version, 3, b"after")
         .await
         .unwrap();
@@ -294,12 +286,7 @@ async fn heartbeats_extend_the_lease_of_a_live_primary() {
     let (_master, _servers, mut m) =
         cluster(dir.path(), &["--heartbeat-interval", "200ms"], "/x").await;
     let l = lease(&mut m, "/x").await;
-    let primary = gfs_dataplane::DataClient::connect(
-        &l.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let primary = primary_of(&l).await;
     // Well past the 2 s the lease was granted for, the primary still holds it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = primary
@@ -355,12 +342,7 @@ async fn orphan_replicas_are_deleted_after_the_grace_period_and_real_ones_stay()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // And the real chunk still works.
-    let primary = gfs_dataplane::DataClient::connect(
-        &l.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let primary = primary_of(&l).await;
     append(&primary, l.handle, l.version, 1, b"still here")
         .await
         .unwrap();
@@ -442,12 +424,7 @@ async fn a_lagging_report_bumps_the_good_replicas_at_once() {
     let primary_id = l.primary.as_ref().unwrap().id.clone();
     let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
     let victim_id = servers[victim].id.clone();
-    let primary = gfs_dataplane::DataClient::connect(
-        &l.primary.as_ref().unwrap().data_addr,
-        gfs_dataplane::ClientConfig::default(),
-    )
-    .await
-    .unwrap();
+    let primary = primary_of(&l).await;
     append(&primary, l.handle, l.version, 1, b"one")
         .await
         .unwrap();
