@@ -464,3 +464,92 @@ async fn a_lagging_report_bumps_the_good_replicas_at_once() {
         .unwrap();
     assert_eq!(off, 6);
 }
+
+/// Many clients ask where to append to the same new files at once, while other files are
+/// created and renamed beside them: each file gets exactly one chunk, and every client of a
+/// file is sent to the same chunk and primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_master, servers, mut m) = cluster(dir.path(), &[], "/warm").await;
+    // Wait until the chunkservers registered.
+    lease(&mut m, "/warm").await;
+    let files: Vec<String> = (0..6).map(|i| format!("/d{}/f", i % 2)).collect();
+    for d in ["/d0", "/d1", "/other"] {
+        m.mkdir(gfs_proto::v1::MkdirRequest {
+            path: d.into(),
+            parents: false,
+        })
+        .await
+        .unwrap();
+    }
+    let files: Vec<String> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("{f}{i}"))
+        .collect();
+    for f in &files {
+        m.create(CreateFileRequest {
+            path: f.clone(),
+            replication: 0,
+        })
+        .await
+        .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for f in &files {
+        for _ in 0..4 {
+            let (mut m, f) = (m.clone(), f.clone());
+            tasks.push(tokio::spawn(async move {
+                let l = lease(&mut m, &f).await;
+                (f, l.handle, l.primary.unwrap().id)
+            }));
+        }
+    }
+    // Namespace traffic elsewhere at the same time.
+    for i in 0..20 {
+        let p = format!("/other/x{i}");
+        m.create(CreateFileRequest {
+            path: p.clone(),
+            replication: 0,
+        })
+        .await
+        .unwrap();
+        m.rename(gfs_proto::v1::RenameRequest {
+            src: p,
+            dst: format!("/other/y{i}"),
+        })
+        .await
+        .unwrap();
+    }
+    let mut seen: std::collections::HashMap<String, (u64, String)> = Default::default();
+    for t in tasks {
+        let (f, handle, primary) = t.await.unwrap();
+        let first = seen.entry(f.clone()).or_insert((handle, primary.clone()));
+        assert_eq!(
+            *first,
+            (handle, primary),
+            "{f}: two chunks or two primaries"
+        );
+    }
+    for f in &files {
+        let chunks = m
+            .get_chunks(GetChunksRequest { path: f.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(chunks.chunks.len(), 1, "{f}");
+        assert_eq!(chunks.chunks[0].handle, seen[f].0);
+    }
+    let listed = m
+        .list(ListRequest {
+            path: "/other".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|e| e.path.starts_with("/other/y")));
+    drop(servers);
+}

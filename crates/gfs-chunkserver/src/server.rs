@@ -13,8 +13,8 @@ use gfs_replication::{
 use gfs_storage::ChunkStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::ChunkserverConfig;
 use crate::control::Control;
@@ -121,12 +121,12 @@ impl ChunkServer {
             tonic::transport::Server::builder()
                 .initial_stream_window_size(Some(gfs_replication::WINDOW))
                 .initial_connection_window_size(Some(gfs_replication::WINDOW * 2))
-                .tcp_nodelay(true)
                 .add_service(replication)
                 .add_service(control)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(repl_listener), async move {
-                    token.cancelled().await
-                }),
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(repl_listener).with_nodelay(Some(true)),
+                    async move { token.cancelled().await },
+                ),
         );
         if !cfg.master.is_empty() {
             tokio::spawn(heartbeat_loop(

@@ -3,6 +3,8 @@
 //!
 //! - creates: 16 concurrent clients creating files (each durable before it is answered);
 //!   target >= 20,000 creates/s.
+//! - the same through a real master over gRPC (tonic clients on loopback), with the 16 clients
+//!   in 16 directories and all in one directory: path locks let both run side by side.
 //! - stat and list rates on the resulting namespace.
 //! - memory: resident bytes per chunk with 1,000,000 synthetic chunks; target <= 150.
 
@@ -12,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gfs_master::record::{AddChunkOp, CreateOp, Op, PathOp};
-use gfs_master::{MetaConfig, MetaStore, Namespace};
+use gfs_master::{Master, MasterConfig, MetaConfig, MetaStore, Namespace};
+use gfs_proto::v1::master_client::MasterClient;
+use gfs_proto::v1::{CreateFileRequest, MkdirRequest};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -63,6 +67,56 @@ async fn creates(dir: &std::path::Path, clients: u64, window: Duration) -> (f64,
     (total as f64 / start.elapsed().as_secs_f64(), store)
 }
 
+/// Creates per second by `clients` gRPC clients of a master in `dir`; `spread` puts each client
+/// in its own directory, otherwise all share one.
+async fn grpc_creates(dir: &std::path::Path, clients: u64, spread: bool, window: Duration) -> f64 {
+    let master = Master::start(MasterConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        ..MasterConfig::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", master.addr);
+    let mut m = MasterClient::connect(url.clone()).await.unwrap();
+    for c in 0..clients {
+        m.mkdir(MkdirRequest {
+            path: format!("/c{c}"),
+            parents: false,
+        })
+        .await
+        .unwrap();
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        // One connection per client, as separate client processes would have.
+        let mut m = MasterClient::connect(url.clone()).await.unwrap();
+        let d = if spread { c } else { 0 };
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < window {
+                m.create(CreateFileRequest {
+                    path: format!("/c{d}/f{c}-{n}"),
+                    replication: 0,
+                })
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    master.shutdown_token().cancel();
+    master.wait().await.unwrap();
+    rate
+}
+
 fn main() {
     let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&base).unwrap();
@@ -76,6 +130,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let (mut raw, mut cr, mut st, mut ls) = (vec![], vec![], vec![], vec![]);
+    let (mut g16, mut g1) = (vec![], vec![]);
     for run in 1..=runs {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let before = gfs_storage::probe::fsync_rate(dir.path(), Duration::from_secs(1)).unwrap();
@@ -101,12 +156,17 @@ fn main() {
         }
         let list_rate = n as f64 / t.elapsed().as_secs_f64();
         drop(store);
+        let window = Duration::from_secs(3);
+        let spread = rt.block_on(grpc_creates(&dir.path().join("g16"), 16, true, window));
+        let shared = rt.block_on(grpc_creates(&dir.path().join("g1"), 16, false, window));
         let after = gfs_storage::probe::fsync_rate(dir.path(), Duration::from_secs(1)).unwrap();
         raw.push(before.max(after));
         println!(
-            "run {run}: raw 4K fsync {:.0}/s, creates {rate:.0}/s, stat {stat_rate:.0}/s, list(/c0) {list_rate:.0}/s",
+            "run {run}: raw 4K fsync {:.0}/s, creates {rate:.0}/s, gRPC creates {spread:.0}/s (16 dirs) {shared:.0}/s (one dir), stat {stat_rate:.0}/s, list(/c0) {list_rate:.0}/s",
             before.max(after)
         );
+        g16.push(spread);
+        g1.push(shared);
         cr.push(rate);
         st.push(stat_rate);
         ls.push(list_rate);
@@ -138,6 +198,14 @@ fn main() {
     println!(
         "16 clients creating files     {:>9.0} creates/s (target >= 20000)",
         median(cr)
+    );
+    println!(
+        "  the same over gRPC, 16 dirs  {:>9.0} creates/s",
+        median(g16)
+    );
+    println!(
+        "  the same over gRPC, one dir  {:>9.0} creates/s",
+        median(g1)
     );
     println!("stat, one caller              {:>9.0} ops/s", median(st));
     println!("list of a directory           {:>9.0} ops/s", median(ls));

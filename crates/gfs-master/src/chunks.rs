@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::locks::LockTable;
 use crate::metastore::MetaStore;
 use crate::record::{AddChunkOp, Op, SealOp, SetVersionOp};
 use crate::registry::{Registry, Replica, ServerInfo};
@@ -70,8 +71,9 @@ pub struct ChunkManager {
     allocating: Mutex<HashSet<u64>>,
     /// When each `(server, handle)` was first reported while unknown to the master.
     unknown_since: Mutex<HashMap<(String, u64), Instant>>,
-    /// Serializes allocation and lease decisions.
-    decide: tokio::sync::Mutex<()>,
+    /// One lease decision at a time per chunk (callers hold the file's path lock around
+    /// allocation).
+    deciding: LockTable<u64>,
     started: Instant,
 }
 
@@ -107,7 +109,7 @@ impl ChunkManager {
             lagging: Mutex::new(HashSet::new()),
             allocating: Mutex::new(HashSet::new()),
             unknown_since: Mutex::new(HashMap::new()),
-            decide: tokio::sync::Mutex::new(()),
+            deciding: LockTable::new(),
             started: Instant::now(),
         }
     }
@@ -160,7 +162,6 @@ impl ChunkManager {
 
     /// Where to append to `path`: its last chunk, or a new one, with a valid lease.
     pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease, Status> {
-        let _decide = self.decide.lock().await;
         let p = path.to_string();
         let last = self
             .meta
@@ -177,6 +178,7 @@ impl ChunkManager {
             (n, Some((h, m))) if m.sealed_length.is_none() => (n - 1, h, m.version),
             (n, _) => (n, self.allocate(path).await?, 1),
         };
+        let _deciding = self.deciding.write([handle]).await;
         let now = SystemTime::now();
         {
             let leases = self.leases.lock();
@@ -486,6 +488,7 @@ impl ChunkManager {
 
     /// Records that `handle` is sealed at `length`.
     pub async fn report_sealed(&self, handle: u64, length: u64) -> Result<(), Status> {
+        let _deciding = self.deciding.write([handle]).await;
         let known = self
             .meta
             .read(move |ns| ns.chunk(handle))
@@ -542,7 +545,7 @@ impl ChunkManager {
     /// once; the current primary keeps the lease (at the new version). A no-op without a live
     /// lease (the next lease leaves lagging replicas out anyway).
     pub async fn relegate_lagging(&self, handle: u64) -> Result<(), Status> {
-        let _decide = self.decide.lock().await;
+        let _deciding = self.deciding.write([handle]).await;
         let current = {
             let leases = self.leases.lock();
             leases

@@ -11,11 +11,13 @@
 //! - [`MasterService`] / [`ControlService`]: the `Master` (clients) and `MasterControl`
 //!   (chunkservers) gRPC services.
 //!
-//! Still to come (issue 4): chunk allocation and leases, the heartbeat loop in chunkservers,
-//! and the `gfs-master` binary.
+//! - [`locks`]: the paper's namespace locks (read-lock ancestors, lock the leaf), so
+//!   operations on unrelated paths never wait on each other.
+//! - [`ChunkManager`]: chunk allocation, leases and versions; [`Master`]: the whole server.
 
 mod chunks;
 mod error;
+pub mod locks;
 mod metastore;
 mod namespace;
 pub mod path;

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::chunks::{ChunkConfig, ChunkManager};
 use crate::metastore::{MetaConfig, MetaStore};
@@ -184,9 +184,10 @@ impl Master {
             tonic::transport::Server::builder()
                 .add_service(svc)
                 .add_service(ctl)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    token.cancelled().await
-                }),
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move { token.cancelled().await },
+                ),
         );
         tracing::info!(%addr, dir = %cfg.data_dir.display(), "master serving");
         Ok(Master {

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::chunks::ChunkManager;
 use crate::error::MasterError;
+use crate::locks::{Mode, PathLocks};
 use crate::metastore::MetaStore;
 use crate::namespace::Stat;
 use crate::path;
@@ -67,6 +68,7 @@ pub struct MasterService {
     meta: Arc<MetaStore>,
     chunks: Arc<ChunkManager>,
     replication: u32,
+    locks: PathLocks,
 }
 
 impl MasterService {
@@ -77,6 +79,7 @@ impl MasterService {
             meta,
             chunks,
             replication,
+            locks: PathLocks::new(),
         }
     }
 
@@ -107,6 +110,7 @@ impl Master for MasterService {
         };
         steps.push(p.clone());
         for step in steps {
+            let _lock = self.locks.mutate(&step).await;
             let op = Op::Mkdir(PathOp {
                 path: step.clone(),
                 mtime_ms: now_ms(),
@@ -129,8 +133,10 @@ impl Master for MasterService {
         r: Request<CreateFileRequest>,
     ) -> Result<Response<CreateFileReply>, Status> {
         let r = r.into_inner();
+        let path = checked(&r.path)?;
+        let _lock = self.locks.mutate(&path).await;
         let op = Op::Create(CreateOp {
-            path: checked(&r.path)?,
+            path,
             mtime_ms: now_ms(),
             replication: if r.replication == 0 {
                 self.replication
@@ -144,8 +150,10 @@ impl Master for MasterService {
 
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
         let r = r.into_inner();
+        let path = checked(&r.path)?;
+        let _lock = self.locks.mutate(&path).await;
         let op = Op::Delete(DeleteOp {
-            path: checked(&r.path)?,
+            path,
             mtime_ms: now_ms(),
             recursive: r.recursive,
         });
@@ -156,9 +164,14 @@ impl Master for MasterService {
 
     async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<RenameReply>, Status> {
         let r = r.into_inner();
+        let (src, dst) = (checked(&r.src)?, checked(&r.dst)?);
+        let _lock = self
+            .locks
+            .paths(&[(&src, Mode::Write), (&dst, Mode::Write)])
+            .await;
         let op = Op::Rename(RenameOp {
-            src: checked(&r.src)?,
-            dst: checked(&r.dst)?,
+            src,
+            dst,
             mtime_ms: now_ms(),
         });
         self.meta.mutate(op).await.map_err(status)?;
@@ -167,6 +180,7 @@ impl Master for MasterService {
 
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
         let p = checked(&r.into_inner().path)?;
+        let _lock = self.locks.read(&p).await;
         let entries = self
             .meta
             .read(move |ns| ns.list(&p))
@@ -180,6 +194,7 @@ impl Master for MasterService {
 
     async fn stat(&self, r: Request<StatRequest>) -> Result<Response<StatReply>, Status> {
         let p = checked(&r.into_inner().path)?;
+        let _lock = self.locks.read(&p).await;
         let st = self
             .meta
             .read(move |ns| ns.stat(&p))
@@ -196,6 +211,8 @@ impl Master for MasterService {
         r: Request<AppendChunkRequest>,
     ) -> Result<Response<ChunkLease>, Status> {
         let p = checked(&r.into_inner().path)?;
+        // One allocation at a time per file; files elsewhere go ahead.
+        let _lock = self.locks.mutate(&p).await;
         Ok(Response::new(self.chunks.append_chunk(&p).await?))
     }
 
@@ -204,6 +221,7 @@ impl Master for MasterService {
         r: Request<GetChunksRequest>,
     ) -> Result<Response<GetChunksReply>, Status> {
         let p = checked(&r.into_inner().path)?;
+        let _lock = self.locks.read(&p).await;
         Ok(Response::new(self.chunks.get_chunks(&p).await?))
     }
 
