@@ -60,6 +60,9 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
             length,
         },
         ReplicationError::Busy(_) => DataError::Busy,
+        ReplicationError::OffsetMismatch { expected, next, .. } => {
+            DataError::OffsetMismatch { expected, next }
+        }
         ReplicationError::QuorumNotReached { got, need } => {
             DataError::QuorumNotReached { got, need }
         }
@@ -76,10 +79,11 @@ impl Handler for DataHandler {
         handle: u64,
         version: u64,
         op_id: u64,
+        at: Option<u64>,
         data: Bytes,
     ) -> Result<u64, DataError> {
         self.coordinator
-            .append(ChunkHandle(handle), version, OpId(op_id), data)
+            .append(ChunkHandle(handle), version, OpId(op_id), at, data)
             .await
             .map_err(replication_to_data)
     }

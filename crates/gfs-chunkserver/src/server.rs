@@ -129,8 +129,15 @@ impl ChunkServer {
                 ),
         );
         if !cfg.master.is_empty() {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master))
+                .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
+                .connect_timeout(cfg.replication.connect_timeout)
+                .timeout(cfg.replication.commit_timeout)
+                .connect_lazy();
+            coordinator.set_seal_listener(seal_reporter(channel.clone()));
             tokio::spawn(heartbeat_loop(
                 cfg.clone(),
+                channel,
                 data_addr,
                 repl_addr,
                 Arc::clone(&store),
@@ -222,10 +229,29 @@ impl ChunkServer {
     }
 }
 
+/// Reports each chunk this server seals as primary to the master, so a writer's next request
+/// for the file's last chunk already gets a new one. Heartbeats carry the sealed flag too, should
+/// this report be lost.
+fn seal_reporter(master: tonic::transport::Channel) -> gfs_replication::SealListener {
+    Arc::new(move |handle, length| {
+        let mut client = gfs_proto::v1::master_client::MasterClient::new(master.clone());
+        Box::pin(async move {
+            let req = gfs_proto::v1::ReportSealedRequest {
+                handle: handle.0,
+                length,
+            };
+            if let Err(e) = client.report_sealed(req).await {
+                tracing::warn!(%handle, length, error = %e.message(), "cannot report the seal to the master");
+            }
+        })
+    })
+}
+
 /// Registers with the master, then heartbeats with the full chunk report until shutdown;
 /// registers again when the master asks (it restarted) and keeps trying while it is away.
 async fn heartbeat_loop(
     cfg: ChunkserverConfig,
+    master: tonic::transport::Channel,
     data_addr: SocketAddr,
     repl_addr: SocketAddr,
     store: Arc<ChunkStore>,
@@ -235,16 +261,7 @@ async fn heartbeat_loop(
     use gfs_proto::v1::master_control_client::MasterControlClient;
     use gfs_proto::v1::{HeartbeatRequest, RegisterRequest};
 
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master)) {
-        Ok(e) => e
-            .connect_timeout(cfg.replication.connect_timeout)
-            .timeout(cfg.replication.commit_timeout),
-        Err(e) => {
-            tracing::error!(master = %cfg.master, error = %e, "bad master address; not registering");
-            return;
-        }
-    };
-    let mut client = MasterControlClient::new(endpoint.connect_lazy());
+    let mut client = MasterControlClient::new(master);
     let mut interval = std::time::Duration::from_secs(1);
     let mut registered = false;
     loop {

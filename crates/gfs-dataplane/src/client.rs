@@ -161,10 +161,24 @@ impl DataClient {
         op_id: u64,
         data: Bytes,
     ) -> Result<u64, DataError> {
+        self.append_at(handle, version, op_id, None, data).await
+    }
+
+    /// Appends `data` to chunk `handle` only at offset `at` (any offset when `None`); a primary
+    /// whose next offset differs answers [`DataError::OffsetMismatch`].
+    pub async fn append_at(
+        &self,
+        handle: u64,
+        version: u64,
+        op_id: u64,
+        at: Option<u64>,
+        data: Bytes,
+    ) -> Result<u64, DataError> {
         let req = Request::Append {
             handle,
             version,
             op_id,
+            at,
             data,
         };
         match self.call(req).await? {

@@ -10,8 +10,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::DataError;
 use crate::frame::{
-    APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, Frame, HEADER_LEN, MAGIC, MAX_ERROR_MESSAGE,
-    READ_BODY, Request, Response, VERSION, kind,
+    APPEND_AT_FIXED, APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, Frame, HEADER_LEN, MAGIC,
+    MAX_ERROR_MESSAGE, READ_BODY, Request, Response, VERSION, kind,
 };
 
 /// Why a frame could not be decoded (or encoded).
@@ -184,6 +184,7 @@ impl ServerCodec {
 fn request_rule(kind: u8) -> Option<BodyRule> {
     match kind {
         kind::APPEND => Some(BodyRule::AtLeast(APPEND_FIXED)),
+        kind::APPEND_AT => Some(BodyRule::AtLeast(APPEND_AT_FIXED)),
         kind::READ => Some(BodyRule::Exact(READ_BODY)),
         _ => None,
     }
@@ -192,14 +193,16 @@ fn request_rule(kind: u8) -> Option<BodyRule> {
 fn parse_request(header: Header, mut body: Bytes) -> Result<Request, CodecError> {
     // Body lengths were validated against `request_rule` in `parse_header`.
     match header.kind {
-        kind::APPEND => {
+        kind::APPEND | kind::APPEND_AT => {
             let handle = body.get_u64_le();
             let version = body.get_u64_le();
             let op_id = body.get_u64_le();
+            let at = (header.kind == kind::APPEND_AT).then(|| body.get_u64_le());
             Ok(Request::Append {
                 handle,
                 version,
                 op_id,
+                at,
                 data: body,
             })
         }
@@ -320,12 +323,25 @@ impl Encoder<Frame<Request>> for ClientCodec {
                 handle,
                 version,
                 op_id,
+                at,
                 data,
             } => {
-                put_header(dst, kind::APPEND, id, len);
+                put_header(
+                    dst,
+                    if at.is_some() {
+                        kind::APPEND_AT
+                    } else {
+                        kind::APPEND
+                    },
+                    id,
+                    len,
+                );
                 dst.put_u64_le(handle);
                 dst.put_u64_le(version);
                 dst.put_u64_le(op_id);
+                if let Some(at) = at {
+                    dst.put_u64_le(at);
+                }
                 dst.put_slice(&data);
             }
             Request::Read {

@@ -74,6 +74,10 @@ fn all_wire_errors() -> Vec<DataError> {
         DataError::Timeout,
         DataError::Unavailable("shutting down".into()),
         DataError::Internal("disk on fire — ünïcödé".into()),
+        DataError::OffsetMismatch {
+            expected: 1 << 33,
+            next: 12,
+        },
     ]
 }
 
@@ -84,13 +88,22 @@ fn request_round_trip_every_kind() {
             handle: 1,
             version: 2,
             op_id: 3,
+            at: None,
             data: Bytes::from_static(b"hello record"),
         },
         Request::Append {
             handle: u64::MAX,
             version: 0,
             op_id: 42,
+            at: None,
             data: Bytes::new(),
+        },
+        Request::Append {
+            handle: 9,
+            version: 8,
+            op_id: 7,
+            at: Some(1 << 40),
+            data: Bytes::from_static(b"at an offset"),
         },
         Request::Read {
             handle: 5,
@@ -178,6 +191,7 @@ fn one_byte_at_a_time_decodes_once_complete() {
         handle: 1,
         version: 1,
         op_id: 1,
+        at: None,
         data: Bytes::from(vec![7u8; 100]),
     };
     let wire = enc_req(77, req.clone());
@@ -220,6 +234,7 @@ fn two_frames_in_one_buffer() {
         handle: 5,
         version: 6,
         op_id: 7,
+        at: None,
         data: Bytes::from_static(b"xyz"),
     };
     let mut buf = enc_req(1, a.clone());
@@ -322,6 +337,7 @@ fn encoder_refuses_oversized_frames() {
                     handle: 1,
                     version: 1,
                     op_id: 1,
+                    at: None,
                     data: Bytes::from(vec![0; MAX]),
                 },
             },
@@ -366,6 +382,7 @@ async fn eof_inside_a_frame_is_an_error() {
             handle: 1,
             version: 1,
             op_id: 1,
+            at: None,
             data: Bytes::from_static(b"0123456789"),
         },
     );
@@ -385,12 +402,14 @@ fn arb_request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            proptest::option::of(any::<u64>()),
             proptest::collection::vec(any::<u8>(), 0..300)
         )
-            .prop_map(|(handle, version, op_id, data)| Request::Append {
+            .prop_map(|(handle, version, op_id, at, data)| Request::Append {
                 handle,
                 version,
                 op_id,
+                at,
                 data: Bytes::from(data),
             }),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(

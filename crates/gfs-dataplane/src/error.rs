@@ -85,6 +85,14 @@ pub enum DataError {
     /// [14] An unexpected internal failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// [15] An `APPEND_AT` named another offset than the chunk's next one.
+    #[error("offset mismatch: asked to append at {expected}, the chunk continues at {next}")]
+    OffsetMismatch {
+        /// Offset the request asked for.
+        expected: u64,
+        /// Offset the next append would get.
+        next: u64,
+    },
     /// Client side only: the connection failed with an I/O or protocol error.
     #[error("i/o error: {0}")]
     Io(String),
@@ -123,6 +131,8 @@ pub mod code {
     pub const UNAVAILABLE: u16 = 13;
     /// [`super::DataError::Internal`].
     pub const INTERNAL: u16 = 14;
+    /// [`super::DataError::OffsetMismatch`].
+    pub const OFFSET_MISMATCH: u16 = 15;
 }
 
 impl DataError {
@@ -169,6 +179,9 @@ impl DataError {
             Timeout => (code::TIMEOUT, 0, 0, self.to_string()),
             Unavailable(m) => (code::UNAVAILABLE, 0, 0, m.clone()),
             Internal(m) => (code::INTERNAL, 0, 0, m.clone()),
+            OffsetMismatch { expected, next } => {
+                (code::OFFSET_MISMATCH, *expected, *next, self.to_string())
+            }
             Io(_) | ConnectionClosed => (code::INTERNAL, 0, 0, self.to_string()),
         }
     }
@@ -199,6 +212,11 @@ impl DataError {
             },
             code::TIMEOUT => Timeout,
             code::UNAVAILABLE => Unavailable(message),
+            code::INTERNAL => Internal(message),
+            code::OFFSET_MISMATCH => OffsetMismatch {
+                expected: a,
+                next: b,
+            },
             _ => Internal(message),
         }
     }

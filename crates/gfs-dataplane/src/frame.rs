@@ -17,6 +17,8 @@ pub mod kind {
     pub const APPEND: u8 = 0x01;
     /// Request: read a byte range.
     pub const READ: u8 = 0x02;
+    /// Request: append a record only at a given offset (streaming writes).
+    pub const APPEND_AT: u8 = 0x03;
     /// Reply: the record was appended at an offset.
     pub const APPENDED: u8 = 0x81;
     /// Reply: the bytes that were read.
@@ -27,6 +29,8 @@ pub mod kind {
 
 /// Fixed part of an `APPEND` body: handle, version, op_id.
 pub(crate) const APPEND_FIXED: usize = 24;
+/// Fixed part of an `APPEND_AT` body: handle, version, op_id, offset.
+pub(crate) const APPEND_AT_FIXED: usize = 32;
 /// Exact length of a `READ` body: handle, version, offset, len.
 pub(crate) const READ_BODY: usize = 28;
 /// Exact length of an `APPENDED` body: offset.
@@ -47,6 +51,8 @@ pub enum Request {
         version: u64,
         /// Client-chosen operation id for deduplicating retries.
         op_id: u64,
+        /// Only at this offset inside the chunk (`APPEND_AT`); `None` lets the primary choose.
+        at: Option<u64>,
         /// The record bytes.
         data: Bytes,
     },
@@ -67,7 +73,8 @@ impl Request {
     /// Length of this request's body on the wire.
     pub fn body_len(&self) -> usize {
         match self {
-            Request::Append { data, .. } => APPEND_FIXED + data.len(),
+            Request::Append { data, at: None, .. } => APPEND_FIXED + data.len(),
+            Request::Append { data, .. } => APPEND_AT_FIXED + data.len(),
             Request::Read { .. } => READ_BODY,
         }
     }

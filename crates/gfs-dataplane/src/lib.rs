@@ -22,6 +22,9 @@
 //! - `0x01 APPEND`: body = handle u64, version u64, op_id u64, then the record bytes (rest of
 //!   body).
 //! - `0x02 READ`: body = handle u64, version u64, offset u64, len u32.
+//! - `0x03 APPEND_AT`: body = handle u64, version u64, op_id u64, offset u64, then the record
+//!   bytes: append only if the chunk continues at `offset` (else `OffsetMismatch`), so a single
+//!   writer can keep several appends in flight and still fill the chunk in order.
 //!
 //! Reply kinds:
 //! - `0x81 APPENDED`: body = offset u64 (offset inside the chunk).

@@ -30,12 +30,14 @@ use crate::{DataError, Frame, Request, Response};
 
 /// Implemented by the chunkserver: what the data plane calls.
 pub trait Handler: Send + Sync + 'static {
-    /// Appends `data` as one record to chunk `handle`; returns the record's offset in the chunk.
+    /// Appends `data` as one record to chunk `handle` (only at offset `at` when given); returns
+    /// the record's offset in the chunk.
     fn append(
         &self,
         handle: u64,
         version: u64,
         op_id: u64,
+        at: Option<u64>,
         data: Bytes,
     ) -> impl Future<Output = Result<u64, DataError>> + Send;
 
@@ -346,10 +348,11 @@ async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
             handle,
             version,
             op_id,
+            at,
             data,
         } => {
-            debug!(handle, version, op_id, len = data.len(), "append");
-            match handler.append(handle, version, op_id, data).await {
+            debug!(handle, version, op_id, ?at, len = data.len(), "append");
+            match handler.append(handle, version, op_id, at, data).await {
                 Ok(offset) => Response::Appended { offset },
                 Err(e) => {
                     debug!(handle, error = %e, "append failed");

@@ -60,6 +60,7 @@ impl Handler for MemHandler {
         handle: u64,
         version: u64,
         _op_id: u64,
+        at: Option<u64>,
         data: Bytes,
     ) -> Result<u64, DataError> {
         {
@@ -73,6 +74,12 @@ impl Handler for MemHandler {
                 let mut chunks = self.chunks.lock();
                 let chunk = chunks.entry(handle).or_default();
                 let offset = chunk.len() as u64;
+                if at.is_some_and(|at| at != offset) {
+                    return Err(DataError::OffsetMismatch {
+                        expected: at.unwrap_or(0),
+                        next: offset,
+                    });
+                }
                 chunk.extend_from_slice(&data);
                 offset
             };
@@ -288,6 +295,25 @@ async fn read_returns_exactly_the_stored_bytes() {
         b
     );
     assert_eq!(client.read(3, V, 5, 0).await.unwrap(), Bytes::new());
+}
+
+#[tokio::test]
+async fn append_at_carries_its_offset_and_its_mismatch() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let client = server.client().await;
+    let five = Bytes::from_static(b"12345");
+    assert_eq!(
+        client.append_at(9, V, 1, Some(0), five.clone()).await,
+        Ok(0)
+    );
+    assert_eq!(
+        client.append_at(9, V, 2, Some(3), five.clone()).await,
+        Err(DataError::OffsetMismatch {
+            expected: 3,
+            next: 5
+        })
+    );
+    assert_eq!(client.append_at(9, V, 3, Some(5), five).await, Ok(5));
 }
 
 #[tokio::test]

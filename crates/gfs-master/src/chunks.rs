@@ -623,17 +623,25 @@ impl ChunkManager {
             .collect()
     }
 
-    /// Adopts versions newer than the log's seen in a chunk report (a crash between bumping
-    /// the replicas and logging the bump).
-    pub async fn adopt_versions(&self, report: &[Replica]) -> Result<(), Status> {
+    /// Adopts from a chunk report what the log missed: a newer version (a crash between
+    /// bumping the replicas and logging the bump), and a seal at the current version (a lost
+    /// seal report; every replica seals at the primary's length).
+    pub async fn adopt_reports(&self, report: &[Replica]) -> Result<(), Status> {
         for r in report {
             let handle = r.handle;
             let current = self
                 .meta
-                .read(move |ns| ns.chunk(handle).map(|m| m.version))
+                .read(move |ns| ns.chunk(handle))
                 .await
                 .map_err(status)?;
-            if current.is_some_and(|v| r.version > v) {
+            if let Some(m) = current
+                && r.sealed
+                && r.version == m.version
+                && m.sealed_length.is_none()
+            {
+                self.report_sealed(handle, r.length).await?;
+            }
+            if current.is_some_and(|m| r.version > m.version) {
                 tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");
                 self.meta
                     .mutate(Op::SetVersion(SetVersionOp {

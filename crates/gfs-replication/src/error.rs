@@ -37,6 +37,16 @@ pub enum ReplicationError {
         /// Its final length.
         length: u64,
     },
+    /// A positioned append named another offset than the chunk's next one.
+    #[error("chunk {handle}: asked to append at {expected}, the chunk continues at {next}")]
+    OffsetMismatch {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The offset asked for.
+        expected: u64,
+        /// The offset the next append gets.
+        next: u64,
+    },
     /// Retry later (staging full, or the same op is already in flight).
     #[error("busy: {0}")]
     Busy(&'static str),

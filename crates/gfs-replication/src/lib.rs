@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 pub use error::{ReplicationError, Result};
 pub use participant::{Participant, ParticipantConfig, status};
 pub use peers::{PeerConfig, Peers, WINDOW};
-pub use primary::{Coordinator, CoordinatorConfig, LeaseInfo};
+pub use primary::{Coordinator, CoordinatorConfig, LeaseInfo, SealListener};
 pub use quorum::{Pending, QuorumOutcome, await_quorum, call_quorum};
 
 /// Whether the named fault-injection point is enabled (`GFS_FAILPOINTS=a,b` in the environment,

@@ -63,11 +63,20 @@ pub struct Coordinator {
     leases: Mutex<HashMap<ChunkHandle, Arc<Lease>>>,
 }
 
+/// Told of every chunk this server seals as primary (handle, final length), before any caller
+/// learns the chunk is full: the chunkserver reports it to the master.
+pub type SealListener = Arc<
+    dyn Fn(ChunkHandle, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct Shared {
     store: Arc<ChunkStore>,
     peers: Arc<Peers>,
     cfg: CoordinatorConfig,
     lagging: Mutex<BTreeSet<(ChunkHandle, String)>>,
+    on_seal: Mutex<Option<SealListener>>,
 }
 
 struct Lease {
@@ -78,12 +87,17 @@ struct Lease {
     assign: Mutex<Assign>,
     /// Woken when no append is in flight.
     idle: Notify,
+    /// Woken when the next offset moves (an append assigned or rolled back).
+    advanced: Notify,
     /// The length the chunk was sealed at, once sealed.
     sealed: OnceCell<u64>,
 }
 
 struct Assign {
     next: u64,
+    /// The end of the furthest append ever assigned: above `next` after a failed append was
+    /// rolled back while later ones were in flight.
+    high: u64,
     inflight: HashSet<OpId>,
     sealing: bool,
 }
@@ -110,9 +124,15 @@ impl Coordinator {
                 peers,
                 cfg,
                 lagging: Mutex::new(BTreeSet::new()),
+                on_seal: Mutex::new(None),
             }),
             leases: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Calls `listener` for every chunk sealed here as primary, before answering `ChunkFull`.
+    pub fn set_seal_listener(&self, listener: SealListener) {
+        *self.shared.on_seal.lock() = Some(listener);
     }
 
     /// Makes this server the primary of `handle` at `version` until `expires`; returns the
@@ -153,10 +173,12 @@ impl Coordinator {
                 expires: Mutex::new(expires),
                 assign: Mutex::new(Assign {
                     next: info.committed_len,
+                    high: info.committed_len,
                     inflight: HashSet::new(),
                     sealing: false,
                 }),
                 idle: Notify::new(),
+                advanced: Notify::new(),
                 sealed,
             }),
         );
@@ -210,13 +232,15 @@ impl Coordinator {
             .ok_or(ReplicationError::NotPrimary(handle))
     }
 
-    /// Appends `data` to the chunk as operation `op`; returns its offset inside the chunk once
-    /// a quorum of replicas has it durably. A retry of a committed op returns its first offset.
+    /// Appends `data` to the chunk as operation `op` (only at offset `at`, when given); returns
+    /// its offset inside the chunk once a quorum of replicas has it durably. A retry of a
+    /// committed op returns its first offset. An append that fills the chunk exactly seals it.
     pub async fn append(
         &self,
         handle: ChunkHandle,
         version: u64,
         op: OpId,
+        at: Option<u64>,
         data: Bytes,
     ) -> Result<u64> {
         let lease = self.lease(handle)?;
@@ -246,39 +270,47 @@ impl Coordinator {
                 length: *length,
             });
         }
-        let offset = {
-            let mut a = lease.assign.lock();
-            if a.inflight.contains(&op) {
-                return Err(ReplicationError::Busy("the same op is in flight"));
-            }
-            let full = a.sealing || a.next + len > self.shared.cfg.chunk_size;
-            if !full {
-                let offset = a.next;
-                let staged = self.shared.store.stage(StageRequest {
-                    op,
-                    handle,
-                    version,
-                    offset,
-                    data: data.clone(),
-                });
-                match staged {
-                    Ok(()) => {}
-                    Err(StorageError::Busy { .. }) => {
-                        return Err(ReplicationError::Busy("staging area full"));
-                    }
-                    Err(StorageError::AlreadyCommitted { .. }) => {
-                        return Err(ReplicationError::Busy("the same op just committed"));
-                    }
-                    Err(e) => return Err(e.into()),
+        // A positioned append that arrived before its predecessors waits for them, bounded:
+        // requests of one writer may be dispatched out of order.
+        let deadline = tokio::time::Instant::now() + self.shared.cfg.prepare_timeout;
+        let offset = loop {
+            let advanced = lease.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            let next = {
+                let mut a = lease.assign.lock();
+                if a.inflight.contains(&op) {
+                    return Err(ReplicationError::Busy("the same op is in flight"));
                 }
-                a.next += len;
-                a.inflight.insert(op);
-                Some(offset)
-            } else {
-                a.sealing = true;
-                None
+                if a.next < a.high {
+                    // An append was rolled back under later ones, which may have committed
+                    // since.
+                    let committed = self.shared.store.info(handle)?.committed_len;
+                    a.next = a.next.max(committed);
+                }
+                match at {
+                    Some(expected) if expected < a.next => {
+                        return Err(ReplicationError::OffsetMismatch {
+                            handle,
+                            expected,
+                            next: a.next,
+                        });
+                    }
+                    Some(expected) if expected > a.next => Some(a.next),
+                    _ => {
+                        break self.assign(&lease, &mut a, op, version, &data)?;
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return Err(ReplicationError::OffsetMismatch {
+                    handle,
+                    expected: at.unwrap_or(0),
+                    next: next.unwrap_or(0),
+                });
             }
         };
+        lease.advanced.notify_waiters();
         let Some(offset) = offset else {
             return Err(self.shared.seal(&lease).await);
         };
@@ -288,12 +320,60 @@ impl Coordinator {
             a.inflight.remove(&op);
             if res.is_err() && !committed_locally {
                 a.next = a.next.min(offset);
+                lease.advanced.notify_waiters();
             }
             if a.inflight.is_empty() {
                 lease.idle.notify_waiters();
             }
         }
+        if res.is_ok() && offset + len == self.shared.cfg.chunk_size {
+            // Nothing more fits: seal now, so the writer's next request for the file's last
+            // chunk gets a new one.
+            self.shared.seal(&lease).await;
+        }
         res
+    }
+}
+
+impl Coordinator {
+    /// Stages `data` at the chunk's next offset and returns that offset; `None` when it does
+    /// not fit (the chunk is to be sealed).
+    fn assign(
+        &self,
+        lease: &Lease,
+        a: &mut Assign,
+        op: OpId,
+        version: u64,
+        data: &Bytes,
+    ) -> Result<Option<u64>> {
+        let handle = lease.handle;
+        let len = data.len() as u64;
+        if a.sealing || a.next + len > self.shared.cfg.chunk_size {
+            a.sealing = true;
+            return Ok(None);
+        }
+        let offset = a.next;
+        let staged = self.shared.store.stage(StageRequest {
+            op,
+            handle,
+            version,
+            offset,
+            data: data.clone(),
+        });
+        match staged {
+            Ok(()) => {}
+            Err(StorageError::Busy { .. }) => {
+                return Err(ReplicationError::Busy("staging area full"));
+            }
+            Err(StorageError::AlreadyCommitted { .. }) => {
+                return Err(ReplicationError::Busy("the same op just committed"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        a.next += len;
+        a.high = a.high.max(a.next);
+        a.inflight.insert(op);
+        Ok(Some(offset))
     }
 }
 
@@ -509,6 +589,14 @@ impl Shared {
                 }
                 self.drain(handle, out.pending, None);
                 tracing::info!(%handle, length, sealed_on = out.ok.len() + 1, "chunk sealed");
+                let listener = self.on_seal.lock().clone();
+                if let Some(listener) = listener
+                    && tokio::time::timeout(timeout, listener(handle, length))
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!(%handle, "seal listener timed out");
+                }
                 Ok::<u64, ReplicationError>(length)
             })
             .await;

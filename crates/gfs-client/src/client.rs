@@ -1,0 +1,593 @@
+//! The client handle: namespace calls to the master, record appends, chunk locations and reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gfs_dataplane::{DataClient, DataError};
+use gfs_proto::v1::master_client::MasterClient;
+use gfs_proto::v1::{
+    AppendChunkRequest, ChunkLease, CreateFileRequest, DeleteRequest, FileStat, GetChunksRequest,
+    ListRequest, MkdirRequest, RenameRequest, StatRequest,
+};
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::ClientConfig;
+use crate::error::{ClientError, Result, status_retriable};
+use crate::reader::Reader;
+use crate::writer::Writer;
+
+/// A directory or file as the namespace describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Absolute path.
+    pub path: String,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// Last modification, ms since the Unix epoch.
+    pub mtime_ms: u64,
+    /// Replicas per chunk (files).
+    pub replication: u32,
+    /// Number of chunks (files).
+    pub chunks: u64,
+}
+
+impl From<FileStat> for Entry {
+    fn from(s: FileStat) -> Entry {
+        Entry {
+            path: s.path,
+            is_dir: s.dir,
+            mtime_ms: s.mtime_ms,
+            replication: s.replication,
+            chunks: s.chunks,
+        }
+    }
+}
+
+/// A replica of a chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// Chunkserver id.
+    pub id: String,
+    /// Its data-plane address.
+    pub data_addr: String,
+}
+
+/// One chunk of a file and where it lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Position in the file.
+    pub index: u64,
+    /// Chunk handle.
+    pub handle: u64,
+    /// Current version; older replicas are never read.
+    pub version: u64,
+    /// Final length, once sealed.
+    pub sealed_length: Option<u64>,
+    /// Current replicas, nearest first.
+    pub replicas: Vec<Replica>,
+}
+
+/// The chunks of a file as the master listed them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Locations {
+    /// Chunk size of the cluster (the file-offset stride).
+    pub chunk_size: u64,
+    /// Chunks in file order.
+    pub chunks: Vec<ChunkInfo>,
+}
+
+struct Inner {
+    addr: String,
+    master: MasterClient<Channel>,
+    cfg: ClientConfig,
+    conns: Mutex<HashMap<String, DataClient>>,
+    locations: Mutex<HashMap<String, (Instant, Arc<Locations>)>>,
+}
+
+/// A connection to a gfs cluster; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("master", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Retries with exponential backoff until a deadline.
+pub(crate) struct Retry {
+    deadline: Instant,
+    backoff: std::time::Duration,
+    max: std::time::Duration,
+    attempts: u32,
+}
+
+impl Retry {
+    /// Sleeps before the next attempt, or gives up with `last` once the deadline would pass.
+    pub(crate) async fn wait(&mut self, last: impl std::fmt::Display) -> Result<()> {
+        self.attempts += 1;
+        let jitter = rand::random_range(0..=self.backoff.as_millis() as u64 / 2);
+        let pause = self.backoff + std::time::Duration::from_millis(jitter);
+        if Instant::now() + pause > self.deadline {
+            return Err(ClientError::GaveUp {
+                attempts: self.attempts,
+                last: last.to_string(),
+            });
+        }
+        tracing::debug!(attempt = self.attempts, error = %last, ?pause, "retrying");
+        tokio::time::sleep(pause).await;
+        self.backoff = (self.backoff * 2).min(self.max);
+        Ok(())
+    }
+}
+
+/// Whether an append or read may succeed after asking the master again.
+pub(crate) fn data_retriable(e: &DataError) -> bool {
+    e.is_retriable()
+        || matches!(
+            e,
+            DataError::StaleVersion { .. } | DataError::NotFound { .. }
+        )
+}
+
+/// Whether the connection itself failed (it is dropped from the pool).
+fn connection_failed(e: &DataError) -> bool {
+    matches!(
+        e,
+        DataError::Io(_) | DataError::ConnectionClosed | DataError::Timeout
+    )
+}
+
+impl Client {
+    /// Connects to the master at `addr` (`host:port`) with the default configuration.
+    pub async fn connect(addr: &str) -> Result<Client> {
+        Self::connect_with(addr, ClientConfig::default()).await
+    }
+
+    /// Connects to the master at `addr` with `cfg`.
+    pub async fn connect_with(addr: &str, cfg: ClientConfig) -> Result<Client> {
+        let failed = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| failed(e.to_string()))?
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.rpc_timeout)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| failed(format!("{e}: is gfs-master running there?")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                master: MasterClient::new(channel),
+                cfg,
+                conns: Mutex::new(HashMap::new()),
+                locations: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    fn master(&self) -> MasterClient<Channel> {
+        self.inner.master.clone()
+    }
+
+    pub(crate) fn retry(&self) -> Retry {
+        Retry {
+            deadline: Instant::now() + self.inner.cfg.op_deadline,
+            backoff: self.inner.cfg.initial_backoff,
+            max: self.inner.cfg.max_backoff,
+            attempts: 0,
+        }
+    }
+
+    /// Creates the directory `path` (and its missing parents with `parents`).
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<()> {
+        let req = MkdirRequest {
+            path: path.into(),
+            parents,
+        };
+        self.master()
+            .mkdir(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        Ok(())
+    }
+
+    /// Creates the empty file `path`; fails if it exists.
+    pub async fn create(&self, path: &str) -> Result<()> {
+        let req = CreateFileRequest {
+            path: path.into(),
+            replication: 0,
+        };
+        self.master()
+            .create(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        Ok(())
+    }
+
+    /// Deletes `path` (a directory's contents too with `recursive`).
+    pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        let req = DeleteRequest {
+            path: path.into(),
+            recursive,
+        };
+        self.master()
+            .delete(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        self.forget(path);
+        Ok(())
+    }
+
+    /// Renames `src` to `dst` atomically; fails if `dst` exists.
+    pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        let req = RenameRequest {
+            src: src.into(),
+            dst: dst.into(),
+        };
+        self.master()
+            .rename(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        self.forget(src);
+        Ok(())
+    }
+
+    /// The entries of directory `path` (or the file itself).
+    pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
+        let req = ListRequest { path: path.into() };
+        let r = self
+            .master()
+            .list(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        Ok(r.into_inner()
+            .entries
+            .into_iter()
+            .map(Entry::from)
+            .collect())
+    }
+
+    /// What the namespace says of `path`.
+    pub async fn stat(&self, path: &str) -> Result<Entry> {
+        let req = StatRequest { path: path.into() };
+        let r = self
+            .master()
+            .stat(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        r.into_inner()
+            .stat
+            .map(Entry::from)
+            .ok_or_else(|| ClientError::Master("stat reply without an entry".into()))
+    }
+
+    fn forget(&self, path: &str) {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        self.inner
+            .locations
+            .lock()
+            .retain(|p, _| p != path && !p.starts_with(&prefix));
+    }
+
+    /// The chunks of file `path`, from the cache while fresh.
+    pub async fn locations(&self, path: &str) -> Result<Arc<Locations>> {
+        let cached = self.inner.locations.lock().get(path).cloned();
+        match cached {
+            Some((at, l)) if at.elapsed() < self.inner.cfg.cache_ttl => Ok(l),
+            _ => self.refresh(path).await,
+        }
+    }
+
+    /// The chunks of file `path`, asked of the master now.
+    pub async fn refresh(&self, path: &str) -> Result<Arc<Locations>> {
+        let mut retry = self.retry();
+        let reply = loop {
+            match self
+                .master()
+                .get_chunks(GetChunksRequest { path: path.into() })
+                .await
+            {
+                Ok(r) => break r.into_inner(),
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        };
+        let chunks = reply
+            .chunks
+            .into_iter()
+            .map(|c| {
+                let mut replicas: Vec<Replica> = c
+                    .replicas
+                    .into_iter()
+                    .map(|r| Replica {
+                        id: r.id,
+                        data_addr: r.data_addr,
+                    })
+                    .collect();
+                nearest_first(&mut replicas);
+                ChunkInfo {
+                    index: c.index,
+                    handle: c.handle,
+                    version: c.version,
+                    sealed_length: c.sealed_length,
+                    replicas,
+                }
+            })
+            .collect();
+        let l = Arc::new(Locations {
+            chunk_size: reply.chunk_size,
+            chunks,
+        });
+        self.inner
+            .locations
+            .lock()
+            .insert(path.to_string(), (Instant::now(), Arc::clone(&l)));
+        Ok(l)
+    }
+
+    /// A pooled data-plane connection to `addr`.
+    pub(crate) async fn conn(&self, addr: &str) -> Result<DataClient, DataError> {
+        if let Some(c) = self.inner.conns.lock().get(addr) {
+            return Ok(c.clone());
+        }
+        let cfg = gfs_dataplane::ClientConfig {
+            connect_timeout: self.inner.cfg.connect_timeout,
+            request_timeout: self.inner.cfg.rpc_timeout,
+            ..gfs_dataplane::ClientConfig::default()
+        };
+        let c = DataClient::connect(addr, cfg).await?;
+        self.inner
+            .conns
+            .lock()
+            .entry(addr.to_string())
+            .or_insert_with(|| c.clone());
+        Ok(c)
+    }
+
+    /// Forgets the pooled connection to `addr` after `e`, if `e` says it is broken.
+    pub(crate) fn drop_conn_on(&self, addr: &str, e: &DataError) {
+        if connection_failed(e) {
+            self.inner.conns.lock().remove(addr);
+        }
+    }
+
+    /// The lease for appending to the last chunk of `path`, retrying while the master says
+    /// UNAVAILABLE (servers registering, an old lease to wait out).
+    pub(crate) async fn lease(&self, path: &str, retry: &mut Retry) -> Result<ChunkLease> {
+        loop {
+            match self
+                .master()
+                .append_chunk(AppendChunkRequest { path: path.into() })
+                .await
+            {
+                Ok(l) => return Ok(l.into_inner()),
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        }
+    }
+
+    /// Appends `data` as one record to file `path` and returns its file offset
+    /// (`chunk index × chunk size + offset in the chunk`). The record lands whole, once, at an
+    /// offset the primary chooses; at most a quarter of a chunk.
+    ///
+    /// One operation id is used across retries, so a retry of an append that did commit
+    /// returns the first offset instead of writing again. Retriable failures (primary gone,
+    /// lease moving, busy, quorum lost) are retried with backoff until `op_deadline`.
+    pub async fn append(&self, path: &str, data: impl Into<Bytes>) -> Result<u64> {
+        let data = data.into();
+        let op: u64 = rand::random::<u64>().max(1);
+        let mut retry = self.retry();
+        // The chunk and primary of an attempt whose outcome is unknown.
+        let mut uncertain: Option<ChunkLease> = None;
+        loop {
+            let mut lease = self.lease(path, &mut retry).await?;
+            let max = lease.chunk_size / 4;
+            if data.len() as u64 > max {
+                return Err(ClientError::RecordTooLarge {
+                    len: data.len() as u64,
+                    max,
+                });
+            }
+            if let Some(u) = uncertain.take().filter(|u| u.handle != lease.handle) {
+                // The chunk moved on after an attempt whose outcome is unknown: ask its old
+                // primary first, which answers a committed op with its offset (and an op it
+                // never committed with ChunkFull) instead of writing it twice.
+                lease = u;
+            }
+            let Some(primary) = lease.primary.clone() else {
+                retry.wait("the lease names no primary").await?;
+                continue;
+            };
+            let res = match self.conn(&primary.data_addr).await {
+                Ok(c) => {
+                    c.append(lease.handle, lease.version, op, data.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(off) => return Ok(lease.index * lease.chunk_size + off),
+                Err(DataError::ChunkFull { .. }) => {
+                    // Sealed: the master hands out the next chunk. Pause only if it keeps
+                    // sending this one (its seal report is on the way).
+                    if retry.attempts > 0 {
+                        retry.wait("chunk full").await?;
+                    } else {
+                        retry.attempts += 1;
+                    }
+                }
+                Err(e) if data_retriable(&e) => {
+                    self.drop_conn_on(&primary.data_addr, &e);
+                    if connection_failed(&e) || matches!(e, DataError::QuorumNotReached { .. }) {
+                        uncertain = Some(lease);
+                    }
+                    retry.wait(&e).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The length of `chunk`: its sealed length, or the longest committed length its replicas
+    /// report now.
+    pub async fn chunk_length(&self, chunk: &ChunkInfo) -> Result<u64> {
+        if let Some(l) = chunk.sealed_length {
+            return Ok(l);
+        }
+        let probes = chunk.replicas.iter().map(|r| async move {
+            let c = self.conn(&r.data_addr).await.ok()?;
+            // A read past the end names the committed length.
+            match c.read(chunk.handle, chunk.version, u64::MAX, 0).await {
+                Err(DataError::OutOfRange { committed, .. }) => Some(committed),
+                Ok(_) => None,
+                Err(e) => {
+                    self.drop_conn_on(&r.data_addr, &e);
+                    None
+                }
+            }
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .max()
+            .ok_or_else(|| ClientError::NoReplica {
+                path: String::new(),
+                handle: chunk.handle,
+                last: "no replica answered".into(),
+            })
+    }
+
+    /// The number of bytes of file `path` (padding after sealed chunks not counted).
+    pub async fn size(&self, path: &str) -> Result<u64> {
+        let l = self.refresh(path).await?;
+        let mut total = 0;
+        for c in &l.chunks {
+            total += self.chunk_length(c).await?;
+        }
+        Ok(total)
+    }
+
+    /// Reads up to `len` bytes of `chunk` at `offset`, from the first replica that has them;
+    /// a replica that fails (dead, stale, corrupt, short) is skipped, and a corrupt one logged.
+    pub(crate) async fn read_chunk(
+        &self,
+        path: &str,
+        chunk: &ChunkInfo,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes> {
+        let mut last = String::from("the chunk has no live replica");
+        for r in &chunk.replicas {
+            let res = match self.conn(&r.data_addr).await {
+                Ok(c) => c.read(chunk.handle, chunk.version, offset, len).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(b) if b.len() == len as usize => return Ok(b),
+                Ok(b) => {
+                    last = format!("replica {} is short ({} of {len} bytes)", r.id, b.len());
+                }
+                Err(e) => {
+                    if let DataError::ChecksumMismatch { block, .. } = e {
+                        tracing::warn!(path, handle = chunk.handle, replica = %r.id, block, "corrupt replica; reading another");
+                    }
+                    self.drop_conn_on(&r.data_addr, &e);
+                    last = format!("replica {}: {e}", r.id);
+                }
+            }
+        }
+        Err(ClientError::NoReplica {
+            path: path.to_string(),
+            handle: chunk.handle,
+            last,
+        })
+    }
+
+    /// Reads up to `len` bytes at file offset `offset` (as [`Client::append`] returns), within
+    /// the chunk holding it: short at the end of that chunk's data. Fails over between
+    /// replicas, and asks the master again when none can serve.
+    pub async fn read(&self, path: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let mut fresh = false;
+        loop {
+            let l = if fresh {
+                self.refresh(path).await?
+            } else {
+                self.locations(path).await?
+            };
+            let index = offset / l.chunk_size.max(1);
+            let in_chunk = offset % l.chunk_size.max(1);
+            let Some(chunk) = l.chunks.get(index as usize) else {
+                if fresh {
+                    return Ok(Bytes::new());
+                }
+                fresh = true;
+                continue;
+            };
+            let res = async {
+                let end = self.chunk_length(chunk).await?;
+                let n = len.min(end.saturating_sub(in_chunk));
+                if n == 0 {
+                    return Ok(Bytes::new());
+                }
+                let mut out = bytes::BytesMut::with_capacity(n as usize);
+                let piece = self.inner.cfg.read_piece as u64;
+                let mut at = in_chunk;
+                while at < in_chunk + n {
+                    let want = piece.min(in_chunk + n - at) as u32;
+                    out.extend_from_slice(&self.read_chunk(path, chunk, at, want).await?);
+                    at += u64::from(want);
+                }
+                Ok(out.freeze())
+            }
+            .await;
+            match res {
+                Err(ClientError::NoReplica { .. }) if !fresh => fresh = true,
+                other => return other,
+            }
+        }
+    }
+
+    /// A streaming writer appending to `path` (a new or empty file, one writer at a time):
+    /// fills chunks exactly, so the file reads back byte for byte.
+    pub fn writer(&self, path: &str) -> Writer {
+        Writer::new(self.clone(), path)
+    }
+
+    /// A streaming reader of the whole of `path`, in order, padding skipped.
+    pub async fn reader(&self, path: &str) -> Result<Reader> {
+        Reader::open(self.clone(), path).await
+    }
+}
+
+/// Orders replicas on this host first (loopback or a local address), the rest shuffled.
+fn nearest_first(replicas: &mut [Replica]) {
+    use rand::seq::SliceRandom;
+    replicas.shuffle(&mut rand::rng());
+    replicas.sort_by_key(|r| {
+        let host = r.data_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+        let local = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(host == "localhost");
+        !local
+    });
+}

@@ -1,0 +1,43 @@
+//! Client tunables.
+
+use std::time::Duration;
+
+/// Timeouts, retries and caching of a [`crate::Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Deadline for connecting to the master or a chunkserver.
+    pub connect_timeout: Duration,
+    /// Deadline of one call to the master or a chunkserver.
+    pub rpc_timeout: Duration,
+    /// How long an append or a read keeps retrying retriable failures (primary gone, lease
+    /// moving, busy, quorum lost) before it gives up.
+    pub op_deadline: Duration,
+    /// First pause between retries; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest pause between retries.
+    pub max_backoff: Duration,
+    /// How long chunk locations are trusted before asking the master again.
+    pub cache_ttl: Duration,
+    /// Streaming writes: bytes per append (capped at a quarter of a chunk).
+    pub write_piece: usize,
+    /// Streaming writes and reads: requests in flight at once.
+    pub in_flight: usize,
+    /// Streaming reads: bytes per read request.
+    pub read_piece: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            rpc_timeout: Duration::from_secs(30),
+            op_deadline: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(30),
+            write_piece: 1 << 20,
+            in_flight: 8,
+            read_piece: 4 << 20,
+        }
+    }
+}

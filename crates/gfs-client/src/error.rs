@@ -1,0 +1,86 @@
+//! What a client call can fail with.
+
+use gfs_dataplane::DataError;
+use tonic::Code;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The path was refused (relative, empty component, `..`, too long...).
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// No such file or directory.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The target exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The operation does not apply (not a directory, directory not empty...).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A record append larger than a quarter of a chunk.
+    #[error("record of {len} bytes exceeds the limit of {max} (a quarter of a chunk)")]
+    RecordTooLarge {
+        /// Record length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Retriable failures went on past the call's deadline; `last` is the newest.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// No replica could serve a chunk.
+    #[error("chunk {handle} of {path}: no replica could serve it ({last})")]
+    NoReplica {
+        /// The file.
+        path: String,
+        /// The chunk.
+        handle: u64,
+        /// The last replica's failure.
+        last: String,
+    },
+    /// A chunkserver refused the request for good.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The master refused the request for good.
+    #[error("master: {0}")]
+    Master(String),
+    /// The master address is unusable or unreachable.
+    #[error("cannot reach the master at {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result alias of the client.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+impl ClientError {
+    /// Maps a master status: namespace errors keep their kind.
+    pub(crate) fn from_status(s: tonic::Status) -> ClientError {
+        let msg = s.message().to_string();
+        match s.code() {
+            Code::InvalidArgument => ClientError::InvalidPath(msg),
+            Code::NotFound => ClientError::NotFound(msg),
+            Code::AlreadyExists => ClientError::AlreadyExists(msg),
+            Code::FailedPrecondition => ClientError::FailedPrecondition(msg),
+            c => ClientError::Master(format!("{c:?}: {msg}")),
+        }
+    }
+}
+
+/// Whether a master status may go away on retry.
+pub(crate) fn status_retriable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
+    )
+}

@@ -1,0 +1,34 @@
+//! gfs-client: the library programs embed to use a gfs cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> gfs_client::Result<()> {
+//! let client = gfs_client::Client::connect("127.0.0.1:9000").await?;
+//! client.mkdir("/logs", true).await?;
+//! client.create("/logs/app").await?;
+//! let offset = client.append("/logs/app", &b"one record"[..]).await?;
+//! let back = client.read("/logs/app", offset, 10).await?;
+//! assert_eq!(&back[..], b"one record");
+//! # Ok(()) }
+//! ```
+//!
+//! - Namespace calls go to the master ([`Client::mkdir`], [`Client::list`], ...).
+//! - [`Client::append`] is GFS record append: atomic, at an offset the primary picks,
+//!   exactly once across retries while the chunk's primary answers.
+//! - [`Writer`] streams one writer's bytes into a file, filling chunks exactly (`put`).
+//! - [`Reader`] and [`Client::read`] read from the nearest replica and fail over.
+//!
+//! File offsets have a fixed stride: `chunk index × chunk size + offset in the chunk`; a chunk
+//! sealed short (record appends that did not fit) has padding that sequential reads skip.
+
+mod client;
+mod config;
+mod error;
+mod reader;
+mod writer;
+
+pub use client::{ChunkInfo, Client, Entry, Locations, Replica};
+pub use config::ClientConfig;
+pub use error::{ClientError, Result};
+pub use gfs_dataplane::DataError;
+pub use reader::Reader;
+pub use writer::Writer;

@@ -1,0 +1,228 @@
+//! The streaming writer: one writer fills a file's chunks exactly, several appends in flight.
+//!
+//! Every piece is an `APPEND_AT` at the offset the writer expects, so pieces in flight land in
+//! the order they were sent or not at all. A piece that fills its chunk makes the primary seal
+//! it; the writer then drains and asks the master for the next chunk. When a piece fails, the
+//! writer waits for everything in flight and sends the failed piece and its successors again,
+//! one by one, with their original op ids (a piece that did commit answers with its offset).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use gfs_dataplane::DataError;
+use gfs_proto::v1::ChunkLease;
+use tokio::task::JoinHandle;
+
+use crate::client::{Client, Retry, data_retriable};
+use crate::error::{ClientError, Result};
+
+struct Piece {
+    op: u64,
+    at: u64,
+    data: Bytes,
+    task: JoinHandle<Result<u64, DataError>>,
+}
+
+/// Writes a stream of bytes to the end of a file; see the module docs. Call
+/// [`Writer::finish`]: dropping a writer abandons what is still in flight.
+pub struct Writer {
+    client: Client,
+    path: String,
+    lease: Option<ChunkLease>,
+    /// Offset in the current chunk where the next piece goes.
+    next: u64,
+    buf: BytesMut,
+    inflight: VecDeque<Piece>,
+    acked: u64,
+}
+
+impl Writer {
+    pub(crate) fn new(client: Client, path: &str) -> Writer {
+        Writer {
+            client,
+            path: path.to_string(),
+            lease: None,
+            next: 0,
+            buf: BytesMut::new(),
+            inflight: VecDeque::new(),
+            acked: 0,
+        }
+    }
+
+    /// Bytes acknowledged durable so far.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Queues `data`; sends whole pieces as they fill, waiting while too many are in flight.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(data);
+        // Only bytes in hand open a new chunk: a file that ends on a chunk boundary has no
+        // empty chunk after it.
+        while !self.buf.is_empty() {
+            let piece = self.piece_len().await?;
+            if self.buf.len() < piece {
+                return Ok(());
+            }
+            let d = self.buf.split_to(piece).freeze();
+            self.send(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered and waits until every byte is durable; returns the bytes written.
+    pub async fn finish(mut self) -> Result<u64> {
+        while !self.buf.is_empty() {
+            let piece = self.piece_len().await?.min(self.buf.len());
+            let d = self.buf.split_to(piece).freeze();
+            self.send(d).await?;
+        }
+        while !self.inflight.is_empty() {
+            self.complete_one().await?;
+        }
+        Ok(self.acked)
+    }
+
+    /// The size of the next piece: it never crosses the end of the current chunk.
+    async fn piece_len(&mut self) -> Result<usize> {
+        let chunk_size = self.current().await?.chunk_size;
+        let cfg = self.client.config();
+        Ok((cfg.write_piece as u64)
+            .min(chunk_size / 4)
+            .min(chunk_size - self.next)
+            .max(1) as usize)
+    }
+
+    /// The lease of the chunk being filled; a new chunk once the current one is full.
+    async fn current(&mut self) -> Result<ChunkLease> {
+        if let Some(l) = &self.lease
+            && self.next < l.chunk_size
+        {
+            return Ok(l.clone());
+        }
+        // The chunk is full (or none yet): everything in flight must land first, then the
+        // primary has sealed it and the master hands out the next.
+        while !self.inflight.is_empty() {
+            self.complete_one().await?;
+        }
+        let old = self.lease.take();
+        let mut retry = self.client.retry();
+        loop {
+            let l = self.client.lease(&self.path, &mut retry).await?;
+            if old.as_ref().is_some_and(|o| o.handle == l.handle) {
+                retry.wait("the full chunk is not sealed yet").await?;
+                continue;
+            }
+            self.next = 0;
+            self.lease = Some(l.clone());
+            return Ok(l);
+        }
+    }
+
+    async fn send(&mut self, data: Bytes) -> Result<()> {
+        let l = self.current().await?;
+        while self.inflight.len() >= self.client.config().in_flight.max(1) {
+            self.complete_one().await?;
+        }
+        let op = rand::random::<u64>().max(1);
+        let at = self.next;
+        self.next += data.len() as u64;
+        let task = self.spawn_append(&l, op, at, data.clone());
+        self.inflight.push_back(Piece { op, at, data, task });
+        Ok(())
+    }
+
+    fn spawn_append(
+        &self,
+        l: &ChunkLease,
+        op: u64,
+        at: u64,
+        data: Bytes,
+    ) -> JoinHandle<Result<u64, DataError>> {
+        let client = self.client.clone();
+        let addr = l.primary.as_ref().map(|p| p.data_addr.clone());
+        let (handle, version) = (l.handle, l.version);
+        tokio::spawn(async move {
+            let addr = addr.ok_or_else(|| DataError::Unavailable("no primary".into()))?;
+            let c = client.conn(&addr).await?;
+            let res = c.append_at(handle, version, op, Some(at), data).await;
+            if let Err(e) = &res {
+                client.drop_conn_on(&addr, e);
+            }
+            res
+        })
+    }
+
+    /// Waits for the oldest piece in flight; on failure, recovers every piece from it on.
+    async fn complete_one(&mut self) -> Result<()> {
+        let Some(p) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let res = p
+            .task
+            .await
+            .unwrap_or_else(|e| Err(DataError::Internal(e.to_string())));
+        match res {
+            Ok(off) if off == p.at => {
+                self.acked += p.data.len() as u64;
+                Ok(())
+            }
+            Ok(off) => Err(ClientError::Master(format!(
+                "piece meant for offset {} landed at {off}",
+                p.at
+            ))),
+            Err(e) => {
+                tracing::debug!(path = %self.path, at = p.at, error = %e, "piece failed; resending from it");
+                let mut redo = vec![(p.op, p.at, p.data)];
+                while let Some(q) = self.inflight.pop_front() {
+                    let _ = q.task.await;
+                    redo.push((q.op, q.at, q.data));
+                }
+                let mut retry = self.client.retry();
+                let mut failure = Some(e);
+                for (op, at, data) in redo {
+                    loop {
+                        if let Some(f) = failure.take() {
+                            // OffsetMismatch is final too: another op holds these offsets.
+                            if !data_retriable(&f) {
+                                return Err(f.into());
+                            }
+                            retry.wait(&f).await?;
+                        }
+                        let l = self.relet(&mut retry).await?;
+                        let len = data.len() as u64;
+                        match self.spawn_append(&l, op, at, data.clone()).await {
+                            Ok(Ok(off)) if off == at => {
+                                self.acked += len;
+                                break;
+                            }
+                            Ok(Ok(off)) => {
+                                return Err(ClientError::Master(format!(
+                                    "piece meant for offset {at} landed at {off}"
+                                )));
+                            }
+                            Ok(Err(e)) => failure = Some(e),
+                            Err(e) => failure = Some(DataError::Internal(e.to_string())),
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the master again for the lease of the chunk being filled (its primary may have
+    /// moved); fails if the file moved on to another chunk.
+    async fn relet(&mut self, retry: &mut Retry) -> Result<ChunkLease> {
+        let l = self.client.lease(&self.path, retry).await?;
+        let current = self.lease.as_ref().map(|c| c.handle);
+        if current != Some(l.handle) {
+            return Err(ClientError::Master(format!(
+                "{}: the chunk being written ({current:?}) was sealed by someone else; the file is not single-writer",
+                self.path
+            )));
+        }
+        self.lease = Some(l.clone());
+        Ok(l)
+    }
+}

@@ -1,0 +1,268 @@
+//! The client against a real master and chunkservers (in this process, on real sockets and
+//! real files, 1 MiB chunks).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
+use gfs_client::{Client, ClientConfig, ClientError};
+use gfs_master::{Master, MasterConfig};
+use tokio::io::AsyncReadExt;
+
+const CS: u64 = 1 << 20;
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    master: Master,
+    servers: Vec<Option<ChunkServer>>,
+    client: Client,
+}
+
+async fn cluster(n: usize) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::start(MasterConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("master"),
+        chunk_size: CS,
+        lease: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(300),
+        dead_after: Duration::from_secs(2),
+        ..MasterConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut servers = Vec::new();
+    for i in 0..n {
+        servers.push(Some(start_server(dir.path(), i, &master).await));
+    }
+    let client = Client::connect_with(
+        &master.addr.to_string(),
+        ClientConfig {
+            write_piece: 256 << 10,
+            read_piece: 192 << 10,
+            op_deadline: Duration::from_secs(30),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    Cluster {
+        dir,
+        master,
+        servers,
+        client,
+    }
+}
+
+async fn start_server(dir: &std::path::Path, i: usize, master: &Master) -> ChunkServer {
+    ChunkServer::start(ChunkserverConfig {
+        id: format!("cs{i}"),
+        data_dir: dir.join(format!("cs{i}")),
+        data_port: 0,
+        repl_port: 0,
+        chunk_size: CS,
+        master: master.addr.to_string(),
+        ..ChunkserverConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn put(c: &Client, path: &str, data: &[u8]) -> u64 {
+    c.create(path).await.unwrap();
+    let mut w = c.writer(path);
+    // Uneven write sizes, so pieces and chunk ends do not line up with them.
+    for part in data.chunks(100_003) {
+        w.write(part).await.unwrap();
+    }
+    w.finish().await.unwrap()
+}
+
+async fn get(c: &Client, path: &str) -> Vec<u8> {
+    let mut r = c.reader(path).await.unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out.len() as u64, r.size());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_calls_and_their_errors() {
+    let cl = cluster(0).await;
+    let c = &cl.client;
+    c.mkdir("/a/b", true).await.unwrap();
+    c.create("/a/b/f").await.unwrap();
+    assert!(matches!(
+        c.create("/a/b/f").await,
+        Err(ClientError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        c.create("/nope/f").await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.create("relative").await,
+        Err(ClientError::InvalidPath(_))
+    ));
+    assert!(matches!(
+        c.create("/a//b").await,
+        Err(ClientError::InvalidPath(_))
+    ));
+    let names: Vec<String> = c
+        .list("/a/b")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(names, ["/a/b/f"]);
+    c.rename("/a/b", "/a/c").await.unwrap();
+    let st = c.stat("/a/c/f").await.unwrap();
+    assert!(!st.is_dir);
+    assert_eq!((st.replication, st.chunks), (3, 0));
+    assert!(matches!(
+        c.delete("/a", false).await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    c.delete("/a", true).await.unwrap();
+    assert!(matches!(
+        c.stat("/a/c/f").await,
+        Err(ClientError::NotFound(_))
+    ));
+    drop(cl.master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_nothing_is_a_clear_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let e = Client::connect(&addr).await.unwrap_err();
+    assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+    assert!(e.to_string().contains(&addr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_writes_read_back_byte_for_byte() {
+    let cl = cluster(3).await;
+    let c = &cl.client;
+    let cs = CS as usize;
+    for (i, len) in [0, 1, cs - 1, cs, cs + 1, 3 * cs + cs / 2]
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("/put{i}");
+        let data = pattern(len, i as u64);
+        assert_eq!(put(c, &path, &data).await, len as u64);
+        let back = get(c, &path).await;
+        assert!(back == data, "{path}: {len} bytes do not read back");
+        assert_eq!(c.size(&path).await.unwrap(), len as u64);
+        let l = c.refresh(&path).await.unwrap();
+        assert_eq!(l.chunks.len(), len.div_ceil(cs), "{path}: chunks");
+        // Every chunk but the last is full and sealed: no padding anywhere.
+        for ch in l.chunks.iter().take(l.chunks.len().saturating_sub(1)) {
+            assert_eq!(ch.sealed_length, Some(CS), "{path}: chunk {}", ch.index);
+        }
+        // Positioned reads see the same bytes.
+        if len > 10 {
+            let at = (len / 2) as u64;
+            let got = c.read(&path, at, 10).await.unwrap();
+            let chunk_end = ((at / CS) + 1) * CS;
+            let want = &data[at as usize..(at + 10).min(chunk_end).min(len as u64) as usize];
+            assert_eq!(&got[..], want);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_appends_land_once_and_pad_over_to_the_next_chunk() {
+    let cl = cluster(3).await;
+    let c = &cl.client;
+    c.create("/log").await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for n in 0..25u64 {
+                let rec = pattern(1000 + (w * 25 + n) as usize * 37 % 20_000, w * 1000 + n);
+                let off = c.append("/log", rec.clone()).await.unwrap();
+                out.push((off, rec));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let mut offsets: Vec<u64> = all.iter().map(|(o, _)| *o).collect();
+    offsets.sort();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 200, "two records at one offset");
+    for (off, rec) in &all {
+        let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
+        assert!(&got[..] == &rec[..], "record at {off} differs");
+    }
+    // Everything appended is in the file exactly once, in offset order.
+    all.sort_by_key(|(o, _)| *o);
+    let whole: Vec<u8> = all.iter().flat_map(|(_, r)| r.clone()).collect();
+    assert!(get(c, "/log").await == whole);
+
+    // Too large: refused before anything is sent.
+    let e = c
+        .append("/log", Bytes::from(vec![0; CS as usize / 4 + 1]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::RecordTooLarge { .. }), "{e}");
+
+    // Pad-over: four records of a quarter minus one fit, the fifth starts the next chunk.
+    c.create("/pad").await.unwrap();
+    let q = CS as usize / 4 - 1;
+    for i in 0..4 {
+        let off = c.append("/pad", vec![i as u8; q]).await.unwrap();
+        assert_eq!(off, (i * q) as u64);
+    }
+    let off = c.append("/pad", vec![9u8; q]).await.unwrap();
+    assert_eq!(off, CS, "the fifth record opens chunk 1");
+    let l = c.refresh("/pad").await.unwrap();
+    assert_eq!(l.chunks[0].sealed_length, Some(4 * q as u64));
+    assert_eq!(c.size("/pad").await.unwrap(), 5 * q as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fail_over_from_dead_and_corrupt_replicas() {
+    let mut cl = cluster(3).await;
+    let c = cl.client.clone();
+    let data = pattern(CS as usize + 300_000, 7);
+    put(&c, "/f", &data).await;
+    let l = c.refresh("/f").await.unwrap();
+    // Damage two of the three replicas of chunk 0 on disk: one flipped byte each.
+    let h = l.chunks[0].handle;
+    for i in [0, 1] {
+        let file = cl.dir.path().join(format!("cs{i}")).join(h.to_string());
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[1000 + i * 70_000] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+    }
+    assert!(get(&c, "/f").await == data, "corrupt replicas were served");
+    // Stop one server outright: reads go to the others.
+    let s = cl.servers[2].take().unwrap();
+    s.stop().await.unwrap();
+    let got = c.read("/f", CS, 300_000).await.unwrap();
+    assert!(&got[..] == &data[CS as usize..]);
+}
