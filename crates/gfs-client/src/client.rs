@@ -405,9 +405,11 @@ impl Client {
                     max,
                 });
             }
-            if let Some(u) = uncertain.take().filter(|u| u.handle != lease.handle) {
+            let recheck = uncertain.take().filter(|u| u.handle != lease.handle);
+            let rechecking = recheck.is_some();
+            if let Some(u) = recheck {
                 // The chunk moved on after an attempt whose outcome is unknown: ask its old
-                // primary first, which answers a committed op with its offset (and an op it
+                // primary once, which answers a committed op with its offset (and an op it
                 // never committed with ChunkFull) instead of writing it twice.
                 lease = u;
             }
@@ -435,7 +437,10 @@ impl Client {
                 }
                 Err(e) if data_retriable(&e) => {
                     self.drop_conn_on(&primary.data_addr, &e);
-                    if connection_failed(&e) || matches!(e, DataError::QuorumNotReached { .. }) {
+                    if !rechecking
+                        && (connection_failed(&e)
+                            || matches!(e, DataError::QuorumNotReached { .. }))
+                    {
                         uncertain = Some(lease);
                     }
                     retry.wait(&e).await?;

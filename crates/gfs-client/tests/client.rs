@@ -216,7 +216,7 @@ async fn record_appends_land_once_and_pad_over_to_the_next_chunk() {
     assert_eq!(offsets.len(), 200, "two records at one offset");
     for (off, rec) in &all {
         let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
-        assert!(&got[..] == &rec[..], "record at {off} differs");
+        assert!(got[..] == rec[..], "record at {off} differs");
     }
     // Everything appended is in the file exactly once, in offset order.
     all.sort_by_key(|(o, _)| *o);
@@ -264,5 +264,60 @@ async fn reads_fail_over_from_dead_and_corrupt_replicas() {
     let s = cl.servers[2].take().unwrap();
     s.stop().await.unwrap();
     let got = c.read("/f", CS, 300_000).await.unwrap();
-    assert!(&got[..] == &data[CS as usize..]);
+    assert!(got[..] == data[CS as usize..]);
+}
+
+/// Two of a chunk's three replicas stop during appends, with a fourth server up: appends
+/// continue on a new chunk, and once the two return the abandoned chunk is sealed at its
+/// longest length with every acknowledged record in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_continue_on_a_new_chunk_after_losing_a_quorum() {
+    let mut cl = cluster(4).await;
+    let c = cl.client.clone();
+    c.create("/q").await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..20u64 {
+        let rec = pattern(3000, n);
+        acked.push((c.append("/q", rec.clone()).await.unwrap(), rec));
+    }
+    let l = c.refresh("/q").await.unwrap();
+    let first = l.chunks[0].clone();
+    let ids: Vec<usize> = first
+        .replicas
+        .iter()
+        .map(|r| r.id[2..].parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // Stop the primary's two partners... or the primary: any two of the three.
+    let gone = [ids[0], ids[1]];
+    for i in gone {
+        cl.servers[i].take().unwrap().stop().await.unwrap();
+    }
+    for n in 20..40u64 {
+        let rec = pattern(3000, n);
+        acked.push((c.append("/q", rec.clone()).await.unwrap(), rec));
+    }
+    let l = c.refresh("/q").await.unwrap();
+    assert!(l.chunks.len() >= 2, "the file moved on to a new chunk");
+    assert_eq!(l.chunks[0].handle, first.handle);
+    // The two come back (same disks, new ports): the old chunk gets its final length.
+    for i in gone {
+        cl.servers[i] = Some(start_server(cl.dir.path(), i, &cl.master).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = c.refresh("/q").await.unwrap();
+        if l.chunks[0].sealed_length.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned chunk was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (off, rec) in &acked {
+        let got = c.read("/q", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
+    }
 }

@@ -53,6 +53,9 @@ struct Granted {
     secondaries: Vec<ServerInfo>,
     expires: SystemTime,
     index: u64,
+    /// Too few good replicas are left to continue the chunk: the lease is no longer extended
+    /// nor handed out, and once it runs out the file moves on to a new chunk.
+    doomed: bool,
 }
 
 /// Decides where chunks live and who is primary.
@@ -67,6 +70,9 @@ pub struct ChunkManager {
     /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
     /// the next version bump, so they become stale.
     lagging: Mutex<HashSet<(u64, String)>>,
+    /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
+    /// committed length once a quorum of replicas reports again.
+    unsettled: Mutex<HashSet<u64>>,
     /// Handles being allocated: created on servers, not yet logged. Never orphans.
     allocating: Mutex<HashSet<u64>>,
     /// When each `(server, handle)` was first reported while unknown to the master.
@@ -108,6 +114,7 @@ impl ChunkManager {
             fresh: Mutex::new(HashSet::new()),
             lagging: Mutex::new(HashSet::new()),
             allocating: Mutex::new(HashSet::new()),
+            unsettled: Mutex::new(HashSet::new()),
             unknown_since: Mutex::new(HashMap::new()),
             deciding: LockTable::new(),
             started: Instant::now(),
@@ -183,7 +190,8 @@ impl ChunkManager {
         {
             let leases = self.leases.lock();
             let existing = leases.get(&handle);
-            let alive = existing.is_some_and(|l| self.registry.lock().is_alive(&l.primary.id));
+            let alive =
+                existing.is_some_and(|l| !l.doomed && self.registry.lock().is_alive(&l.primary.id));
             match lease_decision(
                 existing.map(|l| (l.version, l.expires)),
                 version,
@@ -217,17 +225,103 @@ impl ChunkManager {
             .map(|(s, _)| s)
             .filter(|s| !self.lagging.lock().contains(&(handle, s.repl_addr.clone())))
             .collect();
+        let alive = live.len();
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
-        let replicas = self.longest(handle, version, live).await;
-        if replicas.len() < self.cfg.quorum {
+        let longest = self.longest(handle, version, live).await;
+        if longest.holders.len() >= self.cfg.quorum {
+            return self
+                .bump_and_grant(handle, version, index, longest.holders)
+                .await;
+        }
+        // The chunk cannot continue. Every acknowledged append is on a quorum, so any quorum of
+        // replicas includes one holding all of them.
+        if longest.answered >= self.cfg.quorum {
+            // A quorum answered: its longest length is final. Seal there; the file continues
+            // on a new chunk.
+            tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk there");
+            self.seal_at(handle, longest.length).await?;
+        } else if alive < self.cfg.quorum {
+            // Too few replicas are alive to know the length: leave the chunk unsealed, move on
+            // to a new chunk, and settle this one when its replicas return.
+            tracing::warn!(%handle, alive, "chunk lost its quorum: the file continues on a new chunk");
+            self.leases.lock().remove(&handle);
+            self.unsettled.lock().insert(handle);
+        } else {
             return Err(unavailable(format!(
-                "chunk {handle}: {} live replicas hold the longest prefix at version {version}, {} needed",
-                replicas.len(),
-                self.cfg.quorum
+                "chunk {handle}: only {} of {alive} live replicas answered",
+                longest.answered
             )));
         }
-        self.bump_and_grant(handle, version, index, replicas).await
+        let next = self.allocate(path).await?;
+        let _deciding = self.deciding.write([next]).await;
+        let live = self
+            .registry
+            .lock()
+            .locations(next, 1)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        self.bump_and_grant(next, 1, index + 1, live).await
+    }
+
+    /// Seals `handle` at `length` in the log and drops its lease.
+    async fn seal_at(&self, handle: u64, length: u64) -> Result<(), Status> {
+        self.meta
+            .mutate(Op::Seal(SealOp { handle, length }))
+            .await
+            .map_err(status)?;
+        self.leases.lock().remove(&handle);
+        self.unsettled.lock().remove(&handle);
+        tracing::info!(%handle, length, "chunk sealed");
+        Ok(())
+    }
+
+    /// Finds the chunks left unsettled in the log (after a restart).
+    pub async fn load_unsettled(&self) -> Result<(), Status> {
+        let found = self.meta.read(|ns| ns.unsettled()).await.map_err(status)?;
+        if !found.is_empty() {
+            tracing::warn!(
+                chunks = found.len(),
+                "chunks abandoned with their length unknown"
+            );
+        }
+        self.unsettled.lock().extend(found);
+        Ok(())
+    }
+
+    /// Seals each abandoned chunk once a quorum of its replicas is alive again, at the longest
+    /// length they hold.
+    pub async fn settle(&self) {
+        let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
+        for handle in pending {
+            let _deciding = self.deciding.write([handle]).await;
+            let Ok(Some(m)) = self.meta.read(move |ns| ns.chunk(handle)).await else {
+                self.unsettled.lock().remove(&handle);
+                continue;
+            };
+            if m.sealed_length.is_some() {
+                self.unsettled.lock().remove(&handle);
+                continue;
+            }
+            let live: Vec<ServerInfo> = self
+                .registry
+                .lock()
+                .locations(handle, m.version)
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            if live.len() < self.cfg.quorum {
+                continue;
+            }
+            let longest = self.longest(handle, m.version, live).await;
+            if longest.answered >= self.cfg.quorum {
+                tracing::info!(%handle, length = longest.length, "abandoned chunk settled");
+                if let Err(e) = self.seal_at(handle, longest.length).await {
+                    tracing::warn!(%handle, error = %e, "cannot settle the chunk yet");
+                }
+            }
+        }
     }
 
     /// Bumps the version on `replicas` (then in the log) and grants the lease to the first,
@@ -305,6 +399,7 @@ impl ChunkManager {
             secondaries,
             expires,
             index,
+            doomed: false,
         };
         let reply = self.lease_reply(handle, &granted);
         self.leases.lock().insert(handle, granted);
@@ -503,12 +598,7 @@ impl ChunkManager {
             ));
         }
         if m.sealed_length.is_none() {
-            self.meta
-                .mutate(Op::Seal(SealOp { handle, length }))
-                .await
-                .map_err(status)?;
-            self.leases.lock().remove(&handle);
-            tracing::info!(%handle, length, "chunk sealed");
+            self.seal_at(handle, length).await?;
         }
         Ok(())
     }
@@ -519,7 +609,7 @@ impl ChunkManager {
         let now = SystemTime::now();
         let mut out = Vec::new();
         for (handle, l) in self.leases.lock().iter_mut() {
-            if l.primary.id == server && l.expires > now {
+            if l.primary.id == server && l.expires > now && !l.doomed {
                 l.expires = now + self.cfg.lease;
                 out.push((*handle, l.version, l.expires));
             }
@@ -567,9 +657,14 @@ impl ChunkManager {
             .filter(|s| !lagging.contains(&(handle, s.repl_addr.clone())))
             .collect();
         tracing::debug!(%handle, live = live.len(), "asking the good replicas for their lengths");
-        let mut replicas = self.longest(handle, version, live).await;
+        let mut replicas = self.longest(handle, version, live).await.holders;
         tracing::debug!(%handle, longest = replicas.len(), "lengths known");
         if replicas.len() < self.cfg.quorum {
+            // The chunk cannot continue: let its lease run out, then the next AppendChunk
+            // settles or abandons it and opens a new chunk.
+            if let Some(l) = self.leases.lock().get_mut(&handle) {
+                l.doomed = true;
+            }
             return Err(unavailable(format!(
                 "chunk {handle}: {} good replicas left, {} needed",
                 replicas.len(),
@@ -586,7 +681,7 @@ impl ChunkManager {
     }
 
     /// The replicas among `live` whose committed length, asked now, is the longest.
-    async fn longest(&self, handle: u64, version: u64, live: Vec<ServerInfo>) -> Vec<ServerInfo> {
+    async fn longest(&self, handle: u64, version: u64, live: Vec<ServerInfo>) -> Longest {
         use gfs_proto::v1::ReportChunksRequest;
         let asks = live.into_iter().map(|s| {
             let client = self.control(&s.repl_addr);
@@ -609,18 +704,22 @@ impl ChunkManager {
             .into_iter()
             .flatten()
             .collect();
-        let Some(max) = answers.iter().map(|(_, l)| *l).max() else {
-            return Vec::new();
-        };
-        answers
+        let answered = answers.len();
+        let length = answers.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        let holders = answers
             .into_iter()
             .filter_map(|(s, l)| {
-                if l < max {
-                    tracing::warn!(%handle, replica = %s.id, length = l, longest = max, "replica behind: left stale");
+                if l < length {
+                    tracing::warn!(%handle, replica = %s.id, length = l, longest = length, "replica behind: left stale");
                 }
-                (l == max).then_some(s)
+                (l == length).then_some(s)
             })
-            .collect()
+            .collect();
+        Longest {
+            holders,
+            answered,
+            length,
+        }
     }
 
     /// Adopts from a chunk report what the log missed: a newer version (a crash between
@@ -654,6 +753,16 @@ impl ChunkManager {
         }
         Ok(())
     }
+}
+
+/// The committed lengths replicas of a chunk reported.
+struct Longest {
+    /// The replicas at the longest length.
+    holders: Vec<ServerInfo>,
+    /// How many replicas answered.
+    answered: usize,
+    /// The longest length.
+    length: u64,
 }
 
 /// What to do about the lease of a chunk at `version`.

@@ -286,6 +286,26 @@ impl Namespace {
         }
     }
 
+    /// Unsealed chunks that are not the last of their file: chunks abandoned when they lost
+    /// their quorum, whose length is settled once enough replicas return.
+    pub fn unsettled(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for node in self.nodes.values() {
+            if let Node::File { chunks, .. } = node {
+                for h in chunks.iter().take(chunks.len().saturating_sub(1)) {
+                    if self
+                        .chunks
+                        .get(h)
+                        .is_some_and(|m| m.sealed_length.is_none())
+                    {
+                        out.push(*h);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// What the master knows of a chunk.
     pub fn chunk(&self, handle: u64) -> Option<ChunkMeta> {
         self.chunks.get(&handle).copied()

@@ -153,17 +153,26 @@ impl Master {
             .map_err(|e| StartError::Io(e.to_string()))?;
         let shutdown = CancellationToken::new();
 
-        // Liveness: mark servers that stopped heartbeating as dead.
-        let (reg, token, every) = (
+        chunks
+            .load_unsettled()
+            .await
+            .map_err(|e| StartError::Io(e.to_string()))?;
+        // Liveness: mark servers that stopped heartbeating as dead; settle abandoned chunks
+        // whose replicas came back.
+        let (reg, token, every, background) = (
             Arc::clone(&registry),
             shutdown.clone(),
             cfg.heartbeat_interval,
+            Arc::clone(&chunks),
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { reg.lock().sweep(Instant::now()); }
+                    _ = tick.tick() => {
+                        reg.lock().sweep(Instant::now());
+                        background.settle().await;
+                    }
                     _ = token.cancelled() => break,
                 }
             }
