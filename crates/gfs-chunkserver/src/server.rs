@@ -300,8 +300,17 @@ async fn heartbeat_loop(
                 Ok(r) => {
                     let r = r.into_inner();
                     registered = !r.reregister;
-                    for h in r.delete {
-                        let handle = gfs_storage::ChunkHandle(h);
+                    for d in r.delete {
+                        let handle = gfs_storage::ChunkHandle(d.handle);
+                        // The master decided on a report that may predate a version bump.
+                        match store.info(handle) {
+                            Ok(info) if info.version >= d.below_version => {
+                                tracing::debug!(%handle, version = info.version, "delete skipped: the replica is current");
+                                continue;
+                            }
+                            Err(_) => continue,
+                            Ok(_) => {}
+                        }
                         coordinator.revoke(handle);
                         match store.delete(handle).await {
                             Ok(()) => {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_proto::v1::chunk_control_client::ChunkControlClient;
 use gfs_proto::v1::{
-    ChunkLease, ChunkLocation, CreateChunkRequest, GetChunksReply, GrantLeaseRequest, ReplicaAddr,
-    SetVersionRequest,
+    ChunkDelete, ChunkLease, ChunkLocation, CreateChunkRequest, GetChunksReply, GrantLeaseRequest,
+    ReplicaAddr, SetVersionRequest,
 };
 use parking_lot::Mutex;
 use tonic::Status;
@@ -494,7 +494,11 @@ impl ChunkManager {
     /// Which of `server`'s reported replicas it should delete: chunks unknown to the master for
     /// longer than `orphan_grace` (never one being allocated), and stale versions of chunks that
     /// already have `replication` current live replicas.
-    pub async fn to_delete(&self, server: &str, report: &[Replica]) -> Result<Vec<u64>, Status> {
+    pub async fn to_delete(
+        &self,
+        server: &str,
+        report: &[Replica],
+    ) -> Result<Vec<ChunkDelete>, Status> {
         let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
         let versions = self
             .meta
@@ -518,13 +522,21 @@ impl ChunkManager {
                     let since = *unknown.entry((server.to_string(), r.handle)).or_insert(now);
                     if now.duration_since(since) >= self.cfg.orphan_grace {
                         tracing::info!(server, handle = r.handle, "deleting an orphan replica");
-                        out.push(r.handle);
+                        out.push(ChunkDelete {
+                            handle: r.handle,
+                            below_version: u64::MAX,
+                        });
                     }
                 }
                 None => {}
                 Some(v)
                     if r.version < v
-                        && reg.locations(r.handle, v).len() >= self.cfg.replication =>
+                        && reg
+                            .locations(r.handle, v)
+                            .iter()
+                            .filter(|(s, _)| s.id != server)
+                            .count()
+                            >= self.cfg.replication =>
                 {
                     tracing::info!(
                         server,
@@ -532,7 +544,10 @@ impl ChunkManager {
                         version = r.version,
                         "deleting a stale replica"
                     );
-                    out.push(r.handle);
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: v,
+                    });
                 }
                 Some(v) if r.version < v => {}
                 Some(_) => {
