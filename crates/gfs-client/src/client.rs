@@ -248,14 +248,18 @@ impl Client {
         Ok(())
     }
 
-    /// The entries of directory `path` (or the file itself).
+    /// The entries of directory `path` (a file is `FailedPrecondition`: not a directory).
+    /// Reads retry while the master is unavailable, up to `op_deadline`; mutations do not,
+    /// since a lost reply would make their retry ambiguous.
     pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
-        let req = ListRequest { path: path.into() };
-        let r = self
-            .master()
-            .list(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        let mut retry = self.retry();
+        let r = loop {
+            match self.master().list(ListRequest { path: path.into() }).await {
+                Ok(r) => break r,
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        };
         Ok(r.into_inner()
             .entries
             .into_iter()
@@ -263,14 +267,16 @@ impl Client {
             .collect())
     }
 
-    /// What the namespace says of `path`.
+    /// What the namespace says of `path` (retried like [`Client::list`]).
     pub async fn stat(&self, path: &str) -> Result<Entry> {
-        let req = StatRequest { path: path.into() };
-        let r = self
-            .master()
-            .stat(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        let mut retry = self.retry();
+        let r = loop {
+            match self.master().stat(StatRequest { path: path.into() }).await {
+                Ok(r) => break r,
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        };
         r.into_inner()
             .stat
             .map(Entry::from)
@@ -339,6 +345,14 @@ impl Client {
             .lock()
             .insert(path.to_string(), (Instant::now(), Arc::clone(&l)));
         Ok(l)
+    }
+
+    /// Bytes per read request: the configured piece, at most what a chunkserver sends in one
+    /// reply (a quarter of a chunk).
+    pub(crate) fn read_piece(&self, chunk_size: u64) -> u64 {
+        (self.inner.cfg.read_piece as u64)
+            .min(chunk_size / 4)
+            .max(1)
     }
 
     /// A pooled data-plane connection to `addr`.
@@ -450,9 +464,9 @@ impl Client {
         }
     }
 
-    /// The length of `chunk`: its sealed length, or the longest committed length its replicas
-    /// report now.
-    pub async fn chunk_length(&self, chunk: &ChunkInfo) -> Result<u64> {
+    /// The length of `chunk` of file `path`: its sealed length, or the longest committed
+    /// length its replicas report now.
+    pub async fn chunk_length(&self, path: &str, chunk: &ChunkInfo) -> Result<u64> {
         if let Some(l) = chunk.sealed_length {
             return Ok(l);
         }
@@ -474,7 +488,7 @@ impl Client {
             .flatten()
             .max()
             .ok_or_else(|| ClientError::NoReplica {
-                path: String::new(),
+                path: path.to_string(),
                 handle: chunk.handle,
                 last: "no replica answered".into(),
             })
@@ -485,7 +499,7 @@ impl Client {
         let l = self.refresh(path).await?;
         let mut total = 0;
         for c in &l.chunks {
-            total += self.chunk_length(c).await?;
+            total += self.chunk_length(path, c).await?;
         }
         Ok(total)
     }
@@ -547,13 +561,13 @@ impl Client {
                 continue;
             };
             let res = async {
-                let end = self.chunk_length(chunk).await?;
+                let end = self.chunk_length(path, chunk).await?;
                 let n = len.min(end.saturating_sub(in_chunk));
                 if n == 0 {
                     return Ok(Bytes::new());
                 }
                 let mut out = bytes::BytesMut::with_capacity(n as usize);
-                let piece = self.inner.cfg.read_piece as u64;
+                let piece = self.read_piece(l.chunk_size);
                 let mut at = in_chunk;
                 while at < in_chunk + n {
                     let want = piece.min(in_chunk + n - at) as u32;

@@ -6,14 +6,15 @@ use tonic::Code;
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The path was refused (relative, empty component, `..`, too long...).
-    #[error("invalid path: {0}")]
+    /// The path was refused (relative, empty component, `..`, too long...); the master's
+    /// message names the path and the problem.
+    #[error("{0}")]
     InvalidPath(String),
-    /// No such file or directory.
-    #[error("not found: {0}")]
+    /// No such file or directory (the message names it).
+    #[error("{0}")]
     NotFound(String),
-    /// The target exists.
-    #[error("already exists: {0}")]
+    /// The target exists (the message names it).
+    #[error("{0}")]
     AlreadyExists(String),
     /// The operation does not apply (not a directory, directory not empty...).
     #[error("{0}")]

@@ -32,18 +32,11 @@ impl Reader {
         let l = client.refresh(path).await?;
         let mut lengths = Vec::with_capacity(l.chunks.len());
         for c in &l.chunks {
-            lengths.push(client.chunk_length(c).await.map_err(|e| match e {
-                ClientError::NoReplica { handle, last, .. } => ClientError::NoReplica {
-                    path: path.to_string(),
-                    handle,
-                    last,
-                },
-                e => e,
-            })?);
+            lengths.push(client.chunk_length(path, c).await?);
         }
         let size = lengths.iter().sum();
         let in_flight = client.config().in_flight.max(1);
-        let piece = client.config().read_piece.max(1) as u64;
+        let piece = client.read_piece(l.chunk_size);
         let (tx, rx) = mpsc::channel(in_flight);
         let path = path.to_string();
         let chunks: Vec<(ChunkInfo, u64)> = l.chunks.iter().cloned().zip(lengths).collect();

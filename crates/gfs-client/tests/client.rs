@@ -41,7 +41,6 @@ async fn cluster(n: usize) -> Cluster {
         &master.addr.to_string(),
         ClientConfig {
             write_piece: 256 << 10,
-            read_piece: 192 << 10,
             op_deadline: Duration::from_secs(30),
             ..ClientConfig::default()
         },
