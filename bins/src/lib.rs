@@ -1,17 +1,27 @@
-//! Helpers shared by the gfs-rs binaries: logging, signals, Go-style flags, seed addresses.
+//! Helpers shared by the gfs-rs binaries: logging, signals, serving a master or a chunkserver
+//! until told to stop, Go-style flags, seed addresses, and gfs-cluster's configuration.
+
+pub mod cluster;
 
 use std::ffi::OsString;
+use std::future::Future;
 
+use anyhow::Context;
+use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
+use gfs_master::{Master, MasterConfig};
 use gfs_proto::v1::chunk_control_client::ChunkControlClient;
 use tonic::transport::Channel;
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
+/// Logs to stderr; `RUST_LOG` sets the filter (default `info`). A failed write is dropped
+/// silently: a closed stderr (gfs-cluster killed under its roles) must not panic the process
+/// that is shutting down because of it.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
 }
 
@@ -24,30 +34,111 @@ pub async fn main_of(
     match body.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: error: {e:#}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{name}: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves when the process receives SIGINT or SIGTERM. The handlers are installed when this
+/// is called (inside a runtime), not when the future is first polled, so a signal that arrives
+/// in between is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    let listen = |kind: SignalKind, name: &'static str| {
+        let s = signal(kind);
+        async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
             }
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term => tracing::info!("SIGTERM: shutting down"),
+    let int = listen(SignalKind::interrupt(), "SIGINT");
+    let term = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = int => tracing::info!("SIGINT: shutting down"),
+            () = term => tracing::info!("SIGTERM: shutting down"),
+        }
     }
+}
+
+/// Resolves at end of file (or an error) on stdin. gfs-cluster's roles run with a pipe on stdin
+/// whose other end only the gfs-cluster process holds: EOF means it is gone, even by SIGKILL.
+/// A detached thread reads, so a blocked read never holds up the exit of the process.
+pub fn stdin_closed() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 256];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            drop(tx);
+        })
+        .context("starting the stdin watch")?;
+    Ok(async move {
+        let _ = rx.await;
+    })
+}
+
+/// Starts a master, prints `gfs-master ready: grpc ADDR` on stdout (scripts and tests wait for
+/// it), serves until `stop` resolves, then stops cleanly (flush, checkpoint).
+pub async fn serve_master(
+    cfg: MasterConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let master = Master::start(cfg).await.context("starting the master")?;
+    println!("gfs-master ready: grpc {}", master.addr);
+    let token = master.shutdown_token();
+    after(stop, move || token.cancel());
+    master.wait().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Starts a chunkserver, prints `gfs-chunkserver ID ready: data ADDR replication ADDR` on
+/// stdout, serves until `stop` resolves, then stops cleanly (drain, checkpoint).
+pub async fn serve_chunkserver(
+    cfg: ChunkserverConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let id = cfg.id.clone();
+    let server = ChunkServer::start(cfg)
+        .await
+        .context("starting the chunkserver")?;
+    println!(
+        "gfs-chunkserver {id} ready: data {} replication {}",
+        server.data_addr, server.repl_addr
+    );
+    let token = server.shutdown_token();
+    after(stop, move || token.cancel());
+    server.wait().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Runs `then` once `stop` resolves, in a task of its own.
+fn after(stop: impl Future<Output = ()> + Send + 'static, then: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        stop.await;
+        then();
+    });
 }
 
 /// Rewrites Go-style single-dash long flags (`-id cs1`, `-config f`) as `--id cs1`, so the seed's

@@ -4,10 +4,10 @@
 
 #[path = "../replication/fixture.rs"]
 mod fixture;
+#[path = "../common/master.rs"]
+mod master_proc;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fixture::{Server, append, record};
@@ -15,67 +15,8 @@ use gfs_proto::v1::master_client::MasterClient;
 use gfs_proto::v1::{
     AppendChunkRequest, ChunkLease, CreateFileRequest, GetChunksRequest, ListRequest,
 };
+use master_proc::MasterProc;
 use tonic::transport::Channel;
-
-/// A `gfs-master` process.
-struct MasterProc {
-    addr: String,
-    child: Child,
-}
-
-impl MasterProc {
-    fn start(dir: &Path, listen: &str) -> MasterProc {
-        Self::start_with(dir, listen, &[])
-    }
-
-    fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
-        // Short leases for the tests, with heartbeats well inside them (as lease >> heartbeat in
-        // a real configuration), so a live primary's lease is extended in time under load.
-        let heartbeat: &[&str] = if extra.contains(&"--heartbeat-interval") {
-            &[]
-        } else {
-            &["--heartbeat-interval", "300ms"]
-        };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
-            .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
-            .args(heartbeat)
-            .args(extra)
-            .arg("--dir")
-            .arg(dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("GFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("gfs-master ready: grpc ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("master did not start");
-        MasterProc { addr, child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for MasterProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A master, three chunkservers registered with it, a client, and the file `path`.
 async fn cluster(

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{ArgAction, Parser};
-use gfs_chunkserver::{ChunkServer, ChunkserverConfig, parse_size};
+use gfs_chunkserver::{ChunkserverConfig, parse_size};
 
 /// Serve chunk replicas: the client data plane (TCP) and the replication/control planes (gRPC).
 ///
@@ -77,24 +76,7 @@ async fn run() -> anyhow::Result<()> {
         std::env::args_os(),
         &["id", "config"],
     ));
-    let cfg = config(args)?;
-    let id = cfg.id.clone();
-    let server = ChunkServer::start(cfg)
-        .await
-        .context("starting the chunkserver")?;
-    // One line on stdout that scripts and tests wait for.
-    println!(
-        "gfs-chunkserver {id} ready: data {} replication {}",
-        server.data_addr, server.repl_addr
-    );
-    let token = server.shutdown_token();
-    tokio::spawn(async move {
-        gfs_bins::shutdown_signal().await;
-        token.cancel();
-    });
-    server.wait().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    gfs_bins::serve_chunkserver(config(args)?, gfs_bins::shutdown_signal()).await
 }
 
 #[tokio::main]

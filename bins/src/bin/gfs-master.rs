@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use gfs_master::{Master, MasterConfig};
+use gfs_master::MasterConfig;
 
 /// Serve the gfs namespace and chunk map to clients and chunkservers (gRPC).
 #[derive(Parser, Debug)]
@@ -62,16 +61,7 @@ async fn run() -> anyhow::Result<()> {
         cfg.orphan_grace =
             humantime_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
     }
-    let master = Master::start(cfg).await.context("starting the master")?;
-    println!("gfs-master ready: grpc {}", master.addr);
-    let token = master.shutdown_token();
-    tokio::spawn(async move {
-        gfs_bins::shutdown_signal().await;
-        token.cancel();
-    });
-    master.wait().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    gfs_bins::serve_master(cfg, gfs_bins::shutdown_signal()).await
 }
 
 /// Parses "60s", "500ms", "2m".

@@ -1,0 +1,64 @@
+//! A chunkserver SIGKILLed in the middle of a `gfs put`.
+
+use std::time::{Duration, Instant};
+
+use crate::env::{CHUNK, Gfs, Running, assert_same, random_bytes};
+
+/// The put streams from stdin, so the test holds it mid-file while it kills a replica of the
+/// chunk being written (sometimes its primary, sometimes a secondary: the master lists replicas
+/// in no particular order). The put must then either succeed with every byte in place, or fail
+/// with one error line: never exit 0 with a short or damaged file.
+#[test]
+fn a_chunkserver_killed_during_put_never_yields_a_short_file() {
+    let mut gfs = Gfs::start(4);
+    let data = random_bytes(8 * CHUNK, "kill during put");
+    let mut put = Running::spawn(gfs.command().args(["put", "-", "/victim"]));
+    // A chunk and a half: the first chunk fills and the second one starts.
+    let first = CHUNK * 3 / 2;
+    put.feed(&data[..first]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        let out = gfs.run(&["stat", "--json", "/victim"]);
+        if out.code == 0 {
+            let st = out.json();
+            let chunks = st["chunks"].as_array().unwrap();
+            if chunks.len() >= 2 {
+                let last = &chunks[chunks.len() - 1];
+                break last["replicas"][0]["id"].as_str().unwrap().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the put never reached its second chunk: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let i = gfs.servers.iter().position(|s| s.id == victim).unwrap();
+    eprintln!("killing {victim}, a replica of the chunk being written");
+    gfs.servers[i].kill();
+    put.feed(&data[first..]);
+    let out = put.wait();
+    match out.code {
+        0 => {
+            assert!(
+                out.stderr.lines().all(|l| !l.starts_with("error: ")),
+                "{out:?}"
+            );
+            assert_eq!(gfs.stat("/victim")["size"], data.len() as u64);
+            assert_same(
+                &gfs.get("/victim"),
+                &data,
+                "/victim after the put succeeded",
+            );
+            eprintln!("the put succeeded despite the kill; the file is byte-exact");
+        }
+        1 => {
+            let err = out.error_line();
+            eprintln!("the put failed cleanly: {err}");
+        }
+        c => panic!("unexpected exit {c}: {out:?}"),
+    }
+    // The cluster still takes new files on the three servers left.
+    gfs.put(b"after the kill", "/after");
+    assert_eq!(gfs.ok(&["cat", "/after"]), b"after the kill");
+}

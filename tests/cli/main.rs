@@ -1,0 +1,16 @@
+//! End-to-end tests of the `gfs` command-line client against a real cluster: a `gfs-master`
+//! process and `gfs-chunkserver` processes on port 0 with 1 MiB chunks, driven by running the
+//! `gfs` binary as scripts would.
+
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+#[path = "../replication/fixture.rs"]
+mod fixture;
+#[path = "../common/master.rs"]
+mod master_proc;
+
+mod appends;
+mod env;
+mod faults;
+mod namespace;
+mod transfers;

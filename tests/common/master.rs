@@ -1,0 +1,73 @@
+//! A real `gfs-master` process on 127.0.0.1, shared by the end-to-end tests that need one
+//! (`#[path = "../common/master.rs"] mod master_proc;`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `gfs-master` process, SIGKILLed when dropped.
+pub struct MasterProc {
+    /// The gRPC address it serves on.
+    pub addr: String,
+    child: Child,
+}
+
+impl MasterProc {
+    /// Starts a master on `dir` listening on `listen` (`127.0.0.1:0` picks a free port), with
+    /// 1 MiB chunks, 2 s leases and 300 ms heartbeats.
+    pub fn start(dir: &Path, listen: &str) -> MasterProc {
+        Self::start_with(dir, listen, &[])
+    }
+
+    /// Like [`MasterProc::start`], with extra command-line arguments (which may override the
+    /// heartbeat interval).
+    pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
+        // Short leases for the tests, with heartbeats well inside them (as lease >> heartbeat in
+        // a real configuration), so a live primary's lease is extended in time under load.
+        let heartbeat: &[&str] = if extra.contains(&"--heartbeat-interval") {
+            &[]
+        } else {
+            &["--heartbeat-interval", "300ms"]
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
+            .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
+            .args(heartbeat)
+            .args(extra)
+            .arg("--dir")
+            .arg(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("GFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gfs-master");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("gfs-master ready: grpc ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("master did not start");
+        MasterProc { addr, child }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MasterProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
