@@ -6,7 +6,19 @@
 //! - small: 16 clients appending 4 KiB records to one chunk; target >= 20,000 appends/s; p50/p99.
 //!
 //! The three chunkservers run in this process (port 0, data under `--dir`), with 1 GiB chunks
-//! so no run fills one. Every figure is the median of `--runs` runs.
+//! so no run fills one.
+//!
+//! `--suite client` (or `all`, the default) adds the client-level figures, through
+//! `gfs-client` against a master and three chunkservers in this process (64 MiB chunks):
+//! put and get of `--put-mib` (1 GiB; get with a cold page cache when root can drop it, beside
+//! the disk's own read rate of the same chunk files), 4 parallel writers × 256 MiB, 2,000 files
+//! × 4 KiB, 16 appenders × 1,000 records × 4 KiB to one file. Targets: put >= 250 MB/s, get >=
+//! 850 MB/s, >= 3,000 small files/s, >= 20,000 record appends/s.
+//!
+//! Every figure is the median of `--runs` runs.
+
+#[path = "../bench_client.rs"]
+mod bench_client;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +57,21 @@ struct Args {
     /// The stores' group-commit delay in microseconds (default: the configuration default).
     #[arg(long)]
     commit_delay_us: Option<u64>,
+    /// Which benchmarks: `append` (the replicated append path), `client`, or `all`.
+    #[arg(long, default_value = "all", value_parser = ["append", "client", "all"])]
+    suite: String,
+    /// MiB of the client suite's put and get.
+    #[arg(long, default_value_t = 1024)]
+    put_mib: u64,
+    /// MiB per writer of the client suite's parallel writers.
+    #[arg(long, default_value_t = 256)]
+    parallel_mib: u64,
+    /// Files of 4 KiB in the client suite.
+    #[arg(long, default_value_t = 2000)]
+    files: usize,
+    /// Records per appender (16 appenders, 4 KiB records) in the client suite.
+    #[arg(long, default_value_t = 1000)]
+    records: usize,
 }
 
 const CHUNK: u64 = 1 << 30;
@@ -194,7 +221,106 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| "target/gfs-bench".into());
     std::fs::create_dir_all(&base)?;
-    let tmp = tempfile::tempdir_in(&base)?;
+    if args.suite != "client" {
+        append_suite(&args, &base).await?;
+    }
+    if args.suite != "append" {
+        client_suite(&args, &base).await?;
+    }
+    Ok(())
+}
+
+async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir_in(base)?;
+    println!(
+        "gfs-bench client suite: {} runs in {}",
+        args.runs,
+        tmp.path().display()
+    );
+    let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut cold = true;
+    for run in 0..args.runs {
+        let dir = tmp.path().join(format!("client{run}"));
+        std::fs::create_dir_all(&dir)?;
+        let raw_w = probe::fsync_bandwidth(&dir, 256)? * 1.048_576;
+        let cluster = bench_client::LocalCluster::start(&dir, 3, 64 << 20).await?;
+        let c = cluster.client.clone();
+        let put = bench_client::put(&c, "/big", args.put_mib).await?;
+        cold &= bench_client::drop_caches();
+        let get = bench_client::get(&c, "/big").await?;
+        let dirs = cluster.server_dirs();
+        cold &= bench_client::drop_caches();
+        let raw_r = bench_client::raw_read(&dirs[0])?;
+        let par = bench_client::parallel_put(&c, 4, args.parallel_mib).await?;
+        let files = bench_client::small_files(&c, args.files, 16).await?;
+        let (app, mut lat) = bench_client::appends(&c, 16, args.records).await?;
+        lat.sort();
+        cluster.stop().await?;
+        std::fs::remove_dir_all(&dir)?;
+        println!(
+            "run {}: raw write {raw_w:.0} MB/s, raw read {raw_r:.0} MB/s | put {put:.0} MB/s, get {get:.0} MB/s, 4 writers {par:.0} MB/s, {files:.0} files/s, {app:.0} appends/s (p50 {:.2} ms, p99 {:.2} ms)",
+            run + 1,
+            pct(&lat, 0.5).as_secs_f64() * 1e3,
+            pct(&lat, 0.99).as_secs_f64() * 1e3,
+        );
+        for (k, v) in [
+            ("raw_w", raw_w),
+            ("raw_r", raw_r),
+            ("put", put),
+            ("get", get),
+            ("par", par),
+            ("files", files),
+            ("app", app),
+            ("p50", pct(&lat, 0.5).as_secs_f64() * 1e3),
+            ("p99", pct(&lat, 0.99).as_secs_f64() * 1e3),
+        ] {
+            m.entry(k).or_default().push(v);
+        }
+    }
+    let med = |k: &str| median(m.get(k).cloned().unwrap_or_default());
+    let (raw_w, raw_r) = (med("raw_w"), med("raw_r"));
+    println!();
+    println!("median of {} runs (MB = 10^6 bytes)", args.runs);
+    println!("raw 1 MiB write+fdatasync            {raw_w:>9.0} MB/s (3 replicas share it)");
+    println!(
+        "raw sequential read of chunk files   {raw_r:>9.0} MB/s ({} cache)",
+        if cold { "cold" } else { "warm" }
+    );
+    println!(
+        "put {} MiB                          {:>9.0} MB/s = {:.2} x (raw write / 3)  (target >= 250 MB/s)",
+        args.put_mib,
+        med("put"),
+        med("put") / (raw_w / 3.0)
+    );
+    println!(
+        "get {} MiB                          {:>9.0} MB/s = {:.2} x raw read  (target >= 850 MB/s)",
+        args.put_mib,
+        med("get"),
+        med("get") / raw_r
+    );
+    println!(
+        "4 writers x {} MiB                  {:>9.0} MB/s = {:.2} x (raw write / 3)",
+        args.parallel_mib,
+        med("par"),
+        med("par") / (raw_w / 3.0)
+    );
+    println!(
+        "{} files x 4 KiB                   {:>9.0} files/s  (target >= 3000)",
+        args.files,
+        med("files")
+    );
+    println!(
+        "16 appenders x {} x 4 KiB, one file {:>8.0} appends/s  (target >= 20000), p50 {:.2} ms, p99 {:.2} ms",
+        args.records,
+        med("app"),
+        med("p50"),
+        med("p99")
+    );
+    Ok(())
+}
+
+async fn append_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir_in(base)?;
     println!("gfs-bench: {} runs in {}", args.runs, tmp.path().display());
     let (mut raw_bw, mut st, mut raw_rate, mut sm) = (vec![], vec![], vec![], vec![]);
     let mut lat_p50 = vec![];
@@ -247,6 +373,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         median(lat_p50),
         median(lat_p99)
     );
+    println!();
     Ok(())
 }
 

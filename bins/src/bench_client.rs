@@ -1,0 +1,223 @@
+//! The client-level benchmarks of `gfs-bench`: a master and three chunkservers in this process
+//! (real sockets, real files, 64 MiB chunks), driven through `gfs-client`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
+use gfs_client::{Client, ClientConfig};
+use gfs_master::{Master, MasterConfig};
+use tokio::io::AsyncReadExt;
+
+/// A master and chunkservers in this process.
+pub struct LocalCluster {
+    master: Master,
+    servers: Vec<ChunkServer>,
+    /// A client of the cluster.
+    pub client: Client,
+}
+
+impl LocalCluster {
+    /// Starts a master and `n` chunkservers under `dir` with `chunk_size` chunks, and waits
+    /// until the chunkservers registered.
+    pub async fn start(dir: &std::path::Path, n: usize, chunk_size: u64) -> anyhow::Result<Self> {
+        let master = Master::start(MasterConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.join("master"),
+            chunk_size,
+            heartbeat_interval: Duration::from_millis(500),
+            dead_after: Duration::from_secs(5),
+            ..MasterConfig::default()
+        })
+        .await?;
+        let mut servers = Vec::new();
+        for i in 0..n {
+            servers.push(
+                ChunkServer::start(ChunkserverConfig {
+                    id: format!("cs{i}"),
+                    data_dir: dir.join(format!("cs{i}")),
+                    data_port: 0,
+                    repl_port: 0,
+                    chunk_size,
+                    master: master.addr.to_string(),
+                    ..ChunkserverConfig::default()
+                })
+                .await?,
+            );
+        }
+        let client = Client::connect_with(
+            &master.addr.to_string(),
+            ClientConfig {
+                in_flight: 8,
+                ..ClientConfig::default()
+            },
+        )
+        .await?;
+        // The first append waits until enough chunkservers registered.
+        client.create("/.warm").await?;
+        client.append("/.warm", &b"x"[..]).await?;
+        Ok(LocalCluster {
+            master,
+            servers,
+            client,
+        })
+    }
+
+    /// The data directories of the chunkservers.
+    pub fn server_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.servers
+            .iter()
+            .map(|s| s.store().dir().to_path_buf())
+            .collect()
+    }
+
+    /// Stops everything.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for s in self.servers {
+            s.stop().await?;
+        }
+        self.master.shutdown_token().cancel();
+        self.master.wait().await?;
+        Ok(())
+    }
+}
+
+/// Writes `mib` MiB to a new file `path` with a streaming writer; returns MB/s (10^6 bytes).
+pub async fn put(c: &Client, path: &str, mib: u64) -> anyhow::Result<f64> {
+    let block = Bytes::from(
+        (0..(4 << 20))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    c.create(path).await?;
+    let t = Instant::now();
+    let mut w = c.writer(path);
+    for _ in 0..mib / 4 {
+        w.write(&block).await?;
+    }
+    let n = w.finish().await?;
+    anyhow::ensure!(n == mib << 20, "put wrote {n} bytes of {}", mib << 20);
+    Ok(n as f64 / 1e6 / t.elapsed().as_secs_f64())
+}
+
+/// Reads `path` whole with a streaming reader; returns MB/s.
+pub async fn get(c: &Client, path: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut r = c.reader(path).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    anyhow::ensure!(n == r.size(), "get read {n} of {} bytes", r.size());
+    Ok(n as f64 / 1e6 / t.elapsed().as_secs_f64())
+}
+
+/// Asks the kernel to drop its page cache (root only); whether it did.
+pub fn drop_caches() -> bool {
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// MB/s of reading the files under `dir` sequentially (the disk's read limit for this data).
+pub fn raw_read(dir: &std::path::Path) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 4 << 20];
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if !p.is_file() {
+            continue;
+        }
+        let mut f = std::fs::File::open(&p)?;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+    }
+    Ok(n as f64 / 1e6 / t.elapsed().as_secs_f64())
+}
+
+/// Aggregate MB/s of `writers` streaming writers of `mib` MiB each, to their own files.
+pub async fn parallel_put(c: &Client, writers: usize, mib: u64) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { put(&c, &format!("/par{i}"), mib).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((writers as u64 * (mib << 20)) as f64 / 1e6 / t.elapsed().as_secs_f64())
+}
+
+/// Files/s of creating and writing `files` files of 4 KiB, `concurrency` at a time.
+pub async fn small_files(c: &Client, files: usize, concurrency: usize) -> anyhow::Result<f64> {
+    use futures::StreamExt;
+    c.mkdir("/small", false).await?;
+    let data = Arc::new(vec![0x5au8; 4096]);
+    let t = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..files)
+        .map(|i| {
+            let (c, data) = (c.clone(), Arc::clone(&data));
+            async move {
+                let path = format!("/small/f{i}");
+                c.create(&path).await?;
+                let mut w = c.writer(&path);
+                w.write(&data).await?;
+                let n = w.finish().await?;
+                anyhow::ensure!(n == 4096, "{path}: {n} bytes");
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for r in results {
+        r.context("small file")?;
+    }
+    Ok(files as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Record appends/s of `clients` appenders of `records` 4 KiB records each to one file, and
+/// every latency.
+pub async fn appends(
+    c: &Client,
+    clients: usize,
+    records: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    c.create("/appends").await?;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let data = Bytes::from(vec![w as u8; 4096]);
+                let mut lat = Vec::with_capacity(records);
+                for _ in 0..records {
+                    let t = Instant::now();
+                    c.append("/appends", data.clone()).await?;
+                    lat.push(t.elapsed());
+                }
+                Ok::<_, gfs_client::ClientError>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok((all.len() as f64 / t.elapsed().as_secs_f64(), all))
+}
