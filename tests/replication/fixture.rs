@@ -234,7 +234,7 @@ impl Cluster {
         let mut c = gfs_bins::control_client(&self.servers[i].repl)
             .await
             .expect("control");
-        c.report_chunks(ReportChunksRequest {})
+        c.report_chunks(ReportChunksRequest::default())
             .await
             .expect("report")
             .into_inner()

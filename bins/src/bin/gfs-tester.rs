@@ -147,7 +147,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // A replica outside the quorum may commit the last records a moment later.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let report = c.report_chunks(ReportChunksRequest {}).await?.into_inner();
+            let report = c
+                .report_chunks(ReportChunksRequest::default())
+                .await?
+                .into_inner();
             let len = report
                 .chunks
                 .iter()

@@ -90,9 +90,23 @@ impl ChunkControl for Control {
 
     async fn report_chunks(
         &self,
-        _request: Request<ReportChunksRequest>,
+        request: Request<ReportChunksRequest>,
     ) -> Result<Response<ReportChunksReply>, Status> {
-        let (chunks, lagging) = chunk_report(&self.store, &self.coordinator);
+        let only = request.into_inner().handles;
+        let (chunks, lagging) = if only.is_empty() {
+            chunk_report(&self.store, &self.coordinator)
+        } else {
+            let chunks = only
+                .iter()
+                .filter_map(|h| self.store.info(ChunkHandle(*h)).ok())
+                .map(wire_info)
+                .collect();
+            let lagging = lagging_report(&self.coordinator)
+                .into_iter()
+                .filter(|l| only.contains(&l.handle))
+                .collect();
+            (chunks, lagging)
+        };
         Ok(Response::new(ReportChunksReply { chunks, lagging }))
     }
 }
@@ -103,23 +117,26 @@ pub fn chunk_report(
     store: &ChunkStore,
     coordinator: &Coordinator,
 ) -> (Vec<ChunkInfo>, Vec<LaggingReplica>) {
-    let chunks = store
-        .list()
-        .into_iter()
-        .map(|c| ChunkInfo {
-            handle: c.handle.0,
-            version: c.version,
-            committed_length: c.committed_len,
-            sealed: c.sealed,
-        })
-        .collect();
-    let lagging = coordinator
+    let chunks = store.list().into_iter().map(wire_info).collect();
+    (chunks, lagging_report(coordinator))
+}
+
+fn wire_info(c: gfs_storage::ChunkInfo) -> ChunkInfo {
+    ChunkInfo {
+        handle: c.handle.0,
+        version: c.version,
+        committed_length: c.committed_len,
+        sealed: c.sealed,
+    }
+}
+
+fn lagging_report(coordinator: &Coordinator) -> Vec<LaggingReplica> {
+    coordinator
         .lagging()
         .into_iter()
         .map(|(h, address)| LaggingReplica {
             handle: h.0,
             address,
         })
-        .collect();
-    (chunks, lagging)
+        .collect()
 }

@@ -181,9 +181,9 @@ impl ChunkManager {
             .await
             .map_err(status)?
             .map_err(status)?;
-        let (index, handle, version) = match last {
-            (n, Some((h, m))) if m.sealed_length.is_none() => (n - 1, h, m.version),
-            (n, _) => (n, self.allocate(path).await?, 1),
+        let (index, handle, version, allocated) = match last {
+            (n, Some((h, m))) if m.sealed_length.is_none() => (n - 1, h, m.version, false),
+            (n, _) => (n, self.allocate(path).await?, 1, true),
         };
         let _deciding = self.deciding.write([handle]).await;
         let now = SystemTime::now();
@@ -228,6 +228,11 @@ impl ChunkManager {
         let alive = live.len();
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
+        if allocated {
+            // Created empty by this call at version 1: no lease ever existed, so no replica can
+            // have missed a mutation, and the first lease needs no bump.
+            return self.grant(handle, version, index, live).await;
+        }
         let longest = self.longest(handle, version, live).await;
         if longest.holders.len() >= self.cfg.quorum {
             return self
@@ -262,7 +267,7 @@ impl ChunkManager {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        self.bump_and_grant(next, 1, index + 1, live).await
+        self.grant(next, 1, index + 1, live).await
     }
 
     /// Seals `handle` at `length` in the log and drops its lease.
@@ -333,7 +338,6 @@ impl ChunkManager {
         index: u64,
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease, Status> {
-        let now = SystemTime::now();
         // Every new lease bumps the version on the replicas, then in the log.
         let new_version = version + 1;
         let bumped = self
@@ -379,9 +383,23 @@ impl ChunkManager {
                 );
             }
         }
-        let primary = bumped[0].clone();
-        let secondaries = bumped[1..].to_vec();
-        let expires = now + self.cfg.lease;
+        self.grant(handle, new_version, index, bumped).await
+    }
+
+    /// Grants the lease of `handle` at `version` to the first of `replicas`, with the others
+    /// as secondaries.
+    async fn grant(
+        &self,
+        handle: u64,
+        new_version: u64,
+        index: u64,
+        replicas: Vec<ServerInfo>,
+    ) -> Result<ChunkLease, Status> {
+        let Some((primary, secondaries)) = replicas.split_first() else {
+            return Err(unavailable(format!("chunk {handle}: no replica to lease")));
+        };
+        let (primary, secondaries) = (primary.clone(), secondaries.to_vec());
+        let expires = SystemTime::now() + self.cfg.lease;
         let grant = GrantLeaseRequest {
             handle,
             version: new_version,
@@ -703,7 +721,9 @@ impl ChunkManager {
             async move {
                 let mut c = client.ok()?;
                 let report = c
-                    .report_chunks(ReportChunksRequest {})
+                    .report_chunks(ReportChunksRequest {
+                        handles: vec![handle],
+                    })
                     .await
                     .ok()?
                     .into_inner();
@@ -741,13 +761,14 @@ impl ChunkManager {
     /// bumping the replicas and logging the bump), and a seal at the current version (a lost
     /// seal report; every replica seals at the primary's length).
     pub async fn adopt_reports(&self, report: &[Replica]) -> Result<(), Status> {
-        for r in report {
+        let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
+        let known = self
+            .meta
+            .read(move |ns| handles.iter().map(|h| ns.chunk(*h)).collect::<Vec<_>>())
+            .await
+            .map_err(status)?;
+        for (r, current) in report.iter().zip(known) {
             let handle = r.handle;
-            let current = self
-                .meta
-                .read(move |ns| ns.chunk(handle))
-                .await
-                .map_err(status)?;
             if let Some(m) = current
                 && r.sealed
                 && r.version == m.version

@@ -39,6 +39,7 @@ enum Reply {
     Commit(oneshot::Sender<Result<CommitInfo>>, AppendRecord, u64),
     Seal(oneshot::Sender<Result<u64>>, u64),
     Version(oneshot::Sender<Result<()>>),
+    Created(oneshot::Sender<Result<()>>),
 }
 
 /// What one batch does to one chunk.
@@ -63,6 +64,8 @@ struct Work {
     failed: Option<StorageError>,
     /// An fsync failed: the chunk refuses writes until the store reopens.
     poison: bool,
+    /// The batch creates this chunk: it becomes visible once the batch is durable.
+    created: bool,
 }
 
 impl Committer {
@@ -152,6 +155,7 @@ impl Committer {
             records: Vec::new(),
             failed: st.poisoned.then_some(StorageError::Poisoned(chunk.handle)),
             poison: false,
+            created: false,
         };
         drop(st);
         self.works.push(w);
@@ -272,13 +276,10 @@ impl Committer {
                 handle,
                 version,
                 reply,
-            } => {
-                self.flush();
-                let _ = reply.send(self.create_chunk(handle, version));
-            }
+            } => self.create_chunk(handle, version, reply),
             Job::Delete { chunk, reply } => {
                 self.flush();
-                let _ = reply.send(delete_chunk(&self.inner, &chunk));
+                let _ = reply.send(self.delete_chunk(&chunk));
             }
         }
     }
@@ -337,6 +338,15 @@ impl Committer {
                     }
                 }
             }
+            // New chunk files need their directory entries durable too.
+            if self.works.iter().any(|w| w.created && w.failed.is_none())
+                && let Err(e) = sync_dir(&inner.dir)
+            {
+                tracing::error!(error = %e, "directory fsync failed; new chunks refused");
+                for w in self.works.iter_mut().filter(|w| w.created) {
+                    w.failed.get_or_insert_with(|| clone_err(&e));
+                }
+            }
             if wal_err.is_none() {
                 self.wal_len += buf.len() as u64;
             }
@@ -354,37 +364,96 @@ impl Committer {
         self.batch += 1;
     }
 
-    fn create_chunk(&self, handle: ChunkHandle, version: u64) -> Result<()> {
-        let inner = &self.inner;
-        if inner.chunks.read().contains_key(&handle) {
-            return Err(StorageError::AlreadyExists(handle));
+    /// Adds a new, empty chunk to the batch: its file now, its Create record in the WAL; it
+    /// becomes visible (and is answered) once the batch is durable, directory entry included.
+    fn create_chunk(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
+        let exists = self.inner.chunks.read().contains_key(&handle)
+            || self.works.iter().any(|w| w.chunk.handle == handle);
+        if exists {
+            let _ = reply.send(Err(StorageError::AlreadyExists(handle)));
+            return;
         }
-        let dp = data_path(&inner.dir, handle);
-        let mp = meta_path(&inner.dir, handle);
-        let data = OpenOptions::new()
+        let dp = data_path(&self.inner.dir, handle);
+        let opened = OpenOptions::new()
             .create(true)
             .truncate(true)
             .read(true)
             .write(true)
-            .open(&dp)
-            .map_err(|e| StorageError::io(&dp, e))?;
-        data.sync_all().map_err(|e| StorageError::io(&dp, e))?;
-        // Every WAL record of an earlier chunk with this handle is older than this snapshot.
+            .open(&dp);
+        let data = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = reply.send(Err(StorageError::io(&dp, e)));
+                return;
+            }
+        };
         let meta = ChunkMeta {
-            batch: self.batch - 1,
+            batch: self.batch,
             version,
             ..ChunkMeta::default()
         };
-        write_snapshots(&inner.dir, &[(&mp, snapshot_bytes(&meta))])?;
-        let chunk = Chunk {
+        let chunk = Arc::new(Chunk {
             handle,
             data_path: dp,
-            meta_path: mp,
+            meta_path: meta_path(&self.inner.dir, handle),
             data,
             st: parking_lot::Mutex::new(ChunkState::new(meta)),
-        };
-        inner.chunks.write().insert(handle, Arc::new(chunk));
-        tracing::debug!(%handle, version, "chunk created");
+        });
+        let batch = self.batch;
+        let w = self.work(&chunk);
+        w.created = true;
+        w.replies.push(Reply::Created(reply));
+        Record::Create {
+            batch,
+            handle,
+            version,
+        }
+        .encode_into(&mut w.records);
+    }
+
+    /// Deletes a chunk: a Delete record made durable first (so a replay never brings back a
+    /// chunk the WAL created), then its files.
+    fn delete_chunk(&mut self, chunk: &Arc<Chunk>) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        {
+            let mut st = chunk.st.lock();
+            if st.deleted {
+                return Err(StorageError::NotFound(chunk.handle));
+            }
+            st.deleted = true;
+            inner.drop_staged(chunk, &mut st, |_| true);
+        }
+        inner.chunks.write().remove(&chunk.handle);
+        let mut rec = Vec::new();
+        Record::Delete {
+            batch: self.batch,
+            handle: chunk.handle,
+        }
+        .encode_into(&mut rec);
+        let wal_path = inner.dir.join("wal");
+        self.wal
+            .write_all_at(&rec, self.wal_len)
+            .and_then(|_| self.wal.sync_data())
+            .map_err(|e| {
+                inner.wal_failed.store(true, Ordering::Release);
+                StorageError::io(&wal_path, e)
+            })?;
+        self.wal_len += rec.len() as u64;
+        self.batch += 1;
+        for p in [&chunk.meta_path, &chunk.data_path] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(p, e)),
+            }
+        }
+        sync_dir(&inner.dir)?;
+        tracing::debug!(handle = %chunk.handle, "chunk deleted");
         Ok(())
     }
 
@@ -434,6 +503,10 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
     if let Some(err) = &w.failed {
         // Nothing of this chunk's batch is acknowledged or logged: roll the queue back.
         tracing::error!(%handle, error = %err, poison = w.poison, "commit batch failed");
+        if w.created {
+            // Never visible; its file goes (a replay skips a Create that never became durable).
+            let _ = fs::remove_file(&w.chunk.data_path);
+        }
         st.poisoned |= w.poison;
         st.enqueued = st.meta.length;
         st.sealing = st.meta.sealed;
@@ -443,7 +516,7 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
             match r {
                 Reply::Commit(tx, ..) => drop(tx.send(Err(clone_err(err)))),
                 Reply::Seal(tx, _) => drop(tx.send(Err(clone_err(err)))),
-                Reply::Version(tx) => drop(tx.send(Err(clone_err(err)))),
+                Reply::Version(tx) | Reply::Created(tx) => drop(tx.send(Err(clone_err(err)))),
             }
         }
         return;
@@ -467,6 +540,9 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
     st.dirty = true;
     st.unsynced |= w.inline_data;
     drop(st);
+    if w.created {
+        inner.chunks.write().insert(handle, Arc::clone(&w.chunk));
+    }
     inner.release(w.staged_bytes);
     inner.counters.commits.fetch_add(commits, Ordering::Relaxed);
     for r in w.replies {
@@ -476,7 +552,7 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
                 committed_len,
             }))),
             Reply::Seal(tx, len) => drop(tx.send(Ok(len))),
-            Reply::Version(tx) => drop(tx.send(Ok(()))),
+            Reply::Version(tx) | Reply::Created(tx) => drop(tx.send(Ok(()))),
         }
     }
 }
@@ -637,28 +713,4 @@ pub(crate) fn new_wal(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| StorageError::io(&path, e))
-}
-
-fn delete_chunk(inner: &Inner, chunk: &Arc<Chunk>) -> Result<()> {
-    {
-        let mut st = chunk.st.lock();
-        if st.deleted {
-            return Err(StorageError::NotFound(chunk.handle));
-        }
-        st.deleted = true;
-        inner.drop_staged(chunk, &mut st, |_| true);
-    }
-    inner.chunks.write().remove(&chunk.handle);
-    // The snapshot goes first: a data file without one is an orphan that open() removes, and
-    // WAL records of a chunk without a snapshot are skipped.
-    for p in [&chunk.meta_path, &chunk.data_path] {
-        match fs::remove_file(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io(p, e)),
-        }
-    }
-    sync_dir(&inner.dir)?;
-    tracing::debug!(handle = %chunk.handle, "chunk deleted");
-    Ok(())
 }

@@ -11,6 +11,8 @@
 //! | 3 | Version | batch u64, handle u64, version u64 |
 //! | 4 | Seal | batch u64, handle u64, length u64 |
 //! | 5 | Snapshot | batch u64, version u64, sealed u8, length u64, n u32, n × (op u64, offset u64, len u32), m u32, m × crc u32 |
+//! | 6 | Create | batch u64, handle u64, version u64 (WAL only: a new empty chunk) |
+//! | 7 | Delete | batch u64, handle u64 (WAL only: written and fsynced before the files go) |
 //!
 //! A Commit carries the CRC32C of every block it touched as of the end of that append (the last one
 //! covers a partial block). Small appends carry their bytes inline, so one WAL fsync makes them
@@ -58,6 +60,17 @@ pub(crate) enum Record {
         length: u64,
     },
     Snapshot(Box<Snapshot>),
+    /// A new, empty chunk (its snapshot comes with the next checkpoint).
+    Create {
+        batch: u64,
+        handle: ChunkHandle,
+        version: u64,
+    },
+    /// The chunk's files are removed after this record is durable.
+    Delete {
+        batch: u64,
+        handle: ChunkHandle,
+    },
 }
 
 /// The full state of a chunk through one batch.
@@ -77,7 +90,9 @@ impl Record {
         match self {
             Record::Commit { batch, .. }
             | Record::Version { batch, .. }
-            | Record::Seal { batch, .. } => *batch,
+            | Record::Seal { batch, .. }
+            | Record::Create { batch, .. }
+            | Record::Delete { batch, .. } => *batch,
             Record::Snapshot(s) => s.batch,
         }
     }
@@ -87,7 +102,9 @@ impl Record {
         match self {
             Record::Commit { handle, .. }
             | Record::Version { handle, .. }
-            | Record::Seal { handle, .. } => Some(*handle),
+            | Record::Seal { handle, .. }
+            | Record::Create { handle, .. }
+            | Record::Delete { handle, .. } => Some(*handle),
             Record::Snapshot(_) => None,
         }
     }
@@ -140,6 +157,18 @@ impl Record {
             } => {
                 out.push(4);
                 u64s(out, &[*batch, handle.0, *length]);
+            }
+            Record::Create {
+                batch,
+                handle,
+                version,
+            } => {
+                out.push(6);
+                u64s(out, &[*batch, handle.0, *version]);
+            }
+            Record::Delete { batch, handle } => {
+                out.push(7);
+                u64s(out, &[*batch, handle.0]);
             }
             Record::Snapshot(s) => {
                 out.push(5);
@@ -199,6 +228,15 @@ impl Record {
                 batch: r.u64()?,
                 handle: ChunkHandle(r.u64()?),
                 length: r.u64()?,
+            },
+            6 => Record::Create {
+                batch: r.u64()?,
+                handle: ChunkHandle(r.u64()?),
+                version: r.u64()?,
+            },
+            7 => Record::Delete {
+                batch: r.u64()?,
+                handle: ChunkHandle(r.u64()?),
             },
             5 => {
                 let batch = r.u64()?;
@@ -386,7 +424,7 @@ impl ChunkMeta {
                 }
                 self.sealed = true;
             }
-            Record::Snapshot(_) => return false,
+            Record::Snapshot(_) | Record::Create { .. } | Record::Delete { .. } => return false,
         }
         self.batch = rec.batch();
         true

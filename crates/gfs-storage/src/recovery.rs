@@ -3,11 +3,14 @@
 //! 1. Load every chunk snapshot (`<handle>.meta`). One that does not parse was damaged outside
 //!    our control (snapshots are written aside and renamed): the chunk is quarantined
 //!    (`*.corrupt`) so the server still starts and the master can re-replicate it.
-//! 2. Replay the WAL records newer than each snapshot, in order. Inline appends are rewritten into
+//! 2. Replay the WAL records newer than each snapshot, in order. A Create record brings in a
+//!    chunk that has no snapshot yet (its file is created if the crash beat it); a Delete record
+//!    removes the chunk and its files. Inline appends are rewritten into
 //!    the chunk file (redo). An in-place append from the newest batch is kept only if the chunk
 //!    file holds bytes matching its CRCs; the first one that does not ends that chunk's replay.
 //!    Older batches were fsynced before the next one began, so they are trusted.
-//! 3. Truncate chunk files to their committed length, snapshot what changed, start an empty WAL.
+//! 3. Remove chunk files that neither a snapshot nor the WAL accounts for, truncate chunk files
+//!    to their committed length, snapshot what changed, start an empty WAL.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -89,18 +92,6 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
             Err(e) => return Err(e),
         }
     }
-    for h in datas {
-        if metas.binary_search(&h).is_err() {
-            tracing::warn!(handle = %h, "removing a chunk file without a snapshot");
-            let p = data_path(dir, h);
-            fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
-            removed = true;
-        }
-    }
-    if removed {
-        sync_dir(dir)?;
-    }
-
     let mut max_batch = chunks.values().map(|c| c.meta.batch).max().unwrap_or(0);
     let wal_path = dir.join("wal");
     if wal_path.exists() {
@@ -123,9 +114,20 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
         }
         let newest = parsed.records.iter().map(|(_, r)| r.batch()).max();
         if let Some(newest) = newest {
-            replay(&mut chunks, parsed.records, newest)?;
+            removed |= replay(dir, &mut chunks, parsed.records, newest)?;
             max_batch = max_batch.max(newest);
         }
+    }
+    for h in datas {
+        if !chunks.contains_key(&h) && data_path(dir, h).exists() {
+            tracing::warn!(handle = %h, "removing a chunk file that neither a snapshot nor the WAL accounts for");
+            let p = data_path(dir, h);
+            fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
     }
 
     // Make the replayed state durable in the chunks' own files, then drop the WAL.
@@ -256,13 +258,63 @@ fn roll_back(meta: &mut ChunkMeta, data: &File, limit: u64) -> std::io::Result<(
     Ok(())
 }
 
+/// Applies the WAL; returns whether it removed files.
 fn replay(
+    dir: &Path,
     chunks: &mut HashMap<ChunkHandle, Loading>,
     records: Vec<(u64, Record)>,
     newest: u64,
-) -> Result<()> {
+) -> Result<bool> {
+    let mut removed = false;
     for (pos, rec) in records {
         let Some(h) = rec.handle() else { continue };
+        match rec {
+            Record::Create { batch, version, .. } => {
+                if chunks.get(&h).is_some_and(|c| c.snapshot_batch >= batch) {
+                    continue;
+                }
+                let dp = data_path(dir, h);
+                let data = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .read(true)
+                    .write(true)
+                    .open(&dp)
+                    .map_err(|e| StorageError::io(&dp, e))?;
+                let data_len = data.metadata().map_err(|e| StorageError::io(&dp, e))?.len();
+                let meta = ChunkMeta {
+                    batch,
+                    version,
+                    ..ChunkMeta::default()
+                };
+                chunks.insert(
+                    h,
+                    Loading {
+                        meta,
+                        snapshot_batch: batch - 1,
+                        data,
+                        data_len,
+                        cut: false,
+                        changed: true,
+                    },
+                );
+                continue;
+            }
+            Record::Delete { batch, .. } => {
+                if chunks.get(&h).is_some_and(|c| c.snapshot_batch < batch) {
+                    chunks.remove(&h);
+                    for p in [meta_path(dir, h), data_path(dir, h)] {
+                        match fs::remove_file(&p) {
+                            Ok(()) => removed = true,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(StorageError::io(&p, e)),
+                        }
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
         // Records of deleted chunks, and those a snapshot already holds, are skipped.
         let Some(c) = chunks.get_mut(&h) else {
             continue;
@@ -307,7 +359,7 @@ fn replay(
         }
         c.changed = true;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Whether the chunk file holds the bytes an in-place commit record describes.

@@ -238,12 +238,16 @@ fn torn_config() -> StoreConfig {
 /// `copy_to`, if given, receives a copy of the directory taken while the store is still open
 /// (so its WAL holds every record, as after a crash).
 async fn write_reference(dir: &Path, copy_to: Option<&Path>) -> Vec<Op> {
+    // The chunks are created in one session (a clean stop gives them snapshots), the appends
+    // come in the next, so a copy holds snapshots plus a WAL of appends.
     let store = ChunkStore::open(dir, torn_config()).unwrap();
-    let mut ops = Vec::new();
-    let mut next = HashMap::new();
     for h in 1..=3u64 {
         store.create(ChunkHandle(h), 1).await.unwrap();
     }
+    drop(store);
+    let store = ChunkStore::open(dir, torn_config()).unwrap();
+    let mut ops = Vec::new();
+    let mut next = HashMap::new();
     for i in 0..90u64 {
         let handle = ChunkHandle(1 + i % 3);
         let op = OpId(i);
@@ -456,4 +460,55 @@ async fn a_wal_cut_inside_its_header_opens_with_no_records() {
         ChunkStore::open(dir.path(), torn_config()),
         Err(StorageError::CorruptMetadata { .. })
     ));
+}
+
+/// Chunks that live only in the WAL (created, written, deleted since the last checkpoint) come
+/// back from a crash exactly: the written one whole, the deleted one gone with its files.
+#[tokio::test]
+async fn chunks_created_and_deleted_since_the_checkpoint_replay() {
+    let (live, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = ChunkStore::open(live.path(), torn_config()).unwrap();
+    let (kept, gone, empty) = (ChunkHandle(7), ChunkHandle(8), ChunkHandle(9));
+    store.create(kept, 3).await.unwrap();
+    store.create(gone, 1).await.unwrap();
+    let mut offset = 0;
+    for (i, len) in [100usize, 20_000, 5].into_iter().enumerate() {
+        // Small ones live in the WAL, the 20 KB one in place.
+        let data = vec![i as u8 + 1; len];
+        store
+            .stage(StageRequest {
+                op: OpId(i as u64),
+                handle: kept,
+                version: 3,
+                offset,
+                data: Bytes::from(data),
+            })
+            .unwrap();
+        store.commit(kept, OpId(i as u64)).await.unwrap();
+        offset += len as u64;
+    }
+    store.delete(gone).await.unwrap();
+    store.create(empty, 1).await.unwrap();
+    assert!(
+        !live.path().join(format!("{}.meta", kept.0)).exists(),
+        "no checkpoint ran: the chunk lives in the WAL only"
+    );
+    copy_dir(live.path(), crashed.path());
+    drop(store);
+
+    let store = ChunkStore::open(crashed.path(), torn_config()).unwrap();
+    let info = store.info(kept).unwrap();
+    assert_eq!((info.version, info.committed_len), (3, offset));
+    let back = store.read(kept, 0, offset).unwrap();
+    assert_eq!(&back[..100], &[1u8; 100][..]);
+    assert_eq!(&back[100..20_100], &vec![2u8; 20_000][..]);
+    assert_eq!(&back[20_100..], &[3u8; 5][..]);
+    assert!(matches!(store.info(gone), Err(StorageError::NotFound(_))));
+    assert!(!crashed.path().join(data_file_name(gone)).exists());
+    assert_eq!(store.info(empty).unwrap().committed_len, 0);
+}
+
+/// The name of a chunk's data file.
+fn data_file_name(h: ChunkHandle) -> String {
+    h.0.to_string()
 }
