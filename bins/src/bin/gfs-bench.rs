@@ -69,6 +69,9 @@ struct Args {
     /// Files of 4 KiB in the client suite.
     #[arg(long, default_value_t = 2000)]
     files: usize,
+    /// Files written at once in the client suite.
+    #[arg(long, default_value_t = 16)]
+    file_clients: usize,
     /// Records per appender (16 appenders, 4 KiB records) in the client suite.
     #[arg(long, default_value_t = 1000)]
     records: usize,
@@ -252,7 +255,7 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         cold &= bench_client::drop_caches();
         let raw_r = bench_client::raw_read(&dirs[0])?;
         let par = bench_client::parallel_put(&c, 4, args.parallel_mib).await?;
-        let files = bench_client::small_files(&c, args.files, 16).await?;
+        let files = bench_client::small_files(&c, args.files, args.file_clients).await?;
         let (app, mut lat) = bench_client::appends(&c, 16, args.records).await?;
         lat.sort();
         cluster.stop().await?;
@@ -305,8 +308,9 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         med("par") / (raw_w / 3.0)
     );
     println!(
-        "{} files x 4 KiB                   {:>9.0} files/s  (target >= 3000)",
+        "{} files x 4 KiB, {} at a time      {:>9.0} files/s  (target >= 3000)",
         args.files,
+        args.file_clients,
         med("files")
     );
     println!(
