@@ -42,6 +42,17 @@ enum Reply {
     Created(oneshot::Sender<Result<()>>),
 }
 
+/// Whose durability an fsync of a round decides.
+#[derive(Clone, Copy)]
+enum Owner {
+    /// The WAL: every record of the batch.
+    Wal,
+    /// The data directory: the entries of the chunks the batch creates.
+    Dir,
+    /// A chunk file written in place (index into the batch's works).
+    Work(usize),
+}
+
 /// What one batch does to one chunk.
 struct Work {
     chunk: Arc<Chunk>,
@@ -305,15 +316,35 @@ impl Committer {
             }
         } else {
             let mut files: Vec<(&File, &Path)> = Vec::new();
-            let mut owners: Vec<Option<usize>> = Vec::new();
+            let mut owners: Vec<Owner> = Vec::new();
             if !buf.is_empty() {
                 files.push((&self.wal, &wal_path));
-                owners.push(None);
+                owners.push(Owner::Wal);
+            }
+            // New chunk files need their directory entries durable too, in the same round.
+            let creates = self.works.iter().any(|w| w.created && w.failed.is_none());
+            let dir = if creates {
+                match File::open(&inner.dir) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        let e = StorageError::io(&inner.dir, e);
+                        for w in self.works.iter_mut().filter(|w| w.created) {
+                            w.failed.get_or_insert_with(|| clone_err(&e));
+                        }
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(d) = &dir {
+                files.push((d, &inner.dir));
+                owners.push(Owner::Dir);
             }
             for (i, w) in self.works.iter().enumerate() {
                 if w.sync_data && w.failed.is_none() {
                     files.push((&w.chunk.data, &w.chunk.data_path));
-                    owners.push(Some(i));
+                    owners.push(Owner::Work(i));
                 }
             }
             let failures = parallel_sync(&files);
@@ -327,24 +358,20 @@ impl Committer {
             for (idx, err) in failures {
                 tracing::error!(error = %err, "fsync failed");
                 match owners[idx] {
-                    None => {
+                    Owner::Dir => {
+                        for w in self.works.iter_mut().filter(|w| w.created) {
+                            w.failed.get_or_insert_with(|| clone_err(&err));
+                        }
+                    }
+                    Owner::Wal => {
                         // The WAL's durability is unknown: refuse writes until a reopen.
                         inner.wal_failed.store(true, Ordering::Release);
                         wal_err = Some(err);
                     }
-                    Some(i) => {
+                    Owner::Work(i) => {
                         self.works[i].failed = Some(err);
                         self.works[i].poison = true;
                     }
-                }
-            }
-            // New chunk files need their directory entries durable too.
-            if self.works.iter().any(|w| w.created && w.failed.is_none())
-                && let Err(e) = sync_dir(&inner.dir)
-            {
-                tracing::error!(error = %e, "directory fsync failed; new chunks refused");
-                for w in self.works.iter_mut().filter(|w| w.created) {
-                    w.failed.get_or_insert_with(|| clone_err(&e));
                 }
             }
             if wal_err.is_none() {
@@ -379,6 +406,11 @@ impl Committer {
             return;
         }
         let dp = data_path(&self.inner.dir, handle);
+        if let Some(free) = self.inner.pool.take()
+            && let Err(e) = fs::rename(&free, &dp)
+        {
+            tracing::warn!(error = %e, "cannot use a pool file; creating one");
+        }
         let opened = OpenOptions::new()
             .create(true)
             .truncate(true)

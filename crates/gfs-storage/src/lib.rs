@@ -16,6 +16,7 @@
 mod committer;
 mod config;
 mod error;
+mod pool;
 pub mod probe;
 mod record;
 mod recovery;

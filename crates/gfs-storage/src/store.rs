@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub counters: Counters,
     /// A write or fsync of the WAL failed: every write is refused until the store reopens.
     pub wal_failed: AtomicBool,
+    /// Empty files ready to become chunk files.
+    pub pool: crate::pool::FilePool,
     /// Held for the store's lifetime: an exclusive lock on `<dir>/LOCK`.
     pub _lock: File,
 }
@@ -192,7 +194,9 @@ impl ChunkStore {
             return Err(StorageError::Locked(dir));
         }
         let rec = crate::recovery::recover(&dir, &cfg)?;
+        let pool = crate::pool::FilePool::start(&dir).map_err(|e| StorageError::io(&dir, e))?;
         let inner = Arc::new(Inner {
+            pool,
             dir,
             cfg,
             chunks: RwLock::new(rec.chunks),

@@ -564,3 +564,31 @@ fn bad_configs_are_rejected() {
         assert!(matches!(c.validate(), Err(StorageError::InvalidConfig(_))));
     }
 }
+
+#[tokio::test]
+async fn new_chunks_take_pool_files_and_a_reopen_adopts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path(), cfg()).unwrap();
+    let pool_files = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                crate::pool::is_pool_file(e.as_ref().unwrap().file_name().to_str().unwrap())
+            })
+            .count()
+    };
+    eventually("the pool filled", || pool_files(dir.path()) > 0).await;
+    for h in 1..=100 {
+        s.create(ChunkHandle(h), 1).await.unwrap();
+    }
+    let listed: Vec<u64> = s.list().iter().map(|c| c.handle.0).collect();
+    assert_eq!(listed.len(), 100);
+    drop(s);
+    let left = pool_files(dir.path());
+    assert!(left > 0 && left <= 64, "{left} pool files");
+    // A reopen keeps the 100 chunks, adopts the pool files, and never takes one for a chunk.
+    let s = ChunkStore::open(dir.path(), cfg()).unwrap();
+    assert_eq!(s.list().len(), 100);
+    append(&s, 1, 0, b"into a pooled file").await;
+    assert_eq!(&s.read(H, 0, 18).unwrap()[..], b"into a pooled file");
+}
