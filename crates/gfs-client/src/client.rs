@@ -85,6 +85,8 @@ struct Inner {
     cfg: ClientConfig,
     conns: Mutex<HashMap<String, DataClient>>,
     locations: Mutex<HashMap<String, (Instant, Arc<Locations>)>>,
+    /// The lease of each file's last chunk, as record appends last saw it.
+    leases: Mutex<HashMap<String, ChunkLease>>,
 }
 
 /// A connection to a gfs cluster; cheap to clone and share between tasks.
@@ -172,6 +174,7 @@ impl Client {
                 cfg,
                 conns: Mutex::new(HashMap::new()),
                 locations: Mutex::new(HashMap::new()),
+                leases: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -287,6 +290,10 @@ impl Client {
         let prefix = format!("{}/", path.trim_end_matches('/'));
         self.inner
             .locations
+            .lock()
+            .retain(|p, _| p != path && !p.starts_with(&prefix));
+        self.inner
+            .leases
             .lock()
             .retain(|p, _| p != path && !p.starts_with(&prefix));
     }
@@ -411,7 +418,14 @@ impl Client {
         // The chunk and primary of an attempt whose outcome is unknown.
         let mut uncertain: Option<ChunkLease> = None;
         loop {
-            let mut lease = self.lease(path, &mut retry).await?;
+            let mut lease = match self.cached_lease(path) {
+                Some(l) => l,
+                None => {
+                    let l = self.lease(path, &mut retry).await?;
+                    self.inner.leases.lock().insert(path.to_string(), l.clone());
+                    l
+                }
+            };
             let max = lease.chunk_size / 4;
             if data.len() as u64 > max {
                 return Err(ClientError::RecordTooLarge {
@@ -438,6 +452,10 @@ impl Client {
                 }
                 Err(e) => Err(e),
             };
+            if res.is_err() {
+                // Whatever went wrong, the next attempt asks the master.
+                self.forget_lease(path, lease.handle);
+            }
             match res {
                 Ok(off) => return Ok(lease.index * lease.chunk_size + off),
                 Err(DataError::ChunkFull { .. }) => {
@@ -461,6 +479,28 @@ impl Client {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The cached lease of `path`'s last chunk, while it has more than a second to run.
+    fn cached_lease(&self, path: &str) -> Option<ChunkLease> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(u64::MAX);
+        self.inner
+            .leases
+            .lock()
+            .get(path)
+            .filter(|l| l.lease_expires_unix_ms > now_ms.saturating_add(1000))
+            .cloned()
+    }
+
+    /// Drops the cached lease of `path` if it is still the one for chunk `handle`.
+    fn forget_lease(&self, path: &str, handle: u64) {
+        let mut leases = self.inner.leases.lock();
+        if leases.get(path).is_some_and(|l| l.handle == handle) {
+            leases.remove(path);
         }
     }
 
