@@ -222,23 +222,37 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_extend_the_lease_of_a_live_primary() {
+async fn heartbeats_extend_the_lease_of_a_writing_primary_only() {
     let dir = tempfile::tempdir().unwrap();
     let (_master, _servers, mut m) =
         cluster(dir.path(), &["--heartbeat-interval", "200ms"], "/x").await;
     let l = lease(&mut m, "/x").await;
     let primary = primary_of(&l).await;
-    // Well past the 2 s the lease was granted for, the primary still holds it.
+    // Appending for well past the 2 s the lease was granted for: it is extended throughout.
+    let start = Instant::now();
+    let mut op = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        op += 1;
+        let got = primary
+            .append(l.handle, l.version, op, bytes::Bytes::from_static(b"x"))
+            .await;
+        assert!(got.is_ok(), "append {op} under the lease: {got:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Idle past a lease term: the lease runs out (the chunk can then be moved or copied).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = primary
         .append(
             l.handle,
             l.version,
-            1,
-            bytes::Bytes::from_static(b"still primary"),
+            op + 1,
+            bytes::Bytes::from_static(b"late"),
         )
         .await;
-    assert_eq!(got, Ok(0), "the lease was not extended");
+    assert!(
+        matches!(got, Err(gfs_dataplane::DataError::LeaseExpired { .. })),
+        "an idle lease was extended: {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

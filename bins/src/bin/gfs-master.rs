@@ -31,6 +31,10 @@ struct Args {
     /// How long a reported chunk unknown to the master lives before it is deleted ("10m").
     #[arg(long = "orphan-grace", value_name = "DURATION")]
     orphan_grace: Option<String>,
+    /// A chunkserver silent this long is dead and its chunks are re-replicated ("15s"; more
+    /// than the heartbeat interval).
+    #[arg(long = "dead-after", value_name = "DURATION")]
+    dead_after: Option<String>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -56,6 +60,10 @@ async fn run() -> anyhow::Result<()> {
         cfg.heartbeat_interval =
             humantime_duration(&h).map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
         cfg.dead_after = cfg.dead_after.max(cfg.heartbeat_interval * 5);
+    }
+    if let Some(d) = args.dead_after {
+        cfg.dead_after =
+            humantime_duration(&d).map_err(|e| anyhow::anyhow!("--dead-after: {e}"))?;
     }
     if let Some(g) = args.orphan_grace {
         cfg.orphan_grace =

@@ -5,14 +5,18 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use gfs_proto::v1::chunk_control_server::ChunkControl;
+use gfs_proto::v1::replication_client::ReplicationClient;
 use gfs_proto::v1::{
-    ChunkInfo, CreateChunkReply, CreateChunkRequest, DeleteChunkReply, DeleteChunkRequest,
-    GrantLeaseReply, GrantLeaseRequest, LaggingReplica, ReportChunksReply, ReportChunksRequest,
-    SetVersionReply, SetVersionRequest,
+    ChunkInfo, CloneChunkReply, CloneChunkRequest, CreateChunkReply, CreateChunkRequest,
+    DeleteChunkReply, DeleteChunkRequest, GrantLeaseReply, GrantLeaseRequest, LaggingReplica,
+    ReadChunkRequest, ReportChunksReply, ReportChunksRequest, SetVersionReply, SetVersionRequest,
 };
 use gfs_replication::{Coordinator, ReplicationError, status};
-use gfs_storage::{ChunkHandle, ChunkStore};
+use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest};
 use tonic::{Request, Response, Status};
+
+/// Commits of one clone in flight at once (each waits for its group commit).
+const CLONE_WINDOW: usize = 64;
 
 /// The `ChunkControl` service of one chunkserver.
 pub struct Control {
@@ -24,6 +28,84 @@ impl Control {
     /// A service over `store` and `coordinator`.
     pub fn new(store: Arc<ChunkStore>, coordinator: Arc<Coordinator>) -> Control {
         Control { store, coordinator }
+    }
+}
+
+impl Control {
+    /// Copies every append of `r.handle` from the source into the (new, empty) local replica,
+    /// then seals it if asked; returns the length.
+    async fn copy_from(&self, r: &CloneChunkRequest) -> Result<u64, Status> {
+        let handle = ChunkHandle(r.handle);
+        let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.source))
+            .map_err(|e| Status::invalid_argument(format!("source {:?}: {e}", r.source)))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("source {}: {e}", r.source)))?;
+        let mut source = ReplicationClient::new(channel).max_decoding_message_size(max_message);
+        let mut stream = source
+            .read_chunk(ReadChunkRequest {
+                handle: r.handle,
+                version: r.version,
+                offset: 0,
+            })
+            .await?
+            .into_inner();
+        let mut commits = tokio::task::JoinSet::new();
+        let mut length = 0;
+        let wait_commit = |res: Result<gfs_storage::Result<gfs_storage::CommitInfo>, _>| match res {
+            Ok(Ok(c)) => Ok(c.committed_len),
+            Ok(Err(e)) => Err(status(e)),
+            Err(e) => Err(Status::internal(format!("commit task: {e}"))),
+        };
+        while let Some(piece) = stream
+            .message()
+            .await
+            .map_err(|e| Status::unavailable(format!("reading from {}: {e}", r.source)))?
+        {
+            if piece.offset != length {
+                return Err(Status::data_loss(format!(
+                    "source {} sent offset {} where {length} was next",
+                    r.source, piece.offset
+                )));
+            }
+            length += piece.data.len() as u64;
+            let op = OpId(piece.op_id);
+            self.store
+                .stage_wait(
+                    StageRequest {
+                        op,
+                        handle,
+                        version: r.version,
+                        offset: piece.offset,
+                        data: piece.data,
+                    },
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(status)?;
+            let store = Arc::clone(&self.store);
+            commits.spawn(async move { store.commit(handle, op).await });
+            while commits.len() >= CLONE_WINDOW {
+                if let Some(res) = commits.join_next().await {
+                    wait_commit(res)?;
+                }
+            }
+        }
+        while let Some(res) = commits.join_next().await {
+            wait_commit(res)?;
+        }
+        if let Some(sealed) = r.sealed_length {
+            if sealed != length {
+                return Err(Status::data_loss(format!(
+                    "source {} holds {length} bytes of a chunk sealed at {sealed}",
+                    r.source
+                )));
+            }
+            self.store.seal(handle).await.map_err(status)?;
+        }
+        Ok(length)
     }
 }
 
@@ -86,6 +168,29 @@ impl ChunkControl for Control {
         self.store.delete(handle).await.map_err(status)?;
         tracing::info!(%handle, "chunk deleted");
         Ok(Response::new(DeleteChunkReply {}))
+    }
+
+    async fn clone_chunk(
+        &self,
+        request: Request<CloneChunkRequest>,
+    ) -> Result<Response<CloneChunkReply>, Status> {
+        let r = request.into_inner();
+        let handle = ChunkHandle(r.handle);
+        self.store.create(handle, r.version).await.map_err(status)?;
+        match self.copy_from(&r).await {
+            Ok(length) => {
+                tracing::info!(%handle, version = r.version, length, source = %r.source, "chunk cloned");
+                Ok(Response::new(CloneChunkReply { length }))
+            }
+            Err(e) => {
+                // Leave nothing half-copied behind.
+                if let Err(d) = self.store.delete(handle).await {
+                    tracing::warn!(%handle, error = %d, "cannot drop a failed clone");
+                }
+                tracing::warn!(%handle, source = %r.source, error = %e.message(), "clone failed");
+                Err(e)
+            }
+        }
     }
 
     async fn report_chunks(

@@ -290,11 +290,17 @@ async fn heartbeat_loop(
         }
         if registered {
             let (chunks, lagging) = crate::control::chunk_report(&store, &coordinator);
+            let writing = coordinator
+                .writing(interval * 2)
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
             let req = HeartbeatRequest {
                 id: cfg.id.clone(),
                 used_bytes,
                 chunks,
                 lagging,
+                writing,
             };
             match client.heartbeat(req).await {
                 Ok(r) => {

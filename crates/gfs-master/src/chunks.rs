@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_proto::v1::chunk_control_client::ChunkControlClient;
 use gfs_proto::v1::{
-    ChunkDelete, ChunkLease, ChunkLocation, CreateChunkRequest, GetChunksReply, GrantLeaseRequest,
-    ReplicaAddr, SetVersionRequest,
+    ChunkDelete, ChunkLease, ChunkLocation, CloneChunkRequest, CreateChunkRequest, GetChunksReply,
+    GrantLeaseRequest, ReplicaAddr, SetVersionRequest,
 };
 use parking_lot::Mutex;
 use tonic::Status;
@@ -26,6 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::locks::LockTable;
 use crate::metastore::MetaStore;
+use crate::namespace::ChunkMeta;
 use crate::record::{AddChunkOp, Op, SealOp, SetVersionOp};
 use crate::registry::{Registry, Replica, ServerInfo};
 use crate::service::status;
@@ -45,6 +46,11 @@ pub struct ChunkConfig {
     pub rpc_timeout: Duration,
     /// A reported chunk the master does not know is deleted after being unknown this long.
     pub orphan_grace: Duration,
+    /// Re-replication: copies in flight in the whole cluster (each server takes part in at
+    /// most two at once, as source or target); 0 turns it off.
+    pub max_clones: usize,
+    /// Re-replication: deadline of one chunk copy.
+    pub clone_timeout: Duration,
 }
 
 struct Granted {
@@ -73,6 +79,10 @@ pub struct ChunkManager {
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again.
     unsettled: Mutex<HashSet<u64>>,
+    /// Re-replication in flight: chunk -> (source, target) server ids.
+    cloning: Mutex<HashMap<u64, (String, String)>>,
+    /// Chunks with no live current replica, as last seen (logged when it changes).
+    lost: Mutex<HashSet<u64>>,
     /// Handles being allocated: created on servers, not yet logged. Never orphans.
     allocating: Mutex<HashSet<u64>>,
     /// When each `(server, handle)` was first reported while unknown to the master.
@@ -115,6 +125,8 @@ impl ChunkManager {
             lagging: Mutex::new(HashSet::new()),
             allocating: Mutex::new(HashSet::new()),
             unsettled: Mutex::new(HashSet::new()),
+            cloning: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashSet::new()),
             unknown_since: Mutex::new(HashMap::new()),
             deciding: LockTable::new(),
             started: Instant::now(),
@@ -280,6 +292,117 @@ impl ChunkManager {
         self.unsettled.lock().remove(&handle);
         tracing::info!(%handle, length, "chunk sealed");
         Ok(())
+    }
+
+    /// Starts copies of chunks with fewer live current replicas than `replication`, fewest
+    /// first, bounded by `max_clones` in the cluster and two per server. A chunk being written
+    /// (unsealed, with a live lease) waits for its lease to end. Chunks with no live replica
+    /// are logged as lost (and found again when a replica returns).
+    pub async fn rereplicate(self: &Arc<Self>) {
+        let Ok(metas) = self.meta.read(|ns| ns.chunk_metas()).await else {
+            return;
+        };
+        let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let holders = self.registry.lock().holders(&versions);
+        let now = SystemTime::now();
+        let mut want = Vec::new();
+        {
+            let leases = self.leases.lock();
+            let cloning = self.cloning.lock();
+            let mut lost = self.lost.lock();
+            for (h, m) in &metas {
+                let have = holders.get(h).map(Vec::len).unwrap_or(0);
+                if have == 0 {
+                    if lost.insert(*h) {
+                        tracing::error!(handle = %h, "chunk lost: no live replica holds its current version");
+                    }
+                    continue;
+                }
+                if lost.remove(h) {
+                    tracing::info!(handle = %h, replicas = have, "lost chunk found again");
+                }
+                if have >= self.cfg.replication || cloning.contains_key(h) {
+                    continue;
+                }
+                let writing = m.sealed_length.is_none()
+                    && leases.get(h).is_some_and(|l| l.expires > now && !l.doomed);
+                if !writing {
+                    want.push((have, *h, *m));
+                }
+            }
+        }
+        want.sort_by_key(|(have, h, _)| (*have, *h));
+        for (_, handle, m) in want {
+            let Some(from) = holders.get(&handle) else {
+                continue;
+            };
+            let pick = {
+                let mut cloning = self.cloning.lock();
+                if cloning.len() >= self.cfg.max_clones {
+                    break;
+                }
+                let busy =
+                    |id: &str| cloning.values().filter(|(s, t)| s == id || t == id).count() >= 2;
+                let source = from.iter().find(|s| !busy(&s.id)).cloned();
+                let target = source
+                    .as_ref()
+                    .and_then(|_| self.registry.lock().place_new(handle, from, busy));
+                match (source, target) {
+                    (Some(s), Some(t)) => {
+                        cloning.insert(handle, (s.id.clone(), t.id.clone()));
+                        Some((s, t))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((source, target)) = pick else {
+                continue;
+            };
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                me.clone_one(handle, m, source, target).await;
+                me.cloning.lock().remove(&handle);
+            });
+        }
+    }
+
+    /// Copies `handle` from `source` to `target` and records the new replica.
+    async fn clone_one(&self, handle: u64, m: ChunkMeta, source: ServerInfo, target: ServerInfo) {
+        let started = Instant::now();
+        tracing::info!(%handle, from = %source.id, to = %target.id, "re-replicating");
+        let mut req = tonic::Request::new(CloneChunkRequest {
+            handle,
+            version: m.version,
+            source: source.repl_addr.clone(),
+            sealed_length: m.sealed_length,
+        });
+        req.set_timeout(self.cfg.clone_timeout);
+        // Its own channel: the shared ones cut every call at `rpc_timeout`.
+        let res = match Endpoint::from_shared(format!("http://{}", target.repl_addr)) {
+            Ok(e) => {
+                let channel = e.connect_timeout(self.cfg.rpc_timeout).connect_lazy();
+                ChunkControlClient::new(channel).clone_chunk(req).await
+            }
+            Err(e) => Err(Status::internal(e.to_string())),
+        };
+        match res {
+            Ok(r) => {
+                let length = r.into_inner().length;
+                self.registry.lock().note_replica(
+                    &target.id,
+                    Replica {
+                        handle,
+                        version: m.version,
+                        length,
+                        sealed: m.sealed_length.is_some(),
+                    },
+                );
+                tracing::info!(%handle, to = %target.id, length, took = ?started.elapsed(), "chunk re-replicated");
+            }
+            Err(e) => {
+                tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "re-replication failed; will retry");
+            }
+        }
     }
 
     /// Finds the chunks left unsettled in the log (after a restart).
@@ -636,13 +759,13 @@ impl ChunkManager {
         Ok(())
     }
 
-    /// Extends the unexpired leases whose primary is `server`; returns `(handle, version,
-    /// expiry)` for the heartbeat reply.
-    pub fn extend_leases(&self, server: &str) -> Vec<(u64, u64, SystemTime)> {
+    /// Extends the unexpired leases whose primary is `server` and that it reports `writing`;
+    /// returns `(handle, version, expiry)` for the heartbeat reply.
+    pub fn extend_leases(&self, server: &str, writing: &[u64]) -> Vec<(u64, u64, SystemTime)> {
         let now = SystemTime::now();
         let mut out = Vec::new();
         for (handle, l) in self.leases.lock().iter_mut() {
-            if l.primary.id == server && l.expires > now && !l.doomed {
+            if l.primary.id == server && l.expires > now && !l.doomed && writing.contains(handle) {
                 l.expires = now + self.cfg.lease;
                 out.push((*handle, l.version, l.expires));
             }

@@ -306,6 +306,11 @@ impl Namespace {
         out
     }
 
+    /// Every chunk with what the master knows of it.
+    pub fn chunk_metas(&self) -> Vec<(u64, ChunkMeta)> {
+        self.chunks.iter().map(|(h, m)| (*h, *m)).collect()
+    }
+
     /// What the master knows of a chunk.
     pub fn chunk(&self, handle: u64) -> Option<ChunkMeta> {
         self.chunks.get(&handle).copied()

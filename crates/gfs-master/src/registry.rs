@@ -145,6 +145,47 @@ impl Registry {
         chosen
     }
 
+    /// For every chunk of `versions` (handle -> the master's version), the live servers holding
+    /// it at that version; one pass over the reports.
+    pub fn holders(&self, versions: &HashMap<u64, u64>) -> HashMap<u64, Vec<ServerInfo>> {
+        let mut out: HashMap<u64, Vec<ServerInfo>> = HashMap::new();
+        for s in self.servers.values().filter(|s| s.alive) {
+            for r in s.replicas.values() {
+                if versions.get(&r.handle) == Some(&r.version) {
+                    out.entry(r.handle).or_default().push(s.info.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Where a new replica of `handle` goes: the least-used live server that holds no replica of
+    /// it (current or stale) and is not `busy`, on a rack none of `holders` uses if possible.
+    pub fn place_new(
+        &self,
+        handle: u64,
+        holders: &[ServerInfo],
+        busy: impl Fn(&str) -> bool,
+    ) -> Option<ServerInfo> {
+        let mut free: Vec<&Server> = self
+            .servers
+            .values()
+            .filter(|s| s.alive && !s.replicas.contains_key(&handle) && !busy(&s.info.id))
+            .collect();
+        let used = |s: &Server| s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
+        free.sort_by(|a, b| {
+            used(a)
+                .total_cmp(&used(b))
+                .then_with(|| a.info.id.cmp(&b.info.id))
+        });
+        let new_rack =
+            |s: &&&Server| !s.info.rack.is_empty() && holders.iter().all(|h| h.rack != s.info.rack);
+        free.iter()
+            .find(new_rack)
+            .or(free.first())
+            .map(|s| s.info.clone())
+    }
+
     /// Live servers, by id.
     pub fn live(&self) -> Vec<ServerInfo> {
         self.servers
@@ -208,6 +249,47 @@ mod tests {
             length: 10,
             sealed: false,
         }
+    }
+
+    #[test]
+    fn new_replicas_go_to_live_servers_without_one_and_to_new_racks_first() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(10));
+        for (id, rack, used) in [
+            ("a", "r1", 0),
+            ("b", "r1", 1),
+            ("c", "r2", 50),
+            ("d", "r1", 2),
+        ] {
+            r.register(
+                ServerInfo {
+                    rack: rack.into(),
+                    used_bytes: used,
+                    ..info(id)
+                },
+                t0,
+            );
+        }
+        r.heartbeat("a", 0, vec![replica(7, 3)], t0);
+        r.heartbeat("b", 1, vec![replica(7, 2)], t0);
+        let versions = HashMap::from([(7, 3)]);
+        let holders = r.holders(&versions);
+        assert_eq!(
+            holders[&7]
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        // Not a (current) nor b (stale copy); c is on a rack a does not use, though fuller.
+        let t = r.place_new(7, &holders[&7], |_| false).unwrap();
+        assert_eq!(t.id, "c");
+        // c busy: the least used of the rest.
+        let t = r.place_new(7, &holders[&7], |id| id == "c").unwrap();
+        assert_eq!(t.id, "d");
+        // Dead servers take nothing.
+        r.sweep(t0 + Duration::from_secs(11));
+        assert!(r.place_new(7, &[], |_| false).is_none());
     }
 
     #[test]

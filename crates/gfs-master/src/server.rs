@@ -50,6 +50,12 @@ pub struct MasterConfig {
     /// A chunk a server reports but the master does not know is deleted after this long.
     #[serde(with = "humantime_serde")]
     pub orphan_grace: Duration,
+    /// Re-replication: chunk copies in flight in the whole cluster (each server takes part in
+    /// at most two at once); 0 turns re-replication off.
+    pub max_clones: usize,
+    /// Re-replication: deadline of one chunk copy.
+    #[serde(with = "humantime_serde")]
+    pub clone_timeout: Duration,
 }
 
 impl Default for MasterConfig {
@@ -66,6 +72,8 @@ impl Default for MasterConfig {
             rpc_timeout: Duration::from_secs(5),
             checkpoint_every: 100_000,
             orphan_grace: Duration::from_secs(600),
+            max_clones: 8,
+            clone_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -143,6 +151,8 @@ impl Master {
                 lease: cfg.lease,
                 rpc_timeout: cfg.rpc_timeout,
                 orphan_grace: cfg.orphan_grace,
+                max_clones: cfg.max_clones,
+                clone_timeout: cfg.clone_timeout,
             },
         ));
         let listener = TcpListener::bind(&cfg.listen)
@@ -172,6 +182,7 @@ impl Master {
                     _ = tick.tick() => {
                         reg.lock().sweep(Instant::now());
                         background.settle().await;
+                        background.rereplicate().await;
                     }
                     _ = token.cancelled() => break,
                 }

@@ -319,7 +319,7 @@ impl MasterControl for ControlService {
             .heartbeat(&r.id, r.used_bytes, report, Instant::now());
         let extensions = if known {
             self.chunks
-                .extend_leases(&r.id)
+                .extend_leases(&r.id, &r.writing)
                 .into_iter()
                 .map(|(handle, version, expires)| LeaseExtension {
                     handle,

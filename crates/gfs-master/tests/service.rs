@@ -44,6 +44,8 @@ async fn start(dir: &std::path::Path) -> Running {
             lease: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(2),
             orphan_grace: Duration::from_secs(600),
+            max_clones: 8,
+            clone_timeout: Duration::from_secs(60),
         },
     ));
     let svc = MasterServer::new(MasterService::new(
@@ -192,6 +194,7 @@ async fn chunkservers_register_and_heartbeat() {
             sealed: false,
         }],
         lagging: vec![],
+        writing: vec![],
     };
     assert!(
         c.heartbeat(hb("cs1"))

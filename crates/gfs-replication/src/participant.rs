@@ -32,8 +32,6 @@ pub struct ParticipantConfig {
     pub stage_timeout: Duration,
     /// How long a SEAL waits for in-flight commits to reach the sealed length.
     pub seal_wait: Duration,
-    /// READCHUNK streams slices of this many bytes.
-    pub read_slice: u64,
     /// COMMITs in flight per replication session.
     pub max_in_flight: usize,
 }
@@ -44,7 +42,6 @@ impl Default for ParticipantConfig {
             max_record: 16 << 20,
             stage_timeout: Duration::from_secs(2),
             seal_wait: Duration::from_secs(2),
-            read_slice: 1 << 20,
             max_in_flight: 1024,
         }
     }
@@ -286,25 +283,32 @@ impl Replication for Participant {
     ) -> Result<Response<ChunkStream>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
-        let info = self.current(handle, r.version)?;
+        self.current(handle, r.version)?;
+        // One message per committed append (checksums verified by the read), so a copy keeps
+        // the op table and exactly-once retries still work on it.
+        let appends: Vec<_> = self
+            .store
+            .appends(handle)
+            .map_err(status)?
+            .into_iter()
+            .filter(|(_, a)| a.offset >= r.offset)
+            .collect();
         let store = Arc::clone(&self.store);
-        let slice = self.cfg.read_slice.max(1);
-        let end = info.committed_len;
-        let stream = futures::stream::unfold(r.offset, move |off| {
+        let stream = futures::stream::iter(appends).then(move |(op, a)| {
             let store = Arc::clone(&store);
             async move {
-                if off >= end {
-                    return None;
-                }
-                let len = slice.min(end - off);
-                let read = tokio::task::spawn_blocking(move || store.read(handle, off, len)).await;
-                let item = match read {
-                    Ok(Ok(data)) => Ok(ChunkBytes { offset: off, data }),
+                let len = u64::from(a.len);
+                let read =
+                    tokio::task::spawn_blocking(move || store.read(handle, a.offset, len)).await;
+                match read {
+                    Ok(Ok(data)) => Ok(ChunkBytes {
+                        offset: a.offset,
+                        data,
+                        op_id: op.0,
+                    }),
                     Ok(Err(e)) => Err(status(e)),
                     Err(e) => Err(Status::internal(e.to_string())),
-                };
-                let next = if item.is_ok() { off + len } else { end };
-                Some((item, next))
+                }
             }
         });
         Ok(Response::new(stream.boxed()))

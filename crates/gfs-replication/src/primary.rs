@@ -91,6 +91,8 @@ struct Lease {
     advanced: Notify,
     /// The length the chunk was sealed at, once sealed.
     sealed: OnceCell<u64>,
+    /// When the lease was granted or last took an append.
+    last_append: Mutex<std::time::Instant>,
 }
 
 struct Assign {
@@ -180,6 +182,7 @@ impl Coordinator {
                 idle: Notify::new(),
                 advanced: Notify::new(),
                 sealed,
+                last_append: Mutex::new(std::time::Instant::now()),
             }),
         );
         tracing::info!(%handle, version, "lease granted");
@@ -219,6 +222,17 @@ impl Coordinator {
             .collect()
     }
 
+    /// The chunks whose lease took an append (or was granted) within `within`: the ones whose
+    /// lease the master should extend.
+    pub fn writing(&self, within: Duration) -> Vec<ChunkHandle> {
+        self.leases
+            .lock()
+            .values()
+            .filter(|l| l.last_append.lock().elapsed() <= within)
+            .map(|l| l.handle)
+            .collect()
+    }
+
     /// Secondaries that missed a PREPARE, COMMIT or SEAL, by chunk.
     pub fn lagging(&self) -> Vec<(ChunkHandle, String)> {
         self.shared.lagging.lock().iter().cloned().collect()
@@ -244,6 +258,7 @@ impl Coordinator {
         data: Bytes,
     ) -> Result<u64> {
         let lease = self.lease(handle)?;
+        *lease.last_append.lock() = std::time::Instant::now();
         if lease.version != version {
             return Err(ReplicationError::StaleVersion {
                 handle,

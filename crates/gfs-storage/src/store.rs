@@ -506,6 +506,17 @@ impl ChunkStore {
         Ok(st.meta.ops.get(&op).copied())
     }
 
+    /// The committed appends of a replica, in offset order (op id, offset and length): what a
+    /// copy replays to get the same bytes and the same op table.
+    pub fn appends(&self, handle: ChunkHandle) -> Result<Vec<(OpId, AppendRecord)>> {
+        let chunk = self.inner.chunk(handle)?;
+        let st = chunk.st.lock();
+        let mut out: Vec<(OpId, AppendRecord)> =
+            st.meta.ops.iter().map(|(op, r)| (*op, *r)).collect();
+        out.sort_by_key(|(_, r)| r.offset);
+        Ok(out)
+    }
+
     /// One replica's report entry.
     pub fn info(&self, handle: ChunkHandle) -> Result<ChunkInfo> {
         Ok(self.inner.chunk(handle)?.info())
