@@ -125,3 +125,52 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
         assert!(got[..] == rec[..], "record at {off} differs after healing");
     }
 }
+
+/// A flipped byte in one replica's chunk file: reads stay byte-exact (served by another
+/// replica), the bad replica is reported, replaced by a copy elsewhere, and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_replica_is_replaced_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, servers) = cluster(dir.path(), 4);
+    let c = Client::connect(&master.addr).await.unwrap();
+    c.create("/f").await.unwrap();
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let mut w = c.writer("/f");
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    let chunk = c.refresh("/f").await.unwrap().chunks[0].clone();
+    assert_eq!(chunk.replicas.len(), 3);
+    let bad = &chunk.replicas[0].id;
+    let bad_server = servers.iter().find(|s| &s.id == bad).unwrap();
+    let file = bad_server.dir.join(chunk.handle.to_string());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[300_000] ^= 0x20;
+    std::fs::write(&file, bytes).unwrap();
+    // Read until the bad replica has been hit (replicas are tried in random order), each read
+    // byte-exact.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = c.read("/f", 0, 1 << 20).await.unwrap();
+        assert!(got[..] == data[..1 << 20], "a read returned corrupt bytes");
+        let l = c.refresh("/f").await.unwrap();
+        let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
+        if !ids.contains(&bad.as_str()) && ids.len() == 3 && !file.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the corrupt replica on {bad} was not replaced and deleted: replicas {ids:?}, file there: {}",
+            file.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Everything still reads back whole.
+    let mut r = c.reader("/f").await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    assert!(back == data);
+}

@@ -8,16 +8,28 @@ use gfs_dataplane::{DataError, Handler};
 use gfs_replication::{Coordinator, ReplicationError};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StorageError};
 
+/// Told of a replica that failed its checksums on a read (handle, block).
+pub type CorruptListener = Arc<dyn Fn(ChunkHandle, u64) + Send + Sync>;
+
 /// Serves APPEND and READ for one chunkserver.
 pub struct DataHandler {
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
+    on_corrupt: Option<CorruptListener>,
 }
 
 impl DataHandler {
-    /// A handler over `store` and `coordinator`.
-    pub fn new(store: Arc<ChunkStore>, coordinator: Arc<Coordinator>) -> DataHandler {
-        DataHandler { store, coordinator }
+    /// A handler over `store` and `coordinator`; `on_corrupt` hears of checksum failures.
+    pub fn new(
+        store: Arc<ChunkStore>,
+        coordinator: Arc<Coordinator>,
+        on_corrupt: Option<CorruptListener>,
+    ) -> DataHandler {
+        DataHandler {
+            store,
+            coordinator,
+            on_corrupt,
+        }
     }
 }
 
@@ -105,9 +117,15 @@ impl Handler for DataHandler {
             });
         }
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.read(h, offset, u64::from(len)))
+        let read = tokio::task::spawn_blocking(move || store.read(h, offset, u64::from(len)))
             .await
-            .map_err(|e| DataError::Internal(e.to_string()))?
-            .map_err(storage_to_data)
+            .map_err(|e| DataError::Internal(e.to_string()))?;
+        if let (Err(StorageError::ChecksumMismatch { block, .. }), Some(tell)) =
+            (&read, &self.on_corrupt)
+        {
+            tracing::error!(%h, block, "replica failed its checksums on a read");
+            tell(h, *block);
+        }
+        read.map_err(storage_to_data)
     }
 }

@@ -85,9 +85,21 @@ impl ChunkServer {
         let repl_addr = local(&repl_listener, "replication plane")?;
         let shutdown = CancellationToken::new();
 
+        let master = if cfg.master.is_empty() {
+            None
+        } else {
+            Some(
+                tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master))
+                    .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
+                    .connect_timeout(cfg.replication.connect_timeout)
+                    .timeout(cfg.replication.commit_timeout)
+                    .connect_lazy(),
+            )
+        };
         let handler = Arc::new(DataHandler::new(
             Arc::clone(&store),
             Arc::clone(&coordinator),
+            master.clone().map(|m| corrupt_reporter(m, cfg.id.clone())),
         ));
         let data_cfg = ServerConfig {
             max_frame: cfg.max_record() as usize + 64,
@@ -128,12 +140,7 @@ impl ChunkServer {
                     async move { token.cancelled().await },
                 ),
         );
-        if !cfg.master.is_empty() {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master))
-                .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
-                .connect_timeout(cfg.replication.connect_timeout)
-                .timeout(cfg.replication.commit_timeout)
-                .connect_lazy();
+        if let Some(channel) = master.clone() {
             coordinator.set_seal_listener(seal_reporter(channel.clone()));
             tokio::spawn(heartbeat_loop(
                 cfg.clone(),
@@ -244,6 +251,28 @@ fn seal_reporter(master: tonic::transport::Channel) -> gfs_replication::SealList
                 tracing::warn!(%handle, length, error = %e.message(), "cannot report the seal to the master");
             }
         })
+    })
+}
+
+/// Reports replicas that failed their checksums to the master (in the background: the reader
+/// is already being told to try another replica).
+fn corrupt_reporter(
+    master: tonic::transport::Channel,
+    id: String,
+) -> crate::handler::CorruptListener {
+    Arc::new(move |handle, block| {
+        let mut client =
+            gfs_proto::v1::master_control_client::MasterControlClient::new(master.clone());
+        let req = gfs_proto::v1::ReportCorruptRequest {
+            id: id.clone(),
+            handle: handle.0,
+            block,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = client.report_corrupt(req).await {
+                tracing::warn!(%handle, error = %e.message(), "cannot report a corrupt replica");
+            }
+        });
     })
 }
 

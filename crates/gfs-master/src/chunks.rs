@@ -658,6 +658,18 @@ impl ChunkManager {
         unknown.retain(|(s, h), _| s != server || report.iter().any(|r| r.handle == *h));
         let reg = self.registry.lock();
         for (r, current) in report.iter().zip(versions) {
+            if reg.is_corrupt(server, r.handle) {
+                // Deleted once the chunk has its full set of good replicas elsewhere.
+                let good = current.map_or(0, |v| reg.locations(r.handle, v).len());
+                if good >= self.cfg.replication {
+                    tracing::info!(server, handle = r.handle, "deleting a corrupt replica");
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: u64::MAX,
+                    });
+                }
+                continue;
+            }
             match current {
                 None if !allocating.contains(&r.handle) => {
                     let since = *unknown.entry((server.to_string(), r.handle)).or_insert(now);

@@ -4,7 +4,7 @@
 //! has not heartbeated for `dead_after` is dead: its replicas stop counting as locations. A
 //! replica reported at a version older than the master's is stale: never a location.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// What a chunkserver told the master about itself.
@@ -42,6 +42,9 @@ struct Server {
     last_heartbeat: Instant,
     alive: bool,
     replicas: HashMap<u64, Replica>,
+    /// Replicas this server reported failing their checksums: never listed, never counted,
+    /// deleted once the chunk has its full set elsewhere.
+    corrupt: HashSet<u64>,
 }
 
 /// The membership table.
@@ -62,10 +65,10 @@ impl Registry {
     /// Adds or refreshes a server (a restarted server registers again).
     pub fn register(&mut self, info: ServerInfo, now: Instant) {
         tracing::info!(id = %info.id, data = %info.data_addr, repl = %info.repl_addr, "chunkserver registered");
-        let replicas = self
+        let (replicas, corrupt) = self
             .servers
             .remove(&info.id)
-            .map(|s| s.replicas)
+            .map(|s| (s.replicas, s.corrupt))
             .unwrap_or_default();
         self.servers.insert(
             info.id.clone(),
@@ -74,6 +77,7 @@ impl Registry {
                 last_heartbeat: now,
                 alive: true,
                 replicas,
+                corrupt,
             },
         );
     }
@@ -96,8 +100,30 @@ impl Registry {
         s.alive = true;
         s.last_heartbeat = now;
         s.info.used_bytes = used_bytes;
-        s.replicas = report.into_iter().map(|r| (r.handle, r)).collect();
+        // A corrupt replica stays out of the locations for as long as the server keeps it.
+        s.corrupt.retain(|h| report.iter().any(|r| r.handle == *h));
+        let corrupt = &s.corrupt;
+        s.replicas = report
+            .into_iter()
+            .filter(|r| !corrupt.contains(&r.handle))
+            .map(|r| (r.handle, r))
+            .collect();
         true
+    }
+
+    /// Records that `id`'s replica of `handle` failed its checksums.
+    pub fn mark_corrupt(&mut self, id: &str, handle: u64) {
+        if let Some(s) = self.servers.get_mut(id) {
+            s.replicas.remove(&handle);
+            s.corrupt.insert(handle);
+        }
+    }
+
+    /// Whether `id` reported its replica of `handle` corrupt.
+    pub fn is_corrupt(&self, id: &str, handle: u64) -> bool {
+        self.servers
+            .get(id)
+            .is_some_and(|s| s.corrupt.contains(&handle))
     }
 
     /// Marks servers silent for longer than `dead_after` as dead; returns the newly dead.
@@ -170,7 +196,12 @@ impl Registry {
         let mut free: Vec<&Server> = self
             .servers
             .values()
-            .filter(|s| s.alive && !s.replicas.contains_key(&handle) && !busy(&s.info.id))
+            .filter(|s| {
+                s.alive
+                    && !s.replicas.contains_key(&handle)
+                    && !s.corrupt.contains(&handle)
+                    && !busy(&s.info.id)
+            })
             .collect();
         let used = |s: &Server| s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
         free.sort_by(|a, b| {
@@ -229,6 +260,8 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn info(id: &str) -> ServerInfo {

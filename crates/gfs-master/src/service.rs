@@ -10,7 +10,8 @@ use gfs_proto::v1::{
     AppendChunkRequest, ChunkLease, CreateFileReply, CreateFileRequest, DeleteReply, DeleteRequest,
     FileStat, GetChunksReply, GetChunksRequest, HeartbeatReply, HeartbeatRequest, LeaseExtension,
     ListReply, ListRequest, MkdirReply, MkdirRequest, RegisterReply, RegisterRequest, RenameReply,
-    RenameRequest, ReportSealedReply, ReportSealedRequest, StatReply, StatRequest,
+    RenameRequest, ReportCorruptReply, ReportCorruptRequest, ReportSealedReply,
+    ReportSealedRequest, StatReply, StatRequest,
 };
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status};
@@ -283,6 +284,16 @@ impl MasterControl for ControlService {
         Ok(Response::new(RegisterReply {
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
         }))
+    }
+
+    async fn report_corrupt(
+        &self,
+        r: Request<ReportCorruptRequest>,
+    ) -> Result<Response<ReportCorruptReply>, Status> {
+        let r = r.into_inner();
+        tracing::error!(server = %r.id, handle = r.handle, block = r.block, "corrupt replica reported: no longer listed; the chunk will be copied from a good one");
+        self.registry.lock().mark_corrupt(&r.id, r.handle);
+        Ok(Response::new(ReportCorruptReply {}))
     }
 
     async fn heartbeat(
