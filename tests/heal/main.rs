@@ -174,3 +174,81 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
         .unwrap();
     assert!(back == data);
 }
+
+/// A server stopped while appends go on (versions move past its replicas) and started again:
+/// its replicas are stale, never served, deleted, and the chunk is whole on three others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 4);
+    let c = Client::connect_with(
+        &master.addr,
+        ClientConfig {
+            op_deadline: Duration::from_secs(90),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.create("/s").await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..10 {
+        let rec = record(9, n);
+        acked.push((c.append("/s", rec.clone()).await.unwrap(), rec));
+    }
+    let chunk = c.refresh("/s").await.unwrap().chunks[0].clone();
+    let away: usize = chunk.replicas[1].id[2..].parse().unwrap();
+    servers[away].kill();
+    // Appends go on without it: the lease moves past its version.
+    for n in 10..30 {
+        let rec = record(9, n);
+        acked.push((c.append("/s", rec.clone()).await.unwrap(), rec));
+    }
+    // The primary reports the missing secondary as lagging; the master bumps past it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let version = loop {
+        let v = c.refresh("/s").await.unwrap().chunks[0].version;
+        if v > chunk.version {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the version never moved past the lost replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // It comes back with its old replica (same disk, new ports).
+    let (id, sdir) = (servers[away].id.clone(), servers[away].dir.clone());
+    servers[away] = Server::start_with(&sdir, &id, None, &[], &["--master", &master.addr]);
+    let stale = gfs_dataplane::DataClient::connect(
+        &servers[away].data,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    let file = sdir.join(chunk.handle.to_string());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Never served at the current version: refused as stale, or already gone.
+        match stale.read(chunk.handle, version, 0, 100).await {
+            Err(gfs_dataplane::DataError::StaleVersion { .. })
+            | Err(gfs_dataplane::DataError::NotFound { .. }) => {}
+            other => panic!("a stale replica answered a read: {other:?}"),
+        }
+        let l = c.refresh("/s").await.unwrap();
+        let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
+        if !file.exists() && ids.len() == 3 && !ids.contains(&id.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stale replica on {id} not deleted or chunk not whole: replicas {ids:?}, file there: {}",
+            file.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (off, rec) in &acked {
+        let got = c.read("/s", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "record at {off} lost");
+    }
+}
