@@ -252,3 +252,94 @@ async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() 
         assert!(got[..] == rec[..], "record at {off} lost");
     }
 }
+
+/// Deletion is lazy: a deleted file waits in the hidden trash (and can be moved back out),
+/// then it is purged and its chunk files vanish from every server's disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--trash-retention", "3s"],
+    );
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let c = Client::connect(&master.addr).await.unwrap();
+    let data = vec![7u8; 1_500_000];
+    c.create("/doomed").await.unwrap();
+    let mut w = c.writer("/doomed");
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    let handles: Vec<u64> = c
+        .refresh("/doomed")
+        .await
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|ch| ch.handle)
+        .collect();
+    assert_eq!(handles.len(), 2);
+    let on_disk = |h: u64| {
+        servers
+            .iter()
+            .filter(|s| s.dir.join(h.to_string()).exists())
+            .count()
+    };
+
+    // Deleted: gone from its directory and from `ls /`, kept in /.trash with its chunks.
+    c.delete("/doomed", false).await.unwrap();
+    let root: Vec<String> = c
+        .list("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert!(root.is_empty(), "ls / shows {root:?}");
+    let slots = c.list("/.trash").await.unwrap();
+    assert_eq!(slots.len(), 1);
+    let trashed = format!("{}/doomed", slots[0].path);
+    assert_eq!(c.stat(&trashed).await.unwrap().chunks, 2);
+    // Undelete: move it back out, whole.
+    c.rename(&trashed, "/doomed").await.unwrap();
+    let mut r = c.reader("/doomed").await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    assert!(back == data);
+
+    // Deleted again and left alone: after the retention period its chunks leave every disk.
+    c.delete("/doomed", false).await.unwrap();
+    let deleted_at = Instant::now();
+    let deadline = deleted_at + Duration::from_secs(60);
+    loop {
+        let left: usize = handles.iter().map(|h| on_disk(*h)).sum();
+        let trash = c.list("/.trash").await.unwrap();
+        if left == 0 {
+            let slot = &trash.iter().filter(|e| e.path != "/.trash").count();
+            assert_eq!(
+                *slot, 0,
+                "chunks gone but the trash entry stayed: {trash:?}"
+            );
+            break;
+        }
+        if deleted_at.elapsed() < Duration::from_secs(2) {
+            // Well inside the retention period, nothing is gone yet.
+            assert_eq!(left, 6, "chunks went before the retention period");
+        }
+        assert!(Instant::now() < deadline, "{left} replicas still on disk");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deleted_at.elapsed() >= Duration::from_secs(3));
+}

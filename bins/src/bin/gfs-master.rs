@@ -35,6 +35,9 @@ struct Args {
     /// than the heartbeat interval).
     #[arg(long = "dead-after", value_name = "DURATION")]
     dead_after: Option<String>,
+    /// How long deleted entries stay in /.trash before they and their chunks go ("72h").
+    #[arg(long = "trash-retention", value_name = "DURATION")]
+    trash_retention: Option<String>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -65,6 +68,10 @@ async fn run() -> anyhow::Result<()> {
         cfg.dead_after =
             humantime_duration(&d).map_err(|e| anyhow::anyhow!("--dead-after: {e}"))?;
     }
+    if let Some(t) = args.trash_retention {
+        cfg.trash_retention =
+            humantime_duration(&t).map_err(|e| anyhow::anyhow!("--trash-retention: {e}"))?;
+    }
     if let Some(g) = args.orphan_grace {
         cfg.orphan_grace =
             humantime_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
@@ -84,6 +91,7 @@ fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
         "ms" => n,
         "s" | "" => n * 1000,
         "m" => n * 60_000,
+        "h" => n * 3_600_000,
         _ => return Err(format!("unknown unit in {s:?}")),
     };
     Ok(std::time::Duration::from_millis(ms))

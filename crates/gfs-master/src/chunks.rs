@@ -81,6 +81,9 @@ pub struct ChunkManager {
     unsettled: Mutex<HashSet<u64>>,
     /// Re-replication in flight: chunk -> (source, target) server ids.
     cloning: Mutex<HashMap<u64, (String, String)>>,
+    /// Chunks of files deleted for good, and when: servers drop them on their next heartbeat
+    /// (not after `orphan_grace`).
+    purged: Mutex<HashMap<u64, Instant>>,
     /// Chunks with no live current replica, as last seen (logged when it changes).
     lost: Mutex<HashSet<u64>>,
     /// Handles being allocated: created on servers, not yet logged. Never orphans.
@@ -126,6 +129,7 @@ impl ChunkManager {
             allocating: Mutex::new(HashSet::new()),
             unsettled: Mutex::new(HashSet::new()),
             cloning: Mutex::new(HashMap::new()),
+            purged: Mutex::new(HashMap::new()),
             lost: Mutex::new(HashSet::new()),
             unknown_since: Mutex::new(HashMap::new()),
             deciding: LockTable::new(),
@@ -405,6 +409,19 @@ impl ChunkManager {
         }
     }
 
+    /// Notes chunks of files deleted for good: servers drop them at once.
+    pub fn purged(&self, handles: &[u64]) {
+        let now = Instant::now();
+        let mut p = self.purged.lock();
+        for h in handles {
+            p.insert(*h, now);
+        }
+        let mut leases = self.leases.lock();
+        for h in handles {
+            leases.remove(h);
+        }
+    }
+
     /// Finds the chunks left unsettled in the log (after a restart).
     pub async fn load_unsettled(&self) -> Result<(), Status> {
         let found = self.meta.read(|ns| ns.unsettled()).await.map_err(status)?;
@@ -654,6 +671,12 @@ impl ChunkManager {
         let now = Instant::now();
         let mut out = Vec::new();
         let allocating = self.allocating.lock().clone();
+        let purged = {
+            let mut p = self.purged.lock();
+            // After the grace period the orphan rule covers them anyway.
+            p.retain(|_, at| now.duration_since(*at) < self.cfg.orphan_grace);
+            p.keys().copied().collect::<HashSet<u64>>()
+        };
         let mut unknown = self.unknown_since.lock();
         unknown.retain(|(s, h), _| s != server || report.iter().any(|r| r.handle == *h));
         let reg = self.registry.lock();
@@ -671,6 +694,17 @@ impl ChunkManager {
                 continue;
             }
             match current {
+                None if purged.contains(&r.handle) => {
+                    tracing::info!(
+                        server,
+                        handle = r.handle,
+                        "deleting a replica of a purged file"
+                    );
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: u64::MAX,
+                    });
+                }
                 None if !allocating.contains(&r.handle) => {
                     let since = *unknown.entry((server.to_string(), r.handle)).or_insert(now);
                     if now.duration_since(since) >= self.cfg.orphan_grace {

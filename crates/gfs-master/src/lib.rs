@@ -25,6 +25,7 @@ pub mod record;
 mod registry;
 mod server;
 mod service;
+pub mod trash;
 
 pub use chunks::{ChunkConfig, ChunkManager, LeaseDecision, lease_decision};
 pub use error::{MasterError, Result};

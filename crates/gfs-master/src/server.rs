@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::chunks::{ChunkConfig, ChunkManager};
+use crate::locks::PathLocks;
 use crate::metastore::{MetaConfig, MetaStore};
 use crate::registry::Registry;
 use crate::service::{ControlService, MasterService};
+use crate::trash::Trash;
 
 /// The master configuration file (`config/master.toml`). Every field has a default.
 #[derive(Clone, Debug, Deserialize)]
@@ -56,6 +58,10 @@ pub struct MasterConfig {
     /// Re-replication: deadline of one chunk copy.
     #[serde(with = "humantime_serde")]
     pub clone_timeout: Duration,
+    /// How long a deleted entry stays in `/.trash` (where it can be moved back out) before it
+    /// and its chunks are deleted for good.
+    #[serde(with = "humantime_serde")]
+    pub trash_retention: Duration,
 }
 
 impl Default for MasterConfig {
@@ -74,6 +80,7 @@ impl Default for MasterConfig {
             orphan_grace: Duration::from_secs(600),
             max_clones: 8,
             clone_timeout: Duration::from_secs(300),
+            trash_retention: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -167,13 +174,21 @@ impl Master {
             .load_unsettled()
             .await
             .map_err(|e| StartError::Io(e.to_string()))?;
-        // Liveness: mark servers that stopped heartbeating as dead; settle abandoned chunks
-        // whose replicas came back.
-        let (reg, token, every, background) = (
+        let locks = Arc::new(PathLocks::new());
+        let trash = Arc::new(Trash::new(
+            Arc::clone(&meta),
+            Arc::clone(&chunks),
+            Arc::clone(&locks),
+            cfg.trash_retention,
+        ));
+        // Every heartbeat interval: mark servers that stopped heartbeating as dead, settle
+        // abandoned chunks whose replicas came back, re-replicate, purge the trash.
+        let (reg, token, every, background, purge) = (
             Arc::clone(&registry),
             shutdown.clone(),
             cfg.heartbeat_interval,
             Arc::clone(&chunks),
+            Arc::clone(&trash),
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -183,6 +198,7 @@ impl Master {
                         reg.lock().sweep(Instant::now());
                         background.settle().await;
                         background.rereplicate().await;
+                        purge.purge(crate::chunks::unix_ms(std::time::SystemTime::now())).await;
                     }
                     _ = token.cancelled() => break,
                 }
@@ -193,6 +209,8 @@ impl Master {
             Arc::clone(&meta),
             Arc::clone(&chunks),
             cfg.replication as u32,
+            locks,
+            trash,
         ));
         let ctl = MasterControlServer::new(ControlService::new(
             registry,

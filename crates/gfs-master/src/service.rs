@@ -22,8 +22,9 @@ use crate::locks::{Mode, PathLocks};
 use crate::metastore::MetaStore;
 use crate::namespace::Stat;
 use crate::path;
-use crate::record::{CreateOp, DeleteOp, Op, PathOp, RenameOp};
+use crate::record::{CreateOp, Op, PathOp, RenameOp};
 use crate::registry::{Registry, Replica, ServerInfo};
+use crate::trash::{TRASH, Trash};
 
 /// Maps a metadata error to the status a client sees.
 pub fn status(e: MasterError) -> Status {
@@ -69,18 +70,26 @@ pub struct MasterService {
     meta: Arc<MetaStore>,
     chunks: Arc<ChunkManager>,
     replication: u32,
-    locks: PathLocks,
+    locks: Arc<PathLocks>,
+    trash: Arc<Trash>,
 }
 
 impl MasterService {
     /// A service over `meta` and `chunks`; files get `replication` replicas unless they ask
-    /// otherwise.
-    pub fn new(meta: Arc<MetaStore>, chunks: Arc<ChunkManager>, replication: u32) -> MasterService {
+    /// otherwise; deletes go through `trash`, which shares `locks`.
+    pub fn new(
+        meta: Arc<MetaStore>,
+        chunks: Arc<ChunkManager>,
+        replication: u32,
+        locks: Arc<PathLocks>,
+        trash: Arc<Trash>,
+    ) -> MasterService {
         MasterService {
             meta,
             chunks,
             replication,
-            locks: PathLocks::new(),
+            locks,
+            trash,
         }
     }
 
@@ -152,14 +161,10 @@ impl Master for MasterService {
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
         let r = r.into_inner();
         let path = checked(&r.path)?;
-        let _lock = self.locks.mutate(&path).await;
-        let op = Op::Delete(DeleteOp {
-            path,
-            mtime_ms: now_ms(),
-            recursive: r.recursive,
-        });
-        let removed = self.meta.mutate(op).await.map_err(status)?;
-        tracing::info!(path = %r.path, chunks = removed.len(), "deleted");
+        self.trash
+            .delete(&path, r.recursive, now_ms())
+            .await
+            .map_err(status)?;
         Ok(Response::new(DeleteReply {}))
     }
 
@@ -182,12 +187,17 @@ impl Master for MasterService {
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
         let p = checked(&r.into_inner().path)?;
         let _lock = self.locks.read(&p).await;
-        let entries = self
+        let root = p == "/";
+        let mut entries = self
             .meta
             .read(move |ns| ns.list(&p))
             .await
             .map_err(status)?
             .map_err(status)?;
+        if root {
+            // The trash is hidden (`ls /.trash` shows it).
+            entries.retain(|e| e.path != TRASH);
+        }
         Ok(Response::new(ListReply {
             entries: entries.into_iter().map(wire).collect(),
         }))

@@ -48,10 +48,19 @@ async fn start(dir: &std::path::Path) -> Running {
             clone_timeout: Duration::from_secs(60),
         },
     ));
+    let locks = Arc::new(gfs_master::locks::PathLocks::new());
+    let trash = Arc::new(gfs_master::trash::Trash::new(
+        Arc::clone(&meta),
+        Arc::clone(&chunks),
+        Arc::clone(&locks),
+        Duration::from_secs(3600),
+    ));
     let svc = MasterServer::new(MasterService::new(
         Arc::clone(&meta),
         Arc::clone(&chunks),
         3,
+        locks,
+        trash,
     ));
     let ctl = MasterControlServer::new(ControlService::new(
         Arc::clone(&registry),

@@ -1,0 +1,126 @@
+//! Lazy deletion, as in the GFS paper: `delete` moves the entry to `/.trash/<ms>-<tag>/<name>`
+//! (hidden from listings of `/`), where it can be moved back out until `retention` has passed;
+//! then a background pass deletes it for good, and the servers drop its chunks on their next
+//! heartbeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::chunks::ChunkManager;
+use crate::error::{MasterError, Result};
+use crate::locks::{Mode, PathLocks};
+use crate::metastore::MetaStore;
+use crate::path;
+use crate::record::{DeleteOp, Op, PathOp, RenameOp};
+
+/// The trash directory.
+pub const TRASH: &str = "/.trash";
+
+/// Whether `p` is the trash or inside it.
+pub fn in_trash(p: &str) -> bool {
+    p == TRASH || p.starts_with("/.trash/")
+}
+
+/// Deletion through the trash, and its purge.
+pub struct Trash {
+    meta: Arc<MetaStore>,
+    chunks: Arc<ChunkManager>,
+    locks: Arc<PathLocks>,
+    retention: Duration,
+}
+
+impl Trash {
+    /// Deletion over `meta`, with `locks` shared with the namespace calls; entries stay in the
+    /// trash for `retention`.
+    pub fn new(
+        meta: Arc<MetaStore>,
+        chunks: Arc<ChunkManager>,
+        locks: Arc<PathLocks>,
+        retention: Duration,
+    ) -> Trash {
+        Trash {
+            meta,
+            chunks,
+            locks,
+            retention,
+        }
+    }
+
+    /// Deletes `p` (normalized): into the trash, or for good if it is already there.
+    pub async fn delete(&self, p: &str, recursive: bool, now_ms: u64) -> Result<()> {
+        let op = Op::Delete(DeleteOp {
+            path: p.to_string(),
+            mtime_ms: now_ms,
+            recursive,
+        });
+        if in_trash(p) {
+            let _lock = self.locks.mutate(p).await;
+            return self.purge_now(op).await;
+        }
+        let slot = format!("{TRASH}/{now_ms:013}-{:08x}", rand::random::<u32>());
+        let dst = format!("{slot}/{}", path::name(p));
+        let _lock = self
+            .locks
+            .paths(&[(p, Mode::Write), (&slot, Mode::Write), (&dst, Mode::Write)])
+            .await;
+        // Refuse what a delete would refuse (missing, the root, a non-empty directory).
+        let check = op.clone();
+        self.meta.read(move |ns| ns.check(&check)).await??;
+        let mkdir = |path: &str| {
+            Op::Mkdir(PathOp {
+                path: path.to_string(),
+                mtime_ms: now_ms,
+            })
+        };
+        match self.meta.mutate(mkdir(TRASH)).await {
+            Ok(_) | Err(MasterError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.meta.mutate(mkdir(&slot)).await?;
+        self.meta
+            .mutate(Op::Rename(RenameOp {
+                src: p.to_string(),
+                dst: dst.clone(),
+                mtime_ms: now_ms,
+            }))
+            .await?;
+        tracing::info!(path = p, trash = %dst, "moved to the trash");
+        Ok(())
+    }
+
+    async fn purge_now(&self, op: Op) -> Result<()> {
+        let removed = self.meta.mutate(op).await?;
+        tracing::info!(chunks = removed.len(), "deleted for good");
+        self.chunks.purged(&removed);
+        Ok(())
+    }
+
+    /// Deletes for good the trash entries older than the retention period.
+    pub async fn purge(&self, now_ms: u64) {
+        let entries = self
+            .meta
+            .read(|ns| ns.list(TRASH).unwrap_or_default())
+            .await
+            .unwrap_or_default();
+        let keep_ms = self.retention.as_millis() as u64;
+        for e in entries {
+            let stamp = path::name(&e.path)
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse::<u64>().ok());
+            if stamp.is_some_and(|ms| ms.saturating_add(keep_ms) <= now_ms) {
+                let _lock = self.locks.mutate(&e.path).await;
+                let op = Op::Delete(DeleteOp {
+                    path: e.path.clone(),
+                    mtime_ms: now_ms,
+                    recursive: true,
+                });
+                match self.purge_now(op).await {
+                    Ok(()) => tracing::info!(entry = %e.path, "trash entry expired"),
+                    Err(MasterError::NotFound(_)) => {}
+                    Err(err) => tracing::warn!(entry = %e.path, error = %err, "cannot purge"),
+                }
+            }
+        }
+    }
+}
