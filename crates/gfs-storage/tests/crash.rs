@@ -87,7 +87,15 @@ async fn child_main(dir: &Path, round: u64) {
                         g.1 += data.len() as u64;
                         g.0
                     };
-                    let c = store.commit(handle, op).await.unwrap();
+                    let c = match store.commit(handle, op).await {
+                        Ok(c) => c,
+                        // Another writer sealed the chunk between this stage and its commit
+                        // (a seal drops what is not yet committing): never acknowledged.
+                        Err(StorageError::NotStaged { .. } | StorageError::Sealed { .. }) => {
+                            continue;
+                        }
+                        Err(e) => panic!("commit: {e}"),
+                    };
                     let mut o = out.lock().unwrap();
                     writeln!(
                         o,
