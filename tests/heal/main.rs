@@ -343,3 +343,70 @@ async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_dis
     }
     assert!(deleted_at.elapsed() >= Duration::from_secs(3));
 }
+
+/// The goGFS "disk error" case: the data directories of two of five chunkservers are removed
+/// while they run. Those servers notice, report their replicas gone and take no new ones;
+/// appends go on, and every chunk is back to three replicas on the healthy servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, servers) = cluster(dir.path(), 5);
+    let c = Client::connect_with(
+        &master.addr,
+        ClientConfig {
+            op_deadline: Duration::from_secs(90),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.create("/d").await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..40 {
+        let rec = record(3, n);
+        acked.push((c.append("/d", rec.clone()).await.unwrap(), rec));
+    }
+    let chunk = c
+        .refresh("/d")
+        .await
+        .unwrap()
+        .chunks
+        .last()
+        .unwrap()
+        .clone();
+    let lost: Vec<String> = chunk.replicas[..2].iter().map(|r| r.id.clone()).collect();
+    for s in servers.iter().filter(|s| lost.contains(&s.id)) {
+        std::fs::remove_dir_all(&s.dir).unwrap();
+    }
+    for n in 40..120 {
+        let rec = record(3, n);
+        acked.push((c.append("/d", rec.clone()).await.unwrap(), rec));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = c.refresh("/d").await.unwrap();
+        let bad: Vec<(u64, Vec<String>)> = l
+            .chunks
+            .iter()
+            .map(|ch| {
+                (
+                    ch.index,
+                    ch.replicas.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, ids)| ids.len() < 3 || ids.iter().any(|id| lost.contains(id)))
+            .collect();
+        if bad.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chunks not healed onto the healthy servers (lost {lost:?}): {bad:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (off, rec) in &acked {
+        let got = c.read("/d", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
+    }
+}

@@ -318,6 +318,8 @@ async fn heartbeat_loop(
             }
         }
         if registered {
+            // After a lost disk the report is empty, so the master copies the replicas elsewhere.
+            let disk_lost = store.check_disk().is_err();
             let (chunks, lagging) = crate::control::chunk_report(&store, &coordinator);
             let writing = coordinator
                 .writing(interval * 2)
@@ -330,6 +332,7 @@ async fn heartbeat_loop(
                 chunks,
                 lagging,
                 writing,
+                disk_lost,
             };
             match client.heartbeat(req).await {
                 Ok(r) => {

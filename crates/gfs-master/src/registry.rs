@@ -42,6 +42,8 @@ struct Server {
     last_heartbeat: Instant,
     alive: bool,
     replicas: HashMap<u64, Replica>,
+    /// The server reported its data directory lost: it takes no new replica.
+    disk_lost: bool,
     /// Replicas this server reported failing their checksums: never listed, never counted,
     /// deleted once the chunk has its full set elsewhere.
     corrupt: HashSet<u64>,
@@ -78,6 +80,7 @@ impl Registry {
                 alive: true,
                 replicas,
                 corrupt,
+                disk_lost: false,
             },
         );
     }
@@ -91,12 +94,31 @@ impl Registry {
         report: Vec<Replica>,
         now: Instant,
     ) -> bool {
+        self.heartbeat_with(id, used_bytes, report, false, now)
+    }
+
+    /// [`Registry::heartbeat`], with whether the server lost its data directory.
+    pub fn heartbeat_with(
+        &mut self,
+        id: &str,
+        used_bytes: u64,
+        report: Vec<Replica>,
+        disk_lost: bool,
+        now: Instant,
+    ) -> bool {
         let Some(s) = self.servers.get_mut(id) else {
             return false;
         };
         if !s.alive {
             tracing::info!(id, "chunkserver is back");
         }
+        if disk_lost && !s.disk_lost {
+            tracing::error!(
+                id,
+                "chunkserver lost its data directory: no new replicas go there"
+            );
+        }
+        s.disk_lost = disk_lost;
         s.alive = true;
         s.last_heartbeat = now;
         s.info.used_bytes = used_bytes;
@@ -149,7 +171,11 @@ impl Registry {
     /// Picks up to `n` live servers for a new chunk: least used first, and a rack not yet
     /// chosen before one already chosen (servers without a rack count as racks of their own).
     pub fn place(&self, n: usize) -> Vec<ServerInfo> {
-        let mut live: Vec<&Server> = self.servers.values().filter(|s| s.alive).collect();
+        let mut live: Vec<&Server> = self
+            .servers
+            .values()
+            .filter(|s| s.alive && !s.disk_lost)
+            .collect();
         live.sort_by(|a, b| {
             let used = |s: &Server| s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
             used(a)
@@ -198,6 +224,7 @@ impl Registry {
             .values()
             .filter(|s| {
                 s.alive
+                    && !s.disk_lost
                     && !s.replicas.contains_key(&handle)
                     && !s.corrupt.contains(&handle)
                     && !busy(&s.info.id)

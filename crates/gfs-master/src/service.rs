@@ -334,10 +334,13 @@ impl MasterControl for ControlService {
                 }
             });
         }
-        let known = self
-            .registry
-            .lock()
-            .heartbeat(&r.id, r.used_bytes, report, Instant::now());
+        let known = self.registry.lock().heartbeat_with(
+            &r.id,
+            r.used_bytes,
+            report,
+            r.disk_lost,
+            Instant::now(),
+        );
         let extensions = if known {
             self.chunks
                 .extend_leases(&r.id, &r.writing)

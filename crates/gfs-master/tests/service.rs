@@ -204,6 +204,7 @@ async fn chunkservers_register_and_heartbeat() {
         }],
         lagging: vec![],
         writing: vec![],
+        disk_lost: false,
     };
     assert!(
         c.heartbeat(hb("cs1"))

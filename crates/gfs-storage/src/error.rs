@@ -159,6 +159,9 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// The data directory was removed or replaced under a running store.
+    #[error("data directory {0} is gone or replaced: its replicas are lost")]
+    DiskLost(PathBuf),
     /// Another process holds the data directory.
     #[error("data directory {0} is locked by another process")]
     Locked(PathBuf),

@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub counters: Counters,
     /// A write or fsync of the WAL failed: every write is refused until the store reopens.
     pub wal_failed: AtomicBool,
+    /// The data directory is gone or replaced under the store: it holds nothing any more.
+    pub lost: AtomicBool,
     /// Empty files ready to become chunk files.
     pub pool: crate::pool::FilePool,
     /// Held for the store's lifetime: an exclusive lock on `<dir>/LOCK`.
@@ -204,6 +206,7 @@ impl ChunkStore {
             staging_room: Notify::new(),
             counters: Counters::default(),
             wal_failed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             _lock: lock,
         });
         let (tx, rx) = mpsc::channel();
@@ -217,6 +220,29 @@ impl ChunkStore {
             jobs: Some(tx),
             committer: Some(committer),
         })
+    }
+
+    /// Checks that the data directory is still the one the store opened (its `LOCK` file is the
+    /// same file). If it was removed or replaced (a failed or swapped disk, an `rm -rf`), the
+    /// store is marked lost for good: it lists nothing, serves nothing, accepts nothing, and this
+    /// returns `DiskLost`, so the server can report its replicas gone.
+    pub fn check_disk(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if self.inner.lost.load(Ordering::Acquire) {
+            return Err(StorageError::DiskLost(self.inner.dir.clone()));
+        }
+        let held = self.inner._lock.metadata().map(|m| (m.dev(), m.ino()));
+        let there = fs::metadata(self.inner.dir.join("LOCK")).map(|m| (m.dev(), m.ino()));
+        match (held, there) {
+            (Ok(a), Ok(b)) if a == b => Ok(()),
+            _ => {
+                if !self.inner.lost.swap(true, Ordering::AcqRel) {
+                    self.inner.wal_failed.store(true, Ordering::Release);
+                    tracing::error!(dir = %self.inner.dir.display(), "the data directory is gone or replaced: every replica here is lost");
+                }
+                Err(StorageError::DiskLost(self.inner.dir.clone()))
+            }
+        }
     }
 
     /// The data directory.
@@ -524,6 +550,9 @@ impl ChunkStore {
 
     /// Every replica, for the chunk report, ordered by handle.
     pub fn list(&self) -> Vec<ChunkInfo> {
+        if self.inner.lost.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut all: Vec<_> = self
             .inner
             .chunks
@@ -633,6 +662,9 @@ impl Drop for ChunkStore {
 impl Inner {
     /// The chunk, or `NotFound`.
     pub(crate) fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>> {
+        if self.lost.load(Ordering::Acquire) {
+            return Err(StorageError::NotFound(handle));
+        }
         self.chunks
             .read()
             .get(&handle)
