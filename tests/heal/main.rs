@@ -226,24 +226,47 @@ async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() 
     )
     .await
     .unwrap();
-    let file = sdir.join(chunk.handle.to_string());
+    // Its replica's version as it reports it (None once deleted).
+    let held = |repl: String| async move {
+        let mut ctl = gfs_bins::control_client(&repl).await.unwrap();
+        ctl.report_chunks(gfs_proto::v1::ReportChunksRequest {
+            handles: vec![chunk.handle],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .chunks
+        .first()
+        .map(|c| c.version)
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stale_seen_gone = false;
     loop {
-        // Never served at the current version: refused as stale, or already gone.
+        let before = held(servers[away].repl.clone()).await;
+        // Never served at the current version while stale; only a fresh copy (made after the
+        // stale one was deleted) may answer.
         match stale.read(chunk.handle, version, 0, 100).await {
             Err(gfs_dataplane::DataError::StaleVersion { .. })
             | Err(gfs_dataplane::DataError::NotFound { .. }) => {}
-            other => panic!("a stale replica answered a read: {other:?}"),
+            Ok(b) => {
+                let now = held(servers[away].repl.clone()).await;
+                assert!(
+                    before.is_none_or(|v| v >= version) && now.is_some_and(|v| v >= version),
+                    "a stale replica (version {before:?}) answered a read: {} bytes",
+                    b.len()
+                );
+            }
+            other => panic!("unexpected read result: {other:?}"),
         }
+        stale_seen_gone |= before.is_none_or(|v| v >= version);
         let l = c.refresh("/s").await.unwrap();
-        let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
-        if !file.exists() && ids.len() == 3 && !ids.contains(&id.as_str()) {
+        if stale_seen_gone && l.chunks[0].replicas.len() >= 3 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "stale replica on {id} not deleted or chunk not whole: replicas {ids:?}, file there: {}",
-            file.exists()
+            "stale replica on {id} still there ({before:?} < {version}) or the chunk short: {:?}",
+            l.chunks[0].replicas
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -409,4 +432,71 @@ async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
         let got = c.read("/d", *off, rec.len() as u64).await.unwrap();
         assert!(got[..] == rec[..], "acknowledged record at {off} lost");
     }
+}
+
+/// kill -9 of the master while it re-replicates a dead server's chunks: after its restart the
+/// work resumes; every chunk ends with exactly three replicas and the file reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restart_during_re_replication_resumes_without_loss_or_excess() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 4);
+    let c = Client::connect(&master.addr).await.unwrap();
+    let data: Vec<u8> = (0..6_000_000u32)
+        .map(|i| i.wrapping_mul(2_246_822_519).to_le_bytes()[2])
+        .collect();
+    c.create("/big").await.unwrap();
+    let mut w = c.writer("/big");
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    let before = c.refresh("/big").await.unwrap();
+    assert_eq!(before.chunks.len(), 6);
+    // A server holding chunk 0 dies; once the master has begun copying (the chunk lists a
+    // replica elsewhere), the master is killed too and restarted on its directory and port.
+    let victim = before.chunks[0].replicas[0].id.clone();
+    let v: usize = victim[2..].parse().unwrap();
+    servers[v].kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = c.refresh("/big").await.unwrap();
+        let copied = l.chunks.iter().any(|ch| {
+            ch.replicas.len() == 3
+                && before.chunks[ch.index as usize]
+                    .replicas
+                    .iter()
+                    .any(|r| r.id == victim)
+        });
+        if copied {
+            break;
+        }
+        assert!(Instant::now() < deadline, "re-replication never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let addr = master.addr.clone();
+    let mut master = master;
+    master.kill();
+    let master = MasterProc::start_with(&dir.path().join("master"), &addr, &["--dead-after", "2s"]);
+    let c = Client::connect(&master.addr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = c.refresh("/big").await.unwrap();
+        let counts: Vec<usize> = l.chunks.iter().map(|ch| ch.replicas.len()).collect();
+        let victim_listed = l
+            .chunks
+            .iter()
+            .any(|ch| ch.replicas.iter().any(|r| r.id == victim));
+        if counts.iter().all(|n| *n == 3) && !victim_listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica counts after the restart: {counts:?} (victim listed: {victim_listed})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut r = c.reader("/big").await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    assert!(back == data, "the file changed");
 }

@@ -650,8 +650,10 @@ impl ChunkManager {
     }
 
     /// Which of `server`'s reported replicas it should delete: chunks unknown to the master for
-    /// longer than `orphan_grace` (never one being allocated), and stale versions of chunks that
-    /// already have `replication` current live replicas.
+    /// longer than `orphan_grace` (never one being allocated), replicas of purged files, stale
+    /// versions of chunks with a quorum of current live replicas elsewhere (a stale replica is
+    /// never served nor copied, and would block a new copy on its server), corrupt replicas
+    /// once the full set is good, and extra replicas past the goal.
     pub async fn to_delete(
         &self,
         server: &str,
@@ -679,6 +681,13 @@ impl ChunkManager {
         };
         let mut unknown = self.unknown_since.lock();
         unknown.retain(|(s, h), _| s != server || report.iter().any(|r| r.handle == *h));
+        // Lease primaries first: elsewhere the lease table is locked before the registry.
+        let primaries: HashMap<u64, String> = self
+            .leases
+            .lock()
+            .iter()
+            .map(|(h, l)| (*h, l.primary.id.clone()))
+            .collect();
         let reg = self.registry.lock();
         for (r, current) in report.iter().zip(versions) {
             if reg.is_corrupt(server, r.handle) {
@@ -723,7 +732,7 @@ impl ChunkManager {
                             .iter()
                             .filter(|(s, _)| s.id != server)
                             .count()
-                            >= self.cfg.replication =>
+                            >= self.cfg.quorum =>
                 {
                     tracing::info!(
                         server,
@@ -737,8 +746,30 @@ impl ChunkManager {
                     });
                 }
                 Some(v) if r.version < v => {}
-                Some(_) => {
+                Some(v) => {
                     unknown.remove(&(server.to_string(), r.handle));
+                    // More current replicas than the goal (a copy that finished after a master
+                    // restart, a server back after its chunks were copied): the last holder by
+                    // id drops its replica, unless it is the primary of a live lease.
+                    let holders = reg.locations(r.handle, v);
+                    let primary = primaries.get(&r.handle);
+                    let extra = holders
+                        .iter()
+                        .map(|(s, _)| s.id.as_str())
+                        .filter(|id| Some(*id) != primary.map(String::as_str))
+                        .max();
+                    if holders.len() > self.cfg.replication && extra == Some(server) {
+                        tracing::info!(
+                            server,
+                            handle = r.handle,
+                            holders = holders.len(),
+                            "deleting an extra replica"
+                        );
+                        out.push(ChunkDelete {
+                            handle: r.handle,
+                            below_version: v + 1,
+                        });
+                    }
                 }
             }
         }
