@@ -70,17 +70,7 @@ impl Gfs {
     pub fn start(n: usize) -> Gfs {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
-        let servers = (0..n)
-            .map(|i| {
-                Server::start_with(
-                    &dir.path().join(format!("cs{i}")),
-                    &format!("cs{i}"),
-                    None,
-                    &[],
-                    &["--master", &master.addr],
-                )
-            })
-            .collect();
+        let servers = Server::with_master(dir.path(), n, &master.addr);
         let gfs = Gfs {
             servers,
             master,

@@ -20,17 +20,7 @@ use master_proc::MasterProc;
 fn cluster(dir: &std::path::Path, n: usize) -> (MasterProc, Vec<Server>) {
     let master =
         MasterProc::start_with(&dir.join("master"), "127.0.0.1:0", &["--dead-after", "2s"]);
-    let servers = (0..n)
-        .map(|i| {
-            Server::start_with(
-                &dir.join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let servers = Server::with_master(dir, n, &master.addr);
     (master, servers)
 }
 
@@ -38,6 +28,15 @@ fn record(w: usize, n: usize) -> Vec<u8> {
     let mut r = format!("writer {w} record {n} ").into_bytes();
     r.resize(20_000 + (w * 7 + n * 13) % 5_000, (w * 31 + n) as u8);
     r
+}
+
+/// A client of `master` that keeps retrying through failures for `deadline`.
+async fn patient(master: &MasterProc, deadline: Duration) -> Client {
+    let cfg = ClientConfig {
+        op_deadline: deadline,
+        ..ClientConfig::default()
+    };
+    Client::connect_with(&master.addr, cfg).await.unwrap()
 }
 
 /// Waits until every chunk of `path` has `want` live replicas; returns how long it took.
@@ -68,15 +67,7 @@ async fn until_replicated(c: &Client, path: &str, want: usize, deadline: Duratio
 async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
-    let c = Client::connect_with(
-        &master.addr,
-        ClientConfig {
-            op_deadline: Duration::from_secs(90),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = patient(&master, Duration::from_secs(90)).await;
     c.create("/log").await.unwrap();
     let acked = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
@@ -181,15 +172,7 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
 async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
-    let c = Client::connect_with(
-        &master.addr,
-        ClientConfig {
-            op_deadline: Duration::from_secs(90),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = patient(&master, Duration::from_secs(90)).await;
     c.create("/s").await.unwrap();
     let mut acked = Vec::new();
     for n in 0..10 {
@@ -218,8 +201,8 @@ async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // It comes back with its old replica (same disk, new ports).
-    let (id, sdir) = (servers[away].id.clone(), servers[away].dir.clone());
-    servers[away] = Server::start_with(&sdir, &id, None, &[], &["--master", &master.addr]);
+    servers[away].restarted(&master.addr);
+    let id = servers[away].id.clone();
     let stale = gfs_dataplane::DataClient::connect(
         &servers[away].data,
         gfs_dataplane::ClientConfig::default(),
@@ -286,17 +269,7 @@ async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_dis
         "127.0.0.1:0",
         &["--dead-after", "2s", "--trash-retention", "3s"],
     );
-    let servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let servers = Server::with_master(dir.path(), 3, &master.addr);
     let c = Client::connect(&master.addr).await.unwrap();
     let data = vec![7u8; 1_500_000];
     c.create("/doomed").await.unwrap();
@@ -374,15 +347,7 @@ async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_dis
 async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
     let dir = tempfile::tempdir().unwrap();
     let (master, servers) = cluster(dir.path(), 5);
-    let c = Client::connect_with(
-        &master.addr,
-        ClientConfig {
-            op_deadline: Duration::from_secs(90),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = patient(&master, Duration::from_secs(90)).await;
     c.create("/d").await.unwrap();
     let mut acked = Vec::new();
     for n in 0..40 {
@@ -507,15 +472,7 @@ async fn a_master_restart_during_re_replication_resumes_without_loss_or_excess()
 async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
-    let c = Client::connect_with(
-        &master.addr,
-        ClientConfig {
-            op_deadline: Duration::from_secs(120),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = patient(&master, Duration::from_secs(120)).await;
     c.create("/roll").await.unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -535,9 +492,7 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
     }
     for server in servers.iter_mut() {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (id, sdir) = (server.id.clone(), server.dir.clone());
-        server.kill();
-        *server = Server::start_with(&sdir, &id, None, &[], &["--master", &master.addr]);
+        server.restarted(&master.addr);
         until_replicated(&c, "/roll", 3, Duration::from_secs(90)).await;
     }
     stop.store(true, Ordering::SeqCst);

@@ -25,17 +25,7 @@ async fn cluster(
     path: &str,
 ) -> (MasterProc, Vec<Server>, MasterClient<Channel>) {
     let master = MasterProc::start_with(&dir.join("master"), "127.0.0.1:0", master_args);
-    let servers = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let servers = Server::with_master(dir, 3, &master.addr);
     let mut m = MasterClient::connect(format!("http://{}", master.addr))
         .await
         .unwrap();

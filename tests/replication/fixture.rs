@@ -24,6 +24,35 @@ pub struct Server {
 }
 
 impl Server {
+    /// `n` chunkservers `cs0`.. in `dir/cs<i>`, registering with the master at `master`.
+    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
+    pub fn with_master(dir: &Path, n: usize, master: &str) -> Vec<Server> {
+        (0..n)
+            .map(|i| {
+                Server::start_with(
+                    &dir.join(format!("cs{i}")),
+                    &format!("cs{i}"),
+                    None,
+                    &[],
+                    &["--master", master],
+                )
+            })
+            .collect()
+    }
+
+    /// This server started again on its directory (new ports), registering with `master`.
+    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
+    pub fn restarted(&mut self, master: &str) {
+        self.kill();
+        *self = Server::start_with(
+            &self.dir.clone(),
+            &self.id.clone(),
+            None,
+            &[],
+            &["--master", master],
+        );
+    }
+
     /// Starts a chunkserver on `dir`; `ports` reuses earlier ports (after a restart).
     pub fn start(dir: &Path, id: &str, ports: Option<(u16, u16)>, env: &[(&str, &str)]) -> Server {
         Self::start_with(dir, id, ports, env, &[])
