@@ -507,3 +507,64 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
     }
     until_replicated(&c, "/roll", 3, Duration::from_secs(90)).await;
 }
+
+/// A new, empty chunkserver joins three full ones: sealed chunks move to it one at a time
+/// (copy first, then the fullest server's replica goes), every chunk keeps three replicas
+/// throughout, and the file reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_takes_its_share_and_no_chunk_drops_below_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let start = |i: usize| {
+        Server::start_with(
+            &dir.path().join(format!("cs{i}")),
+            &format!("cs{i}"),
+            None,
+            &[],
+            &["--master", &master.addr, "--capacity", "8MiB"],
+        )
+    };
+    let mut servers: Vec<Server> = (0..3).map(start).collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let data: Vec<u8> = (0..6u32 << 20)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
+        .collect();
+    c.create("/bal").await.unwrap();
+    let mut w = c.writer("/bal");
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    servers.push(start(3));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = c.refresh("/bal").await.unwrap();
+        let counts: Vec<usize> = l.chunks.iter().map(|ch| ch.replicas.len()).collect();
+        assert!(
+            counts.iter().all(|n| *n >= 3),
+            "a chunk dropped below three replicas: {counts:?}"
+        );
+        let on_new = l
+            .chunks
+            .iter()
+            .filter(|ch| ch.replicas.iter().any(|r| r.id == "cs3"))
+            .count();
+        // 18 replicas over 4 servers: the new one ends with 4 or 5 of them.
+        if on_new >= 4 && counts.iter().all(|n| *n == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new server holds {on_new} chunks; replica counts {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut r = c.reader("/bal").await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    assert!(back == data);
+}

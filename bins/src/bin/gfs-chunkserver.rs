@@ -39,6 +39,9 @@ struct Args {
     /// The master's address (host:port): register and heartbeat there.
     #[arg(long = "master", value_name = "ADDR")]
     master: Option<String>,
+    /// Disk capacity reported to the master, for placement and rebalancing ("100GiB").
+    #[arg(long = "capacity", value_name = "SIZE")]
+    capacity: Option<String>,
 }
 
 fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
@@ -66,6 +69,9 @@ fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
     }
     if let Some(s) = args.chunk_size {
         cfg.chunk_size = parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+    }
+    if let Some(s) = args.capacity {
+        cfg.capacity = parse_size(&s).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -51,6 +51,9 @@ pub struct ChunkConfig {
     pub max_clones: usize,
     /// Re-replication: deadline of one chunk copy.
     pub clone_timeout: Duration,
+    /// Rebalancing: move a sealed chunk from the fullest server to the emptiest while their
+    /// shares of capacity differ by more than this (0 turns it off).
+    pub rebalance_threshold: f64,
 }
 
 struct Granted {
@@ -81,6 +84,9 @@ pub struct ChunkManager {
     unsettled: Mutex<HashSet<u64>>,
     /// Re-replication in flight: chunk -> (source, target) server ids.
     cloning: Mutex<HashMap<u64, (String, String)>>,
+    /// The last re-replication pass found chunks below the goal or above it: rebalancing
+    /// waits for the cluster to settle.
+    unsettled_replicas: std::sync::atomic::AtomicBool,
     /// Chunks of files deleted for good, and when: servers drop them on their next heartbeat
     /// (not after `orphan_grace`).
     purged: Mutex<HashMap<u64, Instant>>,
@@ -130,6 +136,7 @@ impl ChunkManager {
             unsettled: Mutex::new(HashSet::new()),
             cloning: Mutex::new(HashMap::new()),
             purged: Mutex::new(HashMap::new()),
+            unsettled_replicas: std::sync::atomic::AtomicBool::new(false),
             lost: Mutex::new(HashSet::new()),
             unknown_since: Mutex::new(HashMap::new()),
             deciding: LockTable::new(),
@@ -310,6 +317,7 @@ impl ChunkManager {
         let holders = self.registry.lock().holders(&versions);
         let now = SystemTime::now();
         let mut want = Vec::new();
+        let extra = holders.values().any(|h| h.len() > self.cfg.replication);
         {
             let leases = self.leases.lock();
             let cloning = self.cloning.lock();
@@ -335,6 +343,10 @@ impl ChunkManager {
                 }
             }
         }
+        self.unsettled_replicas.store(
+            extra || !want.is_empty(),
+            std::sync::atomic::Ordering::Release,
+        );
         want.sort_by_key(|(have, h, _)| (*have, *h));
         for (_, handle, m) in want {
             let Some(from) = holders.get(&handle) else {
@@ -368,6 +380,81 @@ impl ChunkManager {
                 me.cloning.lock().remove(&handle);
             });
         }
+    }
+
+    /// One move at a time, once every chunk is at its goal: copies a sealed chunk from the
+    /// server using the largest share of its capacity to the one using the smallest, when they
+    /// differ by more than `rebalance_threshold`. The chunk then has one replica too many, and
+    /// the heartbeat reply drops the one on the fullest server: the copy comes first, so no
+    /// chunk goes below the goal.
+    pub async fn rebalance(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.cfg.rebalance_threshold <= 0.0
+            || self.cfg.max_clones == 0
+            || self.unsettled_replicas.load(Ordering::Acquire)
+            || !self.cloning.lock().is_empty()
+        {
+            return;
+        }
+        let usage = self.registry.lock().usage();
+        let by = |a: &&(ServerInfo, f64), b: &&(ServerInfo, f64)| a.1.total_cmp(&b.1);
+        let (Some(full), Some(empty)) = (usage.iter().max_by(by), usage.iter().min_by(by)) else {
+            return;
+        };
+        if full.1 - empty.1 <= self.cfg.rebalance_threshold {
+            return;
+        }
+        let (full, empty) = (full.0.clone(), empty.0.clone());
+        let sealed: Vec<u64> = self
+            .registry
+            .lock()
+            .replicas_of(&full.id)
+            .into_iter()
+            .filter(|r| r.sealed)
+            .map(|r| r.handle)
+            .collect();
+        let metas = {
+            let handles = sealed.clone();
+            match self
+                .meta
+                .read(move |ns| handles.iter().map(|h| ns.chunk(*h)).collect::<Vec<_>>())
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => return,
+            }
+        };
+        let pick = {
+            let reg = self.registry.lock();
+            sealed.into_iter().zip(metas).find_map(|(h, m)| {
+                let m = m.filter(|m| m.sealed_length.is_some())?;
+                // Only a move that leaves the full server at least as full as the empty one:
+                // no ping-pong.
+                let len = m.sealed_length.unwrap_or(0);
+                let after = |s: &ServerInfo, delta: i128| {
+                    (s.used_bytes as i128 + delta) as f64 / s.capacity_bytes.max(1) as f64
+                };
+                if after(&full, -(len as i128)) < after(&empty, len as i128) {
+                    return None;
+                }
+                let holders = reg.locations(h, m.version);
+                let here = holders.iter().any(|(s, _)| s.id == full.id);
+                let there = holders.iter().any(|(s, _)| s.id == empty.id);
+                (here && !there && holders.len() == self.cfg.replication).then_some((h, m))
+            })
+        };
+        let Some((handle, m)) = pick else {
+            return;
+        };
+        self.cloning
+            .lock()
+            .insert(handle, (full.id.clone(), empty.id.clone()));
+        tracing::info!(%handle, from = %full.id, to = %empty.id, "rebalancing");
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            me.clone_one(handle, m, full, empty).await;
+            me.cloning.lock().remove(&handle);
+        });
     }
 
     /// Copies `handle` from `source` to `target` and records the new replica.
@@ -748,16 +835,20 @@ impl ChunkManager {
                 Some(v) if r.version < v => {}
                 Some(v) => {
                     unknown.remove(&(server.to_string(), r.handle));
-                    // More current replicas than the goal (a copy that finished after a master
-                    // restart, a server back after its chunks were copied): the last holder by
-                    // id drops its replica, unless it is the primary of a live lease.
+                    // More current replicas than the goal (a rebalancing move, a copy that
+                    // finished after a master restart, a server back after its chunks were
+                    // copied): the holder using the largest share of its capacity (then the
+                    // greatest id) drops its replica, unless it is the primary of a live lease.
                     let holders = reg.locations(r.handle, v);
                     let primary = primaries.get(&r.handle);
+                    let share =
+                        |s: &ServerInfo| s.used_bytes as f64 / s.capacity_bytes.max(1) as f64;
                     let extra = holders
                         .iter()
-                        .map(|(s, _)| s.id.as_str())
-                        .filter(|id| Some(*id) != primary.map(String::as_str))
-                        .max();
+                        .map(|(s, _)| s)
+                        .filter(|s| Some(&s.id) != primary)
+                        .max_by(|a, b| share(a).total_cmp(&share(b)).then(a.id.cmp(&b.id)))
+                        .map(|s| s.id.as_str());
                     if holders.len() > self.cfg.replication && extra == Some(server) {
                         tracing::info!(
                             server,

@@ -244,6 +244,26 @@ impl Registry {
             .map(|s| s.info.clone())
     }
 
+    /// Share of its capacity each live server that takes replicas uses, by id.
+    pub fn usage(&self) -> Vec<(ServerInfo, f64)> {
+        self.servers
+            .values()
+            .filter(|s| s.alive && !s.disk_lost)
+            .map(|s| {
+                let used = s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
+                (s.info.clone(), used)
+            })
+            .collect()
+    }
+
+    /// The replicas `id` reported.
+    pub fn replicas_of(&self, id: &str) -> Vec<Replica> {
+        self.servers
+            .get(id)
+            .map(|s| s.replicas.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Live servers, by id.
     pub fn live(&self) -> Vec<ServerInfo> {
         self.servers

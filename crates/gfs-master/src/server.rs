@@ -58,6 +58,9 @@ pub struct MasterConfig {
     /// Re-replication: deadline of one chunk copy.
     #[serde(with = "humantime_serde")]
     pub clone_timeout: Duration,
+    /// Rebalancing: move sealed chunks from the fullest chunkserver to the emptiest while their
+    /// shares of capacity differ by more than this fraction (0 turns it off).
+    pub rebalance_threshold: f64,
     /// How long a deleted entry stays in `/.trash` (where it can be moved back out) before it
     /// and its chunks are deleted for good.
     #[serde(with = "humantime_serde")]
@@ -81,6 +84,7 @@ impl Default for MasterConfig {
             max_clones: 8,
             clone_timeout: Duration::from_secs(300),
             trash_retention: Duration::from_secs(3 * 24 * 3600),
+            rebalance_threshold: 0.1,
         }
     }
 }
@@ -160,6 +164,7 @@ impl Master {
                 orphan_grace: cfg.orphan_grace,
                 max_clones: cfg.max_clones,
                 clone_timeout: cfg.clone_timeout,
+                rebalance_threshold: cfg.rebalance_threshold,
             },
         ));
         let listener = TcpListener::bind(&cfg.listen)
@@ -198,6 +203,7 @@ impl Master {
                         reg.lock().sweep(Instant::now());
                         background.settle().await;
                         background.rereplicate().await;
+                        background.rebalance().await;
                         purge.purge(crate::chunks::unix_ms(std::time::SystemTime::now())).await;
                     }
                     _ = token.cancelled() => break,

@@ -46,6 +46,7 @@ async fn start(dir: &std::path::Path) -> Running {
             orphan_grace: Duration::from_secs(600),
             max_clones: 8,
             clone_timeout: Duration::from_secs(60),
+            rebalance_threshold: 0.0,
         },
     ));
     let locks = Arc::new(gfs_master::locks::PathLocks::new());
