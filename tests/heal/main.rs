@@ -568,3 +568,62 @@ async fn a_new_server_takes_its_share_and_no_chunk_drops_below_three() {
         .unwrap();
     assert!(back == data);
 }
+
+/// A flipped byte that no client reads: the scrubber finds it, and the replica is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let servers: Vec<Server> = (0..4)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr, "--scrub-every", "50ms"],
+            )
+        })
+        .collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let data = vec![0x5au8; 1_200_000];
+    c.create("/quiet").await.unwrap();
+    let mut w = c.writer("/quiet");
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    let chunk = c.refresh("/quiet").await.unwrap().chunks[0].clone();
+    let bad = chunk.replicas[2].id.clone();
+    let file = servers
+        .iter()
+        .find(|s| s.id == bad)
+        .unwrap()
+        .dir
+        .join(chunk.handle.to_string());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[700_000] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = c.refresh("/quiet").await.unwrap();
+        let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
+        if ids.len() == 3 && !ids.contains(&bad.as_str()) && !file.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scrubber's find on {bad} was not replaced: {ids:?}, file there: {}",
+            file.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut r = c.reader("/quiet").await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    assert!(back == data);
+}

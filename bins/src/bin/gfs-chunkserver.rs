@@ -42,6 +42,9 @@ struct Args {
     /// Disk capacity reported to the master, for placement and rebalancing ("100GiB").
     #[arg(long = "capacity", value_name = "SIZE")]
     capacity: Option<String>,
+    /// The scrubber verifies one idle chunk every this long ("10s"; "0s" turns it off).
+    #[arg(long = "scrub-every", value_name = "DURATION")]
+    scrub_every: Option<String>,
 }
 
 fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
@@ -69,6 +72,10 @@ fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
     }
     if let Some(s) = args.chunk_size {
         cfg.chunk_size = parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+    }
+    if let Some(s) = args.scrub_every {
+        cfg.storage.scrub_every =
+            humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
     }
     if let Some(s) = args.capacity {
         cfg.capacity = parse_size(&s).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;

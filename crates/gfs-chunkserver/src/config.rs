@@ -61,6 +61,10 @@ pub struct StorageSection {
     /// How long a group commit may wait for COMMITs of appends already staged (0: never).
     #[serde(with = "humantime_serde")]
     pub commit_delay: Duration,
+    /// The scrubber verifies one idle chunk (no lease here) every this long and reports a bad
+    /// one to the master (0: off).
+    #[serde(with = "humantime_serde")]
+    pub scrub_every: Duration,
 }
 
 /// `[replication]`: the two-phase commit.
@@ -123,6 +127,7 @@ impl Default for StorageSection {
             inline_max: d.inline_max,
             checkpoint_bytes: d.checkpoint_bytes,
             commit_delay: d.commit_delay,
+            scrub_every: Duration::from_secs(10),
         }
     }
 }

@@ -96,10 +96,22 @@ impl ChunkServer {
                     .connect_lazy(),
             )
         };
+        let on_corrupt = master.clone().map(|m| corrupt_reporter(m, cfg.id.clone()));
+        if let Some(tell) = on_corrupt.clone()
+            && !cfg.storage.scrub_every.is_zero()
+        {
+            tokio::spawn(scrubber(
+                Arc::clone(&store),
+                Arc::clone(&coordinator),
+                cfg.storage.scrub_every,
+                tell,
+                shutdown.clone(),
+            ));
+        }
         let handler = Arc::new(DataHandler::new(
             Arc::clone(&store),
             Arc::clone(&coordinator),
-            master.clone().map(|m| corrupt_reporter(m, cfg.id.clone())),
+            on_corrupt,
         ));
         let data_cfg = ServerConfig {
             max_frame: cfg.max_record() as usize + 64,
@@ -252,6 +264,53 @@ fn seal_reporter(master: tonic::transport::Channel) -> gfs_replication::SealList
             }
         })
     })
+}
+
+/// Verifies one idle chunk (no lease here) every `every`, round robin, and reports the first
+/// bad block of a bad one.
+async fn scrubber(
+    store: Arc<ChunkStore>,
+    coordinator: Arc<Coordinator>,
+    every: std::time::Duration,
+    tell: crate::handler::CorruptListener,
+    shutdown: CancellationToken,
+) {
+    let mut next = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = std::time::SystemTime::now();
+        let leased: Vec<_> = coordinator
+            .leases()
+            .into_iter()
+            .filter(|l| l.expires > now)
+            .map(|l| l.handle)
+            .collect();
+        let idle: Vec<_> = store
+            .list()
+            .into_iter()
+            .map(|c| c.handle)
+            .filter(|h| !leased.contains(h))
+            .collect();
+        let Some(handle) = idle
+            .iter()
+            .find(|h| h.0 >= next)
+            .or_else(|| idle.first())
+            .copied()
+        else {
+            continue;
+        };
+        next = handle.0.wrapping_add(1);
+        let s = Arc::clone(&store);
+        if let Ok(Ok(bad)) = tokio::task::spawn_blocking(move || s.scrub_one(handle)).await
+            && let Some(first) = bad.first()
+        {
+            tracing::error!(%handle, blocks = ?bad, "scrub: replica failed its checksums");
+            tell(handle, *first);
+        }
+    }
 }
 
 /// Reports replicas that failed their checksums to the master (in the background: the reader
