@@ -627,3 +627,65 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
         .unwrap();
     assert!(back == data);
 }
+
+/// Re-replication whose source turns out corrupt (no client or scrubber has noticed): the copy
+/// fails with DataLoss, the master marks the source corrupt, copies from a good replica, and
+/// the bad one is deleted and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_copy_source_is_dropped_and_another_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let mut servers: Vec<Server> = (0..4)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &[],
+                &["--master", &master.addr, "--scrub-every", "0s"],
+            )
+        })
+        .collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let data: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+    c.create("/src").await.unwrap();
+    let mut w = c.writer("/src");
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    let chunk = c.refresh("/src").await.unwrap().chunks[0].clone();
+    let mut ids: Vec<String> = chunk.replicas.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    // The master copies from the first holder by id: damage that one, kill the last.
+    let (bad, dead) = (ids[0].clone(), ids[2].clone());
+    let file = dir.path().join(&bad).join(chunk.handle.to_string());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100_000] ^= 0x80;
+    std::fs::write(&file, bytes).unwrap();
+    servers.iter_mut().find(|s| s.id == dead).unwrap().kill();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = c.refresh("/src").await.unwrap();
+        let now: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
+        // Three good replicas, none on the dead server; the bad file gone or rewritten whole.
+        let bad_fixed = std::fs::read(&file).map_or(true, |b| b[100_000] == data[100_000]);
+        if now.len() == 3 && !now.contains(&dead.as_str()) && bad_fixed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not healed around the corrupt source {bad}: replicas {now:?}, bad bytes still there: {}",
+            !bad_fixed
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut r = c.reader("/src").await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    assert!(back == data);
+}

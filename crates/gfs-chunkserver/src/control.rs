@@ -59,11 +59,15 @@ impl Control {
             Ok(Err(e)) => Err(status(e)),
             Err(e) => Err(Status::internal(format!("commit task: {e}"))),
         };
-        while let Some(piece) = stream
-            .message()
-            .await
-            .map_err(|e| Status::unavailable(format!("reading from {}: {e}", r.source)))?
-        {
+        while let Some(piece) = stream.message().await.map_err(|e| {
+            // DataLoss: the source's own replica failed its checksums.
+            let msg = format!("reading from {}: {}", r.source, e.message());
+            if e.code() == tonic::Code::DataLoss {
+                Status::data_loss(msg)
+            } else {
+                Status::unavailable(msg)
+            }
+        })? {
             if piece.offset != length {
                 return Err(Status::data_loss(format!(
                     "source {} sent offset {} where {length} was next",

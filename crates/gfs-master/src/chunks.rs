@@ -490,6 +490,12 @@ impl ChunkManager {
                 );
                 tracing::info!(%handle, to = %target.id, length, took = ?started.elapsed(), "chunk re-replicated");
             }
+            Err(e) if e.code() == tonic::Code::DataLoss => {
+                // The source's replica is bad (its checksums failed, or it ended short of the
+                // sealed length): treat it as corrupt and copy from another.
+                tracing::error!(%handle, source = %source.id, error = %e.message(), "re-replication source is corrupt");
+                self.registry.lock().mark_corrupt(&source.id, handle);
+            }
             Err(e) => {
                 tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "re-replication failed; will retry");
             }
@@ -778,9 +784,10 @@ impl ChunkManager {
         let reg = self.registry.lock();
         for (r, current) in report.iter().zip(versions) {
             if reg.is_corrupt(server, r.handle) {
-                // Deleted once the chunk has its full set of good replicas elsewhere.
+                // Deleted once a quorum of good replicas lives elsewhere (its server can then
+                // take a fresh copy).
                 let good = current.map_or(0, |v| reg.locations(r.handle, v).len());
-                if good >= self.cfg.replication {
+                if good >= self.cfg.quorum {
                     tracing::info!(server, handle = r.handle, "deleting a corrupt replica");
                     out.push(ChunkDelete {
                         handle: r.handle,
