@@ -689,3 +689,86 @@ async fn a_corrupt_copy_source_is_dropped_and_another_used() {
         .unwrap();
     assert!(back == data);
 }
+
+/// With one copy at a time, the chunk of a live file is copied before those of trashed files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_files_are_repaired_before_the_trash() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--max-clones", "1"],
+    );
+    let mut servers = Server::with_master(dir.path(), 4, &master.addr);
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let put = async |path: &str| {
+        c.create(path).await.unwrap();
+        let mut w = c.writer(path);
+        // Exactly one chunk, so it is sealed: no lease keeps it from being copied.
+        w.write(&vec![1u8; 1 << 20]).await.unwrap();
+        w.finish().await.unwrap();
+        c.refresh(path).await.unwrap().chunks[0].clone()
+    };
+    let mut trashed = Vec::new();
+    for i in 0..5 {
+        let ch = put(&format!("/t{i}")).await;
+        trashed.push(ch);
+    }
+    let keep = put("/keep").await;
+    for i in 0..5 {
+        c.delete(&format!("/t{i}"), false).await.unwrap();
+    }
+    // A server holding the live chunk and at least one trashed chunk dies.
+    let victim = keep
+        .replicas
+        .iter()
+        .map(|r| r.id.clone())
+        .find(|id| {
+            trashed
+                .iter()
+                .any(|t| t.replicas.iter().any(|r| &r.id == id))
+        })
+        .unwrap();
+    let hit: Vec<u64> = trashed
+        .iter()
+        .filter(|t| t.replicas.iter().any(|r| r.id == victim))
+        .map(|t| t.handle)
+        .collect();
+    servers.iter_mut().find(|s| s.id == victim).unwrap().kill();
+    let trash_paths: Vec<String> = c
+        .list("/.trash")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|slot| slot.path)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Repaired: three replicas, none on the dead server (listed until it is declared dead).
+        let repaired = |ch: &gfs_client::ChunkInfo| {
+            ch.replicas.len() == 3 && ch.replicas.iter().all(|r| r.id != victim)
+        };
+        let live_done = repaired(&c.refresh("/keep").await.unwrap().chunks[0]);
+        let mut trash_done = 0;
+        for slot in &trash_paths {
+            for e in c.list(slot).await.unwrap() {
+                let l = c.refresh(&e.path).await.unwrap();
+                if hit.contains(&l.chunks[0].handle) && repaired(&l.chunks[0]) {
+                    trash_done += 1;
+                }
+            }
+        }
+        assert!(
+            live_done || trash_done == 0,
+            "a trashed chunk was repaired before the live file's"
+        );
+        if live_done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live file's chunk was never repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

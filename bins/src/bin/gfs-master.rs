@@ -38,6 +38,9 @@ struct Args {
     /// How long deleted entries stay in /.trash before they and their chunks go ("72h").
     #[arg(long = "trash-retention", value_name = "DURATION")]
     trash_retention: Option<String>,
+    /// Re-replication copies in flight in the cluster (0 turns re-replication off).
+    #[arg(long = "max-clones", value_name = "N")]
+    max_clones: Option<usize>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -67,6 +70,9 @@ async fn run() -> anyhow::Result<()> {
     if let Some(d) = args.dead_after {
         cfg.dead_after =
             humantime_duration(&d).map_err(|e| anyhow::anyhow!("--dead-after: {e}"))?;
+    }
+    if let Some(n) = args.max_clones {
+        cfg.max_clones = n;
     }
     if let Some(t) = args.trash_retention {
         cfg.trash_retention =

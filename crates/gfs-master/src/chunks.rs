@@ -305,12 +305,16 @@ impl ChunkManager {
         Ok(())
     }
 
-    /// Starts copies of chunks with fewer live current replicas than `replication`, fewest
-    /// first, bounded by `max_clones` in the cluster and two per server. A chunk being written
+    /// Starts copies of chunks with fewer live current replicas than `replication`, chunks of
+    /// live files before those in the trash, fewest replicas first, bounded by `max_clones` in the cluster and two per server. A chunk being written
     /// (unsealed, with a live lease) waits for its lease to end. Chunks with no live replica
     /// are logged as lost (and found again when a replica returns).
     pub async fn rereplicate(self: &Arc<Self>) {
-        let Ok(metas) = self.meta.read(|ns| ns.chunk_metas()).await else {
+        let Ok((metas, trashed)) = self
+            .meta
+            .read(|ns| (ns.chunk_metas(), ns.chunks_under(crate::trash::TRASH)))
+            .await
+        else {
             return;
         };
         let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
@@ -347,7 +351,8 @@ impl ChunkManager {
             extra || !want.is_empty(),
             std::sync::atomic::Ordering::Release,
         );
-        want.sort_by_key(|(have, h, _)| (*have, *h));
+        // Live files before the trash, then fewest replicas first.
+        want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, *h));
         for (_, handle, m) in want {
             let Some(from) = holders.get(&handle) else {
                 continue;

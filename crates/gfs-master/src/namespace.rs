@@ -4,7 +4,7 @@
 //! directory moves a contiguous range. Each chunk costs one map entry plus one handle in its
 //! file's list.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::{MasterError, Result};
 use crate::path;
@@ -304,6 +304,17 @@ impl Namespace {
             }
         }
         out
+    }
+
+    /// The chunks of the files at or under `p`.
+    pub fn chunks_under(&self, p: &str) -> HashSet<u64> {
+        self.subtree(p)
+            .filter_map(|(_, n)| match n {
+                Node::File { chunks, .. } => Some(chunks.iter().copied()),
+                Node::Dir { .. } => None,
+            })
+            .flatten()
+            .collect()
     }
 
     /// Every chunk with what the master knows of it.
