@@ -39,6 +39,31 @@ async fn patient(master: &MasterProc, deadline: Duration) -> Client {
     Client::connect_with(&master.addr, cfg).await.unwrap()
 }
 
+/// Creates `path` and writes `data` into it with a streaming writer.
+async fn put(c: &Client, path: &str, data: &[u8]) {
+    c.create(path).await.unwrap();
+    let mut w = c.writer(path);
+    w.write(data).await.unwrap();
+    assert_eq!(w.finish().await.unwrap(), data.len() as u64);
+}
+
+/// The whole of `path`, read with a streaming reader.
+async fn get(c: &Client, path: &str) -> Vec<u8> {
+    let mut r = c.reader(path).await.unwrap();
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
+        .await
+        .unwrap();
+    back
+}
+
+/// Damages one byte of a replica's chunk file on disk.
+fn flip_byte(file: &std::path::Path, at: usize, mask: u8) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[at] ^= mask;
+    std::fs::write(file, bytes).unwrap();
+}
+
 /// Waits until every chunk of `path` has `want` live replicas; returns how long it took.
 async fn until_replicated(c: &Client, path: &str, want: usize, deadline: Duration) -> Duration {
     let start = Instant::now();
@@ -124,21 +149,16 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let (master, servers) = cluster(dir.path(), 4);
     let c = Client::connect(&master.addr).await.unwrap();
-    c.create("/f").await.unwrap();
     let data: Vec<u8> = (0..1_500_000u32)
         .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
         .collect();
-    let mut w = c.writer("/f");
-    w.write(&data).await.unwrap();
-    w.finish().await.unwrap();
+    put(&c, "/f", &data).await;
     let chunk = c.refresh("/f").await.unwrap().chunks[0].clone();
     assert_eq!(chunk.replicas.len(), 3);
     let bad = &chunk.replicas[0].id;
     let bad_server = servers.iter().find(|s| &s.id == bad).unwrap();
     let file = bad_server.dir.join(chunk.handle.to_string());
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[300_000] ^= 0x20;
-    std::fs::write(&file, bytes).unwrap();
+    flip_byte(&file, 300_000, 0x20);
     // Read until the bad replica has been hit (replicas are tried in random order), each read
     // byte-exact.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -158,11 +178,7 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Everything still reads back whole.
-    let mut r = c.reader("/f").await.unwrap();
-    let mut back = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
-        .await
-        .unwrap();
+    let back = get(&c, "/f").await;
     assert!(back == data);
 }
 
@@ -272,10 +288,7 @@ async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_dis
     let servers = Server::with_master(dir.path(), 3, &master.addr);
     let c = Client::connect(&master.addr).await.unwrap();
     let data = vec![7u8; 1_500_000];
-    c.create("/doomed").await.unwrap();
-    let mut w = c.writer("/doomed");
-    w.write(&data).await.unwrap();
-    w.finish().await.unwrap();
+    put(&c, "/doomed", &data).await;
     let handles: Vec<u64> = c
         .refresh("/doomed")
         .await
@@ -308,11 +321,7 @@ async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_dis
     assert_eq!(c.stat(&trashed).await.unwrap().chunks, 2);
     // Undelete: move it back out, whole.
     c.rename(&trashed, "/doomed").await.unwrap();
-    let mut r = c.reader("/doomed").await.unwrap();
-    let mut back = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
-        .await
-        .unwrap();
+    let back = get(&c, "/doomed").await;
     assert!(back == data);
 
     // Deleted again and left alone: after the retention period its chunks leave every disk.
@@ -409,10 +418,7 @@ async fn a_master_restart_during_re_replication_resumes_without_loss_or_excess()
     let data: Vec<u8> = (0..6_000_000u32)
         .map(|i| i.wrapping_mul(2_246_822_519).to_le_bytes()[2])
         .collect();
-    c.create("/big").await.unwrap();
-    let mut w = c.writer("/big");
-    w.write(&data).await.unwrap();
-    w.finish().await.unwrap();
+    put(&c, "/big", &data).await;
     let before = c.refresh("/big").await.unwrap();
     assert_eq!(before.chunks.len(), 6);
     // A server holding chunk 0 dies; once the master has begun copying (the chunk lists a
@@ -458,11 +464,7 @@ async fn a_master_restart_during_re_replication_resumes_without_loss_or_excess()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut r = c.reader("/big").await.unwrap();
-    let mut back = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
-        .await
-        .unwrap();
+    let back = get(&c, "/big").await;
     assert!(back == data, "the file changed");
 }
 
@@ -533,10 +535,7 @@ async fn a_new_server_takes_its_share_and_no_chunk_drops_below_three() {
     let data: Vec<u8> = (0..6u32 << 20)
         .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
         .collect();
-    c.create("/bal").await.unwrap();
-    let mut w = c.writer("/bal");
-    w.write(&data).await.unwrap();
-    w.finish().await.unwrap();
+    put(&c, "/bal", &data).await;
     servers.push(start(3));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -561,11 +560,7 @@ async fn a_new_server_takes_its_share_and_no_chunk_drops_below_three() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut r = c.reader("/bal").await.unwrap();
-    let mut back = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
-        .await
-        .unwrap();
+    let back = get(&c, "/bal").await;
     assert!(back == data);
 }
 
@@ -578,23 +573,10 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
         "127.0.0.1:0",
         &["--dead-after", "2s"],
     );
-    let servers: Vec<Server> = (0..4)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr, "--scrub-every", "50ms"],
-            )
-        })
-        .collect();
+    let servers = Server::with_master_args(dir.path(), 4, &master.addr, &["--scrub-every", "50ms"]);
     let c = patient(&master, Duration::from_secs(60)).await;
     let data = vec![0x5au8; 1_200_000];
-    c.create("/quiet").await.unwrap();
-    let mut w = c.writer("/quiet");
-    w.write(&data).await.unwrap();
-    w.finish().await.unwrap();
+    put(&c, "/quiet", &data).await;
     let chunk = c.refresh("/quiet").await.unwrap().chunks[0].clone();
     let bad = chunk.replicas[2].id.clone();
     let file = servers
@@ -603,9 +585,7 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
         .unwrap()
         .dir
         .join(chunk.handle.to_string());
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[700_000] ^= 1;
-    std::fs::write(&file, bytes).unwrap();
+    flip_byte(&file, 700_000, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let l = c.refresh("/quiet").await.unwrap();
@@ -620,11 +600,7 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut r = c.reader("/quiet").await.unwrap();
-    let mut back = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
-        .await
-        .unwrap();
+    let back = get(&c, "/quiet").await;
     assert!(back == data);
 }
 
@@ -639,32 +615,18 @@ async fn a_corrupt_copy_source_is_dropped_and_another_used() {
         "127.0.0.1:0",
         &["--dead-after", "2s"],
     );
-    let mut servers: Vec<Server> = (0..4)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &[],
-                &["--master", &master.addr, "--scrub-every", "0s"],
-            )
-        })
-        .collect();
+    let mut servers =
+        Server::with_master_args(dir.path(), 4, &master.addr, &["--scrub-every", "0s"]);
     let c = patient(&master, Duration::from_secs(60)).await;
     let data: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
-    c.create("/src").await.unwrap();
-    let mut w = c.writer("/src");
-    w.write(&data).await.unwrap();
-    w.finish().await.unwrap();
+    put(&c, "/src", &data).await;
     let chunk = c.refresh("/src").await.unwrap().chunks[0].clone();
     let mut ids: Vec<String> = chunk.replicas.iter().map(|r| r.id.clone()).collect();
     ids.sort();
     // The master copies from the first holder by id: damage that one, kill the last.
     let (bad, dead) = (ids[0].clone(), ids[2].clone());
     let file = dir.path().join(&bad).join(chunk.handle.to_string());
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[100_000] ^= 0x80;
-    std::fs::write(&file, bytes).unwrap();
+    flip_byte(&file, 100_000, 0x80);
     servers.iter_mut().find(|s| s.id == dead).unwrap().kill();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -682,11 +644,7 @@ async fn a_corrupt_copy_source_is_dropped_and_another_used() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut r = c.reader("/src").await.unwrap();
-    let mut back = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut back)
-        .await
-        .unwrap();
+    let back = get(&c, "/src").await;
     assert!(back == data);
 }
 
@@ -701,20 +659,17 @@ async fn live_files_are_repaired_before_the_trash() {
     );
     let mut servers = Server::with_master(dir.path(), 4, &master.addr);
     let c = patient(&master, Duration::from_secs(60)).await;
-    let put = async |path: &str| {
-        c.create(path).await.unwrap();
-        let mut w = c.writer(path);
-        // Exactly one chunk, so it is sealed: no lease keeps it from being copied.
-        w.write(&vec![1u8; 1 << 20]).await.unwrap();
-        w.finish().await.unwrap();
+    // Exactly one chunk per file, so it is sealed: no lease keeps it from being copied.
+    let one_chunk = vec![1u8; 1 << 20];
+    let put_one = async |path: &str| {
+        put(&c, path, &one_chunk).await;
         c.refresh(path).await.unwrap().chunks[0].clone()
     };
     let mut trashed = Vec::new();
     for i in 0..5 {
-        let ch = put(&format!("/t{i}")).await;
-        trashed.push(ch);
+        trashed.push(put_one(&format!("/t{i}")).await);
     }
-    let keep = put("/keep").await;
+    let keep = put_one("/keep").await;
     for i in 0..5 {
         c.delete(&format!("/t{i}"), false).await.unwrap();
     }

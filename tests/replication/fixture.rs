@@ -27,6 +27,12 @@ impl Server {
     /// `n` chunkservers `cs0`.. in `dir/cs<i>`, registering with the master at `master`.
     #[allow(dead_code)] // not every test crate that includes the fixture starts a master
     pub fn with_master(dir: &Path, n: usize, master: &str) -> Vec<Server> {
+        Self::with_master_args(dir, n, master, &[])
+    }
+
+    /// [`Server::with_master`] with `extra` command-line arguments for every server.
+    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
+    pub fn with_master_args(dir: &Path, n: usize, master: &str, extra: &[&str]) -> Vec<Server> {
         (0..n)
             .map(|i| {
                 Server::start_with(
@@ -34,7 +40,7 @@ impl Server {
                     &format!("cs{i}"),
                     None,
                     &[],
-                    &["--master", master],
+                    &[&["--master", master], extra].concat(),
                 )
             })
             .collect()

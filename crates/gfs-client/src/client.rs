@@ -255,33 +255,26 @@ impl Client {
     /// Reads retry while the master is unavailable, up to `op_deadline`; mutations do not,
     /// since a lost reply would make their retry ambiguous.
     pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
-        let mut retry = self.retry();
-        let r = loop {
-            match self.master().list(ListRequest { path: path.into() }).await {
-                Ok(r) => break r,
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        };
-        Ok(r.into_inner()
-            .entries
-            .into_iter()
-            .map(Entry::from)
-            .collect())
+        let req = ListRequest { path: path.into() };
+        let r = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.list(req).await }
+            })
+            .await?;
+        Ok(r.entries.into_iter().map(Entry::from).collect())
     }
 
     /// What the namespace says of `path` (retried like [`Client::list`]).
     pub async fn stat(&self, path: &str) -> Result<Entry> {
-        let mut retry = self.retry();
-        let r = loop {
-            match self.master().stat(StatRequest { path: path.into() }).await {
-                Ok(r) => break r,
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        };
-        r.into_inner()
-            .stat
+        let req = StatRequest { path: path.into() };
+        let r = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.stat(req).await }
+            })
+            .await?;
+        r.stat
             .map(Entry::from)
             .ok_or_else(|| ClientError::Master("stat reply without an entry".into()))
     }
@@ -309,18 +302,13 @@ impl Client {
 
     /// The chunks of file `path`, asked of the master now.
     pub async fn refresh(&self, path: &str) -> Result<Arc<Locations>> {
-        let mut retry = self.retry();
-        let reply = loop {
-            match self
-                .master()
-                .get_chunks(GetChunksRequest { path: path.into() })
-                .await
-            {
-                Ok(r) => break r.into_inner(),
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        };
+        let req = GetChunksRequest { path: path.into() };
+        let reply = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.get_chunks(req).await }
+            })
+            .await?;
         let chunks = reply
             .chunks
             .into_iter()
@@ -391,13 +379,24 @@ impl Client {
     /// The lease for appending to the last chunk of `path`, retrying while the master says
     /// UNAVAILABLE (servers registering, an old lease to wait out).
     pub(crate) async fn lease(&self, path: &str, retry: &mut Retry) -> Result<ChunkLease> {
+        let req = AppendChunkRequest { path: path.into() };
+        self.ask(retry, |mut m| {
+            let req = req.clone();
+            async move { m.append_chunk(req).await }
+        })
+        .await
+    }
+
+    /// Runs `call` against the master until it answers, retrying what may go away on retry
+    /// (UNAVAILABLE and the like) with `retry`'s backoff and deadline.
+    async fn ask<T, F, Fut>(&self, retry: &mut Retry, call: F) -> Result<T>
+    where
+        F: Fn(MasterClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         loop {
-            match self
-                .master()
-                .append_chunk(AppendChunkRequest { path: path.into() })
-                .await
-            {
-                Ok(l) => return Ok(l.into_inner()),
+            match call(self.master()).await {
+                Ok(r) => return Ok(r.into_inner()),
                 Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
                 Err(s) => return Err(ClientError::from_status(s)),
             }

@@ -240,14 +240,7 @@ impl ChunkManager {
                 "the master restarted recently and waits out leases it may have granted before",
             ));
         }
-        let live: Vec<ServerInfo> = self
-            .registry
-            .lock()
-            .locations(handle, version)
-            .into_iter()
-            .map(|(s, _)| s)
-            .filter(|s| !self.lagging.lock().contains(&(handle, s.repl_addr.clone())))
-            .collect();
+        let live = self.good_replicas(handle, version);
         let alive = live.len();
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
@@ -983,15 +976,7 @@ impl ChunkManager {
             tracing::debug!(%handle, "no live lease: the next lease leaves lagging replicas out");
             return Ok(());
         };
-        let lagging = self.lagging.lock().clone();
-        let live: Vec<ServerInfo> = self
-            .registry
-            .lock()
-            .locations(handle, version)
-            .into_iter()
-            .map(|(s, _)| s)
-            .filter(|s| !lagging.contains(&(handle, s.repl_addr.clone())))
-            .collect();
+        let live = self.good_replicas(handle, version);
         tracing::debug!(%handle, live = live.len(), "asking the good replicas for their lengths");
         let mut replicas = self.longest(handle, version, live).await.holders;
         tracing::debug!(%handle, longest = replicas.len(), "lengths known");
@@ -1014,6 +999,18 @@ impl ChunkManager {
             .await?;
         tracing::info!(%handle, version = l.version, "version bumped past lagging replicas");
         Ok(())
+    }
+
+    /// Live servers holding `handle` at `version` that no primary reported lagging.
+    fn good_replicas(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
+        let lagging = self.lagging.lock().clone();
+        self.registry
+            .lock()
+            .locations(handle, version)
+            .into_iter()
+            .map(|(s, _)| s)
+            .filter(|s| !lagging.contains(&(handle, s.repl_addr.clone())))
+            .collect()
     }
 
     /// The replicas among `live` whose committed length, asked now, is the longest.
