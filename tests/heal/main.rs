@@ -727,3 +727,266 @@ async fn live_files_are_repaired_before_the_trash() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The committed length `server` reports for `handle` at `version` (None: no such replica).
+async fn committed(server: &Server, handle: u64) -> Option<(u64, u64)> {
+    let mut ctl = gfs_bins::control_client(&server.repl).await.unwrap();
+    ctl.report_chunks(gfs_proto::v1::ReportChunksRequest {
+        handles: vec![handle],
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .chunks
+    .first()
+    .map(|c| (c.version, c.committed_length))
+}
+
+/// A secondary that missed the last appends (paused, then its primary died) catches up from a
+/// replica holding them before the next lease: the chunk continues with it instead of being
+/// sealed short, and every acknowledged record reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_catches_up_and_the_chunk_continues() {
+    use gfs_proto::v1::AppendChunkRequest;
+    use gfs_proto::v1::master_client::MasterClient;
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 3);
+    let c = patient(&master, Duration::from_secs(60)).await;
+    c.create("/c").await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        let rec = record(1, n);
+        acked.push((c.append("/c", rec.clone()).await.unwrap(), rec));
+    }
+    // Who holds the lease the client is using.
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    let lease = m
+        .append_chunk(AppendChunkRequest { path: "/c".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
+    let primary = index(&lease.primary.unwrap().id);
+    let behind = index(&lease.secondaries[1].id);
+    let ahead = index(&lease.secondaries[0].id);
+    // One secondary freezes; the primary and the other commit more appends without it (well
+    // inside the PREPARE timeout, so the primary never reports it lagging), then the primary
+    // dies before the frozen one could see a COMMIT.
+    servers[behind].signal("STOP");
+    for n in 5..10 {
+        let rec = record(1, n);
+        acked.push((c.append("/c", rec.clone()).await.unwrap(), rec));
+    }
+    servers[primary].kill();
+    servers[behind].signal("CONT");
+    let (v_ahead, l_ahead) = committed(&servers[ahead], lease.handle).await.unwrap();
+    let (v_behind, l_behind) = committed(&servers[behind], lease.handle).await.unwrap();
+    assert_eq!(v_ahead, v_behind);
+    assert!(
+        l_behind < l_ahead,
+        "the paused replica is not behind: {l_behind} vs {l_ahead}"
+    );
+    // The next appends need a new lease: the replica behind catches up first.
+    for n in 10..15 {
+        let rec = record(1, n);
+        acked.push((c.append("/c", rec.clone()).await.unwrap(), rec));
+    }
+    let l = c.refresh("/c").await.unwrap();
+    assert_eq!(
+        l.chunks.len(),
+        1,
+        "the chunk was sealed instead of continuing on the caught-up replica"
+    );
+    let (v1, len1) = committed(&servers[ahead], lease.handle).await.unwrap();
+    let (v2, len2) = committed(&servers[behind], lease.handle).await.unwrap();
+    assert!(v1 > v_ahead && v1 == v2, "versions {v1} and {v2}");
+    assert_eq!(len1, len2);
+    for (off, rec) in &acked {
+        let got = c.read("/c", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "record at {off} lost");
+    }
+}
+
+/// Re-replication copies into a server stay under its `--clone-rate`: a 1 MB copy at
+/// 256 KiB/s takes at least 2.8 s (one second of burst, then the rate), where uncapped it takes
+/// tens of milliseconds here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_into_a_server_keep_to_its_clone_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--max-clones", "0"],
+    );
+    let servers =
+        Server::with_master_args(dir.path(), 4, &master.addr, &["--clone-rate", "256KiB"]);
+    let c = Client::connect(&master.addr).await.unwrap();
+    let data = record(3, 1_000_000);
+    let data: Vec<u8> = data.iter().cycle().take(1_000_000).copied().collect();
+    put(&c, "/r", &data).await;
+    let chunk = c.refresh("/r").await.unwrap().chunks[0].clone();
+    let source = servers
+        .iter()
+        .find(|s| s.id == chunk.replicas[0].id)
+        .unwrap();
+    let target = servers
+        .iter()
+        .find(|s| chunk.replicas.iter().all(|r| r.id != s.id))
+        .unwrap();
+    let mut ctl = gfs_bins::control_client(&target.repl).await.unwrap();
+    let started = Instant::now();
+    let reply = ctl
+        .clone_chunk(gfs_proto::v1::CloneChunkRequest {
+            handle: chunk.handle,
+            version: chunk.version,
+            source: source.repl.clone(),
+            sealed_length: None,
+            catch_up: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    assert_eq!(reply.length, data.len() as u64);
+    assert!(
+        took >= Duration::from_millis(2_800),
+        "1 MB copied in {took:?} under a 256 KiB/s cap"
+    );
+}
+
+/// A chunk a client keeps asking for while it is below the goal is repaired before others
+/// with as many replicas: copies are slow (256 KiB/s) and one at a time, and the file with the
+/// highest handle (last in the order otherwise) is the one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_clients_wait_on_is_repaired_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--max-clones", "1"],
+    );
+    let mut servers =
+        Server::with_master_args(dir.path(), 4, &master.addr, &["--clone-rate", "256KiB"]);
+    let c = patient(&master, Duration::from_secs(60)).await;
+    // Exactly one chunk per file, so it is sealed: no lease keeps it from being copied.
+    let one_chunk = vec![7u8; 1 << 20];
+    let mut chunks = Vec::new();
+    for i in 0..5 {
+        put(&c, &format!("/f{i}"), &one_chunk).await;
+        chunks.push((
+            i,
+            c.refresh(&format!("/f{i}")).await.unwrap().chunks[0].clone(),
+        ));
+    }
+    // The server holding the most of them dies (15 replicas on 4 servers: at least 4).
+    let held = |id: &str| {
+        chunks
+            .iter()
+            .filter(|(_, ch)| ch.replicas.iter().any(|r| r.id == id))
+            .count()
+    };
+    let victim = servers
+        .iter()
+        .map(|s| s.id.clone())
+        .max_by_key(|id| held(id))
+        .unwrap();
+    let mut hit: Vec<(usize, u64)> = chunks
+        .iter()
+        .filter(|(_, ch)| ch.replicas.iter().any(|r| r.id == victim))
+        .map(|(i, ch)| (*i, ch.handle))
+        .collect();
+    hit.sort_by_key(|(_, h)| *h);
+    let (wanted_file, wanted) = *hit.last().unwrap();
+    servers.iter_mut().find(|s| s.id == victim).unwrap().kill();
+    let live: Vec<&Server> = servers.iter().filter(|s| s.id != victim).collect();
+    // Replicas of `handle` on the live servers, asked of the servers themselves (asking the
+    // master would boost the chunk).
+    let replicas = async |handle: u64| {
+        let mut n = 0;
+        for s in &live {
+            n += usize::from(committed(s, handle).await.is_some());
+        }
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The client keeps asking where the wanted file's chunk is.
+        c.refresh(&format!("/f{wanted_file}")).await.unwrap();
+        if replicas(wanted).await == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wanted chunk was never repaired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // At most the one copy that may have started before the client first asked came first.
+    let mut before = 0;
+    for (_, h) in &hit[..hit.len() - 1] {
+        before += usize::from(replicas(*h).await == 3);
+    }
+    assert!(
+        before <= 1,
+        "{before} of {} other chunks were repaired before the wanted one",
+        hit.len() - 1
+    );
+}
+
+/// `gfs stat` of a file tells its health: chunks short of the goal while a holder is dead,
+/// and chunks lost (listed, not dropped from the file) when every holder is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_reports_under_replicated_and_lost_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 3);
+    let c = patient(&master, Duration::from_secs(30)).await;
+    let data = vec![5u8; 1_500_000];
+    put(&c, "/h", &data).await;
+    let e = c.stat("/h").await.unwrap();
+    assert_eq!(
+        (
+            e.chunks,
+            e.under_replicated,
+            e.lost_chunks,
+            e.stale_replicas
+        ),
+        (2, 0, 0, 0)
+    );
+    let gfs_stat = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gfs"))
+            .args(["--master", &master.addr, "stat", "/h"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(gfs_stat().contains("health:      ok"));
+    // Until some server is back there is no copy target: the chunks stay short.
+    servers[0].kill();
+    let until = async |want: (u64, u64)| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let e = c.stat("/h").await.unwrap();
+            if (e.under_replicated, e.lost_chunks) == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stat says {} under-replicated, {} lost; expected {want:?}",
+                e.under_replicated,
+                e.lost_chunks
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    until((2, 0)).await;
+    assert!(gfs_stat().contains("health:      2 chunks under-replicated, 0 lost"));
+    servers[1].kill();
+    servers[2].kill();
+    until((2, 2)).await;
+    let text = gfs_stat();
+    assert!(text.contains("2 lost"), "{text}");
+    assert_eq!(text.matches("none (LOST)").count(), 2, "{text}");
+}

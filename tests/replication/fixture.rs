@@ -147,6 +147,18 @@ impl Server {
         }
     }
 
+    /// Sends a signal ("STOP", "CONT", ...) to the running process.
+    #[allow(dead_code)] // not every test crate that includes the fixture pauses servers
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig} {} failed", self.id);
+        }
+    }
+
     /// SIGTERM, then waits (with a deadline) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;

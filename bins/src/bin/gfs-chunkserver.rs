@@ -45,6 +45,9 @@ struct Args {
     /// The scrubber verifies one idle chunk every this long ("10s"; "0s" turns it off).
     #[arg(long = "scrub-every", value_name = "DURATION")]
     scrub_every: Option<String>,
+    /// Bytes per second re-replication copies into this server may receive ("50MiB"; 0: no cap).
+    #[arg(long = "clone-rate", value_name = "SIZE")]
+    clone_rate: Option<String>,
 }
 
 fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
@@ -79,6 +82,10 @@ fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
     }
     if let Some(s) = args.capacity {
         cfg.capacity = parse_size(&s).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
+    }
+    if let Some(s) = args.clone_rate {
+        cfg.replication.clone_rate =
+            parse_size(&s).map_err(|e| anyhow::anyhow!("--clone-rate: {e}"))?;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -290,6 +290,12 @@ struct StatOut {
     size: u64,
     mtime_ms: u64,
     replication: u32,
+    /// Chunks with fewer current replicas than the goal.
+    under_replicated: u64,
+    /// Chunks no live server holds at the current version.
+    lost_chunks: u64,
+    /// Stale replicas still on live servers.
+    stale_replicas: u64,
     chunks: Vec<ChunkOut>,
 }
 
@@ -298,8 +304,10 @@ struct ChunkOut {
     index: u64,
     handle: u64,
     version: u64,
-    length: u64,
+    /// None when no replica could say (a lost chunk).
+    length: Option<u64>,
     sealed: bool,
+    lost: bool,
     replicas: Vec<ReplicaOut>,
 }
 
@@ -317,13 +325,21 @@ async fn stat(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
         let lengths =
             futures::future::join_all(l.chunks.iter().map(|c| client.chunk_length(path, c)));
         for (c, len) in l.chunks.iter().zip(lengths.await) {
-            let length = len.with_context(|| format!("{path}: length of chunk {}", c.index))?;
+            let lost = c.replicas.is_empty();
+            let length = match len {
+                Ok(l) => Some(l),
+                Err(_) if lost => c.sealed_length,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("{path}: length of chunk {}", c.index));
+                }
+            };
             chunks.push(ChunkOut {
                 index: c.index,
                 handle: c.handle,
                 version: c.version,
                 length,
                 sealed: c.sealed_length.is_some(),
+                lost,
                 replicas: c
                     .replicas
                     .iter()
@@ -338,9 +354,12 @@ async fn stat(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
     let out = StatOut {
         path: e.path.clone(),
         kind: kind(&e),
-        size: chunks.iter().map(|c| c.length).sum(),
+        size: chunks.iter().filter_map(|c| c.length).sum(),
         mtime_ms: e.mtime_ms,
         replication: e.replication,
+        under_replicated: e.under_replicated,
+        lost_chunks: e.lost_chunks,
+        stale_replicas: e.stale_replicas,
         chunks,
     };
     if json {
@@ -353,6 +372,17 @@ async fn stat(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
             out.size,
             out.replication,
             out.chunks.len()
+        ));
+        s.push_str(&format!(
+            "health:      {}\n",
+            if out.under_replicated + out.lost_chunks + out.stale_replicas == 0 {
+                "ok".to_string()
+            } else {
+                format!(
+                    "{} chunks under-replicated, {} lost, {} stale replicas",
+                    out.under_replicated, out.lost_chunks, out.stale_replicas
+                )
+            }
         ));
     }
     s.push_str(&format!(
@@ -371,9 +401,13 @@ async fn stat(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
             c.index,
             c.handle,
             c.version,
-            c.length,
+            c.length.map_or("unknown".to_string(), |l| l.to_string()),
             if c.sealed { " sealed" } else { "" },
-            replicas.join(",")
+            if c.lost {
+                "none (LOST)".to_string()
+            } else {
+                replicas.join(",")
+            }
         ));
     }
     print(&s)

@@ -80,6 +80,10 @@ pub struct ReplicationSection {
     /// Deadline for connecting to a peer.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Bytes per second all re-replication copies into this server may receive together, in
+    /// bytes or with a unit ("50MiB"); 0: no cap.
+    #[serde(deserialize_with = "size")]
+    pub clone_rate: u64,
 }
 
 /// `[dataplane]`: the client TCP protocol.
@@ -138,6 +142,7 @@ impl Default for ReplicationSection {
             prepare_timeout: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            clone_rate: 0,
         }
     }
 }

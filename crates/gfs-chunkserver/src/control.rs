@@ -13,6 +13,8 @@ use gfs_proto::v1::{
 };
 use gfs_replication::{Coordinator, ReplicationError, status};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest};
+
+use crate::throttle::Throttle;
 use tonic::{Request, Response, Status};
 
 /// Commits of one clone in flight at once (each waits for its group commit).
@@ -22,19 +24,26 @@ const CLONE_WINDOW: usize = 64;
 pub struct Control {
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
+    /// Paces the bytes copies receive.
+    clone_rate: Throttle,
 }
 
 impl Control {
-    /// A service over `store` and `coordinator`.
-    pub fn new(store: Arc<ChunkStore>, coordinator: Arc<Coordinator>) -> Control {
-        Control { store, coordinator }
+    /// A service over `store` and `coordinator`; copies receive at most `clone_rate` bytes per
+    /// second together (0: no cap).
+    pub fn new(store: Arc<ChunkStore>, coordinator: Arc<Coordinator>, clone_rate: u64) -> Control {
+        Control {
+            store,
+            coordinator,
+            clone_rate: Throttle::new(clone_rate),
+        }
     }
 }
 
 impl Control {
-    /// Copies every append of `r.handle` from the source into the (new, empty) local replica,
-    /// then seals it if asked; returns the length.
-    async fn copy_from(&self, r: &CloneChunkRequest) -> Result<u64, Status> {
+    /// Copies every append of `r.handle` past `from` (the local replica's committed length)
+    /// from the source into the local replica, then seals it if asked; returns the length.
+    async fn copy_from(&self, r: &CloneChunkRequest, from: u64) -> Result<u64, Status> {
         let handle = ChunkHandle(r.handle);
         let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.source))
@@ -48,12 +57,12 @@ impl Control {
             .read_chunk(ReadChunkRequest {
                 handle: r.handle,
                 version: r.version,
-                offset: 0,
+                offset: from,
             })
             .await?
             .into_inner();
         let mut commits = tokio::task::JoinSet::new();
-        let mut length = 0;
+        let mut length = from;
         let wait_commit = |res: Result<gfs_storage::Result<gfs_storage::CommitInfo>, _>| match res {
             Ok(Ok(c)) => Ok(c.committed_len),
             Ok(Err(e)) => Err(status(e)),
@@ -75,6 +84,7 @@ impl Control {
                 )));
             }
             length += piece.data.len() as u64;
+            self.clone_rate.take(piece.data.len() as u64).await;
             let op = OpId(piece.op_id);
             self.store
                 .stage_wait(
@@ -110,6 +120,31 @@ impl Control {
             self.store.seal(handle).await.map_err(status)?;
         }
         Ok(length)
+    }
+}
+
+impl Control {
+    /// Extends the local replica of `r.handle` (same version, shorter, not sealed) from the
+    /// source; on failure it keeps the prefix it reached, which is still a prefix.
+    async fn catch_up(&self, r: &CloneChunkRequest) -> Result<u64, Status> {
+        let handle = ChunkHandle(r.handle);
+        let info = self.store.info(handle).map_err(status)?;
+        if info.version != r.version {
+            return Err(Status::failed_precondition(format!(
+                "chunk {handle}: replica at version {}, catch-up asked for {}",
+                info.version, r.version
+            )));
+        }
+        if info.sealed {
+            return Err(Status::failed_precondition(format!(
+                "chunk {handle}: replica sealed at {}",
+                info.committed_len
+            )));
+        }
+        // Appends staged for a primary that is gone would overlap the copied ones.
+        let dropped = self.store.abort_all(handle).map_err(status)?;
+        tracing::info!(%handle, from = info.committed_len, dropped, source = %r.source, "catching up");
+        self.copy_from(r, info.committed_len).await
     }
 }
 
@@ -180,8 +215,14 @@ impl ChunkControl for Control {
     ) -> Result<Response<CloneChunkReply>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
+        if r.catch_up {
+            return self.catch_up(&r).await.map(|length| {
+                tracing::info!(%handle, version = r.version, length, source = %r.source, "replica caught up");
+                Response::new(CloneChunkReply { length })
+            });
+        }
         self.store.create(handle, r.version).await.map_err(status)?;
-        match self.copy_from(&r).await {
+        match self.copy_from(&r, 0).await {
             Ok(length) => {
                 tracing::info!(%handle, version = r.version, length, source = %r.source, "chunk cloned");
                 Ok(Response::new(CloneChunkReply { length }))

@@ -13,6 +13,7 @@ mod control;
 mod error;
 mod handler;
 mod server;
+mod throttle;
 
 pub use config::{
     ChunkserverConfig, DataplaneSection, ReplicationSection, StorageSection, parse_size,
@@ -21,3 +22,4 @@ pub use control::Control;
 pub use error::{ChunkserverError, Result};
 pub use handler::{DataHandler, replication_to_data, storage_to_data};
 pub use server::ChunkServer;
+pub use throttle::Throttle;

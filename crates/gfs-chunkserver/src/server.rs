@@ -138,8 +138,11 @@ impl ChunkServer {
         let replication = ReplicationServer::new(participant)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
-        let control =
-            ChunkControlServer::new(Control::new(Arc::clone(&store), Arc::clone(&coordinator)));
+        let control = ChunkControlServer::new(Control::new(
+            Arc::clone(&store),
+            Arc::clone(&coordinator),
+            cfg.replication.clone_rate,
+        ));
         let token = shutdown.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()

@@ -32,6 +32,12 @@ pub struct Entry {
     pub replication: u32,
     /// Number of chunks (files).
     pub chunks: u64,
+    /// Chunks with fewer current replicas than the goal (`stat` of a file only).
+    pub under_replicated: u64,
+    /// Chunks with no current replica on a live server (`stat` of a file only).
+    pub lost_chunks: u64,
+    /// Stale replicas still on live servers (`stat` of a file only).
+    pub stale_replicas: u64,
 }
 
 impl From<FileStat> for Entry {
@@ -42,6 +48,9 @@ impl From<FileStat> for Entry {
             mtime_ms: s.mtime_ms,
             replication: s.replication,
             chunks: s.chunks,
+            under_replicated: s.under_replicated,
+            lost_chunks: s.lost_chunks,
+            stale_replicas: s.stale_replicas,
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct ChunkManager {
     purged: Mutex<HashMap<u64, Instant>>,
     /// Chunks with no live current replica, as last seen (logged when it changes).
     lost: Mutex<HashSet<u64>>,
+    /// Chunks a client asked for while they were below the goal, and when: repaired before
+    /// others with as many replicas (the paper's boost for chunks blocking client progress).
+    wanted: Mutex<HashMap<u64, Instant>>,
     /// Handles being allocated: created on servers, not yet logged. Never orphans.
     allocating: Mutex<HashSet<u64>>,
     /// When each `(server, handle)` was first reported while unknown to the master.
@@ -101,6 +104,11 @@ pub struct ChunkManager {
     deciding: LockTable<u64>,
     started: Instant,
 }
+
+/// How long a chunk a client asked for stays boosted in the repair order.
+const BOOST_FOR: Duration = Duration::from_secs(60);
+/// Bound on the boosted chunks remembered at once.
+const MAX_WANTED: usize = 65_536;
 
 fn unavailable(msg: impl Into<String>) -> Status {
     Status::unavailable(msg.into())
@@ -138,6 +146,7 @@ impl ChunkManager {
             purged: Mutex::new(HashMap::new()),
             unsettled_replicas: std::sync::atomic::AtomicBool::new(false),
             lost: Mutex::new(HashSet::new()),
+            wanted: Mutex::new(HashMap::new()),
             unknown_since: Mutex::new(HashMap::new()),
             deciding: LockTable::new(),
             started: Instant::now(),
@@ -249,7 +258,11 @@ impl ChunkManager {
             // have missed a mutation, and the first lease needs no bump.
             return self.grant(handle, version, index, live).await;
         }
-        let longest = self.longest(handle, version, live).await;
+        let mut longest = self.longest(handle, version, live).await;
+        // Replicas behind the longest at this version catch up from one holding it, so they
+        // count toward the quorum again instead of going stale.
+        let caught = self.catch_up(handle, version, &longest).await;
+        longest.holders.extend(caught);
         if longest.holders.len() >= self.cfg.quorum {
             return self
                 .bump_and_grant(handle, version, index, longest.holders)
@@ -344,8 +357,15 @@ impl ChunkManager {
             extra || !want.is_empty(),
             std::sync::atomic::Ordering::Release,
         );
-        // Live files before the trash, then fewest replicas first.
-        want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, *h));
+        // Live files before the trash, then fewest replicas first, then chunks clients asked
+        // for lately.
+        let wanted = {
+            let below: HashSet<u64> = want.iter().map(|w| w.1).collect();
+            let mut wanted = self.wanted.lock();
+            wanted.retain(|h, at| at.elapsed() < BOOST_FOR && below.contains(h));
+            wanted.clone()
+        };
+        want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
         for (_, handle, m) in want {
             let Some(from) = holders.get(&handle) else {
                 continue;
@@ -464,6 +484,7 @@ impl ChunkManager {
             version: m.version,
             source: source.repl_addr.clone(),
             sealed_length: m.sealed_length,
+            catch_up: false,
         });
         req.set_timeout(self.cfg.clone_timeout);
         // Its own channel: the shared ones cut every call at `rpc_timeout`.
@@ -885,7 +906,7 @@ impl ChunkManager {
             .map_err(status)?
             .map_err(status)?;
         let reg = self.registry.lock();
-        let chunks = chunks
+        let chunks: Vec<ChunkLocation> = chunks
             .into_iter()
             .enumerate()
             .map(|(i, (handle, m))| {
@@ -904,10 +925,53 @@ impl ChunkManager {
                 }
             })
             .collect();
+        drop(reg);
+        let now = Instant::now();
+        let mut wanted = self.wanted.lock();
+        for c in &chunks {
+            if c.replicas.len() < self.cfg.replication && wanted.len() < MAX_WANTED {
+                wanted.insert(c.handle, now);
+            }
+        }
+        drop(wanted);
         Ok(GetChunksReply {
             chunk_size: self.cfg.chunk_size,
             chunks,
         })
+    }
+
+    /// The replicas of each chunk of the file at `path`, by state, as the live servers last
+    /// reported them.
+    pub async fn health(&self, path: &str) -> Result<Vec<ChunkHealth>, Status> {
+        let p = path.to_string();
+        let chunks = self
+            .meta
+            .read(move |ns| {
+                ns.chunks_of(&p).map(|c| {
+                    c.iter()
+                        .map(|h| (*h, ns.chunk(*h).map(|m| m.version).unwrap_or(0)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let reg = self.registry.lock();
+        Ok(chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (handle, version))| ChunkHealth {
+                index: i as u64,
+                handle,
+                version,
+                replicas: reg.health(handle, version),
+            })
+            .collect())
+    }
+
+    /// Replicas each chunk should have.
+    pub fn goal(&self) -> usize {
+        self.cfg.replication
     }
 
     /// Records that `handle` is sealed at `length`.
@@ -1041,20 +1105,67 @@ impl ChunkManager {
             .collect();
         let answered = answers.len();
         let length = answers.iter().map(|(_, l)| *l).max().unwrap_or(0);
-        let holders = answers
-            .into_iter()
-            .filter_map(|(s, l)| {
-                if l < length {
-                    tracing::warn!(%handle, replica = %s.id, length = l, longest = length, "replica behind: left stale");
-                }
-                (l == length).then_some(s)
-            })
-            .collect();
+        let (holders, behind): (Vec<_>, Vec<_>) =
+            answers.into_iter().partition(|(_, l)| *l == length);
+        for (s, l) in &behind {
+            tracing::warn!(%handle, replica = %s.id, length = l, longest = length, "replica behind the longest");
+        }
         Longest {
-            holders,
+            holders: holders.into_iter().map(|(s, _)| s).collect(),
+            behind: behind.into_iter().map(|(s, _)| s).collect(),
             answered,
             length,
         }
+    }
+
+    /// Has each replica `longest` found behind copy the appends it lacks from a holder (with
+    /// no lease out, nothing else is appending); returns those now at the longest length.
+    /// Those that fail are left behind, to go stale at the next version bump.
+    async fn catch_up(&self, handle: u64, version: u64, longest: &Longest) -> Vec<ServerInfo> {
+        let Some(source) = longest.holders.first() else {
+            return Vec::new();
+        };
+        let length = longest.length;
+        let asks = longest.behind.iter().map(|s| {
+            let client = self.control(&s.repl_addr);
+            let req = CloneChunkRequest {
+                handle,
+                version,
+                source: source.repl_addr.clone(),
+                sealed_length: None,
+                catch_up: true,
+            };
+            async move {
+                let reached = async { Ok(client?.clone_chunk(req).await?.into_inner().length) };
+                match reached.await {
+                    Ok(l) if l == length => Ok(s.clone()),
+                    Ok(l) => Err((s.id.clone(), Status::data_loss(format!("caught up to {l}")))),
+                    Err(e) => Err((s.id.clone(), e)),
+                }
+            }
+        });
+        let mut caught = Vec::new();
+        for r in futures::future::join_all(asks).await {
+            match r {
+                Ok(s) => {
+                    tracing::info!(%handle, replica = %s.id, length, "replica caught up");
+                    self.registry.lock().note_replica(
+                        &s.id,
+                        Replica {
+                            handle,
+                            version,
+                            length,
+                            sealed: false,
+                        },
+                    );
+                    caught.push(s);
+                }
+                Err((id, e)) => {
+                    tracing::warn!(%handle, replica = %id, error = %e.message(), "catch-up failed: the replica goes stale");
+                }
+            }
+        }
+        caught
     }
 
     /// Adopts from a chunk report what the log missed: a newer version (a crash between
@@ -1091,10 +1202,25 @@ impl ChunkManager {
     }
 }
 
+/// One chunk of a file and how its replicas stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkHealth {
+    /// Position in the file.
+    pub index: u64,
+    /// The chunk's handle.
+    pub handle: u64,
+    /// The master's current version of it.
+    pub version: u64,
+    /// Live replicas by state.
+    pub replicas: crate::registry::ReplicaCounts,
+}
+
 /// The committed lengths replicas of a chunk reported.
 struct Longest {
     /// The replicas at the longest length.
     holders: Vec<ServerInfo>,
+    /// The replicas that answered with less.
+    behind: Vec<ServerInfo>,
     /// How many replicas answered.
     answered: usize,
     /// The longest length.

@@ -27,10 +27,10 @@ mod server;
 mod service;
 pub mod trash;
 
-pub use chunks::{ChunkConfig, ChunkManager, LeaseDecision, lease_decision};
+pub use chunks::{ChunkConfig, ChunkHealth, ChunkManager, LeaseDecision, lease_decision};
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};
-pub use registry::{Registry, Replica, ServerInfo};
+pub use registry::{Registry, Replica, ReplicaCounts, ServerInfo};
 pub use server::{Master, MasterConfig, StartError};
 pub use service::{ControlService, MasterService, status};

@@ -49,6 +49,17 @@ struct Server {
     corrupt: HashSet<u64>,
 }
 
+/// How many live servers hold a chunk's replicas, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// At the current version, not reported corrupt.
+    pub current: usize,
+    /// At an older version.
+    pub stale: usize,
+    /// Reported failing their checksums.
+    pub corrupt: usize,
+}
+
 /// The membership table.
 pub struct Registry {
     dead_after: Duration,
@@ -288,6 +299,23 @@ impl Registry {
                 (r.version == version).then(|| (s.info.clone(), *r))
             })
             .collect()
+    }
+
+    /// How the live servers hold `handle`, whose current version is `version`.
+    pub fn health(&self, handle: u64, version: u64) -> ReplicaCounts {
+        let mut c = ReplicaCounts::default();
+        for s in self.servers.values().filter(|s| s.alive) {
+            if s.corrupt.contains(&handle) {
+                c.corrupt += 1;
+            } else if let Some(r) = s.replicas.get(&handle) {
+                if r.version == version {
+                    c.current += 1;
+                } else if r.version < version {
+                    c.stale += 1;
+                }
+            }
+        }
+        c
     }
 
     /// `(server, handle)` pairs whose replica is older than the master's version, given

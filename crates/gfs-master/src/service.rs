@@ -58,6 +58,7 @@ fn wire(s: Stat) -> FileStat {
         mtime_ms: s.mtime_ms,
         replication: s.replication,
         chunks: s.chunks,
+        ..FileStat::default()
     }
 }
 
@@ -212,9 +213,16 @@ impl Master for MasterService {
             .await
             .map_err(status)?
             .map_err(status)?;
-        Ok(Response::new(StatReply {
-            stat: Some(wire(st)),
-        }))
+        let mut stat = wire(st);
+        if !stat.dir {
+            let goal = self.chunks.goal();
+            for c in self.chunks.health(&stat.path).await? {
+                stat.under_replicated += u64::from(c.replicas.current < goal);
+                stat.lost_chunks += u64::from(c.replicas.current == 0);
+                stat.stale_replicas += c.replicas.stale as u64;
+            }
+        }
+        Ok(Response::new(StatReply { stat: Some(stat) }))
     }
 
     async fn append_chunk(

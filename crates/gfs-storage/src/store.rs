@@ -439,6 +439,14 @@ impl ChunkStore {
         Ok(self.inner.drop_staged(&chunk, &mut st, |s| s.op == op) > 0)
     }
 
+    /// Drops every staged append of a chunk (leftovers of a primary that is gone); returns how
+    /// many.
+    pub fn abort_all(&self, handle: ChunkHandle) -> Result<usize> {
+        let chunk = self.inner.chunk(handle)?;
+        let mut st = chunk.st.lock();
+        Ok(self.inner.drop_staged(&chunk, &mut st, |_| true))
+    }
+
     /// Makes a staged append durable and returns where it landed.
     ///
     /// Commits of one chunk apply strictly in offset order: a commit waits (up to
