@@ -990,3 +990,92 @@ async fn stat_reports_under_replicated_and_lost_chunks() {
     assert!(text.contains("2 lost"), "{text}");
     assert_eq!(text.matches("none (LOST)").count(), 2, "{text}");
 }
+
+/// Two of a chunk's three replicas are SIGKILLed during appends on five servers: appends
+/// continue (on a new chunk), and once both servers return every acknowledged record reads
+/// back, and their old replicas are dropped or brought to the current version: in the end
+/// every chunk has exactly three replicas, none stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 5);
+    let c = patient(&master, Duration::from_secs(90)).await;
+    c.create("/k").await.unwrap();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (c, acked) = (c.clone(), Arc::clone(&acked));
+        writers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for n in 0..50 {
+                let rec = record(20 + w, n);
+                out.push((c.append("/k", rec.clone()).await.unwrap(), rec));
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            out
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::SeqCst) < 30 {
+        assert!(Instant::now() < deadline, "appends did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let chunk = c
+        .refresh("/k")
+        .await
+        .unwrap()
+        .chunks
+        .last()
+        .unwrap()
+        .clone();
+    let gone: Vec<usize> = chunk.replicas[..2]
+        .iter()
+        .map(|r| servers.iter().position(|s| s.id == r.id).unwrap())
+        .collect();
+    for &i in &gone {
+        servers[i].kill();
+    }
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.unwrap());
+    }
+    for &i in &gone {
+        servers[i].restarted(&master.addr);
+    }
+    for (off, rec) in &all {
+        let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
+    }
+    // Every chunk settles at three replicas, all at the master's version, as the servers
+    // themselves report them.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = c.refresh("/k").await.unwrap();
+        let mut wrong = Vec::new();
+        for ch in &l.chunks {
+            let mut current = 0;
+            for s in &servers {
+                match committed(s, ch.handle).await {
+                    Some((v, _)) if v == ch.version => current += 1,
+                    Some((v, _)) => wrong.push(format!(
+                        "{} holds {} at {v} < {}",
+                        s.id, ch.index, ch.version
+                    )),
+                    None => {}
+                }
+            }
+            if current != 3 {
+                wrong.push(format!("chunk {} has {current} current replicas", ch.index));
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never settled: {wrong:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (off, rec) in &all {
+        let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "record at {off} differs after healing");
+    }
+}
