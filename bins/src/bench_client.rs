@@ -25,6 +25,7 @@ impl LocalCluster {
     pub async fn start(dir: &std::path::Path, n: usize, chunk_size: u64) -> anyhow::Result<Self> {
         let master = Master::start(MasterConfig {
             listen: "127.0.0.1:0".into(),
+            http_listen: "127.0.0.1:0".into(),
             data_dir: dir.join("master"),
             chunk_size,
             heartbeat_interval: Duration::from_millis(500),
@@ -40,6 +41,7 @@ impl LocalCluster {
                     data_dir: dir.join(format!("cs{i}")),
                     data_port: 0,
                     repl_port: 0,
+                    http_port: 0,
                     chunk_size,
                     master: master.addr.to_string(),
                     ..ChunkserverConfig::default()

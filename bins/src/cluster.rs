@@ -22,7 +22,7 @@ pub const BUILT_IN: &str = include_str!("../../config/local-cluster.toml");
 pub const BUILT_IN_ORIGIN: &str = "config/local-cluster.toml (built in)";
 
 /// Keys of `[master]` that gfs-cluster sets for every run.
-const MASTER_SET: &[&str] = &["listen", "data_dir", "chunk_size", "quorum"];
+const MASTER_SET: &[&str] = &["listen", "http_listen", "data_dir", "chunk_size", "quorum"];
 
 /// Keys of `[chunkserver]` that gfs-cluster sets for each server.
 const CHUNKSERVER_SET: &[&str] = &[
@@ -31,6 +31,7 @@ const CHUNKSERVER_SET: &[&str] = &[
     "host",
     "data_port",
     "repl_port",
+    "http_port",
     "master",
     "chunk_size",
     "quorum",
@@ -228,12 +229,32 @@ impl ClusterConfig {
         (data, data.saturating_add(1))
     }
 
+    /// The master's status page port: the one after its gRPC port (0: a free one).
+    pub fn master_http_port(&self) -> u16 {
+        match self.master_port {
+            0 => 0,
+            p => p.saturating_add(1),
+        }
+    }
+
+    /// Chunkserver `n`'s `/metrics` port: 9100 + n when ports are fixed (0: a free one).
+    pub fn chunkserver_http_port(&self, n: usize) -> u16 {
+        match self.chunkserver_port {
+            0 => 0,
+            _ => u16::try_from(9100 + n).unwrap_or(0),
+        }
+    }
+
     /// The master's configuration file, checked by parsing it as [`MasterConfig`].
     pub fn master_toml(&self) -> anyhow::Result<String> {
         let mut t = self.master.clone();
         t.insert(
             "listen".into(),
             format!("{}:{}", self.host, self.master_port).into(),
+        );
+        t.insert(
+            "http_listen".into(),
+            format!("{}:{}", self.host, self.master_http_port()).into(),
         );
         t.insert("data_dir".into(), path_value(&self.role_dir("master"))?);
         self.role_text("master", t, MasterConfig::validate)
@@ -250,6 +271,10 @@ impl ClusterConfig {
         t.insert("host".into(), self.host.clone().into());
         t.insert("data_port".into(), i64::from(data_port).into());
         t.insert("repl_port".into(), i64::from(repl_port).into());
+        t.insert(
+            "http_port".into(),
+            i64::from(self.chunkserver_http_port(n)).into(),
+        );
         t.insert("master".into(), master.into());
         self.role_text("chunkserver", t, ChunkserverConfig::validate)
     }

@@ -12,17 +12,57 @@ use gfs_master::{Master, MasterConfig};
 use gfs_proto::v1::chunk_control_client::ChunkControlClient;
 use tonic::transport::Channel;
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`). A failed write is dropped
-/// silently: a closed stderr (gfs-cluster killed under its roles) must not panic the process
-/// that is shutting down because of it.
+/// Flags every server binary takes.
+#[derive(clap::Args, Debug)]
+pub struct CommonArgs {
+    /// Log line format on stderr: "text" for people, "json" (one object per line, with the
+    /// span fields such as the RPC method) for log collectors. RUST_LOG sets the filter.
+    #[arg(long = "log-format", value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Print the effective configuration (file, defaults and flags merged) as TOML and exit.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+}
+
+impl CommonArgs {
+    /// Prints `cfg` as TOML and returns true when `--print-config` was given.
+    pub fn printed<T: serde::Serialize>(&self, cfg: &T) -> anyhow::Result<bool> {
+        if self.print_config {
+            print!(
+                "{}",
+                toml::to_string(cfg).context("printing the configuration")?
+            );
+        }
+        Ok(self.print_config)
+    }
+}
+
+/// Whether the command line asks for JSON logs (`--log-format json` or `--log-format=json`).
+fn json_logs() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json")
+}
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default `info`), `--log-format json` makes each
+/// line a JSON object. A failed write is dropped silently: a closed stderr (gfs-cluster killed
+/// under its roles) must not panic the process that is shutting down because of it.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    if json_logs() {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        fmt.init();
+    }
 }
 
 /// Runs a binary's body with logging set up; an error is one line on stderr and exit status 1.
@@ -97,14 +137,17 @@ pub fn stdin_closed() -> anyhow::Result<impl Future<Output = ()> + Send + 'stati
     })
 }
 
-/// Starts a master, prints `gfs-master ready: grpc ADDR` on stdout (scripts and tests wait for
+/// Starts a master, prints `gfs-master ready: grpc ADDR http ADDR` on stdout (scripts and tests wait for
 /// it), serves until `stop` resolves, then stops cleanly (flush, checkpoint).
 pub async fn serve_master(
     cfg: MasterConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let master = Master::start(cfg).await.context("starting the master")?;
-    println!("gfs-master ready: grpc {}", master.addr);
+    let http = master
+        .http_addr
+        .map_or("off".to_string(), |a| a.to_string());
+    println!("gfs-master ready: grpc {} http {http}", master.addr);
     let token = master.shutdown_token();
     after(stop, move || token.cancel());
     master.wait().await?;
@@ -112,7 +155,7 @@ pub async fn serve_master(
     Ok(())
 }
 
-/// Starts a chunkserver, prints `gfs-chunkserver ID ready: data ADDR replication ADDR` on
+/// Starts a chunkserver, prints `gfs-chunkserver ID ready: data ADDR replication ADDR http ADDR` on
 /// stdout, serves until `stop` resolves, then stops cleanly (drain, checkpoint).
 pub async fn serve_chunkserver(
     cfg: ChunkserverConfig,
@@ -123,8 +166,8 @@ pub async fn serve_chunkserver(
         .await
         .context("starting the chunkserver")?;
     println!(
-        "gfs-chunkserver {id} ready: data {} replication {}",
-        server.data_addr, server.repl_addr
+        "gfs-chunkserver {id} ready: data {} replication {} http {}",
+        server.data_addr, server.repl_addr, server.http_addr
     );
     let token = server.shutdown_token();
     after(stop, move || token.cancel());

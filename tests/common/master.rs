@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct MasterProc {
     /// The gRPC address it serves on.
     pub addr: String,
+    /// The address of its status page, /metrics and /health.
+    pub http: String,
     child: Child,
 }
 
@@ -32,6 +34,7 @@ impl MasterProc {
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
             .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(heartbeat)
             .args(extra)
             .arg("--dir")
@@ -48,15 +51,19 @@ impl MasterProc {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("gfs-master ready: grpc ") {
-                    let _ = tx.send(addr.to_string());
+                // "gfs-master ready: grpc ADDR http ADDR"
+                if let Some(rest) = line.strip_prefix("gfs-master ready: grpc ") {
+                    let mut words = rest.split_whitespace();
+                    let addr = words.next().unwrap_or_default().to_string();
+                    let http = words.nth(1).unwrap_or_default().to_string();
+                    let _ = tx.send((addr, http));
                 }
             }
         });
-        let addr = rx
+        let (addr, http) = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("master did not start");
-        MasterProc { addr, child }
+        MasterProc { addr, http, child }
     }
 
     /// SIGKILL, then reap.

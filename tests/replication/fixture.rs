@@ -20,6 +20,9 @@ pub struct Server {
     pub dir: PathBuf,
     pub data: String,
     pub repl: String,
+    /// Address of its /metrics and /health.
+    #[allow(dead_code)] // not every test crate that includes the fixture reads metrics
+    pub http: String,
     child: Option<Child>,
 }
 
@@ -86,7 +89,7 @@ impl Server {
         ])
         .arg("-d")
         .arg(dir)
-        .args(["--chunk-size", "1MiB"])
+        .args(["--chunk-size", "1MiB", "--http-port", "0"])
         .args(extra)
         .env(
             "RUST_LOG",
@@ -117,13 +120,14 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "chunkserver {id} did not start");
         };
-        // "gfs-chunkserver ID ready: data ADDR replication ADDR"
+        // "gfs-chunkserver ID ready: data ADDR replication ADDR http ADDR"
         let words: Vec<&str> = line.split_whitespace().collect();
         Server {
             id: id.to_string(),
             dir: dir.to_path_buf(),
             data: words[4].to_string(),
             repl: words[6].to_string(),
+            http: words[8].to_string(),
             child: Some(child),
         }
     }

@@ -92,6 +92,7 @@ impl Cluster {
                 data_dir: dir.join(format!("cs{i}")),
                 data_port: 0,
                 repl_port: 0,
+                http_port: 0,
                 chunk_size: CHUNK,
                 ..ChunkserverConfig::default()
             };

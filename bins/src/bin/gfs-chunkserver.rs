@@ -24,6 +24,9 @@ struct Args {
     /// Replication/control-plane gRPC port (0 picks a free one).
     #[arg(short = 'r', long = "repl-port", value_name = "PORT")]
     repl_port: Option<u16>,
+    /// HTTP port of /metrics and /health (0 picks a free one).
+    #[arg(long = "http-port", value_name = "PORT")]
+    http_port: Option<u16>,
     /// Host to bind and advertise.
     #[arg(short = 'h', long = "host", value_name = "HOST")]
     host: Option<String>,
@@ -48,9 +51,11 @@ struct Args {
     /// Bytes per second re-replication copies into this server may receive ("50MiB"; 0: no cap).
     #[arg(long = "clone-rate", value_name = "SIZE")]
     clone_rate: Option<String>,
+    #[command(flatten)]
+    common: gfs_bins::CommonArgs,
 }
 
-fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
+fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
     let mut cfg = match &args.config {
         Some(path) => ChunkserverConfig::load(path)?,
         None => ChunkserverConfig::default(),
@@ -61,29 +66,32 @@ fn config(args: Args) -> anyhow::Result<ChunkserverConfig> {
     if let Some(p) = args.repl_port {
         cfg.repl_port = p;
     }
-    if let Some(h) = args.host {
+    if let Some(p) = args.http_port {
+        cfg.http_port = p;
+    }
+    if let Some(h) = args.host.clone() {
         cfg.host = h;
     }
-    if let Some(d) = args.dir {
+    if let Some(d) = args.dir.clone() {
         cfg.data_dir = d;
     }
-    if let Some(id) = args.id {
+    if let Some(id) = args.id.clone() {
         cfg.id = id;
     }
-    if let Some(m) = args.master {
+    if let Some(m) = args.master.clone() {
         cfg.master = m;
     }
-    if let Some(s) = args.chunk_size {
+    if let Some(s) = args.chunk_size.clone() {
         cfg.chunk_size = parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
     }
-    if let Some(s) = args.scrub_every {
+    if let Some(s) = args.scrub_every.clone() {
         cfg.storage.scrub_every =
             humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
     }
-    if let Some(s) = args.capacity {
+    if let Some(s) = args.capacity.clone() {
         cfg.capacity = parse_size(&s).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
     }
-    if let Some(s) = args.clone_rate {
+    if let Some(s) = args.clone_rate.clone() {
         cfg.replication.clone_rate =
             parse_size(&s).map_err(|e| anyhow::anyhow!("--clone-rate: {e}"))?;
     }
@@ -96,7 +104,11 @@ async fn run() -> anyhow::Result<()> {
         std::env::args_os(),
         &["id", "config"],
     ));
-    gfs_bins::serve_chunkserver(config(args)?, gfs_bins::shutdown_signal()).await
+    let cfg = config(&args)?;
+    if args.common.printed(&cfg)? {
+        return Ok(());
+    }
+    gfs_bins::serve_chunkserver(cfg, gfs_bins::shutdown_signal()).await
 }
 
 #[tokio::main]

@@ -283,6 +283,7 @@ impl Cluster {
             .iter()
             .find(|r| r.name == "master")
             .and_then(|r| r.ready_line.strip_prefix("gfs-master ready: grpc "))
+            .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_string)
             .ok_or_else(|| anyhow!("the master's ready line has no address"))
     }
@@ -295,16 +296,21 @@ impl Cluster {
         );
         for r in &self.roles {
             let at = if r.name == "master" {
-                format!("grpc {master}")
+                let http = r.ready_line.rsplit_once(" http ").map_or("off", |(_, h)| h);
+                format!("grpc {master}  status page http://{http}/")
             } else {
-                let (data, repl) = r
+                let (data, repl, http) = r
                     .ready_line
                     .split_once(" ready: data ")
                     .and_then(|(_, rest)| rest.split_once(" replication "))
+                    .and_then(|(data, rest)| {
+                        rest.split_once(" http ")
+                            .map(|(repl, http)| (data, repl, http))
+                    })
                     .ok_or_else(|| {
                         anyhow!("{}: unexpected ready line {:?}", r.name, r.ready_line)
                     })?;
-                format!("data {data}  replication {repl}")
+                format!("data {data}  replication {repl}  metrics http://{http}/metrics")
             };
             s += &format!("  {:<7} pid {:<8} {at}\n", r.name, r.pid);
         }

@@ -16,6 +16,10 @@ struct Args {
     /// gRPC listen address (host:port; port 0 picks a free one).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Status page, /metrics and /health address (host:port; port 0 picks a free one; "" turns
+    /// it off).
+    #[arg(long = "http-listen", value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Directory of the operation log and checkpoints.
     #[arg(long = "dir", short = 'd', value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -41,6 +45,8 @@ struct Args {
     /// Re-replication copies in flight in the cluster (0 turns re-replication off).
     #[arg(long = "max-clones", value_name = "N")]
     max_clones: Option<usize>,
+    #[command(flatten)]
+    common: gfs_bins::CommonArgs,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -51,6 +57,9 @@ async fn run() -> anyhow::Result<()> {
     };
     if let Some(l) = args.listen {
         cfg.listen = l;
+    }
+    if let Some(l) = args.http_listen {
+        cfg.http_listen = l;
     }
     if let Some(d) = args.dir {
         cfg.data_dir = d;
@@ -81,6 +90,10 @@ async fn run() -> anyhow::Result<()> {
     if let Some(g) = args.orphan_grace {
         cfg.orphan_grace =
             humantime_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
+    }
+    cfg.validate()?;
+    if args.common.printed(&cfg)? {
+        return Ok(());
     }
     gfs_bins::serve_master(cfg, gfs_bins::shutdown_signal()).await
 }

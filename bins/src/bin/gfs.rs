@@ -123,6 +123,38 @@ enum Cmd {
         /// Remote destination path.
         dst: String,
     },
+    /// Check the health of every file at or under PATH: chunks short of the replication goal,
+    /// lost chunks, stale or corrupt replicas. Exits 1 when anything is unhealthy.
+    Fsck {
+        /// Print one JSON object (files, chunks, replication_goal, unhealthy).
+        #[arg(long)]
+        json: bool,
+        /// Remote file or directory.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// The cluster summary, every chunkserver and recent events (as on the status page).
+    Report {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a chunkserver: its chunks are copied elsewhere, then it is safe to stop. Waits
+    /// until then, printing progress.
+    Decommission {
+        /// Return at once with how many chunks still need a copy.
+        #[arg(long)]
+        no_wait: bool,
+        /// The chunkserver's id (as `gfs admin report` lists it).
+        server: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -178,7 +210,194 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => append(&client, &remote, local.as_deref(), json).await,
         Cmd::Rm { recursive, path } => Ok(client.delete(&path, recursive).await?),
         Cmd::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
+        Cmd::Fsck { json, path } => fsck(&client, &path, json).await,
+        Cmd::Admin(AdminCmd::Report { json }) => report(&client, json).await,
+        Cmd::Admin(AdminCmd::Decommission { no_wait, server }) => {
+            decommission(&client, &server, !no_wait).await
+        }
     }
+}
+
+async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
+    use gfs_master::status_page::{ago, bytes};
+    let r = client.report().await?;
+    if json {
+        let servers: Vec<serde_json::Value> = r
+            .servers
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id, "data_addr": s.data_addr, "repl_addr": s.repl_addr,
+                    "rack": s.rack, "state": s.state,
+                    "last_heartbeat_ms_ago": s.last_heartbeat_ms_ago, "chunks": s.chunks,
+                    "capacity_bytes": s.capacity_bytes, "used_bytes": s.used_bytes,
+                    "copies_in": s.copies_in, "copies_out": s.copies_out,
+                    "copied_in_bytes": s.copied_in_bytes, "copied_out_bytes": s.copied_out_bytes,
+                })
+            })
+            .collect();
+        let events: Vec<serde_json::Value> = r
+            .events
+            .iter()
+            .map(|e| serde_json::json!({"unix_ms": e.unix_ms, "kind": e.kind, "text": e.text}))
+            .collect();
+        return print_json(&serde_json::json!({
+            "capacity_bytes": r.capacity_bytes, "used_bytes": r.used_bytes,
+            "files": r.files, "directories": r.directories, "chunks": r.chunks,
+            "replication_goal": r.replication_goal,
+            "under_replicated": r.under_replicated, "lost": r.lost,
+            "stale_replicas": r.stale_replicas, "repair_queue": r.repair_queue,
+            "copies_in_flight": r.copies_in_flight, "trash_entries": r.trash_entries,
+            "master_uptime_ms": r.master_uptime_ms,
+            "servers": servers, "events": events,
+        }));
+    }
+    let alive = r.servers.iter().filter(|s| s.state == "alive").count();
+    let pct = r.used_bytes as f64 * 100.0 / r.capacity_bytes.max(1) as f64;
+    let mut out = format!(
+        "chunkservers: {alive} of {} alive    capacity {}    used {} ({pct:.1}%)\n\
+         files {}    directories {}    chunks {} (goal {} replicas)\n\
+         under-replicated {}    lost {}    stale replicas {}\n\
+         waiting for a copy {}    copying {}    in the trash {}    master up {}\n\n",
+        r.servers.len(),
+        bytes(r.capacity_bytes),
+        bytes(r.used_bytes),
+        r.files,
+        r.directories,
+        r.chunks,
+        r.replication_goal,
+        r.under_replicated,
+        r.lost,
+        r.stale_replicas,
+        r.repair_queue,
+        r.copies_in_flight,
+        r.trash_entries,
+        ago(r.master_uptime_ms),
+    );
+    out += &format!(
+        "{:<10} {:<22} {:<8} {:<10} {:>10} {:>8} {:>11} {:>11} {:>9}\n",
+        "ID", "ADDRESS", "RACK", "STATE", "HEARTBEAT", "CHUNKS", "USED", "FREE", "COPIES"
+    );
+    for s in &r.servers {
+        out += &format!(
+            "{:<10} {:<22} {:<8} {:<10} {:>10} {:>8} {:>11} {:>11} {:>9}\n",
+            s.id,
+            s.data_addr,
+            if s.rack.is_empty() { "-" } else { &s.rack },
+            s.state,
+            ago(s.last_heartbeat_ms_ago),
+            s.chunks,
+            bytes(s.used_bytes),
+            bytes(s.capacity_bytes.saturating_sub(s.used_bytes)),
+            format!("{}/{}", s.copies_in, s.copies_out),
+        );
+    }
+    if !r.events.is_empty() {
+        out += "\nrecent events (newest first):\n";
+        for e in r.events.iter().take(20) {
+            out += &format!("  {}  {:<12} {}\n", mtime(e.unix_ms), e.kind, e.text);
+        }
+    }
+    print(&out)
+}
+
+async fn fsck(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
+    let r = client.fsck(path).await?;
+    if json {
+        let files: Vec<serde_json::Value> = r
+            .unhealthy
+            .iter()
+            .map(|f| {
+                let chunks: Vec<serde_json::Value> = f
+                    .chunks
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "index": c.index, "handle": c.handle, "version": c.version,
+                            "current": c.current, "stale": c.stale, "corrupt": c.corrupt,
+                            "lost": c.current == 0,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"path": f.path, "chunks": chunks})
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "path": path, "files": r.files, "chunks": r.chunks,
+            "replication_goal": r.replication_goal,
+            "healthy": r.unhealthy.is_empty(), "unhealthy": files,
+        }))?;
+    } else {
+        let mut out = String::new();
+        for f in &r.unhealthy {
+            for c in &f.chunks {
+                let what = if c.current == 0 {
+                    "LOST".to_string()
+                } else if c.current < r.replication_goal {
+                    format!("UNDER-REPLICATED {}/{}", c.current, r.replication_goal)
+                } else {
+                    "replicated".to_string()
+                };
+                out += &format!(
+                    "{} chunk {} (handle {}): {what}{}{}\n",
+                    f.path,
+                    c.index,
+                    c.handle,
+                    if c.stale > 0 {
+                        format!(", {} stale", c.stale)
+                    } else {
+                        String::new()
+                    },
+                    if c.corrupt > 0 {
+                        format!(", {} corrupt", c.corrupt)
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+        }
+        out += &format!(
+            "{path}: {} files, {} chunks, {} unhealthy files: {}\n",
+            r.files,
+            r.chunks,
+            r.unhealthy.len(),
+            if r.unhealthy.is_empty() {
+                "HEALTHY"
+            } else {
+                "UNHEALTHY"
+            }
+        );
+        print(&out)?;
+    }
+    if !r.unhealthy.is_empty() {
+        bail!(
+            "{} of {} files under {path} are unhealthy",
+            r.unhealthy.len(),
+            r.files
+        );
+    }
+    Ok(())
+}
+
+async fn decommission(client: &Client, server: &str, wait: bool) -> anyhow::Result<()> {
+    let mut remaining = client.decommission(server).await?;
+    print(&format!(
+        "{server}: draining; {remaining} chunks still need a copy elsewhere\n"
+    ))?;
+    while wait && remaining > 0 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = client.decommission(server).await?;
+        if now != remaining {
+            print(&format!(
+                "{server}: {now} chunks still need a copy elsewhere\n"
+            ))?;
+        }
+        remaining = now;
+    }
+    if remaining == 0 {
+        print(&format!("{server}: drained; safe to stop\n"))?;
+    }
+    Ok(())
 }
 
 /// Writes `s` to stdout and flushes (an error, e.g. a closed pipe, is returned, not a panic).

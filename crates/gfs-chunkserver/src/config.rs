@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{ChunkserverError, Result};
 
 /// The chunkserver configuration file (`config/chunkserver*.toml`). Every field has a default.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkserverConfig {
     /// This server's id (the seed's `-id`).
@@ -22,6 +22,8 @@ pub struct ChunkserverConfig {
     pub data_port: u16,
     /// gRPC port of the replication and control planes (the seed's `-r`; 0 picks a free one).
     pub repl_port: u16,
+    /// HTTP port of `/metrics` (Prometheus) and `/health` (0 picks a free one).
+    pub http_port: u16,
     /// Chunk size of the cluster, in bytes or with a unit ("64MiB"); a multiple of 64 KiB.
     #[serde(deserialize_with = "size")]
     pub chunk_size: u64,
@@ -43,7 +45,7 @@ pub struct ChunkserverConfig {
 }
 
 /// `[storage]`: the chunk store.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     /// Bound on bytes staged in memory across all chunks.
@@ -68,7 +70,7 @@ pub struct StorageSection {
 }
 
 /// `[replication]`: the two-phase commit.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationSection {
     /// Deadline of the READY phase.
@@ -87,7 +89,7 @@ pub struct ReplicationSection {
 }
 
 /// `[dataplane]`: the client TCP protocol.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
     /// Most client connections served at once.
@@ -110,6 +112,7 @@ impl Default for ChunkserverConfig {
             host: "127.0.0.1".into(),
             data_port: 8080,
             repl_port: 8081,
+            http_port: 9101,
             chunk_size: 64 << 20,
             quorum: 2,
             master: String::new(),

@@ -26,6 +26,8 @@ pub struct Control {
     coordinator: Arc<Coordinator>,
     /// Paces the bytes copies receive.
     clone_rate: Throttle,
+    /// Counts the bytes copies receive.
+    replicated: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Control {
@@ -36,7 +38,17 @@ impl Control {
             store,
             coordinator,
             clone_rate: Throttle::new(clone_rate),
+            replicated: None,
         }
+    }
+
+    /// Counts the bytes copies receive in `counter`.
+    pub fn count_replicated(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Control {
+        self.replicated = Some(counter);
+        self
     }
 }
 
@@ -85,6 +97,9 @@ impl Control {
             }
             length += piece.data.len() as u64;
             self.clone_rate.take(piece.data.len() as u64).await;
+            if let Some(c) = &self.replicated {
+                c.inc_by(piece.data.len() as u64);
+            }
             let op = OpId(piece.op_id);
             self.store
                 .stage_wait(

@@ -2,11 +2,14 @@
 //! must be the primary), reads come from the local replica.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use gfs_dataplane::{DataError, Handler};
 use gfs_replication::{Coordinator, ReplicationError};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StorageError};
+
+use crate::metrics::ChunkserverMetrics;
 
 /// Told of a replica that failed its checksums on a read (handle, block).
 pub type CorruptListener = Arc<dyn Fn(ChunkHandle, u64) + Send + Sync>;
@@ -16,6 +19,7 @@ pub struct DataHandler {
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
     on_corrupt: Option<CorruptListener>,
+    metrics: Option<Arc<ChunkserverMetrics>>,
 }
 
 impl DataHandler {
@@ -29,6 +33,31 @@ impl DataHandler {
             store,
             coordinator,
             on_corrupt,
+            metrics: None,
+        }
+    }
+
+    /// Counts and times every request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ChunkserverMetrics>) -> DataHandler {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records one request of `op` started at `started`, moving `bytes` on success.
+    fn observe<T>(
+        &self,
+        op: &str,
+        started: Instant,
+        res: &Result<T, DataError>,
+        bytes: u64,
+        read: bool,
+    ) {
+        if let Some(m) = &self.metrics {
+            m.data
+                .observe(op, res.is_ok(), started.elapsed().as_secs_f64());
+            if res.is_ok() {
+                if read { &m.read } else { &m.written }.inc_by(bytes);
+            }
         }
     }
 }
@@ -94,13 +123,35 @@ impl Handler for DataHandler {
         at: Option<u64>,
         data: Bytes,
     ) -> Result<u64, DataError> {
-        self.coordinator
+        let started = Instant::now();
+        let len = data.len() as u64;
+        let res = self
+            .coordinator
             .append(ChunkHandle(handle), version, OpId(op_id), at, data)
             .await
-            .map_err(replication_to_data)
+            .map_err(replication_to_data);
+        let op = if at.is_some() { "append_at" } else { "append" };
+        self.observe(op, started, &res, len, false);
+        res
     }
 
     async fn read(
+        &self,
+        handle: u64,
+        version: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, DataError> {
+        let started = Instant::now();
+        let res = self.read_replica(handle, version, offset, len).await;
+        let n = res.as_ref().map_or(0, |b| b.len() as u64);
+        self.observe("read", started, &res, n, true);
+        res
+    }
+}
+
+impl DataHandler {
+    async fn read_replica(
         &self,
         handle: u64,
         version: u64,

@@ -12,6 +12,8 @@ mod config;
 mod control;
 mod error;
 mod handler;
+mod http;
+mod metrics;
 mod server;
 mod throttle;
 
@@ -21,5 +23,6 @@ pub use config::{
 pub use control::Control;
 pub use error::{ChunkserverError, Result};
 pub use handler::{DataHandler, replication_to_data, storage_to_data};
+pub use metrics::ChunkserverMetrics;
 pub use server::ChunkServer;
 pub use throttle::Throttle;

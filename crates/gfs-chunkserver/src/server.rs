@@ -20,6 +20,7 @@ use crate::config::ChunkserverConfig;
 use crate::control::Control;
 use crate::error::{ChunkserverError, Result};
 use crate::handler::DataHandler;
+use crate::metrics::ChunkserverMetrics;
 
 /// How long a stopping server waits for gRPC calls to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -30,6 +31,9 @@ pub struct ChunkServer {
     pub data_addr: SocketAddr,
     /// Where the replication and control planes listen.
     pub repl_addr: SocketAddr,
+    /// Where `/metrics` and `/health` are served.
+    pub http_addr: SocketAddr,
+    metrics: Arc<ChunkserverMetrics>,
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
     shutdown: CancellationToken,
@@ -75,6 +79,7 @@ impl ChunkServer {
         ));
         let data_listener = bind(&cfg.host, cfg.data_port, "data plane").await?;
         let repl_listener = bind(&cfg.host, cfg.repl_port, "replication plane").await?;
+        let http_listener = bind(&cfg.host, cfg.http_port, "metrics HTTP server").await?;
         let local = |l: &TcpListener, what: &str| {
             l.local_addr().map_err(|source| ChunkserverError::Io {
                 what: format!("reading the {what} address"),
@@ -83,7 +88,20 @@ impl ChunkServer {
         };
         let data_addr = local(&data_listener, "data plane")?;
         let repl_addr = local(&repl_listener, "replication plane")?;
+        let http_addr = local(&http_listener, "metrics HTTP server")?;
         let shutdown = CancellationToken::new();
+        let metrics = Arc::new(ChunkserverMetrics::new(
+            Arc::clone(&store),
+            Arc::clone(&coordinator),
+        ));
+        let fsync = metrics.fsync.clone();
+        store.on_fsync(Arc::new(move |d| fsync.observe(d.as_secs_f64())));
+        tokio::spawn(crate::http::serve(
+            http_listener,
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            shutdown.clone(),
+        ));
 
         let master = if cfg.master.is_empty() {
             None
@@ -108,11 +126,10 @@ impl ChunkServer {
                 shutdown.clone(),
             ));
         }
-        let handler = Arc::new(DataHandler::new(
-            Arc::clone(&store),
-            Arc::clone(&coordinator),
-            on_corrupt,
-        ));
+        let handler = Arc::new(
+            DataHandler::new(Arc::clone(&store), Arc::clone(&coordinator), on_corrupt)
+                .with_metrics(Arc::clone(&metrics)),
+        );
         let data_cfg = ServerConfig {
             max_frame: cfg.max_record() as usize + 64,
             max_connections: cfg.dataplane.max_connections,
@@ -138,16 +155,21 @@ impl ChunkServer {
         let replication = ReplicationServer::new(participant)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
-        let control = ChunkControlServer::new(Control::new(
-            Arc::clone(&store),
-            Arc::clone(&coordinator),
-            cfg.replication.clone_rate,
-        ));
+        let control = ChunkControlServer::new(
+            Control::new(
+                Arc::clone(&store),
+                Arc::clone(&coordinator),
+                cfg.replication.clone_rate,
+            )
+            .count_replicated(metrics.replicated.clone()),
+        );
+        let rpc = gfs_proto::telemetry::RpcLayer::new(metrics.rpc.clone());
         let token = shutdown.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .initial_stream_window_size(Some(gfs_replication::WINDOW))
                 .initial_connection_window_size(Some(gfs_replication::WINDOW * 2))
+                .layer(rpc)
                 .add_service(replication)
                 .add_service(control)
                 .serve_with_incoming_shutdown(
@@ -167,16 +189,23 @@ impl ChunkServer {
                 shutdown.clone(),
             ));
         }
-        tracing::info!(id = %cfg.id, %data_addr, %repl_addr, dir = %cfg.data_dir.display(), "chunkserver serving");
+        tracing::info!(id = %cfg.id, %data_addr, %repl_addr, %http_addr, dir = %cfg.data_dir.display(), "chunkserver serving");
         Ok(ChunkServer {
             data_addr,
             repl_addr,
+            http_addr,
+            metrics,
             store,
             coordinator,
             shutdown,
             data_task,
             grpc_task,
         })
+    }
+
+    /// What this server exports to Prometheus.
+    pub fn metrics(&self) -> &Arc<ChunkserverMetrics> {
+        &self.metrics
     }
 
     /// The chunk store.

@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use gfs_dataplane::{DataClient, DataError};
+use gfs_proto::v1::admin_client::AdminClient;
 use gfs_proto::v1::master_client::MasterClient;
 use gfs_proto::v1::{
     AppendChunkRequest, ChunkLease, CreateFileRequest, DeleteRequest, FileStat, GetChunksRequest,
     ListRequest, MkdirRequest, RenameRequest, StatRequest,
 };
+use gfs_proto::v1::{ClusterReport, DecommissionRequest, FsckReply, FsckRequest, ReportRequest};
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
@@ -91,6 +93,7 @@ pub struct Locations {
 struct Inner {
     addr: String,
     master: MasterClient<Channel>,
+    admin: AdminClient<Channel>,
     cfg: ClientConfig,
     conns: Mutex<HashMap<String, DataClient>>,
     locations: Mutex<HashMap<String, (Instant, Arc<Locations>)>>,
@@ -179,7 +182,8 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
-                master: MasterClient::new(channel),
+                master: MasterClient::new(channel.clone()),
+                admin: AdminClient::new(channel),
                 cfg,
                 conns: Mutex::new(HashMap::new()),
                 locations: Mutex::new(HashMap::new()),
@@ -406,6 +410,45 @@ impl Client {
         loop {
             match call(self.master()).await {
                 Ok(r) => return Ok(r.into_inner()),
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        }
+    }
+
+    /// The cluster summary, every chunkserver and recent events (`gfs admin report`).
+    pub async fn report(&self) -> Result<ClusterReport> {
+        let mut retry = self.retry();
+        loop {
+            match self.inner.admin.clone().report(ReportRequest {}).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        }
+    }
+
+    /// The health of every file at or under `path` (`gfs fsck`).
+    pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
+        let mut retry = self.retry();
+        loop {
+            let req = FsckRequest { path: path.into() };
+            match self.inner.admin.clone().fsck(req).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        }
+    }
+
+    /// Starts draining chunkserver `id` (or asks again how far it got); returns how many of
+    /// its chunks still lack the goal elsewhere (0: safe to stop it).
+    pub async fn decommission(&self, id: &str) -> Result<u64> {
+        let mut retry = self.retry();
+        loop {
+            let req = DecommissionRequest { id: id.into() };
+            match self.inner.admin.clone().decommission(req).await {
+                Ok(r) => return Ok(r.into_inner().remaining),
                 Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
                 Err(s) => return Err(ClientError::from_status(s)),
             }

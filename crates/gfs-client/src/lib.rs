@@ -30,5 +30,9 @@ pub use client::{ChunkInfo, Client, Entry, Locations, Replica};
 pub use config::ClientConfig;
 pub use error::{ClientError, Result};
 pub use gfs_dataplane::DataError;
+/// What the master's Admin service reports (`Client::report`, `Client::fsck`).
+pub use gfs_proto::v1::{
+    ChunkHealth, ClusterEvent, ClusterReport, FileHealth, FsckReply, ServerReport,
+};
 pub use reader::Reader;
 pub use writer::Writer;

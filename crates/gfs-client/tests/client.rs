@@ -30,6 +30,7 @@ async fn cluster_with(n: usize, max_clones: usize) -> Cluster {
     let master = Master::start(MasterConfig {
         max_clones,
         listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
         data_dir: dir.path().join("master"),
         chunk_size: CS,
         lease: Duration::from_secs(2),
@@ -67,6 +68,7 @@ async fn start_server(dir: &std::path::Path, i: usize, master: &Master) -> Chunk
         data_dir: dir.join(format!("cs{i}")),
         data_port: 0,
         repl_port: 0,
+        http_port: 0,
         chunk_size: CS,
         master: master.addr.to_string(),
         ..ChunkserverConfig::default()

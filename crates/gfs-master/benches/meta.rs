@@ -72,6 +72,7 @@ async fn creates(dir: &std::path::Path, clients: u64, window: Duration) -> (f64,
 async fn grpc_creates(dir: &std::path::Path, clients: u64, spread: bool, window: Duration) -> f64 {
     let master = Master::start(MasterConfig {
         listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         ..MasterConfig::default()
     })

@@ -69,9 +69,9 @@ struct Granted {
 
 /// Decides where chunks live and who is primary.
 pub struct ChunkManager {
-    meta: Arc<MetaStore>,
-    registry: Arc<Mutex<Registry>>,
-    cfg: ChunkConfig,
+    pub(crate) meta: Arc<MetaStore>,
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) cfg: ChunkConfig,
     controls: Mutex<HashMap<String, ChunkControlClient<Channel>>>,
     leases: Mutex<HashMap<u64, Granted>>,
     /// Chunks allocated by this master process: no lease from before can exist on them.
@@ -83,7 +83,15 @@ pub struct ChunkManager {
     /// committed length once a quorum of replicas reports again.
     unsettled: Mutex<HashSet<u64>>,
     /// Re-replication in flight: chunk -> (source, target) server ids.
-    cloning: Mutex<HashMap<u64, (String, String)>>,
+    pub(crate) cloning: Mutex<HashMap<u64, (String, String)>>,
+    /// Bytes copied into and out of each server since the master started.
+    pub(crate) copied: Mutex<HashMap<String, (u64, u64)>>,
+    /// Chunks the last re-replication pass found waiting for a copy.
+    pub(crate) repair_queue: std::sync::atomic::AtomicU64,
+    /// Draining servers already announced as safe to stop.
+    drained: Mutex<HashSet<String>>,
+    /// What the master exports to Prometheus.
+    pub(crate) metrics: crate::metrics::MasterMetrics,
     /// The last re-replication pass found chunks below the goal or above it: rebalancing
     /// waits for the cluster to settle.
     unsettled_replicas: std::sync::atomic::AtomicBool,
@@ -102,7 +110,7 @@ pub struct ChunkManager {
     /// One lease decision at a time per chunk (callers hold the file's path lock around
     /// allocation).
     deciding: LockTable<u64>,
-    started: Instant,
+    pub(crate) started: Instant,
 }
 
 /// How long a chunk a client asked for stays boosted in the repair order.
@@ -143,6 +151,10 @@ impl ChunkManager {
             allocating: Mutex::new(HashSet::new()),
             unsettled: Mutex::new(HashSet::new()),
             cloning: Mutex::new(HashMap::new()),
+            copied: Mutex::new(HashMap::new()),
+            repair_queue: std::sync::atomic::AtomicU64::new(0),
+            drained: Mutex::new(HashSet::new()),
+            metrics: crate::metrics::MasterMetrics::default(),
             purged: Mutex::new(HashMap::new()),
             unsettled_replicas: std::sync::atomic::AtomicBool::new(false),
             lost: Mutex::new(HashSet::new()),
@@ -151,6 +163,11 @@ impl ChunkManager {
             deciding: LockTable::new(),
             started: Instant::now(),
         }
+    }
+
+    /// What the master exports to Prometheus.
+    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+        &self.metrics
     }
 
     /// The chunk size of the cluster.
@@ -324,24 +341,42 @@ impl ChunkManager {
             return;
         };
         let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
-        let holders = self.registry.lock().holders(&versions);
+        let (holders, draining) = {
+            let reg = self.registry.lock();
+            (reg.holders(&versions), reg.draining())
+        };
+        // Replicas on draining servers are sources, but do not count toward the goal.
+        let counted = |h: &u64| {
+            holders.get(h).map_or(0, |s| {
+                s.iter().filter(|s| !draining.contains(&s.id)).count()
+            })
+        };
         let now = SystemTime::now();
         let mut want = Vec::new();
         let extra = holders.values().any(|h| h.len() > self.cfg.replication);
+        let mut events = Vec::new();
         {
             let leases = self.leases.lock();
             let cloning = self.cloning.lock();
             let mut lost = self.lost.lock();
             for (h, m) in &metas {
-                let have = holders.get(h).map(Vec::len).unwrap_or(0);
-                if have == 0 {
+                let have = counted(h);
+                if holders.get(h).is_none_or(Vec::is_empty) {
                     if lost.insert(*h) {
                         tracing::error!(handle = %h, "chunk lost: no live replica holds its current version");
+                        events.push((
+                            "chunk-lost",
+                            format!("chunk {h}: no live replica holds its current version"),
+                        ));
                     }
                     continue;
                 }
                 if lost.remove(h) {
                     tracing::info!(handle = %h, replicas = have, "lost chunk found again");
+                    events.push((
+                        "chunk-found",
+                        format!("chunk {h} found again ({have} replicas)"),
+                    ));
                 }
                 if have >= self.cfg.replication || cloning.contains_key(h) {
                     continue;
@@ -357,6 +392,28 @@ impl ChunkManager {
             extra || !want.is_empty(),
             std::sync::atomic::Ordering::Release,
         );
+        self.repair_queue
+            .store(want.len() as u64, std::sync::atomic::Ordering::Release);
+        // A draining server whose every chunk has its goal elsewhere is safe to stop.
+        for id in &draining {
+            let left = self.left_on(id, &holders, &draining, &versions);
+            let mut drained = self.drained.lock();
+            if left == 0 && drained.insert(id.clone()) {
+                tracing::info!(id, "decommissioned chunkserver drained: safe to stop");
+                events.push((
+                    "drained",
+                    format!("chunkserver {id} is drained: safe to stop"),
+                ));
+            } else if left > 0 {
+                drained.remove(id);
+            }
+        }
+        if !events.is_empty() {
+            let mut reg = self.registry.lock();
+            for (kind, text) in events {
+                reg.events.push(kind, text);
+            }
+        }
         // Live files before the trash, then fewest replicas first, then chunks clients asked
         // for lately.
         let wanted = {
@@ -508,12 +565,30 @@ impl ChunkManager {
                     },
                 );
                 tracing::info!(%handle, to = %target.id, length, took = ?started.elapsed(), "chunk re-replicated");
+                self.registry.lock().events.push(
+                    "repaired",
+                    format!(
+                        "chunk {handle} copied from {} to {} ({length} bytes in {:?})",
+                        source.id,
+                        target.id,
+                        started.elapsed()
+                    ),
+                );
+                self.metrics.copied_bytes.inc_by(length);
+                let mut copied = self.copied.lock();
+                copied.entry(target.id.clone()).or_default().0 += length;
+                copied.entry(source.id.clone()).or_default().1 += length;
             }
             Err(e) if e.code() == tonic::Code::DataLoss => {
                 // The source's replica is bad (its checksums failed, or it ended short of the
                 // sealed length): treat it as corrupt and copy from another.
                 tracing::error!(%handle, source = %source.id, error = %e.message(), "re-replication source is corrupt");
-                self.registry.lock().mark_corrupt(&source.id, handle);
+                let mut reg = self.registry.lock();
+                reg.mark_corrupt(&source.id, handle);
+                reg.events.push(
+                    "corrupt",
+                    format!("chunk {handle} on {}: {}", source.id, e.message()),
+                );
             }
             Err(e) => {
                 tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "re-replication failed; will retry");
@@ -663,6 +738,7 @@ impl ChunkManager {
             .await
             .map_err(|e| unavailable(format!("granting the lease to {}: {e}", primary.id)))?;
         tracing::info!(%handle, version = new_version, primary = %primary.id, "lease granted");
+        self.metrics.lease_grants.inc();
         let granted = Granted {
             version: new_version,
             primary,
@@ -801,6 +877,7 @@ impl ChunkManager {
             .map(|(h, l)| (*h, l.primary.id.clone()))
             .collect();
         let reg = self.registry.lock();
+        let draining = reg.draining();
         for (r, current) in report.iter().zip(versions) {
             if reg.is_corrupt(server, r.handle) {
                 // Deleted once a quorum of good replicas lives elsewhere (its server can then
@@ -865,7 +942,13 @@ impl ChunkManager {
                     // finished after a master restart, a server back after its chunks were
                     // copied): the holder using the largest share of its capacity (then the
                     // greatest id) drops its replica, unless it is the primary of a live lease.
-                    let holders = reg.locations(r.handle, v);
+                    // Replicas on draining servers stay until the server is stopped, and do
+                    // not count.
+                    let holders: Vec<_> = reg
+                        .locations(r.handle, v)
+                        .into_iter()
+                        .filter(|(s, _)| !draining.contains(&s.id))
+                        .collect();
                     let primary = primaries.get(&r.handle);
                     let share =
                         |s: &ServerInfo| s.used_bytes as f64 / s.capacity_bytes.max(1) as f64;
@@ -1022,6 +1105,25 @@ impl ChunkManager {
         }
         fresh.dedup();
         fresh
+    }
+
+    /// Chunks `id` holds at the current version that lack the goal on servers not draining.
+    pub(crate) fn left_on(
+        &self,
+        id: &str,
+        holders: &HashMap<u64, Vec<ServerInfo>>,
+        draining: &HashSet<String>,
+        versions: &HashMap<u64, u64>,
+    ) -> usize {
+        let held = self.registry.lock().replicas_of(id);
+        held.iter()
+            .filter(|r| versions.get(&r.handle) == Some(&r.version))
+            .filter(|r| {
+                holders.get(&r.handle).map_or(0, |s| {
+                    s.iter().filter(|s| !draining.contains(&s.id)).count()
+                }) < self.cfg.replication
+            })
+            .count()
     }
 
     /// Bumps the version of `handle` on its good replicas now, so lagging ones become stale at

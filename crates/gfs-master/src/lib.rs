@@ -15,22 +15,28 @@
 //!   operations on unrelated paths never wait on each other.
 //! - [`ChunkManager`]: chunk allocation, leases and versions; [`Master`]: the whole server.
 
+mod admin;
 mod chunks;
 mod error;
+pub mod events;
+mod http;
 pub mod locks;
 mod metastore;
+mod metrics;
 mod namespace;
 pub mod path;
 pub mod record;
 mod registry;
 mod server;
 mod service;
+pub mod status_page;
 pub mod trash;
 
 pub use chunks::{ChunkConfig, ChunkHealth, ChunkManager, LeaseDecision, lease_decision};
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
+pub use metrics::MasterMetrics;
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};
-pub use registry::{Registry, Replica, ReplicaCounts, ServerInfo};
+pub use registry::{Registry, Replica, ReplicaCounts, ServerInfo, ServerState};
 pub use server::{Master, MasterConfig, StartError};
-pub use service::{ControlService, MasterService, status};
+pub use service::{AdminService, ControlService, MasterService, status};

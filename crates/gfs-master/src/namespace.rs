@@ -317,6 +317,30 @@ impl Namespace {
             .collect()
     }
 
+    /// The files at or under `p` (every file for `/`), with their chunks, in path order.
+    pub fn files_under(&self, p: &str) -> Vec<(String, Vec<u64>)> {
+        let all: Box<dyn Iterator<Item = (&String, &Node)>> = if p == "/" {
+            Box::new(self.nodes.iter())
+        } else {
+            Box::new(self.subtree(p))
+        };
+        all.filter_map(|(path, n)| match n {
+            Node::File { chunks, .. } => Some((path.clone(), chunks.clone())),
+            Node::Dir { .. } => None,
+        })
+        .collect()
+    }
+
+    /// How many files and directories (the root included) there are.
+    pub fn counts(&self) -> (u64, u64) {
+        let files = self
+            .nodes
+            .values()
+            .filter(|n| matches!(n, Node::File { .. }))
+            .count() as u64;
+        (files, self.nodes.len() as u64 - files)
+    }
+
     /// Every chunk with what the master knows of it.
     pub fn chunk_metas(&self) -> Vec<(u64, ChunkMeta)> {
         self.chunks.iter().map(|(h, m)| (*h, *m)).collect()

@@ -44,6 +44,9 @@ struct Server {
     replicas: HashMap<u64, Replica>,
     /// The server reported its data directory lost: it takes no new replica.
     disk_lost: bool,
+    /// An operator is draining it: it takes no new replica and its replicas do not count
+    /// toward the goal (they are copied elsewhere), though they are still read and copied.
+    draining: bool,
     /// Replicas this server reported failing their checksums: never listed, never counted,
     /// deleted once the chunk has its full set elsewhere.
     corrupt: HashSet<u64>,
@@ -60,10 +63,36 @@ pub struct ReplicaCounts {
     pub corrupt: usize,
 }
 
+/// A registered server as [`Registry::snapshot`] reports it.
+#[derive(Clone, Debug)]
+pub struct ServerState {
+    /// Its addresses and capacity.
+    pub info: ServerInfo,
+    /// Heartbeating.
+    pub alive: bool,
+    /// It reported its data directory lost.
+    pub disk_lost: bool,
+    /// An operator is draining it.
+    pub draining: bool,
+    /// Time since its last heartbeat.
+    pub since_heartbeat: Duration,
+    /// The replicas it last reported.
+    pub replicas: Vec<Replica>,
+}
+
+impl Server {
+    /// Whether new replicas may go here.
+    fn takes_new(&self) -> bool {
+        self.alive && !self.disk_lost && !self.draining
+    }
+}
+
 /// The membership table.
 pub struct Registry {
     dead_after: Duration,
     servers: BTreeMap<String, Server>,
+    /// Recent cluster events, for operators.
+    pub events: crate::events::Events,
 }
 
 impl Registry {
@@ -72,16 +101,57 @@ impl Registry {
         Registry {
             dead_after,
             servers: BTreeMap::new(),
+            events: crate::events::Events::default(),
         }
+    }
+
+    /// Starts draining `id`; false when no such server is registered.
+    pub fn decommission(&mut self, id: &str) -> bool {
+        let Some(s) = self.servers.get_mut(id) else {
+            return false;
+        };
+        if !s.draining {
+            s.draining = true;
+            tracing::warn!(id, "chunkserver is being decommissioned");
+            self.events.push(
+                "draining",
+                format!("chunkserver {id} is being decommissioned"),
+            );
+        }
+        true
+    }
+
+    /// Ids of the servers being drained.
+    pub fn draining(&self) -> HashSet<String> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.draining)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Every registered server as operators see it, at `now`.
+    pub fn snapshot(&self, now: Instant) -> Vec<ServerState> {
+        self.servers
+            .values()
+            .map(|s| ServerState {
+                info: s.info.clone(),
+                alive: s.alive,
+                disk_lost: s.disk_lost,
+                draining: s.draining,
+                since_heartbeat: now.saturating_duration_since(s.last_heartbeat),
+                replicas: s.replicas.values().copied().collect(),
+            })
+            .collect()
     }
 
     /// Adds or refreshes a server (a restarted server registers again).
     pub fn register(&mut self, info: ServerInfo, now: Instant) {
         tracing::info!(id = %info.id, data = %info.data_addr, repl = %info.repl_addr, "chunkserver registered");
-        let (replicas, corrupt) = self
+        let (replicas, corrupt, draining) = self
             .servers
             .remove(&info.id)
-            .map(|s| (s.replicas, s.corrupt))
+            .map(|s| (s.replicas, s.corrupt, s.draining))
             .unwrap_or_default();
         self.servers.insert(
             info.id.clone(),
@@ -92,6 +162,7 @@ impl Registry {
                 replicas,
                 corrupt,
                 disk_lost: false,
+                draining,
             },
         );
     }
@@ -122,6 +193,8 @@ impl Registry {
         };
         if !s.alive {
             tracing::info!(id, "chunkserver is back");
+            self.events
+                .push("server-back", format!("chunkserver {id} is back"));
         }
         if disk_lost && !s.disk_lost {
             tracing::error!(
@@ -166,6 +239,10 @@ impl Registry {
             if s.alive && now.saturating_duration_since(s.last_heartbeat) > self.dead_after {
                 s.alive = false;
                 tracing::warn!(id, "chunkserver missed its heartbeats: dead");
+                self.events.push(
+                    "server-dead",
+                    format!("chunkserver {id} missed its heartbeats: dead"),
+                );
                 dead.push(id.clone());
             }
         }
@@ -182,11 +259,7 @@ impl Registry {
     /// Picks up to `n` live servers for a new chunk: least used first, and a rack not yet
     /// chosen before one already chosen (servers without a rack count as racks of their own).
     pub fn place(&self, n: usize) -> Vec<ServerInfo> {
-        let mut live: Vec<&Server> = self
-            .servers
-            .values()
-            .filter(|s| s.alive && !s.disk_lost)
-            .collect();
+        let mut live: Vec<&Server> = self.servers.values().filter(|s| s.takes_new()).collect();
         live.sort_by(|a, b| {
             let used = |s: &Server| s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
             used(a)
@@ -234,8 +307,7 @@ impl Registry {
             .servers
             .values()
             .filter(|s| {
-                s.alive
-                    && !s.disk_lost
+                s.takes_new()
                     && !s.replicas.contains_key(&handle)
                     && !s.corrupt.contains(&handle)
                     && !busy(&s.info.id)
@@ -259,7 +331,7 @@ impl Registry {
     pub fn usage(&self) -> Vec<(ServerInfo, f64)> {
         self.servers
             .values()
-            .filter(|s| s.alive && !s.disk_lost)
+            .filter(|s| s.takes_new())
             .map(|s| {
                 let used = s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
                 (s.info.clone(), used)

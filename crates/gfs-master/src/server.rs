@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gfs_proto::telemetry::RpcLayer;
+use gfs_proto::v1::admin_server::AdminServer;
 use gfs_proto::v1::master_control_server::MasterControlServer;
 use gfs_proto::v1::master_server::MasterServer;
 use parking_lot::Mutex;
@@ -18,15 +20,18 @@ use crate::chunks::{ChunkConfig, ChunkManager};
 use crate::locks::PathLocks;
 use crate::metastore::{MetaConfig, MetaStore};
 use crate::registry::Registry;
-use crate::service::{ControlService, MasterService};
+use crate::service::{AdminService, ControlService, MasterService};
 use crate::trash::Trash;
 
 /// The master configuration file (`config/master.toml`). Every field has a default.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MasterConfig {
     /// gRPC address for clients and chunkservers ("host:port"; port 0 picks a free one).
     pub listen: String,
+    /// HTTP address of the status page, `/metrics` and `/health` ("host:port"; port 0 picks a
+    /// free one; "" turns it off).
+    pub http_listen: String,
     /// Directory of the operation log and checkpoints.
     pub data_dir: PathBuf,
     /// Chunk size of the cluster in bytes (must match the chunkservers').
@@ -71,6 +76,7 @@ impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
             listen: "127.0.0.1:9000".into(),
+            http_listen: "127.0.0.1:9001".into(),
             data_dir: PathBuf::from("data/master"),
             chunk_size: 64 << 20,
             replication: 3,
@@ -134,6 +140,8 @@ impl MasterConfig {
 pub struct Master {
     /// Where the gRPC services listen.
     pub addr: SocketAddr,
+    /// Where the status page, `/metrics` and `/health` are served (None: turned off).
+    pub http_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     meta: Arc<MetaStore>,
@@ -173,7 +181,27 @@ impl Master {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Io(e.to_string()))?;
+        let http = if cfg.http_listen.is_empty() {
+            None
+        } else {
+            Some(
+                TcpListener::bind(&cfg.http_listen)
+                    .await
+                    .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.http_listen)))?,
+            )
+        };
+        let http_addr = match &http {
+            Some(l) => Some(l.local_addr().map_err(|e| StartError::Io(e.to_string()))?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
+        if let Some(listener) = http {
+            tokio::spawn(crate::http::serve(
+                listener,
+                Arc::clone(&chunks),
+                shutdown.clone(),
+            ));
+        }
 
         chunks
             .load_unsettled()
@@ -218,6 +246,8 @@ impl Master {
             locks,
             trash,
         ));
+        let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)));
+        let rpc = RpcLayer::new(chunks.metrics().rpc.clone());
         let ctl = MasterControlServer::new(ControlService::new(
             registry,
             chunks,
@@ -226,16 +256,19 @@ impl Master {
         let token = shutdown.clone();
         let task = tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(rpc)
                 .add_service(svc)
                 .add_service(ctl)
+                .add_service(admin)
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async move { token.cancelled().await },
                 ),
         );
-        tracing::info!(%addr, dir = %cfg.data_dir.display(), "master serving");
+        tracing::info!(%addr, http = ?http_addr, dir = %cfg.data_dir.display(), "master serving");
         Ok(Master {
             addr,
+            http_addr,
             shutdown,
             task,
             meta,

@@ -310,7 +310,16 @@ impl MasterControl for ControlService {
     ) -> Result<Response<ReportCorruptReply>, Status> {
         let r = r.into_inner();
         tracing::error!(server = %r.id, handle = r.handle, block = r.block, "corrupt replica reported: no longer listed; the chunk will be copied from a good one");
-        self.registry.lock().mark_corrupt(&r.id, r.handle);
+        let mut reg = self.registry.lock();
+        reg.mark_corrupt(&r.id, r.handle);
+        reg.events.push(
+            "corrupt",
+            format!(
+                "chunk {} on {} failed its checksum at block {}",
+                r.handle, r.id, r.block
+            ),
+        );
+        drop(reg);
         Ok(Response::new(ReportCorruptReply {}))
     }
 
@@ -366,6 +375,48 @@ impl MasterControl for ControlService {
             reregister: !known,
             extensions,
             delete: if known { delete } else { Vec::new() },
+        }))
+    }
+}
+
+/// The operators' service: cluster report, fsck, decommissioning.
+pub struct AdminService {
+    chunks: Arc<ChunkManager>,
+}
+
+impl AdminService {
+    /// A service over `chunks`.
+    pub fn new(chunks: Arc<ChunkManager>) -> AdminService {
+        AdminService { chunks }
+    }
+}
+
+#[tonic::async_trait]
+impl gfs_proto::v1::admin_server::Admin for AdminService {
+    async fn report(
+        &self,
+        _: Request<gfs_proto::v1::ReportRequest>,
+    ) -> Result<Response<gfs_proto::v1::ClusterReport>, Status> {
+        Ok(Response::new(self.chunks.report().await?))
+    }
+
+    async fn fsck(
+        &self,
+        r: Request<gfs_proto::v1::FsckRequest>,
+    ) -> Result<Response<gfs_proto::v1::FsckReply>, Status> {
+        let p = checked(&r.into_inner().path)?;
+        Ok(Response::new(self.chunks.fsck(&p).await?))
+    }
+
+    async fn decommission(
+        &self,
+        r: Request<gfs_proto::v1::DecommissionRequest>,
+    ) -> Result<Response<gfs_proto::v1::DecommissionReply>, Status> {
+        let id = r.into_inner().id;
+        let remaining = self.chunks.decommission(&id).await?;
+        tracing::info!(id, remaining, "decommission asked");
+        Ok(Response::new(gfs_proto::v1::DecommissionReply {
+            remaining,
         }))
     }
 }

@@ -1,7 +1,8 @@
 //! Generated gRPC types for the gfs-rs planes (`proto/gfs.proto`).
 //!
-//! This crate stays slim: it only includes what `build.rs` generates. Domain types live in the crates
-//! that own them and convert from these at the edge.
+//! This crate stays slim: what `build.rs` generates, plus [`telemetry`], the per-RPC spans and
+//! metrics every gRPC server shares. Domain types live in the crates that own them and convert
+//! from these at the edge.
 
 #![allow(missing_docs, clippy::all)]
 
@@ -13,3 +14,6 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every gfs proto file, for gRPC reflection and grpcurl.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/gfs_descriptor.bin"));
+
+#[warn(missing_docs)]
+pub mod telemetry;

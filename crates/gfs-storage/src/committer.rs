@@ -347,7 +347,13 @@ impl Committer {
                     owners.push(Owner::Work(i));
                 }
             }
+            let synced = std::time::Instant::now();
             let failures = parallel_sync(&files);
+            if !files.is_empty()
+                && let Some(observe) = inner.fsync_observer.get()
+            {
+                observe(synced.elapsed());
+            }
             inner
                 .counters
                 .fsyncs

@@ -25,5 +25,5 @@ mod types;
 
 pub use config::StoreConfig;
 pub use error::{Result, StorageError};
-pub use store::{ChunkStore, ScrubReport, StoreStats};
+pub use store::{ChunkStore, FsyncObserver, ScrubReport, StoreStats};
 pub use types::{AppendRecord, BLOCK_SIZE, ChunkHandle, ChunkInfo, CommitInfo, OpId, StageRequest};

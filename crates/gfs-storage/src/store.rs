@@ -86,7 +86,12 @@ pub(crate) struct Inner {
     pub pool: crate::pool::FilePool,
     /// Held for the store's lifetime: an exclusive lock on `<dir>/LOCK`.
     pub _lock: File,
+    /// Told how long each group commit's fsync round took.
+    pub fsync_observer: std::sync::OnceLock<FsyncObserver>,
 }
+
+/// Hears how long each group commit's fsync round took.
+pub type FsyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 pub(crate) struct Chunk {
     pub handle: ChunkHandle,
@@ -208,6 +213,7 @@ impl ChunkStore {
             wal_failed: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             _lock: lock,
+            fsync_observer: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel();
         let committer = Committer::new(Arc::clone(&inner), rec.wal, rec.next_batch);
@@ -437,6 +443,11 @@ impl ChunkStore {
         let chunk = self.inner.chunk(handle)?;
         let mut st = chunk.st.lock();
         Ok(self.inner.drop_staged(&chunk, &mut st, |s| s.op == op) > 0)
+    }
+
+    /// Sets what hears of each fsync round's duration (once; later calls are ignored).
+    pub fn on_fsync(&self, observer: FsyncObserver) {
+        let _ = self.inner.fsync_observer.set(observer);
     }
 
     /// Drops every staged append of a chunk (leftovers of a primary that is gone); returns how

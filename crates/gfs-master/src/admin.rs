@@ -1,0 +1,179 @@
+//! What operators ask of the master: the cluster report, fsck, decommissioning.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerReport};
+use tonic::Status;
+
+use crate::chunks::{ChunkManager, unix_ms};
+use crate::service::status;
+use crate::trash::TRASH;
+
+impl ChunkManager {
+    /// The cluster summary, every registered chunkserver, and recent events.
+    pub async fn report(&self) -> Result<ClusterReport, Status> {
+        let (metas, (files, directories), trash_entries) = self
+            .meta
+            .read(|ns| {
+                (
+                    ns.chunk_metas(),
+                    ns.counts(),
+                    ns.list(TRASH).map_or(0, |l| l.len() as u64),
+                )
+            })
+            .await
+            .map_err(status)?;
+        let goal = self.cfg.replication;
+        let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let cloning = self.cloning.lock().clone();
+        let copied = self.copied.lock().clone();
+        // One pass over the servers' reports for each figure, not one per chunk.
+        let reg = self.registry.lock();
+        let draining = reg.draining();
+        let holders = reg.holders(&versions);
+        let stale_replicas = reg
+            .stale(|h| versions.get(&h).copied())
+            .iter()
+            .filter(|(id, _)| reg.is_alive(id))
+            .count() as u64;
+        let events = reg.events.newest_first();
+        let snapshot = reg.snapshot(Instant::now());
+        drop(reg);
+        let mut servers = Vec::new();
+        let (mut capacity_bytes, mut used_bytes) = (0, 0);
+        for s in snapshot {
+            let id = s.info.id.clone();
+            let state = if !s.alive {
+                "dead"
+            } else if s.disk_lost {
+                "disk lost"
+            } else if s.draining {
+                if self.left_on(&id, &holders, &draining, &versions) == 0 {
+                    "drained"
+                } else {
+                    "draining"
+                }
+            } else {
+                "alive"
+            };
+            if s.alive && !s.disk_lost {
+                capacity_bytes += s.info.capacity_bytes;
+                used_bytes += s.info.used_bytes;
+            }
+            let (copied_in_bytes, copied_out_bytes) = copied.get(&id).copied().unwrap_or_default();
+            servers.push(ServerReport {
+                copies_in: cloning.values().filter(|(_, t)| *t == id).count() as u32,
+                copies_out: cloning.values().filter(|(f, _)| *f == id).count() as u32,
+                copied_in_bytes,
+                copied_out_bytes,
+                id,
+                data_addr: s.info.data_addr,
+                repl_addr: s.info.repl_addr,
+                rack: s.info.rack,
+                state: state.to_string(),
+                last_heartbeat_ms_ago: s.since_heartbeat.as_millis() as u64,
+                chunks: s.replicas.len() as u64,
+                capacity_bytes: s.info.capacity_bytes,
+                used_bytes: s.info.used_bytes,
+            });
+        }
+        let current = |h: &u64| holders.get(h).map_or(0, Vec::len);
+        let under_replicated = metas.iter().filter(|(h, _)| current(h) < goal).count() as u64;
+        let lost = metas.iter().filter(|(h, _)| current(h) == 0).count() as u64;
+        Ok(ClusterReport {
+            generated_unix_ms: unix_ms(std::time::SystemTime::now()),
+            capacity_bytes,
+            used_bytes,
+            files,
+            directories,
+            chunks: metas.len() as u64,
+            under_replicated,
+            lost,
+            stale_replicas,
+            repair_queue: self.repair_queue.load(Ordering::Acquire),
+            copies_in_flight: cloning.len() as u64,
+            trash_entries,
+            replication_goal: goal as u32,
+            servers,
+            events,
+            master_uptime_ms: self.started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Every file at or under `path` (a file or a directory), and the chunks of each that are
+    /// short of the goal, lost, or have stale or corrupt replicas.
+    pub async fn fsck(&self, path: &str) -> Result<FsckReply, Status> {
+        let p = path.to_string();
+        let files = self
+            .meta
+            .read(move |ns| {
+                ns.stat(&p).map(|_| {
+                    ns.files_under(&p)
+                        .into_iter()
+                        .map(|(path, chunks)| {
+                            let chunks: Vec<(u64, u64)> = chunks
+                                .iter()
+                                .map(|h| (*h, ns.chunk(*h).map_or(0, |m| m.version)))
+                                .collect();
+                            (path, chunks)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let goal = self.cfg.replication;
+        let reg = self.registry.lock();
+        let mut reply = FsckReply {
+            files: files.len() as u64,
+            replication_goal: goal as u32,
+            ..FsckReply::default()
+        };
+        for (path, chunks) in files {
+            reply.chunks += chunks.len() as u64;
+            let bad: Vec<ChunkHealth> = chunks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (handle, version))| {
+                    let c = reg.health(*handle, *version);
+                    (c.current < goal || c.stale > 0 || c.corrupt > 0).then_some(ChunkHealth {
+                        index: i as u64,
+                        handle: *handle,
+                        version: *version,
+                        current: c.current as u32,
+                        stale: c.stale as u32,
+                        corrupt: c.corrupt as u32,
+                    })
+                })
+                .collect();
+            if !bad.is_empty() {
+                reply.unhealthy.push(FileHealth { path, chunks: bad });
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Starts draining server `id`; returns how many of its chunks still lack the goal on
+    /// other servers (0: safe to stop it).
+    pub async fn decommission(&self, id: &str) -> Result<u64, Status> {
+        if !self.registry.lock().decommission(id) {
+            return Err(Status::not_found(format!(
+                "no chunkserver {id:?} is registered"
+            )));
+        }
+        let metas = self
+            .meta
+            .read(|ns| ns.chunk_metas())
+            .await
+            .map_err(status)?;
+        let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let (holders, draining) = {
+            let reg = self.registry.lock();
+            (reg.holders(&versions), reg.draining())
+        };
+        Ok(self.left_on(id, &holders, &draining, &versions) as u64)
+    }
+}

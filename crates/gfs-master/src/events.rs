@@ -1,0 +1,50 @@
+//! Recent cluster events (a server died, a chunk was lost or repaired), kept for operators.
+
+use std::collections::VecDeque;
+
+use gfs_proto::v1::ClusterEvent;
+
+/// Events kept at most; older ones are dropped.
+pub const KEEP: usize = 200;
+
+/// A bounded log of recent events, newest last.
+#[derive(Debug, Default)]
+pub struct Events {
+    recent: VecDeque<ClusterEvent>,
+}
+
+impl Events {
+    /// Records an event of `kind` now.
+    pub fn push(&mut self, kind: &str, text: String) {
+        if self.recent.len() == KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ClusterEvent {
+            unix_ms: crate::chunks::unix_ms(std::time::SystemTime::now()),
+            kind: kind.to_string(),
+            text,
+        });
+    }
+
+    /// The kept events, newest first.
+    pub fn newest_first(&self) -> Vec<ClusterEvent> {
+        self.recent.iter().rev().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_and_lists_them_first() {
+        let mut e = Events::default();
+        for i in 0..KEEP + 5 {
+            e.push("x", i.to_string());
+        }
+        let got = e.newest_first();
+        assert_eq!(got.len(), KEEP);
+        assert_eq!(got[0].text, (KEEP + 4).to_string());
+        assert_eq!(got[KEEP - 1].text, "5");
+    }
+}

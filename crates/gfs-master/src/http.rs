@@ -1,0 +1,69 @@
+//! The master's HTTP side: the status page (`/`), `/metrics` (Prometheus) and `/health`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunks::ChunkManager;
+
+/// Serves the status page, metrics and health on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, chunks: Arc<ChunkManager>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(chunks);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "status page server failed");
+    }
+}
+
+fn unavailable(e: tonic::Status) -> Response {
+    tracing::warn!(error = %e.message(), "status page: no report");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the master cannot report: {}\n", e.message()),
+    )
+        .into_response()
+}
+
+async fn page(State(chunks): State<Arc<ChunkManager>>) -> Response {
+    match chunks.report().await {
+        Ok(r) => Html(crate::status_page::render(&r)).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn metrics(State(chunks): State<Arc<ChunkManager>>) -> Response {
+    match chunks.report().await {
+        Ok(r) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            chunks.metrics().render(&r),
+        )
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// 200 while the master serves and its metadata answers.
+async fn health(State(chunks): State<Arc<ChunkManager>>) -> Response {
+    match chunks.report().await {
+        Ok(r) => {
+            let alive = r.servers.iter().filter(|s| s.state == "alive").count();
+            format!("ok: {alive} chunkservers alive, {} chunks lost\n", r.lost).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}

@@ -1,0 +1,140 @@
+//! The master's Prometheus metrics (`gfs_master_*`).
+
+use gfs_proto::telemetry::{RequestMetrics, encode};
+use gfs_proto::v1::ClusterReport;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of the per-state server gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct State {
+    state: String,
+}
+
+/// Every metric the master exports.
+#[derive(Debug)]
+pub struct MasterMetrics {
+    registry: Registry,
+    /// gRPC calls served.
+    pub rpc: RequestMetrics,
+    /// Leases granted.
+    pub lease_grants: Counter,
+    /// Bytes re-replication copied.
+    pub copied_bytes: Counter,
+    files: Gauge,
+    directories: Gauge,
+    chunks: Gauge,
+    under_replicated: Gauge,
+    lost: Gauge,
+    stale: Gauge,
+    repair_queue: Gauge,
+    copies: Gauge,
+    trash: Gauge,
+    capacity: Gauge,
+    used: Gauge,
+    servers: Family<State, Gauge>,
+}
+
+impl Default for MasterMetrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("gfs_master");
+        let rpc = RequestMetrics::register(&mut r, "rpc", "gRPC calls");
+        let lease_grants = Counter::default();
+        r.register("lease_grants", "Chunk leases granted", lease_grants.clone());
+        let copied_bytes = Counter::default();
+        r.register_with_unit(
+            "replicated",
+            "Bytes copied by re-replication and rebalancing",
+            Unit::Bytes,
+            copied_bytes.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let files = gauge("files", "Files in the namespace (trash included)");
+        let directories = gauge("directories", "Directories in the namespace");
+        let chunks = gauge("chunks", "Chunks in the chunk map");
+        let under_replicated = gauge(
+            "chunks_under_replicated",
+            "Chunks with fewer current replicas than the goal",
+        );
+        let lost = gauge(
+            "chunks_lost",
+            "Chunks no live server holds at the current version",
+        );
+        let stale = gauge("replicas_stale", "Stale replicas on live servers");
+        let repair_queue = gauge("repair_queue", "Chunks waiting for a copy");
+        let copies = gauge("copies_in_flight", "Chunk copies running");
+        let trash = gauge("trash_entries", "Deleted entries waiting in /.trash");
+        let capacity = Gauge::default();
+        r.register_with_unit(
+            "capacity",
+            "Capacity of the live chunkservers",
+            Unit::Bytes,
+            capacity.clone(),
+        );
+        let used = Gauge::default();
+        r.register_with_unit(
+            "used",
+            "Bytes used on the live chunkservers",
+            Unit::Bytes,
+            used.clone(),
+        );
+        let servers = Family::<State, Gauge>::default();
+        r.register("chunkservers", "Chunkservers by state", servers.clone());
+        MasterMetrics {
+            registry: r,
+            rpc,
+            lease_grants,
+            copied_bytes,
+            files,
+            directories,
+            chunks,
+            under_replicated,
+            lost,
+            stale,
+            repair_queue,
+            copies,
+            trash,
+            capacity,
+            used,
+            servers,
+        }
+    }
+}
+
+impl MasterMetrics {
+    /// The metrics in the Prometheus text format, the gauges taken from `report`.
+    pub fn render(&self, report: &ClusterReport) -> String {
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.files, report.files);
+        set(&self.directories, report.directories);
+        set(&self.chunks, report.chunks);
+        set(&self.under_replicated, report.under_replicated);
+        set(&self.lost, report.lost);
+        set(&self.stale, report.stale_replicas);
+        set(&self.repair_queue, report.repair_queue);
+        set(&self.copies, report.copies_in_flight);
+        set(&self.trash, report.trash_entries);
+        set(&self.capacity, report.capacity_bytes);
+        set(&self.used, report.used_bytes);
+        self.servers.clear();
+        for state in ["alive", "dead", "disk lost", "draining", "drained"] {
+            let n = report.servers.iter().filter(|s| s.state == state).count();
+            set(
+                &self.servers.get_or_create(&State {
+                    state: state.to_string(),
+                }),
+                n as u64,
+            );
+        }
+        encode(&self.registry)
+    }
+}

@@ -1,0 +1,232 @@
+//! The master's status page: one server-rendered HTML document from a [`ClusterReport`].
+
+use std::fmt::Write;
+
+use gfs_proto::v1::ClusterReport;
+
+/// Bytes in binary units ("1.5 GiB").
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A duration in milliseconds, roughly ("850 ms", "12 s", "3 min", "5 h", "2 d").
+pub fn ago(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..120_000 => format!("{} s", ms / 1_000),
+        120_000..7_200_000 => format!("{} min", ms / 60_000),
+        7_200_000..172_800_000 => format!("{} h", ms / 3_600_000),
+        _ => format!("{} d", ms / 86_400_000),
+    }
+}
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#1d2430}
+h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}
+.card{border:1px solid #d5dae1;border-radius:6px;padding:8px}.card b{display:block;font-size:1.3em}
+.bad{background:#fde8e8;border-color:#e5a0a0}.warn{background:#fff6e0;border-color:#e8cc80}
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.95em}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e3e6ea;white-space:nowrap}
+td.n,th.n{text-align:right}.state-dead,.state-disk-lost{color:#b00020;font-weight:600}
+.state-draining,.state-drained{color:#8a5a00;font-weight:600}small{color:#5b6572}";
+
+/// The whole page.
+pub fn render(r: &ClusterReport) -> String {
+    let mut h = String::with_capacity(8 << 10);
+    let alive = r.servers.iter().filter(|s| s.state == "alive").count();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <title>gfs master</title><style>{STYLE}</style></head><body>\
+         <h1>gfs-rs master</h1><small id=generated data-unix-ms={}>up {} · \
+         {alive} of {} chunkservers alive · refreshes every 5 s</small>",
+        r.generated_unix_ms,
+        ago(r.master_uptime_ms),
+        r.servers.len()
+    );
+    let card = |h: &mut String, id: &str, label: &str, value: String, class: &str| {
+        let _ = write!(
+            h,
+            "<div class=\"card {class}\" id=\"{id}\"><b>{value}</b>{label}</div>"
+        );
+    };
+    h.push_str("<h2>Cluster</h2><div class=cards>");
+    card(&mut h, "capacity", "capacity", bytes(r.capacity_bytes), "");
+    let pct = if r.capacity_bytes == 0 {
+        0.0
+    } else {
+        r.used_bytes as f64 * 100.0 / r.capacity_bytes as f64
+    };
+    card(
+        &mut h,
+        "used",
+        &format!("used ({pct:.1}%)"),
+        bytes(r.used_bytes),
+        "",
+    );
+    card(&mut h, "files", "files", r.files.to_string(), "");
+    card(&mut h, "chunks", "chunks", r.chunks.to_string(), "");
+    let flag = |n: u64, class: &'static str| if n > 0 { class } else { "" };
+    card(
+        &mut h,
+        "under-replicated",
+        &format!("under-replicated (goal {})", r.replication_goal),
+        r.under_replicated.to_string(),
+        flag(r.under_replicated, "warn"),
+    );
+    card(
+        &mut h,
+        "lost",
+        "lost chunks",
+        r.lost.to_string(),
+        flag(r.lost, "bad"),
+    );
+    card(
+        &mut h,
+        "stale",
+        "stale replicas",
+        r.stale_replicas.to_string(),
+        flag(r.stale_replicas, "warn"),
+    );
+    card(
+        &mut h,
+        "repair-queue",
+        &format!("waiting for a copy ({} copying)", r.copies_in_flight),
+        r.repair_queue.to_string(),
+        "",
+    );
+    card(
+        &mut h,
+        "trash",
+        "in the trash",
+        r.trash_entries.to_string(),
+        "",
+    );
+    h.push_str(
+        "</div><h2>Chunkservers</h2><div class=scroll><table id=servers><thead><tr>\
+        <th>id</th><th>address</th><th>rack</th><th>state</th><th class=n>last heartbeat</th>\
+        <th class=n>chunks</th><th class=n>used</th><th class=n>free</th>\
+        <th class=n>copies in/out</th><th class=n>copied in/out</th></tr></thead><tbody>",
+    );
+    for s in &r.servers {
+        let _ = write!(
+            h,
+            "<tr data-id=\"{id}\"><td>{id}</td><td>{addr}</td><td>{rack}</td>\
+             <td class=\"state-{cls}\">{state}</td><td class=n>{hb} ago</td><td class=n>{chunks}</td>\
+             <td class=n>{used}</td><td class=n>{free}</td><td class=n>{ci} / {co}</td>\
+             <td class=n>{bi} / {bo}</td></tr>",
+            id = esc(&s.id),
+            addr = esc(&s.data_addr),
+            rack = if s.rack.is_empty() {
+                "—".to_string()
+            } else {
+                esc(&s.rack)
+            },
+            cls = s.state.replace(' ', "-"),
+            state = esc(&s.state),
+            hb = ago(s.last_heartbeat_ms_ago),
+            chunks = s.chunks,
+            used = bytes(s.used_bytes),
+            free = bytes(s.capacity_bytes.saturating_sub(s.used_bytes)),
+            ci = s.copies_in,
+            co = s.copies_out,
+            bi = bytes(s.copied_in_bytes),
+            bo = bytes(s.copied_out_bytes),
+        );
+    }
+    if r.servers.is_empty() {
+        h.push_str("<tr><td colspan=10>no chunkserver has registered</td></tr>");
+    }
+    h.push_str(
+        "</tbody></table></div><h2>Recent events</h2><div class=scroll><table id=events><tbody>",
+    );
+    for e in r.events.iter().take(50) {
+        let _ = write!(
+            h,
+            "<tr class=\"event-{kind}\"><td class=ts data-unix-ms={ms}>{ms}</td><td>{kind}</td><td>{text}</td></tr>",
+            ms = e.unix_ms,
+            kind = esc(&e.kind),
+            text = esc(&e.text)
+        );
+    }
+    if r.events.is_empty() {
+        h.push_str("<tr><td>nothing has happened yet</td></tr>");
+    }
+    // Local times for the timestamps, and a refresh that keeps the scroll position.
+    h.push_str(
+        "</tbody></table></div><script>\
+         for(const td of document.querySelectorAll('td.ts')){\
+         td.textContent=new Date(Number(td.dataset.unixMs)).toLocaleString();}\
+         setTimeout(()=>location.reload(),5000);</script></body></html>",
+    );
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use gfs_proto::v1::{ClusterEvent, ServerReport};
+
+    use super::*;
+
+    #[test]
+    fn units_are_human() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+        assert_eq!(ago(850), "850 ms");
+        assert_eq!(ago(12_500), "12 s");
+        assert_eq!(ago(3 * 86_400_000), "3 d");
+    }
+
+    #[test]
+    fn the_page_lists_every_server_and_escapes_text() {
+        let r = ClusterReport {
+            chunks: 7,
+            lost: 1,
+            servers: vec![
+                ServerReport {
+                    id: "cs<1>".into(),
+                    state: "alive".into(),
+                    ..ServerReport::default()
+                },
+                ServerReport {
+                    id: "cs2".into(),
+                    state: "dead".into(),
+                    ..ServerReport::default()
+                },
+            ],
+            events: vec![ClusterEvent {
+                unix_ms: 1,
+                kind: "server-dead".into(),
+                text: "chunkserver cs2 & co".into(),
+            }],
+            ..ClusterReport::default()
+        };
+        let page = render(&r);
+        assert!(page.contains("<tr data-id=\"cs&lt;1&gt;\">"));
+        assert!(page.contains("<tr data-id=\"cs2\">"));
+        assert!(page.contains("class=\"state-dead\">dead"));
+        assert!(page.contains("chunkserver cs2 &amp; co"));
+        assert!(page.contains("<div class=\"card bad\" id=\"lost\"><b>1</b>"));
+    }
+}

@@ -1,0 +1,441 @@
+//! Operability with real processes: the master's status page (in headless Chromium), /metrics
+//! and /health on every server, `gfs admin report`, `gfs fsck`, decommissioning.
+
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+#[path = "replication/fixture.rs"]
+mod fixture;
+#[path = "common/master.rs"]
+mod master_proc;
+
+use std::io::{Read, Write};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use fixture::Server;
+use gfs_client::Client;
+use master_proc::MasterProc;
+
+/// GET `path` from `addr` over HTTP/1.1: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn gfs(master: &MasterProc, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gfs"))
+        .arg("--master")
+        .arg(&master.addr)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// Polls `cond` every 100 ms until it holds, failing after `secs` with `what`.
+async fn until(secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn put(c: &Client, path: &str, len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    if let Some((parent, _)) = path.rsplit_once('/')
+        && !parent.is_empty()
+    {
+        c.mkdir(parent, true).await.unwrap();
+    }
+    c.create(path).await.unwrap();
+    let mut w = c.writer(path);
+    w.write(&data).await.unwrap();
+    w.finish().await.unwrap();
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_on_every_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let servers = Server::with_master(dir.path(), 3, &master.addr);
+    let c = Client::connect(&master.addr).await.unwrap();
+    put(&c, "/m", 1_500_000).await;
+    c.read("/m", 0, 1000).await.unwrap();
+
+    let (code, body) = http_get(&master.http, "/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("ok: 3 chunkservers alive"), "{body}");
+    let (code, m) = http_get(&master.http, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&m, "gfs_master_chunks"), Some(2.0), "{m}");
+    assert_eq!(sample(&m, "gfs_master_files"), Some(1.0));
+    assert_eq!(
+        sample(&m, r#"gfs_master_chunkservers{state="alive"}"#),
+        Some(3.0)
+    );
+    assert!(sample(&m, "gfs_master_lease_grants_total").unwrap() >= 2.0);
+    assert!(
+        sample(
+            &m,
+            r#"gfs_master_rpc_requests_total{op="MasterControl/Heartbeat",outcome="ok"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        sample(
+            &m,
+            r#"gfs_master_rpc_duration_seconds_count{op="Master/Create"}"#
+        ) == Some(1.0)
+    );
+
+    // Every chunkserver holds both chunks; the primaries counted the appended bytes.
+    let mut written = 0.0;
+    let mut read = 0.0;
+    for s in &servers {
+        let (code, body) = http_get(&s.http, "/health");
+        assert_eq!(code, 200, "{body}");
+        let (_, m) = http_get(&s.http, "/metrics");
+        assert_eq!(sample(&m, "gfs_chunkserver_chunks"), Some(2.0), "{m}");
+        assert!(sample(&m, "gfs_chunkserver_commits_total").unwrap() > 0.0);
+        assert!(sample(&m, "gfs_chunkserver_fsync_duration_seconds_count").unwrap() > 0.0);
+        assert_eq!(
+            sample(&m, "gfs_chunkserver_checksum_failures_total"),
+            Some(0.0)
+        );
+        assert!(
+            sample(
+                &m,
+                r#"gfs_chunkserver_rpc_requests_total{op="ChunkControl/CreateChunk",outcome="ok"}"#
+            )
+            .is_some(),
+            "{m}"
+        );
+        written += sample(&m, "gfs_chunkserver_written_bytes_total").unwrap_or(0.0);
+        read += sample(&m, "gfs_chunkserver_read_bytes_total").unwrap_or(0.0);
+    }
+    assert_eq!(written, 1_500_000.0);
+    assert!(read >= 1000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_and_fsck_see_a_dead_server_and_short_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let mut servers = Server::with_master(dir.path(), 3, &master.addr);
+    let c = Client::connect(&master.addr).await.unwrap();
+    put(&c, "/d/a", 1_200_000).await;
+    put(&c, "/d/b", 1000).await;
+
+    let out = gfs(&master, &["admin", "report", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = json(&out);
+    assert_eq!(r["servers"].as_array().unwrap().len(), 3);
+    assert_eq!(r["files"], 2);
+    assert_eq!(r["chunks"], 3);
+    assert!(
+        r["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "alive")
+    );
+    let text = gfs(&master, &["admin", "report"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("chunkservers: 3 of 3 alive"), "{text}");
+
+    let ok = gfs(&master, &["fsck", "/d"]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains("/d: 2 files, 3 chunks, 0 unhealthy files: HEALTHY")
+    );
+
+    // With three servers, one dead leaves every chunk short (nowhere to copy to).
+    servers[1].kill();
+    let dead = servers[1].id.clone();
+    until(30, "fsck never saw the chunks short", async || {
+        !gfs(&master, &["fsck", "/"]).status.success()
+    })
+    .await;
+    let bad = gfs(&master, &["fsck", "/", "--json"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let f = json(&bad);
+    assert_eq!(f["healthy"], false);
+    assert_eq!(f["unhealthy"].as_array().unwrap().len(), 2);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("2 of 2 files under / are unhealthy"));
+    let text = String::from_utf8(gfs(&master, &["fsck", "/d/a"]).stdout).unwrap();
+    assert!(text.contains("/d/a chunk 0 (handle"), "{text}");
+    assert!(text.contains("UNDER-REPLICATED 2/3"), "{text}");
+    let r = json(&gfs(&master, &["admin", "report", "--json"]));
+    let state = |id: &str| {
+        r["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state(&dead), "dead");
+    assert_eq!(r["under_replicated"], 3);
+    let events = r["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "server-dead" && e["text"].as_str().unwrap().contains(&dead)),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_server_is_drained_then_safe_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let mut servers = Server::with_master(dir.path(), 4, &master.addr);
+    let c = Client::connect(&master.addr).await.unwrap();
+    let mut files = Vec::new();
+    for i in 0..4 {
+        files.push(put(&c, &format!("/f{i}"), 1 << 20).await);
+    }
+    // The server holding the most chunks goes.
+    let l = c.refresh("/f0").await.unwrap();
+    let victim = l.chunks[0].replicas[0].id.clone();
+    let out = gfs(&master, &["admin", "decommission", &victim]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.ends_with(&format!("{victim}: drained; safe to stop\n")),
+        "{text}"
+    );
+    let r = json(&gfs(&master, &["admin", "report", "--json"]));
+    let s = r["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == victim.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(s["state"], "drained", "{r}");
+    // No new chunk goes there.
+    let fresh = put(&c, "/after", 1000).await;
+    let l = c.refresh("/after").await.unwrap();
+    assert!(l.chunks[0].replicas.iter().all(|r| r.id != victim));
+    // Stopping it loses nothing and leaves nothing short.
+    servers.iter_mut().find(|s| s.id == victim).unwrap().kill();
+    for (i, data) in files.iter().enumerate() {
+        let got = c
+            .read(&format!("/f{i}"), 0, data.len() as u64)
+            .await
+            .unwrap();
+        assert!(got[..] == data[..]);
+    }
+    assert_eq!(c.read("/after", 0, 1000).await.unwrap()[..], fresh[..]);
+    let ok = gfs(&master, &["fsck", "/"]);
+    assert!(ok.status.success(), "{ok:?}");
+    // Unknown servers are refused.
+    let out = gfs(&master, &["admin", "decommission", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no chunkserver \"nope\""));
+}
+
+/// The status page in a real browser: headless Chromium renders it (its inline script runs)
+/// and the DOM lists every chunkserver with its state and the right counts. A screenshot is
+/// left in target/status-page.png for the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_renders_in_headless_chromium() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        assert!(
+            std::env::var_os("GFS_REQUIRE_BROWSER").is_none(),
+            "GFS_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+        );
+        eprintln!("SKIPPED: no chromium here (.ci/run installs it and sets GFS_REQUIRE_BROWSER)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let mut servers = Server::with_master(dir.path(), 4, &master.addr);
+    let c = Client::connect(&master.addr).await.unwrap();
+    put(&c, "/p/one", 2_500_000).await;
+    put(&c, "/p/two", 10).await;
+    servers[3].kill();
+    let dead = servers[3].id.clone();
+    until(
+        30,
+        "the master never declared the server dead",
+        async || {
+            http_get(&master.http, "/health")
+                .1
+                .starts_with("ok: 3 chunkservers alive")
+        },
+    )
+    .await;
+    let browse = |extra: &[&str]| {
+        let profile = dir.path().join("chromium-profile");
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(format!("http://{}/", master.http))
+            .output()
+            .unwrap()
+    };
+    let out = browse(&["--dump-dom", "--virtual-time-budget=2000"]);
+    assert!(out.status.success(), "{out:?}");
+    let dom = String::from_utf8(out.stdout).unwrap();
+    for s in &servers {
+        assert!(
+            dom.contains(&format!("<tr data-id=\"{}\">", s.id)),
+            "{} missing: {dom}",
+            s.id
+        );
+    }
+    assert!(dom.contains(">dead</td>"), "{dom}");
+    assert!(dom.contains(&format!("<tr data-id=\"{dead}\">")));
+    assert_eq!(dom.matches(">alive</td>").count(), 3, "{dom}");
+    assert!(
+        dom.contains("<div class=\"card \" id=\"files\"><b>2</b>files</div>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<div class=\"card \" id=\"chunks\"><b>4</b>chunks</div>"),
+        "{dom}"
+    );
+    // The inline script ran: event timestamps were turned into local times.
+    assert!(dom.contains("server-dead"), "{dom}");
+    let (_, after) = dom.split_once("class=\"ts\"").unwrap();
+    let shown = after.split_once('>').unwrap().1.split_once('<').unwrap().0;
+    assert!(
+        shown.parse::<u64>().is_err() && !shown.is_empty(),
+        "the timestamp was not rendered by the page's script: {shown:?}"
+    );
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
+    let out = browse(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}
+
+/// `--print-config` prints the effective configuration (file, defaults and flags merged) as
+/// TOML that the binary reads back; `--log-format json` makes every log line a JSON object.
+#[test]
+fn print_config_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/master.toml"),
+        ])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--max-clones",
+            "3",
+            "--print-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let cfg: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(cfg["http_listen"].as_str(), Some("127.0.0.1:0"));
+    assert_eq!(cfg["max_clones"].as_integer(), Some(3));
+    assert_eq!(cfg["listen"].as_str(), Some("127.0.0.1:9000"));
+    let file = dir.path().join("printed.toml");
+    std::fs::write(&file, &text).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gfs-chunkserver"))
+        .args(["--clone-rate", "1MiB", "--http-port", "0", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cfg: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(cfg["replication"]["clone_rate"].as_integer(), Some(1 << 20));
+    assert_eq!(cfg["http_port"].as_integer(), Some(0));
+
+    // JSON logs: the master's start-up line is one JSON object with its fields.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "",
+            "--log-format",
+            "json",
+        ])
+        .arg("--dir")
+        .arg(dir.path().join("m"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| l.contains("master serving"))
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["fields"]["message"], "master serving", "{v}");
+    assert!(
+        v["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{v}"
+    );
+}
