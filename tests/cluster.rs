@@ -234,7 +234,9 @@ fn a_cluster_starts_registers_and_stops_cleanly_on_sigterm() {
     let (mut c, roles) = ClusterProc::start(&[]);
     assert_eq!(names(&roles), ["master", "cs1", "cs2", "cs3"]);
     assert!(roles.iter().all(|r| alive(r.pid)), "{roles:?}");
-    assert!(roles[1..].iter().all(|r| r.addrs.len() == 2), "{roles:?}");
+    // data, replication, metrics URL; the master: grpc, status page URL.
+    assert!(roles[1..].iter().all(|r| r.addrs.len() == 3), "{roles:?}");
+    assert!(roles[0].addrs[1].starts_with("http://"), "{roles:?}");
 
     let lease = tokio::runtime::Runtime::new()
         .unwrap()
@@ -256,7 +258,11 @@ fn a_cluster_starts_registers_and_stops_cleanly_on_sigterm() {
 fn four_chunkservers_start_with_their_own_ports() {
     let (mut c, roles) = ClusterProc::start(&["--chunkservers", "4"]);
     assert_eq!(names(&roles), ["master", "cs1", "cs2", "cs3", "cs4"]);
-    let mut addrs: Vec<&String> = roles[1..].iter().flat_map(|r| &r.addrs).collect();
+    let mut addrs: Vec<&String> = roles[1..].iter().flat_map(|r| &r.addrs[..2]).collect();
+    let mut metrics: Vec<&String> = roles[1..].iter().map(|r| &r.addrs[2]).collect();
+    metrics.sort();
+    metrics.dedup();
+    assert_eq!(metrics.len(), 4, "{roles:?}");
     for a in &addrs {
         TcpStream::connect(a.as_str()).unwrap();
     }

@@ -297,7 +297,7 @@ impl Cluster {
         for r in &self.roles {
             let at = if r.name == "master" {
                 let http = r.ready_line.rsplit_once(" http ").map_or("off", |(_, h)| h);
-                format!("grpc {master}  status page http://{http}/")
+                format!("grpc {master}  status http://{http}/")
             } else {
                 let (data, repl, http) = r
                     .ready_line

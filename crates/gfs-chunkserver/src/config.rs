@@ -22,7 +22,8 @@ pub struct ChunkserverConfig {
     pub data_port: u16,
     /// gRPC port of the replication and control planes (the seed's `-r`; 0 picks a free one).
     pub repl_port: u16,
-    /// HTTP port of `/metrics` (Prometheus) and `/health` (0 picks a free one).
+    /// HTTP port of `/metrics` (Prometheus) and `/health` (0, the default without a file,
+    /// picks a free one, printed at start; the shipped files say 9101, 9102, ...).
     pub http_port: u16,
     /// Chunk size of the cluster, in bytes or with a unit ("64MiB"); a multiple of 64 KiB.
     #[serde(deserialize_with = "size")]
@@ -112,7 +113,7 @@ impl Default for ChunkserverConfig {
             host: "127.0.0.1".into(),
             data_port: 8080,
             repl_port: 8081,
-            http_port: 9101,
+            http_port: 0,
             chunk_size: 64 << 20,
             quorum: 2,
             master: String::new(),

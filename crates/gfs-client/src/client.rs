@@ -418,37 +418,43 @@ impl Client {
 
     /// The cluster summary, every chunkserver and recent events (`gfs admin report`).
     pub async fn report(&self) -> Result<ClusterReport> {
-        let mut retry = self.retry();
-        loop {
-            match self.inner.admin.clone().report(ReportRequest {}).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        }
+        self.ask_admin(|mut a| async move { a.report(ReportRequest {}).await })
+            .await
     }
 
     /// The health of every file at or under `path` (`gfs fsck`).
     pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
-        let mut retry = self.retry();
-        loop {
-            let req = FsckRequest { path: path.into() };
-            match self.inner.admin.clone().fsck(req).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        }
+        let path = path.to_string();
+        self.ask_admin(|mut a| {
+            let path = path.clone();
+            async move { a.fsck(FsckRequest { path }).await }
+        })
+        .await
     }
 
     /// Starts draining chunkserver `id` (or asks again how far it got); returns how many of
     /// its chunks still lack the goal elsewhere (0: safe to stop it).
     pub async fn decommission(&self, id: &str) -> Result<u64> {
+        let id = id.to_string();
+        let reply = self
+            .ask_admin(|mut a| {
+                let id = id.clone();
+                async move { a.decommission(DecommissionRequest { id }).await }
+            })
+            .await?;
+        Ok(reply.remaining)
+    }
+
+    /// Calls the master's Admin service, retrying while it is unavailable.
+    async fn ask_admin<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut retry = self.retry();
         loop {
-            let req = DecommissionRequest { id: id.into() };
-            match self.inner.admin.clone().decommission(req).await {
-                Ok(r) => return Ok(r.into_inner().remaining),
+            match call(self.inner.admin.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
                 Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
                 Err(s) => return Err(ClientError::from_status(s)),
             }
