@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use bytes::Bytes;
 use gfs_dataplane::{DataError, Handler};
 use gfs_replication::{Coordinator, ReplicationError};
@@ -125,12 +127,15 @@ impl Handler for DataHandler {
     ) -> Result<u64, DataError> {
         let started = Instant::now();
         let len = data.len() as u64;
+        let op = if at.is_some() { "append_at" } else { "append" };
+        let span =
+            tracing::info_span!("data", op, handle = %ChunkHandle(handle), op_id = %OpId(op_id));
         let res = self
             .coordinator
             .append(ChunkHandle(handle), version, OpId(op_id), at, data)
+            .instrument(span)
             .await
             .map_err(replication_to_data);
-        let op = if at.is_some() { "append_at" } else { "append" };
         self.observe(op, started, &res, len, false);
         res
     }
@@ -143,7 +148,11 @@ impl Handler for DataHandler {
         len: u32,
     ) -> Result<Bytes, DataError> {
         let started = Instant::now();
-        let res = self.read_replica(handle, version, offset, len).await;
+        let span = tracing::info_span!("data", op = "read", handle = %ChunkHandle(handle), offset);
+        let res = self
+            .read_replica(handle, version, offset, len)
+            .instrument(span)
+            .await;
         let n = res.as_ref().map_or(0, |b| b.len() as u64);
         self.observe("read", started, &res, n, true);
         res
