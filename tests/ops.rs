@@ -439,3 +439,56 @@ fn print_config_and_json_logs() {
         "{v}"
     );
 }
+
+/// Decommissioning survives a master restart (the draining set is kept in the master's
+/// directory), and `--cancel` brings the server back into use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommissioning_survives_a_master_restart_and_can_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let addr = master.addr.clone();
+    let servers = Server::with_master(dir.path(), 4, &master.addr);
+    let c = Client::connect(&master.addr).await.unwrap();
+    put(&c, "/x", 1000).await;
+    let victim = c.refresh("/x").await.unwrap().chunks[0].replicas[0]
+        .id
+        .clone();
+    let out = gfs(&master, &["admin", "decommission", "--no-wait", &victim]);
+    assert!(out.status.success(), "{out:?}");
+    master.kill();
+    let master = MasterProc::start(&dir.path().join("master"), &addr);
+    let state = |r: &serde_json::Value| {
+        r["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == victim.as_str())
+            .map(|s| s["state"].as_str().unwrap().to_string())
+    };
+    until(
+        30,
+        "the restarted master forgot the decommissioning",
+        async || {
+            let r = json(&gfs(&master, &["admin", "report", "--json"]));
+            matches!(state(&r).as_deref(), Some("draining" | "drained"))
+        },
+    )
+    .await;
+    let out = gfs(&master, &["admin", "decommission", "--cancel", &victim]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{victim}: no longer draining\n")
+    );
+    let r = json(&gfs(&master, &["admin", "report", "--json"]));
+    assert_eq!(state(&r).as_deref(), Some("alive"));
+    assert!(
+        r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "recommissioned"),
+        "{r}"
+    );
+    drop(servers);
+}

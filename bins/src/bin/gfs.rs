@@ -152,6 +152,9 @@ enum AdminCmd {
         /// Return at once with how many chunks still need a copy.
         #[arg(long)]
         no_wait: bool,
+        /// Stop draining it: it takes new replicas again.
+        #[arg(long, conflicts_with = "no_wait")]
+        cancel: bool,
         /// The chunkserver's id (as `gfs admin report` lists it).
         server: String,
     },
@@ -212,7 +215,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
         Cmd::Fsck { json, path } => fsck(&client, &path, json).await,
         Cmd::Admin(AdminCmd::Report { json }) => report(&client, json).await,
-        Cmd::Admin(AdminCmd::Decommission { no_wait, server }) => {
+        Cmd::Admin(AdminCmd::Decommission {
+            no_wait,
+            cancel,
+            server,
+        }) => {
+            if cancel {
+                client.decommission(&server, true).await?;
+                return print(&format!("{server}: no longer draining\n"));
+            }
             decommission(&client, &server, !no_wait).await
         }
     }
@@ -248,13 +259,17 @@ async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
             "under_replicated": r.under_replicated, "lost": r.lost,
             "stale_replicas": r.stale_replicas, "repair_queue": r.repair_queue,
             "copies_in_flight": r.copies_in_flight, "trash_entries": r.trash_entries,
-            "master_uptime_ms": r.master_uptime_ms,
+            "master_uptime_ms": r.master_uptime_ms, "warming_up": r.warming_up,
             "servers": servers, "events": events,
         }));
     }
     let alive = r.servers.iter().filter(|s| s.state == "alive").count();
     let pct = r.used_bytes as f64 * 100.0 / r.capacity_bytes.max(1) as f64;
-    let mut out = format!(
+    let mut out = String::new();
+    if r.warming_up {
+        out += "the master has just started: chunkservers are still reporting\n";
+    }
+    out += &format!(
         "chunkservers: {alive} of {} alive    capacity {}    used {} ({pct:.1}%)\n\
          files {}    directories {}    chunks {} (goal {} replicas)\n\
          under-replicated {}    lost {}    stale replicas {}\n\
@@ -380,13 +395,13 @@ async fn fsck(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
 }
 
 async fn decommission(client: &Client, server: &str, wait: bool) -> anyhow::Result<()> {
-    let mut remaining = client.decommission(server).await?;
+    let mut remaining = client.decommission(server, false).await?;
     print(&format!(
         "{server}: draining; {remaining} chunks still need a copy elsewhere\n"
     ))?;
     while wait && remaining > 0 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = client.decommission(server).await?;
+        let now = client.decommission(server, false).await?;
         if now != remaining {
             print(&format!(
                 "{server}: {now} chunks still need a copy elsewhere\n"

@@ -432,14 +432,15 @@ impl Client {
         .await
     }
 
-    /// Starts draining chunkserver `id` (or asks again how far it got); returns how many of
-    /// its chunks still lack the goal elsewhere (0: safe to stop it).
-    pub async fn decommission(&self, id: &str) -> Result<u64> {
+    /// Starts draining chunkserver `id` (or asks again how far it got), or with `cancel` stops
+    /// draining it; returns how many of its chunks still lack the goal elsewhere (0: safe to
+    /// stop it; always 0 when cancelling).
+    pub async fn decommission(&self, id: &str, cancel: bool) -> Result<u64> {
         let id = id.to_string();
         let reply = self
             .ask_admin(|mut a| {
                 let id = id.clone();
-                async move { a.decommission(DecommissionRequest { id }).await }
+                async move { a.decommission(DecommissionRequest { id, cancel }).await }
             })
             .await?;
         Ok(reply.remaining)

@@ -1,6 +1,7 @@
 //! What operators ask of the master: the cluster report, fsck, decommissioning.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -39,6 +40,7 @@ impl ChunkManager {
             .filter(|(id, _)| reg.is_alive(id))
             .count() as u64;
         let events = reg.events.newest_first();
+        let warming_up = self.started.elapsed() < reg.dead_after();
         let snapshot = reg.snapshot(Instant::now());
         drop(reg);
         let mut servers = Vec::new();
@@ -99,6 +101,7 @@ impl ChunkManager {
             servers,
             events,
             master_uptime_ms: self.started.elapsed().as_millis() as u64,
+            warming_up,
         })
     }
 
@@ -156,13 +159,30 @@ impl ChunkManager {
         Ok(reply)
     }
 
-    /// Starts draining server `id`; returns how many of its chunks still lack the goal on
-    /// other servers (0: safe to stop it).
-    pub async fn decommission(&self, id: &str) -> Result<u64, Status> {
-        if !self.registry.lock().decommission(id) {
-            return Err(Status::not_found(format!(
-                "no chunkserver {id:?} is registered"
-            )));
+    /// Starts (`drain`) or cancels draining server `id`, and records the draining set in
+    /// `draining_file`; returns how many of its chunks still lack the goal on other servers
+    /// (0: safe to stop it).
+    pub async fn decommission(&self, id: &str, drain: bool) -> Result<u64, Status> {
+        let ids = {
+            let mut reg = self.registry.lock();
+            if !reg.decommission(id, drain) {
+                return Err(Status::not_found(format!(
+                    "no chunkserver {id:?} is registered"
+                )));
+            }
+            reg.draining()
+        };
+        if let Some(file) = self.draining_file.get() {
+            let file = file.clone();
+            let mut ids: Vec<String> = ids.into_iter().collect();
+            ids.sort();
+            tokio::task::spawn_blocking(move || save_draining(&file, &ids))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::unavailable(format!("recording the draining servers: {e}")))?;
+        }
+        if !drain {
+            return Ok(0);
         }
         let metas = self
             .meta
@@ -176,4 +196,42 @@ impl ChunkManager {
         };
         Ok(self.left_on(id, &holders, &draining, &versions) as u64)
     }
+
+    /// Keeps the draining set in `file` (one id per line), and drains the servers it already
+    /// names.
+    pub fn persist_draining(&self, file: PathBuf) -> std::io::Result<()> {
+        let ids = match std::fs::read_to_string(&file) {
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !ids.is_empty() {
+            tracing::info!(servers = ?ids, "still decommissioning");
+        }
+        self.registry.lock().restore_draining(ids);
+        let _ = self.draining_file.set(file);
+        Ok(())
+    }
+}
+
+/// Writes `ids` to `file` atomically and durably (temporary file, fsync, rename, directory
+/// fsync).
+fn save_draining(file: &Path, ids: &[String]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    for id in ids {
+        writeln!(f, "{id}")?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

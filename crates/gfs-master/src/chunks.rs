@@ -92,6 +92,8 @@ pub struct ChunkManager {
     drained: Mutex<HashSet<String>>,
     /// What the master exports to Prometheus.
     pub(crate) metrics: crate::metrics::MasterMetrics,
+    /// Where the draining set is kept across restarts.
+    pub(crate) draining_file: std::sync::OnceLock<std::path::PathBuf>,
     /// The last re-replication pass found chunks below the goal or above it: rebalancing
     /// waits for the cluster to settle.
     unsettled_replicas: std::sync::atomic::AtomicBool,
@@ -155,6 +157,7 @@ impl ChunkManager {
             repair_queue: std::sync::atomic::AtomicU64::new(0),
             drained: Mutex::new(HashSet::new()),
             metrics: crate::metrics::MasterMetrics::default(),
+            draining_file: std::sync::OnceLock::new(),
             purged: Mutex::new(HashMap::new()),
             unsettled_replicas: std::sync::atomic::AtomicBool::new(false),
             lost: Mutex::new(HashSet::new()),
@@ -329,10 +332,21 @@ impl ChunkManager {
     }
 
     /// Starts copies of chunks with fewer live current replicas than `replication`, chunks of
-    /// live files before those in the trash, fewest replicas first, bounded by `max_clones` in the cluster and two per server. A chunk being written
+    /// live files before those in the trash, fewest replicas first, bounded by `max_clones` in
+    /// the cluster and two per server; nothing in the first `dead_after` after the start. A chunk being written
     /// (unsealed, with a live lease) waits for its lease to end. Chunks with no live replica
     /// are logged as lost (and found again when a replica returns).
     pub async fn rereplicate(self: &Arc<Self>) {
+        // Right after a start every chunk looks unreplicated until the servers report: wait
+        // until each live server has had time to heartbeat (like HDFS's safe mode), so no
+        // false "lost" alarm and no needless copy.
+        let warm_up = self.registry.lock().dead_after();
+        if self.started.elapsed() < warm_up {
+            // Nor any rebalancing.
+            self.unsettled_replicas
+                .store(true, std::sync::atomic::Ordering::Release);
+            return;
+        }
         let Ok((metas, trashed)) = self
             .meta
             .read(|ns| (ns.chunk_metas(), ns.chunks_under(crate::trash::TRASH)))
@@ -876,8 +890,9 @@ impl ChunkManager {
             .iter()
             .map(|(h, l)| (*h, l.primary.id.clone()))
             .collect();
-        let reg = self.registry.lock();
+        let mut reg = self.registry.lock();
         let draining = reg.draining();
+        let mut extras = Vec::new();
         for (r, current) in report.iter().zip(versions) {
             if reg.is_corrupt(server, r.handle) {
                 // Deleted once a quorum of good replicas lives elsewhere (its server can then
@@ -969,9 +984,16 @@ impl ChunkManager {
                             handle: r.handle,
                             below_version: v + 1,
                         });
+                        extras.push(r.handle);
                     }
                 }
             }
+        }
+        // Gone from the locations now, not at this server's next report: another holder's
+        // heartbeat in between must not see one replica too many (its share of capacity may
+        // have become the largest meanwhile) and drop a second one.
+        for handle in extras {
+            reg.forget_replica(server, handle);
         }
         Ok(out)
     }

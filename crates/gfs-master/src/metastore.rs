@@ -64,8 +64,12 @@ pub struct MetaStore {
     durable: watch::Receiver<u64>,
     failed: Arc<AtomicBool>,
     committer: Option<JoinHandle<()>>,
+    observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
     _lock: File,
 }
+
+/// Hears how long each group commit of the operation log took (write and fsync).
+pub type LogFsyncObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
 fn io(path: &Path, source: std::io::Error) -> MasterError {
     MasterError::Io {
@@ -292,7 +296,9 @@ impl MetaStore {
             segment_len: rec.segment.1,
             segment_path: rec.segment_path,
             since_checkpoint: 0,
+            observer: Arc::new(std::sync::OnceLock::new()),
         };
+        let observer = Arc::clone(&committer.observer);
         let thread = std::thread::Builder::new()
             .name("gfs-oplog".into())
             .spawn(move || committer.run(rx))
@@ -303,8 +309,14 @@ impl MetaStore {
             durable,
             failed,
             committer: Some(thread),
+            observer,
             _lock: lock,
         })
+    }
+
+    /// Sets what hears of each log group commit's duration (once; later calls are ignored).
+    pub fn on_fsync(&self, observer: LogFsyncObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Applies `op` and returns once it is durable; returns the chunks a delete removed.
@@ -376,6 +388,7 @@ struct Committer {
     segment_len: u64,
     segment_path: PathBuf,
     since_checkpoint: u64,
+    observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
 }
 
 impl Committer {
@@ -389,10 +402,14 @@ impl Committer {
             for q in &batch {
                 buf.extend_from_slice(&q.bytes);
             }
+            let started = std::time::Instant::now();
             let written = self
                 .segment
                 .write_all_at(&buf, self.segment_len)
                 .and_then(|_| self.segment.sync_data());
+            if let Some(observe) = self.observer.get() {
+                observe(started.elapsed());
+            }
             match written {
                 Ok(()) => {
                     self.segment_len += buf.len() as u64;

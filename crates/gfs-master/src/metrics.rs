@@ -24,6 +24,8 @@ pub struct MasterMetrics {
     pub lease_grants: Counter,
     /// Bytes re-replication copied.
     pub copied_bytes: Counter,
+    /// Duration of each operation-log group commit (write and fsync).
+    pub log_fsync: prometheus_client::metrics::histogram::Histogram,
     files: Gauge,
     directories: Gauge,
     chunks: Gauge,
@@ -50,6 +52,13 @@ impl Default for MasterMetrics {
             "Bytes copied by re-replication and rebalancing",
             Unit::Bytes,
             copied_bytes.clone(),
+        );
+        let log_fsync = gfs_proto::telemetry::latency_histogram();
+        r.register_with_unit(
+            "log_fsync_duration",
+            "Time of each operation-log group commit (write and fsync)",
+            Unit::Seconds,
+            log_fsync.clone(),
         );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
@@ -92,6 +101,7 @@ impl Default for MasterMetrics {
             rpc,
             lease_grants,
             copied_bytes,
+            log_fsync,
             files,
             directories,
             chunks,

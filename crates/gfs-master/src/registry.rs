@@ -93,6 +93,8 @@ pub struct Registry {
     servers: BTreeMap<String, Server>,
     /// Recent cluster events, for operators.
     pub events: crate::events::Events,
+    /// Servers an operator is draining (persisted by the master, restored at start).
+    draining: BTreeSet<String>,
 }
 
 impl Registry {
@@ -102,32 +104,55 @@ impl Registry {
             dead_after,
             servers: BTreeMap::new(),
             events: crate::events::Events::default(),
+            draining: BTreeSet::new(),
         }
     }
 
-    /// Starts draining `id`; false when no such server is registered.
-    pub fn decommission(&mut self, id: &str) -> bool {
-        let Some(s) = self.servers.get_mut(id) else {
+    /// How long a server may stay silent before it is dead.
+    pub fn dead_after(&self) -> Duration {
+        self.dead_after
+    }
+
+    /// Starts (`drain`) or cancels draining `id`; false when `id` is neither registered nor
+    /// draining.
+    pub fn decommission(&mut self, id: &str, drain: bool) -> bool {
+        if !self.servers.contains_key(id) && !self.draining.contains(id) {
             return false;
+        }
+        let changed = if drain {
+            self.draining.insert(id.to_string())
+        } else {
+            self.draining.remove(id)
         };
-        if !s.draining {
-            s.draining = true;
-            tracing::warn!(id, "chunkserver is being decommissioned");
-            self.events.push(
-                "draining",
-                format!("chunkserver {id} is being decommissioned"),
-            );
+        if let Some(s) = self.servers.get_mut(id) {
+            s.draining = drain;
+        }
+        if changed {
+            let text = if drain {
+                format!("chunkserver {id} is being decommissioned")
+            } else {
+                format!("decommissioning of chunkserver {id} cancelled")
+            };
+            tracing::warn!(id, drain, "{text}");
+            self.events
+                .push(if drain { "draining" } else { "recommissioned" }, text);
         }
         true
     }
 
-    /// Ids of the servers being drained.
+    /// Servers to drain as soon as they register (kept from before a master restart).
+    pub fn restore_draining(&mut self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            if let Some(s) = self.servers.get_mut(&id) {
+                s.draining = true;
+            }
+            self.draining.insert(id);
+        }
+    }
+
+    /// Ids of the servers being drained (registered or not).
     pub fn draining(&self) -> HashSet<String> {
-        self.servers
-            .iter()
-            .filter(|(_, s)| s.draining)
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.draining.iter().cloned().collect()
     }
 
     /// Every registered server as operators see it, at `now`.
@@ -148,11 +173,12 @@ impl Registry {
     /// Adds or refreshes a server (a restarted server registers again).
     pub fn register(&mut self, info: ServerInfo, now: Instant) {
         tracing::info!(id = %info.id, data = %info.data_addr, repl = %info.repl_addr, "chunkserver registered");
-        let (replicas, corrupt, draining) = self
+        let (replicas, corrupt) = self
             .servers
             .remove(&info.id)
-            .map(|s| (s.replicas, s.corrupt, s.draining))
+            .map(|s| (s.replicas, s.corrupt))
             .unwrap_or_default();
+        let draining = self.draining.contains(&info.id);
         self.servers.insert(
             info.id.clone(),
             Server {
@@ -247,6 +273,13 @@ impl Registry {
             }
         }
         dead
+    }
+
+    /// Drops `id`'s replica of `handle` from the table (the master told it to delete it).
+    pub fn forget_replica(&mut self, id: &str, handle: u64) {
+        if let Some(s) = self.servers.get_mut(id) {
+            s.replicas.remove(&handle);
+        }
     }
 
     /// Records a replica the master itself just created or bumped, before the server reports it.

@@ -175,6 +175,13 @@ impl Master {
                 rebalance_threshold: cfg.rebalance_threshold,
             },
         ));
+        chunks
+            .persist_draining(cfg.data_dir.join("draining"))
+            .map_err(|e| {
+                StartError::Io(format!("reading {}/draining: {e}", cfg.data_dir.display()))
+            })?;
+        let log_fsync = chunks.metrics().log_fsync.clone();
+        meta.on_fsync(Box::new(move |d| log_fsync.observe(d.as_secs_f64())));
         let listener = TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.listen)))?;

@@ -412,9 +412,14 @@ impl gfs_proto::v1::admin_server::Admin for AdminService {
         &self,
         r: Request<gfs_proto::v1::DecommissionRequest>,
     ) -> Result<Response<gfs_proto::v1::DecommissionReply>, Status> {
-        let id = r.into_inner().id;
-        let remaining = self.chunks.decommission(&id).await?;
-        tracing::info!(id, remaining, "decommission asked");
+        let r = r.into_inner();
+        let remaining = self.chunks.decommission(&r.id, !r.cancel).await?;
+        tracing::info!(
+            id = r.id,
+            cancel = r.cancel,
+            remaining,
+            "decommission asked"
+        );
         Ok(Response::new(gfs_proto::v1::DecommissionReply {
             remaining,
         }))

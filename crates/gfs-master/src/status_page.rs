@@ -64,6 +64,12 @@ pub fn render(r: &ClusterReport) -> String {
         ago(r.master_uptime_ms),
         r.servers.len()
     );
+    if r.warming_up {
+        h.push_str(
+            "<p class=\"card warn\" id=warming-up>The master has just started: chunkservers are \
+             still reporting, so replica counts may look low and repairs wait.</p>",
+        );
+    }
     let card = |h: &mut String, id: &str, label: &str, value: String, class: &str| {
         let _ = write!(
             h,
