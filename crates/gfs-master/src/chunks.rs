@@ -1397,6 +1397,82 @@ fn rand_handle() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metastore::MetaConfig;
+    use crate::record::{AddChunkOp, CreateOp};
+
+    #[tokio::test]
+    async fn an_extra_replica_is_dropped_once_even_as_shares_change() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(
+            dir.path(),
+            MetaConfig {
+                checkpoint_every: 1000,
+            },
+        )
+        .unwrap();
+        let meta = Arc::new(meta);
+        meta.mutate(Op::Create(CreateOp {
+            path: "/f".into(),
+            mtime_ms: 0,
+            replication: 3,
+        }))
+        .await
+        .unwrap();
+        meta.mutate(Op::AddChunk(AddChunkOp {
+            path: "/f".into(),
+            handle: 7,
+            version: 1,
+        }))
+        .await
+        .unwrap();
+        let registry = Arc::new(Mutex::new(Registry::new(Duration::from_secs(60))));
+        let now = Instant::now();
+        let r = Replica {
+            handle: 7,
+            version: 1,
+            length: 10,
+            sealed: true,
+        };
+        // Four holders (a rebalancing copy landed on d); a uses the largest share.
+        for (id, used) in [("a", 50), ("b", 10), ("c", 10), ("d", 40)] {
+            let mut reg = registry.lock();
+            reg.register(
+                ServerInfo {
+                    id: id.into(),
+                    data_addr: format!("{id}:0"),
+                    repl_addr: format!("{id}:1"),
+                    rack: String::new(),
+                    capacity_bytes: 100,
+                    used_bytes: used,
+                },
+                now,
+            );
+            reg.heartbeat_with(id, used, vec![r], false, now);
+        }
+        let m = ChunkManager::new(
+            meta,
+            Arc::clone(&registry),
+            ChunkConfig {
+                chunk_size: 1 << 20,
+                replication: 3,
+                quorum: 2,
+                lease: Duration::from_secs(60),
+                rpc_timeout: Duration::from_secs(5),
+                orphan_grace: Duration::from_secs(600),
+                max_clones: 8,
+                clone_timeout: Duration::from_secs(300),
+                rebalance_threshold: 0.1,
+            },
+        );
+        assert_eq!(m.to_delete("b", &[r]).await.unwrap(), vec![]);
+        assert_eq!(m.to_delete("a", &[r]).await.unwrap().len(), 1);
+        // Before a reports again, d's share grows past a's: d keeps its replica, so three
+        // remain.
+        registry.lock().heartbeat_with("d", 90, vec![r], false, now);
+        assert_eq!(m.to_delete("d", &[r]).await.unwrap(), vec![]);
+        assert_eq!(registry.lock().locations(7, 1).len(), 3);
+    }
 
     #[test]
     fn never_two_primaries_at_once() {
