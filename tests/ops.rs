@@ -265,8 +265,8 @@ async fn a_decommissioned_server_is_drained_then_safe_to_stop() {
 }
 
 /// The status page in a real browser: headless Chromium renders it (its inline script runs)
-/// and the DOM lists every chunkserver with its state and the right counts. A screenshot is
-/// left in target/status-page.png for the record.
+/// and the DOM lists every chunkserver with its state and the right counts. Screenshots are
+/// left in target/status-page.png and target/status-page-phone.png for the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_headless_chromium() {
     let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -358,6 +358,15 @@ async fn the_status_page_renders_in_headless_chromium() {
     ]);
     assert!(out.status.success(), "{out:?}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // And as a phone shows it.
+    let phone = shot.with_file_name("status-page-phone.png");
+    let out = browse(&[
+        &format!("--screenshot={}", phone.display()),
+        "--window-size=390,844",
+        "--hide-scrollbars",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::metadata(&phone).unwrap().len() > 10_000);
 }
 
 /// `--print-config` prints the effective configuration (file, defaults and flags merged) as
@@ -403,6 +412,29 @@ fn print_config_and_json_logs() {
     let cfg: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     assert_eq!(cfg["replication"]["clone_rate"].as_integer(), Some(1 << 20));
     assert_eq!(cfg["http_port"].as_integer(), Some(0));
+
+    // The other binaries print theirs too.
+    let printed = |bin: &str, args: &[&str]| -> toml::Table {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success(), "{bin}: {out:?}");
+        toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
+    };
+    let cli = printed(
+        env!("CARGO_BIN_EXE_gfs"),
+        &["--master", "10.0.0.1:9000", "--print-config"],
+    );
+    assert_eq!(cli["master"].as_str(), Some("10.0.0.1:9000"));
+    assert_eq!(cli["client"]["rpc_timeout"].as_str(), Some("30s"));
+    let bench = printed(
+        env!("CARGO_BIN_EXE_gfs-bench"),
+        &["--runs", "5", "--print-config"],
+    );
+    assert_eq!(bench["runs"].as_integer(), Some(5));
+    let tester = printed(env!("CARGO_BIN_EXE_gfs-tester"), &["--print-config"]);
+    assert_eq!(tester["records"].as_integer(), Some(100));
+    // Without a command (and without --print-config) the CLI is a usage error.
+    let bare = Command::new(env!("CARGO_BIN_EXE_gfs")).output().unwrap();
+    assert_eq!(bare.status.code(), Some(2));
 
     // JSON logs: the master's start-up line is one JSON object with its fields.
     let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))

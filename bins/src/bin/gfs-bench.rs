@@ -33,7 +33,7 @@ use gfs_proto::v1::{CreateChunkRequest, GrantLeaseRequest};
 use gfs_storage::probe;
 
 /// Benchmark the replicated append path.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, serde::Serialize)]
 #[command(name = "gfs-bench", version)]
 struct Args {
     /// Where the chunkservers keep their data (default: a temporary directory under ./target).
@@ -75,6 +75,9 @@ struct Args {
     /// Records per appender (16 appenders, 4 KiB records) in the client suite.
     #[arg(long, default_value_t = 1000)]
     records: usize,
+    #[command(flatten)]
+    #[serde(skip)]
+    common: gfs_bins::CommonArgs,
 }
 
 const CHUNK: u64 = 1 << 30;
@@ -220,6 +223,9 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.common.printed(&args)? {
+        return Ok(());
+    }
     let base = args
         .dir
         .clone()

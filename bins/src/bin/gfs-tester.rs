@@ -18,7 +18,7 @@ use gfs_dataplane::{ClientConfig, DataClient};
 use gfs_proto::v1::{CreateChunkRequest, GrantLeaseRequest, ReportChunksRequest};
 
 /// End-to-end check of a three-replica append path.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, serde::Serialize)]
 #[command(name = "gfs-tester", version)]
 struct Args {
     /// Chunkservers as HOST:DATA_PORT:REPL_PORT, comma-separated; the first is the primary.
@@ -39,6 +39,9 @@ struct Args {
     /// Chunk handle to create (default: a random one).
     #[arg(long)]
     handle: Option<u64>,
+    #[command(flatten)]
+    #[serde(skip)]
+    common: gfs_bins::CommonArgs,
 }
 
 /// The bytes of record `i`: its length and content follow from `seed` and `i`.
@@ -60,6 +63,9 @@ fn record(seed: u64, i: usize, max: usize) -> Bytes {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.common.printed(&args)? {
+        return Ok(());
+    }
     let servers: Vec<ServerAddr> = parse_servers(&args.servers)?;
     if servers.len() < 2 {
         bail!("need at least two servers, got {}", servers.len());

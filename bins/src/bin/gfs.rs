@@ -36,9 +36,13 @@ struct Cli {
     /// Master address HOST:PORT [default: $GFS_MASTER, then 127.0.0.1:9000].
     #[arg(long, global = true, value_name = "ADDR")]
     master: Option<String>,
+    /// Print the effective configuration (master address, client timeouts and sizes) as TOML
+    /// and exit.
+    #[arg(long = "print-config", global = true)]
+    print_config: bool,
 
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +167,15 @@ enum AdminCmd {
 fn main() -> ExitCode {
     // Usage errors exit 2 (and --help / --version 0) inside clap.
     let cli = Cli::parse();
+    if cli.cmd.is_none() && !cli.print_config {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a command is required (see --help)",
+            )
+            .exit();
+    }
     init_tracing();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -194,8 +207,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .master
         .or_else(|| std::env::var("GFS_MASTER").ok().filter(|a| !a.is_empty()))
         .unwrap_or_else(|| DEFAULT_MASTER.to_string());
+    if cli.print_config {
+        #[derive(Serialize)]
+        struct Effective<'a> {
+            master: &'a str,
+            client: gfs_client::ClientConfig,
+        }
+        let text = toml::to_string(&Effective {
+            master: &addr,
+            client: gfs_client::ClientConfig::default(),
+        })
+        .context("printing the configuration")?;
+        return print(&text);
+    }
+    let Some(cmd) = cli.cmd else {
+        return Ok(());
+    };
     let client = Client::connect(&addr).await?;
-    match cli.cmd {
+    match cmd {
         Cmd::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
         Cmd::Ls { long, json, path } => ls(&client, &path, long, json).await,
         Cmd::Stat { json, path } => stat(&client, &path, json).await,

@@ -3,20 +3,26 @@
 use std::time::Duration;
 
 /// Timeouts, retries and caching of a [`crate::Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ClientConfig {
     /// Deadline for connecting to the master or a chunkserver.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Deadline of one call to the master or a chunkserver.
+    #[serde(with = "humantime_serde")]
     pub rpc_timeout: Duration,
     /// How long an append or a read keeps retrying retriable failures (primary gone, lease
     /// moving, busy, quorum lost) before it gives up.
+    #[serde(with = "humantime_serde")]
     pub op_deadline: Duration,
     /// First pause between retries; doubles up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
     /// Longest pause between retries.
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// How long chunk locations are trusted before asking the master again.
+    #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
     /// Streaming writes: bytes per append (capped at a quarter of a chunk).
     pub write_piece: usize,
