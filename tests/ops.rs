@@ -524,3 +524,32 @@ async fn decommissioning_survives_a_master_restart_and_can_be_cancelled() {
     );
     drop(servers);
 }
+
+/// Chunkservers that bind one address and advertise a host name: the master lists the name,
+/// and clients and peers reach them through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunkservers_are_reached_through_their_advertised_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let _servers = Server::with_master_args(
+        dir.path(),
+        3,
+        &master.addr,
+        &["--advertise-host", "localhost"],
+    );
+    let c = Client::connect(&master.addr).await.unwrap();
+    let data = put(&c, "/adv", 1_500_000).await;
+    let l = c.refresh("/adv").await.unwrap();
+    for ch in &l.chunks {
+        assert_eq!(ch.replicas.len(), 3);
+        for r in &ch.replicas {
+            assert!(r.data_addr.starts_with("localhost:"), "{r:?}");
+        }
+    }
+    let mut r = c.reader("/adv").await.unwrap();
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got)
+        .await
+        .unwrap();
+    assert!(got == data);
+}

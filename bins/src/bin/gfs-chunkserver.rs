@@ -30,6 +30,10 @@ struct Args {
     /// Host to bind and advertise.
     #[arg(short = 'h', long = "host", value_name = "HOST")]
     host: Option<String>,
+    /// Host name or address to register with the master when it differs from the bound one
+    /// (e.g. -h 0.0.0.0 in a container).
+    #[arg(long = "advertise-host", value_name = "HOST")]
+    advertise_host: Option<String>,
     /// Data directory.
     #[arg(short = 'd', long = "dir", value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -71,6 +75,9 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
     }
     if let Some(h) = args.host.clone() {
         cfg.host = h;
+    }
+    if let Some(h) = args.advertise_host.clone() {
+        cfg.advertise_host = h;
     }
     if let Some(d) = args.dir.clone() {
         cfg.data_dir = d;

@@ -18,6 +18,10 @@ pub struct ChunkserverConfig {
     pub data_dir: PathBuf,
     /// Host to bind and to advertise to peers (the seed's `-h`).
     pub host: String,
+    /// Host name or address the master, peers and clients should use to reach this server,
+    /// when it differs from `host` (e.g. `host = "0.0.0.0"` in a container); "" advertises the
+    /// address bound.
+    pub advertise_host: String,
     /// TCP port of the client data plane (the seed's `-p`; 0 picks a free one).
     pub data_port: u16,
     /// gRPC port of the replication and control planes (the seed's `-r`; 0 picks a free one).
@@ -111,6 +115,7 @@ impl Default for ChunkserverConfig {
             id: "cs1".into(),
             data_dir: PathBuf::from("data/cs1"),
             host: "127.0.0.1".into(),
+            advertise_host: String::new(),
             data_port: 8080,
             repl_port: 8081,
             http_port: 0,
@@ -199,6 +204,12 @@ impl ChunkserverConfig {
         }
         if self.host.is_empty() {
             return bad("host", "must not be empty".into());
+        }
+        if self.advertise_host.contains(':') && !self.advertise_host.starts_with('[') {
+            return bad(
+                "advertise_host",
+                "a host name or address without a port (IPv6 in brackets)".into(),
+            );
         }
         if self.quorum == 0 {
             return bad("quorum", "must be at least 1".into());

@@ -383,14 +383,21 @@ async fn heartbeat_loop(
 
     let mut client = MasterControlClient::new(master);
     let mut interval = std::time::Duration::from_secs(1);
+    let advertised = |a: SocketAddr| {
+        if cfg.advertise_host.is_empty() {
+            a.to_string()
+        } else {
+            format!("{}:{}", cfg.advertise_host, a.port())
+        }
+    };
     let mut registered = false;
     loop {
         let used_bytes = store.list().iter().map(|c| c.committed_len).sum();
         if !registered {
             let req = RegisterRequest {
                 id: cfg.id.clone(),
-                data_addr: data_addr.to_string(),
-                repl_addr: repl_addr.to_string(),
+                data_addr: advertised(data_addr),
+                repl_addr: advertised(repl_addr),
                 rack: cfg.rack.clone(),
                 capacity_bytes: cfg.capacity,
                 used_bytes,
