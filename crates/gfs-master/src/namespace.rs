@@ -331,7 +331,7 @@ impl Namespace {
         .collect()
     }
 
-    /// How many files and directories (the root included) there are.
+    /// How many files and directories (the root not counted) there are.
     pub fn counts(&self) -> (u64, u64) {
         let files = self
             .nodes
