@@ -553,3 +553,25 @@ async fn chunkservers_are_reached_through_their_advertised_host() {
         .unwrap();
     assert!(got == data);
 }
+
+/// A client that connects to the status port and sends nothing is disconnected after the
+/// header timeout, and does not keep others from being served meanwhile.
+#[test]
+fn a_silent_http_client_is_cut_off_and_blocks_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let mut silent = std::net::TcpStream::connect(&master.http).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (code, _) = http_get(&master.http, "/health");
+    assert_eq!(code, 200);
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    // Closed by the server (0 bytes, a 408, or a reset), not by our 20 s read timeout.
+    let n = silent.read(&mut buf).unwrap_or(0);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "still open after {took:?}");
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "{reply}");
+}

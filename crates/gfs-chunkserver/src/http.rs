@@ -30,12 +30,8 @@ pub async fn serve(
         .route("/metrics", get(render))
         .route("/health", get(health))
         .with_state(Served { metrics, store });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "metrics server failed");
-    }
+    gfs_proto::telemetry::serve_http(listener, app, async move { shutdown.cancelled().await })
+        .await;
 }
 
 async fn render(State(s): State<Served>) -> Response {

@@ -19,12 +19,8 @@ pub async fn serve(listener: TcpListener, chunks: Arc<ChunkManager>, shutdown: C
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(chunks);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!(error = %e, "status page server failed");
-    }
+    gfs_proto::telemetry::serve_http(listener, app, async move { shutdown.cancelled().await })
+        .await;
 }
 
 fn unavailable(e: tonic::Status) -> Response {

@@ -146,6 +146,61 @@ where
     }
 }
 
+/// Most operator HTTP connections served at once; more wait to be accepted.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this long.
+pub const HTTP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A connection is closed after this long, whatever it is doing.
+pub const HTTP_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves `app` (a status page, `/metrics`, `/health`) on `listener` until `shutdown`
+/// resolves, over HTTP/1.1: at most [`MAX_HTTP_CONNECTIONS`] at once, headers within
+/// [`HTTP_HEADER_TIMEOUT`], each connection closed after [`HTTP_CONNECTION_LIFETIME`].
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = std::sync::Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = &mut shutdown => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting an HTTP connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(HTTP_CONNECTION_LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP connection ended"),
+                Err(_) => {
+                    tracing::debug!(%peer, "HTTP connection closed at the end of its lifetime")
+                }
+            }
+        });
+    }
+}
+
 /// The registry in the Prometheus text format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();
