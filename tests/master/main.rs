@@ -159,15 +159,20 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
         .unwrap();
     // One secondary misses the next appends while it is down.
     servers[victim].kill();
-    append(
-        &primary,
-        l.handle,
-        l.version,
-        2,
-        b"while one replica is down",
-    )
-    .await
-    .unwrap();
+    let missed = b"while one replica is down";
+    if let Err(e) = append(&primary, l.handle, l.version, 2, missed).await {
+        // The primary reports the dead secondary lagging at once, and the master may bump the
+        // version past it (re-granting the lease) while this append is in flight: retry it,
+        // same op id, under the lease the master hands out now.
+        assert!(
+            matches!(e, gfs_dataplane::DataError::LeaseExpired { .. }),
+            "{e:?}"
+        );
+        let now = lease(&mut m, "/f").await;
+        append(&primary_of(&now).await, now.handle, now.version, 2, missed)
+            .await
+            .unwrap();
+    }
     servers[victim].restart(&[]);
     // The old lease (2 s) runs out; the next one bumps only the replicas with the longest prefix.
     let deadline = Instant::now() + Duration::from_secs(20);

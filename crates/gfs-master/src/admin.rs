@@ -1,6 +1,5 @@
 //! What operators ask of the master: the cluster report, fsck, decommissioning.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -9,6 +8,7 @@ use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerRep
 use tonic::Status;
 
 use crate::chunks::{ChunkManager, unix_ms};
+use crate::registry::ChunkMap;
 use crate::service::status;
 use crate::trash::TRASH;
 
@@ -27,13 +27,13 @@ impl ChunkManager {
             .await
             .map_err(status)?;
         let goal = self.cfg.replication;
-        let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
         let cloning = self.cloning.lock().clone();
         let copied = self.copied.lock().clone();
         // One pass over the servers' reports for each figure, not one per chunk.
         let reg = self.registry.lock();
         let draining = reg.draining();
-        let holders = reg.holders(&versions);
+        let counts = reg.holder_counts(&versions, &draining);
         let stale_replicas = reg
             .stale(|h| versions.get(&h).copied())
             .iter()
@@ -52,7 +52,7 @@ impl ChunkManager {
             } else if s.disk_lost {
                 "disk lost"
             } else if s.draining {
-                if self.left_on(&id, &holders, &draining, &versions) == 0 {
+                if self.left_on(&id, &counts, &versions) == 0 {
                     "drained"
                 } else {
                     "draining"
@@ -81,7 +81,7 @@ impl ChunkManager {
                 used_bytes: s.info.used_bytes,
             });
         }
-        let current = |h: &u64| holders.get(h).map_or(0, Vec::len);
+        let current = |h: &u64| counts.get(h).map_or(0, |c| c.all as usize);
         let under_replicated = metas.iter().filter(|(h, _)| current(h) < goal).count() as u64;
         let lost = metas.iter().filter(|(h, _)| current(h) == 0).count() as u64;
         Ok(ClusterReport {
@@ -189,12 +189,12 @@ impl ChunkManager {
             .read(|ns| ns.chunk_metas())
             .await
             .map_err(status)?;
-        let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
-        let (holders, draining) = {
+        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let counts = {
             let reg = self.registry.lock();
-            (reg.holders(&versions), reg.draining())
+            reg.holder_counts(&versions, &reg.draining())
         };
-        Ok(self.left_on(id, &holders, &draining, &versions) as u64)
+        Ok(self.left_on(id, &counts, &versions) as u64)
     }
 
     /// Keeps the draining set in `file` (one id per line), and drains the servers it already

@@ -28,6 +28,7 @@ use crate::locks::LockTable;
 use crate::metastore::MetaStore;
 use crate::namespace::ChunkMeta;
 use crate::record::{AddChunkOp, Op, SealOp, SetVersionOp};
+use crate::registry::ChunkMap;
 use crate::registry::{Registry, Replica, ServerInfo};
 use crate::service::status;
 
@@ -354,20 +355,19 @@ impl ChunkManager {
         else {
             return;
         };
-        let versions: HashMap<u64, u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
-        let (holders, draining) = {
+        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let (counts, draining) = {
             let reg = self.registry.lock();
-            (reg.holders(&versions), reg.draining())
+            let draining = reg.draining();
+            (reg.holder_counts(&versions, &draining), draining)
         };
         // Replicas on draining servers are sources, but do not count toward the goal.
-        let counted = |h: &u64| {
-            holders.get(h).map_or(0, |s| {
-                s.iter().filter(|s| !draining.contains(&s.id)).count()
-            })
-        };
+        let counted = |h: &u64| counts.get(h).map_or(0, |c| c.counted as usize);
         let now = SystemTime::now();
         let mut want = Vec::new();
-        let extra = holders.values().any(|h| h.len() > self.cfg.replication);
+        let extra = counts
+            .values()
+            .any(|c| c.all as usize > self.cfg.replication);
         let mut events = Vec::new();
         {
             let leases = self.leases.lock();
@@ -375,7 +375,7 @@ impl ChunkManager {
             let mut lost = self.lost.lock();
             for (h, m) in &metas {
                 let have = counted(h);
-                if holders.get(h).is_none_or(Vec::is_empty) {
+                if counts.get(h).is_none_or(|c| c.all == 0) {
                     if lost.insert(*h) {
                         tracing::error!(handle = %h, "chunk lost: no live replica holds its current version");
                         events.push((
@@ -410,7 +410,7 @@ impl ChunkManager {
             .store(want.len() as u64, std::sync::atomic::Ordering::Release);
         // A draining server whose every chunk has its goal elsewhere is safe to stop.
         for id in &draining {
-            let left = self.left_on(id, &holders, &draining, &versions);
+            let left = self.left_on(id, &counts, &versions);
             let mut drained = self.drained.lock();
             if left == 0 && drained.insert(id.clone()) {
                 tracing::info!(id, "decommissioned chunkserver drained: safe to stop");
@@ -438,9 +438,18 @@ impl ChunkManager {
         };
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
         for (_, handle, m) in want {
-            let Some(from) = holders.get(&handle) else {
+            // Sources: every live current holder, draining ones included.
+            let from: Vec<ServerInfo> = self
+                .registry
+                .lock()
+                .locations(handle, m.version)
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            if from.is_empty() {
                 continue;
-            };
+            }
+            let from = &from;
             let pick = {
                 let mut cloning = self.cloning.lock();
                 if cloning.len() >= self.cfg.max_clones {
@@ -1133,17 +1142,14 @@ impl ChunkManager {
     pub(crate) fn left_on(
         &self,
         id: &str,
-        holders: &HashMap<u64, Vec<ServerInfo>>,
-        draining: &HashSet<String>,
-        versions: &HashMap<u64, u64>,
+        counts: &ChunkMap<crate::registry::HolderCount>,
+        versions: &ChunkMap<u64>,
     ) -> usize {
         let held = self.registry.lock().replicas_of(id);
         held.iter()
             .filter(|r| versions.get(&r.handle) == Some(&r.version))
             .filter(|r| {
-                holders.get(&r.handle).map_or(0, |s| {
-                    s.iter().filter(|s| !draining.contains(&s.id)).count()
-                }) < self.cfg.replication
+                counts.get(&r.handle).map_or(0, |c| c.counted as usize) < self.cfg.replication
             })
             .count()
     }

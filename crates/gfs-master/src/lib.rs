@@ -37,6 +37,8 @@ pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use metrics::MasterMetrics;
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};
-pub use registry::{Registry, Replica, ReplicaCounts, ServerInfo, ServerState};
+pub use registry::{
+    ChunkMap, HolderCount, Registry, Replica, ReplicaCounts, ServerInfo, ServerState,
+};
 pub use server::{Master, MasterConfig, StartError};
 pub use service::{AdminService, ControlService, MasterService, status};

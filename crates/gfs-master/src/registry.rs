@@ -63,6 +63,19 @@ pub struct ReplicaCounts {
     pub corrupt: usize,
 }
 
+/// A map keyed by chunk handle, with a fast hasher: the scans over every chunk build maps of
+/// millions of entries (handles are random, so hash flooding is no concern).
+pub type ChunkMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+
+/// Live current replicas of one chunk ([`Registry::holder_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HolderCount {
+    /// On servers that are not draining: what counts toward the goal.
+    pub counted: u32,
+    /// On any live server.
+    pub all: u32,
+}
+
 /// A registered server as [`Registry::snapshot`] reports it.
 #[derive(Clone, Debug)]
 pub struct ServerState {
@@ -314,14 +327,23 @@ impl Registry {
         chosen
     }
 
-    /// For every chunk of `versions` (handle -> the master's version), the live servers holding
-    /// it at that version; one pass over the reports.
-    pub fn holders(&self, versions: &HashMap<u64, u64>) -> HashMap<u64, Vec<ServerInfo>> {
-        let mut out: HashMap<u64, Vec<ServerInfo>> = HashMap::new();
-        for s in self.servers.values().filter(|s| s.alive) {
+    /// For every chunk of `versions` held at that version by a live server: how many such
+    /// replicas are on servers not `draining` (they count toward the goal), and how many in
+    /// all. One pass over the reports, cloning nothing.
+    pub fn holder_counts(
+        &self,
+        versions: &ChunkMap<u64>,
+        draining: &HashSet<String>,
+    ) -> ChunkMap<HolderCount> {
+        let mut out: ChunkMap<HolderCount> =
+            ChunkMap::with_capacity_and_hasher(versions.len(), Default::default());
+        for (id, s) in self.servers.iter().filter(|(_, s)| s.alive) {
+            let counts = !draining.contains(id);
             for r in s.replicas.values() {
                 if versions.get(&r.handle) == Some(&r.version) {
-                    out.entry(r.handle).or_default().push(s.info.clone());
+                    let c = out.entry(r.handle).or_default();
+                    c.all += 1;
+                    c.counted += u32::from(counts);
                 }
             }
         }
@@ -485,20 +507,24 @@ mod tests {
         }
         r.heartbeat("a", 0, vec![replica(7, 3)], t0);
         r.heartbeat("b", 1, vec![replica(7, 2)], t0);
-        let versions = HashMap::from([(7, 3)]);
-        let holders = r.holders(&versions);
+        let versions: ChunkMap<u64> = [(7, 3)].into_iter().collect();
+        let counts = r.holder_counts(&versions, &HashSet::new());
+        assert_eq!(counts[&7], HolderCount { counted: 1, all: 1 });
+        let draining = HashSet::from(["a".to_string()]);
         assert_eq!(
-            holders[&7]
-                .iter()
-                .map(|s| s.id.as_str())
-                .collect::<Vec<_>>(),
+            r.holder_counts(&versions, &draining)[&7],
+            HolderCount { counted: 0, all: 1 }
+        );
+        let holders: Vec<ServerInfo> = r.locations(7, 3).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(
+            holders.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
             ["a"]
         );
         // Not a (current) nor b (stale copy); c is on a rack a does not use, though fuller.
-        let t = r.place_new(7, &holders[&7], |_| false).unwrap();
+        let t = r.place_new(7, &holders, |_| false).unwrap();
         assert_eq!(t.id, "c");
         // c busy: the least used of the rest.
-        let t = r.place_new(7, &holders[&7], |id| id == "c").unwrap();
+        let t = r.place_new(7, &holders, |id| id == "c").unwrap();
         assert_eq!(t.id, "d");
         // Dead servers take nothing.
         r.sweep(t0 + Duration::from_secs(11));
