@@ -64,6 +64,30 @@ fn flip_byte(file: &std::path::Path, at: usize, mask: u8) {
     std::fs::write(file, bytes).unwrap();
 }
 
+/// Whether the bad replica of `path`'s first chunk on server `bad` (its chunk file `file`) is
+/// gone: deleted from disk, and three replicas listed elsewhere. Fails past `deadline`;
+/// pauses 100 ms before saying no.
+async fn replaced(
+    c: &Client,
+    path: &str,
+    bad: &str,
+    file: &std::path::Path,
+    deadline: Instant,
+) -> bool {
+    let l = c.refresh(path).await.unwrap();
+    let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
+    if ids.len() == 3 && !ids.contains(&bad) && !file.exists() {
+        return true;
+    }
+    assert!(
+        Instant::now() < deadline,
+        "the corrupt replica on {bad} was not replaced and deleted: replicas {ids:?}, file there: {}",
+        file.exists()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    false
+}
+
 /// Waits until every chunk of `path` has `want` live replicas; returns how long it took.
 async fn until_replicated(c: &Client, path: &str, want: usize, deadline: Duration) -> Duration {
     let start = Instant::now();
@@ -165,17 +189,9 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
     loop {
         let got = c.read("/f", 0, 1 << 20).await.unwrap();
         assert!(got[..] == data[..1 << 20], "a read returned corrupt bytes");
-        let l = c.refresh("/f").await.unwrap();
-        let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
-        if !ids.contains(&bad.as_str()) && ids.len() == 3 && !file.exists() {
+        if replaced(&c, "/f", bad, &file, deadline).await {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the corrupt replica on {bad} was not replaced and deleted: replicas {ids:?}, file there: {}",
-            file.exists()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Everything still reads back whole.
     let back = get(&c, "/f").await;
@@ -587,19 +603,7 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
         .join(chunk.handle.to_string());
     flip_byte(&file, 700_000, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let l = c.refresh("/quiet").await.unwrap();
-        let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
-        if ids.len() == 3 && !ids.contains(&bad.as_str()) && !file.exists() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the scrubber's find on {bad} was not replaced: {ids:?}, file there: {}",
-            file.exists()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    while !replaced(&c, "/quiet", &bad, &file, deadline).await {}
     let back = get(&c, "/quiet").await;
     assert!(back == data);
 }

@@ -151,6 +151,23 @@ pub(crate) fn data_retriable(e: &DataError) -> bool {
         )
 }
 
+/// Runs `call` against (a clone of) `client` until it answers, retrying what may go away on
+/// retry (UNAVAILABLE and the like) with `retry`'s backoff and deadline.
+async fn ask_with<C, T, F, Fut>(client: &C, retry: &mut Retry, call: F) -> Result<T>
+where
+    C: Clone,
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    loop {
+        match call(client.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
+            Err(s) => return Err(ClientError::from_status(s)),
+        }
+    }
+}
+
 /// Whether the connection itself failed (it is dropped from the pool).
 fn connection_failed(e: &DataError) -> bool {
     matches!(
@@ -407,13 +424,16 @@ impl Client {
         F: Fn(MasterClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        loop {
-            match call(self.master()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        }
+        ask_with(&self.inner.master, retry, call).await
+    }
+
+    /// [`Client::ask`] for the master's Admin service, with a fresh backoff.
+    async fn ask_admin<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        ask_with(&self.inner.admin, &mut self.retry(), call).await
     }
 
     /// The cluster summary, every chunkserver and recent events (`gfs admin report`).
@@ -444,22 +464,6 @@ impl Client {
             })
             .await?;
         Ok(reply.remaining)
-    }
-
-    /// Calls the master's Admin service, retrying while it is unavailable.
-    async fn ask_admin<T, F, Fut>(&self, call: F) -> Result<T>
-    where
-        F: Fn(AdminClient<Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let mut retry = self.retry();
-        loop {
-            match call(self.inner.admin.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
-                Err(s) => return Err(ClientError::from_status(s)),
-            }
-        }
     }
 
     /// Appends `data` as one record to file `path` and returns its file offset

@@ -105,6 +105,13 @@ impl ChunkManager {
         })
     }
 
+    /// Live chunkservers, and chunks the last re-replication pass found lost: what `/health`
+    /// says, without a pass over the namespace.
+    pub fn liveness(&self) -> (usize, usize) {
+        let alive = self.registry.lock().live().len();
+        (alive, self.lost.lock().len())
+    }
+
     /// Every file at or under `path` (a file or a directory), and the chunks of each that are
     /// short of the goal, lost, or have stale or corrupt replicas.
     pub async fn fsck(&self, path: &str) -> Result<FsckReply, Status> {

@@ -102,7 +102,7 @@ pub struct ChunkManager {
     /// (not after `orphan_grace`).
     purged: Mutex<HashMap<u64, Instant>>,
     /// Chunks with no live current replica, as last seen (logged when it changes).
-    lost: Mutex<HashSet<u64>>,
+    pub(crate) lost: Mutex<HashSet<u64>>,
     /// Chunks a client asked for while they were below the goal, and when: repaired before
     /// others with as many replicas (the paper's boost for chunks blocking client progress).
     wanted: Mutex<HashMap<u64, Instant>>,
@@ -310,13 +310,7 @@ impl ChunkManager {
         }
         let next = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
-        let live = self
-            .registry
-            .lock()
-            .locations(next, 1)
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
+        let live = self.registry.lock().holders_of(next, 1);
         self.grant(next, 1, index + 1, live).await
     }
 
@@ -439,13 +433,7 @@ impl ChunkManager {
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
         for (_, handle, m) in want {
             // Sources: every live current holder, draining ones included.
-            let from: Vec<ServerInfo> = self
-                .registry
-                .lock()
-                .locations(handle, m.version)
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect();
+            let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m.version);
             if from.is_empty() {
                 continue;
             }
@@ -659,13 +647,7 @@ impl ChunkManager {
                 self.unsettled.lock().remove(&handle);
                 continue;
             }
-            let live: Vec<ServerInfo> = self
-                .registry
-                .lock()
-                .locations(handle, m.version)
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect();
+            let live: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m.version);
             if live.len() < self.cfg.quorum {
                 continue;
             }
@@ -1200,9 +1182,8 @@ impl ChunkManager {
         let lagging = self.lagging.lock().clone();
         self.registry
             .lock()
-            .locations(handle, version)
+            .holders_of(handle, version)
             .into_iter()
-            .map(|(s, _)| s)
             .filter(|s| !lagging.contains(&(handle, s.repl_addr.clone())))
             .collect()
     }

@@ -445,6 +445,14 @@ impl Registry {
         c
     }
 
+    /// Live servers holding `handle` at `version`.
+    pub fn holders_of(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
+        self.locations(handle, version)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
     /// `(server, handle)` pairs whose replica is older than the master's version, given
     /// `current(handle)` (None: the chunk is unknown).
     pub fn stale(&self, current: impl Fn(u64) -> Option<u64>) -> BTreeSet<(String, u64)> {
@@ -477,6 +485,22 @@ mod tests {
         }
     }
 
+    /// A registry with servers `(id, rack, used bytes)` registered at `t0`.
+    fn with_servers(servers: &[(&str, &str, u64)], t0: Instant) -> Registry {
+        let mut r = Registry::new(Duration::from_secs(10));
+        for &(id, rack, used) in servers {
+            r.register(
+                ServerInfo {
+                    rack: rack.into(),
+                    used_bytes: used,
+                    ..info(id)
+                },
+                t0,
+            );
+        }
+        r
+    }
+
     fn replica(handle: u64, version: u64) -> Replica {
         Replica {
             handle,
@@ -489,22 +513,15 @@ mod tests {
     #[test]
     fn new_replicas_go_to_live_servers_without_one_and_to_new_racks_first() {
         let t0 = Instant::now();
-        let mut r = Registry::new(Duration::from_secs(10));
-        for (id, rack, used) in [
-            ("a", "r1", 0),
-            ("b", "r1", 1),
-            ("c", "r2", 50),
-            ("d", "r1", 2),
-        ] {
-            r.register(
-                ServerInfo {
-                    rack: rack.into(),
-                    used_bytes: used,
-                    ..info(id)
-                },
-                t0,
-            );
-        }
+        let mut r = with_servers(
+            &[
+                ("a", "r1", 0),
+                ("b", "r1", 1),
+                ("c", "r2", 50),
+                ("d", "r1", 2),
+            ],
+            t0,
+        );
         r.heartbeat("a", 0, vec![replica(7, 3)], t0);
         r.heartbeat("b", 1, vec![replica(7, 2)], t0);
         let versions: ChunkMap<u64> = [(7, 3)].into_iter().collect();
@@ -515,7 +532,7 @@ mod tests {
             r.holder_counts(&versions, &draining)[&7],
             HolderCount { counted: 0, all: 1 }
         );
-        let holders: Vec<ServerInfo> = r.locations(7, 3).into_iter().map(|(s, _)| s).collect();
+        let holders = r.holders_of(7, 3);
         assert_eq!(
             holders.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
             ["a"]
@@ -552,22 +569,15 @@ mod tests {
     #[test]
     fn placement_prefers_empty_servers_and_new_racks() {
         let t0 = Instant::now();
-        let mut r = Registry::new(Duration::from_secs(10));
-        for (id, rack, used) in [
-            ("a", "r1", 10),
-            ("b", "r1", 0),
-            ("c", "r2", 50),
-            ("d", "r3", 90),
-        ] {
-            r.register(
-                ServerInfo {
-                    rack: rack.into(),
-                    used_bytes: used,
-                    ..info(id)
-                },
-                t0,
-            );
-        }
+        let r = with_servers(
+            &[
+                ("a", "r1", 10),
+                ("b", "r1", 0),
+                ("c", "r2", 50),
+                ("d", "r3", 90),
+            ],
+            t0,
+        );
         let ids = |v: Vec<ServerInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
         assert_eq!(
             ids(r.place(3)),
