@@ -71,6 +71,8 @@ pub struct Replica {
 pub struct ChunkInfo {
     /// Position in the file.
     pub index: u64,
+    /// Where the chunk starts in the file: the sum of the lengths of the earlier chunks.
+    pub file_offset: u64,
     /// Chunk handle.
     pub handle: u64,
     /// Current version; older replicas are never read.
@@ -84,7 +86,7 @@ pub struct ChunkInfo {
 /// The chunks of a file as the master listed them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Locations {
-    /// Chunk size of the cluster (the file-offset stride).
+    /// Chunk size of the cluster.
     pub chunk_size: u64,
     /// Chunks in file order.
     pub chunks: Vec<ChunkInfo>,
@@ -354,6 +356,7 @@ impl Client {
                 nearest_first(&mut replicas);
                 ChunkInfo {
                     index: c.index,
+                    file_offset: c.file_offset,
                     handle: c.handle,
                     version: c.version,
                     sealed_length: c.sealed_length,
@@ -466,9 +469,11 @@ impl Client {
         Ok(reply.remaining)
     }
 
-    /// Appends `data` as one record to file `path` and returns its file offset
-    /// (`chunk index × chunk size + offset in the chunk`). The record lands whole, once, at an
-    /// offset the primary chooses; at most a quarter of a chunk.
+    /// Appends `data` as one record to file `path` and returns its file offset: its byte
+    /// position in what a sequential read of the file returns (where its chunk starts, the
+    /// sum of the sealed lengths of the earlier chunks, plus its offset in the chunk). The
+    /// record lands whole, once, at an offset the primary chooses; at most a quarter of a
+    /// chunk.
     ///
     /// One operation id is used across retries, so a retry of an append that did commit
     /// returns the first offset instead of writing again. Retriable failures (primary gone,
@@ -519,7 +524,7 @@ impl Client {
                 self.forget_lease(path, lease.handle);
             }
             match res {
-                Ok(off) => return Ok(lease.index * lease.chunk_size + off),
+                Ok(off) => return Ok(lease.file_offset + off),
                 Err(DataError::ChunkFull { .. }) => {
                     // Sealed: the master hands out the next chunk. Pause only if it keeps
                     // sending this one (its seal report is on the way).
@@ -653,15 +658,13 @@ impl Client {
             } else {
                 self.locations(path).await?
             };
-            let index = offset / l.chunk_size.max(1);
-            let in_chunk = offset % l.chunk_size.max(1);
-            let Some(chunk) = l.chunks.get(index as usize) else {
-                if fresh {
-                    return Ok(Bytes::new());
-                }
-                fresh = true;
-                continue;
+            // The chunk holding `offset`: the last one starting at or before it (every chunk
+            // but the last is sealed, so their starts are final).
+            let Some(chunk) = l.chunks.iter().rev().find(|c| c.file_offset <= offset) else {
+                return Ok(Bytes::new());
             };
+            let in_chunk = offset - chunk.file_offset;
+            let is_last = l.chunks.last().is_some_and(|c| c.handle == chunk.handle);
             let res = async {
                 let end = self.chunk_length(path, chunk).await?;
                 let n = len.min(end.saturating_sub(in_chunk));
@@ -681,6 +684,8 @@ impl Client {
             .await;
             match res {
                 Err(ClientError::NoReplica { .. }) if !fresh => fresh = true,
+                // Past the end of the last chunk we knew of: the file may have grown since.
+                Ok(b) if b.is_empty() && is_last && !fresh => fresh = true,
                 other => return other,
             }
         }

@@ -225,8 +225,14 @@ async fn record_appends_land_once_and_pad_over_to_the_next_chunk() {
         let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
         assert!(got[..] == rec[..], "record at {off} differs");
     }
-    // Everything appended is in the file exactly once, in offset order.
+    // Everything appended is in the file exactly once, in offset order, each record at the
+    // offset it was given: offsets are positions in the file, so the records tile it.
     all.sort_by_key(|(o, _)| *o);
+    let mut end = 0;
+    for (off, rec) in &all {
+        assert_eq!(*off, end, "a gap or an overlap before offset {off}");
+        end += rec.len() as u64;
+    }
     let whole: Vec<u8> = all.iter().flat_map(|(_, r)| r.clone()).collect();
     assert!(get(c, "/log").await == whole);
 
@@ -245,9 +251,17 @@ async fn record_appends_land_once_and_pad_over_to_the_next_chunk() {
         assert_eq!(off, (i * q) as u64);
     }
     let off = c.append("/pad", vec![9u8; q]).await.unwrap();
-    assert_eq!(off, CS, "the fifth record opens chunk 1");
+    // It opens chunk 1, right after chunk 0's data in the file: padding takes no offsets.
+    assert_eq!(off, 4 * q as u64, "the fifth record's file offset");
     let l = c.refresh("/pad").await.unwrap();
+    assert_eq!(l.chunks.len(), 2);
     assert_eq!(l.chunks[0].sealed_length, Some(4 * q as u64));
+    assert_eq!(l.chunks[1].file_offset, 4 * q as u64);
+    let got = c.read("/pad", off, q as u64).await.unwrap();
+    assert!(
+        got[..] == vec![9u8; q][..],
+        "the fifth record reads back at its offset"
+    );
     assert_eq!(c.size("/pad").await.unwrap(), 5 * q as u64);
 }
 
@@ -274,13 +288,14 @@ async fn reads_fail_over_from_dead_and_corrupt_replicas() {
     assert!(got[..] == data[CS as usize..]);
 }
 
-/// Two of a chunk's three replicas stop during appends, with a fourth server up: appends
-/// continue on a new chunk, and once the two return the abandoned chunk is sealed at its
-/// longest length with every acknowledged record in it.
+/// Two of a chunk's three replicas stop during appends, with a fourth server up. The length
+/// of the chunk is then unknown (an acknowledged append may be on the two that stopped), so
+/// the file cannot move on to a new chunk: appends wait, and once the two return they land
+/// right after every earlier record, each at the offset it was given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_continue_on_a_new_chunk_after_losing_a_quorum() {
+async fn appends_wait_for_a_lost_quorum_and_resume_at_the_right_offsets() {
     // Re-replication off: a copy of the chunk could otherwise restore its quorum first, and
-    // this test is about the file moving on.
+    // this test is about the file waiting.
     let mut cl = cluster_with(4, 0).await;
     let c = cl.client.clone();
     c.create("/q").await.unwrap();
@@ -297,36 +312,55 @@ async fn appends_continue_on_a_new_chunk_after_losing_a_quorum() {
         .map(|r| r.id[2..].parse().unwrap())
         .collect();
     assert_eq!(ids.len(), 3);
-    // Stop the primary's two partners... or the primary: any two of the three.
+    // Any two of the three.
     let gone = [ids[0], ids[1]];
     for i in gone {
         cl.servers[i].take().unwrap().stop().await.unwrap();
     }
-    for n in 20..40u64 {
-        let rec = pattern(3000, n);
-        acked.push((c.append("/q", rec.clone()).await.unwrap(), rec));
-    }
+    let later: Vec<Vec<u8>> = (20..30u64).map(|n| pattern(3000, n)).collect();
+    let appends = {
+        let (c, later) = (c.clone(), later.clone());
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            for rec in later {
+                out.push(c.append("/q", rec).await.unwrap());
+            }
+            out
+        })
+    };
+    // Well past the lease (2 s) and dead_after (2 s): still waiting, and no new chunk.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !appends.is_finished(),
+        "an append went through without a quorum"
+    );
     let l = c.refresh("/q").await.unwrap();
-    assert!(l.chunks.len() >= 2, "the file moved on to a new chunk");
-    assert_eq!(l.chunks[0].handle, first.handle);
-    // The two come back (same disks, new ports): the old chunk gets its final length.
+    assert_eq!(
+        l.chunks.len(),
+        1,
+        "the file moved on past a chunk of unknown length"
+    );
+    // The two come back (same disks, new ports): the waiting appends go through.
     for i in gone {
         cl.servers[i] = Some(start_server(cl.dir.path(), i, &cl.master).await);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let l = c.refresh("/q").await.unwrap();
-        if l.chunks[0].sealed_length.is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the abandoned chunk was never settled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let offsets = tokio::time::timeout(Duration::from_secs(30), appends)
+        .await
+        .expect("appends resumed")
+        .unwrap();
+    acked.extend(offsets.into_iter().zip(later));
+    // Offsets are byte positions in the file: the records tile it, in order.
+    acked.sort_by_key(|(off, _)| *off);
+    let mut end = 0;
     for (off, rec) in &acked {
+        assert_eq!(*off, end, "a gap or an overlap before offset {off}");
+        end += rec.len() as u64;
         let got = c.read("/q", *off, rec.len() as u64).await.unwrap();
         assert!(got[..] == rec[..], "acknowledged record at {off} lost");
     }
+    let whole: Vec<u8> = acked.iter().flat_map(|(_, r)| r.clone()).collect();
+    assert!(
+        get(&c, "/q").await == whole,
+        "the file is not its records in order"
+    );
 }

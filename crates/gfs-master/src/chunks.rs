@@ -62,10 +62,19 @@ struct Granted {
     primary: ServerInfo,
     secondaries: Vec<ServerInfo>,
     expires: SystemTime,
-    index: u64,
+    at: Position,
     /// Too few good replicas are left to continue the chunk: the lease is no longer extended
     /// nor handed out, and once it runs out the file moves on to a new chunk.
     doomed: bool,
+}
+
+/// Where a chunk sits in its file.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    /// Index of the chunk in the file.
+    index: u64,
+    /// Where it starts in the file: the sum of the sealed lengths of the earlier chunks.
+    file_offset: u64,
 }
 
 /// Decides where chunks live and who is primary.
@@ -221,22 +230,47 @@ impl ChunkManager {
     }
 
     /// Where to append to `path`: its last chunk, or a new one, with a valid lease.
+    ///
+    /// Every chunk before the last is sealed at an agreed length before the next one is handed
+    /// out, so the lease names where its chunk starts in the file and the offsets clients are
+    /// given are final. A last chunk that lost its quorum is never skipped (its length is not
+    /// known): appends wait, `UNAVAILABLE`, until a quorum of its replicas is back.
     pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease, Status> {
         let p = path.to_string();
         let last = self
             .meta
             .read(move |ns| {
                 ns.chunks_of(&p).map(|c| {
-                    let n = c.len() as u64;
-                    (n, c.last().and_then(|h| ns.chunk(*h).map(|m| (*h, m))))
+                    c.iter()
+                        .map(|h| (*h, ns.chunk(*h)))
+                        .collect::<Vec<(u64, Option<ChunkMeta>)>>()
                 })
             })
             .await
             .map_err(status)?
             .map_err(status)?;
-        let (index, handle, version, allocated) = match last {
-            (n, Some((h, m))) if m.sealed_length.is_none() => (n - 1, h, m.version, false),
-            (n, _) => (n, self.allocate(path).await?, 1, true),
+        let n = last.len() as u64;
+        // Where each chunk starts: the sealed lengths of the ones before it.
+        let mut start = 0u64;
+        for (i, (h, m)) in last.iter().enumerate() {
+            let is_last = i + 1 == last.len();
+            match m.as_ref().and_then(|m| m.sealed_length) {
+                Some(l) if !is_last => start += l,
+                None if !is_last => {
+                    return Err(unavailable(format!(
+                        "chunk {h} of {path} is not settled yet (its length is unknown)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let (index, handle, version, file_offset, allocated) = match last.last() {
+            Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start, false),
+            Some((_, m)) => {
+                let end = start + m.as_ref().and_then(|m| m.sealed_length).unwrap_or(0);
+                (n, self.allocate(path).await?, 1, end, true)
+            }
+            None => (0, self.allocate(path).await?, 1, 0, true),
         };
         let _deciding = self.deciding.write([handle]).await;
         let now = SystemTime::now();
@@ -272,12 +306,21 @@ impl ChunkManager {
         }
         let live = self.good_replicas(handle, version);
         let alive = live.len();
+        let at = Position { index, file_offset };
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
         if allocated {
             // Created empty by this call at version 1: no lease ever existed, so no replica can
             // have missed a mutation, and the first lease needs no bump.
-            return self.grant(handle, version, index, live).await;
+            return self.grant(handle, version, at, live).await;
+        }
+        if alive < self.cfg.quorum {
+            // Too few replicas are alive to know the chunk's length, so the file cannot move
+            // on to a new chunk either: appends wait until a quorum returns.
+            return Err(unavailable(format!(
+                "chunk {handle} of {path}: {alive} of the {} replicas needed are alive; appends wait until a quorum returns",
+                self.cfg.quorum
+            )));
         }
         let mut longest = self.longest(handle, version, live).await;
         // Replicas behind the longest at this version catch up from one holding it, so they
@@ -286,32 +329,29 @@ impl ChunkManager {
         longest.holders.extend(caught);
         if longest.holders.len() >= self.cfg.quorum {
             return self
-                .bump_and_grant(handle, version, index, longest.holders)
+                .bump_and_grant(handle, version, at, longest.holders)
                 .await;
         }
         // The chunk cannot continue. Every acknowledged append is on a quorum, so any quorum of
         // replicas includes one holding all of them.
-        if longest.answered >= self.cfg.quorum {
-            // A quorum answered: its longest length is final. Seal there; the file continues
-            // on a new chunk.
-            tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk there");
-            self.seal_at(handle, longest.length).await?;
-        } else if alive < self.cfg.quorum {
-            // Too few replicas are alive to know the length: leave the chunk unsealed, move on
-            // to a new chunk, and settle this one when its replicas return.
-            tracing::warn!(%handle, alive, "chunk lost its quorum: the file continues on a new chunk");
-            self.leases.lock().remove(&handle);
-            self.unsettled.lock().insert(handle);
-        } else {
+        if longest.answered < self.cfg.quorum {
             return Err(unavailable(format!(
                 "chunk {handle}: only {} of {alive} live replicas answered",
                 longest.answered
             )));
         }
+        // A quorum answered: its longest length is final. Seal there; the file continues on a
+        // new chunk.
+        tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk there");
+        self.seal_at(handle, longest.length).await?;
         let next = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
         let live = self.registry.lock().holders_of(next, 1);
-        self.grant(next, 1, index + 1, live).await
+        let at = Position {
+            index: index + 1,
+            file_offset: file_offset + longest.length,
+        };
+        self.grant(next, 1, at, live).await
     }
 
     /// Seals `handle` at `length` in the log and drops its lease.
@@ -667,7 +707,7 @@ impl ChunkManager {
         &self,
         handle: u64,
         version: u64,
-        index: u64,
+        at: Position,
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease, Status> {
         // Every new lease bumps the version on the replicas, then in the log.
@@ -715,7 +755,7 @@ impl ChunkManager {
                 );
             }
         }
-        self.grant(handle, new_version, index, bumped).await
+        self.grant(handle, new_version, at, bumped).await
     }
 
     /// Grants the lease of `handle` at `version` to the first of `replicas`, with the others
@@ -724,7 +764,7 @@ impl ChunkManager {
         &self,
         handle: u64,
         new_version: u64,
-        index: u64,
+        at: Position,
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease, Status> {
         let Some((primary, secondaries)) = replicas.split_first() else {
@@ -749,7 +789,7 @@ impl ChunkManager {
             primary,
             secondaries,
             expires,
-            index,
+            at,
             doomed: false,
         };
         let reply = self.lease_reply(handle, &granted);
@@ -761,7 +801,8 @@ impl ChunkManager {
         ChunkLease {
             handle,
             version: l.version,
-            index: l.index,
+            index: l.at.index,
+            file_offset: l.at.file_offset,
             chunk_size: self.cfg.chunk_size,
             primary: Some(addr(&l.primary)),
             secondaries: l.secondaries.iter().map(addr).collect(),
@@ -1002,17 +1043,23 @@ impl ChunkManager {
             .map_err(status)?
             .map_err(status)?;
         let reg = self.registry.lock();
+        let mut file_offset = 0u64;
         let chunks: Vec<ChunkLocation> = chunks
             .into_iter()
             .enumerate()
             .map(|(i, (handle, m))| {
                 let (version, sealed_length) =
                     m.map(|m| (m.version, m.sealed_length)).unwrap_or((0, None));
+                let start = file_offset;
+                // Only the last chunk is unsealed (a legacy unsettled one counts as empty
+                // until it is settled).
+                file_offset += sealed_length.unwrap_or(0);
                 ChunkLocation {
                     index: i as u64,
                     handle,
                     version,
                     sealed_length,
+                    file_offset: start,
                     replicas: reg
                         .locations(handle, version)
                         .iter()
@@ -1146,9 +1193,9 @@ impl ChunkManager {
             leases
                 .get(&handle)
                 .filter(|l| l.expires > SystemTime::now())
-                .map(|l| (l.version, l.index, l.primary.id.clone()))
+                .map(|l| (l.version, l.at, l.primary.id.clone()))
         };
-        let Some((version, index, primary)) = current else {
+        let Some((version, at, primary)) = current else {
             tracing::debug!(%handle, "no live lease: the next lease leaves lagging replicas out");
             return Ok(());
         };
@@ -1170,9 +1217,7 @@ impl ChunkManager {
         }
         // Keep the primary first, so the lease stays where it is.
         replicas.sort_by_key(|s| s.id != primary);
-        let l = self
-            .bump_and_grant(handle, version, index, replicas)
-            .await?;
+        let l = self.bump_and_grant(handle, version, at, replicas).await?;
         tracing::info!(%handle, version = l.version, "version bumped past lagging replicas");
         Ok(())
     }
