@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use fixture::Server;
 use gfs_client::{Client, ClientConfig};
+use gfs_testkit::{History, RecordId, assert_clean, observe, wait_healthy};
 use master_proc::MasterProc;
 
 /// A master (dead after 2 s of silence) and `n` chunkservers registered with it.
@@ -24,10 +25,46 @@ fn cluster(dir: &std::path::Path, n: usize) -> (MasterProc, Vec<Server>) {
     (master, servers)
 }
 
+/// Record `n` of writer `w`: self-describing, for the history checker.
 fn record(w: usize, n: usize) -> Vec<u8> {
-    let mut r = format!("writer {w} record {n} ").into_bytes();
-    r.resize(20_000 + (w * 7 + n * 13) % 5_000, (w * 31 + n) as u8);
-    r
+    let id = RecordId {
+        writer: w as u32,
+        seq: n as u32,
+    };
+    gfs_testkit::record(id, 20_000 + (w * 7 + n * 13) % 5_000).to_vec()
+}
+
+/// Appends record `n` of writer `w` to `path`, noting in `h` that it was sent and, once it
+/// is, where it was acknowledged.
+async fn append(c: &Client, path: &str, h: &mut History, w: usize, n: usize) -> (u64, Vec<u8>) {
+    let rec = record(w, n);
+    let id = RecordId {
+        writer: w as u32,
+        seq: n as u32,
+    };
+    h.sent(id, rec.len());
+    let off = c.append(path, rec.clone()).await.unwrap();
+    h.acked(id, off);
+    (off, rec)
+}
+
+/// The whole promise over `path` once the cluster healed (fsck clean): every acknowledged
+/// record exactly once at its offset, nothing never sent, no duplicate, the replicas the
+/// master counts current byte-identical on the disks of the live servers (stopped for that),
+/// and fsck in agreement with those disks.
+async fn check_promise(c: &Client, path: &str, h: &History, servers: &mut [Server]) {
+    let took = wait_healthy(c, path, Duration::from_secs(90)).await;
+    println!("{path}: fsck clean {took:?} after the run");
+    let seen = observe(c, path).await;
+    let dirs: Vec<(String, std::path::PathBuf)> = servers
+        .iter_mut()
+        .filter(|s| s.is_running())
+        .map(|s| {
+            s.terminate(Duration::from_secs(10));
+            (s.id.clone(), s.dir.clone())
+        })
+        .collect();
+    assert_clean(&seen.check(h, &dirs));
 }
 
 /// A client of `master` that keeps retrying through failures for `deadline`.
@@ -123,14 +160,12 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
     for w in 0..4 {
         let (c, acked) = (c.clone(), Arc::clone(&acked));
         writers.push(tokio::spawn(async move {
-            let mut out = Vec::new();
+            let (mut out, mut h) = (Vec::new(), History::new());
             for n in 0..60 {
-                let rec = record(w, n);
-                let off = c.append("/log", rec.clone()).await.unwrap();
+                out.push(append(&c, "/log", &mut h, w, n).await);
                 acked.fetch_add(1, Ordering::SeqCst);
-                out.push((off, rec));
             }
-            out
+            (out, h)
         }));
     }
     // A third of the way in, SIGKILL a server that holds the chunk being written.
@@ -145,9 +180,11 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
         .unwrap();
     servers[victim].kill();
     let killed_at = Instant::now();
-    let mut all = Vec::new();
+    let (mut all, mut h) = (Vec::new(), History::new());
     for w in writers {
-        all.extend(w.await.unwrap());
+        let (out, hw) = w.await.unwrap();
+        all.extend(out);
+        h.merge(hw);
     }
     for (off, rec) in &all {
         let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
@@ -164,6 +201,7 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
         let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
         assert!(got[..] == rec[..], "record at {off} differs after healing");
     }
+    check_promise(&c, "/log", &h, &mut servers).await;
 }
 
 /// A flipped byte in one replica's chunk file: reads stay byte-exact (served by another
@@ -371,13 +409,12 @@ async fn deleted_files_wait_in_the_trash_then_their_chunks_vanish_from_every_dis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
     let dir = tempfile::tempdir().unwrap();
-    let (master, servers) = cluster(dir.path(), 5);
+    let (master, mut servers) = cluster(dir.path(), 5);
     let c = patient(&master, Duration::from_secs(90)).await;
     c.create("/d").await.unwrap();
-    let mut acked = Vec::new();
+    let (mut acked, mut h) = (Vec::new(), History::new());
     for n in 0..40 {
-        let rec = record(3, n);
-        acked.push((c.append("/d", rec.clone()).await.unwrap(), rec));
+        acked.push(append(&c, "/d", &mut h, 3, n).await);
     }
     let chunk = c
         .refresh("/d")
@@ -392,8 +429,7 @@ async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
         std::fs::remove_dir_all(&s.dir).unwrap();
     }
     for n in 40..120 {
-        let rec = record(3, n);
-        acked.push((c.append("/d", rec.clone()).await.unwrap(), rec));
+        acked.push(append(&c, "/d", &mut h, 3, n).await);
     }
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -422,6 +458,11 @@ async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
         let got = c.read("/d", *off, rec.len() as u64).await.unwrap();
         assert!(got[..] == rec[..], "acknowledged record at {off} lost");
     }
+    // The two servers without a disk hold nothing: only the healthy ones are checked.
+    for s in servers.iter_mut().filter(|s| lost.contains(&s.id)) {
+        s.kill();
+    }
+    check_promise(&c, "/d", &h, &mut servers).await;
 }
 
 /// kill -9 of the master while it re-replicates a dead server's chunks: after its restart the
@@ -497,15 +538,13 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
     for w in 0..4 {
         let (c, stop) = (c.clone(), Arc::clone(&stop));
         writers.push(tokio::spawn(async move {
-            let mut out = Vec::new();
+            let (mut out, mut h) = (Vec::new(), History::new());
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
-                let rec = record(10 + w, n);
-                let off = c.append("/roll", rec.clone()).await.unwrap();
-                out.push((off, rec));
+                out.push(append(&c, "/roll", &mut h, 10 + w, n).await);
                 n += 1;
             }
-            out
+            (out, h)
         }));
     }
     for server in servers.iter_mut() {
@@ -514,9 +553,11 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
         until_replicated(&c, "/roll", 3, Duration::from_secs(90)).await;
     }
     stop.store(true, Ordering::SeqCst);
-    let mut all = Vec::new();
+    let (mut all, mut h) = (Vec::new(), History::new());
     for w in writers {
-        all.extend(w.await.unwrap());
+        let (out, hw) = w.await.unwrap();
+        all.extend(out);
+        h.merge(hw);
     }
     assert!(all.len() > 20, "only {} appends went through", all.len());
     for (off, rec) in &all {
@@ -524,6 +565,7 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
         assert!(got[..] == rec[..], "acknowledged record at {off} lost");
     }
     until_replicated(&c, "/roll", 3, Duration::from_secs(90)).await;
+    check_promise(&c, "/roll", &h, &mut servers).await;
 }
 
 /// A new, empty chunkserver joins three full ones: sealed chunks move to it one at a time
@@ -1010,13 +1052,12 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
     for w in 0..2 {
         let (c, acked) = (c.clone(), Arc::clone(&acked));
         writers.push(tokio::spawn(async move {
-            let mut out = Vec::new();
+            let (mut out, mut h) = (Vec::new(), History::new());
             for n in 0..50 {
-                let rec = record(20 + w, n);
-                out.push((c.append("/k", rec.clone()).await.unwrap(), rec));
+                out.push(append(&c, "/k", &mut h, 20 + w, n).await);
                 acked.fetch_add(1, Ordering::SeqCst);
             }
-            out
+            (out, h)
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1039,9 +1080,11 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
     for &i in &gone {
         servers[i].kill();
     }
-    let mut all = Vec::new();
+    let (mut all, mut h) = (Vec::new(), History::new());
     for w in writers {
-        all.extend(w.await.unwrap());
+        let (out, hw) = w.await.unwrap();
+        all.extend(out);
+        h.merge(hw);
     }
     for &i in &gone {
         servers[i].restarted(&master.addr);
@@ -1082,4 +1125,5 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
         let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
         assert!(got[..] == rec[..], "record at {off} differs after healing");
     }
+    check_promise(&c, "/k", &h, &mut servers).await;
 }

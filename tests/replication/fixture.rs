@@ -143,6 +143,12 @@ impl Server {
         (port(&self.data), port(&self.repl))
     }
 
+    /// Whether its process is running (not killed, stopped or exited).
+    #[allow(dead_code)] // not every test crate that includes the fixture checks histories
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,23 @@
+//! Test support shared by every fault test of gfs-rs (dev-only).
+//!
+//! - [`record`]: self-describing records: each names its writer, sequence number and length,
+//!   and carries a payload derived from them, so any byte range of a file can be parsed back
+//!   into records and every record checked whole.
+//! - [`checker`]: the history checker. Given what a run acknowledged and sent, the bytes of the
+//!   file as a reader sees them, and every replica's bytes read straight from its disk, it
+//!   checks the whole promise: each acknowledged record exactly once, whole, at its
+//!   acknowledged offset; nothing that was never sent; no torn record; no duplicate (even of an
+//!   unacknowledged record); replicas the master counts current byte-identical (invariant I1);
+//!   and `fsck`'s verdict in agreement with the disks.
+//! - [`replicas`]: reads every replica of a set of stopped chunkservers' data directories.
+//! - [`observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
+//!   checked against the history and the disks.
+
+pub mod checker;
+pub mod observe;
+pub mod record;
+pub mod replicas;
+
+pub use checker::{ChunkView, History, ReplicaState, Violation, check_file, check_replicas};
+pub use observe::{Observed, assert_clean, observe, wait_healthy};
+pub use record::{RecordId, parse_record, record};
