@@ -87,6 +87,13 @@ pub fn storage_to_data(e: StorageError) -> DataError {
         } => DataError::OutOfRange { offset, committed },
         StorageError::Timeout(_) => DataError::Timeout,
         StorageError::Closed => DataError::Unavailable("the chunkserver is stopping".into()),
+        // An append's staging was dropped under it (a seal or a version change with appends in
+        // flight), or the one before it failed: its outcome elsewhere is unknown, so the client
+        // retries with the same op id, which learns what became of it.
+        e @ (StorageError::NotStaged { .. }
+        | StorageError::Hole { .. }
+        | StorageError::Overlap { .. }
+        | StorageError::AlreadyCommitted { .. }) => DataError::Unavailable(e.to_string()),
         other => DataError::Internal(other.to_string()),
     }
 }
@@ -137,6 +144,18 @@ impl Handler for DataHandler {
             .await
             .map_err(replication_to_data);
         self.observe(op, started, &res, len, false);
+        if res.is_ok() && gfs_replication::failpoint_fires("append-reply-lost") {
+            // Fault injection: the append is durable, but its client hears a failure, as
+            // when the connection breaks right after the reply.
+            tracing::warn!(
+                handle,
+                op_id,
+                "failpoint append-reply-lost: the reply is lost"
+            );
+            return Err(DataError::Unavailable(
+                "failpoint: the reply was lost".into(),
+            ));
+        }
         res
     }
 

@@ -178,7 +178,13 @@ impl ChunkServer {
                 ),
         );
         if let Some(channel) = master.clone() {
-            coordinator.set_seal_listener(seal_reporter(channel.clone()));
+            // The master knows this server by its advertised replication address.
+            let me = if cfg.advertise_host.is_empty() {
+                repl_addr.to_string()
+            } else {
+                format!("{}:{}", cfg.advertise_host, repl_addr.port())
+            };
+            coordinator.set_seal_listener(seal_reporter(channel.clone(), me));
             tokio::spawn(heartbeat_loop(
                 cfg.clone(),
                 channel,
@@ -283,13 +289,15 @@ impl ChunkServer {
 /// Reports each chunk this server seals as primary to the master, so a writer's next request
 /// for the file's last chunk already gets a new one. Heartbeats carry the sealed flag too, should
 /// this report be lost.
-fn seal_reporter(master: tonic::transport::Channel) -> gfs_replication::SealListener {
-    Arc::new(move |handle, length| {
+fn seal_reporter(master: tonic::transport::Channel, me: String) -> gfs_replication::SealListener {
+    Arc::new(move |handle, length, secondaries| {
         let mut client = gfs_proto::v1::master_client::MasterClient::new(master.clone());
+        let replicas = std::iter::once(me.clone()).chain(secondaries).collect();
         Box::pin(async move {
             let req = gfs_proto::v1::ReportSealedRequest {
                 handle: handle.0,
                 length,
+                replicas,
             };
             if let Err(e) = client.report_sealed(req).await {
                 tracing::warn!(%handle, length, error = %e.message(), "cannot report the seal to the master");
@@ -442,6 +450,10 @@ async fn heartbeat_loop(
                         match store.info(handle) {
                             Ok(info) if info.version >= d.below_version => {
                                 tracing::debug!(%handle, version = info.version, "delete skipped: the replica is current");
+                                continue;
+                            }
+                            Ok(info) if d.unless_length == Some(info.committed_len) => {
+                                tracing::debug!(%handle, length = info.committed_len, "delete skipped: the replica reached the sealed length");
                                 continue;
                             }
                             Err(_) => continue,

@@ -476,16 +476,20 @@ impl Client {
     /// chunk.
     ///
     /// One operation id is used across retries, so a retry of an append that did commit
-    /// returns the first offset instead of writing again. Retriable failures (primary gone,
-    /// lease moving, busy, quorum lost) are retried with backoff until `op_deadline`.
+    /// returns the first offset instead of writing again, and the op goes to a new chunk only
+    /// once every chunk an earlier attempt reached has answered that it is not there
+    /// (exactly once, I4). Retriable failures (primary gone, lease moving, busy, quorum lost)
+    /// are retried with backoff until `op_deadline`; an error past it may leave the record
+    /// committed (its outcome unknown), never twice.
     pub async fn append(&self, path: &str, data: impl Into<Bytes>) -> Result<u64> {
         let data = data.into();
         let op: u64 = rand::random::<u64>().max(1);
         let mut retry = self.retry();
-        // The chunk and primary of an attempt whose outcome is unknown.
-        let mut uncertain: Option<ChunkLease> = None;
+        // Chunks an attempt reached without a definite answer: the op may be (or become)
+        // committed there. It goes to no other chunk before each of these answers (I4).
+        let mut uncertain: Vec<ChunkLease> = Vec::new();
         loop {
-            let mut lease = match self.cached_lease(path) {
+            let lease = match self.cached_lease(path) {
                 Some(l) => l,
                 None => {
                     let l = self.lease(path, &mut retry).await?;
@@ -500,13 +504,19 @@ impl Client {
                     max,
                 });
             }
-            let recheck = uncertain.take().filter(|u| u.handle != lease.handle);
-            let rechecking = recheck.is_some();
-            if let Some(u) = recheck {
-                // The chunk moved on after an attempt whose outcome is unknown: ask its old
-                // primary once, which answers a committed op with its offset (and an op it
-                // never committed with ChunkFull) instead of writing it twice.
-                lease = u;
+            if uncertain.iter().any(|u| u.handle != lease.handle) {
+                // The file moved on to another chunk: first learn what became of the op where
+                // it may already be.
+                if let Some(offset) = self.resolve(&mut uncertain, lease.handle, op, &data).await {
+                    return Ok(offset);
+                }
+                if uncertain.iter().any(|u| u.handle != lease.handle) {
+                    self.forget_lease(path, lease.handle);
+                    retry
+                        .wait("the outcome of an earlier attempt is not known yet")
+                        .await?;
+                    continue;
+                }
             }
             let Some(primary) = lease.primary.clone() else {
                 retry.wait("the lease names no primary").await?;
@@ -526,8 +536,11 @@ impl Client {
             match res {
                 Ok(off) => return Ok(lease.file_offset + off),
                 Err(DataError::ChunkFull { .. }) => {
-                    // Sealed: the master hands out the next chunk. Pause only if it keeps
-                    // sending this one (its seal report is on the way).
+                    // Sealed without the op (the primary checked its op table once the seal
+                    // was done): the op is not in this chunk and never will be. The master
+                    // hands out the next chunk; pause only if it keeps sending this one (its
+                    // seal report is on the way).
+                    uncertain.retain(|u| u.handle != lease.handle);
                     if retry.attempts > 0 {
                         retry.wait("chunk full").await?;
                     } else {
@@ -536,17 +549,64 @@ impl Client {
                 }
                 Err(e) if data_retriable(&e) => {
                     self.drop_conn_on(&primary.data_addr, &e);
-                    if !rechecking
-                        && (connection_failed(&e)
-                            || matches!(e, DataError::QuorumNotReached { .. }))
-                    {
-                        uncertain = Some(lease);
-                    }
+                    // Any other answer leaves the attempt's outcome open: an earlier attempt
+                    // of the op may still commit on this chunk.
+                    uncertain.retain(|u| u.handle != lease.handle);
+                    uncertain.push(lease);
                     retry.wait(&e).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Asks the replicas of each chunk in `uncertain` (other than `current`) what became of op
+    /// `op`: its file offset if one holds it committed and sealed or confirms it on a quorum;
+    /// a chunk that answers `ChunkFull` (sealed without it) is dropped from `uncertain`. Chunks
+    /// that give no definite answer stay.
+    async fn resolve(
+        &self,
+        uncertain: &mut Vec<ChunkLease>,
+        current: u64,
+        op: u64,
+        data: &Bytes,
+    ) -> Option<u64> {
+        let mut still = Vec::new();
+        for u in std::mem::take(uncertain) {
+            if u.handle == current {
+                still.push(u);
+                continue;
+            }
+            let mut settled = false;
+            let replicas = u.primary.iter().chain(u.secondaries.iter());
+            for r in replicas {
+                let res = match self.conn(&r.data_addr).await {
+                    Ok(c) => c.append(u.handle, u.version, op, data.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(off) => {
+                        tracing::debug!(
+                            handle = u.handle,
+                            op,
+                            off,
+                            "an earlier attempt had committed"
+                        );
+                        return Some(u.file_offset + off);
+                    }
+                    Err(DataError::ChunkFull { .. }) => {
+                        settled = true;
+                        break;
+                    }
+                    Err(e) => self.drop_conn_on(&r.data_addr, &e),
+                }
+            }
+            if !settled {
+                still.push(u);
+            }
+        }
+        *uncertain = still;
+        None
     }
 
     /// The cached lease of `path`'s last chunk, while it has more than a second to run.

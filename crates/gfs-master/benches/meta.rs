@@ -228,7 +228,8 @@ fn main() {
     for _ in 0..runs {
         let t = Instant::now();
         let metas = ns.chunk_metas();
-        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let versions: ChunkMap<gfs_master::Want> =
+            metas.iter().map(|(h, m)| (*h, (*m).into())).collect();
         let counts = reg.holder_counts(&versions, &reg.draining());
         assert_eq!(counts.len(), metas.len());
         scan.push(t.elapsed().as_secs_f64() * 1000.0);

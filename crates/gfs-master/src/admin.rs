@@ -8,7 +8,7 @@ use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerRep
 use tonic::Status;
 
 use crate::chunks::{ChunkManager, unix_ms};
-use crate::registry::ChunkMap;
+use crate::registry::{ChunkMap, Want};
 use crate::service::status;
 use crate::trash::TRASH;
 
@@ -27,7 +27,7 @@ impl ChunkManager {
             .await
             .map_err(status)?;
         let goal = self.cfg.replication;
-        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
         let cloning = self.cloning.lock().clone();
         let copied = self.copied.lock().clone();
         // One pass over the servers' reports for each figure, not one per chunk.
@@ -123,9 +123,9 @@ impl ChunkManager {
                     ns.files_under(&p)
                         .into_iter()
                         .map(|(path, chunks)| {
-                            let chunks: Vec<(u64, u64)> = chunks
+                            let chunks: Vec<(u64, Want)> = chunks
                                 .iter()
-                                .map(|h| (*h, ns.chunk(*h).map_or(0, |m| m.version)))
+                                .map(|h| (*h, ns.chunk(*h).map_or(Want::from(0), Want::from)))
                                 .collect();
                             (path, chunks)
                         })
@@ -147,8 +147,8 @@ impl ChunkManager {
             let bad: Vec<ChunkHealth> = chunks
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (handle, version))| {
-                    let c = reg.health(*handle, *version);
+                .filter_map(|(i, (handle, want))| {
+                    let (c, version) = (reg.health(*handle, *want), &want.version);
                     (c.current < goal || c.stale > 0 || c.corrupt > 0).then_some(ChunkHealth {
                         index: i as u64,
                         handle: *handle,
@@ -196,7 +196,7 @@ impl ChunkManager {
             .read(|ns| ns.chunk_metas())
             .await
             .map_err(status)?;
-        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
         let counts = {
             let reg = self.registry.lock();
             reg.holder_counts(&versions, &reg.draining())

@@ -10,6 +10,12 @@
 //! heartbeats), then grants the lease to one replica with the others as secondaries. After a
 //! restart the master grants no lease on an older chunk until one lease period has passed, since
 //! it may have granted one before it stopped: never two primaries at once.
+//!
+//! Invariants (ARCHITECTURE.md): a replica counts as current only at the chunk's version and,
+//! once sealed, exactly its sealed length (`Want`, I1); every chunk but a file's last is sealed
+//! before the next is allocated, so a lease names where its chunk starts in the file and
+//! offsets are final (I3); a last chunk without a quorum of live replicas is waited for, never
+//! skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,7 +35,7 @@ use crate::metastore::MetaStore;
 use crate::namespace::ChunkMeta;
 use crate::record::{AddChunkOp, Op, SealOp, SetVersionOp};
 use crate::registry::ChunkMap;
-use crate::registry::{Registry, Replica, ServerInfo};
+use crate::registry::{Registry, Replica, ServerInfo, Want};
 use crate::service::status;
 
 /// Cluster-wide chunk settings of the master.
@@ -344,6 +350,20 @@ impl ChunkManager {
         // new chunk.
         tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk there");
         self.seal_at(handle, longest.length).await?;
+        {
+            let mut reg = self.registry.lock();
+            for s in &longest.holders {
+                reg.note_replica(
+                    &s.id,
+                    Replica {
+                        handle,
+                        version,
+                        length: longest.length,
+                        sealed: false,
+                    },
+                );
+            }
+        }
         let next = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
         let live = self.registry.lock().holders_of(next, 1);
@@ -389,7 +409,7 @@ impl ChunkManager {
         else {
             return;
         };
-        let versions: ChunkMap<u64> = metas.iter().map(|(h, m)| (*h, m.version)).collect();
+        let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
         let (counts, draining) = {
             let reg = self.registry.lock();
             let draining = reg.draining();
@@ -473,7 +493,7 @@ impl ChunkManager {
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
         for (_, handle, m) in want {
             // Sources: every live current holder, draining ones included.
-            let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m.version);
+            let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);
             if from.is_empty() {
                 continue;
             }
@@ -563,7 +583,7 @@ impl ChunkManager {
                 if after(&full, -(len as i128)) < after(&empty, len as i128) {
                     return None;
                 }
-                let holders = reg.locations(h, m.version);
+                let holders = reg.locations(h, m);
                 let here = holders.iter().any(|(s, _)| s.id == full.id);
                 let there = holders.iter().any(|(s, _)| s.id == empty.id);
                 (here && !there && holders.len() == self.cfg.replication).then_some((h, m))
@@ -899,7 +919,7 @@ impl ChunkManager {
             .read(move |ns| {
                 handles
                     .iter()
-                    .map(|h| ns.chunk(*h).map(|m| m.version))
+                    .map(|h| ns.chunk(*h).map(Want::from))
                     .collect::<Vec<_>>()
             })
             .await
@@ -929,12 +949,13 @@ impl ChunkManager {
             if reg.is_corrupt(server, r.handle) {
                 // Deleted once a quorum of good replicas lives elsewhere (its server can then
                 // take a fresh copy).
-                let good = current.map_or(0, |v| reg.locations(r.handle, v).len());
+                let good = current.map_or(0, |w| reg.locations(r.handle, w).len());
                 if good >= self.cfg.quorum {
                     tracing::info!(server, handle = r.handle, "deleting a corrupt replica");
                     out.push(ChunkDelete {
                         handle: r.handle,
                         below_version: u64::MAX,
+                        unless_length: None,
                     });
                 }
                 continue;
@@ -949,6 +970,7 @@ impl ChunkManager {
                     out.push(ChunkDelete {
                         handle: r.handle,
                         below_version: u64::MAX,
+                        unless_length: None,
                     });
                 }
                 None if !allocating.contains(&r.handle) => {
@@ -958,14 +980,15 @@ impl ChunkManager {
                         out.push(ChunkDelete {
                             handle: r.handle,
                             below_version: u64::MAX,
+                            unless_length: None,
                         });
                     }
                 }
                 None => {}
-                Some(v)
-                    if r.version < v
+                Some(w)
+                    if w.is_stale(r)
                         && reg
-                            .locations(r.handle, v)
+                            .locations(r.handle, w)
                             .iter()
                             .filter(|(s, _)| s.id != server)
                             .count()
@@ -975,15 +998,21 @@ impl ChunkManager {
                         server,
                         handle = r.handle,
                         version = r.version,
+                        length = r.length,
                         "deleting a stale replica"
                     );
+                    // A replica at the version but short of the sealed length is stale too
+                    // (I1): it never grows again, so it goes whatever its version's number.
+                    let by_length = r.version == w.version;
                     out.push(ChunkDelete {
                         handle: r.handle,
-                        below_version: v,
+                        below_version: w.version + u64::from(by_length),
+                        unless_length: w.sealed.filter(|_| by_length),
                     });
                 }
-                Some(v) if r.version < v => {}
-                Some(v) => {
+                Some(w) if w.is_stale(r) => {}
+                Some(w) => {
+                    let v = w.version;
                     unknown.remove(&(server.to_string(), r.handle));
                     // More current replicas than the goal (a rebalancing move, a copy that
                     // finished after a master restart, a server back after its chunks were
@@ -992,7 +1021,7 @@ impl ChunkManager {
                     // Replicas on draining servers stay until the server is stopped, and do
                     // not count.
                     let holders: Vec<_> = reg
-                        .locations(r.handle, v)
+                        .locations(r.handle, w)
                         .into_iter()
                         .filter(|(s, _)| !draining.contains(&s.id))
                         .collect();
@@ -1015,6 +1044,7 @@ impl ChunkManager {
                         out.push(ChunkDelete {
                             handle: r.handle,
                             below_version: v + 1,
+                            unless_length: None,
                         });
                         extras.push(r.handle);
                     }
@@ -1061,7 +1091,13 @@ impl ChunkManager {
                     sealed_length,
                     file_offset: start,
                     replicas: reg
-                        .locations(handle, version)
+                        .locations(
+                            handle,
+                            Want {
+                                version,
+                                sealed: sealed_length,
+                            },
+                        )
                         .iter()
                         .map(|(s, _)| addr(s))
                         .collect(),
@@ -1092,7 +1128,7 @@ impl ChunkManager {
             .read(move |ns| {
                 ns.chunks_of(&p).map(|c| {
                     c.iter()
-                        .map(|h| (*h, ns.chunk(*h).map(|m| m.version).unwrap_or(0)))
+                        .map(|h| (*h, ns.chunk(*h).map_or(Want::from(0), Want::from)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -1103,11 +1139,11 @@ impl ChunkManager {
         Ok(chunks
             .into_iter()
             .enumerate()
-            .map(|(i, (handle, version))| ChunkHealth {
+            .map(|(i, (handle, want))| ChunkHealth {
                 index: i as u64,
                 handle,
-                version,
-                replicas: reg.health(handle, version),
+                version: want.version,
+                replicas: reg.health(handle, want),
             })
             .collect())
     }
@@ -1117,8 +1153,14 @@ impl ChunkManager {
         self.cfg.replication
     }
 
-    /// Records that `handle` is sealed at `length`.
-    pub async fn report_sealed(&self, handle: u64, length: u64) -> Result<(), Status> {
+    /// Records that `handle` is sealed at `length`, and that the replicas at `sealed_on`
+    /// (replication-plane addresses) hold it sealed there: they count as current at once.
+    pub async fn report_sealed(
+        &self,
+        handle: u64,
+        length: u64,
+        sealed_on: &[String],
+    ) -> Result<(), Status> {
         let _deciding = self.deciding.write([handle]).await;
         let known = self
             .meta
@@ -1135,6 +1177,26 @@ impl ChunkManager {
         }
         if m.sealed_length.is_none() {
             self.seal_at(handle, length).await?;
+        }
+        if m.sealed_length.is_none_or(|l| l == length) {
+            let mut reg = self.registry.lock();
+            let ids: Vec<String> = reg
+                .live()
+                .into_iter()
+                .filter(|s| sealed_on.contains(&s.repl_addr))
+                .map(|s| s.id)
+                .collect();
+            for id in ids {
+                reg.note_replica(
+                    &id,
+                    Replica {
+                        handle,
+                        version: m.version,
+                        length,
+                        sealed: true,
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -1172,11 +1234,11 @@ impl ChunkManager {
         &self,
         id: &str,
         counts: &ChunkMap<crate::registry::HolderCount>,
-        versions: &ChunkMap<u64>,
+        versions: &ChunkMap<Want>,
     ) -> usize {
         let held = self.registry.lock().replicas_of(id);
         held.iter()
-            .filter(|r| versions.get(&r.handle) == Some(&r.version))
+            .filter(|r| versions.get(&r.handle).is_some_and(|w| w.admits(r)))
             .filter(|r| {
                 counts.get(&r.handle).map_or(0, |c| c.counted as usize) < self.cfg.replication
             })
@@ -1341,7 +1403,7 @@ impl ChunkManager {
                 && r.version == m.version
                 && m.sealed_length.is_none()
             {
-                self.report_sealed(handle, r.length).await?;
+                self.report_sealed(handle, r.length, &[]).await?;
             }
             if current.is_some_and(|m| r.version > m.version) {
                 tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");

@@ -2,10 +2,53 @@
 //!
 //! Time is passed in (`now`), so tests drive liveness with a clock of their own. A server that
 //! has not heartbeated for `dead_after` is dead: its replicas stop counting as locations. A
-//! replica reported at a version older than the master's is stale: never a location.
+//! replica reported at a version older than the master's is stale: never a location, and
+//! so is one at the version that ends short of (or past) a sealed chunk's length (I1: the
+//! master counts as current only replicas it knows hold the same bytes).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+/// What makes a replica current (invariant I1): the chunk's version and, once the chunk is
+/// sealed, exactly its sealed length. A replica at the version that ends elsewhere is stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// The master's version of the chunk.
+    pub version: u64,
+    /// The chunk's agreed length, once sealed.
+    pub sealed: Option<u64>,
+}
+
+impl Want {
+    /// Whether `r` is a current replica.
+    pub fn admits(&self, r: &Replica) -> bool {
+        r.version == self.version && self.sealed.is_none_or(|s| r.length == s)
+    }
+
+    /// Whether `r` is stale: older than the version, or at it but not at the sealed length.
+    pub fn is_stale(&self, r: &Replica) -> bool {
+        r.version < self.version || (r.version == self.version && !self.admits(r))
+    }
+}
+
+impl From<crate::namespace::ChunkMeta> for Want {
+    fn from(m: crate::namespace::ChunkMeta) -> Want {
+        Want {
+            version: m.version,
+            sealed: m.sealed_length,
+        }
+    }
+}
+
+impl From<u64> for Want {
+    /// A chunk not sealed (yet): any length at `version` is current.
+    fn from(version: u64) -> Want {
+        Want {
+            version,
+            sealed: None,
+        }
+    }
+}
 
 /// What a chunkserver told the master about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,7 +375,7 @@ impl Registry {
     /// all. One pass over the reports, cloning nothing.
     pub fn holder_counts(
         &self,
-        versions: &ChunkMap<u64>,
+        versions: &ChunkMap<Want>,
         draining: &HashSet<String>,
     ) -> ChunkMap<HolderCount> {
         let mut out: ChunkMap<HolderCount> =
@@ -340,7 +383,7 @@ impl Registry {
         for (id, s) in self.servers.iter().filter(|(_, s)| s.alive) {
             let counts = !draining.contains(id);
             for r in s.replicas.values() {
-                if versions.get(&r.handle) == Some(&r.version) {
+                if versions.get(&r.handle).is_some_and(|w| w.admits(r)) {
                     let c = out.entry(r.handle).or_default();
                     c.all += 1;
                     c.counted += u32::from(counts);
@@ -416,28 +459,31 @@ impl Registry {
         self.servers.get(id).is_some_and(|s| s.alive)
     }
 
-    /// Live servers holding `handle` at `version` (the master's), with their replica.
-    pub fn locations(&self, handle: u64, version: u64) -> Vec<(ServerInfo, Replica)> {
+    /// Live servers holding a current replica of `handle` (`want`: the master's version and
+    /// sealed length), with their replica.
+    pub fn locations(&self, handle: u64, want: impl Into<Want>) -> Vec<(ServerInfo, Replica)> {
+        let want = want.into();
         self.servers
             .values()
             .filter(|s| s.alive)
             .filter_map(|s| {
                 let r = s.replicas.get(&handle)?;
-                (r.version == version).then(|| (s.info.clone(), *r))
+                want.admits(r).then(|| (s.info.clone(), *r))
             })
             .collect()
     }
 
-    /// How the live servers hold `handle`, whose current version is `version`.
-    pub fn health(&self, handle: u64, version: u64) -> ReplicaCounts {
+    /// How the live servers hold `handle`, whose current replicas are what `want` admits.
+    pub fn health(&self, handle: u64, want: impl Into<Want>) -> ReplicaCounts {
+        let want = want.into();
         let mut c = ReplicaCounts::default();
         for s in self.servers.values().filter(|s| s.alive) {
             if s.corrupt.contains(&handle) {
                 c.corrupt += 1;
             } else if let Some(r) = s.replicas.get(&handle) {
-                if r.version == version {
+                if want.admits(r) {
                     c.current += 1;
-                } else if r.version < version {
+                } else if want.is_stale(r) {
                     c.stale += 1;
                 }
             }
@@ -445,21 +491,22 @@ impl Registry {
         c
     }
 
-    /// Live servers holding `handle` at `version`.
-    pub fn holders_of(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
-        self.locations(handle, version)
+    /// Live servers holding a current replica of `handle`.
+    pub fn holders_of(&self, handle: u64, want: impl Into<Want>) -> Vec<ServerInfo> {
+        self.locations(handle, want)
             .into_iter()
             .map(|(s, _)| s)
             .collect()
     }
 
-    /// `(server, handle)` pairs whose replica is older than the master's version, given
-    /// `current(handle)` (None: the chunk is unknown).
-    pub fn stale(&self, current: impl Fn(u64) -> Option<u64>) -> BTreeSet<(String, u64)> {
+    /// `(server, handle)` pairs whose replica is stale (older than the master's version, or at
+    /// it but short of the sealed length), given `current(handle)` (None: the chunk is
+    /// unknown).
+    pub fn stale(&self, current: impl Fn(u64) -> Option<Want>) -> BTreeSet<(String, u64)> {
         let mut out = BTreeSet::new();
         for (id, s) in &self.servers {
             for r in s.replicas.values() {
-                if current(r.handle).is_some_and(|v| r.version < v) {
+                if current(r.handle).is_some_and(|w| w.is_stale(r)) {
                     out.insert((id.clone(), r.handle));
                 }
             }
@@ -524,7 +571,7 @@ mod tests {
         );
         r.heartbeat("a", 0, vec![replica(7, 3)], t0);
         r.heartbeat("b", 1, vec![replica(7, 2)], t0);
-        let versions: ChunkMap<u64> = [(7, 3)].into_iter().collect();
+        let versions: ChunkMap<Want> = [(7, Want::from(3))].into_iter().collect();
         let counts = r.holder_counts(&versions, &HashSet::new());
         assert_eq!(counts[&7], HolderCount { counted: 1, all: 1 });
         let draining = HashSet::from(["a".to_string()]);
@@ -602,7 +649,7 @@ mod tests {
             |v: Vec<(ServerInfo, Replica)>| v.into_iter().map(|(s, _)| s.id).collect::<Vec<_>>();
         assert_eq!(ids(r.locations(7, 3)), ["a", "b"]);
         assert_eq!(
-            r.stale(|h| (h == 7).then_some(3)),
+            r.stale(|h| (h == 7).then_some(Want::from(3))),
             BTreeSet::from([("c".to_string(), 7)])
         );
         r.heartbeat("a", 0, vec![replica(7, 3)], t0 + Duration::from_secs(20));

@@ -249,7 +249,9 @@ impl Master for MasterService {
         r: Request<ReportSealedRequest>,
     ) -> Result<Response<ReportSealedReply>, Status> {
         let r = r.into_inner();
-        self.chunks.report_sealed(r.handle, r.length).await?;
+        self.chunks
+            .report_sealed(r.handle, r.length, &r.replicas)
+            .await?;
         Ok(Response::new(ReportSealedReply {}))
     }
 }

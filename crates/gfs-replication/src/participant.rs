@@ -75,9 +75,9 @@ pub fn status(e: StorageError) -> Status {
     match e {
         StorageError::NotFound(_) => Status::not_found(msg),
         StorageError::AlreadyExists(_) => Status::already_exists(msg),
-        StorageError::StaleVersion { .. } | StorageError::Sealed { .. } => {
-            Status::failed_precondition(msg)
-        }
+        StorageError::StaleVersion { .. }
+        | StorageError::Sealed { .. }
+        | StorageError::LengthMismatch { .. } => Status::failed_precondition(msg),
         StorageError::ChunkFull { .. } | StorageError::OutOfRange { .. } => {
             Status::out_of_range(msg)
         }
@@ -265,13 +265,12 @@ impl Replication for Participant {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let length = self.store.seal(handle).await.map_err(status)?;
-        if length != r.length {
-            return Err(Status::failed_precondition(format!(
-                "chunk {handle} sealed at {length}, the primary sealed at {}",
-                r.length
-            )));
-        }
+        // Only at exactly the primary's length: a replica that ends elsewhere stays unsealed
+        // (and is relegated), so no replica is ever sealed at a length that was not agreed.
+        self.store
+            .seal_exactly(handle, r.length)
+            .await
+            .map_err(status)?;
         Ok(Response::new(SealReply {}))
     }
 

@@ -26,6 +26,9 @@ use crate::error::{ReplicationError, Result};
 use crate::peers::Peers;
 use crate::quorum::{Pending, await_quorum, call_quorum};
 
+/// How long a seal waits, past its quorum, for the other secondaries to seal too.
+const SEAL_GRACE: Duration = Duration::from_secs(2);
+
 /// Tunables of the primary side.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -63,10 +66,15 @@ pub struct Coordinator {
     leases: Mutex<HashMap<ChunkHandle, Arc<Lease>>>,
 }
 
-/// Told of every chunk this server seals as primary (handle, final length), before any caller
-/// learns the chunk is full: the chunkserver reports it to the master.
+/// Told of every chunk this server seals as primary (handle, final length, and the
+/// secondaries known sealed at that length), before any caller learns the chunk is full: the
+/// chunkserver reports it to the master.
 pub type SealListener = Arc<
-    dyn Fn(ChunkHandle, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    dyn Fn(
+            ChunkHandle,
+            u64,
+            Vec<String>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
         + Send
         + Sync,
 >;
@@ -257,6 +265,26 @@ impl Coordinator {
         at: Option<u64>,
         data: Bytes,
     ) -> Result<u64> {
+        let len = data.len() as u64;
+        if len > self.shared.cfg.max_record {
+            return Err(ReplicationError::RecordTooLarge {
+                len,
+                max: self.shared.cfg.max_record,
+            });
+        }
+        // The op table first, whatever the lease: a retry must learn what became of its first
+        // attempt even after the lease moved on (I4).
+        if let Some(rec) = self.shared.store.lookup_op(handle, op)? {
+            return match self.lease(handle) {
+                Ok(lease) => self.shared.confirm(&lease, op, rec).await,
+                Err(e) => self.settled(handle, op).unwrap_or(Err(e)),
+            };
+        }
+        // Sealed here without the op: it is not in this chunk and never will be, whatever
+        // version or lease the caller names.
+        if let Some(answer) = self.settled(handle, op) {
+            return answer;
+        }
         let lease = self.lease(handle)?;
         *lease.last_append.lock() = std::time::Instant::now();
         if lease.version != version {
@@ -268,16 +296,6 @@ impl Coordinator {
         }
         if SystemTime::now() >= *lease.expires.lock() {
             return Err(ReplicationError::LeaseExpired(handle));
-        }
-        let len = data.len() as u64;
-        if len > self.shared.cfg.max_record {
-            return Err(ReplicationError::RecordTooLarge {
-                len,
-                max: self.shared.cfg.max_record,
-            });
-        }
-        if let Some(rec) = self.shared.store.lookup_op(handle, op)? {
-            return self.shared.confirm(&lease, op, rec).await;
         }
         if let Some(length) = lease.sealed.get() {
             return Err(ReplicationError::ChunkFull {
@@ -327,7 +345,13 @@ impl Coordinator {
         };
         lease.advanced.notify_waiters();
         let Some(offset) = offset else {
-            return Err(self.shared.seal(&lease).await);
+            let full = self.shared.seal(&lease).await;
+            // The seal waited for the appends in flight, an earlier attempt of this op among
+            // them: once sealed, the op table is final here.
+            if let Some(rec) = self.shared.store.lookup_op(handle, op)? {
+                return self.shared.confirm(&lease, op, rec).await;
+            }
+            return Err(full);
         };
         let (res, committed_locally) = self.shared.replicate(&lease, op, offset, data).await;
         {
@@ -351,6 +375,25 @@ impl Coordinator {
 }
 
 impl Coordinator {
+    /// The answer of a replica whose chunk is sealed here: the op's offset if it is in the
+    /// sealed content, else `ChunkFull` (it is not in this chunk, and never will be). `None`
+    /// while the chunk is not sealed here. The op table is read after the sealed flag: a seal
+    /// follows every commit before it, so the table is final by then.
+    fn settled(&self, handle: ChunkHandle, op: OpId) -> Option<Result<u64>> {
+        let info = self.shared.store.info(handle).ok()?;
+        if !info.sealed {
+            return None;
+        }
+        Some(match self.shared.store.lookup_op(handle, op) {
+            Ok(Some(r)) => Ok(r.offset),
+            Ok(None) => Err(ReplicationError::ChunkFull {
+                handle,
+                length: info.committed_len,
+            }),
+            Err(e) => Err(e.into()),
+        })
+    }
+
     /// Stages `data` at the chunk's next offset and returns that offset; `None` when it does
     /// not fit (the chunk is to be sealed).
     fn assign(
@@ -602,11 +645,23 @@ impl Shared {
                 for (addr, e) in &out.failed {
                     self.mark_lagging(handle, addr, e);
                 }
-                self.drain(handle, out.pending, None);
-                tracing::info!(%handle, length, sealed_on = out.ok.len() + 1, "chunk sealed");
+                // The master counts a sealed chunk's replicas current only at the sealed
+                // length: give the other secondaries a moment, so the report names them too.
+                let mut sealed_on: Vec<String> = out.ok.into_iter().map(|(a, _)| a).collect();
+                let mut pending = out.pending;
+                let grace = Instant::now() + SEAL_GRACE;
+                while !pending.is_empty() {
+                    match tokio::time::timeout_at(grace, pending.next()).await {
+                        Ok(Some((addr, Ok(())))) => sealed_on.push(addr),
+                        Ok(Some((addr, Err(e)))) => self.mark_lagging(handle, &addr, &e),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                self.drain(handle, pending, None);
+                tracing::info!(%handle, length, sealed_on = sealed_on.len() + 1, "chunk sealed");
                 let listener = self.on_seal.lock().clone();
                 if let Some(listener) = listener
-                    && tokio::time::timeout(timeout, listener(handle, length))
+                    && tokio::time::timeout(timeout, listener(handle, length, sealed_on))
                         .await
                         .is_err()
                 {

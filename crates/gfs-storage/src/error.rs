@@ -32,6 +32,16 @@ pub enum StorageError {
         /// Its final length.
         length: u64,
     },
+    /// A seal at a length the replica does not end at.
+    #[error("chunk {handle} ends at {have}, not at the sealed length {want}")]
+    LengthMismatch {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// Where its committed and committing bytes end.
+        have: u64,
+        /// The length asked for.
+        want: u64,
+    },
     /// The append would cross the end of the chunk.
     #[error("chunk {handle} is full: {offset}+{len} exceeds the chunk size {chunk_size}")]
     ChunkFull {

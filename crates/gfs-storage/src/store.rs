@@ -332,6 +332,39 @@ impl ChunkStore {
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
+    /// Seals a chunk at exactly `length`: only if its committed and committing bytes end there
+    /// (a secondary sealing at the primary's length). Otherwise nothing changes and the error
+    /// says where the replica ends: a replica never seals at a length its primary did not.
+    pub async fn seal_exactly(&self, handle: ChunkHandle, length: u64) -> Result<u64> {
+        let chunk = self.inner.chunk(handle)?;
+        {
+            let mut st = chunk.st.lock();
+            if st.meta.sealed {
+                return if st.meta.length == length {
+                    Ok(length)
+                } else {
+                    Err(StorageError::Sealed {
+                        handle,
+                        length: st.meta.length,
+                    })
+                };
+            }
+            self.inner.writable(&st, handle)?;
+            if st.enqueued != length {
+                return Err(StorageError::LengthMismatch {
+                    handle,
+                    have: st.enqueued,
+                    want: length,
+                });
+            }
+            st.sealing = true;
+            self.inner.drop_staged(&chunk, &mut st, |_| true);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Seal { chunk, reply })?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
     /// Stages an append in memory. Fails with `Busy` when the staging bound would be exceeded.
     ///
     /// Staging the same op again replaces its earlier staging. The range must start at or past

@@ -378,18 +378,18 @@ mod tests {
         )]
         .into();
         assert_eq!(
-            check_replicas(&[view.clone()], &good, &data, 3, Some(true)),
+            check_replicas(std::slice::from_ref(&view), &good, &data, 3, Some(true)),
             vec![]
         );
         // fsck disagreeing with healthy disks.
         assert!(matches!(
-            check_replicas(&[view.clone()], &good, &data, 3, Some(false))[..],
+            check_replicas(std::slice::from_ref(&view), &good, &data, 3, Some(false))[..],
             [Violation::Fsck { .. }]
         ));
         // A counted replica that ends short of the sealed length (same version).
         let mut short = good.clone();
         short.get_mut(&1).unwrap()[2] = replica("c", 3, &data[..8], false);
-        let v = check_replicas(&[view.clone()], &short, &data, 3, Some(true));
+        let v = check_replicas(std::slice::from_ref(&view), &short, &data, 3, Some(true));
         assert!(
             v.iter().any(
                 |x| matches!(x, Violation::Replica { detail, .. } if detail.contains("length 8"))
@@ -403,7 +403,7 @@ mod tests {
         // Same version and length, other bytes.
         let mut other = good.clone();
         other.get_mut(&1).unwrap()[1] = replica("b", 3, b"0123X56789", true);
-        let v = check_replicas(&[view.clone()], &other, &data, 3, None);
+        let v = check_replicas(std::slice::from_ref(&view), &other, &data, 3, None);
         assert!(v.iter().any(|x| matches!(x, Violation::Replica { detail, .. } if detail.contains("differ at byte 4"))), "{v:?}");
         // The reader saw other bytes than the replicas hold.
         let v = check_replicas(&[view], &good, b"01234567X9", 3, None);
