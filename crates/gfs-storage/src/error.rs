@@ -169,6 +169,21 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// The write-ahead log is damaged in its middle: a record that does not check out is
+    /// followed by records that do, so it is not a torn tail. The store refuses to open rather
+    /// than drop the committed appends after the damage; nothing was truncated.
+    #[error(
+        "corrupt write-ahead log {path} at byte {offset}: {reason}; refusing to open rather than \
+         drop the committed appends after it (nothing was truncated)"
+    )]
+    CorruptWal {
+        /// The WAL file.
+        path: PathBuf,
+        /// Byte offset of the first damaged record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The data directory was removed or replaced under a running store.
     #[error("data directory {0} is gone or replaced: its replicas are lost")]
     DiskLost(PathBuf),

@@ -18,6 +18,10 @@
 //! covers a partial block). Small appends carry their bytes inline, so one WAL fsync makes them
 //! durable; large ones are written in place and their chunk file is fsynced in the same round.
 //! A snapshot file holds exactly one Snapshot frame: the chunk's state through batch `batch`.
+//!
+//! `parse` stops at the first frame that is short, fails its CRC or does not decode.
+//! `parse_wal` then tells a torn tail from damage in the middle of the WAL by searching the
+//! rest of the file for valid frames and comparing their batch numbers (details on it).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -321,6 +325,25 @@ pub(crate) struct Parsed {
     pub valid_end: u64,
     /// Total file length (greater than `valid_end` when the tail is torn).
     pub file_len: u64,
+    /// Valid frames found after the first bad one and dropped with the torn tail (they belong
+    /// to the newest batch, whose write a crash may have left with holes); WAL only.
+    pub dropped: usize,
+}
+
+/// The whole, checksummed, decodable frame at `pos` and the offset after it.
+fn frame_at(bytes: &Bytes, pos: usize) -> Option<(Record, usize)> {
+    let header = bytes.get(pos..pos + FRAME_HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let end = pos + FRAME_HEADER + len as usize;
+    if len > MAX_PAYLOAD || end > bytes.len() {
+        return None;
+    }
+    let payload = bytes.slice(pos + FRAME_HEADER..end);
+    if crc32c::crc32c(&payload) != crc {
+        return None;
+    }
+    Some((Record::decode(&payload)?, end))
 }
 
 /// Parses a file's bytes; stops at the first frame that does not decode (a torn tail).
@@ -334,27 +357,115 @@ pub(crate) fn parse(path: &Path, magic: &[u8; 8], bytes: Bytes) -> Result<Parsed
     }
     let mut pos = magic.len();
     let mut records = Vec::new();
-    while let Some(header) = bytes.get(pos..pos + FRAME_HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_PAYLOAD || pos + FRAME_HEADER + len as usize > bytes.len() {
-            break;
-        }
-        let payload = bytes.slice(pos + FRAME_HEADER..pos + FRAME_HEADER + len as usize);
-        if crc32c::crc32c(&payload) != crc {
-            break;
-        }
-        let Some(rec) = Record::decode(&payload) else {
-            break;
-        };
+    while let Some((rec, end)) = frame_at(&bytes, pos) {
         records.push((pos as u64, rec));
-        pos += FRAME_HEADER + len as usize;
+        pos = end;
     }
     Ok(Parsed {
         records,
         valid_end: pos as u64,
         file_len: bytes.len() as u64,
+        dropped: 0,
     })
+}
+
+/// Tags of the records a WAL holds.
+const WAL_TAGS: [u8; 5] = [2, 3, 4, 6, 7];
+/// Every WAL payload starts with its tag byte and its batch number.
+const TAG_AND_BATCH: usize = 9;
+
+/// The tag and batch number a frame at `pos` claims, whether or not it checks out.
+fn claimed(bytes: &[u8], pos: usize) -> Option<(u8, u64)> {
+    let p = bytes.get(pos + FRAME_HEADER..pos + FRAME_HEADER + TAG_AND_BATCH)?;
+    let mut batch = [0u8; 8];
+    batch.copy_from_slice(&p[1..]);
+    Some((p[0], u64::from_le_bytes(batch)))
+}
+
+/// Every valid WAL frame at or after `from`, found by trying each byte offset (resynchronising
+/// after damage), with its batch number. A candidate must claim a WAL tag, a length that fits
+/// and a batch in `[min_batch, min_batch + 2^32)` before its CRC is computed, so junk costs a
+/// few comparisons per byte.
+fn resync(bytes: &Bytes, from: usize, min_batch: u64) -> Vec<(u64, u64)> {
+    let mut found = Vec::new();
+    let mut pos = from;
+    while pos + FRAME_HEADER + TAG_AND_BATCH <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
+        let plausible = len as usize >= TAG_AND_BATCH
+            && len <= MAX_PAYLOAD
+            && pos + FRAME_HEADER + len as usize <= bytes.len()
+            && claimed(bytes, pos).is_some_and(|(tag, batch)| {
+                WAL_TAGS.contains(&tag) && batch.wrapping_sub(min_batch) < 1 << 32
+            });
+        if plausible && let Some((rec, end)) = frame_at(bytes, pos) {
+            found.push((pos as u64, rec.batch()));
+            pos = end;
+        } else {
+            pos += 1;
+        }
+    }
+    found
+}
+
+/// Parses the write-ahead log, telling a torn tail from damage in the middle.
+///
+/// Writes to the WAL only append, and a batch's write starts only after the previous batch
+/// is durable (`committer.rs`), so a crash can only damage the newest batch's write: its frames
+/// may be missing, cut, or (pages written back out of order) leave holes before frames of that
+/// same batch. So at the first bad frame, the later bytes are searched for valid frames:
+///
+/// - none: a torn tail; the records before it are the log;
+/// - valid frames of two or more batches: the older of them was durable before the newest
+///   write began, and so was the bad frame before it: [`StorageError::CorruptWal`];
+/// - valid frames of the newest batch only: a torn tail when the bad frame can belong to that
+///   batch's write (a valid frame of the newest batch comes before it, or the frame does not
+///   claim an older batch, as the zeros of an unwritten page do); `CorruptWal` when it claims a
+///   batch between the last valid one before it and the newest.
+///
+/// Limit: damage inside the newest batch, or damage to the tag/batch bytes of the batch just
+/// before it, is taken for a torn tail (those records are dropped with a warning, as an
+/// unfinished write would be); a replica so shortened is repaired from its peers.
+pub(crate) fn parse_wal(path: &Path, bytes: Bytes) -> Result<Parsed> {
+    let mut parsed = parse(path, WAL_MAGIC, bytes.clone())?;
+    let bad = parsed.valid_end as usize;
+    if bad == bytes.len() {
+        return Ok(parsed);
+    }
+    let prev = parsed.records.last().map_or(0, |(_, r)| r.batch());
+    let later = resync(&bytes, bad + 1, prev);
+    let Some(newest) = later.iter().map(|(_, b)| *b).max() else {
+        return Ok(parsed);
+    };
+    let corrupt = |reason: String| {
+        Err(StorageError::CorruptWal {
+            path: path.to_owned(),
+            offset: bad as u64,
+            reason,
+        })
+    };
+    let oldest = later.iter().map(|(_, b)| *b).min().unwrap_or(newest);
+    if oldest < newest {
+        return corrupt(format!(
+            "a damaged record is followed by {} valid records of batches {oldest} to {newest} \
+             (the first at byte {})",
+            later.len(),
+            later[0].0
+        ));
+    }
+    if prev != newest
+        && let Some((tag, batch)) = claimed(&bytes, bad)
+        && WAL_TAGS.contains(&tag)
+        && (prev..newest).contains(&batch)
+    {
+        return corrupt(format!(
+            "a damaged record of batch {batch} is followed by {} valid records of the newer \
+             batch {newest} (the first at byte {})",
+            later.len(),
+            later[0].0
+        ));
+    }
+    parsed.dropped = later.len();
+    Ok(parsed)
 }
 
 /// A chunk's durable metadata.
@@ -535,6 +646,99 @@ mod tests {
         let parsed = parse(Path::new("x"), WAL_MAGIC, Bytes::from(bytes)).expect("parse");
         assert_eq!(parsed.records.len(), 1);
         assert_eq!(parsed.valid_end, second as u64);
+    }
+
+    /// A WAL of five batches: 1 and 2 with one record, 3 and 4 with two, 5 with three
+    /// (records 0, 1, 2-3, 4-5, 6-8).
+    fn batches() -> (Vec<u8>, Vec<usize>) {
+        let mut recs = Vec::new();
+        for (batch, n) in [(1u64, 1u64), (2, 1), (3, 2), (4, 2), (5, 3)] {
+            for i in 0..n {
+                recs.push(Record::Commit {
+                    batch,
+                    handle: ChunkHandle(i),
+                    op: OpId(batch),
+                    offset: 0,
+                    len: 100,
+                    first_block: 0,
+                    crcs: vec![7],
+                    data: Some(Bytes::from(vec![batch as u8; 100])),
+                });
+            }
+        }
+        let bytes = file(&recs).to_vec();
+        let parsed = parse(Path::new("w"), WAL_MAGIC, Bytes::from(bytes.clone())).expect("parse");
+        let starts = parsed.records.iter().map(|(p, _)| *p as usize).collect();
+        (bytes, starts)
+    }
+
+    fn wal(bytes: Vec<u8>) -> Result<Parsed> {
+        parse_wal(Path::new("w"), Bytes::from(bytes))
+    }
+
+    fn corrupt_at(r: Result<Parsed>) -> u64 {
+        match r {
+            Err(StorageError::CorruptWal { offset, .. }) => offset,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(p) => panic!("taken for a torn tail: {} records kept", p.records.len()),
+        }
+    }
+
+    #[test]
+    fn damage_followed_by_older_batches_is_corruption() {
+        let (bytes, starts) = batches();
+        // The record of batch 2 (index 1), damaged in its payload, its length field, its tag.
+        for at in [starts[1] + 30, starts[1], starts[1] + 8] {
+            let mut b = bytes.clone();
+            b[at] ^= 0x40;
+            assert_eq!(corrupt_at(wal(b)), starts[1] as u64, "damage at {at}");
+        }
+        // Zeros over the whole record (a lost sector) are damage too: later batches follow.
+        let mut b = bytes.clone();
+        b[starts[1]..starts[2]].fill(0);
+        assert_eq!(corrupt_at(wal(b)), starts[1] as u64);
+    }
+
+    #[test]
+    fn damage_to_the_batch_before_the_newest_is_corruption() {
+        let (bytes, starts) = batches();
+        // The second record of batch 4 (index 5); only batch 5 follows.
+        let mut b = bytes.clone();
+        b[starts[5] + 40] ^= 1;
+        assert_eq!(corrupt_at(wal(b)), starts[5] as u64);
+    }
+
+    #[test]
+    fn holes_inside_the_newest_batch_are_a_torn_tail() {
+        let (bytes, starts) = batches();
+        // Batch 5 (indexes 6..9) written back out of order: its first record never reached
+        // the disk (zeros), the others did. Or its second record is cut.
+        let mut zeros = bytes.clone();
+        zeros[starts[6]..starts[7]].fill(0);
+        let mut cut = bytes.clone();
+        cut[starts[7] + 20] ^= 1;
+        for (b, kept, dropped) in [(zeros, 6, 2), (cut, 7, 1)] {
+            let p = wal(b).expect("a torn tail");
+            assert_eq!(p.records.len(), kept);
+            assert_eq!(p.dropped, dropped);
+            assert!(p.valid_end < p.file_len);
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_the_wal_is_a_torn_tail() {
+        let (bytes, starts) = batches();
+        for cut in WAL_MAGIC.len()..bytes.len() {
+            let p = wal(bytes[..cut].to_vec()).expect("a torn tail");
+            let whole = starts[1..]
+                .iter()
+                .chain([&bytes.len()])
+                .filter(|end| **end <= cut)
+                .count();
+            assert_eq!(p.records.len(), whole, "cut at {cut}");
+            assert!(p.valid_end <= cut as u64);
+            assert_eq!(p.dropped, 0);
+        }
     }
 
     #[test]

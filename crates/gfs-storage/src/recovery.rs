@@ -1,5 +1,10 @@
 //! Opening a data directory after a clean stop or a crash.
 //!
+//! 0. Read the WAL before touching any file. A bad record with nothing valid after it is a torn
+//!    tail (a crash cut the last write) and is left out with a warning. A bad record followed
+//!    by records that were durable after it (see `record::parse_wal` for the rule) is damage in
+//!    the middle: the open fails with `StorageError::CorruptWal` naming the file and offset,
+//!    and nothing is truncated, rather than silently dropping every later committed append.
 //! 1. Load every chunk snapshot (`<handle>.meta`). One that does not parse was damaged outside
 //!    our control (snapshots are written aside and renamed): the chunk is quarantined
 //!    (`*.corrupt`) so the server still starts and the master can re-replicate it.
@@ -50,6 +55,8 @@ struct Loading {
 }
 
 pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
+    // The WAL first: damage in its middle refuses the open before any file is touched.
+    let wal = read_wal(dir)?;
     let mut metas = Vec::new();
     let mut datas = Vec::new();
     let mut removed = false;
@@ -93,25 +100,7 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
         }
     }
     let mut max_batch = chunks.values().map(|c| c.meta.batch).max().unwrap_or(0);
-    let wal_path = dir.join("wal");
-    if wal_path.exists() {
-        let mut bytes = fs::read(&wal_path).map_err(|e| StorageError::io(&wal_path, e))?;
-        if bytes.len() < WAL_MAGIC.len() && WAL_MAGIC.starts_with(&bytes) {
-            // Cut inside its header: a WAL with no records (a wrong header stays an error).
-            tracing::warn!(
-                len = bytes.len(),
-                "the WAL is cut inside its header; no records to replay"
-            );
-            bytes = WAL_MAGIC.to_vec();
-        }
-        let parsed = record::parse(&wal_path, WAL_MAGIC, Bytes::from(bytes))?;
-        if parsed.valid_end < parsed.file_len {
-            tracing::warn!(
-                valid = parsed.valid_end,
-                file_len = parsed.file_len,
-                "ignoring a torn WAL tail"
-            );
-        }
+    if let Some(parsed) = wal {
         let newest = parsed.records.iter().map(|(_, r)| r.batch()).max();
         if let Some(newest) = newest {
             removed |= replay(dir, &mut chunks, parsed.records, newest)?;
@@ -179,6 +168,36 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
         wal,
         next_batch: max_batch + 1,
     })
+}
+
+/// Reads and parses the WAL, if there is one; a torn tail is left out with a warning, damage
+/// in the middle is an error (see [`record::parse_wal`]).
+fn read_wal(dir: &Path) -> Result<Option<record::Parsed>> {
+    let wal_path = dir.join("wal");
+    if !wal_path.exists() {
+        return Ok(None);
+    }
+    let mut bytes = fs::read(&wal_path).map_err(|e| StorageError::io(&wal_path, e))?;
+    if bytes.len() < WAL_MAGIC.len() && WAL_MAGIC.starts_with(&bytes) {
+        // Cut inside its header: a WAL with no records (a wrong header stays an error).
+        tracing::warn!(
+            len = bytes.len(),
+            "the WAL is cut inside its header; no records to replay"
+        );
+        bytes = WAL_MAGIC.to_vec();
+    }
+    let parsed = record::parse_wal(&wal_path, Bytes::from(bytes)).inspect_err(|e| {
+        tracing::error!(error = %e, "the write-ahead log is damaged in its middle; not opening");
+    })?;
+    if parsed.valid_end < parsed.file_len {
+        tracing::warn!(
+            valid = parsed.valid_end,
+            file_len = parsed.file_len,
+            dropped_records = parsed.dropped,
+            "ignoring a torn WAL tail"
+        );
+    }
+    Ok(Some(parsed))
 }
 
 fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> {

@@ -592,3 +592,65 @@ async fn new_chunks_take_pool_files_and_a_reopen_adopts_the_rest() {
     append(&s, 1, 0, b"into a pooled file").await;
     assert_eq!(&s.read(H, 0, 18).unwrap()[..], b"into a pooled file");
 }
+
+/// Finding 14a: a damaged record in the middle of the WAL is not a torn tail. Reopening must
+/// refuse with `CorruptWal` at that record's offset, not drop every later committed append and
+/// truncate the chunk files.
+#[tokio::test]
+async fn a_damaged_record_in_the_middle_of_the_wal_refuses_to_open() {
+    let d = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    let handles: Vec<ChunkHandle> = (1..=3).map(ChunkHandle).collect();
+    for h in &handles {
+        s.create(*h, 1).await.unwrap();
+    }
+    // 4 rounds over 3 chunks, one batch each: every append is acknowledged.
+    for round in 0..4u64 {
+        for h in &handles {
+            s.stage(StageRequest {
+                op: OpId(round),
+                handle: *h,
+                version: 1,
+                offset: round * 10,
+                data: Bytes::from(vec![h.0 as u8; 10]),
+            })
+            .unwrap();
+            s.commit(*h, OpId(round)).await.unwrap();
+        }
+    }
+    // A copy taken while the store runs: the WAL holds every record, as after a crash.
+    let copy = tempfile::tempdir().unwrap();
+    copy_files(d.path(), copy.path());
+    drop(s);
+    let wal = copy.path().join("wal");
+    let mut bytes = fs::read(&wal).unwrap();
+    let parsed =
+        crate::record::parse(&wal, crate::record::WAL_MAGIC, Bytes::from(bytes.clone())).unwrap();
+    assert_eq!(parsed.records.len(), 3 + 12, "3 creates and 12 commits");
+    let (pos, _) = parsed.records[parsed.records.len() / 2];
+    // One flipped bit in the payload (the handle field) of a middle record.
+    bytes[pos as usize + 8 + 12] ^= 0x01;
+    fs::write(&wal, &bytes).unwrap();
+
+    match ChunkStore::open(copy.path(), cfg()) {
+        Err(StorageError::CorruptWal { path, offset, .. }) => {
+            assert_eq!(path, wal);
+            assert_eq!(offset, pos);
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(s) => panic!(
+            "opened and silently kept only {:?} of 40 bytes per chunk",
+            s.list().iter().map(|c| c.committed_len).collect::<Vec<_>>()
+        ),
+    }
+    // Nothing was truncated or rewritten.
+    assert_eq!(fs::read(&wal).unwrap(), bytes);
+    for h in &handles {
+        assert_eq!(
+            fs::metadata(copy.path().join(h.0.to_string()))
+                .unwrap()
+                .len(),
+            40
+        );
+    }
+}
