@@ -6,6 +6,16 @@
 //! batch starts only after the previous one is durable, so recovery need only verify the newest
 //! batch. When the WAL passes `checkpoint_bytes` (and at shutdown) dirty chunks are fsynced and
 //! snapshotted, and the WAL starts empty.
+//!
+//! A failed fsync round: a chunk's records enter the WAL buffer before the round, so when its
+//! chunk file (or the directory, for a create, or the WAL itself) then fails to sync, they may
+//! be durable although its callers are told the work failed. Before anyone is answered, the
+//! committer appends one Cancel record per such chunk (`batch`, `handle`, `cancelled` = the
+//! failed batch) in a write and fsync of its own; recovery skips every record a Cancel names.
+//! This costs nothing unless an fsync fails, and keeps the single parallel round. If the Cancel
+//! cannot be made durable either, the WAL is marked failed and the callers' outcome is unknown
+//! (a reopen may replay the records). Once the WAL has failed, no batch, create or delete writes
+//! to it again until the store reopens.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -303,9 +313,22 @@ impl Committer {
         }
         let inner = Arc::clone(&self.inner);
         let wal_path = inner.dir.join("wal");
+        if inner.wal_failed.load(Ordering::Acquire) {
+            // Nothing more goes into a WAL whose durability is unknown (creates too).
+            for w in &mut self.works {
+                w.failed
+                    .get_or_insert(StorageError::Poisoned(w.chunk.handle));
+            }
+        }
         let mut buf = Vec::new();
-        for w in self.works.iter().filter(|w| w.failed.is_none()) {
-            buf.extend_from_slice(&w.records);
+        // Works whose records go into the WAL now: if they fail after all, they are cancelled.
+        let mut in_wal = Vec::with_capacity(self.works.len());
+        for w in &self.works {
+            let written = w.failed.is_none() && !w.records.is_empty();
+            if written {
+                buf.extend_from_slice(&w.records);
+            }
+            in_wal.push(written);
         }
         let mut wal_err = None;
         if let Err(e) = self.wal.write_all_at(&buf, self.wal_len) {
@@ -314,6 +337,7 @@ impl Committer {
             if self.wal.set_len(self.wal_len).is_err() {
                 inner.wal_failed.store(true, Ordering::Release);
             }
+            in_wal.fill(false);
         } else {
             let mut files: Vec<(&File, &Path)> = Vec::new();
             let mut owners: Vec<Owner> = Vec::new();
@@ -380,9 +404,8 @@ impl Committer {
                     }
                 }
             }
-            if wal_err.is_none() {
-                self.wal_len += buf.len() as u64;
-            }
+            // Past the batch's bytes even when the WAL fsync failed: they may be durable.
+            self.wal_len += buf.len() as u64;
         }
         if let Some(err) = wal_err {
             tracing::error!(error = %err, "write-ahead log write failed; batch refused");
@@ -391,10 +414,60 @@ impl Committer {
             }
         }
         let batch = self.batch;
+        // Records in the WAL of works that failed all the same are voided before anyone hears.
+        let void: Vec<ChunkHandle> = self
+            .works
+            .iter()
+            .zip(&in_wal)
+            .filter(|(w, logged)| **logged && w.failed.is_some())
+            .map(|(w, _)| w.chunk.handle)
+            .collect();
+        if !void.is_empty() {
+            self.batch += 1;
+            self.cancel(&void, batch);
+        }
         for w in self.works.drain(..) {
             publish(&inner, w, batch);
         }
         self.batch += 1;
+    }
+
+    /// Makes a Cancel record durable for each chunk in `void`: its records of batch `cancelled`
+    /// reached the WAL, but the round failed for it and its callers are about to hear so. If
+    /// this fails too, the WAL is marked failed (no write until reopen) and a reopen may still
+    /// replay those records: the callers' outcome is then unknown, as after any crash.
+    fn cancel(&mut self, void: &[ChunkHandle], cancelled: u64) {
+        let mut rec = Vec::new();
+        for handle in void {
+            Record::Cancel {
+                batch: self.batch,
+                handle: *handle,
+                cancelled,
+            }
+            .encode_into(&mut rec);
+        }
+        let wal_path = self.inner.dir.join("wal");
+        let written = self
+            .wal
+            .write_all_at(&rec, self.wal_len)
+            .map_err(|e| StorageError::io(&wal_path, e));
+        let synced = written.and_then(|()| {
+            let r = parallel_sync(&[(&self.wal, &wal_path)]);
+            self.inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+            r.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
+        });
+        self.wal_len += rec.len() as u64;
+        match synced {
+            Ok(()) => {
+                tracing::warn!(chunks = ?void, batch = cancelled, "records of a failed round voided in the WAL");
+            }
+            Err(e) => {
+                self.inner.wal_failed.store(true, Ordering::Release);
+                tracing::error!(error = %e, chunks = ?void, batch = cancelled,
+                    "cannot void the records of a failed round; a reopen may replay them");
+            }
+        }
     }
 
     /// Adds a new, empty chunk to the batch: its file now, its Create record in the WAL; it
@@ -458,6 +531,9 @@ impl Committer {
     /// chunk the WAL created), then its files.
     fn delete_chunk(&mut self, chunk: &Arc<Chunk>) -> Result<()> {
         let inner = Arc::clone(&self.inner);
+        if inner.wal_failed.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned(chunk.handle));
+        }
         {
             let mut st = chunk.st.lock();
             if st.deleted {
@@ -622,6 +698,10 @@ fn sweep_interval(cfg: &StoreConfig) -> Duration {
 pub(crate) fn parallel_sync(files: &[(&File, &Path)]) -> Vec<(usize, StorageError)> {
     let sync = |i: usize| {
         let (f, p) = files[i];
+        #[cfg(test)]
+        if failpoint::hit(p) {
+            return Some((i, StorageError::io(p, std::io::Error::from_raw_os_error(5))));
+        }
         f.sync_data().err().map(|e| (i, StorageError::io(p, e)))
     };
     if files.len() <= 1 {
@@ -751,4 +831,25 @@ pub(crate) fn new_wal(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| StorageError::io(&path, e))
+}
+
+/// Test-only fault injection: the next fsync of a path in a [`parallel_sync`] round fails
+/// with EIO without syncing.
+#[cfg(test)]
+pub(crate) mod failpoint {
+    use std::path::{Path, PathBuf};
+
+    static FAIL_SYNC: parking_lot::Mutex<Vec<PathBuf>> = parking_lot::Mutex::new(Vec::new());
+
+    /// Makes the next fsync of `path` fail (paths are unique per test directory).
+    pub(crate) fn fail_next_sync(path: &Path) {
+        FAIL_SYNC.lock().push(path.to_owned());
+    }
+
+    /// Whether a failure was armed for `path`; disarms it.
+    pub(super) fn hit(path: &Path) -> bool {
+        let mut armed = FAIL_SYNC.lock();
+        let at = armed.iter().position(|p| p == path);
+        at.map(|i| armed.swap_remove(i)).is_some()
+    }
 }

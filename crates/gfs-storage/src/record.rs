@@ -13,6 +13,7 @@
 //! | 5 | Snapshot | batch u64, version u64, sealed u8, length u64, n u32, n × (op u64, offset u64, len u32), m u32, m × crc u32 |
 //! | 6 | Create | batch u64, handle u64, version u64 (WAL only: a new empty chunk) |
 //! | 7 | Delete | batch u64, handle u64 (WAL only: written and fsynced before the files go) |
+//! | 8 | Cancel | batch u64, handle u64, cancelled u64 (WAL only: every record of `handle` in batch `cancelled` is void) |
 //!
 //! A Commit carries the CRC32C of every block it touched as of the end of that append (the last one
 //! covers a partial block). Small appends carry their bytes inline, so one WAL fsync makes them
@@ -75,6 +76,14 @@ pub(crate) enum Record {
         batch: u64,
         handle: ChunkHandle,
     },
+    /// Voids every record of `handle` in batch `cancelled`: that batch's fsync round failed for
+    /// the chunk (its file, the directory or the WAL) and its callers are told so. Written in a
+    /// write of its own, numbered `batch`.
+    Cancel {
+        batch: u64,
+        handle: ChunkHandle,
+        cancelled: u64,
+    },
 }
 
 /// The full state of a chunk through one batch.
@@ -96,7 +105,8 @@ impl Record {
             | Record::Version { batch, .. }
             | Record::Seal { batch, .. }
             | Record::Create { batch, .. }
-            | Record::Delete { batch, .. } => *batch,
+            | Record::Delete { batch, .. }
+            | Record::Cancel { batch, .. } => *batch,
             Record::Snapshot(s) => s.batch,
         }
     }
@@ -108,7 +118,8 @@ impl Record {
             | Record::Version { handle, .. }
             | Record::Seal { handle, .. }
             | Record::Create { handle, .. }
-            | Record::Delete { handle, .. } => Some(*handle),
+            | Record::Delete { handle, .. }
+            | Record::Cancel { handle, .. } => Some(*handle),
             Record::Snapshot(_) => None,
         }
     }
@@ -173,6 +184,14 @@ impl Record {
             Record::Delete { batch, handle } => {
                 out.push(7);
                 u64s(out, &[*batch, handle.0]);
+            }
+            Record::Cancel {
+                batch,
+                handle,
+                cancelled,
+            } => {
+                out.push(8);
+                u64s(out, &[*batch, handle.0, *cancelled]);
             }
             Record::Snapshot(s) => {
                 out.push(5);
@@ -241,6 +260,11 @@ impl Record {
             7 => Record::Delete {
                 batch: r.u64()?,
                 handle: ChunkHandle(r.u64()?),
+            },
+            8 => Record::Cancel {
+                batch: r.u64()?,
+                handle: ChunkHandle(r.u64()?),
+                cancelled: r.u64()?,
             },
             5 => {
                 let batch = r.u64()?;
@@ -370,7 +394,7 @@ pub(crate) fn parse(path: &Path, magic: &[u8; 8], bytes: Bytes) -> Result<Parsed
 }
 
 /// Tags of the records a WAL holds.
-const WAL_TAGS: [u8; 5] = [2, 3, 4, 6, 7];
+const WAL_TAGS: [u8; 6] = [2, 3, 4, 6, 7, 8];
 /// Every WAL payload starts with its tag byte and its batch number.
 const TAG_AND_BATCH: usize = 9;
 
@@ -535,7 +559,10 @@ impl ChunkMeta {
                 }
                 self.sealed = true;
             }
-            Record::Snapshot(_) | Record::Create { .. } | Record::Delete { .. } => return false,
+            Record::Snapshot(_)
+            | Record::Create { .. }
+            | Record::Delete { .. }
+            | Record::Cancel { .. } => return false,
         }
         self.batch = rec.batch();
         true
@@ -600,6 +627,11 @@ mod tests {
                 batch: 3,
                 handle: h,
                 length: 70_003,
+            },
+            Record::Cancel {
+                batch: 4,
+                handle: h,
+                cancelled: 3,
             },
             Record::Snapshot(Box::new(Snapshot {
                 batch: 3,

@@ -13,11 +13,13 @@
 //!    removes the chunk and its files. Inline appends are rewritten into
 //!    the chunk file (redo). An in-place append from the newest batch is kept only if the chunk
 //!    file holds bytes matching its CRCs; the first one that does not ends that chunk's replay.
-//!    Older batches were fsynced before the next one began, so they are trusted.
+//!    Older batches were fsynced before the next one began, so they are trusted. Records that a
+//!    Cancel record names (a chunk's records of a batch whose fsync round failed for it, and
+//!    whose callers were told so) are skipped, wherever the Cancel comes in the log.
 //! 3. Remove chunk files that neither a snapshot nor the WAL accounts for, truncate chunk files
 //!    to their committed length, snapshot what changed, start an empty WAL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -285,9 +287,25 @@ fn replay(
     newest: u64,
 ) -> Result<bool> {
     let mut removed = false;
+    // Records of a chunk in a batch whose fsync round failed for it (its callers were told).
+    let cancelled: HashSet<(u64, ChunkHandle)> = records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Cancel {
+                handle, cancelled, ..
+            } => Some((*cancelled, *handle)),
+            _ => None,
+        })
+        .collect();
     for (pos, rec) in records {
         let Some(h) = rec.handle() else { continue };
+        if cancelled.contains(&(rec.batch(), h)) {
+            tracing::warn!(handle = %h, wal_offset = pos, batch = rec.batch(),
+                "skipping a WAL record its failed fsync round cancelled");
+            continue;
+        }
         match rec {
+            Record::Cancel { .. } => continue,
             Record::Create { batch, version, .. } => {
                 if chunks.get(&h).is_some_and(|c| c.snapshot_batch >= batch) {
                     continue;

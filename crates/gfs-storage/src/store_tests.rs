@@ -654,3 +654,68 @@ async fn a_damaged_record_in_the_middle_of_the_wal_refuses_to_open() {
         );
     }
 }
+
+/// Finding 14b: when a chunk's fsync (or the directory's, or the WAL's) fails in a round, the
+/// callers are told their appends failed, yet the records were already in the WAL. After a
+/// crash and reopen they must not come back.
+#[tokio::test]
+async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
+    use crate::committer::failpoint::fail_next_sync;
+    let d = tempfile::tempdir().unwrap();
+    let c = StoreConfig {
+        inline_max: 1000,
+        ..cfg()
+    };
+    let s = ChunkStore::open(d.path(), c.clone()).unwrap();
+    let (x, y, z) = (ChunkHandle(1), ChunkHandle(2), ChunkHandle(3));
+    s.create(x, 1).await.unwrap();
+    s.create(y, 1).await.unwrap();
+    let put = |h: ChunkHandle, op: u64, offset: u64, len: usize| StageRequest {
+        op: OpId(op),
+        handle: h,
+        version: 1,
+        offset,
+        data: Bytes::from(vec![op as u8; len]),
+    };
+    s.stage(put(x, 1, 0, 100)).unwrap();
+    s.commit(x, OpId(1)).await.unwrap();
+
+    // An in-place append whose chunk fsync fails: its Commit record is in the durable WAL.
+    s.stage(put(x, 2, 100, 5000)).unwrap();
+    fail_next_sync(&d.path().join("1"));
+    assert!(s.commit(x, OpId(2)).await.is_err());
+    assert!(matches!(
+        s.stage(put(x, 3, 100, 10)),
+        Err(StorageError::Poisoned(_))
+    ));
+    // A create whose directory fsync fails.
+    fail_next_sync(d.path());
+    assert!(s.create(z, 1).await.is_err());
+    // A later batch that succeeds, so the failed ones are not the newest.
+    s.stage(put(y, 4, 0, 10)).unwrap();
+    s.commit(y, OpId(4)).await.unwrap();
+    // An append whose WAL fsync fails.
+    s.stage(put(y, 5, 10, 10)).unwrap();
+    fail_next_sync(&d.path().join("wal"));
+    assert!(s.commit(y, OpId(5)).await.is_err());
+
+    let copy = tempfile::tempdir().unwrap();
+    copy_files(d.path(), copy.path());
+    drop(s);
+    let s = ChunkStore::open(copy.path(), c).unwrap();
+    let handles: Vec<_> = s.list().iter().map(|i| i.handle).collect();
+    assert_eq!(handles, [x, y], "the failed create came back");
+    assert_eq!(s.info(x).unwrap().committed_len, 100);
+    assert_eq!(
+        s.lookup_op(x, OpId(2)).unwrap(),
+        None,
+        "the failed append came back"
+    );
+    assert_eq!(s.info(y).unwrap().committed_len, 10);
+    assert_eq!(
+        s.lookup_op(y, OpId(5)).unwrap(),
+        None,
+        "the failed append came back"
+    );
+    assert!(s.scrub().corrupt.is_empty());
+}
