@@ -7,6 +7,11 @@
 //! batch. When the WAL passes `checkpoint_bytes` (and at shutdown) dirty chunks are fsynced and
 //! snapshotted, and the WAL starts empty.
 //!
+//! Deletes run in rounds of their own, after every job queued before them and before any
+//! queued after: all queued Delete jobs (one per [`crate::ChunkStore::delete`], or many chunks
+//! in one [`crate::ChunkStore::delete_many`]) write their Delete records with one WAL fsync,
+//! then unlink their files, then fsync the directory once.
+//!
 //! A failed fsync round: a chunk's records enter the WAL buffer before the round, so when its
 //! chunk file (or the directory, for a create, or the WAL itself) then fails to sync, they may
 //! be durable although its callers are told the work failed. Before anyone is answered, the
@@ -43,6 +48,8 @@ pub(crate) struct Committer {
     /// Number of the batch being built.
     batch: u64,
     works: Vec<Work>,
+    /// Deletes waiting for their round (never at the same time as works).
+    deletes: Vec<(Arc<Chunk>, oneshot::Sender<Result<()>>)>,
 }
 
 enum Reply {
@@ -97,6 +104,7 @@ impl Committer {
             wal_len: WAL_MAGIC.len() as u64,
             batch,
             works: Vec::new(),
+            deletes: Vec::new(),
         }
     }
 
@@ -138,6 +146,7 @@ impl Committer {
                 self.add(job);
             }
             self.flush();
+            self.run_deletes();
             if self.wal_len > self.inner.cfg.checkpoint_bytes {
                 self.checkpoint();
             }
@@ -185,6 +194,12 @@ impl Committer {
     }
 
     fn add(&mut self, job: Job) {
+        // Deletes run after everything queued before them, and before anything queued after.
+        if matches!(job, Job::Delete { .. }) {
+            self.flush();
+        } else {
+            self.run_deletes();
+        }
         let batch = self.batch;
         let inline_max = self.inner.cfg.inline_max;
         match job {
@@ -292,16 +307,13 @@ impl Committer {
                 }
                 .encode_into(&mut w.records);
             }
-            // Control jobs touch the directory: they run alone, after everything before them.
             Job::Create {
                 handle,
                 version,
                 reply,
             } => self.create_chunk(handle, version, reply),
-            Job::Delete { chunk, reply } => {
-                self.flush();
-                let _ = reply.send(self.delete_chunk(&chunk));
-            }
+            // Consecutive deletes join one round (see `run_deletes`).
+            Job::Delete { chunks } => self.deletes.extend(chunks),
         }
     }
 
@@ -527,48 +539,85 @@ impl Committer {
         .encode_into(&mut w.records);
     }
 
-    /// Deletes a chunk: a Delete record made durable first (so a replay never brings back a
-    /// chunk the WAL created), then its files.
-    fn delete_chunk(&mut self, chunk: &Arc<Chunk>) -> Result<()> {
+    /// Deletes the queued chunks in one round: their Delete records written and made durable
+    /// with one WAL fsync first (so a replay never brings back a chunk the WAL created), then
+    /// their files unlinked, then one directory fsync. Each caller is answered at the end.
+    fn run_deletes(&mut self) {
+        if self.deletes.is_empty() {
+            return;
+        }
         let inner = Arc::clone(&self.inner);
-        if inner.wal_failed.load(Ordering::Acquire) {
-            return Err(StorageError::Poisoned(chunk.handle));
-        }
-        {
-            let mut st = chunk.st.lock();
-            if st.deleted {
-                return Err(StorageError::NotFound(chunk.handle));
-            }
-            st.deleted = true;
-            inner.drop_staged(chunk, &mut st, |_| true);
-        }
-        inner.chunks.write().remove(&chunk.handle);
+        let mut doomed = Vec::with_capacity(self.deletes.len());
         let mut rec = Vec::new();
-        Record::Delete {
-            batch: self.batch,
-            handle: chunk.handle,
-        }
-        .encode_into(&mut rec);
-        let wal_path = inner.dir.join("wal");
-        self.wal
-            .write_all_at(&rec, self.wal_len)
-            .and_then(|_| self.wal.sync_data())
-            .map_err(|e| {
-                inner.wal_failed.store(true, Ordering::Release);
-                StorageError::io(&wal_path, e)
-            })?;
-        self.wal_len += rec.len() as u64;
-        self.batch += 1;
-        for p in [&chunk.meta_path, &chunk.data_path] {
-            match fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io(p, e)),
+        for (chunk, reply) in std::mem::take(&mut self.deletes) {
+            if inner.wal_failed.load(Ordering::Acquire) {
+                let _ = reply.send(Err(StorageError::Poisoned(chunk.handle)));
+                continue;
             }
+            {
+                let mut st = chunk.st.lock();
+                if st.deleted {
+                    drop(st);
+                    let _ = reply.send(Err(StorageError::NotFound(chunk.handle)));
+                    continue;
+                }
+                st.deleted = true;
+                inner.drop_staged(&chunk, &mut st, |_| true);
+            }
+            inner.chunks.write().remove(&chunk.handle);
+            Record::Delete {
+                batch: self.batch,
+                handle: chunk.handle,
+            }
+            .encode_into(&mut rec);
+            doomed.push((chunk, reply));
         }
-        sync_dir(&inner.dir)?;
-        tracing::debug!(handle = %chunk.handle, "chunk deleted");
-        Ok(())
+        if doomed.is_empty() {
+            return;
+        }
+        self.batch += 1;
+        let wal_path = inner.dir.join("wal");
+        let logged = self
+            .wal
+            .write_all_at(&rec, self.wal_len)
+            .map_err(|e| StorageError::io(&wal_path, e))
+            .and_then(|()| {
+                inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+                inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                let failed = parallel_sync(&[(&self.wal, &wal_path)]);
+                failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
+            });
+        if let Err(e) = logged {
+            inner.wal_failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, chunks = doomed.len(), "delete round failed");
+            for (_, reply) in doomed {
+                let _ = reply.send(Err(clone_err(&e)));
+            }
+            return;
+        }
+        self.wal_len += rec.len() as u64;
+        let mut results = Vec::with_capacity(doomed.len());
+        for (chunk, reply) in doomed {
+            let mut r = Ok(());
+            for p in [&chunk.meta_path, &chunk.data_path] {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => r = Err(StorageError::io(p, e)),
+                }
+            }
+            results.push((chunk.handle, reply, r));
+        }
+        inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let dir = sync_dir(&inner.dir);
+        tracing::debug!(chunks = results.len(), "chunks deleted");
+        for (handle, reply, r) in results {
+            let r = r.and_then(|()| dir.as_ref().map_err(clone_err).copied());
+            if let Err(e) = &r {
+                tracing::error!(%handle, error = %e, "chunk delete failed");
+            }
+            let _ = reply.send(r);
+        }
     }
 
     /// Snapshots every dirty chunk and starts an empty WAL.

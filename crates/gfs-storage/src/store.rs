@@ -30,9 +30,10 @@ use crate::types::{
 pub struct StoreStats {
     /// Appends made durable.
     pub commits: u64,
-    /// Group-commit rounds (each is one fsync round).
+    /// Group-commit rounds (each is one fsync round): batches of appends, seals, versions and
+    /// creates; rounds of deletes; Cancel records after a failed round.
     pub batches: u64,
-    /// Individual fsync calls.
+    /// Individual fsync calls in those rounds (a delete round is two: the WAL, the directory).
     pub fsyncs: u64,
     /// Blocks whose bytes did not match their CRC32C, on read or scrub.
     pub checksum_failures: u64,
@@ -152,9 +153,9 @@ pub(crate) enum Job {
         version: u64,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Chunks to delete together: one WAL fsync and one directory fsync for all of them.
     Delete {
-        chunk: Arc<Chunk>,
-        reply: oneshot::Sender<Result<()>>,
+        chunks: Vec<(Arc<Chunk>, oneshot::Sender<Result<()>>)>,
     },
     Commit {
         chunk: Arc<Chunk>,
@@ -289,12 +290,47 @@ impl ChunkStore {
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
-    /// Deletes a replica and its files; staged appends to it are dropped.
+    /// Deletes a replica and its files; staged appends to it are dropped. Durable when this
+    /// returns. Deletes queued together share one WAL fsync and one directory fsync.
     pub async fn delete(&self, handle: ChunkHandle) -> Result<()> {
         let chunk = self.inner.chunk(handle)?;
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Delete { chunk, reply })?;
+        self.submit(Job::Delete {
+            chunks: vec![(chunk, reply)],
+        })?;
         rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Deletes many replicas as one round: one WAL write and fsync for all their Delete records,
+    /// then the unlinks, then one directory fsync (N single deletes cost N of each). Returns
+    /// each handle's outcome, in the order asked; an unknown handle, or one asked twice, gets
+    /// `NotFound`.
+    pub async fn delete_many(&self, handles: &[ChunkHandle]) -> Vec<(ChunkHandle, Result<()>)> {
+        let mut chunks = Vec::with_capacity(handles.len());
+        let mut waits = Vec::with_capacity(handles.len());
+        for &h in handles {
+            match self.inner.chunk(h) {
+                Ok(chunk) => {
+                    let (reply, rx) = oneshot::channel();
+                    chunks.push((chunk, reply));
+                    waits.push((h, Ok(rx)));
+                }
+                Err(e) => waits.push((h, Err(e))),
+            }
+        }
+        if !chunks.is_empty() {
+            // On failure the replies are dropped with the job: each wait below sees `Closed`.
+            let _ = self.submit(Job::Delete { chunks });
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for (h, wait) in waits {
+            let r = match wait {
+                Ok(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
+                Err(e) => Err(e),
+            };
+            out.push((h, r));
+        }
+        out
     }
 
     /// Durably sets a replica's version; staged appends made for another version are dropped.

@@ -719,3 +719,95 @@ async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
     );
     assert!(s.scrub().corrupt.is_empty());
 }
+
+/// Finding 9 (storage part): N deletes cost one WAL fsync and one directory fsync, not N of each.
+#[tokio::test]
+async fn many_deletes_share_one_wal_fsync_and_one_directory_fsync() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"kept").await;
+    let doomed: Vec<ChunkHandle> = (1000..1200).map(ChunkHandle).collect();
+    for h in &doomed {
+        s.create(*h, 1).await.unwrap();
+    }
+    s.stage(StageRequest {
+        handle: doomed[0],
+        ..req(2, 0, b"staged, never committed")
+    })
+    .unwrap();
+    let copy = tempfile::tempdir().unwrap();
+
+    let before = s.stats();
+    let mut asked = doomed.clone();
+    asked.push(ChunkHandle(7)); // unknown
+    asked.push(doomed[5]); // twice
+    let results = s.delete_many(&asked).await;
+    let after = s.stats();
+    copy_files(d.path(), copy.path());
+
+    assert_eq!(results.len(), asked.len());
+    for (i, ((h, r), want)) in results.iter().zip(&asked).enumerate() {
+        assert_eq!(h, want);
+        if i < doomed.len() {
+            assert!(r.is_ok(), "{h}: {r:?}");
+        } else {
+            assert!(matches!(r, Err(StorageError::NotFound(_))), "{h}: {r:?}");
+        }
+    }
+    assert_eq!(
+        (after.batches - before.batches, after.fsyncs - before.fsyncs),
+        (1, 2),
+        "200 deletes: one round of one WAL fsync and one directory fsync"
+    );
+    assert_eq!(
+        s.stats().staged_bytes,
+        0,
+        "staged appends of deleted chunks are dropped"
+    );
+    let handles: Vec<_> = s.list().iter().map(|c| c.handle).collect();
+    assert_eq!(handles, [H]);
+    for h in &doomed {
+        assert!(!d.path().join(h.0.to_string()).exists());
+        assert!(matches!(s.info(*h), Err(StorageError::NotFound(_))));
+    }
+    // Single deletes still work, one round each.
+    s.create(ChunkHandle(5), 1).await.unwrap();
+    let before = s.stats();
+    s.delete(ChunkHandle(5)).await.unwrap();
+    assert_eq!(s.stats().fsyncs - before.fsyncs, 2);
+    assert!(matches!(
+        s.delete(ChunkHandle(5)).await,
+        Err(StorageError::NotFound(_))
+    ));
+    drop(s);
+    // After a clean stop and after a crash, the deleted chunks stay deleted.
+    for dir in [d.path(), copy.path()] {
+        let s = ChunkStore::open(dir, cfg()).unwrap();
+        let handles: Vec<_> = s.list().iter().map(|c| c.handle).collect();
+        assert_eq!(handles, [H]);
+        assert_eq!(&s.read(H, 0, 10).unwrap()[..], b"kept");
+    }
+}
+
+/// Concurrent single deletes queue up behind each other's fsync and join one round.
+#[tokio::test]
+async fn concurrent_deletes_share_fsync_rounds() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Arc::new(ChunkStore::open(d.path(), cfg()).unwrap());
+    for h in 0..100 {
+        s.create(ChunkHandle(h), 1).await.unwrap();
+    }
+    let before = s.stats();
+    let tasks: Vec<_> = (0..100)
+        .map(|h| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.delete(ChunkHandle(h)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let rounds = s.stats().batches - before.batches;
+    assert!(rounds < 25, "100 concurrent deletes took {rounds} rounds");
+    assert!(s.list().is_empty());
+}
