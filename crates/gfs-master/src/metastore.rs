@@ -12,6 +12,21 @@
 //! removes older segments and checkpoints. Recovery = newest checkpoint + replay of the records
 //! after it. A torn tail of the last segment is cut with a warning; a damaged record anywhere
 //! else is a startup error naming the file and offset.
+//!
+//! A checkpoint holds exactly the state at the last *durable* record. Since mutations are
+//! applied before their record is written, the in-memory state runs ahead of the log by the
+//! records still queued; a checkpoint of that state would make them durable even if their
+//! write then failed (and their callers were told so), or before they were answered at all.
+//! So the committer captures the state under the state lock, where mutations are applied and
+//! queued: holding it, every applied record is in the queue and none joins, so it writes what
+//! is queued (one more group commit, under the lock) and then copies the namespace
+//! (`to_checkpoint`, as before). If that write fails, no checkpoint is taken and the log is
+//! failed as for any batch. Encoding and writing the checkpoint happen after the lock is
+//! released. The cost is mutations (and reads) waiting for one fsync per checkpoint, every
+//! `checkpoint_every` records; an undo log of queued operations (every `Op` would need an
+//! inverse, `Delete{recursive}` a copy of the subtree), or applying only after the write
+//! (validation would have to see queued-but-unapplied operations), would avoid that wait at far
+//! more code.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -57,6 +72,16 @@ struct Queued {
     reply: oneshot::Sender<Result<()>>,
 }
 
+/// Test-only ways to make the committer fail or wait at a chosen point.
+#[cfg(test)]
+#[derive(Default)]
+struct Failpoints {
+    /// Every log write from now on fails.
+    fail_writes: AtomicBool,
+    /// Run (once) by the committer when it starts a checkpoint.
+    before_checkpoint: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
 /// The namespace with its operation log, in one directory.
 pub struct MetaStore {
     state: Arc<Mutex<State>>,
@@ -65,6 +90,8 @@ pub struct MetaStore {
     failed: Arc<AtomicBool>,
     committer: Option<JoinHandle<()>>,
     observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
+    #[cfg(test)]
+    failpoints: Arc<Failpoints>,
     _lock: File,
 }
 
@@ -297,8 +324,12 @@ impl MetaStore {
             segment_path: rec.segment_path,
             since_checkpoint: 0,
             observer: Arc::new(std::sync::OnceLock::new()),
+            #[cfg(test)]
+            failpoints: Arc::default(),
         };
         let observer = Arc::clone(&committer.observer);
+        #[cfg(test)]
+        let failpoints = Arc::clone(&committer.failpoints);
         let thread = std::thread::Builder::new()
             .name("gfs-oplog".into())
             .spawn(move || committer.run(rx))
@@ -310,6 +341,8 @@ impl MetaStore {
             failed,
             committer: Some(thread),
             observer,
+            #[cfg(test)]
+            failpoints,
             _lock: lock,
         })
     }
@@ -389,77 +422,121 @@ struct Committer {
     segment_path: PathBuf,
     since_checkpoint: u64,
     observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
+    #[cfg(test)]
+    failpoints: Arc<Failpoints>,
 }
 
 impl Committer {
     fn run(&mut self, rx: mpsc::Receiver<Queued>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
-            while let Ok(q) = rx.try_recv() {
-                batch.push(q);
+            batch.extend(rx.try_iter());
+            if !self.commit(batch) {
+                return;
             }
-            let mut buf = Vec::with_capacity(batch.iter().map(|q| q.bytes.len()).sum());
-            for q in &batch {
-                buf.extend_from_slice(&q.bytes);
-            }
-            let started = std::time::Instant::now();
-            let written = self
-                .segment
-                .write_all_at(&buf, self.segment_len)
-                .and_then(|_| self.segment.sync_data());
-            if let Some(observe) = self.observer.get() {
-                observe(started.elapsed());
-            }
-            match written {
-                Ok(()) => {
-                    self.segment_len += buf.len() as u64;
-                    self.since_checkpoint += batch.len() as u64;
-                    let last = batch.last().map(|q| q.seq).unwrap_or(0);
-                    self.durable.send_replace(last);
-                    for q in batch {
-                        let _ = q.reply.send(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    // The in-memory state is ahead of the disk: refuse everything from now on.
-                    tracing::error!(error = %e, file = %self.segment_path.display(), "operation log write failed");
-                    self.failed.store(true, Ordering::Release);
-                    for q in batch {
-                        let _ = q.reply.send(Err(io(
-                            &self.segment_path,
-                            std::io::Error::new(e.kind(), e.to_string()),
-                        )));
-                    }
-                    return;
-                }
-            }
-            if self.since_checkpoint >= self.cfg.checkpoint_every {
-                self.checkpoint_or_log();
+            if self.since_checkpoint >= self.cfg.checkpoint_every && !self.checkpoint_or_log(&rx) {
+                return;
             }
         }
         if self.since_checkpoint > 0 {
-            self.checkpoint_or_log();
+            self.checkpoint_or_log(&rx);
         }
     }
 
-    fn checkpoint_or_log(&mut self) {
-        if let Err(e) = self.checkpoint() {
+    /// Writes `batch` with one fsync and answers its callers; false if the write failed (the
+    /// log is then failed for good and the committer must stop).
+    fn commit(&mut self, batch: Vec<Queued>) -> bool {
+        let mut buf = Vec::with_capacity(batch.iter().map(|q| q.bytes.len()).sum());
+        for q in &batch {
+            buf.extend_from_slice(&q.bytes);
+        }
+        let started = std::time::Instant::now();
+        let written = self.write(&buf);
+        if let Some(observe) = self.observer.get() {
+            observe(started.elapsed());
+        }
+        match written {
+            Ok(()) => {
+                self.segment_len += buf.len() as u64;
+                self.since_checkpoint += batch.len() as u64;
+                let last = batch.last().map(|q| q.seq).unwrap_or(0);
+                self.durable.send_replace(last);
+                for q in batch {
+                    let _ = q.reply.send(Ok(()));
+                }
+                true
+            }
+            Err(e) => {
+                // The in-memory state is ahead of the disk: refuse everything from now on.
+                tracing::error!(error = %e, file = %self.segment_path.display(), "operation log write failed");
+                self.failed.store(true, Ordering::Release);
+                for q in batch {
+                    let _ = q.reply.send(Err(io(
+                        &self.segment_path,
+                        std::io::Error::new(e.kind(), e.to_string()),
+                    )));
+                }
+                false
+            }
+        }
+    }
+
+    /// Appends `buf` to the segment and fsyncs it.
+    fn write(&self, buf: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.failpoints.fail_writes.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("injected log write failure"));
+        }
+        self.segment
+            .write_all_at(buf, self.segment_len)
+            .and_then(|_| self.segment.sync_data())
+    }
+
+    /// Takes a checkpoint; a failure to write it is logged (the log keeps everything). False if
+    /// the log itself failed on the way, and the committer must stop.
+    fn checkpoint_or_log(&mut self, rx: &mpsc::Receiver<Queued>) -> bool {
+        #[cfg(test)]
+        {
+            let hook = self.failpoints.before_checkpoint.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        let Some(ckpt) = self.capture(rx) else {
+            return false;
+        };
+        if let Err(e) = self.checkpoint(ckpt) {
             tracing::error!(error = %e, "checkpoint failed; the log keeps everything");
         }
+        true
     }
 
-    /// Writes the state aside, starts a new segment, and drops what the checkpoint covers.
-    fn checkpoint(&mut self) -> Result<()> {
-        let ckpt = {
-            let st = self.state.lock();
-            st.ns.to_checkpoint(st.next_seq - 1)
-        };
+    /// The state exactly at the last durable record; `None` if the log failed on the way.
+    ///
+    /// Mutations are applied and queued under the state lock, so while the committer holds it
+    /// every applied record is in the queue and no new one joins: the records still queued are
+    /// written (one group commit, under the lock) and then the state is the durable state.
+    fn capture(&mut self, rx: &mpsc::Receiver<Queued>) -> Option<Checkpoint> {
+        let state = Arc::clone(&self.state);
+        let st = state.lock();
+        let pending: Vec<Queued> = rx.try_iter().collect();
+        if !pending.is_empty() && !self.commit(pending) {
+            return None;
+        }
+        let seq = st.next_seq - 1;
+        debug_assert_eq!(seq, *self.durable.borrow(), "applied records not durable");
+        Some(st.ns.to_checkpoint(seq))
+    }
+
+    /// Writes `ckpt` aside, starts a new segment, and drops what the checkpoint covers.
+    fn checkpoint(&mut self, ckpt: Checkpoint) -> Result<()> {
         let seq = ckpt.seq;
         let mut bytes = CHECKPOINT_MAGIC.to_vec();
         frame(&ckpt.encode_to_vec(), &mut bytes);
         let path = self.dir.join(checkpoint_name(seq));
         write_aside(&self.dir, &path, &bytes)?;
-        // Every record written so far has seq <= `seq`: older segments are covered.
+        // Every record applied so far has seq <= `seq` and is written: older segments are
+        // covered, and the new segment gets only later records.
         let (segment, len) = new_segment(&self.dir, seq + 1)?;
         self.segment = segment;
         self.segment_len = len;
@@ -478,5 +555,67 @@ impl Committer {
         sync_dir(&self.dir)?;
         tracing::info!(seq, bytes = bytes.len(), "checkpoint written");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::CreateOp;
+
+    fn create(p: &str) -> Op {
+        Op::Create(CreateOp {
+            path: p.into(),
+            mtime_ms: 1,
+            replication: 3,
+        })
+    }
+
+    /// Finding 15: a mutation still in the queue when a checkpoint is taken must not be made
+    /// durable by that checkpoint if writing its record then fails.
+    #[tokio::test]
+    async fn a_mutation_whose_log_write_fails_is_not_in_a_concurrent_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(
+            dir.path(),
+            MetaConfig {
+                checkpoint_every: 1,
+            },
+        )
+        .unwrap();
+        // Hold the committer at the start of the checkpoint that follows /a.
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        *store.failpoints.before_checkpoint.lock() = Some(Box::new(move || {
+            let _ = entered_tx.send(());
+            let _ = go_rx.recv();
+        }));
+        store.mutate(create("/a")).await.unwrap();
+        entered_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // /b is applied in memory and queued (its first poll does both), not yet written.
+        let b = store.mutate(create("/b"));
+        let mut b = Box::pin(b);
+        assert!(futures::poll!(&mut b).is_pending());
+        // Its write will fail; let the checkpoint go on meanwhile.
+        store.failpoints.fail_writes.store(true, Ordering::Release);
+        go_tx.send(()).unwrap();
+        assert!(b.await.is_err(), "/b was answered with success");
+        drop(store);
+
+        let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
+        store
+            .read(|ns| ns.stat("/a").map(|_| ()))
+            .await
+            .unwrap()
+            .unwrap();
+        let b = store.read(|ns| ns.stat("/b").is_ok()).await.unwrap();
+        assert!(
+            !b,
+            "/b was answered with an error but is durable after a restart"
+        );
     }
 }
