@@ -399,6 +399,7 @@ async fn heartbeat_loop(
         }
     };
     let mut registered = false;
+    let deleting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let used_bytes = store.list().iter().map(|c| c.committed_len).sum();
         if !registered {
@@ -444,6 +445,17 @@ async fn heartbeat_loop(
                 Ok(r) => {
                     let r = r.into_inner();
                     registered = !r.reregister;
+                    // Extensions first: a long list of deletes must never let a lease lapse.
+                    for x in r.extensions {
+                        let expires = std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(x.expires_unix_ms);
+                        coordinator.extend_lease(
+                            gfs_storage::ChunkHandle(x.handle),
+                            x.version,
+                            expires,
+                        );
+                    }
+                    let mut doomed = Vec::new();
                     for d in r.delete {
                         let handle = gfs_storage::ChunkHandle(d.handle);
                         // The master decided on a report that may predate a version bump.
@@ -460,21 +472,28 @@ async fn heartbeat_loop(
                             Ok(_) => {}
                         }
                         coordinator.revoke(handle);
-                        match store.delete(handle).await {
-                            Ok(()) => {
-                                tracing::info!(%handle, "replica deleted at the master's request")
-                            }
-                            Err(e) => tracing::warn!(%handle, error = %e, "cannot delete replica"),
-                        }
+                        doomed.push(handle);
                     }
-                    for x in r.extensions {
-                        let expires = std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(x.expires_unix_ms);
-                        coordinator.extend_lease(
-                            gfs_storage::ChunkHandle(x.handle),
-                            x.version,
-                            expires,
-                        );
+                    // Deletes run beside the heartbeats, one batch at a time (one WAL fsync and
+                    // one directory fsync for the batch): the next heartbeat is never late for
+                    // them. While a batch runs, new ones wait for a later reply.
+                    if !doomed.is_empty()
+                        && !deleting.swap(true, std::sync::atomic::Ordering::AcqRel)
+                    {
+                        let (store, deleting) = (Arc::clone(&store), Arc::clone(&deleting));
+                        tokio::spawn(async move {
+                            for (handle, res) in store.delete_many(&doomed).await {
+                                match res {
+                                    Ok(()) => {
+                                        tracing::info!(%handle, "replica deleted at the master's request")
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(%handle, error = %e, "cannot delete replica")
+                                    }
+                                }
+                            }
+                            deleting.store(false, std::sync::atomic::Ordering::Release);
+                        });
                     }
                 }
                 Err(e) => {

@@ -131,6 +131,9 @@ pub struct ChunkManager {
     pub(crate) started: Instant,
 }
 
+/// Deletes one heartbeat reply carries at most.
+const MAX_DELETES_PER_REPLY: usize = 1024;
+
 /// How long a chunk a client asked for stays boosted in the repair order.
 const BOOST_FOR: Duration = Duration::from_secs(60);
 /// Bound on the boosted chunks remembered at once.
@@ -1051,6 +1054,11 @@ impl ChunkManager {
                 }
             }
         }
+        // Bounded per reply (the rest goes with later heartbeats, as the replicas are still
+        // reported): a purge of many files never sends one server an unbounded list.
+        out.truncate(MAX_DELETES_PER_REPLY);
+        let kept: HashSet<u64> = out.iter().map(|d| d.handle).collect();
+        extras.retain(|h| kept.contains(h));
         // Gone from the locations now, not at this server's next report: another holder's
         // heartbeat in between must not see one replica too many (its share of capacity may
         // have become the largest meanwhile) and drop a second one.
@@ -1566,6 +1574,151 @@ mod tests {
         registry.lock().heartbeat_with("d", 90, vec![r], false, now);
         assert_eq!(m.to_delete("d", &[r]).await.unwrap(), vec![]);
         assert_eq!(registry.lock().locations(7, 1).len(), 3);
+    }
+
+    /// A manager over a fresh log in `dir` holding file `/f` with chunk 7 at version 1
+    /// (sealed at `sealed` if given), and a registry with servers `ids`.
+    async fn one_chunk(
+        dir: &std::path::Path,
+        sealed: Option<u64>,
+        ids: &[&str],
+    ) -> (ChunkManager, Arc<Mutex<Registry>>) {
+        #![allow(clippy::unwrap_used)]
+        let meta = Arc::new(
+            MetaStore::open(
+                dir,
+                MetaConfig {
+                    checkpoint_every: 1000,
+                },
+            )
+            .unwrap(),
+        );
+        meta.mutate(Op::Create(CreateOp {
+            path: "/f".into(),
+            mtime_ms: 0,
+            replication: 3,
+        }))
+        .await
+        .unwrap();
+        meta.mutate(Op::AddChunk(AddChunkOp {
+            path: "/f".into(),
+            handle: 7,
+            version: 1,
+        }))
+        .await
+        .unwrap();
+        if let Some(length) = sealed {
+            meta.mutate(Op::Seal(SealOp { handle: 7, length }))
+                .await
+                .unwrap();
+        }
+        let registry = Arc::new(Mutex::new(Registry::new(Duration::from_secs(60))));
+        for id in ids {
+            registry.lock().register(
+                ServerInfo {
+                    id: (*id).into(),
+                    data_addr: format!("{id}:0"),
+                    repl_addr: format!("{id}:1"),
+                    rack: String::new(),
+                    capacity_bytes: 100,
+                    used_bytes: 10,
+                },
+                Instant::now(),
+            );
+        }
+        let m = ChunkManager::new(
+            meta,
+            Arc::clone(&registry),
+            ChunkConfig {
+                chunk_size: 1 << 20,
+                replication: 3,
+                quorum: 2,
+                lease: Duration::from_secs(60),
+                rpc_timeout: Duration::from_secs(5),
+                orphan_grace: Duration::from_secs(600),
+                max_clones: 8,
+                clone_timeout: Duration::from_secs(300),
+                rebalance_threshold: 0.1,
+            },
+        );
+        (m, registry)
+    }
+
+    /// I1: a replica at the chunk's version that ends short of the sealed length is not a
+    /// current replica (not listed, not counted), and goes once three current ones live
+    /// elsewhere; its delete spares it if it reached the sealed length since its report.
+    #[tokio::test]
+    async fn a_replica_short_of_the_sealed_length_is_stale_not_current() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let (m, registry) = one_chunk(dir.path(), Some(10), &["a", "b", "c", "d"]).await;
+        let full = Replica {
+            handle: 7,
+            version: 1,
+            length: 10,
+            sealed: true,
+        };
+        let short = Replica {
+            length: 6,
+            sealed: false,
+            ..full
+        };
+        let now = Instant::now();
+        for id in ["a", "b", "c"] {
+            registry
+                .lock()
+                .heartbeat_with(id, 10, vec![full], false, now);
+        }
+        registry
+            .lock()
+            .heartbeat_with("d", 10, vec![short], false, now);
+        let want = Want {
+            version: 1,
+            sealed: Some(10),
+        };
+        let listed: Vec<String> = registry
+            .lock()
+            .locations(7, want)
+            .into_iter()
+            .map(|(s, _)| s.id)
+            .collect();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(!listed.contains(&"d".to_string()));
+        let h = registry.lock().health(7, want);
+        assert_eq!((h.current, h.stale), (3, 1));
+        assert_eq!(
+            m.to_delete("d", &[short]).await.unwrap(),
+            vec![ChunkDelete {
+                handle: 7,
+                below_version: 2,
+                unless_length: Some(10),
+            }]
+        );
+        assert_eq!(m.to_delete("a", &[full]).await.unwrap(), vec![]);
+    }
+
+    /// Finding 9: however many replicas a server should drop, one heartbeat reply names at
+    /// most `MAX_DELETES_PER_REPLY` of them.
+    #[tokio::test]
+    async fn one_heartbeat_reply_carries_a_bounded_number_of_deletes() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let (m, _registry) = one_chunk(dir.path(), None, &["a"]).await;
+        let handles: Vec<u64> = (1000..4000).collect();
+        m.purged(&handles);
+        let report: Vec<Replica> = handles
+            .iter()
+            .map(|&handle| Replica {
+                handle,
+                version: 1,
+                length: 0,
+                sealed: false,
+            })
+            .collect();
+        assert_eq!(
+            m.to_delete("a", &report).await.unwrap().len(),
+            MAX_DELETES_PER_REPLY
+        );
     }
 
     #[test]
