@@ -68,3 +68,42 @@ async fn bad_frames_get_an_error_and_the_server_keeps_serving() {
     let c = cluster.client(0).await;
     assert_eq!(append(&c, h, 1, 1, b"still here").await.unwrap(), 0);
 }
+
+/// Finding 7: a READ's length is checked before anything is read or allocated. A READ of
+/// u32::MAX bytes of a chunk whose replica has a flipped byte is refused as FrameTooLarge
+/// (before, the server read and verified the whole chunk first, and answered
+/// ChecksumMismatch), 64 of them pipelined on one connection, and the server keeps serving.
+#[tokio::test]
+async fn a_read_longer_than_a_frame_is_refused_before_reading() {
+    let cluster = Cluster::start(3, |_| vec![]);
+    let h = 22;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let quarter = vec![5u8; CHUNK as usize / 4 - 100];
+    for op in 1..=3 {
+        append(&c, h, 1, op, &quarter).await.unwrap();
+    }
+    cluster.wait_committed(1, h, 3 * quarter.len() as u64).await;
+    // Damage server 1's replica on disk: any read that touches it fails its checksums.
+    let file = cluster.servers[1].dir.join(h.to_string());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let c1 = cluster.client(1).await;
+    let reads = (0..64).map(|_| c1.read(h, 1, 0, u32::MAX));
+    for r in futures::future::join_all(reads).await {
+        assert!(
+            matches!(r, Err(gfs_dataplane::DataError::FrameTooLarge { .. })),
+            "{r:?}"
+        );
+    }
+    // Within the limit it still serves (here: finds the damage).
+    let r = c1.read(h, 1, 0, 4096).await;
+    assert!(
+        matches!(r, Err(gfs_dataplane::DataError::ChecksumMismatch { .. })),
+        "{r:?}"
+    );
+    let good = cluster.client(2).await.read(h, 1, 0, 4096).await.unwrap();
+    assert_eq!(good.len(), 4096);
+}

@@ -187,6 +187,15 @@ impl DataHandler {
         len: u32,
     ) -> Result<Bytes, DataError> {
         let h = ChunkHandle(handle);
+        // Bounded before anything is read or allocated: a reply carries at most a quarter of
+        // a chunk (the data plane's frame limit), whatever the request asks for.
+        let max = self.store.config().chunk_size / 4;
+        if u64::from(len) > max {
+            return Err(DataError::FrameTooLarge {
+                len: u64::from(len),
+                max,
+            });
+        }
         let info = self.store.info(h).map_err(storage_to_data)?;
         // A replica older than the version the client knows missed mutations: never serve it.
         if info.version < version {
