@@ -144,7 +144,10 @@ async fn prepare(store: &ChunkStore, cfg: &ParticipantConfig, p: Prepare) -> Res
 
 /// Runs one COMMIT and turns its outcome into the session's reply.
 async fn commit_reply(store: &ChunkStore, id: u64, c: CommitRequest) -> ReplicateReply {
-    match store.commit(ChunkHandle(c.handle), OpId(c.op_id)).await {
+    match store
+        .commit_at(ChunkHandle(c.handle), c.version, OpId(c.op_id))
+        .await
+    {
         Ok(info) => ReplicateReply {
             id,
             code: 0,
@@ -222,10 +225,11 @@ impl Replication for Participant {
                         }
                     }
                     Some(Op::Abort(a)) => {
-                        let reply = match store.abort(ChunkHandle(a.handle), OpId(a.op_id)) {
-                            Ok(_) => ok(id),
-                            Err(e) => failure(id, status(e)),
-                        };
+                        let reply =
+                            match store.abort_at(ChunkHandle(a.handle), a.version, OpId(a.op_id)) {
+                                Ok(_) => ok(id),
+                                Err(e) => failure(id, status(e)),
+                            };
                         if tx.send(Ok(reply)).await.is_err() {
                             break;
                         }

@@ -229,12 +229,14 @@ impl Peers {
         &self,
         addr: &str,
         handle: ChunkHandle,
+        version: u64,
         op: OpId,
         timeout: Duration,
     ) -> Result<u64> {
         let req = Op::Commit(CommitRequest {
             handle: handle.0,
             op_id: op.0,
+            version,
         });
         self.call(addr, req, timeout)
             .await
@@ -246,12 +248,14 @@ impl Peers {
         &self,
         addr: &str,
         handle: ChunkHandle,
+        version: u64,
         op: OpId,
         timeout: Duration,
     ) -> Result<()> {
         let req = Op::Abort(AbortRequest {
             handle: handle.0,
             op_id: op.0,
+            version,
         });
         self.call(addr, req, timeout).await.map(|_| ())
     }

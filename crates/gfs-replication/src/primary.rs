@@ -451,7 +451,7 @@ impl Shared {
         self: &Arc<Self>,
         handle: ChunkHandle,
         mut pending: Pending<String, T, ReplicationError>,
-        abort: Option<OpId>,
+        abort: Option<(u64, OpId)>,
     ) {
         if pending.is_empty() {
             return;
@@ -460,10 +460,10 @@ impl Shared {
         tokio::spawn(async move {
             while let Some((addr, res)) = pending.next().await {
                 let res = match (res, abort) {
-                    (Ok(_), Some(op)) => {
+                    (Ok(_), Some((version, op))) => {
                         shared
                             .peers
-                            .abort(&addr, handle, op, shared.cfg.commit_timeout)
+                            .abort(&addr, handle, version, op, shared.cfg.commit_timeout)
                             .await
                     }
                     (Ok(_), None) => Ok(()),
@@ -511,7 +511,7 @@ impl Shared {
             self.mark_lagging(handle, addr, e);
         }
         if !prep.reached(need) {
-            let _ = self.store.abort(handle, op);
+            let _ = self.store.abort_at(handle, lease.version, op);
             let got = prep.ok.len() as u64 + 1;
             let ready = futures::stream::FuturesUnordered::new();
             for (addr, ()) in prep.ok {
@@ -519,8 +519,8 @@ impl Shared {
                     Box::pin(async move { (addr, Ok::<(), ReplicationError>(())) });
                 ready.push(fut);
             }
-            self.drain(handle, ready, Some(op));
-            self.drain(handle, prep.pending, Some(op));
+            self.drain(handle, ready, Some((lease.version, op)));
+            self.drain(handle, prep.pending, Some((lease.version, op)));
             tracing::warn!(%handle, %op, got, need = quorum, "READY quorum not reached; aborted");
             return (
                 Err(ReplicationError::QuorumNotReached { got, need: quorum }),
@@ -532,13 +532,15 @@ impl Shared {
             std::process::abort();
         }
         // COMMIT to every READY secondary, and to each straggler as soon as its PREPARE lands:
-        // all of them count toward the durable quorum.
+        // all of them count toward the durable quorum. COMMIT carries the lease's version: a
+        // replica that moved on refuses it (I5).
         let timeout = self.cfg.commit_timeout;
+        let version = lease.version;
         let commits: Pending<String, u64, ReplicationError> = FuturesUnordered::new();
         for (addr, ()) in prep.ok {
             let peers = Arc::clone(&self.peers);
             commits.push(Box::pin(async move {
-                let r = peers.commit(&addr, handle, op, timeout).await;
+                let r = peers.commit(&addr, handle, version, op, timeout).await;
                 (addr, r)
             }));
         }
@@ -547,14 +549,14 @@ impl Shared {
             commits.push(Box::pin(async move {
                 match prepare.await {
                     (addr, Ok(())) => {
-                        let r = peers.commit(&addr, handle, op, timeout).await;
+                        let r = peers.commit(&addr, handle, version, op, timeout).await;
                         (addr, r)
                     }
                     (addr, Err(e)) => (addr, Err(e)),
                 }
             }));
         }
-        let local = self.store.commit(handle, op);
+        let local = self.store.commit_at(handle, lease.version, op);
         let remote = await_quorum(commits, need, Instant::now() + timeout);
         let (local, remote) = tokio::join!(local, remote);
         for (addr, e) in &remote.failed {
@@ -586,13 +588,14 @@ impl Shared {
         let handle = lease.handle;
         let need = self.need_remote();
         let timeout = self.cfg.commit_timeout;
+        let version = lease.version;
         let out = call_quorum(
             lease.secondaries.clone(),
             need,
             Instant::now() + timeout,
             |addr: String| {
                 let peers = Arc::clone(&self.peers);
-                async move { peers.commit(&addr, handle, op, timeout).await }
+                async move { peers.commit(&addr, handle, version, op, timeout).await }
             },
         )
         .await;

@@ -673,6 +673,9 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
         st.poisoned |= w.poison;
         st.enqueued = st.meta.length;
         st.sealing = st.meta.sealed;
+        if w.version.is_some() {
+            st.versioning = false;
+        }
         drop(st);
         inner.release(w.staged_bytes);
         for r in w.replies {
@@ -697,6 +700,7 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
     st.meta.ops.extend(w.ops.iter().copied());
     if let Some(v) = w.version {
         st.meta.version = v;
+        st.versioning = false;
     }
     st.meta.sealed = w.sealed;
     st.meta.batch = batch;

@@ -113,6 +113,9 @@ pub(crate) struct ChunkState {
     pub staged_ops: HashMap<OpId, u64>,
     /// A seal is queued: no more staging.
     pub sealing: bool,
+    /// A version change is queued: nothing is staged or committed at any version until it is
+    /// durable (it fences the old version's primary, I5).
+    pub versioning: bool,
     /// A write or fsync failed: refuse writes until the store reopens.
     pub poisoned: bool,
     pub deleted: bool,
@@ -131,6 +134,7 @@ impl ChunkState {
             staged: BTreeMap::new(),
             staged_ops: HashMap::new(),
             sealing: false,
+            versioning: false,
             poisoned: false,
             deleted: false,
             dirty: false,
@@ -339,6 +343,7 @@ impl ChunkStore {
         {
             let mut st = chunk.st.lock();
             self.inner.writable(&st, handle)?;
+            st.versioning = true;
             self.inner.drop_staged(&chunk, &mut st, |_| true);
         }
         let (reply, rx) = oneshot::channel();
@@ -417,7 +422,7 @@ impl ChunkStore {
         let len = data.len() as u64;
         let mut st = chunk.st.lock();
         self.inner.writable(&st, handle)?;
-        if version != st.meta.version {
+        if version != st.meta.version || st.versioning {
             return Err(StorageError::StaleVersion {
                 handle,
                 have: st.meta.version,
@@ -514,6 +519,17 @@ impl ChunkStore {
         Ok(self.inner.drop_staged(&chunk, &mut st, |s| s.op == op) > 0)
     }
 
+    /// Drops a staged append made at `version`; a no-op (false) while the replica is at
+    /// another version or changing version (everything staged then belongs to the new one).
+    pub fn abort_at(&self, handle: ChunkHandle, version: u64, op: OpId) -> Result<bool> {
+        let chunk = self.inner.chunk(handle)?;
+        let mut st = chunk.st.lock();
+        if st.meta.version != version || st.versioning {
+            return Ok(false);
+        }
+        Ok(self.inner.drop_staged(&chunk, &mut st, |s| s.op == op) > 0)
+    }
+
     /// Sets what hears of each fsync round's duration (once; later calls are ignored).
     pub fn on_fsync(&self, observer: FsyncObserver) {
         let _ = self.inner.fsync_observer.set(observer);
@@ -536,8 +552,30 @@ impl ChunkStore {
     /// aborted or expires, and with `Timeout` when they are staged but nobody commits them.
     /// Committing an op that is already durable returns its record again.
     pub async fn commit(&self, handle: ChunkHandle, op: OpId) -> Result<CommitInfo> {
+        self.commit_checked(handle, None, op).await
+    }
+
+    /// [`ChunkStore::commit`], only while the replica is at `version` with no version change
+    /// queued (`StaleVersion` otherwise): a COMMIT of an old version's primary is never applied
+    /// after the version moved on (I5). An op already durable returns its record whatever the
+    /// version.
+    pub async fn commit_at(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        op: OpId,
+    ) -> Result<CommitInfo> {
+        self.commit_checked(handle, Some(version), op).await
+    }
+
+    async fn commit_checked(
+        &self,
+        handle: ChunkHandle,
+        version: Option<u64>,
+        op: OpId,
+    ) -> Result<CommitInfo> {
         let chunk = self.inner.chunk(handle)?;
-        let mut rx = match self.request_commit(&chunk, op)? {
+        let mut rx = match self.request_commit(&chunk, version, op)? {
             Ok(done) => return Ok(done),
             Err(rx) => rx,
         };
@@ -568,6 +606,7 @@ impl ChunkStore {
     fn request_commit(
         &self,
         chunk: &Arc<Chunk>,
+        version: Option<u64>,
         op: OpId,
     ) -> Result<Result<CommitInfo, oneshot::Receiver<Result<CommitInfo>>>> {
         let handle = chunk.handle;
@@ -579,6 +618,15 @@ impl ChunkStore {
             }));
         }
         self.inner.writable(&st, handle)?;
+        if let Some(v) = version
+            && (v != st.meta.version || st.versioning)
+        {
+            return Err(StorageError::StaleVersion {
+                handle,
+                have: st.meta.version,
+                got: v,
+            });
+        }
         let Some(&offset) = st.staged_ops.get(&op) else {
             return Err(StorageError::NotStaged { handle, op });
         };

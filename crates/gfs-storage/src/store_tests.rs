@@ -811,3 +811,45 @@ async fn concurrent_deletes_share_fsync_rounds() {
     assert!(rounds < 25, "100 concurrent deletes took {rounds} rounds");
     assert!(s.list().is_empty());
 }
+
+/// Finding 5 / I5: a version change fences the old version. From the moment it is asked for
+/// until it is durable nothing is staged, at any version (a PREPARE of the old primary
+/// inside that window used to be staged at the old version and then committed into the new
+/// one); after it, a COMMIT or ABORT naming the old version is refused.
+#[tokio::test]
+async fn a_version_change_fences_the_old_versions_prepares_and_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = fresh(dir.path(), cfg()).await;
+    append(&s, 1, 0, b"one").await;
+    let mut bump = Box::pin(s.set_version(H, 2));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        std::future::Future::poll(bump.as_mut(), &mut cx).is_pending(),
+        "the version change is queued, not yet durable"
+    );
+    assert!(matches!(
+        s.stage(req(2, 3, b"old primary")),
+        Err(StorageError::StaleVersion { .. })
+    ));
+    bump.await.unwrap();
+    assert_eq!(s.info(H).unwrap().version, 2);
+    // Staged at the new version; the old version's COMMIT and ABORT do nothing.
+    s.stage(StageRequest {
+        version: 2,
+        ..req(3, 3, b"new")
+    })
+    .unwrap();
+    assert!(matches!(
+        s.commit_at(H, 1, OpId(3)).await,
+        Err(StorageError::StaleVersion {
+            have: 2,
+            got: 1,
+            ..
+        })
+    ));
+    assert!(!s.abort_at(H, 1, OpId(3)).unwrap());
+    let done = s.commit_at(H, 2, OpId(3)).await.unwrap();
+    assert_eq!((done.record.offset, done.committed_len), (3, 6));
+    // A committed op is answered whatever the version asked.
+    assert_eq!(s.commit_at(H, 1, OpId(1)).await.unwrap().record.offset, 0);
+}
