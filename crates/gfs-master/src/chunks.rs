@@ -734,7 +734,11 @@ impl ChunkManager {
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease, Status> {
         // Every new lease bumps the version on the replicas, then in the log.
-        let new_version = version + 1;
+        let Some(new_version) = version.checked_add(1) else {
+            return Err(Status::internal(format!(
+                "chunk {handle}: version {version} overflows"
+            )));
+        };
         let bumped = self
             .on_each(replicas, |mut c| async move {
                 c.set_version(SetVersionRequest {
@@ -1412,6 +1416,12 @@ impl ChunkManager {
                 && m.sealed_length.is_none()
             {
                 self.report_sealed(handle, r.length, &[]).await?;
+            }
+            // Only one step ahead: a crash between a bump and its log record leaves replicas
+            // at the next version, never further (anything else is a lie or a bug).
+            if current.is_some_and(|m| r.version > m.version && r.version - m.version > 1) {
+                tracing::warn!(%handle, version = r.version, "a reported version more than one ahead of the log is ignored");
+                continue;
             }
             if current.is_some_and(|m| r.version > m.version) {
                 tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");

@@ -454,6 +454,11 @@ impl Registry {
             .collect()
     }
 
+    /// Whether `id` is registered (alive or not).
+    pub fn is_registered(&self, id: &str) -> bool {
+        self.servers.contains_key(id)
+    }
+
     /// Whether `id` is registered and alive.
     pub fn is_alive(&self, id: &str) -> bool {
         self.servers.get(id).is_some_and(|s| s.alive)

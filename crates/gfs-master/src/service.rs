@@ -330,6 +330,15 @@ impl MasterControl for ControlService {
         r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let r = r.into_inner();
+        // Nothing of an unregistered sender is believed (its versions, seals, lagging
+        // reports): it is told to register first.
+        if !self.registry.lock().is_registered(&r.id) {
+            tracing::warn!(id = %r.id, "heartbeat from an unregistered chunkserver ignored");
+            return Ok(Response::new(HeartbeatReply {
+                reregister: true,
+                ..HeartbeatReply::default()
+            }));
+        }
         let report: Vec<Replica> = r
             .chunks
             .iter()

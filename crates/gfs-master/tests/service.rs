@@ -24,6 +24,8 @@ struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     registry: Arc<parking_lot::Mutex<Registry>>,
+    /// Weak: a stopped server must release its directory's lock.
+    meta: std::sync::Weak<MetaStore>,
 }
 
 async fn start(dir: &std::path::Path) -> Running {
@@ -68,6 +70,7 @@ async fn start(dir: &std::path::Path) -> Running {
         chunks,
         Duration::from_secs(3),
     ));
+    let meta_handle = Arc::downgrade(&meta);
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -87,6 +90,7 @@ async fn start(dir: &std::path::Path) -> Running {
         stop,
         task,
         registry,
+        meta: meta_handle,
     }
 }
 
@@ -240,4 +244,73 @@ async fn chunkservers_register_and_heartbeat() {
     assert_eq!(locations[0].1.length, 100);
     let bad = c.register(RegisterRequest::default()).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+/// Finding 10 (the master's part) and I5: an unregistered sender's heartbeat is not believed
+/// (a forged report of version u64::MAX used to make every real replica stale, and the next
+/// bump overflow), and a registered server's version more than one step ahead of the log is
+/// ignored; one step ahead (a crash between a bump and its log record) is adopted.
+#[tokio::test]
+async fn forged_or_impossible_chunk_reports_are_not_adopted() {
+    use gfs_master::record::{AddChunkOp, CreateOp, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(dir.path()).await;
+    let meta = m.meta.upgrade().unwrap();
+    meta.mutate(Op::Create(CreateOp {
+        path: "/f".into(),
+        mtime_ms: 0,
+        replication: 3,
+    }))
+    .await
+    .unwrap();
+    meta.mutate(Op::AddChunk(AddChunkOp {
+        path: "/f".into(),
+        handle: 9,
+        version: 3,
+    }))
+    .await
+    .unwrap();
+    let mut c = MasterControlClient::connect(format!("http://{}", m.addr))
+        .await
+        .unwrap();
+    let hb = |id: &str, version: u64, sealed: bool| HeartbeatRequest {
+        id: id.into(),
+        used_bytes: 10,
+        chunks: vec![ChunkInfo {
+            handle: 9,
+            version,
+            committed_length: 5,
+            sealed,
+        }],
+        lagging: vec![],
+        writing: vec![],
+        disk_lost: false,
+    };
+    let chunk = |_: &Running| {
+        let meta = Arc::clone(&meta);
+        async move { meta.read(|ns| ns.chunk(9)).await.unwrap().unwrap() }
+    };
+    let r = c.heartbeat(hb("evil", u64::MAX, true)).await.unwrap();
+    assert!(r.into_inner().reregister);
+    let now = chunk(&m).await;
+    assert_eq!((now.version, now.sealed_length), (3, None));
+
+    c.register(RegisterRequest {
+        id: "cs1".into(),
+        data_addr: "127.0.0.1:8080".into(),
+        repl_addr: "127.0.0.1:8081".into(),
+        rack: String::new(),
+        capacity_bytes: 1 << 30,
+        used_bytes: 0,
+    })
+    .await
+    .unwrap();
+    c.heartbeat(hb("cs1", 1000, false)).await.unwrap();
+    assert_eq!(
+        chunk(&m).await.version,
+        3,
+        "a jump of 997 versions was adopted"
+    );
+    c.heartbeat(hb("cs1", 4, false)).await.unwrap();
+    assert_eq!(chunk(&m).await.version, 4);
 }
