@@ -210,7 +210,10 @@ impl ChunkControl for Control {
             .set_version(handle, r.version)
             .await
             .map_err(status)?;
-        Ok(Response::new(SetVersionReply {}))
+        let info = self.store.info(handle).map_err(status)?;
+        Ok(Response::new(SetVersionReply {
+            committed_length: info.committed_len,
+        }))
     }
 
     async fn delete_chunk(

@@ -94,7 +94,7 @@ pub struct ChunkManager {
     fresh: Mutex<HashSet<u64>>,
     /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
     /// the next version bump, so they become stale.
-    lagging: Mutex<HashSet<(u64, String)>>,
+    lagging: Mutex<HashMap<(u64, String), u64>>,
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again.
     unsettled: Mutex<HashSet<u64>>,
@@ -168,7 +168,7 @@ impl ChunkManager {
             controls: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashSet::new()),
-            lagging: Mutex::new(HashSet::new()),
+            lagging: Mutex::new(HashMap::new()),
             allocating: Mutex::new(HashSet::new()),
             unsettled: Mutex::new(HashSet::new()),
             cloning: Mutex::new(HashMap::new()),
@@ -739,16 +739,31 @@ impl ChunkManager {
                 "chunk {handle}: version {version} overflows"
             )));
         };
-        let bumped = self
-            .on_each(replicas, |mut c| async move {
-                c.set_version(SetVersionRequest {
+        // Each replica answers with its committed length once the new version is durable
+        // there: final for the old version (it is fenced, nothing commits at it any more), so
+        // an append that committed between a length query and this bump is seen (finding 4).
+        let asks = replicas.into_iter().map(|s| {
+            let client = self.control(&s.repl_addr);
+            async move {
+                let req = SetVersionRequest {
                     handle,
                     version: new_version,
-                })
-                .await
-                .map(|_| ())
-            })
-            .await;
+                };
+                let r = async { Ok::<_, Status>(client?.set_version(req).await?.into_inner()) };
+                match r.await {
+                    Ok(reply) => Some((s, reply.committed_length)),
+                    Err(e) => {
+                        tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
+                        None
+                    }
+                }
+            }
+        });
+        let bumped: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         if bumped.len() < self.cfg.quorum {
             return Err(unavailable(format!(
                 "chunk {handle}: only {} replicas took version {new_version}",
@@ -762,15 +777,9 @@ impl ChunkManager {
             }))
             .await
             .map_err(status)?;
-        {
+        let note = |ids: &[ServerInfo], length: u64| {
             let mut reg = self.registry.lock();
-            for s in &bumped {
-                let length = reg
-                    .locations(handle, version)
-                    .into_iter()
-                    .find(|(x, _)| x.id == s.id)
-                    .map(|(_, r)| r.length)
-                    .unwrap_or(0);
+            for s in ids {
                 reg.note_replica(
                     &s.id,
                     Replica {
@@ -781,8 +790,41 @@ impl ChunkManager {
                     },
                 );
             }
+        };
+        // Only replicas at the longest length continue; shorter ones catch up from one of
+        // them at the new version, or are left out of the lease (I1, I2).
+        let length = bumped.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        let (mut at_max, behind): (Vec<_>, Vec<_>) =
+            bumped.iter().cloned().partition(|(_, l)| *l == length);
+        for (s, l) in &behind {
+            note(std::slice::from_ref(s), *l);
         }
-        self.grant(handle, new_version, at, bumped).await
+        let mut holders: Vec<ServerInfo> = at_max.drain(..).map(|(s, _)| s).collect();
+        note(&holders, length);
+        if !behind.is_empty() {
+            tracing::warn!(%handle, length, behind = behind.len(), "replicas came out of the bump shorter than the longest: catching them up");
+            let longest = Longest {
+                holders: holders.clone(),
+                behind: behind.into_iter().map(|(s, _)| s).collect(),
+                answered: bumped.len(),
+                length,
+            };
+            holders.extend(self.catch_up(handle, new_version, &longest).await);
+            // Keep the caller's order (the current primary first).
+            let order: Vec<String> = bumped.iter().map(|(s, _)| s.id.clone()).collect();
+            holders.sort_by_key(|s| order.iter().position(|id| *id == s.id));
+        }
+        if holders.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: only {} replicas hold its longest length {length} at version {new_version}",
+                holders.len()
+            )));
+        }
+        // The bump relegated every replica reported lagging at the old version.
+        self.lagging
+            .lock()
+            .retain(|(h, _), v| *h != handle || *v >= new_version);
+        self.grant(handle, new_version, at, holders).await
     }
 
     /// Grants the lease of `handle` at `version` to the first of `replicas`, with the others
@@ -992,12 +1034,17 @@ impl ChunkManager {
                     }
                 }
                 None => {}
+                // Only once a quorum of current replicas elsewhere holds at least as much (of
+                // a chunk still being written: a sealed one's current replicas hold exactly
+                // its agreed length), so no acknowledged append ever loses a copy (I2).
                 Some(w)
                     if w.is_stale(r)
                         && reg
                             .locations(r.handle, w)
                             .iter()
-                            .filter(|(s, _)| s.id != server)
+                            .filter(|(s, x)| {
+                                s.id != server && (w.sealed.is_some() || x.length >= r.length)
+                            })
                             .count()
                             >= self.cfg.quorum =>
                 {
@@ -1227,18 +1274,38 @@ impl ChunkManager {
         out
     }
 
-    /// Records replicas a primary reported as lagging; returns the chunks with news.
+    /// Records replicas a primary reported as lagging (at the lease's current version);
+    /// returns the chunks with news. A pair whose relegation failed is forgotten again
+    /// (`relegation_failed`), so the primary's next report retries it.
     pub fn note_lagging(&self, lagging: impl IntoIterator<Item = (u64, String)>) -> Vec<u64> {
+        let versions: HashMap<u64, u64> = self
+            .leases
+            .lock()
+            .iter()
+            .map(|(h, l)| (*h, l.version))
+            .collect();
         let mut l = self.lagging.lock();
         let mut fresh = Vec::new();
         for (handle, addr) in lagging {
-            if l.insert((handle, addr.clone())) {
-                tracing::warn!(%handle, replica = %addr, "replica reported lagging");
+            // Only against a lease the master knows: a report of an old lease says nothing
+            // about the replica as it is now.
+            let Some(&version) = versions.get(&handle) else {
+                continue;
+            };
+            if l.get(&(handle, addr.clone())) != Some(&version) {
+                l.insert((handle, addr.clone()), version);
+                tracing::warn!(%handle, replica = %addr, version, "replica reported lagging");
                 fresh.push(handle);
             }
         }
+        fresh.sort_unstable();
         fresh.dedup();
         fresh
+    }
+
+    /// Forgets the lagging reports of `handle` whose relegation failed, so they are retried.
+    pub fn relegation_failed(&self, handle: u64) {
+        self.lagging.lock().retain(|(h, _), _| *h != handle);
     }
 
     /// Chunks `id` holds at the current version that lack the goal on servers not draining.
@@ -1296,14 +1363,20 @@ impl ChunkManager {
         Ok(())
     }
 
-    /// Live servers holding `handle` at `version` that no primary reported lagging.
+    /// Live servers holding `handle` at `version` that no primary reported lagging at it.
     fn good_replicas(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
-        let lagging = self.lagging.lock().clone();
+        let lagging: HashSet<String> = self
+            .lagging
+            .lock()
+            .iter()
+            .filter(|((h, _), v)| *h == handle && **v == version)
+            .map(|((_, a), _)| a.clone())
+            .collect();
         self.registry
             .lock()
             .holders_of(handle, version)
             .into_iter()
-            .filter(|s| !lagging.contains(&(handle, s.repl_addr.clone())))
+            .filter(|s| !lagging.contains(&s.repl_addr))
             .collect()
     }
 
@@ -1705,6 +1778,64 @@ mod tests {
             }]
         );
         assert_eq!(m.to_delete("a", &[full]).await.unwrap(), vec![]);
+    }
+
+    /// Finding 11: lagging reports count against the version they were made at, a replica
+    /// at that address after a bump is good again, and a report whose relegation failed is
+    /// news again the next time it comes (so the relegation is retried).
+    #[tokio::test]
+    async fn lagging_reports_are_per_version_and_retried_after_a_failed_relegation() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let (m, registry) = one_chunk(dir.path(), None, &["a", "b", "c"]).await;
+        let at = |v: u64| Replica {
+            handle: 7,
+            version: v,
+            length: 10,
+            sealed: false,
+        };
+        let now = Instant::now();
+        for id in ["a", "b", "c"] {
+            registry
+                .lock()
+                .heartbeat_with(id, 10, vec![at(1)], false, now);
+        }
+        let live = registry.lock().live();
+        let info = |id: &str| live.iter().find(|s| s.id == id).unwrap().clone();
+        m.leases.lock().insert(
+            7,
+            Granted {
+                version: 1,
+                primary: info("a"),
+                secondaries: vec![info("b"), info("c")],
+                expires: SystemTime::now() + Duration::from_secs(60),
+                at: Position {
+                    index: 0,
+                    file_offset: 0,
+                },
+                doomed: false,
+            },
+        );
+        let good = |m: &ChunkManager, v: u64| -> Vec<String> {
+            let mut ids: Vec<String> = m.good_replicas(7, v).into_iter().map(|s| s.id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(m.note_lagging([(7, "c:1".to_string())]), vec![7]);
+        assert_eq!(m.note_lagging([(7, "c:1".to_string())]), Vec::<u64>::new());
+        assert_eq!(good(&m, 1), ["a", "b"]);
+        m.relegation_failed(7);
+        assert_eq!(m.note_lagging([(7, "c:1".to_string())]), vec![7]);
+        // A bump to version 2 happened (a fresh copy landed on c at it): c is good at 2.
+        m.leases.lock().get_mut(&7).unwrap().version = 2;
+        for id in ["a", "b", "c"] {
+            registry
+                .lock()
+                .heartbeat_with(id, 10, vec![at(2)], false, now);
+        }
+        assert_eq!(good(&m, 2), ["a", "b", "c"]);
+        // A report of a chunk with no lease known here is ignored.
+        assert_eq!(m.note_lagging([(8, "c:1".to_string())]), Vec::<u64>::new());
     }
 
     /// Finding 9: however many replicas a server should drop, one heartbeat reply names at

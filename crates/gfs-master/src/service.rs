@@ -359,6 +359,7 @@ impl MasterControl for ControlService {
             tokio::spawn(async move {
                 if let Err(e) = chunks.relegate_lagging(handle).await {
                     tracing::warn!(%handle, error = %e, "cannot bump past lagging replicas yet");
+                    chunks.relegation_failed(handle);
                 }
             });
         }

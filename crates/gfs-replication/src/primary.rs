@@ -174,6 +174,9 @@ impl Coordinator {
         if info.sealed {
             let _ = sealed.set(info.committed_len);
         }
+        // A new lease (a new version, or new secondaries): what lagged under the old one was
+        // dealt with by the bump that made it.
+        self.shared.lagging.lock().retain(|(h, _)| *h != handle);
         leases.insert(
             handle,
             Arc::new(Lease {
@@ -211,6 +214,7 @@ impl Coordinator {
 
     /// Drops the lease on `handle` (its version changed or the chunk was deleted).
     pub fn revoke(&self, handle: ChunkHandle) {
+        self.shared.lagging.lock().retain(|(h, _)| *h != handle);
         if self.leases.lock().remove(&handle).is_some() {
             tracing::info!(%handle, "lease revoked");
         }
