@@ -61,6 +61,13 @@ async fn a_retry_with_the_same_op_id_returns_the_first_offset() {
     // The reply was "lost": the client sends the same op again.
     let again = append(&c, h, 1, 100, b"once").await.unwrap();
     assert_eq!((first, other, again), (0, 4, 0));
+    // The same op id with another record (a collision, or a client bug) is refused, not
+    // acknowledged at the first record's offset.
+    let clash = append(&c, h, 1, 100, b"not the same").await;
+    assert!(
+        matches!(clash, Err(gfs_dataplane::DataError::BadRequest(ref m)) if m.contains("op")),
+        "{clash:?}"
+    );
     for i in 0..3 {
         cluster.wait_committed(i, h, 9).await;
     }

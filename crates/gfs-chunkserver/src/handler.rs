@@ -110,6 +110,7 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
             length,
         },
         ReplicationError::Busy(_) => DataError::Busy,
+        e @ ReplicationError::OpMismatch { .. } => DataError::BadRequest(e.to_string()),
         ReplicationError::OffsetMismatch { expected, next, .. } => {
             DataError::OffsetMismatch { expected, next }
         }

@@ -37,6 +37,19 @@ pub enum ReplicationError {
         /// Its final length.
         length: u64,
     },
+    /// A retry of an op id that committed with another length: not the same record (an op-id
+    /// collision or a client bug), so it is refused rather than acknowledged.
+    #[error("op {op} committed {have} bytes in chunk {handle}; this request has {got}")]
+    OpMismatch {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The op id.
+        op: gfs_storage::OpId,
+        /// Length of the committed record.
+        have: u64,
+        /// Length of this request.
+        got: u64,
+    },
     /// A positioned append named another offset than the chunk's next one.
     #[error("chunk {handle}: asked to append at {expected}, the chunk continues at {next}")]
     OffsetMismatch {

@@ -26,6 +26,9 @@ use crate::error::{ReplicationError, Result};
 use crate::peers::Peers;
 use crate::quorum::{Pending, await_quorum, call_quorum};
 
+/// How long after its expiry a lease is forgotten.
+pub const FORGET_EXPIRED: Duration = Duration::from_secs(60);
+
 /// How long a seal waits, past its quorum, for the other secondaries to seal too.
 const SEAL_GRACE: Duration = Duration::from_secs(2);
 
@@ -235,8 +238,14 @@ impl Coordinator {
     }
 
     /// The chunks whose lease took an append (or was granted) within `within`: the ones whose
-    /// lease the master should extend.
+    /// lease the master should extend. Leases that ran out more than [`FORGET_EXPIRED`] ago
+    /// are dropped here (the master extends only leases in force), so the table holds the
+    /// chunks led lately, not every chunk ever led.
     pub fn writing(&self, within: Duration) -> Vec<ChunkHandle> {
+        let stale = SystemTime::now()
+            .checked_sub(FORGET_EXPIRED)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.leases.lock().retain(|_, l| *l.expires.lock() > stale);
         self.leases
             .lock()
             .values()
@@ -279,6 +288,14 @@ impl Coordinator {
         // The op table first, whatever the lease: a retry must learn what became of its first
         // attempt even after the lease moved on (I4).
         if let Some(rec) = self.shared.store.lookup_op(handle, op)? {
+            if u64::from(rec.len) != len {
+                return Err(ReplicationError::OpMismatch {
+                    handle,
+                    op,
+                    have: u64::from(rec.len),
+                    got: len,
+                });
+            }
             return match self.lease(handle) {
                 Ok(lease) => self.shared.confirm(&lease, op, rec).await,
                 Err(e) => self.settled(handle, op).unwrap_or(Err(e)),
