@@ -291,7 +291,9 @@ impl ChunkServer {
 /// this report be lost.
 fn seal_reporter(master: tonic::transport::Channel, me: String) -> gfs_replication::SealListener {
     Arc::new(move |handle, length, secondaries| {
-        let mut client = gfs_proto::v1::master_client::MasterClient::new(master.clone());
+        let mut client = gfs_proto::v1::master_client::MasterClient::new(master.clone())
+            .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+            .max_encoding_message_size(gfs_proto::MAX_MESSAGE);
         let replicas = std::iter::once(me.clone()).chain(secondaries).collect();
         Box::pin(async move {
             let req = gfs_proto::v1::ReportSealedRequest {
@@ -361,7 +363,9 @@ fn corrupt_reporter(
 ) -> crate::handler::CorruptListener {
     Arc::new(move |handle, block| {
         let mut client =
-            gfs_proto::v1::master_control_client::MasterControlClient::new(master.clone());
+            gfs_proto::v1::master_control_client::MasterControlClient::new(master.clone())
+                .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+                .max_encoding_message_size(gfs_proto::MAX_MESSAGE);
         let req = gfs_proto::v1::ReportCorruptRequest {
             id: id.clone(),
             handle: handle.0,
@@ -389,7 +393,9 @@ async fn heartbeat_loop(
     use gfs_proto::v1::master_control_client::MasterControlClient;
     use gfs_proto::v1::{HeartbeatRequest, RegisterRequest};
 
-    let mut client = MasterControlClient::new(master);
+    let mut client = MasterControlClient::new(master)
+        .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+        .max_encoding_message_size(gfs_proto::MAX_MESSAGE);
     let mut interval = std::time::Duration::from_secs(1);
     let advertised = |a: SocketAddr| {
         if cfg.advertise_host.is_empty() {

@@ -201,8 +201,12 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
-                master: MasterClient::new(channel.clone()),
-                admin: AdminClient::new(channel),
+                master: MasterClient::new(channel.clone())
+                    .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+                    .max_encoding_message_size(gfs_proto::MAX_MESSAGE),
+                admin: AdminClient::new(channel)
+                    .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+                    .max_encoding_message_size(gfs_proto::MAX_MESSAGE),
                 cfg,
                 conns: Mutex::new(HashMap::new()),
                 locations: Mutex::new(HashMap::new()),

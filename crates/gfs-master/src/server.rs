@@ -246,20 +246,29 @@ impl Master {
             }
         });
 
+        // Explicit message limits (tonic decodes at most 4 MiB by default); what grows with the
+        // cluster is paged well below them (gfs_proto::MAX_MESSAGE).
+        let max = gfs_proto::MAX_MESSAGE;
         let svc = MasterServer::new(MasterService::new(
             Arc::clone(&meta),
             Arc::clone(&chunks),
             cfg.replication as u32,
             locks,
             trash,
-        ));
-        let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)));
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         let rpc = RpcLayer::new(chunks.metrics().rpc.clone());
         let ctl = MasterControlServer::new(ControlService::new(
             registry,
             chunks,
             cfg.heartbeat_interval,
-        ));
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let token = shutdown.clone();
         let task = tokio::spawn(
             tonic::transport::Server::builder()

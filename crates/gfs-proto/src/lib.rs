@@ -17,3 +17,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 #[warn(missing_docs)]
 pub mod telemetry;
+
+/// The largest gRPC message (16 MiB) every server and client of the master's planes (`Master`,
+/// `MasterControl`, `Admin`) decodes or encodes; tonic's default decode limit is 4 MiB. It is
+/// headroom, not a size anything is built to: messages that grow with the cluster are bounded
+/// well below it (chunk reports go in pieces, `GetChunks` is paged, fsck lists are capped; see
+/// CLAUDE.md, gfs-proto). The replication and control planes size theirs from the largest
+/// record instead.
+pub const MAX_MESSAGE: usize = 16 << 20;
