@@ -47,6 +47,11 @@ pub struct ChunkserverConfig {
     pub replication: ReplicationSection,
     /// Data-plane tunables.
     pub dataplane: DataplaneSection,
+    /// Encoded bytes of one heartbeat at most: the chunk report goes in pieces of this size
+    /// (`gfs_proto::report::REPORT_PIECE_BYTES`, 1 MiB). Not a key of the file: tests set it
+    /// small so that a report of a few replicas takes several pieces.
+    #[serde(skip)]
+    pub report_piece_bytes: usize,
 }
 
 /// `[storage]`: the chunk store.
@@ -127,6 +132,7 @@ impl Default for ChunkserverConfig {
             storage: StorageSection::default(),
             replication: ReplicationSection::default(),
             dataplane: DataplaneSection::default(),
+            report_piece_bytes: gfs_proto::report::REPORT_PIECE_BYTES,
         }
     }
 }
@@ -296,7 +302,10 @@ mod tests {
         assert_eq!(c.chunk_size, 1 << 20);
         assert_eq!(c.storage.staging_ttl, Duration::from_secs(5));
         assert_eq!(c.replication.prepare_timeout, Duration::from_millis(250));
+        // Not a key of the file, but a file still gets the default.
+        assert_eq!(c.report_piece_bytes, gfs_proto::report::REPORT_PIECE_BYTES);
         c.validate().unwrap();
+        assert!(ChunkserverConfig::from_toml("report_piece_bytes = 5", "x").is_err());
 
         let e = ChunkserverConfig::from_toml("chunk_sise = 5", "bad.toml").unwrap_err();
         assert!(

@@ -379,8 +379,9 @@ fn corrupt_reporter(
     })
 }
 
-/// Registers with the master, then heartbeats with the full chunk report until shutdown;
-/// registers again when the master asks (it restarted) and keeps trying while it is away.
+/// Registers with the master, then heartbeats with the full chunk report until shutdown, each
+/// report in pieces of at most `report_piece_bytes` (`gfs_proto::report`); registers again
+/// when the master asks (it restarted) and keeps trying while it is away.
 async fn heartbeat_loop(
     cfg: ChunkserverConfig,
     master: tonic::transport::Channel,
@@ -405,6 +406,9 @@ async fn heartbeat_loop(
         }
     };
     let mut registered = false;
+    // Numbers the passes of the chunk report; starts at random, so the master never takes a
+    // piece of this process's pass for one of an earlier process with the same id.
+    let mut report_id: u64 = rand::random();
     let deleting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let used_bytes = store.list().iter().map(|c| c.committed_len).sum();
@@ -439,72 +443,80 @@ async fn heartbeat_loop(
                 .into_iter()
                 .map(|h| h.0)
                 .collect();
-            let req = HeartbeatRequest {
+            report_id = report_id.wrapping_add(1);
+            let full = HeartbeatRequest {
                 id: cfg.id.clone(),
                 used_bytes,
                 chunks,
                 lagging,
                 writing,
                 disk_lost,
+                report_id,
+                ..HeartbeatRequest::default()
             };
-            match client.heartbeat(req).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    registered = !r.reregister;
-                    // Extensions first: a long list of deletes must never let a lease lapse.
-                    for x in r.extensions {
-                        let expires = std::time::UNIX_EPOCH
-                            + std::time::Duration::from_millis(x.expires_unix_ms);
-                        coordinator.extend_lease(
-                            gfs_storage::ChunkHandle(x.handle),
-                            x.version,
-                            expires,
-                        );
+            // The whole report, in pieces of bounded size sent back to back: however many
+            // replicas this server holds, no heartbeat nears the master's message limit. A
+            // failed piece ends the pass (the master then drops nothing until a whole one).
+            let mut doomed = Vec::new();
+            for piece in gfs_proto::report::heartbeat_pieces(full, cfg.report_piece_bytes) {
+                let r = match client.heartbeat(piece).await {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => {
+                        tracing::warn!(master = %cfg.master, error = %e.message(), "heartbeat failed");
+                        break;
                     }
-                    let mut doomed = Vec::new();
-                    for d in r.delete {
-                        let handle = gfs_storage::ChunkHandle(d.handle);
-                        // The master decided on a report that may predate a version bump.
-                        match store.info(handle) {
-                            Ok(info) if info.version >= d.below_version => {
-                                tracing::debug!(%handle, version = info.version, "delete skipped: the replica is current");
-                                continue;
-                            }
-                            Ok(info) if d.unless_length == Some(info.committed_len) => {
-                                tracing::debug!(%handle, length = info.committed_len, "delete skipped: the replica reached the sealed length");
-                                continue;
-                            }
-                            Err(_) => continue,
-                            Ok(_) => {}
+                };
+                // Extensions first: a long list of deletes must never let a lease lapse.
+                for x in r.extensions {
+                    let expires =
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(x.expires_unix_ms);
+                    coordinator.extend_lease(
+                        gfs_storage::ChunkHandle(x.handle),
+                        x.version,
+                        expires,
+                    );
+                }
+                for d in r.delete {
+                    let handle = gfs_storage::ChunkHandle(d.handle);
+                    // The master decided on a report that may predate a version bump.
+                    match store.info(handle) {
+                        Ok(info) if info.version >= d.below_version => {
+                            tracing::debug!(%handle, version = info.version, "delete skipped: the replica is current");
+                            continue;
                         }
-                        coordinator.revoke(handle);
-                        doomed.push(handle);
+                        Ok(info) if d.unless_length == Some(info.committed_len) => {
+                            tracing::debug!(%handle, length = info.committed_len, "delete skipped: the replica reached the sealed length");
+                            continue;
+                        }
+                        Err(_) => continue,
+                        Ok(_) => {}
                     }
-                    // Deletes run beside the heartbeats, one batch at a time (one WAL fsync and
-                    // one directory fsync for the batch): the next heartbeat is never late for
-                    // them. While a batch runs, new ones wait for a later reply.
-                    if !doomed.is_empty()
-                        && !deleting.swap(true, std::sync::atomic::Ordering::AcqRel)
-                    {
-                        let (store, deleting) = (Arc::clone(&store), Arc::clone(&deleting));
-                        tokio::spawn(async move {
-                            for (handle, res) in store.delete_many(&doomed).await {
-                                match res {
-                                    Ok(()) => {
-                                        tracing::info!(%handle, "replica deleted at the master's request")
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(%handle, error = %e, "cannot delete replica")
-                                    }
-                                }
+                    coordinator.revoke(handle);
+                    doomed.push(handle);
+                }
+                if r.reregister {
+                    registered = false;
+                    break;
+                }
+            }
+            // Deletes run beside the heartbeats, one batch at a time (one WAL fsync and one
+            // directory fsync for the batch): the next heartbeat is never late for them. While
+            // a batch runs, new ones wait for a later reply.
+            if !doomed.is_empty() && !deleting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let (store, deleting) = (Arc::clone(&store), Arc::clone(&deleting));
+                tokio::spawn(async move {
+                    for (handle, res) in store.delete_many(&doomed).await {
+                        match res {
+                            Ok(()) => {
+                                tracing::info!(%handle, "replica deleted at the master's request")
                             }
-                            deleting.store(false, std::sync::atomic::Ordering::Release);
-                        });
+                            Err(e) => {
+                                tracing::warn!(%handle, error = %e, "cannot delete replica")
+                            }
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(master = %cfg.master, error = %e.message(), "heartbeat failed")
-                }
+                    deleting.store(false, std::sync::atomic::Ordering::Release);
+                });
             }
         }
         tokio::select! {

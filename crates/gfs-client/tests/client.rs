@@ -26,6 +26,15 @@ async fn cluster(n: usize) -> Cluster {
 
 /// A cluster whose master runs at most `max_clones` re-replication copies at once.
 async fn cluster_with(n: usize, max_clones: usize) -> Cluster {
+    cluster_tuned(n, max_clones, |_| {}).await
+}
+
+/// [`cluster_with`], each chunkserver's configuration passed through `tune` first.
+async fn cluster_tuned(
+    n: usize,
+    max_clones: usize,
+    tune: impl Fn(&mut ChunkserverConfig),
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let master = Master::start(MasterConfig {
         max_clones,
@@ -42,7 +51,9 @@ async fn cluster_with(n: usize, max_clones: usize) -> Cluster {
     .unwrap();
     let mut servers = Vec::new();
     for i in 0..n {
-        servers.push(Some(start_server(dir.path(), i, &master).await));
+        let mut cfg = server_config(dir.path(), i, &master);
+        tune(&mut cfg);
+        servers.push(Some(ChunkServer::start(cfg).await.unwrap()));
     }
     let client = Client::connect_with(
         &master.addr.to_string(),
@@ -63,7 +74,13 @@ async fn cluster_with(n: usize, max_clones: usize) -> Cluster {
 }
 
 async fn start_server(dir: &std::path::Path, i: usize, master: &Master) -> ChunkServer {
-    ChunkServer::start(ChunkserverConfig {
+    ChunkServer::start(server_config(dir, i, master))
+        .await
+        .unwrap()
+}
+
+fn server_config(dir: &std::path::Path, i: usize, master: &Master) -> ChunkserverConfig {
+    ChunkserverConfig {
         id: format!("cs{i}"),
         data_dir: dir.join(format!("cs{i}")),
         data_port: 0,
@@ -72,9 +89,7 @@ async fn start_server(dir: &std::path::Path, i: usize, master: &Master) -> Chunk
         chunk_size: CS,
         master: master.addr.to_string(),
         ..ChunkserverConfig::default()
-    })
-    .await
-    .unwrap()
+    }
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -363,4 +378,32 @@ async fn appends_wait_for_a_lost_quorum_and_resume_at_the_right_offsets() {
         get(&c, "/q").await == whole,
         "the file is not its records in order"
     );
+}
+
+/// Finding 8: chunk reports in pieces. With heartbeats of at most 64 bytes (one replica each),
+/// every server's report of its replicas takes several pieces; the master still locates every
+/// replica of every chunk, counts the file healthy, and the file reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_reports_in_many_pieces_keep_every_replica_located() {
+    let cl = cluster_tuned(3, MasterConfig::default().max_clones, |cfg| {
+        cfg.report_piece_bytes = 64;
+    })
+    .await;
+    let c = &cl.client;
+    let data = pattern(CS as usize * 7 / 2, 11);
+    put(c, "/f", &data).await;
+    // Several heartbeat intervals (300 ms): every server has sent whole passes since.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = c.stat("/f").await.unwrap();
+    assert_eq!(st.chunks, 4);
+    assert_eq!(
+        (st.under_replicated, st.lost_chunks, st.stale_replicas),
+        (0, 0, 0)
+    );
+    let l = c.refresh("/f").await.unwrap();
+    assert!(l.chunks.iter().all(|ch| ch.replicas.len() == 3), "{l:?}");
+    assert_eq!(get(c, "/f").await, data);
+    for s in cl.servers.into_iter().flatten() {
+        s.stop().await.unwrap();
+    }
 }

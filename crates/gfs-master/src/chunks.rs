@@ -34,7 +34,7 @@ use crate::locks::LockTable;
 use crate::metastore::MetaStore;
 use crate::namespace::ChunkMeta;
 use crate::record::{AddChunkOp, Op, SealOp, SetVersionOp};
-use crate::registry::ChunkMap;
+use crate::registry::{ChunkMap, ChunkSet};
 use crate::registry::{Registry, Replica, ServerInfo, Want};
 use crate::service::status;
 
@@ -982,11 +982,10 @@ impl ChunkManager {
             p.retain(|_, at| now.duration_since(*at) < self.cfg.orphan_grace);
             p.keys().copied().collect::<HashSet<u64>>()
         };
-        let reported: ChunkMap<()> = report.iter().map(|r| (r.handle, ())).collect();
+        // `report` may be one piece of a pass: what the server stopped reporting is forgotten
+        // only when a pass completes (`forget_unreported`).
         let mut unknown_since = self.unknown_since.lock();
         let unknown = unknown_since.entry(server.to_string()).or_default();
-        // Linear: the review found `report.iter().any` here, O(unknown x report).
-        unknown.retain(|h, _| reported.contains_key(h));
         // Lease primaries first: elsewhere the lease table is locked before the registry.
         let primaries: HashMap<u64, String> = self
             .leases
@@ -1120,6 +1119,19 @@ impl ChunkManager {
             reg.forget_replica(server, handle);
         }
         Ok(out)
+    }
+
+    /// A pass of `server`'s chunk report completed, naming `reported`: replicas unknown to the
+    /// master that it no longer holds are forgotten (a later one starts its grace period
+    /// afresh). Linear in the server's unknown replicas.
+    pub fn forget_unreported(&self, server: &str, reported: &ChunkSet) {
+        let mut unknown_since = self.unknown_since.lock();
+        if let Some(unknown) = unknown_since.get_mut(server) {
+            unknown.retain(|h, _| reported.contains(h));
+            if unknown.is_empty() {
+                unknown_since.remove(server);
+            }
+        }
     }
 
     /// The chunks of `path` with their live replicas at the current version.
@@ -1881,10 +1893,13 @@ mod tests {
                 sealed: false,
             })
             .collect();
+        let reported: ChunkSet = report.iter().map(|r| r.handle).collect();
         // The first report notes them all as unknown; the second is the costly one.
         assert!(m.to_delete("a", &report).await.unwrap().is_empty());
+        m.forget_unreported("a", &reported);
         let t = Instant::now();
         assert!(m.to_delete("a", &report).await.unwrap().is_empty());
+        m.forget_unreported("a", &reported);
         let took = t.elapsed();
         assert!(took < Duration::from_secs(5), "took {took:?}");
     }

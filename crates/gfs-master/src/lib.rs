@@ -38,7 +38,8 @@ pub use metastore::{MetaConfig, MetaStore};
 pub use metrics::MasterMetrics;
 pub use namespace::{ChunkMeta, Namespace, Node, Stat};
 pub use registry::{
-    ChunkMap, HolderCount, Registry, Replica, ReplicaCounts, ServerInfo, ServerState, Want,
+    ChunkMap, ChunkSet, Heard, HolderCount, Piece, Registry, Replica, ReplicaCounts, ServerInfo,
+    ServerState, Want,
 };
 pub use server::{Master, MasterConfig, StartError};
 pub use service::{AdminService, ControlService, MasterService, status};

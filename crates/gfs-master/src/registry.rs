@@ -1,5 +1,11 @@
 //! Chunkserver membership and chunk locations, rebuilt from heartbeats (never persisted).
 //!
+//! A server's chunk report is the full set of its replicas, sent as one pass of heartbeat
+//! pieces ([`Piece`], `gfs_proto::report`): each piece adds or updates the replicas it names,
+//! and only a pass whose pieces all arrived in order drops the replicas it did not name
+//! ([`Registry::heartbeat_piece`]). A missed piece leaves the pass incomplete: it drops
+//! nothing, and the next pass starts afresh.
+//!
 //! Time is passed in (`now`), so tests drive liveness with a clock of their own. A server that
 //! has not heartbeated for `dead_after` is dead: its replicas stop counting as locations. A
 //! replica reported at a version older than the master's is stale: never a location, and
@@ -80,8 +86,48 @@ pub struct Replica {
     pub sealed: bool,
 }
 
+/// Where one heartbeat's share of a chunk report sits in its pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Piece {
+    /// The pass (chosen by the server, new for each pass).
+    pub report_id: u64,
+    /// Its place in the pass, from 0.
+    pub index: u32,
+    /// More pieces of the pass follow.
+    pub more: bool,
+}
+
+impl Piece {
+    /// A whole report in one heartbeat: a pass of one piece.
+    pub const WHOLE: Piece = Piece {
+        report_id: 0,
+        index: 0,
+        more: false,
+    };
+}
+
+/// What [`Registry::heartbeat_piece`] made of a heartbeat.
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// The server is registered (false: it must register again).
+    pub known: bool,
+    /// The piece completed a pass: every handle the pass named.
+    pub pass: Option<ChunkSet>,
+}
+
+/// A pass of a server's chunk report in progress.
+struct Pass {
+    report_id: u64,
+    /// The piece expected next.
+    next: u32,
+    /// Every handle its pieces named so far.
+    seen: ChunkSet,
+}
+
 struct Server {
     info: ServerInfo,
+    /// The pass of its chunk report being received (None: none, or one that missed a piece).
+    pass: Option<Pass>,
     last_heartbeat: Instant,
     alive: bool,
     replicas: HashMap<u64, Replica>,
@@ -109,6 +155,9 @@ pub struct ReplicaCounts {
 /// A map keyed by chunk handle, with a fast hasher: the scans over every chunk build maps of
 /// millions of entries (handles are random, so hash flooding is no concern).
 pub type ChunkMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+
+/// A set of chunk handles, with the fast hasher of [`ChunkMap`].
+pub type ChunkSet = HashSet<u64, foldhash::fast::RandomState>;
 
 /// Live current replicas of one chunk ([`Registry::holder_counts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -239,6 +288,7 @@ impl Registry {
             info.id.clone(),
             Server {
                 info,
+                pass: None,
                 last_heartbeat: now,
                 alive: true,
                 replicas,
@@ -270,8 +320,26 @@ impl Registry {
         disk_lost: bool,
         now: Instant,
     ) -> bool {
+        self.heartbeat_piece(id, used_bytes, report, Piece::WHOLE, disk_lost, now)
+            .known
+    }
+
+    /// Records a heartbeat carrying `piece` of a pass of the server's chunk report: its
+    /// replicas are added or updated at once; the piece that completes a pass received whole
+    /// and in order drops the server's replicas (and corrupt marks) the pass did not name, and
+    /// returns the pass's handles. Piece 0 starts a new pass; a piece out of order (one was
+    /// lost, or belongs to another pass) abandons the pass, which then drops nothing.
+    pub fn heartbeat_piece(
+        &mut self,
+        id: &str,
+        used_bytes: u64,
+        report: Vec<Replica>,
+        piece: Piece,
+        disk_lost: bool,
+        now: Instant,
+    ) -> Heard {
         let Some(s) = self.servers.get_mut(id) else {
-            return false;
+            return Heard::default();
         };
         if !s.alive {
             tracing::info!(id, "chunkserver is back");
@@ -288,15 +356,49 @@ impl Registry {
         s.alive = true;
         s.last_heartbeat = now;
         s.info.used_bytes = used_bytes;
+        if piece.index == 0 {
+            s.pass = Some(Pass {
+                report_id: piece.report_id,
+                next: 0,
+                seen: ChunkSet::with_capacity_and_hasher(report.len(), Default::default()),
+            });
+        } else if s
+            .pass
+            .take_if(|p| p.report_id != piece.report_id || p.next != piece.index)
+            .is_some()
+        {
+            tracing::warn!(
+                id,
+                piece = piece.index,
+                "a piece of a chunk report was missed: this pass drops no replica"
+            );
+        }
         // A corrupt replica stays out of the locations for as long as the server keeps it.
-        s.corrupt.retain(|h| report.iter().any(|r| r.handle == *h));
-        let corrupt = &s.corrupt;
-        s.replicas = report
-            .into_iter()
-            .filter(|r| !corrupt.contains(&r.handle))
-            .map(|r| (r.handle, r))
-            .collect();
-        true
+        for r in report {
+            if let Some(p) = &mut s.pass {
+                p.seen.insert(r.handle);
+            }
+            if !s.corrupt.contains(&r.handle) {
+                s.replicas.insert(r.handle, r);
+            }
+        }
+        let complete = match &mut s.pass {
+            Some(p) => {
+                p.next += 1;
+                !piece.more
+            }
+            None => false,
+        };
+        let pass = if complete {
+            s.pass.take().map(|p| p.seen)
+        } else {
+            None
+        };
+        if let Some(seen) = &pass {
+            s.replicas.retain(|h, _| seen.contains(h));
+            s.corrupt.retain(|h| seen.contains(h));
+        }
+        Heard { known: true, pass }
     }
 
     /// Records that `id`'s replica of `handle` failed its checksums.
@@ -638,6 +740,77 @@ mod tests {
         );
         assert_eq!(ids(r.place(4)), ["b", "c", "d", "a"]);
         assert_eq!(ids(r.place(9)).len(), 4);
+    }
+
+    /// Finding 8: a report in pieces. Each piece adds or updates; only a pass received whole
+    /// and in order drops what it did not name; a missed piece drops nothing.
+    #[test]
+    fn a_report_in_pieces_drops_replicas_only_after_a_whole_pass() {
+        let t0 = Instant::now();
+        let mut r = with_servers(&[("a", "", 0)], t0);
+        let held = |r: &Registry| {
+            let mut h: Vec<u64> = r.replicas_of("a").iter().map(|x| x.handle).collect();
+            h.sort();
+            h
+        };
+        let piece = |report_id, index, more| Piece {
+            report_id,
+            index,
+            more,
+        };
+        let beat = |r: &mut Registry, handles: &[u64], p: Piece| {
+            let report = handles.iter().map(|&h| replica(h, 1)).collect();
+            r.heartbeat_piece("a", 0, report, p, false, t0)
+        };
+        assert!(r.heartbeat(
+            "a",
+            0,
+            vec![replica(1, 1), replica(2, 1), replica(3, 1)],
+            t0
+        ));
+        assert_eq!(held(&r), [1, 2, 3]);
+
+        // Pass 10: replicas not yet heard stay; new ones count at once.
+        let h = beat(&mut r, &[1], piece(10, 0, true));
+        assert!(h.known && h.pass.is_none());
+        beat(&mut r, &[4], piece(10, 1, true));
+        assert_eq!(held(&r), [1, 2, 3, 4]);
+        // The last piece completes it: 2 and 3 were not named.
+        let h = beat(&mut r, &[5], piece(10, 2, false));
+        let mut seen: Vec<u64> = h.pass.unwrap().into_iter().collect();
+        seen.sort();
+        assert_eq!(seen, [1, 4, 5]);
+        assert_eq!(held(&r), [1, 4, 5]);
+
+        // Pass 11 misses its piece 1: its last piece drops nothing.
+        beat(&mut r, &[1], piece(11, 0, true));
+        let h = beat(&mut r, &[6], piece(11, 2, false));
+        assert!(h.known && h.pass.is_none());
+        assert_eq!(held(&r), [1, 4, 5, 6]);
+        // A piece of another pass in between breaks a pass too.
+        beat(&mut r, &[1], piece(12, 0, true));
+        beat(&mut r, &[4], piece(99, 1, true));
+        assert!(beat(&mut r, &[], piece(12, 1, false)).pass.is_none());
+        assert_eq!(held(&r), [1, 4, 5, 6]);
+        // A new pass after a broken one completes normally.
+        beat(&mut r, &[4], piece(13, 0, true));
+        assert!(beat(&mut r, &[6], piece(13, 1, false)).pass.is_some());
+        assert_eq!(held(&r), [4, 6]);
+
+        // A corrupt replica stays out while the server reports it, in any piece; the mark
+        // goes once a whole pass no longer names it.
+        r.mark_corrupt("a", 4);
+        beat(&mut r, &[4], piece(14, 0, true));
+        beat(&mut r, &[6], piece(14, 1, false));
+        assert_eq!(held(&r), [6]);
+        assert!(r.is_corrupt("a", 4));
+        beat(&mut r, &[6], piece(15, 0, true));
+        assert!(r.is_corrupt("a", 4), "a pass in progress keeps the mark");
+        beat(&mut r, &[], piece(15, 1, false));
+        assert!(!r.is_corrupt("a", 4));
+        // An unregistered server is told to register.
+        let h = r.heartbeat_piece("zzz", 0, vec![], Piece::WHOLE, false, t0);
+        assert!(!h.known);
     }
 
     #[test]

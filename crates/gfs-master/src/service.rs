@@ -23,7 +23,7 @@ use crate::metastore::MetaStore;
 use crate::namespace::Stat;
 use crate::path;
 use crate::record::{CreateOp, Op, PathOp, RenameOp};
-use crate::registry::{Registry, Replica, ServerInfo};
+use crate::registry::{Piece, Registry, Replica, ServerInfo};
 use crate::trash::{TRASH, Trash};
 
 /// Maps a metadata error to the status a client sees.
@@ -363,13 +363,25 @@ impl MasterControl for ControlService {
                 }
             });
         }
-        let known = self.registry.lock().heartbeat_with(
+        // One piece of a pass of the report (the whole report from a server that sends it in
+        // one heartbeat): see `Registry::heartbeat_piece`.
+        let piece = Piece {
+            report_id: r.report_id,
+            index: r.piece,
+            more: r.more,
+        };
+        let heard = self.registry.lock().heartbeat_piece(
             &r.id,
             r.used_bytes,
             report,
+            piece,
             r.disk_lost,
             Instant::now(),
         );
+        if let Some(reported) = &heard.pass {
+            self.chunks.forget_unreported(&r.id, reported);
+        }
+        let known = heard.known;
         let extensions = if known {
             self.chunks
                 .extend_leases(&r.id, &r.writing)

@@ -86,3 +86,79 @@ async fn a_heartbeat_of_300_000_replicas_is_accepted() {
     m.shutdown_token().cancel();
     m.wait().await.unwrap();
 }
+
+/// Sends `report` as one pass of heartbeat pieces of at most `budget` bytes (as a chunkserver
+/// does), leaving out the pieces `skip` names; returns how many pieces the pass had.
+async fn send_pass(
+    c: &mut MasterControlClient<tonic::transport::Channel>,
+    id: &str,
+    report_id: u64,
+    report: Vec<ChunkInfo>,
+    budget: usize,
+    skip: &[u32],
+) -> usize {
+    let full = HeartbeatRequest {
+        id: id.into(),
+        used_bytes: 1 << 40,
+        chunks: report,
+        report_id,
+        ..HeartbeatRequest::default()
+    };
+    let pieces = gfs_proto::report::heartbeat_pieces(full, budget);
+    let n = pieces.len();
+    for p in pieces {
+        assert!(prost::Message::encoded_len(&p) <= budget);
+        if skip.contains(&p.piece) {
+            continue;
+        }
+        let reply = c.heartbeat(p).await.unwrap().into_inner();
+        assert!(!reply.reregister);
+    }
+    n
+}
+
+/// A server holding 1,000,000 replicas (22 MB of report, past even the 16 MiB limit) reports
+/// them in 1 MiB pieces. The master keeps every replica it has not heard yet while a pass is
+/// under way, drops none after a pass that missed a piece, and drops exactly the replicas a
+/// whole pass no longer names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_a_million_replicas_goes_in_pieces_and_keeps_full_report_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = master(dir.path()).await;
+    let addr = m.addr.to_string();
+    let mut c = MasterControlClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    register(&mut c, "huge").await;
+    let all = replicas(1_000_000, 1);
+    let budget = gfs_proto::report::REPORT_PIECE_BYTES;
+    let n = send_pass(&mut c, "huge", 1, all.clone(), budget, &[]).await;
+    assert!(n > 16, "{n} pieces");
+    assert_eq!(chunks_of(&addr, "huge").await, (1_000_000, "alive".into()));
+
+    // The first 100,000 replicas are gone, and 5,000 new ones arrive.
+    let mut next: Vec<ChunkInfo> = all[100_000..].to_vec();
+    next.extend(replicas(5_000, 2_000_000));
+    // A pass that loses its second piece adds the new replicas and drops nothing.
+    send_pass(&mut c, "huge", 2, next.clone(), budget, &[1]).await;
+    assert_eq!(chunks_of(&addr, "huge").await, (1_005_000, "alive".into()));
+    // Half a pass: nothing dropped yet.
+    let half: Vec<ChunkInfo> = next[..450_000].to_vec();
+    let mut first = HeartbeatRequest {
+        id: "huge".into(),
+        chunks: half,
+        report_id: 3,
+        ..HeartbeatRequest::default()
+    };
+    first.more = true;
+    for mut p in gfs_proto::report::heartbeat_pieces(first, budget) {
+        p.more = true;
+        c.heartbeat(p).await.unwrap();
+    }
+    assert_eq!(chunks_of(&addr, "huge").await, (1_005_000, "alive".into()));
+    // A whole pass drops exactly the replicas it does not name.
+    send_pass(&mut c, "huge", 4, next, budget, &[]).await;
+    assert_eq!(chunks_of(&addr, "huge").await, (905_000, "alive".into()));
+    m.shutdown_token().cancel();
+    m.wait().await.unwrap();
+}

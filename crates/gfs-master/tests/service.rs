@@ -210,6 +210,7 @@ async fn chunkservers_register_and_heartbeat() {
         lagging: vec![],
         writing: vec![],
         disk_lost: false,
+        ..HeartbeatRequest::default()
     };
     assert!(
         c.heartbeat(hb("cs1"))

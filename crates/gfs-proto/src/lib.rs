@@ -1,7 +1,8 @@
 //! Generated gRPC types for the gfs-rs planes (`proto/gfs.proto`).
 //!
 //! This crate stays slim: what `build.rs` generates, plus [`telemetry`], the per-RPC spans and
-//! metrics every gRPC server shares. Domain types live in the crates that own them and convert
+//! metrics every gRPC server shares, and what keeps messages within [`MAX_MESSAGE`]
+//! ([`report`]: chunk reports in pieces). Domain types live in the crates that own them and convert
 //! from these at the edge.
 
 #![allow(missing_docs, clippy::all)]
@@ -15,6 +16,8 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/gfs_descriptor.bin"));
 
+#[warn(missing_docs, clippy::all)]
+pub mod report;
 #[warn(missing_docs)]
 pub mod telemetry;
 
