@@ -92,6 +92,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
     let chunks = m
         .get_chunks(GetChunksRequest {
             path: "/log".into(),
+            ..GetChunksRequest::default()
         })
         .await
         .unwrap()
@@ -195,7 +196,10 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
         "the stale replica got the new version: {chosen:?}"
     );
     let listed = m
-        .get_chunks(GetChunksRequest { path: "/f".into() })
+        .get_chunks(GetChunksRequest {
+            path: "/f".into(),
+            ..GetChunksRequest::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -388,7 +392,10 @@ async fn a_lagging_report_bumps_the_good_replicas_at_once() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let chunk = loop {
         let c = m
-            .get_chunks(GetChunksRequest { path: "/g".into() })
+            .get_chunks(GetChunksRequest {
+                path: "/g".into(),
+                ..GetChunksRequest::default()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -484,7 +491,10 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
     }
     for f in &files {
         let chunks = m
-            .get_chunks(GetChunksRequest { path: f.clone() })
+            .get_chunks(GetChunksRequest {
+                path: f.clone(),
+                ..GetChunksRequest::default()
+            })
             .await
             .unwrap()
             .into_inner();

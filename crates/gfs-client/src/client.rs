@@ -336,19 +336,49 @@ impl Client {
         }
     }
 
-    /// The chunks of file `path`, asked of the master now.
+    /// The chunks of file `path`, asked of the master now: every page of `GetChunks`
+    /// (`chunks_per_page` at a time), so a file of any number of chunks lists whole. Each page
+    /// must continue the one before (the next index, starting where the previous chunk ends);
+    /// one that does not (the file was replaced in between) starts the listing over.
     pub async fn refresh(&self, path: &str) -> Result<Arc<Locations>> {
-        let req = GetChunksRequest { path: path.into() };
-        let reply = self
-            .ask(&mut self.retry(), |mut m| {
-                let req = req.clone();
-                async move { m.get_chunks(req).await }
-            })
-            .await?;
-        let chunks = reply
-            .chunks
-            .into_iter()
-            .map(|c| {
+        let mut retry = self.retry();
+        let mut chunks: Vec<ChunkInfo> = Vec::new();
+        let chunk_size = loop {
+            let first_index = chunks.last().map_or(0, |c| c.index + 1);
+            let req = GetChunksRequest {
+                path: path.into(),
+                first_index,
+                max_chunks: self.inner.cfg.chunks_per_page,
+            };
+            let reply = self
+                .ask(&mut retry, |mut m| {
+                    let req = req.clone();
+                    async move { m.get_chunks(req).await }
+                })
+                .await?;
+            let continues = reply.next_index == first_index + reply.chunks.len() as u64
+                && (!reply.more || !reply.chunks.is_empty())
+                && reply.chunks.first().is_none_or(|c| {
+                    c.index == first_index
+                        && chunks.last().is_none_or(|p| {
+                            c.file_offset == p.file_offset + p.sealed_length.unwrap_or(0)
+                        })
+                });
+            if !continues {
+                tracing::debug!(
+                    path,
+                    first_index,
+                    "chunk pages do not line up; listing again"
+                );
+                retry
+                    .wait(format!(
+                        "the chunk list of {path} changed while it was listed"
+                    ))
+                    .await?;
+                chunks.clear();
+                continue;
+            }
+            chunks.extend(reply.chunks.into_iter().map(|c| {
                 let mut replicas: Vec<Replica> = c
                     .replicas
                     .into_iter()
@@ -366,12 +396,12 @@ impl Client {
                     sealed_length: c.sealed_length,
                     replicas,
                 }
-            })
-            .collect();
-        let l = Arc::new(Locations {
-            chunk_size: reply.chunk_size,
-            chunks,
-        });
+            }));
+            if !reply.more {
+                break reply.chunk_size;
+            }
+        };
+        let l = Arc::new(Locations { chunk_size, chunks });
         self.inner
             .locations
             .lock()

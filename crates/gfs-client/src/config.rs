@@ -30,6 +30,9 @@ pub struct ClientConfig {
     pub in_flight: usize,
     /// Streaming reads: bytes per read request.
     pub read_piece: usize,
+    /// Chunk locations: chunks per `GetChunks` page asked of the master (0: the master's
+    /// default, 10,000); every page is fetched, so files of any number of chunks list whole.
+    pub chunks_per_page: u32,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +47,7 @@ impl Default for ClientConfig {
             write_piece: 1 << 20,
             in_flight: 8,
             read_piece: 4 << 20,
+            chunks_per_page: 0,
         }
     }
 }

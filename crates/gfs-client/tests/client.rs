@@ -26,14 +26,16 @@ async fn cluster(n: usize) -> Cluster {
 
 /// A cluster whose master runs at most `max_clones` re-replication copies at once.
 async fn cluster_with(n: usize, max_clones: usize) -> Cluster {
-    cluster_tuned(n, max_clones, |_| {}).await
+    cluster_tuned(n, max_clones, |_| {}, ClientConfig::default()).await
 }
 
-/// [`cluster_with`], each chunkserver's configuration passed through `tune` first.
+/// [`cluster_with`], each chunkserver's configuration passed through `tune` first, the client
+/// configured as `client` (write pieces and deadline of the tests' own).
 async fn cluster_tuned(
     n: usize,
     max_clones: usize,
     tune: impl Fn(&mut ChunkserverConfig),
+    client: ClientConfig,
 ) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let master = Master::start(MasterConfig {
@@ -60,7 +62,7 @@ async fn cluster_tuned(
         ClientConfig {
             write_piece: 256 << 10,
             op_deadline: Duration::from_secs(30),
-            ..ClientConfig::default()
+            ..client
         },
     )
     .await
@@ -385,9 +387,12 @@ async fn appends_wait_for_a_lost_quorum_and_resume_at_the_right_offsets() {
 /// replica of every chunk, counts the file healthy, and the file reads back whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_reports_in_many_pieces_keep_every_replica_located() {
-    let cl = cluster_tuned(3, MasterConfig::default().max_clones, |cfg| {
-        cfg.report_piece_bytes = 64;
-    })
+    let cl = cluster_tuned(
+        3,
+        MasterConfig::default().max_clones,
+        |cfg| cfg.report_piece_bytes = 64,
+        ClientConfig::default(),
+    )
     .await;
     let c = &cl.client;
     let data = pattern(CS as usize * 7 / 2, 11);
@@ -403,6 +408,43 @@ async fn chunk_reports_in_many_pieces_keep_every_replica_located() {
     let l = c.refresh("/f").await.unwrap();
     assert!(l.chunks.iter().all(|ch| ch.replicas.len() == 3), "{l:?}");
     assert_eq!(get(c, "/f").await, data);
+    for s in cl.servers.into_iter().flatten() {
+        s.stop().await.unwrap();
+    }
+}
+
+/// Finding 8: GetChunks is paged. With pages of 2 chunks, a file of 7 chunks (6.5 MiB: every
+/// chunk but the last full and sealed) lists whole, in order, each chunk at its file offset
+/// across pages, and reads back whole through the reader, `read` at any offset, and `size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_more_chunks_than_a_page_lists_and_reads_whole() {
+    let cl = cluster_tuned(
+        3,
+        MasterConfig::default().max_clones,
+        |_| {},
+        ClientConfig {
+            chunks_per_page: 2,
+            ..ClientConfig::default()
+        },
+    )
+    .await;
+    let c = &cl.client;
+    let data = pattern(CS as usize * 13 / 2, 21);
+    assert_eq!(put(c, "/big", &data).await, data.len() as u64);
+    let l = c.refresh("/big").await.unwrap();
+    assert_eq!(l.chunks.len(), 7, "{l:?}");
+    for (i, ch) in l.chunks.iter().enumerate() {
+        assert_eq!(ch.index, i as u64);
+        assert_eq!(ch.file_offset, i as u64 * CS, "chunk {i}");
+    }
+    assert_eq!(c.size("/big").await.unwrap(), data.len() as u64);
+    assert_eq!(get(c, "/big").await, data);
+    // A read stops at the end of the chunk holding its offset.
+    for at in [0, CS - 10, 3 * CS + 5, 6 * CS + 100] {
+        let got = c.read("/big", at, 64).await.unwrap();
+        let end = (at + 64).min((at / CS + 1) * CS) as usize;
+        assert_eq!(&got[..], &data[at as usize..end], "at {at}");
+    }
     for s in cl.servers.into_iter().flatten() {
         s.stop().await.unwrap();
     }

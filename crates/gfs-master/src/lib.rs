@@ -32,7 +32,9 @@ mod service;
 pub mod status_page;
 pub mod trash;
 
-pub use chunks::{ChunkConfig, ChunkHealth, ChunkManager, LeaseDecision, lease_decision};
+pub use chunks::{
+    ChunkConfig, ChunkHealth, ChunkManager, GET_CHUNKS_PAGE, LeaseDecision, lease_decision,
+};
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use metrics::MasterMetrics;

@@ -239,9 +239,14 @@ impl Master for MasterService {
         &self,
         r: Request<GetChunksRequest>,
     ) -> Result<Response<GetChunksReply>, Status> {
-        let p = checked(&r.into_inner().path)?;
+        let r = r.into_inner();
+        let p = checked(&r.path)?;
         let _lock = self.locks.read(&p).await;
-        Ok(Response::new(self.chunks.get_chunks(&p).await?))
+        Ok(Response::new(
+            self.chunks
+                .get_chunks(&p, r.first_index, r.max_chunks)
+                .await?,
+        ))
     }
 
     async fn report_sealed(

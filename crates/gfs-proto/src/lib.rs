@@ -28,3 +28,7 @@ pub mod telemetry;
 /// CLAUDE.md, gfs-proto). The replication and control planes size theirs from the largest
 /// record instead.
 pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// The encoded bytes (4 MiB) the master puts at most in one reply that lists many items: a page
+/// of `GetChunks`, the unhealthy files of `Fsck`. A quarter of [`MAX_MESSAGE`].
+pub const PAGE_BYTES: usize = 4 << 20;
