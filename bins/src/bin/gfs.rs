@@ -128,9 +128,11 @@ enum Cmd {
         dst: String,
     },
     /// Check the health of every file at or under PATH: chunks short of the replication goal,
-    /// lost chunks, stale or corrupt replicas. Exits 1 when anything is unhealthy.
+    /// lost chunks, stale or corrupt replicas (past 4 MiB of them, the rest are counted, not
+    /// listed). Exits 1 when anything is unhealthy.
     Fsck {
-        /// Print one JSON object (files, chunks, replication_goal, unhealthy).
+        /// Print one JSON object (files, chunks, replication_goal, unhealthy, unhealthy_files,
+        /// unlisted_files).
         #[arg(long)]
         json: bool,
         /// Remote file or directory.
@@ -347,6 +349,8 @@ async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
 
 async fn fsck(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
     let r = client.fsck(path).await?;
+    // The master lists what fits in one reply and counts the rest.
+    let unhealthy = r.unhealthy_files.max(r.unhealthy.len() as u64);
     if json {
         let files: Vec<serde_json::Value> = r
             .unhealthy
@@ -363,13 +367,16 @@ async fn fsck(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
-                serde_json::json!({"path": f.path, "chunks": chunks})
+                serde_json::json!({
+                    "path": f.path, "chunks": chunks, "unlisted_chunks": f.unlisted_chunks,
+                })
             })
             .collect();
         print_json(&serde_json::json!({
             "path": path, "files": r.files, "chunks": r.chunks,
             "replication_goal": r.replication_goal,
-            "healthy": r.unhealthy.is_empty(), "unhealthy": files,
+            "healthy": unhealthy == 0, "unhealthy": files,
+            "unhealthy_files": unhealthy, "unlisted_files": r.unlisted_files,
         }))?;
     } else {
         let mut out = String::new();
@@ -399,13 +406,24 @@ async fn fsck(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
                     },
                 );
             }
+            if f.unlisted_chunks > 0 {
+                out += &format!(
+                    "{}: {} more bad chunks not listed\n",
+                    f.path, f.unlisted_chunks
+                );
+            }
+        }
+        if r.unlisted_files > 0 {
+            out += &format!(
+                "{} more unhealthy files not listed (run fsck on a narrower path)\n",
+                r.unlisted_files
+            );
         }
         out += &format!(
-            "{path}: {} files, {} chunks, {} unhealthy files: {}\n",
+            "{path}: {} files, {} chunks, {unhealthy} unhealthy files: {}\n",
             r.files,
             r.chunks,
-            r.unhealthy.len(),
-            if r.unhealthy.is_empty() {
+            if unhealthy == 0 {
                 "HEALTHY"
             } else {
                 "UNHEALTHY"
@@ -413,10 +431,9 @@ async fn fsck(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
         );
         print(&out)?;
     }
-    if !r.unhealthy.is_empty() {
+    if unhealthy > 0 {
         bail!(
-            "{} of {} files under {path} are unhealthy",
-            r.unhealthy.len(),
+            "{unhealthy} of {} files under {path} are unhealthy",
             r.files
         );
     }

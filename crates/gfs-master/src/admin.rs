@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerReport};
+use prost::encoding::string::encoded_len;
 use tonic::Status;
 
 use crate::chunks::{ChunkManager, unix_ms};
@@ -113,8 +114,17 @@ impl ChunkManager {
     }
 
     /// Every file at or under `path` (a file or a directory), and the chunks of each that are
-    /// short of the goal, lost, or have stale or corrupt replicas.
+    /// short of the goal, lost, or have stale or corrupt replicas; the lists stop at
+    /// `gfs_proto::PAGE_BYTES` encoded (`fsck_within`).
     pub async fn fsck(&self, path: &str) -> Result<FsckReply, Status> {
+        self.fsck_within(path, gfs_proto::PAGE_BYTES).await
+    }
+
+    /// [`ChunkManager::fsck`] in a reply of at most `budget` encoded bytes (at least 128):
+    /// unhealthy files and their bad chunks are listed in namespace order while they fit, and
+    /// the rest are counted (`unlisted_files`, `FileHealth::unlisted_chunks`); the totals
+    /// (`files`, `chunks`, `unhealthy_files`) always cover everything.
+    pub async fn fsck_within(&self, path: &str, budget: usize) -> Result<FsckReply, Status> {
         let p = path.to_string();
         let files = self
             .meta
@@ -142,9 +152,11 @@ impl ChunkManager {
             replication_goal: goal as u32,
             ..FsckReply::default()
         };
+        // What the reply holds so far, counted high: its own fields at their largest.
+        let mut bytes = 64;
         for (path, chunks) in files {
             reply.chunks += chunks.len() as u64;
-            let bad: Vec<ChunkHealth> = chunks
+            let mut bad = chunks
                 .iter()
                 .enumerate()
                 .filter_map(|(i, (handle, want))| {
@@ -158,10 +170,33 @@ impl ChunkManager {
                         corrupt: c.corrupt as u32,
                     })
                 })
-                .collect();
-            if !bad.is_empty() {
-                reply.unhealthy.push(FileHealth { path, chunks: bad });
+                .peekable();
+            if bad.peek().is_none() {
+                continue;
             }
+            reply.unhealthy_files += 1;
+            let mut file = FileHealth {
+                path,
+                chunks: Vec::new(),
+                unlisted_chunks: 0,
+            };
+            // The entry's key, its length (at most 5 bytes), its path, `unlisted_chunks`.
+            let mut len = 1 + 5 + encoded_len(1, &file.path) + 11;
+            if bytes + len > budget {
+                reply.unlisted_files += 1;
+                continue;
+            }
+            for c in bad {
+                let n = prost::encoding::message::encoded_len(2, &c);
+                if bytes + len + n > budget {
+                    file.unlisted_chunks += 1;
+                } else {
+                    file.chunks.push(c);
+                    len += n;
+                }
+            }
+            bytes += len;
+            reply.unhealthy.push(file);
         }
         Ok(reply)
     }

@@ -2035,6 +2035,84 @@ mod tests {
         assert_eq!((r.chunks.len(), r.more, r.next_index), (0, false, N));
     }
 
+    /// Finding 8: fsck of a large, badly degraded tree stays within its budget: unhealthy
+    /// files and their bad chunks are listed while they fit, the rest counted; the totals
+    /// cover everything.
+    #[tokio::test]
+    async fn fsck_lists_what_fits_and_counts_the_rest() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        // No server reports anything: every chunk is lost.
+        let (m, _registry) = one_chunk(dir.path(), None, &["a"]).await;
+        let meta = Arc::clone(&m.meta);
+        let mkdir =
+            |path: String| meta.mutate(Op::Mkdir(crate::record::PathOp { path, mtime_ms: 0 }));
+        mkdir("/d".into()).await.unwrap();
+        let create = |path: String| {
+            m.meta.mutate(Op::Create(CreateOp {
+                path,
+                mtime_ms: 0,
+                replication: 3,
+            }))
+        };
+        let add = |path: String, handle: u64| {
+            m.meta.mutate(Op::AddChunk(AddChunkOp {
+                path,
+                handle,
+                version: 1,
+            }))
+        };
+        create("/d/many".into()).await.unwrap();
+        futures::future::try_join_all((0..200).map(|i| add("/d/many".into(), 100 + i)))
+            .await
+            .unwrap();
+        for i in 0..20u64 {
+            create(format!("/d/x{i:02}")).await.unwrap();
+            add(format!("/d/x{i:02}"), 1000 + i).await.unwrap();
+        }
+
+        let r = m.fsck_within("/", 1000).await.unwrap();
+        assert!(prost::Message::encoded_len(&r) <= 1000);
+        assert_eq!((r.files, r.chunks, r.unhealthy_files), (22, 221, 22));
+        assert_eq!(r.unhealthy.len() as u64 + r.unlisted_files, 22);
+        assert!(r.unlisted_files > 0);
+        let many = &r.unhealthy[0];
+        assert_eq!(many.path, "/d/many");
+        assert_eq!(many.chunks.len() as u64 + many.unlisted_chunks, 200);
+        assert!(many.unlisted_chunks > 0);
+        // The whole budget lists everything.
+        let r = m.fsck("/").await.unwrap();
+        assert_eq!((r.unhealthy.len(), r.unlisted_files), (22, 0));
+        assert!(r.unhealthy.iter().all(|f| f.unlisted_chunks == 0));
+
+        // 2,000 files with 3.8 KB paths, one lost chunk each: about 7.7 MB unlisted in full
+        // (what the old reply was), past tonic's 4 MiB default.
+        let mut deep = String::new();
+        for level in 0..14 {
+            deep += &format!("/{}", format!("{level:02}").repeat(125));
+            mkdir(deep.clone()).await.unwrap();
+        }
+        let name = |i: u64| format!("{deep}/{i:04}{}", "n".repeat(240));
+        futures::future::try_join_all((0..2000).map(|i| create(name(i))))
+            .await
+            .unwrap();
+        futures::future::try_join_all((0..2000).map(|i| add(name(i), 10_000 + i)))
+            .await
+            .unwrap();
+        let all = m.fsck_within("/", usize::MAX).await.unwrap();
+        assert!(prost::Message::encoded_len(&all) > 7 << 20);
+        let r = m.fsck("/").await.unwrap();
+        let len = prost::Message::encoded_len(&r);
+        // Nearly full (the count is high by a few bytes an entry).
+        assert!(
+            len <= gfs_proto::PAGE_BYTES && len + (32 << 10) > gfs_proto::PAGE_BYTES,
+            "{len}"
+        );
+        assert_eq!((r.files, r.unhealthy_files), (2022, 2022));
+        assert!(r.unlisted_files > 0);
+        assert_eq!(r.unhealthy.len() as u64 + r.unlisted_files, 2022);
+    }
+
     #[test]
     fn never_two_primaries_at_once() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
