@@ -1,5 +1,9 @@
 //! Starting and stopping a chunkserver: open the store, bind both listeners, serve until the
 //! shutdown token is cancelled, then drain and checkpoint.
+//!
+//! With a master configured it registers and heartbeats; each heartbeat interval sends the
+//! whole chunk report as a pass of bounded pieces (`gfs_proto::report`), and every client of
+//! the master's services here uses `gfs_proto::MAX_MESSAGE`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

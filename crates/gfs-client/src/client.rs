@@ -1,4 +1,5 @@
 //! The client handle: namespace calls to the master, record appends, chunk locations and reads.
+//! Chunk locations come a page of `GetChunks` at a time; `refresh` fetches every page.
 
 use std::collections::HashMap;
 use std::sync::Arc;

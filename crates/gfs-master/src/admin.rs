@@ -1,4 +1,5 @@
-//! What operators ask of the master: the cluster report, fsck, decommissioning.
+//! What operators ask of the master: the cluster report, fsck, decommissioning. An fsck reply
+//! lists unhealthy files and chunks within `gfs_proto::PAGE_BYTES` and counts the rest.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

@@ -16,6 +16,9 @@
 //! before the next is allocated, so a lease names where its chunk starts in the file and
 //! offsets are final (I3); a last chunk without a quorum of live replicas is waited for, never
 //! skipped.
+//!
+//! Listing: `get_chunks` answers one page of a file's chunks (at most [`GET_CHUNKS_PAGE`] and
+//! `gfs_proto::PAGE_BYTES`), each chunk's file offset counted over the whole file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
