@@ -1,8 +1,10 @@
-//! A chunkserver SIGKILLed in the middle of a `gfs put`.
+//! A chunkserver SIGKILLed in the middle of a `gfs put`; a `gfs append` started while the
+//! master is down.
 
 use std::time::{Duration, Instant};
 
 use crate::env::{CHUNK, Gfs, Running, assert_same, random_bytes};
+use crate::master_proc::MasterProc;
 
 /// The put streams from stdin, so the test holds it mid-file while it kills a replica of the
 /// chunk being written (sometimes its primary, sometimes a secondary: the master lists replicas
@@ -61,4 +63,33 @@ fn a_chunkserver_killed_during_put_never_yields_a_short_file() {
     // The cluster still takes new files on the three servers left.
     gfs.put(b"after the kill", "/after");
     assert_eq!(gfs.ok(&["cat", "/after"]), b"after the kill");
+}
+
+/// Issue 12, part 3: `gfs append` started while the master is down (killed) retries, like any
+/// other transient failure, and succeeds once the master is back on its directory and port,
+/// within its deadline; before, it failed at once ("is gfs-master running there?").
+#[test]
+fn an_append_started_while_the_master_is_down_succeeds_once_it_returns() {
+    let mut gfs = Gfs::start(3);
+    let first = gfs.run_in(&["append", "/m"], b"before the crash");
+    assert_eq!(first.code, 0, "{first:?}");
+    let addr = gfs.master.addr.clone();
+    gfs.master.kill();
+    let local = gfs.local("record");
+    std::fs::write(&local, b"while the master was down").unwrap();
+    let append =
+        Running::spawn(
+            gfs.command()
+                .args(["append", "--json", "/m", local.to_str().unwrap()]),
+        );
+    // The outage the append has to ride out.
+    std::thread::sleep(Duration::from_secs(2));
+    gfs.master = MasterProc::start(&gfs.dir.path().join("master"), &addr);
+    let out = append.wait();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["offset"], 16, "{out:?}");
+    assert_eq!(
+        gfs.ok(&["cat", "/m"]),
+        b"before the crashwhile the master was down"
+    );
 }

@@ -8,13 +8,17 @@ mod fixture;
 mod master_proc;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fixture::{Server, append, record};
+use gfs_client::{Client, ClientConfig};
 use gfs_proto::v1::master_client::MasterClient;
 use gfs_proto::v1::{
     AppendChunkRequest, ChunkLease, CreateFileRequest, GetChunksRequest, ListRequest,
 };
+use gfs_testkit::{History, RecordId, assert_clean, observe, wait_healthy};
 use master_proc::MasterProc;
 use tonic::transport::Channel;
 
@@ -512,4 +516,130 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
     assert_eq!(listed.len(), 20);
     assert!(listed.iter().all(|e| e.path.starts_with("/other/y")));
     drop(servers);
+}
+
+/// A library client of the master at `addr` that retries through failures for `deadline`.
+async fn patient(addr: &str, deadline: Duration) -> Client {
+    let cfg = ClientConfig {
+        op_deadline: deadline,
+        ..ClientConfig::default()
+    };
+    Client::connect_with(addr, cfg).await.unwrap()
+}
+
+/// Record `n` of writer `w`, self-describing for the history checker; small (1 to 3 KB), so
+/// a run of a few hundred stays inside one 1 MiB chunk.
+fn tracked(w: u32, n: u32) -> (RecordId, bytes::Bytes) {
+    let id = RecordId { writer: w, seq: n };
+    let len = 1_000 + (w as usize * 7 + n as usize * 13) % 2_000;
+    (id, gfs_testkit::record(id, len))
+}
+
+/// Appends `tracked(w, n)` to `path` through `c`, noting it in `h`; returns how long it took.
+async fn tracked_append(c: &Client, path: &str, h: &mut History, w: u32, n: u32) -> Duration {
+    let (id, rec) = tracked(w, n);
+    h.sent(id, rec.len());
+    let start = Instant::now();
+    let off = c.append(path, rec).await.unwrap();
+    h.acked(id, off);
+    start.elapsed()
+}
+
+/// Writers `ws`, each appending its records to `path` one after another until `stop` (at most
+/// 150 each); `acked` counts the acknowledged ones. Each returns its history.
+fn appenders(
+    c: &Client,
+    path: &str,
+    ws: std::ops::Range<u32>,
+    stop: &Arc<AtomicBool>,
+    acked: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<History>> {
+    ws.map(|w| {
+        let (c, path) = (c.clone(), path.to_string());
+        let (stop, acked) = (Arc::clone(stop), Arc::clone(acked));
+        tokio::spawn(async move {
+            let mut h = History::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 150 {
+                tracked_append(&c, &path, &mut h, w, n).await;
+                acked.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            h
+        })
+    })
+    .collect()
+}
+
+/// Waits until `acked` reaches `n`.
+async fn until_acked(acked: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "appends did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops the appenders and merges their histories into `h`.
+async fn stop_appenders(
+    stop: &AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<History>>,
+    h: &mut History,
+) {
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        h.merge(w.await.unwrap());
+    }
+}
+
+/// The whole promise over `path` once the cluster healed: every acknowledged record exactly
+/// once at its offset, nothing never sent, no duplicate, the replicas the master counts
+/// byte-identical on the disks of the live servers (stopped for that), fsck in agreement.
+async fn check_promise(c: &Client, path: &str, h: &History, servers: &mut [Server]) {
+    wait_healthy(c, path, Duration::from_secs(90)).await;
+    let seen = observe(c, path).await;
+    let dirs: Vec<(String, std::path::PathBuf)> = servers
+        .iter_mut()
+        .filter(|s| s.is_running())
+        .map(|s| {
+            s.terminate(Duration::from_secs(10));
+            (s.id.clone(), s.dir.clone())
+        })
+        .collect();
+    assert_clean(&seen.check(h, &dirs));
+}
+
+/// Issue 12, part 3: the library treats an unreachable master like any other transient
+/// failure: an append that needs the master while it is down retries, and succeeds once the
+/// master is back, within its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_append_issued_while_the_master_is_down_succeeds_once_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
+    let mut servers = Server::with_master(dir.path(), 3, &master.addr);
+    let c = patient(&master.addr, Duration::from_secs(60)).await;
+    c.create("/f").await.unwrap();
+    let mut h = History::new();
+    tracked_append(&c, "/f", &mut h, 0, 0).await;
+    // No cached lease: the next append must ask the master.
+    let c = patient(&master.addr, Duration::from_secs(60)).await;
+    let addr = master.addr.clone();
+    master.kill();
+    let pending = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut h = History::new();
+            tracked_append(&c, "/f", &mut h, 1, 0).await;
+            h
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !pending.is_finished(),
+        "an append finished with the master down"
+    );
+    let _master = MasterProc::start(&dir.path().join("master"), &addr);
+    h.merge(pending.await.unwrap());
+    check_promise(&c, "/f", &h, &mut servers).await;
 }

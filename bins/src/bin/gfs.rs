@@ -225,7 +225,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd else {
         return Ok(());
     };
-    let client = Client::connect(&addr).await?;
+    // An append rides out a master that is down or restarting (it retries within its
+    // deadline, like any transient failure); the other commands say at once that it is not
+    // there.
+    let client = if matches!(cmd, Cmd::Append { .. }) {
+        Client::connect_lazy(&addr, gfs_client::ClientConfig::default())?
+    } else {
+        Client::connect(&addr).await?
+    };
     match cmd {
         Cmd::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
         Cmd::Ls { long, json, path } => ls(&client, &path, long, json).await,
@@ -813,10 +820,7 @@ async fn append(
         .await
         .with_context(|| format!("reading {}", local.unwrap_or("stdin")))?;
     // Many appenders may start at once: whoever creates first wins, the others append too.
-    match client.create(remote).await {
-        Ok(()) | Err(ClientError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    client.ensure_file(remote).await?;
     let length = data.len() as u64;
     let offset = client.append(remote, data).await?;
     if json {

@@ -185,21 +185,42 @@ impl Client {
         Self::connect_with(addr, ClientConfig::default()).await
     }
 
-    /// Connects to the master at `addr` with `cfg`.
+    /// Connects to the master at `addr` with `cfg`; fails at once if it is not reachable.
     pub async fn connect_with(addr: &str, cfg: ClientConfig) -> Result<Client> {
-        let failed = |reason: String| ClientError::Connect {
-            addr: addr.to_string(),
-            reason,
-        };
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| failed(e.to_string()))?
+        let channel =
+            Self::endpoint(addr, &cfg)?
+                .connect()
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: format!("{e}: is gfs-master running there?"),
+                })?;
+        Ok(Self::over(addr, channel, cfg))
+    }
+
+    /// A client of the master at `addr` that connects when first used, not now: it fails only
+    /// on an unusable address. Calls that retry (record appends, reads, the streaming writer,
+    /// [`Client::ensure_file`]) treat a master that is down or restarting like any other
+    /// transient failure and wait for it within `op_deadline`; the others fail with
+    /// `Master("Unavailable: ..")` while it is unreachable.
+    pub fn connect_lazy(addr: &str, cfg: ClientConfig) -> Result<Client> {
+        let channel = Self::endpoint(addr, &cfg)?.connect_lazy();
+        Ok(Self::over(addr, channel, cfg))
+    }
+
+    fn endpoint(addr: &str, cfg: &ClientConfig) -> Result<Endpoint> {
+        Ok(Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::Connect {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.rpc_timeout)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| failed(format!("{e}: is gfs-master running there?")))?;
-        Ok(Client {
+            .tcp_nodelay(true))
+    }
+
+    fn over(addr: &str, channel: Channel, cfg: ClientConfig) -> Client {
+        Client {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
                 master: MasterClient::new(channel.clone())
@@ -213,7 +234,7 @@ impl Client {
                 locations: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
     /// The configuration in use.
@@ -258,6 +279,27 @@ impl Client {
             .await
             .map_err(ClientError::from_status)?;
         Ok(())
+    }
+
+    /// Creates the empty file `path` unless an entry is there already (made by someone else,
+    /// or by an earlier attempt whose answer was lost); retries transient failures, an
+    /// unreachable master included, within `op_deadline`. An existing directory is not
+    /// reported here: appending to it fails.
+    pub async fn ensure_file(&self, path: &str) -> Result<()> {
+        let req = CreateFileRequest {
+            path: path.into(),
+            replication: 0,
+        };
+        let created = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.create(req).await }
+            })
+            .await;
+        match created {
+            Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes `path` (a directory's contents too with `recursive`).
