@@ -191,6 +191,8 @@ fn main() {
                 path: path.clone(),
                 handle: f * 100 + c + 1,
                 version: 1,
+                // As in a real cluster: every chunk names the server its lease went to.
+                primary: format!("cs{}", c % 8),
             }))
             .unwrap();
         }

@@ -280,13 +280,18 @@ impl ChunkManager {
                 _ => {}
             }
         }
+        // A new chunk comes with the replicas it was created on, its logged primary first.
         let (index, handle, version, file_offset, allocated) = match last.last() {
-            Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start, false),
+            Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start, None),
             Some((_, m)) => {
                 let end = start + m.as_ref().and_then(|m| m.sealed_length).unwrap_or(0);
-                (n, self.allocate(path).await?, 1, end, true)
+                let (h, created) = self.allocate(path).await?;
+                (n, h, 1, end, Some(created))
             }
-            None => (0, self.allocate(path).await?, 1, 0, true),
+            None => {
+                let (h, created) = self.allocate(path).await?;
+                (0, h, 1, 0, Some(created))
+            }
         };
         let _deciding = self.deciding.write([handle]).await;
         let now = SystemTime::now();
@@ -325,10 +330,11 @@ impl ChunkManager {
         let at = Position { index, file_offset };
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
-        if allocated {
+        if let Some(created) = allocated {
             // Created empty by this call at version 1: no lease ever existed, so no replica can
-            // have missed a mutation, and the first lease needs no bump.
-            return self.grant(handle, version, at, live).await;
+            // have missed a mutation, and the first lease needs no bump. It goes to the primary
+            // the AddChunk record names.
+            return self.grant(handle, version, at, created).await;
         }
         if alive < self.cfg.quorum {
             // Too few replicas are alive to know the chunk's length, so the file cannot move
@@ -374,14 +380,13 @@ impl ChunkManager {
                 );
             }
         }
-        let next = self.allocate(path).await?;
+        let (next, created) = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
-        let live = self.registry.lock().holders_of(next, 1);
         let at = Position {
             index: index + 1,
             file_offset: file_offset + longest.length,
         };
-        self.grant(next, 1, at, live).await
+        self.grant(next, 1, at, created).await
     }
 
     /// Seals `handle` at `length` in the log and drops its lease.
@@ -777,10 +782,23 @@ impl ChunkManager {
                 bumped.len()
             )));
         }
+        // Only replicas at the longest length continue; shorter ones catch up from one of
+        // them at the new version, or are left out of the lease (I1, I2). The primary is the
+        // first at the longest length in the caller's order (the current primary first), and
+        // the log names it: after a restart the master asks that server whether the lease is
+        // still in force (I5).
+        let length = bumped.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        let (mut at_max, behind): (Vec<_>, Vec<_>) =
+            bumped.iter().cloned().partition(|(_, l)| *l == length);
+        let primary = at_max
+            .first()
+            .map(|(s, _)| s.id.clone())
+            .unwrap_or_default();
         self.meta
             .mutate(Op::SetVersion(SetVersionOp {
                 handle,
                 version: new_version,
+                primary: primary.clone(),
             }))
             .await
             .map_err(status)?;
@@ -798,11 +816,6 @@ impl ChunkManager {
                 );
             }
         };
-        // Only replicas at the longest length continue; shorter ones catch up from one of
-        // them at the new version, or are left out of the lease (I1, I2).
-        let length = bumped.iter().map(|(_, l)| *l).max().unwrap_or(0);
-        let (mut at_max, behind): (Vec<_>, Vec<_>) =
-            bumped.iter().cloned().partition(|(_, l)| *l == length);
         for (s, l) in &behind {
             note(std::slice::from_ref(s), *l);
         }
@@ -817,9 +830,9 @@ impl ChunkManager {
                 length,
             };
             holders.extend(self.catch_up(handle, new_version, &longest).await);
-            // Keep the caller's order (the current primary first).
+            // The logged primary first, then the caller's order.
             let order: Vec<String> = bumped.iter().map(|(s, _)| s.id.clone()).collect();
-            holders.sort_by_key(|s| order.iter().position(|id| *id == s.id));
+            holders.sort_by_key(|s| (s.id != primary, order.iter().position(|id| *id == s.id)));
         }
         if holders.len() < self.cfg.quorum {
             return Err(unavailable(format!(
@@ -886,8 +899,10 @@ impl ChunkManager {
         }
     }
 
-    /// Creates a new chunk at the end of `path` and logs it; returns its handle.
-    async fn allocate(&self, path: &str) -> Result<u64, Status> {
+    /// Creates a new chunk at the end of `path` and logs it, naming the first server it was
+    /// created on as the primary of its first lease; returns its handle and those servers, in
+    /// that order.
+    async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>), Status> {
         let servers = self.registry.lock().place(self.cfg.replication);
         if servers.len() < self.cfg.quorum {
             return Err(unavailable(format!(
@@ -919,7 +934,7 @@ impl ChunkManager {
         self.allocating.lock().remove(&handle);
         logged?;
         tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
-        Ok(handle)
+        Ok((handle, created))
     }
 
     async fn log_allocation(
@@ -940,6 +955,7 @@ impl ChunkManager {
                 path: path.to_string(),
                 handle,
                 version: 1,
+                primary: created.first().map(|s| s.id.clone()).unwrap_or_default(),
             }))
             .await
             .map_err(status)?;
@@ -1552,6 +1568,8 @@ impl ChunkManager {
                     .mutate(Op::SetVersion(SetVersionOp {
                         handle,
                         version: r.version,
+                        // No lease was granted at it (the master crashed before logging it).
+                        primary: String::new(),
                     }))
                     .await
                     .map_err(status)?;
@@ -1658,6 +1676,7 @@ mod tests {
             path: "/f".into(),
             handle: 7,
             version: 1,
+            primary: String::new(),
         }))
         .await
         .unwrap();
@@ -1737,6 +1756,7 @@ mod tests {
             path: "/f".into(),
             handle: 7,
             version: 1,
+            primary: String::new(),
         }))
         .await
         .unwrap();

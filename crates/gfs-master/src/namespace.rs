@@ -2,7 +2,10 @@
 //!
 //! Paths live in one ordered map, so listing a directory is a range scan and renaming a
 //! directory moves a contiguous range. Each chunk costs one map entry plus one handle in its
-//! file's list.
+//! file's list. The server each chunk's last lease went to (`ChunkMeta::primary`) is a `u32`
+//! into a table of chunkserver ids the namespace interns (a handful of strings for the whole
+//! cluster), written in the checkpoint: a restarted master asks exactly that server whether
+//! the lease is still in force (I5).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -36,6 +39,10 @@ pub struct ChunkMeta {
     pub version: u64,
     /// Length it was sealed at, once sealed.
     pub sealed_length: Option<u64>,
+    /// The server the lease at `version` was granted to ([`Namespace::server`]); 0: unknown
+    /// (logged by an older version, or a version adopted from a report, at which no lease
+    /// was granted).
+    pub primary: u32,
 }
 
 /// One entry of a directory listing or a stat.
@@ -58,12 +65,42 @@ pub struct Stat {
 pub struct Namespace {
     nodes: BTreeMap<String, Node>,
     chunks: HashMap<u64, ChunkMeta>,
+    /// Chunkserver ids named as primaries: `ChunkMeta::primary` `i` is `servers[i - 1]`.
+    servers: Vec<String>,
+    /// The index of each id in `servers`, plus one.
+    server_index: HashMap<String, u32>,
 }
 
 impl Namespace {
     /// An empty namespace (just `/`).
     pub fn new() -> Namespace {
         Namespace::default()
+    }
+
+    /// The index of server `id` in the table, plus one (added if new); 0 for the empty id.
+    fn intern(&mut self, id: &str) -> u32 {
+        if id.is_empty() {
+            return 0;
+        }
+        if let Some(i) = self.server_index.get(id) {
+            return *i;
+        }
+        self.servers.push(id.to_string());
+        let i = self.servers.len() as u32;
+        self.server_index.insert(id.to_string(), i);
+        i
+    }
+
+    /// The id of the server at index `i` of the table (`ChunkMeta::primary`); `None` for 0
+    /// (unknown).
+    pub fn server(&self, i: u32) -> Option<&str> {
+        let at = (i as usize).checked_sub(1)?;
+        self.servers.get(at).map(String::as_str)
+    }
+
+    /// The server the lease at `handle`'s current version was granted to, when known.
+    pub fn last_primary(&self, handle: u64) -> Option<&str> {
+        self.server(self.chunks.get(&handle)?.primary)
     }
 
     fn dir_exists(&self, p: &str) -> Result<()> {
@@ -196,17 +233,21 @@ impl Namespace {
                 if let Some(Node::File { chunks, .. }) = self.nodes.get_mut(&a.path) {
                     chunks.push(a.handle);
                 }
+                let primary = self.intern(&a.primary);
                 self.chunks.insert(
                     a.handle,
                     ChunkMeta {
                         version: a.version,
                         sealed_length: None,
+                        primary,
                     },
                 );
             }
             Op::SetVersion(v) => {
+                let primary = self.intern(&v.primary);
                 if let Some(c) = self.chunks.get_mut(&v.handle) {
                     c.version = v.version;
+                    c.primary = primary;
                 }
             }
             Op::Seal(s) => {
@@ -389,23 +430,36 @@ impl Namespace {
                             let c = self.chunks.get(h).copied().unwrap_or(ChunkMeta {
                                 version: 0,
                                 sealed_length: None,
+                                primary: 0,
                             });
                             ChunkEntry {
                                 handle: *h,
                                 version: c.version,
                                 sealed_length: c.sealed_length,
+                                primary: c.primary,
                             }
                         })
                         .collect(),
                 },
             })
             .collect();
-        Checkpoint { seq, entries }
+        Checkpoint {
+            seq,
+            entries,
+            servers: self.servers.clone(),
+        }
     }
 
     /// The state a checkpoint describes.
     pub fn from_checkpoint(c: Checkpoint) -> Namespace {
         let mut ns = Namespace::new();
+        for id in &c.servers {
+            // Kept at its index even if repeated, so the entries' indexes stay right.
+            ns.servers.push(id.clone());
+            let i = ns.servers.len() as u32;
+            ns.server_index.entry(id.clone()).or_insert(i);
+        }
+        let known = ns.servers.len() as u32;
         for e in c.entries {
             let node = if e.dir {
                 Node::Dir {
@@ -418,6 +472,8 @@ impl Namespace {
                         ChunkMeta {
                             version: ch.version,
                             sealed_length: ch.sealed_length,
+                            // An index past the table (a damaged checkpoint) means unknown.
+                            primary: if ch.primary <= known { ch.primary } else { 0 },
                         },
                     );
                 }
@@ -536,6 +592,7 @@ mod tests {
             path: "/dir3/file3.txt".into(),
             handle: 9,
             version: 1,
+            primary: String::new(),
         }))
         .unwrap();
         ns.apply(&delete("/file1.txt")).unwrap();
@@ -579,6 +636,7 @@ mod tests {
                 path: "/d/f".into(),
                 handle: h,
                 version: h,
+                primary: String::new(),
             }))
             .unwrap();
         }
@@ -592,5 +650,82 @@ mod tests {
         assert_eq!(back.chunks_of("/d/f").unwrap(), &[1, 2, 3]);
         assert_eq!(back.chunk(1).unwrap().sealed_length, Some(77));
         assert_eq!(back.chunk(3).unwrap().version, 3);
+    }
+
+    /// Issue 12, part 3: the log names the server each lease went to (AddChunk for a chunk's
+    /// first lease, SetVersion for every bump); a version adopted from a report names none;
+    /// the checkpoint keeps it all.
+    #[test]
+    fn the_last_primary_of_each_chunk_is_recorded_and_checkpointed() {
+        use crate::record::SetVersionOp;
+        let mut ns = Namespace::new();
+        ns.apply(&create("/f")).unwrap();
+        for (h, p) in [(1, "cs1"), (2, "cs2"), (3, "")] {
+            ns.apply(&Op::AddChunk(AddChunkOp {
+                path: "/f".into(),
+                handle: h,
+                version: 1,
+                primary: p.into(),
+            }))
+            .unwrap();
+        }
+        assert_eq!(ns.last_primary(1), Some("cs1"));
+        assert_eq!(ns.last_primary(3), None);
+        let bump = |h: u64, version: u64, p: &str| {
+            Op::SetVersion(SetVersionOp {
+                handle: h,
+                version,
+                primary: p.into(),
+            })
+        };
+        ns.apply(&bump(1, 2, "cs2")).unwrap();
+        ns.apply(&bump(3, 2, "cs1")).unwrap();
+        // A version adopted from a report: no lease was granted at it.
+        ns.apply(&bump(2, 2, "")).unwrap();
+        assert_eq!(ns.last_primary(1), Some("cs2"));
+        assert_eq!(ns.last_primary(2), None);
+        assert_eq!(ns.last_primary(3), Some("cs1"));
+        // Two servers, interned once each.
+        assert_eq!(ns.servers.len(), 2);
+        let back = Namespace::from_checkpoint(ns.to_checkpoint(9));
+        for h in 1..=3 {
+            assert_eq!(back.chunk(h), ns.chunk(h));
+            assert_eq!(back.last_primary(h), ns.last_primary(h));
+        }
+    }
+
+    /// Logs and checkpoints written before primaries were recorded read back with every
+    /// primary unknown; an index past the checkpoint's table is unknown too.
+    #[test]
+    fn records_and_checkpoints_of_older_versions_name_no_primary() {
+        use prost::Message;
+
+        /// `AddChunkOp` as older versions wrote it.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OldAddChunk {
+            #[prost(string, tag = "1")]
+            path: String,
+            #[prost(uint64, tag = "2")]
+            handle: u64,
+            #[prost(uint64, tag = "3")]
+            version: u64,
+        }
+        let old = OldAddChunk {
+            path: "/f".into(),
+            handle: 5,
+            version: 4,
+        }
+        .encode_to_vec();
+        let a = AddChunkOp::decode(&old[..]).unwrap();
+        assert_eq!((a.handle, a.version, a.primary.as_str()), (5, 4, ""));
+        let mut ns = Namespace::new();
+        ns.apply(&create("/f")).unwrap();
+        ns.apply(&Op::AddChunk(a)).unwrap();
+        assert_eq!(ns.chunk(5).unwrap().primary, 0);
+        assert_eq!(ns.last_primary(5), None);
+        let mut c = ns.to_checkpoint(3);
+        assert!(c.servers.is_empty());
+        c.entries[0].chunks[0].primary = 7;
+        assert_eq!(Namespace::from_checkpoint(c).last_primary(5), None);
     }
 }

@@ -112,6 +112,10 @@ pub struct AddChunkOp {
     /// Its first version.
     #[prost(uint64, tag = "3")]
     pub version: u64,
+    /// The chunkserver (id) its first lease is granted to, once this record is durable;
+    /// empty: unknown (records of older versions).
+    #[prost(string, tag = "4")]
+    pub primary: String,
 }
 
 /// A chunk's new version.
@@ -123,6 +127,11 @@ pub struct SetVersionOp {
     /// The version.
     #[prost(uint64, tag = "2")]
     pub version: u64,
+    /// The chunkserver (id) the lease at this version is granted to, once this record is
+    /// durable; empty: unknown (records of older versions, a version adopted from a report:
+    /// no lease was granted at it).
+    #[prost(string, tag = "3")]
+    pub primary: String,
 }
 
 /// A chunk sealed at a length.
@@ -145,6 +154,9 @@ pub struct Checkpoint {
     /// Every directory and file but `/`, parents before children.
     #[prost(message, repeated, tag = "2")]
     pub entries: Vec<Entry>,
+    /// The chunkserver ids `ChunkEntry::primary` points into: entry `i` is index `i + 1`.
+    #[prost(string, repeated, tag = "3")]
+    pub servers: Vec<String>,
 }
 
 /// One namespace entry in a checkpoint.
@@ -179,6 +191,10 @@ pub struct ChunkEntry {
     /// Sealed length, when sealed.
     #[prost(uint64, optional, tag = "3")]
     pub sealed_length: Option<u64>,
+    /// The chunkserver the last lease was granted to: an index into `Checkpoint::servers`
+    /// plus one; 0: unknown.
+    #[prost(uint32, tag = "4")]
+    pub primary: u32,
 }
 
 /// Appends `[len][crc][payload]` to `out`.

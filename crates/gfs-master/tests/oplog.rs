@@ -63,6 +63,7 @@ fn oplog_child() {
                             path: p.clone(),
                             handle,
                             version: 1,
+                            primary: String::new(),
                         }))
                         .await
                         .unwrap();

@@ -268,6 +268,7 @@ async fn forged_or_impossible_chunk_reports_are_not_adopted() {
         path: "/f".into(),
         handle: 9,
         version: 3,
+        primary: String::new(),
     }))
     .await
     .unwrap();
