@@ -23,7 +23,7 @@ impl MasterProc {
     }
 
     /// Like [`MasterProc::start`], with extra command-line arguments (which may override the
-    /// heartbeat interval).
+    /// heartbeat interval and the lease).
     pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
         // Short leases for the tests, with heartbeats well inside them (as lease >> heartbeat in
         // a real configuration), so a live primary's lease is extended in time under load.
@@ -32,8 +32,14 @@ impl MasterProc {
         } else {
             &["--heartbeat-interval", "300ms"]
         };
+        let lease: &[&str] = if extra.contains(&"--lease") {
+            &[]
+        } else {
+            &["--lease", "2s"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
-            .args(["--listen", listen, "--chunk-size", "1MiB", "--lease", "2s"])
+            .args(["--listen", listen, "--chunk-size", "1MiB"])
+            .args(lease)
             .args(["--http-listen", "127.0.0.1:0"])
             .args(heartbeat)
             .args(extra)

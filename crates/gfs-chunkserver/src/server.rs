@@ -396,7 +396,7 @@ async fn heartbeat_loop(
     shutdown: CancellationToken,
 ) {
     use gfs_proto::v1::master_control_client::MasterControlClient;
-    use gfs_proto::v1::{HeartbeatRequest, RegisterRequest};
+    use gfs_proto::v1::{HeartbeatRequest, HeldLease, RegisterRequest};
 
     let mut client = MasterControlClient::new(master)
         .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
@@ -416,7 +416,28 @@ async fn heartbeat_loop(
     let deleting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let used_bytes = store.list().iter().map(|c| c.committed_len).sum();
+        // Told to register again (the master restarted): at once, not an interval later, so
+        // the master learns the leases held here and can hand them out again.
+        let mut now_again = false;
+        let registering = !registered;
         if !registered {
+            // Every lease held here, expired ones included (the master judges): a master that
+            // restarted adopts the ones it logged instead of waiting a lease period. Only the
+            // master grants leases, and this one grants none on those chunks before it has this
+            // list, so the list cannot miss one.
+            let leases = coordinator
+                .leases()
+                .into_iter()
+                .map(|l| HeldLease {
+                    handle: l.handle.0,
+                    version: l.version,
+                    expires_unix_ms: l
+                        .expires
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    secondaries: l.secondaries,
+                })
+                .collect();
             let req = RegisterRequest {
                 id: cfg.id.clone(),
                 data_addr: advertised(data_addr),
@@ -424,6 +445,8 @@ async fn heartbeat_loop(
                 rack: cfg.rack.clone(),
                 capacity_bytes: cfg.capacity,
                 used_bytes,
+                leases,
+                reports_leases: true,
             };
             match client.register(req).await {
                 Ok(r) => {
@@ -500,6 +523,9 @@ async fn heartbeat_loop(
                 }
                 if r.reregister {
                     registered = false;
+                    // Register again at once (not twice in a row: a master that keeps asking
+                    // is not spun on).
+                    now_again = !registering;
                     break;
                 }
             }
@@ -522,6 +548,9 @@ async fn heartbeat_loop(
                     deleting.store(false, std::sync::atomic::Ordering::Release);
                 });
             }
+        }
+        if now_again && !shutdown.is_cancelled() {
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -1,15 +1,24 @@
 //! Chunk allocation and leases.
 //!
 //! Allocation: `replication` live servers (least used first, spread across racks), the chunk
-//! created on each (at least a quorum must succeed), then `AddChunk` logged. Orphans of a failed
-//! allocation are collected later by garbage collection.
+//! created on each (at least a quorum must succeed), then `AddChunk` logged, naming the first
+//! of them as the primary of the chunk's first lease. Orphans of a failed allocation are
+//! collected later by garbage collection.
 //!
 //! Leases: one primary per chunk. A new lease needs a quorum of live replicas at the master's
-//! version; it bumps the version on those replicas first, then logs it (a crash in between
-//! leaves replicas ahead of the log, and the master adopts the higher version it sees in
-//! heartbeats), then grants the lease to one replica with the others as secondaries. After a
-//! restart the master grants no lease on an older chunk until one lease period has passed, since
-//! it may have granted one before it stopped: never two primaries at once.
+//! version; it bumps the version on those replicas first, then logs it with the primary it
+//! chose (a crash in between leaves replicas ahead of the log, and the master adopts the higher
+//! version it sees in heartbeats, naming no primary: no lease was granted at it), then grants
+//! the lease to that replica with the others as secondaries. Every grant thus follows a
+//! durable record naming its version and primary, so after a restart the only lease that can
+//! still be in force on a chunk is the one at its logged version held by its logged primary.
+//!
+//! After a restart: each chunkserver lists the leases it holds when it registers
+//! (`adopt_leases`). The one the log names is adopted as it is (no bump, extended by
+//! heartbeats); any other unexpired one is waited out; and the server counts as reported, so
+//! its other chunks can be leased at once. A chunk whose logged primary has not reported (or
+//! is unknown) gets no lease until one lease period after this process started, by its own
+//! clock (`append_chunk`): never two primaries at once (I5).
 //!
 //! Invariants (ARCHITECTURE.md): a replica counts as current only at the chunk's version and,
 //! once sealed, exactly its sealed length (`Want`, I1); every chunk but a file's last is sealed
@@ -69,8 +78,12 @@ pub struct ChunkConfig {
 struct Granted {
     version: u64,
     primary: ServerInfo,
+    /// An adopted lease names its secondaries by replication address only until they
+    /// register (`id` empty): see `resolve_secondaries`.
     secondaries: Vec<ServerInfo>,
     expires: SystemTime,
+    /// Where the chunk sits in its file, as the last AppendChunk found it (an adopted lease
+    /// learns it from the first AppendChunk that hands it out).
     at: Position,
     /// Too few good replicas are left to continue the chunk: the lease is no longer extended
     /// nor handed out, and once it runs out the file moves on to a new chunk.
@@ -78,7 +91,7 @@ struct Granted {
 }
 
 /// Where a chunk sits in its file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Position {
     /// Index of the chunk in the file.
     index: u64,
@@ -95,6 +108,10 @@ pub struct ChunkManager {
     leases: Mutex<HashMap<u64, Granted>>,
     /// Chunks allocated by this master process: no lease from before can exist on them.
     fresh: Mutex<HashSet<u64>>,
+    /// Servers that reported the leases they hold when they registered with this master
+    /// process: the lease table is complete for the chunks whose logged primary is one of
+    /// them (`append_chunk`, `adopt_leases`).
+    reported: Mutex<HashSet<String>>,
     /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
     /// the next version bump, so they become stale.
     lagging: Mutex<HashMap<(u64, String), u64>>,
@@ -175,6 +192,7 @@ impl ChunkManager {
             controls: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashSet::new()),
+            reported: Mutex::new(HashSet::new()),
             lagging: Mutex::new(HashMap::new()),
             allocating: Mutex::new(HashSet::new()),
             unsettled: Mutex::new(HashSet::new()),
@@ -294,20 +312,31 @@ impl ChunkManager {
             }
         };
         let _deciding = self.deciding.write([handle]).await;
+        let at = Position { index, file_offset };
+        // Read under the chunk's lock: only a decision holding it changes who the log says
+        // the lease went to.
+        let last_primary = self
+            .meta
+            .read(move |ns| ns.last_primary(handle).map(str::to_string))
+            .await
+            .map_err(status)?;
         let now = SystemTime::now();
         {
-            let leases = self.leases.lock();
-            let existing = leases.get(&handle);
-            let alive =
-                existing.is_some_and(|l| !l.doomed && self.registry.lock().is_alive(&l.primary.id));
+            let mut leases = self.leases.lock();
+            let existing = leases.get_mut(&handle);
+            let alive = existing
+                .as_ref()
+                .is_some_and(|l| !l.doomed && self.registry.lock().is_alive(&l.primary.id));
             match lease_decision(
-                existing.map(|l| (l.version, l.expires)),
+                existing.as_ref().map(|l| (l.version, l.expires)),
                 version,
                 alive,
                 now,
             ) {
                 LeaseDecision::Reuse => {
                     if let Some(l) = existing {
+                        l.at = at;
+                        self.resolve_secondaries(l);
                         return Ok(self.lease_reply(handle, l));
                     }
                 }
@@ -320,14 +349,26 @@ impl ChunkManager {
                 LeaseDecision::Grant => {}
             }
         }
-        if !self.fresh.lock().contains(&handle) && self.started.elapsed() < self.cfg.lease {
-            return Err(unavailable(
-                "the master restarted recently and waits out leases it may have granted before",
-            ));
+        // After a restart, a lease granted before it may still be in force. The log names the
+        // server every lease went to; once that server has reported its leases (registering
+        // with this process), the table above holds the one it still has, if any. A chunk
+        // whose last primary is unknown or has not reported waits out one lease period from
+        // this process's start (its own clock: no skew to allow for).
+        let since_start = self.started.elapsed();
+        if since_start < self.cfg.lease
+            && !self.fresh.lock().contains(&handle)
+            && !last_primary
+                .as_ref()
+                .is_some_and(|p| self.reported.lock().contains(p))
+        {
+            let who = last_primary.as_deref().unwrap_or("unknown");
+            return Err(unavailable(format!(
+                "chunk {handle}: the master restarted {since_start:?} ago and the chunk's last primary ({who}) has not reported its leases; a lease from before the restart runs out within {:?}",
+                self.cfg.lease - since_start
+            )));
         }
         let live = self.good_replicas(handle, version);
         let alive = live.len();
-        let at = Position { index, file_offset };
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
         if let Some(created) = allocated {
@@ -894,9 +935,106 @@ impl ChunkManager {
             file_offset: l.at.file_offset,
             chunk_size: self.cfg.chunk_size,
             primary: Some(addr(&l.primary)),
-            secondaries: l.secondaries.iter().map(addr).collect(),
+            // Secondaries of an adopted lease not registered yet are left out.
+            secondaries: l
+                .secondaries
+                .iter()
+                .filter(|s| !s.id.is_empty())
+                .map(addr)
+                .collect(),
             lease_expires_unix_ms: unix_ms(l.expires),
         }
+    }
+
+    /// Fills in the secondaries of an adopted lease that were not registered when it was
+    /// adopted (known by replication address only).
+    fn resolve_secondaries(&self, l: &mut Granted) {
+        if l.secondaries.iter().all(|s| !s.id.is_empty()) {
+            return;
+        }
+        let live = self.registry.lock().live();
+        for s in l.secondaries.iter_mut().filter(|s| s.id.is_empty()) {
+            if let Some(found) = live.iter().find(|x| x.repl_addr == s.repl_addr) {
+                *s = found.clone();
+            }
+        }
+    }
+
+    /// Takes in the leases `server` reports holding as it registers: after a restart, a
+    /// lease this master logged (the chunk's current version, `server` as the logged
+    /// primary) and still in force is adopted as it is: handed out again and extended by
+    /// heartbeats, no bump. Any other unexpired lease reported on an unsealed chunk is
+    /// waited out (never handed out nor extended). A lease already in the table (decided by
+    /// this process) is left alone. Then `server` counts as reported: its other chunks hold
+    /// no lease from before the restart, and may be leased at once (`append_chunk`).
+    pub async fn adopt_leases(&self, server: &ServerInfo, held: &[HeldLease]) {
+        let mut held = held.to_vec();
+        held.sort_by_key(|l| l.handle);
+        for h in held {
+            let handle = h.handle;
+            // Under the chunk's lock: no decision on it runs meanwhile.
+            let _deciding = self.deciding.write([handle]).await;
+            let Ok(logged) = self
+                .meta
+                .read(move |ns| {
+                    ns.chunk(handle)
+                        .map(|m| (m, ns.last_primary(handle).map(str::to_string)))
+                })
+                .await
+            else {
+                // The server is not marked reported: its chunks wait out the lease period.
+                tracing::warn!(server = %server.id, "cannot read the log to adopt leases");
+                return;
+            };
+            let Some((m, last_primary)) = logged else {
+                continue;
+            };
+            let now = SystemTime::now();
+            if m.sealed_length.is_some() || h.expires <= now {
+                continue;
+            }
+            let adopt = h.version == m.version && last_primary.as_deref() == Some(&server.id);
+            let secondaries = {
+                let live = self.registry.lock().live();
+                h.secondaries
+                    .iter()
+                    .map(|a| {
+                        live.iter()
+                            .find(|s| s.repl_addr == *a)
+                            .cloned()
+                            .unwrap_or_else(|| ServerInfo {
+                                id: String::new(),
+                                data_addr: String::new(),
+                                repl_addr: a.clone(),
+                                rack: String::new(),
+                                capacity_bytes: 0,
+                                used_bytes: 0,
+                            })
+                    })
+                    .collect()
+            };
+            let mut leases = self.leases.lock();
+            if leases.contains_key(&handle) {
+                continue;
+            }
+            if adopt {
+                tracing::info!(%handle, version = h.version, primary = %server.id, expires_in = ?h.expires.duration_since(now).unwrap_or_default(), "lease from before the restart adopted");
+            } else {
+                tracing::warn!(%handle, version = h.version, logged_version = m.version, primary = %server.id, logged_primary = ?last_primary, "a reported lease the log does not name: waited out");
+            }
+            leases.insert(
+                handle,
+                Granted {
+                    version: h.version,
+                    primary: server.clone(),
+                    secondaries,
+                    expires: h.expires,
+                    at: Position::default(),
+                    doomed: !adopt,
+                },
+            );
+        }
+        self.reported.lock().insert(server.id.clone());
     }
 
     /// Creates a new chunk at the end of `path` and logs it, naming the first server it was
@@ -1604,6 +1742,19 @@ struct Longest {
     length: u64,
 }
 
+/// A lease a chunkserver reports holding as primary when it registers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The chunk.
+    pub handle: u64,
+    /// The version the lease is at.
+    pub version: u64,
+    /// When it ends (the time the master granted or last extended it to).
+    pub expires: SystemTime,
+    /// Replication-plane addresses of its secondaries.
+    pub secondaries: Vec<String>,
+}
+
 /// What to do about the lease of a chunk at `version`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LeaseDecision {
@@ -1981,6 +2132,7 @@ mod tests {
                 path: "/f".into(),
                 handle: 7 + i,
                 version: 1,
+                primary: String::new(),
             }))
         });
         futures::future::try_join_all(adds).await.unwrap();
@@ -2083,6 +2235,7 @@ mod tests {
                 path,
                 handle,
                 version: 1,
+                primary: String::new(),
             }))
         };
         create("/d/many".into()).await.unwrap();

@@ -33,7 +33,8 @@ pub mod status_page;
 pub mod trash;
 
 pub use chunks::{
-    ChunkConfig, ChunkHealth, ChunkManager, GET_CHUNKS_PAGE, LeaseDecision, lease_decision,
+    ChunkConfig, ChunkHealth, ChunkManager, GET_CHUNKS_PAGE, HeldLease, LeaseDecision,
+    lease_decision,
 };
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};

@@ -16,7 +16,7 @@ use gfs_proto::v1::{
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status};
 
-use crate::chunks::ChunkManager;
+use crate::chunks::{ChunkManager, HeldLease};
 use crate::error::MasterError;
 use crate::locks::{Mode, PathLocks};
 use crate::metastore::MetaStore;
@@ -295,17 +295,30 @@ impl MasterControl for ControlService {
                 "id, data_addr and repl_addr are required",
             ));
         }
-        self.registry.lock().register(
-            ServerInfo {
-                id: r.id,
-                data_addr: r.data_addr,
-                repl_addr: r.repl_addr,
-                rack: r.rack,
-                capacity_bytes: r.capacity_bytes,
-                used_bytes: r.used_bytes,
-            },
-            Instant::now(),
-        );
+        let info = ServerInfo {
+            id: r.id,
+            data_addr: r.data_addr,
+            repl_addr: r.repl_addr,
+            rack: r.rack,
+            capacity_bytes: r.capacity_bytes,
+            used_bytes: r.used_bytes,
+        };
+        self.registry.lock().register(info.clone(), Instant::now());
+        // The leases it holds: what a restarted master needs so as not to wait a lease period
+        // for its chunks (older servers do not say, and their chunks wait).
+        if r.reports_leases {
+            let held: Vec<HeldLease> = r
+                .leases
+                .into_iter()
+                .map(|l| HeldLease {
+                    handle: l.handle,
+                    version: l.version,
+                    expires: UNIX_EPOCH + Duration::from_millis(l.expires_unix_ms),
+                    secondaries: l.secondaries,
+                })
+                .collect();
+            self.chunks.adopt_leases(&info, &held).await;
+        }
         Ok(Response::new(RegisterReply {
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
         }))

@@ -42,6 +42,7 @@ async fn register(c: &mut MasterControlClient<tonic::transport::Channel>, id: &s
         rack: String::new(),
         capacity_bytes: 1 << 40,
         used_bytes: 0,
+        ..RegisterRequest::default()
     })
     .await
     .unwrap();

@@ -227,6 +227,7 @@ async fn chunkservers_register_and_heartbeat() {
             rack: "r1".into(),
             capacity_bytes: 1 << 30,
             used_bytes: 0,
+            ..RegisterRequest::default()
         })
         .await
         .unwrap()
@@ -287,6 +288,7 @@ async fn forged_or_impossible_chunk_reports_are_not_adopted() {
         lagging: vec![],
         writing: vec![],
         disk_lost: false,
+        ..HeartbeatRequest::default()
     };
     let chunk = |_: &Running| {
         let meta = Arc::clone(&meta);
@@ -304,6 +306,7 @@ async fn forged_or_impossible_chunk_reports_are_not_adopted() {
         rack: String::new(),
         capacity_bytes: 1 << 30,
         used_bytes: 0,
+        ..RegisterRequest::default()
     })
     .await
     .unwrap();
@@ -315,4 +318,114 @@ async fn forged_or_impossible_chunk_reports_are_not_adopted() {
     );
     c.heartbeat(hb("cs1", 4, false)).await.unwrap();
     assert_eq!(chunk(&m).await.version, 4);
+}
+
+/// Issue 12, part 3 (I5): a master within one lease period of its start hands out a lease a
+/// registering server reports when the log names that server as the chunk's last primary at
+/// that version (adopted as it is, and extended by heartbeats); a chunk whose last primary
+/// reported no lease on it is decided on at once (here: too few live replicas); a chunk whose
+/// last primary did not report (an older server) or is unknown waits; a reported lease the
+/// log does not name is waited out.
+#[tokio::test]
+async fn after_a_restart_reported_leases_are_adopted_and_silent_primaries_waited_for() {
+    use gfs_master::record::{AddChunkOp, CreateOp, Op};
+    use gfs_proto::v1::{AppendChunkRequest, HeldLease};
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(dir.path()).await;
+    let meta = m.meta.upgrade().unwrap();
+    // File /f<h> holds chunk h, logged with its primary.
+    for (h, primary) in [(1, "cs1"), (2, "cs1"), (3, "cs2"), (4, "cs2"), (5, "")] {
+        let path = format!("/f{h}");
+        meta.mutate(Op::Create(CreateOp {
+            path: path.clone(),
+            mtime_ms: 0,
+            replication: 3,
+        }))
+        .await
+        .unwrap();
+        meta.mutate(Op::AddChunk(AddChunkOp {
+            path,
+            handle: h,
+            version: 1,
+            primary: primary.into(),
+        }))
+        .await
+        .unwrap();
+    }
+    drop(meta);
+    let mut c = MasterControlClient::connect(format!("http://{}", m.addr))
+        .await
+        .unwrap();
+    let expires = (std::time::SystemTime::now() + Duration::from_secs(30))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let held = |handle: u64| HeldLease {
+        handle,
+        version: 1,
+        expires_unix_ms: expires,
+        secondaries: vec!["127.0.0.1:9021".into()],
+    };
+    let server = |n: u32| RegisterRequest {
+        id: format!("cs{n}"),
+        data_addr: format!("127.0.0.1:90{n}0"),
+        repl_addr: format!("127.0.0.1:90{n}1"),
+        capacity_bytes: 1 << 30,
+        ..RegisterRequest::default()
+    };
+    // cs1 holds the lease on chunk 1 (logged to it) and one on chunk 3 (logged to cs2).
+    c.register(RegisterRequest {
+        leases: vec![held(1), held(3)],
+        reports_leases: true,
+        ..server(1)
+    })
+    .await
+    .unwrap();
+    // cs2 is an older server: it says nothing of its leases.
+    c.register(server(2)).await.unwrap();
+    let mc = client(&m.addr).await;
+    let ask = |h: u64| {
+        let req = AppendChunkRequest {
+            path: format!("/f{h}"),
+        };
+        let mut mc = mc.clone();
+        async move { mc.append_chunk(req).await }
+    };
+    let adopted = ask(1).await.unwrap().into_inner();
+    assert_eq!((adopted.handle, adopted.version), (1, 1));
+    assert_eq!(adopted.primary.unwrap().id, "cs1");
+    assert_eq!(adopted.lease_expires_unix_ms, expires);
+    // Its secondary registered after cs1 did: named once known.
+    let ids: Vec<String> = adopted.secondaries.into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["cs2"]);
+    let waits = |s: tonic::Status, what: &str| {
+        assert_eq!(s.code(), Code::Unavailable, "{what}: {s}");
+        assert!(s.message().contains("restarted"), "{what}: {s}");
+    };
+    // cs1 reported no lease on chunk 2: decided on now (it has no live replica to lease).
+    let s = ask(2).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(s.message().contains("replicas needed are alive"), "{s}");
+    // cs1's lease on chunk 3 is not the logged one: waited out like any lease in force.
+    let s = ask(3).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable);
+    assert!(s.message().contains("lease runs for another"), "{s}");
+    waits(ask(4).await.unwrap_err(), "a primary that did not report");
+    waits(ask(5).await.unwrap_err(), "an unknown primary");
+    // The adopted lease is extended while cs1 writes to it; the other is not.
+    let hb = c
+        .heartbeat(HeartbeatRequest {
+            id: "cs1".into(),
+            writing: vec![1, 3],
+            ..HeartbeatRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let extended: Vec<u64> = hb.extensions.iter().map(|x| x.handle).collect();
+    assert_eq!(extended, [1]);
+    drop(mc);
+    let _ = m.stop.send(());
+    m.task.await.unwrap();
 }
