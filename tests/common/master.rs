@@ -25,6 +25,17 @@ impl MasterProc {
     /// Like [`MasterProc::start`], with extra command-line arguments (which may override the
     /// heartbeat interval and the lease).
     pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
+        Self::start_with_env(dir, listen, extra, &[])
+    }
+
+    /// Like [`MasterProc::start_with`], with extra environment variables (which may override
+    /// `RUST_LOG`).
+    pub fn start_with_env(
+        dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> MasterProc {
         // Short leases for the tests, with heartbeats well inside them (as lease >> heartbeat in
         // a real configuration), so a live primary's lease is extended in time under load.
         let heartbeat: &[&str] = if extra.contains(&"--heartbeat-interval") {
@@ -49,6 +60,7 @@ impl MasterProc {
                 "RUST_LOG",
                 std::env::var("GFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
