@@ -78,10 +78,38 @@ impl ClientError {
     }
 }
 
-/// Whether a master status may go away on retry.
+/// Whether a master status may go away on retry (only idempotent calls are retried). `Unknown`
+/// ("transport error") and `Cancelled` ("operation was canceled") are what tonic reports when
+/// the connection broke during the call (the master was killed or restarted while it was
+/// answering); the master itself never answers with either.
 pub(crate) fn status_retriable(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Unknown
+            | Code::Cancelled
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_cut_by_a_master_crash_is_retried() {
+        assert!(status_retriable(&tonic::Status::unknown("transport error")));
+        assert!(status_retriable(&tonic::Status::cancelled(
+            "operation was canceled"
+        )));
+        assert!(status_retriable(&tonic::Status::unavailable(
+            "tcp connect error"
+        )));
+        assert!(!status_retriable(&tonic::Status::not_found("/f")));
+        assert!(!status_retriable(&tonic::Status::invalid_argument(
+            "bad path"
+        )));
+    }
 }
