@@ -384,7 +384,11 @@ impl Client {
     /// must continue the one before (the next index, starting where the previous chunk ends);
     /// one that does not (the file was replaced in between) starts the listing over.
     pub async fn refresh(&self, path: &str) -> Result<Arc<Locations>> {
-        let mut retry = self.retry();
+        self.refresh_with(path, &mut self.retry()).await
+    }
+
+    /// [`Client::refresh`] within `retry`'s deadline.
+    async fn refresh_with(&self, path: &str, retry: &mut Retry) -> Result<Arc<Locations>> {
         let mut chunks: Vec<ChunkInfo> = Vec::new();
         let chunk_size = loop {
             let first_index = chunks.last().map_or(0, |c| c.index + 1);
@@ -394,7 +398,7 @@ impl Client {
                 max_chunks: self.inner.cfg.chunks_per_page,
             };
             let reply = self
-                .ask(&mut retry, |mut m| {
+                .ask(retry, |mut m| {
                     let req = req.clone();
                     async move { m.get_chunks(req).await }
                 })
@@ -584,7 +588,10 @@ impl Client {
             if uncertain.iter().any(|u| u.handle != lease.handle) {
                 // The file moved on to another chunk: first learn what became of the op where
                 // it may already be.
-                if let Some(offset) = self.resolve(&mut uncertain, lease.handle, op, &data).await {
+                if let Some(offset) = self
+                    .resolve(path, &mut uncertain, lease.handle, op, &data, &mut retry)
+                    .await
+                {
                     return Ok(offset);
                 }
                 if uncertain.iter().any(|u| u.handle != lease.handle) {
@@ -640,49 +647,95 @@ impl Client {
     /// Asks the replicas of each chunk in `uncertain` (other than `current`) what became of op
     /// `op`: its file offset if one holds it committed and sealed or confirms it on a quorum;
     /// a chunk that answers `ChunkFull` (sealed without it) is dropped from `uncertain`. Chunks
-    /// that give no definite answer stay.
+    /// that give no definite answer stay. The replicas the attempt reached are asked first,
+    /// then those the master lists for the chunk now: a replica may have moved since (its
+    /// server restarted on another address, or the chunk was copied elsewhere), and asking
+    /// only the old addresses would wait on them forever.
     async fn resolve(
         &self,
+        path: &str,
         uncertain: &mut Vec<ChunkLease>,
         current: u64,
         op: u64,
         data: &Bytes,
+        retry: &mut Retry,
     ) -> Option<u64> {
         let mut still = Vec::new();
+        let mut now: Option<Arc<Locations>> = None;
         for u in std::mem::take(uncertain) {
             if u.handle == current {
                 still.push(u);
                 continue;
             }
-            let mut settled = false;
-            let replicas = u.primary.iter().chain(u.secondaries.iter());
-            for r in replicas {
-                let res = match self.conn(&r.data_addr).await {
-                    Ok(c) => c.append(u.handle, u.version, op, data.clone()).await,
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(off) => {
-                        tracing::debug!(
-                            handle = u.handle,
-                            op,
-                            off,
-                            "an earlier attempt had committed"
-                        );
-                        return Some(u.file_offset + off);
-                    }
-                    Err(DataError::ChunkFull { .. }) => {
-                        settled = true;
-                        break;
-                    }
-                    Err(e) => self.drop_conn_on(&r.data_addr, &e),
+            let mut asked: Vec<String> = Vec::new();
+            let reached = u
+                .primary
+                .iter()
+                .chain(u.secondaries.iter())
+                .map(|r| (r.id.clone(), r.data_addr.clone()))
+                .collect();
+            let mut answer = self.ask_op(&u, reached, &mut asked, op, data).await;
+            if answer.is_none() {
+                if now.is_none() {
+                    now = self.refresh_with(path, retry).await.ok();
                 }
+                let listed = now
+                    .iter()
+                    .flat_map(|l| l.chunks.iter())
+                    .filter(|c| c.handle == u.handle)
+                    .flat_map(|c| c.replicas.iter())
+                    .map(|r| (r.id.clone(), r.data_addr.clone()))
+                    .collect();
+                answer = self.ask_op(&u, listed, &mut asked, op, data).await;
             }
-            if !settled {
-                still.push(u);
+            match answer {
+                Some(Some(off)) => return Some(u.file_offset + off),
+                // Sealed without the op: it is not in that chunk and never will be.
+                Some(None) => {}
+                None => still.push(u),
             }
         }
         *uncertain = still;
+        None
+    }
+
+    /// Asks each replica `(id, data address)` of chunk `u` not yet in `asked` what became of
+    /// op `op`: `Some(Some(offset))` if one holds it, `Some(None)` if one answers that the
+    /// chunk is sealed without it, `None` if none gives a definite answer.
+    async fn ask_op(
+        &self,
+        u: &ChunkLease,
+        replicas: Vec<(String, String)>,
+        asked: &mut Vec<String>,
+        op: u64,
+        data: &Bytes,
+    ) -> Option<Option<u64>> {
+        for (id, addr) in replicas {
+            if asked.contains(&addr) {
+                continue;
+            }
+            asked.push(addr.clone());
+            let res = match self.conn(&addr).await {
+                Ok(c) => c.append(u.handle, u.version, op, data.clone()).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(off) => {
+                    tracing::debug!(
+                        handle = u.handle,
+                        op,
+                        off,
+                        "an earlier attempt had committed"
+                    );
+                    return Some(Some(off));
+                }
+                Err(DataError::ChunkFull { .. }) => return Some(None),
+                Err(e) => {
+                    tracing::debug!(handle = u.handle, op, replica = %id, error = %e, "no answer yet about an earlier attempt");
+                    self.drop_conn_on(&addr, &e);
+                }
+            }
+        }
         None
     }
 
