@@ -851,6 +851,11 @@ impl Client {
             // The chunk holding `offset`: the last one starting at or before it (every chunk
             // but the last is sealed, so their starts are final).
             let Some(chunk) = l.chunks.iter().rev().find(|c| c.file_offset <= offset) else {
+                // No chunk at all in what we knew of the file: it may have grown since.
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
                 return Ok(Bytes::new());
             };
             let in_chunk = offset - chunk.file_offset;

@@ -449,3 +449,24 @@ async fn a_file_of_more_chunks_than_a_page_lists_and_reads_whole() {
         s.stop().await.unwrap();
     }
 }
+
+/// A reader that looked at a file while it was still empty reads what was appended since at
+/// the offsets the appends were given (its cached chunk list is not taken for the file's end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_saw_the_file_empty_reads_later_appends() {
+    let cl = cluster(3).await;
+    let writer = &cl.client;
+    writer.create("/later").await.unwrap();
+    let reader = Client::connect(&cl.master.addr.to_string()).await.unwrap();
+    // The reader sees the file empty (and caches that).
+    assert!(reader.refresh("/later").await.unwrap().chunks.is_empty());
+    assert!(reader.read("/later", 0, 10).await.unwrap().is_empty());
+    let rec = pattern(5_000, 7);
+    let off = writer.append("/later", rec.clone()).await.unwrap();
+    let got = reader.read("/later", off, rec.len() as u64).await.unwrap();
+    assert!(
+        got[..] == rec[..],
+        "a record acknowledged at {off} read back as {} bytes",
+        got.len()
+    );
+}
