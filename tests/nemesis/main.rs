@@ -203,11 +203,11 @@ async fn run(seed: u64, secs: u64) {
     let Outcome {
         mut master,
         mut servers,
-        faults,
+        mix,
         flips,
     } = nemesis.await.unwrap();
     println!(
-        "nemesis: seed {seed}: {faults} faults; every server back, {} records acknowledged so far",
+        "nemesis: seed {seed}: faults {mix:?}; every server back, {} records acknowledged so far",
         shared.acked.lock().unwrap().len()
     );
 
@@ -597,14 +597,19 @@ enum CsState {
 /// A replica damaged while its server was down, not yet known to be repaired.
 struct Damage {
     handle: u64,
+    /// The server whose disk was damaged.
+    server: usize,
     since: Instant,
+    /// When that server was started again.
+    back: Option<Instant>,
 }
 
 /// The fault injector: owns the processes and decides, from its seeded RNG, what to break
 /// next. At most two chunkservers are down or stopped at any moment, so a quorum of every
 /// chunk's replicas can always be re-formed; a replica is damaged only while every other
-/// server is up, and no other chunkserver fault comes until the damaged chunk is sealed and
-/// fsck is clean again (two faults on one chunk's replicas are beyond what 2-of-3 survives).
+/// server is up, and no other chunkserver fault comes until its server is back, the damaged
+/// chunk is sealed and fsck is clean again (a damaged replica and a second fault on the same
+/// chunk are beyond what a 2-of-3 quorum survives). Master faults come at any time.
 struct Nemesis {
     rng: StdRng,
     root: PathBuf,
@@ -617,16 +622,47 @@ struct Nemesis {
     damage: Option<Damage>,
     stop: Arc<AtomicBool>,
     started: Instant,
-    faults: usize,
+    /// Faults injected, by kind.
+    mix: BTreeMap<&'static str, usize>,
     flips: usize,
+}
+
+/// One kind of fault the nemesis picks among.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// A quiet step.
+    None,
+    /// SIGKILL a chunkserver, restart it later on its disk.
+    Kill,
+    /// SIGSTOP a chunkserver (a slow replica), SIGCONT it a few seconds later.
+    Stop,
+    /// SIGKILL the master, restart it later on its directory and port.
+    Master,
+    /// Two chunkservers down at once.
+    TwoDown,
+    /// A chunkserver down, one of its replicas truncated or a bit flipped, then restarted.
+    Damage,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::Kill => "kill",
+            Fault::Stop => "stop",
+            Fault::Master => "master",
+            Fault::TwoDown => "two down",
+            Fault::Damage => "damage",
+        }
+    }
 }
 
 /// What the nemesis hands back once every server is up again.
 struct Outcome {
     master: MasterProc,
     servers: Vec<Server>,
-    /// Faults injected.
-    faults: usize,
+    /// Faults injected, by kind.
+    mix: BTreeMap<&'static str, usize>,
     /// Bits flipped in replicas.
     flips: usize,
 }
@@ -651,7 +687,7 @@ impl Nemesis {
             damage: None,
             stop,
             started: Instant::now(),
-            faults: 0,
+            mix: BTreeMap::new(),
             flips: 0,
         }
     }
@@ -704,7 +740,7 @@ impl Nemesis {
         Outcome {
             master: self.master.take().unwrap(),
             servers: self.servers,
-            faults: self.faults,
+            mix: self.mix,
             flips: self.flips,
         }
     }
@@ -734,20 +770,24 @@ impl Nemesis {
         let (dir, id) = (self.servers[i].dir.clone(), self.servers[i].id.clone());
         self.servers[i] = start_server(&dir, &id, &self.addr);
         self.state[i] = CsState::Up;
+        if let Some(d) = self.damage.as_mut().filter(|d| d.server == i) {
+            d.back = Some(Instant::now());
+        }
         self.log(&format!("restarted {id}"));
     }
 
     fn kill(&mut self, i: usize, down: Duration) {
         self.servers[i].kill();
         self.state[i] = CsState::Down(Instant::now() + down);
-        self.faults += 1;
         self.log(&format!("SIGKILL {} for {down:.1?}", self.servers[i].id));
     }
 
     /// Closes the damage window once the damaged chunk is sealed (or gone) and fsck is clean.
     fn check_damage(&mut self, rt: &tokio::runtime::Handle, c: &Client) {
         let Some(d) = &self.damage else { return };
-        if self.master.is_none() {
+        // Until the damaged server is back and has reported its replicas, fsck knows nothing
+        // of the damage.
+        if self.master.is_none() || d.back.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
             return;
         }
         let handle = d.handle;
@@ -775,31 +815,56 @@ impl Nemesis {
 
     /// Picks one fault and starts it, if the rules allow it now.
     fn step(&mut self) {
-        // Weights: kill, stop, master, two down, damage.
-        let pick = self.rng.random_range(0..10u32);
         let calm = self.damage.is_none();
-        match pick {
-            0..=2 if calm && self.faulty() < 2 => {
+        let (faulty, master_up) = (self.faulty(), self.master.is_some());
+        // The faults the rules allow now, with their weights; one of them, or a quiet step.
+        let mut allowed: Vec<(Fault, u32)> = vec![(Fault::None, 3)];
+        if calm && faulty < 2 {
+            allowed.extend([(Fault::Kill, 3), (Fault::Stop, 2)]);
+        }
+        if master_up {
+            allowed.push((Fault::Master, 2));
+        }
+        if calm && faulty == 0 {
+            allowed.push((Fault::TwoDown, 1));
+            if master_up {
+                allowed.push((Fault::Damage, 2));
+            }
+        }
+        let total: u32 = allowed.iter().map(|(_, w)| w).sum();
+        let mut pick = self.rng.random_range(0..total);
+        let fault = allowed
+            .iter()
+            .find(|(_, w)| {
+                let here = pick < *w;
+                pick = pick.saturating_sub(*w);
+                here
+            })
+            .map_or(Fault::None, |(f, _)| *f);
+        if fault != Fault::None {
+            *self.mix.entry(fault.name()).or_insert(0) += 1;
+        }
+        match fault {
+            Fault::None => {}
+            Fault::Kill => {
                 let i = *self.up().choose(&mut self.rng).unwrap();
                 let down = self.ms(500, 4_000);
                 self.kill(i, down);
             }
-            3..=4 if calm && self.faulty() < 2 => {
+            Fault::Stop => {
                 let i = *self.up().choose(&mut self.rng).unwrap();
                 let pause = self.ms(1_000, 5_000);
                 self.servers[i].signal("STOP");
                 self.state[i] = CsState::Stopped(Instant::now() + pause);
-                self.faults += 1;
                 self.log(&format!("SIGSTOP {} for {pause:.1?}", self.servers[i].id));
             }
-            5..=6 if self.master.is_some() => {
+            Fault::Master => {
                 let down = self.ms(200, 3_000);
                 self.master.take().unwrap().kill();
                 self.master_back = Some(Instant::now() + down);
-                self.faults += 1;
                 self.log(&format!("SIGKILL master for {down:.1?}"));
             }
-            7 if calm && self.faulty() == 0 => {
+            Fault::TwoDown => {
                 let mut up = self.up();
                 for _ in 0..2 {
                     let k = self.rng.random_range(0..up.len());
@@ -808,7 +873,7 @@ impl Nemesis {
                     self.kill(i, down);
                 }
             }
-            8..=9 if calm && self.faulty() == 0 && self.master.is_some() => {
+            Fault::Damage => {
                 let i = *self.up().choose(&mut self.rng).unwrap();
                 let down = self.ms(300, 2_000);
                 self.kill(i, down);
@@ -816,11 +881,12 @@ impl Nemesis {
                     self.log(&format!("{what} ({})", self.servers[i].id));
                     self.damage = Some(Damage {
                         handle,
+                        server: i,
                         since: Instant::now(),
+                        back: None,
                     });
                 }
             }
-            _ => {}
         }
     }
 
