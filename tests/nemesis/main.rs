@@ -611,6 +611,7 @@ struct Damage {
 /// chunk is sealed and fsck is clean again (a damaged replica and a second fault on the same
 /// chunk are beyond what a 2-of-3 quorum survives). Master faults come at any time.
 struct Nemesis {
+    seed: u64,
     rng: StdRng,
     root: PathBuf,
     addr: String,
@@ -625,6 +626,8 @@ struct Nemesis {
     /// Faults injected, by kind.
     mix: BTreeMap<&'static str, usize>,
     flips: usize,
+    /// Whether the last damage was a truncation.
+    last_damage: Option<bool>,
 }
 
 /// One kind of fault the nemesis picks among.
@@ -677,6 +680,7 @@ impl Nemesis {
     ) -> Nemesis {
         let n = servers.len();
         Nemesis {
+            seed,
             rng: StdRng::seed_from_u64(seed),
             root,
             addr: master.addr.clone(),
@@ -689,6 +693,7 @@ impl Nemesis {
             started: Instant::now(),
             mix: BTreeMap::new(),
             flips: 0,
+            last_damage: None,
         }
     }
 
@@ -828,7 +833,7 @@ impl Nemesis {
         if calm && faulty == 0 {
             allowed.push((Fault::TwoDown, 1));
             if master_up {
-                allowed.push((Fault::Damage, 2));
+                allowed.push((Fault::Damage, 3));
             }
         }
         let total: u32 = allowed.iter().map(|(_, w)| w).sum();
@@ -903,7 +908,12 @@ impl Nemesis {
             .read(true)
             .open(&path)
             .ok()?;
-        if self.rng.random_bool(0.5) {
+        // Truncations and flips take turns: an even seed truncates first, an odd one flips.
+        let truncate = self
+            .last_damage
+            .map_or(self.seed.is_multiple_of(2), |truncated| !truncated);
+        self.last_damage = Some(truncate);
+        if truncate {
             let to = self.rng.random_range(0..len);
             f.set_len(to).unwrap();
             f.sync_all().unwrap();
