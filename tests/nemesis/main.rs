@@ -35,9 +35,10 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-/// The seeds CI runs.
-const DEFAULT_SEEDS: &[u64] = &[0x6e65_6d31, 0x6e65_6d32, 0x6e65_6d33];
-/// Seconds of faults per seed in CI (three seeds: about two minutes in all).
+/// The seeds CI runs: one odd (its first damage flips a bit), one even (it truncates first).
+const DEFAULT_SEEDS: &[u64] = &[0x6e65_6d31, 0x6e65_6d32];
+/// Seconds of faults per seed in CI. With the start, the heal and the checker a seed takes
+/// about a minute on two cores: about two minutes in all.
 const DEFAULT_SECS: u64 = 35;
 const SERVERS: usize = 5;
 const APPENDERS: u32 = 8;
