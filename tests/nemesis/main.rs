@@ -306,9 +306,7 @@ fn report(seed: u64, secs: u64, checked: &[Violation], f: &Findings) {
             .map(|v| format!("  append: {v}")),
     );
     lines.push(format!("replay with: {}", replay(seed, secs)));
-    let text = lines.join("\n");
-    println!("{text}");
-    panic!("{text}");
+    panic!("{}", lines.join("\n"));
 }
 
 /// The servers' `RUST_LOG`.
