@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fixture::Server;
+use fixture::{Server, check_promise};
 use gfs_client::{Client, ClientConfig};
-use gfs_testkit::{History, RecordId, assert_clean, observe, wait_healthy};
+use gfs_testkit::{History, RecordId};
 use master_proc::MasterProc;
 
 /// A master (dead after 2 s of silence) and `n` chunkservers registered with it.
@@ -46,25 +46,6 @@ async fn append(c: &Client, path: &str, h: &mut History, w: usize, n: usize) -> 
     let off = c.append(path, rec.clone()).await.unwrap();
     h.acked(id, off);
     (off, rec)
-}
-
-/// The whole promise over `path` once the cluster healed (fsck clean): every acknowledged
-/// record exactly once at its offset, nothing never sent, no duplicate, the replicas the
-/// master counts current byte-identical on the disks of the live servers (stopped for that),
-/// and fsck in agreement with those disks.
-async fn check_promise(c: &Client, path: &str, h: &History, servers: &mut [Server]) {
-    let took = wait_healthy(c, path, Duration::from_secs(90)).await;
-    println!("{path}: fsck clean {took:?} after the run");
-    let seen = observe(c, path).await;
-    let dirs: Vec<(String, std::path::PathBuf)> = servers
-        .iter_mut()
-        .filter(|s| s.is_running())
-        .map(|s| {
-            s.terminate(Duration::from_secs(10));
-            (s.id.clone(), s.dir.clone())
-        })
-        .collect();
-    assert_clean(&seen.check(h, &dirs));
 }
 
 /// A client of `master` that keeps retrying through failures for `deadline`.

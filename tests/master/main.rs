@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fixture::{Server, append, record};
+use fixture::{Server, append, check_promise, record};
 use gfs_client::{Client, ClientConfig};
 use gfs_proto::v1::master_client::MasterClient;
 use gfs_proto::v1::{
     AppendChunkRequest, ChunkLease, CreateFileRequest, GetChunksRequest, ListRequest,
 };
-use gfs_testkit::{History, RecordId, assert_clean, observe, wait_healthy};
+use gfs_testkit::{History, RecordId};
 use master_proc::MasterProc;
 use tonic::transport::Channel;
 
@@ -596,23 +596,6 @@ async fn stop_appenders(
     for w in writers {
         h.merge(w.await.unwrap());
     }
-}
-
-/// The whole promise over `path` once the cluster healed: every acknowledged record exactly
-/// once at its offset, nothing never sent, no duplicate, the replicas the master counts
-/// byte-identical on the disks of the live servers (stopped for that), fsck in agreement.
-async fn check_promise(c: &Client, path: &str, h: &History, servers: &mut [Server]) {
-    wait_healthy(c, path, Duration::from_secs(90)).await;
-    let seen = observe(c, path).await;
-    let dirs: Vec<(String, std::path::PathBuf)> = servers
-        .iter_mut()
-        .filter(|s| s.is_running())
-        .map(|s| {
-            s.terminate(Duration::from_secs(10));
-            (s.id.clone(), s.dir.clone())
-        })
-        .collect();
-    assert_clean(&seen.check(h, &dirs));
 }
 
 /// Issue 12, part 3: kill -9 of the master under appends to an existing file, restarted on

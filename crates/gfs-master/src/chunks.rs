@@ -1808,30 +1808,7 @@ mod tests {
     async fn an_extra_replica_is_dropped_once_even_as_shares_change() {
         #![allow(clippy::unwrap_used)]
         let dir = tempfile::tempdir().unwrap();
-        let meta = MetaStore::open(
-            dir.path(),
-            MetaConfig {
-                checkpoint_every: 1000,
-            },
-        )
-        .unwrap();
-        let meta = Arc::new(meta);
-        meta.mutate(Op::Create(CreateOp {
-            path: "/f".into(),
-            mtime_ms: 0,
-            replication: 3,
-        }))
-        .await
-        .unwrap();
-        meta.mutate(Op::AddChunk(AddChunkOp {
-            path: "/f".into(),
-            handle: 7,
-            version: 1,
-            primary: String::new(),
-        }))
-        .await
-        .unwrap();
-        let registry = Arc::new(Mutex::new(Registry::new(Duration::from_secs(60))));
+        let (m, registry) = one_chunk(dir.path(), None, &[]).await;
         let now = Instant::now();
         let r = Replica {
             handle: 7,
@@ -1855,21 +1832,6 @@ mod tests {
             );
             reg.heartbeat_with(id, used, vec![r], false, now);
         }
-        let m = ChunkManager::new(
-            meta,
-            Arc::clone(&registry),
-            ChunkConfig {
-                chunk_size: 1 << 20,
-                replication: 3,
-                quorum: 2,
-                lease: Duration::from_secs(60),
-                rpc_timeout: Duration::from_secs(5),
-                orphan_grace: Duration::from_secs(600),
-                max_clones: 8,
-                clone_timeout: Duration::from_secs(300),
-                rebalance_threshold: 0.1,
-            },
-        );
         assert_eq!(m.to_delete("b", &[r]).await.unwrap(), vec![]);
         assert_eq!(m.to_delete("a", &[r]).await.unwrap().len(), 1);
         // Before a reports again, d's share grows past a's: d keeps its replica, so three
