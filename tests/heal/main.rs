@@ -1164,3 +1164,82 @@ async fn lost_acknowledgements_never_duplicate_a_record() {
     );
     check_promise(&c, "/acks", &h, &mut servers).await;
 }
+
+/// Finding 2: secondaries that miss COMMITs (the message lost after READY) must never leave a
+/// primary-only tail that is then sealed and acknowledged with one copy, nor stall the file
+/// while every server is up. Every append succeeds within its deadline; right after the run,
+/// before any repair (re-replication is off), every acknowledged record is on a quorum of
+/// current replicas (I2) and nothing is in the file twice; after healing, the whole promise
+/// holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_commits_never_leave_an_acknowledged_record_on_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--max-clones", "0"],
+    );
+    let env = [("GFS_FAILPOINTS", "commit-lost:15")];
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &env,
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    c.create("/wedged").await.unwrap();
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let c = c.clone();
+        writers.push(tokio::spawn(async move {
+            let mut h = History::new();
+            for n in 0..10u32 {
+                let id = RecordId { writer: w, seq: n };
+                let rec =
+                    gfs_testkit::record(id, 100_000 + ((w * 37 + n * 101) as usize % 100_000));
+                h.sent(id, rec.len());
+                match c.append("/wedged", rec).await {
+                    Ok(off) => h.acked(id, off),
+                    Err(e) => println!("record {w}/{n} not acknowledged: {e}"),
+                }
+            }
+            h
+        }));
+    }
+    let mut h = History::new();
+    for w in writers {
+        h.merge(w.await.unwrap());
+    }
+    // Every server stays up: each append must succeed within its deadline.
+    assert_eq!(
+        h.acked.len(),
+        h.sent.len(),
+        "appends failed with every server up"
+    );
+    let seen = gfs_testkit::observe(&c, "/wedged").await;
+    let dirs: Vec<(String, std::path::PathBuf)> = servers
+        .iter_mut()
+        .map(|s| {
+            s.terminate(Duration::from_secs(10));
+            (s.id.clone(), s.dir.clone())
+        })
+        .collect();
+    gfs_testkit::assert_clean(&seen.check_quorum(&h, &dirs, 2));
+    // Heal without the fault and with repair on, then check everything.
+    master.kill();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    for s in &mut servers {
+        s.restarted(&master.addr);
+    }
+    let c = patient(&master, Duration::from_secs(90)).await;
+    check_promise(&c, "/wedged", &h, &mut servers).await;
+}

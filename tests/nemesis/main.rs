@@ -965,6 +965,7 @@ fn by_kind(v: &[Violation]) -> BTreeMap<&'static str, usize> {
             Violation::NeverSent { .. } => "never sent",
             Violation::Garbage { .. } => "garbage",
             Violation::Replica { .. } => "replica",
+            Violation::UnderQuorum { .. } => "under quorum",
             Violation::Fsck { .. } => "fsck",
         };
         *out.entry(k).or_insert(0) += 1;

@@ -163,3 +163,68 @@ async fn sigterm_stops_busy_servers_cleanly_and_keeps_their_data() {
         assert_eq!(cluster.committed(i, h).await, end, "server {i} lost data");
     }
 }
+
+/// Finding 2: both secondaries lose the COMMITs of four appends (READY, then the message is
+/// gone), so only the primary holds them. The seal that follows must not leave them on the
+/// primary alone: the primary sends the short secondaries what they missed and seals them
+/// first, so every replica ends sealed at one length with the same bytes, and the retried
+/// appends are then answered with their offsets.
+#[tokio::test]
+async fn a_seal_first_gives_short_secondaries_the_appends_they_missed() {
+    let cluster = Cluster::start(3, |i| {
+        if i == 0 {
+            vec![]
+        } else {
+            vec![("GFS_FAILPOINTS", "commit-lost:100:4")]
+        }
+    });
+    let h = 16;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let rec = |i: u8| bytes::Bytes::from(vec![i; 260_000]);
+    for i in 1..=4u8 {
+        let got = c.append(h, 1, u64::from(i), rec(i)).await;
+        assert!(
+            matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
+            "append {i}: {got:?}"
+        );
+    }
+    assert_eq!(cluster.committed(0, h).await, 1_040_000);
+    // Does not fit: the chunk is sealed at the primary's 1,040,000 bytes.
+    let got = c
+        .append(h, 1, 5, bytes::Bytes::from(vec![5u8; 10_000]))
+        .await;
+    assert!(
+        matches!(got, Err(DataError::ChunkFull { .. })),
+        "the sealing append: {got:?}"
+    );
+    for i in 1..=4u8 {
+        let off = append(&c, h, 1, u64::from(i), &rec(i)).await.unwrap();
+        assert_eq!(off, u64::from(i - 1) * 260_000, "retry of append {i}");
+    }
+    // Whole, in reads of at most a quarter chunk.
+    async fn read_all(c: &gfs_dataplane::DataClient, h: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let piece = c.read(h, 1, out.len() as u64, 1 << 18).await.unwrap();
+            if piece.is_empty() {
+                return out;
+            }
+            out.extend_from_slice(&piece);
+        }
+    }
+    let primary = read_all(&c, h).await;
+    assert_eq!(primary.len(), 1_040_000);
+    for i in 0..3 {
+        let r = cluster.report(i).await;
+        let chunk = r.chunks.iter().find(|x| x.handle == h).unwrap();
+        assert_eq!(
+            (chunk.committed_length, chunk.sealed),
+            (1_040_000, true),
+            "replica {i}"
+        );
+        let bytes = read_all(&cluster.client(i).await, h).await;
+        assert!(bytes == primary, "replica {i} holds other bytes");
+    }
+}

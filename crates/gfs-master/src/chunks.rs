@@ -367,7 +367,11 @@ impl ChunkManager {
                 self.cfg.lease - since_start
             )));
         }
-        let live = self.good_replicas(handle, version);
+        // No lease is out: every live holder counts, those a primary reported lagging too.
+        // Each holds a prefix of the chunk's one sequence of appends at this version (commits
+        // apply in offset order), so the ones behind catch up from the longest below. Leaving
+        // them out would stall the file while they are alive.
+        let live = self.registry.lock().holders_of(handle, version);
         let alive = live.len();
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
@@ -769,6 +773,9 @@ impl ChunkManager {
             }
             let longest = self.longest(handle, m.version, live).await;
             if longest.answered >= self.cfg.quorum {
+                // Sealed at the longest length: the others catch up first, so the chunk does
+                // not come out with fewer current replicas than it could have.
+                self.catch_up(handle, m.version, &longest).await;
                 tracing::info!(%handle, length = longest.length, "abandoned chunk settled");
                 if let Err(e) = self.seal_at(handle, longest.length).await {
                     tracing::warn!(%handle, error = %e, "cannot settle the chunk yet");

@@ -10,7 +10,9 @@
 //! - an append is acknowledged only after a quorum of replicas has fsynced it, and every replica
 //!   applies commits of a chunk in offset order, so committed bytes of replicas at one version
 //!   are prefixes of the same sequence (I1, I2);
-//! - a secondary seals only at exactly its primary's length, never at its own (I1);
+//! - a secondary seals only at exactly its primary's length, never at its own, and the primary
+//!   seals itself only after a quorum of secondaries did (sending a short one the committed
+//!   appends it missed first), so a replica is sealed only at a length a quorum holds (I1, I2);
 //! - a retry is answered from the op table before anything else, lease or not; once the chunk
 //!   is sealed here the table is final, so "sealed, and the op is not in it" (`ChunkFull`) is a
 //!   definite "not applied, and never will be" that a client may act on (I4).
@@ -45,10 +47,29 @@ pub fn failpoint(name: &str) -> bool {
 }
 
 /// Whether the named fault-injection point fires this time: `GFS_FAILPOINTS=name:P` fires
-/// with probability P percent (read once; off when not set).
+/// with probability P percent, `name:P:N` likewise but at most N times in the process (read
+/// once; off when not set).
 pub fn failpoint_fires(name: &str) -> bool {
-    failpoints()
-        .iter()
-        .filter_map(|p| p.strip_prefix(name)?.strip_prefix(':')?.parse::<u32>().ok())
-        .any(|pct| rand::random_range(0..100) < pct)
+    static FIRED: OnceLock<parking_lot::Mutex<std::collections::HashMap<String, u64>>> =
+        OnceLock::new();
+    failpoints().iter().any(|p| {
+        let Some(spec) = p.strip_prefix(name).and_then(|s| s.strip_prefix(':')) else {
+            return false;
+        };
+        let mut parts = spec.splitn(2, ':');
+        let Some(Ok(pct)) = parts.next().map(str::parse::<u32>) else {
+            return false;
+        };
+        let limit = parts.next().and_then(|n| n.parse::<u64>().ok());
+        if rand::random_range(0..100) >= pct {
+            return false;
+        }
+        let Some(limit) = limit else {
+            return true;
+        };
+        let mut fired = FIRED.get_or_init(Default::default).lock();
+        let n = fired.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        *n <= limit
+    })
 }

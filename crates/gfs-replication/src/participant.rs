@@ -144,6 +144,17 @@ async fn prepare(store: &ChunkStore, cfg: &ParticipantConfig, p: Prepare) -> Res
 
 /// Runs one COMMIT and turns its outcome into the session's reply.
 async fn commit_reply(store: &ChunkStore, id: u64, c: CommitRequest) -> ReplicateReply {
+    if crate::failpoint_fires("commit-lost") {
+        tracing::warn!(
+            handle = c.handle,
+            op = c.op_id,
+            "failpoint commit-lost: the COMMIT is dropped"
+        );
+        return failure(
+            id,
+            Status::unavailable("failpoint commit-lost: the COMMIT was lost"),
+        );
+    }
     match store
         .commit_at(ChunkHandle(c.handle), c.version, OpId(c.op_id))
         .await
@@ -269,13 +280,26 @@ impl Replication for Participant {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Only at exactly the primary's length: a replica that ends elsewhere stays unsealed
-        // (and is relegated), so no replica is ever sealed at a length that was not agreed.
-        self.store
-            .seal_exactly(handle, r.length)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(SealReply {}))
+        // Only at exactly the primary's length: a replica that ends elsewhere stays unsealed,
+        // so no replica is ever sealed at a length that was not agreed. One that ends short
+        // (it missed a COMMIT) says where it ends, with nothing staged (the primary has no
+        // append in flight while it seals), so the primary can send it what it lacks.
+        match self.store.seal_exactly(handle, r.length).await {
+            Ok(_) => Ok(Response::new(SealReply {
+                short: false,
+                committed_length: r.length,
+            })),
+            Err(StorageError::LengthMismatch { have, want, .. }) if have < want => {
+                let dropped = self.store.abort_all(handle).map_err(status)?;
+                let info = self.current(handle, r.version)?;
+                tracing::warn!(%handle, have = info.committed_len, want, dropped, "replica short of the primary's seal");
+                Ok(Response::new(SealReply {
+                    short: true,
+                    committed_length: info.committed_len,
+                }))
+            }
+            Err(e) => Err(status(e)),
+        }
     }
 
     type ReadChunkStream = ChunkStream;

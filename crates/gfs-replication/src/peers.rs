@@ -260,7 +260,8 @@ impl Peers {
         self.call(addr, req, timeout).await.map(|_| ())
     }
 
-    /// Seals the replica on `addr` at `length`.
+    /// Seals the replica on `addr` at `length`; `Ok(Some(l))` when it is short, holding `l`
+    /// committed bytes (unsealed, nothing staged).
     pub async fn seal(
         &self,
         addr: &str,
@@ -268,7 +269,7 @@ impl Peers {
         version: u64,
         length: u64,
         timeout: Duration,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let mut client = self.client(addr)?;
         let req = SealRequest {
             handle: handle.0,
@@ -276,7 +277,10 @@ impl Peers {
             length,
         };
         match tokio::time::timeout(timeout, client.seal(req)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                Ok(r.short.then_some(r.committed_length))
+            }
             Ok(Err(status)) => Err(peer_err(
                 addr,
                 format!("{:?}: {}", status.code(), status.message()),

@@ -86,6 +86,15 @@ pub enum Violation {
         /// What is wrong.
         detail: String,
     },
+    /// An acknowledged record is on fewer current replicas than a quorum (invariant I2).
+    UnderQuorum {
+        /// The record.
+        id: RecordId,
+        /// Its acknowledged offset.
+        offset: u64,
+        /// The servers whose current replica holds it whole at that offset.
+        on: Vec<String>,
+    },
     /// `fsck`'s verdict disagrees with what is on the disks.
     Fsck {
         /// What is wrong.
@@ -274,6 +283,49 @@ pub fn check_replicas(
                 }
             ),
         });
+    }
+    out
+}
+
+/// Checks invariant I2 on the disks: every acknowledged record is whole, at its offset, on at
+/// least `quorum` replicas that are current for the chunk it landed in (whether or not the
+/// master counts them yet). Meant for the moment right after a fault, before any repair.
+pub fn check_quorum(
+    h: &History,
+    chunks: &[ChunkView],
+    replicas: &BTreeMap<u64, Vec<ReplicaState>>,
+    quorum: usize,
+) -> Vec<Violation> {
+    let none = Vec::new();
+    let mut out = Vec::new();
+    for &(id, offset) in &h.acked {
+        let Some(&len) = h.sent.get(&id) else {
+            continue;
+        };
+        let want = crate::record::record(id, len);
+        let Some(c) = chunks
+            .iter()
+            .filter(|c| c.file_offset <= offset)
+            .max_by_key(|c| c.file_offset)
+        else {
+            out.push(Violation::UnderQuorum {
+                id,
+                offset,
+                on: Vec::new(),
+            });
+            continue;
+        };
+        let at = (offset - c.file_offset) as usize;
+        let on: Vec<String> = replicas
+            .get(&c.handle)
+            .unwrap_or(&none)
+            .iter()
+            .filter(|r| is_current(c, r) && r.bytes.get(at..at + len) == Some(&want[..]))
+            .map(|r| r.server.clone())
+            .collect();
+        if on.len() < quorum {
+            out.push(Violation::UnderQuorum { id, offset, on });
+        }
     }
     out
 }

@@ -8,7 +8,8 @@
 //!   checks the whole promise: each acknowledged record exactly once, whole, at its
 //!   acknowledged offset; nothing that was never sent; no torn record; no duplicate (even of an
 //!   unacknowledged record); replicas the master counts current byte-identical (invariant I1);
-//!   and `fsck`'s verdict in agreement with the disks.
+//!   and `fsck`'s verdict in agreement with the disks; and, right after a fault, every
+//!   acknowledged record on a quorum of current replicas (invariant I2).
 //! - [`replicas`]: reads every replica of a set of stopped chunkservers' data directories.
 //! - [`observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
 //!   checked against the history and the disks.
@@ -18,6 +19,8 @@ pub mod observe;
 pub mod record;
 pub mod replicas;
 
-pub use checker::{ChunkView, History, ReplicaState, Violation, check_file, check_replicas};
+pub use checker::{
+    ChunkView, History, ReplicaState, Violation, check_file, check_quorum, check_replicas,
+};
 pub use observe::{Observed, assert_clean, observe, wait_healthy};
 pub use record::{RecordId, parse_record, record};

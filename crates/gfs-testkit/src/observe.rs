@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use gfs_client::Client;
 
-use crate::checker::{ChunkView, History, Violation, check_file, check_replicas};
+use crate::checker::{ChunkView, History, Violation, check_file, check_quorum, check_replicas};
 use crate::replicas::read_replicas;
 
 /// A file as a client saw it at the end of a run.
@@ -84,6 +84,24 @@ impl Observed {
                 self.goal,
                 Some(self.fsck_healthy),
             )),
+            Err(e) => out.push(Violation::Fsck {
+                detail: format!("cannot read the replicas: {e}"),
+            }),
+        }
+        out
+    }
+
+    /// Checks the file against the history and invariant I2 on the disks of `dirs` (stopped
+    /// servers): each acknowledged record on at least `quorum` current replicas.
+    pub fn check_quorum(
+        &self,
+        h: &History,
+        dirs: &[(String, PathBuf)],
+        quorum: usize,
+    ) -> Vec<Violation> {
+        let mut out = check_file(h, &self.file);
+        match read_replicas(dirs, self.chunk_size) {
+            Ok(replicas) => out.extend(check_quorum(h, &self.chunks, &replicas, quorum)),
             Err(e) => out.push(Violation::Fsck {
                 detail: format!("cannot read the replicas: {e}"),
             }),
