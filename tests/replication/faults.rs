@@ -228,3 +228,58 @@ async fn a_seal_first_gives_short_secondaries_the_appends_they_missed() {
         assert!(bytes == primary, "replica {i} holds other bytes");
     }
 }
+
+/// Finding 12: bytes the primary committed alone (both secondaries lost the COMMITs, so the
+/// writers were told the appends failed) are not served by the primary, nor counted in the
+/// length it reports, until a quorum holds them: a later lease could replace them.
+#[tokio::test]
+async fn the_primary_serves_only_what_a_quorum_holds() {
+    let cluster = Cluster::start(3, |i| {
+        if i == 0 {
+            vec![]
+        } else {
+            vec![("GFS_FAILPOINTS", "commit-lost:100:2")]
+        }
+    });
+    let h = 17;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let rec = |i: u8| bytes::Bytes::from(vec![i; 1000]);
+    for i in 1..=2u8 {
+        let got = c.append(h, 1, u64::from(i), rec(i)).await;
+        assert!(
+            matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
+            "append {i}: {got:?}"
+        );
+    }
+    assert_eq!(
+        cluster.committed(0, h).await,
+        2000,
+        "committed on the primary"
+    );
+    let probe = c.read(h, 1, u64::MAX, 0).await;
+    assert!(
+        matches!(probe, Err(DataError::OutOfRange { committed: 0, .. })),
+        "the primary reports a length a quorum does not hold: {probe:?}"
+    );
+    let seen = c.read(h, 1, 0, 4000).await.unwrap();
+    assert!(seen.is_empty(), "the primary served {} bytes", seen.len());
+    // The retries reach the secondaries: now a quorum holds both, and they are served.
+    for i in 1..=2u8 {
+        let off = append(&c, h, 1, u64::from(i), &rec(i)).await.unwrap();
+        assert_eq!(off, u64::from(i - 1) * 1000);
+    }
+    let probe = c.read(h, 1, u64::MAX, 0).await;
+    assert!(
+        matches!(
+            probe,
+            Err(DataError::OutOfRange {
+                committed: 2000,
+                ..
+            })
+        ),
+        "{probe:?}"
+    );
+    assert_eq!(c.read(h, 1, 0, 4000).await.unwrap().len(), 2000);
+}

@@ -205,8 +205,20 @@ impl DataHandler {
                 got: version,
             });
         }
+        // As primary, only what a quorum holds (I3): bytes committed here alone may be
+        // replaced by a later lease.
+        let mut len = u64::from(len);
+        if let Some(limit) = self.coordinator.read_limit(h) {
+            if offset > limit {
+                return Err(DataError::OutOfRange {
+                    offset,
+                    committed: limit,
+                });
+            }
+            len = len.min(limit - offset);
+        }
         let store = Arc::clone(&self.store);
-        let read = tokio::task::spawn_blocking(move || store.read(h, offset, u64::from(len)))
+        let read = tokio::task::spawn_blocking(move || store.read(h, offset, len))
             .await
             .map_err(|e| DataError::Internal(e.to_string()))?;
         if let (Err(StorageError::ChecksumMismatch { block, .. }), Some(tell)) =

@@ -761,8 +761,8 @@ impl Client {
         }
     }
 
-    /// The length of `chunk` of file `path`: its sealed length, or the longest committed
-    /// length its replicas report now.
+    /// The length of `chunk` of file `path`: its sealed length, or the longest length its
+    /// replicas report now (a primary reports only the prefix a quorum holds).
     pub async fn chunk_length(&self, path: &str, chunk: &ChunkInfo) -> Result<u64> {
         if let Some(l) = chunk.sealed_length {
             return Ok(l);

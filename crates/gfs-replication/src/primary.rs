@@ -70,6 +70,9 @@ impl CoordinatorConfig {
 pub struct Coordinator {
     shared: Arc<Shared>,
     leases: Mutex<HashMap<ChunkHandle, Arc<Lease>>>,
+    /// Read limits of chunks whose lease was forgotten while this replica held committed
+    /// bytes no quorum was known to hold: kept until the version changes.
+    limits: Mutex<HashMap<ChunkHandle, u64>>,
 }
 
 /// Told of every chunk this server seals as primary (handle, final length, and the
@@ -107,6 +110,32 @@ struct Lease {
     sealed: OnceCell<u64>,
     /// When the lease was granted or last took an append.
     last_append: Mutex<std::time::Instant>,
+    /// The prefix of the chunk a quorum holds durably: what reads may see (I3).
+    durable: Mutex<Watermark>,
+}
+
+/// The quorum-commit watermark of a chunk under a lease: `to`, and the appends above it
+/// that reached a quorum out of order, by offset (their ends).
+#[derive(Debug, Default)]
+struct Watermark {
+    to: u64,
+    ahead: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Watermark {
+    /// Notes that a quorum holds `[offset, end)`; moves `to` over every contiguous range.
+    fn held(&mut self, offset: u64, end: u64) {
+        if end <= self.to {
+            return;
+        }
+        self.ahead.insert(offset, end);
+        while let Some(e) = self.ahead.remove(&self.to) {
+            self.to = self.to.max(e);
+        }
+        // Ranges already below `to` (their offsets were passed over) are done too.
+        let to = self.to;
+        self.ahead.retain(|_, e| *e > to);
+    }
 }
 
 struct Assign {
@@ -143,6 +172,7 @@ impl Coordinator {
                 on_seal: Mutex::new(None),
             }),
             leases: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -200,8 +230,15 @@ impl Coordinator {
                 advanced: Notify::new(),
                 sealed,
                 last_append: Mutex::new(std::time::Instant::now()),
+                // Granted after a bump that left every replica of the lease at this length (or
+                // at a chunk's creation): a quorum holds it.
+                durable: Mutex::new(Watermark {
+                    to: info.committed_len,
+                    ahead: Default::default(),
+                }),
             }),
         );
+        self.limits.lock().remove(&handle);
         tracing::info!(%handle, version, "lease granted");
         Ok(info.committed_len)
     }
@@ -221,6 +258,7 @@ impl Coordinator {
     /// Drops the lease on `handle` (its version changed or the chunk was deleted).
     pub fn revoke(&self, handle: ChunkHandle) {
         self.shared.lagging.lock().retain(|(h, _)| *h != handle);
+        self.limits.lock().remove(&handle);
         if self.leases.lock().remove(&handle).is_some() {
             tracing::info!(%handle, "lease revoked");
         }
@@ -248,7 +286,23 @@ impl Coordinator {
         let stale = SystemTime::now()
             .checked_sub(FORGET_EXPIRED)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.leases.lock().retain(|_, l| *l.expires.lock() > stale);
+        let store = &self.shared.store;
+        let mut limits = self.limits.lock();
+        self.leases.lock().retain(|h, l| {
+            if *l.expires.lock() > stale {
+                return true;
+            }
+            let to = l.durable.lock().to;
+            if l.sealed.get().is_none()
+                && store
+                    .info(*h)
+                    .is_ok_and(|i| !i.sealed && i.committed_len > to)
+            {
+                limits.insert(*h, to);
+            }
+            false
+        });
+        drop(limits);
         self.leases
             .lock()
             .values()
@@ -260,6 +314,17 @@ impl Coordinator {
     /// Secondaries that missed a PREPARE, COMMIT or SEAL, by chunk.
     pub fn lagging(&self) -> Vec<(ChunkHandle, String)> {
         self.shared.lagging.lock().iter().cloned().collect()
+    }
+
+    /// How far reads of `handle` may see on this replica, when it is limited: the prefix a
+    /// quorum is known to hold, for an unsealed chunk this server leads (or led, and holds
+    /// more of than a quorum was known to). `None`: everything committed here may be read
+    /// (a secondary's committed bytes are on the primary too; a sealed chunk's on a quorum).
+    pub fn read_limit(&self, handle: ChunkHandle) -> Option<u64> {
+        if let Some(l) = self.leases.lock().get(&handle) {
+            return l.sealed.get().is_none().then(|| l.durable.lock().to);
+        }
+        self.limits.lock().get(&handle).copied()
     }
 
     fn lease(&self, handle: ChunkHandle) -> Result<Arc<Lease>> {
@@ -594,6 +659,10 @@ impl Shared {
         }
         let durable = remote.ok.len() as u64 + 1;
         if durable >= quorum {
+            lease
+                .durable
+                .lock()
+                .held(offset, offset + header.length as u64);
             (Ok(offset), true)
         } else {
             tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
@@ -631,6 +700,10 @@ impl Shared {
         let got = out.ok.len() as u64 + 1;
         let quorum = self.cfg.quorum as u64;
         if got >= quorum {
+            lease
+                .durable
+                .lock()
+                .held(rec.offset, rec.offset + u64::from(rec.len));
             Ok(rec.offset)
         } else {
             Err(ReplicationError::QuorumNotReached { got, need: quorum })
@@ -816,5 +889,29 @@ impl Shared {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watermark;
+
+    #[test]
+    fn the_watermark_moves_over_contiguous_quorum_held_ranges_only() {
+        let mut w = Watermark {
+            to: 100,
+            ahead: Default::default(),
+        };
+        w.held(150, 200);
+        assert_eq!(w.to, 100, "a gap at [100, 150) holds it back");
+        w.held(120, 150);
+        assert_eq!(w.to, 100);
+        w.held(100, 120);
+        assert_eq!(w.to, 200, "the gap filled: over every range");
+        assert!(w.ahead.is_empty());
+        w.held(50, 80);
+        assert_eq!(w.to, 200, "below the watermark: nothing changes");
+        w.held(200, 210);
+        assert_eq!((w.to, w.ahead.len()), (210, 0));
     }
 }
