@@ -1,7 +1,8 @@
 //! The randomized fault run (issue 12, part 5), Jepsen style with real processes: a master and
 //! five chunkservers, eight appenders and two readers on one file, and a nemesis driven by a
-//! seeded RNG that kills, pauses, restarts and damages servers for a set time. At the end every
-//! server is back, the cluster heals, and the history checker judges the whole run.
+//! seeded RNG that kills, pauses, restarts and damages servers for a set time, while every
+//! chunkserver loses a few COMMITs and append replies all along ([`LOST_MESSAGES`]). At the end
+//! every server is back, the cluster heals, and the history checker judges the whole run.
 //!
 //! - `GFS_NEMESIS_SEEDS=1,2,3`: the seeds to run (default [`DEFAULT_SEEDS`]).
 //! - `GFS_NEMESIS_SECS=35`: seconds of faults per seed (default [`DEFAULT_SECS`]).
@@ -324,13 +325,19 @@ fn start_master(root: &Path, listen: &str) -> MasterProc {
     )
 }
 
+/// Messages every chunkserver loses all along, besides the nemesis's faults: COMMITs on the
+/// replication plane (secondaries fall short of their primary, which must catch them up at the
+/// seal) and append replies (clients must learn what became of an op without applying it
+/// twice). Drawn by the processes, not by the seed.
+const LOST_MESSAGES: &str = "commit-lost:1,append-reply-lost:2";
+
 /// Chunkserver `id` on `dir`, on fresh ports, registering with `master`.
 fn start_server(dir: &Path, id: &str, master: &str) -> Server {
     Server::start_with(
         dir,
         id,
         None,
-        &[("RUST_LOG", &server_log())],
+        &[("RUST_LOG", &server_log()), ("GFS_FAILPOINTS", LOST_MESSAGES)],
         &[
             "--master",
             master,
