@@ -183,6 +183,15 @@ impl ChunkControl for Control {
             .await
             .map_err(status)?;
         tracing::info!(handle = r.handle, version = r.version, "chunk created");
+        if gfs_replication::failpoint_fires("create-reply-lost") {
+            // Fault injection: the chunk is created (durably), but the master hears a
+            // failure, as when its call times out after the work was done.
+            tracing::warn!(
+                handle = r.handle,
+                "failpoint create-reply-lost: the reply is lost"
+            );
+            return Err(Status::unavailable("failpoint: the reply was lost"));
+        }
         Ok(Response::new(CreateChunkReply {}))
     }
 
