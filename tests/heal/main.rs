@@ -1243,3 +1243,207 @@ async fn lost_commits_never_leave_an_acknowledged_record_on_one_copy() {
     let c = patient(&master, Duration::from_secs(90)).await;
     check_promise(&c, "/wedged", &h, &mut servers).await;
 }
+
+
+/// A GET of `path` from the HTTP server at `addr`: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+/// What is wrong with how the master counts the replicas of chunk `index` of `path`, whose
+/// acknowledged records end at `end` inside the chunk, judged by the servers' own reports:
+/// a server listed as a replica that lacks some of those records, and fsck, `stat` or the
+/// cluster report calling the file healthy while fewer than three servers hold them all.
+async fn miscounted(
+    c: &Client,
+    path: &str,
+    index: usize,
+    end: u64,
+    servers: &[Server],
+) -> Vec<String> {
+    let l = c.refresh(path).await.unwrap();
+    let ch = &l.chunks[index];
+    let mut whole = Vec::new();
+    let mut held = Vec::new();
+    for s in servers {
+        let r = committed(s, ch.handle).await;
+        held.push(format!("{}: {r:?}", s.id));
+        if r.is_some_and(|(v, len)| v == ch.version && len >= end) {
+            whole.push(s.id.clone());
+        }
+    }
+    let mut wrong: Vec<String> = ch
+        .replicas
+        .iter()
+        .filter(|r| !whole.contains(&r.id))
+        .map(|r| {
+            format!(
+                "{} is listed as a replica of chunk {index} (version {}) but lacks acknowledged records ending at {end}; (version, length) held: {held:?}",
+                r.id, ch.version
+            )
+        })
+        .collect();
+    if whole.len() < 3 {
+        let fsck = c.fsck(path).await.unwrap();
+        if fsck.unhealthy.is_empty() {
+            wrong.push(format!(
+                "fsck calls {path} healthy with {} whole copies of chunk {index}: {held:?}",
+                whole.len()
+            ));
+        }
+        if c.stat(path).await.unwrap().under_replicated == 0 {
+            wrong.push(format!(
+                "stat says no chunk of {path} is under-replicated with {} whole copies of chunk {index}",
+                whole.len()
+            ));
+        }
+        if c.report().await.unwrap().under_replicated == 0 {
+            wrong.push(format!(
+                "the cluster report says no chunk is under-replicated with {} whole copies of chunk {index}",
+                whole.len()
+            ));
+        }
+    }
+    wrong
+}
+
+/// Waits (10 s at most) until [`miscounted`] finds nothing wrong with chunk `index` (the last
+/// COMMITs may still be on their way to a secondary), then checks that it stays so for 2 s
+/// (several heartbeats: a replica the master has not heard of yet must not hide).
+async fn counted_right(c: &Client, path: &str, index: usize, end: u64, servers: &[Server]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let wrong = miscounted(c, path, index, end, servers).await;
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{wrong:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let wrong = miscounted(c, path, index, end, servers).await;
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Finding 6 of the 2026-12-01 review, the unsealed part: a chunkserver whose CreateChunk
+/// reply is lost (failpoint `create-reply-lost`) holds the new chunk at version 1, yet the
+/// master took the creation as failed. The master must never count a replica that lacks
+/// acknowledged appends of an unsealed chunk: every replica it lists holds every acknowledged
+/// record of the chunk, and fsck, `stat` and the cluster report call the file healthy only
+/// when three servers hold them all. Once the chunk is sealed, all three servers hold it at
+/// its sealed length; the history checker finds nothing wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_create_reply_was_lost_is_never_counted_without_the_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    // cs2 creates every chunk it is asked to, and the master never hears that it did.
+    let lost = [("GFS_FAILPOINTS", "create-reply-lost:100")];
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                if i == 2 { &lost[..] } else { &[] },
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    c.create("/u").await.unwrap();
+    let mut h = History::new();
+    // About 180 KB: the chunk stays unsealed.
+    let mut end = 0;
+    for n in 0..8 {
+        let (off, rec) = append(&c, "/u", &mut h, 1, n).await;
+        end = end.max(off + rec.len() as u64);
+    }
+    let chunk = c.refresh("/u").await.unwrap().chunks[0].clone();
+    assert_eq!(chunk.sealed_length, None);
+    // The failpoint fired: cs2 holds the chunk, and its CreateChunk answered an error.
+    let (_, metrics) = http_get(&servers[2].http, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            r#"gfs_chunkserver_rpc_requests_total{op="ChunkControl/CreateChunk",outcome="error"}"#
+        )),
+        "cs2's CreateChunk never failed"
+    );
+    assert!(
+        committed(&servers[2], chunk.handle).await.is_some(),
+        "cs2 did not create the chunk"
+    );
+    counted_right(&c, "/u", 0, end, &servers).await;
+
+    // Records of about a fifth of a chunk fill and seal it; the next chunk is created the
+    // same way, cs2's reply lost again.
+    let mut n = 0;
+    while c.refresh("/u").await.unwrap().chunks.len() < 2 {
+        assert!(n < 12, "the first chunk never sealed");
+        let id = RecordId { writer: 2, seq: n };
+        let rec = gfs_testkit::record(id, 200_000 + n as usize * 1_000);
+        h.sent(id, rec.len());
+        let off = c.append("/u", rec.clone()).await.unwrap();
+        h.acked(id, off);
+        n += 1;
+    }
+    // One more record in the new chunk, then both chunks are checked.
+    let id = RecordId { writer: 2, seq: n };
+    let rec = gfs_testkit::record(id, 30_000);
+    h.sent(id, rec.len());
+    let off = c.append("/u", rec.clone()).await.unwrap();
+    h.acked(id, off);
+    let l = c.refresh("/u").await.unwrap();
+    let (first, last) = (l.chunks[0].clone(), l.chunks[1].clone());
+    let sealed = first.sealed_length.unwrap();
+    assert!(off >= last.file_offset, "the last record is not in chunk 1");
+    counted_right(
+        &c,
+        "/u",
+        1,
+        off + rec.len() as u64 - last.file_offset,
+        &servers,
+    )
+    .await;
+    // The sealed chunk ends with three replicas at its sealed length, and no other.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ch = c.refresh("/u").await.unwrap().chunks[0].clone();
+        let mut held = Vec::new();
+        for s in &servers {
+            held.push(committed(s, first.handle).await);
+        }
+        let whole = held
+            .iter()
+            .filter(|r| **r == Some((ch.version, sealed)))
+            .count();
+        if whole == 3 && ch.replicas.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sealed chunk has {whole} replicas at its sealed length {sealed}, {} listed: {held:?}",
+            ch.replicas.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check_promise(&c, "/u", &h, &mut servers).await;
+}
