@@ -1447,3 +1447,57 @@ async fn a_replica_whose_create_reply_was_lost_is_never_counted_without_the_appe
     }
     check_promise(&c, "/u", &h, &mut servers).await;
 }
+
+/// The review's own case of finding 6: a server frozen (SIGSTOP) while a chunk is created on
+/// it, so the master's CreateChunk times out, and the creation runs once it is thawed. Appends
+/// go on without it meanwhile (with the fix it is a member of the first lease without the
+/// chunk: its primary reports it lagging and the master bumps the version past it, which the
+/// test waits for, 15 s at most). Thawed, whatever its delayed creation left must never be
+/// counted without the appends, and the chunk ends with three whole replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_frozen_while_a_chunk_is_created_is_never_counted_without_the_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 3);
+    let c = patient(&master, Duration::from_secs(60)).await;
+    c.create("/z").await.unwrap();
+    // Frozen before its first chunk exists: the master still counts it alive and places the
+    // chunk there; its CreateChunk times out.
+    servers[2].signal("STOP");
+    let mut h = History::new();
+    let mut end = 0;
+    let started = Instant::now();
+    let mut n = 0;
+    // Small records, spaced out: the chunk stays unsealed while the lease goes on.
+    loop {
+        let id = RecordId { writer: 3, seq: n };
+        let rec = gfs_testkit::record(id, 2_000 + n as usize % 500);
+        h.sent(id, rec.len());
+        let off = c.append("/z", rec.clone()).await.unwrap();
+        h.acked(id, off);
+        end = end.max(off + rec.len() as u64);
+        n += 1;
+        let ch = c.refresh("/z").await.unwrap().chunks[0].clone();
+        assert_eq!(ch.sealed_length, None);
+        if ch.version > 1 || started.elapsed() > Duration::from_secs(15) {
+            println!(
+                "version {} after {n} appends, {:?}: the frozen server goes on",
+                ch.version,
+                started.elapsed()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    servers[2].signal("CONT");
+    for _ in 0..5 {
+        let id = RecordId { writer: 3, seq: n };
+        let rec = gfs_testkit::record(id, 2_000);
+        h.sent(id, rec.len());
+        let off = c.append("/z", rec.clone()).await.unwrap();
+        h.acked(id, off);
+        end = end.max(off + rec.len() as u64);
+        n += 1;
+    }
+    counted_right(&c, "/z", 0, end, &servers).await;
+    check_promise(&c, "/z", &h, &mut servers).await;
+}
