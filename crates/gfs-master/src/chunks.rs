@@ -5,6 +5,21 @@
 //! of them as the primary of the chunk's first lease. Orphans of a failed allocation are
 //! collected later by garbage collection.
 //!
+//! The first lease is granted at the creation version (1), without a bump (a `SetVersion`
+//! round, an fsync on every replica, would sit on the path of every small file), so it must
+//! leave no replica at version 1 outside it: every server the chunk was placed on is in it.
+//! A server whose `CreateChunk` failed may hold the chunk all the same (the reply was lost, the
+//! call timed out after the work was done), and such a replica, outside the lease, would miss
+//! every append yet count as current while the chunk is unsealed (finding 6 of the 2026-12-01
+//! review). So those servers are secondaries too, after the ones the chunk was created on:
+//! a server that holds the chunk takes every append like any secondary; one that does not
+//! (or is down) fails its PREPAREs, its primary reports it lagging, and the master bumps the
+//! version past it (`relegate_lagging`), the path of any secondary that misses an append. The
+//! extra round is paid only when a creation failed. A rule counting replicas by lease
+//! membership would live in memory only (lost at a restart) and would have to outlast the
+//! lease (a small file's chunk is often never written again); a membership made right at the
+//! source needs neither.
+//!
 //! Leases: one primary per chunk. A new lease needs a quorum of live replicas at the master's
 //! version; it bumps the version on those replicas first, then logs it with the primary it
 //! chose (a crash in between leaves replicas ahead of the log, and the master adopts the higher
@@ -298,7 +313,7 @@ impl ChunkManager {
                 _ => {}
             }
         }
-        // A new chunk comes with the replicas it was created on, its logged primary first.
+        // A new chunk comes with the members of its first lease, its logged primary first.
         let (index, handle, version, file_offset, allocated) = match last.last() {
             Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start, None),
             Some((_, m)) => {
@@ -375,11 +390,12 @@ impl ChunkManager {
         let alive = live.len();
         // Only the replicas holding the longest committed prefix may continue the chunk; the
         // others become stale (they keep the old version).
-        if let Some(created) = allocated {
-            // Created empty by this call at version 1: no lease ever existed, so no replica can
-            // have missed a mutation, and the first lease needs no bump. It goes to the primary
-            // the AddChunk record names.
-            return self.grant(handle, version, at, created).await;
+        if let Some(members) = allocated {
+            // Created empty by this call at version 1, and every server it was placed on is in
+            // the lease (a failed creation may have worked: see the module doc), so no replica
+            // at version 1 is outside it and the first lease needs no bump. It goes to the
+            // primary the AddChunk record names.
+            return self.grant(handle, version, at, members).await;
         }
         if alive < self.cfg.quorum {
             // Too few replicas are alive to know the chunk's length, so the file cannot move
@@ -425,13 +441,13 @@ impl ChunkManager {
                 );
             }
         }
-        let (next, created) = self.allocate(path).await?;
+        let (next, members) = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
         let at = Position {
             index: index + 1,
             file_offset: file_offset + longest.length,
         };
-        self.grant(next, 1, at, created).await
+        self.grant(next, 1, at, members).await
     }
 
     /// Seals `handle` at `length` in the log and drops its lease.
@@ -1045,8 +1061,9 @@ impl ChunkManager {
     }
 
     /// Creates a new chunk at the end of `path` and logs it, naming the first server it was
-    /// created on as the primary of its first lease; returns its handle and those servers, in
-    /// that order.
+    /// created on as the primary of its first lease; returns its handle and the members of that
+    /// lease: the servers it was created on, in that order, then those whose creation failed
+    /// (it may have worked all the same: see the module doc).
     async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>), Status> {
         let servers = self.registry.lock().place(self.cfg.replication);
         if servers.len() < self.cfg.quorum {
@@ -1069,7 +1086,7 @@ impl ChunkManager {
         };
         self.allocating.lock().insert(handle);
         let created = self
-            .on_each(servers, |mut c| async move {
+            .on_each(servers.clone(), |mut c| async move {
                 c.create_chunk(CreateChunkRequest { handle, version: 1 })
                     .await
                     .map(|_| ())
@@ -1078,8 +1095,18 @@ impl ChunkManager {
         let logged = self.log_allocation(path, handle, &created).await;
         self.allocating.lock().remove(&handle);
         logged?;
+        let in_doubt: Vec<ServerInfo> = servers
+            .into_iter()
+            .filter(|s| created.iter().all(|c| c.id != s.id))
+            .collect();
+        if !in_doubt.is_empty() {
+            let ids: Vec<&str> = in_doubt.iter().map(|s| s.id.as_str()).collect();
+            tracing::warn!(%handle, servers = ?ids, "creation failed, yet may have worked: those servers are secondaries of the first lease");
+        }
         tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
-        Ok((handle, created))
+        let mut members = created;
+        members.extend(in_doubt);
+        Ok((handle, members))
     }
 
     async fn log_allocation(
