@@ -7,6 +7,12 @@
 //! batch. When the WAL passes `checkpoint_bytes` (and at shutdown) dirty chunks are fsynced and
 //! snapshotted, and the WAL starts empty.
 //!
+//! Between batches it sweeps: staged appends past `staging_ttl` are dropped, and so are the op
+//! tables of chunks sealed for longer than `op_retention` (`optable.rs`); the snapshots of those
+//! chunks are then rewritten at once (their chunk files fsynced first, as in a checkpoint), so a
+//! reopened store does not bring the tables back. [`crate::ChunkStore::forget_ops`] does the
+//! same to one chunk on demand.
+//!
 //! Deletes run in rounds of their own, after every job queued before them and before any
 //! queued after: all queued Delete jobs (one per [`crate::ChunkStore::delete`], or many chunks
 //! in one [`crate::ChunkStore::delete_many`]) write their Delete records with one WAL fsync,
@@ -81,6 +87,8 @@ struct Work {
     ops: Vec<(OpId, AppendRecord)>,
     version: Option<u64>,
     sealed: bool,
+    /// The chunk's op table was dropped: it takes no appends.
+    ops_dropped: bool,
     /// Bytes were written in place and need an fsync in this round.
     sync_data: bool,
     /// Bytes were written whose durability is the WAL's.
@@ -110,13 +118,14 @@ impl Committer {
 
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Job>) {
         let sweep = sweep_interval(&self.inner.cfg);
+        let op_sweep = op_sweep_interval(&self.inner.cfg);
         let mut last_sweep = Instant::now();
+        let mut last_op_sweep = Instant::now();
         loop {
-            let first = match rx.recv_timeout(sweep) {
+            let first = match rx.recv_timeout(sweep.min(op_sweep)) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.inner.expire_staged();
-                    last_sweep = Instant::now();
+                    self.sweep(&mut last_sweep, &mut last_op_sweep);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -150,13 +159,66 @@ impl Committer {
             if self.wal_len > self.inner.cfg.checkpoint_bytes {
                 self.checkpoint();
             }
-            if last_sweep.elapsed() >= sweep {
-                self.inner.expire_staged();
-                last_sweep = Instant::now();
-            }
+            self.sweep(&mut last_sweep, &mut last_op_sweep);
         }
         self.checkpoint();
         tracing::debug!("committer stopped");
+    }
+
+    /// Drops expired staging and op tables whose time has come (see the module docs).
+    fn sweep(&mut self, last_sweep: &mut Instant, last_op_sweep: &mut Instant) {
+        let cfg = &self.inner.cfg;
+        if last_sweep.elapsed() >= sweep_interval(cfg) {
+            self.inner.expire_staged();
+            *last_sweep = Instant::now();
+        }
+        if last_op_sweep.elapsed() >= op_sweep_interval(cfg) {
+            let due = self.inner.ops_due();
+            if !due.is_empty() {
+                let n = due.len();
+                match self.forget(due.iter().map(Arc::clone).collect()) {
+                    Ok(()) => tracing::info!(
+                        chunks = n,
+                        "op tables of chunks sealed past the op retention dropped"
+                    ),
+                    Err(e) => tracing::error!(error = %e, chunks = n,
+                        "op tables dropped, but their snapshots were not rewritten; the next checkpoint retries"),
+                }
+            }
+            *last_op_sweep = Instant::now();
+        }
+    }
+
+    /// Drops the op tables of `chunks` and what is staged on them, then rewrites their
+    /// snapshots (chunk files holding WAL-inline bytes fsynced first, as in a checkpoint: the
+    /// snapshot covers their WAL records). Runs between batches, so no work of this committer
+    /// touches them meanwhile. On failure the tables stay dropped in memory and the chunks
+    /// dirty: the next checkpoint writes them.
+    fn forget(&mut self, chunks: Vec<Arc<Chunk>>) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let mut changed = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let mut st = chunk.st.lock();
+            if st.deleted {
+                continue;
+            }
+            inner.drop_staged(&chunk, &mut st, |_| true);
+            st.sealed_at = None;
+            if !st.meta.ops.is_dropped() {
+                tracing::debug!(handle = %chunk.handle, ops = st.meta.ops.len(), "op table dropped");
+                st.meta.ops.drop_table();
+                st.dirty = true;
+                drop(st);
+                changed.push(chunk);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        if inner.wal_failed.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned(changed[0].handle));
+        }
+        write_chunk_snapshots(&inner, &changed, 0)
     }
 
     fn work(&mut self, chunk: &Arc<Chunk>) -> &mut Work {
@@ -178,6 +240,7 @@ impl Committer {
             ops: Vec::new(),
             version: None,
             sealed: st.meta.sealed,
+            ops_dropped: st.meta.ops.is_dropped(),
             sync_data: false,
             inline_data: false,
             staged_bytes: 0,
@@ -217,7 +280,7 @@ impl Committer {
                     let _ = reply.send(Err(clone_err(e)));
                     return;
                 }
-                if w.sealed {
+                if w.sealed || w.ops_dropped {
                     let length = w.len;
                     let _ = reply.send(Err(StorageError::Sealed { handle, length }));
                     return;
@@ -312,6 +375,15 @@ impl Committer {
                 version,
                 reply,
             } => self.create_chunk(handle, version, reply),
+            Job::Forget { chunk, reply } => {
+                // After everything queued before it: its commits are in the table first.
+                self.flush();
+                if chunk.st.lock().deleted {
+                    let _ = reply.send(Err(StorageError::NotFound(chunk.handle)));
+                    return;
+                }
+                let _ = reply.send(self.forget(vec![chunk]));
+            }
             // Consecutive deletes join one round (see `run_deletes`).
             Job::Delete { chunks } => self.deletes.extend(chunks),
         }
@@ -697,10 +769,18 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
     }
     st.meta.length = w.len;
     let commits = w.ops.len() as u64;
-    st.meta.ops.extend(w.ops.iter().copied());
+    for (op, rec) in &w.ops {
+        // Never refused: offsets stay below the chunk size (under 4 GiB), and a chunk without
+        // its table takes no appends (`stage` refuses them, `forget` drops what was staged).
+        let recorded = st.meta.ops.insert(*op, *rec);
+        debug_assert!(recorded, "op {op} of chunk {handle} not recorded");
+    }
     if let Some(v) = w.version {
         st.meta.version = v;
         st.versioning = false;
+    }
+    if w.sealed && !st.meta.sealed {
+        st.sealed_at = Some(Instant::now());
     }
     st.meta.sealed = w.sealed;
     st.meta.batch = batch;
@@ -745,6 +825,12 @@ fn clone_err(e: &StorageError) -> StorageError {
 /// How often the committer sweeps expired staging when idle.
 fn sweep_interval(cfg: &StoreConfig) -> Duration {
     (cfg.staging_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// How often the committer looks for op tables past their retention: a table lives at most
+/// this much longer than `op_retention` (10 s for the default 10 minutes).
+fn op_sweep_interval(cfg: &StoreConfig) -> Duration {
+    (cfg.op_retention / 60).clamp(Duration::from_millis(10), Duration::from_secs(10))
 }
 
 /// fsyncs (`fdatasync`) every file, up to `SYNC_THREADS` at once; returns the failures by index.
@@ -848,7 +934,17 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
         .filter(|c| c.st.lock().dirty)
         .cloned()
         .collect();
-    let unsynced: Vec<(&File, &Path)> = dirty
+    write_chunk_snapshots(inner, &dirty, through_batch)?;
+    let wal = new_wal(&inner.dir)?;
+    tracing::debug!(chunks = dirty.len(), "checkpoint written");
+    Ok(wal)
+}
+
+/// Makes `chunks` durable in their own files: first their chunk files holding WAL-inline bytes
+/// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
+/// snapshots, each through at least `through_batch`. Committer thread only, between batches.
+fn write_chunk_snapshots(inner: &Inner, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
+    let unsynced: Vec<(&File, &Path)> = chunks
         .iter()
         .filter(|c| c.st.lock().unsynced)
         .map(|c| (&c.data, c.data_path.as_path()))
@@ -856,7 +952,7 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
     if let Some((_, e)) = parallel_sync(&unsynced).into_iter().next() {
         return Err(e);
     }
-    let snaps: Vec<(&Path, Vec<u8>)> = dirty
+    let snaps: Vec<(&Path, Vec<u8>)> = chunks
         .iter()
         .map(|c| {
             let mut st = c.st.lock();
@@ -865,14 +961,12 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
         })
         .collect();
     write_snapshots(&inner.dir, &snaps)?;
-    for c in &dirty {
+    for c in chunks {
         let mut st = c.st.lock();
         st.dirty = false;
         st.unsynced = false;
     }
-    let wal = new_wal(&inner.dir)?;
-    tracing::debug!(chunks = dirty.len(), "checkpoint written");
-    Ok(wal)
+    Ok(())
 }
 
 /// Creates an empty WAL aside and renames it into place.

@@ -26,6 +26,12 @@ pub struct StoreConfig {
     pub commit_delay: Duration,
     /// Upper bound on the bytes one group commit writes before it fsyncs.
     pub max_batch_bytes: u64,
+    /// How long a sealed chunk keeps its op table (op id -> offset, for exactly-once retries)
+    /// after it was sealed here; then the table is dropped and a retry of any op on the chunk
+    /// gets `OpRetentionExpired` (outcome unknown) instead of an answer. Must exceed the
+    /// longest a client retries one op: gfs-client's `op_deadline` (60 s) plus the lease
+    /// period (60 s), with room for requests still in flight. Unsealed chunks keep their table.
+    pub op_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -39,6 +45,7 @@ impl Default for StoreConfig {
             checkpoint_bytes: 64 << 20,
             commit_delay: Duration::from_micros(200),
             max_batch_bytes: 64 << 20,
+            op_retention: Duration::from_secs(600),
         }
     }
 }
@@ -70,6 +77,9 @@ impl StoreConfig {
         }
         if self.max_batch_bytes == 0 {
             return bad("max_batch_bytes must be positive".into());
+        }
+        if self.op_retention.is_zero() {
+            return bad("op_retention must be positive".into());
         }
         Ok(())
     }

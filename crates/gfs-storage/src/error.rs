@@ -84,6 +84,21 @@ pub enum StorageError {
         /// Its length.
         len: u32,
     },
+    /// The chunk has been sealed here for longer than the op retention and its op table was
+    /// dropped (`optable.rs`): whether an op is in it is no longer known. Unlike `Sealed` or
+    /// `ChunkFull` this does not say "not here": a client whose earlier attempt of the op may
+    /// have reached this chunk must take the append's outcome as unknown, and never send the op
+    /// to another chunk.
+    #[error(
+        "chunk {handle} was sealed at length {length} longer than the op retention ago and no \
+         longer knows which ops it holds: whether this op is in it is unknown"
+    )]
+    OpRetentionExpired {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The chunk's committed length.
+        length: u64,
+    },
     /// The staged range overlaps committed bytes or another staged op.
     #[error(
         "chunk {handle}: range {offset}+{len} overlaps committed or staged data (next free {next})"

@@ -2,7 +2,7 @@
 //!
 //! It owns a data directory holding one data file per chunk (`<dir>/<handle>`), one snapshot per
 //! chunk (`<dir>/<handle>.meta`: version, committed length, sealed flag, op-id table and a CRC32C
-//! per 64 KiB block) and a store-wide write-ahead log (`<dir>/wal`). Appends are staged in a
+//! per 64 KiB block; a sealed chunk's op table is dropped after a retention, see `optable.rs`) and a store-wide write-ahead log (`<dir>/wal`). Appends are staged in a
 //! bounded memory area, then committed strictly in offset order by a single committer thread that
 //! batches concurrent commits into one fsync round (group commit): small appends ride inside the
 //! WAL, large ones are written in place. A commit returns only once its bytes and metadata are
@@ -16,6 +16,7 @@
 mod committer;
 mod config;
 mod error;
+mod optable;
 mod pool;
 pub mod probe;
 mod record;

@@ -10,7 +10,7 @@
 //! | 2 | Commit | batch u64, handle u64, op u64, offset u64, len u32, first_block u64, n u32, n × crc u32, inline u8, [len bytes of data if inline] |
 //! | 3 | Version | batch u64, handle u64, version u64 |
 //! | 4 | Seal | batch u64, handle u64, length u64 |
-//! | 5 | Snapshot | batch u64, version u64, sealed u8, length u64, n u32, n × (op u64, offset u64, len u32), m u32, m × crc u32 |
+//! | 5 | Snapshot | batch u64, version u64, flags u8, length u64, n u32, n × (op u64, offset u64, len u32), m u32, m × crc u32 |
 //! | 6 | Create | batch u64, handle u64, version u64 (WAL only: a new empty chunk) |
 //! | 7 | Delete | batch u64, handle u64 (WAL only: written and fsynced before the files go) |
 //! | 8 | Cancel | batch u64, handle u64, cancelled u64 (WAL only: every record of `handle` in batch `cancelled` is void) |
@@ -19,17 +19,21 @@
 //! covers a partial block). Small appends carry their bytes inline, so one WAL fsync makes them
 //! durable; large ones are written in place and their chunk file is fsynced in the same round.
 //! A snapshot file holds exactly one Snapshot frame: the chunk's state through batch `batch`.
+//! Its flags: bit 0 sealed, bit 1 op table dropped (`optable.rs`; then n is 0). Files written
+//! before the op table could be dropped hold 0 or 1; other bits make the frame invalid. A build
+//! from before reads a dropped table (flags 3) as sealed with an empty table, i.e. "no op is in
+//! this chunk": harmless for correct clients, whose retries never come that late.
 //!
 //! `parse` stops at the first frame that is short, fails its CRC or does not decode.
 //! `parse_wal` then tells a torn tail from damage in the middle of the WAL by searching the
 //! rest of the file for valid frames and comparing their batch numbers (details on it).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
 
 use crate::error::{Result, StorageError};
+use crate::optable::OpTable;
 use crate::types::{AppendRecord, ChunkHandle, OpId, block_of};
 
 /// Magic and format version at the start of the write-ahead log.
@@ -92,6 +96,8 @@ pub(crate) struct Snapshot {
     pub batch: u64,
     pub version: u64,
     pub sealed: bool,
+    /// The op table was dropped (`ops` is empty).
+    pub ops_dropped: bool,
     pub length: u64,
     pub ops: Vec<(OpId, AppendRecord)>,
     pub crcs: Vec<u32>,
@@ -196,7 +202,7 @@ impl Record {
             Record::Snapshot(s) => {
                 out.push(5);
                 u64s(out, &[s.batch, s.version]);
-                out.push(u8::from(s.sealed));
+                out.push(u8::from(s.sealed) | u8::from(s.ops_dropped) << 1);
                 u64s(out, &[s.length]);
                 out.extend_from_slice(&(s.ops.len() as u32).to_le_bytes());
                 for (op, r) in &s.ops {
@@ -269,7 +275,10 @@ impl Record {
             5 => {
                 let batch = r.u64()?;
                 let version = r.u64()?;
-                let sealed = r.u8()? != 0;
+                let flags = r.u8()?;
+                if flags > 3 {
+                    return None;
+                }
                 let length = r.u64()?;
                 let n = r.u32()? as usize;
                 let mut ops = Vec::with_capacity(n.min(r.remaining() / 20));
@@ -283,7 +292,8 @@ impl Record {
                 Record::Snapshot(Box::new(Snapshot {
                     batch,
                     version,
-                    sealed,
+                    sealed: flags & 1 != 0,
+                    ops_dropped: flags & 2 != 0,
                     length,
                     ops,
                     crcs,
@@ -500,21 +510,37 @@ pub(crate) struct ChunkMeta {
     pub version: u64,
     pub sealed: bool,
     pub length: u64,
-    pub ops: HashMap<OpId, AppendRecord>,
+    /// Op id -> its append, until dropped (`optable.rs`).
+    pub ops: OpTable,
     pub crcs: Vec<u32>,
 }
 
 impl ChunkMeta {
-    /// The state a snapshot describes.
-    pub(crate) fn from_snapshot(s: Snapshot) -> ChunkMeta {
-        ChunkMeta {
+    /// The state a snapshot describes; the reason when its op table does not fit its length.
+    pub(crate) fn from_snapshot(s: Snapshot) -> Result<ChunkMeta, String> {
+        let ops = if s.ops_dropped {
+            if !s.ops.is_empty() {
+                return Err(format!("{} ops in a dropped op table", s.ops.len()));
+            }
+            OpTable::Dropped
+        } else {
+            if let Some((op, r)) = s.ops.iter().find(|(_, r)| r.end() > s.length) {
+                return Err(format!(
+                    "op {op} ends at {} past the committed length {}",
+                    r.end(),
+                    s.length
+                ));
+            }
+            OpTable::from_records(s.ops).ok_or("an op offset past 4 GiB")?
+        };
+        Ok(ChunkMeta {
             batch: s.batch,
             version: s.version,
             sealed: s.sealed,
             length: s.length,
-            ops: s.ops.into_iter().collect(),
+            ops,
             crcs: s.crcs,
-        }
+        })
     }
 
     /// Applies one WAL record. Returns `false` when the record does not follow from the state
@@ -529,7 +555,8 @@ impl ChunkMeta {
                 crcs,
                 ..
             } => {
-                if *offset != self.length || self.sealed {
+                // A chunk without its op table takes no appends (`optable.rs`).
+                if *offset != self.length || self.sealed || self.ops.is_dropped() {
                     return false;
                 }
                 let end = offset + u64::from(*len);
@@ -541,16 +568,16 @@ impl ChunkMeta {
                 if *first_block != block_of(*offset) || crcs.len() as u64 != expected_blocks {
                     return false;
                 }
+                let rec = AppendRecord {
+                    offset: *offset,
+                    len: *len,
+                };
+                if !self.ops.insert(*op, rec) {
+                    return false;
+                }
                 self.crcs.truncate(*first_block as usize);
                 self.crcs.extend_from_slice(crcs);
                 self.length = end;
-                self.ops.insert(
-                    *op,
-                    AppendRecord {
-                        offset: *offset,
-                        len: *len,
-                    },
-                );
             }
             Record::Version { version, .. } => self.version = *version,
             Record::Seal { length, .. } => {
@@ -570,14 +597,13 @@ impl ChunkMeta {
 
     /// The state as a snapshot record.
     pub(crate) fn snapshot(&self) -> Record {
-        let mut ops: Vec<_> = self.ops.iter().map(|(k, v)| (*k, *v)).collect();
-        ops.sort_by_key(|(_, r)| r.offset);
         Record::Snapshot(Box::new(Snapshot {
             batch: self.batch,
             version: self.version,
             sealed: self.sealed,
+            ops_dropped: self.ops.is_dropped(),
             length: self.length,
-            ops,
+            ops: self.ops.by_offset().unwrap_or_default(),
             crcs: self.crcs.clone(),
         }))
     }
@@ -637,9 +663,19 @@ mod tests {
                 batch: 3,
                 version: 4,
                 sealed: true,
+                ops_dropped: false,
                 length: 10,
                 ops: vec![(OpId(7), AppendRecord { offset: 0, len: 10 })],
                 crcs: vec![1, 2],
+            })),
+            Record::Snapshot(Box::new(Snapshot {
+                batch: 5,
+                version: 4,
+                sealed: true,
+                ops_dropped: true,
+                length: 10,
+                ops: Vec::new(),
+                crcs: vec![1],
             })),
         ]
     }
@@ -771,6 +807,62 @@ mod tests {
             assert!(p.valid_end <= cut as u64);
             assert_eq!(p.dropped, 0);
         }
+    }
+
+    #[test]
+    fn snapshot_flags_beyond_sealed_and_dropped_are_invalid() {
+        let snap = |flags: u8| {
+            let mut out = META_MAGIC.to_vec();
+            Record::Snapshot(Box::default()).encode_into(&mut out);
+            // The flags byte: after the frame header, the tag and two u64s.
+            out[META_MAGIC.len() + FRAME_HEADER + 17] = flags;
+            let payload = out[META_MAGIC.len() + FRAME_HEADER..].to_vec();
+            let crc = crc32c::crc32c(&payload);
+            out[META_MAGIC.len() + 4..META_MAGIC.len() + 8].copy_from_slice(&crc.to_le_bytes());
+            parse(Path::new("m"), META_MAGIC, Bytes::from(out))
+                .expect("parse")
+                .records
+                .into_iter()
+                .map(|(_, r)| r)
+                .next()
+        };
+        for (flags, sealed, ops_dropped) in [(0, false, false), (1, true, false), (3, true, true)] {
+            let Some(Record::Snapshot(s)) = snap(flags) else {
+                panic!("flags {flags} refused");
+            };
+            assert_eq!((s.sealed, s.ops_dropped), (sealed, ops_dropped));
+        }
+        assert_eq!(snap(4), None);
+    }
+
+    #[test]
+    fn a_snapshot_whose_ops_do_not_fit_it_is_refused() {
+        let past_end = Snapshot {
+            length: 5,
+            ops: vec![(OpId(1), AppendRecord { offset: 0, len: 6 })],
+            ..Snapshot::default()
+        };
+        assert!(ChunkMeta::from_snapshot(past_end).is_err());
+        let dropped_but_listed = Snapshot {
+            length: 6,
+            sealed: true,
+            ops_dropped: true,
+            ops: vec![(OpId(1), AppendRecord { offset: 0, len: 6 })],
+            ..Snapshot::default()
+        };
+        assert!(ChunkMeta::from_snapshot(dropped_but_listed).is_err());
+        let dropped = Snapshot {
+            length: 6,
+            sealed: true,
+            ops_dropped: true,
+            ..Snapshot::default()
+        };
+        let m = ChunkMeta::from_snapshot(dropped).expect("valid");
+        assert!(m.ops.is_dropped());
+        let Record::Snapshot(back) = m.snapshot() else {
+            panic!("not a snapshot");
+        };
+        assert!(back.sealed && back.ops_dropped && back.ops.is_empty());
     }
 
     #[test]

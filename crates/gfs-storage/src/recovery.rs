@@ -32,6 +32,7 @@ use crate::committer::{
 };
 use crate::config::StoreConfig;
 use crate::error::{Result, StorageError};
+use crate::optable::OpTable;
 use crate::record::{self, ChunkMeta, META_MAGIC, Record, WAL_MAGIC};
 use crate::store::{Chunk, ChunkState};
 use crate::types::{BLOCK_SIZE, ChunkHandle, block_of};
@@ -218,7 +219,7 @@ fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> 
     let Some((_, Record::Snapshot(snap))) = parsed.records.into_iter().next() else {
         return Err(corrupt("the record is not a snapshot".into()));
     };
-    let mut meta = ChunkMeta::from_snapshot(*snap);
+    let mut meta = ChunkMeta::from_snapshot(*snap).map_err(corrupt)?;
     if meta.length > cfg.chunk_size {
         return Err(corrupt(format!(
             "committed length {} exceeds the chunk size {}",
@@ -261,10 +262,13 @@ fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> 
 }
 
 /// Shrinks `meta` to the appends that end at or before `limit`, recomputing the CRC of a new
-/// partial last block from the file.
+/// partial last block from the file. A chunk whose op table was dropped no longer knows where
+/// its appends end: it rolls back to empty, where an empty table is exact again.
 fn roll_back(meta: &mut ChunkMeta, data: &File, limit: u64) -> std::io::Result<()> {
-    meta.ops.retain(|_, r| r.end() <= limit);
-    let len = meta.ops.values().map(|r| r.end()).max().unwrap_or(0);
+    if meta.ops.is_dropped() {
+        meta.ops = OpTable::default();
+    }
+    let len = meta.ops.keep_ending_by(limit);
     meta.length = len;
     meta.sealed = false;
     meta.crcs.truncate(len.div_ceil(BLOCK_SIZE) as usize);

@@ -123,12 +123,16 @@ pub(crate) struct ChunkState {
     pub dirty: bool,
     /// The chunk file holds WAL-inline bytes that are not fsynced yet.
     pub unsynced: bool,
+    /// Since when the chunk is sealed here with its op table (or since the store opened, for
+    /// a chunk found sealed): the table is dropped `op_retention` later (`optable.rs`).
+    pub sealed_at: Option<Instant>,
 }
 
 impl ChunkState {
     /// The state of a chunk nothing is staged on.
     pub(crate) fn new(meta: ChunkMeta) -> ChunkState {
         ChunkState {
+            sealed_at: (meta.sealed && !meta.ops.is_dropped()).then(Instant::now),
             enqueued: meta.length,
             meta,
             staged: BTreeMap::new(),
@@ -175,6 +179,11 @@ pub(crate) enum Job {
     SetVersion {
         chunk: Arc<Chunk>,
         version: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Drop a chunk's op table now and rewrite its snapshot without it.
+    Forget {
+        chunk: Arc<Chunk>,
         reply: oneshot::Sender<Result<()>>,
     },
 }
@@ -429,13 +438,14 @@ impl ChunkStore {
                 got: version,
             });
         }
-        if st.meta.sealed || st.sealing {
+        // A chunk without its op table could not tell a retry from a new op: no more appends.
+        if st.meta.sealed || st.sealing || st.meta.ops.is_dropped() {
             return Err(StorageError::Sealed {
                 handle,
                 length: st.meta.length,
             });
         }
-        if let Some(r) = st.meta.ops.get(&op) {
+        if let Ok(Some(r)) = st.meta.ops.get(&op) {
             return Err(StorageError::AlreadyCommitted {
                 handle,
                 op,
@@ -611,9 +621,9 @@ impl ChunkStore {
     ) -> Result<Result<CommitInfo, oneshot::Receiver<Result<CommitInfo>>>> {
         let handle = chunk.handle;
         let mut st = chunk.st.lock();
-        if let Some(r) = st.meta.ops.get(&op) {
+        if let Ok(Some(r)) = st.meta.ops.get(&op) {
             return Ok(Ok(CommitInfo {
-                record: *r,
+                record: r,
                 committed_len: st.meta.length,
             }));
         }
@@ -661,22 +671,47 @@ impl ChunkStore {
         Ok(Err(rx))
     }
 
-    /// The committed record of `op` on a chunk, if it committed.
+    /// The committed record of `op` on a chunk, if it committed. `OpRetentionExpired` once the
+    /// chunk's op table was dropped (sealed here for longer than `op_retention`): then nobody
+    /// knows, and the caller must not take it for "not here" (`optable.rs`).
     pub fn lookup_op(&self, handle: ChunkHandle, op: OpId) -> Result<Option<AppendRecord>> {
         let chunk = self.inner.chunk(handle)?;
         let st = chunk.st.lock();
-        Ok(st.meta.ops.get(&op).copied())
+        st.meta
+            .ops
+            .get(&op)
+            .map_err(|_| StorageError::OpRetentionExpired {
+                handle,
+                length: st.meta.length,
+            })
     }
 
     /// The committed appends of a replica, in offset order (op id, offset and length): what a
-    /// copy replays to get the same bytes and the same op table.
+    /// copy replays to get the same bytes and the same op table. `OpRetentionExpired` once the
+    /// op table was dropped: a copy then takes the bytes without op ids, and drops its own
+    /// table ([`ChunkStore::forget_ops`]).
     pub fn appends(&self, handle: ChunkHandle) -> Result<Vec<(OpId, AppendRecord)>> {
         let chunk = self.inner.chunk(handle)?;
         let st = chunk.st.lock();
-        let mut out: Vec<(OpId, AppendRecord)> =
-            st.meta.ops.iter().map(|(op, r)| (*op, *r)).collect();
-        out.sort_by_key(|(_, r)| r.offset);
-        Ok(out)
+        st.meta
+            .ops
+            .by_offset()
+            .ok_or(StorageError::OpRetentionExpired {
+                handle,
+                length: st.meta.length,
+            })
+    }
+
+    /// Drops the op table of a chunk now, durably (its snapshot is rewritten without it), and
+    /// drops what is staged on it: the chunk takes no more appends, and every lookup of an op
+    /// answers `OpRetentionExpired`. For a copy of a replica whose table was dropped: the
+    /// stand-in op ids it was filled with must not answer anybody. The committer's sweep does
+    /// the same to every chunk sealed for longer than `op_retention`.
+    pub async fn forget_ops(&self, handle: ChunkHandle) -> Result<()> {
+        let chunk = self.inner.chunk(handle)?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Forget { chunk, reply })?;
+        rx.await.map_err(|_| StorageError::Closed)?
     }
 
     /// One replica's report entry.
@@ -890,6 +925,19 @@ impl Inner {
 
     fn staged_offset(&self, chunk: &Chunk, op: OpId) -> Option<u64> {
         chunk.st.lock().staged_ops.get(&op).copied()
+    }
+
+    /// The chunks sealed here, with their op table, for longer than `op_retention`.
+    pub(crate) fn ops_due(&self) -> Vec<Arc<Chunk>> {
+        let Some(cutoff) = Instant::now().checked_sub(self.cfg.op_retention) else {
+            return Vec::new();
+        };
+        self.chunks
+            .read()
+            .values()
+            .filter(|c| c.st.lock().sealed_at.is_some_and(|t| t <= cutoff))
+            .cloned()
+            .collect()
     }
 
     /// Drops staged appends older than the TTL.
