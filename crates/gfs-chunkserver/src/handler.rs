@@ -110,7 +110,9 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
             length,
         },
         ReplicationError::Busy(_) => DataError::Busy,
-        e @ ReplicationError::OpMismatch { .. } => DataError::BadRequest(e.to_string()),
+        e @ (ReplicationError::OpMismatch { .. } | ReplicationError::EmptyRecord) => {
+            DataError::BadRequest(e.to_string())
+        }
         ReplicationError::OffsetMismatch { expected, next, .. } => {
             DataError::OffsetMismatch { expected, next }
         }

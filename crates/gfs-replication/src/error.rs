@@ -29,6 +29,10 @@ pub enum ReplicationError {
         /// The limit.
         max: u64,
     },
+    /// An empty record: it would take an op-table entry and no byte, so the table of an
+    /// unsealed chunk would no longer be bounded by its size.
+    #[error("empty record: a record holds at least one byte")]
+    EmptyRecord,
     /// The chunk is sealed at `length`; append to the next chunk.
     #[error("chunk {handle} is full (sealed at {length})")]
     ChunkFull {

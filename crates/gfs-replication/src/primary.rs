@@ -338,6 +338,8 @@ impl Coordinator {
     /// Appends `data` to the chunk as operation `op` (only at offset `at`, when given); returns
     /// its offset inside the chunk once a quorum of replicas has it durably. A retry of a
     /// committed op returns its first offset. An append that fills the chunk exactly seals it.
+    /// An empty record is refused (`EmptyRecord`): every op-table entry then holds a byte, so
+    /// an unsealed chunk's table has at most `chunk_size` entries.
     pub async fn append(
         &self,
         handle: ChunkHandle,
@@ -352,6 +354,9 @@ impl Coordinator {
                 len,
                 max: self.shared.cfg.max_record,
             });
+        }
+        if len == 0 {
+            return Err(ReplicationError::EmptyRecord);
         }
         // The op table first, whatever the lease: a retry must learn what became of its first
         // attempt even after the lease moved on (I4).

@@ -12,9 +12,9 @@
 //! # Bound
 //!
 //! A chunk keeps its table
-//! - while it is not sealed. Every append adds one entry, so a table has at most
-//!   `chunk_size` / (smallest record) entries: 16,384 for 4 KiB records in a 64 MiB chunk, 67
-//!   million for 1-byte records;
+//! - while it is not sealed. Every append adds one entry and holds at least one byte (the
+//!   primary refuses empty records), so a table has at most `chunk_size` / (smallest record)
+//!   entries: 16,384 for 4 KiB records in a 64 MiB chunk, 67 million for 1-byte records;
 //! - for [`crate::StoreConfig::op_retention`] (10 minutes) after the chunk was sealed on this
 //!   replica, or after the store opened for a chunk it found sealed (the seal time is not
 //!   stored, so a restart gives those chunks one more retention). The committer's sweep then
