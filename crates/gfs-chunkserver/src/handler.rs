@@ -85,6 +85,12 @@ pub fn storage_to_data(e: StorageError) -> DataError {
         StorageError::OutOfRange {
             offset, committed, ..
         } => DataError::OutOfRange { offset, committed },
+        // Not "not here" (ChunkFull): the chunk forgot which ops it holds. The client must not
+        // send the op elsewhere; the outcome is unknown (a definite failure, never retried).
+        StorageError::OpRetentionExpired { handle, length } => DataError::OpRetentionExpired {
+            handle: handle.0,
+            length,
+        },
         StorageError::Timeout(_) => DataError::Timeout,
         StorageError::Closed => DataError::Unavailable("the chunkserver is stopping".into()),
         // An append's staging was dropped under it (a seal or a version change with appends in
@@ -230,5 +236,38 @@ impl DataHandler {
             tell(h, *block);
         }
         read.map_err(storage_to_data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_op_reaches_the_client_as_a_definite_failure_not_as_chunk_full() {
+        let forgot = || StorageError::OpRetentionExpired {
+            handle: ChunkHandle(4),
+            length: 77,
+        };
+        for e in [
+            storage_to_data(forgot()),
+            replication_to_data(ReplicationError::Storage(forgot())),
+        ] {
+            assert_eq!(
+                e,
+                DataError::OpRetentionExpired {
+                    handle: 4,
+                    length: 77
+                }
+            );
+            assert!(!e.is_retriable());
+        }
+        assert!(matches!(
+            replication_to_data(ReplicationError::ChunkFull {
+                handle: ChunkHandle(4),
+                length: 77
+            }),
+            DataError::ChunkFull { .. }
+        ));
     }
 }

@@ -146,6 +146,25 @@ impl Retry {
 }
 
 /// Whether an append or read may succeed after asking the master again.
+/// What a replica says about an op an earlier attempt may have committed.
+enum OpAnswer {
+    /// It is in the chunk, at this offset.
+    At(u64),
+    /// The chunk is sealed without it.
+    NotThere,
+    /// The chunk no longer knows its op ids (sealed longer than the op retention ago).
+    Forgotten,
+}
+
+/// The failure of an append an earlier attempt of which may be in chunk `handle`, a chunk that
+/// no longer knows its op ids.
+fn outcome_unknown(path: &str, handle: u64) -> ClientError {
+    ClientError::OutcomeUnknown {
+        path: path.to_string(),
+        handle,
+    }
+}
+
 pub(crate) fn data_retriable(e: &DataError) -> bool {
     e.is_retriable()
         || matches!(
@@ -561,7 +580,10 @@ impl Client {
     /// once every chunk an earlier attempt reached has answered that it is not there
     /// (exactly once, I4). Retriable failures (primary gone, lease moving, busy, quorum lost)
     /// are retried with backoff until `op_deadline`; an error past it may leave the record
-    /// committed (its outcome unknown), never twice.
+    /// committed (its outcome unknown), never twice. So does `OutcomeUnknown`: a chunk an
+    /// earlier attempt reached was sealed longer than the chunkservers' op retention ago and no
+    /// longer knows its op ids (only when `op_deadline` is longer than that retention, 10
+    /// minutes by default).
     pub async fn append(&self, path: &str, data: impl Into<Bytes>) -> Result<u64> {
         let data = data.into();
         let op: u64 = rand::random::<u64>().max(1);
@@ -590,7 +612,7 @@ impl Client {
                 // it may already be.
                 if let Some(offset) = self
                     .resolve(path, &mut uncertain, lease.handle, op, &data, &mut retry)
-                    .await
+                    .await?
                 {
                     return Ok(offset);
                 }
@@ -619,11 +641,19 @@ impl Client {
             }
             match res {
                 Ok(off) => return Ok(lease.file_offset + off),
-                Err(DataError::ChunkFull { .. }) => {
-                    // Sealed without the op (the primary checked its op table once the seal
-                    // was done): the op is not in this chunk and never will be. The master
-                    // hands out the next chunk; pause only if it keeps sending this one (its
-                    // seal report is on the way).
+                Err(DataError::OpRetentionExpired { handle, .. })
+                    if uncertain.iter().any(|u| u.handle == handle) =>
+                {
+                    // An earlier attempt may have committed here, and the chunk no longer
+                    // knows: the op must go nowhere else (I4), and nobody can tell.
+                    return Err(outcome_unknown(path, handle));
+                }
+                // Sealed without the op (the primary checked its op table once the seal was
+                // done): the op is not in this chunk and never will be. A chunk that forgot
+                // its op ids says the same to an op no earlier attempt sent there (it is not
+                // in `uncertain`): it cannot hold it. The master hands out the next chunk;
+                // pause only if it keeps sending this one (its seal report is on the way).
+                Err(DataError::ChunkFull { .. } | DataError::OpRetentionExpired { .. }) => {
                     uncertain.retain(|u| u.handle != lease.handle);
                     if retry.attempts > 0 {
                         retry.wait("chunk full").await?;
@@ -650,7 +680,8 @@ impl Client {
     /// that give no definite answer stay. The replicas the attempt reached are asked first,
     /// then those the master lists for the chunk now: a replica may have moved since (its
     /// server restarted on another address, or the chunk was copied elsewhere), and asking
-    /// only the old addresses would wait on them forever.
+    /// only the old addresses would wait on them forever. `OutcomeUnknown` when a chunk's
+    /// replicas no longer know their op ids (op retention expired) and none knows better.
     async fn resolve(
         &self,
         path: &str,
@@ -659,7 +690,7 @@ impl Client {
         op: u64,
         data: &Bytes,
         retry: &mut Retry,
-    ) -> Option<u64> {
+    ) -> Result<Option<u64>> {
         let mut still = Vec::new();
         let mut now: Option<Arc<Locations>> = None;
         for u in std::mem::take(uncertain) {
@@ -675,7 +706,7 @@ impl Client {
                 .map(|r| (r.id.clone(), r.data_addr.clone()))
                 .collect();
             let mut answer = self.ask_op(&u, reached, &mut asked, op, data).await;
-            if answer.is_none() {
+            if matches!(answer, None | Some(OpAnswer::Forgotten)) {
                 if now.is_none() {
                     now = self.refresh_with(path, retry).await.ok();
                 }
@@ -686,22 +717,25 @@ impl Client {
                     .flat_map(|c| c.replicas.iter())
                     .map(|r| (r.id.clone(), r.data_addr.clone()))
                     .collect();
-                answer = self.ask_op(&u, listed, &mut asked, op, data).await;
+                let more = self.ask_op(&u, listed, &mut asked, op, data).await;
+                answer = more.or(answer);
             }
             match answer {
-                Some(Some(off)) => return Some(u.file_offset + off),
+                Some(OpAnswer::At(off)) => return Ok(Some(u.file_offset + off)),
                 // Sealed without the op: it is not in that chunk and never will be.
-                Some(None) => {}
+                Some(OpAnswer::NotThere) => {}
+                Some(OpAnswer::Forgotten) => return Err(outcome_unknown(path, u.handle)),
                 None => still.push(u),
             }
         }
         *uncertain = still;
-        None
+        Ok(None)
     }
 
     /// Asks each replica `(id, data address)` of chunk `u` not yet in `asked` what became of
-    /// op `op`: `Some(Some(offset))` if one holds it, `Some(None)` if one answers that the
-    /// chunk is sealed without it, `None` if none gives a definite answer.
+    /// op `op`, until one answers for sure: `At(offset)` if it holds it, `NotThere` if the
+    /// chunk is sealed without it. `Forgotten` if none does but one no longer knows its op
+    /// ids; `None` if none answers.
     async fn ask_op(
         &self,
         u: &ChunkLease,
@@ -709,7 +743,8 @@ impl Client {
         asked: &mut Vec<String>,
         op: u64,
         data: &Bytes,
-    ) -> Option<Option<u64>> {
+    ) -> Option<OpAnswer> {
+        let mut forgotten = false;
         for (id, addr) in replicas {
             if asked.contains(&addr) {
                 continue;
@@ -727,16 +762,18 @@ impl Client {
                         off,
                         "an earlier attempt had committed"
                     );
-                    return Some(Some(off));
+                    return Some(OpAnswer::At(off));
                 }
-                Err(DataError::ChunkFull { .. }) => return Some(None),
+                Err(DataError::ChunkFull { .. }) => return Some(OpAnswer::NotThere),
+                // Another replica may still know (its retention started later).
+                Err(DataError::OpRetentionExpired { .. }) => forgotten = true,
                 Err(e) => {
                     tracing::debug!(handle = u.handle, op, replica = %id, error = %e, "no answer yet about an earlier attempt");
                     self.drop_conn_on(&addr, &e);
                 }
             }
         }
-        None
+        forgotten.then_some(OpAnswer::Forgotten)
     }
 
     /// The cached lease of `path`'s last chunk, while it has more than a second to run.

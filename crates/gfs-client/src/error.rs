@@ -45,6 +45,21 @@ pub enum ClientError {
         /// The last replica's failure.
         last: String,
     },
+    /// An append's outcome is unknown and will stay so: an earlier attempt may have committed
+    /// it in chunk `handle`, which was sealed longer than the chunkservers' op retention ago and
+    /// no longer knows its op ids. The record is in the file at most once; it was not sent to
+    /// any other chunk. Happens only if the append retried for longer than that retention.
+    #[error(
+        "append to {path}: outcome unknown, op id retention expired (an earlier attempt may be \
+         in chunk {handle}, which no longer knows its op ids); the record is in the file at \
+         most once"
+    )]
+    OutcomeUnknown {
+        /// The file.
+        path: String,
+        /// The chunk that may hold the record.
+        handle: u64,
+    },
     /// A chunkserver refused the request for good.
     #[error(transparent)]
     Data(#[from] DataError),

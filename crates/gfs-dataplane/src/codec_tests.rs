@@ -78,6 +78,10 @@ fn all_wire_errors() -> Vec<DataError> {
             expected: 1 << 33,
             next: 12,
         },
+        DataError::OpRetentionExpired {
+            handle: 13,
+            length: 1 << 26,
+        },
     ]
 }
 

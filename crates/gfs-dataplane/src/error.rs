@@ -93,6 +93,20 @@ pub enum DataError {
         /// Offset the next append would get.
         next: u64,
     },
+    /// [16] The chunk was sealed longer than the op retention ago and dropped its op table: it
+    /// cannot say whether the op of this append is in it. Not "not here" (that is `ChunkFull`):
+    /// a client that may have sent this op here before must take the append's outcome as
+    /// unknown and must not send it to another chunk. Not retriable.
+    #[error(
+        "chunk {handle} (sealed at {length} bytes) no longer knows its op ids (op id retention \
+         expired): whether this append is in it is unknown"
+    )]
+    OpRetentionExpired {
+        /// The chunk handle.
+        handle: u64,
+        /// Length at which the chunk was sealed.
+        length: u64,
+    },
     /// Client side only: the connection failed with an I/O or protocol error.
     #[error("i/o error: {0}")]
     Io(String),
@@ -133,6 +147,8 @@ pub mod code {
     pub const INTERNAL: u16 = 14;
     /// [`super::DataError::OffsetMismatch`].
     pub const OFFSET_MISMATCH: u16 = 15;
+    /// [`super::DataError::OpRetentionExpired`].
+    pub const OP_RETENTION_EXPIRED: u16 = 16;
 }
 
 impl DataError {
@@ -182,6 +198,12 @@ impl DataError {
             OffsetMismatch { expected, next } => {
                 (code::OFFSET_MISMATCH, *expected, *next, self.to_string())
             }
+            OpRetentionExpired { handle, length } => (
+                code::OP_RETENTION_EXPIRED,
+                *handle,
+                *length,
+                self.to_string(),
+            ),
             Io(_) | ConnectionClosed => (code::INTERNAL, 0, 0, self.to_string()),
         }
     }
@@ -217,6 +239,10 @@ impl DataError {
                 expected: a,
                 next: b,
             },
+            code::OP_RETENTION_EXPIRED => OpRetentionExpired {
+                handle: a,
+                length: b,
+            },
             _ => Internal(message),
         }
     }
@@ -240,6 +266,13 @@ mod tests {
             .is_retriable()
         );
         assert!(!DataError::BadRequest("x".into()).is_retriable());
+        assert!(
+            !DataError::OpRetentionExpired {
+                handle: 1,
+                length: 2
+            }
+            .is_retriable()
+        );
     }
 
     #[test]

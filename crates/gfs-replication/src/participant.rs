@@ -77,7 +77,8 @@ pub fn status(e: StorageError) -> Status {
         StorageError::AlreadyExists(_) => Status::already_exists(msg),
         StorageError::StaleVersion { .. }
         | StorageError::Sealed { .. }
-        | StorageError::LengthMismatch { .. } => Status::failed_precondition(msg),
+        | StorageError::LengthMismatch { .. }
+        | StorageError::OpRetentionExpired { .. } => Status::failed_precondition(msg),
         StorageError::ChunkFull { .. } | StorageError::OutOfRange { .. } => {
             Status::out_of_range(msg)
         }

@@ -359,7 +359,8 @@ impl Coordinator {
             return Err(ReplicationError::EmptyRecord);
         }
         // The op table first, whatever the lease: a retry must learn what became of its first
-        // attempt even after the lease moved on (I4).
+        // attempt even after the lease moved on (I4). A table dropped past the op retention
+        // answers `OpRetentionExpired` here, before anything could say `ChunkFull`.
         if let Some(rec) = self.shared.store.lookup_op(handle, op)? {
             if u64::from(rec.len) != len {
                 return Err(ReplicationError::OpMismatch {
@@ -470,8 +471,10 @@ impl Coordinator {
 
 impl Coordinator {
     /// The answer of a replica whose chunk is sealed here: the op's offset if it is in the
-    /// sealed content, else `ChunkFull` (it is not in this chunk, and never will be). `None`
-    /// while the chunk is not sealed here. The op table is read after the sealed flag: a seal
+    /// sealed content, else `ChunkFull` (it is not in this chunk, and never will be); once the
+    /// table was dropped (sealed longer than `op_retention` ago), `OpRetentionExpired`: nobody
+    /// knows any more, and "not here" would make the client append it elsewhere. `None` while
+    /// the chunk is not sealed here. The op table is read after the sealed flag: a seal
     /// follows every commit before it, so the table is final by then.
     fn settled(&self, handle: ChunkHandle, op: OpId) -> Option<Result<u64>> {
         let info = self.shared.store.info(handle).ok()?;

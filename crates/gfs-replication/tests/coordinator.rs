@@ -60,3 +60,56 @@ async fn an_empty_record_is_refused() {
     assert_eq!(store.lookup_op(H, OpId(1)).unwrap(), None);
     assert_eq!(append(&c, 1, b"x").await.unwrap(), 0);
 }
+
+fn forgotten(r: &Result<u64, ReplicationError>) -> bool {
+    matches!(
+        r,
+        Err(ReplicationError::Storage(
+            gfs_storage::StorageError::OpRetentionExpired { .. }
+        ))
+    )
+}
+
+#[tokio::test]
+async fn a_retry_after_the_op_retention_gets_outcome_unknown_never_chunk_full() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, c) = primary(d.path(), Duration::from_millis(500)).await;
+    assert_eq!(append(&c, 1, b"first").await.unwrap(), 0);
+    // Quarter-chunk records until one does not fit: the chunk is sealed.
+    let big = vec![7u8; (CHUNK / 4) as usize];
+    let mut op = 100;
+    let length = loop {
+        op += 1;
+        match append(&c, op, &big).await {
+            Ok(_) => {}
+            Err(ReplicationError::ChunkFull { length, .. }) => break length,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(store.info(H).unwrap().sealed);
+    // Within the retention: a retry gets its first offset, an op never sent here ChunkFull.
+    assert_eq!(append(&c, 1, b"first").await.unwrap(), 0);
+    assert!(matches!(
+        append(&c, 2, b"never sent").await,
+        Err(ReplicationError::ChunkFull { length: l, .. }) if l == length
+    ));
+    // Past it: every answer about an op is "unknown", with the lease or without it. The retry
+    // is never told ChunkFull, on which its client would append it to the next chunk.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = append(&c, 1, b"first").await;
+        if forgotten(&r) {
+            break;
+        }
+        assert_eq!(r.unwrap(), 0, "before the table is dropped");
+        assert!(std::time::Instant::now() < deadline, "table never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(forgotten(&append(&c, 2, b"never sent").await));
+    c.revoke(H);
+    assert!(forgotten(&append(&c, 1, b"first").await));
+    assert!(forgotten(&append(&c, 3, b"new").await));
+    // The bytes are all there.
+    assert_eq!(&store.read(H, 0, 5).unwrap()[..], b"first");
+    assert_eq!(store.info(H).unwrap().committed_len, length);
+}
