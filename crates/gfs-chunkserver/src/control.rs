@@ -55,6 +55,8 @@ impl Control {
 impl Control {
     /// Copies every append of `r.handle` past `from` (the local replica's committed length)
     /// from the source into the local replica, then seals it if asked; returns the length.
+    /// From a source that no longer knows its op ids (`op_forgotten`), the copy drops its op
+    /// table too.
     async fn copy_from(&self, r: &CloneChunkRequest, from: u64) -> Result<u64, Status> {
         let handle = ChunkHandle(r.handle);
         let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
@@ -75,6 +77,8 @@ impl Control {
             .into_inner();
         let mut commits = tokio::task::JoinSet::new();
         let mut length = from;
+        // The source no longer knows its op ids: neither may the copy.
+        let mut op_forgotten = false;
         let wait_commit = |res: Result<gfs_storage::Result<gfs_storage::CommitInfo>, _>| match res {
             Ok(Ok(c)) => Ok(c.committed_len),
             Ok(Err(e)) => Err(status(e)),
@@ -96,6 +100,7 @@ impl Control {
                 )));
             }
             length += piece.data.len() as u64;
+            op_forgotten |= piece.op_forgotten;
             self.clone_rate.take(piece.data.len() as u64).await;
             if let Some(c) = &self.replicated {
                 c.inc_by(piece.data.len() as u64);
@@ -124,6 +129,11 @@ impl Control {
         }
         while let Some(res) = commits.join_next().await {
             wait_commit(res)?;
+        }
+        if op_forgotten {
+            // Its stand-in op ids must not answer anybody (I4): drop the table, durably,
+            // before the replica is sealed and can be listed.
+            self.store.forget_ops(handle).await.map_err(status)?;
         }
         if let Some(sealed) = r.sealed_length {
             if sealed != length {

@@ -17,7 +17,9 @@ use gfs_proto::v1::{
     ChunkBytes, CommitRequest, Prepare, ReadChunkRequest, ReplicateReply, ReplicateRequest,
     SealReply, SealRequest,
 };
-use gfs_storage::{ChunkHandle, ChunkInfo, ChunkStore, OpId, StageRequest, StorageError};
+use gfs_storage::{
+    AppendRecord, ChunkHandle, ChunkInfo, ChunkStore, OpId, StageRequest, StorageError,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -96,6 +98,22 @@ pub fn status(e: StorageError) -> Status {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkBytes, Status>> + Send>>;
+
+/// Largest piece a copy of a chunk without its op table is sent in.
+const FORGOTTEN_PIECE: u64 = 1 << 20;
+
+/// `[from, length)` in pieces of at most `piece` bytes, each with a stand-in op id unique in
+/// the chunk (what a copy stages them under; never looked up, the copy drops its table).
+fn stand_ins(from: u64, length: u64, piece: u64) -> Vec<(OpId, AppendRecord)> {
+    let piece = piece.max(1);
+    (from..length)
+        .step_by(piece as usize)
+        .map(|offset| {
+            let len = piece.min(length - offset) as u32;
+            (OpId(u64::MAX - offset), AppendRecord { offset, len })
+        })
+        .collect()
+}
 
 impl Participant {
     /// The replica's report entry, if it is at `version`.
@@ -313,16 +331,24 @@ impl Replication for Participant {
         let handle = ChunkHandle(r.handle);
         self.current(handle, r.version)?;
         // One message per committed append (checksums verified by the read), so a copy keeps
-        // the op table and exactly-once retries still work on it.
-        let appends: Vec<_> = self
-            .store
-            .appends(handle)
-            .map_err(status)?
-            .into_iter()
-            .filter(|(_, a)| a.offset >= r.offset)
-            .collect();
+        // the op table and exactly-once retries still work on it. A chunk that dropped its op
+        // table (sealed past the op retention) sends its bytes in pieces marked
+        // `op_forgotten`: the copy then drops its table too.
+        let (appends, op_forgotten) = match self.store.appends(handle) {
+            Ok(all) => (
+                all.into_iter()
+                    .filter(|(_, a)| a.offset >= r.offset)
+                    .collect(),
+                false,
+            ),
+            Err(StorageError::OpRetentionExpired { length, .. }) => {
+                let piece = (self.store.config().chunk_size / 4).min(FORGOTTEN_PIECE);
+                (stand_ins(r.offset, length, piece), true)
+            }
+            Err(e) => return Err(status(e)),
+        };
         let store = Arc::clone(&self.store);
-        let stream = futures::stream::iter(appends).then(move |(op, a)| {
+        let stream = futures::stream::iter(appends).then(move |(op, a): (OpId, AppendRecord)| {
             let store = Arc::clone(&store);
             async move {
                 let len = u64::from(a.len);
@@ -333,6 +359,7 @@ impl Replication for Participant {
                         offset: a.offset,
                         data,
                         op_id: op.0,
+                        op_forgotten,
                     }),
                     Ok(Err(e)) => Err(status(e)),
                     Err(e) => Err(Status::internal(e.to_string())),
@@ -340,5 +367,21 @@ impl Replication for Participant {
             }
         });
         Ok(Response::new(stream.boxed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stand_ins_tile_the_range_with_distinct_ids() {
+        let p = stand_ins(5, 25, 8);
+        let spans: Vec<_> = p.iter().map(|(_, a)| (a.offset, a.len)).collect();
+        assert_eq!(spans, vec![(5, 8), (13, 8), (21, 4)]);
+        let mut ids: Vec<_> = p.iter().map(|(op, _)| *op).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 3);
+        assert!(stand_ins(25, 25, 8).is_empty());
     }
 }
