@@ -238,6 +238,19 @@ impl Cluster {
         Cluster { servers, _dir: dir }
     }
 
+    /// Starts `n` servers with `extra` command-line arguments each.
+    #[allow(dead_code)] // not every test crate that includes the fixture passes arguments
+    pub fn start_with_args(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let servers = (0..n)
+            .map(|i| {
+                let d = dir.path().join(format!("cs{i}"));
+                Server::start_with(&d, &format!("cs{i}"), None, &[], extra)
+            })
+            .collect();
+        Cluster { servers, _dir: dir }
+    }
+
     /// Creates `handle` at `version` on every server.
     pub async fn create(&self, handle: u64, version: u64) {
         for s in &self.servers {

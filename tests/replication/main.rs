@@ -6,3 +6,4 @@ mod appends;
 mod faults;
 mod fixture;
 mod frames;
+mod retention;

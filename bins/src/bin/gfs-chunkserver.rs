@@ -55,6 +55,10 @@ struct Args {
     /// Bytes per second re-replication copies into this server may receive ("50MiB"; 0: no cap).
     #[arg(long = "clone-rate", value_name = "SIZE")]
     clone_rate: Option<String>,
+    /// How long a sealed chunk keeps its op table ("10m"; must exceed the clients' op deadline
+    /// plus the lease period).
+    #[arg(long = "op-retention", value_name = "DURATION")]
+    op_retention: Option<String>,
     #[command(flatten)]
     common: gfs_bins::CommonArgs,
 }
@@ -94,6 +98,10 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
     if let Some(s) = args.scrub_every.clone() {
         cfg.storage.scrub_every =
             humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
+    }
+    if let Some(s) = args.op_retention.clone() {
+        cfg.storage.op_retention =
+            humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--op-retention: {e}"))?;
     }
     if let Some(s) = args.capacity.clone() {
         cfg.capacity = parse_size(&s).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;

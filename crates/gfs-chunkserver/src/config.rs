@@ -77,6 +77,11 @@ pub struct StorageSection {
     /// one to the master (0: off).
     #[serde(with = "humantime_serde")]
     pub scrub_every: Duration,
+    /// A sealed chunk keeps its op table (exactly-once retries) this long after it was sealed
+    /// here; then a retry of any op on it fails as "outcome unknown". Must exceed the clients'
+    /// `op_deadline` (60 s) plus the lease period (60 s), with a margin.
+    #[serde(with = "humantime_serde")]
+    pub op_retention: Duration,
 }
 
 /// `[replication]`: the two-phase commit.
@@ -147,6 +152,7 @@ impl Default for StorageSection {
             checkpoint_bytes: d.checkpoint_bytes,
             commit_delay: d.commit_delay,
             scrub_every: Duration::from_secs(10),
+            op_retention: d.op_retention,
         }
     }
 }
@@ -195,6 +201,7 @@ impl ChunkserverConfig {
             inline_max: self.storage.inline_max,
             checkpoint_bytes: self.storage.checkpoint_bytes,
             commit_delay: self.storage.commit_delay,
+            op_retention: self.storage.op_retention,
             ..gfs_storage::StoreConfig::default()
         };
         s.validate()

@@ -54,12 +54,21 @@ async fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener> {
         })
 }
 
+/// The default client op deadline (60 s) plus the default lease period (60 s): an op retention
+/// below it is warned about at start.
+const OP_RETENTION_FLOOR: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl ChunkServer {
     /// Opens the store and starts serving both planes. Ports 0 pick free ports (see the
     /// `*_addr` fields).
     pub async fn start(cfg: ChunkserverConfig) -> Result<ChunkServer> {
         cfg.validate()?;
         let store_cfg = cfg.store_config()?;
+        if store_cfg.op_retention < OP_RETENTION_FLOOR {
+            tracing::warn!(op_retention = ?store_cfg.op_retention, floor = ?OP_RETENTION_FLOOR,
+                "storage.op_retention is shorter than a client's op deadline plus a lease period \
+                 (defaults): a retry may find its chunk's op ids forgotten and fail as outcome unknown");
+        }
         let dir = cfg.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || ChunkStore::open(dir, store_cfg))
             .await
