@@ -10,8 +10,8 @@
 //! Between batches it sweeps: staged appends past `staging_ttl` are dropped, and so are the op
 //! tables of chunks sealed for longer than `op_retention` (`optable.rs`); the snapshots of those
 //! chunks are then rewritten at once (their chunk files fsynced first, as in a checkpoint), so a
-//! reopened store does not bring the tables back. [`crate::ChunkStore::forget_ops`] does the
-//! same to one chunk on demand.
+//! reopened store does not bring the tables back; at most `FORGET_PER_SWEEP` chunks a sweep.
+//! [`crate::ChunkStore::forget_ops`] does the same to one chunk on demand.
 //!
 //! Deletes run in rounds of their own, after every job queued before them and before any
 //! queued after: all queued Delete jobs (one per [`crate::ChunkStore::delete`], or many chunks
@@ -46,6 +46,10 @@ use crate::types::{AppendRecord, BLOCK_SIZE, ChunkHandle, CommitInfo, OpId, bloc
 
 /// How many fsyncs run at once in one round.
 const SYNC_THREADS: usize = 8;
+
+/// Most op tables one sweep drops: each is a snapshot rewrite, 8 fsyncs at a time, and
+/// commits wait meanwhile.
+pub(crate) const FORGET_PER_SWEEP: usize = 256;
 
 pub(crate) struct Committer {
     inner: Arc<Inner>,
@@ -120,12 +124,12 @@ impl Committer {
         let sweep = sweep_interval(&self.inner.cfg);
         let op_sweep = op_sweep_interval(&self.inner.cfg);
         let mut last_sweep = Instant::now();
-        let mut last_op_sweep = Instant::now();
+        let mut next_op_sweep = Instant::now() + op_sweep;
         loop {
             let first = match rx.recv_timeout(sweep.min(op_sweep)) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.sweep(&mut last_sweep, &mut last_op_sweep);
+                    self.sweep(&mut last_sweep, &mut next_op_sweep);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -159,33 +163,43 @@ impl Committer {
             if self.wal_len > self.inner.cfg.checkpoint_bytes {
                 self.checkpoint();
             }
-            self.sweep(&mut last_sweep, &mut last_op_sweep);
+            self.sweep(&mut last_sweep, &mut next_op_sweep);
         }
         self.checkpoint();
         tracing::debug!("committer stopped");
     }
 
-    /// Drops expired staging and op tables whose time has come (see the module docs).
-    fn sweep(&mut self, last_sweep: &mut Instant, last_op_sweep: &mut Instant) {
+    /// Drops expired staging and op tables whose time has come (see the module docs). At most
+    /// `FORGET_PER_SWEEP` tables go per sweep, so that a store that found many chunks sealed at
+    /// open (all due one retention later) does not hold commits up for one long round of
+    /// snapshot writes; while more are due, the next sweep comes after `sweep_interval`.
+    fn sweep(&mut self, last_sweep: &mut Instant, next_op_sweep: &mut Instant) {
         let cfg = &self.inner.cfg;
         if last_sweep.elapsed() >= sweep_interval(cfg) {
             self.inner.expire_staged();
             *last_sweep = Instant::now();
         }
-        if last_op_sweep.elapsed() >= op_sweep_interval(cfg) {
-            let due = self.inner.ops_due();
+        if Instant::now() >= *next_op_sweep {
+            let (due, more) = self.inner.ops_due(FORGET_PER_SWEEP);
             if !due.is_empty() {
                 let n = due.len();
-                match self.forget(due.iter().map(Arc::clone).collect()) {
+                match self.forget(due) {
                     Ok(()) => tracing::info!(
                         chunks = n,
+                        more,
                         "op tables of chunks sealed past the op retention dropped"
                     ),
                     Err(e) => tracing::error!(error = %e, chunks = n,
                         "op tables dropped, but their snapshots were not rewritten; the next checkpoint retries"),
                 }
             }
-            *last_op_sweep = Instant::now();
+            let cfg = &self.inner.cfg;
+            let wait = if more {
+                sweep_interval(cfg)
+            } else {
+                op_sweep_interval(cfg)
+            };
+            *next_op_sweep = Instant::now() + wait;
         }
     }
 

@@ -927,17 +927,27 @@ impl Inner {
         chunk.st.lock().staged_ops.get(&op).copied()
     }
 
-    /// The chunks sealed here, with their op table, for longer than `op_retention`.
-    pub(crate) fn ops_due(&self) -> Vec<Arc<Chunk>> {
+    /// Up to `limit` of the chunks sealed here, with their op table, for longer than
+    /// `op_retention`, the longest sealed first; and whether more are due.
+    pub(crate) fn ops_due(&self, limit: usize) -> (Vec<Arc<Chunk>>, bool) {
         let Some(cutoff) = Instant::now().checked_sub(self.cfg.op_retention) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
-        self.chunks
+        let mut due: Vec<(Instant, Arc<Chunk>)> = self
+            .chunks
             .read()
             .values()
-            .filter(|c| c.st.lock().sealed_at.is_some_and(|t| t <= cutoff))
-            .cloned()
-            .collect()
+            .filter_map(|c| {
+                let at = c.st.lock().sealed_at.filter(|t| *t <= cutoff)?;
+                Some((at, Arc::clone(c)))
+            })
+            .collect();
+        let more = due.len() > limit;
+        if more {
+            due.select_nth_unstable_by_key(limit, |(at, _)| *at);
+            due.truncate(limit);
+        }
+        (due.into_iter().map(|(_, c)| c).collect(), more)
     }
 
     /// Drops staged appends older than the TTL.

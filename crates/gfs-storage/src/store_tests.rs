@@ -997,3 +997,25 @@ async fn a_damaged_chunk_without_its_table_rolls_back_to_empty() {
     assert_eq!(s.lookup_op(H, OpId(1)).unwrap(), None);
     append(&s, 2, 0, b"again").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tables_than_one_sweep_drops_are_all_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Arc::new(ChunkStore::open(d.path(), short_retention(200)).unwrap());
+    let n = crate::committer::FORGET_PER_SWEEP as u64 + 44;
+    let mut tasks = tokio::task::JoinSet::new();
+    for h in 0..n {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move {
+            s.create(ChunkHandle(h), 1).await.unwrap();
+            s.seal(ChunkHandle(h)).await.unwrap();
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    eventually("every table to be dropped", || {
+        (0..n).all(|h| forgotten(s.lookup_op(ChunkHandle(h), OpId(1))))
+    })
+    .await;
+}
