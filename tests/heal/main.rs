@@ -1244,7 +1244,6 @@ async fn lost_commits_never_leave_an_acknowledged_record_on_one_copy() {
     check_promise(&c, "/wedged", &h, &mut servers).await;
 }
 
-
 /// A GET of `path` from the HTTP server at `addr`: the status code and the body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -1500,4 +1499,142 @@ async fn a_server_frozen_while_a_chunk_is_created_is_never_counted_without_the_a
     }
     counted_right(&c, "/z", 0, end, &servers).await;
     check_promise(&c, "/z", &h, &mut servers).await;
+}
+
+/// Finding 4: a relegation measured lengths, then bumped, with no fence. A secondary whose
+/// COMMIT is slow (applied after the primary gave up on it) is reported lagging while it stays
+/// in step; the master bumps the other two, and the primary takes the new version last
+/// (failpoint), still appending meanwhile with the lagging one as its quorum. Those appends
+/// must not end on the primary alone: right after the run, with repair off, every
+/// acknowledged record is on a quorum of current replicas (I2); after healing, the whole
+/// promise holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_during_a_relegation_never_end_on_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--max-clones", "0"],
+    );
+    let slow_primary = [("GFS_FAILPOINTS", "slow-primary-set-version")];
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &slow_primary,
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let path = "/relegated";
+    c.create(path).await.unwrap();
+    let mut h = History::new();
+    let first = RecordId { writer: 99, seq: 0 };
+    let rec = gfs_testkit::record(first, 1000);
+    h.sent(first, rec.len());
+    h.acked(first, c.append(path, rec).await.unwrap());
+    // Which server is the primary: only it takes an append (the others answer NotPrimary).
+    let chunk = c.refresh(path).await.unwrap().chunks[0].clone();
+    let mut primary = None;
+    for (i, s) in servers.iter().enumerate() {
+        let id = RecordId {
+            writer: 99,
+            seq: 1 + i as u32,
+        };
+        let rec = gfs_testkit::record(id, 1000);
+        h.sent(id, rec.len());
+        let dc =
+            gfs_dataplane::DataClient::connect(&s.data, gfs_dataplane::ClientConfig::default())
+                .await
+                .unwrap();
+        if let Ok(off) = dc
+            .append(chunk.handle, chunk.version, 1000 + i as u64, rec)
+            .await
+        {
+            h.acked(id, chunk.file_offset + off);
+            primary = Some(i);
+        }
+    }
+    let primary = primary.expect("no server took the append as primary");
+    // A secondary restarts (no append in flight, so it misses none) to make its first COMMIT
+    // slow.
+    let lagging = (primary + 1) % 3;
+    let ports = servers[lagging].ports();
+    servers[lagging].kill();
+    servers[lagging] = Server::start_with(
+        &dir.path().join(format!("cs{lagging}")),
+        &format!("cs{lagging}"),
+        Some(ports),
+        &[(
+            "GFS_FAILPOINTS",
+            "slow-primary-set-version,commit-slow:100:1",
+        )],
+        &["--master", &master.addr],
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let (c, stop) = (c.clone(), Arc::clone(&stop));
+        writers.push(tokio::spawn(async move {
+            let mut h = History::new();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let id = RecordId { writer: w, seq: n };
+                // Small and paced: the chunk must not fill (and seal) before the relegation.
+                let rec = gfs_testkit::record(id, 200 + ((w * 37 + n * 101) as usize % 800));
+                h.sent(id, rec.len());
+                if let Ok(off) = c.append(path, rec).await {
+                    h.acked(id, off);
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            h
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        h.merge(w.await.unwrap());
+    }
+    let chunks = c.refresh(path).await.unwrap().chunks.clone();
+    assert_eq!(chunks.len(), 1, "the chunk filled before the relegation");
+    assert!(
+        chunks[0].version >= 2,
+        "no relegation happened (version {})",
+        chunks[0].version
+    );
+    // Every replica the master lists holds every acknowledged record, and the chunk is not
+    // called healthy with fewer whole copies than the goal.
+    let end = h
+        .acked
+        .iter()
+        .map(|(id, off)| off + h.sent[id] as u64)
+        .max()
+        .unwrap();
+    counted_right(&c, path, 0, end, &servers).await;
+    let seen = gfs_testkit::observe(&c, path).await;
+    let dirs: Vec<(String, std::path::PathBuf)> = servers
+        .iter_mut()
+        .map(|s| {
+            s.terminate(Duration::from_secs(10));
+            (s.id.clone(), s.dir.clone())
+        })
+        .collect();
+    gfs_testkit::assert_clean(&seen.check_quorum(&h, &dirs, 2));
+    master.kill();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    for s in &mut servers {
+        s.restarted(&master.addr);
+    }
+    let c = patient(&master, Duration::from_secs(90)).await;
+    check_promise(&c, path, &h, &mut servers).await;
 }

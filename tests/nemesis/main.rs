@@ -337,7 +337,10 @@ fn start_server(dir: &Path, id: &str, master: &str) -> Server {
         dir,
         id,
         None,
-        &[("RUST_LOG", &server_log()), ("GFS_FAILPOINTS", LOST_MESSAGES)],
+        &[
+            ("RUST_LOG", &server_log()),
+            ("GFS_FAILPOINTS", LOST_MESSAGES),
+        ],
         &[
             "--master",
             master,

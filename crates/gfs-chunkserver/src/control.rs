@@ -224,6 +224,13 @@ impl ChunkControl for Control {
     ) -> Result<Response<SetVersionReply>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
+        if gfs_replication::failpoint("slow-primary-set-version")
+            && self.coordinator.leases().iter().any(|l| l.handle == handle)
+        {
+            // Fault injection: the primary takes the new version last, appending meanwhile.
+            tracing::warn!(%handle, "failpoint slow-primary-set-version: applied in 500 ms");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         self.coordinator.revoke(handle);
         self.store
             .set_version(handle, r.version)

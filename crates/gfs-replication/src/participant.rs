@@ -174,6 +174,16 @@ async fn commit_reply(store: &ChunkStore, id: u64, c: CommitRequest) -> Replicat
             Status::unavailable("failpoint commit-lost: the COMMIT was lost"),
         );
     }
+    if crate::failpoint_fires("commit-slow") {
+        // Applied, but later than the primary waits: the secondary is reported lagging while
+        // it stays in step.
+        tracing::warn!(
+            handle = c.handle,
+            op = c.op_id,
+            "failpoint commit-slow: the COMMIT waits 6 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    }
     match store
         .commit_at(ChunkHandle(c.handle), c.version, OpId(c.op_id))
         .await
