@@ -57,6 +57,24 @@ async fn patient(master: &MasterProc, deadline: Duration) -> Client {
     Client::connect_with(&master.addr, cfg).await.unwrap()
 }
 
+/// Waits (20 s at most) until the master counts `n` chunkservers alive, so a chunk created
+/// next is placed on all of them even on a loaded machine.
+async fn registered(c: &Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.report().await.unwrap();
+        if r.servers.iter().filter(|s| s.state == "alive").count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} servers registered",
+            r.servers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates `path` and writes `data` into it with a streaming writer.
 async fn put(c: &Client, path: &str, data: &[u8]) {
     c.create(path).await.unwrap();
@@ -1368,6 +1386,7 @@ async fn a_replica_whose_create_reply_was_lost_is_never_counted_without_the_appe
         })
         .collect();
     let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 3).await;
     c.create("/u").await.unwrap();
     let mut h = History::new();
     // About 180 KB: the chunk stays unsealed.
@@ -1458,6 +1477,7 @@ async fn a_server_frozen_while_a_chunk_is_created_is_never_counted_without_the_a
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 3);
     let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 3).await;
     c.create("/z").await.unwrap();
     // Frozen before its first chunk exists: the master still counts it alive and places the
     // chunk there; its CreateChunk times out.
