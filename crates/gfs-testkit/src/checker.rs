@@ -94,6 +94,9 @@ pub enum Violation {
         offset: u64,
         /// The servers whose current replica holds it whole at that offset.
         on: Vec<String>,
+        /// Every replica of its chunk on the disks, as `server vVERSION LENGTH` (and the
+        /// chunk's version and sealed length in the master's view, first).
+        replicas: Vec<String>,
     },
     /// `fsck`'s verdict disagrees with what is on the disks.
     Fsck {
@@ -289,7 +292,8 @@ pub fn check_replicas(
 
 /// Checks invariant I2 on the disks: every acknowledged record is whole, at its offset, on at
 /// least `quorum` replicas that are current for the chunk it landed in (whether or not the
-/// master counts them yet). Meant for the moment right after a fault, before any repair.
+/// master counts them yet; at the view's version or a later one the master bumped them to
+/// after the view was taken). Meant for the moment right after a fault, before any repair.
 pub fn check_quorum(
     h: &History,
     chunks: &[ChunkView],
@@ -312,19 +316,45 @@ pub fn check_quorum(
                 id,
                 offset,
                 on: Vec::new(),
+                replicas: Vec::new(),
             });
             continue;
         };
         let at = (offset - c.file_offset) as usize;
-        let on: Vec<String> = replicas
-            .get(&c.handle)
-            .unwrap_or(&none)
+        let replicas_of = |h: u64| replicas.get(&h).unwrap_or(&none);
+        let on: Vec<String> = replicas_of(c.handle)
             .iter()
-            .filter(|r| is_current(c, r) && r.bytes.get(at..at + len) == Some(&want[..]))
+            .filter(|r| {
+                // A bump between the observation and the servers' stop leaves the replicas
+                // that took it one version ahead of the view: current all the same.
+                let ahead = ChunkView {
+                    version: r.version.max(c.version),
+                    ..c.clone()
+                };
+                is_current(&ahead, r) && r.bytes.get(at..at + len) == Some(&want[..])
+            })
             .map(|r| r.server.clone())
             .collect();
         if on.len() < quorum {
-            out.push(Violation::UnderQuorum { id, offset, on });
+            let mut replicas = vec![format!(
+                "chunk {} v{} sealed {:?} at file offset {}",
+                c.handle, c.version, c.sealed_length, c.file_offset
+            )];
+            replicas.extend(replicas_of(c.handle).iter().map(|r| {
+                format!(
+                    "{} v{} {}{}",
+                    r.server,
+                    r.version,
+                    r.length,
+                    if r.sealed { " sealed" } else { "" }
+                )
+            }));
+            out.push(Violation::UnderQuorum {
+                id,
+                offset,
+                on,
+                replicas,
+            });
         }
     }
     out
@@ -465,5 +495,34 @@ mod tests {
             ),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn every_acknowledged_record_must_be_on_a_quorum_of_current_replicas() {
+        let (h, file) = run(&[id(0, 0), id(1, 0)]);
+        let view = ChunkView {
+            handle: 7,
+            version: 2,
+            sealed_length: None,
+            file_offset: 0,
+            counted: vec![],
+        };
+        let short = &file[..file.len() - 1];
+        let disks = |b: ReplicaState| -> BTreeMap<u64, Vec<ReplicaState>> {
+            [(7, vec![replica("a", 2, &file, false), b])].into()
+        };
+        let v = |b| check_quorum(&h, std::slice::from_ref(&view), &disks(b), 2);
+        assert_eq!(v(replica("b", 2, &file, false)), vec![]);
+        // A replica the master bumped after the view was taken still counts.
+        assert_eq!(v(replica("b", 3, &file, false)), vec![]);
+        // Stale (an older version) or short of the last record: one copy only.
+        assert!(matches!(
+            &v(replica("b", 1, &file, false))[..],
+            [Violation::UnderQuorum { .. }, Violation::UnderQuorum { .. }]
+        ));
+        assert!(matches!(
+            &v(replica("b", 2, short, false))[..],
+            [Violation::UnderQuorum { id: i, on, .. }] if *i == id(1, 0) && on == &["a".to_string()]
+        ));
     }
 }
