@@ -679,26 +679,36 @@ impl ChunkManager {
         });
     }
 
+    /// Runs a copy (a clone or a catch-up) on `repl_addr` within `clone_timeout`, on a channel
+    /// of its own: the shared ones cut every call at `rpc_timeout`, too short for a replica
+    /// tens of MB behind or a copy under `clone_rate`.
+    async fn copy(
+        &self,
+        repl_addr: &str,
+        req: CloneChunkRequest,
+    ) -> Result<tonic::Response<gfs_proto::v1::CloneChunkReply>, Status> {
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(self.cfg.clone_timeout);
+        let endpoint = Endpoint::from_shared(format!("http://{repl_addr}"))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let channel = endpoint
+            .connect_timeout(self.cfg.rpc_timeout)
+            .connect_lazy();
+        ChunkControlClient::new(channel).clone_chunk(req).await
+    }
+
     /// Copies `handle` from `source` to `target` and records the new replica.
     async fn clone_one(&self, handle: u64, m: ChunkMeta, source: ServerInfo, target: ServerInfo) {
         let started = Instant::now();
         tracing::info!(%handle, from = %source.id, to = %target.id, "re-replicating");
-        let mut req = tonic::Request::new(CloneChunkRequest {
+        let req = CloneChunkRequest {
             handle,
             version: m.version,
             source: source.repl_addr.clone(),
             sealed_length: m.sealed_length,
             catch_up: false,
-        });
-        req.set_timeout(self.cfg.clone_timeout);
-        // Its own channel: the shared ones cut every call at `rpc_timeout`.
-        let res = match Endpoint::from_shared(format!("http://{}", target.repl_addr)) {
-            Ok(e) => {
-                let channel = e.connect_timeout(self.cfg.rpc_timeout).connect_lazy();
-                ChunkControlClient::new(channel).clone_chunk(req).await
-            }
-            Err(e) => Err(Status::internal(e.to_string())),
         };
+        let res = self.copy(&target.repl_addr, req).await;
         match res {
             Ok(r) => {
                 let length = r.into_inner().length;
@@ -1660,7 +1670,8 @@ impl ChunkManager {
     }
 
     /// Has each replica `longest` found behind copy the appends it lacks from a holder (with
-    /// no lease out, nothing else is appending); returns those now at the longest length.
+    /// no lease out, nothing else is appending), within `clone_timeout`; returns those now at
+    /// the longest length.
     /// Those that fail are left behind, to go stale at the next version bump.
     async fn catch_up(&self, handle: u64, version: u64, longest: &Longest) -> Vec<ServerInfo> {
         let Some(source) = longest.holders.first() else {
@@ -1668,7 +1679,6 @@ impl ChunkManager {
         };
         let length = longest.length;
         let asks = longest.behind.iter().map(|s| {
-            let client = self.control(&s.repl_addr);
             let req = CloneChunkRequest {
                 handle,
                 version,
@@ -1677,8 +1687,11 @@ impl ChunkManager {
                 catch_up: true,
             };
             async move {
-                let reached = async { Ok(client?.clone_chunk(req).await?.into_inner().length) };
-                match reached.await {
+                let reached = self
+                    .copy(&s.repl_addr, req)
+                    .await
+                    .map(|r| r.into_inner().length);
+                match reached {
                     Ok(l) if l == length => Ok(s.clone()),
                     Ok(l) => Err((s.id.clone(), Status::data_loss(format!("caught up to {l}")))),
                     Err(e) => Err((s.id.clone(), e)),
