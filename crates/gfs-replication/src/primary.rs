@@ -114,27 +114,19 @@ struct Lease {
     durable: Mutex<Watermark>,
 }
 
-/// The quorum-commit watermark of a chunk under a lease: `to`, and the appends above it
-/// that reached a quorum out of order, by offset (their ends).
+/// The quorum-commit watermark of a chunk under a lease: every byte below `to` is durable on
+/// a quorum. An append that reached a quorum moves it to its end at once, whatever came
+/// before: each replica commits in offset order, so every replica that committed it holds the
+/// whole prefix below it too.
 #[derive(Debug, Default)]
 struct Watermark {
     to: u64,
-    ahead: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Watermark {
-    /// Notes that a quorum holds `[offset, end)`; moves `to` over every contiguous range.
-    fn held(&mut self, offset: u64, end: u64) {
-        if end <= self.to {
-            return;
-        }
-        self.ahead.insert(offset, end);
-        while let Some(e) = self.ahead.remove(&self.to) {
-            self.to = self.to.max(e);
-        }
-        // Ranges already below `to` (their offsets were passed over) are done too.
-        let to = self.to;
-        self.ahead.retain(|_, e| *e > to);
+    /// Notes that a quorum holds an append ending at `end` (and so everything before it).
+    fn held(&mut self, end: u64) {
+        self.to = self.to.max(end);
     }
 }
 
@@ -234,7 +226,6 @@ impl Coordinator {
                 // at a chunk's creation): a quorum holds it.
                 durable: Mutex::new(Watermark {
                     to: info.committed_len,
-                    ahead: Default::default(),
                 }),
             }),
         );
@@ -667,10 +658,7 @@ impl Shared {
         }
         let durable = remote.ok.len() as u64 + 1;
         if durable >= quorum {
-            lease
-                .durable
-                .lock()
-                .held(offset, offset + header.length as u64);
+            lease.durable.lock().held(offset + u64::from(header.length));
             (Ok(offset), true)
         } else {
             tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
@@ -708,10 +696,7 @@ impl Shared {
         let got = out.ok.len() as u64 + 1;
         let quorum = self.cfg.quorum as u64;
         if got >= quorum {
-            lease
-                .durable
-                .lock()
-                .held(rec.offset, rec.offset + u64::from(rec.len));
+            lease.durable.lock().held(rec.offset + u64::from(rec.len));
             Ok(rec.offset)
         } else {
             Err(ReplicationError::QuorumNotReached { got, need: quorum })
@@ -905,21 +890,15 @@ mod tests {
     use super::Watermark;
 
     #[test]
-    fn the_watermark_moves_over_contiguous_quorum_held_ranges_only() {
-        let mut w = Watermark {
-            to: 100,
-            ahead: Default::default(),
-        };
-        w.held(150, 200);
-        assert_eq!(w.to, 100, "a gap at [100, 150) holds it back");
-        w.held(120, 150);
-        assert_eq!(w.to, 100);
-        w.held(100, 120);
-        assert_eq!(w.to, 200, "the gap filled: over every range");
-        assert!(w.ahead.is_empty());
-        w.held(50, 80);
-        assert_eq!(w.to, 200, "below the watermark: nothing changes");
-        w.held(200, 210);
-        assert_eq!((w.to, w.ahead.len()), (210, 0));
+    fn the_watermark_moves_to_the_end_of_every_append_a_quorum_holds() {
+        let mut w = Watermark { to: 100 };
+        // Out of order: an append that reached a quorum covers everything before it (each
+        // replica commits in offset order), even an earlier one still unconfirmed.
+        w.held(200);
+        assert_eq!(w.to, 200);
+        w.held(150);
+        assert_eq!(w.to, 200, "an earlier one confirmed late moves nothing");
+        w.held(210);
+        assert_eq!(w.to, 210);
     }
 }
