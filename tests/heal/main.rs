@@ -856,6 +856,86 @@ async fn a_replica_behind_catches_up_and_the_chunk_continues() {
     }
 }
 
+/// With the primary and the up-to-date secondary of the last chunk down, only a secondary
+/// short of the last acknowledged appends is left: a reader of those appends waits for a
+/// quorum of lengths (here, for the other secondary to come back) instead of taking the short
+/// replica's length for the end of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_secondary_alone_never_hides_acknowledged_appends_from_readers() {
+    use gfs_proto::v1::AppendChunkRequest;
+    use gfs_proto::v1::master_client::MasterClient;
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 3);
+    let c = patient(&master, Duration::from_secs(60)).await;
+    c.create("/tail").await.unwrap();
+    for n in 0..3 {
+        c.append("/tail", record(1, n)).await.unwrap();
+    }
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    let lease = m
+        .append_chunk(AppendChunkRequest {
+            path: "/tail".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
+    let primary = index(&lease.primary.unwrap().id);
+    let behind = index(&lease.secondaries[1].id);
+    let ahead = index(&lease.secondaries[0].id);
+    // One secondary freezes while the others commit more appends; then the primary and the
+    // other secondary die, and the frozen one, short, is the only replica left.
+    servers[behind].signal("STOP");
+    let mut tail = Vec::new();
+    for n in 3..6 {
+        let rec = record(1, n);
+        tail.push((c.append("/tail", rec.clone()).await.unwrap(), rec));
+    }
+    servers[primary].kill();
+    servers[ahead].kill();
+    servers[behind].signal("CONT");
+    let (_, short) = committed(&servers[behind], lease.handle).await.unwrap();
+    assert!(
+        short <= tail[0].0,
+        "the frozen replica holds the tail: {short}"
+    );
+    // Wait until the master lists the short replica alone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = c.refresh("/tail").await.unwrap();
+        if l.chunks[0].replicas.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead servers are still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A fresh reader of the tail waits; the up-to-date secondary comes back meanwhile.
+    let reader = patient(&master, Duration::from_secs(60)).await;
+    let reads: Vec<_> = tail
+        .iter()
+        .map(|(off, rec)| {
+            let (reader, off, len) = (reader.clone(), *off, rec.len() as u64);
+            tokio::spawn(async move { reader.read("/tail", off, len).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    servers[ahead].restarted(&master.addr);
+    for ((off, rec), read) in tail.iter().zip(reads) {
+        let got = read.await.unwrap().unwrap();
+        assert!(
+            got[..] == rec[..],
+            "the acknowledged record at {off} read back as {} of its {} bytes",
+            got.len(),
+            rec.len()
+        );
+    }
+}
+
 /// Re-replication copies into a server stay under its `--clone-rate`: a 1 MB copy at
 /// 256 KiB/s takes at least 2.8 s (one second of burst, then the rate), where uncapped it takes
 /// tens of milliseconds here.

@@ -80,6 +80,9 @@ pub struct ChunkInfo {
     pub version: u64,
     /// Final length, once sealed.
     pub sealed_length: Option<u64>,
+    /// Unsealed: how many replicas' committed lengths a reader must hear before it takes the
+    /// longest for the chunk's length (any this many hold every acknowledged append).
+    pub length_quorum: usize,
     /// Current replicas, nearest first.
     pub replicas: Vec<Replica>,
 }
@@ -460,6 +463,7 @@ impl Client {
                     handle: c.handle,
                     version: c.version,
                     sealed_length: c.sealed_length,
+                    length_quorum: (c.length_quorum as usize).max(1),
                     replicas,
                 }
             }));
@@ -798,12 +802,47 @@ impl Client {
         }
     }
 
-    /// The length of `chunk` of file `path`: its sealed length, or the longest length its
-    /// replicas report now (a primary reports only the prefix a quorum holds).
+    /// The length of `chunk` of file `path`: its sealed length, or the longest committed length
+    /// that [`ChunkInfo::length_quorum`] of its replicas report (a primary reports only the
+    /// prefix a quorum holds). Fewer answers could all come from replicas short of an
+    /// acknowledged append, so it asks the master again and retries until enough answer or
+    /// the client's deadline passes.
     pub async fn chunk_length(&self, path: &str, chunk: &ChunkInfo) -> Result<u64> {
-        if let Some(l) = chunk.sealed_length {
-            return Ok(l);
+        let mut retry = self.retry();
+        let mut chunk = std::borrow::Cow::Borrowed(chunk);
+        loop {
+            if let Some(l) = chunk.sealed_length {
+                return Ok(l);
+            }
+            let lengths = self.committed_lengths(&chunk).await;
+            let told = lengths.len();
+            if told >= chunk.length_quorum
+                && let Some(l) = lengths.into_iter().max()
+            {
+                return Ok(l);
+            }
+            let why = format!(
+                "chunk {} of {path}: {told} of its {} listed replicas told their length, {} needed",
+                chunk.handle,
+                chunk.replicas.len(),
+                chunk.length_quorum
+            );
+            tracing::debug!(path, handle = chunk.handle, "{why}; asking again");
+            retry.wait(&why).await?;
+            let l = self.refresh_with(path, &mut retry).await?;
+            let Some(now) = l.chunks.iter().find(|c| c.handle == chunk.handle) else {
+                return Err(ClientError::NoReplica {
+                    path: path.to_string(),
+                    handle: chunk.handle,
+                    last: "the chunk is no longer part of the file".into(),
+                });
+            };
+            chunk = std::borrow::Cow::Owned(now.clone());
         }
+    }
+
+    /// The committed lengths the replicas of `chunk` that answer report now.
+    async fn committed_lengths(&self, chunk: &ChunkInfo) -> Vec<u64> {
         let probes = chunk.replicas.iter().map(|r| async move {
             let c = self.conn(&r.data_addr).await.ok()?;
             // A read past the end names the committed length.
@@ -820,12 +859,7 @@ impl Client {
             .await
             .into_iter()
             .flatten()
-            .max()
-            .ok_or_else(|| ClientError::NoReplica {
-                path: path.to_string(),
-                handle: chunk.handle,
-                last: "no replica answered".into(),
-            })
+            .collect()
     }
 
     /// The number of bytes of file `path` (padding after sealed chunks not counted).

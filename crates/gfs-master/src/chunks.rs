@@ -182,6 +182,16 @@ fn unavailable(msg: impl Into<String>) -> Status {
     Status::unavailable(msg.into())
 }
 
+/// How many replicas of an unsealed chunk with `listed` live current replicas a reader must
+/// hear to be sure the longest committed length among them covers every acknowledged append:
+/// each append is on `quorum` of at most `max(replication, listed)` replicas, so any
+/// `replicas - quorum + 1` of them include one that holds it.
+fn length_quorum(replication: usize, quorum: usize, listed: usize) -> u32 {
+    let replicas = replication.max(listed);
+    let needed = replicas.saturating_sub(quorum) + 1;
+    u32::try_from(needed).unwrap_or(u32::MAX)
+}
+
 fn addr(s: &ServerInfo) -> ReplicaAddr {
     ReplicaAddr {
         id: s.id.clone(),
@@ -1383,23 +1393,29 @@ impl ChunkManager {
         for (i, (handle, m)) in chunks.into_iter().enumerate() {
             let (version, sealed_length) =
                 m.map(|m| (m.version, m.sealed_length)).unwrap_or((0, None));
+            let replicas: Vec<_> = reg
+                .locations(
+                    handle,
+                    Want {
+                        version,
+                        sealed: sealed_length,
+                    },
+                )
+                .iter()
+                .map(|(s, _)| addr(s))
+                .collect();
+            let length_quorum = match sealed_length {
+                Some(_) => 0,
+                None => length_quorum(self.cfg.replication, self.cfg.quorum, replicas.len()),
+            };
             let c = ChunkLocation {
                 index: (start + i) as u64,
                 handle,
                 version,
                 sealed_length,
                 file_offset,
-                replicas: reg
-                    .locations(
-                        handle,
-                        Want {
-                            version,
-                            sealed: sealed_length,
-                        },
-                    )
-                    .iter()
-                    .map(|(s, _)| addr(s))
-                    .collect(),
+                replicas,
+                length_quorum,
             };
             bytes += prost::encoding::message::encoded_len(2, &c);
             if bytes > gfs_proto::PAGE_BYTES && !page.is_empty() {
@@ -1850,6 +1866,20 @@ mod tests {
     use super::*;
     use crate::metastore::MetaConfig;
     use crate::record::{AddChunkOp, CreateOp};
+
+    #[test]
+    fn readers_of_an_unsealed_chunk_hear_enough_replicas_to_meet_every_quorum() {
+        // 2 of 3: any 2 replicas include one of every 2 that hold an append.
+        assert_eq!(length_quorum(3, 2, 3), 2);
+        assert_eq!(length_quorum(3, 2, 1), 2);
+        // An extra replica listed widens the set a quorum may sit in.
+        assert_eq!(length_quorum(3, 2, 4), 3);
+        // Every replica needed to append: any one has it all.
+        assert_eq!(length_quorum(3, 3, 3), 1);
+        assert_eq!(length_quorum(1, 1, 1), 1);
+        // One needed to append: every replica must be heard.
+        assert_eq!(length_quorum(3, 1, 2), 3);
+    }
 
     #[tokio::test]
     async fn an_extra_replica_is_dropped_once_even_as_shares_change() {
