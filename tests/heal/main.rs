@@ -936,6 +936,115 @@ async fn a_short_secondary_alone_never_hides_acknowledged_appends_from_readers()
     }
 }
 
+/// When too few replicas hold a chunk's longest length to continue it (here a catch-up fails),
+/// the master seals the chunk on its own, and first fences its replicas with a new version:
+/// a PREPARE and COMMIT of the old primary that arrive after that decision (sent late, as by a
+/// primary paused between its lease check and its messages) are refused, so no byte lands
+/// past the sealed length and no acknowledgement can name an offset the file does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_primary() {
+    use gfs_proto::v1::master_client::MasterClient;
+    use gfs_proto::v1::{AppendChunkRequest, AppendHeader};
+    use gfs_replication::{PeerConfig, Peers};
+    use gfs_storage::{ChunkHandle, OpId};
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--lease", "3s", "--max-clones", "0"],
+    );
+    let env = [("GFS_FAILPOINTS", "catch-up-fails:100")];
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::start_with(
+                &dir.path().join(format!("cs{i}")),
+                &format!("cs{i}"),
+                None,
+                &env,
+                &["--master", &master.addr],
+            )
+        })
+        .collect();
+    let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 3).await;
+    c.create("/fenced").await.unwrap();
+    let mut h = History::new();
+    for n in 0..3 {
+        append(&c, "/fenced", &mut h, 1, n).await;
+    }
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    let lease = m
+        .append_chunk(AppendChunkRequest {
+            path: "/fenced".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
+    let primary = index(&lease.primary.unwrap().id);
+    let ahead = index(&lease.secondaries[0].id);
+    let behind = index(&lease.secondaries[1].id);
+    // One secondary falls behind; then the primary dies. The one ahead alone holds the
+    // longest length, and the catch-up of the other fails: the master must seal the chunk.
+    servers[behind].signal("STOP");
+    for n in 3..6 {
+        append(&c, "/fenced", &mut h, 1, n).await;
+    }
+    servers[primary].kill();
+    servers[behind].signal("CONT");
+    let (_, length) = committed(&servers[ahead], lease.handle).await.unwrap();
+    append(&c, "/fenced", &mut h, 1, 6).await;
+    let l = c.refresh("/fenced").await.unwrap();
+    assert_eq!(
+        l.chunks[0].sealed_length,
+        Some(length),
+        "the master did not seal the chunk at the longest length"
+    );
+    // The old primary's late append, at its lease's version, right after the sealed end.
+    let peers = Peers::new(PeerConfig::default());
+    let late = gfs_testkit::record(RecordId { writer: 9, seq: 0 }, 1000);
+    let header = AppendHeader {
+        handle: lease.handle,
+        version: lease.version,
+        op_id: 0x1a7e,
+        offset: length,
+        length: late.len() as u32,
+    };
+    let wait = Duration::from_secs(5);
+    let repl = servers[ahead].repl.clone();
+    let prepared = peers.prepare(&repl, header, late.clone(), wait).await;
+    let committed_late = peers
+        .commit(
+            &repl,
+            ChunkHandle(lease.handle),
+            lease.version,
+            OpId(0x1a7e),
+            wait,
+        )
+        .await;
+    let (_, now) = committed(&servers[ahead], lease.handle).await.unwrap();
+    assert!(
+        prepared.is_err() && committed_late.is_err() && now == length,
+        "a replica of the chunk sealed at {length} took an append of the old primary: \
+         PREPARE {prepared:?}, COMMIT {committed_late:?}, committed length now {now}"
+    );
+    // The whole promise, once healed with repair on.
+    let mut master = master;
+    master.kill();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    for s in &mut servers {
+        s.restarted(&master.addr);
+    }
+    let c = patient(&master, Duration::from_secs(90)).await;
+    check_promise(&c, "/fenced", &h, &mut servers).await;
+}
+
 /// Re-replication copies into a server stay under its `--clone-rate`: a 1 MB copy at
 /// 256 KiB/s takes at least 2.8 s (one second of burst, then the rate), where uncapped it takes
 /// tens of milliseconds here.

@@ -166,6 +166,12 @@ impl Control {
                 info.committed_len
             )));
         }
+        if gfs_replication::failpoint_fires("catch-up-fails") {
+            tracing::warn!(%handle, "failpoint catch-up-fails: the copy fails");
+            return Err(Status::unavailable(
+                "failpoint: the catch-up copy failed (as when its source dies mid-copy)",
+            ));
+        }
         // Appends staged for a primary that is gone would overlap the copied ones.
         let dropped = self.store.abort_all(handle).map_err(status)?;
         tracing::info!(%handle, from = info.committed_len, dropped, source = %r.source, "catching up");

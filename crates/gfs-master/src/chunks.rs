@@ -49,9 +49,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_proto::v1::chunk_control_client::ChunkControlClient;
+use gfs_proto::v1::replication_client::ReplicationClient;
 use gfs_proto::v1::{
     ChunkDelete, ChunkLease, ChunkLocation, CloneChunkRequest, CreateChunkRequest, GetChunksReply,
-    GrantLeaseRequest, ReplicaAddr, SetVersionRequest,
+    GrantLeaseRequest, ReplicaAddr, SealRequest, SetVersionRequest,
 };
 use parking_lot::Mutex;
 use tonic::Status;
@@ -415,7 +416,7 @@ impl ChunkManager {
                 self.cfg.quorum
             )));
         }
-        let mut longest = self.longest(handle, version, live).await;
+        let mut longest = self.longest(handle, version, live.clone()).await;
         // Replicas behind the longest at this version catch up from one holding it, so they
         // count toward the quorum again instead of going stale.
         let caught = self.catch_up(handle, version, &longest).await;
@@ -433,29 +434,15 @@ impl ChunkManager {
                 longest.answered
             )));
         }
-        // A quorum answered: its longest length is final. Seal there; the file continues on a
-        // new chunk.
-        tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk there");
-        self.seal_at(handle, longest.length).await?;
-        {
-            let mut reg = self.registry.lock();
-            for s in &longest.holders {
-                reg.note_replica(
-                    &s.id,
-                    Replica {
-                        handle,
-                        version,
-                        length: longest.length,
-                        sealed: false,
-                    },
-                );
-            }
-        }
+        // A quorum answered: the chunk ends at the longest length. Seal it there (fenced first:
+        // see `fence_and_seal`); the file continues on a new chunk.
+        tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk");
+        let length = self.fence_and_seal(handle, version, live).await?;
         let (next, members) = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
         let at = Position {
             index: index + 1,
-            file_offset: file_offset + longest.length,
+            file_offset: file_offset + length,
         };
         self.grant(next, 1, at, members).await
     }
@@ -592,23 +579,35 @@ impl ChunkManager {
                 let busy =
                     |id: &str| cloning.values().filter(|(s, t)| s == id || t == id).count() >= 2;
                 let source = from.iter().find(|s| !busy(&s.id)).cloned();
-                let target = source
-                    .as_ref()
-                    .and_then(|_| self.registry.lock().place_new(handle, from, busy));
+                // A server holding a prefix of the chunk (short at its version, e.g. left
+                // behind when the master sealed the chunk) catches up first: otherwise, with
+                // stale replicas on every other server, the chunk would find no target.
+                let target = source.as_ref().and_then(|_| {
+                    let reg = self.registry.lock();
+                    let short = reg.short_of(handle, m);
+                    match short.into_iter().find(|s| !busy(&s.id)) {
+                        Some(t) => Some((t, true)),
+                        None => reg.place_new(handle, from, busy).map(|t| (t, false)),
+                    }
+                });
                 match (source, target) {
-                    (Some(s), Some(t)) => {
+                    (Some(s), Some((t, catch_up))) => {
                         cloning.insert(handle, (s.id.clone(), t.id.clone()));
-                        Some((s, t))
+                        Some((s, t, catch_up))
                     }
                     _ => None,
                 }
             };
-            let Some((source, target)) = pick else {
+            let Some((source, target, catch_up)) = pick else {
                 continue;
             };
             let me = Arc::clone(self);
             tokio::spawn(async move {
-                me.clone_one(handle, m, source, target).await;
+                if catch_up {
+                    me.catch_up_sealed(handle, m, source, target).await;
+                } else {
+                    me.clone_one(handle, m, source, target).await;
+                }
                 me.cloning.lock().remove(&handle);
             });
         }
@@ -705,6 +704,43 @@ impl ChunkManager {
             .connect_timeout(self.cfg.rpc_timeout)
             .connect_lazy();
         ChunkControlClient::new(channel).clone_chunk(req).await
+    }
+
+    /// Extends `target`'s short replica of sealed `handle` from `source` to the sealed length
+    /// and seals it there; records it current.
+    async fn catch_up_sealed(
+        &self,
+        handle: u64,
+        m: ChunkMeta,
+        source: ServerInfo,
+        target: ServerInfo,
+    ) {
+        tracing::info!(%handle, from = %source.id, to = %target.id, "catching up a short replica of a sealed chunk");
+        let req = CloneChunkRequest {
+            handle,
+            version: m.version,
+            source: source.repl_addr.clone(),
+            sealed_length: m.sealed_length,
+            catch_up: true,
+        };
+        match self.copy(&target.repl_addr, req).await {
+            Ok(r) => {
+                let length = r.into_inner().length;
+                self.registry.lock().note_replica(
+                    &target.id,
+                    Replica {
+                        handle,
+                        version: m.version,
+                        length,
+                        sealed: true,
+                    },
+                );
+                tracing::info!(%handle, to = %target.id, length, "short replica caught up and sealed");
+            }
+            Err(e) => {
+                tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "catch-up failed; will retry");
+            }
+        }
     }
 
     /// Copies `handle` from `source` to `target` and records the new replica.
@@ -807,37 +843,26 @@ impl ChunkManager {
             if live.len() < self.cfg.quorum {
                 continue;
             }
-            let longest = self.longest(handle, m.version, live).await;
-            if longest.answered >= self.cfg.quorum {
-                // Sealed at the longest length: the others catch up first, so the chunk does
-                // not come out with fewer current replicas than it could have.
-                self.catch_up(handle, m.version, &longest).await;
-                tracing::info!(%handle, length = longest.length, "abandoned chunk settled");
-                if let Err(e) = self.seal_at(handle, longest.length).await {
-                    tracing::warn!(%handle, error = %e, "cannot settle the chunk yet");
-                }
+            // Sealed at the longest length, fenced first; the others catch up first, so the
+            // chunk does not come out with fewer current replicas than it could have.
+            match self.fence_and_seal(handle, m.version, live).await {
+                Ok(length) => tracing::info!(%handle, length, "abandoned chunk settled"),
+                Err(e) => tracing::warn!(%handle, error = %e, "cannot settle the chunk yet"),
             }
         }
     }
 
-    /// Bumps the version on `replicas` (then in the log) and grants the lease to the first,
-    /// with the others as secondaries. Needs a quorum of them to take the new version.
-    async fn bump_and_grant(
+    /// Sets `new_version` on each of `replicas`; returns those that took it, each with its
+    /// committed length once the new version is durable there. That length is final for the
+    /// old version: the replica is fenced, nothing commits at the old version there any more,
+    /// so an append that committed between an earlier length query and this call is seen
+    /// (finding 4).
+    async fn fence(
         &self,
         handle: u64,
-        version: u64,
-        at: Position,
+        new_version: u64,
         replicas: Vec<ServerInfo>,
-    ) -> Result<ChunkLease, Status> {
-        // Every new lease bumps the version on the replicas, then in the log.
-        let Some(new_version) = version.checked_add(1) else {
-            return Err(Status::internal(format!(
-                "chunk {handle}: version {version} overflows"
-            )));
-        };
-        // Each replica answers with its committed length once the new version is durable
-        // there: final for the old version (it is fenced, nothing commits at it any more), so
-        // an append that committed between a length query and this bump is seen (finding 4).
+    ) -> Vec<(ServerInfo, u64)> {
         let asks = replicas.into_iter().map(|s| {
             let client = self.control(&s.repl_addr);
             async move {
@@ -855,11 +880,120 @@ impl ChunkManager {
                 }
             }
         });
-        let bumped: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
+        futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .collect();
+            .collect()
+    }
+
+    /// Seals `handle` on the master's own decision, with no lease out (too few replicas hold
+    /// its longest length to continue it, or it was abandoned): fences `live` with a new
+    /// version first, so an old primary's appends still on their way are refused everywhere;
+    /// takes the longest length a quorum of them reports after the fence (every acknowledged
+    /// append is on a quorum, so on one of them); catches up those behind; logs the version and
+    /// the seal; then seals the replicas there, so clients resolving an earlier attempt get a
+    /// final answer from them. Returns the sealed length.
+    async fn fence_and_seal(
+        &self,
+        handle: u64,
+        version: u64,
+        live: Vec<ServerInfo>,
+    ) -> Result<u64, Status> {
+        let Some(new_version) = version.checked_add(1) else {
+            return Err(Status::internal(format!(
+                "chunk {handle}: version {version} overflows"
+            )));
+        };
+        let fenced = self.fence(handle, new_version, live).await;
+        if fenced.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: only {} replicas took version {new_version} to seal it",
+                fenced.len()
+            )));
+        }
+        let length = fenced.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        let (at_max, behind): (Vec<_>, Vec<_>) =
+            fenced.into_iter().partition(|(_, l)| *l == length);
+        let longest = Longest {
+            answered: at_max.len() + behind.len(),
+            holders: at_max.into_iter().map(|(s, _)| s).collect(),
+            behind: behind.into_iter().map(|(s, _)| s).collect(),
+            length,
+        };
+        let mut holders = longest.holders.clone();
+        holders.extend(self.catch_up(handle, new_version, &longest).await);
+        self.meta
+            .mutate(Op::SetVersion(SetVersionOp {
+                handle,
+                version: new_version,
+                primary: String::new(),
+            }))
+            .await
+            .map_err(status)?;
+        self.seal_at(handle, length).await?;
+        let seals = holders.iter().map(|s| {
+            let req = SealRequest {
+                handle,
+                version: new_version,
+                length,
+            };
+            async move {
+                let endpoint = Endpoint::from_shared(format!("http://{}", s.repl_addr))
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .connect_timeout(self.cfg.rpc_timeout)
+                    .timeout(self.cfg.rpc_timeout);
+                let reply = ReplicationClient::new(endpoint.connect_lazy())
+                    .seal(req)
+                    .await?
+                    .into_inner();
+                Ok::<_, Status>(!reply.short)
+            }
+        });
+        let sealed = futures::future::join_all(seals).await;
+        let mut reg = self.registry.lock();
+        for (s, r) in holders.iter().zip(sealed) {
+            let sealed = match r {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    tracing::warn!(%handle, server = %s.id, error = %e.message(), "sealing the replica failed; it reports its state later");
+                    false
+                }
+            };
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version: new_version,
+                    length,
+                    sealed,
+                },
+            );
+        }
+        for s in &longest.behind {
+            if !holders.iter().any(|h| h.id == s.id) {
+                tracing::warn!(%handle, server = %s.id, length, "replica left short of the sealed length");
+            }
+        }
+        Ok(length)
+    }
+
+    /// Bumps the version on `replicas` (then in the log) and grants the lease to the first,
+    /// with the others as secondaries. Needs a quorum of them to take the new version.
+    async fn bump_and_grant(
+        &self,
+        handle: u64,
+        version: u64,
+        at: Position,
+        replicas: Vec<ServerInfo>,
+    ) -> Result<ChunkLease, Status> {
+        // Every new lease bumps the version on the replicas, then in the log.
+        let Some(new_version) = version.checked_add(1) else {
+            return Err(Status::internal(format!(
+                "chunk {handle}: version {version} overflows"
+            )));
+        };
+        let bumped = self.fence(handle, new_version, replicas).await;
         if bumped.len() < self.cfg.quorum {
             return Err(unavailable(format!(
                 "chunk {handle}: only {} replicas took version {new_version}",

@@ -598,6 +598,27 @@ impl Registry {
         c
     }
 
+    /// Live servers that take new replicas and hold one of sealed `handle` at its version,
+    /// unsealed and shorter than its sealed length: a prefix of it (at one version, replicas
+    /// hold prefixes of one sequence of appends), so a catch-up makes it current without a
+    /// full copy. Empty for an unsealed chunk.
+    pub fn short_of(&self, handle: u64, want: impl Into<Want>) -> Vec<ServerInfo> {
+        let want = want.into();
+        let Some(sealed) = want.sealed else {
+            return Vec::new();
+        };
+        self.servers
+            .values()
+            .filter(|s| s.takes_new() && !s.corrupt.contains(&handle))
+            .filter(|s| {
+                s.replicas
+                    .get(&handle)
+                    .is_some_and(|r| r.version == want.version && !r.sealed && r.length < sealed)
+            })
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
     /// Live servers holding a current replica of `handle`.
     pub fn holders_of(&self, handle: u64, want: impl Into<Want>) -> Vec<ServerInfo> {
         self.locations(handle, want)
@@ -662,6 +683,34 @@ mod tests {
             length: 10,
             sealed: false,
         }
+    }
+
+    #[test]
+    fn only_unsealed_prefixes_at_the_version_of_a_sealed_chunk_are_caught_up() {
+        let t0 = Instant::now();
+        let mut r = with_servers(
+            &[("a", "", 0), ("b", "", 0), ("c", "", 0), ("d", "", 0)],
+            t0,
+        );
+        let at = |version, length, sealed| Replica {
+            handle: 7,
+            version,
+            length,
+            sealed,
+        };
+        // a: current; b: short at the version; c: an older version; d: sealed short.
+        r.heartbeat("a", 0, vec![at(3, 20, true)], t0);
+        r.heartbeat("b", 0, vec![at(3, 10, false)], t0);
+        r.heartbeat("c", 0, vec![at(2, 10, false)], t0);
+        r.heartbeat("d", 0, vec![at(3, 10, true)], t0);
+        let sealed = Want {
+            version: 3,
+            sealed: Some(20),
+        };
+        let ids = |v: Vec<ServerInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(r.short_of(7, sealed)), vec!["b"]);
+        // An unsealed chunk's length is not final: nothing to catch up to.
+        assert!(r.short_of(7, Want::from(3)).is_empty());
     }
 
     #[test]
