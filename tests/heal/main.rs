@@ -775,6 +775,51 @@ async fn live_files_are_repaired_before_the_trash() {
     }
 }
 
+/// Restarts the master on its directory without the test's limits (repair on) and every
+/// server without failpoints, then checks the whole promise over `path` once healed.
+async fn healed_then_checked(
+    mut master: MasterProc,
+    dir: &std::path::Path,
+    servers: &mut [Server],
+    path: &str,
+    h: &History,
+) {
+    master.kill();
+    let master =
+        MasterProc::start_with(&dir.join("master"), "127.0.0.1:0", &["--dead-after", "2s"]);
+    for s in servers.iter_mut() {
+        s.restarted(&master.addr);
+    }
+    let c = patient(&master, Duration::from_secs(90)).await;
+    check_promise(&c, path, h, servers).await;
+}
+
+/// The lease of `path`'s last chunk as the master hands it out now, and the indexes in
+/// `servers` of its primary, first secondary and second secondary.
+async fn lease_roles(
+    master: &MasterProc,
+    path: &str,
+    servers: &[Server],
+) -> (gfs_proto::v1::ChunkLease, [usize; 3]) {
+    use gfs_proto::v1::AppendChunkRequest;
+    use gfs_proto::v1::master_client::MasterClient;
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    let lease = m
+        .append_chunk(AppendChunkRequest { path: path.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
+    let roles = [
+        index(&lease.primary.as_ref().unwrap().id),
+        index(&lease.secondaries[0].id),
+        index(&lease.secondaries[1].id),
+    ];
+    (lease, roles)
+}
+
 /// The committed length `server` reports for `handle` at `version` (None: no such replica).
 async fn committed(server: &Server, handle: u64) -> Option<(u64, u64)> {
     let mut ctl = gfs_bins::control_client(&server.repl).await.unwrap();
@@ -794,11 +839,10 @@ async fn committed(server: &Server, handle: u64) -> Option<(u64, u64)> {
 /// sealed short, and every acknowledged record reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_catches_up_and_the_chunk_continues() {
-    use gfs_proto::v1::AppendChunkRequest;
-    use gfs_proto::v1::master_client::MasterClient;
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 3);
     let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 3).await;
     c.create("/c").await.unwrap();
     let mut acked = Vec::new();
     for n in 0..5 {
@@ -806,18 +850,7 @@ async fn a_replica_behind_catches_up_and_the_chunk_continues() {
         acked.push((c.append("/c", rec.clone()).await.unwrap(), rec));
     }
     // Who holds the lease the client is using.
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    let lease = m
-        .append_chunk(AppendChunkRequest { path: "/c".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
-    let primary = index(&lease.primary.unwrap().id);
-    let behind = index(&lease.secondaries[1].id);
-    let ahead = index(&lease.secondaries[0].id);
+    let (lease, [primary, ahead, behind]) = lease_roles(&master, "/c", &servers).await;
     // One secondary freezes; the primary and the other commit more appends without it (well
     // inside the PREPARE timeout, so the primary never reports it lagging), then the primary
     // dies before the frozen one could see a COMMIT.
@@ -862,29 +895,15 @@ async fn a_replica_behind_catches_up_and_the_chunk_continues() {
 /// replica's length for the end of the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_secondary_alone_never_hides_acknowledged_appends_from_readers() {
-    use gfs_proto::v1::AppendChunkRequest;
-    use gfs_proto::v1::master_client::MasterClient;
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 3);
     let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 3).await;
     c.create("/tail").await.unwrap();
     for n in 0..3 {
         c.append("/tail", record(1, n)).await.unwrap();
     }
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    let lease = m
-        .append_chunk(AppendChunkRequest {
-            path: "/tail".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
-    let primary = index(&lease.primary.unwrap().id);
-    let behind = index(&lease.secondaries[1].id);
-    let ahead = index(&lease.secondaries[0].id);
+    let (lease, [primary, ahead, behind]) = lease_roles(&master, "/tail", &servers).await;
     // One secondary freezes while the others commit more appends; then the primary and the
     // other secondary die, and the frozen one, short, is the only replica left.
     servers[behind].signal("STOP");
@@ -943,8 +962,7 @@ async fn a_short_secondary_alone_never_hides_acknowledged_appends_from_readers()
 /// past the sealed length and no acknowledgement can name an offset the file does not hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_primary() {
-    use gfs_proto::v1::master_client::MasterClient;
-    use gfs_proto::v1::{AppendChunkRequest, AppendHeader};
+    use gfs_proto::v1::AppendHeader;
     use gfs_replication::{PeerConfig, Peers};
     use gfs_storage::{ChunkHandle, OpId};
     let dir = tempfile::tempdir().unwrap();
@@ -953,18 +971,9 @@ async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_pri
         "127.0.0.1:0",
         &["--dead-after", "2s", "--lease", "3s", "--max-clones", "0"],
     );
-    let env = [("GFS_FAILPOINTS", "catch-up-fails:100")];
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &env,
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let mut servers = Server::with_master_env(dir.path(), 3, &master.addr, |_| {
+        vec![("GFS_FAILPOINTS", "catch-up-fails:100")]
+    });
     let c = patient(&master, Duration::from_secs(60)).await;
     registered(&c, 3).await;
     c.create("/fenced").await.unwrap();
@@ -972,20 +981,7 @@ async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_pri
     for n in 0..3 {
         append(&c, "/fenced", &mut h, 1, n).await;
     }
-    let mut m = MasterClient::connect(format!("http://{}", master.addr))
-        .await
-        .unwrap();
-    let lease = m
-        .append_chunk(AppendChunkRequest {
-            path: "/fenced".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let index = |id: &str| servers.iter().position(|s| s.id == id).unwrap();
-    let primary = index(&lease.primary.unwrap().id);
-    let ahead = index(&lease.secondaries[0].id);
-    let behind = index(&lease.secondaries[1].id);
+    let (lease, [primary, ahead, behind]) = lease_roles(&master, "/fenced", &servers).await;
     // One secondary falls behind; then the primary dies. The one ahead alone holds the
     // longest length, and the catch-up of the other fails: the master must seal the chunk.
     servers[behind].signal("STOP");
@@ -1030,19 +1026,7 @@ async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_pri
         "a replica of the chunk sealed at {length} took an append of the old primary: \
          PREPARE {prepared:?}, COMMIT {committed_late:?}, committed length now {now}"
     );
-    // The whole promise, once healed with repair on.
-    let mut master = master;
-    master.kill();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--dead-after", "2s"],
-    );
-    for s in &mut servers {
-        s.restarted(&master.addr);
-    }
-    let c = patient(&master, Duration::from_secs(90)).await;
-    check_promise(&c, "/fenced", &h, &mut servers).await;
+    healed_then_checked(master, dir.path(), &mut servers, "/fenced", &h).await;
 }
 
 /// Re-replication copies into a server stay under its `--clone-rate`: a 1 MB copy at
@@ -1330,18 +1314,9 @@ async fn lost_acknowledgements_never_duplicate_a_record() {
         "127.0.0.1:0",
         &["--dead-after", "2s"],
     );
-    let env = [("GFS_FAILPOINTS", "append-reply-lost:30")];
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &env,
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let mut servers = Server::with_master_env(dir.path(), 3, &master.addr, |_| {
+        vec![("GFS_FAILPOINTS", "append-reply-lost:30")]
+    });
     let c = patient(&master, Duration::from_secs(90)).await;
     c.create("/acks").await.unwrap();
     let mut writers = Vec::new();
@@ -1381,23 +1356,14 @@ async fn lost_acknowledgements_never_duplicate_a_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_commits_never_leave_an_acknowledged_record_on_one_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let mut master = MasterProc::start_with(
+    let master = MasterProc::start_with(
         &dir.path().join("master"),
         "127.0.0.1:0",
         &["--dead-after", "2s", "--max-clones", "0"],
     );
-    let env = [("GFS_FAILPOINTS", "commit-lost:15")];
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &env,
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let mut servers = Server::with_master_env(dir.path(), 3, &master.addr, |_| {
+        vec![("GFS_FAILPOINTS", "commit-lost:15")]
+    });
     let c = patient(&master, Duration::from_secs(60)).await;
     c.create("/wedged").await.unwrap();
     let mut writers = Vec::new();
@@ -1437,18 +1403,7 @@ async fn lost_commits_never_leave_an_acknowledged_record_on_one_copy() {
         })
         .collect();
     gfs_testkit::assert_clean(&seen.check_quorum(&h, &dirs, 2));
-    // Heal without the fault and with repair on, then check everything.
-    master.kill();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--dead-after", "2s"],
-    );
-    for s in &mut servers {
-        s.restarted(&master.addr);
-    }
-    let c = patient(&master, Duration::from_secs(90)).await;
-    check_promise(&c, "/wedged", &h, &mut servers).await;
+    healed_then_checked(master, dir.path(), &mut servers, "/wedged", &h).await;
 }
 
 /// A GET of `path` from the HTTP server at `addr`: the status code and the body.
@@ -1562,18 +1517,13 @@ async fn a_replica_whose_create_reply_was_lost_is_never_counted_without_the_appe
         &["--dead-after", "2s"],
     );
     // cs2 creates every chunk it is asked to, and the master never hears that it did.
-    let lost = [("GFS_FAILPOINTS", "create-reply-lost:100")];
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                if i == 2 { &lost[..] } else { &[] },
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let mut servers = Server::with_master_env(dir.path(), 3, &master.addr, |i| {
+        if i == 2 {
+            vec![("GFS_FAILPOINTS", "create-reply-lost:100")]
+        } else {
+            Vec::new()
+        }
+    });
     let c = patient(&master, Duration::from_secs(60)).await;
     registered(&c, 3).await;
     c.create("/u").await.unwrap();
@@ -1725,18 +1675,9 @@ async fn appends_during_a_relegation_never_end_on_one_copy() {
         "127.0.0.1:0",
         &["--dead-after", "2s", "--max-clones", "0"],
     );
-    let slow_primary = [("GFS_FAILPOINTS", "slow-primary-set-version")];
-    let mut servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start_with(
-                &dir.path().join(format!("cs{i}")),
-                &format!("cs{i}"),
-                None,
-                &slow_primary,
-                &["--master", &master.addr],
-            )
-        })
-        .collect();
+    let mut servers = Server::with_master_env(dir.path(), 3, &master.addr, |_| {
+        vec![("GFS_FAILPOINTS", "slow-primary-set-version")]
+    });
     let c = patient(&master, Duration::from_secs(60)).await;
     let path = "/relegated";
     c.create(path).await.unwrap();

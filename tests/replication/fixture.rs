@@ -36,13 +36,34 @@ impl Server {
     /// [`Server::with_master`] with `extra` command-line arguments for every server.
     #[allow(dead_code)] // not every test crate that includes the fixture starts a master
     pub fn with_master_args(dir: &Path, n: usize, master: &str, extra: &[&str]) -> Vec<Server> {
+        Self::with_master_env_args(dir, n, master, |_| Vec::new(), extra)
+    }
+
+    /// [`Server::with_master`] with `env(i)` as server `i`'s extra environment (failpoints).
+    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
+    pub fn with_master_env(
+        dir: &Path,
+        n: usize,
+        master: &str,
+        env: impl Fn(usize) -> Vec<(&'static str, &'static str)>,
+    ) -> Vec<Server> {
+        Self::with_master_env_args(dir, n, master, env, &[])
+    }
+
+    fn with_master_env_args(
+        dir: &Path,
+        n: usize,
+        master: &str,
+        env: impl Fn(usize) -> Vec<(&'static str, &'static str)>,
+        extra: &[&str],
+    ) -> Vec<Server> {
         (0..n)
             .map(|i| {
                 Server::start_with(
                     &dir.join(format!("cs{i}")),
                     &format!("cs{i}"),
                     None,
-                    &[],
+                    &env(i),
                     &[&["--master", master], extra].concat(),
                 )
             })

@@ -603,11 +603,7 @@ impl ChunkManager {
             };
             let me = Arc::clone(self);
             tokio::spawn(async move {
-                if catch_up {
-                    me.catch_up_sealed(handle, m, source, target).await;
-                } else {
-                    me.clone_one(handle, m, source, target).await;
-                }
+                me.clone_one(handle, m, source, target, catch_up).await;
                 me.cloning.lock().remove(&handle);
             });
         }
@@ -683,7 +679,7 @@ impl ChunkManager {
         tracing::info!(%handle, from = %full.id, to = %empty.id, "rebalancing");
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            me.clone_one(handle, m, full, empty).await;
+            me.clone_one(handle, m, full, empty, false).await;
             me.cloning.lock().remove(&handle);
         });
     }
@@ -706,53 +702,25 @@ impl ChunkManager {
         ChunkControlClient::new(channel).clone_chunk(req).await
     }
 
-    /// Extends `target`'s short replica of sealed `handle` from `source` to the sealed length
-    /// and seals it there; records it current.
-    async fn catch_up_sealed(
+    /// Copies `handle` from `source` to `target` and records the new replica; with
+    /// `catch_up`, extends `target`'s shorter replica at the version instead (sealing it at the
+    /// chunk's sealed length).
+    async fn clone_one(
         &self,
         handle: u64,
         m: ChunkMeta,
         source: ServerInfo,
         target: ServerInfo,
+        catch_up: bool,
     ) {
-        tracing::info!(%handle, from = %source.id, to = %target.id, "catching up a short replica of a sealed chunk");
-        let req = CloneChunkRequest {
-            handle,
-            version: m.version,
-            source: source.repl_addr.clone(),
-            sealed_length: m.sealed_length,
-            catch_up: true,
-        };
-        match self.copy(&target.repl_addr, req).await {
-            Ok(r) => {
-                let length = r.into_inner().length;
-                self.registry.lock().note_replica(
-                    &target.id,
-                    Replica {
-                        handle,
-                        version: m.version,
-                        length,
-                        sealed: true,
-                    },
-                );
-                tracing::info!(%handle, to = %target.id, length, "short replica caught up and sealed");
-            }
-            Err(e) => {
-                tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "catch-up failed; will retry");
-            }
-        }
-    }
-
-    /// Copies `handle` from `source` to `target` and records the new replica.
-    async fn clone_one(&self, handle: u64, m: ChunkMeta, source: ServerInfo, target: ServerInfo) {
         let started = Instant::now();
-        tracing::info!(%handle, from = %source.id, to = %target.id, "re-replicating");
+        tracing::info!(%handle, from = %source.id, to = %target.id, catch_up, "re-replicating");
         let req = CloneChunkRequest {
             handle,
             version: m.version,
             source: source.repl_addr.clone(),
             sealed_length: m.sealed_length,
-            catch_up: false,
+            catch_up,
         };
         let res = self.copy(&target.repl_addr, req).await;
         match res {
@@ -852,17 +820,22 @@ impl ChunkManager {
         }
     }
 
-    /// Sets `new_version` on each of `replicas`; returns those that took it, each with its
-    /// committed length once the new version is durable there. That length is final for the
-    /// old version: the replica is fenced, nothing commits at the old version there any more,
-    /// so an append that committed between an earlier length query and this call is seen
-    /// (finding 4).
+    /// Sets the version after `version` on each of `replicas`; returns it and the replicas
+    /// that took it, each with its committed length once the new version is durable there, or
+    /// `Unavailable` unless a quorum took it. That length is final for the old version: the
+    /// replica is fenced, nothing commits at the old version there any more, so an append that
+    /// committed between an earlier length query and this call is seen (finding 4).
     async fn fence(
         &self,
         handle: u64,
-        new_version: u64,
+        version: u64,
         replicas: Vec<ServerInfo>,
-    ) -> Vec<(ServerInfo, u64)> {
+    ) -> Result<(u64, Vec<(ServerInfo, u64)>), Status> {
+        let Some(new_version) = version.checked_add(1) else {
+            return Err(Status::internal(format!(
+                "chunk {handle}: version {version} overflows"
+            )));
+        };
         let asks = replicas.into_iter().map(|s| {
             let client = self.control(&s.repl_addr);
             async move {
@@ -880,11 +853,18 @@ impl ChunkManager {
                 }
             }
         });
-        futures::future::join_all(asks)
+        let fenced: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .collect()
+            .collect();
+        if fenced.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: only {} replicas took version {new_version}",
+                fenced.len()
+            )));
+        }
+        Ok((new_version, fenced))
     }
 
     /// Seals `handle` on the master's own decision, with no lease out (too few replicas hold
@@ -900,27 +880,9 @@ impl ChunkManager {
         version: u64,
         live: Vec<ServerInfo>,
     ) -> Result<u64, Status> {
-        let Some(new_version) = version.checked_add(1) else {
-            return Err(Status::internal(format!(
-                "chunk {handle}: version {version} overflows"
-            )));
-        };
-        let fenced = self.fence(handle, new_version, live).await;
-        if fenced.len() < self.cfg.quorum {
-            return Err(unavailable(format!(
-                "chunk {handle}: only {} replicas took version {new_version} to seal it",
-                fenced.len()
-            )));
-        }
-        let length = fenced.iter().map(|(_, l)| *l).max().unwrap_or(0);
-        let (at_max, behind): (Vec<_>, Vec<_>) =
-            fenced.into_iter().partition(|(_, l)| *l == length);
-        let longest = Longest {
-            answered: at_max.len() + behind.len(),
-            holders: at_max.into_iter().map(|(s, _)| s).collect(),
-            behind: behind.into_iter().map(|(s, _)| s).collect(),
-            length,
-        };
+        let (new_version, fenced) = self.fence(handle, version, live).await?;
+        let longest = Longest::of(fenced);
+        let length = longest.length;
         let mut holders = longest.holders.clone();
         holders.extend(self.catch_up(handle, new_version, &longest).await);
         self.meta
@@ -988,18 +950,7 @@ impl ChunkManager {
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease, Status> {
         // Every new lease bumps the version on the replicas, then in the log.
-        let Some(new_version) = version.checked_add(1) else {
-            return Err(Status::internal(format!(
-                "chunk {handle}: version {version} overflows"
-            )));
-        };
-        let bumped = self.fence(handle, new_version, replicas).await;
-        if bumped.len() < self.cfg.quorum {
-            return Err(unavailable(format!(
-                "chunk {handle}: only {} replicas took version {new_version}",
-                bumped.len()
-            )));
-        }
+        let (new_version, bumped) = self.fence(handle, version, replicas).await?;
         // Only replicas at the longest length continue; shorter ones catch up from one of
         // them at the new version, or are left out of the lease (I1, I2). The primary is the
         // first at the longest length in the caller's order (the current primary first), and
@@ -1804,19 +1755,11 @@ impl ChunkManager {
             .into_iter()
             .flatten()
             .collect();
-        let answered = answers.len();
-        let length = answers.iter().map(|(_, l)| *l).max().unwrap_or(0);
-        let (holders, behind): (Vec<_>, Vec<_>) =
-            answers.into_iter().partition(|(_, l)| *l == length);
-        for (s, l) in &behind {
-            tracing::warn!(%handle, replica = %s.id, length = l, longest = length, "replica behind the longest");
+        let longest = Longest::of(answers);
+        for s in &longest.behind {
+            tracing::warn!(%handle, replica = %s.id, longest = longest.length, "replica behind the longest");
         }
-        Longest {
-            holders: holders.into_iter().map(|(s, _)| s).collect(),
-            behind: behind.into_iter().map(|(s, _)| s).collect(),
-            answered,
-            length,
-        }
+        longest
     }
 
     /// Has each replica `longest` found behind copy the appends it lacks from a holder (with
@@ -1937,6 +1880,22 @@ struct Longest {
     answered: usize,
     /// The longest length.
     length: u64,
+}
+
+impl Longest {
+    /// Splits `answers` (a replica and its committed length) at the longest length.
+    fn of(answers: Vec<(ServerInfo, u64)>) -> Longest {
+        let answered = answers.len();
+        let length = answers.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        let (holders, behind): (Vec<_>, Vec<_>) =
+            answers.into_iter().partition(|(_, l)| *l == length);
+        Longest {
+            holders: holders.into_iter().map(|(s, _)| s).collect(),
+            behind: behind.into_iter().map(|(s, _)| s).collect(),
+            answered,
+            length,
+        }
+    }
 }
 
 /// A lease a chunkserver reports holding as primary when it registers.
