@@ -1,5 +1,24 @@
 //! The control plane (master -> chunkserver): a thin tonic service over the store and the
 //! coordinator.
+//!
+//! `SetVersion` and `DeleteChunk` revoke this server's lease on the chunk first; `SetVersion`
+//! answers the replica's committed length once the new version is durable (the master's fence:
+//! nothing commits at the old version here any more). `ReportChunks` may name the handles it
+//! wants (the master asks for one chunk's length before a lease).
+//!
+//! `CloneChunk` copies a chunk from a peer: it creates the replica, reads the source's
+//! `ReadChunk` stream (one message per committed append, checked against the source's CRCs by
+//! its read), stages and commits each append with its original op id (`CLONE_WINDOW`, 64
+//! commits in flight), seals at `sealed_length` if given, and deletes the partial replica on any
+//! failure. From a source whose op table was dropped (`op_forgotten`) the copy drops its own
+//! table, durably, before it seals, so it never answers a retry with "not here". A source that
+//! fails its checksums, or ends short of the sealed length, fails the copy with DATA_LOSS.
+//!
+//! With `catch_up` it extends the local replica instead: same version, not sealed; whatever is
+//! still staged for the chunk (leftovers of a dead primary) is dropped, and the source's appends
+//! from the local committed length are replayed with their op ids. A failure leaves a longer
+//! prefix, still a prefix. The bytes all copies receive keep to `clone_rate` together (`Throttle`:
+//! a burst of one second's worth; 0: no cap).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

@@ -1,9 +1,45 @@
 //! Starting and stopping a chunkserver: open the store, bind both listeners, serve until the
 //! shutdown token is cancelled, then drain and checkpoint.
 //!
-//! With a master configured it registers and heartbeats; each heartbeat interval sends the
-//! whole chunk report as a pass of bounded pieces (`gfs_proto::report`), and every client of
-//! the master's services here uses `gfs_proto::MAX_MESSAGE`.
+//! [`ChunkServer::start`] opens the store on a blocking thread, binds the data plane, the gRPC
+//! port and the HTTP port (port 0 picks a free one; the bound addresses are `data_addr`,
+//! `repl_addr`, `http_addr`) and serves `Replication` and `ChunkControl` on the gRPC port, with
+//! message limits of the largest record (a quarter chunk) plus 1 MiB, at least 4 MiB, and
+//! HTTP/2 windows of `gfs_replication::WINDOW`. The data plane refuses bodies over a quarter
+//! chunk plus 64 bytes (`max_frame`). An `op_retention` shorter than a client's op deadline
+//! plus a lease period (120 s at the defaults) is warned about at start. [`ChunkServer::stop`]
+//! cancels the token: the data plane drains (bounded by `write_timeout`), gRPC calls get
+//! `SHUTDOWN_GRACE` (10 s), then the store is dropped (the committer drains and checkpoints).
+//!
+//! # The master link
+//!
+//! With a master configured the server registers, listing every lease it holds, expired ones
+//! too (`RegisterRequest.leases`, with `reports_leases` set: the list is complete), so that a
+//! restarted master adopts them instead of waiting a lease period. Then it heartbeats every
+//! `heartbeat_interval` (the master's, told at registration) with its whole chunk report, the
+//! lagging replicas its coordinator saw, and the chunks it led that took an append within two
+//! intervals (`writing`: the master extends only those leases, so an idle one runs out), cut
+//! into pieces of at most `report_piece_bytes` (`gfs_proto::report`) sent back to back; a failed
+//! piece ends the pass. Each reply's lease extensions are applied first, so a long list of
+//! deletes never lets a lease lapse. Its deletes are skipped for a replica at or above
+//! `below_version` (the master may have decided on a report older than a bump) or that reached
+//! `unless_length`; the others run beside the heartbeats as one `ChunkStore::delete_many` batch
+//! per pass (one WAL fsync and one directory fsync); while a batch runs, the deletes of later
+//! replies are left to a reply after it (the master asks again while the replica is reported).
+//! `reregister` in a reply (the master restarted) makes the server register again at once, not
+//! an interval later. Every client of the master's services here uses `gfs_proto::MAX_MESSAGE`.
+//!
+//! Lost disks: before each heartbeat the server checks that its data directory is still the one
+//! its store opened (`ChunkStore::check_disk`: the `LOCK` file's device and inode). If it was
+//! removed or replaced (a dead or swapped disk, an `rm -rf`), the store is lost for good (it
+//! lists, serves and accepts nothing), the heartbeat says `disk_lost` with an empty report, and
+//! the master stops placing replicas here and re-replicates what it held.
+//!
+//! Reporters: the coordinator's seal listener sends `ReportSealed` (`seal_reporter`); a read or
+//! a scrub that fails a checksum sends `ReportCorrupt { id, handle, block }` in the background
+//! (`corrupt_reporter`), while the reader is told `ChecksumMismatch` and tries another replica.
+//! The scrubber (`scrub_every`, only with a master) verifies one chunk without a live lease here
+//! per tick, round robin (`ChunkStore::scrub_one`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

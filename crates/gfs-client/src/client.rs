@@ -1,5 +1,41 @@
 //! The client handle: namespace calls to the master, record appends, chunk locations and reads.
 //! Chunk locations come a page of `GetChunks` at a time; `refresh` fetches every page.
+//!
+//! [`Client::connect`] and [`Client::connect_with`] fail at once if the master is not
+//! reachable; [`Client::connect_lazy`] connects on first use. Either way an unreachable master
+//! (down, restarting) is a transient failure like any other for the calls that retry (record
+//! appends, [`Writer`], [`Reader`], [`Client::ensure_file`]): they back off and ask again until
+//! `op_deadline`; plain namespace calls fail at once. Locations are cached for `cache_ttl`.
+//!
+//! # Record appends ([`Client::append`])
+//!
+//! One random op id serves every retry. The lease of the file's last chunk is cached per client
+//! (used while it has more than a second to run; dropped on any error, and by a delete or a
+//! rename), else asked of the master (`AppendChunk`). `ChunkFull` asks again (the master has
+//! the seal). Retriable errors (transport, Busy, NotPrimary, LeaseExpired, StaleVersion,
+//! NotFound, QuorumNotReached) back off and ask again until `op_deadline` (`GaveUp`). The
+//! primary's local `NotStaged`, `Hole` and `Overlap` reach the client as `Unavailable`
+//! (retriable, same op id).
+//!
+//! Every chunk an attempt reached without a definite answer stays uncertain. Before the op goes
+//! to another chunk, each uncertain chunk's replicas (those the attempt reached, primary first,
+//! then those the master lists now) are asked (`resolve`): an offset ends the append, `ChunkFull`
+//! (sealed there without the op) clears that chunk, anything else keeps it and the client
+//! waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
+//! `OpRetentionExpired` from an uncertain chunk (on the APPEND, or in `resolve` when no other
+//! replica of it still knows) ends the append with `OutcomeUnknown` (at most once, sent nowhere
+//! else); from a chunk no earlier attempt left uncertain it counts as `ChunkFull` (the op cannot
+//! be there). Either needs an append retrying for longer than the op retention (10 minutes).
+//!
+//! # Reads
+//!
+//! A chunk's length is its sealed length, else the longest committed length that
+//! `length_quorum` of its replicas report ([`Client::chunk_length`]; with fewer answers it asks
+//! the master again and waits). Replicas on this host come first, the rest shuffled; a replica
+//! that fails, is stale, short or corrupt (`ChecksumMismatch`, logged) is skipped, and when none
+//! serves the locations are asked again once. A read request asks for at most `read_piece` and
+//! a quarter chunk (what a chunkserver sends in one frame). [`Client::read`] stays within the
+//! chunk holding its offset.
 
 use std::collections::HashMap;
 use std::sync::Arc;

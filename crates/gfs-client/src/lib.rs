@@ -17,8 +17,11 @@
 //! - [`Writer`] streams one writer's bytes into a file, filling chunks exactly (`put`).
 //! - [`Reader`] and [`Client::read`] read from the nearest replica and fail over.
 //!
-//! File offsets have a fixed stride: `chunk index × chunk size + offset in the chunk`; a chunk
-//! sealed short (record appends that did not fit) has padding that sequential reads skip.
+//! File offsets are logical (invariant I3): a chunk starts in its file at the sum of the sealed
+//! lengths of the chunks before it, and every chunk but the last is sealed before the next one
+//! is handed out, so the offset an append returns is final and is the record's position in what
+//! a [`Reader`] returns. A chunk sealed short (a record that did not fit) has padding, which
+//! takes no offsets and is never returned.
 
 mod client;
 mod config;

@@ -1,4 +1,7 @@
 //! The streaming reader: a file's bytes in order, several reads in flight, padding skipped.
+//!
+//! It learns the chunks' lengths first (as [`crate::Client::chunk_length`] does), then keeps
+//! `in_flight` reads of `read_piece` bytes going ahead of the consumer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -1,5 +1,6 @@
 //! The streaming writer: one writer fills a file's chunks exactly, several appends in flight.
 //!
+//! Pieces are `min(write_piece, chunk/4, room left in the chunk)` bytes, `in_flight` at once.
 //! Every piece is an `APPEND_AT` at the offset the writer expects, so pieces in flight land in
 //! the order they were sent or not at all. A piece that fills its chunk makes the primary seal
 //! it; the writer then drains and asks the master for the next chunk. When a piece fails, the

@@ -3,7 +3,9 @@
 //!
 //! Decoding never assumes a read returns a whole frame: the header is checked once its 16 bytes
 //! are buffered, the body is split off only once all of it is buffered, and in between the codec
-//! returns `Ok(None)` after reserving the room the frame still needs.
+//! returns `Ok(None)` after reserving the room the frame still needs. At end of stream, bytes
+//! left in the buffer (a frame cut off) are an error, as tokio-util's default `decode_eof`
+//! makes them; an end between frames is a clean end.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};

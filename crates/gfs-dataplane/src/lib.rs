@@ -43,6 +43,11 @@
 //! connection. Bad magic/version/unknown kind/short body: `ERROR BadRequest` (request_id 0 if the
 //! header itself is unusable, i.e. bad magic or version) and close. The server keeps serving
 //! every other connection.
+//!
+//! A READ body is exactly 28 bytes. A READ at an offset past the committed length answers
+//! `OutOfRange` carrying the committed length, so clients probe a chunk's length with offset
+//! `u64::MAX` and length 0. [`DataError::is_retriable`] says which errors a client retries
+//! (Busy, Timeout, Unavailable, QuorumNotReached, LeaseExpired, NotPrimary, transport errors).
 
 pub mod client;
 pub mod codec;

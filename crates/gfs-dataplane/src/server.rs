@@ -7,6 +7,11 @@
 //! by a bounded channel. The writer ends once every request task has dropped its sender, so a
 //! connection that stops reading (peer EOF, idle timeout, protocol error, shutdown) still
 //! delivers the replies of the requests it already accepted.
+//!
+//! Limits ([`ServerConfig`]): past `max_connections` a new connection gets `Unavailable` (request
+//! id 0) and is closed; `max_in_flight` per connection pushes back; `idle_timeout` closes a
+//! connection only while nothing is in flight; `write_timeout` bounds each reply's write and the
+//! drain of in-flight requests at shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;

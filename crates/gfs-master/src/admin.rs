@@ -1,5 +1,18 @@
 //! What operators ask of the master: the cluster report, fsck, decommissioning. An fsck reply
 //! lists unhealthy files and chunks within `gfs_proto::PAGE_BYTES` and counts the rest.
+//!
+//! The report is everything operators see (the status page, `/metrics` gauges, `gfs admin
+//! report`): one pass over the namespace for the counts, and one over the servers' reports for
+//! chunk health, not one per chunk; `warming_up` during the first `dead_after` after the start.
+//! `/health` uses [`ChunkManager::liveness`] instead, which makes no pass at all.
+//!
+//! Decommissioning marks a server draining (or, cancelled, not any more) and writes the
+//! draining set to `<data_dir>/draining` (one id per line; temporary file, fsync, rename,
+//! directory fsync), restored at start, so a restarted master keeps draining. A draining server
+//! takes no new replica (placement, copies and rebalancing skip it); its replicas are still read
+//! and used as copy sources but do not count toward the goal, so re-replication copies its
+//! chunks elsewhere, and the extra-replica rule leaves them alone. The reply is how many of its
+//! chunks still lack the goal elsewhere; at 0 it is `drained` (an event) and safe to stop.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

@@ -1,9 +1,12 @@
-//! Chunk allocation and leases.
+//! Chunk allocation, leases and versions, seals, re-replication, rebalancing, and the deletes
+//! the master asks of chunkservers.
 //!
-//! Allocation: `replication` live servers (least used first, spread across racks), the chunk
-//! created on each (at least a quorum must succeed), then `AddChunk` logged, naming the first
-//! of them as the primary of the chunk's first lease. Orphans of a failed allocation are
-//! collected later by garbage collection.
+//! # Allocation
+//!
+//! `replication` live servers (least used first, spread across racks), a random non-zero
+//! handle, the chunk created on each (at least a quorum must succeed), then `AddChunk` logged,
+//! naming the first of them as the primary of the chunk's first lease. Orphans of a failed
+//! allocation are collected later by garbage collection.
 //!
 //! The first lease is granted at the creation version (1), without a bump (a `SetVersion`
 //! round, an fsync on every replica, would sit on the path of every small file), so it must
@@ -20,29 +23,155 @@
 //! lease (a small file's chunk is often never written again); a membership made right at the
 //! source needs neither.
 //!
-//! Leases: one primary per chunk. A new lease needs a quorum of live replicas at the master's
-//! version; it bumps the version on those replicas first, then logs it with the primary it
-//! chose (a crash in between leaves replicas ahead of the log, and the master adopts the higher
-//! version it sees in heartbeats, naming no primary: no lease was granted at it), then grants
-//! the lease to that replica with the others as secondaries. Every grant thus follows a
-//! durable record naming its version and primary, so after a restart the only lease that can
-//! still be in force on a chunk is the one at its logged version held by its logged primary.
+//! # Leases
 //!
-//! After a restart: each chunkserver lists the leases it holds when it registers
-//! (`adopt_leases`). The one the log names is adopted as it is (no bump, extended by
-//! heartbeats); any other unexpired one is waited out; and the server counts as reported, so
-//! its other chunks can be leased at once. A chunk whose logged primary has not reported (or
-//! is unknown) gets no lease until one lease period after this process started, by its own
-//! clock (`append_chunk`): never two primaries at once (I5).
+//! One primary per chunk. `append_chunk` hands out the current lease again while its primary is
+//! alive and it has more than a second to run; an unexpired lease of a dead primary, or a
+//! doomed one, is waited out (UNAVAILABLE; [`lease_decision`]). A new lease needs a quorum of
+//! live replicas at the master's version. The master asks each live holder for its committed
+//! length (`ReportChunks` naming just that chunk), those reported lagging too: every replica at
+//! one version holds a prefix of one sequence of appends, so the ones behind first catch up
+//! from a holder of the longest (`CloneChunk` with `catch_up`, within `clone_timeout` on a
+//! channel of its own); the chunkserver drops what is still staged for the chunk (leftovers of
+//! a dead primary) and replays the source's appends from its own length. Those that reach the
+//! longest length count; the others go stale. So a chunk with one replica at the longest length
+//! and one behind continues instead of being sealed short.
 //!
-//! Invariants (ARCHITECTURE.md): a replica counts as current only at the chunk's version and,
-//! once sealed, exactly its sealed length (`Want`, I1); every chunk but a file's last is sealed
-//! before the next is allocated, so a lease names where its chunk starts in the file and
-//! offsets are final (I3); a last chunk without a quorum of live replicas is waited for, never
-//! skipped.
+//! The bump (`bump_and_grant`) sets the next version on those replicas first (`fence`): each
+//! answers its committed length once the new version is durable there, so it is fenced and
+//! that length is final for the old version (finding 4: an append committed between a length
+//! query and the bump is never left on one replica). Only the replicas at the longest of those
+//! lengths continue; shorter ones catch up at the new version or are left out of the lease.
+//! Then the version is logged with the primary chosen (`SetVersionOp.primary`: the first at the
+//! longest length, in the caller's order), and the lease is granted to it with the others as
+//! secondaries. A crash between the bump and the log leaves replicas one version ahead of the
+//! log, and the master adopts that version from their reports, naming no primary: no lease was
+//! granted at it (`adopt_reports`; a report further ahead is ignored). Every grant thus follows
+//! a durable record naming its version and primary (`ChunkMeta::primary`, 0 when unknown), so
+//! after a restart the only lease that can still be in force on a chunk is the one at its
+//! logged version held by its logged primary.
 //!
-//! Listing: `get_chunks` answers one page of a file's chunks (at most [`GET_CHUNKS_PAGE`] and
-//! `gfs_proto::PAGE_BYTES`), each chunk's file offset counted over the whole file.
+//! Heartbeats extend only the leases whose primary reports the chunk `writing` (an append
+//! within two heartbeat intervals), so an idle lease runs out and the chunk can be copied or
+//! moved.
+//!
+//! # After a restart (I5)
+//!
+//! Each chunkserver lists the leases it holds when it registers (`HeldLease`: handle, version,
+//! expiry, secondaries' replication addresses; `reports_leases` says the list is complete).
+//! Under each chunk's decision lock (`adopt_leases`), a reported lease at the chunk's logged
+//! version, naming the reporting server as logged primary, unexpired, on an unsealed chunk, is
+//! adopted as it is (handed out again, extended by heartbeats, no bump; secondaries not
+//! registered yet are filled in when they are); any other unexpired one is entered doomed
+//! (waited out, never extended nor handed out); a lease this process already decided on is left
+//! alone. Then the server counts as reported, so its other chunks can be leased at once. A chunk
+//! this process did not allocate, whose logged primary has not reported (it has not registered,
+//! is an older server, or is unknown), gets no lease until one lease period after this process
+//! started, by its own monotonic clock: no skew to allow for (`append_chunk`). Only the master
+//! grants leases and this one grants none on a server's logged chunks before that server's
+//! report, so a report cannot miss one: never two primaries at once.
+//!
+//! # Lagging replicas
+//!
+//! A primary's heartbeat lists the secondaries that missed a phase. A new report triggers an
+//! immediate bump ([`ChunkManager::relegate_lagging`]): the good replicas (live, at the version,
+//! not reported lagging), the primary first so that it keeps the lease, go to the next version
+//! and the lease is granted again at it; the lagging one is stale from then on. Reports are
+//! kept per `(chunk, replication address)` with the lease version they were made at (a fresh
+//! copy at that address after the bump is good again); a failed relegation forgets them, so the
+//! primary's next report retries it. When the good replicas fall below a quorum the lease is
+//! marked doomed: no longer extended nor handed out, so it runs out first.
+//!
+//! # Chunks that cannot continue
+//!
+//! When a new lease is needed and fewer than a quorum of replicas hold the longest prefix: if a
+//! quorum answered, the longest length is final (any quorum includes a replica with every
+//! acknowledged append) and the master seals the chunk there on its own, fenced first
+//! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
+//! them reports after it, those behind caught up, the version and the seal logged, then the
+//! replicas sealed; `append_chunk` then allocates the next chunk. If fewer than a quorum answer,
+//! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum returns (or
+//! re-replication restores one). Chunks abandoned unsealed by older versions (`unsettled`:
+//! unsealed chunks that are not last in their file, found in the log at start) are fenced and
+//! sealed the same way by [`ChunkManager::settle`], every heartbeat interval, once a quorum
+//! reports again; until then `append_chunk` on their file answers UNAVAILABLE.
+//!
+//! # Re-replication ([`ChunkManager::rereplicate`], every heartbeat interval)
+//!
+//! Nothing happens in the first `dead_after` after the start, until every server has had time
+//! to report (no false "lost" alarm, no needless copy; like HDFS's safe mode). One pass over the
+//! chunk map joined with the registry's reports (`Registry::holder_counts`: counts only, in
+//! `ChunkMap`s with the foldhash hasher; a chosen chunk's sources are looked up then) finds the
+//! chunks with fewer live current replicas than `replication`, replicas on draining servers not
+//! counted. Repair order: live files before those under `/.trash`, then fewest current
+//! replicas, then chunks a client asked for (`get_chunks`) while they were below the goal within
+//! the last 60 s (`wanted`, at most 65,536 remembered: the paper's boost for chunks blocking
+//! client progress), then handle. A chunk being written (unsealed, with a live, non-doomed
+//! lease) waits until its lease runs out.
+//!
+//! Each copy has a source among the live current holders (draining ones included) and a
+//! target: a server holding the sealed chunk short at its version (`Registry::short_of`, a
+//! prefix) catches up first, else `Registry::place_new` picks a live server holding no replica
+//! of the chunk, least used, on a new rack if it can. At most `max_clones` copies run in the
+//! cluster and two per server, as source or target (0 turns it off). The target gets
+//! `CloneChunk { handle, version, source, sealed_length }` within `clone_timeout`, on a channel
+//! of its own (the shared ones cut every call at `rpc_timeout`), and the master then notes the
+//! new replica. A copy that fails with DATA_LOSS (the source failed its checksums, or ended
+//! short of the sealed length) marks the source corrupt, and a later pass copies from another
+//! holder. A chunk with no live current replica is logged as lost (an event; found again when
+//! one returns), and `get_chunks` lists no replica for it.
+//!
+//! Known limit: the pass scans the whole chunk map every heartbeat interval, most of it inside
+//! the registry lock (482 ms at 1,000,000 chunks; `BENCHMARKS.md`). Past a few hundred thousand
+//! chunks it should be driven by events (a server dies, a report changes) with a slow full
+//! sweep behind.
+//!
+//! # Rebalancing ([`ChunkManager::rebalance`], after each re-replication pass)
+//!
+//! Only when the last pass found every chunk at its goal, no copy is running, `max_clones` is
+//! not 0 and `rebalance_threshold` (0.1) is positive. If the live servers' shares of capacity
+//! (`used_bytes / capacity_bytes` from heartbeats) differ by more than the threshold, one sealed
+//! chunk on the fullest server that the emptiest lacks, at its goal, and whose move would not
+//! leave the full one emptier than the empty one (no ping-pong), is copied there. The chunk then
+//! has one replica too many, and the extra-replica rule below drops the one on the server using
+//! the largest share: copy first, delete after, never below the goal.
+//!
+//! # Deletes in heartbeat replies ([`ChunkManager::to_delete`])
+//!
+//! A reply carries at most `MAX_DELETES_PER_REPLY` (1,024) deletes, the rest going with later
+//! replies, each a `ChunkDelete { handle, below_version, unless_length }`: the server skips it
+//! when its replica is at or above `below_version` (the report may predate a bump), or reached
+//! `unless_length` (the sealed length) since its report.
+//! - Orphans: chunks unknown to the master for `orphan_grace` (never one being allocated:
+//!   allocation creates replicas before it logs), and at once the chunks of files purged from
+//!   the trash.
+//! - Stale replicas (an older version, or at the version but not at a sealed chunk's length),
+//!   once a quorum of current live replicas elsewhere is at least as long (I2): a stale replica
+//!   is never served nor copied, and would keep re-replication off its server.
+//! - Corrupt replicas (reported by a read, the scrubber or a failed copy), once a quorum of good
+//!   live replicas lives elsewhere (`below_version` = `u64::MAX`), so that the server can take a
+//!   fresh copy.
+//! - Extra replicas past `replication` (a rebalancing move, a copy that finished after a master
+//!   restart, a server back after its chunks were copied): the holder using the largest share of
+//!   its capacity (then the greatest id) drops its replica, never the primary of a live lease;
+//!   replicas on draining servers stay and do not count. The master forgets that replica at once
+//!   (`Registry::forget_replica`), so another holder's heartbeat before the next report cannot
+//!   also see one too many and drop a second (shares of capacity change as copies land).
+//!
+//! # Invariants (ARCHITECTURE.md)
+//!
+//! A replica counts as current only at the chunk's version and, once sealed, exactly its sealed
+//! length (`Want`, I1); every chunk but a file's last is sealed before the next is allocated, so
+//! a lease names where its chunk starts in the file and offsets are final (I3); a last chunk
+//! without a quorum of live replicas is waited for, never skipped.
+//!
+//! # Listing
+//!
+//! `get_chunks` answers one page of a file's chunks (at most [`GET_CHUNKS_PAGE`] and
+//! `gfs_proto::PAGE_BYTES`), each chunk with its index, its live current replicas and its file
+//! offset counted over the whole file (earlier pages' chunks included); an unsealed chunk also
+//! says how many replicas a reader must hear for its length (`length_quorum`: replicas −
+//! quorum + 1).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -1256,7 +1385,7 @@ impl ChunkManager {
     /// longer than `orphan_grace` (never one being allocated), replicas of purged files, stale
     /// versions of chunks with a quorum of current live replicas elsewhere (a stale replica is
     /// never served nor copied, and would block a new copy on its server), corrupt replicas
-    /// once the full set is good, and extra replicas past the goal.
+    /// once a quorum of good ones lives elsewhere, and extra replicas past the goal.
     pub async fn to_delete(
         &self,
         server: &str,

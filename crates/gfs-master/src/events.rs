@@ -1,4 +1,8 @@
 //! Recent cluster events (a server died, a chunk was lost or repaired), kept for operators.
+//!
+//! The newest [`KEEP`] (200), in the registry, shown by the status page and `gfs admin report`.
+//! Kinds: `server-dead`, `server-back`, `chunk-lost`, `chunk-found`, `repaired`, `corrupt`,
+//! `draining`, `recommissioned`, `drained`.
 
 use std::collections::VecDeque;
 

@@ -4,8 +4,15 @@
 //! beneath it.
 //!
 //! Locks are taken in one global order (depth first, then bytewise), so no two operations can
-//! wait on each other in a cycle. Entries exist only while someone holds or waits for them: the
-//! table stays as small as the set of paths in use.
+//! wait on each other in a cycle. Entries exist only while someone holds or waits for them (a
+//! cancelled request removes its own): the table stays as small as the set of paths in use.
+//! The root is never locked.
+//!
+//! A lock is held across the whole operation, chunkserver RPCs and the log fsync included, so
+//! two appenders of one new file get one chunk. Lease decisions (a new lease, the relegation of
+//! lagging replicas, a seal) take a per-chunk lock as well (a [`LockTable`] of handles in the
+//! chunk manager), always after any path lock. The in-memory apply itself is one short critical
+//! section inside `MetaStore`; the log's fsync is what batches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;

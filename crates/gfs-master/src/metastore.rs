@@ -10,8 +10,13 @@
 //! Every `checkpoint_every` records the committer writes the whole state aside
 //! (`checkpoint-<seq>.tmp`, fsync, rename, fsync the directory), starts a new log segment, and
 //! removes older segments and checkpoints. Recovery = newest checkpoint + replay of the records
-//! after it. A torn tail of the last segment is cut with a warning; a damaged record anywhere
-//! else is a startup error naming the file and offset.
+//! after it, in order (a gap in sequence numbers is an error). A torn tail of the last segment
+//! is cut with a warning; a damaged record anywhere else is a startup error naming the file and
+//! offset. Chunk locations are never persisted: heartbeats rebuild them.
+//!
+//! The data directory holds the log segments (`log-<first seq, 20 digits>`), the checkpoints
+//! (`checkpoint-<seq, 20 digits>`; formats in `record.rs`), `LOCK` (a `flock`: one master per
+//! directory) and `draining` (the servers being decommissioned, kept by `admin.rs`).
 //!
 //! A checkpoint holds exactly the state at the last *durable* record. Since mutations are
 //! applied before their record is written, the in-memory state runs ahead of the log by the

@@ -10,7 +10,19 @@
 //! has not heartbeated for `dead_after` is dead: its replicas stop counting as locations. A
 //! replica reported at a version older than the master's is stale: never a location, and
 //! so is one at the version that ends short of (or past) a sealed chunk's length (I1: the
-//! master counts as current only replicas it knows hold the same bytes).
+//! master counts as current only replicas it knows hold the same bytes). Locations are the live
+//! current replicas ([`Want::admits`]); a report at a newer version than the log is adopted by
+//! the chunk manager (a crash between a bump and its log record).
+//!
+//! A replica reported failing its checksums (`ReportCorrupt` from a read or the scrubber, or a
+//! copy that failed with DATA_LOSS) is marked corrupt: it stays out of the locations and the
+//! holder counts for as long as its server reports it, and no copy is placed there. Placement
+//! ([`Registry::place`] for a new chunk, [`Registry::place_new`] for a copy) takes live servers
+//! that have not lost their disk and are not draining, least used share of capacity first, a
+//! rack not yet used before one already used. Draining servers (an operator's decommission,
+//! restored at start) keep serving their replicas and are copy sources, but their replicas do
+//! not count toward the goal. The registry also keeps the recent events for operators
+//! (`events.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -137,7 +149,7 @@ struct Server {
     /// toward the goal (they are copied elsewhere), though they are still read and copied.
     draining: bool,
     /// Replicas this server reported failing their checksums: never listed, never counted,
-    /// deleted once the chunk has its full set elsewhere.
+    /// deleted once a quorum of good replicas of the chunk lives elsewhere.
     corrupt: HashSet<u64>,
 }
 

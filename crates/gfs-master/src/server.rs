@@ -1,4 +1,10 @@
 //! The master process: configuration, wiring, background work, shutdown.
+//!
+//! [`Master::start`] recovers the metadata, restores the draining set, binds the gRPC and HTTP
+//! listeners, and serves `Master`, `MasterControl` and `Admin` on one port with message limits
+//! of `gfs_proto::MAX_MESSAGE`. One background loop runs every `heartbeat_interval`: mark silent
+//! servers dead, settle abandoned chunks, re-replicate, rebalance, purge the trash.
+//! [`Master::wait`] flushes and checkpoints the log once serving stops.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,19 @@
 //! The master's gRPC services: thin conversions between the wire and [`MetaStore`] /
-//! [`Registry`]. `Master` is client-facing; `MasterControl` serves chunkservers.
+//! [`Registry`]. `Master` is client-facing; `MasterControl` serves chunkservers; `Admin`
+//! serves operators.
+//!
+//! Errors are gRPC codes ([`status`]): INVALID_ARGUMENT (a bad path, naming the problem),
+//! NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (not a directory, directory not empty, rename
+//! into itself), UNAVAILABLE (not enough live servers, a lease to wait out, the log failed:
+//! retry). Every namespace call takes its path locks (`locks.rs`) for the whole operation:
+//! write for mkdir, create, delete, both ends of a rename and `AppendChunk` (it may allocate);
+//! read for stat, list and `GetChunks`.
+//!
+//! A heartbeat from an unregistered server is answered `reregister` and nothing in it is
+//! believed. Otherwise, per piece: versions and seals the log missed are adopted from the
+//! report, the replicas to delete are chosen, new lagging reports start a relegation (in the
+//! background), the piece is recorded (a completed pass drops what it no longer names), and the
+//! leases the server reports `writing` are extended.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -2,6 +2,15 @@
 //! (hidden from listings of `/`), where it can be moved back out until `retention` has passed;
 //! then a background pass deletes it for good, and the servers drop its chunks on their next
 //! heartbeat.
+//!
+//! [`Trash::delete`] first refuses what a delete would refuse (not found, the root, a non-empty
+//! directory without `recursive`), then logs `Mkdir /.trash` (if missing), the `Mkdir` of a
+//! slot `/.trash/<ms, 13 digits>-<8 hex>` and the `Rename` of the entry to `<slot>/<name>`,
+//! holding the path locks of the entry and the slot. `List /` hides `/.trash`; moving an entry
+//! back out undeletes it. Every heartbeat interval [`Trash::purge`] deletes the slots older than
+//! the retention for good (a recursive `Delete`, under the slot's lock), as a delete inside the
+//! trash does at once; their chunks go to the chunk manager's purged set, and a server that
+//! reports one is told to delete it on that heartbeat, not after `orphan_grace`.
 
 use std::sync::Arc;
 use std::time::Duration;

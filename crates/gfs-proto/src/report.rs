@@ -4,9 +4,10 @@
 //! A chunkserver builds one full heartbeat (its whole report, lagging replicas and `writing`
 //! list) and [`heartbeat_pieces`] cuts it into heartbeats of at most a byte budget, which it
 //! sends back to back. Every piece carries the header fields (id, used bytes, disk lost) and
-//! the pass's `report_id`; `piece` numbers them from 0 and `more` is false on the last. The
-//! master drops replicas a server no longer reports only when a whole pass reached it in
-//! order (gfs-master's `Registry::report_piece`).
+//! the pass's `report_id`; `piece` numbers them from 0 and `more` is false on the last. A
+//! server that sends its whole report in one heartbeat leaves all three at 0, which reads as a
+//! whole pass of one piece. The master drops replicas a server no longer reports only when a
+//! whole pass reached it in order (gfs-master's `Registry::heartbeat_piece`).
 
 use prost::Message;
 use prost::encoding::{encoded_len_varint, key_len, message};

@@ -1,5 +1,17 @@
 //! What every gRPC server of gfs-rs shares for operators: a tower layer giving each RPC a
-//! tracing span and Prometheus metrics, and the text exposition of a metrics registry.
+//! tracing span and Prometheus metrics, the operators' HTTP server, and the text exposition of
+//! a metrics registry.
+//!
+//! - [`RpcLayer`]: both gRPC servers install it (`Server::builder().layer(..)`). It opens an
+//!   `rpc` span (field `method`, "Service/Method") around each call and counts the call in a
+//!   [`RequestMetrics`]: `<prefix>_requests_total{op,outcome}` and
+//!   `<prefix>_duration_seconds{op}`; a reply with a non-zero `grpc-status` header (a unary
+//!   error) counts as `outcome="error"`.
+//! - [`serve_http`]: the status page, `/metrics` and `/health` (axum routers) over hyper
+//!   HTTP/1.1, one listener per server, stopped with the server. It is not `axum::serve`,
+//!   which sets no header-read timeout, so a silent client could hold a connection forever.
+//! - [`encode`]: a registry in the Prometheus text format. Each server has a registry of its
+//!   own (no global recorder), so servers sharing a process, as in the tests, do not mix.
 
 use std::task::{Context, Poll};
 use std::time::Instant;

@@ -3,8 +3,15 @@
 //! A primary opens one `Replicate` session per secondary. PREPARE stages exactly the announced
 //! number of bytes (for the current version, at an offset past committed and staged data) and is
 //! answered in order; COMMIT applies in offset order through the store's group commit and is
-//! answered when durable (COMMITs run concurrently, bounded per session); ABORT drops. SEAL
-//! agrees on the final length; READCHUNK streams committed bytes.
+//! answered when durable (COMMITs run concurrently, bounded per session); ABORT drops. Sessions
+//! end on the shutdown token.
+//!
+//! SEAL waits briefly for the last COMMITs, then seals only at exactly the primary's length; a
+//! replica that ends short drops what it staged and answers `short` with its length, so the
+//! primary can send it what it lacks; one that ends past it stays unsealed. READCHUNK streams
+//! one message per committed append, with its op id, checked against the CRCs by the read; a
+//! replica whose op table was dropped sends pieces of at most 1 MiB with stand-in op ids, marked
+//! `op_forgotten`, and the copy drops its own table too.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,7 +1,9 @@
 //! Replication-plane clients: per peer address, one lazily connected gRPC channel and one
 //! long-lived `Replicate` session carrying id-tagged PREPARE / COMMIT / ABORT messages. Every
 //! call is bounded by a deadline; a broken session fails its calls at once and is replaced by
-//! the next call.
+//! the next call. A request carries an id and its reply echoes it; dropping the pool ends the
+//! sessions. HTTP/2 windows are [`WINDOW`] (16 MiB) on both ends, so one stream carries large
+//! records.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,6 +8,61 @@
 //! lagging. Failed appends roll the next offset back; appends staged after a failed one cannot
 //! commit over the hole (the store refuses them), so they fail too and nothing is acknowledged
 //! out of order.
+//!
+//! # One append, step by step ([`Coordinator::append`])
+//!
+//! 1. The record is at most a quarter of a chunk (`RecordTooLarge`) and not empty
+//!    (`EmptyRecord`, BadRequest on the data plane: it would take an op-table entry and no
+//!    byte). Then the op table, before any lease check (I4). An op committed here (at another
+//!    length: `OpMismatch`) has, with a lease, its COMMIT sent again to the secondaries
+//!    (idempotent there, and it finishes a still-staged one) and its first offset returned once
+//!    a quorum holds it; without a lease, on a chunk sealed here, its offset. A chunk sealed
+//!    here without the op answers `ChunkFull`, whatever version or lease the caller names (the
+//!    table is final once sealed). A chunk sealed here longer than `op_retention` ago has
+//!    dropped its table: every op gets `OpRetentionExpired` (not retriable), never `ChunkFull`.
+//! 2. The lease is held (`NotPrimary`), at the caller's version (`StaleVersion`), not expired
+//!    (`LeaseExpired`).
+//! 3. Under the lease lock the next offset is assigned and the bytes are staged locally, so
+//!    staging order is assignment order. A record that does not fit seals the chunk (below) and
+//!    gets `ChunkFull`. A positioned append (`at`, APPEND_AT) ahead of the next offset waits up
+//!    to `prepare_timeout` for its predecessors (a writer's requests run as separate tasks and
+//!    may arrive out of order); one behind it, or at the deadline, gets `OffsetMismatch`. If an
+//!    append was rolled back under later ones that then committed, the next offset first moves
+//!    up to the committed length.
+//! 4. PREPARE goes to every secondary at once ([`call_quorum`], deadline `prepare_timeout`).
+//!    Fewer than quorum − 1 READY: ABORT locally and on the READY ones (late READYs are aborted
+//!    too), `QuorumNotReached { got, need }`, and the next offset rolls back.
+//! 5. COMMIT locally and to the READY secondaries; a secondary still preparing gets its COMMIT
+//!    as soon as its PREPARE lands, and counts too ([`await_quorum`], deadline
+//!    `commit_timeout`). The client gets the offset only once the primary and quorum − 1
+//!    secondaries are durable; the quorum-commit watermark ([`Coordinator::read_limit`]) moves
+//!    to the append's end.
+//! 6. Every secondary that failed or missed a deadline in any phase is recorded in
+//!    [`Coordinator::lagging`]. The chunkserver reports it to the master (heartbeats and
+//!    `ReportChunks`), which bumps the version past it, so it goes stale. A new lease at a new
+//!    version (or with new secondaries), or the lease's revocation, clears the chunk's set.
+//!
+//! # Sealing
+//!
+//! An append that fills the chunk exactly seals it before its reply. The first append that does
+//! not fit marks the lease sealing (nothing more is assigned) and waits, up to `seal_wait`, for
+//! the appends in flight; the committed length is then final here. `Seal(length)` goes to the
+//! secondaries first: each waits briefly for its last COMMITs, then seals only at exactly that
+//! length (`ChunkStore::seal_exactly`); one that ends short (it missed COMMITs) drops what it
+//! has staged and says where it ends, and the primary sends it the committed appends it lacks
+//! (PREPARE and COMMIT in windows, original op ids) and seals it again. Once a quorum of
+//! secondaries sealed, the primary seals itself, then waits up to `SEAL_GRACE` (2 s) for the
+//! other secondaries. No replica is ever sealed at a length its primary did not seal at, and a
+//! length a replica is sealed at is one a quorum holds. The appender that found the chunk full
+//! looks its op up again once the seal is done (an earlier attempt of it may have been in
+//! flight) before it answers `ChunkFull`.
+//!
+//! The seal listener ([`Coordinator::set_seal_listener`]) then reports the seal to the master
+//! before any caller gets `ChunkFull` (the chunkserver sends `ReportSealed { handle, length,
+//! replicas }`, the replicas known sealed there by replication address), so a writer's next
+//! AppendChunk already gets a new chunk and the master counts those replicas current at once.
+//! The master also adopts a seal at the current version from a chunk report, should that call
+//! be lost.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

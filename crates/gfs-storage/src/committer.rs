@@ -7,16 +7,42 @@
 //! batch. When the WAL passes `checkpoint_bytes` (and at shutdown) dirty chunks are fsynced and
 //! snapshotted, and the WAL starts empty.
 //!
+//! In detail: while appends are staged whose COMMIT is on its way, a batch waits up to
+//! `commit_delay` (200 µs) for them. Appends up to `inline_max` (64 KiB) go into the WAL with
+//! their bytes; larger ones are written in place and their chunk file joins the fsync round. A
+//! chunk's records enter the WAL only if all of its work in the batch succeeded. The round is
+//! one `fdatasync` of the WAL and of each chunk file written in place, in parallel on at most
+//! `SYNC_THREADS` (8) threads. A checkpoint fsyncs the chunk files holding inline bytes, writes
+//! the snapshots of dirty chunks aside (`.tmp`, fsync, rename, fsync the directory), then
+//! replaces the WAL with an empty one the same way.
+//!
+//! Creates join a batch as a Create record: the chunk's file is opened then (a `free-<n>` file
+//! of the pool renamed, `pool.rs`), the directory is fsynced in the batch's round, and the chunk
+//! is visible and answered once durable; its snapshot comes with the next checkpoint. So
+//! creation is group-committed. WAL records of an older chunk with the same handle are skipped
+//! at replay.
+//!
 //! Between batches it sweeps: staged appends past `staging_ttl` are dropped, and so are the op
 //! tables of chunks sealed for longer than `op_retention` (`optable.rs`); the snapshots of those
 //! chunks are then rewritten at once (their chunk files fsynced first, as in a checkpoint), so a
-//! reopened store does not bring the tables back; at most `FORGET_PER_SWEEP` chunks a sweep.
-//! [`crate::ChunkStore::forget_ops`] does the same to one chunk on demand.
+//! reopened store does not bring the tables back. The op-table sweep runs every
+//! `op_retention / 60` (at most 10 s) and drops at most `FORGET_PER_SWEEP` (64) tables, about
+//! 50 ms of snapshot writes; while more are due the next one comes a sweep interval later (a
+//! second by default), so the chunks a restart found sealed, all due at once, never stall
+//! commits for long. [`crate::ChunkStore::forget_ops`] does the same to one chunk on demand
+//! (a copy of a replica whose table was dropped).
 //!
 //! Deletes run in rounds of their own, after every job queued before them and before any
 //! queued after: all queued Delete jobs (one per [`crate::ChunkStore::delete`], or many chunks
 //! in one [`crate::ChunkStore::delete_many`]) write their Delete records with one WAL fsync,
-//! then unlink their files, then fsync the directory once.
+//! then unlink their files, then fsync the directory once: N deletes in one round cost 2
+//! fsyncs, not 2N (figures in `BENCHMARKS.md`). The Delete records are durable before any file
+//! goes, so a replay never brings back a chunk the WAL created.
+//!
+//! A failed write (e.g. `DiskFull`) fails that chunk's appends in the batch and rolls its queue
+//! back; the store keeps serving. A failed chunk fsync poisons the chunk (`Poisoned` until the
+//! store reopens); a failed WAL fsync refuses every write, creates and deletes included, until
+//! the store reopens.
 //!
 //! A failed fsync round: a chunk's records enter the WAL buffer before the round, so when its
 //! chunk file (or the directory, for a create, or the WAL itself) then fails to sync, they may

@@ -12,6 +12,21 @@
 //! prefix whose every block matches its checksum; bytes past it are truncated, never served.
 //!
 //! The crate knows nothing of the network or of protobuf.
+//!
+//! # The data directory
+//!
+//! [`ChunkStore::open`] holds an exclusive `flock` on `<dir>/LOCK` (a second open fails with
+//! `Locked`). Formats of the WAL and snapshots: `record.rs`.
+//!
+//! | file | content |
+//! |---|---|
+//! | `<handle>` | the chunk's bytes (handle in decimal), cut to the committed length at open |
+//! | `<handle>.meta` | its snapshot: `GFSMETA2` + one Snapshot frame |
+//! | `wal` | `GFSWAL01` + the records since the last checkpoint |
+//! | `LOCK` | the lock; [`ChunkStore::check_disk`] compares its device and inode |
+//! | `*.tmp` | a file being written aside; removed at open |
+//! | `free-<n>` | an empty file made ahead for chunk creation (`pool.rs`); adopted at open |
+//! | `*.corrupt` | a quarantined chunk (its snapshot did not parse); never served |
 
 mod committer;
 mod config;

@@ -1,7 +1,8 @@
 //! Empty files made ahead of need. Creating a file costs an inode allocation and a directory
 //! insert (0.1 to 1.3 ms each on this project's ext4 test machine, on the committer thread);
-//! renaming one costs a few µs. A background thread keeps `TARGET` empty `free-<n>` files in
-//! the data directory, and chunk creation renames one to `<handle>`. A crash leaves at most
+//! renaming one costs a few µs. A background thread keeps `TARGET` (64) empty `free-<n>` files
+//! in the data directory, refilling once fewer than half are left, and chunk creation renames
+//! one to `<handle>`. A crash leaves at most
 //! `TARGET` empty files, which the next open adopts.
 
 use std::fs::{self, OpenOptions};

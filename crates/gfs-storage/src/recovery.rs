@@ -16,8 +16,19 @@
 //!    Older batches were fsynced before the next one began, so they are trusted. Records that a
 //!    Cancel record names (a chunk's records of a batch whose fsync round failed for it, and
 //!    whose callers were told so) are skipped, wherever the Cancel comes in the log.
-//! 3. Remove chunk files that neither a snapshot nor the WAL accounts for, truncate chunk files
-//!    to their committed length, snapshot what changed, start an empty WAL.
+//! 3. Remove chunk files that neither a snapshot nor the WAL accounts for (only after the
+//!    Create and Delete records are replayed), truncate chunk files to their committed length,
+//!    snapshot what changed, start an empty WAL.
+//!
+//! A `CorruptWal` keeps the chunkserver from starting until an operator acts (e.g. empties the
+//! directory, and the master re-replicates its chunks). A chunk file shorter than its snapshot
+//! (damage from outside) rolls back to its last whole append; that of a chunk without its op
+//! table rolls back to empty.
+//!
+//! Known limits: bit rot inside the newest batch's in-place bytes, found here, is taken for a
+//! torn write and truncated rather than reported, as is the damage `record::parse_wal` takes
+//! for a torn tail. The replica is then shorter, and its primary or the master catches it up
+//! from a peer.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};

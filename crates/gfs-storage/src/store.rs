@@ -2,6 +2,31 @@
 //!
 //! Every file mutation goes through the committer thread (`committer.rs`), the only writer of
 //! chunk files, snapshots and the write-ahead log. Readers and stagers only take short locks.
+//!
+//! # Staging and commit order
+//!
+//! 1. [`ChunkStore::stage`] puts an append's bytes in memory, bounded by `staging_limit` bytes
+//!    across the store (`Busy` past it; [`ChunkStore::stage_wait`] waits with a deadline). It
+//!    refuses a wrong version (`StaleVersion`), a sealed chunk or one whose op table was
+//!    dropped (`Sealed`), an op already committed (`AlreadyCommitted`, with its first offset),
+//!    bytes past `chunk_size` (`ChunkFull`), and bytes overlapping committed or staged ones
+//!    (`Overlap`). Entries older than `staging_ttl` are dropped by the committer's sweep.
+//! 2. [`ChunkStore::commit`] registers a reply on the staged entry. The run of requested
+//!    entries that starts at the chunk's committing edge (`enqueued`) moves to the committer's
+//!    queue in offset order; a commit behind an unrequested predecessor waits up to
+//!    `commit_wait`; one behind a gap fails with `Hole` (also when its predecessor is aborted
+//!    while it waits).
+//! 3. The committer makes the queue durable in group commits, and only then publishes the new
+//!    lengths, CRCs and op ids and answers (`committer.rs`).
+//!
+//! # Reads
+//!
+//! [`ChunkStore::read`] clips at the committed length, reads whole 64 KiB blocks and checks
+//! each CRC32C; a mismatch returns `ChecksumMismatch { handle, block }` and counts in
+//! `stats().checksum_failures`. [`ChunkStore::scrub`] verifies every block of every chunk,
+//! [`ChunkStore::scrub_one`] those of one chunk (the chunkserver's scrubber). The CRC of a
+//! partial last block covers the committed prefix of that block, extended with
+//! `crc32c_append` as appends arrive.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
