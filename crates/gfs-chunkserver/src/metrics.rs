@@ -1,4 +1,9 @@
 //! The chunkserver's Prometheus metrics (`gfs_chunkserver_*`).
+//!
+//! Data-plane and RPC counts and latencies, bytes written, read and received by copies, the
+//! group commit's fsync-round time (fed by `ChunkStore::on_fsync`), and counters and gauges
+//! read from the store and the coordinator at each scrape. The full list is in
+//! `docs/operations.md`.
 
 use std::sync::Arc;
 

@@ -1,4 +1,8 @@
 //! The master's Prometheus metrics (`gfs_master_*`).
+//!
+//! RPC counts and latencies (the shared `RpcLayer`), lease grants, bytes copied, the operation
+//! log's group-commit time (fed by `MetaStore::on_fsync`), and gauges set from a fresh cluster
+//! report at each scrape. The full list is in `docs/operations.md`.
 
 use gfs_proto::telemetry::{RequestMetrics, encode};
 use gfs_proto::v1::ClusterReport;

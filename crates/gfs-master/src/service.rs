@@ -10,10 +10,15 @@
 //! read for stat, list and `GetChunks`.
 //!
 //! A heartbeat from an unregistered server is answered `reregister` and nothing in it is
-//! believed. Otherwise, per piece: versions and seals the log missed are adopted from the
-//! report, the replicas to delete are chosen, new lagging reports start a relegation (in the
-//! background), the piece is recorded (a completed pass drops what it no longer names), and the
-//! leases the server reports `writing` are extended.
+//! believed. Otherwise each piece of a report counts as a heartbeat for liveness: versions and
+//! seals the log missed are adopted from it, the replicas to delete among those it names are
+//! chosen, new lagging reports start a relegation (in the background), the piece is recorded (a
+//! completed pass drops what it no longer names), and the leases the server reports `writing`
+//! are extended; the reply carries the extensions and deletes of that piece's share.
+//!
+//! `Stat` of a file adds its health from the registry (`Registry::health`): chunks with fewer
+//! current replicas than the goal, chunks with none on a live server, and stale replicas on
+//! live servers (`FileStat.under_replicated`, `lost_chunks`, `stale_replicas`; 0 in listings).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

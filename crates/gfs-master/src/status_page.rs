@@ -1,4 +1,8 @@
 //! The master's status page: one server-rendered HTML document from a [`ClusterReport`].
+//!
+//! A pure function of the report (unit-tested without a server): inline CSS that wraps on a
+//! phone, tables in scrolling boxes, human units (`bytes`, `ago`), and a small inline script
+//! that turns event times into local time and reloads the page every 5 s.
 
 use std::fmt::Write;
 
