@@ -4,10 +4,10 @@
 /// client-side transport failures (never sent on the wire).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
-    /// [1] The request could not be parsed or makes no sense.
+    /// \[1\] The request could not be parsed or makes no sense.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// [2] A frame body was larger than the receiver accepts.
+    /// \[2\] A frame body was larger than the receiver accepts.
     #[error("frame too large: body of {len} bytes exceeds the limit of {max}")]
     FrameTooLarge {
         /// Body length that was sent or requested.
@@ -15,13 +15,13 @@ pub enum DataError {
         /// Largest body the receiver accepts.
         max: u64,
     },
-    /// [3] The chunkserver holds no replica of the chunk.
+    /// \[3\] The chunkserver holds no replica of the chunk.
     #[error("chunk {handle} not found")]
     NotFound {
         /// The chunk handle.
         handle: u64,
     },
-    /// [4] The replica's version does not match the version in the request.
+    /// \[4\] The replica's version does not match the version in the request.
     #[error("stale version: replica has version {have}, request has {got}")]
     StaleVersion {
         /// Version the chunkserver holds.
@@ -29,19 +29,19 @@ pub enum DataError {
         /// Version the request carried.
         got: u64,
     },
-    /// [5] This chunkserver is not the primary for the chunk.
+    /// \[5\] This chunkserver is not the primary for the chunk.
     #[error("not the primary for chunk {handle}")]
     NotPrimary {
         /// The chunk handle.
         handle: u64,
     },
-    /// [6] The primary's lease on the chunk has expired.
+    /// \[6\] The primary's lease on the chunk has expired.
     #[error("lease on chunk {handle} expired")]
     LeaseExpired {
         /// The chunk handle.
         handle: u64,
     },
-    /// [7] The chunk is sealed at `length`; append to the next chunk.
+    /// \[7\] The chunk is sealed at `length`; append to the next chunk.
     #[error("chunk {handle} is full (sealed at {length} bytes)")]
     ChunkFull {
         /// The chunk handle.
@@ -49,10 +49,10 @@ pub enum DataError {
         /// Length at which the chunk was sealed.
         length: u64,
     },
-    /// [8] The chunkserver is busy; retry later.
+    /// \[8\] The chunkserver is busy; retry later.
     #[error("chunkserver busy")]
     Busy,
-    /// [9] Not enough replicas acknowledged the mutation.
+    /// \[9\] Not enough replicas acknowledged the mutation.
     #[error("quorum not reached: {got} of {need} replicas")]
     QuorumNotReached {
         /// Replicas that acknowledged.
@@ -60,7 +60,7 @@ pub enum DataError {
         /// Replicas needed.
         need: u64,
     },
-    /// [10] A stored block failed its checksum.
+    /// \[10\] A stored block failed its checksum.
     #[error("checksum mismatch in chunk {handle}, block {block}")]
     ChecksumMismatch {
         /// The chunk handle.
@@ -68,7 +68,7 @@ pub enum DataError {
         /// Index of the corrupt block.
         block: u64,
     },
-    /// [11] The read starts or ends past the committed length.
+    /// \[11\] The read starts or ends past the committed length.
     #[error("offset {offset} out of range (committed length {committed})")]
     OutOfRange {
         /// Offending offset.
@@ -76,16 +76,16 @@ pub enum DataError {
         /// Committed length of the chunk.
         committed: u64,
     },
-    /// [12] The operation (or, client side, the request) timed out.
+    /// \[12\] The operation (or, client side, the request) timed out.
     #[error("timed out")]
     Timeout,
-    /// [13] The chunkserver is shutting down or overloaded.
+    /// \[13\] The chunkserver is shutting down or overloaded.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// [14] An unexpected internal failure.
+    /// \[14\] An unexpected internal failure.
     #[error("internal error: {0}")]
     Internal(String),
-    /// [15] An `APPEND_AT` named another offset than the chunk's next one.
+    /// \[15\] An `APPEND_AT` named another offset than the chunk's next one.
     #[error("offset mismatch: asked to append at {expected}, the chunk continues at {next}")]
     OffsetMismatch {
         /// Offset the request asked for.
@@ -93,7 +93,7 @@ pub enum DataError {
         /// Offset the next append would get.
         next: u64,
     },
-    /// [16] The chunk was sealed longer than the op retention ago and dropped its op table: it
+    /// \[16\] The chunk was sealed longer than the op retention ago and dropped its op table: it
     /// cannot say whether the op of this append is in it. Not "not here" (that is `ChunkFull`):
     /// a client that may have sent this op here before must take the append's outcome as
     /// unknown and must not send it to another chunk. Not retriable.

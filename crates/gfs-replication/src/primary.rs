@@ -325,7 +325,7 @@ impl Coordinator {
     }
 
     /// The chunks whose lease took an append (or was granted) within `within`: the ones whose
-    /// lease the master should extend. Leases that ran out more than [`FORGET_EXPIRED`] ago
+    /// lease the master should extend. Leases that ran out more than `FORGET_EXPIRED` ago
     /// are dropped here (the master extends only leases in force), so the table holds the
     /// chunks led lately, not every chunk ever led.
     pub fn writing(&self, within: Duration) -> Vec<ChunkHandle> {

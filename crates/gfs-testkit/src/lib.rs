@@ -1,6 +1,6 @@
 //! Test support shared by every fault test of gfs-rs (dev-only).
 //!
-//! - [`record`]: self-describing records: each names its writer, sequence number and length,
+//! - [`mod@record`]: self-describing records: each names its writer, sequence number and length,
 //!   and carries a payload derived from them, so any byte range of a file can be parsed back
 //!   into records and every record checked whole.
 //! - [`checker`]: the history checker. Given what a run acknowledged and sent, the bytes of the
@@ -11,7 +11,7 @@
 //!   and `fsck`'s verdict in agreement with the disks; and, right after a fault, every
 //!   acknowledged record on a quorum of current replicas (invariant I2).
 //! - [`replicas`]: reads every replica of a set of stopped chunkservers' data directories.
-//! - [`observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
+//! - [`mod@observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
 //!   checked against the history and the disks.
 
 pub mod checker;
