@@ -21,6 +21,24 @@ pub enum ChunkserverError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(String),
+    /// This server's configuration disagrees with the master's on a cluster-wide value
+    /// (`crate::cluster`): it refuses to serve.
+    #[error(
+        "{key} {ours} in this chunkserver's config, the master at {master} runs with {theirs}: \
+         set {fix} in the chunkserver's config to match"
+    )]
+    ClusterMismatch {
+        /// The configuration key (`chunk_size`, `quorum`).
+        key: &'static str,
+        /// This server's value.
+        ours: u64,
+        /// The master's value.
+        theirs: u64,
+        /// The master's address.
+        master: String,
+        /// What to set.
+        fix: &'static str,
+    },
 }
 
 /// Result alias for the chunkserver crate.

@@ -7,7 +7,12 @@
 //!
 //! [`ChunkServer::start`] binds both listeners (port 0 picks free ones) and serves until its
 //! shutdown token is cancelled; [`ChunkServer::stop`] drains and checkpoints the store.
+//!
+//! The chunk size and the quorum are cluster-wide: the master's values win. A server whose
+//! configuration disagrees with the master it registers with refuses to serve and stops with
+//! [`ChunkserverError::ClusterMismatch`] (see the `cluster` module).
 
+mod cluster;
 mod config;
 mod control;
 mod error;
@@ -17,6 +22,7 @@ mod metrics;
 mod server;
 mod throttle;
 
+pub use cluster::ClusterValues;
 pub use config::{
     ChunkserverConfig, DataplaneSection, ReplicationSection, StorageSection, parse_size,
 };

@@ -29,6 +29,13 @@
 //! `reregister` in a reply (the master restarted) makes the server register again at once, not
 //! an interval later. Every client of the master's services here uses `gfs_proto::MAX_MESSAGE`.
 //!
+//! Cluster-wide values (`crate::cluster`): each registration sends this server's chunk size and
+//! quorum and checks the master's reply against them. The master's values win: on a mismatch,
+//! at start or at a re-registration after a master restart alike, the server stops serving
+//! (the shutdown token is cancelled, the usual drain runs) and [`ChunkServer::wait`] returns
+//! [`ChunkserverError::ClusterMismatch`], one line naming both values, both sides and the key to
+//! set; the binary prints it and exits non-zero. A 0 from an older master is accepted.
+//!
 //! Lost disks: before each heartbeat the server checks that its data directory is still the one
 //! its store opened (`ChunkStore::check_disk`: the `LOCK` file's device and inode). If it was
 //! removed or replaced (a dead or swapped disk, an `rm -rf`), the store is lost for good (it
@@ -56,11 +63,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::cluster::ClusterValues;
 use crate::config::ChunkserverConfig;
 use crate::control::Control;
 use crate::error::{ChunkserverError, Result};
 use crate::handler::DataHandler;
 use crate::metrics::ChunkserverMetrics;
+
+/// Where the heartbeat loop leaves the error that stopped the server, for [`ChunkServer::wait`].
+type Fatal = Arc<std::sync::Mutex<Option<ChunkserverError>>>;
 
 /// How long a stopping server waits for gRPC calls to finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -77,6 +88,8 @@ pub struct ChunkServer {
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
     shutdown: CancellationToken,
+    /// Why the server stopped on its own (a cluster-wide value differs from the master's).
+    fatal: Fatal,
     data_task: JoinHandle<std::io::Result<()>>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -139,6 +152,7 @@ impl ChunkServer {
         let repl_addr = local(&repl_listener, "replication plane")?;
         let http_addr = local(&http_listener, "metrics HTTP server")?;
         let shutdown = CancellationToken::new();
+        let fatal = Fatal::default();
         let metrics = Arc::new(ChunkserverMetrics::new(
             Arc::clone(&store),
             Arc::clone(&coordinator),
@@ -242,6 +256,7 @@ impl ChunkServer {
                 Arc::clone(&store),
                 Arc::clone(&coordinator),
                 shutdown.clone(),
+                Arc::clone(&fatal),
             ));
         }
         tracing::info!(id = %cfg.id, %data_addr, %repl_addr, %http_addr, dir = %cfg.data_dir.display(), "chunkserver serving");
@@ -253,6 +268,7 @@ impl ChunkServer {
             store,
             coordinator,
             shutdown,
+            fatal,
             data_task,
             grpc_task,
         })
@@ -285,12 +301,15 @@ impl ChunkServer {
         self.wait().await
     }
 
-    /// Waits until the server stops (its token is cancelled or a listener fails).
+    /// Waits until the server stops (its token is cancelled or a listener fails). A server
+    /// that stopped on its own because its configuration disagrees with the master's returns
+    /// [`ChunkserverError::ClusterMismatch`] (after the drain).
     pub async fn wait(self) -> Result<()> {
         let ChunkServer {
             store,
             coordinator,
             shutdown,
+            fatal,
             data_task,
             grpc_task,
             ..
@@ -316,6 +335,10 @@ impl ChunkServer {
             tokio::task::spawn_blocking(move || drop(store))
                 .await
                 .map_err(|e| ChunkserverError::Grpc(e.to_string()))?;
+        }
+        let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(e) = fatal {
+            return Err(e);
         }
         match data {
             Ok(Ok(())) => {}
@@ -439,6 +462,7 @@ async fn heartbeat_loop(
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
     shutdown: CancellationToken,
+    fatal: Fatal,
 ) {
     use gfs_proto::v1::master_control_client::MasterControlClient;
     use gfs_proto::v1::{HeartbeatRequest, HeldLease, RegisterRequest};
@@ -453,6 +477,10 @@ async fn heartbeat_loop(
         } else {
             format!("{}:{}", cfg.advertise_host, a.port())
         }
+    };
+    let ours = ClusterValues {
+        chunk_size: cfg.chunk_size,
+        quorum: cfg.quorum as u64,
     };
     let mut registered = false;
     // Numbers the passes of the chunk report; starts at random, so the master never takes a
@@ -492,13 +520,20 @@ async fn heartbeat_loop(
                 used_bytes,
                 leases,
                 reports_leases: true,
+                chunk_size: ours.chunk_size,
+                quorum: u32::try_from(ours.quorum).unwrap_or(u32::MAX),
             };
             match client.register(req).await {
                 Ok(r) => {
+                    let r = r.into_inner();
+                    // The master's values win: on a difference this server stops serving.
+                    if let Err(e) = ours.check(&ClusterValues::from(&r), &cfg.master) {
+                        *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        shutdown.cancel();
+                        return;
+                    }
                     registered = true;
-                    interval = std::time::Duration::from_millis(
-                        r.into_inner().heartbeat_interval_ms.max(50),
-                    );
+                    interval = std::time::Duration::from_millis(r.heartbeat_interval_ms.max(50));
                     tracing::info!(master = %cfg.master, "registered with the master");
                 }
                 Err(e) => {

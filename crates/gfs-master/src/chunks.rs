@@ -377,6 +377,11 @@ impl ChunkManager {
         self.cfg.chunk_size
     }
 
+    /// Replicas (the primary included) that must accept an append.
+    pub fn quorum(&self) -> usize {
+        self.cfg.quorum
+    }
+
     fn control(&self, repl_addr: &str) -> Result<ChunkControlClient<Channel>, Status> {
         let mut c = self.controls.lock();
         if let Some(client) = c.get(repl_addr) {

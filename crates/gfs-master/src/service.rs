@@ -9,6 +9,12 @@
 //! write for mkdir, create, delete, both ends of a rename and `AppendChunk` (it may allocate);
 //! read for stat, list and `GetChunks`.
 //!
+//! `Register` replies with the cluster-wide values of this master's configuration (chunk size,
+//! quorum, heartbeat interval): they come from one source. A server that says it runs with
+//! another chunk size or quorum is not registered (nothing is placed on it, its leases are not
+//! adopted); the reply still carries ours, and the server refuses to serve
+//! (`gfs_chunkserver::cluster`). A server that says 0 (an older one) is taken at its word.
+//!
 //! A heartbeat from an unregistered server is answered `reregister` and nothing in it is
 //! believed. Otherwise each piece of a report counts as a heartbeat for liveness: versions and
 //! seals the log missed are adopted from it, the replicas to delete among those it names are
@@ -314,6 +320,22 @@ impl MasterControl for ControlService {
                 "id, data_addr and repl_addr are required",
             ));
         }
+        // The cluster-wide values come from here: a server configured otherwise is not
+        // registered (nothing is placed on it); the reply still tells it ours, and it refuses
+        // to serve. 0: an older server that does not say.
+        let reply = RegisterReply {
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            chunk_size: self.chunks.chunk_size(),
+            quorum: u32::try_from(self.chunks.quorum()).unwrap_or(u32::MAX),
+        };
+        let differs = |theirs: u64, ours: u64| theirs != 0 && theirs != ours;
+        if differs(r.chunk_size, reply.chunk_size) || differs(r.quorum.into(), reply.quorum.into())
+        {
+            tracing::error!(id = %r.id, chunk_size = r.chunk_size, quorum = r.quorum,
+                our_chunk_size = reply.chunk_size, our_quorum = reply.quorum,
+                "chunkserver not registered: its chunk size or quorum differs from this master's");
+            return Ok(Response::new(reply));
+        }
         let info = ServerInfo {
             id: r.id,
             data_addr: r.data_addr,
@@ -338,9 +360,7 @@ impl MasterControl for ControlService {
                 .collect();
             self.chunks.adopt_leases(&info, &held).await;
         }
-        Ok(Response::new(RegisterReply {
-            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
-        }))
+        Ok(Response::new(reply))
     }
 
     async fn report_corrupt(

@@ -429,3 +429,40 @@ async fn after_a_restart_reported_leases_are_adopted_and_silent_primaries_waited
     let _ = m.stop.send(());
     m.task.await.unwrap();
 }
+
+/// Issue 13, item 4: `Register` replies with the master's chunk size and quorum; a server that
+/// says it runs with others is not registered; one that says nothing (0, an older server) or
+/// the same values is.
+#[tokio::test]
+async fn register_tells_the_cluster_values_and_refuses_a_server_configured_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(dir.path()).await;
+    let mut c = MasterControlClient::connect(format!("http://{}", m.addr))
+        .await
+        .unwrap();
+    let server = |id: &str, chunk_size: u64, quorum: u32| RegisterRequest {
+        id: id.into(),
+        data_addr: format!("127.0.0.1:1{}", id.len()),
+        repl_addr: format!("127.0.0.1:2{}", id.len()),
+        chunk_size,
+        quorum,
+        ..RegisterRequest::default()
+    };
+    for (id, size, quorum, registered) in [
+        ("big", 64 << 20, 2, false),
+        ("three", 1 << 20, 3, false),
+        ("same", 1 << 20, 2, true),
+        ("older", 0, 0, true),
+    ] {
+        let r = c
+            .register(server(id, size, quorum))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((r.chunk_size, r.quorum), (1 << 20, 2), "{id}");
+        assert_eq!(r.heartbeat_interval_ms, 3000, "{id}");
+        let reg = m.registry.lock();
+        assert_eq!(reg.is_registered(id), registered, "{id}");
+        assert_eq!(reg.is_alive(id), registered, "{id}");
+    }
+}
