@@ -23,7 +23,7 @@ impl MasterProc {
     }
 
     /// Like [`MasterProc::start`], with extra command-line arguments (which may override the
-    /// heartbeat interval and the lease).
+    /// chunk size, the heartbeat interval and the lease).
     pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> MasterProc {
         Self::start_with_env(dir, listen, extra, &[])
     }
@@ -48,8 +48,14 @@ impl MasterProc {
         } else {
             &["--lease", "2s"]
         };
+        let chunk_size: &[&str] = if extra.contains(&"--chunk-size") {
+            &[]
+        } else {
+            &["--chunk-size", "1MiB"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
-            .args(["--listen", listen, "--chunk-size", "1MiB"])
+            .args(["--listen", listen])
+            .args(chunk_size)
             .args(lease)
             .args(["--http-listen", "127.0.0.1:0"])
             .args(heartbeat)
