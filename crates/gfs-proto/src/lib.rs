@@ -19,7 +19,8 @@
 //!   `DeleteChunk`, `ReportChunks` (with an optional handle filter; lagging replicas too),
 //!   `CloneChunk` (a copy, or with `catch_up` the extension of a shorter replica).
 //! - `Master` (clients): namespace calls, `AppendChunk`, `GetChunks`, `ReportSealed`.
-//! - `MasterControl` (chunkservers): `Register` (with the leases held), `Heartbeat` (with
+//! - `MasterControl` (chunkservers): `Register` (with the leases held; the server's chunk size
+//!   and quorum go one way, the master's come back, and a mismatch refuses), `Heartbeat` (with
 //!   `writing` and `disk_lost`), `ReportCorrupt`.
 //! - `Admin` (operators): `Report`, `Fsck`, `Decommission`.
 //!
