@@ -76,6 +76,8 @@ impl ClusterValues {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     const OURS: ClusterValues = ClusterValues {

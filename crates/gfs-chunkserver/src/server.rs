@@ -248,7 +248,7 @@ impl ChunkServer {
                 format!("{}:{}", cfg.advertise_host, repl_addr.port())
             };
             coordinator.set_seal_listener(seal_reporter(channel.clone(), me));
-            tokio::spawn(heartbeat_loop(
+            let beats = heartbeat_loop(
                 cfg.clone(),
                 channel,
                 data_addr,
@@ -256,8 +256,15 @@ impl ChunkServer {
                 Arc::clone(&store),
                 Arc::clone(&coordinator),
                 shutdown.clone(),
-                Arc::clone(&fatal),
-            ));
+            );
+            // A cluster-wide value that differs from the master's stops the server.
+            let (fatal, token) = (Arc::clone(&fatal), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(e) = beats.await {
+                    *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    token.cancel();
+                }
+            });
         }
         tracing::info!(id = %cfg.id, %data_addr, %repl_addr, %http_addr, dir = %cfg.data_dir.display(), "chunkserver serving");
         Ok(ChunkServer {
@@ -453,7 +460,9 @@ fn corrupt_reporter(
 
 /// Registers with the master, then heartbeats with the full chunk report until shutdown, each
 /// report in pieces of at most `report_piece_bytes` (`gfs_proto::report`); registers again
-/// when the master asks (it restarted) and keeps trying while it is away.
+/// when the master asks (it restarted) and keeps trying while it is away. Ends with
+/// [`ChunkserverError::ClusterMismatch`] when a registration finds the master's chunk size or
+/// quorum different from this server's.
 async fn heartbeat_loop(
     cfg: ChunkserverConfig,
     master: tonic::transport::Channel,
@@ -462,8 +471,7 @@ async fn heartbeat_loop(
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
     shutdown: CancellationToken,
-    fatal: Fatal,
-) {
+) -> Result<()> {
     use gfs_proto::v1::master_control_client::MasterControlClient;
     use gfs_proto::v1::{HeartbeatRequest, HeldLease, RegisterRequest};
 
@@ -527,11 +535,7 @@ async fn heartbeat_loop(
                 Ok(r) => {
                     let r = r.into_inner();
                     // The master's values win: on a difference this server stops serving.
-                    if let Err(e) = ours.check(&ClusterValues::from(&r), &cfg.master) {
-                        *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                        shutdown.cancel();
-                        return;
-                    }
+                    ours.check(&ClusterValues::from(&r), &cfg.master)?;
                     registered = true;
                     interval = std::time::Duration::from_millis(r.heartbeat_interval_ms.max(50));
                     tracing::info!(master = %cfg.master, "registered with the master");
@@ -634,7 +638,7 @@ async fn heartbeat_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return Ok(()),
         }
     }
 }
