@@ -1029,6 +1029,67 @@ async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_pri
     healed_then_checked(master, dir.path(), &mut servers, "/fenced", &h).await;
 }
 
+/// A fence the master cuts short (it reached only the short replica: the long one failed its
+/// SetVersion) leaves that replica one version ahead of the log. That version is never adopted
+/// from its report (a bump on fewer than a quorum says nothing of the data), so the long
+/// replica never turns stale and the short one is never copied as the chunk; the next decision
+/// fences every replica past it and keeps the longest. Every acknowledged record stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bump_that_reached_only_a_short_replica_is_never_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s", "--lease", "3s"],
+    );
+    let mut servers = Server::with_master_env(dir.path(), 4, &master.addr, |_| {
+        vec![("GFS_FAILPOINTS", "catch-up-fails:100")]
+    });
+    let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 4).await;
+    c.create("/partial").await.unwrap();
+    let mut h = History::new();
+    for n in 0..3 {
+        append(&c, "/partial", &mut h, 1, n).await;
+    }
+    let (lease, [primary, ahead, behind]) = lease_roles(&master, "/partial", &servers).await;
+    // One secondary falls behind; the primary dies; the one ahead will refuse the master's
+    // next SetVersion once, while its catch-up copies fail: the master's fence before its own
+    // seal reaches the short replica alone.
+    servers[behind].signal("STOP");
+    for n in 3..6 {
+        append(&c, "/partial", &mut h, 1, n).await;
+    }
+    servers[primary].kill();
+    servers[behind].signal("CONT");
+    servers[ahead].kill();
+    let (dir_ahead, id_ahead) = (servers[ahead].dir.clone(), servers[ahead].id.clone());
+    servers[ahead] = Server::start_with(
+        &dir_ahead,
+        &id_ahead,
+        None,
+        &[(
+            "GFS_FAILPOINTS",
+            "catch-up-fails:100,set-version-fails:100:1",
+        )],
+        &["--master", &master.addr],
+    );
+    registered(&c, 3).await;
+    // The next appends need a decision on the chunk: it continues or is sealed, from the
+    // longest replica either way.
+    for n in 6..9 {
+        append(&c, "/partial", &mut h, 1, n).await;
+    }
+    let l = c.refresh("/partial").await.unwrap();
+    let first = &l.chunks[0];
+    assert!(
+        first.version > lease.version + 1,
+        "the replicas were not fenced past the short one's version: chunk at {}",
+        first.version
+    );
+    healed_then_checked(master, dir.path(), &mut servers, "/partial", &h).await;
+}
+
 /// Re-replication copies into a server stay under its `--clone-rate`: a 1 MB copy at
 /// 256 KiB/s takes at least 2.8 s (one second of burst, then the rate), where uncapped it takes
 /// tens of milliseconds here.

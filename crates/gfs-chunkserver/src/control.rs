@@ -256,6 +256,11 @@ impl ChunkControl for Control {
             tracing::warn!(%handle, "failpoint slow-primary-set-version: applied in 500 ms");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        if gfs_replication::failpoint_fires("set-version-fails") {
+            // Fault injection: the bump does not happen here (a server dying under the call).
+            tracing::warn!(%handle, "failpoint set-version-fails: the version is not set");
+            return Err(Status::unavailable("failpoint: SetVersion failed"));
+        }
         self.coordinator.revoke(handle);
         self.store
             .set_version(handle, r.version)

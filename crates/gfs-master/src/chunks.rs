@@ -527,14 +527,6 @@ impl ChunkManager {
                 self.cfg.lease - since_start
             )));
         }
-        // No lease is out: every live holder counts, those a primary reported lagging too.
-        // Each holds a prefix of the chunk's one sequence of appends at this version (commits
-        // apply in offset order), so the ones behind catch up from the longest below. Leaving
-        // them out would stall the file while they are alive.
-        let live = self.registry.lock().holders_of(handle, version);
-        let alive = live.len();
-        // Only the replicas holding the longest committed prefix may continue the chunk; the
-        // others become stale (they keep the old version).
         if let Some(members) = allocated {
             // Created empty by this call at version 1, and every server it was placed on is in
             // the lease (a failed creation may have worked: see the module doc), so no replica
@@ -542,6 +534,14 @@ impl ChunkManager {
             // primary the AddChunk record names.
             return self.grant(handle, version, at, members).await;
         }
+        // No lease is out: every live holder counts, those a primary reported lagging too.
+        // Each holds a prefix of the chunk's one sequence of appends at this version (commits
+        // apply in offset order), so the ones behind catch up from the longest below. Leaving
+        // them out would stall the file while they are alive. Replicas a bump left ahead of
+        // the log are fenced with the rest first (`lineage`). Only the replicas holding the
+        // longest committed prefix may continue the chunk; the others become stale.
+        let (version, live) = self.lineage(handle, version).await?;
+        let alive = live.len();
         if alive < self.cfg.quorum {
             // Too few replicas are alive to know the chunk's length, so the file cannot move
             // on to a new chunk either: appends wait until a quorum returns.
@@ -941,17 +941,66 @@ impl ChunkManager {
                 self.unsettled.lock().remove(&handle);
                 continue;
             }
-            let live: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m.version);
+            let (version, live) = match self.lineage(handle, m.version).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(%handle, error = %e, "cannot settle the chunk yet");
+                    continue;
+                }
+            };
             if live.len() < self.cfg.quorum {
                 continue;
             }
             // Sealed at the longest length, fenced first; the others catch up first, so the
             // chunk does not come out with fewer current replicas than it could have.
-            match self.fence_and_seal(handle, m.version, live).await {
+            match self.fence_and_seal(handle, version, live).await {
                 Ok(length) => tracing::info!(%handle, length, "abandoned chunk settled"),
                 Err(e) => tracing::warn!(%handle, error = %e, "cannot settle the chunk yet"),
             }
         }
+    }
+
+    /// The live replicas a decision on `handle` (logged at `version`) must count, and the
+    /// version they are at. Normally the holders at `version`. When some replicas are ahead of
+    /// the log (a bump that did not reach a quorum, or a crash before its record), they are
+    /// the same appends (no lease is granted at an unlogged version, so nothing was appended
+    /// at it) but possibly shorter: all of them are fenced past the highest version, that
+    /// version is logged, and the decision goes on from there with every replica counted.
+    async fn lineage(&self, handle: u64, version: u64) -> Result<(u64, Vec<ServerInfo>), Status> {
+        let (mut live, ahead) = {
+            let reg = self.registry.lock();
+            (
+                reg.holders_of(handle, version),
+                reg.ahead_of(handle, version),
+            )
+        };
+        let Some(top) = ahead.iter().map(|(_, v)| *v).max() else {
+            return Ok((version, live));
+        };
+        live.extend(ahead.into_iter().map(|(s, _)| s));
+        tracing::warn!(%handle, version, top, "replicas ahead of the log: fencing them all past it");
+        let (new_version, fenced) = self.fence(handle, top, live).await?;
+        self.meta
+            .mutate(Op::SetVersion(SetVersionOp {
+                handle,
+                version: new_version,
+                primary: String::new(),
+            }))
+            .await
+            .map_err(status)?;
+        let mut reg = self.registry.lock();
+        for (s, length) in &fenced {
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version: new_version,
+                    length: *length,
+                    sealed: false,
+                },
+            );
+        }
+        Ok((new_version, fenced.into_iter().map(|(s, _)| s).collect()))
     }
 
     /// Sets the version after `version` on each of `replicas`; returns it and the replicas
@@ -1952,7 +2001,7 @@ impl ChunkManager {
     /// Adopts from a chunk report what the log missed: a newer version (a crash between
     /// bumping the replicas and logging the bump), and a seal at the current version (a lost
     /// seal report; every replica seals at the primary's length).
-    pub async fn adopt_reports(&self, report: &[Replica]) -> Result<(), Status> {
+    pub async fn adopt_reports(&self, server: &str, report: &[Replica]) -> Result<(), Status> {
         let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
         let known = self
             .meta
@@ -1974,7 +2023,22 @@ impl ChunkManager {
                 tracing::warn!(%handle, version = r.version, "a reported version more than one ahead of the log is ignored");
                 continue;
             }
+            // Only a bump that reached a quorum: its replicas then hold every acknowledged
+            // append. One that reached fewer (a fence cut short) may have reached only a short
+            // replica; adopting it would make the longer ones stale. Such replicas stay ahead
+            // of the log until the next decision on the chunk fences them all (`lineage`).
             if current.is_some_and(|m| r.version > m.version) {
+                let at_it = 1 + self
+                    .registry
+                    .lock()
+                    .ahead_of(handle, r.version - 1)
+                    .iter()
+                    .filter(|(s, v)| *v == r.version && s.id != server)
+                    .count();
+                if at_it < self.cfg.quorum {
+                    tracing::debug!(%handle, version = r.version, replicas = at_it, "a version one ahead of the log on fewer replicas than a quorum: not adopted");
+                    continue;
+                }
                 tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");
                 self.meta
                     .mutate(Op::SetVersion(SetVersionOp {

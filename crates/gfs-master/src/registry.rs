@@ -631,6 +631,19 @@ impl Registry {
             .collect()
     }
 
+    /// Live servers holding `handle` at a version above `version` (one a bump reached that the
+    /// log does not hold yet), each with that version.
+    pub fn ahead_of(&self, handle: u64, version: u64) -> Vec<(ServerInfo, u64)> {
+        self.servers
+            .values()
+            .filter(|s| s.alive)
+            .filter_map(|s| {
+                let r = s.replicas.get(&handle)?;
+                (r.version > version).then(|| (s.info.clone(), r.version))
+            })
+            .collect()
+    }
+
     /// Live servers holding a current replica of `handle`.
     pub fn holders_of(&self, handle: u64, want: impl Into<Want>) -> Vec<ServerInfo> {
         self.locations(handle, want)

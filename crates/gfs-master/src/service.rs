@@ -406,7 +406,7 @@ impl MasterControl for ControlService {
                 sealed: c.sealed,
             })
             .collect();
-        self.chunks.adopt_reports(&report).await?;
+        self.chunks.adopt_reports(&r.id, &report).await?;
         let delete = self.chunks.to_delete(&r.id, &report).await?;
         let newly = self
             .chunks
