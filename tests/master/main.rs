@@ -844,6 +844,19 @@ async fn exits_within(
     (status, err)
 }
 
+/// Waits (15 s at most) until the chunkserver `child` exits: non-zero, by itself (not by a
+/// signal, not by a panic), with `line` on its stderr.
+async fn refused(child: std::process::Child, err: std::thread::JoinHandle<String>, line: &str) {
+    let (status, err) = exits_within(child, err, Duration::from_secs(15)).await;
+    assert!(!status.success(), "{status}");
+    assert!(
+        status.code().is_some(),
+        "exits, not killed by a signal: {status}"
+    );
+    assert!(err.contains(line), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+}
+
 /// The one line a chunkserver with `ours` prints when the master at `master` runs `theirs`.
 fn mismatch_line(ours: u64, master: &str, theirs: u64) -> String {
     format!(
@@ -862,17 +875,7 @@ async fn a_chunkserver_with_another_chunk_size_than_the_master_refuses_to_serve(
     let dir = tempfile::tempdir().unwrap();
     let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
     let (child, err) = chunkserver(dir.path(), "wrong", "4MiB", &master.addr);
-    let (status, err) = exits_within(child, err, Duration::from_secs(15)).await;
-    assert!(!status.success(), "{status}");
-    assert!(
-        status.code().is_some(),
-        "exits, not killed by a signal: {status}"
-    );
-    assert!(
-        err.contains(&mismatch_line(4 << 20, &master.addr, 1 << 20)),
-        "stderr: {err}"
-    );
-    assert!(!err.contains("panicked"), "stderr: {err}");
+    refused(child, err, &mismatch_line(4 << 20, &master.addr, 1 << 20)).await;
     assert!(alive_servers(&master.addr).await.is_empty());
 
     // The master's values: it registers and stays up.
@@ -906,15 +909,6 @@ async fn a_serving_chunkserver_stops_when_a_restarted_master_runs_another_chunk_
         &addr,
         &["--chunk-size", "2MiB"],
     );
-    let (status, err) = exits_within(child, err, Duration::from_secs(15)).await;
-    assert!(!status.success(), "{status}");
-    assert!(
-        status.code().is_some(),
-        "exits, not killed by a signal: {status}"
-    );
-    assert!(
-        err.contains(&mismatch_line(1 << 20, &addr, 2 << 20)),
-        "stderr: {err}"
-    );
+    refused(child, err, &mismatch_line(1 << 20, &addr, 2 << 20)).await;
     assert!(alive_servers(&addr).await.is_empty());
 }

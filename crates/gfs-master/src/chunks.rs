@@ -45,8 +45,11 @@
 //! Then the version is logged with the primary chosen (`SetVersionOp.primary`: the first at the
 //! longest length, in the caller's order), and the lease is granted to it with the others as
 //! secondaries. A crash between the bump and the log leaves replicas one version ahead of the
-//! log, and the master adopts that version from their reports, naming no primary: no lease was
-//! granted at it (`adopt_reports`; a report further ahead is ignored). Every grant thus follows
+//! log, and the master adopts that version once a quorum of them report it, naming no primary:
+//! no lease was granted at it (`adopt_reports`; a report further ahead is ignored). A bump that
+//! reached fewer (a fence cut short, perhaps on a short replica alone) is not adopted: the next
+//! decision on the chunk fences every replica past it and keeps the longest (`lineage`).
+//! Every grant thus follows
 //! a durable record naming its version and primary (`ChunkMeta::primary`, 0 when unknown), so
 //! after a restart the only lease that can still be in force on a chunk is the one at its
 //! logged version held by its logged primary.
@@ -960,6 +963,20 @@ impl ChunkManager {
         }
     }
 
+    /// Logs `version` of `handle` as one no lease was granted at (a fence of the master's own,
+    /// or a bump adopted from reports): it names no primary.
+    async fn log_unleased_version(&self, handle: u64, version: u64) -> Result<(), Status> {
+        self.meta
+            .mutate(Op::SetVersion(SetVersionOp {
+                handle,
+                version,
+                primary: String::new(),
+            }))
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+
     /// The live replicas a decision on `handle` (logged at `version`) must count, and the
     /// version they are at. Normally the holders at `version`. When some replicas are ahead of
     /// the log (a bump that did not reach a quorum, or a crash before its record), they are
@@ -980,14 +997,7 @@ impl ChunkManager {
         live.extend(ahead.into_iter().map(|(s, _)| s));
         tracing::warn!(%handle, version, top, "replicas ahead of the log: fencing them all past it");
         let (new_version, fenced) = self.fence(handle, top, live).await?;
-        self.meta
-            .mutate(Op::SetVersion(SetVersionOp {
-                handle,
-                version: new_version,
-                primary: String::new(),
-            }))
-            .await
-            .map_err(status)?;
+        self.log_unleased_version(handle, new_version).await?;
         let mut reg = self.registry.lock();
         for (s, length) in &fenced {
             reg.note_replica(
@@ -1068,14 +1078,7 @@ impl ChunkManager {
         let length = longest.length;
         let mut holders = longest.holders.clone();
         holders.extend(self.catch_up(handle, new_version, &longest).await);
-        self.meta
-            .mutate(Op::SetVersion(SetVersionOp {
-                handle,
-                version: new_version,
-                primary: String::new(),
-            }))
-            .await
-            .map_err(status)?;
+        self.log_unleased_version(handle, new_version).await?;
         self.seal_at(handle, length).await?;
         let seals = holders.iter().map(|s| {
             let req = SealRequest {
@@ -2040,15 +2043,8 @@ impl ChunkManager {
                     continue;
                 }
                 tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");
-                self.meta
-                    .mutate(Op::SetVersion(SetVersionOp {
-                        handle,
-                        version: r.version,
-                        // No lease was granted at it (the master crashed before logging it).
-                        primary: String::new(),
-                    }))
-                    .await
-                    .map_err(status)?;
+                // No lease was granted at it (the master crashed before logging it).
+                self.log_unleased_version(handle, r.version).await?;
             }
         }
         Ok(())
