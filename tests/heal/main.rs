@@ -153,6 +153,7 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
     let c = patient(&master, Duration::from_secs(90)).await;
+    registered(&c, 4).await;
     c.create("/log").await.unwrap();
     let acked = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
@@ -210,6 +211,7 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let (master, servers) = cluster(dir.path(), 4);
     let c = Client::connect(&master.addr).await.unwrap();
+    registered(&c, 4).await;
     let data: Vec<u8> = (0..1_500_000u32)
         .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
         .collect();
@@ -242,6 +244,7 @@ async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() 
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
     let c = patient(&master, Duration::from_secs(90)).await;
+    registered(&c, 4).await;
     c.create("/s").await.unwrap();
     let mut acked = Vec::new();
     for n in 0..10 {
@@ -410,6 +413,7 @@ async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 5);
     let c = patient(&master, Duration::from_secs(90)).await;
+    registered(&c, 5).await;
     c.create("/d").await.unwrap();
     let (mut acked, mut h) = (Vec::new(), History::new());
     for n in 0..40 {
@@ -471,6 +475,7 @@ async fn a_master_restart_during_re_replication_resumes_without_loss_or_excess()
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
     let c = Client::connect(&master.addr).await.unwrap();
+    registered(&c, 4).await;
     let data: Vec<u8> = (0..6_000_000u32)
         .map(|i| i.wrapping_mul(2_246_822_519).to_le_bytes()[2])
         .collect();
@@ -531,6 +536,7 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 4);
     let c = patient(&master, Duration::from_secs(120)).await;
+    registered(&c, 4).await;
     c.create("/roll").await.unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -1223,6 +1229,7 @@ async fn stat_reports_under_replicated_and_lost_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 3);
     let c = patient(&master, Duration::from_secs(30)).await;
+    registered(&c, 3).await;
     let data = vec![5u8; 1_500_000];
     put(&c, "/h", &data).await;
     let e = c.stat("/h").await.unwrap();
@@ -1281,6 +1288,7 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
     let dir = tempfile::tempdir().unwrap();
     let (master, mut servers) = cluster(dir.path(), 5);
     let c = patient(&master, Duration::from_secs(90)).await;
+    registered(&c, 5).await;
     c.create("/k").await.unwrap();
     let acked = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
