@@ -1748,6 +1748,7 @@ async fn appends_during_a_relegation_never_end_on_one_copy() {
         vec![("GFS_FAILPOINTS", "slow-primary-set-version")]
     });
     let c = patient(&master, Duration::from_secs(60)).await;
+    registered(&c, 3).await;
     let path = "/relegated";
     c.create(path).await.unwrap();
     let mut h = History::new();
@@ -1803,14 +1804,16 @@ async fn appends_during_a_relegation_never_end_on_one_copy() {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let id = RecordId { writer: w, seq: n };
-                // Small and paced: the chunk must not fill (and seal) before the relegation.
+                // Small and paced: the chunk must not fill (and seal) before the relegation. At
+                // most 4 writers x 12 s / 40 ms x 600 B on average = 720 KB, under the 1 MiB
+                // chunk however fast the appends are.
                 let rec = gfs_testkit::record(id, 200 + ((w * 37 + n * 101) as usize % 800));
                 h.sent(id, rec.len());
                 if let Ok(off) = c.append(path, rec).await {
                     h.acked(id, off);
                 }
                 n += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
             }
             h
         }));
