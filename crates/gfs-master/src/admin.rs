@@ -1,20 +1,12 @@
-//! What operators ask of the master: the cluster report, fsck, decommissioning. An fsck reply
-//! lists unhealthy files and chunks within `gfs_proto::PAGE_BYTES` and counts the rest.
+//! What operators ask of the master: the cluster report and fsck (decommissioning is in
+//! `chunks::drain`). An fsck reply lists unhealthy files and chunks within
+//! `gfs_proto::PAGE_BYTES` and counts the rest.
 //!
 //! The report is everything operators see (the status page, `/metrics` gauges, `gfs admin
 //! report`): one pass over the namespace for the counts, and one over the servers' reports for
 //! chunk health, not one per chunk; `warming_up` during the first `dead_after` after the start.
 //! `/health` uses [`ChunkManager::liveness`] instead, which makes no pass at all.
-//!
-//! Decommissioning marks a server draining (or, cancelled, not any more) and writes the
-//! draining set to `<data_dir>/draining` (one id per line; temporary file, fsync, rename,
-//! directory fsync), restored at start, so a restarted master keeps draining. A draining server
-//! takes no new replica (placement, copies and rebalancing skip it); its replicas are still read
-//! and used as copy sources but do not count toward the goal, so re-replication copies its
-//! chunks elsewhere, and the extra-replica rule leaves them alone. The reply is how many of its
-//! chunks still lack the goal elsewhere; at 0 it is `drained` (an event) and safe to stop.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -214,80 +206,4 @@ impl ChunkManager {
         }
         Ok(reply)
     }
-
-    /// Starts (`drain`) or cancels draining server `id`, and records the draining set in
-    /// `draining_file`; returns how many of its chunks still lack the goal on other servers
-    /// (0: safe to stop it).
-    pub async fn decommission(&self, id: &str, drain: bool) -> Result<u64, Status> {
-        let ids = {
-            let mut reg = self.registry.lock();
-            if !reg.decommission(id, drain) {
-                return Err(Status::not_found(format!(
-                    "no chunkserver {id:?} is registered"
-                )));
-            }
-            reg.draining()
-        };
-        if let Some(file) = self.draining_file.get() {
-            let file = file.clone();
-            let mut ids: Vec<String> = ids.into_iter().collect();
-            ids.sort();
-            tokio::task::spawn_blocking(move || save_draining(&file, &ids))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::unavailable(format!("recording the draining servers: {e}")))?;
-        }
-        if !drain {
-            return Ok(0);
-        }
-        let metas = self
-            .meta
-            .read(|ns| ns.chunk_metas())
-            .await
-            .map_err(status)?;
-        let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
-        let counts = {
-            let reg = self.registry.lock();
-            reg.holder_counts(&versions, &reg.draining())
-        };
-        Ok(self.left_on(id, &counts, &versions) as u64)
-    }
-
-    /// Keeps the draining set in `file` (one id per line), and drains the servers it already
-    /// names.
-    pub fn persist_draining(&self, file: PathBuf) -> std::io::Result<()> {
-        let ids = match std::fs::read_to_string(&file) {
-            Ok(text) => text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if !ids.is_empty() {
-            tracing::info!(servers = ?ids, "still decommissioning");
-        }
-        self.registry.lock().restore_draining(ids);
-        let _ = self.draining_file.set(file);
-        Ok(())
-    }
-}
-
-/// Writes `ids` to `file` atomically and durably (temporary file, fsync, rename, directory
-/// fsync).
-fn save_draining(file: &Path, ids: &[String]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    for id in ids {
-        writeln!(f, "{id}")?;
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -16,7 +16,7 @@
 //!
 //! The data directory holds the log segments (`log-<first seq, 20 digits>`), the checkpoints
 //! (`checkpoint-<seq, 20 digits>`; formats in `record.rs`), `LOCK` (a `flock`: one master per
-//! directory) and `draining` (the servers being decommissioned, kept by `admin.rs`).
+//! directory) and `draining` (the servers being decommissioned, kept by `chunks::drain`).
 //!
 //! A checkpoint holds exactly the state at the last *durable* record. Since mutations are
 //! applied before their record is written, the in-memory state runs ahead of the log by the

@@ -1,0 +1,407 @@
+//! # Allocation
+//!
+//! `replication` live servers (least used first, spread across racks), a random non-zero
+//! handle, the chunk created on each (at least a quorum must succeed), then `AddChunk` logged,
+//! naming the first of them as the primary of the chunk's first lease. Orphans of a failed
+//! allocation are collected later by garbage collection.
+//!
+//! The first lease is granted at the creation version (1), without a bump (a `SetVersion`
+//! round, an fsync on every replica, would sit on the path of every small file), so it must
+//! leave no replica at version 1 outside it: every server the chunk was placed on is in it.
+//! A server whose `CreateChunk` failed may hold the chunk all the same (the reply was lost, the
+//! call timed out after the work was done), and such a replica, outside the lease, would miss
+//! every append yet count as current while the chunk is unsealed (finding 6 of the 2026-12-01
+//! review). So those servers are secondaries too, after the ones the chunk was created on:
+//! a server that holds the chunk takes every append like any secondary; one that does not
+//! (or is down) fails its PREPAREs, its primary reports it lagging, and the master bumps the
+//! version past it (`relegate_lagging`), the path of any secondary that misses an append. The
+//! extra round is paid only when a creation failed. A rule counting replicas by lease
+//! membership would live in memory only (lost at a restart) and would have to outlast the
+//! lease (a small file's chunk is often never written again); a membership made right at the
+//! source needs neither.
+//!
+//! # Listing
+//!
+//! `get_chunks` answers one page of a file's chunks (at most [`GET_CHUNKS_PAGE`] and
+//! `gfs_proto::PAGE_BYTES`), each chunk with its index, its live current replicas and its file
+//! offset counted over the whole file (earlier pages' chunks included); an unsealed chunk also
+//! says how many replicas a reader must hear for its length (`length_quorum`: replicas −
+//! quorum + 1).
+
+use std::time::{Instant, SystemTime};
+
+use gfs_proto::v1::{ChunkLease, ChunkLocation, CreateChunkRequest, GetChunksReply};
+use tonic::Status;
+
+use super::lease::Position;
+use super::repair::MAX_WANTED;
+use super::*;
+use crate::namespace::ChunkMeta;
+use crate::record::{AddChunkOp, Op};
+use crate::registry::{Replica, ServerInfo, Want};
+use crate::service::status;
+
+/// Chunks in one page of `GetChunks` at most (and when the client asks for 0): about 2 MB at
+/// three replicas a chunk; a page is cut sooner at `gfs_proto::PAGE_BYTES`.
+pub const GET_CHUNKS_PAGE: usize = 10_000;
+
+/// How many replicas of an unsealed chunk with `listed` live current replicas a reader must
+/// hear to be sure the longest committed length among them covers every acknowledged append:
+/// each append is on `quorum` of at most `max(replication, listed)` replicas, so any
+/// `replicas - quorum + 1` of them include one that holds it.
+pub(super) fn length_quorum(replication: usize, quorum: usize, listed: usize) -> u32 {
+    let replicas = replication.max(listed);
+    let needed = replicas.saturating_sub(quorum) + 1;
+    u32::try_from(needed).unwrap_or(u32::MAX)
+}
+
+/// A random, non-zero chunk handle (random, so handles of deleted chunks are not reused while
+/// stale replicas of them may still exist).
+pub(super) fn rand_handle() -> u64 {
+    loop {
+        let v: u64 = rand::random();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl ChunkManager {
+    /// Where to append to `path`: its last chunk, or a new one, with a valid lease.
+    ///
+    /// Every chunk before the last is sealed at an agreed length before the next one is handed
+    /// out, so the lease names where its chunk starts in the file and the offsets clients are
+    /// given are final. A last chunk that lost its quorum is never skipped (its length is not
+    /// known): appends wait, `UNAVAILABLE`, until a quorum of its replicas is back.
+    pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease, Status> {
+        let p = path.to_string();
+        let last = self
+            .meta
+            .read(move |ns| {
+                ns.chunks_of(&p).map(|c| {
+                    c.iter()
+                        .map(|h| (*h, ns.chunk(*h)))
+                        .collect::<Vec<(u64, Option<ChunkMeta>)>>()
+                })
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let n = last.len() as u64;
+        // Where each chunk starts: the sealed lengths of the ones before it.
+        let mut start = 0u64;
+        for (i, (h, m)) in last.iter().enumerate() {
+            let is_last = i + 1 == last.len();
+            match m.as_ref().and_then(|m| m.sealed_length) {
+                Some(l) if !is_last => start += l,
+                None if !is_last => {
+                    return Err(unavailable(format!(
+                        "chunk {h} of {path} is not settled yet (its length is unknown)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        // A new chunk comes with the members of its first lease, its logged primary first.
+        let (index, handle, version, file_offset, allocated) = match last.last() {
+            Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start, None),
+            Some((_, m)) => {
+                let end = start + m.as_ref().and_then(|m| m.sealed_length).unwrap_or(0);
+                let (h, created) = self.allocate(path).await?;
+                (n, h, 1, end, Some(created))
+            }
+            None => {
+                let (h, created) = self.allocate(path).await?;
+                (0, h, 1, 0, Some(created))
+            }
+        };
+        let _deciding = self.deciding.write([handle]).await;
+        let at = Position { index, file_offset };
+        // Read under the chunk's lock: only a decision holding it changes who the log says
+        // the lease went to.
+        let last_primary = self
+            .meta
+            .read(move |ns| ns.last_primary(handle).map(str::to_string))
+            .await
+            .map_err(status)?;
+        let now = SystemTime::now();
+        {
+            let mut leases = self.leases.lock();
+            let existing = leases.get_mut(&handle);
+            let alive = existing
+                .as_ref()
+                .is_some_and(|l| !l.doomed && self.registry.lock().is_alive(&l.primary.id));
+            match lease_decision(
+                existing.as_ref().map(|l| (l.version, l.expires)),
+                version,
+                alive,
+                now,
+            ) {
+                LeaseDecision::Reuse => {
+                    if let Some(l) = existing {
+                        l.at = at;
+                        self.resolve_secondaries(l);
+                        return Ok(self.lease_reply(handle, l));
+                    }
+                }
+                LeaseDecision::WaitUntil(t) => {
+                    return Err(unavailable(format!(
+                        "chunk {handle}: the previous primary's lease runs for another {:?}",
+                        t.duration_since(now).unwrap_or_default()
+                    )));
+                }
+                LeaseDecision::Grant => {}
+            }
+        }
+        // After a restart, a lease granted before it may still be in force. The log names the
+        // server every lease went to; once that server has reported its leases (registering
+        // with this process), the table above holds the one it still has, if any. A chunk
+        // whose last primary is unknown or has not reported waits out one lease period from
+        // this process's start (its own clock: no skew to allow for).
+        let since_start = self.started.elapsed();
+        if since_start < self.cfg.lease
+            && !self.fresh.lock().contains(&handle)
+            && !last_primary
+                .as_ref()
+                .is_some_and(|p| self.reported.lock().contains(p))
+        {
+            let who = last_primary.as_deref().unwrap_or("unknown");
+            return Err(unavailable(format!(
+                "chunk {handle}: the master restarted {since_start:?} ago and the chunk's last primary ({who}) has not reported its leases; a lease from before the restart runs out within {:?}",
+                self.cfg.lease - since_start
+            )));
+        }
+        if let Some(members) = allocated {
+            // Created empty by this call at version 1, and every server it was placed on is in
+            // the lease (a failed creation may have worked: see the module doc), so no replica
+            // at version 1 is outside it and the first lease needs no bump. It goes to the
+            // primary the AddChunk record names.
+            return self.grant(handle, version, at, members).await;
+        }
+        // No lease is out: every live holder counts, those a primary reported lagging too.
+        // Each holds a prefix of the chunk's one sequence of appends at this version (commits
+        // apply in offset order), so the ones behind catch up from the longest below. Leaving
+        // them out would stall the file while they are alive. Replicas a bump left ahead of
+        // the log are fenced with the rest first (`lineage`). Only the replicas holding the
+        // longest committed prefix may continue the chunk; the others become stale.
+        let (version, live) = self.lineage(handle, version).await?;
+        let alive = live.len();
+        if alive < self.cfg.quorum {
+            // Too few replicas are alive to know the chunk's length, so the file cannot move
+            // on to a new chunk either: appends wait until a quorum returns.
+            return Err(unavailable(format!(
+                "chunk {handle} of {path}: {alive} of the {} replicas needed are alive; appends wait until a quorum returns",
+                self.cfg.quorum
+            )));
+        }
+        let mut longest = self.longest(handle, version, live.clone()).await;
+        // Replicas behind the longest at this version catch up from one holding it, so they
+        // count toward the quorum again instead of going stale.
+        let caught = self.catch_up(handle, version, &longest).await;
+        longest.holders.extend(caught);
+        if longest.holders.len() >= self.cfg.quorum {
+            return self
+                .bump_and_grant(handle, version, at, longest.holders)
+                .await;
+        }
+        // The chunk cannot continue. Every acknowledged append is on a quorum, so any quorum of
+        // replicas includes one holding all of them.
+        if longest.answered < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: only {} of {alive} live replicas answered",
+                longest.answered
+            )));
+        }
+        // A quorum answered: the chunk ends at the longest length. Seal it there (fenced first:
+        // see `fence_and_seal`); the file continues on a new chunk.
+        tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk");
+        let length = self.fence_and_seal(handle, version, live).await?;
+        let (next, members) = self.allocate(path).await?;
+        let _deciding = self.deciding.write([next]).await;
+        let at = Position {
+            index: index + 1,
+            file_offset: file_offset + length,
+        };
+        self.grant(next, 1, at, members).await
+    }
+
+    /// Creates a new chunk at the end of `path` and logs it, naming the first server it was
+    /// created on as the primary of its first lease; returns its handle and the members of that
+    /// lease: the servers it was created on, in that order, then those whose creation failed
+    /// (it may have worked all the same: see the module doc).
+    pub(super) async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>), Status> {
+        let servers = self.registry.lock().place(self.cfg.replication);
+        if servers.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "{} live chunkservers, {} needed for a new chunk",
+                servers.len(),
+                self.cfg.quorum
+            )));
+        }
+        let handle = loop {
+            let h: u64 = rand_handle();
+            let taken = self
+                .meta
+                .read(move |ns| ns.chunk(h).is_some())
+                .await
+                .map_err(status)?;
+            if !taken {
+                break h;
+            }
+        };
+        self.allocating.lock().insert(handle);
+        let created = self
+            .on_each(servers.clone(), |mut c| async move {
+                c.create_chunk(CreateChunkRequest { handle, version: 1 })
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+        let logged = self.log_allocation(path, handle, &created).await;
+        self.allocating.lock().remove(&handle);
+        logged?;
+        let in_doubt: Vec<ServerInfo> = servers
+            .into_iter()
+            .filter(|s| created.iter().all(|c| c.id != s.id))
+            .collect();
+        if !in_doubt.is_empty() {
+            let ids: Vec<&str> = in_doubt.iter().map(|s| s.id.as_str()).collect();
+            tracing::warn!(%handle, servers = ?ids, "creation failed, yet may have worked: those servers are secondaries of the first lease");
+        }
+        tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
+        let mut members = created;
+        members.extend(in_doubt);
+        Ok((handle, members))
+    }
+
+    pub(super) async fn log_allocation(
+        &self,
+        path: &str,
+        handle: u64,
+        created: &[ServerInfo],
+    ) -> Result<(), Status> {
+        if created.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle} created on {} servers, {} needed",
+                created.len(),
+                self.cfg.quorum
+            )));
+        }
+        self.meta
+            .mutate(Op::AddChunk(AddChunkOp {
+                path: path.to_string(),
+                handle,
+                version: 1,
+                primary: created.first().map(|s| s.id.clone()).unwrap_or_default(),
+            }))
+            .await
+            .map_err(status)?;
+        let mut reg = self.registry.lock();
+        for s in created {
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version: 1,
+                    length: 0,
+                    sealed: false,
+                },
+            );
+        }
+        self.fresh.lock().insert(handle);
+        Ok(())
+    }
+
+    /// One page of the chunks of `path`, with their live replicas at the current version:
+    /// from chunk `first`, at most `max` (0, or more than [`GET_CHUNKS_PAGE`]: that many) and
+    /// at most `gfs_proto::PAGE_BYTES` encoded (never fewer than one chunk). Each chunk's
+    /// `file_offset` is the sum of the sealed lengths of all the file's earlier chunks, earlier
+    /// pages' included.
+    pub async fn get_chunks(
+        &self,
+        path: &str,
+        first: u64,
+        max: u32,
+    ) -> Result<GetChunksReply, Status> {
+        let p = path.to_string();
+        let max = match max as usize {
+            0 => GET_CHUNKS_PAGE,
+            n => n.min(GET_CHUNKS_PAGE),
+        };
+        let (total, start, mut file_offset, chunks) = self
+            .meta
+            .read(move |ns| {
+                ns.chunks_of(&p).map(|c| {
+                    let start = usize::try_from(first).unwrap_or(usize::MAX).min(c.len());
+                    // Only the last chunk is unsealed (a legacy unsettled one counts as empty
+                    // until it is settled).
+                    let before: u64 = c[..start]
+                        .iter()
+                        .map(|h| ns.chunk(*h).and_then(|m| m.sealed_length).unwrap_or(0))
+                        .sum();
+                    let page: Vec<_> = c[start..]
+                        .iter()
+                        .take(max)
+                        .map(|h| (*h, ns.chunk(*h)))
+                        .collect();
+                    (c.len(), start, before, page)
+                })
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let reg = self.registry.lock();
+        let mut bytes = 0;
+        let mut page: Vec<ChunkLocation> = Vec::with_capacity(chunks.len());
+        for (i, (handle, m)) in chunks.into_iter().enumerate() {
+            let (version, sealed_length) =
+                m.map(|m| (m.version, m.sealed_length)).unwrap_or((0, None));
+            let replicas: Vec<_> = reg
+                .locations(
+                    handle,
+                    Want {
+                        version,
+                        sealed: sealed_length,
+                    },
+                )
+                .iter()
+                .map(|(s, _)| addr(s))
+                .collect();
+            let length_quorum = match sealed_length {
+                Some(_) => 0,
+                None => length_quorum(self.cfg.replication, self.cfg.quorum, replicas.len()),
+            };
+            let c = ChunkLocation {
+                index: (start + i) as u64,
+                handle,
+                version,
+                sealed_length,
+                file_offset,
+                replicas,
+                length_quorum,
+            };
+            bytes += prost::encoding::message::encoded_len(2, &c);
+            if bytes > gfs_proto::PAGE_BYTES && !page.is_empty() {
+                break;
+            }
+            file_offset += sealed_length.unwrap_or(0);
+            page.push(c);
+        }
+        drop(reg);
+        let now = Instant::now();
+        let mut wanted = self.wanted.lock();
+        for c in &page {
+            if c.replicas.len() < self.cfg.replication && wanted.len() < MAX_WANTED {
+                wanted.insert(c.handle, now);
+            }
+        }
+        drop(wanted);
+        let next_index = start + page.len();
+        Ok(GetChunksReply {
+            chunk_size: self.cfg.chunk_size,
+            chunks: page,
+            more: next_index < total,
+            next_index: next_index as u64,
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! # Deletes in heartbeat replies ([`ChunkManager::to_delete`])
+//!
+//! A reply carries at most `MAX_DELETES_PER_REPLY` (1,024) deletes, the rest going with later
+//! replies, each a `ChunkDelete { handle, below_version, unless_length }`: the server skips it
+//! when its replica is at or above `below_version` (the report may predate a bump), or reached
+//! `unless_length` (the sealed length) since its report.
+//! - Orphans: chunks unknown to the master for `orphan_grace` (never one being allocated:
+//!   allocation creates replicas before it logs), and at once the chunks of files purged from
+//!   the trash.
+//! - Stale replicas (an older version, or at the version but not at a sealed chunk's length),
+//!   once a quorum of current live replicas elsewhere is at least as long (I2): a stale replica
+//!   is never served nor copied, and would keep re-replication off its server.
+//! - Corrupt replicas (reported by a read, the scrubber or a failed copy), once a quorum of good
+//!   live replicas lives elsewhere (`below_version` = `u64::MAX`), so that the server can take a
+//!   fresh copy.
+//! - Extra replicas past `replication` (a rebalancing move, a copy that finished after a master
+//!   restart, a server back after its chunks were copied): the holder using the largest share of
+//!   its capacity (then the greatest id) drops its replica, never the primary of a live lease;
+//!   replicas on draining servers stay and do not count. The master forgets that replica at once
+//!   (`Registry::forget_replica`), so another holder's heartbeat before the next report cannot
+//!   also see one too many and drop a second (shares of capacity change as copies land).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use gfs_proto::v1::ChunkDelete;
+use tonic::Status;
+
+use super::*;
+use crate::registry::ChunkSet;
+use crate::registry::{Replica, ServerInfo, Want};
+use crate::service::status;
+
+/// Deletes one heartbeat reply carries at most.
+pub(super) const MAX_DELETES_PER_REPLY: usize = 1024;
+
+impl ChunkManager {
+    /// Notes chunks of files deleted for good: servers drop them at once.
+    pub fn purged(&self, handles: &[u64]) {
+        let now = Instant::now();
+        let mut p = self.purged.lock();
+        for h in handles {
+            p.insert(*h, now);
+        }
+        let mut leases = self.leases.lock();
+        for h in handles {
+            leases.remove(h);
+        }
+    }
+
+    /// Which of `server`'s reported replicas it should delete: chunks unknown to the master for
+    /// longer than `orphan_grace` (never one being allocated), replicas of purged files, stale
+    /// versions of chunks with a quorum of current live replicas elsewhere (a stale replica is
+    /// never served nor copied, and would block a new copy on its server), corrupt replicas
+    /// once a quorum of good ones lives elsewhere, and extra replicas past the goal.
+    pub async fn to_delete(
+        &self,
+        server: &str,
+        report: &[Replica],
+    ) -> Result<Vec<ChunkDelete>, Status> {
+        let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
+        let versions = self
+            .meta
+            .read(move |ns| {
+                handles
+                    .iter()
+                    .map(|h| ns.chunk(*h).map(Want::from))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(status)?;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let allocating = self.allocating.lock().clone();
+        let purged = {
+            let mut p = self.purged.lock();
+            // After the grace period the orphan rule covers them anyway.
+            p.retain(|_, at| now.duration_since(*at) < self.cfg.orphan_grace);
+            p.keys().copied().collect::<HashSet<u64>>()
+        };
+        // `report` may be one piece of a pass: what the server stopped reporting is forgotten
+        // only when a pass completes (`forget_unreported`).
+        let mut unknown_since = self.unknown_since.lock();
+        let unknown = unknown_since.entry(server.to_string()).or_default();
+        // Lease primaries first: elsewhere the lease table is locked before the registry.
+        let primaries: HashMap<u64, String> = self
+            .leases
+            .lock()
+            .iter()
+            .map(|(h, l)| (*h, l.primary.id.clone()))
+            .collect();
+        let mut reg = self.registry.lock();
+        let draining = reg.draining();
+        let mut extras = Vec::new();
+        for (r, current) in report.iter().zip(versions) {
+            if reg.is_corrupt(server, r.handle) {
+                // Deleted once a quorum of good replicas lives elsewhere (its server can then
+                // take a fresh copy).
+                let good = current.map_or(0, |w| reg.locations(r.handle, w).len());
+                if good >= self.cfg.quorum {
+                    tracing::info!(server, handle = r.handle, "deleting a corrupt replica");
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: u64::MAX,
+                        unless_length: None,
+                    });
+                }
+                continue;
+            }
+            match current {
+                None if purged.contains(&r.handle) => {
+                    tracing::info!(
+                        server,
+                        handle = r.handle,
+                        "deleting a replica of a purged file"
+                    );
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: u64::MAX,
+                        unless_length: None,
+                    });
+                }
+                None if !allocating.contains(&r.handle) => {
+                    let since = *unknown.entry(r.handle).or_insert(now);
+                    if now.duration_since(since) >= self.cfg.orphan_grace {
+                        tracing::info!(server, handle = r.handle, "deleting an orphan replica");
+                        out.push(ChunkDelete {
+                            handle: r.handle,
+                            below_version: u64::MAX,
+                            unless_length: None,
+                        });
+                    }
+                }
+                None => {}
+                // Only once a quorum of current replicas elsewhere holds at least as much (of
+                // a chunk still being written: a sealed one's current replicas hold exactly
+                // its agreed length), so no acknowledged append ever loses a copy (I2).
+                Some(w)
+                    if w.is_stale(r)
+                        && reg
+                            .locations(r.handle, w)
+                            .iter()
+                            .filter(|(s, x)| {
+                                s.id != server && (w.sealed.is_some() || x.length >= r.length)
+                            })
+                            .count()
+                            >= self.cfg.quorum =>
+                {
+                    tracing::info!(
+                        server,
+                        handle = r.handle,
+                        version = r.version,
+                        length = r.length,
+                        "deleting a stale replica"
+                    );
+                    // A replica at the version but short of the sealed length is stale too
+                    // (I1): it never grows again, so it goes whatever its version's number.
+                    let by_length = r.version == w.version;
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: w.version + u64::from(by_length),
+                        unless_length: w.sealed.filter(|_| by_length),
+                    });
+                }
+                Some(w) if w.is_stale(r) => {}
+                Some(w) => {
+                    let v = w.version;
+                    unknown.remove(&r.handle);
+                    // More current replicas than the goal (a rebalancing move, a copy that
+                    // finished after a master restart, a server back after its chunks were
+                    // copied): the holder using the largest share of its capacity (then the
+                    // greatest id) drops its replica, unless it is the primary of a live lease.
+                    // Replicas on draining servers stay until the server is stopped, and do
+                    // not count.
+                    let holders: Vec<_> = reg
+                        .locations(r.handle, w)
+                        .into_iter()
+                        .filter(|(s, _)| !draining.contains(&s.id))
+                        .collect();
+                    let primary = primaries.get(&r.handle);
+                    let share =
+                        |s: &ServerInfo| s.used_bytes as f64 / s.capacity_bytes.max(1) as f64;
+                    let extra = holders
+                        .iter()
+                        .map(|(s, _)| s)
+                        .filter(|s| Some(&s.id) != primary)
+                        .max_by(|a, b| share(a).total_cmp(&share(b)).then(a.id.cmp(&b.id)))
+                        .map(|s| s.id.as_str());
+                    if holders.len() > self.cfg.replication && extra == Some(server) {
+                        tracing::info!(
+                            server,
+                            handle = r.handle,
+                            holders = holders.len(),
+                            "deleting an extra replica"
+                        );
+                        out.push(ChunkDelete {
+                            handle: r.handle,
+                            below_version: v + 1,
+                            unless_length: None,
+                        });
+                        extras.push(r.handle);
+                    }
+                }
+            }
+        }
+        // Bounded per reply (the rest goes with later heartbeats, as the replicas are still
+        // reported): a purge of many files never sends one server an unbounded list.
+        out.truncate(MAX_DELETES_PER_REPLY);
+        let kept: HashSet<u64> = out.iter().map(|d| d.handle).collect();
+        extras.retain(|h| kept.contains(h));
+        // Gone from the locations now, not at this server's next report: another holder's
+        // heartbeat in between must not see one replica too many (its share of capacity may
+        // have become the largest meanwhile) and drop a second one.
+        for handle in extras {
+            reg.forget_replica(server, handle);
+        }
+        Ok(out)
+    }
+
+    /// A pass of `server`'s chunk report completed, naming `reported`: replicas unknown to the
+    /// master that it no longer holds are forgotten (a later one starts its grace period
+    /// afresh). Linear in the server's unknown replicas.
+    pub fn forget_unreported(&self, server: &str, reported: &ChunkSet) {
+        let mut unknown_since = self.unknown_since.lock();
+        if let Some(unknown) = unknown_since.get_mut(server) {
+            unknown.retain(|h, _| reported.contains(h));
+            if unknown.is_empty() {
+                unknown_since.remove(server);
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Chunk allocation, leases and versions, seals, re-replication, rebalancing, and the deletes
+//! the master asks of chunkservers: [`ChunkManager`], cut by concept.
+//!
+//! - [`alloc`]: where a file's next append goes (`append_chunk`), new chunks, and listing a
+//!   file's chunks for readers (`get_chunks`).
+//! - [`lease`]: granting, reusing, adopting and extending leases; relegating lagging
+//!   secondaries.
+//! - [`version`]: fencing replicas with a new version, the longest committed prefix, catch-up,
+//!   and versions adopted from reports.
+//! - [`seal`]: sealing a chunk at an agreed length, on a primary's report or the master's own
+//!   decision.
+//! - [`repair`]: re-replication, rebalancing and each file's health.
+//! - [`gc`]: the deletes heartbeat replies carry (orphans, stale, corrupt, extra replicas).
+//! - [`drain`]: what a draining server still holds alone.
+//! - [`control`]: the calls the master makes to chunkservers.
+//!
+//! # Invariants (ARCHITECTURE.md)
+//!
+//! A replica counts as current only at the chunk's version and, once sealed, exactly its sealed
+//! length (`Want`, I1); every chunk but a file's last is sealed before the next is allocated, so
+//! a lease names where its chunk starts in the file and offsets are final (I3); a last chunk
+//! without a quorum of live replicas is waited for, never skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gfs_proto::v1::ReplicaAddr;
+use gfs_proto::v1::chunk_control_client::ChunkControlClient;
+use parking_lot::Mutex;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::locks::LockTable;
+use crate::metastore::MetaStore;
+use crate::registry::{ChunkMap, Registry, ServerInfo};
+
+mod alloc;
+mod control;
+mod drain;
+mod gc;
+mod lease;
+mod repair;
+mod seal;
+#[cfg(test)]
+mod tests;
+mod version;
+
+pub use alloc::GET_CHUNKS_PAGE;
+pub use lease::{HeldLease, LeaseDecision, lease_decision};
+pub use repair::ChunkHealth;
+
+use lease::Granted;
+
+/// Cluster-wide chunk settings of the master.
+#[derive(Clone, Debug)]
+pub struct ChunkConfig {
+    /// Chunk size of the cluster.
+    pub chunk_size: u64,
+    /// Replicas per new chunk.
+    pub replication: usize,
+    /// Replicas (the primary included) an append needs.
+    pub quorum: usize,
+    /// Lease duration.
+    pub lease: Duration,
+    /// Deadline of each call to a chunkserver.
+    pub rpc_timeout: Duration,
+    /// A reported chunk the master does not know is deleted after being unknown this long.
+    pub orphan_grace: Duration,
+    /// Re-replication: copies in flight in the whole cluster (each server takes part in at
+    /// most two at once, as source or target); 0 turns it off.
+    pub max_clones: usize,
+    /// Re-replication: deadline of one chunk copy.
+    pub clone_timeout: Duration,
+    /// Rebalancing: move a sealed chunk from the fullest server to the emptiest while their
+    /// shares of capacity differ by more than this (0 turns it off).
+    pub rebalance_threshold: f64,
+}
+
+/// Decides where chunks live and who is primary.
+pub struct ChunkManager {
+    pub(crate) meta: Arc<MetaStore>,
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) cfg: ChunkConfig,
+    controls: Mutex<HashMap<String, ChunkControlClient<Channel>>>,
+    leases: Mutex<HashMap<u64, Granted>>,
+    /// Chunks allocated by this master process: no lease from before can exist on them.
+    fresh: Mutex<HashSet<u64>>,
+    /// Servers that reported the leases they hold when they registered with this master
+    /// process: the lease table is complete for the chunks whose logged primary is one of
+    /// them (`append_chunk`, `adopt_leases`).
+    reported: Mutex<HashSet<String>>,
+    /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
+    /// the next version bump, so they become stale.
+    lagging: Mutex<HashMap<(u64, String), u64>>,
+    /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
+    /// committed length once a quorum of replicas reports again.
+    unsettled: Mutex<HashSet<u64>>,
+    /// Re-replication in flight: chunk -> (source, target) server ids.
+    pub(crate) cloning: Mutex<HashMap<u64, (String, String)>>,
+    /// Bytes copied into and out of each server since the master started.
+    pub(crate) copied: Mutex<HashMap<String, (u64, u64)>>,
+    /// Chunks the last re-replication pass found waiting for a copy.
+    pub(crate) repair_queue: std::sync::atomic::AtomicU64,
+    /// Draining servers already announced as safe to stop.
+    drained: Mutex<HashSet<String>>,
+    /// What the master exports to Prometheus.
+    pub(crate) metrics: crate::metrics::MasterMetrics,
+    /// Where the draining set is kept across restarts.
+    pub(crate) draining_file: std::sync::OnceLock<std::path::PathBuf>,
+    /// The last re-replication pass found chunks below the goal or above it: rebalancing
+    /// waits for the cluster to settle.
+    unsettled_replicas: std::sync::atomic::AtomicBool,
+    /// Chunks of files deleted for good, and when: servers drop them on their next heartbeat
+    /// (not after `orphan_grace`).
+    purged: Mutex<HashMap<u64, Instant>>,
+    /// Chunks with no live current replica, as last seen (logged when it changes).
+    pub(crate) lost: Mutex<HashSet<u64>>,
+    /// Chunks a client asked for while they were below the goal, and when: repaired before
+    /// others with as many replicas (the paper's boost for chunks blocking client progress).
+    wanted: Mutex<HashMap<u64, Instant>>,
+    /// Handles being allocated: created on servers, not yet logged. Never orphans.
+    allocating: Mutex<HashSet<u64>>,
+    /// When each server first reported each replica the master does not know, by server.
+    unknown_since: Mutex<HashMap<String, ChunkMap<Instant>>>,
+    /// One lease decision at a time per chunk (callers hold the file's path lock around
+    /// allocation).
+    deciding: LockTable<u64>,
+    pub(crate) started: Instant,
+}
+
+fn unavailable(msg: impl Into<String>) -> Status {
+    Status::unavailable(msg.into())
+}
+
+fn addr(s: &ServerInfo) -> ReplicaAddr {
+    ReplicaAddr {
+        id: s.id.clone(),
+        data_addr: s.data_addr.clone(),
+        repl_addr: s.repl_addr.clone(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ChunkManager {
+    /// A manager over the metadata and the membership table.
+    pub fn new(meta: Arc<MetaStore>, registry: Arc<Mutex<Registry>>, cfg: ChunkConfig) -> Self {
+        ChunkManager {
+            meta,
+            registry,
+            cfg,
+            controls: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashSet::new()),
+            reported: Mutex::new(HashSet::new()),
+            lagging: Mutex::new(HashMap::new()),
+            allocating: Mutex::new(HashSet::new()),
+            unsettled: Mutex::new(HashSet::new()),
+            cloning: Mutex::new(HashMap::new()),
+            copied: Mutex::new(HashMap::new()),
+            repair_queue: std::sync::atomic::AtomicU64::new(0),
+            drained: Mutex::new(HashSet::new()),
+            metrics: crate::metrics::MasterMetrics::default(),
+            draining_file: std::sync::OnceLock::new(),
+            purged: Mutex::new(HashMap::new()),
+            unsettled_replicas: std::sync::atomic::AtomicBool::new(false),
+            lost: Mutex::new(HashSet::new()),
+            wanted: Mutex::new(HashMap::new()),
+            unknown_since: Mutex::new(HashMap::new()),
+            deciding: LockTable::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// What the master exports to Prometheus.
+    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+        &self.metrics
+    }
+
+    /// The chunk size of the cluster.
+    pub fn chunk_size(&self) -> u64 {
+        self.cfg.chunk_size
+    }
+
+    /// Replicas (the primary included) that must accept an append.
+    pub fn quorum(&self) -> usize {
+        self.cfg.quorum
+    }
+
+    /// Replicas each chunk should have.
+    pub fn goal(&self) -> usize {
+        self.cfg.replication
+    }
+}

@@ -1,0 +1,392 @@
+//! # Re-replication ([`ChunkManager::rereplicate`], every heartbeat interval)
+//!
+//! Nothing happens in the first `dead_after` after the start, until every server has had time
+//! to report (no false "lost" alarm, no needless copy; like HDFS's safe mode). One pass over the
+//! chunk map joined with the registry's reports (`Registry::holder_counts`: counts only, in
+//! `ChunkMap`s with the foldhash hasher; a chosen chunk's sources are looked up then) finds the
+//! chunks with fewer live current replicas than `replication`, replicas on draining servers not
+//! counted. Repair order: live files before those under `/.trash`, then fewest current
+//! replicas, then chunks a client asked for (`get_chunks`) while they were below the goal within
+//! the last 60 s (`wanted`, at most 65,536 remembered: the paper's boost for chunks blocking
+//! client progress), then handle. A chunk being written (unsealed, with a live, non-doomed
+//! lease) waits until its lease runs out.
+//!
+//! Each copy has a source among the live current holders (draining ones included) and a
+//! target: a server holding the sealed chunk short at its version (`Registry::short_of`, a
+//! prefix) catches up first, else `Registry::place_new` picks a live server holding no replica
+//! of the chunk, least used, on a new rack if it can. At most `max_clones` copies run in the
+//! cluster and two per server, as source or target (0 turns it off). The target gets
+//! `CloneChunk { handle, version, source, sealed_length }` within `clone_timeout`, on a channel
+//! of its own (the shared ones cut every call at `rpc_timeout`), and the master then notes the
+//! new replica. A copy that fails with DATA_LOSS (the source failed its checksums, or ended
+//! short of the sealed length) marks the source corrupt, and a later pass copies from another
+//! holder. A chunk with no live current replica is logged as lost (an event; found again when
+//! one returns), and `get_chunks` lists no replica for it.
+//!
+//! Known limit: the pass scans the whole chunk map every heartbeat interval, most of it inside
+//! the registry lock (482 ms at 1,000,000 chunks; `BENCHMARKS.md`). Past a few hundred thousand
+//! chunks it should be driven by events (a server dies, a report changes) with a slow full
+//! sweep behind.
+//!
+//! # Rebalancing ([`ChunkManager::rebalance`], after each re-replication pass)
+//!
+//! Only when the last pass found every chunk at its goal, no copy is running, `max_clones` is
+//! not 0 and `rebalance_threshold` (0.1) is positive. If the live servers' shares of capacity
+//! (`used_bytes / capacity_bytes` from heartbeats) differ by more than the threshold, one sealed
+//! chunk on the fullest server that the emptiest lacks, at its goal, and whose move would not
+//! leave the full one emptier than the empty one (no ping-pong), is copied there. The chunk then
+//! has one replica too many, and the extra-replica rule below drops the one on the server using
+//! the largest share: copy first, delete after, never below the goal.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use gfs_proto::v1::CloneChunkRequest;
+use tonic::Status;
+
+use super::*;
+use crate::namespace::ChunkMeta;
+use crate::registry::ChunkMap;
+use crate::registry::{Replica, ServerInfo, Want};
+use crate::service::status;
+
+/// How long a chunk a client asked for stays boosted in the repair order.
+pub(super) const BOOST_FOR: Duration = Duration::from_secs(60);
+
+/// Bound on the boosted chunks remembered at once.
+pub(super) const MAX_WANTED: usize = 65_536;
+
+/// One chunk of a file and how its replicas stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkHealth {
+    /// Position in the file.
+    pub index: u64,
+    /// The chunk's handle.
+    pub handle: u64,
+    /// The master's current version of it.
+    pub version: u64,
+    /// Live replicas by state.
+    pub replicas: crate::registry::ReplicaCounts,
+}
+
+impl ChunkManager {
+    /// Starts copies of chunks with fewer live current replicas than `replication`, chunks of
+    /// live files before those in the trash, fewest replicas first, bounded by `max_clones` in
+    /// the cluster and two per server; nothing in the first `dead_after` after the start. A chunk being written
+    /// (unsealed, with a live lease) waits for its lease to end. Chunks with no live replica
+    /// are logged as lost (and found again when a replica returns).
+    pub async fn rereplicate(self: &Arc<Self>) {
+        // Right after a start every chunk looks unreplicated until the servers report: wait
+        // until each live server has had time to heartbeat (like HDFS's safe mode), so no
+        // false "lost" alarm and no needless copy.
+        let warm_up = self.registry.lock().dead_after();
+        if self.started.elapsed() < warm_up {
+            // Nor any rebalancing.
+            self.unsettled_replicas
+                .store(true, std::sync::atomic::Ordering::Release);
+            return;
+        }
+        let Ok((metas, trashed)) = self
+            .meta
+            .read(|ns| (ns.chunk_metas(), ns.chunks_under(crate::trash::TRASH)))
+            .await
+        else {
+            return;
+        };
+        let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
+        let (counts, draining) = {
+            let reg = self.registry.lock();
+            let draining = reg.draining();
+            (reg.holder_counts(&versions, &draining), draining)
+        };
+        // Replicas on draining servers are sources, but do not count toward the goal.
+        let counted = |h: &u64| counts.get(h).map_or(0, |c| c.counted as usize);
+        let now = SystemTime::now();
+        let mut want = Vec::new();
+        let extra = counts
+            .values()
+            .any(|c| c.all as usize > self.cfg.replication);
+        let mut events = Vec::new();
+        {
+            let leases = self.leases.lock();
+            let cloning = self.cloning.lock();
+            let mut lost = self.lost.lock();
+            for (h, m) in &metas {
+                let have = counted(h);
+                if counts.get(h).is_none_or(|c| c.all == 0) {
+                    if lost.insert(*h) {
+                        tracing::error!(handle = %h, "chunk lost: no live replica holds its current version");
+                        events.push((
+                            "chunk-lost",
+                            format!("chunk {h}: no live replica holds its current version"),
+                        ));
+                    }
+                    continue;
+                }
+                if lost.remove(h) {
+                    tracing::info!(handle = %h, replicas = have, "lost chunk found again");
+                    events.push((
+                        "chunk-found",
+                        format!("chunk {h} found again ({have} replicas)"),
+                    ));
+                }
+                if have >= self.cfg.replication || cloning.contains_key(h) {
+                    continue;
+                }
+                let writing = m.sealed_length.is_none()
+                    && leases.get(h).is_some_and(|l| l.expires > now && !l.doomed);
+                if !writing {
+                    want.push((have, *h, *m));
+                }
+            }
+        }
+        self.unsettled_replicas.store(
+            extra || !want.is_empty(),
+            std::sync::atomic::Ordering::Release,
+        );
+        self.repair_queue
+            .store(want.len() as u64, std::sync::atomic::Ordering::Release);
+        // A draining server whose every chunk has its goal elsewhere is safe to stop.
+        for id in &draining {
+            let left = self.left_on(id, &counts, &versions);
+            let mut drained = self.drained.lock();
+            if left == 0 && drained.insert(id.clone()) {
+                tracing::info!(id, "decommissioned chunkserver drained: safe to stop");
+                events.push((
+                    "drained",
+                    format!("chunkserver {id} is drained: safe to stop"),
+                ));
+            } else if left > 0 {
+                drained.remove(id);
+            }
+        }
+        if !events.is_empty() {
+            let mut reg = self.registry.lock();
+            for (kind, text) in events {
+                reg.events.push(kind, text);
+            }
+        }
+        // Live files before the trash, then fewest replicas first, then chunks clients asked
+        // for lately.
+        let wanted = {
+            let below: HashSet<u64> = want.iter().map(|w| w.1).collect();
+            let mut wanted = self.wanted.lock();
+            wanted.retain(|h, at| at.elapsed() < BOOST_FOR && below.contains(h));
+            wanted.clone()
+        };
+        want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
+        for (_, handle, m) in want {
+            // Sources: every live current holder, draining ones included.
+            let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);
+            if from.is_empty() {
+                continue;
+            }
+            let from = &from;
+            let pick = {
+                let mut cloning = self.cloning.lock();
+                if cloning.len() >= self.cfg.max_clones {
+                    break;
+                }
+                let busy =
+                    |id: &str| cloning.values().filter(|(s, t)| s == id || t == id).count() >= 2;
+                let source = from.iter().find(|s| !busy(&s.id)).cloned();
+                // A server holding a prefix of the chunk (short at its version, e.g. left
+                // behind when the master sealed the chunk) catches up first: otherwise, with
+                // stale replicas on every other server, the chunk would find no target.
+                let target = source.as_ref().and_then(|_| {
+                    let reg = self.registry.lock();
+                    let short = reg.short_of(handle, m);
+                    match short.into_iter().find(|s| !busy(&s.id)) {
+                        Some(t) => Some((t, true)),
+                        None => reg.place_new(handle, from, busy).map(|t| (t, false)),
+                    }
+                });
+                match (source, target) {
+                    (Some(s), Some((t, catch_up))) => {
+                        cloning.insert(handle, (s.id.clone(), t.id.clone()));
+                        Some((s, t, catch_up))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((source, target, catch_up)) = pick else {
+                continue;
+            };
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                me.clone_one(handle, m, source, target, catch_up).await;
+                me.cloning.lock().remove(&handle);
+            });
+        }
+    }
+
+    /// One move at a time, once every chunk is at its goal: copies a sealed chunk from the
+    /// server using the largest share of its capacity to the one using the smallest, when they
+    /// differ by more than `rebalance_threshold`. The chunk then has one replica too many, and
+    /// the heartbeat reply drops the one on the fullest server: the copy comes first, so no
+    /// chunk goes below the goal.
+    pub async fn rebalance(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.cfg.rebalance_threshold <= 0.0
+            || self.cfg.max_clones == 0
+            || self.unsettled_replicas.load(Ordering::Acquire)
+            || !self.cloning.lock().is_empty()
+        {
+            return;
+        }
+        let usage = self.registry.lock().usage();
+        let by = |a: &&(ServerInfo, f64), b: &&(ServerInfo, f64)| a.1.total_cmp(&b.1);
+        let (Some(full), Some(empty)) = (usage.iter().max_by(by), usage.iter().min_by(by)) else {
+            return;
+        };
+        if full.1 - empty.1 <= self.cfg.rebalance_threshold {
+            return;
+        }
+        let (full, empty) = (full.0.clone(), empty.0.clone());
+        let sealed: Vec<u64> = self
+            .registry
+            .lock()
+            .replicas_of(&full.id)
+            .into_iter()
+            .filter(|r| r.sealed)
+            .map(|r| r.handle)
+            .collect();
+        let metas = {
+            let handles = sealed.clone();
+            match self
+                .meta
+                .read(move |ns| handles.iter().map(|h| ns.chunk(*h)).collect::<Vec<_>>())
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => return,
+            }
+        };
+        let pick = {
+            let reg = self.registry.lock();
+            sealed.into_iter().zip(metas).find_map(|(h, m)| {
+                let m = m.filter(|m| m.sealed_length.is_some())?;
+                // Only a move that leaves the full server at least as full as the empty one:
+                // no ping-pong.
+                let len = m.sealed_length.unwrap_or(0);
+                let after = |s: &ServerInfo, delta: i128| {
+                    (s.used_bytes as i128 + delta) as f64 / s.capacity_bytes.max(1) as f64
+                };
+                if after(&full, -(len as i128)) < after(&empty, len as i128) {
+                    return None;
+                }
+                let holders = reg.locations(h, m);
+                let here = holders.iter().any(|(s, _)| s.id == full.id);
+                let there = holders.iter().any(|(s, _)| s.id == empty.id);
+                (here && !there && holders.len() == self.cfg.replication).then_some((h, m))
+            })
+        };
+        let Some((handle, m)) = pick else {
+            return;
+        };
+        self.cloning
+            .lock()
+            .insert(handle, (full.id.clone(), empty.id.clone()));
+        tracing::info!(%handle, from = %full.id, to = %empty.id, "rebalancing");
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            me.clone_one(handle, m, full, empty, false).await;
+            me.cloning.lock().remove(&handle);
+        });
+    }
+
+    /// Copies `handle` from `source` to `target` and records the new replica; with
+    /// `catch_up`, extends `target`'s shorter replica at the version instead (sealing it at the
+    /// chunk's sealed length).
+    pub(super) async fn clone_one(
+        &self,
+        handle: u64,
+        m: ChunkMeta,
+        source: ServerInfo,
+        target: ServerInfo,
+        catch_up: bool,
+    ) {
+        let started = Instant::now();
+        tracing::info!(%handle, from = %source.id, to = %target.id, catch_up, "re-replicating");
+        let req = CloneChunkRequest {
+            handle,
+            version: m.version,
+            source: source.repl_addr.clone(),
+            sealed_length: m.sealed_length,
+            catch_up,
+        };
+        let res = self.copy(&target.repl_addr, req).await;
+        match res {
+            Ok(r) => {
+                let length = r.into_inner().length;
+                self.registry.lock().note_replica(
+                    &target.id,
+                    Replica {
+                        handle,
+                        version: m.version,
+                        length,
+                        sealed: m.sealed_length.is_some(),
+                    },
+                );
+                tracing::info!(%handle, to = %target.id, length, took = ?started.elapsed(), "chunk re-replicated");
+                self.registry.lock().events.push(
+                    "repaired",
+                    format!(
+                        "chunk {handle} copied from {} to {} ({length} bytes in {:?})",
+                        source.id,
+                        target.id,
+                        started.elapsed()
+                    ),
+                );
+                self.metrics.copied_bytes.inc_by(length);
+                let mut copied = self.copied.lock();
+                copied.entry(target.id.clone()).or_default().0 += length;
+                copied.entry(source.id.clone()).or_default().1 += length;
+            }
+            Err(e) if e.code() == tonic::Code::DataLoss => {
+                // The source's replica is bad (its checksums failed, or it ended short of the
+                // sealed length): treat it as corrupt and copy from another.
+                tracing::error!(%handle, source = %source.id, error = %e.message(), "re-replication source is corrupt");
+                let mut reg = self.registry.lock();
+                reg.mark_corrupt(&source.id, handle);
+                reg.events.push(
+                    "corrupt",
+                    format!("chunk {handle} on {}: {}", source.id, e.message()),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "re-replication failed; will retry");
+            }
+        }
+    }
+
+    /// The replicas of each chunk of the file at `path`, by state, as the live servers last
+    /// reported them.
+    pub async fn health(&self, path: &str) -> Result<Vec<ChunkHealth>, Status> {
+        let p = path.to_string();
+        let chunks = self
+            .meta
+            .read(move |ns| {
+                ns.chunks_of(&p).map(|c| {
+                    c.iter()
+                        .map(|h| (*h, ns.chunk(*h).map_or(Want::from(0), Want::from)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+            .map_err(status)?
+            .map_err(status)?;
+        let reg = self.registry.lock();
+        Ok(chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (handle, want))| ChunkHealth {
+                index: i as u64,
+                handle,
+                version: want.version,
+                replicas: reg.health(handle, want),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,198 @@
+//! # Chunks that cannot continue
+//!
+//! When a new lease is needed and fewer than a quorum of replicas hold the longest prefix: if a
+//! quorum answered, the longest length is final (any quorum includes a replica with every
+//! acknowledged append) and the master seals the chunk there on its own, fenced first
+//! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
+//! them reports after it, those behind caught up, the version and the seal logged, then the
+//! replicas sealed; `append_chunk` then allocates the next chunk. If fewer than a quorum answer,
+//! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum returns (or
+//! re-replication restores one). Chunks abandoned unsealed by older versions (`unsettled`:
+//! unsealed chunks that are not last in their file, found in the log at start) are fenced and
+//! sealed the same way by [`ChunkManager::settle`], every heartbeat interval, once a quorum
+//! reports again; until then `append_chunk` on their file answers UNAVAILABLE.
+
+use gfs_proto::v1::SealRequest;
+use gfs_proto::v1::replication_client::ReplicationClient;
+use tonic::Status;
+use tonic::transport::Endpoint;
+
+use super::version::Longest;
+use super::*;
+use crate::record::{Op, SealOp};
+use crate::registry::{Replica, ServerInfo};
+use crate::service::status;
+
+impl ChunkManager {
+    /// Seals `handle` at `length` in the log and drops its lease.
+    pub(super) async fn seal_at(&self, handle: u64, length: u64) -> Result<(), Status> {
+        self.meta
+            .mutate(Op::Seal(SealOp { handle, length }))
+            .await
+            .map_err(status)?;
+        self.leases.lock().remove(&handle);
+        self.unsettled.lock().remove(&handle);
+        tracing::info!(%handle, length, "chunk sealed");
+        Ok(())
+    }
+
+    /// Finds the chunks left unsettled in the log (after a restart).
+    pub async fn load_unsettled(&self) -> Result<(), Status> {
+        let found = self.meta.read(|ns| ns.unsettled()).await.map_err(status)?;
+        if !found.is_empty() {
+            tracing::warn!(
+                chunks = found.len(),
+                "chunks abandoned with their length unknown"
+            );
+        }
+        self.unsettled.lock().extend(found);
+        Ok(())
+    }
+
+    /// Seals each abandoned chunk once a quorum of its replicas is alive again, at the longest
+    /// length they hold.
+    pub async fn settle(&self) {
+        let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
+        for handle in pending {
+            let _deciding = self.deciding.write([handle]).await;
+            let Ok(Some(m)) = self.meta.read(move |ns| ns.chunk(handle)).await else {
+                self.unsettled.lock().remove(&handle);
+                continue;
+            };
+            if m.sealed_length.is_some() {
+                self.unsettled.lock().remove(&handle);
+                continue;
+            }
+            let (version, live) = match self.lineage(handle, m.version).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(%handle, error = %e, "cannot settle the chunk yet");
+                    continue;
+                }
+            };
+            if live.len() < self.cfg.quorum {
+                continue;
+            }
+            // Sealed at the longest length, fenced first; the others catch up first, so the
+            // chunk does not come out with fewer current replicas than it could have.
+            match self.fence_and_seal(handle, version, live).await {
+                Ok(length) => tracing::info!(%handle, length, "abandoned chunk settled"),
+                Err(e) => tracing::warn!(%handle, error = %e, "cannot settle the chunk yet"),
+            }
+        }
+    }
+
+    /// Seals `handle` on the master's own decision, with no lease out (too few replicas hold
+    /// its longest length to continue it, or it was abandoned): fences `live` with a new
+    /// version first, so an old primary's appends still on their way are refused everywhere;
+    /// takes the longest length a quorum of them reports after the fence (every acknowledged
+    /// append is on a quorum, so on one of them); catches up those behind; logs the version and
+    /// the seal; then seals the replicas there, so clients resolving an earlier attempt get a
+    /// final answer from them. Returns the sealed length.
+    pub(super) async fn fence_and_seal(
+        &self,
+        handle: u64,
+        version: u64,
+        live: Vec<ServerInfo>,
+    ) -> Result<u64, Status> {
+        let (new_version, fenced) = self.fence(handle, version, live).await?;
+        let longest = Longest::of(fenced);
+        let length = longest.length;
+        let mut holders = longest.holders.clone();
+        holders.extend(self.catch_up(handle, new_version, &longest).await);
+        self.log_unleased_version(handle, new_version).await?;
+        self.seal_at(handle, length).await?;
+        let seals = holders.iter().map(|s| {
+            let req = SealRequest {
+                handle,
+                version: new_version,
+                length,
+            };
+            async move {
+                let endpoint = Endpoint::from_shared(format!("http://{}", s.repl_addr))
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .connect_timeout(self.cfg.rpc_timeout)
+                    .timeout(self.cfg.rpc_timeout);
+                let reply = ReplicationClient::new(endpoint.connect_lazy())
+                    .seal(req)
+                    .await?
+                    .into_inner();
+                Ok::<_, Status>(!reply.short)
+            }
+        });
+        let sealed = futures::future::join_all(seals).await;
+        let mut reg = self.registry.lock();
+        for (s, r) in holders.iter().zip(sealed) {
+            let sealed = match r {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    tracing::warn!(%handle, server = %s.id, error = %e.message(), "sealing the replica failed; it reports its state later");
+                    false
+                }
+            };
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version: new_version,
+                    length,
+                    sealed,
+                },
+            );
+        }
+        for s in &longest.behind {
+            if !holders.iter().any(|h| h.id == s.id) {
+                tracing::warn!(%handle, server = %s.id, length, "replica left short of the sealed length");
+            }
+        }
+        Ok(length)
+    }
+
+    /// Records that `handle` is sealed at `length`, and that the replicas at `sealed_on`
+    /// (replication-plane addresses) hold it sealed there: they count as current at once.
+    pub async fn report_sealed(
+        &self,
+        handle: u64,
+        length: u64,
+        sealed_on: &[String],
+    ) -> Result<(), Status> {
+        let _deciding = self.deciding.write([handle]).await;
+        let known = self
+            .meta
+            .read(move |ns| ns.chunk(handle))
+            .await
+            .map_err(status)?;
+        let Some(m) = known else {
+            return Err(Status::not_found(format!("chunk {handle} not found")));
+        };
+        if length > self.cfg.chunk_size {
+            return Err(Status::invalid_argument(
+                "sealed length exceeds the chunk size",
+            ));
+        }
+        if m.sealed_length.is_none() {
+            self.seal_at(handle, length).await?;
+        }
+        if m.sealed_length.is_none_or(|l| l == length) {
+            let mut reg = self.registry.lock();
+            let ids: Vec<String> = reg
+                .live()
+                .into_iter()
+                .filter(|s| sealed_on.contains(&s.repl_addr))
+                .map(|s| s.id)
+                .collect();
+            for id in ids {
+                reg.note_replica(
+                    &id,
+                    Replica {
+                        handle,
+                        version: m.version,
+                        length,
+                        sealed: true,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}

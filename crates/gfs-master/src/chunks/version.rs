@@ -1,0 +1,293 @@
+//! Versions as fences: a new version set on the replicas before anything is decided on a
+//! chunk (`fence`), the longest committed prefix among them (`longest`, [`Longest`]), replicas
+//! behind it caught up (`catch_up`), replicas left ahead of the log fenced with the rest
+//! (`lineage`), and a bump the log missed adopted from a quorum's reports (`adopt_reports`).
+//! The rules are in the `lease` module's doc.
+
+use gfs_proto::v1::{CloneChunkRequest, SetVersionRequest};
+use tonic::Status;
+
+use super::*;
+use crate::record::{Op, SetVersionOp};
+use crate::registry::{Replica, ServerInfo};
+use crate::service::status;
+
+/// The committed lengths replicas of a chunk reported.
+pub(super) struct Longest {
+    /// The replicas at the longest length.
+    pub(super) holders: Vec<ServerInfo>,
+    /// The replicas that answered with less.
+    pub(super) behind: Vec<ServerInfo>,
+    /// How many replicas answered.
+    pub(super) answered: usize,
+    /// The longest length.
+    pub(super) length: u64,
+}
+
+impl Longest {
+    /// Splits `answers` (a replica and its committed length) at the longest length.
+    pub(super) fn of(answers: Vec<(ServerInfo, u64)>) -> Longest {
+        let answered = answers.len();
+        let length = answers.iter().map(|(_, l)| *l).max().unwrap_or(0);
+        let (holders, behind): (Vec<_>, Vec<_>) =
+            answers.into_iter().partition(|(_, l)| *l == length);
+        Longest {
+            holders: holders.into_iter().map(|(s, _)| s).collect(),
+            behind: behind.into_iter().map(|(s, _)| s).collect(),
+            answered,
+            length,
+        }
+    }
+}
+
+impl ChunkManager {
+    /// Logs `version` of `handle` as one no lease was granted at (a fence of the master's own,
+    /// or a bump adopted from reports): it names no primary.
+    pub(super) async fn log_unleased_version(
+        &self,
+        handle: u64,
+        version: u64,
+    ) -> Result<(), Status> {
+        self.meta
+            .mutate(Op::SetVersion(SetVersionOp {
+                handle,
+                version,
+                primary: String::new(),
+            }))
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+
+    /// The live replicas a decision on `handle` (logged at `version`) must count, and the
+    /// version they are at. Normally the holders at `version`. When some replicas are ahead of
+    /// the log (a bump that did not reach a quorum, or a crash before its record), they are
+    /// the same appends (no lease is granted at an unlogged version, so nothing was appended
+    /// at it) but possibly shorter: all of them are fenced past the highest version, that
+    /// version is logged, and the decision goes on from there with every replica counted.
+    pub(super) async fn lineage(
+        &self,
+        handle: u64,
+        version: u64,
+    ) -> Result<(u64, Vec<ServerInfo>), Status> {
+        let (mut live, ahead) = {
+            let reg = self.registry.lock();
+            (
+                reg.holders_of(handle, version),
+                reg.ahead_of(handle, version),
+            )
+        };
+        let Some(top) = ahead.iter().map(|(_, v)| *v).max() else {
+            return Ok((version, live));
+        };
+        live.extend(ahead.into_iter().map(|(s, _)| s));
+        tracing::warn!(%handle, version, top, "replicas ahead of the log: fencing them all past it");
+        let (new_version, fenced) = self.fence(handle, top, live).await?;
+        self.log_unleased_version(handle, new_version).await?;
+        let mut reg = self.registry.lock();
+        for (s, length) in &fenced {
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version: new_version,
+                    length: *length,
+                    sealed: false,
+                },
+            );
+        }
+        Ok((new_version, fenced.into_iter().map(|(s, _)| s).collect()))
+    }
+
+    /// Sets the version after `version` on each of `replicas`; returns it and the replicas
+    /// that took it, each with its committed length once the new version is durable there, or
+    /// `Unavailable` unless a quorum took it. That length is final for the old version: the
+    /// replica is fenced, nothing commits at the old version there any more, so an append that
+    /// committed between an earlier length query and this call is seen (finding 4).
+    pub(super) async fn fence(
+        &self,
+        handle: u64,
+        version: u64,
+        replicas: Vec<ServerInfo>,
+    ) -> Result<(u64, Vec<(ServerInfo, u64)>), Status> {
+        let Some(new_version) = version.checked_add(1) else {
+            return Err(Status::internal(format!(
+                "chunk {handle}: version {version} overflows"
+            )));
+        };
+        let asks = replicas.into_iter().map(|s| {
+            let client = self.control(&s.repl_addr);
+            async move {
+                let req = SetVersionRequest {
+                    handle,
+                    version: new_version,
+                };
+                let r = async { Ok::<_, Status>(client?.set_version(req).await?.into_inner()) };
+                match r.await {
+                    Ok(reply) => Some((s, reply.committed_length)),
+                    Err(e) => {
+                        tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
+                        None
+                    }
+                }
+            }
+        });
+        let fenced: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if fenced.len() < self.cfg.quorum {
+            return Err(unavailable(format!(
+                "chunk {handle}: only {} replicas took version {new_version}",
+                fenced.len()
+            )));
+        }
+        Ok((new_version, fenced))
+    }
+
+    /// The replicas among `live` whose committed length, asked now, is the longest.
+    pub(super) async fn longest(
+        &self,
+        handle: u64,
+        version: u64,
+        live: Vec<ServerInfo>,
+    ) -> Longest {
+        use gfs_proto::v1::ReportChunksRequest;
+        let asks = live.into_iter().map(|s| {
+            let client = self.control(&s.repl_addr);
+            async move {
+                let mut c = client.ok()?;
+                let report = c
+                    .report_chunks(ReportChunksRequest {
+                        handles: vec![handle],
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let info = report
+                    .chunks
+                    .into_iter()
+                    .find(|c| c.handle == handle && c.version == version)?;
+                Some((s, info.committed_length))
+            }
+        });
+        let answers: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let longest = Longest::of(answers);
+        for s in &longest.behind {
+            tracing::warn!(%handle, replica = %s.id, longest = longest.length, "replica behind the longest");
+        }
+        longest
+    }
+
+    /// Has each replica `longest` found behind copy the appends it lacks from a holder (with
+    /// no lease out, nothing else is appending), within `clone_timeout`; returns those now at
+    /// the longest length.
+    /// Those that fail are left behind, to go stale at the next version bump.
+    pub(super) async fn catch_up(
+        &self,
+        handle: u64,
+        version: u64,
+        longest: &Longest,
+    ) -> Vec<ServerInfo> {
+        let Some(source) = longest.holders.first() else {
+            return Vec::new();
+        };
+        let length = longest.length;
+        let asks = longest.behind.iter().map(|s| {
+            let req = CloneChunkRequest {
+                handle,
+                version,
+                source: source.repl_addr.clone(),
+                sealed_length: None,
+                catch_up: true,
+            };
+            async move {
+                let reached = self
+                    .copy(&s.repl_addr, req)
+                    .await
+                    .map(|r| r.into_inner().length);
+                match reached {
+                    Ok(l) if l == length => Ok(s.clone()),
+                    Ok(l) => Err((s.id.clone(), Status::data_loss(format!("caught up to {l}")))),
+                    Err(e) => Err((s.id.clone(), e)),
+                }
+            }
+        });
+        let mut caught = Vec::new();
+        for r in futures::future::join_all(asks).await {
+            match r {
+                Ok(s) => {
+                    tracing::info!(%handle, replica = %s.id, length, "replica caught up");
+                    self.registry.lock().note_replica(
+                        &s.id,
+                        Replica {
+                            handle,
+                            version,
+                            length,
+                            sealed: false,
+                        },
+                    );
+                    caught.push(s);
+                }
+                Err((id, e)) => {
+                    tracing::warn!(%handle, replica = %id, error = %e.message(), "catch-up failed: the replica goes stale");
+                }
+            }
+        }
+        caught
+    }
+
+    /// Adopts from a chunk report what the log missed: a newer version (a crash between
+    /// bumping the replicas and logging the bump), and a seal at the current version (a lost
+    /// seal report; every replica seals at the primary's length).
+    pub async fn adopt_reports(&self, server: &str, report: &[Replica]) -> Result<(), Status> {
+        let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
+        let known = self
+            .meta
+            .read(move |ns| handles.iter().map(|h| ns.chunk(*h)).collect::<Vec<_>>())
+            .await
+            .map_err(status)?;
+        for (r, current) in report.iter().zip(known) {
+            let handle = r.handle;
+            if let Some(m) = current
+                && r.sealed
+                && r.version == m.version
+                && m.sealed_length.is_none()
+            {
+                self.report_sealed(handle, r.length, &[]).await?;
+            }
+            // Only one step ahead: a crash between a bump and its log record leaves replicas
+            // at the next version, never further (anything else is a lie or a bug).
+            if current.is_some_and(|m| r.version > m.version && r.version - m.version > 1) {
+                tracing::warn!(%handle, version = r.version, "a reported version more than one ahead of the log is ignored");
+                continue;
+            }
+            // Only a bump that reached a quorum: its replicas then hold every acknowledged
+            // append. One that reached fewer (a fence cut short) may have reached only a short
+            // replica; adopting it would make the longer ones stale. Such replicas stay ahead
+            // of the log until the next decision on the chunk fences them all (`lineage`).
+            if current.is_some_and(|m| r.version > m.version) {
+                let at_it = 1 + self
+                    .registry
+                    .lock()
+                    .ahead_of(handle, r.version - 1)
+                    .iter()
+                    .filter(|(s, v)| *v == r.version && s.id != server)
+                    .count();
+                if at_it < self.cfg.quorum {
+                    tracing::debug!(%handle, version = r.version, replicas = at_it, "a version one ahead of the log on fewer replicas than a quorum: not adopted");
+                    continue;
+                }
+                tracing::warn!(%handle, version = r.version, "adopting a newer version from a chunk report");
+                // No lease was granted at it (the master crashed before logging it).
+                self.log_unleased_version(handle, r.version).await?;
+            }
+        }
+        Ok(())
+    }
+}
