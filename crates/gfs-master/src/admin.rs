@@ -12,16 +12,15 @@ use std::time::Instant;
 
 use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerReport};
 use prost::encoding::string::encoded_len;
-use tonic::Status;
 
 use crate::chunks::{ChunkManager, unix_ms};
+use crate::error::Result;
 use crate::registry::{ChunkMap, Want};
-use crate::service::status;
 use crate::trash::TRASH;
 
 impl ChunkManager {
     /// The cluster summary, every registered chunkserver, and recent events.
-    pub async fn report(&self) -> Result<ClusterReport, Status> {
+    pub async fn report(&self) -> Result<ClusterReport> {
         let (metas, (files, directories), trash_entries) = self
             .meta
             .read(|ns| {
@@ -31,8 +30,7 @@ impl ChunkManager {
                     ns.list(TRASH).map_or(0, |l| l.len() as u64),
                 )
             })
-            .await
-            .map_err(status)?;
+            .await?;
         let goal = self.cfg.replication;
         let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
         let cloning = self.cloning.lock().clone();
@@ -122,7 +120,7 @@ impl ChunkManager {
     /// Every file at or under `path` (a file or a directory), and the chunks of each that are
     /// short of the goal, lost, or have stale or corrupt replicas; the lists stop at
     /// `gfs_proto::PAGE_BYTES` encoded (`fsck_within`).
-    pub async fn fsck(&self, path: &str) -> Result<FsckReply, Status> {
+    pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
         self.fsck_within(path, gfs_proto::PAGE_BYTES).await
     }
 
@@ -130,7 +128,7 @@ impl ChunkManager {
     /// unhealthy files and their bad chunks are listed in namespace order while they fit, and
     /// the rest are counted (`unlisted_files`, `FileHealth::unlisted_chunks`); the totals
     /// (`files`, `chunks`, `unhealthy_files`) always cover everything.
-    pub async fn fsck_within(&self, path: &str, budget: usize) -> Result<FsckReply, Status> {
+    pub async fn fsck_within(&self, path: &str, budget: usize) -> Result<FsckReply> {
         let p = path.to_string();
         let files = self
             .meta
@@ -148,9 +146,7 @@ impl ChunkManager {
                         .collect::<Vec<_>>()
                 })
             })
-            .await
-            .map_err(status)?
-            .map_err(status)?;
+            .await??;
         let goal = self.cfg.replication;
         let reg = self.registry.lock();
         let mut reply = FsckReply {

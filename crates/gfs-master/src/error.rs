@@ -67,6 +67,19 @@ pub enum MasterError {
     /// Another process holds the metadata directory.
     #[error("metadata directory {0} is locked by another process")]
     Locked(PathBuf),
+    /// Not now: too few chunkservers or replicas answered, or a lease from before is still
+    /// in force; the caller retries.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A request names something impossible (a sealed length past the chunk size).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No chunkserver with this id is registered.
+    #[error("no chunkserver {0:?} is registered")]
+    NoSuchServer(String),
+    /// A bug or an exhausted range (a chunk version that would overflow).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Result alias for the master crate.

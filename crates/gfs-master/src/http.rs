@@ -23,11 +23,11 @@ pub async fn serve(listener: TcpListener, chunks: Arc<ChunkManager>, shutdown: C
         .await;
 }
 
-fn unavailable(e: tonic::Status) -> Response {
-    tracing::warn!(error = %e.message(), "status page: no report");
+fn unavailable(e: crate::MasterError) -> Response {
+    tracing::warn!(error = %e, "status page: no report");
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("the master cannot report: {}\n", e.message()),
+        format!("the master cannot report: {e}\n"),
     )
         .into_response()
 }

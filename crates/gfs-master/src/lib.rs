@@ -17,6 +17,7 @@
 
 mod admin;
 mod chunks;
+mod control_client;
 mod error;
 pub mod events;
 mod http;
@@ -33,9 +34,10 @@ pub mod status_page;
 pub mod trash;
 
 pub use chunks::{
-    ChunkConfig, ChunkHealth, ChunkManager, GET_CHUNKS_PAGE, HeldLease, LeaseDecision,
-    lease_decision,
+    ChunkConfig, ChunkCopy, ChunkHealth, ChunkManager, ChunkserverControl, ControlError,
+    GET_CHUNKS_PAGE, HeldLease, LeaseDecision, LeaseGrant, lease_decision,
 };
+pub use control_client::TonicControl;
 pub use error::{MasterError, Result};
 pub use metastore::{MetaConfig, MetaStore};
 pub use metrics::MasterMetrics;

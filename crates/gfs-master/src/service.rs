@@ -65,7 +65,16 @@ pub fn status(e: MasterError) -> Status {
         MasterError::LogFailed | MasterError::Io { .. } | MasterError::Locked(_) => {
             Status::unavailable(msg)
         }
-        MasterError::CorruptLog { .. } => Status::internal(msg),
+        MasterError::CorruptLog { .. } | MasterError::Internal(_) => Status::internal(msg),
+        MasterError::Unavailable(_) => Status::unavailable(msg),
+        MasterError::InvalidArgument(_) => Status::invalid_argument(msg),
+        MasterError::NoSuchServer(_) => Status::not_found(msg),
+    }
+}
+
+impl From<MasterError> for Status {
+    fn from(e: MasterError) -> Status {
+        status(e)
     }
 }
 

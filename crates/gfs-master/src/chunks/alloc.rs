@@ -30,16 +30,15 @@
 
 use std::time::{Instant, SystemTime};
 
-use gfs_proto::v1::{ChunkLease, ChunkLocation, CreateChunkRequest, GetChunksReply};
-use tonic::Status;
+use gfs_proto::v1::{ChunkLease, ChunkLocation, GetChunksReply};
 
 use super::lease::Position;
 use super::repair::MAX_WANTED;
 use super::*;
+use crate::error::Result;
 use crate::namespace::ChunkMeta;
 use crate::record::{AddChunkOp, Op};
 use crate::registry::{Replica, ServerInfo, Want};
-use crate::service::status;
 
 /// Chunks in one page of `GetChunks` at most (and when the client asks for 0): about 2 MB at
 /// three replicas a chunk; a page is cut sooner at `gfs_proto::PAGE_BYTES`.
@@ -73,7 +72,7 @@ impl ChunkManager {
     /// out, so the lease names where its chunk starts in the file and the offsets clients are
     /// given are final. A last chunk that lost its quorum is never skipped (its length is not
     /// known): appends wait, `UNAVAILABLE`, until a quorum of its replicas is back.
-    pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease, Status> {
+    pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease> {
         let p = path.to_string();
         let last = self
             .meta
@@ -84,9 +83,7 @@ impl ChunkManager {
                         .collect::<Vec<(u64, Option<ChunkMeta>)>>()
                 })
             })
-            .await
-            .map_err(status)?
-            .map_err(status)?;
+            .await??;
         let n = last.len() as u64;
         // Where each chunk starts: the sealed lengths of the ones before it.
         let mut start = 0u64;
@@ -122,8 +119,7 @@ impl ChunkManager {
         let last_primary = self
             .meta
             .read(move |ns| ns.last_primary(handle).map(str::to_string))
-            .await
-            .map_err(status)?;
+            .await?;
         let now = SystemTime::now();
         {
             let mut leases = self.leases.lock();
@@ -229,7 +225,7 @@ impl ChunkManager {
     /// created on as the primary of its first lease; returns its handle and the members of that
     /// lease: the servers it was created on, in that order, then those whose creation failed
     /// (it may have worked all the same: see the module doc).
-    pub(super) async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>), Status> {
+    pub(super) async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>)> {
         let servers = self.registry.lock().place(self.cfg.replication);
         if servers.len() < self.cfg.quorum {
             return Err(unavailable(format!(
@@ -240,23 +236,13 @@ impl ChunkManager {
         }
         let handle = loop {
             let h: u64 = rand_handle();
-            let taken = self
-                .meta
-                .read(move |ns| ns.chunk(h).is_some())
-                .await
-                .map_err(status)?;
+            let taken = self.meta.read(move |ns| ns.chunk(h).is_some()).await?;
             if !taken {
                 break h;
             }
         };
         self.allocating.lock().insert(handle);
-        let created = self
-            .on_each(servers.clone(), |mut c| async move {
-                c.create_chunk(CreateChunkRequest { handle, version: 1 })
-                    .await
-                    .map(|_| ())
-            })
-            .await;
+        let created = self.create_on_each(servers.clone(), handle, 1).await;
         let logged = self.log_allocation(path, handle, &created).await;
         self.allocating.lock().remove(&handle);
         logged?;
@@ -279,7 +265,7 @@ impl ChunkManager {
         path: &str,
         handle: u64,
         created: &[ServerInfo],
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         if created.len() < self.cfg.quorum {
             return Err(unavailable(format!(
                 "chunk {handle} created on {} servers, {} needed",
@@ -294,8 +280,7 @@ impl ChunkManager {
                 version: 1,
                 primary: created.first().map(|s| s.id.clone()).unwrap_or_default(),
             }))
-            .await
-            .map_err(status)?;
+            .await?;
         let mut reg = self.registry.lock();
         for s in created {
             reg.note_replica(
@@ -317,12 +302,7 @@ impl ChunkManager {
     /// at most `gfs_proto::PAGE_BYTES` encoded (never fewer than one chunk). Each chunk's
     /// `file_offset` is the sum of the sealed lengths of all the file's earlier chunks, earlier
     /// pages' included.
-    pub async fn get_chunks(
-        &self,
-        path: &str,
-        first: u64,
-        max: u32,
-    ) -> Result<GetChunksReply, Status> {
+    pub async fn get_chunks(&self, path: &str, first: u64, max: u32) -> Result<GetChunksReply> {
         let p = path.to_string();
         let max = match max as usize {
             0 => GET_CHUNKS_PAGE,
@@ -347,9 +327,7 @@ impl ChunkManager {
                     (c.len(), start, before, page)
                 })
             })
-            .await
-            .map_err(status)?
-            .map_err(status)?;
+            .await??;
         let reg = self.registry.lock();
         let mut bytes = 0;
         let mut page: Vec<ChunkLocation> = Vec::with_capacity(chunks.len());

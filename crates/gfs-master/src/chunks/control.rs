@@ -1,47 +1,128 @@
-//! The calls the master makes to chunkservers: a cached channel per server, a call on many
-//! servers at once, and chunk copies on channels of their own.
+//! The calls the master makes to chunkservers, behind one small trait ([`ChunkserverControl`]),
+//! so that lease, seal and repair decisions can be driven in unit tests against a fake cluster
+//! (`chunks/tests.rs`) as well as over gRPC ([`crate::TonicControl`], the only implementation
+//! that knows the transport).
+//!
+//! Every call names the server it goes to and carries domain arguments; a failure is a
+//! [`ControlError`]: the data-loss case (a copy whose source failed its checksums or ended
+//! short) is told apart because repair marks the source corrupt on it.
 
-use gfs_proto::v1::CloneChunkRequest;
-use gfs_proto::v1::chunk_control_client::ChunkControlClient;
-use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
 
 use super::*;
+use crate::error::Result;
 use crate::registry::ServerInfo;
 
-impl ChunkManager {
-    pub(super) fn control(&self, repl_addr: &str) -> Result<ChunkControlClient<Channel>, Status> {
-        let mut c = self.controls.lock();
-        if let Some(client) = c.get(repl_addr) {
-            return Ok(client.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{repl_addr}"))
-            .map_err(|e| Status::internal(e.to_string()))?
-            .connect_timeout(self.cfg.rpc_timeout)
-            .timeout(self.cfg.rpc_timeout);
-        let client = ChunkControlClient::new(endpoint.connect_lazy());
-        c.insert(repl_addr.to_string(), client.clone());
-        Ok(client)
-    }
+/// Why a call to a chunkserver failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A copy's source replica failed its checksums or ended short of the length asked for.
+    #[error("data loss: {0}")]
+    DataLoss(String),
+    /// The call did not succeed: the server is unreachable, timed out or refused it.
+    #[error("{0}")]
+    Failed(String),
+}
 
-    /// Runs `call` against each server at once; returns the servers it succeeded on.
-    pub(super) async fn on_each<F, Fut>(&self, servers: Vec<ServerInfo>, call: F) -> Vec<ServerInfo>
-    where
-        F: Fn(ChunkControlClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<(), Status>>,
-    {
-        let calls = servers.into_iter().map(|s| {
-            let client = self.control(&s.repl_addr);
-            let fut = client.map(&call);
-            async move {
-                let r = match fut {
-                    Ok(f) => f.await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = &r {
+/// A lease the master grants to a primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The chunk.
+    pub handle: u64,
+    /// The version the lease is at.
+    pub version: u64,
+    /// Replication-plane addresses of the secondaries, in order.
+    pub secondaries: Vec<String>,
+    /// When the lease ends.
+    pub expires: SystemTime,
+}
+
+/// A chunk copy the master asks a server to make of another server's replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkCopy {
+    /// The chunk.
+    pub handle: u64,
+    /// The version to copy at.
+    pub version: u64,
+    /// Replication-plane address of the server to copy from.
+    pub source: String,
+    /// The chunk's sealed length, if sealed: the copy must end exactly there.
+    pub sealed_length: Option<u64>,
+    /// Extend the target's shorter replica at the version instead of copying it whole.
+    pub catch_up: bool,
+}
+
+/// The calls the master makes to chunkservers.
+pub trait ChunkserverControl: Send + Sync + 'static {
+    /// Creates an empty replica of `handle` at `version` on `server`.
+    fn create_chunk<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+    ) -> BoxFuture<'a, Result<(), ControlError>>;
+
+    /// Sets `server`'s replica of `handle` to `version`; returns its committed length once the
+    /// new version is durable there (final for the old version: nothing commits at it after).
+    fn set_version<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+    ) -> BoxFuture<'a, Result<u64, ControlError>>;
+
+    /// The committed length of `server`'s replica of `handle`, if it is at `version`.
+    fn committed_length<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, ControlError>>;
+
+    /// Grants `lease` to `server` as its primary.
+    fn grant_lease<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        lease: LeaseGrant,
+    ) -> BoxFuture<'a, Result<(), ControlError>>;
+
+    /// Has `target` make `copy` (within the copy deadline, longer than a call's); returns the
+    /// length its replica reached.
+    fn copy_chunk<'a>(
+        &'a self,
+        target: &'a ServerInfo,
+        copy: ChunkCopy,
+    ) -> BoxFuture<'a, Result<u64, ControlError>>;
+
+    /// Seals `server`'s replica of `handle` (at `version`) at `length`; false when the replica
+    /// is short of it and stays unsealed.
+    fn seal<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+        length: u64,
+    ) -> BoxFuture<'a, Result<bool, ControlError>>;
+}
+
+impl ChunkManager {
+    /// Creates `handle` at `version` on each of `servers` at once; returns those it succeeded
+    /// on.
+    pub(super) async fn create_on_each(
+        &self,
+        servers: Vec<ServerInfo>,
+        handle: u64,
+        version: u64,
+    ) -> Vec<ServerInfo> {
+        let calls = servers.into_iter().map(|s| async move {
+            match self.control.create_chunk(&s, handle, version).await {
+                Ok(()) => Some(s),
+                Err(e) => {
                     tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
+                    None
                 }
-                r.ok().map(|()| s)
             }
         });
         futures::future::join_all(calls)
@@ -49,23 +130,5 @@ impl ChunkManager {
             .into_iter()
             .flatten()
             .collect()
-    }
-
-    /// Runs a copy (a clone or a catch-up) on `repl_addr` within `clone_timeout`, on a channel
-    /// of its own: the shared ones cut every call at `rpc_timeout`, too short for a replica
-    /// tens of MB behind or a copy under `clone_rate`.
-    pub(super) async fn copy(
-        &self,
-        repl_addr: &str,
-        req: CloneChunkRequest,
-    ) -> Result<tonic::Response<gfs_proto::v1::CloneChunkReply>, Status> {
-        let mut req = tonic::Request::new(req);
-        req.set_timeout(self.cfg.clone_timeout);
-        let endpoint = Endpoint::from_shared(format!("http://{repl_addr}"))
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let channel = endpoint
-            .connect_timeout(self.cfg.rpc_timeout)
-            .connect_lazy();
-        ChunkControlClient::new(channel).clone_chunk(req).await
     }
 }

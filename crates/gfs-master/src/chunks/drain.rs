@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::error::{MasterError, Result};
 use crate::registry::ChunkMap;
 use crate::registry::Want;
-use crate::service::status;
 
 impl ChunkManager {
     /// Chunks `id` holds at the current version that lack the goal on servers not draining.
@@ -35,13 +35,11 @@ impl ChunkManager {
     /// Starts (`drain`) or cancels draining server `id`, and records the draining set in
     /// `draining_file`; returns how many of its chunks still lack the goal on other servers
     /// (0: safe to stop it).
-    pub async fn decommission(&self, id: &str, drain: bool) -> Result<u64, Status> {
+    pub async fn decommission(&self, id: &str, drain: bool) -> Result<u64> {
         let ids = {
             let mut reg = self.registry.lock();
             if !reg.decommission(id, drain) {
-                return Err(Status::not_found(format!(
-                    "no chunkserver {id:?} is registered"
-                )));
+                return Err(MasterError::NoSuchServer(id.to_string()));
             }
             reg.draining()
         };
@@ -51,17 +49,13 @@ impl ChunkManager {
             ids.sort();
             tokio::task::spawn_blocking(move || save_draining(&file, &ids))
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::unavailable(format!("recording the draining servers: {e}")))?;
+                .map_err(|e| MasterError::Internal(e.to_string()))?
+                .map_err(|e| unavailable(format!("recording the draining servers: {e}")))?;
         }
         if !drain {
             return Ok(0);
         }
-        let metas = self
-            .meta
-            .read(|ns| ns.chunk_metas())
-            .await
-            .map_err(status)?;
+        let metas = self.meta.read(|ns| ns.chunk_metas()).await?;
         let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
         let counts = {
             let reg = self.registry.lock();

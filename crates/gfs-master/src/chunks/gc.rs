@@ -24,12 +24,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use gfs_proto::v1::ChunkDelete;
-use tonic::Status;
 
 use super::*;
+use crate::error::Result;
 use crate::registry::ChunkSet;
 use crate::registry::{Replica, ServerInfo, Want};
-use crate::service::status;
 
 /// Deletes one heartbeat reply carries at most.
 pub(super) const MAX_DELETES_PER_REPLY: usize = 1024;
@@ -53,11 +52,7 @@ impl ChunkManager {
     /// versions of chunks with a quorum of current live replicas elsewhere (a stale replica is
     /// never served nor copied, and would block a new copy on its server), corrupt replicas
     /// once a quorum of good ones lives elsewhere, and extra replicas past the goal.
-    pub async fn to_delete(
-        &self,
-        server: &str,
-        report: &[Replica],
-    ) -> Result<Vec<ChunkDelete>, Status> {
+    pub async fn to_delete(&self, server: &str, report: &[Replica]) -> Result<Vec<ChunkDelete>> {
         let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
         let versions = self
             .meta
@@ -67,8 +62,7 @@ impl ChunkManager {
                     .map(|h| ns.chunk(*h).map(Want::from))
                     .collect::<Vec<_>>()
             })
-            .await
-            .map_err(status)?;
+            .await?;
         let now = Instant::now();
         let mut out = Vec::new();
         let allocating = self.allocating.lock().clone();

@@ -63,14 +63,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use gfs_proto::v1::{ChunkLease, GrantLeaseRequest};
-use tonic::Status;
+use gfs_proto::v1::ChunkLease;
 
 use super::version::Longest;
 use super::*;
+use crate::error::Result;
 use crate::record::{Op, SetVersionOp};
 use crate::registry::{Replica, ServerInfo};
-use crate::service::status;
 
 pub(super) struct Granted {
     pub(super) version: u64,
@@ -150,7 +149,7 @@ impl ChunkManager {
         version: u64,
         at: Position,
         replicas: Vec<ServerInfo>,
-    ) -> Result<ChunkLease, Status> {
+    ) -> Result<ChunkLease> {
         // Every new lease bumps the version on the replicas, then in the log.
         let (new_version, bumped) = self.fence(handle, version, replicas).await?;
         // Only replicas at the longest length continue; shorter ones catch up from one of
@@ -171,8 +170,7 @@ impl ChunkManager {
                 version: new_version,
                 primary: primary.clone(),
             }))
-            .await
-            .map_err(status)?;
+            .await?;
         let note = |ids: &[ServerInfo], length: u64| {
             let mut reg = self.registry.lock();
             for s in ids {
@@ -226,20 +224,20 @@ impl ChunkManager {
         new_version: u64,
         at: Position,
         replicas: Vec<ServerInfo>,
-    ) -> Result<ChunkLease, Status> {
+    ) -> Result<ChunkLease> {
         let Some((primary, secondaries)) = replicas.split_first() else {
             return Err(unavailable(format!("chunk {handle}: no replica to lease")));
         };
         let (primary, secondaries) = (primary.clone(), secondaries.to_vec());
         let expires = SystemTime::now() + self.cfg.lease;
-        let grant = GrantLeaseRequest {
+        let grant = LeaseGrant {
             handle,
             version: new_version,
             secondaries: secondaries.iter().map(|s| s.repl_addr.clone()).collect(),
-            expires_unix_ms: unix_ms(expires),
+            expires,
         };
-        self.control(&primary.repl_addr)?
-            .grant_lease(grant)
+        self.control
+            .grant_lease(&primary, grant)
             .await
             .map_err(|e| unavailable(format!("granting the lease to {}: {e}", primary.id)))?;
         tracing::info!(%handle, version = new_version, primary = %primary.id, "lease granted");
@@ -418,7 +416,7 @@ impl ChunkManager {
     /// Bumps the version of `handle` on its good replicas now, so lagging ones become stale at
     /// once; the current primary keeps the lease (at the new version). A no-op without a live
     /// lease (the next lease leaves lagging replicas out anyway).
-    pub async fn relegate_lagging(&self, handle: u64) -> Result<(), Status> {
+    pub async fn relegate_lagging(&self, handle: u64) -> Result<()> {
         let _deciding = self.deciding.write([handle]).await;
         let current = {
             let leases = self.leases.lock();

@@ -26,11 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_proto::v1::ReplicaAddr;
-use gfs_proto::v1::chunk_control_client::ChunkControlClient;
 use parking_lot::Mutex;
-use tonic::Status;
-use tonic::transport::Channel;
 
+use crate::error::MasterError;
 use crate::locks::LockTable;
 use crate::metastore::MetaStore;
 use crate::registry::{ChunkMap, Registry, ServerInfo};
@@ -47,6 +45,7 @@ mod tests;
 mod version;
 
 pub use alloc::GET_CHUNKS_PAGE;
+pub use control::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
 pub use lease::{HeldLease, LeaseDecision, lease_decision};
 pub use repair::ChunkHealth;
 
@@ -82,7 +81,8 @@ pub struct ChunkManager {
     pub(crate) meta: Arc<MetaStore>,
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) cfg: ChunkConfig,
-    controls: Mutex<HashMap<String, ChunkControlClient<Channel>>>,
+    /// The calls to chunkservers.
+    control: Arc<dyn ChunkserverControl>,
     leases: Mutex<HashMap<u64, Granted>>,
     /// Chunks allocated by this master process: no lease from before can exist on them.
     fresh: Mutex<HashSet<u64>>,
@@ -129,8 +129,8 @@ pub struct ChunkManager {
     pub(crate) started: Instant,
 }
 
-fn unavailable(msg: impl Into<String>) -> Status {
-    Status::unavailable(msg.into())
+fn unavailable(msg: impl Into<String>) -> MasterError {
+    MasterError::Unavailable(msg.into())
 }
 
 fn addr(s: &ServerInfo) -> ReplicaAddr {
@@ -151,11 +151,22 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 impl ChunkManager {
     /// A manager over the metadata and the membership table.
     pub fn new(meta: Arc<MetaStore>, registry: Arc<Mutex<Registry>>, cfg: ChunkConfig) -> Self {
+        let control = Arc::new(crate::TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout));
+        Self::with_control(meta, registry, cfg, control)
+    }
+
+    /// A manager that reaches chunkservers through `control`.
+    pub fn with_control(
+        meta: Arc<MetaStore>,
+        registry: Arc<Mutex<Registry>>,
+        cfg: ChunkConfig,
+        control: Arc<dyn ChunkserverControl>,
+    ) -> Self {
         ChunkManager {
             meta,
             registry,
             cfg,
-            controls: Mutex::new(HashMap::new()),
+            control,
             leases: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashSet::new()),
             reported: Mutex::new(HashSet::new()),

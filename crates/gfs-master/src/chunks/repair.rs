@@ -42,14 +42,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use gfs_proto::v1::CloneChunkRequest;
-use tonic::Status;
-
 use super::*;
+use crate::error::Result;
 use crate::namespace::ChunkMeta;
 use crate::registry::ChunkMap;
 use crate::registry::{Replica, ServerInfo, Want};
-use crate::service::status;
 
 /// How long a chunk a client asked for stays boosted in the repair order.
 pub(super) const BOOST_FOR: Duration = Duration::from_secs(60);
@@ -309,17 +306,15 @@ impl ChunkManager {
     ) {
         let started = Instant::now();
         tracing::info!(%handle, from = %source.id, to = %target.id, catch_up, "re-replicating");
-        let req = CloneChunkRequest {
+        let copy = ChunkCopy {
             handle,
             version: m.version,
             source: source.repl_addr.clone(),
             sealed_length: m.sealed_length,
             catch_up,
         };
-        let res = self.copy(&target.repl_addr, req).await;
-        match res {
-            Ok(r) => {
-                let length = r.into_inner().length;
+        match self.control.copy_chunk(&target, copy).await {
+            Ok(length) => {
                 self.registry.lock().note_replica(
                     &target.id,
                     Replica {
@@ -344,26 +339,24 @@ impl ChunkManager {
                 copied.entry(target.id.clone()).or_default().0 += length;
                 copied.entry(source.id.clone()).or_default().1 += length;
             }
-            Err(e) if e.code() == tonic::Code::DataLoss => {
+            Err(ControlError::DataLoss(why)) => {
                 // The source's replica is bad (its checksums failed, or it ended short of the
                 // sealed length): treat it as corrupt and copy from another.
-                tracing::error!(%handle, source = %source.id, error = %e.message(), "re-replication source is corrupt");
+                tracing::error!(%handle, source = %source.id, error = %why, "re-replication source is corrupt");
                 let mut reg = self.registry.lock();
                 reg.mark_corrupt(&source.id, handle);
-                reg.events.push(
-                    "corrupt",
-                    format!("chunk {handle} on {}: {}", source.id, e.message()),
-                );
+                reg.events
+                    .push("corrupt", format!("chunk {handle} on {}: {why}", source.id));
             }
             Err(e) => {
-                tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e.message(), "re-replication failed; will retry");
+                tracing::warn!(%handle, from = %source.id, to = %target.id, error = %e, "re-replication failed; will retry");
             }
         }
     }
 
     /// The replicas of each chunk of the file at `path`, by state, as the live servers last
     /// reported them.
-    pub async fn health(&self, path: &str) -> Result<Vec<ChunkHealth>, Status> {
+    pub async fn health(&self, path: &str) -> Result<Vec<ChunkHealth>> {
         let p = path.to_string();
         let chunks = self
             .meta
@@ -374,9 +367,7 @@ impl ChunkManager {
                         .collect::<Vec<_>>()
                 })
             })
-            .await
-            .map_err(status)?
-            .map_err(status)?;
+            .await??;
         let reg = self.registry.lock();
         Ok(chunks
             .into_iter()

@@ -12,24 +12,18 @@
 //! sealed the same way by [`ChunkManager::settle`], every heartbeat interval, once a quorum
 //! reports again; until then `append_chunk` on their file answers UNAVAILABLE.
 
-use gfs_proto::v1::SealRequest;
-use gfs_proto::v1::replication_client::ReplicationClient;
-use tonic::Status;
-use tonic::transport::Endpoint;
-
 use super::version::Longest;
 use super::*;
+use crate::error::{MasterError, Result};
 use crate::record::{Op, SealOp};
 use crate::registry::{Replica, ServerInfo};
-use crate::service::status;
 
 impl ChunkManager {
     /// Seals `handle` at `length` in the log and drops its lease.
-    pub(super) async fn seal_at(&self, handle: u64, length: u64) -> Result<(), Status> {
+    pub(super) async fn seal_at(&self, handle: u64, length: u64) -> Result<()> {
         self.meta
             .mutate(Op::Seal(SealOp { handle, length }))
-            .await
-            .map_err(status)?;
+            .await?;
         self.leases.lock().remove(&handle);
         self.unsettled.lock().remove(&handle);
         tracing::info!(%handle, length, "chunk sealed");
@@ -37,8 +31,8 @@ impl ChunkManager {
     }
 
     /// Finds the chunks left unsettled in the log (after a restart).
-    pub async fn load_unsettled(&self) -> Result<(), Status> {
-        let found = self.meta.read(|ns| ns.unsettled()).await.map_err(status)?;
+    pub async fn load_unsettled(&self) -> Result<()> {
+        let found = self.meta.read(|ns| ns.unsettled()).await?;
         if !found.is_empty() {
             tracing::warn!(
                 chunks = found.len(),
@@ -94,7 +88,7 @@ impl ChunkManager {
         handle: u64,
         version: u64,
         live: Vec<ServerInfo>,
-    ) -> Result<u64, Status> {
+    ) -> Result<u64> {
         let (new_version, fenced) = self.fence(handle, version, live).await?;
         let longest = Longest::of(fenced);
         let length = longest.length;
@@ -102,31 +96,16 @@ impl ChunkManager {
         holders.extend(self.catch_up(handle, new_version, &longest).await);
         self.log_unleased_version(handle, new_version).await?;
         self.seal_at(handle, length).await?;
-        let seals = holders.iter().map(|s| {
-            let req = SealRequest {
-                handle,
-                version: new_version,
-                length,
-            };
-            async move {
-                let endpoint = Endpoint::from_shared(format!("http://{}", s.repl_addr))
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .connect_timeout(self.cfg.rpc_timeout)
-                    .timeout(self.cfg.rpc_timeout);
-                let reply = ReplicationClient::new(endpoint.connect_lazy())
-                    .seal(req)
-                    .await?
-                    .into_inner();
-                Ok::<_, Status>(!reply.short)
-            }
-        });
+        let seals = holders
+            .iter()
+            .map(|s| self.control.seal(s, handle, new_version, length));
         let sealed = futures::future::join_all(seals).await;
         let mut reg = self.registry.lock();
         for (s, r) in holders.iter().zip(sealed) {
             let sealed = match r {
                 Ok(sealed) => sealed,
                 Err(e) => {
-                    tracing::warn!(%handle, server = %s.id, error = %e.message(), "sealing the replica failed; it reports its state later");
+                    tracing::warn!(%handle, server = %s.id, error = %e, "sealing the replica failed; it reports its state later");
                     false
                 }
             };
@@ -155,19 +134,15 @@ impl ChunkManager {
         handle: u64,
         length: u64,
         sealed_on: &[String],
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let _deciding = self.deciding.write([handle]).await;
-        let known = self
-            .meta
-            .read(move |ns| ns.chunk(handle))
-            .await
-            .map_err(status)?;
+        let known = self.meta.read(move |ns| ns.chunk(handle)).await?;
         let Some(m) = known else {
-            return Err(Status::not_found(format!("chunk {handle} not found")));
+            return Err(MasterError::ChunkNotFound(handle));
         };
         if length > self.cfg.chunk_size {
-            return Err(Status::invalid_argument(
-                "sealed length exceeds the chunk size",
+            return Err(MasterError::InvalidArgument(
+                "sealed length exceeds the chunk size".into(),
             ));
         }
         if m.sealed_length.is_none() {

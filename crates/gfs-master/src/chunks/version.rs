@@ -4,13 +4,10 @@
 //! (`lineage`), and a bump the log missed adopted from a quorum's reports (`adopt_reports`).
 //! The rules are in the `lease` module's doc.
 
-use gfs_proto::v1::{CloneChunkRequest, SetVersionRequest};
-use tonic::Status;
-
 use super::*;
+use crate::error::{MasterError, Result};
 use crate::record::{Op, SetVersionOp};
 use crate::registry::{Replica, ServerInfo};
-use crate::service::status;
 
 /// The committed lengths replicas of a chunk reported.
 pub(super) struct Longest {
@@ -43,19 +40,14 @@ impl Longest {
 impl ChunkManager {
     /// Logs `version` of `handle` as one no lease was granted at (a fence of the master's own,
     /// or a bump adopted from reports): it names no primary.
-    pub(super) async fn log_unleased_version(
-        &self,
-        handle: u64,
-        version: u64,
-    ) -> Result<(), Status> {
+    pub(super) async fn log_unleased_version(&self, handle: u64, version: u64) -> Result<()> {
         self.meta
             .mutate(Op::SetVersion(SetVersionOp {
                 handle,
                 version,
                 primary: String::new(),
             }))
-            .await
-            .map_err(status)?;
+            .await?;
         Ok(())
     }
 
@@ -69,7 +61,7 @@ impl ChunkManager {
         &self,
         handle: u64,
         version: u64,
-    ) -> Result<(u64, Vec<ServerInfo>), Status> {
+    ) -> Result<(u64, Vec<ServerInfo>)> {
         let (mut live, ahead) = {
             let reg = self.registry.lock();
             (
@@ -109,26 +101,18 @@ impl ChunkManager {
         handle: u64,
         version: u64,
         replicas: Vec<ServerInfo>,
-    ) -> Result<(u64, Vec<(ServerInfo, u64)>), Status> {
+    ) -> Result<(u64, Vec<(ServerInfo, u64)>)> {
         let Some(new_version) = version.checked_add(1) else {
-            return Err(Status::internal(format!(
+            return Err(MasterError::Internal(format!(
                 "chunk {handle}: version {version} overflows"
             )));
         };
-        let asks = replicas.into_iter().map(|s| {
-            let client = self.control(&s.repl_addr);
-            async move {
-                let req = SetVersionRequest {
-                    handle,
-                    version: new_version,
-                };
-                let r = async { Ok::<_, Status>(client?.set_version(req).await?.into_inner()) };
-                match r.await {
-                    Ok(reply) => Some((s, reply.committed_length)),
-                    Err(e) => {
-                        tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
-                        None
-                    }
+        let asks = replicas.into_iter().map(|s| async move {
+            match self.control.set_version(&s, handle, new_version).await {
+                Ok(length) => Some((s, length)),
+                Err(e) => {
+                    tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
+                    None
                 }
             }
         });
@@ -153,24 +137,13 @@ impl ChunkManager {
         version: u64,
         live: Vec<ServerInfo>,
     ) -> Longest {
-        use gfs_proto::v1::ReportChunksRequest;
-        let asks = live.into_iter().map(|s| {
-            let client = self.control(&s.repl_addr);
-            async move {
-                let mut c = client.ok()?;
-                let report = c
-                    .report_chunks(ReportChunksRequest {
-                        handles: vec![handle],
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                let info = report
-                    .chunks
-                    .into_iter()
-                    .find(|c| c.handle == handle && c.version == version)?;
-                Some((s, info.committed_length))
-            }
+        let asks = live.into_iter().map(|s| async move {
+            let length = self
+                .control
+                .committed_length(&s, handle, version)
+                .await
+                .ok()??;
+            Some((s, length))
         });
         let answers: Vec<(ServerInfo, u64)> = futures::future::join_all(asks)
             .await
@@ -199,7 +172,7 @@ impl ChunkManager {
         };
         let length = longest.length;
         let asks = longest.behind.iter().map(|s| {
-            let req = CloneChunkRequest {
+            let copy = ChunkCopy {
                 handle,
                 version,
                 source: source.repl_addr.clone(),
@@ -207,13 +180,12 @@ impl ChunkManager {
                 catch_up: true,
             };
             async move {
-                let reached = self
-                    .copy(&s.repl_addr, req)
-                    .await
-                    .map(|r| r.into_inner().length);
-                match reached {
+                match self.control.copy_chunk(s, copy).await {
                     Ok(l) if l == length => Ok(s.clone()),
-                    Ok(l) => Err((s.id.clone(), Status::data_loss(format!("caught up to {l}")))),
+                    Ok(l) => Err((
+                        s.id.clone(),
+                        ControlError::DataLoss(format!("caught up to {l}")),
+                    )),
                     Err(e) => Err((s.id.clone(), e)),
                 }
             }
@@ -235,7 +207,7 @@ impl ChunkManager {
                     caught.push(s);
                 }
                 Err((id, e)) => {
-                    tracing::warn!(%handle, replica = %id, error = %e.message(), "catch-up failed: the replica goes stale");
+                    tracing::warn!(%handle, replica = %id, error = %e, "catch-up failed: the replica goes stale");
                 }
             }
         }
@@ -245,13 +217,12 @@ impl ChunkManager {
     /// Adopts from a chunk report what the log missed: a newer version (a crash between
     /// bumping the replicas and logging the bump), and a seal at the current version (a lost
     /// seal report; every replica seals at the primary's length).
-    pub async fn adopt_reports(&self, server: &str, report: &[Replica]) -> Result<(), Status> {
+    pub async fn adopt_reports(&self, server: &str, report: &[Replica]) -> Result<()> {
         let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
         let known = self
             .meta
             .read(move |ns| handles.iter().map(|h| ns.chunk(*h)).collect::<Vec<_>>())
-            .await
-            .map_err(status)?;
+            .await?;
         for (r, current) in report.iter().zip(known) {
             let handle = r.handle;
             if let Some(m) = current
