@@ -41,6 +41,10 @@ mod lease;
 mod repair;
 mod seal;
 #[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod fake_tests;
+#[cfg(test)]
 mod tests;
 mod version;
 

@@ -1,0 +1,309 @@
+//! A fake cluster behind [`ChunkserverControl`] for unit tests of the master's decisions:
+//! each server's replicas (version, committed length, sealed), servers that are down, calls
+//! that fail, appends that commit at the old version just before a fence lands, and every
+//! lease granted. It keeps the chunkserver's rules that the decisions rely on: a SetVersion
+//! answers the committed length once the new version holds, a catch-up copies up to the
+//! source's length at the same version, a seal short of the replica's length fails.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+
+use super::control::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
+use crate::registry::ServerInfo;
+
+/// One replica as the fake server holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Held {
+    pub(super) version: u64,
+    pub(super) length: u64,
+    pub(super) sealed: bool,
+}
+
+/// Which call a fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Call {
+    Create,
+    SetVersion,
+    Length,
+    Grant,
+    Copy,
+    Seal,
+}
+
+#[derive(Default)]
+struct State {
+    /// `(server id, handle)` -> replica.
+    replicas: HashMap<(String, u64), Held>,
+    /// Servers whose every call fails (down, or cut off from the master).
+    down: HashSet<String>,
+    /// Calls of a kind that fail on a server, however many times they are made.
+    failing: HashSet<(String, Call)>,
+    /// Bytes that commit at the old version on a server just before its next SetVersion of
+    /// the chunk takes effect (an append of the primary still on its way).
+    in_flight: HashMap<(String, u64), u64>,
+    /// Every lease granted: (primary id, the grant).
+    leases: Vec<(String, LeaseGrant)>,
+    /// Every call made: (server id, call).
+    calls: Vec<(String, Call)>,
+}
+
+/// The fake cluster.
+#[derive(Default)]
+pub(super) struct FakeCluster {
+    state: Mutex<State>,
+}
+
+/// The server id behind a replication-plane address (`<id>:1` in these tests).
+fn id_of(repl_addr: &str) -> String {
+    repl_addr.trim_end_matches(":1").to_string()
+}
+
+impl FakeCluster {
+    /// Puts a replica of `handle` on `id`.
+    pub(super) fn hold(&self, id: &str, handle: u64, held: Held) {
+        self.state
+            .lock()
+            .replicas
+            .insert((id.to_string(), handle), held);
+    }
+
+    /// `id`'s replica of `handle`, if it has one.
+    pub(super) fn replica(&self, id: &str, handle: u64) -> Option<Held> {
+        self.state
+            .lock()
+            .replicas
+            .get(&(id.to_string(), handle))
+            .copied()
+    }
+
+    /// Every call to `id` fails (`down`) or succeeds again.
+    pub(super) fn set_down(&self, id: &str, down: bool) {
+        let mut s = self.state.lock();
+        if down {
+            s.down.insert(id.to_string());
+        } else {
+            s.down.remove(id);
+        }
+    }
+
+    /// Every `call` to `id` fails.
+    pub(super) fn fail(&self, id: &str, call: Call) {
+        self.state.lock().failing.insert((id.to_string(), call));
+    }
+
+    /// Calls to `id` set to fail succeed again.
+    pub(super) fn heal(&self, id: &str) {
+        self.state.lock().failing.retain(|(s, _)| s != id);
+    }
+
+    /// `bytes` commit on `id`'s replica of `handle` at its old version just before its next
+    /// SetVersion takes effect.
+    pub(super) fn commit_before_fence(&self, id: &str, handle: u64, bytes: u64) {
+        self.state
+            .lock()
+            .in_flight
+            .insert((id.to_string(), handle), bytes);
+    }
+
+    /// Every lease granted so far: (primary id, grant).
+    pub(super) fn leases(&self) -> Vec<(String, LeaseGrant)> {
+        self.state.lock().leases.clone()
+    }
+
+    /// How many `call`s were made to `id`.
+    pub(super) fn calls(&self, id: &str, call: Call) -> usize {
+        self.state
+            .lock()
+            .calls
+            .iter()
+            .filter(|(s, c)| s == id && *c == call)
+            .count()
+    }
+
+    /// Runs one call on `id`: fails it when `id` is down or the call is set to fail, else
+    /// applies `f` to the state.
+    fn call<T>(
+        &self,
+        id: &str,
+        call: Call,
+        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let mut s = self.state.lock();
+        s.calls.push((id.to_string(), call));
+        if s.down.contains(id) {
+            return Err(ControlError::Failed(format!("{id} is down")));
+        }
+        if s.failing.contains(&(id.to_string(), call)) {
+            return Err(ControlError::Failed(format!("{call:?} fails on {id}")));
+        }
+        f(&mut s)
+    }
+}
+
+fn missing(id: &str, handle: u64) -> ControlError {
+    ControlError::Failed(format!("{id} holds no chunk {handle}"))
+}
+
+impl ChunkserverControl for FakeCluster {
+    fn create_chunk<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        let r = self.call(&server.id, Call::Create, |s| {
+            s.replicas.insert(
+                (server.id.clone(), handle),
+                Held {
+                    version,
+                    length: 0,
+                    sealed: false,
+                },
+            );
+            Ok(())
+        });
+        Box::pin(async move { r })
+    }
+
+    fn set_version<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+    ) -> BoxFuture<'a, Result<u64, ControlError>> {
+        let r = self.call(&server.id, Call::SetVersion, |s| {
+            let key = (server.id.clone(), handle);
+            let late = s.in_flight.remove(&key).unwrap_or(0);
+            let r = s
+                .replicas
+                .get_mut(&key)
+                .ok_or_else(|| missing(&server.id, handle))?;
+            if r.version > version {
+                return Err(ControlError::Failed(format!(
+                    "{} is at version {}, past {version}",
+                    server.id, r.version
+                )));
+            }
+            r.length += late;
+            r.version = version;
+            Ok(r.length)
+        });
+        Box::pin(async move { r })
+    }
+
+    fn committed_length<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, ControlError>> {
+        let r = self.call(&server.id, Call::Length, |s| {
+            Ok(s.replicas
+                .get(&(server.id.clone(), handle))
+                .filter(|r| r.version == version)
+                .map(|r| r.length))
+        });
+        Box::pin(async move { r })
+    }
+
+    fn grant_lease<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        lease: LeaseGrant,
+    ) -> BoxFuture<'a, Result<(), ControlError>> {
+        let r = self.call(&server.id, Call::Grant, |s| {
+            let held = s.replicas.get(&(server.id.clone(), lease.handle));
+            if held.is_none_or(|r| r.version != lease.version) {
+                return Err(ControlError::Failed(format!(
+                    "{} is not at version {}",
+                    server.id, lease.version
+                )));
+            }
+            s.leases.push((server.id.clone(), lease));
+            Ok(())
+        });
+        Box::pin(async move { r })
+    }
+
+    fn copy_chunk<'a>(
+        &'a self,
+        target: &'a ServerInfo,
+        copy: ChunkCopy,
+    ) -> BoxFuture<'a, Result<u64, ControlError>> {
+        let r = self.call(&target.id, Call::Copy, |s| {
+            let source_id = id_of(&copy.source);
+            if s.down.contains(&source_id) {
+                return Err(ControlError::Failed(format!("source {source_id} is down")));
+            }
+            let source = s
+                .replicas
+                .get(&(source_id.clone(), copy.handle))
+                .copied()
+                .filter(|r| r.version == copy.version)
+                .ok_or_else(|| missing(&source_id, copy.handle))?;
+            let length = copy.sealed_length.unwrap_or(source.length);
+            if source.length < length {
+                return Err(ControlError::DataLoss(format!(
+                    "{source_id} holds {} of {length} bytes",
+                    source.length
+                )));
+            }
+            let key = (target.id.clone(), copy.handle);
+            if copy.catch_up {
+                let mine = s
+                    .replicas
+                    .get(&key)
+                    .filter(|r| r.version == copy.version)
+                    .ok_or_else(|| missing(&target.id, copy.handle))?;
+                if mine.length > length {
+                    return Err(ControlError::Failed("the target is longer".into()));
+                }
+            }
+            s.replicas.insert(
+                key,
+                Held {
+                    version: copy.version,
+                    length,
+                    sealed: copy.sealed_length.is_some(),
+                },
+            );
+            Ok(length)
+        });
+        Box::pin(async move { r })
+    }
+
+    fn seal<'a>(
+        &'a self,
+        server: &'a ServerInfo,
+        handle: u64,
+        version: u64,
+        length: u64,
+    ) -> BoxFuture<'a, Result<bool, ControlError>> {
+        let r = self.call(&server.id, Call::Seal, |s| {
+            let r = s
+                .replicas
+                .get_mut(&(server.id.clone(), handle))
+                .ok_or_else(|| missing(&server.id, handle))?;
+            if r.version != version {
+                return Err(ControlError::Failed(format!(
+                    "{} is at version {}, not {version}",
+                    server.id, r.version
+                )));
+            }
+            if r.length > length {
+                return Err(ControlError::Failed(format!(
+                    "{} holds {} bytes, past the seal at {length}",
+                    server.id, r.length
+                )));
+            }
+            if r.length < length {
+                return Ok(false);
+            }
+            r.sealed = true;
+            Ok(true)
+        });
+        Box::pin(async move { r })
+    }
+}

@@ -1,0 +1,410 @@
+//! Lease, seal and repair decisions driven against a fake cluster ([`super::fake`]): the real
+//! log and registry, fake chunkservers. Each test checks what every replica holds afterwards,
+//! not only what the call returned.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::fake::{Call, FakeCluster, Held};
+use super::*;
+use crate::metastore::{MetaConfig, MetaStore};
+use crate::record::{AddChunkOp, CreateOp, Op, SealOp};
+use crate::registry::{Registry, Replica, ServerInfo, Want};
+
+/// The chunk every test starts from, chunk 0 of `/f`.
+const H: u64 = 7;
+
+struct Cluster {
+    m: Arc<ChunkManager>,
+    fake: Arc<FakeCluster>,
+    registry: Arc<Mutex<Registry>>,
+    meta: Arc<MetaStore>,
+    _dir: tempfile::TempDir,
+}
+
+fn info(id: &str) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        data_addr: format!("{id}:0"),
+        repl_addr: format!("{id}:1"),
+        rack: String::new(),
+        capacity_bytes: 1 << 40,
+        used_bytes: 0,
+    }
+}
+
+fn held(version: u64, length: u64) -> Held {
+    Held {
+        version,
+        length,
+        sealed: false,
+    }
+}
+
+/// Servers `ids`, `/f` holding chunk `H` at version 1 (sealed at `sealed` if given, its first
+/// lease logged to `a`), and the replicas `held` on the servers and in their reports. Every
+/// server has reported its (no) leases, so a lease may be granted at once.
+async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(
+        MetaStore::open(
+            dir.path(),
+            MetaConfig {
+                checkpoint_every: 1000,
+            },
+        )
+        .unwrap(),
+    );
+    meta.mutate(Op::Create(CreateOp {
+        path: "/f".into(),
+        mtime_ms: 0,
+        replication: 3,
+    }))
+    .await
+    .unwrap();
+    meta.mutate(Op::AddChunk(AddChunkOp {
+        path: "/f".into(),
+        handle: H,
+        version: 1,
+        primary: "a".into(),
+    }))
+    .await
+    .unwrap();
+    if let Some(length) = sealed {
+        meta.mutate(Op::Seal(SealOp { handle: H, length }))
+            .await
+            .unwrap();
+    }
+    let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));
+    let fake = Arc::new(FakeCluster::default());
+    let now = Instant::now();
+    for id in ids {
+        let mut reg = registry.lock();
+        reg.register(info(id), now);
+        let report: Vec<Replica> = held
+            .iter()
+            .filter(|(s, _)| s == id)
+            .map(|(_, h)| Replica {
+                handle: H,
+                version: h.version,
+                length: h.length,
+                sealed: h.sealed,
+            })
+            .collect();
+        reg.heartbeat_with(id, 0, report, false, now);
+    }
+    for (id, h) in held {
+        fake.hold(id, H, *h);
+    }
+    let m = Arc::new(ChunkManager::with_control(
+        Arc::clone(&meta),
+        Arc::clone(&registry),
+        ChunkConfig {
+            chunk_size: 1 << 20,
+            replication: 3,
+            quorum: 2,
+            lease: Duration::from_secs(60),
+            rpc_timeout: Duration::from_secs(5),
+            orphan_grace: Duration::from_secs(600),
+            max_clones: 8,
+            clone_timeout: Duration::from_secs(300),
+            rebalance_threshold: 0.0,
+        },
+        Arc::clone(&fake) as Arc<dyn ChunkserverControl>,
+    ));
+    for id in ids {
+        m.adopt_leases(&info(id), &[]).await;
+    }
+    Cluster {
+        m,
+        fake,
+        registry,
+        meta,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    async fn logged(&self, handle: u64) -> crate::namespace::ChunkMeta {
+        self.meta
+            .read(move |ns| ns.chunk(handle))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The replicas the master counts current for `handle`, by id, with their lengths.
+    async fn current(&self, handle: u64) -> Vec<(String, u64)> {
+        let want = Want::from(self.logged(handle).await);
+        let mut found: Vec<(String, u64)> = self
+            .registry
+            .lock()
+            .locations(handle, want)
+            .into_iter()
+            .map(|(s, r)| (s.id, r.length))
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+/// A slow replica (behind the others at the version) catches up from the longest before the
+/// bump, and the new lease includes it: every replica ends at one version and length.
+#[tokio::test]
+async fn a_replica_behind_catches_up_before_the_bump_and_stays_in_the_lease() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 60))],
+        None,
+    )
+    .await;
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!(lease.version, 2);
+    assert_eq!(lease.primary.unwrap().id, "a");
+    let secondaries: Vec<String> = lease.secondaries.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(secondaries, ["b", "c"]);
+    for id in ["a", "b", "c"] {
+        assert_eq!(c.fake.replica(id, H), Some(held(2, 100)), "{id}");
+    }
+    assert_eq!(c.logged(H).await.version, 2);
+    let all = vec![("a".into(), 100), ("b".into(), 100), ("c".into(), 100)];
+    assert_eq!(c.current(H).await, all);
+}
+
+/// A replica that cannot catch up (its copy fails) is left out of the bump: it stays at the
+/// old version, stale, and the lease goes to the two at the longest length.
+#[tokio::test]
+async fn a_replica_that_cannot_catch_up_is_left_stale_outside_the_lease() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 60))],
+        None,
+    )
+    .await;
+    c.fake.fail("c", Call::Copy);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!(lease.version, 2);
+    let secondaries: Vec<String> = lease.secondaries.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(secondaries, ["b"]);
+    assert_eq!(c.fake.replica("c", H), Some(held(1, 60)));
+    assert_eq!(c.fake.calls("c", Call::SetVersion), 0);
+    assert_eq!(
+        c.current(H).await,
+        vec![("a".into(), 100), ("b".into(), 100)]
+    );
+}
+
+/// Quorum loss: with two of three replicas unreachable the chunk's length is unknown, so no
+/// lease is granted, no version is set or logged, and the file does not move on; once one
+/// returns the lease is granted to the two.
+#[tokio::test]
+async fn quorum_loss_grants_nothing_until_a_quorum_answers() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    c.fake.set_down("b", true);
+    c.fake.set_down("c", true);
+    let err = c.m.append_chunk("/f").await.unwrap_err();
+    assert!(matches!(err, MasterError::Unavailable(_)), "{err}");
+    assert!(c.fake.leases().is_empty());
+    assert_eq!(c.fake.calls("a", Call::SetVersion), 0);
+    assert_eq!(c.fake.replica("a", H), Some(held(1, 100)));
+    assert_eq!(c.logged(H).await.version, 1);
+    assert_eq!(c.logged(H).await.sealed_length, None);
+    c.fake.set_down("b", false);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!((lease.version, lease.index), (2, 0));
+    assert_eq!(c.fake.replica("b", H), Some(held(2, 100)));
+    assert_eq!(c.fake.replica("c", H), Some(held(1, 100)));
+}
+
+/// A bump that reaches fewer than a quorum is not logged and grants nothing; the replica it
+/// reached is ahead of the log, and the next decision fences every replica past it, so all
+/// of them end at one version above it.
+#[tokio::test]
+async fn a_bump_short_of_a_quorum_is_fenced_past_by_the_next_decision() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    c.fake.fail("b", Call::SetVersion);
+    c.fake.fail("c", Call::SetVersion);
+    let err = c.m.append_chunk("/f").await.unwrap_err();
+    assert!(matches!(err, MasterError::Unavailable(_)), "{err}");
+    assert_eq!(c.fake.replica("a", H), Some(held(2, 100)));
+    assert_eq!(c.logged(H).await.version, 1);
+    assert!(c.fake.leases().is_empty());
+    // a reports its replica ahead of the log; b and c take versions again.
+    let report = Replica {
+        handle: H,
+        version: 2,
+        length: 100,
+        sealed: false,
+    };
+    c.registry
+        .lock()
+        .heartbeat_with("a", 0, vec![report], false, Instant::now());
+    c.fake.heal("b");
+    c.fake.heal("c");
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    // Fenced past a's 2 at 3 (logged, no primary), then bumped to 4 for the lease.
+    assert_eq!(lease.version, 4);
+    assert_eq!(c.logged(H).await.version, 4);
+    assert_eq!(lease.secondaries.len(), 2);
+    assert_eq!(
+        c.current(H).await,
+        vec![("a".into(), 100), ("b".into(), 100), ("c".into(), 100)]
+    );
+}
+
+/// A secondary that failed a COMMIT is reported lagging by its primary: the master bumps the
+/// version on the others at once, the primary keeps the lease, and the lagging replica is
+/// stale from then on.
+#[tokio::test]
+async fn a_secondary_that_failed_a_commit_is_relegated_and_the_primary_keeps_the_lease() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!(lease.version, 2);
+    assert_eq!(c.m.note_lagging([(H, "c:1".to_string())]), vec![H]);
+    // The same report again is no news.
+    assert_eq!(
+        c.m.note_lagging([(H, "c:1".to_string())]),
+        Vec::<u64>::new()
+    );
+    c.m.relegate_lagging(H).await.unwrap();
+    let (primary, last) = c.fake.leases().pop().unwrap();
+    assert_eq!((primary.as_str(), last.version), ("a", 3));
+    assert_eq!(last.secondaries, ["b:1"]);
+    assert_eq!(c.fake.replica("c", H), Some(held(2, 100)));
+    assert_eq!(
+        c.current(H).await,
+        vec![("a".into(), 100), ("b".into(), 100)]
+    );
+}
+
+/// Finding 4 at the unit level: an append of the primary commits (with the lagging secondary
+/// as its quorum) after the master asked the lengths and before its fence lands. The fence
+/// answers each replica's final length, so the other secondary, short of that append, catches
+/// up before the lease is granted: no acknowledged append is left on one current replica.
+#[tokio::test]
+async fn an_append_committed_while_the_version_is_bumped_is_on_every_current_replica() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    c.m.append_chunk("/f").await.unwrap();
+    c.m.note_lagging([(H, "c:1".to_string())]);
+    c.fake.commit_before_fence("a", H, 20);
+    c.m.relegate_lagging(H).await.unwrap();
+    assert_eq!(c.fake.replica("a", H), Some(held(3, 120)));
+    assert_eq!(c.fake.replica("b", H), Some(held(3, 120)));
+    assert_eq!(
+        c.current(H).await,
+        vec![("a".into(), 120), ("b".into(), 120)]
+    );
+    let (primary, last) = c.fake.leases().pop().unwrap();
+    assert_eq!((primary.as_str(), last.version), ("a", 3));
+}
+
+/// A chunk whose longest prefix is on too few replicas to continue (the one behind cannot
+/// catch up, the third is down) is fenced and sealed at the longest length a quorum
+/// reported; the file goes on in a new chunk that starts there.
+#[tokio::test]
+async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_length() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 60)), ("c", held(1, 100))],
+        None,
+    )
+    .await;
+    c.fake.set_down("c", true);
+    c.fake.fail("b", Call::Copy);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!((lease.index, lease.file_offset, lease.version), (1, 100, 1));
+    assert_ne!(lease.handle, H);
+    let m = c.logged(H).await;
+    assert_eq!((m.version, m.sealed_length), (2, Some(100)));
+    assert_eq!(
+        c.fake.replica("a", H),
+        Some(Held {
+            version: 2,
+            length: 100,
+            sealed: true
+        })
+    );
+    // Fenced (no late append of the old primary lands on it) but short: stale.
+    assert_eq!(c.fake.replica("b", H), Some(held(2, 60)));
+    assert_eq!(c.current(H).await, vec![("a".into(), 100)]);
+}
+
+/// Re-replication: a copy whose source turns out short of the sealed length (DATA_LOSS)
+/// marks that source corrupt; the next pass copies from another holder, and the new replica
+/// is sealed at exactly the chunk's length.
+#[tokio::test]
+async fn a_copy_from_a_corrupt_source_marks_it_and_the_next_pass_copies_from_another() {
+    let sealed = |length| Held {
+        version: 1,
+        length,
+        sealed: true,
+    };
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", sealed(100)), ("b", sealed(100))],
+        Some(100),
+    )
+    .await;
+    // a's replica lost its tail on disk since it last reported.
+    c.fake.hold("a", H, sealed(80));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let pass = || async {
+        c.m.rereplicate().await;
+        for _ in 0..200 {
+            if c.m.cloning.lock().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the copy did not end");
+    };
+    pass().await;
+    assert!(c.registry.lock().is_corrupt("a", H));
+    assert_eq!(c.fake.replica("c", H), None);
+    pass().await;
+    assert_eq!(c.fake.replica("c", H), Some(sealed(100)));
+    assert_eq!(
+        c.current(H).await,
+        vec![("b".into(), 100), ("c".into(), 100)]
+    );
+}
