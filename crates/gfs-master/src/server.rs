@@ -2,8 +2,9 @@
 //!
 //! [`Master::start`] recovers the metadata, restores the draining set, binds the gRPC and HTTP
 //! listeners, and serves `Master`, `MasterControl` and `Admin` on one port with message limits
-//! of `gfs_proto::MAX_MESSAGE`. One background loop runs every `heartbeat_interval`: mark silent
-//! servers dead, settle abandoned chunks, re-replicate, rebalance, purge the trash.
+//! of `gfs_proto::MAX_MESSAGE`. Four background loops run every `heartbeat_interval`, each on
+//! its own so that a slow one never delays another: mark silent servers dead; settle abandoned
+//! chunks; re-replicate, then rebalance; purge the trash.
 //! [`Master::wait`] flushes and checkpoints the log once serving stops.
 
 use std::net::SocketAddr;
@@ -227,28 +228,37 @@ impl Master {
             Arc::clone(&locks),
             cfg.trash_retention,
         ));
-        // Every heartbeat interval: mark servers that stopped heartbeating as dead, settle
-        // abandoned chunks whose replicas came back, re-replicate, purge the trash.
-        let (reg, token, every, background, purge) = (
-            Arc::clone(&registry),
-            shutdown.clone(),
-            cfg.heartbeat_interval,
-            Arc::clone(&chunks),
-            Arc::clone(&trash),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        reg.lock().sweep(Instant::now());
-                        background.settle().await;
-                        background.rereplicate().await;
-                        background.rebalance().await;
-                        purge.purge(crate::chunks::unix_ms(std::time::SystemTime::now())).await;
-                    }
-                    _ = token.cancelled() => break,
-                }
+        // Every heartbeat interval, each duty in a loop of its own, so a slow one never delays
+        // another (a repair scan over a million chunks never delays the liveness sweep): mark
+        // servers that stopped heartbeating as dead; settle abandoned chunks whose replicas came
+        // back; re-replicate, then rebalance (which waits for a pass that found every chunk at
+        // its goal); purge the trash.
+        let every = cfg.heartbeat_interval;
+        let reg = Arc::clone(&registry);
+        periodic(every, shutdown.clone(), move || {
+            reg.lock().sweep(Instant::now());
+            async {}
+        });
+        let c = Arc::clone(&chunks);
+        periodic(every, shutdown.clone(), move || {
+            let c = Arc::clone(&c);
+            async move { c.settle().await }
+        });
+        let c = Arc::clone(&chunks);
+        periodic(every, shutdown.clone(), move || {
+            let c = Arc::clone(&c);
+            async move {
+                c.rereplicate().await;
+                c.rebalance().await;
+            }
+        });
+        let purge = Arc::clone(&trash);
+        periodic(every, shutdown.clone(), move || {
+            let purge = Arc::clone(&purge);
+            async move {
+                purge
+                    .purge(crate::chunks::unix_ms(std::time::SystemTime::now()))
+                    .await
             }
         });
 
@@ -317,4 +327,23 @@ impl Master {
             Err(e) => Err(StartError::Io(e.to_string())),
         }
     }
+}
+
+/// Runs `duty` every `period` (a pass that overruns delays the next, never bunches them) in a
+/// task of its own, until `token` is cancelled.
+fn periodic<F, Fut>(period: Duration, token: CancellationToken, mut duty: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => duty().await,
+                _ = token.cancelled() => break,
+            }
+        }
+    });
 }

@@ -36,14 +36,14 @@ use crate::registry::{ChunkMap, Registry, ServerInfo};
 mod alloc;
 mod control;
 mod drain;
-mod gc;
-mod lease;
-mod repair;
-mod seal;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod fake_tests;
+mod gc;
+mod lease;
+mod repair;
+mod seal;
 #[cfg(test)]
 mod tests;
 mod version;
