@@ -33,8 +33,8 @@ impl ChunkManager {
             .await?;
         let goal = self.cfg.replication;
         let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
-        let cloning = self.cloning.lock().clone();
-        let copied = self.copied.lock().clone();
+        let cloning = self.repair.cloning.lock().clone();
+        let copied = self.repair.copied.lock().clone();
         // One pass over the servers' reports for each figure, not one per chunk.
         let reg = self.registry.lock();
         let draining = reg.draining();
@@ -99,7 +99,7 @@ impl ChunkManager {
             under_replicated,
             lost,
             stale_replicas,
-            repair_queue: self.repair_queue.load(Ordering::Acquire),
+            repair_queue: self.repair.queue.load(Ordering::Acquire),
             copies_in_flight: cloning.len() as u64,
             trash_entries,
             replication_goal: goal as u32,
@@ -114,7 +114,7 @@ impl ChunkManager {
     /// says, without a pass over the namespace.
     pub fn liveness(&self) -> (usize, usize) {
         let alive = self.registry.lock().live().len();
-        (alive, self.lost.lock().len())
+        (alive, self.repair.lost.lock().len())
     }
 
     /// Every file at or under `path` (a file or a directory), and the chunks of each that are

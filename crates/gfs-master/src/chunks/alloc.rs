@@ -122,7 +122,7 @@ impl ChunkManager {
             .await?;
         let now = SystemTime::now();
         {
-            let mut leases = self.leases.lock();
+            let mut leases = self.lease.table.lock();
             let existing = leases.get_mut(&handle);
             let alive = existing
                 .as_ref()
@@ -156,10 +156,10 @@ impl ChunkManager {
         // this process's start (its own clock: no skew to allow for).
         let since_start = self.started.elapsed();
         if since_start < self.cfg.lease
-            && !self.fresh.lock().contains(&handle)
+            && !self.lease.fresh.lock().contains(&handle)
             && !last_primary
                 .as_ref()
-                .is_some_and(|p| self.reported.lock().contains(p))
+                .is_some_and(|p| self.lease.reported.lock().contains(p))
         {
             let who = last_primary.as_deref().unwrap_or("unknown");
             return Err(unavailable(format!(
@@ -293,7 +293,7 @@ impl ChunkManager {
                 },
             );
         }
-        self.fresh.lock().insert(handle);
+        self.lease.fresh.lock().insert(handle);
         Ok(())
     }
 
@@ -367,7 +367,7 @@ impl ChunkManager {
         }
         drop(reg);
         let now = Instant::now();
-        let mut wanted = self.wanted.lock();
+        let mut wanted = self.repair.wanted.lock();
         for c in &page {
             if c.replicas.len() < self.cfg.replication && wanted.len() < MAX_WANTED {
                 wanted.insert(c.handle, now);

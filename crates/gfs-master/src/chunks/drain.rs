@@ -8,12 +8,24 @@
 //! chunks elsewhere, and the extra-replica rule leaves them alone. The reply is how many of its
 //! chunks still lack the goal elsewhere; at 0 it is `drained` (an event) and safe to stop.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
 
 use super::*;
 use crate::error::{MasterError, Result};
 use crate::registry::ChunkMap;
 use crate::registry::Want;
+
+/// Decommissioning state.
+#[derive(Default)]
+pub(crate) struct Drain {
+    /// Draining servers already announced as safe to stop.
+    pub(super) drained: Mutex<HashSet<String>>,
+    /// Where the draining set is kept across restarts.
+    pub(crate) file: std::sync::OnceLock<PathBuf>,
+}
 
 impl ChunkManager {
     /// Chunks `id` holds at the current version that lack the goal on servers not draining.
@@ -43,7 +55,7 @@ impl ChunkManager {
             }
             reg.draining()
         };
-        if let Some(file) = self.draining_file.get() {
+        if let Some(file) = self.drain.file.get() {
             let file = file.clone();
             let mut ids: Vec<String> = ids.into_iter().collect();
             ids.sort();
@@ -81,7 +93,7 @@ impl ChunkManager {
             tracing::info!(servers = ?ids, "still decommissioning");
         }
         self.registry.lock().restore_draining(ids);
-        let _ = self.draining_file.set(file);
+        let _ = self.drain.file.set(file);
         Ok(())
     }
 }

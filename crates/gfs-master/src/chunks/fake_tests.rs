@@ -391,7 +391,7 @@ async fn a_copy_from_a_corrupt_source_marks_it_and_the_next_pass_copies_from_ano
     let pass = || async {
         c.m.rereplicate().await;
         for _ in 0..200 {
-            if c.m.cloning.lock().is_empty() {
+            if c.m.repair.cloning.lock().is_empty() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -24,24 +24,36 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use gfs_proto::v1::ChunkDelete;
+use parking_lot::Mutex;
 
 use super::*;
 use crate::error::Result;
+use crate::registry::ChunkMap;
 use crate::registry::ChunkSet;
 use crate::registry::{Replica, ServerInfo, Want};
 
 /// Deletes one heartbeat reply carries at most.
 pub(super) const MAX_DELETES_PER_REPLY: usize = 1024;
 
+/// What the delete rules remember between heartbeats.
+#[derive(Default)]
+pub(super) struct Gc {
+    /// Chunks of files deleted for good, and when: servers drop them on their next heartbeat
+    /// (not after `orphan_grace`).
+    pub(super) purged: Mutex<HashMap<u64, Instant>>,
+    /// When each server first reported each replica the master does not know, by server.
+    pub(super) unknown_since: Mutex<HashMap<String, ChunkMap<Instant>>>,
+}
+
 impl ChunkManager {
     /// Notes chunks of files deleted for good: servers drop them at once.
     pub fn purged(&self, handles: &[u64]) {
         let now = Instant::now();
-        let mut p = self.purged.lock();
+        let mut p = self.gc.purged.lock();
         for h in handles {
             p.insert(*h, now);
         }
-        let mut leases = self.leases.lock();
+        let mut leases = self.lease.table.lock();
         for h in handles {
             leases.remove(h);
         }
@@ -67,18 +79,19 @@ impl ChunkManager {
         let mut out = Vec::new();
         let allocating = self.allocating.lock().clone();
         let purged = {
-            let mut p = self.purged.lock();
+            let mut p = self.gc.purged.lock();
             // After the grace period the orphan rule covers them anyway.
             p.retain(|_, at| now.duration_since(*at) < self.cfg.orphan_grace);
             p.keys().copied().collect::<HashSet<u64>>()
         };
         // `report` may be one piece of a pass: what the server stopped reporting is forgotten
         // only when a pass completes (`forget_unreported`).
-        let mut unknown_since = self.unknown_since.lock();
+        let mut unknown_since = self.gc.unknown_since.lock();
         let unknown = unknown_since.entry(server.to_string()).or_default();
         // Lease primaries first: elsewhere the lease table is locked before the registry.
         let primaries: HashMap<u64, String> = self
-            .leases
+            .lease
+            .table
             .lock()
             .iter()
             .map(|(h, l)| (*h, l.primary.id.clone()))
@@ -215,7 +228,7 @@ impl ChunkManager {
     /// master that it no longer holds are forgotten (a later one starts its grace period
     /// afresh). Linear in the server's unknown replicas.
     pub fn forget_unreported(&self, server: &str, reported: &ChunkSet) {
-        let mut unknown_since = self.unknown_since.lock();
+        let mut unknown_since = self.gc.unknown_since.lock();
         if let Some(unknown) = unknown_since.get_mut(server) {
             unknown.retain(|h, _| reported.contains(h));
             if unknown.is_empty() {

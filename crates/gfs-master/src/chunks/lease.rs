@@ -64,6 +64,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use gfs_proto::v1::ChunkLease;
+use parking_lot::Mutex;
 
 use super::version::Longest;
 use super::*;
@@ -140,6 +141,22 @@ pub fn lease_decision(
     }
 }
 
+/// The lease table and what the master knows of leases from before its start.
+#[derive(Default)]
+pub(super) struct Leases {
+    /// The lease of each chunk, as granted, adopted or waited out.
+    pub(super) table: Mutex<HashMap<u64, Granted>>,
+    /// Chunks allocated by this master process: no lease from before can exist on them.
+    pub(super) fresh: Mutex<HashSet<u64>>,
+    /// Servers that reported the leases they hold when they registered with this master
+    /// process: the lease table is complete for the chunks whose logged primary is one of
+    /// them (`append_chunk`, `adopt_leases`).
+    pub(super) reported: Mutex<HashSet<String>>,
+    /// `(chunk, replication address)` of replicas a primary reported as lagging, with the
+    /// lease version of the report: left out of the next version bump, so they become stale.
+    pub(super) lagging: Mutex<HashMap<(u64, String), u64>>,
+}
+
 impl ChunkManager {
     /// Bumps the version on `replicas` (then in the log) and grants the lease to the first,
     /// with the others as secondaries. Needs a quorum of them to take the new version.
@@ -210,7 +227,8 @@ impl ChunkManager {
             )));
         }
         // The bump relegated every replica reported lagging at the old version.
-        self.lagging
+        self.lease
+            .lagging
             .lock()
             .retain(|(h, _), v| *h != handle || *v >= new_version);
         self.grant(handle, new_version, at, holders).await
@@ -251,7 +269,7 @@ impl ChunkManager {
             doomed: false,
         };
         let reply = self.lease_reply(handle, &granted);
-        self.leases.lock().insert(handle, granted);
+        self.lease.table.lock().insert(handle, granted);
         Ok(reply)
     }
 
@@ -341,7 +359,7 @@ impl ChunkManager {
                     })
                     .collect()
             };
-            let mut leases = self.leases.lock();
+            let mut leases = self.lease.table.lock();
             if leases.contains_key(&handle) {
                 continue;
             }
@@ -362,7 +380,7 @@ impl ChunkManager {
                 },
             );
         }
-        self.reported.lock().insert(server.id.clone());
+        self.lease.reported.lock().insert(server.id.clone());
     }
 
     /// Extends the unexpired leases whose primary is `server` and that it reports `writing`;
@@ -370,7 +388,7 @@ impl ChunkManager {
     pub fn extend_leases(&self, server: &str, writing: &[u64]) -> Vec<(u64, u64, SystemTime)> {
         let now = SystemTime::now();
         let mut out = Vec::new();
-        for (handle, l) in self.leases.lock().iter_mut() {
+        for (handle, l) in self.lease.table.lock().iter_mut() {
             if l.primary.id == server && l.expires > now && !l.doomed && writing.contains(handle) {
                 l.expires = now + self.cfg.lease;
                 out.push((*handle, l.version, l.expires));
@@ -384,12 +402,13 @@ impl ChunkManager {
     /// (`relegation_failed`), so the primary's next report retries it.
     pub fn note_lagging(&self, lagging: impl IntoIterator<Item = (u64, String)>) -> Vec<u64> {
         let versions: HashMap<u64, u64> = self
-            .leases
+            .lease
+            .table
             .lock()
             .iter()
             .map(|(h, l)| (*h, l.version))
             .collect();
-        let mut l = self.lagging.lock();
+        let mut l = self.lease.lagging.lock();
         let mut fresh = Vec::new();
         for (handle, addr) in lagging {
             // Only against a lease the master knows: a report of an old lease says nothing
@@ -410,7 +429,7 @@ impl ChunkManager {
 
     /// Forgets the lagging reports of `handle` whose relegation failed, so they are retried.
     pub fn relegation_failed(&self, handle: u64) {
-        self.lagging.lock().retain(|(h, _), _| *h != handle);
+        self.lease.lagging.lock().retain(|(h, _), _| *h != handle);
     }
 
     /// Bumps the version of `handle` on its good replicas now, so lagging ones become stale at
@@ -419,7 +438,7 @@ impl ChunkManager {
     pub async fn relegate_lagging(&self, handle: u64) -> Result<()> {
         let _deciding = self.deciding.write([handle]).await;
         let current = {
-            let leases = self.leases.lock();
+            let leases = self.lease.table.lock();
             leases
                 .get(&handle)
                 .filter(|l| l.expires > SystemTime::now())
@@ -436,7 +455,7 @@ impl ChunkManager {
         if replicas.len() < self.cfg.quorum {
             // The chunk cannot continue: let its lease run out, then the next AppendChunk
             // settles or abandons it and opens a new chunk.
-            if let Some(l) = self.leases.lock().get_mut(&handle) {
+            if let Some(l) = self.lease.table.lock().get_mut(&handle) {
                 l.doomed = true;
             }
             return Err(unavailable(format!(
@@ -455,6 +474,7 @@ impl ChunkManager {
     /// Live servers holding `handle` at `version` that no primary reported lagging at it.
     pub(super) fn good_replicas(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
         let lagging: HashSet<String> = self
+            .lease
             .lagging
             .lock()
             .iter()

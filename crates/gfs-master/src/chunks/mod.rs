@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use crate::error::MasterError;
 use crate::locks::LockTable;
 use crate::metastore::MetaStore;
-use crate::registry::{ChunkMap, Registry, ServerInfo};
+use crate::registry::{Registry, ServerInfo};
 
 mod alloc;
 mod control;
@@ -52,8 +52,6 @@ pub use alloc::GET_CHUNKS_PAGE;
 pub use control::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
 pub use lease::{HeldLease, LeaseDecision, lease_decision};
 pub use repair::ChunkHealth;
-
-use lease::Granted;
 
 /// Cluster-wide chunk settings of the master.
 #[derive(Clone, Debug)]
@@ -87,46 +85,21 @@ pub struct ChunkManager {
     pub(crate) cfg: ChunkConfig,
     /// The calls to chunkservers.
     control: Arc<dyn ChunkserverControl>,
-    leases: Mutex<HashMap<u64, Granted>>,
-    /// Chunks allocated by this master process: no lease from before can exist on them.
-    fresh: Mutex<HashSet<u64>>,
-    /// Servers that reported the leases they hold when they registered with this master
-    /// process: the lease table is complete for the chunks whose logged primary is one of
-    /// them (`append_chunk`, `adopt_leases`).
-    reported: Mutex<HashSet<String>>,
-    /// `(chunk, replication address)` of replicas a primary reported as lagging: left out of
-    /// the next version bump, so they become stale.
-    lagging: Mutex<HashMap<(u64, String), u64>>,
-    /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
-    /// committed length once a quorum of replicas reports again.
-    unsettled: Mutex<HashSet<u64>>,
-    /// Re-replication in flight: chunk -> (source, target) server ids.
-    pub(crate) cloning: Mutex<HashMap<u64, (String, String)>>,
-    /// Bytes copied into and out of each server since the master started.
-    pub(crate) copied: Mutex<HashMap<String, (u64, u64)>>,
-    /// Chunks the last re-replication pass found waiting for a copy.
-    pub(crate) repair_queue: std::sync::atomic::AtomicU64,
-    /// Draining servers already announced as safe to stop.
-    drained: Mutex<HashSet<String>>,
-    /// What the master exports to Prometheus.
-    pub(crate) metrics: crate::metrics::MasterMetrics,
-    /// Where the draining set is kept across restarts.
-    pub(crate) draining_file: std::sync::OnceLock<std::path::PathBuf>,
-    /// The last re-replication pass found chunks below the goal or above it: rebalancing
-    /// waits for the cluster to settle.
-    unsettled_replicas: std::sync::atomic::AtomicBool,
-    /// Chunks of files deleted for good, and when: servers drop them on their next heartbeat
-    /// (not after `orphan_grace`).
-    purged: Mutex<HashMap<u64, Instant>>,
-    /// Chunks with no live current replica, as last seen (logged when it changes).
-    pub(crate) lost: Mutex<HashSet<u64>>,
-    /// Chunks a client asked for while they were below the goal, and when: repaired before
-    /// others with as many replicas (the paper's boost for chunks blocking client progress).
-    wanted: Mutex<HashMap<u64, Instant>>,
+    /// Leases out, and what the master knows of leases from before its start.
+    lease: lease::Leases,
     /// Handles being allocated: created on servers, not yet logged. Never orphans.
     allocating: Mutex<HashSet<u64>>,
-    /// When each server first reported each replica the master does not know, by server.
-    unknown_since: Mutex<HashMap<String, ChunkMap<Instant>>>,
+    /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
+    /// committed length once a quorum of replicas reports again (`seal`).
+    unsettled: Mutex<HashSet<u64>>,
+    /// Re-replication and rebalancing.
+    pub(crate) repair: repair::Repair,
+    /// Deletes of replicas nobody needs.
+    gc: gc::Gc,
+    /// Decommissioning.
+    pub(crate) drain: drain::Drain,
+    /// What the master exports to Prometheus.
+    pub(crate) metrics: crate::metrics::MasterMetrics,
     /// One lease decision at a time per chunk (callers hold the file's path lock around
     /// allocation).
     deciding: LockTable<u64>,
@@ -171,23 +144,13 @@ impl ChunkManager {
             registry,
             cfg,
             control,
-            leases: Mutex::new(HashMap::new()),
-            fresh: Mutex::new(HashSet::new()),
-            reported: Mutex::new(HashSet::new()),
-            lagging: Mutex::new(HashMap::new()),
+            lease: lease::Leases::default(),
             allocating: Mutex::new(HashSet::new()),
             unsettled: Mutex::new(HashSet::new()),
-            cloning: Mutex::new(HashMap::new()),
-            copied: Mutex::new(HashMap::new()),
-            repair_queue: std::sync::atomic::AtomicU64::new(0),
-            drained: Mutex::new(HashSet::new()),
+            repair: repair::Repair::default(),
+            gc: gc::Gc::default(),
+            drain: drain::Drain::default(),
             metrics: crate::metrics::MasterMetrics::default(),
-            draining_file: std::sync::OnceLock::new(),
-            purged: Mutex::new(HashMap::new()),
-            unsettled_replicas: std::sync::atomic::AtomicBool::new(false),
-            lost: Mutex::new(HashSet::new()),
-            wanted: Mutex::new(HashMap::new()),
-            unknown_since: Mutex::new(HashMap::new()),
             deciding: LockTable::new(),
             started: Instant::now(),
         }

@@ -40,7 +40,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
 
 use super::*;
 use crate::error::Result;
@@ -67,6 +70,25 @@ pub struct ChunkHealth {
     pub replicas: crate::registry::ReplicaCounts,
 }
 
+/// What re-replication and rebalancing keep between passes.
+#[derive(Default)]
+pub(crate) struct Repair {
+    /// Copies in flight: chunk -> (source, target) server ids.
+    pub(crate) cloning: Mutex<HashMap<u64, (String, String)>>,
+    /// Bytes copied into and out of each server since the master started.
+    pub(crate) copied: Mutex<HashMap<String, (u64, u64)>>,
+    /// Chunks the last pass found waiting for a copy.
+    pub(crate) queue: AtomicU64,
+    /// The last pass found chunks below the goal or above it: rebalancing waits for the
+    /// cluster to settle.
+    pub(super) unsettled: AtomicBool,
+    /// Chunks with no live current replica, as last seen (logged when it changes).
+    pub(crate) lost: Mutex<HashSet<u64>>,
+    /// Chunks a client asked for while they were below the goal, and when: repaired before
+    /// others with as many replicas (the paper's boost for chunks blocking client progress).
+    pub(super) wanted: Mutex<HashMap<u64, Instant>>,
+}
+
 impl ChunkManager {
     /// Starts copies of chunks with fewer live current replicas than `replication`, chunks of
     /// live files before those in the trash, fewest replicas first, bounded by `max_clones` in
@@ -80,7 +102,8 @@ impl ChunkManager {
         let warm_up = self.registry.lock().dead_after();
         if self.started.elapsed() < warm_up {
             // Nor any rebalancing.
-            self.unsettled_replicas
+            self.repair
+                .unsettled
                 .store(true, std::sync::atomic::Ordering::Release);
             return;
         }
@@ -106,9 +129,9 @@ impl ChunkManager {
             .any(|c| c.all as usize > self.cfg.replication);
         let mut events = Vec::new();
         {
-            let leases = self.leases.lock();
-            let cloning = self.cloning.lock();
-            let mut lost = self.lost.lock();
+            let leases = self.lease.table.lock();
+            let cloning = self.repair.cloning.lock();
+            let mut lost = self.repair.lost.lock();
             for (h, m) in &metas {
                 let have = counted(h);
                 if counts.get(h).is_none_or(|c| c.all == 0) {
@@ -138,16 +161,17 @@ impl ChunkManager {
                 }
             }
         }
-        self.unsettled_replicas.store(
+        self.repair.unsettled.store(
             extra || !want.is_empty(),
             std::sync::atomic::Ordering::Release,
         );
-        self.repair_queue
+        self.repair
+            .queue
             .store(want.len() as u64, std::sync::atomic::Ordering::Release);
         // A draining server whose every chunk has its goal elsewhere is safe to stop.
         for id in &draining {
             let left = self.left_on(id, &counts, &versions);
-            let mut drained = self.drained.lock();
+            let mut drained = self.drain.drained.lock();
             if left == 0 && drained.insert(id.clone()) {
                 tracing::info!(id, "decommissioned chunkserver drained: safe to stop");
                 events.push((
@@ -168,7 +192,7 @@ impl ChunkManager {
         // for lately.
         let wanted = {
             let below: HashSet<u64> = want.iter().map(|w| w.1).collect();
-            let mut wanted = self.wanted.lock();
+            let mut wanted = self.repair.wanted.lock();
             wanted.retain(|h, at| at.elapsed() < BOOST_FOR && below.contains(h));
             wanted.clone()
         };
@@ -181,7 +205,7 @@ impl ChunkManager {
             }
             let from = &from;
             let pick = {
-                let mut cloning = self.cloning.lock();
+                let mut cloning = self.repair.cloning.lock();
                 if cloning.len() >= self.cfg.max_clones {
                     break;
                 }
@@ -213,7 +237,7 @@ impl ChunkManager {
             let me = Arc::clone(self);
             tokio::spawn(async move {
                 me.clone_one(handle, m, source, target, catch_up).await;
-                me.cloning.lock().remove(&handle);
+                me.repair.cloning.lock().remove(&handle);
             });
         }
     }
@@ -227,8 +251,8 @@ impl ChunkManager {
         use std::sync::atomic::Ordering;
         if self.cfg.rebalance_threshold <= 0.0
             || self.cfg.max_clones == 0
-            || self.unsettled_replicas.load(Ordering::Acquire)
-            || !self.cloning.lock().is_empty()
+            || self.repair.unsettled.load(Ordering::Acquire)
+            || !self.repair.cloning.lock().is_empty()
         {
             return;
         }
@@ -282,14 +306,15 @@ impl ChunkManager {
         let Some((handle, m)) = pick else {
             return;
         };
-        self.cloning
+        self.repair
+            .cloning
             .lock()
             .insert(handle, (full.id.clone(), empty.id.clone()));
         tracing::info!(%handle, from = %full.id, to = %empty.id, "rebalancing");
         let me = Arc::clone(self);
         tokio::spawn(async move {
             me.clone_one(handle, m, full, empty, false).await;
-            me.cloning.lock().remove(&handle);
+            me.repair.cloning.lock().remove(&handle);
         });
     }
 
@@ -335,7 +360,7 @@ impl ChunkManager {
                     ),
                 );
                 self.metrics.copied_bytes.inc_by(length);
-                let mut copied = self.copied.lock();
+                let mut copied = self.repair.copied.lock();
                 copied.entry(target.id.clone()).or_default().0 += length;
                 copied.entry(source.id.clone()).or_default().1 += length;
             }

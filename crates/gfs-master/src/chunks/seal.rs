@@ -24,7 +24,7 @@ impl ChunkManager {
         self.meta
             .mutate(Op::Seal(SealOp { handle, length }))
             .await?;
-        self.leases.lock().remove(&handle);
+        self.lease.table.lock().remove(&handle);
         self.unsettled.lock().remove(&handle);
         tracing::info!(%handle, length, "chunk sealed");
         Ok(())

@@ -209,7 +209,7 @@ async fn lagging_reports_are_per_version_and_retried_after_a_failed_relegation()
     }
     let live = registry.lock().live();
     let info = |id: &str| live.iter().find(|s| s.id == id).unwrap().clone();
-    m.leases.lock().insert(
+    m.lease.table.lock().insert(
         7,
         Granted {
             version: 1,
@@ -234,7 +234,7 @@ async fn lagging_reports_are_per_version_and_retried_after_a_failed_relegation()
     m.relegation_failed(7);
     assert_eq!(m.note_lagging([(7, "c:1".to_string())]), vec![7]);
     // A bump to version 2 happened (a fresh copy landed on c at it): c is good at 2.
-    m.leases.lock().get_mut(&7).unwrap().version = 2;
+    m.lease.table.lock().get_mut(&7).unwrap().version = 2;
     for id in ["a", "b", "c"] {
         registry
             .lock()
