@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::chunks::{ChunkConfig, ChunkManager};
+use crate::control_client::TonicControl;
 use crate::locks::PathLocks;
 use crate::metastore::{MetaConfig, MetaStore};
 use crate::registry::Registry;
@@ -181,6 +182,7 @@ impl Master {
                 clone_timeout: cfg.clone_timeout,
                 rebalance_threshold: cfg.rebalance_threshold,
             },
+            Arc::new(TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout)),
         ));
         chunks
             .persist_draining(cfg.data_dir.join("draining"))
@@ -224,7 +226,6 @@ impl Master {
         let locks = Arc::new(PathLocks::new());
         let trash = Arc::new(Trash::new(
             Arc::clone(&meta),
-            Arc::clone(&chunks),
             Arc::clone(&locks),
             cfg.trash_retention,
         ));
@@ -252,13 +253,12 @@ impl Master {
                 c.rebalance().await;
             }
         });
-        let purge = Arc::clone(&trash);
+        let (purge, c) = (Arc::clone(&trash), Arc::clone(&chunks));
         periodic(every, shutdown.clone(), move || {
-            let purge = Arc::clone(&purge);
+            let (purge, c) = (Arc::clone(&purge), Arc::clone(&c));
             async move {
-                purge
-                    .purge(crate::chunks::unix_ms(std::time::SystemTime::now()))
-                    .await
+                let now = crate::chunks::unix_ms(std::time::SystemTime::now());
+                c.purged(&purge.purge(now).await);
             }
         });
 

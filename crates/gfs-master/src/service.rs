@@ -196,10 +196,12 @@ impl Master for MasterService {
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
         let r = r.into_inner();
         let path = checked(&r.path)?;
-        self.trash
+        let purged = self
+            .trash
             .delete(&path, r.recursive, now_ms())
             .await
             .map_err(status)?;
+        self.chunks.purged(&purged);
         Ok(Response::new(DeleteReply {}))
     }
 

@@ -9,13 +9,13 @@
 //! holding the path locks of the entry and the slot. `List /` hides `/.trash`; moving an entry
 //! back out undeletes it. Every heartbeat interval [`Trash::purge`] deletes the slots older than
 //! the retention for good (a recursive `Delete`, under the slot's lock), as a delete inside the
-//! trash does at once; their chunks go to the chunk manager's purged set, and a server that
-//! reports one is told to delete it on that heartbeat, not after `orphan_grace`.
+//! trash does at once; both return the chunks deleted for good, for the caller to hand to the
+//! chunk manager's purged set: a server that reports one is told to delete it on that
+//! heartbeat, not after `orphan_grace`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chunks::ChunkManager;
 use crate::error::{MasterError, Result};
 use crate::locks::{Mode, PathLocks};
 use crate::metastore::MetaStore;
@@ -33,7 +33,6 @@ pub fn in_trash(p: &str) -> bool {
 /// Deletion through the trash, and its purge.
 pub struct Trash {
     meta: Arc<MetaStore>,
-    chunks: Arc<ChunkManager>,
     locks: Arc<PathLocks>,
     retention: Duration,
 }
@@ -41,22 +40,17 @@ pub struct Trash {
 impl Trash {
     /// Deletion over `meta`, with `locks` shared with the namespace calls; entries stay in the
     /// trash for `retention`.
-    pub fn new(
-        meta: Arc<MetaStore>,
-        chunks: Arc<ChunkManager>,
-        locks: Arc<PathLocks>,
-        retention: Duration,
-    ) -> Trash {
+    pub fn new(meta: Arc<MetaStore>, locks: Arc<PathLocks>, retention: Duration) -> Trash {
         Trash {
             meta,
-            chunks,
             locks,
             retention,
         }
     }
 
-    /// Deletes `p` (normalized): into the trash, or for good if it is already there.
-    pub async fn delete(&self, p: &str, recursive: bool, now_ms: u64) -> Result<()> {
+    /// Deletes `p` (normalized): into the trash, or for good if it is already there; returns
+    /// the chunks deleted for good.
+    pub async fn delete(&self, p: &str, recursive: bool, now_ms: u64) -> Result<Vec<u64>> {
         let op = Op::Delete(DeleteOp {
             path: p.to_string(),
             mtime_ms: now_ms,
@@ -94,18 +88,19 @@ impl Trash {
             }))
             .await?;
         tracing::info!(path = p, trash = %dst, "moved to the trash");
-        Ok(())
+        Ok(Vec::new())
     }
 
-    async fn purge_now(&self, op: Op) -> Result<()> {
+    async fn purge_now(&self, op: Op) -> Result<Vec<u64>> {
         let removed = self.meta.mutate(op).await?;
         tracing::info!(chunks = removed.len(), "deleted for good");
-        self.chunks.purged(&removed);
-        Ok(())
+        Ok(removed)
     }
 
-    /// Deletes for good the trash entries older than the retention period.
-    pub async fn purge(&self, now_ms: u64) {
+    /// Deletes for good the trash entries older than the retention period; returns their
+    /// chunks.
+    pub async fn purge(&self, now_ms: u64) -> Vec<u64> {
+        let mut purged = Vec::new();
         let entries = self
             .meta
             .read(|ns| ns.list(TRASH).unwrap_or_default())
@@ -125,11 +120,15 @@ impl Trash {
                     recursive: true,
                 });
                 match self.purge_now(op).await {
-                    Ok(()) => tracing::info!(entry = %e.path, "trash entry expired"),
+                    Ok(chunks) => {
+                        tracing::info!(entry = %e.path, "trash entry expired");
+                        purged.extend(chunks);
+                    }
                     Err(MasterError::NotFound(_)) => {}
                     Err(err) => tracing::warn!(entry = %e.path, error = %err, "cannot purge"),
                 }
             }
         }
+        purged
     }
 }

@@ -50,11 +50,14 @@ async fn start(dir: &std::path::Path) -> Running {
             clone_timeout: Duration::from_secs(60),
             rebalance_threshold: 0.0,
         },
+        Arc::new(gfs_master::TonicControl::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        )),
     ));
     let locks = Arc::new(gfs_master::locks::PathLocks::new());
     let trash = Arc::new(gfs_master::trash::Trash::new(
         Arc::clone(&meta),
-        Arc::clone(&chunks),
         Arc::clone(&locks),
         Duration::from_secs(3600),
     ));

@@ -100,7 +100,7 @@ async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cl
     for (id, h) in held {
         fake.hold(id, H, *h);
     }
-    let m = Arc::new(ChunkManager::with_control(
+    let m = Arc::new(ChunkManager::new(
         Arc::clone(&meta),
         Arc::clone(&registry),
         ChunkConfig {

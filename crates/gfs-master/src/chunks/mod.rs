@@ -126,14 +126,9 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl ChunkManager {
-    /// A manager over the metadata and the membership table.
-    pub fn new(meta: Arc<MetaStore>, registry: Arc<Mutex<Registry>>, cfg: ChunkConfig) -> Self {
-        let control = Arc::new(crate::TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout));
-        Self::with_control(meta, registry, cfg, control)
-    }
-
-    /// A manager that reaches chunkservers through `control`.
-    pub fn with_control(
+    /// A manager over the metadata and the membership table, reaching chunkservers through
+    /// `control`.
+    pub fn new(
         meta: Arc<MetaStore>,
         registry: Arc<Mutex<Registry>>,
         cfg: ChunkConfig,

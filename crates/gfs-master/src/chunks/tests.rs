@@ -130,6 +130,7 @@ async fn one_chunk(
             clone_timeout: Duration::from_secs(300),
             rebalance_threshold: 0.1,
         },
+        Arc::new(super::fake::FakeCluster::default()),
     );
     (m, registry)
 }
