@@ -4,7 +4,7 @@
 //! [`Client::connect`] and [`Client::connect_with`] fail at once if the master is not
 //! reachable; [`Client::connect_lazy`] connects on first use. Either way an unreachable master
 //! (down, restarting) is a transient failure like any other for the calls that retry (record
-//! appends, [`Writer`], [`Reader`], [`Client::ensure_file`]): they back off and ask again until
+//! appends, [`crate::Writer`], [`crate::Reader`], [`Client::ensure_file`]): they back off and ask again until
 //! `op_deadline`; plain namespace calls fail at once. Locations are cached for `cache_ttl`.
 //!
 //! # Record appends ([`Client::append`])
@@ -55,8 +55,6 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result, status_retriable};
-use crate::reader::Reader;
-use crate::writer::Writer;
 
 /// A directory or file as the namespace describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -991,17 +989,6 @@ impl Client {
                 other => return other,
             }
         }
-    }
-
-    /// A streaming writer appending to `path` (a new or empty file, one writer at a time):
-    /// fills chunks exactly, so the file reads back byte for byte.
-    pub fn writer(&self, path: &str) -> Writer {
-        Writer::new(self.clone(), path)
-    }
-
-    /// A streaming reader of the whole of `path`, in order, padding skipped.
-    pub async fn reader(&self, path: &str) -> Result<Reader> {
-        Reader::open(self.clone(), path).await
     }
 }
 

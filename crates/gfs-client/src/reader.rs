@@ -24,6 +24,13 @@ pub struct Reader {
     size: u64,
 }
 
+impl Client {
+    /// A streaming reader of the whole of `path`, in order, padding skipped.
+    pub async fn reader(&self, path: &str) -> Result<Reader> {
+        Reader::open(self.clone(), path).await
+    }
+}
+
 impl Drop for Reader {
     fn drop(&mut self) {
         self.task.abort();

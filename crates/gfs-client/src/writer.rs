@@ -37,6 +37,14 @@ pub struct Writer {
     acked: u64,
 }
 
+impl Client {
+    /// A streaming writer appending to `path` (a new or empty file, one writer at a time):
+    /// fills chunks exactly, so the file reads back byte for byte.
+    pub fn writer(&self, path: &str) -> Writer {
+        Writer::new(self.clone(), path)
+    }
+}
+
 impl Writer {
     pub(crate) fn new(client: Client, path: &str) -> Writer {
         Writer {
