@@ -23,13 +23,17 @@
 //! a [`Reader`] returns. A chunk sealed short (a record that did not fit) has padding, which
 //! takes no offsets and is never returned.
 
+mod append;
 mod client;
 mod config;
 mod error;
+mod model;
+mod namespace;
+mod read;
 mod reader;
 mod writer;
 
-pub use client::{ChunkInfo, Client, Entry, Locations, Replica};
+pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{ClientError, Result};
 pub use gfs_dataplane::DataError;
@@ -37,5 +41,6 @@ pub use gfs_dataplane::DataError;
 pub use gfs_proto::v1::{
     ChunkHealth, ClusterEvent, ClusterReport, FileHealth, FsckReply, ServerReport,
 };
+pub use model::{ChunkInfo, Entry, Locations, Replica};
 pub use reader::Reader;
 pub use writer::Writer;

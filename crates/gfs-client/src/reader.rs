@@ -12,8 +12,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::client::{ChunkInfo, Client};
+use crate::client::Client;
 use crate::error::{ClientError, Result};
+use crate::model::ChunkInfo;
 
 /// Reads a whole file in order ([`AsyncRead`]); a background task keeps
 /// [`crate::ClientConfig::in_flight`] reads going ahead of the consumer.

@@ -1,0 +1,294 @@
+//! Record appends on [`Client`].
+//!
+//! # Record appends ([`Client::append`])
+//!
+//! One random op id serves every retry. The lease of the file's last chunk is cached per client
+//! (used while it has more than a second to run; dropped on any error, and by a delete or a
+//! rename), else asked of the master (`AppendChunk`). `ChunkFull` asks again (the master has
+//! the seal). Retriable errors (transport, Busy, NotPrimary, LeaseExpired, StaleVersion,
+//! NotFound, QuorumNotReached) back off and ask again until `op_deadline` (`GaveUp`). The
+//! primary's local `NotStaged`, `Hole` and `Overlap` reach the client as `Unavailable`
+//! (retriable, same op id).
+//!
+//! Every chunk an attempt reached without a definite answer stays uncertain. Before the op goes
+//! to another chunk, each uncertain chunk's replicas (those the attempt reached, primary first,
+//! then those the master lists now) are asked (`resolve`): an offset ends the append, `ChunkFull`
+//! (sealed there without the op) clears that chunk, anything else keeps it and the client
+//! waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
+//! `OpRetentionExpired` from an uncertain chunk (on the APPEND, or in `resolve` when no other
+//! replica of it still knows) ends the append with `OutcomeUnknown` (at most once, sent nowhere
+//! else); from a chunk no earlier attempt left uncertain it counts as `ChunkFull` (the op cannot
+//! be there). Either needs an append retrying for longer than the op retention (10 minutes).
+//!
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gfs_dataplane::DataError;
+use gfs_proto::v1::{AppendChunkRequest, ChunkLease};
+
+use crate::client::*;
+use crate::error::{ClientError, Result};
+use crate::model::*;
+
+/// Whether an append or read may succeed after asking the master again.
+/// What a replica says about an op an earlier attempt may have committed.
+pub(crate) enum OpAnswer {
+    /// It is in the chunk, at this offset.
+    At(u64),
+    /// The chunk is sealed without it.
+    NotThere,
+    /// The chunk no longer knows its op ids (sealed longer than the op retention ago).
+    Forgotten,
+}
+
+/// The failure of an append an earlier attempt of which may be in chunk `handle`, a chunk that
+/// no longer knows its op ids.
+pub(crate) fn outcome_unknown(path: &str, handle: u64) -> ClientError {
+    ClientError::OutcomeUnknown {
+        path: path.to_string(),
+        handle,
+    }
+}
+
+impl Client {
+    /// The lease for appending to the last chunk of `path`, retrying while the master says
+    /// UNAVAILABLE (servers registering, an old lease to wait out).
+    pub(crate) async fn lease(&self, path: &str, retry: &mut Retry) -> Result<ChunkLease> {
+        let req = AppendChunkRequest { path: path.into() };
+        self.ask(retry, |mut m| {
+            let req = req.clone();
+            async move { m.append_chunk(req).await }
+        })
+        .await
+    }
+
+    /// Appends `data` as one record to file `path` and returns its file offset: its byte
+    /// position in what a sequential read of the file returns (where its chunk starts, the
+    /// sum of the sealed lengths of the earlier chunks, plus its offset in the chunk). The
+    /// record lands whole, once, at an offset the primary chooses; at most a quarter of a
+    /// chunk.
+    ///
+    /// One operation id is used across retries, so a retry of an append that did commit
+    /// returns the first offset instead of writing again, and the op goes to a new chunk only
+    /// once every chunk an earlier attempt reached has answered that it is not there
+    /// (exactly once, I4). Retriable failures (primary gone, lease moving, busy, quorum lost)
+    /// are retried with backoff until `op_deadline`; an error past it may leave the record
+    /// committed (its outcome unknown), never twice. So does `OutcomeUnknown`: a chunk an
+    /// earlier attempt reached was sealed longer than the chunkservers' op retention ago and no
+    /// longer knows its op ids (only when `op_deadline` is longer than that retention, 10
+    /// minutes by default).
+    pub async fn append(&self, path: &str, data: impl Into<Bytes>) -> Result<u64> {
+        let data = data.into();
+        let op: u64 = rand::random::<u64>().max(1);
+        let mut retry = self.retry();
+        // Chunks an attempt reached without a definite answer: the op may be (or become)
+        // committed there. It goes to no other chunk before each of these answers (I4).
+        let mut uncertain: Vec<ChunkLease> = Vec::new();
+        loop {
+            let lease = match self.cached_lease(path) {
+                Some(l) => l,
+                None => {
+                    let l = self.lease(path, &mut retry).await?;
+                    self.inner.leases.lock().insert(path.to_string(), l.clone());
+                    l
+                }
+            };
+            let max = lease.chunk_size / 4;
+            if data.len() as u64 > max {
+                return Err(ClientError::RecordTooLarge {
+                    len: data.len() as u64,
+                    max,
+                });
+            }
+            if uncertain.iter().any(|u| u.handle != lease.handle) {
+                // The file moved on to another chunk: first learn what became of the op where
+                // it may already be.
+                if let Some(offset) = self
+                    .resolve(path, &mut uncertain, lease.handle, op, &data, &mut retry)
+                    .await?
+                {
+                    return Ok(offset);
+                }
+                if uncertain.iter().any(|u| u.handle != lease.handle) {
+                    self.forget_lease(path, lease.handle);
+                    retry
+                        .wait("the outcome of an earlier attempt is not known yet")
+                        .await?;
+                    continue;
+                }
+            }
+            let Some(primary) = lease.primary.clone() else {
+                retry.wait("the lease names no primary").await?;
+                continue;
+            };
+            let res = match self.conn(&primary.data_addr).await {
+                Ok(c) => {
+                    c.append(lease.handle, lease.version, op, data.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if res.is_err() {
+                // Whatever went wrong, the next attempt asks the master.
+                self.forget_lease(path, lease.handle);
+            }
+            match res {
+                Ok(off) => return Ok(lease.file_offset + off),
+                Err(DataError::OpRetentionExpired { handle, .. })
+                    if uncertain.iter().any(|u| u.handle == handle) =>
+                {
+                    // An earlier attempt may have committed here, and the chunk no longer
+                    // knows: the op must go nowhere else (I4), and nobody can tell.
+                    return Err(outcome_unknown(path, handle));
+                }
+                // Sealed without the op (the primary checked its op table once the seal was
+                // done): the op is not in this chunk and never will be. A chunk that forgot
+                // its op ids says the same to an op no earlier attempt sent there (it is not
+                // in `uncertain`): it cannot hold it. The master hands out the next chunk;
+                // pause only if it keeps sending this one (its seal report is on the way).
+                Err(DataError::ChunkFull { .. } | DataError::OpRetentionExpired { .. }) => {
+                    uncertain.retain(|u| u.handle != lease.handle);
+                    if retry.attempts > 0 {
+                        retry.wait("chunk full").await?;
+                    } else {
+                        retry.attempts += 1;
+                    }
+                }
+                Err(e) if data_retriable(&e) => {
+                    self.drop_conn_on(&primary.data_addr, &e);
+                    // Any other answer leaves the attempt's outcome open: an earlier attempt
+                    // of the op may still commit on this chunk.
+                    uncertain.retain(|u| u.handle != lease.handle);
+                    uncertain.push(lease);
+                    retry.wait(&e).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Asks the replicas of each chunk in `uncertain` (other than `current`) what became of op
+    /// `op`: its file offset if one holds it committed and sealed or confirms it on a quorum;
+    /// a chunk that answers `ChunkFull` (sealed without it) is dropped from `uncertain`. Chunks
+    /// that give no definite answer stay. The replicas the attempt reached are asked first,
+    /// then those the master lists for the chunk now: a replica may have moved since (its
+    /// server restarted on another address, or the chunk was copied elsewhere), and asking
+    /// only the old addresses would wait on them forever. `OutcomeUnknown` when a chunk's
+    /// replicas no longer know their op ids (op retention expired) and none knows better.
+    pub(crate) async fn resolve(
+        &self,
+        path: &str,
+        uncertain: &mut Vec<ChunkLease>,
+        current: u64,
+        op: u64,
+        data: &Bytes,
+        retry: &mut Retry,
+    ) -> Result<Option<u64>> {
+        let mut still = Vec::new();
+        let mut now: Option<Arc<Locations>> = None;
+        for u in std::mem::take(uncertain) {
+            if u.handle == current {
+                still.push(u);
+                continue;
+            }
+            let mut asked: Vec<String> = Vec::new();
+            let reached = u
+                .primary
+                .iter()
+                .chain(u.secondaries.iter())
+                .map(|r| (r.id.clone(), r.data_addr.clone()))
+                .collect();
+            let mut answer = self.ask_op(&u, reached, &mut asked, op, data).await;
+            if matches!(answer, None | Some(OpAnswer::Forgotten)) {
+                if now.is_none() {
+                    now = self.refresh_with(path, retry).await.ok();
+                }
+                let listed = now
+                    .iter()
+                    .flat_map(|l| l.chunks.iter())
+                    .filter(|c| c.handle == u.handle)
+                    .flat_map(|c| c.replicas.iter())
+                    .map(|r| (r.id.clone(), r.data_addr.clone()))
+                    .collect();
+                let more = self.ask_op(&u, listed, &mut asked, op, data).await;
+                answer = more.or(answer);
+            }
+            match answer {
+                Some(OpAnswer::At(off)) => return Ok(Some(u.file_offset + off)),
+                // Sealed without the op: it is not in that chunk and never will be.
+                Some(OpAnswer::NotThere) => {}
+                Some(OpAnswer::Forgotten) => return Err(outcome_unknown(path, u.handle)),
+                None => still.push(u),
+            }
+        }
+        *uncertain = still;
+        Ok(None)
+    }
+
+    /// Asks each replica `(id, data address)` of chunk `u` not yet in `asked` what became of
+    /// op `op`, until one answers for sure: `At(offset)` if it holds it, `NotThere` if the
+    /// chunk is sealed without it. `Forgotten` if none does but one no longer knows its op
+    /// ids; `None` if none answers.
+    pub(crate) async fn ask_op(
+        &self,
+        u: &ChunkLease,
+        replicas: Vec<(String, String)>,
+        asked: &mut Vec<String>,
+        op: u64,
+        data: &Bytes,
+    ) -> Option<OpAnswer> {
+        let mut forgotten = false;
+        for (id, addr) in replicas {
+            if asked.contains(&addr) {
+                continue;
+            }
+            asked.push(addr.clone());
+            let res = match self.conn(&addr).await {
+                Ok(c) => c.append(u.handle, u.version, op, data.clone()).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(off) => {
+                    tracing::debug!(
+                        handle = u.handle,
+                        op,
+                        off,
+                        "an earlier attempt had committed"
+                    );
+                    return Some(OpAnswer::At(off));
+                }
+                Err(DataError::ChunkFull { .. }) => return Some(OpAnswer::NotThere),
+                // Another replica may still know (its retention started later).
+                Err(DataError::OpRetentionExpired { .. }) => forgotten = true,
+                Err(e) => {
+                    tracing::debug!(handle = u.handle, op, replica = %id, error = %e, "no answer yet about an earlier attempt");
+                    self.drop_conn_on(&addr, &e);
+                }
+            }
+        }
+        forgotten.then_some(OpAnswer::Forgotten)
+    }
+
+    /// The cached lease of `path`'s last chunk, while it has more than a second to run.
+    pub(crate) fn cached_lease(&self, path: &str) -> Option<ChunkLease> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(u64::MAX);
+        self.inner
+            .leases
+            .lock()
+            .get(path)
+            .filter(|l| l.lease_expires_unix_ms > now_ms.saturating_add(1000))
+            .cloned()
+    }
+
+    /// Drops the cached lease of `path` if it is still the one for chunk `handle`.
+    pub(crate) fn forget_lease(&self, path: &str, handle: u64) {
+        let mut leases = self.inner.leases.lock();
+        if leases.get(path).is_some_and(|l| l.handle == handle) {
+            leases.remove(path);
+        }
+    }
+}

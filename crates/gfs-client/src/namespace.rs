@@ -1,0 +1,157 @@
+//! Namespace and admin calls on [`Client`]: one call to the master each, no retry (but
+//! [`Client::ensure_file`]).
+
+use gfs_proto::v1::admin_client::AdminClient;
+use gfs_proto::v1::{ClusterReport, DecommissionRequest, FsckReply, FsckRequest, ReportRequest};
+use gfs_proto::v1::{
+    CreateFileRequest, DeleteRequest, ListRequest, MkdirRequest, RenameRequest, StatRequest,
+};
+use tonic::transport::Channel;
+
+use crate::client::*;
+use crate::error::{ClientError, Result};
+use crate::model::*;
+
+impl Client {
+    /// Creates the directory `path` (and its missing parents with `parents`).
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<()> {
+        let req = MkdirRequest {
+            path: path.into(),
+            parents,
+        };
+        self.master()
+            .mkdir(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        Ok(())
+    }
+
+    /// Creates the empty file `path`; fails if it exists.
+    pub async fn create(&self, path: &str) -> Result<()> {
+        let req = CreateFileRequest {
+            path: path.into(),
+            replication: 0,
+        };
+        self.master()
+            .create(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        Ok(())
+    }
+
+    /// Creates the empty file `path` unless an entry is there already (made by someone else,
+    /// or by an earlier attempt whose answer was lost); retries transient failures, an
+    /// unreachable master included, within `op_deadline`. An existing directory is not
+    /// reported here: appending to it fails.
+    pub async fn ensure_file(&self, path: &str) -> Result<()> {
+        let req = CreateFileRequest {
+            path: path.into(),
+            replication: 0,
+        };
+        let created = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.create(req).await }
+            })
+            .await;
+        match created {
+            Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `path` (a directory's contents too with `recursive`).
+    pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        let req = DeleteRequest {
+            path: path.into(),
+            recursive,
+        };
+        self.master()
+            .delete(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        self.forget(path);
+        Ok(())
+    }
+
+    /// Renames `src` to `dst` atomically; fails if `dst` exists.
+    pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        let req = RenameRequest {
+            src: src.into(),
+            dst: dst.into(),
+        };
+        self.master()
+            .rename(req)
+            .await
+            .map_err(ClientError::from_status)?;
+        self.forget(src);
+        Ok(())
+    }
+
+    /// The entries of directory `path` (a file is `FailedPrecondition`: not a directory).
+    /// Reads retry while the master is unavailable, up to `op_deadline`; mutations do not,
+    /// since a lost reply would make their retry ambiguous.
+    pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
+        let req = ListRequest { path: path.into() };
+        let r = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.list(req).await }
+            })
+            .await?;
+        Ok(r.entries.into_iter().map(Entry::from).collect())
+    }
+
+    /// What the namespace says of `path` (retried like [`Client::list`]).
+    pub async fn stat(&self, path: &str) -> Result<Entry> {
+        let req = StatRequest { path: path.into() };
+        let r = self
+            .ask(&mut self.retry(), |mut m| {
+                let req = req.clone();
+                async move { m.stat(req).await }
+            })
+            .await?;
+        r.stat
+            .map(Entry::from)
+            .ok_or_else(|| ClientError::Master("stat reply without an entry".into()))
+    }
+
+    /// [`Client::ask`] for the master's Admin service, with a fresh backoff.
+    pub(crate) async fn ask_admin<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        ask_with(&self.inner.admin, &mut self.retry(), call).await
+    }
+
+    /// The cluster summary, every chunkserver and recent events (`gfs admin report`).
+    pub async fn report(&self) -> Result<ClusterReport> {
+        self.ask_admin(|mut a| async move { a.report(ReportRequest {}).await })
+            .await
+    }
+
+    /// The health of every file at or under `path` (`gfs fsck`).
+    pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
+        let path = path.to_string();
+        self.ask_admin(|mut a| {
+            let path = path.clone();
+            async move { a.fsck(FsckRequest { path }).await }
+        })
+        .await
+    }
+
+    /// Starts draining chunkserver `id` (or asks again how far it got), or with `cancel` stops
+    /// draining it; returns how many of its chunks still lack the goal elsewhere (0: safe to
+    /// stop it; always 0 when cancelling).
+    pub async fn decommission(&self, id: &str, cancel: bool) -> Result<u64> {
+        let id = id.to_string();
+        let reply = self
+            .ask_admin(|mut a| {
+                let id = id.clone();
+                async move { a.decommission(DecommissionRequest { id, cancel }).await }
+            })
+            .await?;
+        Ok(reply.remaining)
+    }
+}
