@@ -1,0 +1,239 @@
+//! Unit tests of the registry.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn info(id: &str) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        data_addr: format!("{id}:8080"),
+        repl_addr: format!("{id}:8081"),
+        rack: String::new(),
+        capacity_bytes: 100,
+        used_bytes: 0,
+    }
+}
+
+/// A registry with servers `(id, rack, used bytes)` registered at `t0`.
+fn with_servers(servers: &[(&str, &str, u64)], t0: Instant) -> Registry {
+    let mut r = Registry::new(Duration::from_secs(10));
+    for &(id, rack, used) in servers {
+        r.register(
+            ServerInfo {
+                rack: rack.into(),
+                used_bytes: used,
+                ..info(id)
+            },
+            t0,
+        );
+    }
+    r
+}
+
+fn replica(handle: u64, version: u64) -> Replica {
+    Replica {
+        handle,
+        version,
+        length: 10,
+        sealed: false,
+    }
+}
+
+#[test]
+fn only_unsealed_prefixes_at_the_version_of_a_sealed_chunk_are_caught_up() {
+    let t0 = Instant::now();
+    let mut r = with_servers(
+        &[("a", "", 0), ("b", "", 0), ("c", "", 0), ("d", "", 0)],
+        t0,
+    );
+    let at = |version, length, sealed| Replica {
+        handle: 7,
+        version,
+        length,
+        sealed,
+    };
+    // a: current; b: short at the version; c: an older version; d: sealed short.
+    r.heartbeat("a", 0, vec![at(3, 20, true)], t0);
+    r.heartbeat("b", 0, vec![at(3, 10, false)], t0);
+    r.heartbeat("c", 0, vec![at(2, 10, false)], t0);
+    r.heartbeat("d", 0, vec![at(3, 10, true)], t0);
+    let sealed = Want {
+        version: 3,
+        sealed: Some(20),
+    };
+    let ids = |v: Vec<ServerInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(r.short_of(7, sealed)), vec!["b"]);
+    // An unsealed chunk's length is not final: nothing to catch up to.
+    assert!(r.short_of(7, Want::from(3)).is_empty());
+}
+
+#[test]
+fn new_replicas_go_to_live_servers_without_one_and_to_new_racks_first() {
+    let t0 = Instant::now();
+    let mut r = with_servers(
+        &[
+            ("a", "r1", 0),
+            ("b", "r1", 1),
+            ("c", "r2", 50),
+            ("d", "r1", 2),
+        ],
+        t0,
+    );
+    r.heartbeat("a", 0, vec![replica(7, 3)], t0);
+    r.heartbeat("b", 1, vec![replica(7, 2)], t0);
+    let versions: ChunkMap<Want> = [(7, Want::from(3))].into_iter().collect();
+    let counts = r.holder_counts(&versions, &HashSet::new());
+    assert_eq!(counts[&7], HolderCount { counted: 1, all: 1 });
+    let draining = HashSet::from(["a".to_string()]);
+    assert_eq!(
+        r.holder_counts(&versions, &draining)[&7],
+        HolderCount { counted: 0, all: 1 }
+    );
+    let holders = r.holders_of(7, 3);
+    assert_eq!(
+        holders.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    // Not a (current) nor b (stale copy); c is on a rack a does not use, though fuller.
+    let t = r.place_new(7, &holders, |_| false).unwrap();
+    assert_eq!(t.id, "c");
+    // c busy: the least used of the rest.
+    let t = r.place_new(7, &holders, |id| id == "c").unwrap();
+    assert_eq!(t.id, "d");
+    // Dead servers take nothing.
+    r.sweep(t0 + Duration::from_secs(11));
+    assert!(r.place_new(7, &[], |_| false).is_none());
+}
+
+#[test]
+fn heartbeats_keep_servers_alive_and_silence_kills_them() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(Duration::from_secs(10));
+    r.register(info("a"), t0);
+    r.register(info("b"), t0);
+    assert!(r.heartbeat("a", 5, vec![replica(1, 2)], t0 + Duration::from_secs(8)));
+    assert!(r.sweep(t0 + Duration::from_secs(9)).is_empty());
+    assert_eq!(r.sweep(t0 + Duration::from_secs(11)), vec!["b".to_string()]);
+    assert!(r.is_alive("a") && !r.is_alive("b"));
+    assert_eq!(r.sweep(t0 + Duration::from_secs(19)), vec!["a".to_string()]);
+    assert!(r.live().is_empty());
+    // A heartbeat brings it back; an unknown server is told to register.
+    assert!(r.heartbeat("a", 5, vec![], t0 + Duration::from_secs(20)));
+    assert!(r.is_alive("a"));
+    assert!(!r.heartbeat("zzz", 0, vec![], t0));
+}
+
+#[test]
+fn placement_prefers_empty_servers_and_new_racks() {
+    let t0 = Instant::now();
+    let r = with_servers(
+        &[
+            ("a", "r1", 10),
+            ("b", "r1", 0),
+            ("c", "r2", 50),
+            ("d", "r3", 90),
+        ],
+        t0,
+    );
+    let ids = |v: Vec<ServerInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(r.place(3)),
+        ["b", "c", "d"],
+        "one per rack, least used first"
+    );
+    assert_eq!(ids(r.place(4)), ["b", "c", "d", "a"]);
+    assert_eq!(ids(r.place(9)).len(), 4);
+}
+
+/// Finding 8: a report in pieces. Each piece adds or updates; only a pass received whole
+/// and in order drops what it did not name; a missed piece drops nothing.
+#[test]
+fn a_report_in_pieces_drops_replicas_only_after_a_whole_pass() {
+    let t0 = Instant::now();
+    let mut r = with_servers(&[("a", "", 0)], t0);
+    let held = |r: &Registry| {
+        let mut h: Vec<u64> = r.replicas_of("a").iter().map(|x| x.handle).collect();
+        h.sort();
+        h
+    };
+    let piece = |report_id, index, more| Piece {
+        report_id,
+        index,
+        more,
+    };
+    let beat = |r: &mut Registry, handles: &[u64], p: Piece| {
+        let report = handles.iter().map(|&h| replica(h, 1)).collect();
+        r.heartbeat_piece("a", 0, report, p, false, t0)
+    };
+    assert!(r.heartbeat(
+        "a",
+        0,
+        vec![replica(1, 1), replica(2, 1), replica(3, 1)],
+        t0
+    ));
+    assert_eq!(held(&r), [1, 2, 3]);
+
+    // Pass 10: replicas not yet heard stay; new ones count at once.
+    let h = beat(&mut r, &[1], piece(10, 0, true));
+    assert!(h.known && h.pass.is_none());
+    beat(&mut r, &[4], piece(10, 1, true));
+    assert_eq!(held(&r), [1, 2, 3, 4]);
+    // The last piece completes it: 2 and 3 were not named.
+    let h = beat(&mut r, &[5], piece(10, 2, false));
+    let mut seen: Vec<u64> = h.pass.unwrap().into_iter().collect();
+    seen.sort();
+    assert_eq!(seen, [1, 4, 5]);
+    assert_eq!(held(&r), [1, 4, 5]);
+
+    // Pass 11 misses its piece 1: its last piece drops nothing.
+    beat(&mut r, &[1], piece(11, 0, true));
+    let h = beat(&mut r, &[6], piece(11, 2, false));
+    assert!(h.known && h.pass.is_none());
+    assert_eq!(held(&r), [1, 4, 5, 6]);
+    // A piece of another pass in between breaks a pass too.
+    beat(&mut r, &[1], piece(12, 0, true));
+    beat(&mut r, &[4], piece(99, 1, true));
+    assert!(beat(&mut r, &[], piece(12, 1, false)).pass.is_none());
+    assert_eq!(held(&r), [1, 4, 5, 6]);
+    // A new pass after a broken one completes normally.
+    beat(&mut r, &[4], piece(13, 0, true));
+    assert!(beat(&mut r, &[6], piece(13, 1, false)).pass.is_some());
+    assert_eq!(held(&r), [4, 6]);
+
+    // A corrupt replica stays out while the server reports it, in any piece; the mark
+    // goes once a whole pass no longer names it.
+    r.mark_corrupt("a", 4);
+    beat(&mut r, &[4], piece(14, 0, true));
+    beat(&mut r, &[6], piece(14, 1, false));
+    assert_eq!(held(&r), [6]);
+    assert!(r.is_corrupt("a", 4));
+    beat(&mut r, &[6], piece(15, 0, true));
+    assert!(r.is_corrupt("a", 4), "a pass in progress keeps the mark");
+    beat(&mut r, &[], piece(15, 1, false));
+    assert!(!r.is_corrupt("a", 4));
+    // An unregistered server is told to register.
+    let h = r.heartbeat_piece("zzz", 0, vec![], Piece::WHOLE, false, t0);
+    assert!(!h.known);
+}
+
+#[test]
+fn locations_count_only_live_current_replicas() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(Duration::from_secs(10));
+    for id in ["a", "b", "c"] {
+        r.register(info(id), t0);
+    }
+    r.heartbeat("a", 0, vec![replica(7, 3)], t0);
+    r.heartbeat("b", 0, vec![replica(7, 3)], t0);
+    r.heartbeat("c", 0, vec![replica(7, 2)], t0); // missed a version bump
+    let ids = |v: Vec<(ServerInfo, Replica)>| v.into_iter().map(|(s, _)| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(r.locations(7, 3)), ["a", "b"]);
+    assert_eq!(
+        r.stale(|h| (h == 7).then_some(Want::from(3))),
+        BTreeSet::from([("c".to_string(), 7)])
+    );
+    r.heartbeat("a", 0, vec![replica(7, 3)], t0 + Duration::from_secs(20));
+    r.sweep(t0 + Duration::from_secs(20));
+    assert_eq!(ids(r.locations(7, 3)), ["a"]);
+}
