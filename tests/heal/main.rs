@@ -3,10 +3,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
-#[path = "../replication/fixture.rs"]
-mod fixture;
-#[path = "../common/master.rs"]
-mod master_proc;
+use gfs_testkit::fixture;
+use gfs_testkit::master_proc;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

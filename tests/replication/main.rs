@@ -4,6 +4,6 @@
 
 mod appends;
 mod faults;
-mod fixture;
+use gfs_testkit::fixture;
 mod frames;
 mod retention;

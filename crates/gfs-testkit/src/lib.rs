@@ -13,8 +13,12 @@
 //! - [`replicas`]: reads every replica of a set of stopped chunkservers' data directories.
 //! - [`mod@observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
 //!   checked against the history and the disks.
+//! - [`fixture`] and [`master_proc`]: real `gfs-chunkserver` and `gfs-master` processes on
+//!   127.0.0.1 (the binaries next to the running test, see [`bin`]), to kill, pause and restart.
 
 pub mod checker;
+pub mod fixture;
+pub mod master_proc;
 pub mod observe;
 pub mod record;
 pub mod replicas;
@@ -24,3 +28,19 @@ pub use checker::{
 };
 pub use observe::{Observed, assert_clean, observe, wait_healthy};
 pub use record::{RecordId, parse_record, record};
+
+/// The path of the workspace binary `name`: in `$GFS_BIN_DIR` if set, else beside the running
+/// test's directory (`target/<profile>/`, where cargo builds the binaries of a package for its
+/// integration tests).
+pub fn bin(name: &str) -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("GFS_BIN_DIR") {
+        return std::path::PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("the path of the running test");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test binary under target/<profile>/deps");
+    dir.join(name)
+}

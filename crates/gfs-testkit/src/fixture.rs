@@ -1,4 +1,6 @@
-//! Real chunkserver processes on 127.0.0.1 with free ports, and helpers to drive them.
+//! Real chunkserver processes on 127.0.0.1 with free ports, and helpers to drive them: a
+//! [`Cluster`] of chunkservers that the test grants leases on itself (no master), appends
+//! through the data plane, and the whole-promise check of a healed cluster.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -6,41 +8,43 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_dataplane::{ClientConfig, DataClient, DataError};
+use gfs_proto::v1::chunk_control_client::ChunkControlClient;
 use gfs_proto::v1::{
     CreateChunkRequest, GrantLeaseRequest, ReportChunksReply, ReportChunksRequest,
     SetVersionRequest,
 };
+use tonic::transport::{Channel, Endpoint};
 
 /// Chunk size the tests run with.
 pub const CHUNK: u64 = 1 << 20;
 
 /// One `gfs-chunkserver` process.
 pub struct Server {
+    /// Its id (`cs<i>`).
     pub id: String,
+    /// Its data directory.
     pub dir: PathBuf,
+    /// Its data-plane address.
     pub data: String,
+    /// Its replication- and control-plane address.
     pub repl: String,
     /// Address of its /metrics and /health.
-    #[allow(dead_code)] // not every test crate that includes the fixture reads metrics
     pub http: String,
     child: Option<Child>,
 }
 
 impl Server {
     /// `n` chunkservers `cs0`.. in `dir/cs<i>`, registering with the master at `master`.
-    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
     pub fn with_master(dir: &Path, n: usize, master: &str) -> Vec<Server> {
         Self::with_master_args(dir, n, master, &[])
     }
 
     /// [`Server::with_master`] with `extra` command-line arguments for every server.
-    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
     pub fn with_master_args(dir: &Path, n: usize, master: &str, extra: &[&str]) -> Vec<Server> {
         Self::with_master_env_args(dir, n, master, |_| Vec::new(), extra)
     }
 
     /// [`Server::with_master`] with `env(i)` as server `i`'s extra environment (failpoints).
-    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
     pub fn with_master_env(
         dir: &Path,
         n: usize,
@@ -71,7 +75,6 @@ impl Server {
     }
 
     /// This server started again on its directory (new ports), registering with `master`.
-    #[allow(dead_code)] // not every test crate that includes the fixture starts a master
     pub fn restarted(&mut self, master: &str) {
         self.kill();
         *self = Server::start_with(
@@ -97,7 +100,7 @@ impl Server {
         extra: &[&str],
     ) -> Server {
         let (p, r) = ports.unwrap_or((0, 0));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gfs-chunkserver"));
+        let mut cmd = Command::new(crate::bin("gfs-chunkserver"));
         cmd.args([
             "-p",
             &p.to_string(),
@@ -165,7 +168,6 @@ impl Server {
     }
 
     /// Whether its process is running (not killed, stopped or exited).
-    #[allow(dead_code)] // not every test crate that includes the fixture checks histories
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -179,7 +181,6 @@ impl Server {
     }
 
     /// Sends a signal ("STOP", "CONT", ...) to the running process.
-    #[allow(dead_code)] // not every test crate that includes the fixture pauses servers
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             let ok = Command::new("kill")
@@ -242,6 +243,7 @@ impl Drop for Server {
 
 /// Several chunkservers in one temporary directory.
 pub struct Cluster {
+    /// The servers, `cs0` first.
     pub servers: Vec<Server>,
     _dir: tempfile::TempDir,
 }
@@ -260,7 +262,6 @@ impl Cluster {
     }
 
     /// Starts `n` servers with `extra` command-line arguments each.
-    #[allow(dead_code)] // not every test crate that includes the fixture passes arguments
     pub fn start_with_args(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let servers = (0..n)
@@ -275,7 +276,7 @@ impl Cluster {
     /// Creates `handle` at `version` on every server.
     pub async fn create(&self, handle: u64, version: u64) {
         for s in &self.servers {
-            let mut c = gfs_bins::control_client(&s.repl).await.expect("control");
+            let mut c = control(&s.repl).await;
             c.create_chunk(CreateChunkRequest { handle, version })
                 .await
                 .expect("create chunk");
@@ -285,9 +286,7 @@ impl Cluster {
     /// Sets `version` on the servers listed.
     pub async fn set_version(&self, which: &[usize], handle: u64, version: u64) {
         for i in which {
-            let mut c = gfs_bins::control_client(&self.servers[*i].repl)
-                .await
-                .expect("control");
+            let mut c = control(&self.servers[*i].repl).await;
             c.set_version(SetVersionRequest { handle, version })
                 .await
                 .expect("set version");
@@ -305,9 +304,7 @@ impl Cluster {
             .collect();
         let expires =
             SystemTime::now().duration_since(UNIX_EPOCH).expect("clock") + Duration::from_secs(60);
-        let mut c = gfs_bins::control_client(&self.servers[primary].repl)
-            .await
-            .expect("control");
+        let mut c = control(&self.servers[primary].repl).await;
         c.grant_lease(GrantLeaseRequest {
             handle,
             version,
@@ -322,9 +319,7 @@ impl Cluster {
 
     /// The chunk report of server `i`.
     pub async fn report(&self, i: usize) -> ReportChunksReply {
-        let mut c = gfs_bins::control_client(&self.servers[i].repl)
-            .await
-            .expect("control");
+        let mut c = control(&self.servers[i].repl).await;
         c.report_chunks(ReportChunksRequest::default())
             .await
             .expect("report")
@@ -400,16 +395,15 @@ pub fn record(w: u64, i: u64) -> Vec<u8> {
 /// record exactly once at its offset, nothing never sent, no duplicate, the replicas the
 /// master counts current byte-identical on the disks of the live servers (stopped for that),
 /// and fsck in agreement with those disks.
-#[allow(dead_code)] // not every test crate that includes the fixture checks histories
 pub async fn check_promise(
     c: &gfs_client::Client,
     path: &str,
-    h: &gfs_testkit::History,
+    h: &crate::History,
     servers: &mut [Server],
 ) {
-    let took = gfs_testkit::wait_healthy(c, path, Duration::from_secs(90)).await;
+    let took = crate::wait_healthy(c, path, Duration::from_secs(90)).await;
     println!("{path}: fsck clean {took:?} after the run");
-    let seen = gfs_testkit::observe(c, path).await;
+    let seen = crate::observe(c, path).await;
     let dirs: Vec<(String, PathBuf)> = servers
         .iter_mut()
         .filter(|s| s.is_running())
@@ -418,5 +412,18 @@ pub async fn check_promise(
             (s.id.clone(), s.dir.clone())
         })
         .collect();
-    gfs_testkit::assert_clean(&seen.check(h, &dirs));
+    crate::assert_clean(&seen.check(h, &dirs));
+}
+
+/// A control-plane client for the chunkserver whose replication plane is at `addr`.
+async fn control(addr: &str) -> ChunkControlClient<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a chunkserver address")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    let channel = endpoint
+        .connect()
+        .await
+        .expect("cannot reach the chunkserver");
+    ChunkControlClient::new(channel)
 }

@@ -1,5 +1,4 @@
-//! A real `gfs-master` process on 127.0.0.1, shared by the end-to-end tests that need one
-//! (`#[path = "../common/master.rs"] mod master_proc;`).
+//! A real `gfs-master` process on 127.0.0.1, for the end-to-end tests that need one.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -53,7 +52,7 @@ impl MasterProc {
         } else {
             &["--chunk-size", "1MiB"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-master"))
+        let mut child = Command::new(crate::bin("gfs-master"))
             .args(["--listen", listen])
             .args(chunk_size)
             .args(lease)
