@@ -1,0 +1,189 @@
+//! Stale replicas of returning servers: never served, deleted once a quorum is current elsewhere.
+
+use super::*;
+
+/// A server stopped while appends go on (versions move past its replicas) and started again:
+/// its replicas are stale, never served, deleted, and the chunk is whole on three others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 4);
+    let c = patient(&master, Duration::from_secs(90)).await;
+    registered(&c, 4).await;
+    c.create("/s").await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..10 {
+        let rec = record(9, n);
+        acked.push((c.append("/s", rec.clone()).await.unwrap(), rec));
+    }
+    let chunk = c.refresh("/s").await.unwrap().chunks[0].clone();
+    let away: usize = chunk.replicas[1].id[2..].parse().unwrap();
+    servers[away].kill();
+    // Appends go on without it: the lease moves past its version.
+    for n in 10..30 {
+        let rec = record(9, n);
+        acked.push((c.append("/s", rec.clone()).await.unwrap(), rec));
+    }
+    // The primary reports the missing secondary as lagging; the master bumps past it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let version = loop {
+        let v = c.refresh("/s").await.unwrap().chunks[0].version;
+        if v > chunk.version {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the version never moved past the lost replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // It comes back with its old replica (same disk, new ports).
+    servers[away].restarted(&master.addr);
+    let id = servers[away].id.clone();
+    let stale = gfs_dataplane::DataClient::connect(
+        &servers[away].data,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    // Its replica's version as it reports it (None once deleted).
+    let held = |repl: String| async move {
+        let mut ctl = gfs_bins::control_client(&repl).await.unwrap();
+        ctl.report_chunks(gfs_proto::v1::ReportChunksRequest {
+            handles: vec![chunk.handle],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .chunks
+        .first()
+        .map(|c| c.version)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stale_seen_gone = false;
+    loop {
+        let before = held(servers[away].repl.clone()).await;
+        // Never served at the current version while stale; only a fresh copy (made after the
+        // stale one was deleted) may answer.
+        match stale.read(chunk.handle, version, 0, 100).await {
+            Err(gfs_dataplane::DataError::StaleVersion { .. })
+            | Err(gfs_dataplane::DataError::NotFound { .. }) => {}
+            Ok(b) => {
+                let now = held(servers[away].repl.clone()).await;
+                assert!(
+                    before.is_none_or(|v| v >= version) && now.is_some_and(|v| v >= version),
+                    "a stale replica (version {before:?}) answered a read: {} bytes",
+                    b.len()
+                );
+            }
+            other => panic!("unexpected read result: {other:?}"),
+        }
+        stale_seen_gone |= before.is_none_or(|v| v >= version);
+        let l = c.refresh("/s").await.unwrap();
+        if stale_seen_gone && l.chunks[0].replicas.len() >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stale replica on {id} still there ({before:?} < {version}) or the chunk short: {:?}",
+            l.chunks[0].replicas
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (off, rec) in &acked {
+        let got = c.read("/s", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "record at {off} lost");
+    }
+}
+
+/// Two of a chunk's three replicas are SIGKILLed during appends on five servers: appends
+/// continue (on a new chunk), and once both servers return every acknowledged record reads
+/// back, and their old replicas are dropped or brought to the current version: in the end
+/// every chunk has exactly three replicas, none stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, mut servers) = cluster(dir.path(), 5);
+    let c = patient(&master, Duration::from_secs(90)).await;
+    registered(&c, 5).await;
+    c.create("/k").await.unwrap();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (c, acked) = (c.clone(), Arc::clone(&acked));
+        writers.push(tokio::spawn(async move {
+            let (mut out, mut h) = (Vec::new(), History::new());
+            for n in 0..50 {
+                out.push(append(&c, "/k", &mut h, 20 + w, n).await);
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            (out, h)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::SeqCst) < 30 {
+        assert!(Instant::now() < deadline, "appends did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let chunk = c
+        .refresh("/k")
+        .await
+        .unwrap()
+        .chunks
+        .last()
+        .unwrap()
+        .clone();
+    let gone: Vec<usize> = chunk.replicas[..2]
+        .iter()
+        .map(|r| servers.iter().position(|s| s.id == r.id).unwrap())
+        .collect();
+    for &i in &gone {
+        servers[i].kill();
+    }
+    let (mut all, mut h) = (Vec::new(), History::new());
+    for w in writers {
+        let (out, hw) = w.await.unwrap();
+        all.extend(out);
+        h.merge(hw);
+    }
+    for &i in &gone {
+        servers[i].restarted(&master.addr);
+    }
+    for (off, rec) in &all {
+        let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
+    }
+    // Every chunk settles at three replicas, all at the master's version, as the servers
+    // themselves report them.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let l = c.refresh("/k").await.unwrap();
+        let mut wrong = Vec::new();
+        for ch in &l.chunks {
+            let mut current = 0;
+            for s in &servers {
+                match committed(s, ch.handle).await {
+                    Some((v, _)) if v == ch.version => current += 1,
+                    Some((v, _)) => wrong.push(format!(
+                        "{} holds {} at {v} < {}",
+                        s.id, ch.index, ch.version
+                    )),
+                    None => {}
+                }
+            }
+            if current != 3 {
+                wrong.push(format!("chunk {} has {current} current replicas", ch.index));
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never settled: {wrong:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (off, rec) in &all {
+        let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
+        assert!(got[..] == rec[..], "record at {off} differs after healing");
+    }
+    check_promise(&c, "/k", &h, &mut servers).await;
+}
