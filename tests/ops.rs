@@ -1,18 +1,15 @@
 //! Operability with real processes: the master's status page (in headless Chromium), /metrics
 //! and /health on every server, `gfs admin report`, `gfs fsck`, decommissioning.
 
-#![allow(clippy::unwrap_used, missing_docs, dead_code)]
-
-use gfs_testkit::fixture;
-use gfs_testkit::master_proc;
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{Read, Write};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use fixture::Server;
 use gfs_client::Client;
-use master_proc::MasterProc;
+use gfs_testkit::fixture::Server;
+use gfs_testkit::master_proc::MasterProc;
 
 /// GET `path` from `addr` over HTTP/1.1: (status code, body).
 fn http_get(addr: &str, path: &str) -> (u16, String) {

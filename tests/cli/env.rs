@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
-use crate::fixture::Server;
-use crate::master_proc::MasterProc;
+use gfs_testkit::fixture::Server;
+use gfs_testkit::master_proc::MasterProc;
 
 /// Chunk size of the test clusters.
-pub const CHUNK: usize = crate::fixture::CHUNK as usize;
+pub const CHUNK: usize = gfs_testkit::fixture::CHUNK as usize;
 
 /// How long one `gfs` invocation may take on a loaded machine before the test fails.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(180);

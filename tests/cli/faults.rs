@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::env::{CHUNK, Gfs, Running, assert_same, random_bytes};
-use crate::master_proc::MasterProc;
+use gfs_testkit::master_proc::MasterProc;
 
 /// The put streams from stdin, so the test holds it mid-file while it kills a replica of the
 /// chunk being written (sometimes its primary, sometimes a secondary: the master lists replicas

@@ -2,10 +2,7 @@
 //! process and `gfs-chunkserver` processes on port 0 with 1 MiB chunks, driven by running the
 //! `gfs` binary as scripts would.
 
-#![allow(clippy::unwrap_used, missing_docs, dead_code)]
-
-use gfs_testkit::fixture;
-use gfs_testkit::master_proc;
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod appends;
 mod env;

@@ -14,10 +14,7 @@
 //!
 //! A failing seed prints the command that replays it.
 
-#![allow(clippy::unwrap_used, missing_docs, dead_code)]
-
-use gfs_testkit::fixture;
-use gfs_testkit::master_proc;
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fixture::{CHUNK, Server};
 use gfs_client::{Client, ClientConfig};
+use gfs_testkit::fixture::{CHUNK, Server};
+use gfs_testkit::master_proc::MasterProc;
 use gfs_testkit::record::HEADER;
 use gfs_testkit::{History, RecordId, Violation, check_file, observe, parse_record, wait_healthy};
-use master_proc::MasterProc;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

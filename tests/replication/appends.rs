@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use gfs_dataplane::DataError;
 
-use crate::fixture::{CHUNK, Cluster, append, record};
+use gfs_testkit::fixture::{CHUNK, Cluster, append, record};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_get_distinct_offsets_and_identical_replicas() {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use gfs_dataplane::DataError;
 
-use crate::fixture::{Cluster, append, record};
+use gfs_testkit::fixture::{Cluster, append, record};
 
 #[tokio::test]
 async fn a_killed_secondary_lags_and_appends_continue() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::fixture::{CHUNK, Cluster, append};
+use gfs_testkit::fixture::{CHUNK, Cluster, append};
 
 async fn reply_then_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();

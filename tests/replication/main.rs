@@ -4,6 +4,5 @@
 
 mod appends;
 mod faults;
-use gfs_testkit::fixture;
 mod frames;
 mod retention;

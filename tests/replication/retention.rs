@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use gfs_dataplane::{DataClient, DataError};
 use gfs_proto::v1::{CloneChunkRequest, DeleteChunkRequest};
 
-use crate::fixture::{CHUNK, Cluster, append};
+use gfs_testkit::fixture::{CHUNK, Cluster, append};
 
 fn forgotten(r: &Result<u64, DataError>) -> bool {
     matches!(r, Err(DataError::OpRetentionExpired { .. }))

@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
-use common::test_config;
 use gfs_storage::{BLOCK_SIZE, ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
+use gfs_testkit::storage::test_config;
 
 #[tokio::test]
 async fn a_flipped_byte_fails_only_its_block() {

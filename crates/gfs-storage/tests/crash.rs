@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -14,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Mix, payload, test_config};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StorageError, StoreConfig};
+use gfs_testkit::storage::{Mix, payload, test_config};
 use tokio::sync::Mutex;
 
 const CHILD_DIR: &str = "GFS_CRASH_CHILD_DIR";

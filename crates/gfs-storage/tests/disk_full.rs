@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
-use common::test_config;
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StorageError, StoreConfig};
+use gfs_testkit::storage::test_config;
 
 struct Mount(PathBuf);
 

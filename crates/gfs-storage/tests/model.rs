@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::payload;
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StorageError, StoreConfig};
+use gfs_testkit::storage::payload;
 use proptest::prelude::*;
 
 const H: ChunkHandle = ChunkHandle(5);

@@ -13,6 +13,7 @@
 //! - [`replicas`]: reads every replica of a set of stopped chunkservers' data directories.
 //! - [`mod@observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
 //!   checked against the history and the disks.
+//! - [`storage`]: the store configuration and payloads of gfs-storage's own integration tests.
 //! - [`fixture`] and [`master_proc`]: real `gfs-chunkserver` and `gfs-master` processes on
 //!   127.0.0.1 (the binaries next to the running test, see [`bin`]), to kill, pause and restart.
 
@@ -22,6 +23,7 @@ pub mod master_proc;
 pub mod observe;
 pub mod record;
 pub mod replicas;
+pub mod storage;
 
 pub use checker::{
     ChunkView, History, ReplicaState, Violation, check_file, check_quorum, check_replicas,

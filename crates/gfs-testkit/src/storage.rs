@@ -1,6 +1,5 @@
-//! Fixtures shared by the gfs-storage integration tests.
-
-#![allow(dead_code, clippy::unwrap_used)]
+//! Fixtures of the gfs-storage integration tests: a store configuration and payloads that
+//! can be recomputed from their chunk and op id.
 
 use gfs_storage::{ChunkHandle, OpId, StoreConfig};
 
