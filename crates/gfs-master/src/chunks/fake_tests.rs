@@ -11,8 +11,7 @@ use parking_lot::Mutex;
 
 use super::fake::{Call, FakeCluster, Held};
 use super::*;
-use crate::metastore::{MetaConfig, MetaStore};
-use crate::record::{AddChunkOp, CreateOp, Op, SealOp};
+use crate::metastore::MetaStore;
 use crate::registry::{Registry, Replica, ServerInfo, Want};
 
 /// The chunk every test starts from, chunk 0 of `/f`.
@@ -50,35 +49,7 @@ fn held(version: u64, length: u64) -> Held {
 /// server has reported its (no) leases, so a lease may be granted at once.
 async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(
-        MetaStore::open(
-            dir.path(),
-            MetaConfig {
-                checkpoint_every: 1000,
-            },
-        )
-        .unwrap(),
-    );
-    meta.mutate(Op::Create(CreateOp {
-        path: "/f".into(),
-        mtime_ms: 0,
-        replication: 3,
-    }))
-    .await
-    .unwrap();
-    meta.mutate(Op::AddChunk(AddChunkOp {
-        path: "/f".into(),
-        handle: H,
-        version: 1,
-        primary: "a".into(),
-    }))
-    .await
-    .unwrap();
-    if let Some(length) = sealed {
-        meta.mutate(Op::Seal(SealOp { handle: H, length }))
-            .await
-            .unwrap();
-    }
+    let meta = super::tests::log_of_one_chunk(dir.path(), sealed, "a").await;
     let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));
     let fake = Arc::new(FakeCluster::default());
     let now = Instant::now();
@@ -104,15 +75,8 @@ async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cl
         Arc::clone(&meta),
         Arc::clone(&registry),
         ChunkConfig {
-            chunk_size: 1 << 20,
-            replication: 3,
-            quorum: 2,
-            lease: Duration::from_secs(60),
-            rpc_timeout: Duration::from_secs(5),
-            orphan_grace: Duration::from_secs(600),
-            max_clones: 8,
-            clone_timeout: Duration::from_secs(300),
             rebalance_threshold: 0.0,
+            ..super::tests::test_config()
         },
         Arc::clone(&fake) as Arc<dyn ChunkserverControl>,
     ));
@@ -126,6 +90,17 @@ async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cl
         meta,
         _dir: dir,
     }
+}
+
+/// Servers a, b and c holding chunk `H` unsealed at version 1 with `lengths`.
+async fn abc(lengths: [u64; 3]) -> Cluster {
+    let [a, b, c] = lengths;
+    cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, a)), ("b", held(1, b)), ("c", held(1, c))],
+        None,
+    )
+    .await
 }
 
 impl Cluster {
@@ -156,12 +131,7 @@ impl Cluster {
 /// bump, and the new lease includes it: every replica ends at one version and length.
 #[tokio::test]
 async fn a_replica_behind_catches_up_before_the_bump_and_stays_in_the_lease() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 60))],
-        None,
-    )
-    .await;
+    let c = abc([100, 100, 60]).await;
     let lease = c.m.append_chunk("/f").await.unwrap();
     assert_eq!(lease.version, 2);
     assert_eq!(lease.primary.unwrap().id, "a");
@@ -179,12 +149,7 @@ async fn a_replica_behind_catches_up_before_the_bump_and_stays_in_the_lease() {
 /// old version, stale, and the lease goes to the two at the longest length.
 #[tokio::test]
 async fn a_replica_that_cannot_catch_up_is_left_stale_outside_the_lease() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 60))],
-        None,
-    )
-    .await;
+    let c = abc([100, 100, 60]).await;
     c.fake.fail("c", Call::Copy);
     let lease = c.m.append_chunk("/f").await.unwrap();
     assert_eq!(lease.version, 2);
@@ -203,16 +168,7 @@ async fn a_replica_that_cannot_catch_up_is_left_stale_outside_the_lease() {
 /// returns the lease is granted to the two.
 #[tokio::test]
 async fn quorum_loss_grants_nothing_until_a_quorum_answers() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[
-            ("a", held(1, 100)),
-            ("b", held(1, 100)),
-            ("c", held(1, 100)),
-        ],
-        None,
-    )
-    .await;
+    let c = abc([100, 100, 100]).await;
     c.fake.set_down("b", true);
     c.fake.set_down("c", true);
     let err = c.m.append_chunk("/f").await.unwrap_err();
@@ -234,16 +190,7 @@ async fn quorum_loss_grants_nothing_until_a_quorum_answers() {
 /// of them end at one version above it.
 #[tokio::test]
 async fn a_bump_short_of_a_quorum_is_fenced_past_by_the_next_decision() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[
-            ("a", held(1, 100)),
-            ("b", held(1, 100)),
-            ("c", held(1, 100)),
-        ],
-        None,
-    )
-    .await;
+    let c = abc([100, 100, 100]).await;
     c.fake.fail("b", Call::SetVersion);
     c.fake.fail("c", Call::SetVersion);
     let err = c.m.append_chunk("/f").await.unwrap_err();
@@ -279,16 +226,7 @@ async fn a_bump_short_of_a_quorum_is_fenced_past_by_the_next_decision() {
 /// stale from then on.
 #[tokio::test]
 async fn a_secondary_that_failed_a_commit_is_relegated_and_the_primary_keeps_the_lease() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[
-            ("a", held(1, 100)),
-            ("b", held(1, 100)),
-            ("c", held(1, 100)),
-        ],
-        None,
-    )
-    .await;
+    let c = abc([100, 100, 100]).await;
     let lease = c.m.append_chunk("/f").await.unwrap();
     assert_eq!(lease.version, 2);
     assert_eq!(c.m.note_lagging([(H, "c:1".to_string())]), vec![H]);
@@ -314,16 +252,7 @@ async fn a_secondary_that_failed_a_commit_is_relegated_and_the_primary_keeps_the
 /// up before the lease is granted: no acknowledged append is left on one current replica.
 #[tokio::test]
 async fn an_append_committed_while_the_version_is_bumped_is_on_every_current_replica() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[
-            ("a", held(1, 100)),
-            ("b", held(1, 100)),
-            ("c", held(1, 100)),
-        ],
-        None,
-    )
-    .await;
+    let c = abc([100, 100, 100]).await;
     c.m.append_chunk("/f").await.unwrap();
     c.m.note_lagging([(H, "c:1".to_string())]);
     c.fake.commit_before_fence("a", H, 20);
@@ -343,12 +272,7 @@ async fn an_append_committed_while_the_version_is_bumped_is_on_every_current_rep
 /// reported; the file goes on in a new chunk that starts there.
 #[tokio::test]
 async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_length() {
-    let c = cluster(
-        &["a", "b", "c"],
-        &[("a", held(1, 100)), ("b", held(1, 60)), ("c", held(1, 100))],
-        None,
-    )
-    .await;
+    let c = abc([100, 60, 100]).await;
     c.fake.set_down("c", true);
     c.fake.fail("b", Call::Copy);
     let lease = c.m.append_chunk("/f").await.unwrap();

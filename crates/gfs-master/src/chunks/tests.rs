@@ -65,13 +65,13 @@ async fn an_extra_replica_is_dropped_once_even_as_shares_change() {
     assert_eq!(registry.lock().locations(7, 1).len(), 3);
 }
 
-/// A manager over a fresh log in `dir` holding file `/f` with chunk 7 at version 1
-/// (sealed at `sealed` if given), and a registry with servers `ids`.
-async fn one_chunk(
+/// A fresh log in `dir` holding file `/f` with chunk 7 at version 1 (its first lease logged
+/// to `primary`; sealed at `sealed` if given).
+pub(super) async fn log_of_one_chunk(
     dir: &std::path::Path,
     sealed: Option<u64>,
-    ids: &[&str],
-) -> (ChunkManager, Arc<Mutex<Registry>>) {
+    primary: &str,
+) -> Arc<MetaStore> {
     #![allow(clippy::unwrap_used)]
     let meta = Arc::new(
         MetaStore::open(
@@ -93,7 +93,7 @@ async fn one_chunk(
         path: "/f".into(),
         handle: 7,
         version: 1,
-        primary: String::new(),
+        primary: primary.into(),
     }))
     .await
     .unwrap();
@@ -102,6 +102,32 @@ async fn one_chunk(
             .await
             .unwrap();
     }
+    meta
+}
+
+/// The chunk settings of the unit tests: 1 MiB chunks, 3 replicas, quorum 2, 60 s leases.
+pub(super) fn test_config() -> ChunkConfig {
+    ChunkConfig {
+        chunk_size: 1 << 20,
+        replication: 3,
+        quorum: 2,
+        lease: Duration::from_secs(60),
+        rpc_timeout: Duration::from_secs(5),
+        orphan_grace: Duration::from_secs(600),
+        max_clones: 8,
+        clone_timeout: Duration::from_secs(300),
+        rebalance_threshold: 0.1,
+    }
+}
+
+/// A manager over [`log_of_one_chunk`] (no logged primary) and a registry with servers `ids`.
+async fn one_chunk(
+    dir: &std::path::Path,
+    sealed: Option<u64>,
+    ids: &[&str],
+) -> (ChunkManager, Arc<Mutex<Registry>>) {
+    #![allow(clippy::unwrap_used)]
+    let meta = log_of_one_chunk(dir, sealed, "").await;
     let registry = Arc::new(Mutex::new(Registry::new(Duration::from_secs(60))));
     for id in ids {
         registry.lock().register(
@@ -119,17 +145,7 @@ async fn one_chunk(
     let m = ChunkManager::new(
         meta,
         Arc::clone(&registry),
-        ChunkConfig {
-            chunk_size: 1 << 20,
-            replication: 3,
-            quorum: 2,
-            lease: Duration::from_secs(60),
-            rpc_timeout: Duration::from_secs(5),
-            orphan_grace: Duration::from_secs(600),
-            max_clones: 8,
-            clone_timeout: Duration::from_secs(300),
-            rebalance_threshold: 0.1,
-        },
+        test_config(),
         Arc::new(super::fake::FakeCluster::default()),
     );
     (m, registry)
