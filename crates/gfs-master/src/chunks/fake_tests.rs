@@ -332,3 +332,61 @@ async fn a_copy_from_a_corrupt_source_marks_it_and_the_next_pass_copies_from_ano
         vec![("b".into(), 100), ("c".into(), 100)]
     );
 }
+
+/// Soak seed 13538366429911670341: an unsealed chunk whose longer replicas are ahead of the
+/// log (a bump that was not logged) and down looks under-replicated at its logged version,
+/// where only a short, lagging replica is current. Copying that replica would give the chunk a
+/// second replica that was never in any append's quorum: the next decision would then find a
+/// "quorum" of two short replicas and continue the chunk over acknowledged bytes. An unsealed
+/// chunk is never copied: it is sealed first (once a quorum of its replicas answers a fence),
+/// at the longest length, and then copied as a sealed chunk.
+#[tokio::test]
+async fn an_unsealed_chunk_below_its_goal_is_sealed_at_its_longest_length_before_any_copy() {
+    let c = cluster(
+        &["a", "b", "c", "d"],
+        &[("a", held(2, 100)), ("b", held(2, 100)), ("c", held(1, 60))],
+        None,
+    )
+    .await;
+    c.fake.set_down("a", true);
+    c.fake.set_down("b", true);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let settled = || async {
+        c.m.rereplicate().await;
+        for _ in 0..200 {
+            if c.m.repair.cloning.lock().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c.m.settle().await;
+    };
+    settled().await;
+    // Only c answers: nothing is copied, sealed or leased, and the file waits.
+    assert_eq!(c.fake.replica("d", H), None);
+    let err = c.m.append_chunk("/f").await.unwrap_err();
+    assert!(matches!(err, MasterError::Unavailable(_)), "{err}");
+    assert_eq!(c.logged(H).await.sealed_length, None);
+    assert!(c.fake.leases().is_empty());
+    // a and b return: the chunk is sealed at the longest length a quorum reports, c catches
+    // up, and the copy that follows is of the sealed chunk.
+    c.fake.set_down("a", false);
+    c.fake.set_down("b", false);
+    settled().await;
+    let m = c.logged(H).await;
+    assert_eq!(m.sealed_length, Some(100));
+    settled().await;
+    for id in ["a", "b", "c"] {
+        let r = c.fake.replica(id, H).unwrap();
+        assert_eq!(
+            (r.version, r.length, r.sealed),
+            (m.version, 100, true),
+            "{id}"
+        );
+    }
+    assert!(
+        c.current(H).await.iter().all(|(_, length)| *length == 100),
+        "{:?}",
+        c.current(H).await
+    );
+}

@@ -11,6 +11,13 @@
 //! client progress), then handle. A chunk being written (unsealed, with a live, non-doomed
 //! lease) waits until its lease runs out.
 //!
+//! Only sealed chunks are copied. A copy of an unsealed chunk would be as short as its source
+//! and would have been in no append's quorum, so it and one short replica could pass for a
+//! quorum at the next decision, which would then continue the chunk over acknowledged bytes
+//! (I2). An unsealed chunk below its goal with no lease out is therefore queued for the next
+//! [`ChunkManager::settle`] pass, which seals it at the longest length a quorum of its replicas
+//! reports after a fence (`fence_and_seal`), and the pass after copies it sealed.
+//!
 //! Each copy has a source among the live current holders (draining ones included) and a
 //! target: a server holding the sealed chunk short at its version (`Registry::short_of`, a
 //! prefix) catches up first, else `Registry::place_new` picks a live server holding no replica
@@ -87,6 +94,9 @@ pub(crate) struct Repair {
     /// Chunks a client asked for while they were below the goal, and when: repaired before
     /// others with as many replicas (the paper's boost for chunks blocking client progress).
     pub(super) wanted: Mutex<HashMap<u64, Instant>>,
+    /// Unsealed chunks below the goal with no lease out: sealed by the next `settle` pass
+    /// (once a quorum of their replicas answers), then copied as sealed chunks.
+    pub(super) to_seal: Mutex<HashSet<u64>>,
 }
 
 impl ChunkManager {
@@ -198,6 +208,15 @@ impl ChunkManager {
         };
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
         for (_, handle, m) in want {
+            if m.sealed_length.is_none() {
+                // Never copied unsealed: the copy would become a replica that was in no
+                // append's quorum, as short as its source, and two such could pass for a
+                // quorum at the next decision, which would continue the chunk over
+                // acknowledged bytes (I2; soak seed 13538366429911670341). Sealed first, at the
+                // longest length a quorum reports after a fence, then copied.
+                self.repair.to_seal.lock().insert(handle);
+                continue;
+            }
             // Sources: every live current holder, draining ones included.
             let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);
             if from.is_empty() {

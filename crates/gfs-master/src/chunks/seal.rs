@@ -6,11 +6,15 @@
 //! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
 //! them reports after it, those behind caught up, the version and the seal logged, then the
 //! replicas sealed; `append_chunk` then allocates the next chunk. If fewer than a quorum answer,
-//! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum returns (or
-//! re-replication restores one). Chunks abandoned unsealed by older versions (`unsettled`:
-//! unsealed chunks that are not last in their file, found in the log at start) are fenced and
-//! sealed the same way by [`ChunkManager::settle`], every heartbeat interval, once a quorum
-//! reports again; until then `append_chunk` on their file answers UNAVAILABLE.
+//! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
+//! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
+//! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last
+//! in their file, found in the log at start) are fenced and sealed the same way by
+//! [`ChunkManager::settle`], every heartbeat interval, once a quorum reports again; until then
+//! `append_chunk` on their file answers UNAVAILABLE. So are unsealed chunks re-replication
+//! found below their goal with no lease out (`Repair::to_seal`), so that they can be copied.
+
+use std::time::SystemTime;
 
 use super::version::Longest;
 use super::*;
@@ -43,36 +47,61 @@ impl ChunkManager {
         Ok(())
     }
 
-    /// Seals each abandoned chunk once a quorum of its replicas is alive again, at the longest
-    /// length they hold.
+    /// Seals each abandoned chunk, and each unsealed chunk re-replication found below its goal
+    /// with no lease out, once a quorum of its replicas is alive, at the longest length they
+    /// hold after a fence.
     pub async fn settle(&self) {
         let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
         for handle in pending {
-            let _deciding = self.deciding.write([handle]).await;
-            let Ok(Some(m)) = self.meta.read(move |ns| ns.chunk(handle)).await else {
-                self.unsettled.lock().remove(&handle);
-                continue;
-            };
-            if m.sealed_length.is_some() {
-                self.unsettled.lock().remove(&handle);
-                continue;
+            self.seal_unleased(handle, false).await;
+        }
+        let below: Vec<u64> = self.repair.to_seal.lock().drain().collect();
+        for handle in below {
+            self.seal_unleased(handle, true).await;
+        }
+    }
+
+    /// Seals `handle` at the longest length a quorum of its live replicas reports after a
+    /// fence, if it is still unsealed and (`unless_leased`) no live lease is out on it.
+    async fn seal_unleased(&self, handle: u64, unless_leased: bool) {
+        let _deciding = self.deciding.write([handle]).await;
+        let Ok(Some(m)) = self.meta.read(move |ns| ns.chunk(handle)).await else {
+            self.unsettled.lock().remove(&handle);
+            return;
+        };
+        if m.sealed_length.is_some() {
+            self.unsettled.lock().remove(&handle);
+            return;
+        }
+        if unless_leased {
+            let now = SystemTime::now();
+            let leased = self
+                .lease
+                .table
+                .lock()
+                .get(&handle)
+                .is_some_and(|l| l.expires > now && !l.doomed);
+            if leased {
+                // Being written again: its lease decides (the next pass queues it again if it
+                // is still below its goal once the lease ends).
+                return;
             }
-            let (version, live) = match self.lineage(handle, m.version).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(%handle, error = %e, "cannot settle the chunk yet");
-                    continue;
-                }
-            };
-            if live.len() < self.cfg.quorum {
-                continue;
+        }
+        let (version, live) = match self.lineage(handle, m.version).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(%handle, error = %e, "cannot seal the chunk yet");
+                return;
             }
-            // Sealed at the longest length, fenced first; the others catch up first, so the
-            // chunk does not come out with fewer current replicas than it could have.
-            match self.fence_and_seal(handle, version, live).await {
-                Ok(length) => tracing::info!(%handle, length, "abandoned chunk settled"),
-                Err(e) => tracing::warn!(%handle, error = %e, "cannot settle the chunk yet"),
-            }
+        };
+        if live.len() < self.cfg.quorum {
+            return;
+        }
+        // Sealed at the longest length, fenced first; the others catch up first, so the
+        // chunk does not come out with fewer current replicas than it could have.
+        match self.fence_and_seal(handle, version, live).await {
+            Ok(length) => tracing::info!(%handle, length, "unleased chunk sealed"),
+            Err(e) => tracing::warn!(%handle, error = %e, "cannot seal the chunk yet"),
         }
     }
 
