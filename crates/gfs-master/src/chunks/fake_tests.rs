@@ -390,3 +390,33 @@ async fn an_unsealed_chunk_below_its_goal_is_sealed_at_its_longest_length_before
         c.current(H).await
     );
 }
+
+/// ... but only when a server could take the copy: with every server already holding a
+/// replica, an unsealed chunk below its goal is left to its next lease, which continues it on
+/// the replicas that hold its longest length (a catch-up brings the others in).
+#[tokio::test]
+async fn an_unsealed_chunk_no_server_could_copy_is_left_to_continue() {
+    let c = abc([100, 100, 60]).await;
+    c.fake.set_down("a", true);
+    // a misses its heartbeats and is marked dead; b and c report on.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    for (id, length) in [("b", 100), ("c", 60)] {
+        let r = Replica {
+            handle: H,
+            version: 1,
+            length,
+            sealed: false,
+        };
+        c.registry
+            .lock()
+            .heartbeat_with(id, 0, vec![r], false, Instant::now());
+    }
+    assert_eq!(c.registry.lock().sweep(Instant::now()), ["a"]);
+    c.m.rereplicate().await;
+    c.m.settle().await;
+    assert_eq!(c.logged(H).await.sealed_length, None);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!((lease.index, lease.version), (0, 2));
+    assert_eq!(c.fake.replica("b", H), Some(held(2, 100)));
+    assert_eq!(c.fake.replica("c", H), Some(held(2, 100)));
+}

@@ -208,18 +208,26 @@ impl ChunkManager {
         };
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
         for (_, handle, m) in want {
+            // Sources: every live current holder, draining ones included.
+            let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);
+            if from.is_empty() {
+                continue;
+            }
             if m.sealed_length.is_none() {
                 // Never copied unsealed: the copy would become a replica that was in no
                 // append's quorum, as short as its source, and two such could pass for a
                 // quorum at the next decision, which would continue the chunk over
                 // acknowledged bytes (I2; soak seed 13538366429911670341). Sealed first, at the
-                // longest length a quorum reports after a fence, then copied.
-                self.repair.to_seal.lock().insert(handle);
-                continue;
-            }
-            // Sources: every live current holder, draining ones included.
-            let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);
-            if from.is_empty() {
+                // longest length a quorum reports after a fence, then copied; only when a
+                // server could take the copy (else the chunk may as well continue).
+                if self
+                    .registry
+                    .lock()
+                    .place_new(handle, &from, |_| false)
+                    .is_some()
+                {
+                    self.repair.to_seal.lock().insert(handle);
+                }
                 continue;
             }
             let from = &from;
