@@ -48,6 +48,16 @@ fn held(version: u64, length: u64) -> Held {
 /// lease logged to `a`), and the replicas `held` on the servers and in their reports. Every
 /// server has reported its (no) leases, so a lease may be granted at once.
 async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cluster {
+    cluster_leasing(ids, held, sealed, Duration::from_secs(60)).await
+}
+
+/// [`cluster`] with leases of `lease`.
+async fn cluster_leasing(
+    ids: &[&str],
+    held: &[(&str, Held)],
+    sealed: Option<u64>,
+    lease: Duration,
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let meta = super::tests::log_of_one_chunk(dir.path(), sealed, "a").await;
     let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));
@@ -76,6 +86,7 @@ async fn cluster(ids: &[&str], held: &[(&str, Held)], sealed: Option<u64>) -> Cl
         Arc::clone(&registry),
         ChunkConfig {
             rebalance_threshold: 0.0,
+            lease,
             ..super::tests::test_config()
         },
         Arc::clone(&fake) as Arc<dyn ChunkserverControl>,
@@ -338,20 +349,26 @@ async fn a_copy_from_a_corrupt_source_marks_it_and_the_next_pass_copies_from_ano
 /// where only a short, lagging replica is current. Copying that replica would give the chunk a
 /// second replica that was never in any append's quorum: the next decision would then find a
 /// "quorum" of two short replicas and continue the chunk over acknowledged bytes. An unsealed
-/// chunk is never copied: it is sealed first (once a quorum of its replicas answers a fence),
-/// at the longest length, and then copied as a sealed chunk.
+/// chunk is never copied: once it has had no lease for a lease period it is sealed (when a
+/// quorum of its replicas answers a fence), at the longest length, then copied sealed.
 #[tokio::test]
 async fn an_unsealed_chunk_below_its_goal_is_sealed_at_its_longest_length_before_any_copy() {
-    let c = cluster(
+    let lease = Duration::from_millis(100);
+    let c = cluster_leasing(
         &["a", "b", "c", "d"],
         &[("a", held(2, 100)), ("b", held(2, 100)), ("c", held(1, 60))],
         None,
+        lease,
     )
     .await;
     c.fake.set_down("a", true);
     c.fake.set_down("b", true);
     tokio::time::sleep(Duration::from_millis(60)).await;
+    // A repair pass, another once the chunk has had no lease for a lease period, then a
+    // settle pass.
     let settled = || async {
+        c.m.rereplicate().await;
+        tokio::time::sleep(lease + Duration::from_millis(20)).await;
         c.m.rereplicate().await;
         for _ in 0..200 {
             if c.m.repair.cloning.lock().is_empty() {

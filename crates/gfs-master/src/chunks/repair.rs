@@ -14,9 +14,11 @@
 //! Only sealed chunks are copied. A copy of an unsealed chunk would be as short as its source
 //! and would have been in no append's quorum, so it and one short replica could pass for a
 //! quorum at the next decision, which would then continue the chunk over acknowledged bytes
-//! (I2). An unsealed chunk below its goal with no lease out is therefore queued for the next
-//! [`ChunkManager::settle`] pass, which seals it at the longest length a quorum of its replicas
-//! reports after a fence (`fence_and_seal`), and the pass after copies it sealed.
+//! (I2). An unsealed chunk below its goal with no lease out, for which a server could take a
+//! copy, is therefore noted (`to_seal`); once it has stayed so for a lease period (a writer that
+//! pauses keeps its chunk), [`ChunkManager::settle`] seals it at the longest length a quorum of
+//! its replicas reports after a fence (`fence_and_seal`), and the next pass copies it sealed.
+//! Without a server to copy to, it is left to its next lease, which continues it.
 //!
 //! Each copy has a source among the live current holders (draining ones included) and a
 //! target: a server holding the sealed chunk short at its version (`Registry::short_of`, a
@@ -94,9 +96,10 @@ pub(crate) struct Repair {
     /// Chunks a client asked for while they were below the goal, and when: repaired before
     /// others with as many replicas (the paper's boost for chunks blocking client progress).
     pub(super) wanted: Mutex<HashMap<u64, Instant>>,
-    /// Unsealed chunks below the goal with no lease out: sealed by the next `settle` pass
-    /// (once a quorum of their replicas answers), then copied as sealed chunks.
-    pub(super) to_seal: Mutex<HashSet<u64>>,
+    /// Unsealed chunks below the goal with no lease out (and a server that could take a copy),
+    /// since when: once that is a lease period, `settle` seals them (when a quorum of their
+    /// replicas answers), then they are copied as sealed chunks.
+    pub(super) to_seal: Mutex<HashMap<u64, Instant>>,
 }
 
 impl ChunkManager {
@@ -207,6 +210,7 @@ impl ChunkManager {
             wanted.clone()
         };
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
+        let mut unsealed = HashSet::new();
         for (_, handle, m) in want {
             // Sources: every live current holder, draining ones included.
             let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);
@@ -219,14 +223,16 @@ impl ChunkManager {
                 // quorum at the next decision, which would continue the chunk over
                 // acknowledged bytes (I2; soak seed 13538366429911670341). Sealed first, at the
                 // longest length a quorum reports after a fence, then copied; only when a
-                // server could take the copy (else the chunk may as well continue).
-                if self
-                    .registry
-                    .lock()
-                    .place_new(handle, &from, |_| false)
-                    .is_some()
+                // server could take the copy (else the chunk may as well continue), and once
+                // it has had no lease for a lease period (a writer pausing keeps its chunk).
+                if self.cfg.max_clones > 0
+                    && self
+                        .registry
+                        .lock()
+                        .place_new(handle, &from, |_| false)
+                        .is_some()
                 {
-                    self.repair.to_seal.lock().insert(handle);
+                    unsealed.insert(handle);
                 }
                 continue;
             }
@@ -234,7 +240,8 @@ impl ChunkManager {
             let pick = {
                 let mut cloning = self.repair.cloning.lock();
                 if cloning.len() >= self.cfg.max_clones {
-                    break;
+                    // No copy starts now; unsealed chunks further on are still noted above.
+                    continue;
                 }
                 let busy =
                     |id: &str| cloning.values().filter(|(s, t)| s == id || t == id).count() >= 2;
@@ -266,6 +273,13 @@ impl ChunkManager {
                 me.clone_one(handle, m, source, target, catch_up).await;
                 me.repair.cloning.lock().remove(&handle);
             });
+        }
+        // A chunk that got a lease, reached its goal or was sealed starts over.
+        let mut to_seal = self.repair.to_seal.lock();
+        to_seal.retain(|h, _| unsealed.contains(h));
+        let now = Instant::now();
+        for h in unsealed {
+            to_seal.entry(h).or_insert(now);
         }
     }
 

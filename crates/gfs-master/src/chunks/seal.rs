@@ -55,7 +55,14 @@ impl ChunkManager {
         for handle in pending {
             self.seal_unleased(handle, false).await;
         }
-        let below: Vec<u64> = self.repair.to_seal.lock().drain().collect();
+        let below: Vec<u64> = self
+            .repair
+            .to_seal
+            .lock()
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= self.cfg.lease)
+            .map(|(h, _)| *h)
+            .collect();
         for handle in below {
             self.seal_unleased(handle, true).await;
         }
