@@ -301,7 +301,11 @@ async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
             "servers": servers, "events": events,
         }));
     }
-    let alive = r.servers.iter().filter(|s| s.state == "alive").count();
+    let alive = r
+        .servers
+        .iter()
+        .filter(|s| s.state == gfs_client::ServerState::Alive)
+        .count();
     let pct = r.used_bytes as f64 * 100.0 / r.capacity_bytes.max(1) as f64;
     let mut out = String::new();
     if r.warming_up {

@@ -2,15 +2,16 @@
 //! [`Client::ensure_file`]).
 
 use gfs_proto::v1::admin_client::AdminClient;
-use gfs_proto::v1::{ClusterReport, DecommissionRequest, FsckReply, FsckRequest, ReportRequest};
 use gfs_proto::v1::{
     CreateFileRequest, DeleteRequest, ListRequest, MkdirRequest, RenameRequest, StatRequest,
 };
+use gfs_proto::v1::{DecommissionRequest, FsckRequest, ReportRequest};
 use tonic::transport::Channel;
 
 use crate::client::*;
 use crate::error::{ClientError, Result};
 use crate::model::*;
+use crate::report::{ClusterReport, FsckReport};
 
 impl Client {
     /// Creates the directory `path` (and its missing parents with `parents`).
@@ -111,9 +112,7 @@ impl Client {
                 async move { m.stat(req).await }
             })
             .await?;
-        r.stat
-            .map(Entry::from)
-            .ok_or_else(|| ClientError::Master("stat reply without an entry".into()))
+        Ok(Entry::try_from(r)?)
     }
 
     /// [`Client::ask`] for the master's Admin service, with a fresh backoff.
@@ -127,18 +126,22 @@ impl Client {
 
     /// The cluster summary, every chunkserver and recent events (`gfs admin report`).
     pub async fn report(&self) -> Result<ClusterReport> {
-        self.ask_admin(|mut a| async move { a.report(ReportRequest {}).await })
-            .await
+        let r = self
+            .ask_admin(|mut a| async move { a.report(ReportRequest {}).await })
+            .await?;
+        Ok(ClusterReport::try_from(r)?)
     }
 
     /// The health of every file at or under `path` (`gfs fsck`).
-    pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
-        let path = path.to_string();
-        self.ask_admin(|mut a| {
-            let path = path.clone();
-            async move { a.fsck(FsckRequest { path }).await }
-        })
-        .await
+    pub async fn fsck(&self, path: &str) -> Result<FsckReport> {
+        let asked = path.to_string();
+        let r = self
+            .ask_admin(|mut a| {
+                let path = asked.clone();
+                async move { a.fsck(FsckRequest { path }).await }
+            })
+            .await?;
+        Ok(FsckReport::from_reply(path, r))
     }
 
     /// Starts draining chunkserver `id` (or asks again how far it got), or with `cancel` stops
