@@ -3,8 +3,7 @@
 //! ```no_run
 //! # async fn demo() -> gfs_client::Result<()> {
 //! let client = gfs_client::Client::connect("127.0.0.1:9000").await?;
-//! client.mkdir("/logs", true).await?;
-//! client.create("/logs/app").await?;
+//! client.create_with_parents("/logs/app").await?;
 //! let offset = client.append("/logs/app", &b"one record"[..]).await?;
 //! let back = client.read("/logs/app", offset, 10).await?;
 //! assert_eq!(&back[..], b"one record");

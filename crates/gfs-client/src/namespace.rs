@@ -1,5 +1,6 @@
 //! Namespace and admin calls on [`Client`]: one call to the master each, no retry (but
-//! [`Client::ensure_file`]).
+//! [`Client::ensure_file`] and the reads); [`Client::create_with_parents`] and
+//! [`Client::ensure_file`] create missing parent directories first, as HDFS's create does.
 
 use gfs_proto::v1::admin_client::AdminClient;
 use gfs_proto::v1::{
@@ -12,6 +13,14 @@ use crate::client::*;
 use crate::error::{ClientError, Result};
 use crate::model::*;
 use crate::report::{ClusterReport, FsckReport};
+
+/// The parent directory of the absolute `path` (`/` for a top-level entry).
+pub(crate) fn parent(path: &str) -> &str {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some((p, _)) if !p.is_empty() => p,
+        _ => "/",
+    }
+}
 
 impl Client {
     /// Creates the directory `path` (and its missing parents with `parents`).
@@ -40,24 +49,55 @@ impl Client {
         Ok(())
     }
 
+    /// Creates the empty file `path` and, when its parent directory is missing, that and its
+    /// missing ancestors first (as HDFS's create does); fails if `path` exists. Not atomic: a
+    /// failed create may leave the directories it made.
+    pub async fn create_with_parents(&self, path: &str) -> Result<()> {
+        match self.create(path).await {
+            Err(ClientError::NotFound(_)) => {
+                self.mkdir(parent(path), true).await?;
+                self.create(path).await
+            }
+            done => done,
+        }
+    }
+
     /// Creates the empty file `path` unless an entry is there already (made by someone else,
-    /// or by an earlier attempt whose answer was lost); retries transient failures, an
-    /// unreachable master included, within `op_deadline`. An existing directory is not
-    /// reported here: appending to it fails.
+    /// or by an earlier attempt whose answer was lost), and its missing parent directories
+    /// first, as [`Client::create_with_parents`]; retries transient failures, an unreachable
+    /// master included, within `op_deadline`. An existing directory is not reported here:
+    /// appending to it fails.
     pub async fn ensure_file(&self, path: &str) -> Result<()> {
-        let req = CreateFileRequest {
+        let mut retry = self.retry();
+        let create = CreateFileRequest {
             path: path.into(),
             replication: 0,
         };
-        let created = self
-            .ask(&mut self.retry(), |mut m| {
-                let req = req.clone();
-                async move { m.create(req).await }
-            })
-            .await;
-        match created {
-            Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
-            Err(e) => Err(e),
+        let mut made_parents = false;
+        loop {
+            let created = self
+                .ask(&mut retry, |mut m| {
+                    let req = create.clone();
+                    async move { m.create(req).await }
+                })
+                .await;
+            match created {
+                Ok(_) | Err(ClientError::AlreadyExists(_)) => return Ok(()),
+                Err(ClientError::NotFound(_)) if !made_parents => {
+                    // `mkdir -p` is idempotent, so it retries like the create.
+                    let mkdir = MkdirRequest {
+                        path: parent(path).into(),
+                        parents: true,
+                    };
+                    self.ask(&mut retry, |mut m| {
+                        let req = mkdir.clone();
+                        async move { m.mkdir(req).await }
+                    })
+                    .await?;
+                    made_parents = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -156,5 +196,19 @@ impl Client {
             })
             .await?;
         Ok(reply.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent;
+
+    #[test]
+    fn parents_of_absolute_paths() {
+        assert_eq!(parent("/logs/app"), "/logs");
+        assert_eq!(parent("/a/b/c"), "/a/b");
+        assert_eq!(parent("/app"), "/");
+        assert_eq!(parent("/logs/app/"), "/logs");
+        assert_eq!(parent("/"), "/");
     }
 }

@@ -171,6 +171,49 @@ async fn namespace_calls_and_their_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_file_makes_its_missing_parents_as_hdfs_does() {
+    let cl = cluster(0).await;
+    let c = &cl.client;
+    c.create_with_parents("/x/y/f").await.unwrap();
+    assert!(c.stat("/x/y").await.unwrap().is_dir);
+    assert!(!c.stat("/x/y/f").await.unwrap().is_dir);
+    assert!(matches!(
+        c.create_with_parents("/x/y/f").await,
+        Err(ClientError::AlreadyExists(_))
+    ));
+    // An existing parent is fine; a file in the way is not.
+    c.create_with_parents("/x/g").await.unwrap();
+    assert!(matches!(
+        c.create_with_parents("/x/g/h").await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        c.create_with_parents("/x/g/h/i").await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        c.create_with_parents("relative/f").await,
+        Err(ClientError::InvalidPath(_))
+    ));
+    // The appenders' create: parents too, and an existing file is not an error.
+    c.ensure_file("/logs/app").await.unwrap();
+    c.ensure_file("/logs/app").await.unwrap();
+    assert!(c.stat("/logs").await.unwrap().is_dir);
+    assert!(!c.stat("/logs/app").await.unwrap().is_dir);
+    c.ensure_file("/top").await.unwrap();
+    assert!(matches!(
+        c.ensure_file("/x/g/h/i").await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    // Plain create still wants its parent.
+    assert!(matches!(
+        c.create("/nope/f").await,
+        Err(ClientError::NotFound(_))
+    ));
+    drop(cl.master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_fsck_and_stat_detail_come_in_the_clients_types() {
     let cl = cluster(3).await;
     let c = &cl.client;
