@@ -74,7 +74,8 @@ enum Cmd {
         /// Remote path.
         path: String,
     },
-    /// Upload a local file (or stdin) to a new remote file.
+    /// Upload a local file (or stdin) to a new remote file (missing parent directories are
+    /// created).
     Put {
         /// Replace REMOTE if it exists (it is deleted, then written anew).
         #[arg(short, long)]
@@ -100,8 +101,8 @@ enum Cmd {
     /// Append the input as one record and print the file offset it landed at.
     ///
     /// The whole input is one record append: atomic, at an offset the chunk's primary picks,
-    /// at most a quarter of a chunk. REMOTE is created if it does not exist (concurrent
-    /// appenders may all start on a missing file).
+    /// at most a quarter of a chunk. REMOTE is created if it does not exist, with its missing
+    /// parent directories (concurrent appenders may all start on a missing file).
     Append {
         /// Print {"offset": N, "length": M}.
         #[arg(long)]

@@ -69,11 +69,11 @@ async fn open_input(
     Ok((Box::new(f), meta.is_file().then_some(meta.len())))
 }
 
-/// `gfs put [-f] LOCAL REMOTE`: streams the local file (or stdin) into a new remote file; a
-/// failed put leaves no partial file.
+/// `gfs put [-f] LOCAL REMOTE`: streams the local file (or stdin) into a new remote file,
+/// creating its missing parent directories; a failed put leaves no partial file.
 pub async fn put(client: &Client, local: &str, remote: &str, force: bool) -> anyhow::Result<()> {
     let (mut input, len) = open_input(local).await?;
-    match client.create(remote).await {
+    match client.create_with_parents(remote).await {
         Ok(()) => {}
         Err(ClientError::AlreadyExists(_)) if force => {
             if client.stat(remote).await?.is_dir {
@@ -126,7 +126,7 @@ pub async fn put(client: &Client, local: &str, remote: &str, force: bool) -> any
 }
 
 /// `gfs append [--json] REMOTE [LOCAL]`: the input as one record append; prints its offset.
-/// A missing REMOTE is created.
+/// A missing REMOTE is created, with its missing parent directories.
 pub async fn append(
     client: &Client,
     remote: &str,
