@@ -171,3 +171,38 @@ pub struct ChunkDetail {
     /// Current replicas, nearest first.
     pub replicas: Vec<Replica>,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_stat_reply_converts_and_one_without_its_entry_is_a_protocol_error() {
+        let e = Entry::try_from(StatReply {
+            stat: Some(FileStat {
+                path: "/d".into(),
+                dir: true,
+                mtime_ms: 5,
+                ..Default::default()
+            }),
+        })
+        .unwrap();
+        assert_eq!(
+            (e.path.as_str(), e.kind(), e.mtime_ms),
+            ("/d", EntryKind::Dir, 5)
+        );
+        assert_eq!(
+            Entry::try_from(StatReply { stat: None }),
+            Err(ProtocolError::new("stat reply without an entry"))
+        );
+    }
+
+    #[test]
+    fn kinds_serialize_and_print_as_dir_and_file() {
+        assert_eq!(serde_json::to_value(EntryKind::Dir).unwrap(), "dir");
+        assert_eq!(serde_json::to_value(EntryKind::File).unwrap(), "file");
+        assert_eq!(format!("[{:<5}]", EntryKind::Dir), "[dir  ]");
+    }
+}
