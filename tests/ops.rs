@@ -33,8 +33,13 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The `gfs` CLI: gfs-cli's binary, built beside this package's (see bins/Cargo.toml).
+fn gfs_bin() -> std::path::PathBuf {
+    gfs_testkit::bin("gfs")
+}
+
 fn gfs(master: &MasterProc, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gfs"))
+    Command::new(gfs_bin())
         .arg("--master")
         .arg(&master.addr)
         .args(args)
@@ -415,7 +420,7 @@ fn print_config_and_json_logs() {
         toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
     };
     let cli = printed(
-        env!("CARGO_BIN_EXE_gfs"),
+        gfs_bin().to_str().unwrap(),
         &["--master", "10.0.0.1:9000", "--print-config"],
     );
     assert_eq!(cli["master"].as_str(), Some("10.0.0.1:9000"));
@@ -428,7 +433,7 @@ fn print_config_and_json_logs() {
     let tester = printed(env!("CARGO_BIN_EXE_gfs-tester"), &["--print-config"]);
     assert_eq!(tester["records"].as_integer(), Some(100));
     // Without a command (and without --print-config) the CLI is a usage error.
-    let bare = Command::new(env!("CARGO_BIN_EXE_gfs")).output().unwrap();
+    let bare = Command::new(gfs_bin()).output().unwrap();
     assert_eq!(bare.status.code(), Some(2));
 
     // JSON logs: the master's start-up line is one JSON object with its fields.

@@ -108,3 +108,31 @@ fn get_of_a_missing_file_leaves_nothing_behind() {
     assert!(out.error_line().contains(": no such file or directory"));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn put_and_append_create_missing_parent_directories() {
+    let gfs = Gfs::start(3);
+    // As HDFS's create does: `echo x | gfs append /logs/app` works when /logs does not exist.
+    let out = gfs.run_in(&["append", "/logs/app"], b"x\n");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.text(), "0\n");
+    assert_eq!(gfs.stat("/logs")["type"], "dir");
+    assert_eq!(gfs.ok(&["cat", "/logs/app"]), b"x\n");
+    // The next append finds it there.
+    assert_eq!(gfs.run_in(&["append", "/logs/app"], b"y\n").text(), "2\n");
+
+    gfs.put(b"deep", "/a/b/c/f");
+    assert_eq!(gfs.ok(&["cat", "/a/b/c/f"]), b"deep");
+    assert_eq!(gfs.ok(&["ls", "/a/b"]), b"/a/b/c\n");
+    assert_eq!(gfs.stat("/a/b/c")["type"], "dir");
+
+    // A file where a directory should be is an error, for both; nothing is created.
+    let local = gfs.local("in");
+    std::fs::write(&local, b"z").unwrap();
+    let e = gfs.fails(&["put", local.to_str().unwrap(), "/logs/app/x/f"]);
+    assert!(e.contains("not a directory"), "{e}");
+    let out = gfs.run_in(&["append", "/a/b/c/f/g"], b"z");
+    assert!(out.error_line().contains("not a directory"), "{out:?}");
+    assert_eq!(gfs.ok(&["ls", "/logs"]), b"/logs/app\n");
+    assert_eq!(gfs.ok(&["cat", "/logs/app"]), b"x\ny\n");
+}

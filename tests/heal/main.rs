@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::{Client, ClientConfig, ServerState};
 use gfs_testkit::fixture::{Server, check_promise};
 use gfs_testkit::master_proc::MasterProc;
 use gfs_testkit::{History, RecordId};
@@ -67,7 +67,12 @@ async fn registered(c: &Client, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = c.report().await.unwrap();
-        if r.servers.iter().filter(|s| s.state == "alive").count() >= n {
+        if r.servers
+            .iter()
+            .filter(|s| s.state == ServerState::Alive)
+            .count()
+            >= n
+        {
             return;
         }
         assert!(

@@ -465,7 +465,7 @@ async fn stat_reports_under_replicated_and_lost_chunks() {
         (2, 0, 0, 0)
     );
     let gfs_stat = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gfs"))
+        let out = std::process::Command::new(gfs_testkit::bin("gfs"))
             .args(["--master", &master.addr, "stat", "/h"])
             .output()
             .unwrap();

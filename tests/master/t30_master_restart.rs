@@ -1,6 +1,7 @@
 //! A restarted master: appends resume, live leases are adopted, a silent primary is waited out, a library append issued while it is down succeeds.
 
 use super::*;
+use gfs_client::ServerState;
 
 /// Record `n` of writer `w`, self-describing for the history checker; small (1 to 3 KB).
 fn tracked(w: u32, n: u32) -> (RecordId, bytes::Bytes) {
@@ -137,8 +138,8 @@ async fn a_restarted_master_adopts_a_live_lease_and_waits_out_a_silent_primary()
             .servers
             .iter()
             .find(|s| s.id == servers[victim].id)
-            .map(|s| s.state.clone());
-        if state.as_deref() == Some("dead") {
+            .map(|s| s.state);
+        if state == Some(ServerState::Dead) {
             break;
         }
         assert!(Instant::now() < deadline, "the victim is still {state:?}");

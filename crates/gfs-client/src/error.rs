@@ -66,6 +66,19 @@ pub enum ClientError {
     /// The master refused the request for good.
     #[error("master: {0}")]
     Master(String),
+    /// The master sent a reply this client cannot understand.
+    #[error("invalid reply from the master: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The length of chunk `index` of `path` could not be learned (`Client::stat_detail`).
+    #[error("{path}: length of chunk {index}: {error}")]
+    ChunkLength {
+        /// The file.
+        path: String,
+        /// The chunk's position in the file.
+        index: u64,
+        /// Why.
+        error: Box<ClientError>,
+    },
     /// The master address is unusable or unreachable.
     #[error("cannot reach the master at {addr}: {reason}")]
     Connect {
@@ -74,6 +87,19 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+}
+
+/// A reply from the master that breaks the protocol: a required field missing, a value this
+/// client does not know. Converting a protobuf message into the client's types fails with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProtocolError(String);
+
+impl ProtocolError {
+    /// A protocol error saying `what` is wrong.
+    pub fn new(what: impl Into<String>) -> ProtocolError {
+        ProtocolError(what.into())
+    }
 }
 
 /// Result alias of the client.

@@ -3,8 +3,7 @@
 //! ```no_run
 //! # async fn demo() -> gfs_client::Result<()> {
 //! let client = gfs_client::Client::connect("127.0.0.1:9000").await?;
-//! client.mkdir("/logs", true).await?;
-//! client.create("/logs/app").await?;
+//! client.create_with_parents("/logs/app").await?;
 //! let offset = client.append("/logs/app", &b"one record"[..]).await?;
 //! let back = client.read("/logs/app", offset, 10).await?;
 //! assert_eq!(&back[..], b"one record");
@@ -16,6 +15,9 @@
 //!   exactly once across retries while the chunk's primary answers.
 //! - [`Writer`] streams one writer's bytes into a file, filling chunks exactly (`put`).
 //! - [`Reader`] and [`Client::read`] read from the nearest replica and fail over.
+//! - What the master answers comes in the client's own types ([`Entry`], [`Locations`],
+//!   [`ClusterReport`], [`FsckReport`], ...), converted once from the protobuf messages; each
+//!   serializes with serde, and a reply that breaks the protocol is [`ClientError::Protocol`].
 //!
 //! File offsets are logical (invariant I3): a chunk starts in its file at the sum of the sealed
 //! lengths of the chunks before it, and every chunk but the last is sealed before the next one
@@ -31,16 +33,16 @@ mod model;
 mod namespace;
 mod read;
 mod reader;
+mod report;
 mod writer;
 
 pub use client::Client;
 pub use config::ClientConfig;
-pub use error::{ClientError, Result};
+pub use error::{ClientError, ProtocolError, Result};
 pub use gfs_dataplane::DataError;
-/// What the master's Admin service reports (`Client::report`, `Client::fsck`).
-pub use gfs_proto::v1::{
-    ChunkHealth, ClusterEvent, ClusterReport, FileHealth, FsckReply, ServerReport,
-};
-pub use model::{ChunkInfo, Entry, Locations, Replica};
+pub use model::{ChunkDetail, ChunkInfo, Entry, EntryKind, Locations, Replica, StatDetail};
 pub use reader::Reader;
+pub use report::{
+    ChunkHealth, ClusterEvent, ClusterReport, FileHealth, FsckReport, ServerReport, ServerState,
+};
 pub use writer::Writer;

@@ -1,16 +1,26 @@
 //! Namespace and admin calls on [`Client`]: one call to the master each, no retry (but
-//! [`Client::ensure_file`]).
+//! [`Client::ensure_file`] and the reads); [`Client::create_with_parents`] and
+//! [`Client::ensure_file`] create missing parent directories first, as HDFS's create does.
 
 use gfs_proto::v1::admin_client::AdminClient;
-use gfs_proto::v1::{ClusterReport, DecommissionRequest, FsckReply, FsckRequest, ReportRequest};
 use gfs_proto::v1::{
     CreateFileRequest, DeleteRequest, ListRequest, MkdirRequest, RenameRequest, StatRequest,
 };
+use gfs_proto::v1::{DecommissionRequest, FsckRequest, ReportRequest};
 use tonic::transport::Channel;
 
 use crate::client::*;
 use crate::error::{ClientError, Result};
 use crate::model::*;
+use crate::report::{ClusterReport, FsckReport};
+
+/// The parent directory of the absolute `path` (`/` for a top-level entry).
+pub(crate) fn parent(path: &str) -> &str {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some((p, _)) if !p.is_empty() => p,
+        _ => "/",
+    }
+}
 
 impl Client {
     /// Creates the directory `path` (and its missing parents with `parents`).
@@ -39,24 +49,55 @@ impl Client {
         Ok(())
     }
 
+    /// Creates the empty file `path` and, when its parent directory is missing, that and its
+    /// missing ancestors first (as HDFS's create does); fails if `path` exists. Not atomic: a
+    /// failed create may leave the directories it made.
+    pub async fn create_with_parents(&self, path: &str) -> Result<()> {
+        match self.create(path).await {
+            Err(ClientError::NotFound(_)) => {
+                self.mkdir(parent(path), true).await?;
+                self.create(path).await
+            }
+            done => done,
+        }
+    }
+
     /// Creates the empty file `path` unless an entry is there already (made by someone else,
-    /// or by an earlier attempt whose answer was lost); retries transient failures, an
-    /// unreachable master included, within `op_deadline`. An existing directory is not
-    /// reported here: appending to it fails.
+    /// or by an earlier attempt whose answer was lost), and its missing parent directories
+    /// first, as [`Client::create_with_parents`]; retries transient failures, an unreachable
+    /// master included, within `op_deadline`. An existing directory is not reported here:
+    /// appending to it fails.
     pub async fn ensure_file(&self, path: &str) -> Result<()> {
-        let req = CreateFileRequest {
+        let mut retry = self.retry();
+        let create = CreateFileRequest {
             path: path.into(),
             replication: 0,
         };
-        let created = self
-            .ask(&mut self.retry(), |mut m| {
-                let req = req.clone();
-                async move { m.create(req).await }
-            })
-            .await;
-        match created {
-            Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
-            Err(e) => Err(e),
+        let mut made_parents = false;
+        loop {
+            let created = self
+                .ask(&mut retry, |mut m| {
+                    let req = create.clone();
+                    async move { m.create(req).await }
+                })
+                .await;
+            match created {
+                Ok(_) | Err(ClientError::AlreadyExists(_)) => return Ok(()),
+                Err(ClientError::NotFound(_)) if !made_parents => {
+                    // `mkdir -p` is idempotent, so it retries like the create.
+                    let mkdir = MkdirRequest {
+                        path: parent(path).into(),
+                        parents: true,
+                    };
+                    self.ask(&mut retry, |mut m| {
+                        let req = mkdir.clone();
+                        async move { m.mkdir(req).await }
+                    })
+                    .await?;
+                    made_parents = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -111,9 +152,7 @@ impl Client {
                 async move { m.stat(req).await }
             })
             .await?;
-        r.stat
-            .map(Entry::from)
-            .ok_or_else(|| ClientError::Master("stat reply without an entry".into()))
+        Ok(Entry::try_from(r)?)
     }
 
     /// [`Client::ask`] for the master's Admin service, with a fresh backoff.
@@ -127,18 +166,22 @@ impl Client {
 
     /// The cluster summary, every chunkserver and recent events (`gfs admin report`).
     pub async fn report(&self) -> Result<ClusterReport> {
-        self.ask_admin(|mut a| async move { a.report(ReportRequest {}).await })
-            .await
+        let r = self
+            .ask_admin(|mut a| async move { a.report(ReportRequest {}).await })
+            .await?;
+        Ok(ClusterReport::try_from(r)?)
     }
 
     /// The health of every file at or under `path` (`gfs fsck`).
-    pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
-        let path = path.to_string();
-        self.ask_admin(|mut a| {
-            let path = path.clone();
-            async move { a.fsck(FsckRequest { path }).await }
-        })
-        .await
+    pub async fn fsck(&self, path: &str) -> Result<FsckReport> {
+        let asked = path.to_string();
+        let r = self
+            .ask_admin(|mut a| {
+                let path = asked.clone();
+                async move { a.fsck(FsckRequest { path }).await }
+            })
+            .await?;
+        Ok(FsckReport::from_reply(path, r))
     }
 
     /// Starts draining chunkserver `id` (or asks again how far it got), or with `cancel` stops
@@ -153,5 +196,19 @@ impl Client {
             })
             .await?;
         Ok(reply.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent;
+
+    #[test]
+    fn parents_of_absolute_paths() {
+        assert_eq!(parent("/logs/app"), "/logs");
+        assert_eq!(parent("/a/b/c"), "/a/b");
+        assert_eq!(parent("/app"), "/");
+        assert_eq!(parent("/logs/app/"), "/logs");
+        assert_eq!(parent("/"), "/");
     }
 }

@@ -147,6 +147,55 @@ impl Client {
             .max(1)
     }
 
+    /// What `gfs stat` shows of `path`: its entry and, for a file, every chunk with its
+    /// length ([`Client::chunk_length`], asked of all chunks at once) and replicas; the size
+    /// is the sum of the lengths. A lost chunk (no replica) that is not sealed has no known
+    /// length; any other chunk whose length cannot be learned fails the call
+    /// ([`ClientError::ChunkLength`]).
+    pub async fn stat_detail(&self, path: &str) -> Result<StatDetail> {
+        let e = self.stat(path).await?;
+        let mut chunks = Vec::new();
+        if !e.is_dir {
+            let l = self.refresh(path).await?;
+            let lengths =
+                futures::future::join_all(l.chunks.iter().map(|c| self.chunk_length(path, c)));
+            for (c, len) in l.chunks.iter().zip(lengths.await) {
+                let lost = c.replicas.is_empty();
+                let length = match len {
+                    Ok(l) => Some(l),
+                    Err(_) if lost => c.sealed_length,
+                    Err(error) => {
+                        return Err(ClientError::ChunkLength {
+                            path: path.to_string(),
+                            index: c.index,
+                            error: Box::new(error),
+                        });
+                    }
+                };
+                chunks.push(ChunkDetail {
+                    index: c.index,
+                    handle: c.handle,
+                    version: c.version,
+                    length,
+                    sealed: c.sealed_length.is_some(),
+                    lost,
+                    replicas: c.replicas.clone(),
+                });
+            }
+        }
+        Ok(StatDetail {
+            kind: e.kind(),
+            size: chunks.iter().filter_map(|c| c.length).sum(),
+            path: e.path,
+            mtime_ms: e.mtime_ms,
+            replication: e.replication,
+            under_replicated: e.under_replicated,
+            lost_chunks: e.lost_chunks,
+            stale_replicas: e.stale_replicas,
+            chunks,
+        })
+    }
+
     /// The length of `chunk` of file `path`: its sealed length, or the longest committed length
     /// that [`ChunkInfo::length_quorum`] of its replicas report (a primary reports only the
     /// prefix a quorum holds). Fewer answers could all come from replicas short of an

@@ -171,6 +171,89 @@ async fn namespace_calls_and_their_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_file_makes_its_missing_parents_as_hdfs_does() {
+    let cl = cluster(0).await;
+    let c = &cl.client;
+    c.create_with_parents("/x/y/f").await.unwrap();
+    assert!(c.stat("/x/y").await.unwrap().is_dir);
+    assert!(!c.stat("/x/y/f").await.unwrap().is_dir);
+    assert!(matches!(
+        c.create_with_parents("/x/y/f").await,
+        Err(ClientError::AlreadyExists(_))
+    ));
+    // An existing parent is fine; a file in the way is not.
+    c.create_with_parents("/x/g").await.unwrap();
+    assert!(matches!(
+        c.create_with_parents("/x/g/h").await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        c.create_with_parents("/x/g/h/i").await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        c.create_with_parents("relative/f").await,
+        Err(ClientError::InvalidPath(_))
+    ));
+    // The appenders' create: parents too, and an existing file is not an error.
+    c.ensure_file("/logs/app").await.unwrap();
+    c.ensure_file("/logs/app").await.unwrap();
+    assert!(c.stat("/logs").await.unwrap().is_dir);
+    assert!(!c.stat("/logs/app").await.unwrap().is_dir);
+    c.ensure_file("/top").await.unwrap();
+    assert!(matches!(
+        c.ensure_file("/x/g/h/i").await,
+        Err(ClientError::FailedPrecondition(_))
+    ));
+    // Plain create still wants its parent.
+    assert!(matches!(
+        c.create("/nope/f").await,
+        Err(ClientError::NotFound(_))
+    ));
+    drop(cl.master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_fsck_and_stat_detail_come_in_the_clients_types() {
+    let cl = cluster(3).await;
+    let c = &cl.client;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.report().await.unwrap();
+        let alive = r
+            .servers
+            .iter()
+            .filter(|s| s.state == gfs_client::ServerState::Alive)
+            .count();
+        if alive == 3 {
+            assert_eq!(r.replication_goal, 3);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let data = pattern(CS as usize + 1000, 7);
+    c.mkdir("/d", false).await.unwrap();
+    put(c, "/d/f", &data).await;
+    let f = c.fsck("/d").await.unwrap();
+    assert_eq!((f.path.as_str(), f.files, f.chunks), ("/d", 1, 2));
+    assert!(f.healthy && f.unhealthy.is_empty());
+    let s = c.stat_detail("/d/f").await.unwrap();
+    assert_eq!(s.kind, gfs_client::EntryKind::File);
+    assert_eq!(s.size, data.len() as u64);
+    let lengths: Vec<Option<u64>> = s.chunks.iter().map(|ch| ch.length).collect();
+    assert_eq!(lengths, [Some(CS), Some(1000)]);
+    assert!(s.chunks[0].sealed && !s.chunks[0].lost);
+    assert_eq!(s.chunks[0].replicas.len(), 3);
+    let d = c.stat_detail("/d").await.unwrap();
+    assert_eq!(
+        (d.kind, d.size, d.chunks.len()),
+        (gfs_client::EntryKind::Dir, 0, 0)
+    );
+    drop(cl.master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_nothing_is_a_clear_error() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();

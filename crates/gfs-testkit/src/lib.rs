@@ -33,16 +33,28 @@ pub use record::{RecordId, parse_record, record};
 
 /// The path of the workspace binary `name`: in `$GFS_BIN_DIR` if set, else beside the running
 /// test's directory (`target/<profile>/`, where cargo builds the binaries of a package for its
-/// integration tests).
+/// integration tests). Cargo builds only the test's own package's binaries for it: one of
+/// another package (`gfs` for gfs-bins' tests, the servers for gfs-cli's) is there when the
+/// whole workspace was built or tested, or after `cargo build -p <its package>`. Panics,
+/// saying so, when it is not there.
 pub fn bin(name: &str) -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("GFS_BIN_DIR") {
-        return std::path::PathBuf::from(dir).join(name);
-    }
-    let exe = std::env::current_exe().expect("the path of the running test");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("a test binary under target/<profile>/deps");
-    dir.join(name)
+    let path = match std::env::var_os("GFS_BIN_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir).join(name),
+        None => {
+            let exe = std::env::current_exe().expect("the path of the running test");
+            // target/<profile>/deps/<test> -> target/<profile>/<name>
+            let dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("a test binary under target/<profile>/deps");
+            dir.join(name)
+        }
+    };
+    assert!(
+        path.exists(),
+        "{} is not built: build the workspace's binaries (`cargo build --bins`, or run \
+         `cargo test --workspace`), or set GFS_BIN_DIR",
+        path.display()
+    );
+    path
 }

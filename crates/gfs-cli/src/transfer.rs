@@ -1,0 +1,223 @@
+//! `gfs put`, `get`, `cat` and `append`: bytes between local files (or stdin/stdout) and the
+//! cluster, with a progress bar on a terminal and no partial file left behind on failure or
+//! Ctrl-C.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use gfs_client::{Client, ClientError, Reader};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::out::{print, print_json};
+
+/// Bytes read from the local input per `Writer::write`.
+const PUT_PIECE: usize = 1 << 20;
+
+/// Runs `transfer` unless SIGINT (Ctrl-C) comes first, which makes it fail with `interrupted`
+/// so that the caller cleans up (no partial remote file after put, no `.part` after get).
+async fn interruptible<T>(
+    transfer: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        res = transfer => res,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+}
+
+/// A progress bar on stderr when it is a terminal, else a hidden one.
+fn progress(len: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match len {
+        Some(n) => (
+            ProgressBar::new(n),
+            "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {bytes} {binary_bytes_per_sec} {elapsed}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar
+}
+
+/// Opens the local input: stdin for `-`, else a regular file (with its length).
+async fn open_input(
+    local: &str,
+) -> anyhow::Result<(Box<dyn AsyncRead + Unpin + Send>, Option<u64>)> {
+    if local == "-" {
+        return Ok((Box::new(tokio::io::stdin()), None));
+    }
+    let f = tokio::fs::File::open(local)
+        .await
+        .with_context(|| format!("opening {local}"))?;
+    let meta = f
+        .metadata()
+        .await
+        .with_context(|| format!("reading {local}"))?;
+    if meta.is_dir() {
+        bail!("{local} is a directory");
+    }
+    Ok((Box::new(f), meta.is_file().then_some(meta.len())))
+}
+
+/// `gfs put [-f] LOCAL REMOTE`: streams the local file (or stdin) into a new remote file,
+/// creating its missing parent directories; a failed put leaves no partial file.
+pub async fn put(client: &Client, local: &str, remote: &str, force: bool) -> anyhow::Result<()> {
+    let (mut input, len) = open_input(local).await?;
+    match client.create_with_parents(remote).await {
+        Ok(()) => {}
+        Err(ClientError::AlreadyExists(_)) if force => {
+            if client.stat(remote).await?.is_dir {
+                bail!("{remote} is a directory");
+            }
+            client.delete(remote, false).await?;
+            client.create(remote).await?;
+        }
+        Err(ClientError::AlreadyExists(_)) => bail!("already exists: {remote}"),
+        Err(e) => return Err(e.into()),
+    }
+    let bar = progress(len);
+    let res = interruptible(async {
+        let mut w = client.writer(remote);
+        let mut buf = vec![0u8; PUT_PIECE];
+        let mut total = 0u64;
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .with_context(|| format!("reading {local}"))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            w.write(&buf[..n]).await?;
+            bar.set_position(w.acked());
+        }
+        let written = w.finish().await?;
+        bar.set_position(written);
+        if written != total {
+            bail!("{remote}: wrote {written} of {total} bytes");
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    bar.finish_and_clear();
+    if let Err(e) = res {
+        // Leave no partial file behind; say so if that fails too.
+        return Err(match client.delete(remote, false).await {
+            Ok(()) => e.context(format!(
+                "put {remote} failed (the partial file was removed)"
+            )),
+            Err(d) => e.context(format!(
+                "put {remote} failed (the partial file could not be removed: {d})"
+            )),
+        });
+    }
+    Ok(())
+}
+
+/// `gfs append [--json] REMOTE [LOCAL]`: the input as one record append; prints its offset.
+/// A missing REMOTE is created, with its missing parent directories.
+pub async fn append(
+    client: &Client,
+    remote: &str,
+    local: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (mut input, _) = open_input(local.unwrap_or("-")).await?;
+    let mut data = Vec::new();
+    input
+        .read_to_end(&mut data)
+        .await
+        .with_context(|| format!("reading {}", local.unwrap_or("stdin")))?;
+    // Many appenders may start at once: whoever creates first wins, the others append too.
+    client.ensure_file(remote).await?;
+    let length = data.len() as u64;
+    let offset = client.append(remote, data).await?;
+    if json {
+        #[derive(Serialize)]
+        struct Out {
+            offset: u64,
+            length: u64,
+        }
+        print_json(&Out { offset, length })
+    } else {
+        print(&format!("{offset}\n"))
+    }
+}
+
+/// Copies all that `reader` yields into `out`; fails unless every byte the file held (when the
+/// reader opened it) arrived.
+async fn copy_out(
+    reader: Reader,
+    remote: &str,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> anyhow::Result<()> {
+    let size = reader.size();
+    let bar = progress(Some(size));
+    let res = tokio::io::copy(&mut bar.wrap_async_read(reader), out).await;
+    bar.finish_and_clear();
+    let n = res.with_context(|| format!("copying {remote}"))?;
+    out.flush().await.context("flushing the output")?;
+    if n != size {
+        bail!("{remote}: read {n} of {size} bytes");
+    }
+    Ok(())
+}
+
+/// `gfs cat REMOTE`: the file to stdout.
+pub async fn cat(client: &Client, remote: &str) -> anyhow::Result<()> {
+    let reader = client.reader(remote).await?;
+    copy_out(reader, remote, &mut tokio::io::stdout()).await
+}
+
+/// `gfs get REMOTE LOCAL`: the file to a local file (through `LOCAL.part`), into a local
+/// directory, or to stdout (`-`).
+pub async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
+    if local == "-" {
+        return cat(client, remote).await;
+    }
+    let mut target = PathBuf::from(local);
+    if target.is_dir() {
+        let name = remote.rsplit('/').next().unwrap_or_default();
+        if name.is_empty() {
+            bail!("{remote} has no file name to create in {local}");
+        }
+        target.push(name);
+    }
+    let reader = client.reader(remote).await?;
+    let mut part = target.clone().into_os_string();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let res = interruptible(get_into(reader, remote, &part, &target)).await;
+    if res.is_err() {
+        let _ = tokio::fs::remove_file(&part).await;
+    }
+    res
+}
+
+/// Writes what `reader` yields to `part`, syncs it, then renames it to `target`: `target`
+/// never holds a partial file.
+async fn get_into(reader: Reader, remote: &str, part: &Path, target: &Path) -> anyhow::Result<()> {
+    let shown = part.display();
+    let mut f = tokio::fs::File::create(part)
+        .await
+        .with_context(|| format!("creating {shown}"))?;
+    copy_out(reader, remote, &mut f).await?;
+    f.sync_all()
+        .await
+        .with_context(|| format!("syncing {shown}"))?;
+    drop(f);
+    tokio::fs::rename(part, target)
+        .await
+        .with_context(|| format!("renaming {shown} to {}", target.display()))
+}
