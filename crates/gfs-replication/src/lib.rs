@@ -30,6 +30,8 @@ mod participant;
 mod peers;
 mod primary;
 mod quorum;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod transport;
 
 use std::sync::OnceLock;
