@@ -962,3 +962,7 @@ mod tests {
         assert_eq!(w.to, 210);
     }
 }
+
+#[cfg(test)]
+#[path = "primary_tests/mod.rs"]
+mod scenario_tests;
