@@ -9,6 +9,10 @@
 //! commit over the hole (the store refuses them), so they fail too and nothing is acknowledged
 //! out of order.
 //!
+//! Secondaries are reached only through a [`ReplicaTransport`] (gRPC in production); the tests
+//! beside this module (`primary_tests/`) run every step below over the in-memory one, with
+//! faults on chosen calls.
+//!
 //! # One append, step by step ([`Coordinator::append`])
 //!
 //! 1. The record is at most a quarter of a chunk (`RecordTooLarge`) and not empty
