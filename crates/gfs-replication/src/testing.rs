@@ -363,8 +363,14 @@ mod tests {
         let m = message(net.commit("n", H, 1, OpId(1), T).await);
         assert!(m.contains("no answer within"), "{m}");
         assert_eq!(store.info(H).unwrap().committed_len, 0);
-        tokio::time::sleep(T * 2).await;
-        assert_eq!(store.info(H).unwrap().committed_len, 10);
+        let late = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.info(H).unwrap().committed_len != 10 {
+            assert!(
+                tokio::time::Instant::now() < late,
+                "the late COMMIT never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

@@ -35,11 +35,11 @@ const CHUNK: u64 = 1 << 20;
 /// The largest record: a quarter chunk.
 const QUARTER: usize = (CHUNK / 4) as usize;
 /// The primary's PREPARE and COMMIT deadline.
-const DEADLINE: Duration = Duration::from_millis(600);
+const DEADLINE: Duration = Duration::from_millis(1_000);
 /// A delay past [`DEADLINE`].
-const PAST_DEADLINE: Duration = Duration::from_millis(1_500);
+const PAST_DEADLINE: Duration = Duration::from_millis(2_500);
 /// A delay well within [`DEADLINE`].
-const WITHIN_DEADLINE: Duration = Duration::from_millis(200);
+const WITHIN_DEADLINE: Duration = Duration::from_millis(400);
 
 /// A primary and its secondaries `s1`, `s2`, ... over stores in one temporary directory, the
 /// chunk `H` created at `V1` on each, and the primary's lease granted.
