@@ -130,9 +130,8 @@ async fn a_short_secondary_alone_never_hides_acknowledged_appends_from_readers()
 /// past the sealed length and no acknowledgement can name an offset the file does not hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_primary() {
-    use gfs_proto::v1::AppendHeader;
-    use gfs_replication::{PeerConfig, Peers};
-    use gfs_storage::{ChunkHandle, OpId};
+    use gfs_replication::{PeerConfig, Peers, ReplicaTransport};
+    use gfs_storage::{ChunkHandle, OpId, StageRequest};
     let dir = tempfile::tempdir().unwrap();
     let master = MasterProc::start_with(
         &dir.path().join("master"),
@@ -169,16 +168,16 @@ async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_pri
     // The old primary's late append, at its lease's version, right after the sealed end.
     let peers = Peers::new(PeerConfig::default());
     let late = gfs_testkit::record(RecordId { writer: 9, seq: 0 }, 1000);
-    let header = AppendHeader {
-        handle: lease.handle,
+    let append = StageRequest {
+        op: OpId(0x1a7e),
+        handle: ChunkHandle(lease.handle),
         version: lease.version,
-        op_id: 0x1a7e,
         offset: length,
-        length: late.len() as u32,
+        data: late,
     };
     let wait = Duration::from_secs(5);
     let repl = servers[ahead].repl.clone();
-    let prepared = peers.prepare(&repl, header, late.clone(), wait).await;
+    let prepared = peers.prepare(&repl, append, wait).await;
     let committed_late = peers
         .commit(
             &repl,

@@ -5,6 +5,11 @@
 //!   of lagging secondaries.
 //! - [`Participant`] (secondary side): the tonic `Replication` service over a chunk store.
 //! - [`call_quorum`]: the one fan-out helper both phases use.
+//! - [`ReplicaTransport`]: the seam between them, the calls the primary makes to one
+//!   secondary, in domain types. [`Peers`] is its gRPC implementation; `testing::MemTransport`
+//!   (feature `testing`, and this crate's unit tests) delivers the calls in memory to real
+//!   participants over real chunk stores, and can fail, drop, delay or hang chosen calls, so
+//!   the two-phase commit is tested here, at exact interleavings, without processes.
 //!
 //! Invariants this crate keeps (ARCHITECTURE.md states all five):
 //! - an append is acknowledged only after a quorum of replicas has fsynced it, and every replica
@@ -25,6 +30,9 @@ mod participant;
 mod peers;
 mod primary;
 mod quorum;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod transport;
 
 use std::sync::OnceLock;
 
@@ -33,6 +41,7 @@ pub use participant::{Participant, ParticipantConfig, status};
 pub use peers::{PeerConfig, Peers, WINDOW};
 pub use primary::{Coordinator, CoordinatorConfig, LeaseInfo, SealListener};
 pub use quorum::{Pending, QuorumOutcome, await_quorum, call_quorum};
+pub use transport::ReplicaTransport;
 
 fn failpoints() -> &'static [String] {
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();

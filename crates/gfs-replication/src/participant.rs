@@ -1,4 +1,7 @@
-//! The secondary side of the replication plane: a thin tonic service over the chunk store.
+//! The secondary side of the replication plane: [`Participant`]'s domain calls over the chunk
+//! store (`prepare`, `commit`, `abort`, `seal_at`), and the tonic service that decodes the wire
+//! into them (the only place here that sees protobuf types or makes a gRPC status). The
+//! in-memory transport of the tests (`testing`) calls the same domain calls.
 //!
 //! A primary opens one `Replicate` session per secondary. PREPARE stages exactly the announced
 //! number of bytes (for the current version, at an offset past committed and staged data) and is
@@ -31,6 +34,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{ReplicationError, Result};
 
 /// Limits of the secondary side.
 #[derive(Clone, Debug)]
@@ -124,48 +129,119 @@ fn stand_ins(from: u64, length: u64, piece: u64) -> Vec<(OpId, AppendRecord)> {
 
 impl Participant {
     /// The replica's report entry, if it is at `version`.
-    fn current(&self, handle: ChunkHandle, version: u64) -> Result<ChunkInfo, Status> {
-        let info = self.store.info(handle).map_err(status)?;
+    fn current(&self, handle: ChunkHandle, version: u64) -> Result<ChunkInfo, StorageError> {
+        let info = self.store.info(handle)?;
         if info.version != version {
-            return Err(status(StorageError::StaleVersion {
+            return Err(StorageError::StaleVersion {
                 handle,
                 have: info.version,
                 got: version,
-            }));
+            });
         }
         Ok(info)
     }
+
+    /// PREPARE: stages `append` (for the replica's current version, at an offset past its
+    /// committed and staged data), waiting up to `stage_timeout` for staging room. A record
+    /// over `max_record` is refused (`RecordTooLarge`).
+    pub async fn prepare(&self, append: StageRequest) -> Result<()> {
+        stage(&self.store, &self.cfg, append).await
+    }
+
+    /// COMMIT: makes the staged append `op` durable, in offset order, only while the replica
+    /// is at `version` (an op already durable answers again); returns the committed length.
+    pub async fn commit(&self, handle: ChunkHandle, version: u64, op: OpId) -> Result<u64> {
+        commit(&self.store, handle, version, op).await
+    }
+
+    /// ABORT: drops the staged append `op` made at `version`; returns whether there was one.
+    pub fn abort(&self, handle: ChunkHandle, version: u64, op: OpId) -> Result<bool> {
+        Ok(self.store.abort_at(handle, version, op)?)
+    }
+
+    /// SEAL at the primary's `length`, at `version`: waits up to `seal_wait` for the last
+    /// COMMITs, then seals only at exactly that length. `Ok(None)`: sealed there.
+    /// `Ok(Some(have))`: the replica ends short at `have`; it dropped what it staged and stays
+    /// unsealed, so the primary can send it what it lacks. A replica that ends past `length`
+    /// stays unsealed and is refused (`LengthMismatch`).
+    pub async fn seal_at(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<Option<u64>> {
+        self.current(handle, version)?;
+        // Commits of the last appends may still be on their way from the primary.
+        let deadline = tokio::time::Instant::now() + self.cfg.seal_wait;
+        while self.store.info(handle)?.committed_len < length
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Only at exactly the primary's length: a replica that ends elsewhere stays unsealed,
+        // so no replica is ever sealed at a length that was not agreed. One that ends short
+        // (it missed a COMMIT) says where it ends, with nothing staged (the primary has no
+        // append in flight while it seals), so the primary can send it what it lacks.
+        match self.store.seal_exactly(handle, length).await {
+            Ok(_) => Ok(None),
+            Err(StorageError::LengthMismatch { have, want, .. }) if have < want => {
+                let dropped = self.store.abort_all(handle)?;
+                let info = self.current(handle, version)?;
+                tracing::warn!(%handle, have = info.committed_len, want, dropped, "replica short of the primary's seal");
+                Ok(Some(info.committed_len))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
-/// READY: stages exactly the announced bytes.
-async fn prepare(store: &ChunkStore, cfg: &ParticipantConfig, p: Prepare) -> Result<(), Status> {
+/// The append a PREPARE announces: exactly the announced number of bytes, with its header.
+fn announced(p: Prepare) -> Result<StageRequest, Status> {
     let header = p
         .header
         .ok_or_else(|| Status::invalid_argument("a prepare without its header"))?;
     let expected = u64::from(header.length);
-    if expected > cfg.max_record {
-        return Err(Status::invalid_argument(format!(
-            "record of {expected} bytes exceeds {}",
-            cfg.max_record
-        )));
-    }
     if p.data.len() as u64 != expected {
         return Err(Status::invalid_argument(format!(
             "received {} of the announced {expected} bytes",
             p.data.len()
         )));
     }
-    let req = StageRequest {
+    Ok(StageRequest {
         op: OpId(header.op_id),
         handle: ChunkHandle(header.handle),
         version: header.version,
         offset: header.offset,
         data: p.data,
-    };
-    store
-        .stage_wait(req, cfg.stage_timeout)
-        .await
-        .map_err(status)
+    })
+}
+
+/// The gRPC status a peer sees for a refusal of [`Participant`]'s domain calls.
+pub(crate) fn refusal(e: ReplicationError) -> Status {
+    match e {
+        ReplicationError::Storage(e) => status(e),
+        ReplicationError::RecordTooLarge { len, max } => {
+            Status::invalid_argument(format!("record of {len} bytes exceeds {max}"))
+        }
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// READY: stages the append, at most `max_record` bytes.
+async fn stage(store: &ChunkStore, cfg: &ParticipantConfig, req: StageRequest) -> Result<()> {
+    let len = req.data.len() as u64;
+    if len > cfg.max_record {
+        return Err(ReplicationError::RecordTooLarge {
+            len,
+            max: cfg.max_record,
+        });
+    }
+    Ok(store.stage_wait(req, cfg.stage_timeout).await?)
+}
+
+/// COMMIT: the committed length once the append is durable.
+async fn commit(store: &ChunkStore, handle: ChunkHandle, version: u64, op: OpId) -> Result<u64> {
+    Ok(store.commit_at(handle, version, op).await?.committed_len)
 }
 
 /// Runs one COMMIT and turns its outcome into the session's reply.
@@ -191,17 +267,14 @@ async fn commit_reply(store: &ChunkStore, id: u64, c: CommitRequest) -> Replicat
         );
         tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     }
-    match store
-        .commit_at(ChunkHandle(c.handle), c.version, OpId(c.op_id))
-        .await
-    {
-        Ok(info) => ReplicateReply {
+    match commit(store, ChunkHandle(c.handle), c.version, OpId(c.op_id)).await {
+        Ok(committed_length) => ReplicateReply {
             id,
             code: 0,
             message: String::new(),
-            committed_length: info.committed_len,
+            committed_length,
         },
-        Err(e) => failure(id, status(e)),
+        Err(e) => failure(id, refusal(e)),
     }
 }
 
@@ -263,7 +336,11 @@ impl Replication for Participant {
                 match req.op {
                     // PREPARE and ABORT are quick: answered in order on the session.
                     Some(Op::Prepare(p)) => {
-                        let reply = match prepare(&store, &cfg, p).await {
+                        let staged = match announced(p) {
+                            Ok(req) => stage(&store, &cfg, req).await.map_err(refusal),
+                            Err(s) => Err(s),
+                        };
+                        let reply = match staged {
                             Ok(()) => ok(id),
                             Err(s) => failure(id, s),
                         };
@@ -307,35 +384,14 @@ impl Replication for Participant {
 
     async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealReply>, Status> {
         let r = request.into_inner();
-        let handle = ChunkHandle(r.handle);
-        self.current(handle, r.version)?;
-        // Commits of the last appends may still be on their way from the primary.
-        let deadline = tokio::time::Instant::now() + self.cfg.seal_wait;
-        while self.store.info(handle).map_err(status)?.committed_len < r.length
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Only at exactly the primary's length: a replica that ends elsewhere stays unsealed,
-        // so no replica is ever sealed at a length that was not agreed. One that ends short
-        // (it missed a COMMIT) says where it ends, with nothing staged (the primary has no
-        // append in flight while it seals), so the primary can send it what it lacks.
-        match self.store.seal_exactly(handle, r.length).await {
-            Ok(_) => Ok(Response::new(SealReply {
-                short: false,
-                committed_length: r.length,
-            })),
-            Err(StorageError::LengthMismatch { have, want, .. }) if have < want => {
-                let dropped = self.store.abort_all(handle).map_err(status)?;
-                let info = self.current(handle, r.version)?;
-                tracing::warn!(%handle, have = info.committed_len, want, dropped, "replica short of the primary's seal");
-                Ok(Response::new(SealReply {
-                    short: true,
-                    committed_length: info.committed_len,
-                }))
-            }
-            Err(e) => Err(status(e)),
-        }
+        let short = self
+            .seal_at(ChunkHandle(r.handle), r.version, r.length)
+            .await
+            .map_err(refusal)?;
+        Ok(Response::new(SealReply {
+            short: short.is_some(),
+            committed_length: short.unwrap_or(r.length),
+        }))
     }
 
     type ReadChunkStream = ChunkStream;
@@ -346,7 +402,7 @@ impl Replication for Participant {
     ) -> Result<Response<ChunkStream>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
-        self.current(handle, r.version)?;
+        self.current(handle, r.version).map_err(status)?;
         // One message per committed append (checksums verified by the read), so a copy keeps
         // the op table and exactly-once retries still work on it. A chunk that dropped its op
         // table (sealed past the op retention) sends its bytes in pieces marked

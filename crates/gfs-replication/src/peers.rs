@@ -1,29 +1,31 @@
-//! Replication-plane clients: per peer address, one lazily connected gRPC channel and one
-//! long-lived `Replicate` session carrying id-tagged PREPARE / COMMIT / ABORT messages. Every
-//! call is bounded by a deadline; a broken session fails its calls at once and is replaced by
-//! the next call. A request carries an id and its reply echoes it; dropping the pool ends the
-//! sessions. HTTP/2 windows are [`WINDOW`] (16 MiB) on both ends, so one stream carries large
-//! records.
+//! The gRPC [`ReplicaTransport`] ([`Peers`]): the primary's replication-plane clients. Per peer
+//! address, one lazily connected gRPC channel and one long-lived `Replicate` session carrying
+//! id-tagged PREPARE / COMMIT / ABORT messages; SEAL is a unary call. Every call is bounded by a
+//! deadline; a broken session fails its calls at once and is replaced by the next call. A
+//! request carries an id and its reply echoes it; dropping the pool ends the sessions. HTTP/2
+//! windows are [`WINDOW`] (16 MiB) on both ends, so one stream carries large records. This is
+//! the one place the primary's calls become protobuf messages (`AppendHeader`, ...).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use gfs_proto::v1::replicate_request::Op;
 use gfs_proto::v1::replication_client::ReplicationClient;
 use gfs_proto::v1::{
     AbortRequest, AppendHeader, CommitRequest, Prepare, ReplicateReply, ReplicateRequest,
     SealRequest,
 };
-use gfs_storage::{ChunkHandle, OpId};
+use gfs_storage::{ChunkHandle, OpId, StageRequest};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ReplicationError, Result};
+use crate::transport::ReplicaTransport;
 
 /// HTTP/2 flow-control window of the replication plane, per stream (connections get twice).
 pub const WINDOW: u32 = 16 << 20;
@@ -210,84 +212,92 @@ impl Peers {
         }
         Ok(reply)
     }
+}
 
-    /// READY phase: `addr` stages `data` in memory.
-    pub async fn prepare(
-        &self,
-        addr: &str,
-        header: AppendHeader,
-        data: Bytes,
+/// The replication plane's gRPC client side: PREPARE, COMMIT and ABORT on the session to the
+/// peer, SEAL as a unary call; each bounded by `timeout`.
+impl ReplicaTransport for Peers {
+    fn prepare<'a>(
+        &'a self,
+        addr: &'a str,
+        append: StageRequest,
         timeout: Duration,
-    ) -> Result<()> {
+    ) -> BoxFuture<'a, Result<()>> {
         let op = Op::Prepare(Prepare {
-            header: Some(header),
-            data,
+            header: Some(AppendHeader {
+                handle: append.handle.0,
+                version: append.version,
+                op_id: append.op.0,
+                offset: append.offset,
+                length: append.data.len() as u32,
+            }),
+            data: append.data,
         });
-        self.call(addr, op, timeout).await.map(|_| ())
+        Box::pin(async move { self.call(addr, op, timeout).await.map(|_| ()) })
     }
 
-    /// COMMIT phase: makes a staged append durable on `addr`; returns its committed length.
-    pub async fn commit(
-        &self,
-        addr: &str,
+    fn commit<'a>(
+        &'a self,
+        addr: &'a str,
         handle: ChunkHandle,
         version: u64,
         op: OpId,
         timeout: Duration,
-    ) -> Result<u64> {
+    ) -> BoxFuture<'a, Result<u64>> {
         let req = Op::Commit(CommitRequest {
             handle: handle.0,
             op_id: op.0,
             version,
         });
-        self.call(addr, req, timeout)
-            .await
-            .map(|r| r.committed_length)
+        Box::pin(async move {
+            self.call(addr, req, timeout)
+                .await
+                .map(|r| r.committed_length)
+        })
     }
 
-    /// Drops a staged append on `addr`.
-    pub async fn abort(
-        &self,
-        addr: &str,
+    fn abort<'a>(
+        &'a self,
+        addr: &'a str,
         handle: ChunkHandle,
         version: u64,
         op: OpId,
         timeout: Duration,
-    ) -> Result<()> {
+    ) -> BoxFuture<'a, Result<()>> {
         let req = Op::Abort(AbortRequest {
             handle: handle.0,
             op_id: op.0,
             version,
         });
-        self.call(addr, req, timeout).await.map(|_| ())
+        Box::pin(async move { self.call(addr, req, timeout).await.map(|_| ()) })
     }
 
-    /// Seals the replica on `addr` at `length`; `Ok(Some(l))` when it is short, holding `l`
-    /// committed bytes (unsealed, nothing staged).
-    pub async fn seal(
-        &self,
-        addr: &str,
+    fn seal<'a>(
+        &'a self,
+        addr: &'a str,
         handle: ChunkHandle,
         version: u64,
         length: u64,
         timeout: Duration,
-    ) -> Result<Option<u64>> {
-        let mut client = self.client(addr)?;
-        let req = SealRequest {
-            handle: handle.0,
-            version,
-            length,
-        };
-        match tokio::time::timeout(timeout, client.seal(req)).await {
-            Ok(Ok(r)) => {
-                let r = r.into_inner();
-                Ok(r.short.then_some(r.committed_length))
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            let mut client = self.client(addr)?;
+            let req = SealRequest {
+                handle: handle.0,
+                version,
+                length,
+            };
+            match tokio::time::timeout(timeout, client.seal(req)).await {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    Ok(r.short.then_some(r.committed_length))
+                }
+                Ok(Err(status)) => Err(peer_err(
+                    addr,
+                    format!("{:?}: {}", status.code(), status.message()),
+                )),
+                Err(_) => Err(peer_err(addr, format!("no answer within {timeout:?}"))),
             }
-            Ok(Err(status)) => Err(peer_err(
-                addr,
-                format!("{:?}: {}", status.code(), status.message()),
-            )),
-            Err(_) => Err(peer_err(addr, format!("no answer within {timeout:?}"))),
-        }
+        })
     }
 }

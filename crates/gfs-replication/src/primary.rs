@@ -9,6 +9,10 @@
 //! commit over the hole (the store refuses them), so they fail too and nothing is acknowledged
 //! out of order.
 //!
+//! Secondaries are reached only through a [`ReplicaTransport`] (gRPC in production); the tests
+//! beside this module (`primary_tests/`) run every step below over the in-memory one, with
+//! faults on chosen calls.
+//!
 //! # One append, step by step ([`Coordinator::append`])
 //!
 //! 1. The record is at most a quarter of a chunk (`RecordTooLarge`) and not empty
@@ -71,15 +75,14 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use gfs_proto::v1::AppendHeader;
 use gfs_storage::{AppendRecord, ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 
 use crate::error::{ReplicationError, Result};
-use crate::peers::Peers;
 use crate::quorum::{Pending, await_quorum, call_quorum};
+use crate::transport::ReplicaTransport;
 
 /// How long after its expiry a lease is forgotten.
 pub const FORGET_EXPIRED: Duration = Duration::from_secs(60);
@@ -145,7 +148,7 @@ pub type SealListener = Arc<
 
 struct Shared {
     store: Arc<ChunkStore>,
-    peers: Arc<Peers>,
+    peers: Arc<dyn ReplicaTransport>,
     cfg: CoordinatorConfig,
     lagging: Mutex<BTreeSet<(ChunkHandle, String)>>,
     on_seal: Mutex<Option<SealListener>>,
@@ -208,8 +211,13 @@ pub struct LeaseInfo {
 }
 
 impl Coordinator {
-    /// A coordinator over `store`, talking to secondaries through `peers`.
-    pub fn new(store: Arc<ChunkStore>, peers: Arc<Peers>, cfg: CoordinatorConfig) -> Coordinator {
+    /// A coordinator over `store`, talking to secondaries through `peers` ([`Peers`](crate::Peers)
+    /// in production).
+    pub fn new(
+        store: Arc<ChunkStore>,
+        peers: Arc<dyn ReplicaTransport>,
+        cfg: CoordinatorConfig,
+    ) -> Coordinator {
         Coordinator {
             shared: Arc::new(Shared {
                 store,
@@ -631,12 +639,13 @@ impl Shared {
         let handle = lease.handle;
         let need = self.need_remote();
         let quorum = self.cfg.quorum as u64;
-        let header = AppendHeader {
-            handle: handle.0,
+        let end = offset + data.len() as u64;
+        let append = StageRequest {
+            op,
+            handle,
             version: lease.version,
-            op_id: op.0,
             offset,
-            length: data.len() as u32,
+            data,
         };
         let timeout = self.cfg.prepare_timeout;
         let prep = call_quorum(
@@ -645,8 +654,8 @@ impl Shared {
             Instant::now() + timeout,
             |addr: String| {
                 let peers = Arc::clone(&self.peers);
-                let data = data.clone();
-                async move { peers.prepare(&addr, header, data, timeout).await }
+                let append = append.clone();
+                async move { peers.prepare(&addr, append, timeout).await }
             },
         )
         .await;
@@ -713,7 +722,7 @@ impl Shared {
         }
         let durable = remote.ok.len() as u64 + 1;
         if durable >= quorum {
-            lease.durable.lock().held(offset + u64::from(header.length));
+            lease.durable.lock().held(end);
             (Ok(offset), true)
         } else {
             tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
@@ -913,14 +922,14 @@ impl Shared {
                     addr: addr.to_string(),
                     message: format!("reading the local replica: {e}"),
                 })??;
-            let header = AppendHeader {
-                handle: handle.0,
+            let append = StageRequest {
+                op: *op,
+                handle,
                 version,
-                op_id: op.0,
                 offset,
-                length: a.len,
+                data,
             };
-            self.peers.prepare(addr, header, data, timeout).await?;
+            self.peers.prepare(addr, append, timeout).await?;
             window.push(*op);
             bytes += len;
             if window.len() >= CATCH_UP_WINDOW.0
@@ -957,3 +966,7 @@ mod tests {
         assert_eq!(w.to, 210);
     }
 }
+
+#[cfg(test)]
+#[path = "primary_tests/mod.rs"]
+mod scenario_tests;

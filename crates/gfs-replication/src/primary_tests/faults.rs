@@ -1,0 +1,338 @@
+//! One call to one node lost, refused, slow or silent: quorum loss, lagging secondaries, lost
+//! replies, aborts, and what a retry is told afterwards.
+
+use super::*;
+use crate::testing::{Call, Fault};
+
+/// A failed quorum of 3 (with 1 or 2 READY: s1's READY may come before or after the failure
+/// of s2 that decides it).
+fn lost_quorum_of_3(r: &Result<u64>) -> bool {
+    no_quorum(r, 1, 3) || no_quorum(r, 2, 3)
+}
+
+#[tokio::test]
+async fn with_one_secondary_down_the_append_succeeds_and_it_is_reported_lagging() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.down(rig.s(2));
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    holds(&rig.local, &[(1, &a)]);
+    holds(rig.store(1), &[(1, &a)]);
+    holds(rig.store(2), &[]);
+    for s in rig.all() {
+        assert_eq!(staged(s), 0);
+    }
+    eventually("s2 lagging", || rig.lagging() == vec!["s2"]).await;
+    assert_eq!(rig.primary.read_limit(H), Some(100));
+    assert_eq!(rig.net.delivered(rig.s(2), Call::Prepare), 0);
+}
+
+#[tokio::test]
+async fn with_two_of_three_down_nothing_is_acknowledged_and_the_offset_is_reused() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.down(rig.s(1));
+    rig.net.down(rig.s(2));
+    let r = rig.append(1, &rec(1, 100)).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    // Nothing committed anywhere, and the primary dropped what it staged.
+    for s in rig.all() {
+        holds(s, &[]);
+        assert_eq!(staged(s), 0);
+    }
+    assert_eq!(rig.lagging(), vec!["s1", "s2"]);
+    assert_eq!(rig.primary.read_limit(H), Some(0));
+    // Back up: the next append takes the offset the failed one gave back.
+    rig.net.heal(rig.s(1));
+    rig.net.heal(rig.s(2));
+    let b = rec(2, 40);
+    assert_eq!(rig.append(2, &b).await.unwrap(), 0);
+    rig.converged(40).await;
+    for s in rig.all() {
+        holds(s, &[(2, &b)]);
+    }
+}
+
+#[tokio::test]
+async fn without_a_ready_quorum_the_ready_secondary_is_aborted() {
+    // Quorum 3 of 3: s1 is READY at once, s2 never answers, so s1's READY is not enough.
+    let rig = Rig::new(2, 3).await;
+    rig.net.inject(rig.s(2), Call::Prepare, Fault::Hang, 1);
+    let r = rig.append(1, &rec(1, 100)).await;
+    assert!(no_quorum(&r, 2, 3), "{r:?}");
+    eventually("s1's READY aborted", || {
+        rig.net.delivered(rig.s(1), Call::Abort) == 1 && staged(rig.store(1)) == 0
+    })
+    .await;
+    assert_eq!(rig.net.delivered(rig.s(1), Call::Prepare), 1);
+    assert_eq!(rig.net.delivered(rig.s(1), Call::Commit), 0);
+    for s in rig.all() {
+        holds(s, &[]);
+        assert_eq!(staged(s), 0);
+    }
+    eventually("s2 lagging", || rig.lagging() == vec!["s2"]).await;
+    // The offset was given back.
+    let b = rec(2, 10);
+    assert_eq!(rig.append(2, &b).await.unwrap(), 0);
+    for s in rig.all() {
+        holds(s, &[(2, &b)]);
+    }
+}
+
+#[tokio::test]
+async fn a_ready_that_comes_after_the_quorum_was_lost_is_aborted_too() {
+    // Quorum 3 of 3: s1 refuses at once, so the append fails while s2's PREPARE is still on
+    // its way; when it lands, the primary aborts it.
+    let rig = Rig::new(2, 3).await;
+    rig.net.inject(rig.s(1), Call::Prepare, Fault::Fail, 1);
+    rig.net
+        .inject(rig.s(2), Call::Prepare, Fault::Delay(WITHIN_DEADLINE), 1);
+    let start = tokio::time::Instant::now();
+    let r = rig.append(1, &rec(1, 100)).await;
+    assert!(no_quorum(&r, 1, 3), "{r:?}");
+    assert!(
+        start.elapsed() < WITHIN_DEADLINE,
+        "waited for a READY that could not help"
+    );
+    eventually("the late READY aborted", || {
+        rig.net.delivered(rig.s(2), Call::Abort) == 1 && staged(rig.store(2)) == 0
+    })
+    .await;
+    assert_eq!(rig.net.delivered(rig.s(2), Call::Prepare), 1);
+    for s in rig.all() {
+        holds(s, &[]);
+        assert_eq!(staged(s), 0);
+    }
+}
+
+#[tokio::test]
+async fn an_abort_that_fails_marks_the_secondary_lagging() {
+    let rig = Rig::new(2, 3).await;
+    rig.net.inject(rig.s(2), Call::Prepare, Fault::Fail, 1);
+    rig.net.inject(rig.s(1), Call::Abort, Fault::Fail, 1);
+    let a = rec(1, 100);
+    let r = rig.append(1, &a).await;
+    assert!(lost_quorum_of_3(&r), "{r:?}");
+    eventually("s1 lagging", || rig.lagging() == vec!["s1", "s2"]).await;
+    // The abort never reached s1: its staged copy stays (until the staging TTL or the next
+    // version), but nothing is committed anywhere.
+    assert_eq!(staged(rig.store(1)), 100);
+    for s in rig.all() {
+        holds(s, &[]);
+    }
+    assert_eq!(staged(&rig.local), 0);
+}
+
+#[tokio::test]
+async fn a_prepare_slower_than_its_deadline_does_not_hold_the_append() {
+    let rig = Rig::new(2, 2).await;
+    rig.net
+        .inject(rig.s(2), Call::Prepare, Fault::Delay(PAST_DEADLINE), 1);
+    let a = rec(1, 100);
+    let start = tokio::time::Instant::now();
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    assert!(start.elapsed() < DEADLINE, "waited for the slow secondary");
+    holds(&rig.local, &[(1, &a)]);
+    holds(rig.store(1), &[(1, &a)]);
+    // Past the deadline the slow one is lagging, and never gets the COMMIT.
+    eventually("s2 lagging", || rig.lagging() == vec!["s2"]).await;
+    eventually("the late PREPARE landed", || staged(rig.store(2)) == 100).await;
+    holds(rig.store(2), &[]);
+    assert_eq!(rig.net.delivered(rig.s(2), Call::Commit), 0);
+}
+
+#[tokio::test]
+async fn a_secondary_still_preparing_gets_its_commit_when_its_prepare_lands() {
+    let rig = Rig::new(2, 2).await;
+    rig.net
+        .inject(rig.s(2), Call::Prepare, Fault::Delay(WITHIN_DEADLINE), 1);
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    eventually("s2 committed", || {
+        rig.store(2).info(H).unwrap().committed_len == 100
+    })
+    .await;
+    for s in rig.all() {
+        holds(s, &[(1, &a)]);
+        assert_eq!(staged(s), 0);
+    }
+    assert!(rig.lagging().is_empty());
+}
+
+#[tokio::test]
+async fn a_silent_secondary_costs_nothing_while_the_other_answers() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.always(rig.s(2), Call::Prepare, Fault::Hang);
+    let (a, b) = (rec(1, 100), rec(2, 30));
+    let start = tokio::time::Instant::now();
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    assert_eq!(rig.append(2, &b).await.unwrap(), 100);
+    assert!(
+        start.elapsed() < DEADLINE,
+        "waited for the silent secondary"
+    );
+    eventually("s2 lagging", || rig.lagging() == vec!["s2"]).await;
+    holds(&rig.local, &[(1, &a), (2, &b)]);
+    holds(rig.store(1), &[(1, &a), (2, &b)]);
+    holds(rig.store(2), &[]);
+    assert_eq!(staged(rig.store(2)), 0);
+}
+
+#[tokio::test]
+async fn when_every_secondary_is_silent_the_append_fails_at_its_deadline() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.always(rig.s(1), Call::Prepare, Fault::Hang);
+    rig.net.always(rig.s(2), Call::Prepare, Fault::Hang);
+    let start = tokio::time::Instant::now();
+    let r = rig.append(1, &rec(1, 100)).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    assert!(start.elapsed() >= DEADLINE);
+    assert!(start.elapsed() < DEADLINE * 2);
+    for s in rig.all() {
+        holds(s, &[]);
+        assert_eq!(staged(s), 0);
+    }
+    eventually("both lagging", || rig.lagging() == vec!["s1", "s2"]).await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_on_one_secondary_leaves_it_short_and_lagging() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::Commit, Fault::Fail, 1);
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    eventually("s2 committed", || {
+        rig.store(2).info(H).unwrap().committed_len == 100
+    })
+    .await;
+    holds(&rig.local, &[(1, &a)]);
+    holds(rig.store(2), &[(1, &a)]);
+    // s1 is READY but never heard the COMMIT: the bytes stay staged there, uncommitted.
+    holds(rig.store(1), &[]);
+    assert_eq!(staged(rig.store(1)), 100);
+    eventually("s1 lagging", || rig.lagging() == vec!["s1"]).await;
+    assert_eq!(rig.primary.read_limit(H), Some(100));
+}
+
+#[tokio::test]
+async fn a_slow_commit_is_lagging_but_lands_late() {
+    // What the failpoint commit-slow does to a process: applied after the primary gave up.
+    let rig = Rig::new(2, 2).await;
+    rig.net
+        .inject(rig.s(2), Call::Commit, Fault::Delay(PAST_DEADLINE), 1);
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    eventually("s2 lagging", || rig.lagging() == vec!["s2"]).await;
+    holds(rig.store(2), &[]);
+    eventually("the late COMMIT applied", || {
+        rig.store(2).info(H).unwrap().committed_len == 100
+    })
+    .await;
+    for s in rig.all() {
+        holds(s, &[(1, &a)]);
+        assert_eq!(staged(s), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_commit_reply_counts_as_missed_though_the_bytes_are_there() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::Commit, Fault::LoseReply, 1);
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    eventually("s1 lagging", || rig.lagging() == vec!["s1"]).await;
+    rig.converged(100).await;
+    for s in rig.all() {
+        holds(s, &[(1, &a)]);
+        assert_eq!(staged(s), 0);
+    }
+}
+
+#[tokio::test]
+async fn commits_lost_on_both_secondaries_are_not_shown_then_a_retry_finishes_them() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::Commit, Fault::Fail, 1);
+    rig.net.inject(rig.s(2), Call::Commit, Fault::Fail, 1);
+    let a = rec(1, 100);
+    let r = rig.append(1, &a).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    // The primary committed it alone: it holds it, but reads do not see it (I3) and its offset
+    // is not handed out again.
+    holds(&rig.local, &[(1, &a)]);
+    assert_eq!(rig.primary.read_limit(H), Some(0));
+    for i in [1, 2] {
+        holds(rig.store(i), &[]);
+        assert_eq!(staged(rig.store(i)), 100);
+    }
+    eventually("both lagging", || rig.lagging() == vec!["s1", "s2"]).await;
+    // The writer retries: the secondaries get the COMMIT again, finish the staged append, and
+    // the retry is told its first offset, once a quorum holds it.
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    assert_eq!(rig.primary.read_limit(H), Some(100));
+    rig.converged(100).await;
+    for s in rig.all() {
+        holds(s, &[(1, &a)]);
+        assert_eq!(staged(s), 0);
+    }
+    let b = rec(2, 10);
+    assert_eq!(rig.append(2, &b).await.unwrap(), 100);
+}
+
+#[tokio::test]
+async fn commit_replies_lost_on_both_fail_the_append_and_its_retry_is_applied_once() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::Commit, Fault::LoseReply, 1);
+    rig.net.inject(rig.s(2), Call::Commit, Fault::LoseReply, 1);
+    let a = rec(1, 100);
+    let r = rig.append(1, &a).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    // Every replica has it: the appender was told otherwise, which is allowed (at most the
+    // outcome is unknown to it), but a retry must not add it twice.
+    for s in rig.all() {
+        holds(s, &[(1, &a)]);
+    }
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    let b = rec(2, 10);
+    assert_eq!(rig.append(2, &b).await.unwrap(), 100);
+    rig.converged(110).await;
+    for s in rig.all() {
+        holds(s, &[(1, &a), (2, &b)]);
+        assert_eq!(staged(s), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_lost_prepare_reply_leaves_that_secondary_staged_and_lagging() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::Prepare, Fault::LoseReply, 1);
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    // s1 staged it, but the primary never heard READY, so it sends no COMMIT.
+    eventually("s1 lagging", || rig.lagging() == vec!["s1"]).await;
+    holds(rig.store(1), &[]);
+    assert_eq!(staged(rig.store(1)), 100);
+    assert_eq!(rig.net.delivered(rig.s(1), Call::Commit), 0);
+    eventually("s2 committed", || {
+        rig.store(2).info(H).unwrap().committed_len == 100
+    })
+    .await;
+    holds(&rig.local, &[(1, &a)]);
+    holds(rig.store(2), &[(1, &a)]);
+}
+
+#[tokio::test]
+async fn a_confirmation_without_a_quorum_is_not_an_answer() {
+    let rig = Rig::new(2, 2).await;
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    rig.converged(100).await;
+    // Its secondaries unreachable, the primary cannot tell a retry that a quorum holds it.
+    rig.net.down(rig.s(1));
+    rig.net.down(rig.s(2));
+    let r = rig.append(1, &a).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    rig.net.heal(rig.s(1));
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    for s in rig.all() {
+        holds(s, &[(1, &a)]);
+    }
+}
