@@ -226,7 +226,7 @@ impl ChunkServer {
             )
             .count_replicated(metrics.replicated.clone()),
         );
-        let rpc = gfs_proto::telemetry::RpcLayer::new(metrics.rpc.clone());
+        let rpc = gfs_telemetry::RpcLayer::new(metrics.rpc.clone());
         let token = shutdown.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()

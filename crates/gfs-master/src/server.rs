@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gfs_proto::telemetry::RpcLayer;
 use gfs_proto::v1::admin_server::AdminServer;
 use gfs_proto::v1::master_control_server::MasterControlServer;
 use gfs_proto::v1::master_server::MasterServer;
+use gfs_telemetry::RpcLayer;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::net::TcpListener;
