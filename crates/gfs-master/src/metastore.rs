@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use gfs_util::crashsafe::{self, PathError};
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
@@ -126,32 +127,24 @@ fn checkpoint_name(seq: u64) -> String {
     format!("checkpoint-{seq:020}")
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+/// The error of a crash-safe file step (`gfs_util::crashsafe`), on its path.
+fn fs_error(e: PathError) -> MasterError {
+    MasterError::Io {
+        path: e.path,
+        source: e.source,
+    }
 }
 
-/// Writes `bytes` to `path` through a fsynced temporary file and a rename.
-fn write_aside(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    f.write_all_at(bytes, 0)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    sync_dir(dir)
+/// Replaces `path` with `bytes` durably: written aside (`<name>.tmp`), fsynced, renamed, and the
+/// directory fsynced.
+fn write_aside(path: &Path, bytes: &[u8]) -> Result<()> {
+    crashsafe::replace(path, bytes).map_err(fs_error)
 }
 
 /// Creates an empty segment starting at `start` and opens it for appending.
 fn new_segment(dir: &Path, start: u64) -> Result<(File, u64)> {
     let path = dir.join(segment_name(start));
-    write_aside(dir, &path, LOG_MAGIC)?;
+    write_aside(&path, LOG_MAGIC)?;
     let f = OpenOptions::new()
         .write(true)
         .open(&path)
@@ -219,7 +212,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
             // The newest segment cut inside its header: no records; restore the header so
             // appends land after it.
             tracing::warn!(file = %path.display(), "log segment cut inside its header");
-            write_aside(dir, path, LOG_MAGIC)?;
+            write_aside(path, LOG_MAGIC)?;
             bytes = LOG_MAGIC.to_vec();
         }
         if !bytes.starts_with(LOG_MAGIC) {
@@ -539,7 +532,7 @@ impl Committer {
         let mut bytes = CHECKPOINT_MAGIC.to_vec();
         frame(&ckpt.encode_to_vec(), &mut bytes);
         let path = self.dir.join(checkpoint_name(seq));
-        write_aside(&self.dir, &path, &bytes)?;
+        write_aside(&path, &bytes)?;
         // Every record applied so far has seq <= `seq` and is written: older segments are
         // covered, and the new segment gets only later records.
         let (segment, len) = new_segment(&self.dir, seq + 1)?;
@@ -557,7 +550,7 @@ impl Committer {
                 fs::remove_file(&old).map_err(|e| io(&old, e))?;
             }
         }
-        sync_dir(&self.dir)?;
+        crashsafe::sync_dir(&self.dir).map_err(fs_error)?;
         tracing::info!(seq, bytes = bytes.len(), "checkpoint written");
         Ok(())
     }
