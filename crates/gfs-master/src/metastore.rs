@@ -42,15 +42,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use gfs_util::crashsafe::{self, PathError};
+use gfs_util::framed::{self, ANY_LEN, FrameAt};
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{MasterError, Result};
 use crate::namespace::Namespace;
-use crate::record::{
-    CHECKPOINT_MAGIC, Checkpoint, FrameAt, LOG_MAGIC, LogRecord, Op, frame, frame_at,
-};
+use crate::record::{CHECKPOINT_MAGIC, Checkpoint, LOG_MAGIC, LogRecord, Op};
 
 /// Tunables of the metadata store.
 #[derive(Clone, Debug)]
@@ -187,7 +186,8 @@ fn recover(dir: &Path) -> Result<Recovered> {
             if !bytes.starts_with(CHECKPOINT_MAGIC) {
                 return Err(corrupt(&path, 0, "not a GFSMCKP1 checkpoint"));
             }
-            let FrameAt::Ok(payload, _) = frame_at(&bytes, CHECKPOINT_MAGIC.len()) else {
+            let FrameAt::Ok(payload, _) = framed::frame_at(&bytes, CHECKPOINT_MAGIC.len(), ANY_LEN)
+            else {
                 return Err(corrupt(&path, 8, "damaged checkpoint frame"));
             };
             let ckpt = Checkpoint::decode(payload)
@@ -220,11 +220,13 @@ fn recover(dir: &Path) -> Result<Recovered> {
         }
         let mut pos = LOG_MAGIC.len();
         loop {
-            let (payload, next) = match frame_at(&bytes, pos) {
+            let (payload, next) = match framed::frame_at(&bytes, pos, ANY_LEN) {
                 FrameAt::End => break,
                 FrameAt::Ok(p, next) => (p, next),
                 FrameAt::Bad { next } => {
-                    let more = next.is_some_and(|n| matches!(frame_at(&bytes, n), FrameAt::Ok(..)));
+                    let more = next.is_some_and(|n| {
+                        matches!(framed::frame_at(&bytes, n, ANY_LEN), FrameAt::Ok(..))
+                    });
                     if i + 1 == count && !more {
                         tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
                         let f = OpenOptions::new()
@@ -362,7 +364,7 @@ impl MetaStore {
             st.next_seq += 1;
             let rec = LogRecord { seq, op: Some(op) };
             let mut bytes = Vec::with_capacity(rec.encoded_len() + 8);
-            frame(&rec.encode_to_vec(), &mut bytes);
+            framed::frame(&rec.encode_to_vec(), &mut bytes);
             let (reply, rx) = oneshot::channel();
             let queued = self
                 .queue
@@ -530,7 +532,7 @@ impl Committer {
     fn checkpoint(&mut self, ckpt: Checkpoint) -> Result<()> {
         let seq = ckpt.seq;
         let mut bytes = CHECKPOINT_MAGIC.to_vec();
-        frame(&ckpt.encode_to_vec(), &mut bytes);
+        framed::frame(&ckpt.encode_to_vec(), &mut bytes);
         let path = self.dir.join(checkpoint_name(seq));
         write_aside(&path, &bytes)?;
         // Every record applied so far has seq <= `seq` and is written: older segments are
