@@ -96,7 +96,7 @@ impl Cluster {
                 data_port: 0,
                 repl_port: 0,
                 http_port: 0,
-                chunk_size: CHUNK,
+                chunk_size: gfs_util::Size(CHUNK),
                 ..ChunkserverConfig::default()
             };
             if let Some(d) = delay {

@@ -65,8 +65,9 @@ async fn run() -> anyhow::Result<()> {
         cfg.data_dir = d;
     }
     if let Some(s) = args.chunk_size {
-        cfg.chunk_size =
-            gfs_chunkserver::parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+        cfg.chunk_size = s
+            .parse::<gfs_util::Size>()
+            .map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
     }
     if let Some(l) = args.lease {
         cfg.lease = humantime_duration(&l).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;

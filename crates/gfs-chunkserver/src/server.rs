@@ -136,7 +136,7 @@ impl ChunkServer {
                 quorum: cfg.quorum,
                 prepare_timeout: cfg.replication.prepare_timeout,
                 commit_timeout: cfg.replication.commit_timeout,
-                ..CoordinatorConfig::for_chunk_size(cfg.chunk_size)
+                ..CoordinatorConfig::for_chunk_size(cfg.chunk_size.bytes())
             },
         ));
         let data_listener = bind(&cfg.host, cfg.data_port, "data plane").await?;
@@ -222,7 +222,7 @@ impl ChunkServer {
             Control::new(
                 Arc::clone(&store),
                 Arc::clone(&coordinator),
-                cfg.replication.clone_rate,
+                cfg.replication.clone_rate.bytes(),
             )
             .count_replicated(metrics.replicated.clone()),
         );
@@ -487,7 +487,7 @@ async fn heartbeat_loop(
         }
     };
     let ours = ClusterValues {
-        chunk_size: cfg.chunk_size,
+        chunk_size: cfg.chunk_size.bytes(),
         quorum: cfg.quorum as u64,
     };
     let mut registered = false;
@@ -524,7 +524,7 @@ async fn heartbeat_loop(
                 data_addr: advertised(data_addr),
                 repl_addr: advertised(repl_addr),
                 rack: cfg.rack.clone(),
-                capacity_bytes: cfg.capacity,
+                capacity_bytes: cfg.capacity.bytes(),
                 used_bytes,
                 leases,
                 reports_leases: true,
