@@ -21,7 +21,7 @@
 mod bench_client;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -114,7 +114,7 @@ impl Cluster {
                 .create_chunk(CreateChunkRequest { handle, version: 1 })
                 .await?;
         }
-        let expires = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(600);
+        let expires_unix_ms = gfs_util::time::now_ms() + 600_000;
         gfs_bins::control_client(&self.servers[0].repl_addr.to_string())
             .await?
             .grant_lease(GrantLeaseRequest {
@@ -124,7 +124,7 @@ impl Cluster {
                     .iter()
                     .map(|s| s.repl_addr.to_string())
                     .collect(),
-                expires_unix_ms: expires.as_millis() as u64,
+                expires_unix_ms,
             })
             .await?;
         Ok(())

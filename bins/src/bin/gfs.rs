@@ -10,7 +10,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -488,7 +488,7 @@ fn kind(e: &Entry) -> &'static str {
 
 /// `mtime_ms` as RFC 3339 UTC, to the second.
 fn mtime(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_seconds(gfs_util::time::from_unix_ms(ms)).to_string()
 }
 
 /// One entry of `ls --json`.

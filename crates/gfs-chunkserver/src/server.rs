@@ -58,6 +58,7 @@ use gfs_replication::{
     Coordinator, CoordinatorConfig, Participant, ParticipantConfig, PeerConfig, Peers,
 };
 use gfs_storage::ChunkStore;
+use gfs_util::time::{from_unix_ms, unix_ms};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -512,10 +513,7 @@ async fn heartbeat_loop(
                 .map(|l| HeldLease {
                     handle: l.handle.0,
                     version: l.version,
-                    expires_unix_ms: l
-                        .expires
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    expires_unix_ms: unix_ms(l.expires),
                     secondaries: l.secondaries,
                 })
                 .collect();
@@ -579,8 +577,7 @@ async fn heartbeat_loop(
                 };
                 // Extensions first: a long list of deletes must never let a lease lapse.
                 for x in r.extensions {
-                    let expires =
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(x.expires_unix_ms);
+                    let expires = from_unix_ms(x.expires_unix_ms);
                     coordinator.extend_lease(
                         gfs_storage::ChunkHandle(x.handle),
                         x.version,

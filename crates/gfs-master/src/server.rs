@@ -248,7 +248,7 @@ impl Master {
                         background.settle().await;
                         background.rereplicate().await;
                         background.rebalance().await;
-                        purge.purge(crate::chunks::unix_ms(std::time::SystemTime::now())).await;
+                        purge.purge(gfs_util::time::now_ms()).await;
                     }
                     _ = token.cancelled() => break,
                 }
