@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser};
 use gfs_chunkserver::ChunkserverConfig;
 use gfs_util::Size;
+use gfs_util::human::parse_duration;
 
 /// Serve chunk replicas: the client data plane (TCP) and the replication/control planes (gRPC).
 ///
@@ -100,11 +101,11 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
     }
     if let Some(s) = args.scrub_every.clone() {
         cfg.storage.scrub_every =
-            humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
+            parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
     }
     if let Some(s) = args.op_retention.clone() {
         cfg.storage.op_retention =
-            humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--op-retention: {e}"))?;
+            parse_duration(&s).map_err(|e| anyhow::anyhow!("--op-retention: {e}"))?;
     }
     if let Some(s) = args.capacity.clone() {
         cfg.capacity = s

@@ -268,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
-    use gfs_master::status_page::{ago, bytes};
+    use gfs_util::human::{ago, bytes};
     let r = client.report().await?;
     if json {
         let servers: Vec<serde_json::Value> = r
