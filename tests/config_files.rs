@@ -28,7 +28,7 @@ fn the_master_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/master.toml");
     let cfg = gfs_master::MasterConfig::load(&path).unwrap();
     cfg.validate().unwrap();
-    assert_eq!(cfg.chunk_size, 64 << 20);
+    assert_eq!(cfg.chunk_size, gfs_util::Size::mib(64));
     assert_eq!(cfg.orphan_grace, std::time::Duration::from_secs(600));
 }
 
@@ -50,7 +50,7 @@ fn the_local_cluster_config_is_valid_and_built_in() {
     let cfg = gfs_bins::cluster::ClusterConfig::load(&path).unwrap();
     assert_eq!(cfg.chunkservers, 3);
     assert_eq!((cfg.master_port, cfg.chunkserver_port), (9000, 8080));
-    assert_eq!(cfg.chunk_size, 64 << 20);
+    assert_eq!(cfg.chunk_size, gfs_util::Size::mib(64));
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         gfs_bins::cluster::BUILT_IN

@@ -410,7 +410,9 @@ fn print_config_and_json_logs() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let cfg: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
-    assert_eq!(cfg["replication"]["clone_rate"].as_integer(), Some(1 << 20));
+    // Sizes print with their largest exact unit.
+    assert_eq!(cfg["replication"]["clone_rate"].as_str(), Some("1MiB"));
+    assert_eq!(cfg["chunk_size"].as_str(), Some("64MiB"));
     assert_eq!(cfg["http_port"].as_integer(), Some(0));
 
     // The other binaries print theirs too.

@@ -27,7 +27,7 @@ impl LocalCluster {
             listen: "127.0.0.1:0".into(),
             http_listen: "127.0.0.1:0".into(),
             data_dir: dir.join("master"),
-            chunk_size,
+            chunk_size: gfs_util::Size(chunk_size),
             heartbeat_interval: Duration::from_millis(500),
             dead_after: Duration::from_secs(5),
             ..MasterConfig::default()
@@ -42,7 +42,7 @@ impl LocalCluster {
                     data_port: 0,
                     repl_port: 0,
                     http_port: 0,
-                    chunk_size,
+                    chunk_size: gfs_util::Size(chunk_size),
                     master: master.addr.to_string(),
                     ..ChunkserverConfig::default()
                 })

@@ -21,7 +21,7 @@
 mod bench_client;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -96,7 +96,7 @@ impl Cluster {
                 data_port: 0,
                 repl_port: 0,
                 http_port: 0,
-                chunk_size: CHUNK,
+                chunk_size: gfs_util::Size(CHUNK),
                 ..ChunkserverConfig::default()
             };
             if let Some(d) = delay {
@@ -114,7 +114,7 @@ impl Cluster {
                 .create_chunk(CreateChunkRequest { handle, version: 1 })
                 .await?;
         }
-        let expires = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(600);
+        let expires_unix_ms = gfs_util::time::now_ms() + 600_000;
         gfs_bins::control_client(&self.servers[0].repl_addr.to_string())
             .await?
             .grant_lease(GrantLeaseRequest {
@@ -124,7 +124,7 @@ impl Cluster {
                     .iter()
                     .map(|s| s.repl_addr.to_string())
                     .collect(),
-                expires_unix_ms: expires.as_millis() as u64,
+                expires_unix_ms,
             })
             .await?;
         Ok(())

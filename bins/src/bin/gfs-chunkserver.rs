@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser};
-use gfs_chunkserver::{ChunkserverConfig, parse_size};
+use gfs_chunkserver::ChunkserverConfig;
+use gfs_util::Size;
+use gfs_util::human::parse_duration;
 
 /// Serve chunk replicas: the client data plane (TCP) and the replication/control planes (gRPC).
 ///
@@ -93,22 +95,27 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
         cfg.master = m;
     }
     if let Some(s) = args.chunk_size.clone() {
-        cfg.chunk_size = parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+        cfg.chunk_size = s
+            .parse::<Size>()
+            .map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
     }
     if let Some(s) = args.scrub_every.clone() {
         cfg.storage.scrub_every =
-            humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
+            parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
     }
     if let Some(s) = args.op_retention.clone() {
         cfg.storage.op_retention =
-            humantime::parse_duration(&s).map_err(|e| anyhow::anyhow!("--op-retention: {e}"))?;
+            parse_duration(&s).map_err(|e| anyhow::anyhow!("--op-retention: {e}"))?;
     }
     if let Some(s) = args.capacity.clone() {
-        cfg.capacity = parse_size(&s).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
+        cfg.capacity = s
+            .parse::<Size>()
+            .map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
     }
     if let Some(s) = args.clone_rate.clone() {
-        cfg.replication.clone_rate =
-            parse_size(&s).map_err(|e| anyhow::anyhow!("--clone-rate: {e}"))?;
+        cfg.replication.clone_rate = s
+            .parse::<Size>()
+            .map_err(|e| anyhow::anyhow!("--clone-rate: {e}"))?;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gfs_master::MasterConfig;
+use gfs_util::human::parse_duration;
 
 /// Serve the gfs namespace and chunk map to clients and chunkservers (gRPC).
 #[derive(Parser, Debug)]
@@ -65,55 +66,37 @@ async fn run() -> anyhow::Result<()> {
         cfg.data_dir = d;
     }
     if let Some(s) = args.chunk_size {
-        cfg.chunk_size =
-            gfs_chunkserver::parse_size(&s).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+        cfg.chunk_size = s
+            .parse::<gfs_util::Size>()
+            .map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
     }
     if let Some(l) = args.lease {
-        cfg.lease = humantime_duration(&l).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+        cfg.lease = parse_duration(&l).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
     }
     if let Some(h) = args.heartbeat_interval {
         cfg.heartbeat_interval =
-            humantime_duration(&h).map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
+            parse_duration(&h).map_err(|e| anyhow::anyhow!("--heartbeat-interval: {e}"))?;
         cfg.dead_after = cfg.dead_after.max(cfg.heartbeat_interval * 5);
     }
     if let Some(d) = args.dead_after {
-        cfg.dead_after =
-            humantime_duration(&d).map_err(|e| anyhow::anyhow!("--dead-after: {e}"))?;
+        cfg.dead_after = parse_duration(&d).map_err(|e| anyhow::anyhow!("--dead-after: {e}"))?;
     }
     if let Some(n) = args.max_clones {
         cfg.max_clones = n;
     }
     if let Some(t) = args.trash_retention {
         cfg.trash_retention =
-            humantime_duration(&t).map_err(|e| anyhow::anyhow!("--trash-retention: {e}"))?;
+            parse_duration(&t).map_err(|e| anyhow::anyhow!("--trash-retention: {e}"))?;
     }
     if let Some(g) = args.orphan_grace {
         cfg.orphan_grace =
-            humantime_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
+            parse_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
     }
     cfg.validate()?;
     if args.common.printed(&cfg)? {
         return Ok(());
     }
     gfs_bins::serve_master(cfg, gfs_bins::shutdown_signal()).await
-}
-
-/// Parses "60s", "500ms", "2m".
-fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 60s, 500ms)"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("unknown unit in {s:?}")),
-    };
-    Ok(std::time::Duration::from_millis(ms))
 }
 
 #[tokio::main]

@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -83,13 +83,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("creating chunk {handle} on {}", s.repl))?;
         controls.push(c);
     }
-    let expires = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(60);
+    let expires_unix_ms = gfs_util::time::now_ms() + 60_000;
     controls[0]
         .grant_lease(GrantLeaseRequest {
             handle,
             version,
             secondaries: servers[1..].iter().map(|s| s.repl.clone()).collect(),
-            expires_unix_ms: expires.as_millis() as u64,
+            expires_unix_ms,
         })
         .await
         .with_context(|| format!("granting the lease to {}", servers[0].repl))?;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use gfs_util::Size;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ChunkserverError, Result};
 
@@ -30,8 +31,7 @@ pub struct ChunkserverConfig {
     /// picks a free one, printed at start; the shipped files say 9101, 9102, ...).
     pub http_port: u16,
     /// Chunk size of the cluster, in bytes or with a unit ("64MiB"); a multiple of 64 KiB.
-    #[serde(deserialize_with = "size")]
-    pub chunk_size: u64,
+    pub chunk_size: Size,
     /// Replicas (the primary included) that must accept an append.
     pub quorum: usize,
     /// The master's gRPC address ("host:port"); empty: run without a master (tests, gfs-tester).
@@ -39,8 +39,7 @@ pub struct ChunkserverConfig {
     /// Rack name, for the master's placement ("" when racks are not used).
     pub rack: String,
     /// Disk capacity to report to the master, in bytes or with a unit.
-    #[serde(deserialize_with = "size")]
-    pub capacity: u64,
+    pub capacity: Size,
     /// Storage tunables.
     pub storage: StorageSection,
     /// Replication tunables.
@@ -59,17 +58,14 @@ pub struct ChunkserverConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     /// Bound on bytes staged in memory across all chunks.
-    #[serde(deserialize_with = "size")]
-    pub staging_limit: u64,
+    pub staging_limit: Size,
     /// Staged data not committed within this time is dropped.
     #[serde(with = "humantime_serde")]
     pub staging_ttl: Duration,
     /// Appends up to this size are made durable inside the write-ahead log.
-    #[serde(deserialize_with = "size")]
-    pub inline_max: u64,
+    pub inline_max: Size,
     /// The write-ahead log is checkpointed past this size.
-    #[serde(deserialize_with = "size")]
-    pub checkpoint_bytes: u64,
+    pub checkpoint_bytes: Size,
     /// How long a group commit may wait for COMMITs of appends already staged (0: never).
     #[serde(with = "humantime_serde")]
     pub commit_delay: Duration,
@@ -99,8 +95,7 @@ pub struct ReplicationSection {
     pub connect_timeout: Duration,
     /// Bytes per second all re-replication copies into this server may receive together, in
     /// bytes or with a unit ("50MiB"); 0: no cap.
-    #[serde(deserialize_with = "size")]
-    pub clone_rate: u64,
+    pub clone_rate: Size,
 }
 
 /// `[dataplane]`: the client TCP protocol.
@@ -129,11 +124,11 @@ impl Default for ChunkserverConfig {
             data_port: 8080,
             repl_port: 8081,
             http_port: 0,
-            chunk_size: 64 << 20,
+            chunk_size: Size::mib(64),
             quorum: 2,
             master: String::new(),
             rack: String::new(),
-            capacity: 100 << 30,
+            capacity: Size::gib(100),
             storage: StorageSection::default(),
             replication: ReplicationSection::default(),
             dataplane: DataplaneSection::default(),
@@ -146,10 +141,10 @@ impl Default for StorageSection {
     fn default() -> Self {
         let d = gfs_storage::StoreConfig::default();
         StorageSection {
-            staging_limit: d.staging_limit,
+            staging_limit: Size(d.staging_limit),
             staging_ttl: d.staging_ttl,
-            inline_max: d.inline_max,
-            checkpoint_bytes: d.checkpoint_bytes,
+            inline_max: Size(d.inline_max),
+            checkpoint_bytes: Size(d.checkpoint_bytes),
             commit_delay: d.commit_delay,
             scrub_every: Duration::from_secs(10),
             op_retention: d.op_retention,
@@ -163,7 +158,7 @@ impl Default for ReplicationSection {
             prepare_timeout: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
-            clone_rate: 0,
+            clone_rate: Size(0),
         }
     }
 }
@@ -195,11 +190,11 @@ impl ChunkserverConfig {
     /// The chunk store settings these values give, checked.
     pub fn store_config(&self) -> Result<gfs_storage::StoreConfig> {
         let s = gfs_storage::StoreConfig {
-            chunk_size: self.chunk_size,
-            staging_limit: self.storage.staging_limit,
+            chunk_size: self.chunk_size.bytes(),
+            staging_limit: self.storage.staging_limit.bytes(),
             staging_ttl: self.storage.staging_ttl,
-            inline_max: self.storage.inline_max,
-            checkpoint_bytes: self.storage.checkpoint_bytes,
+            inline_max: self.storage.inline_max.bytes(),
+            checkpoint_bytes: self.storage.checkpoint_bytes.bytes(),
             commit_delay: self.storage.commit_delay,
             op_retention: self.storage.op_retention,
             ..gfs_storage::StoreConfig::default()
@@ -238,41 +233,8 @@ impl ChunkserverConfig {
 
     /// Largest record an append may carry: a quarter of a chunk.
     pub fn max_record(&self) -> u64 {
-        self.chunk_size / 4
+        self.chunk_size.bytes() / 4
     }
-}
-
-/// Deserializes a byte size: an integer, or a string such as "64MiB", "512KiB", "1G".
-fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        N(u64),
-        S(String),
-    }
-    match Size::deserialize(d)? {
-        Size::N(n) => Ok(n),
-        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-/// Parses "64MiB", "512 KiB", "1G", "4096".
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (expected e.g. 4096, \"512KiB\", \"64MiB\")"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[cfg(test)]
@@ -280,16 +242,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("MiB").is_err());
-    }
 
     #[test]
     fn a_full_file_parses_and_bad_keys_are_named() {
@@ -306,7 +258,7 @@ mod tests {
             "test.toml",
         )
         .unwrap();
-        assert_eq!(c.chunk_size, 1 << 20);
+        assert_eq!(c.chunk_size, Size::mib(1));
         assert_eq!(c.storage.staging_ttl, Duration::from_secs(5));
         assert_eq!(c.replication.prepare_timeout, Duration::from_millis(250));
         // Not a key of the file, but a file still gets the default.

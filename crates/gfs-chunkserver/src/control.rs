@@ -21,7 +21,7 @@
 //! a burst of one second's worth; 0: no cap).
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use gfs_proto::v1::chunk_control_server::ChunkControl;
 use gfs_proto::v1::replication_client::ReplicationClient;
@@ -32,6 +32,7 @@ use gfs_proto::v1::{
 };
 use gfs_replication::{Coordinator, ReplicationError, status};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest};
+use gfs_util::time::from_unix_ms;
 
 use crate::throttle::Throttle;
 use tonic::{Request, Response, Status};
@@ -235,7 +236,7 @@ impl ChunkControl for Control {
         request: Request<GrantLeaseRequest>,
     ) -> Result<Response<GrantLeaseReply>, Status> {
         let r = request.into_inner();
-        let expires = UNIX_EPOCH + Duration::from_millis(r.expires_unix_ms);
+        let expires = from_unix_ms(r.expires_unix_ms);
         let committed_length = self
             .coordinator
             .grant_lease(ChunkHandle(r.handle), r.version, r.secondaries, expires)

@@ -30,8 +30,7 @@ pub async fn serve(
         .route("/metrics", get(render))
         .route("/health", get(health))
         .with_state(Served { metrics, store });
-    gfs_proto::telemetry::serve_http(listener, app, async move { shutdown.cancelled().await })
-        .await;
+    gfs_telemetry::serve_http(listener, app, async move { shutdown.cancelled().await }).await;
 }
 
 async fn render(State(s): State<Served>) -> Response {

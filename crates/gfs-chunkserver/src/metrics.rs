@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use gfs_proto::telemetry::{RequestMetrics, encode, latency_histogram};
 use gfs_replication::Coordinator;
 use gfs_storage::ChunkStore;
+use gfs_telemetry::{RequestMetrics, encode, latency_histogram};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};

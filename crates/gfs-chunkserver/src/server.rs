@@ -58,6 +58,7 @@ use gfs_replication::{
     Coordinator, CoordinatorConfig, Participant, ParticipantConfig, PeerConfig, Peers,
 };
 use gfs_storage::ChunkStore;
+use gfs_util::time::{from_unix_ms, unix_ms};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -136,7 +137,7 @@ impl ChunkServer {
                 quorum: cfg.quorum,
                 prepare_timeout: cfg.replication.prepare_timeout,
                 commit_timeout: cfg.replication.commit_timeout,
-                ..CoordinatorConfig::for_chunk_size(cfg.chunk_size)
+                ..CoordinatorConfig::for_chunk_size(cfg.chunk_size.bytes())
             },
         ));
         let data_listener = bind(&cfg.host, cfg.data_port, "data plane").await?;
@@ -222,11 +223,11 @@ impl ChunkServer {
             Control::new(
                 Arc::clone(&store),
                 Arc::clone(&coordinator),
-                cfg.replication.clone_rate,
+                cfg.replication.clone_rate.bytes(),
             )
             .count_replicated(metrics.replicated.clone()),
         );
-        let rpc = gfs_proto::telemetry::RpcLayer::new(metrics.rpc.clone());
+        let rpc = gfs_telemetry::RpcLayer::new(metrics.rpc.clone());
         let token = shutdown.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -487,7 +488,7 @@ async fn heartbeat_loop(
         }
     };
     let ours = ClusterValues {
-        chunk_size: cfg.chunk_size,
+        chunk_size: cfg.chunk_size.bytes(),
         quorum: cfg.quorum as u64,
     };
     let mut registered = false;
@@ -512,10 +513,7 @@ async fn heartbeat_loop(
                 .map(|l| HeldLease {
                     handle: l.handle.0,
                     version: l.version,
-                    expires_unix_ms: l
-                        .expires
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    expires_unix_ms: unix_ms(l.expires),
                     secondaries: l.secondaries,
                 })
                 .collect();
@@ -524,7 +522,7 @@ async fn heartbeat_loop(
                 data_addr: advertised(data_addr),
                 repl_addr: advertised(repl_addr),
                 rack: cfg.rack.clone(),
-                capacity_bytes: cfg.capacity,
+                capacity_bytes: cfg.capacity.bytes(),
                 used_bytes,
                 leases,
                 reports_leases: true,
@@ -579,8 +577,7 @@ async fn heartbeat_loop(
                 };
                 // Extensions first: a long list of deletes must never let a lease lapse.
                 for x in r.extensions {
-                    let expires =
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(x.expires_unix_ms);
+                    let expires = from_unix_ms(x.expires_unix_ms);
                     coordinator.extend_lease(
                         gfs_storage::ChunkHandle(x.handle),
                         x.version,

@@ -3,7 +3,6 @@
 //! formatting of times, durations and sizes.
 
 use std::io::Write;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -25,38 +24,10 @@ pub fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
 
 /// `mtime_ms` as RFC 3339 UTC, to the second.
 pub fn mtime(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_seconds(gfs_util::time::from_unix_ms(ms)).to_string()
 }
 
-// TODO(gfs-util): `bytes` and `ago` are copies of gfs_master::status_page's (the CLI no longer
-// links gfs-master); use gfs_util::human::{bytes, ago} once the gfs-util crate is merged.
-
-/// A byte count in binary units ("512 B", "1.5 KiB", "3.0 GiB").
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A duration in milliseconds, roughly ("850 ms", "12 s", "3 min", "5 h", "2 d").
-pub fn ago(ms: u64) -> String {
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..120_000 => format!("{} s", ms / 1_000),
-        120_000..7_200_000 => format!("{} min", ms / 60_000),
-        7_200_000..172_800_000 => format!("{} h", ms / 3_600_000),
-        _ => format!("{} d", ms / 86_400_000),
-    }
-}
+pub use gfs_util::human::{ago, bytes};
 
 #[cfg(test)]
 mod tests {

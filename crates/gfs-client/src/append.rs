@@ -272,10 +272,7 @@ impl Client {
 
     /// The cached lease of `path`'s last chunk, while it has more than a second to run.
     pub(crate) fn cached_lease(&self, path: &str) -> Option<ChunkLease> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(u64::MAX);
+        let now_ms = gfs_util::time::now_ms();
         self.inner
             .leases
             .lock()

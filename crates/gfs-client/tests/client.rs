@@ -43,7 +43,7 @@ async fn cluster_tuned(
         listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         data_dir: dir.path().join("master"),
-        chunk_size: CS,
+        chunk_size: gfs_util::Size(CS),
         lease: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(300),
         dead_after: Duration::from_secs(2),
@@ -88,7 +88,7 @@ fn server_config(dir: &std::path::Path, i: usize, master: &Master) -> Chunkserve
         data_port: 0,
         repl_port: 0,
         http_port: 0,
-        chunk_size: CS,
+        chunk_size: gfs_util::Size(CS),
         master: master.addr.to_string(),
         ..ChunkserverConfig::default()
     }

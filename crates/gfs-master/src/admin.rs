@@ -13,7 +13,9 @@ use std::time::Instant;
 use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerReport};
 use prost::encoding::string::encoded_len;
 
-use crate::chunks::{ChunkManager, unix_ms};
+use gfs_util::time::unix_ms;
+
+use crate::chunks::ChunkManager;
 use crate::error::Result;
 use crate::registry::{ChunkMap, Want};
 use crate::trash::TRASH;

@@ -19,7 +19,9 @@ use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::chunks::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant, unix_ms};
+use gfs_util::time::unix_ms;
+
+use crate::chunks::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
 use crate::registry::ServerInfo;
 
 /// The calls the master makes to chunkservers, over gRPC.

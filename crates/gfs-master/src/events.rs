@@ -24,7 +24,7 @@ impl Events {
             self.recent.pop_front();
         }
         self.recent.push_back(ClusterEvent {
-            unix_ms: crate::chunks::unix_ms(std::time::SystemTime::now()),
+            unix_ms: gfs_util::time::now_ms(),
             kind: kind.to_string(),
             text,
         });

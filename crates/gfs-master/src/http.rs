@@ -19,8 +19,7 @@ pub async fn serve(listener: TcpListener, chunks: Arc<ChunkManager>, shutdown: C
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(chunks);
-    gfs_proto::telemetry::serve_http(listener, app, async move { shutdown.cancelled().await })
-        .await;
+    gfs_telemetry::serve_http(listener, app, async move { shutdown.cancelled().await }).await;
 }
 
 fn unavailable(e: crate::MasterError) -> Response {

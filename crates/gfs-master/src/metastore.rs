@@ -41,15 +41,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use gfs_util::crashsafe::{self, PathError};
+use gfs_util::framed::{self, ANY_LEN, FrameAt};
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{MasterError, Result};
 use crate::namespace::Namespace;
-use crate::record::{
-    CHECKPOINT_MAGIC, Checkpoint, FrameAt, LOG_MAGIC, LogRecord, Op, frame, frame_at,
-};
+use crate::record::{CHECKPOINT_MAGIC, Checkpoint, LOG_MAGIC, LogRecord, Op};
 
 /// Tunables of the metadata store.
 #[derive(Clone, Debug)]
@@ -126,32 +126,24 @@ fn checkpoint_name(seq: u64) -> String {
     format!("checkpoint-{seq:020}")
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+/// The error of a crash-safe file step (`gfs_util::crashsafe`), on its path.
+fn fs_error(e: PathError) -> MasterError {
+    MasterError::Io {
+        path: e.path,
+        source: e.source,
+    }
 }
 
-/// Writes `bytes` to `path` through a fsynced temporary file and a rename.
-fn write_aside(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    f.write_all_at(bytes, 0)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    sync_dir(dir)
+/// Replaces `path` with `bytes` durably: written aside (`<name>.tmp`), fsynced, renamed, and the
+/// directory fsynced.
+fn write_aside(path: &Path, bytes: &[u8]) -> Result<()> {
+    crashsafe::replace(path, bytes).map_err(fs_error)
 }
 
 /// Creates an empty segment starting at `start` and opens it for appending.
 fn new_segment(dir: &Path, start: u64) -> Result<(File, u64)> {
     let path = dir.join(segment_name(start));
-    write_aside(dir, &path, LOG_MAGIC)?;
+    write_aside(&path, LOG_MAGIC)?;
     let f = OpenOptions::new()
         .write(true)
         .open(&path)
@@ -194,7 +186,8 @@ fn recover(dir: &Path) -> Result<Recovered> {
             if !bytes.starts_with(CHECKPOINT_MAGIC) {
                 return Err(corrupt(&path, 0, "not a GFSMCKP1 checkpoint"));
             }
-            let FrameAt::Ok(payload, _) = frame_at(&bytes, CHECKPOINT_MAGIC.len()) else {
+            let FrameAt::Ok(payload, _) = framed::frame_at(&bytes, CHECKPOINT_MAGIC.len(), ANY_LEN)
+            else {
                 return Err(corrupt(&path, 8, "damaged checkpoint frame"));
             };
             let ckpt = Checkpoint::decode(payload)
@@ -219,7 +212,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
             // The newest segment cut inside its header: no records; restore the header so
             // appends land after it.
             tracing::warn!(file = %path.display(), "log segment cut inside its header");
-            write_aside(dir, path, LOG_MAGIC)?;
+            write_aside(path, LOG_MAGIC)?;
             bytes = LOG_MAGIC.to_vec();
         }
         if !bytes.starts_with(LOG_MAGIC) {
@@ -227,11 +220,13 @@ fn recover(dir: &Path) -> Result<Recovered> {
         }
         let mut pos = LOG_MAGIC.len();
         loop {
-            let (payload, next) = match frame_at(&bytes, pos) {
+            let (payload, next) = match framed::frame_at(&bytes, pos, ANY_LEN) {
                 FrameAt::End => break,
                 FrameAt::Ok(p, next) => (p, next),
                 FrameAt::Bad { next } => {
-                    let more = next.is_some_and(|n| matches!(frame_at(&bytes, n), FrameAt::Ok(..)));
+                    let more = next.is_some_and(|n| {
+                        matches!(framed::frame_at(&bytes, n, ANY_LEN), FrameAt::Ok(..))
+                    });
                     if i + 1 == count && !more {
                         tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
                         let f = OpenOptions::new()
@@ -369,7 +364,7 @@ impl MetaStore {
             st.next_seq += 1;
             let rec = LogRecord { seq, op: Some(op) };
             let mut bytes = Vec::with_capacity(rec.encoded_len() + 8);
-            frame(&rec.encode_to_vec(), &mut bytes);
+            framed::frame(&rec.encode_to_vec(), &mut bytes);
             let (reply, rx) = oneshot::channel();
             let queued = self
                 .queue
@@ -537,9 +532,9 @@ impl Committer {
     fn checkpoint(&mut self, ckpt: Checkpoint) -> Result<()> {
         let seq = ckpt.seq;
         let mut bytes = CHECKPOINT_MAGIC.to_vec();
-        frame(&ckpt.encode_to_vec(), &mut bytes);
+        framed::frame(&ckpt.encode_to_vec(), &mut bytes);
         let path = self.dir.join(checkpoint_name(seq));
-        write_aside(&self.dir, &path, &bytes)?;
+        write_aside(&path, &bytes)?;
         // Every record applied so far has seq <= `seq` and is written: older segments are
         // covered, and the new segment gets only later records.
         let (segment, len) = new_segment(&self.dir, seq + 1)?;
@@ -557,7 +552,7 @@ impl Committer {
                 fs::remove_file(&old).map_err(|e| io(&old, e))?;
             }
         }
-        sync_dir(&self.dir)?;
+        crashsafe::sync_dir(&self.dir).map_err(fs_error)?;
         tracing::info!(seq, bytes = bytes.len(), "checkpoint written");
         Ok(())
     }

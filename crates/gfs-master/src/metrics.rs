@@ -4,8 +4,8 @@
 //! log's group-commit time (fed by `MetaStore::on_fsync`), and gauges set from a fresh cluster
 //! report at each scrape. The full list is in `docs/operations.md`.
 
-use gfs_proto::telemetry::{RequestMetrics, encode};
 use gfs_proto::v1::ClusterReport;
+use gfs_telemetry::{RequestMetrics, encode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,7 +57,7 @@ impl Default for MasterMetrics {
             Unit::Bytes,
             copied_bytes.clone(),
         );
-        let log_fsync = gfs_proto::telemetry::latency_histogram();
+        let log_fsync = gfs_telemetry::latency_histogram();
         r.register_with_unit(
             "log_fsync_duration",
             "Time of each operation-log group commit (write and fsync)",

@@ -4,11 +4,15 @@
 //! Log segment `log-<first seq, 20 digits>`: magic `GFSMLOG1`, then frames
 //! `[len u32 LE][crc32c(payload) u32 LE][payload = LogRecord]`. Checkpoint
 //! `checkpoint-<seq, 20 digits>`: magic `GFSMCKP1`, then one frame holding a `Checkpoint`.
+//! The frame layer (and its torn-tail detection) is `gfs_util::framed`, shared with the chunk
+//! store; the payloads are this module's.
+
+use gfs_util::framed::Magic;
 
 /// Magic and format version of a log segment.
-pub const LOG_MAGIC: &[u8; 8] = b"GFSMLOG1";
+pub const LOG_MAGIC: &Magic = b"GFSMLOG1";
 /// Magic and format version of a checkpoint.
-pub const CHECKPOINT_MAGIC: &[u8; 8] = b"GFSMCKP1";
+pub const CHECKPOINT_MAGIC: &Magic = b"GFSMCKP1";
 
 /// One durable mutation of the namespace or the chunk map.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -197,41 +201,27 @@ pub struct ChunkEntry {
     pub primary: u32,
 }
 
-/// Appends `[len][crc][payload]` to `out`.
-pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
+#[cfg(test)]
+mod tests {
+    use prost::Message;
 
-/// What reading one frame at `pos` found.
-pub enum FrameAt<'a> {
-    /// A whole frame with a good checksum, and the offset after it.
-    Ok(&'a [u8], usize),
-    /// The file ends here.
-    End,
-    /// Bytes that are not a good frame; `next` is where the frame would have ended if its
-    /// length was right.
-    Bad {
-        /// Offset after the claimed frame, when that is inside the file.
-        next: Option<usize>,
-    },
-}
+    use super::*;
 
-/// Reads the frame at `pos` of `buf`.
-pub fn frame_at(buf: &[u8], pos: usize) -> FrameAt<'_> {
-    if pos == buf.len() {
-        return FrameAt::End;
-    }
-    let Some(h) = buf.get(pos..pos + 8) else {
-        return FrameAt::Bad { next: None };
-    };
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-    let end = pos + 8 + len;
-    match buf.get(pos + 8..end) {
-        Some(p) if crc32c::crc32c(p) == crc => FrameAt::Ok(p, end),
-        Some(_) => FrameAt::Bad { next: Some(end) },
-        None => FrameAt::Bad { next: None },
+    #[test]
+    fn a_log_record_frame_is_pinned_to_its_bytes() {
+        // The format of every existing master directory: these bytes must never change.
+        let rec = LogRecord {
+            seq: 1,
+            op: Some(Op::Mkdir(PathOp {
+                path: "/a".into(),
+                mtime_ms: 5,
+            })),
+        };
+        let mut out = LOG_MAGIC.to_vec();
+        gfs_util::framed::frame(&rec.encode_to_vec(), &mut out);
+        let mut want = b"GFSMLOG1".to_vec();
+        want.extend_from_slice(&[10, 0, 0, 0, 0x9b, 0x06, 0x4c, 0x48]);
+        want.extend_from_slice(&[0x08, 1, 0x12, 6, 0x0a, 2, b'/', b'a', 0x10, 5]);
+        assert_eq!(out, want);
     }
 }

@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gfs_proto::telemetry::RpcLayer;
 use gfs_proto::v1::admin_server::AdminServer;
 use gfs_proto::v1::master_control_server::MasterControlServer;
 use gfs_proto::v1::master_server::MasterServer;
+use gfs_telemetry::RpcLayer;
+use gfs_util::Size;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -42,8 +43,9 @@ pub struct MasterConfig {
     pub http_listen: String,
     /// Directory of the operation log and checkpoints.
     pub data_dir: PathBuf,
-    /// Chunk size of the cluster in bytes (must match the chunkservers').
-    pub chunk_size: u64,
+    /// Chunk size of the cluster, in bytes or with a unit ("64MiB"); a multiple of 64 KiB
+    /// (chunkservers configured otherwise are refused).
+    pub chunk_size: Size,
     /// Replicas per chunk.
     pub replication: usize,
     /// Replicas (the primary included) an append needs.
@@ -86,7 +88,7 @@ impl Default for MasterConfig {
             listen: "127.0.0.1:9000".into(),
             http_listen: "127.0.0.1:9001".into(),
             data_dir: PathBuf::from("data/master"),
-            chunk_size: 64 << 20,
+            chunk_size: Size::mib(64),
             replication: 3,
             quorum: 2,
             lease: Duration::from_secs(60),
@@ -128,7 +130,8 @@ impl MasterConfig {
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), StartError> {
         let bad = |k: &str, why: &str| Err(StartError::Config(format!("{k}: {why}")));
-        if self.chunk_size < 64 << 10 || !self.chunk_size.is_multiple_of(64 << 10) {
+        let chunk_size = self.chunk_size.bytes();
+        if chunk_size < 64 << 10 || !chunk_size.is_multiple_of(64 << 10) {
             return bad("chunk_size", "must be a positive multiple of 64 KiB");
         }
         if self.quorum == 0 || self.quorum > self.replication {
@@ -172,7 +175,7 @@ impl Master {
             Arc::clone(&meta),
             Arc::clone(&registry),
             ChunkConfig {
-                chunk_size: cfg.chunk_size,
+                chunk_size: cfg.chunk_size.bytes(),
                 replication: cfg.replication,
                 quorum: cfg.quorum,
                 lease: cfg.lease,
@@ -257,7 +260,7 @@ impl Master {
         periodic(every, shutdown.clone(), move || {
             let (purge, c) = (Arc::clone(&purge), Arc::clone(&c));
             async move {
-                let now = crate::chunks::unix_ms(std::time::SystemTime::now());
+                let now = gfs_util::time::now_ms();
                 c.purged(&purge.purge(now).await);
             }
         });

@@ -27,7 +27,7 @@
 //! live servers (`FileStat.under_replicated`, `lost_chunks`, `stale_replicas`; 0 in listings).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gfs_proto::v1::master_control_server::MasterControl;
 use gfs_proto::v1::master_server::Master;
@@ -38,6 +38,7 @@ use gfs_proto::v1::{
     RenameRequest, ReportCorruptReply, ReportCorruptRequest, ReportSealedReply,
     ReportSealedRequest, StatReply, StatRequest,
 };
+use gfs_util::time::{from_unix_ms, now_ms};
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status};
 
@@ -76,13 +77,6 @@ impl From<MasterError> for Status {
     fn from(e: MasterError) -> Status {
         status(e)
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn wire(s: Stat) -> FileStat {
@@ -365,7 +359,7 @@ impl MasterControl for ControlService {
                 .map(|l| HeldLease {
                     handle: l.handle,
                     version: l.version,
-                    expires: UNIX_EPOCH + Duration::from_millis(l.expires_unix_ms),
+                    expires: from_unix_ms(l.expires_unix_ms),
                     secondaries: l.secondaries,
                 })
                 .collect();
@@ -457,7 +451,7 @@ impl MasterControl for ControlService {
                 .map(|(handle, version, expires)| LeaseExtension {
                     handle,
                     version,
-                    expires_unix_ms: crate::chunks::unix_ms(expires),
+                    expires_unix_ms: gfs_util::time::unix_ms(expires),
                 })
                 .collect()
         } else {

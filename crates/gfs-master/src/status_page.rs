@@ -1,39 +1,13 @@
 //! The master's status page: one server-rendered HTML document from a [`ClusterReport`].
 //!
 //! A pure function of the report (unit-tested without a server): inline CSS that wraps on a
-//! phone, tables in scrolling boxes, human units (`bytes`, `ago`), and a small inline script
+//! phone, tables in scrolling boxes, human units (`gfs_util::human`), and a small inline script
 //! that turns event times into local time and reloads the page every 5 s.
 
 use std::fmt::Write;
 
 use gfs_proto::v1::ClusterReport;
-
-/// Bytes in binary units ("1.5 GiB").
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A duration in milliseconds, roughly ("850 ms", "12 s", "3 min", "5 h", "2 d").
-pub fn ago(ms: u64) -> String {
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..120_000 => format!("{} s", ms / 1_000),
-        120_000..7_200_000 => format!("{} min", ms / 60_000),
-        7_200_000..172_800_000 => format!("{} h", ms / 3_600_000),
-        _ => format!("{} d", ms / 86_400_000),
-    }
-}
+use gfs_util::human::{ago, bytes};
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -197,16 +171,6 @@ mod tests {
     use gfs_proto::v1::{ClusterEvent, ServerReport};
 
     use super::*;
-
-    #[test]
-    fn units_are_human() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
-        assert_eq!(ago(850), "850 ms");
-        assert_eq!(ago(12_500), "12 s");
-        assert_eq!(ago(3 * 86_400_000), "3 d");
-    }
 
     #[test]
     fn the_page_lists_every_server_and_escapes_text() {

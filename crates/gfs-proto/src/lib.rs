@@ -1,9 +1,10 @@
 //! Generated gRPC types for the gfs-rs planes (`proto/gfs.proto`).
 //!
-//! This crate stays slim: what `build.rs` generates, plus [`telemetry`], the per-RPC spans and
-//! metrics every gRPC server shares, and what keeps messages within [`MAX_MESSAGE`]
-//! ([`report`]: chunk reports in pieces). Domain types live in the crates that own them and convert
-//! from these at the edge.
+//! This crate stays slim: what `build.rs` generates, plus what keeps messages within
+//! [`MAX_MESSAGE`] ([`report`]: chunk reports in pieces). Its dependencies are what generated
+//! code needs (prost, tonic, tonic-prost): the per-RPC spans and metrics and the operators' HTTP
+//! server are gfs-telemetry's. Domain types live in the crates that own them and convert from
+//! these at the edge.
 //!
 //! `build.rs` compiles `proto/gfs.proto` with `protox::compile` (pure Rust: no system `protoc`),
 //! writes the encoded `FileDescriptorSet` that [`FILE_DESCRIPTOR_SET`] exports, and hands it to
@@ -54,8 +55,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 #[warn(missing_docs, clippy::all)]
 pub mod report;
-#[warn(missing_docs)]
-pub mod telemetry;
 
 /// The largest gRPC message (16 MiB) every server and client of the master's planes (`Master`,
 /// `MasterControl`, `Admin`) decodes or encodes; tonic's default decode limit is 4 MiB. It is

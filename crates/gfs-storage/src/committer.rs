@@ -13,8 +13,8 @@
 //! chunk's records enter the WAL only if all of its work in the batch succeeded. The round is
 //! one `fdatasync` of the WAL and of each chunk file written in place, in parallel on at most
 //! `SYNC_THREADS` (8) threads. A checkpoint fsyncs the chunk files holding inline bytes, writes
-//! the snapshots of dirty chunks aside (`.tmp`, fsync, rename, fsync the directory), then
-//! replaces the WAL with an empty one the same way.
+//! the snapshots of dirty chunks aside (`.tmp`, fsync, rename, fsync the directory:
+//! `gfs_util::crashsafe`), then replaces the WAL with an empty one the same way.
 //!
 //! Creates join a batch as a Create record: the chunk's file is opened then (a `free-<n>` file
 //! of the pool renamed, `pool.rs`), the directory is fsynced in the batch's round, and the chunk
@@ -62,6 +62,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gfs_util::crashsafe::{self, Aside};
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
@@ -259,7 +260,7 @@ impl Committer {
         if inner.wal_failed.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned(changed[0].handle));
         }
-        write_chunk_snapshots(&inner, &changed, 0)
+        write_chunk_snapshots(&changed, 0)
     }
 
     fn work(&mut self, chunk: &Arc<Chunk>) -> &mut Work {
@@ -925,10 +926,9 @@ pub(crate) fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
     dir.join(format!("{}.meta", handle.0))
 }
 
+/// fsyncs the store's directory (`gfs_util::crashsafe::sync_dir`).
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
+    crashsafe::sync_dir(dir).map_err(StorageError::fs)
 }
 
 pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
@@ -937,33 +937,20 @@ pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
     bytes
 }
 
-/// Writes each file aside (`*.tmp`), fsyncs them, renames them into place and fsyncs the
-/// directory: after a crash each file is either the old or the new version, whole.
-pub(crate) fn write_snapshots(dir: &Path, files: &[(&Path, Vec<u8>)]) -> Result<()> {
-    let mut tmps = Vec::with_capacity(files.len());
-    for (path, bytes) in files {
-        let tmp = path.with_extension(format!(
-            "{}.tmp",
-            path.extension().and_then(|e| e.to_str()).unwrap_or("")
-        ));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| StorageError::io(&tmp, e))?;
-        f.write_all_at(bytes, 0)
-            .map_err(|e| StorageError::io(&tmp, e))?;
-        tmps.push((f, tmp));
-    }
-    let refs: Vec<(&File, &Path)> = tmps.iter().map(|(f, p)| (f, p.as_path())).collect();
+/// Writes each file aside (`<name>.tmp`), fsyncs them all in one [`parallel_sync`] round
+/// (`fdatasync`), renames them into place and fsyncs their directory once
+/// (`gfs_util::crashsafe`): after a crash each file is either the old or the new version, whole.
+pub(crate) fn write_snapshots(files: &[(&Path, Vec<u8>)]) -> Result<()> {
+    let asides = files
+        .iter()
+        .map(|(path, bytes)| Aside::write(path, bytes))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(StorageError::fs)?;
+    let refs: Vec<(&File, &Path)> = asides.iter().map(|a| (a.file(), a.path())).collect();
     if let Some((_, e)) = parallel_sync(&refs).into_iter().next() {
         return Err(e);
     }
-    for ((_, tmp), (path, _)) in tmps.iter().zip(files) {
-        fs::rename(tmp, path).map_err(|e| StorageError::io(*path, e))?;
-    }
-    sync_dir(dir)
+    crashsafe::rename_into_place(asides).map_err(StorageError::fs)
 }
 
 /// Makes every dirty chunk durable in its own files, then replaces the WAL with an empty one.
@@ -975,7 +962,7 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
         .filter(|c| c.st.lock().dirty)
         .cloned()
         .collect();
-    write_chunk_snapshots(inner, &dirty, through_batch)?;
+    write_chunk_snapshots(&dirty, through_batch)?;
     let wal = new_wal(&inner.dir)?;
     tracing::debug!(chunks = dirty.len(), "checkpoint written");
     Ok(wal)
@@ -984,7 +971,7 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
 /// Makes `chunks` durable in their own files: first their chunk files holding WAL-inline bytes
 /// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
 /// snapshots, each through at least `through_batch`. Committer thread only, between batches.
-fn write_chunk_snapshots(inner: &Inner, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
+fn write_chunk_snapshots(chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
     let unsynced: Vec<(&File, &Path)> = chunks
         .iter()
         .filter(|c| c.st.lock().unsynced)
@@ -1001,7 +988,7 @@ fn write_chunk_snapshots(inner: &Inner, chunks: &[Arc<Chunk>], through_batch: u6
             (c.meta_path.as_path(), snapshot_bytes(&st.meta))
         })
         .collect();
-    write_snapshots(&inner.dir, &snaps)?;
+    write_snapshots(&snaps)?;
     for c in chunks {
         let mut st = c.st.lock();
         st.dirty = false;
@@ -1013,7 +1000,7 @@ fn write_chunk_snapshots(inner: &Inner, chunks: &[Arc<Chunk>], through_batch: u6
 /// Creates an empty WAL aside and renames it into place.
 pub(crate) fn new_wal(dir: &Path) -> Result<File> {
     let path = dir.join("wal");
-    write_snapshots(dir, &[(&path, WAL_MAGIC.to_vec())])?;
+    write_snapshots(&[(&path, WAL_MAGIC.to_vec())])?;
     OpenOptions::new()
         .read(true)
         .write(true)

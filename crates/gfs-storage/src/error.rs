@@ -231,6 +231,11 @@ impl StorageError {
         }
     }
 
+    /// Wraps the error of a crash-safe file step (`gfs_util::crashsafe`) as [`Self::io`] does.
+    pub(crate) fn fs(e: gfs_util::crashsafe::PathError) -> Self {
+        Self::io(e.path, e.source)
+    }
+
     /// Whether retrying the same request later may succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, StorageError::Busy { .. } | StorageError::Timeout(_))

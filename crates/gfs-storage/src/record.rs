@@ -2,8 +2,9 @@
 //! (`<dir>/<handle>.meta`).
 //!
 //! Both files start with an 8-byte magic (`GFSWAL01` / `GFSMETA2`) followed by frames
-//! `[len: u32 LE][crc32c(payload): u32 LE][payload]`. A payload starts with a tag byte; integers are
-//! little-endian.
+//! `[len: u32 LE][crc32c(payload): u32 LE][payload]` (the frame layer is `gfs_util::framed`,
+//! shared with the master's log; a frame here claims at most 256 MiB). A payload starts with a
+//! tag byte; integers are little-endian.
 //!
 //! | tag | record | fields |
 //! |---|---|---|
@@ -31,18 +32,18 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use gfs_util::framed::{self, FrameAt, HEADER_LEN, Magic};
 
 use crate::error::{Result, StorageError};
 use crate::optable::OpTable;
 use crate::types::{AppendRecord, ChunkHandle, OpId, block_of};
 
 /// Magic and format version at the start of the write-ahead log.
-pub(crate) const WAL_MAGIC: &[u8; 8] = b"GFSWAL01";
+pub(crate) const WAL_MAGIC: &Magic = b"GFSWAL01";
 /// Magic and format version at the start of a chunk snapshot file.
-pub(crate) const META_MAGIC: &[u8; 8] = b"GFSMETA2";
+pub(crate) const META_MAGIC: &Magic = b"GFSMETA2";
 /// Largest payload a frame may claim.
 const MAX_PAYLOAD: u32 = 256 << 20;
-const FRAME_HEADER: usize = 8;
 
 /// One WAL or snapshot record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,8 +133,11 @@ impl Record {
 
     /// Appends the framed record to `out`.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0u8; FRAME_HEADER]);
+        framed::frame_with(out, |out| self.encode_payload(out));
+    }
+
+    /// Appends the record's payload (tag and fields) to `out`.
+    fn encode_payload(&self, out: &mut Vec<u8>) {
         let u64s = |out: &mut Vec<u8>, vals: &[u64]| {
             for v in vals {
                 out.extend_from_slice(&v.to_le_bytes());
@@ -212,10 +216,6 @@ impl Record {
                 put_crcs(out, &s.crcs);
             }
         }
-        let payload_len = (out.len() - start - FRAME_HEADER) as u32;
-        let crc = crc32c::crc32c(&out[start + FRAME_HEADER..]);
-        out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
     fn decode(payload: &Bytes) -> Option<Record> {
@@ -366,22 +366,16 @@ pub(crate) struct Parsed {
 
 /// The whole, checksummed, decodable frame at `pos` and the offset after it.
 fn frame_at(bytes: &Bytes, pos: usize) -> Option<(Record, usize)> {
-    let header = bytes.get(pos..pos + FRAME_HEADER)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let end = pos + FRAME_HEADER + len as usize;
-    if len > MAX_PAYLOAD || end > bytes.len() {
+    let FrameAt::Ok(payload, end) = framed::frame_at(bytes, pos, MAX_PAYLOAD) else {
         return None;
-    }
-    let payload = bytes.slice(pos + FRAME_HEADER..end);
-    if crc32c::crc32c(&payload) != crc {
-        return None;
-    }
+    };
+    // The payload as a `Bytes` of the file, so inline data is not copied.
+    let payload = bytes.slice(end - payload.len()..end);
     Some((Record::decode(&payload)?, end))
 }
 
 /// Parses a file's bytes; stops at the first frame that does not decode (a torn tail).
-pub(crate) fn parse(path: &Path, magic: &[u8; 8], bytes: Bytes) -> Result<Parsed> {
+pub(crate) fn parse(path: &Path, magic: &Magic, bytes: Bytes) -> Result<Parsed> {
     if bytes.len() < magic.len() || &bytes[..magic.len()] != magic {
         return Err(StorageError::CorruptMetadata {
             path: path.to_owned(),
@@ -410,7 +404,7 @@ const TAG_AND_BATCH: usize = 9;
 
 /// The tag and batch number a frame at `pos` claims, whether or not it checks out.
 fn claimed(bytes: &[u8], pos: usize) -> Option<(u8, u64)> {
-    let p = bytes.get(pos + FRAME_HEADER..pos + FRAME_HEADER + TAG_AND_BATCH)?;
+    let p = bytes.get(pos + HEADER_LEN..pos + HEADER_LEN + TAG_AND_BATCH)?;
     let mut batch = [0u8; 8];
     batch.copy_from_slice(&p[1..]);
     Some((p[0], u64::from_le_bytes(batch)))
@@ -423,14 +417,14 @@ fn claimed(bytes: &[u8], pos: usize) -> Option<(u8, u64)> {
 fn resync(bytes: &Bytes, from: usize, min_batch: u64) -> Vec<(u64, u64)> {
     let mut found = Vec::new();
     let mut pos = from;
-    while pos + FRAME_HEADER + TAG_AND_BATCH <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
-        let plausible = len as usize >= TAG_AND_BATCH
-            && len <= MAX_PAYLOAD
-            && pos + FRAME_HEADER + len as usize <= bytes.len()
-            && claimed(bytes, pos).is_some_and(|(tag, batch)| {
-                WAL_TAGS.contains(&tag) && batch.wrapping_sub(min_batch) < 1 << 32
-            });
+    while pos + HEADER_LEN + TAG_AND_BATCH <= bytes.len() {
+        let plausible = framed::claimed_len(bytes, pos).is_some_and(|len| {
+            len as usize >= TAG_AND_BATCH
+                && len <= MAX_PAYLOAD
+                && pos + HEADER_LEN + len as usize <= bytes.len()
+        }) && claimed(bytes, pos).is_some_and(|(tag, batch)| {
+            WAL_TAGS.contains(&tag) && batch.wrapping_sub(min_batch) < 1 << 32
+        });
         if plausible && let Some((rec, end)) = frame_at(bytes, pos) {
             found.push((pos as u64, rec.batch()));
             pos = end;
@@ -681,6 +675,24 @@ mod tests {
     }
 
     #[test]
+    fn a_wal_record_is_pinned_to_its_bytes() {
+        // The format of every existing data directory: these bytes must never change.
+        let mut out = WAL_MAGIC.to_vec();
+        Record::Version {
+            batch: 1,
+            handle: ChunkHandle(2),
+            version: 3,
+        }
+        .encode_into(&mut out);
+        let mut want = b"GFSWAL01".to_vec();
+        want.extend_from_slice(&[25, 0, 0, 0, 0xcd, 0xcb, 0x13, 0xef, 3]);
+        for v in [1u64, 2, 3] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(out, want);
+    }
+
+    #[test]
     fn records_round_trip() {
         let recs = sample();
         let bytes = file(&recs);
@@ -815,8 +827,8 @@ mod tests {
             let mut out = META_MAGIC.to_vec();
             Record::Snapshot(Box::default()).encode_into(&mut out);
             // The flags byte: after the frame header, the tag and two u64s.
-            out[META_MAGIC.len() + FRAME_HEADER + 17] = flags;
-            let payload = out[META_MAGIC.len() + FRAME_HEADER..].to_vec();
+            out[META_MAGIC.len() + HEADER_LEN + 17] = flags;
+            let payload = out[META_MAGIC.len() + HEADER_LEN..].to_vec();
             let crc = crc32c::crc32c(&payload);
             out[META_MAGIC.len() + 4..META_MAGIC.len() + 8].copy_from_slice(&crc.to_le_bytes());
             parse(Path::new("m"), META_MAGIC, Bytes::from(out))

@@ -160,7 +160,7 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
     if let Some((_, e)) = parallel_sync(&syncs).into_iter().next() {
         return Err(e);
     }
-    write_snapshots(dir, &snaps)?;
+    write_snapshots(&snaps)?;
     let wal = new_wal(dir)?;
 
     let chunks = chunks

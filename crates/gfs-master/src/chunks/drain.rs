@@ -101,16 +101,7 @@ impl ChunkManager {
 /// Writes `ids` to `file` atomically and durably (temporary file, fsync, rename, directory
 /// fsync).
 fn save_draining(file: &Path, ids: &[String]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    for id in ids {
-        writeln!(f, "{id}")?;
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    gfs_util::crashsafe::replace(file, text.as_bytes())?;
     Ok(())
 }

@@ -288,7 +288,7 @@ impl ChunkManager {
                 .filter(|s| !s.id.is_empty())
                 .map(addr)
                 .collect(),
-            lease_expires_unix_ms: unix_ms(l.expires),
+            lease_expires_unix_ms: gfs_util::time::unix_ms(l.expires),
         }
     }
 

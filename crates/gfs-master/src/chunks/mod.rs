@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gfs_proto::v1::ReplicaAddr;
 use parking_lot::Mutex;
@@ -116,13 +116,6 @@ fn addr(s: &ServerInfo) -> ReplicaAddr {
         data_addr: s.data_addr.clone(),
         repl_addr: s.repl_addr.clone(),
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl ChunkManager {

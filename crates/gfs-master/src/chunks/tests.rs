@@ -1,7 +1,7 @@
 //! Unit tests of the chunk manager.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_proto::v1::{ChunkDelete, GetChunksReply};
 use parking_lot::Mutex;

@@ -1,6 +1,10 @@
-//! What every gRPC server of gfs-rs shares for operators: a tower layer giving each RPC a
-//! tracing span and Prometheus metrics, the operators' HTTP server, and the text exposition of
-//! a metrics registry.
+//! gfs-telemetry: what every gRPC server of gfs-rs shares for operators: a tower layer giving
+//! each RPC a tracing span and Prometheus metrics, the operators' HTTP server, and the text
+//! exposition of a metrics registry.
+//!
+//! It uses no gfs crate and knows no gfs message: any tonic server can install [`RpcLayer`].
+//! (It lived in gfs-proto, which is now generated code only, so that every crate needing the
+//! protobuf types no longer pulls an HTTP server in.)
 //!
 //! - [`RpcLayer`]: both gRPC servers install it (`Server::builder().layer(..)`). It opens an
 //!   `rpc` span (field `method`, "Service/Method") around each call and counts the call in a

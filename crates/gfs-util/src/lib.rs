@@ -1,0 +1,22 @@
+//! gfs-util: the ground every gfs-rs crate may stand on.
+//!
+//! - [`crashsafe`]: durable file replacement (write aside, fsync, rename, fsync the directory);
+//! - [`framed`]: the `[len][crc32c][payload]` frames, after an 8-byte magic, of every on-disk log
+//!   and snapshot (the chunk store's and the master's), with torn-tail detection;
+//! - [`size`]: [`Size`], a byte count that parses and prints "64MiB" (configs and flags);
+//! - [`time`]: milliseconds since the Unix epoch, the unit of every wire and log timestamp;
+//! - [`human`]: bytes and durations for people ("1.5 GiB", "3 min"), and duration parsing.
+//!
+//! Invariant: no network, no tokio, no gfs-* dependency. Everything here is synchronous code on
+//! std (plus crc32c, serde and humantime), so the lowest crates (gfs-storage) can use it and it
+//! never becomes a place where higher layers meet. What needs a runtime or a socket belongs
+//! elsewhere: the chunkserver's copy throttle stays in gfs-chunkserver, as it sleeps on tokio's
+//! clock.
+
+pub mod crashsafe;
+pub mod framed;
+pub mod human;
+pub mod size;
+pub mod time;
+
+pub use size::Size;
