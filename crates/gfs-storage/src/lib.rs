@@ -31,15 +31,18 @@
 mod committer;
 mod config;
 mod error;
+mod layout;
 mod optable;
 mod pool;
 pub mod probe;
 mod record;
 mod recovery;
+mod state;
 mod store;
 mod types;
 
 pub use config::StoreConfig;
 pub use error::{Result, StorageError};
-pub use store::{ChunkStore, FsyncObserver, ScrubReport, StoreStats};
+pub use state::FsyncObserver;
+pub use store::{ChunkStore, ScrubReport, StoreStats};
 pub use types::{AppendRecord, BLOCK_SIZE, ChunkHandle, ChunkInfo, CommitInfo, OpId, StageRequest};

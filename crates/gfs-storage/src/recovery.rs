@@ -38,14 +38,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::committer::{
-    data_path, meta_path, new_wal, parallel_sync, snapshot_bytes, sync_dir, write_snapshots,
-};
 use crate::config::StoreConfig;
 use crate::error::{Result, StorageError};
+use crate::layout::{
+    data_path, meta_path, new_wal, parallel_sync, snapshot_bytes, sync_dir, write_snapshots,
+};
 use crate::optable::OpTable;
 use crate::record::{self, ChunkMeta, META_MAGIC, Record, WAL_MAGIC};
-use crate::store::{Chunk, ChunkState};
+use crate::state::{Chunk, ChunkState};
 use crate::types::{BLOCK_SIZE, ChunkHandle, block_of};
 
 /// What `recover` hands to the store.

@@ -54,7 +54,7 @@
 //! (a reopen may replay the records). Once the WAL has failed, no batch, create or delete writes
 //! to it again until the store reopens.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,17 +62,16 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gfs_util::crashsafe::{self, Aside};
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
 use crate::error::{Result, StorageError};
-use crate::record::{ChunkMeta, META_MAGIC, Record, WAL_MAGIC};
-use crate::store::{Chunk, ChunkState, Inner, Job};
+use crate::layout::*;
+use crate::record::{Record, WAL_MAGIC};
+use crate::state::{Chunk, Inner, Job};
 use crate::types::{AppendRecord, BLOCK_SIZE, ChunkHandle, CommitInfo, OpId, block_of};
 
-/// How many fsyncs run at once in one round.
-const SYNC_THREADS: usize = 8;
+mod lifecycle;
 
 /// Most op tables one sweep drops: each is a snapshot rewrite, 8 fsyncs at a time, and
 /// commits wait meanwhile. On the dev VM 64 took 46-57 ms, 256 took 140-165 ms (test
@@ -195,72 +194,6 @@ impl Committer {
         }
         self.checkpoint();
         tracing::debug!("committer stopped");
-    }
-
-    /// Drops expired staging and op tables whose time has come (see the module docs). At most
-    /// `FORGET_PER_SWEEP` tables go per sweep, so that a store that found many chunks sealed at
-    /// open (all due one retention later) does not hold commits up for one long round of
-    /// snapshot writes; while more are due, the next sweep comes after `sweep_interval`.
-    fn sweep(&mut self, last_sweep: &mut Instant, next_op_sweep: &mut Instant) {
-        let cfg = &self.inner.cfg;
-        if last_sweep.elapsed() >= sweep_interval(cfg) {
-            self.inner.expire_staged();
-            *last_sweep = Instant::now();
-        }
-        if Instant::now() >= *next_op_sweep {
-            let (due, more) = self.inner.ops_due(FORGET_PER_SWEEP);
-            if !due.is_empty() {
-                let n = due.len();
-                match self.forget(due) {
-                    Ok(()) => tracing::info!(
-                        chunks = n,
-                        more,
-                        "op tables of chunks sealed past the op retention dropped"
-                    ),
-                    Err(e) => tracing::error!(error = %e, chunks = n,
-                        "op tables dropped, but their snapshots were not rewritten; the next checkpoint retries"),
-                }
-            }
-            let cfg = &self.inner.cfg;
-            let wait = if more {
-                sweep_interval(cfg)
-            } else {
-                op_sweep_interval(cfg)
-            };
-            *next_op_sweep = Instant::now() + wait;
-        }
-    }
-
-    /// Drops the op tables of `chunks` and what is staged on them, then rewrites their
-    /// snapshots (chunk files holding WAL-inline bytes fsynced first, as in a checkpoint: the
-    /// snapshot covers their WAL records). Runs between batches, so no work of this committer
-    /// touches them meanwhile. On failure the tables stay dropped in memory and the chunks
-    /// dirty: the next checkpoint writes them.
-    fn forget(&mut self, chunks: Vec<Arc<Chunk>>) -> Result<()> {
-        let inner = Arc::clone(&self.inner);
-        let mut changed = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let mut st = chunk.st.lock();
-            if st.deleted {
-                continue;
-            }
-            inner.drop_staged(&chunk, &mut st, |_| true);
-            st.sealed_at = None;
-            if !st.meta.ops.is_dropped() {
-                tracing::debug!(handle = %chunk.handle, ops = st.meta.ops.len(), "op table dropped");
-                st.meta.ops.drop_table();
-                st.dirty = true;
-                drop(st);
-                changed.push(chunk);
-            }
-        }
-        if changed.is_empty() {
-            return Ok(());
-        }
-        if inner.wal_failed.load(Ordering::Acquire) {
-            return Err(StorageError::Poisoned(changed[0].handle));
-        }
-        write_chunk_snapshots(&changed, 0)
     }
 
     fn work(&mut self, chunk: &Arc<Chunk>) -> &mut Work {
@@ -595,158 +528,6 @@ impl Committer {
             }
         }
     }
-
-    /// Adds a new, empty chunk to the batch: its file now, its Create record in the WAL; it
-    /// becomes visible (and is answered) once the batch is durable, directory entry included.
-    fn create_chunk(
-        &mut self,
-        handle: ChunkHandle,
-        version: u64,
-        reply: oneshot::Sender<Result<()>>,
-    ) {
-        let exists = self.inner.chunks.read().contains_key(&handle)
-            || self.works.iter().any(|w| w.chunk.handle == handle);
-        if exists {
-            let _ = reply.send(Err(StorageError::AlreadyExists(handle)));
-            return;
-        }
-        let dp = data_path(&self.inner.dir, handle);
-        if let Some(free) = self.inner.pool.take()
-            && let Err(e) = fs::rename(&free, &dp)
-        {
-            tracing::warn!(error = %e, "cannot use a pool file; creating one");
-        }
-        let opened = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&dp);
-        let data = match opened {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = reply.send(Err(StorageError::io(&dp, e)));
-                return;
-            }
-        };
-        let meta = ChunkMeta {
-            batch: self.batch,
-            version,
-            ..ChunkMeta::default()
-        };
-        let chunk = Arc::new(Chunk {
-            handle,
-            data_path: dp,
-            meta_path: meta_path(&self.inner.dir, handle),
-            data,
-            st: parking_lot::Mutex::new(ChunkState::new(meta)),
-        });
-        let batch = self.batch;
-        let w = self.work(&chunk);
-        w.created = true;
-        w.replies.push(Reply::Created(reply));
-        Record::Create {
-            batch,
-            handle,
-            version,
-        }
-        .encode_into(&mut w.records);
-    }
-
-    /// Deletes the queued chunks in one round: their Delete records written and made durable
-    /// with one WAL fsync first (so a replay never brings back a chunk the WAL created), then
-    /// their files unlinked, then one directory fsync. Each caller is answered at the end.
-    fn run_deletes(&mut self) {
-        if self.deletes.is_empty() {
-            return;
-        }
-        let inner = Arc::clone(&self.inner);
-        let mut doomed = Vec::with_capacity(self.deletes.len());
-        let mut rec = Vec::new();
-        for (chunk, reply) in std::mem::take(&mut self.deletes) {
-            if inner.wal_failed.load(Ordering::Acquire) {
-                let _ = reply.send(Err(StorageError::Poisoned(chunk.handle)));
-                continue;
-            }
-            {
-                let mut st = chunk.st.lock();
-                if st.deleted {
-                    drop(st);
-                    let _ = reply.send(Err(StorageError::NotFound(chunk.handle)));
-                    continue;
-                }
-                st.deleted = true;
-                inner.drop_staged(&chunk, &mut st, |_| true);
-            }
-            inner.chunks.write().remove(&chunk.handle);
-            Record::Delete {
-                batch: self.batch,
-                handle: chunk.handle,
-            }
-            .encode_into(&mut rec);
-            doomed.push((chunk, reply));
-        }
-        if doomed.is_empty() {
-            return;
-        }
-        self.batch += 1;
-        let wal_path = inner.dir.join("wal");
-        let logged = self
-            .wal
-            .write_all_at(&rec, self.wal_len)
-            .map_err(|e| StorageError::io(&wal_path, e))
-            .and_then(|()| {
-                inner.counters.batches.fetch_add(1, Ordering::Relaxed);
-                inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                let failed = parallel_sync(&[(&self.wal, &wal_path)]);
-                failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
-            });
-        if let Err(e) = logged {
-            inner.wal_failed.store(true, Ordering::Release);
-            tracing::error!(error = %e, chunks = doomed.len(), "delete round failed");
-            for (_, reply) in doomed {
-                let _ = reply.send(Err(clone_err(&e)));
-            }
-            return;
-        }
-        self.wal_len += rec.len() as u64;
-        let mut results = Vec::with_capacity(doomed.len());
-        for (chunk, reply) in doomed {
-            let mut r = Ok(());
-            for p in [&chunk.meta_path, &chunk.data_path] {
-                match fs::remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => r = Err(StorageError::io(p, e)),
-                }
-            }
-            results.push((chunk.handle, reply, r));
-        }
-        inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let dir = sync_dir(&inner.dir);
-        tracing::debug!(chunks = results.len(), "chunks deleted");
-        for (handle, reply, r) in results {
-            let r = r.and_then(|()| dir.as_ref().map_err(clone_err).copied());
-            if let Err(e) = &r {
-                tracing::error!(%handle, error = %e, "chunk delete failed");
-            }
-            let _ = reply.send(r);
-        }
-    }
-
-    /// Snapshots every dirty chunk and starts an empty WAL.
-    fn checkpoint(&mut self) {
-        if self.inner.wal_failed.load(Ordering::Acquire) {
-            return;
-        }
-        match checkpoint(&self.inner, self.batch - 1) {
-            Ok(wal) => {
-                self.wal = wal;
-                self.wal_len = WAL_MAGIC.len() as u64;
-            }
-            Err(e) => tracing::error!(error = %e, "checkpoint failed; keeping the WAL"),
-        }
-    }
 }
 
 /// The CRCs of the blocks `data` touches when appended at `offset`; `tail_crc` is the running
@@ -873,158 +654,4 @@ fn sweep_interval(cfg: &StoreConfig) -> Duration {
 /// this much longer than `op_retention` (10 s for the default 10 minutes).
 fn op_sweep_interval(cfg: &StoreConfig) -> Duration {
     (cfg.op_retention / 60).clamp(Duration::from_millis(10), Duration::from_secs(10))
-}
-
-/// fsyncs (`fdatasync`) every file, up to `SYNC_THREADS` at once; returns the failures by index.
-pub(crate) fn parallel_sync(files: &[(&File, &Path)]) -> Vec<(usize, StorageError)> {
-    let sync = |i: usize| {
-        let (f, p) = files[i];
-        #[cfg(test)]
-        if failpoint::hit(p) {
-            return Some((i, StorageError::io(p, std::io::Error::from_raw_os_error(5))));
-        }
-        f.sync_data().err().map(|e| (i, StorageError::io(p, e)))
-    };
-    if files.len() <= 1 {
-        return (0..files.len()).filter_map(sync).collect();
-    }
-    let threads = files.len().min(SYNC_THREADS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    (t..files.len())
-                        .step_by(threads)
-                        .filter_map(sync)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut errs: Vec<_> = (0..files.len()).step_by(threads).filter_map(sync).collect();
-        for (t, h) in handles.into_iter().enumerate() {
-            match h.join() {
-                Ok(r) => errs.extend(r),
-                Err(_) => errs.push((
-                    t + 1,
-                    StorageError::io(files[t + 1].1, std::io::Error::other("fsync thread died")),
-                )),
-            }
-        }
-        errs
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Files
-// ---------------------------------------------------------------------------------------------
-
-pub(crate) fn data_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
-    dir.join(handle.0.to_string())
-}
-
-pub(crate) fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
-    dir.join(format!("{}.meta", handle.0))
-}
-
-/// fsyncs the store's directory (`gfs_util::crashsafe::sync_dir`).
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    crashsafe::sync_dir(dir).map_err(StorageError::fs)
-}
-
-pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
-    let mut bytes = META_MAGIC.to_vec();
-    meta.snapshot().encode_into(&mut bytes);
-    bytes
-}
-
-/// Writes each file aside (`<name>.tmp`), fsyncs them all in one [`parallel_sync`] round
-/// (`fdatasync`), renames them into place and fsyncs their directory once
-/// (`gfs_util::crashsafe`): after a crash each file is either the old or the new version, whole.
-pub(crate) fn write_snapshots(files: &[(&Path, Vec<u8>)]) -> Result<()> {
-    let asides = files
-        .iter()
-        .map(|(path, bytes)| Aside::write(path, bytes))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(StorageError::fs)?;
-    let refs: Vec<(&File, &Path)> = asides.iter().map(|a| (a.file(), a.path())).collect();
-    if let Some((_, e)) = parallel_sync(&refs).into_iter().next() {
-        return Err(e);
-    }
-    crashsafe::rename_into_place(asides).map_err(StorageError::fs)
-}
-
-/// Makes every dirty chunk durable in its own files, then replaces the WAL with an empty one.
-pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
-    let dirty: Vec<Arc<Chunk>> = inner
-        .chunks
-        .read()
-        .values()
-        .filter(|c| c.st.lock().dirty)
-        .cloned()
-        .collect();
-    write_chunk_snapshots(&dirty, through_batch)?;
-    let wal = new_wal(&inner.dir)?;
-    tracing::debug!(chunks = dirty.len(), "checkpoint written");
-    Ok(wal)
-}
-
-/// Makes `chunks` durable in their own files: first their chunk files holding WAL-inline bytes
-/// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
-/// snapshots, each through at least `through_batch`. Committer thread only, between batches.
-fn write_chunk_snapshots(chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
-    let unsynced: Vec<(&File, &Path)> = chunks
-        .iter()
-        .filter(|c| c.st.lock().unsynced)
-        .map(|c| (&c.data, c.data_path.as_path()))
-        .collect();
-    if let Some((_, e)) = parallel_sync(&unsynced).into_iter().next() {
-        return Err(e);
-    }
-    let snaps: Vec<(&Path, Vec<u8>)> = chunks
-        .iter()
-        .map(|c| {
-            let mut st = c.st.lock();
-            st.meta.batch = st.meta.batch.max(through_batch);
-            (c.meta_path.as_path(), snapshot_bytes(&st.meta))
-        })
-        .collect();
-    write_snapshots(&snaps)?;
-    for c in chunks {
-        let mut st = c.st.lock();
-        st.dirty = false;
-        st.unsynced = false;
-    }
-    Ok(())
-}
-
-/// Creates an empty WAL aside and renames it into place.
-pub(crate) fn new_wal(dir: &Path) -> Result<File> {
-    let path = dir.join("wal");
-    write_snapshots(&[(&path, WAL_MAGIC.to_vec())])?;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| StorageError::io(&path, e))
-}
-
-/// Test-only fault injection: the next fsync of a path in a [`parallel_sync`] round fails
-/// with EIO without syncing.
-#[cfg(test)]
-pub(crate) mod failpoint {
-    use std::path::{Path, PathBuf};
-
-    static FAIL_SYNC: parking_lot::Mutex<Vec<PathBuf>> = parking_lot::Mutex::new(Vec::new());
-
-    /// Makes the next fsync of `path` fail (paths are unique per test directory).
-    pub(crate) fn fail_next_sync(path: &Path) {
-        FAIL_SYNC.lock().push(path.to_owned());
-    }
-
-    /// Whether a failure was armed for `path`; disarms it.
-    pub(super) fn hit(path: &Path) -> bool {
-        let mut armed = FAIL_SYNC.lock();
-        let at = armed.iter().position(|p| p == path);
-        at.map(|i| armed.swap_remove(i)).is_some()
-    }
 }

@@ -1,0 +1,281 @@
+//! The committer's work besides batches of appends: creating and deleting chunks, the
+//! sweeps (expired staged appends, op tables past their retention) and checkpoints (dirty
+//! chunks snapshotted, the WAL started afresh). The rules are in the parent module's doc.
+
+use crate::error::{Result, StorageError};
+use crate::record::{ChunkMeta, Record, WAL_MAGIC};
+use crate::state::{Chunk, ChunkState, Inner};
+use crate::types::ChunkHandle;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+use super::*;
+
+impl Committer {
+    /// Drops expired staging and op tables whose time has come (see the module docs). At most
+    /// `FORGET_PER_SWEEP` tables go per sweep, so that a store that found many chunks sealed at
+    /// open (all due one retention later) does not hold commits up for one long round of
+    /// snapshot writes; while more are due, the next sweep comes after `sweep_interval`.
+    pub(super) fn sweep(&mut self, last_sweep: &mut Instant, next_op_sweep: &mut Instant) {
+        let cfg = &self.inner.cfg;
+        if last_sweep.elapsed() >= sweep_interval(cfg) {
+            self.inner.expire_staged();
+            *last_sweep = Instant::now();
+        }
+        if Instant::now() >= *next_op_sweep {
+            let (due, more) = self.inner.ops_due(FORGET_PER_SWEEP);
+            if !due.is_empty() {
+                let n = due.len();
+                match self.forget(due) {
+                    Ok(()) => tracing::info!(
+                        chunks = n,
+                        more,
+                        "op tables of chunks sealed past the op retention dropped"
+                    ),
+                    Err(e) => tracing::error!(error = %e, chunks = n,
+                        "op tables dropped, but their snapshots were not rewritten; the next checkpoint retries"),
+                }
+            }
+            let cfg = &self.inner.cfg;
+            let wait = if more {
+                sweep_interval(cfg)
+            } else {
+                op_sweep_interval(cfg)
+            };
+            *next_op_sweep = Instant::now() + wait;
+        }
+    }
+
+    /// Drops the op tables of `chunks` and what is staged on them, then rewrites their
+    /// snapshots (chunk files holding WAL-inline bytes fsynced first, as in a checkpoint: the
+    /// snapshot covers their WAL records). Runs between batches, so no work of this committer
+    /// touches them meanwhile. On failure the tables stay dropped in memory and the chunks
+    /// dirty: the next checkpoint writes them.
+    pub(super) fn forget(&mut self, chunks: Vec<Arc<Chunk>>) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let mut changed = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let mut st = chunk.st.lock();
+            if st.deleted {
+                continue;
+            }
+            inner.drop_staged(&chunk, &mut st, |_| true);
+            st.sealed_at = None;
+            if !st.meta.ops.is_dropped() {
+                tracing::debug!(handle = %chunk.handle, ops = st.meta.ops.len(), "op table dropped");
+                st.meta.ops.drop_table();
+                st.dirty = true;
+                drop(st);
+                changed.push(chunk);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        if inner.wal_failed.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned(changed[0].handle));
+        }
+        write_chunk_snapshots(&changed, 0)
+    }
+
+    /// Adds a new, empty chunk to the batch: its file now, its Create record in the WAL; it
+    /// becomes visible (and is answered) once the batch is durable, directory entry included.
+    pub(super) fn create_chunk(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        reply: oneshot::Sender<Result<()>>,
+    ) {
+        let exists = self.inner.chunks.read().contains_key(&handle)
+            || self.works.iter().any(|w| w.chunk.handle == handle);
+        if exists {
+            let _ = reply.send(Err(StorageError::AlreadyExists(handle)));
+            return;
+        }
+        let dp = data_path(&self.inner.dir, handle);
+        if let Some(free) = self.inner.pool.take()
+            && let Err(e) = fs::rename(&free, &dp)
+        {
+            tracing::warn!(error = %e, "cannot use a pool file; creating one");
+        }
+        let opened = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&dp);
+        let data = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = reply.send(Err(StorageError::io(&dp, e)));
+                return;
+            }
+        };
+        let meta = ChunkMeta {
+            batch: self.batch,
+            version,
+            ..ChunkMeta::default()
+        };
+        let chunk = Arc::new(Chunk {
+            handle,
+            data_path: dp,
+            meta_path: meta_path(&self.inner.dir, handle),
+            data,
+            st: parking_lot::Mutex::new(ChunkState::new(meta)),
+        });
+        let batch = self.batch;
+        let w = self.work(&chunk);
+        w.created = true;
+        w.replies.push(Reply::Created(reply));
+        Record::Create {
+            batch,
+            handle,
+            version,
+        }
+        .encode_into(&mut w.records);
+    }
+
+    /// Deletes the queued chunks in one round: their Delete records written and made durable
+    /// with one WAL fsync first (so a replay never brings back a chunk the WAL created), then
+    /// their files unlinked, then one directory fsync. Each caller is answered at the end.
+    pub(super) fn run_deletes(&mut self) {
+        if self.deletes.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let mut doomed = Vec::with_capacity(self.deletes.len());
+        let mut rec = Vec::new();
+        for (chunk, reply) in std::mem::take(&mut self.deletes) {
+            if inner.wal_failed.load(Ordering::Acquire) {
+                let _ = reply.send(Err(StorageError::Poisoned(chunk.handle)));
+                continue;
+            }
+            {
+                let mut st = chunk.st.lock();
+                if st.deleted {
+                    drop(st);
+                    let _ = reply.send(Err(StorageError::NotFound(chunk.handle)));
+                    continue;
+                }
+                st.deleted = true;
+                inner.drop_staged(&chunk, &mut st, |_| true);
+            }
+            inner.chunks.write().remove(&chunk.handle);
+            Record::Delete {
+                batch: self.batch,
+                handle: chunk.handle,
+            }
+            .encode_into(&mut rec);
+            doomed.push((chunk, reply));
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        self.batch += 1;
+        let wal_path = inner.dir.join("wal");
+        let logged = self
+            .wal
+            .write_all_at(&rec, self.wal_len)
+            .map_err(|e| StorageError::io(&wal_path, e))
+            .and_then(|()| {
+                inner.counters.batches.fetch_add(1, Ordering::Relaxed);
+                inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                let failed = parallel_sync(&[(&self.wal, &wal_path)]);
+                failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
+            });
+        if let Err(e) = logged {
+            inner.wal_failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, chunks = doomed.len(), "delete round failed");
+            for (_, reply) in doomed {
+                let _ = reply.send(Err(clone_err(&e)));
+            }
+            return;
+        }
+        self.wal_len += rec.len() as u64;
+        let mut results = Vec::with_capacity(doomed.len());
+        for (chunk, reply) in doomed {
+            let mut r = Ok(());
+            for p in [&chunk.meta_path, &chunk.data_path] {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => r = Err(StorageError::io(p, e)),
+                }
+            }
+            results.push((chunk.handle, reply, r));
+        }
+        inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let dir = sync_dir(&inner.dir);
+        tracing::debug!(chunks = results.len(), "chunks deleted");
+        for (handle, reply, r) in results {
+            let r = r.and_then(|()| dir.as_ref().map_err(clone_err).copied());
+            if let Err(e) = &r {
+                tracing::error!(%handle, error = %e, "chunk delete failed");
+            }
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Snapshots every dirty chunk and starts an empty WAL.
+    pub(super) fn checkpoint(&mut self) {
+        if self.inner.wal_failed.load(Ordering::Acquire) {
+            return;
+        }
+        match checkpoint(&self.inner, self.batch - 1) {
+            Ok(wal) => {
+                self.wal = wal;
+                self.wal_len = WAL_MAGIC.len() as u64;
+            }
+            Err(e) => tracing::error!(error = %e, "checkpoint failed; keeping the WAL"),
+        }
+    }
+}
+
+/// Makes every dirty chunk durable in its own files, then replaces the WAL with an empty one.
+pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
+    let dirty: Vec<Arc<Chunk>> = inner
+        .chunks
+        .read()
+        .values()
+        .filter(|c| c.st.lock().dirty)
+        .cloned()
+        .collect();
+    write_chunk_snapshots(&dirty, through_batch)?;
+    let wal = new_wal(&inner.dir)?;
+    tracing::debug!(chunks = dirty.len(), "checkpoint written");
+    Ok(wal)
+}
+
+/// Makes `chunks` durable in their own files: first their chunk files holding WAL-inline bytes
+/// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
+/// snapshots, each through at least `through_batch`. Committer thread only, between batches.
+fn write_chunk_snapshots(chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
+    let unsynced: Vec<(&File, &Path)> = chunks
+        .iter()
+        .filter(|c| c.st.lock().unsynced)
+        .map(|c| (&c.data, c.data_path.as_path()))
+        .collect();
+    if let Some((_, e)) = parallel_sync(&unsynced).into_iter().next() {
+        return Err(e);
+    }
+    let snaps: Vec<(&Path, Vec<u8>)> = chunks
+        .iter()
+        .map(|c| {
+            let mut st = c.st.lock();
+            st.meta.batch = st.meta.batch.max(through_batch);
+            (c.meta_path.as_path(), snapshot_bytes(&st.meta))
+        })
+        .collect();
+    write_snapshots(&snaps)?;
+    for c in chunks {
+        let mut st = c.st.lock();
+        st.dirty = false;
+        st.unsynced = false;
+    }
+    Ok(())
+}

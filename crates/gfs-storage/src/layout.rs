@@ -1,0 +1,119 @@
+//! The chunk store's files on disk: where a chunk's data and snapshot live, the snapshot
+//! bytes, snapshots replaced durably (`gfs_util::crashsafe`), a fresh WAL, and the parallel
+//! fsync round the committer and recovery share.
+
+use crate::error::{Result, StorageError};
+use crate::record::{ChunkMeta, META_MAGIC, WAL_MAGIC};
+use crate::types::ChunkHandle;
+use gfs_util::crashsafe::{self, Aside};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// How many fsyncs run at once in one round.
+const SYNC_THREADS: usize = 8;
+
+/// fsyncs (`fdatasync`) every file, up to `SYNC_THREADS` at once; returns the failures by index.
+pub(crate) fn parallel_sync(files: &[(&File, &Path)]) -> Vec<(usize, StorageError)> {
+    let sync = |i: usize| {
+        let (f, p) = files[i];
+        #[cfg(test)]
+        if failpoint::hit(p) {
+            return Some((i, StorageError::io(p, std::io::Error::from_raw_os_error(5))));
+        }
+        f.sync_data().err().map(|e| (i, StorageError::io(p, e)))
+    };
+    if files.len() <= 1 {
+        return (0..files.len()).filter_map(sync).collect();
+    }
+    let threads = files.len().min(SYNC_THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..files.len())
+                        .step_by(threads)
+                        .filter_map(sync)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut errs: Vec<_> = (0..files.len()).step_by(threads).filter_map(sync).collect();
+        for (t, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(r) => errs.extend(r),
+                Err(_) => errs.push((
+                    t + 1,
+                    StorageError::io(files[t + 1].1, std::io::Error::other("fsync thread died")),
+                )),
+            }
+        }
+        errs
+    })
+}
+
+pub(crate) fn data_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
+    dir.join(handle.0.to_string())
+}
+
+pub(crate) fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
+    dir.join(format!("{}.meta", handle.0))
+}
+
+/// fsyncs the store's directory (`gfs_util::crashsafe::sync_dir`).
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    crashsafe::sync_dir(dir).map_err(StorageError::fs)
+}
+
+pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
+    let mut bytes = META_MAGIC.to_vec();
+    meta.snapshot().encode_into(&mut bytes);
+    bytes
+}
+
+/// Writes each file aside (`<name>.tmp`), fsyncs them all in one [`parallel_sync`] round
+/// (`fdatasync`), renames them into place and fsyncs their directory once
+/// (`gfs_util::crashsafe`): after a crash each file is either the old or the new version, whole.
+pub(crate) fn write_snapshots(files: &[(&Path, Vec<u8>)]) -> Result<()> {
+    let asides = files
+        .iter()
+        .map(|(path, bytes)| Aside::write(path, bytes))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(StorageError::fs)?;
+    let refs: Vec<(&File, &Path)> = asides.iter().map(|a| (a.file(), a.path())).collect();
+    if let Some((_, e)) = parallel_sync(&refs).into_iter().next() {
+        return Err(e);
+    }
+    crashsafe::rename_into_place(asides).map_err(StorageError::fs)
+}
+
+/// Creates an empty WAL aside and renames it into place.
+pub(crate) fn new_wal(dir: &Path) -> Result<File> {
+    let path = dir.join("wal");
+    write_snapshots(&[(&path, WAL_MAGIC.to_vec())])?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::io(&path, e))
+}
+
+/// Test-only fault injection: the next fsync of a path in a [`parallel_sync`] round fails
+/// with EIO without syncing.
+#[cfg(test)]
+pub(crate) mod failpoint {
+    use std::path::{Path, PathBuf};
+
+    static FAIL_SYNC: parking_lot::Mutex<Vec<PathBuf>> = parking_lot::Mutex::new(Vec::new());
+
+    /// Makes the next fsync of `path` fail (paths are unique per test directory).
+    pub(crate) fn fail_next_sync(path: &Path) {
+        FAIL_SYNC.lock().push(path.to_owned());
+    }
+
+    /// Whether a failure was armed for `path`; disarms it.
+    pub(super) fn hit(path: &Path) -> bool {
+        let mut armed = FAIL_SYNC.lock();
+        let at = armed.iter().position(|p| p == path);
+        at.map(|i| armed.swap_remove(i)).is_some()
+    }
+}
