@@ -10,7 +10,7 @@
 //! out of order.
 //!
 //! Secondaries are reached only through a [`ReplicaTransport`] (gRPC in production); the tests
-//! beside this module (`primary_tests/`) run every step below over the in-memory one, with
+//! beside this module (`primary/scenario_tests/`) run every step below over the in-memory one, with
 //! faults on chosen calls.
 //!
 //! # One append, step by step ([`Coordinator::append`])
@@ -46,27 +46,7 @@
 //!    `ReportChunks`), which bumps the version past it, so it goes stale. A new lease at a new
 //!    version (or with new secondaries), or the lease's revocation, clears the chunk's set.
 //!
-//! # Sealing
-//!
-//! An append that fills the chunk exactly seals it before its reply. The first append that does
-//! not fit marks the lease sealing (nothing more is assigned) and waits, up to `seal_wait`, for
-//! the appends in flight; the committed length is then final here. `Seal(length)` goes to the
-//! secondaries first: each waits briefly for its last COMMITs, then seals only at exactly that
-//! length (`ChunkStore::seal_exactly`); one that ends short (it missed COMMITs) drops what it
-//! has staged and says where it ends, and the primary sends it the committed appends it lacks
-//! (PREPARE and COMMIT in windows, original op ids) and seals it again. Once a quorum of
-//! secondaries sealed, the primary seals itself, then waits up to `SEAL_GRACE` (2 s) for the
-//! other secondaries. No replica is ever sealed at a length its primary did not seal at, and a
-//! length a replica is sealed at is one a quorum holds. The appender that found the chunk full
-//! looks its op up again once the seal is done (an earlier attempt of it may have been in
-//! flight) before it answers `ChunkFull`.
-//!
-//! The seal listener ([`Coordinator::set_seal_listener`]) then reports the seal to the master
-//! before any caller gets `ChunkFull` (the chunkserver sends `ReportSealed { handle, length,
-//! replicas }`, the replicas known sealed there by replication address), so a writer's next
-//! AppendChunk already gets a new chunk and the master counts those replicas current at once.
-//! The master also adopts a seal at the current version from a chunk report, should that call
-//! be lost.
+//! Sealing is in `seal`, leases in `lease`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -84,14 +64,13 @@ use crate::error::{ReplicationError, Result};
 use crate::quorum::{Pending, await_quorum, call_quorum};
 use crate::transport::ReplicaTransport;
 
+mod lease;
+mod seal;
+
+pub use lease::LeaseInfo;
+
 /// How long after its expiry a lease is forgotten.
 pub const FORGET_EXPIRED: Duration = Duration::from_secs(60);
-
-/// How long a seal waits, past its quorum, for the other secondaries to seal too.
-const SEAL_GRACE: Duration = Duration::from_secs(2);
-
-/// Appends (and bytes) staged at once on a secondary that is short at a seal.
-const CATCH_UP_WINDOW: (usize, u64) = (16, 8 << 20);
 
 /// Tunables of the primary side.
 #[derive(Clone, Debug)]
@@ -197,19 +176,6 @@ struct Assign {
     sealing: bool,
 }
 
-/// What a granted lease looks like to the caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseInfo {
-    /// The chunk.
-    pub handle: ChunkHandle,
-    /// The version the lease is for.
-    pub version: u64,
-    /// Replication-plane addresses of the secondaries.
-    pub secondaries: Vec<String>,
-    /// When the lease ends.
-    pub expires: SystemTime,
-}
-
 impl Coordinator {
     /// A coordinator over `store`, talking to secondaries through `peers` ([`Peers`](crate::Peers)
     /// in production).
@@ -234,159 +200,6 @@ impl Coordinator {
     /// Calls `listener` for every chunk sealed here as primary, before answering `ChunkFull`.
     pub fn set_seal_listener(&self, listener: SealListener) {
         *self.shared.on_seal.lock() = Some(listener);
-    }
-
-    /// Makes this server the primary of `handle` at `version` until `expires`; returns the
-    /// committed length. Granting again at the same version extends the lease.
-    pub fn grant_lease(
-        &self,
-        handle: ChunkHandle,
-        version: u64,
-        secondaries: Vec<String>,
-        expires: SystemTime,
-    ) -> Result<u64> {
-        let info = self.shared.store.info(handle)?;
-        if info.version != version {
-            return Err(ReplicationError::StaleVersion {
-                handle,
-                have: info.version,
-                got: version,
-            });
-        }
-        let mut leases = self.leases.lock();
-        let same = leases
-            .get(&handle)
-            .filter(|l| l.version == version && l.secondaries == secondaries);
-        if let Some(l) = same {
-            *l.expires.lock() = expires;
-            return Ok(info.committed_len);
-        }
-        let sealed = OnceCell::new();
-        if info.sealed {
-            let _ = sealed.set(info.committed_len);
-        }
-        // A new lease (a new version, or new secondaries): what lagged under the old one was
-        // dealt with by the bump that made it.
-        self.shared.lagging.lock().retain(|(h, _)| *h != handle);
-        leases.insert(
-            handle,
-            Arc::new(Lease {
-                handle,
-                version,
-                secondaries,
-                expires: Mutex::new(expires),
-                assign: Mutex::new(Assign {
-                    next: info.committed_len,
-                    high: info.committed_len,
-                    inflight: HashSet::new(),
-                    sealing: false,
-                }),
-                idle: Notify::new(),
-                advanced: Notify::new(),
-                sealed,
-                last_append: Mutex::new(std::time::Instant::now()),
-                // Granted after a bump that left every replica of the lease at this length (or
-                // at a chunk's creation): a quorum holds it.
-                durable: Mutex::new(Watermark {
-                    to: info.committed_len,
-                }),
-            }),
-        );
-        self.limits.lock().remove(&handle);
-        tracing::info!(%handle, version, "lease granted");
-        Ok(info.committed_len)
-    }
-
-    /// Moves the expiry of the lease on `handle` at `version`, if this server holds it; returns
-    /// whether it did.
-    pub fn extend_lease(&self, handle: ChunkHandle, version: u64, expires: SystemTime) -> bool {
-        match self.leases.lock().get(&handle) {
-            Some(l) if l.version == version => {
-                *l.expires.lock() = expires;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Drops the lease on `handle` (its version changed or the chunk was deleted).
-    pub fn revoke(&self, handle: ChunkHandle) {
-        self.shared.lagging.lock().retain(|(h, _)| *h != handle);
-        self.limits.lock().remove(&handle);
-        if self.leases.lock().remove(&handle).is_some() {
-            tracing::info!(%handle, "lease revoked");
-        }
-    }
-
-    /// The leases this server holds now.
-    pub fn leases(&self) -> Vec<LeaseInfo> {
-        self.leases
-            .lock()
-            .values()
-            .map(|l| LeaseInfo {
-                handle: l.handle,
-                version: l.version,
-                secondaries: l.secondaries.clone(),
-                expires: *l.expires.lock(),
-            })
-            .collect()
-    }
-
-    /// The chunks whose lease took an append (or was granted) within `within`: the ones whose
-    /// lease the master should extend. Leases that ran out more than `FORGET_EXPIRED` ago
-    /// are dropped here (the master extends only leases in force), so the table holds the
-    /// chunks led lately, not every chunk ever led.
-    pub fn writing(&self, within: Duration) -> Vec<ChunkHandle> {
-        let stale = SystemTime::now()
-            .checked_sub(FORGET_EXPIRED)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let store = &self.shared.store;
-        let mut limits = self.limits.lock();
-        self.leases.lock().retain(|h, l| {
-            if *l.expires.lock() > stale {
-                return true;
-            }
-            let to = l.durable.lock().to;
-            if l.sealed.get().is_none()
-                && store
-                    .info(*h)
-                    .is_ok_and(|i| !i.sealed && i.committed_len > to)
-            {
-                limits.insert(*h, to);
-            }
-            false
-        });
-        drop(limits);
-        self.leases
-            .lock()
-            .values()
-            .filter(|l| l.last_append.lock().elapsed() <= within)
-            .map(|l| l.handle)
-            .collect()
-    }
-
-    /// Secondaries that missed a PREPARE, COMMIT or SEAL, by chunk.
-    pub fn lagging(&self) -> Vec<(ChunkHandle, String)> {
-        self.shared.lagging.lock().iter().cloned().collect()
-    }
-
-    /// How far reads of `handle` may see on this replica, when it is limited: the prefix a
-    /// quorum is known to hold, for an unsealed chunk this server leads (or led, and holds
-    /// more of than a quorum was known to). `None`: everything committed here may be read
-    /// (a secondary's committed bytes are on the primary too; a sealed chunk's on a quorum).
-    pub fn read_limit(&self, handle: ChunkHandle) -> Option<u64> {
-        if let Some(l) = self.leases.lock().get(&handle) {
-            return l.sealed.get().is_none().then(|| l.durable.lock().to);
-        }
-        self.limits.lock().get(&handle).copied()
-    }
-
-    fn lease(&self, handle: ChunkHandle) -> Result<Arc<Lease>> {
-        self.leases
-            .lock()
-            .get(&handle)
-            .cloned()
-            .ok_or(ReplicationError::NotPrimary(handle))
     }
 
     /// Appends `data` to the chunk as operation `op` (only at offset `at`, when given); returns
@@ -766,187 +579,6 @@ impl Shared {
             Err(ReplicationError::QuorumNotReached { got, need: quorum })
         }
     }
-
-    /// Seals the chunk once, after the appends in flight, at this replica's committed length:
-    /// first on a quorum of secondaries (each short one is first sent the appends it missed),
-    /// then here. Every caller gets `ChunkFull` with the final length, or the error of an
-    /// attempt that did not reach a quorum (the next caller tries again; no append is taken
-    /// meanwhile). So a replica is sealed only at a length a quorum holds, and "sealed here"
-    /// is a definite answer for every op (I2, I4).
-    async fn seal(self: &Arc<Self>, lease: &Lease) -> ReplicationError {
-        let handle = lease.handle;
-        match lease.sealed.get_or_try_init(|| self.seal_once(lease)).await {
-            Ok(length) => ReplicationError::ChunkFull {
-                handle,
-                length: *length,
-            },
-            Err(e) => e,
-        }
-    }
-
-    async fn seal_once(self: &Arc<Self>, lease: &Lease) -> Result<u64> {
-        let handle = lease.handle;
-        let deadline = Instant::now() + self.cfg.seal_wait;
-        loop {
-            let idle = lease.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if lease.assign.lock().inflight.is_empty() {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                tracing::warn!(%handle, "appends still in flight: the seal waits");
-                return Err(ReplicationError::Busy(
-                    "appends in flight; the chunk is sealing",
-                ));
-            }
-        }
-        // Nothing is in flight and nothing new is taken: the committed length is final here.
-        let length = self.store.info(handle)?.committed_len;
-        let timeout = self.cfg.commit_timeout;
-        let version = lease.version;
-        let need = self.need_remote();
-        let out = call_quorum(
-            lease.secondaries.clone(),
-            need,
-            Instant::now() + 2 * timeout,
-            |addr: String| {
-                let shared = Arc::clone(self);
-                async move { shared.seal_peer(&addr, handle, version, length).await }
-            },
-        )
-        .await;
-        for (addr, e) in &out.failed {
-            self.mark_lagging(handle, addr, e);
-        }
-        let mut sealed_on: Vec<String> = out.ok.iter().map(|(a, _)| a.clone()).collect();
-        if sealed_on.len() < need {
-            self.drain(handle, out.pending, None);
-            let got = sealed_on.len() as u64 + 1;
-            tracing::warn!(%handle, length, got, "too few secondaries sealed: not sealed yet");
-            return Err(ReplicationError::QuorumNotReached {
-                got,
-                need: self.cfg.quorum as u64,
-            });
-        }
-        self.store.seal_exactly(handle, length).await?;
-        // The master counts a sealed chunk's replicas current only at the sealed length: give
-        // the other secondaries a moment, so the report names them too.
-        let mut pending = out.pending;
-        let grace = Instant::now() + SEAL_GRACE;
-        while !pending.is_empty() {
-            match tokio::time::timeout_at(grace, pending.next()).await {
-                Ok(Some((addr, Ok(())))) => sealed_on.push(addr),
-                Ok(Some((addr, Err(e)))) => self.mark_lagging(handle, &addr, &e),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        self.drain(handle, pending, None);
-        tracing::info!(%handle, length, sealed_on = sealed_on.len() + 1, "chunk sealed");
-        let listener = self.on_seal.lock().clone();
-        if let Some(listener) = listener
-            && tokio::time::timeout(timeout, listener(handle, length, sealed_on))
-                .await
-                .is_err()
-        {
-            tracing::warn!(%handle, "seal listener timed out");
-        }
-        Ok(length)
-    }
-
-    /// Seals the secondary at `addr` at `length`; when it is short (it missed COMMITs), sends
-    /// it the committed appends it lacks, then seals it.
-    async fn seal_peer(
-        &self,
-        addr: &str,
-        handle: ChunkHandle,
-        version: u64,
-        length: u64,
-    ) -> Result<()> {
-        let timeout = self.cfg.commit_timeout;
-        let Some(have) = self
-            .peers
-            .seal(addr, handle, version, length, timeout)
-            .await?
-        else {
-            return Ok(());
-        };
-        self.send_missing(addr, handle, version, have, length)
-            .await?;
-        match self
-            .peers
-            .seal(addr, handle, version, length, timeout)
-            .await?
-        {
-            None => Ok(()),
-            Some(still) => Err(ReplicationError::Peer {
-                addr: addr.to_string(),
-                message: format!("still short at {still} of {length} after catching up"),
-            }),
-        }
-    }
-
-    /// PREPAREs and COMMITs to `addr`, in offset order, every append committed here in
-    /// `[from, to)`: the peer holds exactly `from` committed bytes and nothing staged.
-    async fn send_missing(
-        &self,
-        addr: &str,
-        handle: ChunkHandle,
-        version: u64,
-        from: u64,
-        to: u64,
-    ) -> Result<()> {
-        let missing: Vec<(OpId, AppendRecord)> = self
-            .store
-            .appends(handle)?
-            .into_iter()
-            .filter(|(_, a)| a.offset >= from && a.offset < to)
-            .collect();
-        if missing.first().map(|(_, a)| a.offset) != Some(from) {
-            return Err(ReplicationError::Peer {
-                addr: addr.to_string(),
-                message: format!("holds {from} bytes, which ends inside an append"),
-            });
-        }
-        tracing::warn!(%handle, peer = addr, from, to, appends = missing.len(), "sending a short secondary the appends it missed");
-        let timeout = self.cfg.commit_timeout;
-        // In windows: PREPAREs in order on the session, then the window's COMMITs together.
-        let mut window: Vec<OpId> = Vec::new();
-        let mut bytes = 0u64;
-        for (i, (op, a)) in missing.iter().enumerate() {
-            let store = Arc::clone(&self.store);
-            let (offset, len) = (a.offset, u64::from(a.len));
-            let data = tokio::task::spawn_blocking(move || store.read(handle, offset, len))
-                .await
-                .map_err(|e| ReplicationError::Peer {
-                    addr: addr.to_string(),
-                    message: format!("reading the local replica: {e}"),
-                })??;
-            let append = StageRequest {
-                op: *op,
-                handle,
-                version,
-                offset,
-                data,
-            };
-            self.peers.prepare(addr, append, timeout).await?;
-            window.push(*op);
-            bytes += len;
-            if window.len() >= CATCH_UP_WINDOW.0
-                || bytes >= CATCH_UP_WINDOW.1
-                || i + 1 == missing.len()
-            {
-                let commits = window
-                    .drain(..)
-                    .map(|op| self.peers.commit(addr, handle, version, op, timeout));
-                for r in futures::future::join_all(commits).await {
-                    r?;
-                }
-                bytes = 0;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -968,5 +600,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "primary_tests/mod.rs"]
 mod scenario_tests;
