@@ -46,7 +46,12 @@ impl ChunkManager {
             .iter()
             .filter(|(id, _)| reg.is_alive(id))
             .count() as u64;
-        let events = reg.events.newest_first();
+        let events = reg
+            .events
+            .newest_first()
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let warming_up = self.started.elapsed() < reg.dead_after();
         let snapshot = reg.snapshot(Instant::now());
         drop(reg);

@@ -6,7 +6,26 @@
 
 use std::collections::VecDeque;
 
-use gfs_proto::v1::ClusterEvent;
+/// Something that happened to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// When, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// What kind of thing (`server-dead`, `chunk-lost`, ...).
+    pub kind: String,
+    /// What happened, for people.
+    pub text: String,
+}
+
+impl From<Event> for gfs_proto::v1::ClusterEvent {
+    fn from(e: Event) -> Self {
+        gfs_proto::v1::ClusterEvent {
+            unix_ms: e.unix_ms,
+            kind: e.kind,
+            text: e.text,
+        }
+    }
+}
 
 /// Events kept at most; older ones are dropped.
 pub const KEEP: usize = 200;
@@ -14,7 +33,7 @@ pub const KEEP: usize = 200;
 /// A bounded log of recent events, newest last.
 #[derive(Debug, Default)]
 pub struct Events {
-    recent: VecDeque<ClusterEvent>,
+    recent: VecDeque<Event>,
 }
 
 impl Events {
@@ -23,7 +42,7 @@ impl Events {
         if self.recent.len() == KEEP {
             self.recent.pop_front();
         }
-        self.recent.push_back(ClusterEvent {
+        self.recent.push_back(Event {
             unix_ms: gfs_util::time::now_ms(),
             kind: kind.to_string(),
             text,
@@ -31,7 +50,7 @@ impl Events {
     }
 
     /// The kept events, newest first.
-    pub fn newest_first(&self) -> Vec<ClusterEvent> {
+    pub fn newest_first(&self) -> Vec<Event> {
         self.recent.iter().rev().cloned().collect()
     }
 }
