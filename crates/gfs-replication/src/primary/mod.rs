@@ -34,8 +34,10 @@
 //!    append was rolled back under later ones that then committed, the next offset first moves
 //!    up to the committed length.
 //! 4. PREPARE goes to every secondary at once ([`call_quorum`], deadline `prepare_timeout`).
-//!    Fewer than quorum − 1 READY: ABORT locally and on the READY ones (late READYs are aborted
-//!    too), `QuorumNotReached { got, need }`, and the next offset rolls back.
+//!    Fewer than quorum − 1 READY: ABORT locally and on every secondary but those still
+//!    preparing (whose PREPARE is aborted when it ends, however it ends): a failed PREPARE may
+//!    have staged the bytes with only its reply lost. Then `QuorumNotReached { got, need }`, and
+//!    the next offset rolls back.
 //! 5. COMMIT locally and to the READY secondaries; a secondary still preparing gets its COMMIT
 //!    as soon as its PREPARE lands, and counts too ([`await_quorum`], deadline
 //!    `commit_timeout`). The client gets the offset only once the primary and quorum − 1
@@ -410,7 +412,8 @@ impl Shared {
     }
 
     /// Drives calls still running after a quorum decision: failures mark peers lagging, and
-    /// with `abort` a late success (a PREPARE) is aborted.
+    /// with `abort` each PREPARE is aborted, a failed one too (its reply may be what was lost,
+    /// and an ABORT of nothing staged does nothing).
     fn drain<T: Send + 'static>(
         self: &Arc<Self>,
         handle: ChunkHandle,
@@ -430,8 +433,15 @@ impl Shared {
                             .abort(&addr, handle, version, op, shared.cfg.commit_timeout)
                             .await
                     }
+                    (Err(e), Some((version, op))) => {
+                        let _ = shared
+                            .peers
+                            .abort(&addr, handle, version, op, shared.cfg.commit_timeout)
+                            .await;
+                        Err(e)
+                    }
                     (Ok(_), None) => Ok(()),
-                    (Err(e), _) => Err(e),
+                    (Err(e), None) => Err(e),
                 };
                 if let Err(e) = res {
                     shared.mark_lagging(handle, &addr, &e);
@@ -478,8 +488,16 @@ impl Shared {
         if !prep.reached(need) {
             let _ = self.store.abort_at(handle, lease.version, op);
             let got = prep.ok.len() as u64 + 1;
+            // The READY ones, and the failed ones too: a PREPARE whose reply was lost staged
+            // the bytes all the same, and would refuse every later PREPARE at this offset
+            // (which the next append reuses) until the staging TTL or a version bump.
             let ready = futures::stream::FuturesUnordered::new();
             for (addr, ()) in prep.ok {
+                let fut: futures::future::BoxFuture<'static, _> =
+                    Box::pin(async move { (addr, Ok::<(), ReplicationError>(())) });
+                ready.push(fut);
+            }
+            for (addr, _) in prep.failed {
                 let fut: futures::future::BoxFuture<'static, _> =
                     Box::pin(async move { (addr, Ok::<(), ReplicationError>(())) });
                 ready.push(fut);

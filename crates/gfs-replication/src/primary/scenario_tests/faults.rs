@@ -336,3 +336,29 @@ async fn a_confirmation_without_a_quorum_is_not_an_answer() {
         holds(s, &[(1, &a)]);
     }
 }
+
+/// PREPARE replies lost on both secondaries: the READY quorum fails, yet both staged the
+/// bytes. The primary aborts them there too (an ABORT of nothing staged is a no-op), so the
+/// next append, which reuses the offset, is not refused by what they still had staged.
+#[tokio::test]
+async fn prepares_whose_replies_were_lost_are_aborted_so_the_offset_is_reused() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::Prepare, Fault::LoseReply, 1);
+    rig.net.inject(rig.s(2), Call::Prepare, Fault::LoseReply, 1);
+    let a = rec(1, 100);
+    let r = rig.append(1, &a).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    eventually("both aborted", || {
+        staged(rig.store(1)) == 0 && staged(rig.store(2)) == 0
+    })
+    .await;
+    let b = rec(2, 50);
+    assert_eq!(rig.append(2, &b).await.unwrap(), 0);
+    let c = rec(3, 10);
+    assert_eq!(rig.append(3, &c).await.unwrap(), 50);
+    rig.converged(60).await;
+    for s in rig.all() {
+        holds(s, &[(2, &b), (3, &c)]);
+        assert_eq!(staged(s), 0);
+    }
+}
