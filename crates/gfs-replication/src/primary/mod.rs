@@ -491,13 +491,9 @@ impl Shared {
             // The READY ones, and the failed ones too: a PREPARE whose reply was lost staged
             // the bytes all the same, and would refuse every later PREPARE at this offset
             // (which the next append reuses) until the staging TTL or a version bump.
+            let answered = prep.ok.into_iter().map(|(addr, ())| addr);
             let ready = futures::stream::FuturesUnordered::new();
-            for (addr, ()) in prep.ok {
-                let fut: futures::future::BoxFuture<'static, _> =
-                    Box::pin(async move { (addr, Ok::<(), ReplicationError>(())) });
-                ready.push(fut);
-            }
-            for (addr, _) in prep.failed {
+            for addr in answered.chain(prep.failed.into_iter().map(|(addr, _)| addr)) {
                 let fut: futures::future::BoxFuture<'static, _> =
                     Box::pin(async move { (addr, Ok::<(), ReplicationError>(())) });
                 ready.push(fut);
