@@ -100,7 +100,7 @@ impl Cluster {
                 ..ChunkserverConfig::default()
             };
             if let Some(d) = delay {
-                cfg.storage.commit_delay = d;
+                cfg.storage.store.commit_delay = d;
             }
             servers.push(ChunkServer::start(cfg).await?);
         }

@@ -104,7 +104,7 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
             parse_duration(&s).map_err(|e| anyhow::anyhow!("--scrub-every: {e}"))?;
     }
     if let Some(s) = args.op_retention.clone() {
-        cfg.storage.op_retention =
+        cfg.storage.store.op_retention =
             parse_duration(&s).map_err(|e| anyhow::anyhow!("--op-retention: {e}"))?;
     }
     if let Some(s) = args.capacity.clone() {

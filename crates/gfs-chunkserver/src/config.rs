@@ -44,8 +44,9 @@ pub struct ChunkserverConfig {
     pub storage: StorageSection,
     /// Replication tunables.
     pub replication: ReplicationSection,
-    /// Data-plane tunables.
-    pub dataplane: DataplaneSection,
+    /// Data-plane limits (`[dataplane]`: the keys of [`gfs_dataplane::ServerConfig`]; its
+    /// `max_frame` follows from the chunk size).
+    pub dataplane: gfs_dataplane::ServerConfig,
     /// Encoded bytes of one heartbeat at most: the chunk report goes in pieces of this size
     /// (`gfs_proto::report::REPORT_PIECE_BYTES`, 1 MiB). Not a key of the file: tests set it
     /// small so that a report of a few replicas takes several pieces.
@@ -53,31 +54,18 @@ pub struct ChunkserverConfig {
     pub report_piece_bytes: usize,
 }
 
-/// `[storage]`: the chunk store.
+/// `[storage]`: the chunk store's own settings (its keys are those of
+/// [`gfs_storage::StoreConfig`], but `chunk_size`, the cluster's) and the scrubber's period.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
-    /// Bound on bytes staged in memory across all chunks.
-    pub staging_limit: Size,
-    /// Staged data not committed within this time is dropped.
-    #[serde(with = "humantime_serde")]
-    pub staging_ttl: Duration,
-    /// Appends up to this size are made durable inside the write-ahead log.
-    pub inline_max: Size,
-    /// The write-ahead log is checkpointed past this size.
-    pub checkpoint_bytes: Size,
-    /// How long a group commit may wait for COMMITs of appends already staged (0: never).
-    #[serde(with = "humantime_serde")]
-    pub commit_delay: Duration,
     /// The scrubber verifies one idle chunk (no lease here) every this long and reports a bad
     /// one to the master (0: off).
     #[serde(with = "humantime_serde")]
     pub scrub_every: Duration,
-    /// A sealed chunk keeps its op table (exactly-once retries) this long after it was sealed
-    /// here; then a retry of any op on it fails as "outcome unknown". Must exceed the clients'
-    /// `op_deadline` (60 s) plus the lease period (60 s), with a margin.
-    #[serde(with = "humantime_serde")]
-    pub op_retention: Duration,
+    /// The chunk store's settings; `chunk_size` is replaced by the cluster's.
+    #[serde(flatten)]
+    pub store: gfs_storage::StoreConfig,
 }
 
 /// `[replication]`: the two-phase commit.
@@ -98,22 +86,6 @@ pub struct ReplicationSection {
     pub clone_rate: Size,
 }
 
-/// `[dataplane]`: the client TCP protocol.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataplaneSection {
-    /// Most client connections served at once.
-    pub max_connections: usize,
-    /// Requests in flight per connection.
-    pub max_in_flight: usize,
-    /// A connection idle this long is closed.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Deadline for writing one reply.
-    #[serde(with = "humantime_serde")]
-    pub write_timeout: Duration,
-}
-
 impl Default for ChunkserverConfig {
     fn default() -> Self {
         ChunkserverConfig {
@@ -131,7 +103,7 @@ impl Default for ChunkserverConfig {
             capacity: Size::gib(100),
             storage: StorageSection::default(),
             replication: ReplicationSection::default(),
-            dataplane: DataplaneSection::default(),
+            dataplane: gfs_dataplane::ServerConfig::default(),
             report_piece_bytes: gfs_proto::report::REPORT_PIECE_BYTES,
         }
     }
@@ -139,15 +111,9 @@ impl Default for ChunkserverConfig {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        let d = gfs_storage::StoreConfig::default();
         StorageSection {
-            staging_limit: Size(d.staging_limit),
-            staging_ttl: d.staging_ttl,
-            inline_max: Size(d.inline_max),
-            checkpoint_bytes: Size(d.checkpoint_bytes),
-            commit_delay: d.commit_delay,
             scrub_every: Duration::from_secs(10),
-            op_retention: d.op_retention,
+            store: gfs_storage::StoreConfig::default(),
         }
     }
 }
@@ -159,17 +125,6 @@ impl Default for ReplicationSection {
             commit_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             clone_rate: Size(0),
-        }
-    }
-}
-
-impl Default for DataplaneSection {
-    fn default() -> Self {
-        DataplaneSection {
-            max_connections: 1024,
-            max_in_flight: 64,
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -191,13 +146,7 @@ impl ChunkserverConfig {
     pub fn store_config(&self) -> Result<gfs_storage::StoreConfig> {
         let s = gfs_storage::StoreConfig {
             chunk_size: self.chunk_size.bytes(),
-            staging_limit: self.storage.staging_limit.bytes(),
-            staging_ttl: self.storage.staging_ttl,
-            inline_max: self.storage.inline_max.bytes(),
-            checkpoint_bytes: self.storage.checkpoint_bytes.bytes(),
-            commit_delay: self.storage.commit_delay,
-            op_retention: self.storage.op_retention,
-            ..gfs_storage::StoreConfig::default()
+            ..self.storage.store.clone()
         };
         s.validate()
             .map_err(|e| ChunkserverError::Config(e.to_string()))?;
@@ -259,7 +208,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.chunk_size, Size::mib(1));
-        assert_eq!(c.storage.staging_ttl, Duration::from_secs(5));
+        assert_eq!(c.storage.store.staging_ttl, Duration::from_secs(5));
         assert_eq!(c.replication.prepare_timeout, Duration::from_millis(250));
         // Not a key of the file, but a file still gets the default.
         assert_eq!(c.report_piece_bytes, gfs_proto::report::REPORT_PIECE_BYTES);
@@ -275,5 +224,51 @@ mod tests {
         assert!(e.to_string().contains("bananas"), "{e}");
         let c = ChunkserverConfig::from_toml("chunk_size = 1000", "x").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_lower_layers_tables_take_their_own_keys_and_refuse_others() {
+        let c = ChunkserverConfig::from_toml(
+            r#"
+            chunk_size = "4MiB"
+            [storage]
+            scrub_every = "0s"
+            staging_limit = "8MiB"
+            commit_wait = "3s"
+            max_batch_bytes = 1048576
+            op_retention = "5m"
+            [dataplane]
+            max_in_flight = 7
+            idle_timeout = "2s"
+            "#,
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.storage.scrub_every.is_zero());
+        let store = c.store_config().unwrap();
+        assert_eq!(store.chunk_size, 4 << 20, "the cluster's chunk size");
+        assert_eq!(store.staging_limit, 8 << 20);
+        assert_eq!(store.commit_wait, Duration::from_secs(3));
+        assert_eq!(store.max_batch_bytes, 1 << 20);
+        assert_eq!(store.op_retention, Duration::from_secs(300));
+        assert_eq!(c.dataplane.max_in_flight, 7);
+        assert_eq!(c.dataplane.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.dataplane.max_connections, 1024, "a default");
+
+        // A misspelt key in either table, or one that is not the file's to set, is named.
+        for (text, key) in [
+            ("[storage]\nstaging_tll = \"1s\"", "staging_tll"),
+            ("[storage]\nchunk_size = \"1MiB\"", "chunk_size"),
+            ("[dataplane]\nmax_conections = 5", "max_conections"),
+            ("[dataplane]\nmax_frame = 5", "max_frame"),
+        ] {
+            let e = ChunkserverConfig::from_toml(text, "t.toml").unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+
+        // What the process prints as its configuration reads back the same.
+        let text = toml::to_string(&c).unwrap();
+        let back = ChunkserverConfig::from_toml(&text, "printed").unwrap();
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
     }
 }

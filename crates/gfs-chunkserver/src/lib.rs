@@ -23,7 +23,7 @@ mod server;
 mod throttle;
 
 pub use cluster::ClusterValues;
-pub use config::{ChunkserverConfig, DataplaneSection, ReplicationSection, StorageSection};
+pub use config::{ChunkserverConfig, ReplicationSection, StorageSection};
 pub use control::Control;
 pub use error::{ChunkserverError, Result};
 pub use handler::{DataHandler, replication_to_data, storage_to_data};

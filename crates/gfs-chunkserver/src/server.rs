@@ -196,10 +196,7 @@ impl ChunkServer {
         );
         let data_cfg = ServerConfig {
             max_frame: cfg.max_record() as usize + 64,
-            max_connections: cfg.dataplane.max_connections,
-            max_in_flight: cfg.dataplane.max_in_flight,
-            idle_timeout: cfg.dataplane.idle_timeout,
-            write_timeout: cfg.dataplane.write_timeout,
+            ..cfg.dataplane.clone()
         };
         let data_task = tokio::spawn(gfs_dataplane::run(
             data_listener,

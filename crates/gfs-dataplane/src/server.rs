@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,18 +57,24 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Bytes, DataError>> + Send;
 }
 
-/// Limits and deadlines of the data-plane server.
-#[derive(Clone, Debug)]
+/// Limits and deadlines of the data-plane server. As a TOML or JSON table its keys are the
+/// field names; durations take a unit ("60s").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Largest accepted frame body in bytes.
+    /// Largest accepted frame body in bytes. Not a key of the table: it follows from the
+    /// largest record, which the owner of the server sets.
+    #[serde(skip)]
     pub max_frame: usize,
     /// Most connections served at once; further ones get `Unavailable` and are closed.
     pub max_connections: usize,
     /// Most requests in flight per connection before the server stops reading from it.
     pub max_in_flight: usize,
     /// A connection with no request in flight and no new frame for this long is closed.
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Deadline for writing one batch of replies; also the shutdown grace period.
+    #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 }
 

@@ -2,35 +2,49 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Result, StorageError};
 use crate::types::BLOCK_SIZE;
 
-/// How a chunk store behaves; `Default` gives production values.
-#[derive(Clone, Debug)]
+/// How a chunk store behaves; `Default` gives production values. As a TOML or JSON table its
+/// keys are the field names; sizes take bytes or a unit ("256MiB"), durations a unit ("30s").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Largest committed length of a chunk (64 MiB in production; tests use 1 MiB).
+    /// Largest committed length of a chunk (64 MiB in production; tests use 1 MiB). Not a key
+    /// of the table: it is the cluster's value, which the owner of the store sets.
+    #[serde(skip)]
     pub chunk_size: u64,
     /// Bound on the bytes held in the in-memory staging area, across all chunks.
+    #[serde(with = "gfs_util::size::as_size")]
     pub staging_limit: u64,
     /// Staged data not committed within this time is dropped.
+    #[serde(with = "humantime_serde")]
     pub staging_ttl: Duration,
     /// How long a commit waits for the staged appends before it to commit first.
+    #[serde(with = "humantime_serde")]
     pub commit_wait: Duration,
     /// Appends up to this size are written inside the WAL (one fsync for a whole batch); larger
     /// ones are written in place and their chunk file is fsynced in the same round.
+    #[serde(with = "gfs_util::size::as_size")]
     pub inline_max: u64,
     /// Once the WAL grows past this many bytes, dirty chunks are snapshotted and it starts over.
+    #[serde(with = "gfs_util::size::as_size")]
     pub checkpoint_bytes: u64,
     /// How long a group commit may wait for the COMMITs of appends already staged, so that they
     /// share its fsync (0 disables the wait). Only paid while such appends exist.
+    #[serde(with = "humantime_serde")]
     pub commit_delay: Duration,
     /// Upper bound on the bytes one group commit writes before it fsyncs.
+    #[serde(with = "gfs_util::size::as_size")]
     pub max_batch_bytes: u64,
     /// How long a sealed chunk keeps its op table (op id -> offset, for exactly-once retries)
     /// after it was sealed here; then the table is dropped and a retry of any op on the chunk
     /// gets `OpRetentionExpired` (outcome unknown) instead of an answer. Must exceed the
     /// longest a client retries one op: gfs-client's `op_deadline` (60 s) plus the lease
     /// period (60 s), with room for requests still in flight. Unsealed chunks keep their table.
+    #[serde(with = "humantime_serde")]
     pub op_retention: Duration,
 }
 

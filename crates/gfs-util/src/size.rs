@@ -127,6 +127,22 @@ impl FromStr for Size {
     }
 }
 
+/// Serde adapter for a byte count kept as a `u64` field: read from bytes or a string with a unit
+/// ("64MiB"), written as [`Size`] writes (`#[serde(with = "gfs_util::size::as_size")]`).
+pub mod as_size {
+    use super::Size;
+
+    /// Writes `bytes` as a [`Size`].
+    pub fn serialize<S: serde::Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&Size(*bytes), s)
+    }
+
+    /// Reads a [`Size`] and keeps its bytes.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        <Size as serde::Deserialize>::deserialize(d).map(Size::bytes)
+    }
+}
+
 impl serde::Serialize for Size {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.in_unit() {
