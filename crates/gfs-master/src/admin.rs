@@ -1,6 +1,5 @@
 //! What operators ask of the master: the cluster report and fsck (decommissioning is in
-//! `chunks::drain`). An fsck reply lists unhealthy files and chunks within
-//! `gfs_proto::PAGE_BYTES` and counts the rest.
+//! `chunks::drain`), as [`crate::report`] types.
 //!
 //! The report is everything operators see (the status page, `/metrics` gauges, `gfs admin
 //! report`): one pass over the namespace for the counts, and one over the servers' reports for
@@ -10,14 +9,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use gfs_proto::v1::{ChunkHealth, ClusterReport, FileHealth, FsckReply, ServerReport};
-use prost::encoding::string::encoded_len;
-
 use gfs_util::time::unix_ms;
 
-use crate::chunks::ChunkManager;
+use crate::chunks::{ChunkHealth, ChunkManager};
 use crate::error::Result;
 use crate::registry::{ChunkMap, Want};
+use crate::report::{ClusterReport, FileHealth, FsckReport, ServerCondition, ServerReport};
 use crate::trash::TRASH;
 
 impl ChunkManager {
@@ -46,12 +43,7 @@ impl ChunkManager {
             .iter()
             .filter(|(id, _)| reg.is_alive(id))
             .count() as u64;
-        let events = reg
-            .events
-            .newest_first()
-            .into_iter()
-            .map(Into::into)
-            .collect();
+        let events = reg.events.newest_first();
         let warming_up = self.started.elapsed() < reg.dead_after();
         let snapshot = reg.snapshot(Instant::now());
         drop(reg);
@@ -60,17 +52,17 @@ impl ChunkManager {
         for s in snapshot {
             let id = s.info.id.clone();
             let state = if !s.alive {
-                "dead"
+                ServerCondition::Dead
             } else if s.disk_lost {
-                "disk lost"
+                ServerCondition::DiskLost
             } else if s.draining {
                 if self.left_on(&id, &counts, &versions) == 0 {
-                    "drained"
+                    ServerCondition::Drained
                 } else {
-                    "draining"
+                    ServerCondition::Draining
                 }
             } else {
-                "alive"
+                ServerCondition::Alive
             };
             if s.alive && !s.disk_lost {
                 capacity_bytes += s.info.capacity_bytes;
@@ -86,8 +78,8 @@ impl ChunkManager {
                 data_addr: s.info.data_addr,
                 repl_addr: s.info.repl_addr,
                 rack: s.info.rack,
-                state: state.to_string(),
-                last_heartbeat_ms_ago: s.since_heartbeat.as_millis() as u64,
+                state,
+                since_heartbeat: s.since_heartbeat,
                 chunks: s.replicas.len() as u64,
                 capacity_bytes: s.info.capacity_bytes,
                 used_bytes: s.info.used_bytes,
@@ -112,7 +104,7 @@ impl ChunkManager {
             replication_goal: goal as u32,
             servers,
             events,
-            master_uptime_ms: self.started.elapsed().as_millis() as u64,
+            master_uptime: self.started.elapsed(),
             warming_up,
         })
     }
@@ -125,17 +117,8 @@ impl ChunkManager {
     }
 
     /// Every file at or under `path` (a file or a directory), and the chunks of each that are
-    /// short of the goal, lost, or have stale or corrupt replicas; the lists stop at
-    /// `gfs_proto::PAGE_BYTES` encoded (`fsck_within`).
-    pub async fn fsck(&self, path: &str) -> Result<FsckReply> {
-        self.fsck_within(path, gfs_proto::PAGE_BYTES).await
-    }
-
-    /// [`ChunkManager::fsck`] in a reply of at most `budget` encoded bytes (at least 128):
-    /// unhealthy files and their bad chunks are listed in namespace order while they fit, and
-    /// the rest are counted (`unlisted_files`, `FileHealth::unlisted_chunks`); the totals
-    /// (`files`, `chunks`, `unhealthy_files`) always cover everything.
-    pub async fn fsck_within(&self, path: &str, budget: usize) -> Result<FsckReply> {
+    /// short of the goal, lost, or have stale or corrupt replicas.
+    pub async fn fsck(&self, path: &str) -> Result<FsckReport> {
         let p = path.to_string();
         let files = self
             .meta
@@ -156,57 +139,32 @@ impl ChunkManager {
             .await??;
         let goal = self.cfg.replication;
         let reg = self.registry.lock();
-        let mut reply = FsckReply {
+        let mut report = FsckReport {
             files: files.len() as u64,
             replication_goal: goal as u32,
-            ..FsckReply::default()
+            ..FsckReport::default()
         };
-        // What the reply holds so far, counted high: its own fields at their largest.
-        let mut bytes = 64;
         for (path, chunks) in files {
-            reply.chunks += chunks.len() as u64;
-            let mut bad = chunks
+            report.chunks += chunks.len() as u64;
+            let bad: Vec<ChunkHealth> = chunks
                 .iter()
                 .enumerate()
                 .filter_map(|(i, (handle, want))| {
-                    let (c, version) = (reg.health(*handle, *want), &want.version);
-                    (c.current < goal || c.stale > 0 || c.corrupt > 0).then_some(ChunkHealth {
+                    let replicas = reg.health(*handle, *want);
+                    let unhealthy =
+                        replicas.current < goal || replicas.stale > 0 || replicas.corrupt > 0;
+                    unhealthy.then_some(ChunkHealth {
                         index: i as u64,
                         handle: *handle,
-                        version: *version,
-                        current: c.current as u32,
-                        stale: c.stale as u32,
-                        corrupt: c.corrupt as u32,
+                        version: want.version,
+                        replicas,
                     })
                 })
-                .peekable();
-            if bad.peek().is_none() {
-                continue;
+                .collect();
+            if !bad.is_empty() {
+                report.unhealthy.push(FileHealth { path, chunks: bad });
             }
-            reply.unhealthy_files += 1;
-            let mut file = FileHealth {
-                path,
-                chunks: Vec::new(),
-                unlisted_chunks: 0,
-            };
-            // The entry's key, its length (at most 5 bytes), its path, `unlisted_chunks`.
-            let mut len = 1 + 5 + encoded_len(1, &file.path) + 11;
-            if bytes + len > budget {
-                reply.unlisted_files += 1;
-                continue;
-            }
-            for c in bad {
-                let n = prost::encoding::message::encoded_len(2, &c);
-                if bytes + len + n > budget {
-                    file.unlisted_chunks += 1;
-                } else {
-                    file.chunks.push(c);
-                    len += n;
-                }
-            }
-            bytes += len;
-            reply.unhealthy.push(file);
         }
-        Ok(reply)
+        Ok(report)
     }
 }

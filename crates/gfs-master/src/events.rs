@@ -17,16 +17,6 @@ pub struct Event {
     pub text: String,
 }
 
-impl From<Event> for gfs_proto::v1::ClusterEvent {
-    fn from(e: Event) -> Self {
-        gfs_proto::v1::ClusterEvent {
-            unix_ms: e.unix_ms,
-            kind: e.kind,
-            text: e.text,
-        }
-    }
-}
-
 /// Events kept at most; older ones are dropped.
 pub const KEEP: usize = 200;
 

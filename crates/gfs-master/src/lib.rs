@@ -28,10 +28,12 @@ mod namespace;
 pub mod path;
 pub mod record;
 mod registry;
+pub mod report;
 mod server;
 mod service;
 pub mod status_page;
 pub mod trash;
+pub mod wire;
 
 pub use chunks::{
     ChunkConfig, ChunkCopy, ChunkHealth, ChunkManager, ChunkserverControl, ControlError,

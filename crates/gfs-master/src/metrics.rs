@@ -4,7 +4,7 @@
 //! log's group-commit time (fed by `MetaStore::on_fsync`), and gauges set from a fresh cluster
 //! report at each scrape. The full list is in `docs/operations.md`.
 
-use gfs_proto::v1::ClusterReport;
+use crate::report::{ClusterReport, ServerCondition};
 use gfs_telemetry::{RequestMetrics, encode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -140,11 +140,11 @@ impl MasterMetrics {
         set(&self.capacity, report.capacity_bytes);
         set(&self.used, report.used_bytes);
         self.servers.clear();
-        for state in ["alive", "dead", "disk lost", "draining", "drained"] {
+        for state in ServerCondition::ALL {
             let n = report.servers.iter().filter(|s| s.state == state).count();
             set(
                 &self.servers.get_or_create(&State {
-                    state: state.to_string(),
+                    state: state.as_str().to_string(),
                 }),
                 n as u64,
             );

@@ -483,7 +483,7 @@ impl gfs_proto::v1::admin_server::Admin for AdminService {
         &self,
         _: Request<gfs_proto::v1::ReportRequest>,
     ) -> Result<Response<gfs_proto::v1::ClusterReport>, Status> {
-        Ok(Response::new(self.chunks.report().await?))
+        Ok(Response::new(self.chunks.report().await?.into()))
     }
 
     async fn fsck(
@@ -491,7 +491,11 @@ impl gfs_proto::v1::admin_server::Admin for AdminService {
         r: Request<gfs_proto::v1::FsckRequest>,
     ) -> Result<Response<gfs_proto::v1::FsckReply>, Status> {
         let p = checked(&r.into_inner().path)?;
-        Ok(Response::new(self.chunks.fsck(&p).await?))
+        let report = self.chunks.fsck(&p).await?;
+        Ok(Response::new(crate::wire::fsck_reply(
+            report,
+            gfs_proto::PAGE_BYTES,
+        )))
     }
 
     async fn decommission(

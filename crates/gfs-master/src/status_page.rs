@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use gfs_proto::v1::ClusterReport;
+use crate::report::{ClusterReport, ServerCondition};
 use gfs_util::human::{ago, bytes};
 
 /// Escapes text for HTML.
@@ -30,7 +30,11 @@ td.n,th.n{text-align:right}.state-dead,.state-disk-lost{color:#b00020;font-weigh
 /// The whole page.
 pub fn render(r: &ClusterReport) -> String {
     let mut h = String::with_capacity(8 << 10);
-    let alive = r.servers.iter().filter(|s| s.state == "alive").count();
+    let alive = r
+        .servers
+        .iter()
+        .filter(|s| s.state == ServerCondition::Alive)
+        .count();
     let _ = write!(
         h,
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
@@ -39,7 +43,7 @@ pub fn render(r: &ClusterReport) -> String {
          <h1>gfs-rs master</h1><small id=generated data-unix-ms={}>up {} · \
          {alive} of {} chunkservers alive · refreshes every 5 s</small>",
         r.generated_unix_ms,
-        ago(r.master_uptime_ms),
+        ago(r.master_uptime.as_millis() as u64),
         r.servers.len()
     );
     if r.warming_up {
@@ -126,9 +130,9 @@ pub fn render(r: &ClusterReport) -> String {
             } else {
                 esc(&s.rack)
             },
-            cls = s.state.replace(' ', "-"),
-            state = esc(&s.state),
-            hb = ago(s.last_heartbeat_ms_ago),
+            cls = s.state.as_str().replace(' ', "-"),
+            state = s.state.as_str(),
+            hb = ago(s.since_heartbeat.as_millis() as u64),
             chunks = s.chunks,
             used = bytes(s.used_bytes),
             free = bytes(s.capacity_bytes.saturating_sub(s.used_bytes)),
@@ -168,7 +172,8 @@ pub fn render(r: &ClusterReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use gfs_proto::v1::{ClusterEvent, ServerReport};
+    use crate::events::Event;
+    use crate::report::ServerReport;
 
     use super::*;
 
@@ -180,16 +185,16 @@ mod tests {
             servers: vec![
                 ServerReport {
                     id: "cs<1>".into(),
-                    state: "alive".into(),
+                    state: ServerCondition::Alive,
                     ..ServerReport::default()
                 },
                 ServerReport {
                     id: "cs2".into(),
-                    state: "dead".into(),
+                    state: ServerCondition::Dead,
                     ..ServerReport::default()
                 },
             ],
-            events: vec![ClusterEvent {
+            events: vec![Event {
                 unix_ms: 1,
                 kind: "server-dead".into(),
                 text: "chunkserver cs2 & co".into(),

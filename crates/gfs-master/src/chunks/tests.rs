@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gfs_proto::v1::{ChunkDelete, GetChunksReply};
+
+use crate::wire::fsck_reply;
 use parking_lot::Mutex;
 
 use super::alloc::length_quorum;
@@ -449,7 +451,7 @@ async fn fsck_lists_what_fits_and_counts_the_rest() {
         add(format!("/d/x{i:02}"), 1000 + i).await.unwrap();
     }
 
-    let r = m.fsck_within("/", 1000).await.unwrap();
+    let r = fsck_reply(m.fsck("/").await.unwrap(), 1000);
     assert!(prost::Message::encoded_len(&r) <= 1000);
     assert_eq!((r.files, r.chunks, r.unhealthy_files), (22, 221, 22));
     assert_eq!(r.unhealthy.len() as u64 + r.unlisted_files, 22);
@@ -459,7 +461,7 @@ async fn fsck_lists_what_fits_and_counts_the_rest() {
     assert_eq!(many.chunks.len() as u64 + many.unlisted_chunks, 200);
     assert!(many.unlisted_chunks > 0);
     // The whole budget lists everything.
-    let r = m.fsck("/").await.unwrap();
+    let r = fsck_reply(m.fsck("/").await.unwrap(), gfs_proto::PAGE_BYTES);
     assert_eq!((r.unhealthy.len(), r.unlisted_files), (22, 0));
     assert!(r.unhealthy.iter().all(|f| f.unlisted_chunks == 0));
 
@@ -477,9 +479,9 @@ async fn fsck_lists_what_fits_and_counts_the_rest() {
     futures::future::try_join_all((0..2000).map(|i| add(name(i), 10_000 + i)))
         .await
         .unwrap();
-    let all = m.fsck_within("/", usize::MAX).await.unwrap();
+    let all = fsck_reply(m.fsck("/").await.unwrap(), usize::MAX);
     assert!(prost::Message::encoded_len(&all) > 7 << 20);
-    let r = m.fsck("/").await.unwrap();
+    let r = fsck_reply(m.fsck("/").await.unwrap(), gfs_proto::PAGE_BYTES);
     let len = prost::Message::encoded_len(&r);
     // Nearly full (the count is high by a few bytes an entry).
     assert!(
