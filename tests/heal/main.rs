@@ -12,14 +12,12 @@ mod t40_trash_and_restarts;
 mod t50_catch_up_and_seal;
 mod t60_lost_replies;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gfs_client::{Client, ClientConfig, ServerState};
 use gfs_testkit::fixture::{Server, check_promise};
 use gfs_testkit::master_proc::MasterProc;
-use gfs_testkit::{History, RecordId};
+use gfs_testkit::{Appenders, History, RecordId, Workload, assert_acked_read_back};
 
 /// A master (dead after 2 s of silence) and `n` chunkservers registered with it.
 fn cluster(dir: &std::path::Path, n: usize) -> (MasterProc, Vec<Server>) {

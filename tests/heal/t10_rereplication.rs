@@ -11,41 +11,17 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
     let c = patient(&master, Duration::from_secs(90)).await;
     registered(&c, 4).await;
     c.create("/log").await.unwrap();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (c, acked) = (c.clone(), Arc::clone(&acked));
-        writers.push(tokio::spawn(async move {
-            let (mut out, mut h) = (Vec::new(), History::new());
-            for n in 0..60 {
-                out.push(append(&c, "/log", &mut h, w, n).await);
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-            (out, h)
-        }));
-    }
+    let writers = Appenders::start(&c, Workload::new("/log", 0..4, Some(60)));
     // A third of the way in, SIGKILL a server that holds the chunk being written.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.load(Ordering::SeqCst) < 80 {
-        assert!(Instant::now() < deadline, "appends did not get going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    writers.until_acked(80, Duration::from_secs(60)).await;
     let l = c.refresh("/log").await.unwrap();
     let victim: usize = l.chunks.last().unwrap().replicas[0].id[2..]
         .parse()
         .unwrap();
     servers[victim].kill();
     let killed_at = Instant::now();
-    let (mut all, mut h) = (Vec::new(), History::new());
-    for w in writers {
-        let (out, hw) = w.await.unwrap();
-        all.extend(out);
-        h.merge(hw);
-    }
-    for (off, rec) in &all {
-        let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
-        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
-    }
+    let h = writers.join().await;
+    assert_acked_read_back(&c, "/log", &h, "after the appends").await;
     let chunks = c.refresh("/log").await.unwrap().chunks.len();
     let took = until_replicated(&c, "/log", 3, Duration::from_secs(90)).await;
     println!(
@@ -53,10 +29,7 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
         killed_at.elapsed()
     );
     // The copies are real: with the victim gone, every record still reads from the copies.
-    for (off, rec) in &all {
-        let got = c.read("/log", *off, rec.len() as u64).await.unwrap();
-        assert!(got[..] == rec[..], "record at {off} differs after healing");
-    }
+    assert_acked_read_back(&c, "/log", &h, "after healing").await;
     check_promise(&c, "/log", &h, &mut servers).await;
 }
 

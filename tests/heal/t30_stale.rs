@@ -109,24 +109,8 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
     let c = patient(&master, Duration::from_secs(90)).await;
     registered(&c, 5).await;
     c.create("/k").await.unwrap();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let mut writers = Vec::new();
-    for w in 0..2 {
-        let (c, acked) = (c.clone(), Arc::clone(&acked));
-        writers.push(tokio::spawn(async move {
-            let (mut out, mut h) = (Vec::new(), History::new());
-            for n in 0..50 {
-                out.push(append(&c, "/k", &mut h, 20 + w, n).await);
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-            (out, h)
-        }));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.load(Ordering::SeqCst) < 30 {
-        assert!(Instant::now() < deadline, "appends did not get going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let writers = Appenders::start(&c, Workload::new("/k", 20..22, Some(50)));
+    writers.until_acked(30, Duration::from_secs(60)).await;
     let chunk = c
         .refresh("/k")
         .await
@@ -147,16 +131,8 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
     for &i in &gone {
         servers[i].restarted(&master.addr);
     }
-    let (mut all, mut h) = (Vec::new(), History::new());
-    for w in writers {
-        let (out, hw) = w.await.unwrap();
-        all.extend(out);
-        h.merge(hw);
-    }
-    for (off, rec) in &all {
-        let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
-        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
-    }
+    let h = writers.join().await;
+    assert_acked_read_back(&c, "/k", &h, "after the appends").await;
     // Every chunk settles at three replicas, all at the master's version, as the servers
     // themselves report them.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -185,9 +161,6 @@ async fn two_replicas_killed_under_appends_then_returning_leave_no_stale_replica
         assert!(Instant::now() < deadline, "never settled: {wrong:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for (off, rec) in &all {
-        let got = c.read("/k", *off, rec.len() as u64).await.unwrap();
-        assert!(got[..] == rec[..], "record at {off} differs after healing");
-    }
+    assert_acked_read_back(&c, "/k", &h, "after healing").await;
     check_promise(&c, "/k", &h, &mut servers).await;
 }

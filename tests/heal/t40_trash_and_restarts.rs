@@ -85,37 +85,20 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_record() {
     let c = patient(&master, Duration::from_secs(120)).await;
     registered(&c, 4).await;
     c.create("/roll").await.unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (c, stop) = (c.clone(), Arc::clone(&stop));
-        writers.push(tokio::spawn(async move {
-            let (mut out, mut h) = (Vec::new(), History::new());
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                out.push(append(&c, "/roll", &mut h, 10 + w, n).await);
-                n += 1;
-            }
-            (out, h)
-        }));
-    }
+    let writers = Appenders::start(&c, Workload::new("/roll", 10..14, None));
     for server in servers.iter_mut() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         server.restarted(&master.addr);
         until_replicated(&c, "/roll", 3, Duration::from_secs(90)).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    let (mut all, mut h) = (Vec::new(), History::new());
-    for w in writers {
-        let (out, hw) = w.await.unwrap();
-        all.extend(out);
-        h.merge(hw);
-    }
-    assert!(all.len() > 20, "only {} appends went through", all.len());
-    for (off, rec) in &all {
-        let got = c.read("/roll", *off, rec.len() as u64).await.unwrap();
-        assert!(got[..] == rec[..], "acknowledged record at {off} lost");
-    }
+    writers.stop();
+    let h = writers.join().await;
+    assert!(
+        h.acked.len() > 20,
+        "only {} appends went through",
+        h.acked.len()
+    );
+    assert_acked_read_back(&c, "/roll", &h, "after the restarts").await;
     until_replicated(&c, "/roll", 3, Duration::from_secs(90)).await;
     check_promise(&c, "/roll", &h, &mut servers).await;
 }

@@ -19,26 +19,15 @@ async fn lost_acknowledgements_never_duplicate_a_record() {
     });
     let c = patient(&master, Duration::from_secs(90)).await;
     c.create("/acks").await.unwrap();
-    let mut writers = Vec::new();
-    for w in 0..6u32 {
-        let c = c.clone();
-        writers.push(tokio::spawn(async move {
-            let mut h = History::new();
-            for n in 0..12u32 {
-                let id = RecordId { writer: w, seq: n };
-                let rec =
-                    gfs_testkit::record(id, 150_000 + ((w * 37 + n * 101) as usize % 100_000));
-                h.sent(id, rec.len());
-                let off = c.append("/acks", rec).await.unwrap();
-                h.acked(id, off);
-            }
-            h
-        }));
-    }
-    let mut h = History::new();
-    for w in writers {
-        h.merge(w.await.unwrap());
-    }
+    let h = Appenders::start(
+        &c,
+        Workload {
+            size: |id| 150_000 + (id.writer as usize * 37 + id.seq as usize * 101) % 100_000,
+            ..Workload::new("/acks", 0..6, Some(12))
+        },
+    )
+    .join()
+    .await;
     let chunks = c.refresh("/acks").await.unwrap().chunks.len();
     assert!(
         chunks >= 10,
@@ -66,28 +55,16 @@ async fn lost_commits_never_leave_an_acknowledged_record_on_one_copy() {
     });
     let c = patient(&master, Duration::from_secs(60)).await;
     c.create("/wedged").await.unwrap();
-    let mut writers = Vec::new();
-    for w in 0..4u32 {
-        let c = c.clone();
-        writers.push(tokio::spawn(async move {
-            let mut h = History::new();
-            for n in 0..10u32 {
-                let id = RecordId { writer: w, seq: n };
-                let rec =
-                    gfs_testkit::record(id, 100_000 + ((w * 37 + n * 101) as usize % 100_000));
-                h.sent(id, rec.len());
-                match c.append("/wedged", rec).await {
-                    Ok(off) => h.acked(id, off),
-                    Err(e) => println!("record {w}/{n} not acknowledged: {e}"),
-                }
-            }
-            h
-        }));
-    }
-    let mut h = History::new();
-    for w in writers {
-        h.merge(w.await.unwrap());
-    }
+    let h = Appenders::start(
+        &c,
+        Workload {
+            size: |id| 100_000 + (id.writer as usize * 37 + id.seq as usize * 101) % 100_000,
+            must_succeed: false,
+            ..Workload::new("/wedged", 0..4, Some(10))
+        },
+    )
+    .join()
+    .await;
     // Every server stays up: each append must succeed within its deadline.
     assert_eq!(
         h.acked.len(),
@@ -331,34 +308,21 @@ async fn appends_during_a_relegation_never_end_on_one_copy() {
         &["--master", &master.addr],
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4u32 {
-        let (c, stop) = (c.clone(), Arc::clone(&stop));
-        writers.push(tokio::spawn(async move {
-            let mut h = History::new();
-            let mut n = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let id = RecordId { writer: w, seq: n };
-                // Small and paced: the chunk must not fill (and seal) before the relegation. At
-                // most 4 writers x 12 s / 40 ms x 600 B on average = 720 KB, under the 1 MiB
-                // chunk however fast the appends are.
-                let rec = gfs_testkit::record(id, 200 + ((w * 37 + n * 101) as usize % 800));
-                h.sent(id, rec.len());
-                if let Ok(off) = c.append(path, rec).await {
-                    h.acked(id, off);
-                }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            h
-        }));
-    }
+    // Small and paced: the chunk must not fill (and seal) before the relegation. At most 4
+    // writers x 12 s / 40 ms x 600 B on average = 720 KB, under the 1 MiB chunk however fast
+    // the appends are.
+    let writers = Appenders::start(
+        &c,
+        Workload {
+            size: |id| 200 + (id.writer as usize * 37 + id.seq as usize * 101) % 800,
+            pace: Duration::from_millis(40),
+            must_succeed: false,
+            ..Workload::new(path, 0..4, None)
+        },
+    );
     tokio::time::sleep(Duration::from_secs(12)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        h.merge(w.await.unwrap());
-    }
+    writers.stop();
+    h.merge(writers.join().await);
     let chunks = c.refresh(path).await.unwrap().chunks.clone();
     assert_eq!(chunks.len(), 1, "the chunk filled before the relegation");
     assert!(

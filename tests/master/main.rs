@@ -10,8 +10,6 @@ mod t30_master_restart;
 mod t40_cluster_values;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gfs_client::{Client, ClientConfig};
@@ -21,8 +19,14 @@ use gfs_proto::v1::{
 };
 use gfs_testkit::fixture::{Server, append, check_promise, record};
 use gfs_testkit::master_proc::MasterProc;
-use gfs_testkit::{History, RecordId};
+use gfs_testkit::{Appenders, History, RecordId, Workload};
 use tonic::transport::Channel;
+
+/// The paths of the entries of directory `path`, as the master lists them.
+async fn listed(m: &mut MasterClient<Channel>, path: &str) -> Vec<String> {
+    let r = m.list(ListRequest { path: path.into() }).await.unwrap();
+    r.into_inner().entries.into_iter().map(|e| e.path).collect()
+}
 
 /// A master, three chunkservers registered with it, a client, and the file `path`.
 async fn cluster(

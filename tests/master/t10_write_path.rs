@@ -60,15 +60,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
     let mut m = MasterClient::connect(format!("http://{}", master.addr))
         .await
         .unwrap();
-    let names: Vec<String> = m
-        .list(ListRequest { path: "/".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let names = listed(&mut m, "/").await;
     assert_eq!(names, ["/log"]);
     // The primary reported its lease as it registered again: if still in force, it is
     // adopted as it is (same primary, same version); if it ran out meanwhile, the new lease
@@ -243,15 +235,8 @@ async fn kill_9_of_the_master_during_creates_loses_no_acknowledged_one() {
     let mut m = MasterClient::connect(format!("http://{}", master.addr))
         .await
         .unwrap();
-    let present: std::collections::HashSet<String> = m
-        .list(ListRequest { path: "/".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let present: std::collections::HashSet<String> =
+        listed(&mut m, "/").await.into_iter().collect();
     assert!(
         acked.len() > 200,
         "too few creates ({}) to prove anything",
@@ -394,15 +379,8 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
         assert_eq!(chunks.chunks.len(), 1, "{f}");
         assert_eq!(chunks.chunks[0].handle, seen[f].0);
     }
-    let listed = m
-        .list(ListRequest {
-            path: "/other".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    assert_eq!(listed.len(), 20);
-    assert!(listed.iter().all(|e| e.path.starts_with("/other/y")));
+    let other = listed(&mut m, "/other").await;
+    assert_eq!(other.len(), 20);
+    assert!(other.iter().all(|p| p.starts_with("/other/y")));
     drop(servers);
 }

@@ -3,11 +3,15 @@
 use super::*;
 use gfs_client::ServerState;
 
-/// Record `n` of writer `w`, self-describing for the history checker; small (1 to 3 KB).
+/// The length of record `id` here: small (1 to 3 KB).
+fn tracked_len(id: RecordId) -> usize {
+    1_000 + (id.writer as usize * 7 + id.seq as usize * 13) % 2_000
+}
+
+/// Record `n` of writer `w`, self-describing for the history checker.
 fn tracked(w: u32, n: u32) -> (RecordId, bytes::Bytes) {
     let id = RecordId { writer: w, seq: n };
-    let len = 1_000 + (w as usize * 7 + n as usize * 13) % 2_000;
-    (id, gfs_testkit::record(id, len))
+    (id, gfs_testkit::record(id, tracked_len(id)))
 }
 
 /// Appends `tracked(w, n)` to `path` through `c`, noting it in `h`; returns how long it took.
@@ -20,52 +24,16 @@ async fn tracked_append(c: &Client, path: &str, h: &mut History, w: u32, n: u32)
     start.elapsed()
 }
 
-/// Writers `ws`, each appending its records to `path` one after another (50 ms apart) until
-/// `stop`; `acked` counts the acknowledged ones. Each returns its history.
-fn appenders(
-    c: &Client,
-    path: &str,
-    ws: std::ops::Range<u32>,
-    stop: &Arc<AtomicBool>,
-    acked: &Arc<AtomicUsize>,
-) -> Vec<tokio::task::JoinHandle<History>> {
-    ws.map(|w| {
-        let (c, path) = (c.clone(), path.to_string());
-        let (stop, acked) = (Arc::clone(stop), Arc::clone(acked));
-        tokio::spawn(async move {
-            let mut h = History::new();
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                tracked_append(&c, &path, &mut h, w, n).await;
-                acked.fetch_add(1, Ordering::SeqCst);
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            h
-        })
-    })
-    .collect()
-}
-
-/// Waits until `acked` reaches `n`.
-async fn until_acked(acked: &AtomicUsize, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.load(Ordering::SeqCst) < n {
-        assert!(Instant::now() < deadline, "appends did not get going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Stops the appenders and merges their histories into `h`.
-async fn stop_appenders(
-    stop: &AtomicBool,
-    writers: Vec<tokio::task::JoinHandle<History>>,
-    h: &mut History,
-) {
-    stop.store(true, Ordering::SeqCst);
-    for w in writers {
-        h.merge(w.await.unwrap());
-    }
+/// Writers `ws` appending `tracked` records to `path`, 50 ms apart, until stopped.
+fn appenders(c: &Client, path: &str, ws: std::ops::Range<u32>) -> Appenders {
+    Appenders::start(
+        c,
+        Workload {
+            size: tracked_len,
+            pace: Duration::from_millis(50),
+            ..Workload::new(path, ws, None)
+        },
+    )
 }
 
 /// Issue 12, part 3: kill -9 of the master under appends to an existing file, restarted on
@@ -81,12 +49,8 @@ async fn appends_to_an_existing_file_resume_within_seconds_of_a_master_restart()
     let mut servers = Server::with_master(dir.path(), 3, &master.addr);
     let c = patient(&master.addr, Duration::from_secs(120)).await;
     c.create("/f").await.unwrap();
-    let (stop, acked) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let writers = appenders(&c, "/f", 0..2, &stop, &acked);
-    until_acked(&acked, 20).await;
+    let writers = appenders(&c, "/f", 0..2);
+    writers.until_acked(20, Duration::from_secs(60)).await;
     let addr = master.addr.clone();
     master.kill();
     let master = MasterProc::start_with(&dir.path().join("master"), &addr, &args);
@@ -96,8 +60,11 @@ async fn appends_to_an_existing_file_resume_within_seconds_of_a_master_restart()
     tracked_append(&fresh, "/f", &mut h, 9, 0).await;
     let took = restarted.elapsed();
     println!("a new client's first append {took:?} after the master restarted (lease 30 s)");
-    until_acked(&acked, acked.load(Ordering::SeqCst) + 10).await;
-    stop_appenders(&stop, writers, &mut h).await;
+    writers
+        .until_acked(writers.acked() + 10, Duration::from_secs(60))
+        .await;
+    writers.stop();
+    h.merge(writers.join().await);
     assert!(
         took < Duration::from_secs(5),
         "the first append after the restart took {took:?}"
@@ -147,12 +114,8 @@ async fn a_restarted_master_adopts_a_live_lease_and_waits_out_a_silent_primary()
     }
     // A file written by the three others throughout the restart.
     c.create("/live").await.unwrap();
-    let (stop, acked) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let writers = appenders(&c, "/live", 0..2, &stop, &acked);
-    until_acked(&acked, 10).await;
+    let writers = appenders(&c, "/live", 0..2);
+    writers.until_acked(10, Duration::from_secs(60)).await;
     // /live's lease as its appenders use it, right before the crash.
     let live = lease(&mut m, "/live").await;
     assert!(
@@ -204,9 +167,11 @@ async fn a_restarted_master_adopts_a_live_lease_and_waits_out_a_silent_primary()
     assert_eq!(next.handle, silent_lease.handle);
     assert!(next.version > silent_lease.version);
     assert_ne!(id(&next), id(&silent_lease));
-    until_acked(&acked, acked.load(Ordering::SeqCst) + 10).await;
-    let mut h = History::new();
-    stop_appenders(&stop, writers, &mut h).await;
+    writers
+        .until_acked(writers.acked() + 10, Duration::from_secs(60))
+        .await;
+    writers.stop();
+    let h = writers.join().await;
     check_promise(&c, "/live", &h, &mut servers).await;
 }
 

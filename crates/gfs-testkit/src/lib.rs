@@ -10,6 +10,7 @@
 //!   unacknowledged record); replicas the master counts current byte-identical (invariant I1);
 //!   and `fsck`'s verdict in agreement with the disks; and, right after a fault, every
 //!   acknowledged record on a quorum of current replicas (invariant I2).
+//! - [`appenders`]: appender workloads that note what they sent and what was acknowledged.
 //! - [`replicas`]: reads every replica of a set of stopped chunkservers' data directories.
 //! - [`mod@observe`]: what a client sees of a file after a run (its bytes, its chunks, fsck), then
 //!   checked against the history and the disks.
@@ -17,6 +18,7 @@
 //! - [`fixture`] and [`master_proc`]: real `gfs-chunkserver` and `gfs-master` processes on
 //!   127.0.0.1 (the binaries next to the running test, see [`bin`]), to kill, pause and restart.
 
+pub mod appenders;
 pub mod checker;
 pub mod fixture;
 pub mod master_proc;
@@ -25,6 +27,7 @@ pub mod record;
 pub mod replicas;
 pub mod storage;
 
+pub use appenders::{Appenders, Workload, assert_acked_read_back};
 pub use checker::{
     ChunkView, History, ReplicaState, Violation, check_file, check_quorum, check_replicas,
 };
