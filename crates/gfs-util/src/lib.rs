@@ -1,5 +1,7 @@
 //! gfs-util: the ground every gfs-rs crate may stand on.
 //!
+//! - [`disk`]: the file operations the stores use, as a seam ([`disk::Disk`]): the operating
+//!   system's files, or a seeded simulated disk with real crash semantics ([`disk::sim`]);
 //! - [`crashsafe`]: durable file replacement (write aside, fsync, rename, fsync the directory);
 //! - [`framed`]: the `[len][crc32c][payload]` frames, after an 8-byte magic, of every on-disk log
 //!   and snapshot (the chunk store's and the master's), with torn-tail detection;
@@ -14,6 +16,7 @@
 //! clock.
 
 pub mod crashsafe;
+pub mod disk;
 pub mod framed;
 pub mod human;
 pub mod size;

@@ -1,0 +1,774 @@
+//! A simulated disk with the failure semantics of a real one, driven by a seed.
+//!
+//! - Writes and `set_len` change what reads see at once but are *pending* until an fsync of
+//!   their file (`sync_data` or `sync_all`) makes them durable.
+//! - Creations, renames and removals change the namespace at once but are logged until an fsync
+//!   of their directory ([`Disk::sync_dir`]) makes them durable.
+//! - [`SimDisk::crash`] is a power loss: each pending write of each file is kept, dropped or
+//!   torn (kept in some 4 KiB pages and not others), each pending `set_len` kept or dropped,
+//!   and a prefix of the logged namespace changes survives (a journaling file system commits
+//!   them in order), all chosen by the seed. Handles opened before the crash fail with EIO from
+//!   then on, and advisory locks are released.
+//! - Faults: a failed fsync ([`SimDisk::fail_next_sync`], or at a seeded rate) returns EIO and
+//!   forgets the file's pending writes, which stay visible until a crash loses them (Linux's
+//!   behaviour: a retried fsync then succeeds without them); a capacity past which writes fail
+//!   with `ENOSPC` ([`SimDisk::set_capacity`]); a bit flipped at rest ([`SimDisk::flip_bit`]);
+//!   a crash armed to strike at the `n`-th mutating operation ([`SimDisk::crash_after`]), which
+//!   fails instead of running.
+//!
+//! Directories exist once created and are never lost. Everything is in memory, behind one
+//! mutex; the same seed and the same sequence of calls give the same disk.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use std::sync::{Mutex, MutexGuard};
+
+use super::{DirEntry, Disk, DiskFile, FileId, Open};
+
+/// Granularity of torn writes.
+const PAGE: usize = 4096;
+
+/// A seeded simulated disk; clones share the same disk.
+///
+/// A `SimDisk` from [`SimDisk::new`] (and its clones) is the test's own hand on the disk: it
+/// always works. [`SimDisk::shared`] gives the [`Disk`] a process runs on, bound to the current
+/// power cycle: after a crash every operation through it fails, as the process it served died
+/// with the power.
+#[derive(Clone, Debug)]
+pub struct SimDisk {
+    shared: Arc<Mutex<State>>,
+    /// The power cycle this view belongs to; `None`: any.
+    boot: Option<u64>,
+}
+
+#[derive(Debug)]
+enum DirOp {
+    Link { path: PathBuf, ino: u64 },
+    Unlink { path: PathBuf },
+    Rename { from: PathBuf, to: PathBuf },
+}
+
+impl DirOp {
+    fn dir(&self) -> &Path {
+        let p = match self {
+            DirOp::Link { path, .. } | DirOp::Unlink { path } => path,
+            DirOp::Rename { to, .. } => to,
+        };
+        p.parent().unwrap_or(Path::new(""))
+    }
+
+    fn apply(&self, names: &mut BTreeMap<PathBuf, u64>) {
+        match self {
+            DirOp::Link { path, ino } => {
+                names.insert(path.clone(), *ino);
+            }
+            DirOp::Unlink { path } => {
+                names.remove(path);
+            }
+            DirOp::Rename { from, to } => {
+                if let Some(ino) = names.remove(from) {
+                    names.insert(to.clone(), ino);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Write { offset: u64, bytes: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    /// What a crash keeps for sure.
+    durable: Vec<u8>,
+    /// What reads see.
+    current: Vec<u8>,
+    /// Changes since the last fsync, in order.
+    pending: Vec<Pending>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Bumped by every crash: handles of an older generation fail.
+    generation: u64,
+    next_ino: u64,
+    next_handle: u64,
+    inodes: HashMap<u64, Inode>,
+    /// The namespace reads see.
+    names: BTreeMap<PathBuf, u64>,
+    /// The namespace a crash keeps for sure.
+    durable_names: BTreeMap<PathBuf, u64>,
+    /// Namespace changes not yet made durable, in order.
+    log: Vec<DirOp>,
+    dirs: BTreeSet<PathBuf>,
+    /// Inode -> the handle holding its lock.
+    locks: HashMap<u64, u64>,
+    rng: u64,
+    capacity: Option<u64>,
+    fail_syncs: Vec<PathBuf>,
+    /// Chance in a million that an fsync fails.
+    sync_failure_ppm: u32,
+    crash_in: Option<u64>,
+    crashes: u64,
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("simulated I/O error: {what}"))
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
+}
+
+fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let (start, end) = (offset as usize, offset as usize + bytes.len());
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[start..end].copy_from_slice(bytes);
+}
+
+impl State {
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: stable across builds, so a seed replays.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_random() % n }
+    }
+
+    /// Counts a mutating operation; crashes instead of it when an armed crash is due.
+    fn mutate(&mut self, what: &str) -> io::Result<()> {
+        if let Some(n) = self.crash_in.as_mut() {
+            if *n == 0 {
+                self.crash_in = None;
+                self.crash();
+                return Err(eio(&format!("power lost before {what}")));
+            }
+            *n -= 1;
+        }
+        Ok(())
+    }
+
+    fn used(&self) -> u64 {
+        self.inodes.values().map(|i| i.current.len() as u64).sum()
+    }
+
+    fn lookup(&self, path: &Path) -> io::Result<u64> {
+        self.names.get(path).copied().ok_or_else(|| not_found(path))
+    }
+
+    fn check_dir(&self, path: &Path) -> io::Result<()> {
+        match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() && !self.dirs.contains(d) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no such directory", d.display()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn crash(&mut self) {
+        self.crash_in = None;
+        self.generation += 1;
+        self.crashes += 1;
+        self.locks.clear();
+        // A prefix of the namespace log survives, in order.
+        let keep = self.below(self.log.len() as u64 + 1) as usize;
+        let log = std::mem::take(&mut self.log);
+        let mut names = std::mem::take(&mut self.durable_names);
+        for op in &log[..keep] {
+            op.apply(&mut names);
+        }
+        // Each file: durable bytes, then each pending change kept, dropped or torn.
+        let live: BTreeSet<u64> = names.values().copied().collect();
+        let mut inodes = std::mem::take(&mut self.inodes);
+        inodes.retain(|ino, _| live.contains(ino));
+        for inode in inodes.values_mut() {
+            let mut data = std::mem::take(&mut inode.durable);
+            for p in std::mem::take(&mut inode.pending) {
+                match p {
+                    Pending::SetLen(len) => {
+                        if self.below(2) == 0 {
+                            data.resize(len as usize, 0);
+                        }
+                    }
+                    Pending::Write { offset, bytes } => match self.below(3) {
+                        0 => {}
+                        1 => apply_write(&mut data, offset, &bytes),
+                        _ => {
+                            for (i, page) in bytes.chunks(PAGE).enumerate() {
+                                if self.below(2) == 0 {
+                                    apply_write(&mut data, offset + (i * PAGE) as u64, page);
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+            inode.current = data.clone();
+            inode.durable = data;
+        }
+        self.inodes = inodes;
+        self.names = names.clone();
+        self.durable_names = names;
+    }
+}
+
+impl SimDisk {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as consistent as any crash would.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, if this view's power cycle is the current one.
+    fn live(&self) -> io::Result<MutexGuard<'_, State>> {
+        let st = self.state();
+        match self.boot {
+            Some(b) if b != st.generation => Err(eio("the power was lost")),
+            _ => Ok(st),
+        }
+    }
+
+    /// An empty disk whose crash outcomes and random faults follow `seed`.
+    pub fn new(seed: u64) -> SimDisk {
+        SimDisk {
+            shared: Arc::new(Mutex::new(State {
+                generation: 0,
+                next_ino: 1,
+                next_handle: 1,
+                inodes: HashMap::new(),
+                names: BTreeMap::new(),
+                durable_names: BTreeMap::new(),
+                log: Vec::new(),
+                dirs: BTreeSet::new(),
+                locks: HashMap::new(),
+                rng: seed,
+                capacity: None,
+                fail_syncs: Vec::new(),
+                sync_failure_ppm: 0,
+                crash_in: None,
+                crashes: 0,
+            })),
+            boot: None,
+        }
+    }
+
+    /// The disk as a process sees it from now until the next crash.
+    pub fn shared(&self) -> Arc<dyn Disk> {
+        let boot = Some(self.state().generation);
+        Arc::new(SimDisk {
+            shared: Arc::clone(&self.shared),
+            boot,
+        })
+    }
+
+    /// Loses power now (see the module docs); the disk is usable again at once, as after a
+    /// reboot, but every handle and view opened before fails. Disarms an armed crash.
+    pub fn crash(&self) {
+        self.state().crash();
+    }
+
+    /// Arms a crash at the `n`-th mutating operation from now (writes, `set_len`, fsyncs,
+    /// creations, renames, removals; 0: the next one), which fails with EIO instead of running.
+    pub fn crash_after(&self, n: u64) {
+        self.state().crash_in = Some(n);
+    }
+
+    /// Whether an armed crash struck since [`SimDisk::crash_after`]; crashes so far.
+    pub fn crashes(&self) -> u64 {
+        self.state().crashes
+    }
+
+    /// Makes the next fsync of `path` fail with EIO.
+    pub fn fail_next_sync(&self, path: &Path) {
+        self.state().fail_syncs.push(path.to_path_buf());
+    }
+
+    /// Makes each fsync fail with EIO with chance `ppm` in a million, by the seed.
+    pub fn set_sync_failure_ppm(&self, ppm: u32) {
+        self.state().sync_failure_ppm = ppm;
+    }
+
+    /// Bytes all files may hold together (`None`: no limit); writes past it fail with ENOSPC.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state().capacity = bytes;
+    }
+
+    /// Flips bit `bit` (0..8) of the byte at `offset` of the file at `path`, at rest (durable
+    /// and visible); false if there is no such byte.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> bool {
+        let mut st = self.state();
+        let Some(ino) = st.names.get(path).copied() else {
+            return false;
+        };
+        let Some(inode) = st.inodes.get_mut(&ino) else {
+            return false;
+        };
+        let at = offset as usize;
+        let mask = 1u8 << (bit % 8);
+        let mut hit = false;
+        for data in [&mut inode.current, &mut inode.durable] {
+            if let Some(b) = data.get_mut(at) {
+                *b ^= mask;
+                hit = true;
+            }
+        }
+        hit
+    }
+
+    /// The paths of the files that exist now, in order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.state().names.keys().cloned().collect()
+    }
+
+    fn handle(&self, ino: u64, st: &mut State) -> Arc<dyn DiskFile> {
+        st.next_handle += 1;
+        Arc::new(SimFile {
+            disk: self.clone(),
+            ino,
+            generation: st.generation,
+            id: st.next_handle,
+        })
+    }
+}
+
+impl Disk for SimDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        for d in dir.ancestors() {
+            if !d.as_os_str().is_empty() {
+                st.dirs.insert(d.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, path: &Path, how: Open) -> io::Result<Arc<dyn DiskFile>> {
+        let mut st = self.live()?;
+        st.check_dir(path)?;
+        let existing = st.names.get(path).copied();
+        let ino = match (how, existing) {
+            (Open::CreateNew, Some(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{}: exists", path.display()),
+                ));
+            }
+            (Open::Read | Open::Write, None) => return Err(not_found(path)),
+            (Open::Truncate, Some(ino)) => {
+                st.mutate("truncate")?;
+                let inode = st.inodes.entry(ino).or_default();
+                inode.current.clear();
+                inode.pending.push(Pending::SetLen(0));
+                ino
+            }
+            (_, Some(ino)) => ino,
+            (Open::Create | Open::CreateNew | Open::Truncate, None) => {
+                st.mutate("create")?;
+                let ino = st.next_ino;
+                st.next_ino += 1;
+                st.inodes.insert(ino, Inode::default());
+                st.names.insert(path.to_path_buf(), ino);
+                st.log.push(DirOp::Link {
+                    path: path.to_path_buf(),
+                    ino,
+                });
+                ino
+            }
+        };
+        Ok(self.handle(ino, &mut st))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let st = self.live()?;
+        let ino = st.lookup(path)?;
+        Ok(st
+            .inodes
+            .get(&ino)
+            .map(|i| i.current.clone())
+            .unwrap_or_default())
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let st = self.live()?;
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(st
+            .names
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, ino)| DirEntry {
+                path: p.clone(),
+                len: st.inodes.get(ino).map_or(0, |i| i.current.len() as u64),
+            })
+            .collect())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        st.lookup(path)?;
+        st.mutate("unlink")?;
+        st.names.remove(path);
+        st.log.push(DirOp::Unlink {
+            path: path.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        let ino = st.lookup(from)?;
+        st.check_dir(to)?;
+        st.mutate("rename")?;
+        st.names.remove(from);
+        st.names.insert(to.to_path_buf(), ino);
+        st.log.push(DirOp::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.live()?;
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        st.mutate("directory fsync")?;
+        let log = std::mem::take(&mut st.log);
+        let (here, rest): (Vec<DirOp>, Vec<DirOp>) =
+            log.into_iter().partition(|op| op.dir() == dir);
+        for op in &here {
+            op.apply(&mut st.durable_names);
+        }
+        st.log = rest;
+        Ok(())
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<FileId> {
+        let st = self.live()?;
+        Ok(FileId {
+            dev: 0,
+            ino: st.lookup(path)?,
+        })
+    }
+}
+
+/// An open file of a [`SimDisk`].
+#[derive(Debug)]
+struct SimFile {
+    disk: SimDisk,
+    ino: u64,
+    generation: u64,
+    id: u64,
+}
+
+impl SimFile {
+    fn with<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut State, u64) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut st = self.disk.state();
+        if st.generation != self.generation {
+            return Err(eio(&format!("{what} on a file opened before a crash")));
+        }
+        f(&mut st, self.ino)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.with("fsync", |st, ino| {
+            st.mutate("fsync")?;
+            let path = st
+                .names
+                .iter()
+                .find(|(_, i)| **i == ino)
+                .map(|(p, _)| p.clone());
+            let armed = path
+                .as_ref()
+                .and_then(|p| st.fail_syncs.iter().position(|f| f == p));
+            let ppm = u64::from(st.sync_failure_ppm);
+            let random = ppm > 0 && st.below(1_000_000) < ppm;
+            let inode = st.inodes.entry(ino).or_default();
+            if armed.is_some() || random {
+                // The pages are marked clean all the same: these writes are never made durable.
+                inode.pending.clear();
+                if let Some(i) = armed {
+                    st.fail_syncs.swap_remove(i);
+                }
+                return Err(eio("fsync failed"));
+            }
+            for p in std::mem::take(&mut inode.pending) {
+                match p {
+                    Pending::SetLen(len) => inode.durable.resize(len as usize, 0),
+                    Pending::Write { offset, bytes } => {
+                        apply_write(&mut inode.durable, offset, &bytes)
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut st = self.disk.state();
+        if st.locks.get(&self.ino) == Some(&self.id) {
+            st.locks.remove(&self.ino);
+        }
+    }
+}
+
+impl DiskFile for SimFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.with("read", |st, ino| {
+            let data = st
+                .inodes
+                .get(&ino)
+                .map(|i| &i.current[..])
+                .unwrap_or_default();
+            let start = offset as usize;
+            let end = start + buf.len();
+            if end > data.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past the end",
+                ));
+            }
+            buf.copy_from_slice(&data[start..end]);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.with("write", |st, ino| {
+            st.mutate("write")?;
+            let len = st.inodes.get(&ino).map_or(0, |i| i.current.len() as u64);
+            let grows = (offset + buf.len() as u64).saturating_sub(len);
+            if let Some(cap) = st.capacity
+                && st.used() + grows > cap
+            {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let inode = st.inodes.entry(ino).or_default();
+            apply_write(&mut inode.current, offset, buf);
+            inode.pending.push(Pending::Write {
+                offset,
+                bytes: buf.to_vec(),
+            });
+            Ok(())
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with("set_len", |st, ino| {
+            st.mutate("set_len")?;
+            let inode = st.inodes.entry(ino).or_default();
+            inode.current.resize(len as usize, 0);
+            inode.pending.push(Pending::SetLen(len));
+            Ok(())
+        })
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.with("stat", |st, ino| {
+            Ok(st.inodes.get(&ino).map_or(0, |i| i.current.len() as u64))
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.sync()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync()
+    }
+
+    fn try_lock(&self) -> io::Result<bool> {
+        let id = self.id;
+        self.with("lock", |st, ino| match st.locks.get(&ino) {
+            Some(holder) if *holder != id => Ok(false),
+            _ => {
+                st.locks.insert(ino, id);
+                Ok(true)
+            }
+        })
+    }
+
+    fn id(&self) -> io::Result<FileId> {
+        self.with("stat", |_, ino| Ok(FileId { dev: 0, ino }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn disk(seed: u64) -> (SimDisk, PathBuf) {
+        let d = SimDisk::new(seed);
+        let dir = PathBuf::from("/data");
+        d.create_dir_all(&dir).unwrap();
+        (d, dir)
+    }
+
+    #[test]
+    fn what_was_synced_survives_every_crash_and_old_handles_fail() {
+        for seed in 0..200 {
+            let (d, dir) = disk(seed);
+            let p = dir.join("f");
+            let f = d.open(&p, Open::Create).unwrap();
+            f.write_all_at(b"durable", 0).unwrap();
+            f.sync_data().unwrap();
+            d.sync_dir(&dir).unwrap();
+            f.write_all_at(&[7u8; 3 * PAGE], 7).unwrap();
+            d.crash();
+            let got = d.read(&p).unwrap();
+            assert_eq!(&got[..7], b"durable", "seed {seed}");
+            assert!(got[7..].iter().all(|b| *b == 7 || *b == 0), "seed {seed}");
+            assert!(
+                f.write_all_at(b"x", 0).is_err(),
+                "an old handle still writes"
+            );
+        }
+    }
+
+    #[test]
+    fn crashes_keep_drop_and_tear_unsynced_writes_by_the_seed() {
+        let mut outcomes = BTreeSet::new();
+        for seed in 0..300 {
+            let (d, dir) = disk(seed);
+            let p = dir.join("f");
+            let f = d.open(&p, Open::Create).unwrap();
+            d.sync_dir(&dir).unwrap();
+            f.write_all_at(&[1u8; 2 * PAGE], 0).unwrap();
+            d.crash();
+            let got = d.read(&p).unwrap();
+            let pages: Vec<bool> = (0..2).map(|i| got.get(i * PAGE) == Some(&1)).collect();
+            outcomes.insert(pages);
+        }
+        // Whole, lost, and each torn half all happen.
+        assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+        // The same seed gives the same disk.
+        let run = |seed| {
+            let (d, dir) = disk(seed);
+            let f = d.open(&dir.join("f"), Open::Create).unwrap();
+            f.write_all_at(&[5u8; 5 * PAGE], 0).unwrap();
+            d.crash();
+            d.read(&dir.join("f")).ok()
+        };
+        assert_eq!(run(42), run(42));
+    }
+
+    #[test]
+    fn unsynced_directory_changes_survive_only_as_an_ordered_prefix() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..200 {
+            let (d, dir) = disk(seed);
+            let (a, b) = (dir.join("a"), dir.join("b"));
+            let f = d.open(&a, Open::Create).unwrap();
+            f.write_all_at(b"A", 0).unwrap();
+            f.sync_all().unwrap();
+            d.rename(&a, &b).unwrap();
+            d.crash();
+            let files = d.files();
+            // Never a state the operations could not pass through in order.
+            assert!(
+                files.is_empty() || files == [a.clone()] || files == [b.clone()],
+                "{files:?}"
+            );
+            seen.insert(files);
+            // What a directory fsync covered stays.
+            let (d, dir) = disk(seed);
+            d.open(&dir.join("c"), Open::Create).unwrap();
+            d.sync_dir(&dir).unwrap();
+            d.crash();
+            assert_eq!(d.files(), [dir.join("c")]);
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+
+    #[test]
+    fn a_failed_fsync_forgets_the_writes_and_the_next_one_succeeds_without_them() {
+        let (d, dir) = disk(1);
+        let p = dir.join("f");
+        let f = d.open(&p, Open::Create).unwrap();
+        d.sync_dir(&dir).unwrap();
+        f.write_all_at(b"lost", 0).unwrap();
+        d.fail_next_sync(&p);
+        assert!(f.sync_data().is_err());
+        assert_eq!(d.read(&p).unwrap(), b"lost", "still visible until a crash");
+        f.sync_data().unwrap();
+        d.crash();
+        assert_eq!(d.read(&p).unwrap(), b"", "never durable");
+    }
+
+    #[test]
+    fn a_full_disk_refuses_growth_and_an_armed_crash_strikes_in_place_of_its_operation() {
+        let (d, dir) = disk(2);
+        d.set_capacity(Some(10));
+        let f = d.open(&dir.join("f"), Open::Create).unwrap();
+        f.write_all_at(&[0; 10], 0).unwrap();
+        let e = f.write_all_at(&[0; 1], 10).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28));
+        f.write_all_at(&[1; 4], 2).unwrap();
+
+        let (d, dir) = disk(3);
+        let f = d.open(&dir.join("f"), Open::Create).unwrap();
+        d.crash_after(1);
+        f.write_all_at(b"1", 0).unwrap();
+        assert!(f.sync_data().is_err(), "the crash took the fsync's place");
+        assert_eq!(d.crashes(), 1);
+        assert!(f.write_all_at(b"2", 0).is_err());
+        let g = d.open(&dir.join("g"), Open::Create).unwrap();
+        assert!(
+            g.try_lock().unwrap()
+                && !d
+                    .open(&dir.join("g"), Open::Read)
+                    .unwrap()
+                    .try_lock()
+                    .unwrap()
+        );
+        drop(g);
+        assert!(
+            d.open(&dir.join("g"), Open::Read)
+                .unwrap()
+                .try_lock()
+                .unwrap()
+        );
+        assert!(
+            !d.flip_bit(&dir.join("g"), 0, 0),
+            "an empty file has no byte 0"
+        );
+    }
+
+    #[test]
+    fn a_process_view_dies_with_the_power() {
+        let (d, dir) = disk(4);
+        let view = d.shared();
+        let f = view.open(&dir.join("x"), Open::Create).unwrap();
+        d.crash();
+        assert!(view.open(&dir.join("y"), Open::Create).is_err());
+        assert!(view.rename(&dir.join("x"), &dir.join("z")).is_err());
+        assert!(f.write_all_at(b"late", 0).is_err());
+        d.shared().open(&dir.join("y"), Open::Create).unwrap();
+    }
+}
