@@ -42,6 +42,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use gfs_util::crashsafe::{self, PathError};
+use gfs_util::disk::OsDisk;
 use gfs_util::framed::{self, ANY_LEN, FrameAt};
 use parking_lot::Mutex;
 use prost::Message;
@@ -137,7 +138,7 @@ fn fs_error(e: PathError) -> MasterError {
 /// Replaces `path` with `bytes` durably: written aside (`<name>.tmp`), fsynced, renamed, and the
 /// directory fsynced.
 fn write_aside(path: &Path, bytes: &[u8]) -> Result<()> {
-    crashsafe::replace(path, bytes).map_err(fs_error)
+    crashsafe::replace(&OsDisk, path, bytes).map_err(fs_error)
 }
 
 /// Creates an empty segment starting at `start` and opens it for appending.
@@ -552,7 +553,7 @@ impl Committer {
                 fs::remove_file(&old).map_err(|e| io(&old, e))?;
             }
         }
-        crashsafe::sync_dir(&self.dir).map_err(fs_error)?;
+        crashsafe::sync_dir(&OsDisk, &self.dir).map_err(fs_error)?;
         tracing::info!(seq, bytes = bytes.len(), "checkpoint written");
         Ok(())
     }

@@ -6,21 +6,39 @@ use crate::error::{Result, StorageError};
 use crate::record::{ChunkMeta, META_MAGIC, WAL_MAGIC};
 use crate::types::ChunkHandle;
 use gfs_util::crashsafe::{self, Aside};
-use std::fs::{File, OpenOptions};
+use gfs_util::disk::{Disk, DiskFile, Open};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How many fsyncs run at once in one round.
 const SYNC_THREADS: usize = 8;
 
-/// fsyncs (`fdatasync`) every file, up to `SYNC_THREADS` at once; returns the failures by index.
-pub(crate) fn parallel_sync(files: &[(&File, &Path)]) -> Vec<(usize, StorageError)> {
+/// What one fsync of a round syncs.
+#[derive(Clone, Copy)]
+pub(crate) enum Sync<'a> {
+    /// A file's data (`fdatasync`).
+    File(&'a dyn DiskFile),
+    /// A directory's entries.
+    Dir,
+}
+
+/// fsyncs every file (`fdatasync`) or directory of `files`, up to `SYNC_THREADS` at once;
+/// returns the failures by index.
+pub(crate) fn parallel_sync(
+    disk: &dyn Disk,
+    files: &[(Sync<'_>, &Path)],
+) -> Vec<(usize, StorageError)> {
     let sync = |i: usize| {
-        let (f, p) = files[i];
+        let (what, p) = files[i];
         #[cfg(test)]
         if failpoint::hit(p) {
             return Some((i, StorageError::io(p, std::io::Error::from_raw_os_error(5))));
         }
-        f.sync_data().err().map(|e| (i, StorageError::io(p, e)))
+        let done = match what {
+            Sync::File(f) => f.sync_data(),
+            Sync::Dir => disk.sync_dir(p),
+        };
+        done.err().map(|e| (i, StorageError::io(p, e)))
     };
     if files.len() <= 1 {
         return (0..files.len()).filter_map(sync).collect();
@@ -60,8 +78,8 @@ pub(crate) fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
 }
 
 /// fsyncs the store's directory (`gfs_util::crashsafe::sync_dir`).
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    crashsafe::sync_dir(dir).map_err(StorageError::fs)
+pub(crate) fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    crashsafe::sync_dir(disk, dir).map_err(StorageError::fs)
 }
 
 pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
@@ -73,27 +91,27 @@ pub(crate) fn snapshot_bytes(meta: &ChunkMeta) -> Vec<u8> {
 /// Writes each file aside (`<name>.tmp`), fsyncs them all in one [`parallel_sync`] round
 /// (`fdatasync`), renames them into place and fsyncs their directory once
 /// (`gfs_util::crashsafe`): after a crash each file is either the old or the new version, whole.
-pub(crate) fn write_snapshots(files: &[(&Path, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_snapshots(disk: &dyn Disk, files: &[(&Path, Vec<u8>)]) -> Result<()> {
     let asides = files
         .iter()
-        .map(|(path, bytes)| Aside::write(path, bytes))
+        .map(|(path, bytes)| Aside::write(disk, path, bytes))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(StorageError::fs)?;
-    let refs: Vec<(&File, &Path)> = asides.iter().map(|a| (a.file(), a.path())).collect();
-    if let Some((_, e)) = parallel_sync(&refs).into_iter().next() {
+    let refs: Vec<(Sync<'_>, &Path)> = asides
+        .iter()
+        .map(|a| (Sync::File(a.file()), a.path()))
+        .collect();
+    if let Some((_, e)) = parallel_sync(disk, &refs).into_iter().next() {
         return Err(e);
     }
-    crashsafe::rename_into_place(asides).map_err(StorageError::fs)
+    crashsafe::rename_into_place(disk, asides).map_err(StorageError::fs)
 }
 
 /// Creates an empty WAL aside and renames it into place.
-pub(crate) fn new_wal(dir: &Path) -> Result<File> {
+pub(crate) fn new_wal(disk: &dyn Disk, dir: &Path) -> Result<Arc<dyn DiskFile>> {
     let path = dir.join("wal");
-    write_snapshots(&[(&path, WAL_MAGIC.to_vec())])?;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
+    write_snapshots(disk, &[(&path, WAL_MAGIC.to_vec())])?;
+    disk.open(&path, Open::Write)
         .map_err(|e| StorageError::io(&path, e))
 }
 

@@ -5,11 +5,11 @@
 //! one to `<handle>`. A crash leaves at most
 //! `TARGET` empty files, which the next open adopts.
 
-use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use gfs_util::disk::{Disk, Open};
 use parking_lot::{Condvar, Mutex};
 
 /// Empty files kept ready.
@@ -22,6 +22,7 @@ struct State {
 }
 
 struct Shared {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     state: Mutex<State>,
     low: Condvar,
@@ -43,13 +44,11 @@ pub(crate) fn is_pool_file(name: &str) -> bool {
 
 impl FilePool {
     /// Adopts the empty pool files left in `dir` and starts refilling.
-    pub(crate) fn start(dir: &Path) -> std::io::Result<FilePool> {
+    pub(crate) fn start(disk: Arc<dyn Disk>, dir: &Path) -> std::io::Result<FilePool> {
         let mut free = Vec::new();
         let mut next = 0;
-        for e in fs::read_dir(dir)? {
-            let e = e?;
-            let name = e.file_name();
-            let Some(name) = name.to_str().filter(|n| is_pool_file(n)) else {
+        for e in disk.read_dir(dir)? {
+            let Some(name) = e.name().filter(|n| is_pool_file(n)) else {
                 continue;
             };
             if let Some(n) = name
@@ -58,13 +57,14 @@ impl FilePool {
             {
                 next = next.max(n + 1);
             }
-            if e.metadata()?.len() == 0 {
-                free.push(e.path());
+            if e.len == 0 {
+                free.push(e.path);
             } else {
-                fs::remove_file(e.path())?;
+                disk.remove_file(&e.path)?;
             }
         }
         let shared = Arc::new(Shared {
+            disk,
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
                 free,
@@ -129,7 +129,7 @@ fn refill(s: &Shared) {
                 st.next - 1
             };
             let p = s.dir.join(format!("{PREFIX}{n}"));
-            match OpenOptions::new().create_new(true).write(true).open(&p) {
+            match s.disk.open(&p, Open::CreateNew) {
                 Ok(_) => s.state.lock().free.push(p),
                 Err(e) => {
                     // A full disk or a vanished directory: creation makes its own files.

@@ -31,17 +31,16 @@
 //! from a peer.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use gfs_util::disk::{Disk, DiskFile, Open};
 
 use crate::config::StoreConfig;
 use crate::error::{Result, StorageError};
 use crate::layout::{
-    data_path, meta_path, new_wal, parallel_sync, snapshot_bytes, sync_dir, write_snapshots,
+    Sync, data_path, meta_path, new_wal, parallel_sync, snapshot_bytes, sync_dir, write_snapshots,
 };
 use crate::optable::OpTable;
 use crate::record::{self, ChunkMeta, META_MAGIC, Record, WAL_MAGIC};
@@ -52,7 +51,7 @@ use crate::types::{BLOCK_SIZE, ChunkHandle, block_of};
 pub(crate) struct Recovered {
     pub chunks: HashMap<ChunkHandle, Arc<Chunk>>,
     pub quarantined: Vec<ChunkHandle>,
-    pub wal: File,
+    pub wal: Arc<dyn DiskFile>,
     pub next_batch: u64,
 }
 
@@ -60,7 +59,7 @@ struct Loading {
     meta: ChunkMeta,
     /// The batch the snapshot holds; WAL records of that batch or older are already in it.
     snapshot_batch: u64,
-    data: File,
+    data: Arc<dyn DiskFile>,
     data_len: u64,
     /// Replay stopped for this chunk.
     cut: bool,
@@ -68,18 +67,17 @@ struct Loading {
     changed: bool,
 }
 
-pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
+pub(crate) fn recover(disk: &dyn Disk, dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
     // The WAL first: damage in its middle refuses the open before any file is touched.
-    let wal = read_wal(dir)?;
+    let wal = read_wal(disk, dir)?;
     let mut metas = Vec::new();
     let mut datas = Vec::new();
     let mut removed = false;
-    for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for entry in disk.read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let Some(name) = entry.name() else { continue };
         if name.ends_with(".tmp") {
-            fs::remove_file(entry.path()).map_err(|e| StorageError::io(entry.path(), e))?;
+            disk.remove_file(&entry.path)
+                .map_err(|e| StorageError::io(&entry.path, e))?;
             removed = true;
         } else if let Some(h) = name.strip_suffix(".meta").and_then(|h| h.parse().ok()) {
             metas.push(ChunkHandle(h));
@@ -92,19 +90,19 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
     let mut quarantined = Vec::new();
     let mut chunks: HashMap<ChunkHandle, Loading> = HashMap::new();
     for h in &metas {
-        match load_chunk(dir, cfg, *h) {
+        match load_chunk(disk, dir, cfg, *h) {
             Ok(c) => {
                 chunks.insert(*h, c);
             }
             Err(e @ StorageError::CorruptMetadata { .. }) => {
                 tracing::error!(handle = %h, error = %e, "quarantining a damaged chunk");
                 for p in [meta_path(dir, *h), data_path(dir, *h)] {
-                    if p.exists() {
+                    if disk.exists(&p) {
                         let to = p.with_file_name(format!(
                             "{}.corrupt",
                             p.file_name().and_then(|n| n.to_str()).unwrap_or("chunk")
                         ));
-                        fs::rename(&p, &to).map_err(|e| StorageError::io(&p, e))?;
+                        disk.rename(&p, &to).map_err(|e| StorageError::io(&p, e))?;
                     }
                 }
                 quarantined.push(*h);
@@ -117,20 +115,20 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
     if let Some(parsed) = wal {
         let newest = parsed.records.iter().map(|(_, r)| r.batch()).max();
         if let Some(newest) = newest {
-            removed |= replay(dir, &mut chunks, parsed.records, newest)?;
+            removed |= replay(disk, dir, &mut chunks, parsed.records, newest)?;
             max_batch = max_batch.max(newest);
         }
     }
     for h in datas {
-        if !chunks.contains_key(&h) && data_path(dir, h).exists() {
+        if !chunks.contains_key(&h) && disk.exists(&data_path(dir, h)) {
             tracing::warn!(handle = %h, "removing a chunk file that neither a snapshot nor the WAL accounts for");
             let p = data_path(dir, h);
-            fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+            disk.remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
             removed = true;
         }
     }
     if removed {
-        sync_dir(dir)?;
+        sync_dir(disk, dir)?;
     }
 
     // Make the replayed state durable in the chunks' own files, then drop the WAL.
@@ -154,14 +152,14 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
         chunks.keys().map(|h| (*h, data_path(dir, *h))).collect();
     for (h, c) in &chunks {
         if c.changed {
-            syncs.push((&c.data, data_paths[h].as_path()));
+            syncs.push((Sync::File(&*c.data), data_paths[h].as_path()));
         }
     }
-    if let Some((_, e)) = parallel_sync(&syncs).into_iter().next() {
+    if let Some((_, e)) = parallel_sync(disk, &syncs).into_iter().next() {
         return Err(e);
     }
-    write_snapshots(&snaps)?;
-    let wal = new_wal(dir)?;
+    write_snapshots(disk, &snaps)?;
+    let wal = new_wal(disk, dir)?;
 
     let chunks = chunks
         .into_iter()
@@ -186,12 +184,14 @@ pub(crate) fn recover(dir: &Path, cfg: &StoreConfig) -> Result<Recovered> {
 
 /// Reads and parses the WAL, if there is one; a torn tail is left out with a warning, damage
 /// in the middle is an error (see [`record::parse_wal`]).
-fn read_wal(dir: &Path) -> Result<Option<record::Parsed>> {
+fn read_wal(disk: &dyn Disk, dir: &Path) -> Result<Option<record::Parsed>> {
     let wal_path = dir.join("wal");
-    if !wal_path.exists() {
+    if !disk.exists(&wal_path) {
         return Ok(None);
     }
-    let mut bytes = fs::read(&wal_path).map_err(|e| StorageError::io(&wal_path, e))?;
+    let mut bytes = disk
+        .read(&wal_path)
+        .map_err(|e| StorageError::io(&wal_path, e))?;
     if bytes.len() < WAL_MAGIC.len() && WAL_MAGIC.starts_with(&bytes) {
         // Cut inside its header: a WAL with no records (a wrong header stays an error).
         tracing::warn!(
@@ -214,10 +214,10 @@ fn read_wal(dir: &Path) -> Result<Option<record::Parsed>> {
     Ok(Some(parsed))
 }
 
-fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> {
+fn load_chunk(disk: &dyn Disk, dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> {
     let mp = meta_path(dir, h);
     let dp = data_path(dir, h);
-    let bytes = fs::read(&mp).map_err(|e| StorageError::io(&mp, e))?;
+    let bytes = disk.read(&mp).map_err(|e| StorageError::io(&mp, e))?;
     let parsed = record::parse(&mp, META_MAGIC, Bytes::from(bytes))?;
     let corrupt = |reason: String| StorageError::CorruptMetadata {
         path: mp.clone(),
@@ -245,21 +245,17 @@ fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> 
             meta.length
         )));
     }
-    let data = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&dp)
+    let data = disk
+        .open(&dp, Open::Create)
         .map_err(|e| StorageError::io(&dp, e))?;
-    let data_len = data.metadata().map_err(|e| StorageError::io(&dp, e))?.len();
+    let data_len = data.len().map_err(|e| StorageError::io(&dp, e))?;
     let mut changed = false;
     if data_len < meta.length {
         // Only outside damage shortens a chunk file below a snapshot: keep the whole appends
         // that are still there.
         tracing::error!(handle = %h, data_len, committed = meta.length,
             "chunk file shorter than its snapshot; rolling back to the last whole append");
-        roll_back(&mut meta, &data, data_len).map_err(|e| StorageError::io(&dp, e))?;
+        roll_back(&mut meta, &*data, data_len).map_err(|e| StorageError::io(&dp, e))?;
         changed = true;
     }
     Ok(Loading {
@@ -275,7 +271,7 @@ fn load_chunk(dir: &Path, cfg: &StoreConfig, h: ChunkHandle) -> Result<Loading> 
 /// Shrinks `meta` to the appends that end at or before `limit`, recomputing the CRC of a new
 /// partial last block from the file. A chunk whose op table was dropped no longer knows where
 /// its appends end: it rolls back to empty, where an empty table is exact again.
-fn roll_back(meta: &mut ChunkMeta, data: &File, limit: u64) -> std::io::Result<()> {
+fn roll_back(meta: &mut ChunkMeta, data: &dyn DiskFile, limit: u64) -> std::io::Result<()> {
     if meta.ops.is_dropped() {
         meta.ops = OpTable::default();
     }
@@ -296,6 +292,7 @@ fn roll_back(meta: &mut ChunkMeta, data: &File, limit: u64) -> std::io::Result<(
 
 /// Applies the WAL; returns whether it removed files.
 fn replay(
+    disk: &dyn Disk,
     dir: &Path,
     chunks: &mut HashMap<ChunkHandle, Loading>,
     records: Vec<(u64, Record)>,
@@ -326,14 +323,10 @@ fn replay(
                     continue;
                 }
                 let dp = data_path(dir, h);
-                let data = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(&dp)
+                let data = disk
+                    .open(&dp, Open::Create)
                     .map_err(|e| StorageError::io(&dp, e))?;
-                let data_len = data.metadata().map_err(|e| StorageError::io(&dp, e))?.len();
+                let data_len = data.len().map_err(|e| StorageError::io(&dp, e))?;
                 let meta = ChunkMeta {
                     batch,
                     version,
@@ -356,7 +349,7 @@ fn replay(
                 if chunks.get(&h).is_some_and(|c| c.snapshot_batch < batch) {
                     chunks.remove(&h);
                     for p in [meta_path(dir, h), data_path(dir, h)] {
-                        match fs::remove_file(&p) {
+                        match disk.remove_file(&p) {
                             Ok(()) => removed = true,
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                             Err(e) => return Err(StorageError::io(&p, e)),
@@ -399,7 +392,7 @@ fn replay(
             } => {
                 let end = offset + u64::from(*len);
                 end <= c.data_len
-                    && (rec.batch() < newest || verify(&c.data, end, *first_block, crcs))
+                    && (rec.batch() < newest || verify(&*c.data, end, *first_block, crcs))
             }
             _ => true,
         };
@@ -415,7 +408,7 @@ fn replay(
 }
 
 /// Whether the chunk file holds the bytes an in-place commit record describes.
-fn verify(data: &File, end: u64, first_block: u64, crcs: &[u32]) -> bool {
+fn verify(data: &dyn DiskFile, end: u64, first_block: u64, crcs: &[u32]) -> bool {
     crcs.iter().enumerate().all(|(i, crc)| {
         let block = first_block + i as u64;
         let start = block * BLOCK_SIZE;

@@ -4,14 +4,13 @@
 //! (`recovery`) also builds. The API (`store`) and the committer share it; neither owns it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gfs_util::disk::{Disk, DiskFile};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
 
@@ -32,6 +31,8 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Inner {
+    /// The disk every file operation goes through.
+    pub disk: Arc<dyn Disk>,
     pub dir: PathBuf,
     pub cfg: StoreConfig,
     pub chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
@@ -47,7 +48,7 @@ pub(crate) struct Inner {
     /// Empty files ready to become chunk files.
     pub pool: crate::pool::FilePool,
     /// Held for the store's lifetime: an exclusive lock on `<dir>/LOCK`.
-    pub _lock: File,
+    pub _lock: Arc<dyn DiskFile>,
     /// Told how long each group commit's fsync round took.
     pub fsync_observer: std::sync::OnceLock<FsyncObserver>,
 }
@@ -59,7 +60,7 @@ pub(crate) struct Chunk {
     pub handle: ChunkHandle,
     pub data_path: PathBuf,
     pub meta_path: PathBuf,
-    pub data: File,
+    pub data: Arc<dyn DiskFile>,
     pub st: Mutex<ChunkState>,
 }
 

@@ -29,7 +29,6 @@
 //! partial last block covers the committed prefix of that block, extended with
 //! `crc32c_append` as appends arrive.
 
-use std::fs::{self, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +37,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gfs_util::disk::{Disk, Open, OsDisk};
 use parking_lot::RwLock;
 use tokio::sync::{Notify, oneshot};
 
@@ -87,22 +87,34 @@ impl ChunkStore {
     /// Opens (creating if needed) the store in `dir`, recovering every chunk to a consistent
     /// committed prefix, and starts the committer thread.
     pub fn open(dir: impl AsRef<Path>, cfg: StoreConfig) -> Result<ChunkStore> {
+        ChunkStore::open_on(OsDisk::shared(), dir, cfg)
+    }
+
+    /// [`ChunkStore::open`] on `disk` (the operating system's, or a simulated one).
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        cfg: StoreConfig,
+    ) -> Result<ChunkStore> {
         cfg.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        disk.create_dir_all(&dir)
+            .map_err(|e| StorageError::io(&dir, e))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = disk
+            .open(&lock_path, Open::Create)
             .map_err(|e| StorageError::io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
+        if !lock
+            .try_lock()
+            .map_err(|e| StorageError::io(&lock_path, e))?
+        {
             return Err(StorageError::Locked(dir));
         }
-        let rec = crate::recovery::recover(&dir, &cfg)?;
-        let pool = crate::pool::FilePool::start(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let rec = crate::recovery::recover(&*disk, &dir, &cfg)?;
+        let pool = crate::pool::FilePool::start(Arc::clone(&disk), &dir)
+            .map_err(|e| StorageError::io(&dir, e))?;
         let inner = Arc::new(Inner {
+            disk,
             pool,
             dir,
             cfg,
@@ -133,12 +145,11 @@ impl ChunkStore {
     /// store is marked lost for good: it lists nothing, serves nothing, accepts nothing, and this
     /// returns `DiskLost`, so the server can report its replicas gone.
     pub fn check_disk(&self) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
         if self.inner.lost.load(Ordering::Acquire) {
             return Err(StorageError::DiskLost(self.inner.dir.clone()));
         }
-        let held = self.inner._lock.metadata().map(|m| (m.dev(), m.ino()));
-        let there = fs::metadata(self.inner.dir.join("LOCK")).map(|m| (m.dev(), m.ino()));
+        let held = self.inner._lock.id();
+        let there = self.inner.disk.file_id(&self.inner.dir.join("LOCK"));
         match (held, there) {
             (Ok(a), Ok(b)) if a == b => Ok(()),
             _ => {

@@ -18,10 +18,11 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::disk::{Disk, DiskFile, Open};
 
 /// An I/O error and the file or directory it happened on.
 #[derive(Debug)]
@@ -76,38 +77,34 @@ fn dir_of(path: &Path) -> &Path {
     }
 }
 
-/// fsyncs the directory `dir`, making the creations, renames and removals in it durable.
-pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| PathError::new(dir, e))
+/// fsyncs the directory `dir` of `disk`, making the creations, renames and removals in it
+/// durable.
+pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), PathError> {
+    disk.sync_dir(dir).map_err(|e| PathError::new(dir, e))
 }
 
 /// Replaces `path` with `bytes` durably: written aside, fsynced (`fsync`, data and metadata),
 /// renamed over `path`, then `path`'s directory fsynced. Creates `path` if it does not exist.
-pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
-    let aside = Aside::write(path, bytes)?;
+pub fn replace(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    let aside = Aside::write(disk, path, bytes)?;
     aside.sync()?;
-    rename_into_place(vec![aside])
+    rename_into_place(disk, vec![aside])
 }
 
 /// A new version of a file, written aside and not yet in place.
 #[derive(Debug)]
 pub struct Aside {
-    file: File,
+    file: Arc<dyn DiskFile>,
     path: PathBuf,
     target: PathBuf,
 }
 
 impl Aside {
     /// Creates (or truncates) the aside file of `target` and writes `bytes` to it, unsynced.
-    pub fn write(target: &Path, bytes: &[u8]) -> Result<Aside, PathError> {
+    pub fn write(disk: &dyn Disk, target: &Path, bytes: &[u8]) -> Result<Aside, PathError> {
         let path = aside_path(target);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
+        let file = disk
+            .open(&path, Open::Truncate)
             .map_err(|e| PathError::new(&path, e))?;
         file.write_all_at(bytes, 0)
             .map_err(|e| PathError::new(&path, e))?;
@@ -119,8 +116,8 @@ impl Aside {
     }
 
     /// The open aside file, for a caller that fsyncs it its own way.
-    pub fn file(&self) -> &File {
-        &self.file
+    pub fn file(&self) -> &dyn DiskFile {
+        &*self.file
     }
 
     /// Where the new version is written ([`aside_path`] of the target).
@@ -145,17 +142,18 @@ impl Aside {
 /// (each distinct directory, in order of first appearance). The aside files must already be
 /// durable (fsynced): the rename only makes them visible. Stops at the first failure; targets
 /// renamed before it stay replaced, and their directory is not fsynced.
-pub fn rename_into_place(asides: Vec<Aside>) -> Result<(), PathError> {
+pub fn rename_into_place(disk: &dyn Disk, asides: Vec<Aside>) -> Result<(), PathError> {
     let mut dirs: Vec<&Path> = Vec::new();
     for a in &asides {
-        std::fs::rename(&a.path, &a.target).map_err(|e| PathError::new(&a.target, e))?;
+        disk.rename(&a.path, &a.target)
+            .map_err(|e| PathError::new(&a.target, e))?;
         let dir = dir_of(&a.target);
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
     }
     for dir in dirs {
-        sync_dir(dir)?;
+        sync_dir(disk, dir)?;
     }
     Ok(())
 }
@@ -165,6 +163,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::disk::OsDisk;
+    use crate::disk::sim::SimDisk;
 
     #[test]
     fn the_aside_file_is_the_name_with_tmp_appended() {
@@ -181,10 +181,10 @@ mod tests {
     fn replace_creates_then_replaces_and_leaves_no_aside_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
-        replace(&p, b"one").unwrap();
+        replace(&OsDisk, &p, b"one").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
-        replace(&p, b"two, longer").unwrap();
-        replace(&p, b"3").unwrap();
+        replace(&OsDisk, &p, b"two, longer").unwrap();
+        replace(&OsDisk, &p, b"3").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"3");
         assert!(!aside_path(&p).exists());
         let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
@@ -202,8 +202,8 @@ mod tests {
         // A crash between the write (or fsync) and the rename.
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("snap");
-        replace(&p, b"old").unwrap();
-        let a = Aside::write(&p, b"new").unwrap();
+        replace(&OsDisk, &p, b"old").unwrap();
+        let a = Aside::write(&OsDisk, &p, b"new").unwrap();
         a.sync().unwrap();
         assert_eq!(a.target(), p);
         assert_eq!(a.path(), aside_path(&p));
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read(aside_path(&p)).unwrap(), b"new");
         // The next replacement truncates a leftover aside file.
-        replace(&p, b"n").unwrap();
+        replace(&OsDisk, &p, b"n").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"n");
     }
 
@@ -221,28 +221,28 @@ mod tests {
         let paths: Vec<PathBuf> = (0..5).map(|i| d.path().join(format!("{i}.meta"))).collect();
         let asides: Vec<Aside> = paths
             .iter()
-            .map(|p| Aside::write(p, p.to_str().unwrap().as_bytes()).unwrap())
+            .map(|p| Aside::write(&OsDisk, p, p.to_str().unwrap().as_bytes()).unwrap())
             .collect();
         for a in &asides {
             a.file().sync_data().unwrap();
         }
-        rename_into_place(asides).unwrap();
+        rename_into_place(&OsDisk, asides).unwrap();
         for p in &paths {
             assert_eq!(std::fs::read(p).unwrap(), p.to_str().unwrap().as_bytes());
             assert!(!aside_path(p).exists());
         }
-        rename_into_place(Vec::new()).unwrap();
+        rename_into_place(&OsDisk, Vec::new()).unwrap();
     }
 
     #[test]
     fn errors_name_the_path_and_keep_the_os_error() {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("no-such-dir");
-        let e = replace(&missing.join("f"), b"x").unwrap_err();
+        let e = replace(&OsDisk, &missing.join("f"), b"x").unwrap_err();
         assert_eq!(e.path, missing.join("f.tmp"));
         assert_eq!(e.source.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("no-such-dir/f.tmp"), "{e}");
-        let e = sync_dir(&missing).unwrap_err();
+        let e = sync_dir(&OsDisk, &missing).unwrap_err();
         assert_eq!(e.path, missing);
         let plain: io::Error = e.into();
         assert_eq!(plain.kind(), io::ErrorKind::NotFound);
@@ -253,9 +253,41 @@ mod tests {
     fn a_failed_rename_names_the_target() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
-        let a = Aside::write(&p, b"x").unwrap();
+        let a = Aside::write(&OsDisk, &p, b"x").unwrap();
         std::fs::remove_file(a.path()).unwrap();
-        let e = rename_into_place(vec![a]).unwrap_err();
+        let e = rename_into_place(&OsDisk, vec![a]).unwrap_err();
         assert_eq!((e.path, e.source.kind()), (p, io::ErrorKind::NotFound));
+    }
+
+    /// The module's promise, at every instant: a crash at each operation of a replacement (and
+    /// of the one before it) leaves the old version or the new one, whole; once `replace`
+    /// returned, the new one.
+    #[test]
+    fn a_crash_at_any_operation_leaves_the_old_version_or_the_new_one() {
+        let dir = Path::new("/d");
+        let p = dir.join("f");
+        for seed in 0..40 {
+            for n in 0.. {
+                let disk = SimDisk::new(seed);
+                disk.create_dir_all(dir).unwrap();
+                replace(&disk, &p, b"old version").unwrap();
+                disk.crash_after(n);
+                let done = replace(&disk, &p, b"the new version, longer").is_ok();
+                let struck = disk.crashes() > 0;
+                disk.crash();
+                let got = disk.read(&p).unwrap();
+                if done && !struck {
+                    assert_eq!(
+                        got, b"the new version, longer",
+                        "seed {seed}, crash after {n}"
+                    );
+                    break;
+                }
+                assert!(
+                    got == b"old version" || got == b"the new version, longer",
+                    "seed {seed}, crash after {n}: {got:?}"
+                );
+            }
+        }
     }
 }

@@ -102,6 +102,6 @@ impl ChunkManager {
 /// fsync).
 fn save_draining(file: &Path, ids: &[String]) -> std::io::Result<()> {
     let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    gfs_util::crashsafe::replace(file, text.as_bytes())?;
+    gfs_util::crashsafe::replace(&gfs_util::disk::OsDisk, file, text.as_bytes())?;
     Ok(())
 }

@@ -6,8 +6,7 @@ use crate::error::{Result, StorageError};
 use crate::record::{ChunkMeta, Record, WAL_MAGIC};
 use crate::state::{Chunk, ChunkState, Inner};
 use crate::types::ChunkHandle;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use gfs_util::disk::{Disk, Open};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,7 +79,7 @@ impl Committer {
         if inner.wal_failed.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned(changed[0].handle));
         }
-        write_chunk_snapshots(&changed, 0)
+        write_chunk_snapshots(&*self.inner.disk, &changed, 0)
     }
 
     /// Adds a new, empty chunk to the batch: its file now, its Create record in the WAL; it
@@ -99,16 +98,11 @@ impl Committer {
         }
         let dp = data_path(&self.inner.dir, handle);
         if let Some(free) = self.inner.pool.take()
-            && let Err(e) = fs::rename(&free, &dp)
+            && let Err(e) = self.inner.disk.rename(&free, &dp)
         {
             tracing::warn!(error = %e, "cannot use a pool file; creating one");
         }
-        let opened = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&dp);
+        let opened = self.inner.disk.open(&dp, Open::Truncate);
         let data = match opened {
             Ok(f) => f,
             Err(e) => {
@@ -185,7 +179,7 @@ impl Committer {
             .and_then(|()| {
                 inner.counters.batches.fetch_add(1, Ordering::Relaxed);
                 inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                let failed = parallel_sync(&[(&self.wal, &wal_path)]);
+                let failed = parallel_sync(&*inner.disk, &[(Sync::File(&*self.wal), &wal_path)]);
                 failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
             });
         if let Err(e) = logged {
@@ -201,7 +195,7 @@ impl Committer {
         for (chunk, reply) in doomed {
             let mut r = Ok(());
             for p in [&chunk.meta_path, &chunk.data_path] {
-                match fs::remove_file(p) {
+                match inner.disk.remove_file(p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => r = Err(StorageError::io(p, e)),
@@ -210,7 +204,7 @@ impl Committer {
             results.push((chunk.handle, reply, r));
         }
         inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let dir = sync_dir(&inner.dir);
+        let dir = sync_dir(&*inner.disk, &inner.dir);
         tracing::debug!(chunks = results.len(), "chunks deleted");
         for (handle, reply, r) in results {
             let r = r.and_then(|()| dir.as_ref().map_err(clone_err).copied());
@@ -237,7 +231,7 @@ impl Committer {
 }
 
 /// Makes every dirty chunk durable in its own files, then replaces the WAL with an empty one.
-pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
+pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<Arc<dyn DiskFile>> {
     let dirty: Vec<Arc<Chunk>> = inner
         .chunks
         .read()
@@ -245,8 +239,8 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
         .filter(|c| c.st.lock().dirty)
         .cloned()
         .collect();
-    write_chunk_snapshots(&dirty, through_batch)?;
-    let wal = new_wal(&inner.dir)?;
+    write_chunk_snapshots(&*inner.disk, &dirty, through_batch)?;
+    let wal = new_wal(&*inner.disk, &inner.dir)?;
     tracing::debug!(chunks = dirty.len(), "checkpoint written");
     Ok(wal)
 }
@@ -254,13 +248,13 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<File> {
 /// Makes `chunks` durable in their own files: first their chunk files holding WAL-inline bytes
 /// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
 /// snapshots, each through at least `through_batch`. Committer thread only, between batches.
-fn write_chunk_snapshots(chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
-    let unsynced: Vec<(&File, &Path)> = chunks
+fn write_chunk_snapshots(disk: &dyn Disk, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
+    let unsynced: Vec<(Sync<'_>, &Path)> = chunks
         .iter()
         .filter(|c| c.st.lock().unsynced)
-        .map(|c| (&c.data, c.data_path.as_path()))
+        .map(|c| (Sync::File(&*c.data), c.data_path.as_path()))
         .collect();
-    if let Some((_, e)) = parallel_sync(&unsynced).into_iter().next() {
+    if let Some((_, e)) = parallel_sync(disk, &unsynced).into_iter().next() {
         return Err(e);
     }
     let snaps: Vec<(&Path, Vec<u8>)> = chunks
@@ -271,7 +265,7 @@ fn write_chunk_snapshots(chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()
             (c.meta_path.as_path(), snapshot_bytes(&st.meta))
         })
         .collect();
-    write_snapshots(&snaps)?;
+    write_snapshots(disk, &snaps)?;
     for c in chunks {
         let mut st = c.st.lock();
         st.dirty = false;

@@ -54,14 +54,13 @@
 //! (a reopen may replay the records). Once the WAL has failed, no batch, create or delete writes
 //! to it again until the store reopens.
 
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gfs_util::disk::DiskFile;
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
@@ -80,7 +79,7 @@ pub(crate) const FORGET_PER_SWEEP: usize = 64;
 
 pub(crate) struct Committer {
     inner: Arc<Inner>,
-    wal: File,
+    wal: Arc<dyn DiskFile>,
     wal_len: u64,
     /// Number of the batch being built.
     batch: u64,
@@ -136,7 +135,7 @@ struct Work {
 }
 
 impl Committer {
-    pub(crate) fn new(inner: Arc<Inner>, wal: File, batch: u64) -> Committer {
+    pub(crate) fn new(inner: Arc<Inner>, wal: Arc<dyn DiskFile>, batch: u64) -> Committer {
         Committer {
             inner,
             wal,
@@ -398,40 +397,25 @@ impl Committer {
             }
             in_wal.fill(false);
         } else {
-            let mut files: Vec<(&File, &Path)> = Vec::new();
+            let mut files: Vec<(Sync<'_>, &Path)> = Vec::new();
             let mut owners: Vec<Owner> = Vec::new();
             if !buf.is_empty() {
-                files.push((&self.wal, &wal_path));
+                files.push((Sync::File(&*self.wal), &wal_path));
                 owners.push(Owner::Wal);
             }
             // New chunk files need their directory entries durable too, in the same round.
-            let creates = self.works.iter().any(|w| w.created && w.failed.is_none());
-            let dir = if creates {
-                match File::open(&inner.dir) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        let e = StorageError::io(&inner.dir, e);
-                        for w in self.works.iter_mut().filter(|w| w.created) {
-                            w.failed.get_or_insert_with(|| clone_err(&e));
-                        }
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            if let Some(d) = &dir {
-                files.push((d, &inner.dir));
+            if self.works.iter().any(|w| w.created && w.failed.is_none()) {
+                files.push((Sync::Dir, &inner.dir));
                 owners.push(Owner::Dir);
             }
             for (i, w) in self.works.iter().enumerate() {
                 if w.sync_data && w.failed.is_none() {
-                    files.push((&w.chunk.data, &w.chunk.data_path));
+                    files.push((Sync::File(&*w.chunk.data), &w.chunk.data_path));
                     owners.push(Owner::Work(i));
                 }
             }
             let synced = std::time::Instant::now();
-            let failures = parallel_sync(&files);
+            let failures = parallel_sync(&*inner.disk, &files);
             if !files.is_empty()
                 && let Some(observe) = inner.fsync_observer.get()
             {
@@ -511,7 +495,7 @@ impl Committer {
             .write_all_at(&rec, self.wal_len)
             .map_err(|e| StorageError::io(&wal_path, e));
         let synced = written.and_then(|()| {
-            let r = parallel_sync(&[(&self.wal, &wal_path)]);
+            let r = parallel_sync(&*self.inner.disk, &[(Sync::File(&*self.wal), &wal_path)]);
             self.inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.inner.counters.batches.fetch_add(1, Ordering::Relaxed);
             r.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
@@ -563,7 +547,7 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
         tracing::error!(%handle, error = %err, poison = w.poison, "commit batch failed");
         if w.created {
             // Never visible; its file goes (a replay skips a Create that never became durable).
-            let _ = fs::remove_file(&w.chunk.data_path);
+            let _ = inner.disk.remove_file(&w.chunk.data_path);
         }
         st.poisoned |= w.poison;
         st.enqueued = st.meta.length;

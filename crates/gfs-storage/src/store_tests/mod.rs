@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::fs::{self, OpenOptions};
 use std::time::Duration;
 
 use bytes::Bytes;
