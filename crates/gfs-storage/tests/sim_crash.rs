@@ -9,7 +9,11 @@
 //! - every acknowledged seal (at its length), version and delete; no chunk never created;
 //! - checksums that verify (scrub clean).
 //!
-//! `GFS_SIM_SEEDS=N` runs N seeds (default 300); `GFS_SIM_SEED=S` runs seed S alone. The
+//! A second test adds failed fsyncs (which forget their writes, as Linux does) and a disk that
+//! fills up before the crash.
+//!
+//! `GFS_SIM_SEEDS=N` runs N seeds (default 300); `GFS_SIM_SEED=S` runs seed S alone, and
+//! `GFS_SIM_TRACE=1` prints each request's outcome. The
 //! committer's disk operations run in the order the test issues its requests, but the file
 //! pool's thread and the parallel fsyncs interleave with them, so a seed replays the same
 //! workload and crash point, not always the same interleaving.
@@ -76,8 +80,14 @@ fn seeds() -> Vec<u64> {
     (0..n).collect()
 }
 
-/// Runs the workload until the power goes (or `steps` ran); returns what was sent and told.
-async fn workload(store: &ChunkStore, rng: &mut Mix, steps: usize) -> BTreeMap<u64, Sent> {
+/// Runs the workload until the power goes (or `steps` ran); returns what was sent and told. A
+/// chunk whose write failed (a failed fsync, a full disk) gets no more appends.
+async fn workload(
+    store: &ChunkStore,
+    disk: &SimDisk,
+    rng: &mut Mix,
+    steps: usize,
+) -> BTreeMap<u64, Sent> {
     let mut sent: BTreeMap<u64, Sent> = BTreeMap::new();
     let mut next_op = 1u64;
     for _ in 0..steps {
@@ -87,6 +97,7 @@ async fn workload(store: &ChunkStore, rng: &mut Mix, steps: usize) -> BTreeMap<u
             .map(|(h, _)| *h)
             .collect();
         let pick = rng.range(0, 100);
+        let mut chunk = None;
         let r: Result<(), StorageError> = if live.is_empty() || (pick < 4 && sent.len() < 8) {
             let h = 100 + sent.len() as u64;
             let s = sent.entry(h).or_default();
@@ -98,6 +109,7 @@ async fn workload(store: &ChunkStore, rng: &mut Mix, steps: usize) -> BTreeMap<u
                 .map(|()| s.created = true)
         } else {
             let h = live[rng.range(0, live.len() as u64) as usize];
+            chunk = Some(h);
             let s = sent.get_mut(&h).unwrap();
             let handle = ChunkHandle(h);
             if pick < 6 {
@@ -143,9 +155,20 @@ async fn workload(store: &ChunkStore, rng: &mut Mix, steps: usize) -> BTreeMap<u
                 }
             }
         };
+        if std::env::var_os("GFS_SIM_TRACE").is_some() {
+            println!(
+                "chunk {chunk:?} pick {pick}: {r:?} (crashes {})",
+                disk.crashes()
+            );
+        }
         if r.is_err() {
-            // The power went (every later operation fails too).
-            break;
+            if disk.crashes() > 0 {
+                // The power went: every later operation fails too.
+                break;
+            }
+            if let Some(s) = chunk.and_then(|h| sent.get_mut(&h)) {
+                s.seal_sent = true;
+            }
         }
     }
     sent
@@ -229,23 +252,34 @@ fn check(store: &ChunkStore, sent: &BTreeMap<u64, Sent>, seed: u64) {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_crash_at_any_disk_operation_keeps_every_acknowledged_append() {
+/// Each seed: the workload with the power lost at a seeded operation (and, for half the seeds,
+/// again during recovery), then the checks, a second crash with nothing in flight, and the
+/// checks again. With `faults`, fsyncs also fail (2 %) and the disk fills up (half the seeds).
+async fn run(faults: bool) {
     let dir = Path::new(DIR);
     let mut struck = 0;
     for seed in seeds() {
         let disk = SimDisk::new(seed);
         let mut rng = Mix(seed);
         let store = ChunkStore::open_on(disk.shared(), dir, cfg()).unwrap();
+        if faults {
+            disk.set_sync_failure_ppm(20_000);
+            if rng.range(0, 2) == 0 {
+                disk.set_capacity(Some(rng.range(200 << 10, 2 << 20)));
+            }
+        }
         // Somewhere in the run, or (a few seeds) after it, with everything still pending.
         disk.crash_after(rng.range(0, 900));
-        let sent = workload(&store, &mut rng, 300).await;
+        let sent = workload(&store, &disk, &mut rng, 300).await;
         if disk.crashes() == 0 {
             disk.crash();
         } else {
             struck += 1;
         }
         drop(store);
+        // Recovery runs on a healthy disk (a failed fsync there refuses the open, rightly).
+        disk.set_sync_failure_ppm(0);
+        disk.set_capacity(None);
         // Half the seeds lose power again during recovery.
         if rng.range(0, 2) == 0 {
             disk.crash_after(rng.range(0, 60));
@@ -270,4 +304,14 @@ async fn a_crash_at_any_disk_operation_keeps_every_acknowledged_append() {
         check(&store, &sent, seed);
     }
     println!("{struck} crashes struck mid-run");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crash_at_any_disk_operation_keeps_every_acknowledged_append() {
+    run(false).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failed_fsyncs_and_a_full_disk_before_a_crash_lose_or_tear_nothing_acknowledged() {
+    run(true).await;
 }
