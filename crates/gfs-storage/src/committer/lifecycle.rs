@@ -60,7 +60,8 @@ impl Committer {
         let mut changed = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let mut st = chunk.st.lock();
-            if st.deleted {
+            // A poisoned chunk keeps its table and its WAL records until the store reopens.
+            if st.deleted || st.poisoned {
                 continue;
             }
             inner.drop_staged(&chunk, &mut st, |_| true);
@@ -215,9 +216,27 @@ impl Committer {
         }
     }
 
-    /// Snapshots every dirty chunk and starts an empty WAL.
+    /// Snapshots every dirty chunk and starts an empty WAL; not while a chunk is poisoned
+    /// (the WAL may hold the only durable copy of its inline appends: see the module docs).
     pub(super) fn checkpoint(&mut self) {
         if self.inner.wal_failed.load(Ordering::Acquire) {
+            return;
+        }
+        let poisoned = self
+            .inner
+            .chunks
+            .read()
+            .values()
+            .filter(|c| c.st.lock().poisoned)
+            .count();
+        if poisoned > 0 {
+            if !self.checkpoints_held {
+                self.checkpoints_held = true;
+                tracing::error!(
+                    poisoned,
+                    "checkpoints held until the store reopens: a chunk file failed to fsync, and the WAL keeps the only durable copy of its inline appends"
+                );
+            }
             return;
         }
         match checkpoint(&self.inner, self.batch - 1) {
@@ -249,12 +268,19 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<Arc<dyn Di
 /// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
 /// snapshots, each through at least `through_batch`. Committer thread only, between batches.
 fn write_chunk_snapshots(disk: &dyn Disk, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
-    let unsynced: Vec<(Sync<'_>, &Path)> = chunks
+    let unsynced: Vec<&Arc<Chunk>> = chunks.iter().filter(|c| c.st.lock().unsynced).collect();
+    let syncs: Vec<(Sync<'_>, &Path)> = unsynced
         .iter()
-        .filter(|c| c.st.lock().unsynced)
         .map(|c| (Sync::File(&*c.data), c.data_path.as_path()))
         .collect();
-    if let Some((_, e)) = parallel_sync(disk, &unsynced).into_iter().next() {
+    let failed = parallel_sync(disk, &syncs);
+    for (i, e) in &failed {
+        // The failed fsync may have dropped the file's unsynced writes for good: its WAL-inline
+        // appends are durable only in the WAL now.
+        tracing::error!(handle = %unsynced[*i].handle, error = %e, "chunk file fsync failed; the chunk is poisoned");
+        unsynced[*i].st.lock().poisoned = true;
+    }
+    if let Some((_, e)) = failed.into_iter().next() {
         return Err(e);
     }
     let snaps: Vec<(&Path, Vec<u8>)> = chunks

@@ -44,6 +44,15 @@
 //! store reopens); a failed WAL fsync refuses every write, creates and deletes included, until
 //! the store reopens.
 //!
+//! A failed fsync may drop every unsynced write to its file for good: Linux marks the pages
+//! clean, and the next fsync succeeds without them. A chunk file holds the bytes of the
+//! WAL-inline appends since the last checkpoint unsynced, so after its fsync failed (in a batch
+//! or in a checkpoint) the WAL holds the only durable copy of appends already acknowledged.
+//! Hence a poisoned chunk holds every checkpoint back (the WAL is not replaced) and keeps its
+//! op table and snapshot, until the store reopens: recovery then rewrites those appends from
+//! the WAL into the chunk file and fsyncs it (found by `tests/sim_crash.rs` on the simulated
+//! disk, which forgets the writes of a failed fsync).
+//!
 //! A failed fsync round: a chunk's records enter the WAL buffer before the round, so when its
 //! chunk file (or the directory, for a create, or the WAL itself) then fails to sync, they may
 //! be durable although its callers are told the work failed. Before anyone is answered, the
@@ -86,6 +95,8 @@ pub(crate) struct Committer {
     works: Vec<Work>,
     /// Deletes waiting for their round (never at the same time as works).
     deletes: Vec<(Arc<Chunk>, oneshot::Sender<Result<()>>)>,
+    /// A poisoned chunk holds checkpoints back (logged once).
+    checkpoints_held: bool,
 }
 
 enum Reply {
@@ -143,6 +154,7 @@ impl Committer {
             batch,
             works: Vec::new(),
             deletes: Vec::new(),
+            checkpoints_held: false,
         }
     }
 
