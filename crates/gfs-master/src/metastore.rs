@@ -33,8 +33,6 @@
 //! (validation would have to see queued-but-unapplied operations), would avoid that wait at far
 //! more code.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +40,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use gfs_util::crashsafe::{self, PathError};
-use gfs_util::disk::OsDisk;
+use gfs_util::disk::{Disk, DiskFile, Open, OsDisk};
 use gfs_util::framed::{self, ANY_LEN, FrameAt};
 use parking_lot::Mutex;
 use prost::Message;
@@ -98,7 +96,7 @@ pub struct MetaStore {
     observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
     #[cfg(test)]
     failpoints: Arc<Failpoints>,
-    _lock: File,
+    _lock: Arc<dyn DiskFile>,
 }
 
 /// Hears how long each group commit of the operation log took (write and fsync).
@@ -137,30 +135,25 @@ fn fs_error(e: PathError) -> MasterError {
 
 /// Replaces `path` with `bytes` durably: written aside (`<name>.tmp`), fsynced, renamed, and the
 /// directory fsynced.
-fn write_aside(path: &Path, bytes: &[u8]) -> Result<()> {
-    crashsafe::replace(&OsDisk, path, bytes).map_err(fs_error)
+fn write_aside(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<()> {
+    crashsafe::replace(disk, path, bytes).map_err(fs_error)
 }
 
 /// Creates an empty segment starting at `start` and opens it for appending.
-fn new_segment(dir: &Path, start: u64) -> Result<(File, u64)> {
+fn new_segment(disk: &dyn Disk, dir: &Path, start: u64) -> Result<(Arc<dyn DiskFile>, u64)> {
     let path = dir.join(segment_name(start));
-    write_aside(&path, LOG_MAGIC)?;
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| io(&path, e))?;
+    write_aside(disk, &path, LOG_MAGIC)?;
+    let f = disk.open(&path, Open::Write).map_err(|e| io(&path, e))?;
     Ok((f, LOG_MAGIC.len() as u64))
 }
 
 /// Files of the directory with a numeric suffix after `prefix`, sorted by that number.
-fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
+fn numbered(disk: &dyn Disk, dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let e = e.map_err(|e| io(dir, e))?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for e in disk.read_dir(dir).map_err(|e| io(dir, e))? {
+        let Some(name) = e.name() else { continue };
         if let Some(n) = name.strip_prefix(prefix).and_then(|n| n.parse().ok()) {
-            out.push((n, e.path()));
+            out.push((n, e.path));
         }
     }
     out.sort();
@@ -170,20 +163,20 @@ fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
 struct Recovered {
     ns: Namespace,
     last_seq: u64,
-    segment: (File, u64),
+    segment: (Arc<dyn DiskFile>, u64),
     segment_path: PathBuf,
 }
 
-fn recover(dir: &Path) -> Result<Recovered> {
-    for e in fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let p = e.map_err(|e| io(dir, e))?.path();
+fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered> {
+    for e in disk.read_dir(dir).map_err(|e| io(dir, e))? {
+        let p = e.path;
         if p.extension().is_some_and(|x| x == "tmp") {
-            fs::remove_file(&p).map_err(|e| io(&p, e))?;
+            disk.remove_file(&p).map_err(|e| io(&p, e))?;
         }
     }
-    let (mut ns, base) = match numbered(dir, "checkpoint-")?.pop() {
+    let (mut ns, base) = match numbered(disk, dir, "checkpoint-")?.pop() {
         Some((seq, path)) => {
-            let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+            let bytes = disk.read(&path).map_err(|e| io(&path, e))?;
             if !bytes.starts_with(CHECKPOINT_MAGIC) {
                 return Err(corrupt(&path, 0, "not a GFSMCKP1 checkpoint"));
             }
@@ -204,16 +197,16 @@ fn recover(dir: &Path) -> Result<Recovered> {
         }
         None => (Namespace::new(), 0),
     };
-    let segments = numbered(dir, "log-")?;
+    let segments = numbered(disk, dir, "log-")?;
     let mut last_seq = base;
     let count = segments.len();
     for (i, (_, path)) in segments.iter().enumerate() {
-        let mut bytes = fs::read(path).map_err(|e| io(path, e))?;
+        let mut bytes = disk.read(path).map_err(|e| io(path, e))?;
         if i + 1 == count && bytes.len() < LOG_MAGIC.len() && LOG_MAGIC.starts_with(&bytes) {
             // The newest segment cut inside its header: no records; restore the header so
             // appends land after it.
             tracing::warn!(file = %path.display(), "log segment cut inside its header");
-            write_aside(path, LOG_MAGIC)?;
+            write_aside(disk, path, LOG_MAGIC)?;
             bytes = LOG_MAGIC.to_vec();
         }
         if !bytes.starts_with(LOG_MAGIC) {
@@ -230,10 +223,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
                     });
                     if i + 1 == count && !more {
                         tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .open(path)
-                            .map_err(|e| io(path, e))?;
+                        let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
                         f.set_len(pos as u64)
                             .and_then(|_| f.sync_all())
                             .map_err(|e| io(path, e))?;
@@ -269,15 +259,12 @@ fn recover(dir: &Path) -> Result<Recovered> {
     }
     let (segment, segment_path) = match segments.last() {
         Some((_, path)) => {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| io(path, e))?;
-            let len = f.metadata().map_err(|e| io(path, e))?.len();
+            let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
+            let len = f.len().map_err(|e| io(path, e))?;
             ((f, len), path.clone())
         }
         None => (
-            new_segment(dir, base + 1)?,
+            new_segment(disk, dir, base + 1)?,
             dir.join(segment_name(base + 1)),
         ),
     };
@@ -293,19 +280,25 @@ impl MetaStore {
     /// Opens (creating if needed) the metadata in `dir`, recovering it from the newest
     /// checkpoint and the log, and starts the committer thread.
     pub fn open(dir: impl AsRef<Path>, cfg: MetaConfig) -> Result<MetaStore> {
+        MetaStore::open_on(OsDisk::shared(), dir, cfg)
+    }
+
+    /// [`MetaStore::open`] on `disk` (the operating system's, or a simulated one).
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        cfg: MetaConfig,
+    ) -> Result<MetaStore> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        disk.create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = disk
+            .open(&lock_path, Open::Create)
             .map_err(|e| io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
+        if !lock.try_lock().map_err(|e| io(&lock_path, e))? {
             return Err(MasterError::Locked(dir));
         }
-        let rec = recover(&dir)?;
+        let rec = recover(&*disk, &dir)?;
         tracing::info!(dir = %dir.display(), seq = rec.last_seq, chunks = rec.ns.chunk_count(), "metadata recovered");
         let state = Arc::new(Mutex::new(State {
             ns: rec.ns,
@@ -315,6 +308,7 @@ impl MetaStore {
         let failed = Arc::new(AtomicBool::new(false));
         let (queue, rx) = mpsc::channel();
         let mut committer = Committer {
+            disk,
             dir: dir.clone(),
             cfg,
             state: Arc::clone(&state),
@@ -413,12 +407,13 @@ impl Drop for MetaStore {
 }
 
 struct Committer {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     cfg: MetaConfig,
     state: Arc<Mutex<State>>,
     durable: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
-    segment: File,
+    segment: Arc<dyn DiskFile>,
     segment_len: u64,
     segment_path: PathBuf,
     since_checkpoint: u64,
@@ -535,25 +530,25 @@ impl Committer {
         let mut bytes = CHECKPOINT_MAGIC.to_vec();
         framed::frame(&ckpt.encode_to_vec(), &mut bytes);
         let path = self.dir.join(checkpoint_name(seq));
-        write_aside(&path, &bytes)?;
+        write_aside(&*self.disk, &path, &bytes)?;
         // Every record applied so far has seq <= `seq` and is written: older segments are
         // covered, and the new segment gets only later records.
-        let (segment, len) = new_segment(&self.dir, seq + 1)?;
+        let (segment, len) = new_segment(&*self.disk, &self.dir, seq + 1)?;
         self.segment = segment;
         self.segment_len = len;
         self.segment_path = self.dir.join(segment_name(seq + 1));
         self.since_checkpoint = 0;
-        for (n, old) in numbered(&self.dir, "log-")? {
+        for (n, old) in numbered(&*self.disk, &self.dir, "log-")? {
             if n < seq + 1 {
-                fs::remove_file(&old).map_err(|e| io(&old, e))?;
+                self.disk.remove_file(&old).map_err(|e| io(&old, e))?;
             }
         }
-        for (n, old) in numbered(&self.dir, "checkpoint-")? {
+        for (n, old) in numbered(&*self.disk, &self.dir, "checkpoint-")? {
             if n < seq {
-                fs::remove_file(&old).map_err(|e| io(&old, e))?;
+                self.disk.remove_file(&old).map_err(|e| io(&old, e))?;
             }
         }
-        crashsafe::sync_dir(&OsDisk, &self.dir).map_err(fs_error)?;
+        crashsafe::sync_dir(&*self.disk, &self.dir).map_err(fs_error)?;
         tracing::info!(seq, bytes = bytes.len(), "checkpoint written");
         Ok(())
     }
