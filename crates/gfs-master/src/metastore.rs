@@ -18,6 +18,10 @@
 //! (`checkpoint-<seq, 20 digits>`; formats in `record.rs`), `LOCK` (a `flock`: one master per
 //! directory) and `draining` (the servers being decommissioned, kept by `chunks::drain`).
 //!
+//! A failed write or fsync fails the log for good (every later mutation is refused) and cuts
+//! the failed batch off the segment, so that a restart does not read back, from the page cache,
+//! records whose callers were told they failed.
+//!
 //! A checkpoint holds exactly the state at the last *durable* record. Since mutations are
 //! applied before their record is written, the in-memory state runs ahead of the log by the
 //! records still queued; a checkpoint of that state would make them durable even if their
@@ -466,6 +470,16 @@ impl Committer {
                 // The in-memory state is ahead of the disk: refuse everything from now on.
                 tracing::error!(error = %e, file = %self.segment_path.display(), "operation log write failed");
                 self.failed.store(true, Ordering::Release);
+                // Cut the failed records off: after a failed fsync they may sit in the page
+                // cache, and a restart (no power loss needed) would read them back although
+                // their callers are told they failed.
+                let cut = self
+                    .segment
+                    .set_len(self.segment_len)
+                    .and_then(|()| self.segment.sync_data());
+                if let Err(c) = cut {
+                    tracing::error!(error = %c, file = %self.segment_path.display(), "cannot cut the failed records off the log: they may come back at the next start");
+                }
                 for q in batch {
                     let _ = q.reply.send(Err(io(
                         &self.segment_path,
