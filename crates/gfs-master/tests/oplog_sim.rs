@@ -15,36 +15,10 @@ use gfs_master::record::{
     AddChunkOp, Checkpoint, CreateOp, DeleteOp, Op, PathOp, RenameOp, SealOp, SetVersionOp,
 };
 use gfs_master::{MetaConfig, MetaStore, Namespace};
+use gfs_testkit::storage::Mix;
 use gfs_util::disk::sim::SimDisk;
 
 const DIR: &str = "/master";
-
-fn seeds() -> Vec<u64> {
-    if let Some(s) = std::env::var("GFS_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![s];
-    }
-    let n = std::env::var("GFS_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    (0..n).collect()
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 /// A namespace as comparable data: its checkpoint without the sequence number.
 fn state(ns: &Namespace) -> Checkpoint {
@@ -55,11 +29,11 @@ fn state(ns: &Namespace) -> Checkpoint {
 }
 
 /// A mutation valid on `model` (which it is applied to), chosen by `rng`.
-fn next_op(model: &mut Namespace, rng: &mut Rng, handle: &mut u64) -> Op {
+fn next_op(model: &mut Namespace, rng: &mut Mix, handle: &mut u64) -> Op {
     loop {
-        let d = rng.below(4);
-        let f = rng.below(6);
-        let op = match rng.below(10) {
+        let d = rng.range(0, 4);
+        let f = rng.range(0, 6);
+        let op = match rng.range(0, 10) {
             0 => Op::Mkdir(PathOp {
                 path: format!("/d{d}"),
                 mtime_ms: 1,
@@ -71,7 +45,7 @@ fn next_op(model: &mut Namespace, rng: &mut Rng, handle: &mut u64) -> Op {
             }),
             4 => Op::Rename(RenameOp {
                 src: format!("/d{d}/f{f}"),
-                dst: format!("/d{}/f{}", rng.below(4), rng.below(6)),
+                dst: format!("/d{}/f{}", rng.range(0, 4), rng.range(0, 6)),
                 mtime_ms: 3,
             }),
             5 => Op::Delete(DeleteOp {
@@ -89,13 +63,13 @@ fn next_op(model: &mut Namespace, rng: &mut Rng, handle: &mut u64) -> Op {
                 })
             }
             8 => Op::SetVersion(SetVersionOp {
-                handle: 1 + rng.below((*handle).max(1)),
-                version: 2 + rng.below(5),
+                handle: 1 + rng.range(0, (*handle).max(1)),
+                version: 2 + rng.range(0, 5),
                 primary: "cs1".into(),
             }),
             _ => Op::Seal(SealOp {
-                handle: 1 + rng.below((*handle).max(1)),
-                length: rng.below(1 << 20),
+                handle: 1 + rng.range(0, (*handle).max(1)),
+                length: rng.range(0, 1 << 20),
             }),
         };
         if model.apply(&op).is_ok() {
@@ -107,9 +81,9 @@ fn next_op(model: &mut Namespace, rng: &mut Rng, handle: &mut u64) -> Op {
 async fn run(faults: bool) {
     let dir = Path::new(DIR);
     let mut struck = 0;
-    for seed in seeds() {
+    for seed in gfs_testkit::sim_seeds(300) {
         let disk = SimDisk::new(seed);
-        let mut rng = Rng(seed);
+        let mut rng = Mix(seed);
         let cfg = || MetaConfig {
             checkpoint_every: 1 + rng_free(seed),
         };
@@ -117,7 +91,7 @@ async fn run(faults: bool) {
         if faults {
             disk.set_sync_failure_ppm(30_000);
         }
-        disk.crash_after(rng.below(1500));
+        disk.crash_after(rng.range(0, 1500));
         // states[k]: the namespace after the first k mutations.
         let mut model = Namespace::new();
         let mut states = vec![state(&model)];

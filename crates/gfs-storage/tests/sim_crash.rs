@@ -66,20 +66,6 @@ struct Sent {
     deleted: bool,
 }
 
-fn seeds() -> Vec<u64> {
-    if let Some(s) = std::env::var("GFS_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![s];
-    }
-    let n = std::env::var("GFS_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    (0..n).collect()
-}
-
 /// Runs the workload until the power goes (or `steps` ran); returns what was sent and told. A
 /// chunk whose write failed (a failed fsync, a full disk) gets no more appends.
 async fn workload(
@@ -134,7 +120,7 @@ async fn workload(
                 } else {
                     let op = OpId(next_op);
                     next_op += 1;
-                    let data: Bytes = (0..len).map(|i| (i as u64 ^ op.0 ^ h) as u8).collect();
+                    let data: Bytes = (0..len).map(|i| (i ^ op.0 ^ h) as u8).collect();
                     let offset = s.next;
                     s.appends.insert(offset, (op, data.clone()));
                     s.next += len;
@@ -258,7 +244,7 @@ fn check(store: &ChunkStore, sent: &BTreeMap<u64, Sent>, seed: u64) {
 async fn run(faults: bool) {
     let dir = Path::new(DIR);
     let mut struck = 0;
-    for seed in seeds() {
+    for seed in gfs_testkit::sim_seeds(300) {
         let disk = SimDisk::new(seed);
         let mut rng = Mix(seed);
         let store = ChunkStore::open_on(disk.shared(), dir, cfg()).unwrap();

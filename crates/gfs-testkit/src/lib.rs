@@ -61,3 +61,13 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// The seeds a seeded test runs: `$GFS_SIM_SEED` alone if set, else `0..$GFS_SIM_SEEDS`
+/// (`default` when unset).
+pub fn sim_seeds(default: u64) -> Vec<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    match var("GFS_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..var("GFS_SIM_SEEDS").unwrap_or(default)).collect(),
+    }
+}
