@@ -3,29 +3,14 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use gfs_client::Client;
 use gfs_testkit::fixture::Server;
+use gfs_testkit::http_get;
 use gfs_testkit::master_proc::MasterProc;
-
-/// GET `path` from `addr` over HTTP/1.1: (status code, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
-}
 
 /// The value of the sample `name` (with its labels, as printed) in a Prometheus exposition.
 fn sample(text: &str, name: &str) -> Option<f64> {

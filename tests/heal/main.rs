@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use gfs_client::{Client, ClientConfig, ServerState};
 use gfs_testkit::fixture::{Server, check_promise};
 use gfs_testkit::master_proc::MasterProc;
-use gfs_testkit::{Appenders, History, RecordId, Workload, assert_acked_read_back};
+use gfs_testkit::{Appenders, History, RecordId, Workload, assert_acked_read_back, http_get};
 
 /// A master (dead after 2 s of silence) and `n` chunkservers registered with it.
 fn cluster(dir: &std::path::Path, n: usize) -> (MasterProc, Vec<Server>) {
@@ -210,23 +210,6 @@ async fn committed(server: &Server, handle: u64) -> Option<(u64, u64)> {
     .chunks
     .first()
     .map(|c| (c.version, c.committed_length))
-}
-
-/// A GET of `path` from the HTTP server at `addr`: the status code and the body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
 }
 
 /// What is wrong with how the master counts the replicas of chunk `index` of `path`, whose

@@ -71,3 +71,30 @@ pub fn sim_seeds(default: u64) -> Vec<u64> {
         None => (0..var("GFS_SIM_SEEDS").unwrap_or(default)).collect(),
     }
 }
+
+/// A GET of `path` from the HTTP server at `addr` (HTTP/1.1, connection closed, 10 s read
+/// timeout): the status code and the body. Panics, saying why, on any failure.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .unwrap_or_else(|e| panic!("reading the answer to GET {path} from {addr}: {e}"));
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path} from {addr}: no header end in {raw:?}"));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path} from {addr}: no status in {head:?}"));
+    (code, body.to_string())
+}
