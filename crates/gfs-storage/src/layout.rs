@@ -22,8 +22,8 @@ pub(crate) enum Sync<'a> {
     Dir,
 }
 
-/// fsyncs every file (`fdatasync`) or directory of `files`, up to `SYNC_THREADS` at once;
-/// returns the failures by index.
+/// fsyncs every file (`fdatasync`) or directory of `files`, up to `SYNC_THREADS` at once (one
+/// after another on a disk without threads); returns the failures by index.
 pub(crate) fn parallel_sync(
     disk: &dyn Disk,
     files: &[(Sync<'_>, &Path)],
@@ -40,7 +40,7 @@ pub(crate) fn parallel_sync(
         };
         done.err().map(|e| (i, StorageError::io(p, e)))
     };
-    if files.len() <= 1 {
+    if files.len() <= 1 || !disk.threads() {
         return (0..files.len()).filter_map(sync).collect();
     }
     let threads = files.len().min(SYNC_THREADS);

@@ -73,14 +73,18 @@ impl FilePool {
             }),
             low: Condvar::new(),
         });
-        let s = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("gfs-file-pool".into())
-            .spawn(move || refill(&s))?;
-        Ok(FilePool {
-            shared,
-            thread: Some(thread),
-        })
+        // Without threads (a simulated disk) nothing refills: creation makes its own files.
+        let thread = if shared.disk.threads() {
+            let s = Arc::clone(&shared);
+            Some(
+                std::thread::Builder::new()
+                    .name("gfs-file-pool".into())
+                    .spawn(move || refill(&s))?,
+            )
+        } else {
+            None
+        };
+        Ok(FilePool { shared, thread })
     }
 
     /// An empty file of the data directory to rename, if one is ready.

@@ -30,7 +30,7 @@
 //! for a torn tail. The replica is then shorter, and its primary or the master catches it up
 //! from a peer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -86,9 +86,11 @@ pub(crate) fn recover(disk: &dyn Disk, dir: &Path, cfg: &StoreConfig) -> Result<
         }
     }
     metas.sort();
+    datas.sort();
 
     let mut quarantined = Vec::new();
-    let mut chunks: HashMap<ChunkHandle, Loading> = HashMap::new();
+    // Ordered by handle, so recovery's writes come in one order (a simulated disk replays).
+    let mut chunks: BTreeMap<ChunkHandle, Loading> = BTreeMap::new();
     for h in &metas {
         match load_chunk(disk, dir, cfg, *h) {
             Ok(c) => {
@@ -294,7 +296,7 @@ fn roll_back(meta: &mut ChunkMeta, data: &dyn DiskFile, limit: u64) -> std::io::
 fn replay(
     disk: &dyn Disk,
     dir: &Path,
-    chunks: &mut HashMap<ChunkHandle, Loading>,
+    chunks: &mut BTreeMap<ChunkHandle, Loading>,
     records: Vec<(u64, Record)>,
     newest: u64,
 ) -> Result<bool> {

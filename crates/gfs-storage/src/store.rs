@@ -3,6 +3,9 @@
 //!
 //! Every file mutation goes through the committer thread (`committer`), the only writer of
 //! chunk files, snapshots and the write-ahead log. Readers and stagers only take short locks.
+//! On a disk without threads (`Disk::threads`, a simulated disk) there is no thread: each
+//! caller runs the committer's rounds of what is queued before it waits for its reply, so a
+//! seed's disk operations come in one order.
 //!
 //! # Staging and commit order
 //!
@@ -80,7 +83,14 @@ pub struct ScrubReport {
 pub struct ChunkStore {
     inner: Arc<Inner>,
     jobs: Option<mpsc::Sender<Job>>,
-    committer: Option<JoinHandle<()>>,
+    committer: Option<Driver>,
+}
+
+/// Who runs the committer: its thread, or (on a disk without threads) the callers, each
+/// running the rounds queued before it waits for its reply.
+enum Driver {
+    Thread(JoinHandle<()>),
+    Inline(parking_lot::Mutex<(Committer, mpsc::Receiver<Job>)>),
 }
 
 impl ChunkStore {
@@ -129,10 +139,16 @@ impl ChunkStore {
         });
         let (tx, rx) = mpsc::channel();
         let committer = Committer::new(Arc::clone(&inner), rec.wal, rec.next_batch);
-        let committer = std::thread::Builder::new()
-            .name("gfs-committer".into())
-            .spawn(move || committer.run(rx))
-            .map_err(|e| StorageError::io(&inner.dir, e))?;
+        let committer = if inner.disk.threads() {
+            Driver::Thread(
+                std::thread::Builder::new()
+                    .name("gfs-committer".into())
+                    .spawn(move || committer.run(rx))
+                    .map_err(|e| StorageError::io(&inner.dir, e))?,
+            )
+        } else {
+            Driver::Inline(parking_lot::Mutex::new((committer, rx)))
+        };
         Ok(ChunkStore {
             inner,
             jobs: Some(tx),
@@ -197,7 +213,7 @@ impl ChunkStore {
             version,
             reply,
         })?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.reply(rx).await
     }
 
     /// Deletes a replica and its files; staged appends to it are dropped. Durable when this
@@ -208,7 +224,7 @@ impl ChunkStore {
         self.submit(Job::Delete {
             chunks: vec![(chunk, reply)],
         })?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.reply(rx).await
     }
 
     /// Deletes many replicas as one round: one WAL write and fsync for all their Delete records,
@@ -232,6 +248,7 @@ impl ChunkStore {
             // On failure the replies are dropped with the job: each wait below sees `Closed`.
             let _ = self.submit(Job::Delete { chunks });
         }
+        self.drive();
         let mut out = Vec::with_capacity(waits.len());
         for (h, wait) in waits {
             let r = match wait {
@@ -258,7 +275,7 @@ impl ChunkStore {
             version,
             reply,
         })?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.reply(rx).await
     }
 
     /// Seals a chunk after every commit already queued; returns its final length. Staged appends
@@ -276,7 +293,7 @@ impl ChunkStore {
         }
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Seal { chunk, reply })?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.reply(rx).await
     }
 
     /// Seals a chunk at exactly `length`: only if its committed and committing bytes end there
@@ -309,7 +326,7 @@ impl ChunkStore {
         }
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Seal { chunk, reply })?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.reply(rx).await
     }
 
     /// Stages an append in memory. Fails with `Busy` when the staging bound would be exceeded.
@@ -487,6 +504,7 @@ impl ChunkStore {
             Err(rx) => rx,
         };
         let gone = || StorageError::NotStaged { handle, op };
+        self.drive();
         match tokio::time::timeout(self.inner.cfg.commit_wait, &mut rx).await {
             Ok(reply) => reply.map_err(|_| gone())?,
             Err(_) => {
@@ -608,7 +626,7 @@ impl ChunkStore {
         let chunk = self.inner.chunk(handle)?;
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Forget { chunk, reply })?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.reply(rx).await
     }
 
     /// One replica's report entry.
@@ -715,14 +733,40 @@ impl ChunkStore {
             .send(job)
             .map_err(|_| StorageError::Closed)
     }
+
+    /// Runs what is queued, when the committer has no thread (a no-op otherwise). Called with
+    /// no lock held, before waiting for a reply.
+    fn drive(&self) {
+        if let Some(Driver::Inline(c)) = &self.committer {
+            // A caller already running rounds (none in one task) runs this job too.
+            if let Some(mut c) = c.try_lock() {
+                let (committer, rx) = &mut *c;
+                committer.drain(rx);
+            }
+        }
+    }
+
+    /// The reply to a submitted job, once it is done.
+    async fn reply<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.drive();
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
 }
 
 impl Drop for ChunkStore {
     fn drop(&mut self) {
         // Closing the queue lets the committer finish what is queued, then exit.
         self.jobs.take();
-        if let Some(t) = self.committer.take() {
-            let _ = t.join();
+        match self.committer.take() {
+            Some(Driver::Thread(t)) => {
+                let _ = t.join();
+            }
+            Some(Driver::Inline(c)) => {
+                let (mut committer, rx) = c.into_inner();
+                committer.drain(&rx);
+                committer.close();
+            }
+            None => {}
         }
     }
 }

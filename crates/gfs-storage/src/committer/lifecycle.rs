@@ -20,13 +20,13 @@ impl Committer {
     /// `FORGET_PER_SWEEP` tables go per sweep, so that a store that found many chunks sealed at
     /// open (all due one retention later) does not hold commits up for one long round of
     /// snapshot writes; while more are due, the next sweep comes after `sweep_interval`.
-    pub(super) fn sweep(&mut self, last_sweep: &mut Instant, next_op_sweep: &mut Instant) {
+    pub(super) fn sweep(&mut self) {
         let cfg = &self.inner.cfg;
-        if last_sweep.elapsed() >= sweep_interval(cfg) {
+        if self.last_sweep.elapsed() >= sweep_interval(cfg) {
             self.inner.expire_staged();
-            *last_sweep = Instant::now();
+            self.last_sweep = Instant::now();
         }
-        if Instant::now() >= *next_op_sweep {
+        if Instant::now() >= self.next_op_sweep {
             let (due, more) = self.inner.ops_due(FORGET_PER_SWEEP);
             if !due.is_empty() {
                 let n = due.len();
@@ -46,7 +46,7 @@ impl Committer {
             } else {
                 op_sweep_interval(cfg)
             };
-            *next_op_sweep = Instant::now() + wait;
+            self.next_op_sweep = Instant::now() + wait;
         }
     }
 
@@ -268,7 +268,15 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<Arc<dyn Di
 /// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
 /// snapshots, each through at least `through_batch`. Committer thread only, between batches.
 fn write_chunk_snapshots(disk: &dyn Disk, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
-    let unsynced: Vec<&Arc<Chunk>> = chunks.iter().filter(|c| c.st.lock().unsynced).collect();
+    // By handle: the same files in the same order whatever the map's order (a simulated disk
+    // replays a seed exactly).
+    let mut chunks: Vec<&Arc<Chunk>> = chunks.iter().collect();
+    chunks.sort_by_key(|c| c.handle);
+    let unsynced: Vec<&Arc<Chunk>> = chunks
+        .iter()
+        .copied()
+        .filter(|c| c.st.lock().unsynced)
+        .collect();
     let syncs: Vec<(Sync<'_>, &Path)> = unsynced
         .iter()
         .map(|c| (Sync::File(&*c.data), c.data_path.as_path()))

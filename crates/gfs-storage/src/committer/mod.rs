@@ -97,6 +97,10 @@ pub(crate) struct Committer {
     deletes: Vec<(Arc<Chunk>, oneshot::Sender<Result<()>>)>,
     /// A poisoned chunk holds checkpoints back (logged once).
     checkpoints_held: bool,
+    /// When expired staging was last swept.
+    last_sweep: Instant,
+    /// When op tables past their retention are next looked for.
+    next_op_sweep: Instant,
 }
 
 enum Reply {
@@ -147,6 +151,7 @@ struct Work {
 
 impl Committer {
     pub(crate) fn new(inner: Arc<Inner>, wal: Arc<dyn DiskFile>, batch: u64) -> Committer {
+        let inner_cfg = inner.cfg.clone();
         Committer {
             inner,
             wal,
@@ -155,25 +160,27 @@ impl Committer {
             works: Vec::new(),
             deletes: Vec::new(),
             checkpoints_held: false,
+            last_sweep: Instant::now(),
+            next_op_sweep: Instant::now() + op_sweep_interval(&inner_cfg),
         }
     }
 
+    /// The committer thread: waits for jobs (sweeping when idle), gathers a batch (waiting up
+    /// to `commit_delay` for commits on their way), runs a round; checkpoints when the queue
+    /// closes.
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Job>) {
-        let sweep = sweep_interval(&self.inner.cfg);
-        let op_sweep = op_sweep_interval(&self.inner.cfg);
-        let mut last_sweep = Instant::now();
-        let mut next_op_sweep = Instant::now() + op_sweep;
+        let idle = sweep_interval(&self.inner.cfg).min(op_sweep_interval(&self.inner.cfg));
         loop {
-            let first = match rx.recv_timeout(sweep.min(op_sweep)) {
+            let first = match rx.recv_timeout(idle) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.sweep(&mut last_sweep, &mut next_op_sweep);
+                    self.sweep();
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut bytes = first.bytes();
-            self.add(first);
+            let mut jobs = vec![first];
             // Take what is queued; then, while appends are staged whose COMMIT is on its way,
             // wait up to `commit_delay` for them to share this fsync.
             let delay_until = Instant::now() + self.inner.cfg.commit_delay;
@@ -194,15 +201,47 @@ impl Committer {
                     }
                 };
                 bytes += job.bytes();
-                self.add(job);
+                jobs.push(job);
             }
-            self.flush();
-            self.run_deletes();
-            if self.wal_len > self.inner.cfg.checkpoint_bytes {
-                self.checkpoint();
-            }
-            self.sweep(&mut last_sweep, &mut next_op_sweep);
+            self.round(jobs);
         }
+        self.close();
+    }
+
+    /// Without a thread (a disk without threads): runs rounds of what is queued until nothing
+    /// is, in the caller's task. No `commit_delay` wait: what is queued is the batch.
+    pub(crate) fn drain(&mut self, rx: &mpsc::Receiver<Job>) {
+        loop {
+            let mut bytes = 0;
+            let mut jobs = Vec::new();
+            while bytes < self.inner.cfg.max_batch_bytes {
+                let Ok(job) = rx.try_recv() else { break };
+                bytes += job.bytes();
+                jobs.push(job);
+            }
+            if jobs.is_empty() {
+                return;
+            }
+            self.round(jobs);
+        }
+    }
+
+    /// One round: the jobs' group commit, the deletes queued, a checkpoint when the WAL is
+    /// long, the sweeps when due.
+    fn round(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            self.add(job);
+        }
+        self.flush();
+        self.run_deletes();
+        if self.wal_len > self.inner.cfg.checkpoint_bytes {
+            self.checkpoint();
+        }
+        self.sweep();
+    }
+
+    /// The last act when the store closes: a checkpoint.
+    pub(crate) fn close(mut self) {
         self.checkpoint();
         tracing::debug!("committer stopped");
     }

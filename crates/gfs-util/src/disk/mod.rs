@@ -78,6 +78,12 @@ pub trait Disk: Send + Sync + fmt::Debug + 'static {
     fn exists(&self, path: &Path) -> bool {
         self.file_id(path).is_ok()
     }
+    /// Whether work on this disk may run on background threads: the OS's disk yes; a
+    /// simulated one no, so that its operations come in one order and a seed replays exactly
+    /// (the stores then do their background work inline, in the callers' tasks).
+    fn threads(&self) -> bool {
+        true
+    }
 }
 
 /// An open file of a [`Disk`].

@@ -99,7 +99,7 @@ struct State {
     generation: u64,
     next_ino: u64,
     next_handle: u64,
-    inodes: HashMap<u64, Inode>,
+    inodes: BTreeMap<u64, Inode>,
     /// The namespace reads see.
     names: BTreeMap<PathBuf, u64>,
     /// The namespace a crash keeps for sure.
@@ -116,6 +116,10 @@ struct State {
     sync_failure_ppm: u32,
     crash_in: Option<u64>,
     crashes: u64,
+    /// FNV-1a over every operation and its arguments, in order.
+    trace: u64,
+    /// Every operation in words, when asked for ([`SimDisk::keep_log`]).
+    words: Option<Vec<String>>,
 }
 
 fn eio(what: &str) -> io::Error {
@@ -151,8 +155,33 @@ impl State {
         if n == 0 { 0 } else { self.next_random() % n }
     }
 
+    /// Folds `parts` into the trace (and the log, if kept).
+    fn note(&mut self, parts: &[&[u8]]) {
+        if let Some(log) = self.words.as_mut() {
+            let words: Vec<String> = parts
+                .iter()
+                .map(|p| match std::str::from_utf8(p) {
+                    Ok(t) if p.len() < 64 => t.to_string(),
+                    _ => {
+                        let h = p.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+                        });
+                        format!("{} bytes #{:08x}", p.len(), h as u32)
+                    }
+                })
+                .collect();
+            log.push(words.join(" "));
+        }
+        for part in parts {
+            for b in part.iter().chain(&[0xff]) {
+                self.trace = (self.trace ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+
     /// Counts a mutating operation; crashes instead of it when an armed crash is due.
     fn mutate(&mut self, what: &str) -> io::Result<()> {
+        self.note(&[what.as_bytes()]);
         if let Some(n) = self.crash_in.as_mut() {
             if *n == 0 {
                 self.crash_in = None;
@@ -183,6 +212,7 @@ impl State {
     }
 
     fn crash(&mut self) {
+        self.note(&[b"crash"]);
         self.crash_in = None;
         self.generation += 1;
         self.crashes += 1;
@@ -251,7 +281,7 @@ impl SimDisk {
                 generation: 0,
                 next_ino: 1,
                 next_handle: 1,
-                inodes: HashMap::new(),
+                inodes: BTreeMap::new(),
                 names: BTreeMap::new(),
                 durable_names: BTreeMap::new(),
                 log: Vec::new(),
@@ -263,6 +293,8 @@ impl SimDisk {
                 sync_failure_ppm: 0,
                 crash_in: None,
                 crashes: 0,
+                trace: 0xcbf2_9ce4_8422_2325,
+                words: None,
             })),
             boot: None,
         }
@@ -292,6 +324,23 @@ impl SimDisk {
     /// Whether an armed crash struck since [`SimDisk::crash_after`]; crashes so far.
     pub fn crashes(&self) -> u64 {
         self.state().crashes
+    }
+
+    /// A hash of every operation so far but positional reads (whose order changes nothing),
+    /// with its arguments, in order, crashes included: two runs that did the same are equal.
+    pub fn trace_hash(&self) -> u64 {
+        self.state().trace
+    }
+
+    /// Keeps every operation from now on in words, for [`SimDisk::log`] (a failing seed's
+    /// trace, to read or diff).
+    pub fn keep_log(&self) {
+        self.state().words.get_or_insert_with(Vec::new);
+    }
+
+    /// The operations kept since [`SimDisk::keep_log`].
+    pub fn log(&self) -> Vec<String> {
+        self.state().words.clone().unwrap_or_default()
     }
 
     /// Makes the next fsync of `path` fail with EIO.
@@ -360,6 +409,11 @@ impl Disk for SimDisk {
 
     fn open(&self, path: &Path, how: Open) -> io::Result<Arc<dyn DiskFile>> {
         let mut st = self.live()?;
+        st.note(&[
+            b"open",
+            path.as_os_str().as_encoded_bytes(),
+            format!("{how:?}").as_bytes(),
+        ]);
         st.check_dir(path)?;
         let existing = st.names.get(path).copied();
         let ino = match (how, existing) {
@@ -395,7 +449,8 @@ impl Disk for SimDisk {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let st = self.live()?;
+        let mut st = self.live()?;
+        st.note(&[b"read", path.as_os_str().as_encoded_bytes()]);
         let ino = st.lookup(path)?;
         Ok(st
             .inodes
@@ -422,6 +477,7 @@ impl Disk for SimDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.live()?;
+        st.note(&[path.as_os_str().as_encoded_bytes()]);
         st.lookup(path)?;
         st.mutate("unlink")?;
         st.names.remove(path);
@@ -433,6 +489,10 @@ impl Disk for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.live()?;
+        st.note(&[
+            from.as_os_str().as_encoded_bytes(),
+            to.as_os_str().as_encoded_bytes(),
+        ]);
         let ino = st.lookup(from)?;
         st.check_dir(to)?;
         st.mutate("rename")?;
@@ -447,6 +507,7 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.live()?;
+        st.note(&[dir.as_os_str().as_encoded_bytes()]);
         if !st.dirs.contains(dir) {
             return Err(not_found(dir));
         }
@@ -459,6 +520,10 @@ impl Disk for SimDisk {
         }
         st.log = rest;
         Ok(())
+    }
+
+    fn threads(&self) -> bool {
+        false
     }
 
     fn file_id(&self, path: &Path) -> io::Result<FileId> {
@@ -494,6 +559,7 @@ impl SimFile {
 
     fn sync(&self) -> io::Result<()> {
         self.with("fsync", |st, ino| {
+            st.note(&[&ino.to_le_bytes()]);
             st.mutate("fsync")?;
             let path = st
                 .names
@@ -559,6 +625,7 @@ impl DiskFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.with("write", |st, ino| {
+            st.note(&[&ino.to_le_bytes(), &offset.to_le_bytes(), buf]);
             st.mutate("write")?;
             let len = st.inodes.get(&ino).map_or(0, |i| i.current.len() as u64);
             let grows = (offset + buf.len() as u64).saturating_sub(len);
@@ -579,6 +646,7 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with("set_len", |st, ino| {
+            st.note(&[&ino.to_le_bytes(), &len.to_le_bytes()]);
             st.mutate("set_len")?;
             let inode = st.inodes.entry(ino).or_default();
             inode.current.resize(len as usize, 0);
