@@ -4,7 +4,8 @@
 //! A mutation is validated and applied in memory under the state lock, where it also gets its
 //! sequence number and is queued for the log, so log order is apply order. One committer thread
 //! writes every queued record and fsyncs once per batch; a mutation is answered only after its
-//! record is durable. Reads wait until everything they can see is durable, so a crash never takes
+//! record is durable. On a disk without threads (`Disk::threads`, a simulated disk) there is no
+//! thread: each caller writes the batches queued before it waits, so a seed replays exactly. Reads wait until everything they can see is durable, so a crash never takes
 //! back what a reader saw.
 //!
 //! Every `checkpoint_every` records the committer writes the whole state aside
@@ -96,11 +97,19 @@ pub struct MetaStore {
     queue: Option<mpsc::Sender<Queued>>,
     durable: watch::Receiver<u64>,
     failed: Arc<AtomicBool>,
-    committer: Option<JoinHandle<()>>,
+    committer: Option<Driver>,
     observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
     #[cfg(test)]
     failpoints: Arc<Failpoints>,
     _lock: Arc<dyn DiskFile>,
+}
+
+/// Who runs the committer: its thread, or (on a disk without threads) the callers, each
+/// running the batches queued before it waits.
+enum Driver {
+    Thread(JoinHandle<()>),
+    /// The committer (`None` once it stopped on a failed log) and its queue.
+    Inline(Mutex<(Option<Committer>, mpsc::Receiver<Queued>)>),
 }
 
 /// Hears how long each group commit of the operation log took (write and fsync).
@@ -329,16 +338,22 @@ impl MetaStore {
         let observer = Arc::clone(&committer.observer);
         #[cfg(test)]
         let failpoints = Arc::clone(&committer.failpoints);
-        let thread = std::thread::Builder::new()
-            .name("gfs-oplog".into())
-            .spawn(move || committer.run(rx))
-            .map_err(|e| io(&dir, e))?;
+        let driver = if committer.disk.threads() {
+            Driver::Thread(
+                std::thread::Builder::new()
+                    .name("gfs-oplog".into())
+                    .spawn(move || committer.run(rx))
+                    .map_err(|e| io(&dir, e))?,
+            )
+        } else {
+            Driver::Inline(Mutex::new((Some(committer), rx)))
+        };
         Ok(MetaStore {
             state,
             queue: Some(queue),
             durable,
             failed,
-            committer: Some(thread),
+            committer: Some(driver),
             observer,
             #[cfg(test)]
             failpoints,
@@ -376,8 +391,24 @@ impl MetaStore {
             }
             (rx, removed)
         };
+        self.drive();
         rx.await.map_err(|_| MasterError::LogFailed)??;
         Ok(removed)
+    }
+
+    /// Writes what is queued, when the committer has no thread (a no-op otherwise). Called
+    /// with no lock held.
+    fn drive(&self) {
+        if let Some(Driver::Inline(c)) = &self.committer
+            && let Some(mut c) = c.try_lock()
+        {
+            let (committer, rx) = &mut *c;
+            if let Some(run) = committer.as_mut()
+                && !run.drain(rx)
+            {
+                *committer = None;
+            }
+        }
     }
 
     /// Runs `f` on the namespace once everything it can see is durable.
@@ -386,6 +417,7 @@ impl MetaStore {
             let st = self.state.lock();
             (f(&st.ns), st.next_seq - 1)
         };
+        self.drive();
         let mut durable = self.durable.clone();
         durable
             .wait_for(|d| *d >= needed)
@@ -404,8 +436,19 @@ impl Drop for MetaStore {
     fn drop(&mut self) {
         // Closing the queue lets the committer write what is queued, checkpoint, and exit.
         self.queue.take();
-        if let Some(t) = self.committer.take() {
-            let _ = t.join();
+        match self.committer.take() {
+            Some(Driver::Thread(t)) => {
+                let _ = t.join();
+            }
+            Some(Driver::Inline(c)) => {
+                let (committer, rx) = c.into_inner();
+                if let Some(mut committer) = committer
+                    && committer.drain(&rx)
+                {
+                    committer.close(&rx);
+                }
+            }
+            None => {}
         }
     }
 }
@@ -427,19 +470,45 @@ struct Committer {
 }
 
 impl Committer {
+    /// The committer thread: a batch of everything queued at once, then a checkpoint when
+    /// due; a last checkpoint when the queue closes.
     fn run(&mut self, rx: mpsc::Receiver<Queued>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
-            if !self.commit(batch) {
-                return;
-            }
-            if self.since_checkpoint >= self.cfg.checkpoint_every && !self.checkpoint_or_log(&rx) {
+            if !self.batch(batch, &rx) {
                 return;
             }
         }
+        self.close(&rx);
+    }
+
+    /// Without a thread: batches of what is queued until nothing is, in the caller's task;
+    /// false once the log failed (the committer must stop).
+    fn drain(&mut self, rx: &mpsc::Receiver<Queued>) -> bool {
+        loop {
+            let batch: Vec<Queued> = rx.try_iter().collect();
+            if batch.is_empty() {
+                return true;
+            }
+            if !self.batch(batch, rx) {
+                return false;
+            }
+        }
+    }
+
+    /// One group commit and, when due, a checkpoint; false once the log failed.
+    fn batch(&mut self, batch: Vec<Queued>, rx: &mpsc::Receiver<Queued>) -> bool {
+        if !self.commit(batch) {
+            return false;
+        }
+        self.since_checkpoint < self.cfg.checkpoint_every || self.checkpoint_or_log(rx)
+    }
+
+    /// The last act when the store closes: a checkpoint of what the log holds beyond the last.
+    fn close(&mut self, rx: &mpsc::Receiver<Queued>) {
         if self.since_checkpoint > 0 {
-            self.checkpoint_or_log(&rx);
+            self.checkpoint_or_log(rx);
         }
     }
 
