@@ -13,6 +13,9 @@
 //! fills up before the crash; a third flips bits at rest and checks that no damaged byte is
 //! ever served.
 //!
+//! Tokio's clock is paused: a commit that waits for a predecessor that never comes (its
+//! commit failed) times out at once in simulated time.
+//!
 //! `GFS_SIM_SEEDS=N` runs N seeds (default 300); `GFS_SIM_SEED=S` runs seed S alone, and
 //! `GFS_SIM_TRACE=1` prints each request's outcome. On the simulated disk the store runs no
 //! thread (the committer's rounds run in the callers' task), so a seed replays exactly: the
@@ -66,6 +69,64 @@ struct Sent {
     deleted: bool,
 }
 
+/// Stages two to five appends on `live` chunks (not sealing ones), then commits them all at
+/// once in a seeded order; returns the chunks where one failed.
+async fn burst(
+    store: &ChunkStore,
+    sent: &mut BTreeMap<u64, Sent>,
+    live: &[u64],
+    rng: &mut Mix,
+    next_op: &mut u64,
+) -> Vec<u64> {
+    let mut staged = Vec::new();
+    let mut failed = Vec::new();
+    for _ in 0..rng.range(2, 6) {
+        let h = live[rng.range(0, live.len() as u64) as usize];
+        let s = sent.get_mut(&h).unwrap();
+        let len = rng.range(1, 12 << 10);
+        if s.seal_sent || failed.contains(&h) || s.next + len > CHUNK {
+            continue;
+        }
+        let op = OpId(*next_op);
+        *next_op += 1;
+        let data: Bytes = (0..len).map(|i| (i ^ op.0 ^ h) as u8).collect();
+        let offset = s.next;
+        s.appends.insert(offset, (op, data.clone()));
+        s.next += len;
+        let req = StageRequest {
+            op,
+            handle: ChunkHandle(h),
+            version: s.version,
+            offset,
+            data,
+        };
+        match store.stage(req) {
+            Ok(()) => staged.push((h, op, offset, len)),
+            Err(_) => failed.push(h),
+        }
+    }
+    // A seeded shuffle of the commit order.
+    for i in (1..staged.len()).rev() {
+        staged.swap(i, rng.range(0, i as u64 + 1) as usize);
+    }
+    let results = futures::future::join_all(
+        staged
+            .iter()
+            .map(|(h, op, _, _)| store.commit(ChunkHandle(*h), *op)),
+    )
+    .await;
+    for ((h, op, offset, len), r) in staged.into_iter().zip(results) {
+        match r {
+            Ok(c) => {
+                assert_eq!(c.record.offset, offset);
+                sent.get_mut(&h).unwrap().acked.push((op, offset, len));
+            }
+            Err(_) => failed.push(h),
+        }
+    }
+    failed
+}
+
 /// Runs the workload until the power goes (or `steps` ran); returns what was sent and told. A
 /// chunk whose write failed (a failed fsync, a full disk) gets no more appends.
 async fn workload(
@@ -84,6 +145,20 @@ async fn workload(
             .collect();
         let pick = rng.range(0, 100);
         let mut chunk = None;
+        if pick >= 70 && !live.is_empty() {
+            // Several appends staged at once, committed in a seeded order: one commit waits
+            // for its predecessor, and group commits take several appends and chunks.
+            let failed = burst(store, &mut sent, &live, rng, &mut next_op).await;
+            if disk.crashes() > 0 {
+                break;
+            }
+            for h in failed {
+                if let Some(s) = sent.get_mut(&h) {
+                    s.seal_sent = true;
+                }
+            }
+            continue;
+        }
         let r: Result<(), StorageError> = if live.is_empty() || (pick < 4 && sent.len() < 8) {
             let h = 100 + sent.len() as u64;
             let s = sent.entry(h).or_default();
@@ -292,12 +367,12 @@ async fn run(faults: bool) {
     println!("{struck} crashes struck mid-run");
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_crash_at_any_disk_operation_keeps_every_acknowledged_append() {
     run(false).await;
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn failed_fsyncs_and_a_full_disk_before_a_crash_lose_or_tear_nothing_acknowledged() {
     run(true).await;
 }
@@ -306,7 +381,7 @@ async fn failed_fsyncs_and_a_full_disk_before_a_crash_lose_or_tear_nothing_ackno
 /// a read returns an acknowledged append's exact bytes or `ChecksumMismatch`, never other
 /// bytes; scrub names every damaged block of a committed range; a damaged snapshot quarantines
 /// its chunk instead of serving it.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_bit_flipped_at_rest_is_never_served() {
     let dir = Path::new(DIR);
     let (mut in_data, mut in_snapshots, mut refused) = (0, 0, 0);
@@ -397,7 +472,7 @@ async fn a_bit_flipped_at_rest_is_never_served() {
 /// The store does its work in the callers' task on a simulated disk (no committer thread, no
 /// file-pool thread, fsyncs one after another), so a seed replays exactly: two runs of the
 /// same seed issue the same disk operations, crash at the same one and recover alike.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_same_seed_replays_the_same_disk_operations() {
     let dir = Path::new(DIR);
     let once = |seed: u64| async move {
