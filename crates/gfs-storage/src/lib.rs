@@ -30,6 +30,7 @@
 
 mod committer;
 mod config;
+mod driver;
 mod error;
 mod layout;
 mod optable;
@@ -37,12 +38,14 @@ mod pool;
 pub mod probe;
 mod record;
 mod recovery;
+mod scrub;
 mod state;
 mod store;
 mod types;
 
 pub use config::StoreConfig;
 pub use error::{Result, StorageError};
+pub use scrub::ScrubReport;
 pub use state::FsyncObserver;
-pub use store::{ChunkStore, ScrubReport, StoreStats};
+pub use store::{ChunkStore, StoreStats};
 pub use types::{AppendRecord, BLOCK_SIZE, ChunkHandle, ChunkInfo, CommitInfo, OpId, StageRequest};

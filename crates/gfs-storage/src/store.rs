@@ -36,7 +36,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +45,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::committer::Committer;
 use crate::config::StoreConfig;
+use crate::driver::Driver;
 use crate::error::{Result, StorageError};
 use crate::state::{Chunk, Counters, FsyncObserver, Inner, Job, Staged};
 use crate::types::{
@@ -68,29 +68,11 @@ pub struct StoreStats {
     pub staged_bytes: u64,
 }
 
-/// What a [`ChunkStore::scrub`] pass found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScrubReport {
-    /// Chunks verified.
-    pub chunks: u64,
-    /// Bytes verified.
-    pub bytes: u64,
-    /// `(chunk, block)` pairs whose checksum failed.
-    pub corrupt: Vec<(ChunkHandle, u64)>,
-}
-
 /// A durable store of chunk replicas in one data directory.
 pub struct ChunkStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     jobs: Option<mpsc::Sender<Job>>,
     committer: Option<Driver>,
-}
-
-/// Who runs the committer: its thread, or (on a disk without threads) the callers, each
-/// running the rounds queued before it waits for its reply.
-enum Driver {
-    Thread(JoinHandle<()>),
-    Inline(parking_lot::Mutex<(Committer, mpsc::Receiver<Job>)>),
 }
 
 impl ChunkStore {
@@ -139,16 +121,8 @@ impl ChunkStore {
         });
         let (tx, rx) = mpsc::channel();
         let committer = Committer::new(Arc::clone(&inner), rec.wal, rec.next_batch);
-        let committer = if inner.disk.threads() {
-            Driver::Thread(
-                std::thread::Builder::new()
-                    .name("gfs-committer".into())
-                    .spawn(move || committer.run(rx))
-                    .map_err(|e| StorageError::io(&inner.dir, e))?,
-            )
-        } else {
-            Driver::Inline(parking_lot::Mutex::new((committer, rx)))
-        };
+        let committer = Driver::start(committer, rx, inner.disk.threads())
+            .map_err(|e| StorageError::io(&inner.dir, e))?;
         Ok(ChunkStore {
             inner,
             jobs: Some(tx),
@@ -684,48 +658,6 @@ impl ChunkStore {
         Ok(buf.slice((offset - start) as usize..(end - start) as usize))
     }
 
-    /// Verifies every block of every chunk; counts and returns the corrupt ones.
-    pub fn scrub(&self) -> ScrubReport {
-        let chunks: Vec<_> = self.inner.chunks.read().values().cloned().collect();
-        let mut report = ScrubReport::default();
-        for chunk in chunks {
-            let corrupt = self.scrub_chunk(&chunk);
-            report.chunks += 1;
-            report.bytes += chunk.st.lock().meta.length;
-            report
-                .corrupt
-                .extend(corrupt.into_iter().map(|b| (chunk.handle, b)));
-        }
-        report
-    }
-
-    /// Verifies one chunk; returns the indexes of its corrupt blocks.
-    pub fn scrub_one(&self, handle: ChunkHandle) -> Result<Vec<u64>> {
-        let chunk = self.inner.chunk(handle)?;
-        Ok(self.scrub_chunk(&chunk))
-    }
-
-    fn scrub_chunk(&self, chunk: &Chunk) -> Vec<u64> {
-        let (length, crcs) = {
-            let st = chunk.st.lock();
-            (st.meta.length, st.meta.crcs.clone())
-        };
-        let mut bad = Vec::new();
-        for (block, crc) in crcs.iter().enumerate() {
-            let block = block as u64;
-            let start = block * BLOCK_SIZE;
-            let stop = ((block + 1) * BLOCK_SIZE).min(length);
-            match self.inner.read_verified(chunk, start, stop, block, &[*crc]) {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(handle = %chunk.handle, block, error = %e, "scrub found a bad block");
-                    bad.push(block);
-                }
-            }
-        }
-        bad
-    }
-
     fn submit(&self, job: Job) -> Result<()> {
         self.jobs
             .as_ref()
@@ -737,12 +669,8 @@ impl ChunkStore {
     /// Runs what is queued, when the committer has no thread (a no-op otherwise). Called with
     /// no lock held, before waiting for a reply.
     fn drive(&self) {
-        if let Some(Driver::Inline(c)) = &self.committer {
-            // A caller already running rounds (none in one task) runs this job too.
-            if let Some(mut c) = c.try_lock() {
-                let (committer, rx) = &mut *c;
-                committer.drain(rx);
-            }
+        if let Some(d) = &self.committer {
+            d.drive();
         }
     }
 
@@ -757,16 +685,8 @@ impl Drop for ChunkStore {
     fn drop(&mut self) {
         // Closing the queue lets the committer finish what is queued, then exit.
         self.jobs.take();
-        match self.committer.take() {
-            Some(Driver::Thread(t)) => {
-                let _ = t.join();
-            }
-            Some(Driver::Inline(c)) => {
-                let (mut committer, rx) = c.into_inner();
-                committer.drain(&rx);
-                committer.close();
-            }
-            None => {}
+        if let Some(d) = self.committer.take() {
+            d.stop();
         }
     }
 }

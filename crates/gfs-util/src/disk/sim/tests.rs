@@ -1,0 +1,155 @@
+//! The simulated disk's own semantics: crashes, torn writes, the directory log, failed fsyncs,
+//! a full disk, armed crashes, locks and views.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn disk(seed: u64) -> (SimDisk, PathBuf) {
+    let d = SimDisk::new(seed);
+    let dir = PathBuf::from("/data");
+    d.create_dir_all(&dir).unwrap();
+    (d, dir)
+}
+
+#[test]
+fn what_was_synced_survives_every_crash_and_old_handles_fail() {
+    for seed in 0..200 {
+        let (d, dir) = disk(seed);
+        let p = dir.join("f");
+        let f = d.open(&p, Open::Create).unwrap();
+        f.write_all_at(b"durable", 0).unwrap();
+        f.sync_data().unwrap();
+        d.sync_dir(&dir).unwrap();
+        f.write_all_at(&[7u8; 3 * PAGE], 7).unwrap();
+        d.crash();
+        let got = d.read(&p).unwrap();
+        assert_eq!(&got[..7], b"durable", "seed {seed}");
+        assert!(got[7..].iter().all(|b| *b == 7 || *b == 0), "seed {seed}");
+        assert!(
+            f.write_all_at(b"x", 0).is_err(),
+            "an old handle still writes"
+        );
+    }
+}
+
+#[test]
+fn crashes_keep_drop_and_tear_unsynced_writes_by_the_seed() {
+    let mut outcomes = BTreeSet::new();
+    for seed in 0..300 {
+        let (d, dir) = disk(seed);
+        let p = dir.join("f");
+        let f = d.open(&p, Open::Create).unwrap();
+        d.sync_dir(&dir).unwrap();
+        f.write_all_at(&[1u8; 2 * PAGE], 0).unwrap();
+        d.crash();
+        let got = d.read(&p).unwrap();
+        let pages: Vec<bool> = (0..2).map(|i| got.get(i * PAGE) == Some(&1)).collect();
+        outcomes.insert(pages);
+    }
+    // Whole, lost, and each torn half all happen.
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    // The same seed gives the same disk.
+    let run = |seed| {
+        let (d, dir) = disk(seed);
+        let f = d.open(&dir.join("f"), Open::Create).unwrap();
+        f.write_all_at(&[5u8; 5 * PAGE], 0).unwrap();
+        d.crash();
+        d.read(&dir.join("f")).ok()
+    };
+    assert_eq!(run(42), run(42));
+}
+
+#[test]
+fn unsynced_directory_changes_survive_only_as_an_ordered_prefix() {
+    let mut seen = BTreeSet::new();
+    for seed in 0..200 {
+        let (d, dir) = disk(seed);
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let f = d.open(&a, Open::Create).unwrap();
+        f.write_all_at(b"A", 0).unwrap();
+        f.sync_all().unwrap();
+        d.rename(&a, &b).unwrap();
+        d.crash();
+        let files = d.files();
+        // Never a state the operations could not pass through in order.
+        assert!(
+            files.is_empty() || files == [a.clone()] || files == [b.clone()],
+            "{files:?}"
+        );
+        seen.insert(files);
+        // What a directory fsync covered stays.
+        let (d, dir) = disk(seed);
+        d.open(&dir.join("c"), Open::Create).unwrap();
+        d.sync_dir(&dir).unwrap();
+        d.crash();
+        assert_eq!(d.files(), [dir.join("c")]);
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[test]
+fn a_failed_fsync_forgets_the_writes_and_the_next_one_succeeds_without_them() {
+    let (d, dir) = disk(1);
+    let p = dir.join("f");
+    let f = d.open(&p, Open::Create).unwrap();
+    d.sync_dir(&dir).unwrap();
+    f.write_all_at(b"lost", 0).unwrap();
+    d.fail_next_sync(&p);
+    assert!(f.sync_data().is_err());
+    assert_eq!(d.read(&p).unwrap(), b"lost", "still visible until a crash");
+    f.sync_data().unwrap();
+    d.crash();
+    assert_eq!(d.read(&p).unwrap(), b"", "never durable");
+}
+
+#[test]
+fn a_full_disk_refuses_growth_and_an_armed_crash_strikes_in_place_of_its_operation() {
+    let (d, dir) = disk(2);
+    d.set_capacity(Some(10));
+    let f = d.open(&dir.join("f"), Open::Create).unwrap();
+    f.write_all_at(&[0; 10], 0).unwrap();
+    let e = f.write_all_at(&[0; 1], 10).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(28));
+    f.write_all_at(&[1; 4], 2).unwrap();
+
+    let (d, dir) = disk(3);
+    let f = d.open(&dir.join("f"), Open::Create).unwrap();
+    d.crash_after(1);
+    f.write_all_at(b"1", 0).unwrap();
+    assert!(f.sync_data().is_err(), "the crash took the fsync's place");
+    assert_eq!(d.crashes(), 1);
+    assert!(f.write_all_at(b"2", 0).is_err());
+    let g = d.open(&dir.join("g"), Open::Create).unwrap();
+    assert!(
+        g.try_lock().unwrap()
+            && !d
+                .open(&dir.join("g"), Open::Read)
+                .unwrap()
+                .try_lock()
+                .unwrap()
+    );
+    drop(g);
+    assert!(
+        d.open(&dir.join("g"), Open::Read)
+            .unwrap()
+            .try_lock()
+            .unwrap()
+    );
+    assert!(
+        !d.flip_bit(&dir.join("g"), 0, 0),
+        "an empty file has no byte 0"
+    );
+}
+
+#[test]
+fn a_process_view_dies_with_the_power() {
+    let (d, dir) = disk(4);
+    let view = d.shared();
+    let f = view.open(&dir.join("x"), Open::Create).unwrap();
+    d.crash();
+    assert!(view.open(&dir.join("y"), Open::Create).is_err());
+    assert!(view.rename(&dir.join("x"), &dir.join("z")).is_err());
+    assert!(f.write_all_at(b"late", 0).is_err());
+    d.shared().open(&dir.join("y"), Open::Create).unwrap();
+}
