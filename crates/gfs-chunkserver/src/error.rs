@@ -22,7 +22,7 @@ pub enum ChunkserverError {
     #[error("gRPC server: {0}")]
     Grpc(String),
     /// This server's configuration disagrees with the master's on a cluster-wide value
-    /// (`crate::cluster`): it refuses to serve.
+    /// (the `cluster` module): it refuses to serve.
     #[error(
         "{key} {ours} in this chunkserver's config, the master at {master} runs with {theirs}: \
          set {fix} in the chunkserver's config to match"

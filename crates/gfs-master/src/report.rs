@@ -1,5 +1,5 @@
 //! What the master tells operators, in its own types: the cluster report (the status page, the
-//! `/metrics` gauges, `gfs admin report`) and fsck. [`crate::wire`] turns them into the replies
+//! `/metrics` gauges, `gfs admin report`) and fsck. The `wire` module turns them into the replies
 //! of the `Admin` service, and cuts an fsck reply to a page there.
 
 use std::time::Duration;
