@@ -102,6 +102,7 @@ pub struct MetaStore {
     #[cfg(test)]
     failpoints: Arc<Failpoints>,
     _lock: Arc<dyn DiskFile>,
+    disk: Arc<dyn Disk>,
 }
 
 /// Who runs the committer: its thread, or (on a disk without threads) the callers, each
@@ -321,7 +322,7 @@ impl MetaStore {
         let failed = Arc::new(AtomicBool::new(false));
         let (queue, rx) = mpsc::channel();
         let mut committer = Committer {
-            disk,
+            disk: Arc::clone(&disk),
             dir: dir.clone(),
             cfg,
             state: Arc::clone(&state),
@@ -358,6 +359,7 @@ impl MetaStore {
             #[cfg(test)]
             failpoints,
             _lock: lock,
+            disk,
         })
     }
 
@@ -424,6 +426,11 @@ impl MetaStore {
             .await
             .map_err(|_| MasterError::LogFailed)?;
         Ok(out)
+    }
+
+    /// The disk the metadata lives on (the master's other files go there too).
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 
     /// The sequence number of the newest durable record.

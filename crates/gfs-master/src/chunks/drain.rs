@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use gfs_util::disk::Disk;
 use parking_lot::Mutex;
 
 use super::*;
@@ -59,10 +60,15 @@ impl ChunkManager {
             let file = file.clone();
             let mut ids: Vec<String> = ids.into_iter().collect();
             ids.sort();
-            tokio::task::spawn_blocking(move || save_draining(&file, &ids))
-                .await
-                .map_err(|e| MasterError::Internal(e.to_string()))?
-                .map_err(|e| unavailable(format!("recording the draining servers: {e}")))?;
+            let disk = Arc::clone(self.meta.disk());
+            let saved = if disk.threads() {
+                tokio::task::spawn_blocking(move || save_draining(&*disk, &file, &ids))
+                    .await
+                    .map_err(|e| MasterError::Internal(e.to_string()))?
+            } else {
+                save_draining(&*disk, &file, &ids)
+            };
+            saved.map_err(|e| unavailable(format!("recording the draining servers: {e}")))?;
         }
         if !drain {
             return Ok(0);
@@ -79,8 +85,8 @@ impl ChunkManager {
     /// Keeps the draining set in `file` (one id per line), and drains the servers it already
     /// names.
     pub fn persist_draining(&self, file: PathBuf) -> std::io::Result<()> {
-        let ids = match std::fs::read_to_string(&file) {
-            Ok(text) => text
+        let ids = match self.meta.disk().read(&file) {
+            Ok(text) => String::from_utf8_lossy(&text)
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
@@ -100,8 +106,8 @@ impl ChunkManager {
 
 /// Writes `ids` to `file` atomically and durably (temporary file, fsync, rename, directory
 /// fsync).
-fn save_draining(file: &Path, ids: &[String]) -> std::io::Result<()> {
+fn save_draining(disk: &dyn Disk, file: &Path, ids: &[String]) -> std::io::Result<()> {
     let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    gfs_util::crashsafe::replace(&gfs_util::disk::OsDisk, file, text.as_bytes())?;
+    gfs_util::crashsafe::replace(disk, file, text.as_bytes())?;
     Ok(())
 }
