@@ -67,6 +67,8 @@ struct Sent {
     version_sent: u64,
     delete_sent: bool,
     deleted: bool,
+    /// `forget_ops` was sent (its op table may be gone: lookups answer `OpRetentionExpired`).
+    forget_sent: bool,
 }
 
 /// Stages two to five appends on `live` chunks (not sealing ones), then commits them all at
@@ -175,7 +177,18 @@ async fn workload(
             let handle = ChunkHandle(h);
             if pick < 6 {
                 s.delete_sent = true;
-                store.delete(handle).await.map(|()| s.deleted = true)
+                if pick < 5 {
+                    store.delete(handle).await.map(|()| s.deleted = true)
+                } else {
+                    // The same through the batched path, with a handle that does not exist.
+                    let r = store.delete_many(&[handle, ChunkHandle(999)]).await;
+                    assert!(r[1].1.is_err(), "deleting an unknown chunk succeeded");
+                    r.into_iter().next().unwrap().1.map(|()| s.deleted = true)
+                }
+            } else if (12..14).contains(&pick) && s.seal_sent && !s.forget_sent {
+                // A sealed chunk's op table dropped now, as the retention sweep would.
+                s.forget_sent = true;
+                store.forget_ops(handle).await
             } else if pick < 10 && !s.seal_sent {
                 s.version_sent += 1;
                 let v = s.version_sent;
@@ -303,6 +316,15 @@ fn check(store: &ChunkStore, sent: &BTreeMap<u64, Sent>, seed: u64) {
             at = end;
         }
         for (op, offset, l) in &s.acked {
+            if s.forget_sent {
+                match store.lookup_op(handle, *op) {
+                    Err(StorageError::OpRetentionExpired { .. }) => continue,
+                    other => assert!(
+                        other.is_ok(),
+                        "seed {seed}: chunk {h}: lookup after forget_ops: {other:?}"
+                    ),
+                }
+            }
             let r = store.lookup_op(handle, *op).unwrap();
             assert_eq!(
                 r.map(|r| (r.offset, u64::from(r.len))),
