@@ -180,7 +180,9 @@ impl Committer {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut bytes = first.bytes();
-            let mut jobs = vec![first];
+            // Each job is added as it comes (an append's bytes are written then), so the
+            // writes overlap the wait for more.
+            self.add(first);
             // Take what is queued; then, while appends are staged whose COMMIT is on its way,
             // wait up to `commit_delay` for them to share this fsync.
             let delay_until = Instant::now() + self.inner.cfg.commit_delay;
@@ -201,9 +203,9 @@ impl Committer {
                     }
                 };
                 bytes += job.bytes();
-                jobs.push(job);
+                self.add(job);
             }
-            self.round(jobs);
+            self.round();
         }
         self.close();
     }
@@ -212,26 +214,23 @@ impl Committer {
     /// is, in the caller's task. No `commit_delay` wait: what is queued is the batch.
     pub(crate) fn drain(&mut self, rx: &mpsc::Receiver<Job>) {
         loop {
-            let mut bytes = 0;
-            let mut jobs = Vec::new();
+            let (mut bytes, mut taken) = (0, 0);
             while bytes < self.inner.cfg.max_batch_bytes {
                 let Ok(job) = rx.try_recv() else { break };
                 bytes += job.bytes();
-                jobs.push(job);
+                taken += 1;
+                self.add(job);
             }
-            if jobs.is_empty() {
+            if taken == 0 {
                 return;
             }
-            self.round(jobs);
+            self.round();
         }
     }
 
-    /// One round: the jobs' group commit, the deletes queued, a checkpoint when the WAL is
-    /// long, the sweeps when due.
-    fn round(&mut self, jobs: Vec<Job>) {
-        for job in jobs {
-            self.add(job);
-        }
+    /// The rest of a round, once its jobs are added: their group commit, the deletes queued, a
+    /// checkpoint when the WAL is long, the sweeps when due.
+    fn round(&mut self) {
         self.flush();
         self.run_deletes();
         if self.wal_len > self.inner.cfg.checkpoint_bytes {
