@@ -219,7 +219,9 @@ impl Committer {
     /// Snapshots every dirty chunk and starts an empty WAL; not while a chunk is poisoned
     /// (the WAL may hold the only durable copy of its inline appends: see the module docs).
     pub(super) fn checkpoint(&mut self) {
-        if self.inner.wal_failed.load(Ordering::Acquire) {
+        // Poisoning lasts until the store reopens: once held, checkpoints stay held, and the
+        // rounds that keep asking (the WAL stays long) do not scan every chunk each time.
+        if self.checkpoints_held || self.inner.wal_failed.load(Ordering::Acquire) {
             return;
         }
         let poisoned = self
@@ -230,13 +232,11 @@ impl Committer {
             .filter(|c| c.st.lock().poisoned)
             .count();
         if poisoned > 0 {
-            if !self.checkpoints_held {
-                self.checkpoints_held = true;
-                tracing::error!(
-                    poisoned,
-                    "checkpoints held until the store reopens: a chunk file failed to fsync, and the WAL keeps the only durable copy of its inline appends"
-                );
-            }
+            self.checkpoints_held = true;
+            tracing::error!(
+                poisoned,
+                "checkpoints held until the store reopens: a chunk file failed to fsync, and the WAL keeps the only durable copy of its inline appends"
+            );
             return;
         }
         match checkpoint(&self.inner, self.batch - 1) {

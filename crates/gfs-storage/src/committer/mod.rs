@@ -95,7 +95,7 @@ pub(crate) struct Committer {
     works: Vec<Work>,
     /// Deletes waiting for their round (never at the same time as works).
     deletes: Vec<(Arc<Chunk>, oneshot::Sender<Result<()>>)>,
-    /// A poisoned chunk holds checkpoints back (logged once).
+    /// A poisoned chunk holds every checkpoint back until the store reopens (logged once).
     checkpoints_held: bool,
     /// When expired staging was last swept.
     last_sweep: Instant,
@@ -151,7 +151,7 @@ struct Work {
 
 impl Committer {
     pub(crate) fn new(inner: Arc<Inner>, wal: Arc<dyn DiskFile>, batch: u64) -> Committer {
-        let inner_cfg = inner.cfg.clone();
+        let next_op_sweep = Instant::now() + op_sweep_interval(&inner.cfg);
         Committer {
             inner,
             wal,
@@ -161,7 +161,7 @@ impl Committer {
             deletes: Vec::new(),
             checkpoints_held: false,
             last_sweep: Instant::now(),
-            next_op_sweep: Instant::now() + op_sweep_interval(&inner_cfg),
+            next_op_sweep,
         }
     }
 
