@@ -86,7 +86,7 @@ async fn run(faults: bool) {
         let disk = SimDisk::new(seed);
         let mut rng = Mix(seed);
         let cfg = || MetaConfig {
-            checkpoint_every: 1 + rng_free(seed),
+            checkpoint_every: checkpoint_every(seed),
         };
         let store = MetaStore::open_on(disk.shared(), dir, cfg()).unwrap();
         if faults {
@@ -158,8 +158,8 @@ async fn run(faults: bool) {
 
 /// Checkpoint spacing by seed (1 to 16 records), so checkpoints, segment rotation and removal
 /// of old files land at every point of the run.
-fn rng_free(seed: u64) -> u64 {
-    seed % 16
+fn checkpoint_every(seed: u64) -> u64 {
+    1 + seed % 16
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -181,7 +181,7 @@ async fn the_same_seed_replays_the_same_disk_operations() {
         let disk = SimDisk::new(seed);
         let mut rng = Mix(seed);
         let cfg = || MetaConfig {
-            checkpoint_every: 1 + seed % 16,
+            checkpoint_every: checkpoint_every(seed),
         };
         let store = MetaStore::open_on(disk.shared(), dir, cfg()).unwrap();
         disk.set_sync_failure_ppm(10_000);

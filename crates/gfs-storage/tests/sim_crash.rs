@@ -71,6 +71,31 @@ struct Sent {
     forget_sent: bool,
 }
 
+/// Stages the next append of `len` bytes on chunk `h` (a fresh op id, at the chunk's next
+/// offset), noting it as sent; its op and offset.
+fn stage_next(
+    store: &ChunkStore,
+    s: &mut Sent,
+    h: u64,
+    len: u64,
+    next_op: &mut u64,
+) -> Result<(OpId, u64), StorageError> {
+    let op = OpId(*next_op);
+    *next_op += 1;
+    let data: Bytes = (0..len).map(|i| (i ^ op.0 ^ h) as u8).collect();
+    let offset = s.next;
+    s.appends.insert(offset, (op, data.clone()));
+    s.next += len;
+    store.stage(StageRequest {
+        op,
+        handle: ChunkHandle(h),
+        version: s.version,
+        offset,
+        data,
+    })?;
+    Ok((op, offset))
+}
+
 /// Stages two to five appends on `live` chunks (not sealing ones), then commits them all at
 /// once in a seeded order; returns the chunks where one failed.
 async fn burst(
@@ -89,21 +114,8 @@ async fn burst(
         if s.seal_sent || failed.contains(&h) || s.next + len > CHUNK {
             continue;
         }
-        let op = OpId(*next_op);
-        *next_op += 1;
-        let data: Bytes = (0..len).map(|i| (i ^ op.0 ^ h) as u8).collect();
-        let offset = s.next;
-        s.appends.insert(offset, (op, data.clone()));
-        s.next += len;
-        let req = StageRequest {
-            op,
-            handle: ChunkHandle(h),
-            version: s.version,
-            offset,
-            data,
-        };
-        match store.stage(req) {
-            Ok(()) => staged.push((h, op, offset, len)),
+        match stage_next(store, s, h, len, next_op) {
+            Ok((op, offset)) => staged.push((h, op, offset, len)),
             Err(_) => failed.push(h),
         }
     }
@@ -206,21 +218,8 @@ async fn workload(
                     s.seal_sent = true;
                     store.seal(handle).await.map(|len| s.sealed = Some(len))
                 } else {
-                    let op = OpId(next_op);
-                    next_op += 1;
-                    let data: Bytes = (0..len).map(|i| (i ^ op.0 ^ h) as u8).collect();
-                    let offset = s.next;
-                    s.appends.insert(offset, (op, data.clone()));
-                    s.next += len;
-                    let req = StageRequest {
-                        op,
-                        handle,
-                        version: s.version,
-                        offset,
-                        data,
-                    };
-                    match store.stage(req) {
-                        Ok(()) => store.commit(handle, op).await.map(|c| {
+                    match stage_next(store, s, h, len, &mut next_op) {
+                        Ok((op, offset)) => store.commit(handle, op).await.map(|c| {
                             assert_eq!(c.record.offset, offset);
                             s.acked.push((op, offset, len));
                         }),
