@@ -1,7 +1,8 @@
 //! `gfs append`: concurrent writer processes on a file none of them created, the record limit,
 //! and padding over the end of a chunk.
 
-use std::collections::{BTreeMap, HashSet};
+use gfs_util::collections::HashSet;
+use std::collections::BTreeMap;
 
 use crate::env::{CHUNK, Gfs};
 

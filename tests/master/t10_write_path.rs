@@ -235,7 +235,7 @@ async fn kill_9_of_the_master_during_creates_loses_no_acknowledged_one() {
     let mut m = MasterClient::connect(format!("http://{}", master.addr))
         .await
         .unwrap();
-    let present: std::collections::HashSet<String> =
+    let present: gfs_util::collections::HashSet<String> =
         listed(&mut m, "/").await.into_iter().collect();
     assert!(
         acked.len() > 200,
@@ -357,7 +357,7 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
         .await
         .unwrap();
     }
-    let mut seen: std::collections::HashMap<String, (u64, String)> = Default::default();
+    let mut seen: gfs_util::collections::HashMap<String, (u64, String)> = Default::default();
     for t in tasks {
         let (f, handle, primary) = t.await.unwrap();
         let first = seen.entry(f.clone()).or_insert((handle, primary.clone()));

@@ -388,7 +388,7 @@ struct Shared {
     /// Every acknowledged record: who, where, how long.
     acked: Mutex<Vec<(RecordId, u64, usize)>>,
     /// Every record sent, with its length.
-    sent: Mutex<std::collections::HashMap<RecordId, usize>>,
+    sent: Mutex<gfs_util::collections::HashMap<RecordId, usize>>,
 }
 
 /// Appends records of random size (up to a quarter chunk) until told to stop; returns its

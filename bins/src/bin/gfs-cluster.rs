@@ -9,7 +9,7 @@
 //! gfs-cluster's stderr, each line prefixed with the role's name; their ready lines are read to
 //! build the summary.
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -215,7 +215,7 @@ impl Cluster {
                 r.ready.take().map(|rx| async move { (name, rx.await) })
             })
             .collect();
-        let mut lines = HashMap::new();
+        let mut lines = HashMap::default();
         let want = pending.len();
         while lines.len() < want {
             tokio::select! {

@@ -491,7 +491,7 @@ async fn heartbeat_loop(
     let mut registered = false;
     // Numbers the passes of the chunk report; starts at random, so the master never takes a
     // piece of this process's pass for one of an earlier process with the same id.
-    let mut report_id: u64 = rand::random();
+    let mut report_id: u64 = gfs_util::random::random();
     let deleting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let used_bytes = store.list().iter().map(|c| c.committed_len).sum();

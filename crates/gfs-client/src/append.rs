@@ -80,7 +80,7 @@ impl Client {
     /// minutes by default).
     pub async fn append(&self, path: &str, data: impl Into<Bytes>) -> Result<u64> {
         let data = data.into();
-        let op: u64 = rand::random::<u64>().max(1);
+        let op: u64 = gfs_util::random::random::<u64>().max(1);
         let mut retry = self.retry();
         // Chunks an attempt reached without a definite answer: the op may be (or become)
         // committed there. It goes to no other chunk before each of these answers (I4).

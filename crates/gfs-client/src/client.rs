@@ -8,9 +8,9 @@
 //! `op_deadline`; plain namespace calls fail at once. Locations are cached for `cache_ttl`.
 //!
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use gfs_dataplane::{DataClient, DataError};
 use gfs_proto::v1::ChunkLease;
@@ -60,7 +60,7 @@ impl Retry {
     /// Sleeps before the next attempt, or gives up with `last` once the deadline would pass.
     pub(crate) async fn wait(&mut self, last: impl std::fmt::Display) -> Result<()> {
         self.attempts += 1;
-        let jitter = rand::random_range(0..=self.backoff.as_millis() as u64 / 2);
+        let jitter = gfs_util::random::random_range(0..=self.backoff.as_millis() as u64 / 2);
         let pause = self.backoff + std::time::Duration::from_millis(jitter);
         if Instant::now() + pause > self.deadline {
             return Err(ClientError::GaveUp {
@@ -159,9 +159,9 @@ impl Client {
                     .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
                     .max_encoding_message_size(gfs_proto::MAX_MESSAGE),
                 cfg,
-                conns: Mutex::new(HashMap::new()),
-                locations: Mutex::new(HashMap::new()),
-                leases: Mutex::new(HashMap::new()),
+                conns: Mutex::new(HashMap::default()),
+                locations: Mutex::new(HashMap::default()),
+                leases: Mutex::new(HashMap::default()),
             }),
         }
     }

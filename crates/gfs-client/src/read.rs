@@ -10,7 +10,7 @@
 //! a quarter chunk (what a chunkserver sends in one frame). [`Client::read`] stays within the
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use gfs_dataplane::DataError;
@@ -22,8 +22,7 @@ use crate::model::*;
 
 /// Orders replicas on this host first (loopback or a local address), the rest shuffled.
 pub(crate) fn nearest_first(replicas: &mut [Replica]) {
-    use rand::seq::SliceRandom;
-    replicas.shuffle(&mut rand::rng());
+    gfs_util::random::shuffle(replicas);
     replicas.sort_by_key(|r| {
         let host = r.data_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
         let local = host

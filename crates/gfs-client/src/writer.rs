@@ -133,7 +133,7 @@ impl Writer {
         while self.inflight.len() >= self.client.config().in_flight.max(1) {
             self.complete_one().await?;
         }
-        let op = rand::random::<u64>().max(1);
+        let op = gfs_util::random::random::<u64>().max(1);
         let at = self.next;
         self.next += data.len() as u64;
         let task = self.spawn_append(&l, op, at, data.clone());

@@ -4,7 +4,7 @@
 //! for the writer task; the reader task routes each reply to the pending call with its id. When
 //! the connection fails, every pending call fails with the reason and later calls fail fast.
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! End-to-end tests of the data-plane server and client over real TCP sockets on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -201,7 +201,7 @@ fn main() {
     // The scan each re-replication pass makes at this size: the chunk map copied and joined
     // with three servers' reports of every chunk.
     let mut reg = Registry::new(Duration::from_secs(60));
-    let now = Instant::now();
+    let now = tokio::time::Instant::now();
     let report: Vec<Replica> = ns
         .chunk_metas()
         .iter()

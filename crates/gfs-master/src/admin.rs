@@ -7,7 +7,7 @@
 //! `/health` uses [`ChunkManager::liveness`] instead, which makes no pass at all.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use gfs_util::time::unix_ms;
 

@@ -5,7 +5,7 @@
 //! runs on a channel of its own within `clone_timeout` (the shared channels cut every call at
 //! `rpc_timeout`, too short for a replica tens of MB behind or a copy under `clone_rate`).
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -37,7 +37,7 @@ impl TonicControl {
         TonicControl {
             rpc_timeout,
             clone_timeout,
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::default()),
         }
     }
 

@@ -14,7 +14,8 @@
 //! chunk manager), always after any path lock. The in-memory apply itself is one short critical
 //! section inside `MetaStore`; the log's fsync is what batches.
 
-use std::collections::{BTreeMap, HashMap};
+use gfs_util::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ pub struct LockTable<K: Eq + Hash + Clone> {
 impl<K: Eq + Hash + Clone> Default for LockTable<K> {
     fn default() -> Self {
         LockTable {
-            locks: Arc::new(Mutex::new(HashMap::new())),
+            locks: Arc::new(Mutex::new(HashMap::default())),
         }
     }
 }

@@ -10,7 +10,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use gfs_proto::v1::admin_server::AdminServer;
 use gfs_proto::v1::master_control_server::MasterControlServer;

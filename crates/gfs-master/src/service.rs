@@ -27,7 +27,8 @@
 //! live servers (`FileStat.under_replicated`, `lost_chunks`, `stale_replicas`; 0 in listings).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use gfs_proto::v1::master_control_server::MasterControl;
 use gfs_proto::v1::master_server::Master;

@@ -60,7 +60,10 @@ impl Trash {
             let _lock = self.locks.mutate(p).await;
             return self.purge_now(op).await;
         }
-        let slot = format!("{TRASH}/{now_ms:013}-{:08x}", rand::random::<u32>());
+        let slot = format!(
+            "{TRASH}/{now_ms:013}-{:08x}",
+            gfs_util::random::random::<u32>()
+        );
         let dst = format!("{slot}/{}", path::name(p));
         let _lock = self
             .locks

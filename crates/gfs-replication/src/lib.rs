@@ -62,7 +62,7 @@ pub fn failpoint(name: &str) -> bool {
 /// with probability P percent, `name:P:N` likewise but at most N times in the process (read
 /// once; off when not set).
 pub fn failpoint_fires(name: &str) -> bool {
-    static FIRED: OnceLock<parking_lot::Mutex<std::collections::HashMap<String, u64>>> =
+    static FIRED: OnceLock<parking_lot::Mutex<gfs_util::collections::HashMap<String, u64>>> =
         OnceLock::new();
     failpoints().iter().any(|p| {
         let Some(spec) = p.strip_prefix(name).and_then(|s| s.strip_prefix(':')) else {
@@ -73,7 +73,7 @@ pub fn failpoint_fires(name: &str) -> bool {
             return false;
         };
         let limit = parts.next().and_then(|n| n.parse::<u64>().ok());
-        if rand::random_range(0..100) >= pct {
+        if gfs_util::random::random_range(0..100) >= pct {
             return false;
         }
         let Some(limit) = limit else {

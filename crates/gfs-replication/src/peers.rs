@@ -6,7 +6,7 @@
 //! windows are [`WINDOW`] (16 MiB) on both ends, so one stream carries large records. This is
 //! the one place the primary's calls become protobuf messages (`AppendHeader`, ...).
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -92,8 +92,8 @@ impl Peers {
     pub fn new(cfg: PeerConfig) -> Peers {
         Peers {
             cfg,
-            clients: Mutex::new(HashMap::new()),
-            sessions: Arc::new(Mutex::new(HashMap::new())),
+            clients: Mutex::new(HashMap::default()),
+            sessions: Arc::new(Mutex::new(HashMap::default())),
         }
     }
 
@@ -129,7 +129,7 @@ impl Peers {
         let mut client = self.client(addr)?;
         let (tx, rx) = mpsc::channel(self.cfg.session_queue.max(1));
         let state = Arc::new(SessionState {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             closed: AtomicBool::new(false),
         });
         let session = Arc::new(Session {

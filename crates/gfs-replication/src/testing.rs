@@ -14,7 +14,7 @@
 //! already sent does). Unlike a gRPC session, PREPAREs to one node are not serialized in
 //! sending order: each call is its own task, as though every PREPARE took its own stream.
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ impl MemTransport {
             Node {
                 participant,
                 rules: Vec::new(),
-                delivered: HashMap::new(),
+                delivered: HashMap::default(),
             },
         );
     }

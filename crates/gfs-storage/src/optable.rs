@@ -46,7 +46,7 @@
 //! the "about 40 B per append" of the 2026-12-01 review. On disk an entry takes 20 bytes in the
 //! chunk's snapshot, gone with the table.
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 
 use crate::types::{AppendRecord, OpId};
 
@@ -83,14 +83,14 @@ pub(crate) struct Forgotten;
 
 impl Default for OpTable {
     fn default() -> Self {
-        OpTable::Kept(HashMap::new())
+        OpTable::Kept(HashMap::default())
     }
 }
 
 impl OpTable {
     /// A kept table of `records`; `None` if an offset does not fit a chunk (damage).
     pub(crate) fn from_records(records: Vec<(OpId, AppendRecord)>) -> Option<OpTable> {
-        let mut map = HashMap::with_capacity(records.len());
+        let mut map = HashMap::with_capacity_and_hasher(records.len(), Default::default());
         for (op, r) in records {
             map.insert(op, pack(r)?);
         }

@@ -30,7 +30,8 @@
 //! for a torn tail. The replica is then shorter, and its primary or the master catches it up
 //! from a peer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use gfs_util::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -3,11 +3,13 @@
 //! fences), and the `Job`s the API hands the committer thread (`committer`), which recovery
 //! (`recovery`) also builds. The API (`store`) and the committer share it; neither owns it.
 
-use std::collections::{BTreeMap, HashMap};
+use gfs_util::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use gfs_util::disk::{Disk, DiskFile};
@@ -98,7 +100,7 @@ impl ChunkState {
             enqueued: meta.length,
             meta,
             staged: BTreeMap::new(),
-            staged_ops: HashMap::new(),
+            staged_ops: HashMap::default(),
             sealing: false,
             versioning: false,
             poisoned: false,

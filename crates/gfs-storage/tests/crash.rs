@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use gfs_util::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -253,7 +253,7 @@ async fn write_reference(dir: &Path, copy_to: Option<&Path>) -> Vec<Op> {
     drop(store);
     let store = ChunkStore::open(dir, torn_config()).unwrap();
     let mut ops = Vec::new();
-    let mut next = HashMap::new();
+    let mut next = HashMap::default();
     for i in 0..90u64 {
         let handle = ChunkHandle(1 + i % 3);
         let op = OpId(i);

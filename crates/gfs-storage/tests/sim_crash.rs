@@ -517,7 +517,7 @@ async fn the_same_seed_replays_the_same_disk_operations() {
         }
         (disk.trace_hash(), disk.files())
     };
-    let mut distinct = std::collections::HashSet::new();
+    let mut distinct = gfs_util::collections::HashSet::default();
     for seed in gfs_testkit::sim_seeds(40) {
         let (a, b) = (once(seed).await, once(seed).await);
         assert_eq!(a, b, "seed {seed} did not replay");

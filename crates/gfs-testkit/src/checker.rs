@@ -1,7 +1,8 @@
 //! The history checker: what a run acknowledged and sent, against what the file and every
 //! replica hold.
 
-use std::collections::{BTreeMap, HashMap};
+use gfs_util::collections::HashMap;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 

@@ -28,7 +28,8 @@
 //! says how many replicas a reader must hear for its length (`length_quorum`: replicas −
 //! quorum + 1).
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 use gfs_proto::v1::{ChunkLease, ChunkLocation, GetChunksReply};
 
@@ -58,7 +59,7 @@ pub(super) fn length_quorum(replication: usize, quorum: usize, listed: usize) ->
 /// stale replicas of them may still exist).
 pub(super) fn rand_handle() -> u64 {
     loop {
-        let v: u64 = rand::random();
+        let v: u64 = gfs_util::random::random();
         if v != 0 {
             return v;
         }

@@ -8,7 +8,7 @@
 //! chunks elsewhere, and the extra-replica rule leaves them alone. The reply is how many of its
 //! chunks still lack the goal elsewhere; at 0 it is `drained` (an event) and safe to stop.
 
-use std::collections::HashSet;
+use gfs_util::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use gfs_util::disk::Disk;

@@ -5,7 +5,7 @@
 //! answers the committed length once the new version holds, a catch-up copies up to the
 //! source's length at the same version, a seal short of the replica's length fails.
 
-use std::collections::{HashMap, HashSet};
+use gfs_util::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;

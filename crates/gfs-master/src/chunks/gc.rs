@@ -20,8 +20,8 @@
 //!   (`Registry::forget_replica`), so another holder's heartbeat before the next report cannot
 //!   also see one too many and drop a second (shares of capacity change as copies land).
 
-use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use gfs_util::collections::{HashMap, HashSet};
+use tokio::time::Instant;
 
 use gfs_proto::v1::ChunkDelete;
 use parking_lot::Mutex;

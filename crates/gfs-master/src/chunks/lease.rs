@@ -60,7 +60,7 @@
 //! primary's next report retries it. When the good replicas fall below a quorum the lease is
 //! marked doomed: no longer extended nor handed out, so it runs out first.
 
-use std::collections::{HashMap, HashSet};
+use gfs_util::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use gfs_proto::v1::ChunkLease;

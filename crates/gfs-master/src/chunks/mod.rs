@@ -21,9 +21,10 @@
 //! a lease names where its chunk starts in the file and offsets are final (I3); a last chunk
 //! without a quorum of live replicas is waited for, never skipped.
 
-use std::collections::{HashMap, HashSet};
+use gfs_util::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use gfs_proto::v1::ReplicaAddr;
 use parking_lot::Mutex;
@@ -133,8 +134,8 @@ impl ChunkManager {
             cfg,
             control,
             lease: lease::Leases::default(),
-            allocating: Mutex::new(HashSet::new()),
-            unsettled: Mutex::new(HashSet::new()),
+            allocating: Mutex::new(HashSet::default()),
+            unsettled: Mutex::new(HashSet::default()),
             repair: repair::Repair::default(),
             gc: gc::Gc::default(),
             drain: drain::Drain::default(),

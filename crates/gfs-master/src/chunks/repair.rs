@@ -47,10 +47,11 @@
 //! has one replica too many, and the extra-replica rule below drops the one on the server using
 //! the largest share: copy first, delete after, never below the goal.
 
-use std::collections::HashSet;
+use gfs_util::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -210,7 +211,7 @@ impl ChunkManager {
             wanted.clone()
         };
         want.sort_by_key(|(have, h, _)| (trashed.contains(h), *have, !wanted.contains_key(h), *h));
-        let mut unsealed = HashSet::new();
+        let mut unsealed = HashSet::default();
         for (_, handle, m) in want {
             // Sources: every live current holder, draining ones included.
             let from: Vec<ServerInfo> = self.registry.lock().holders_of(handle, m);

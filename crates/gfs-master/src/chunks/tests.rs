@@ -1,7 +1,8 @@
 //! Unit tests of the chunk manager.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 use gfs_proto::v1::{ChunkDelete, GetChunksReply};
 

@@ -8,7 +8,8 @@
 //! unknown), written in the checkpoint: a restarted master asks exactly that server whether
 //! the lease is still in force (I5).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use gfs_util::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::error::{MasterError, Result};
 use crate::path;

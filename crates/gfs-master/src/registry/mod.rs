@@ -24,8 +24,10 @@
 //! not count toward the goal. The registry also keeps the recent events for operators
 //! (`events.rs`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use gfs_util::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What makes a replica current (invariant I1): the chunk's version and, once the chunk is
 /// sealed, exactly its sealed length. A replica at the version that ends elsewhere is stale.
@@ -164,12 +166,13 @@ pub struct ReplicaCounts {
     pub corrupt: usize,
 }
 
-/// A map keyed by chunk handle, with a fast hasher: the scans over every chunk build maps of
-/// millions of entries (handles are random, so hash flooding is no concern).
-pub type ChunkMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+/// A map keyed by chunk handle: the scans over every chunk build maps of millions of entries
+/// (the seeded maps hash with foldhash, which is fast; handles are random, so hash flooding is
+/// no concern).
+pub type ChunkMap<V> = HashMap<u64, V>;
 
-/// A set of chunk handles, with the fast hasher of [`ChunkMap`].
-pub type ChunkSet = HashSet<u64, foldhash::fast::RandomState>;
+/// A set of chunk handles, as [`ChunkMap`].
+pub type ChunkSet = HashSet<u64>;
 
 /// Live current replicas of one chunk ([`Registry::holder_counts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -83,9 +83,9 @@ fn new_replicas_go_to_live_servers_without_one_and_to_new_racks_first() {
     r.heartbeat("a", 0, vec![replica(7, 3)], t0);
     r.heartbeat("b", 1, vec![replica(7, 2)], t0);
     let versions: ChunkMap<Want> = [(7, Want::from(3))].into_iter().collect();
-    let counts = r.holder_counts(&versions, &HashSet::new());
+    let counts = r.holder_counts(&versions, &HashSet::default());
     assert_eq!(counts[&7], HolderCount { counted: 1, all: 1 });
-    let draining = HashSet::from(["a".to_string()]);
+    let draining: HashSet<String> = ["a".to_string()].into_iter().collect();
     assert_eq!(
         r.holder_counts(&versions, &draining)[&7],
         HolderCount { counted: 0, all: 1 }

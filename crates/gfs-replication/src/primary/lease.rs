@@ -1,7 +1,7 @@
 //! The primary's leases: granted, extended and revoked by the master, and what they say about
 //! each chunk (writing, lagging secondaries, the read limit).
 
-use std::collections::HashSet;
+use gfs_util::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -68,13 +68,13 @@ impl Coordinator {
                 assign: Mutex::new(Assign {
                     next: info.committed_len,
                     high: info.committed_len,
-                    inflight: HashSet::new(),
+                    inflight: HashSet::default(),
                     sealing: false,
                 }),
                 idle: Notify::new(),
                 advanced: Notify::new(),
                 sealed,
-                last_append: Mutex::new(std::time::Instant::now()),
+                last_append: Mutex::new(tokio::time::Instant::now()),
                 // Granted after a bump that left every replica of the lease at this length (or
                 // at a chunk's creation): a quorum holds it.
                 durable: Mutex::new(Watermark {

@@ -50,7 +50,8 @@
 //!
 //! Sealing is in `seal`, leases in `lease`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use gfs_util::collections::{HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -148,7 +149,7 @@ struct Lease {
     /// The length the chunk was sealed at, once sealed.
     sealed: OnceCell<u64>,
     /// When the lease was granted or last took an append.
-    last_append: Mutex<std::time::Instant>,
+    last_append: Mutex<tokio::time::Instant>,
     /// The prefix of the chunk a quorum holds durably: what reads may see (I3).
     durable: Mutex<Watermark>,
 }
@@ -194,8 +195,8 @@ impl Coordinator {
                 lagging: Mutex::new(BTreeSet::new()),
                 on_seal: Mutex::new(None),
             }),
-            leases: Mutex::new(HashMap::new()),
-            limits: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::default()),
+            limits: Mutex::new(HashMap::default()),
         }
     }
 
@@ -250,7 +251,7 @@ impl Coordinator {
             return answer;
         }
         let lease = self.lease(handle)?;
-        *lease.last_append.lock() = std::time::Instant::now();
+        *lease.last_append.lock() = tokio::time::Instant::now();
         if lease.version != version {
             return Err(ReplicationError::StaleVersion {
                 handle,

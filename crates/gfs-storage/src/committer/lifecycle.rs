@@ -10,8 +10,8 @@ use gfs_util::disk::{Disk, Open};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::*;
 

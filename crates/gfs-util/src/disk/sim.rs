@@ -19,7 +19,8 @@
 //! Directories exist once created and are never lost. Everything is in memory, behind one
 //! mutex; the same seed and the same sequence of calls give the same disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -286,7 +287,7 @@ impl SimDisk {
                 durable_names: BTreeMap::new(),
                 log: Vec::new(),
                 dirs: BTreeSet::new(),
-                locks: HashMap::new(),
+                locks: HashMap::default(),
                 rng: seed,
                 capacity: None,
                 fail_syncs: Vec::new(),
