@@ -48,6 +48,8 @@ pub struct Control {
     clone_rate: Throttle,
     /// Counts the bytes copies receive.
     replicated: Option<prometheus_client::metrics::counter::Counter>,
+    /// The network copies connect over.
+    net: gfs_host::Net,
 }
 
 impl Control {
@@ -59,7 +61,14 @@ impl Control {
             coordinator,
             clone_rate: Throttle::new(clone_rate),
             replicated: None,
+            net: gfs_host::Net::Os,
         }
+    }
+
+    /// Connects copies over `net` (the operating system's by default).
+    pub fn with_net(mut self, net: gfs_host::Net) -> Control {
+        self.net = net;
+        self
     }
 
     /// Counts the bytes copies receive in `counter`.
@@ -80,10 +89,12 @@ impl Control {
     async fn copy_from(&self, r: &CloneChunkRequest, from: u64) -> Result<u64, Status> {
         let handle = ChunkHandle(r.handle);
         let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.source))
+        let endpoint = gfs_host::endpoint(&r.source)
             .map_err(|e| Status::invalid_argument(format!("source {:?}: {e}", r.source)))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
+            .connect_timeout(Duration::from_secs(5));
+        let channel = self
+            .net
+            .connect_channel(&endpoint)
             .await
             .map_err(|e| Status::unavailable(format!("source {}: {e}", r.source)))?;
         let mut source = ReplicationClient::new(channel).max_decoding_message_size(max_message);

@@ -226,9 +226,8 @@ impl DataHandler {
             len = len.min(limit - offset);
         }
         let store = Arc::clone(&self.store);
-        let read = tokio::task::spawn_blocking(move || store.read(h, offset, len))
-            .await
-            .map_err(|e| DataError::Internal(e.to_string()))?;
+        let disk = Arc::clone(store.disk());
+        let read = gfs_host::blocking(&*disk, move || store.read(h, offset, len)).await;
         if let (Err(StorageError::ChecksumMismatch { block, .. }), Some(tell)) =
             (&read, &self.on_corrupt)
         {

@@ -8,7 +8,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gfs_storage::ChunkStore;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ChunkserverMetrics;
@@ -21,7 +20,7 @@ struct Served {
 
 /// Serves `/metrics` and `/health` on `listener` until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: gfs_host::Listener,
     metrics: Arc<ChunkserverMetrics>,
     store: Arc<ChunkStore>,
     shutdown: CancellationToken,

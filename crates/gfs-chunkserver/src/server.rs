@@ -52,6 +52,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gfs_dataplane::ServerConfig;
+use gfs_host::{Host, Listener, Net};
 use gfs_proto::v1::chunk_control_server::ChunkControlServer;
 use gfs_proto::v1::replication_server::ReplicationServer;
 use gfs_replication::{
@@ -59,10 +60,8 @@ use gfs_replication::{
 };
 use gfs_storage::ChunkStore;
 use gfs_util::time::{from_unix_ms, unix_ms};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::cluster::ClusterValues;
 use crate::config::ChunkserverConfig;
@@ -95,8 +94,8 @@ pub struct ChunkServer {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-async fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener> {
-    TcpListener::bind((host, port))
+async fn bind(net: &Net, host: &str, port: u16, what: &str) -> Result<Listener> {
+    net.bind_port(host, port)
         .await
         .map_err(|source| ChunkserverError::Io {
             what: format!("binding the {what} on {host}:{port}"),
@@ -112,6 +111,11 @@ impl ChunkServer {
     /// Opens the store and starts serving both planes. Ports 0 pick free ports (see the
     /// `*_addr` fields).
     pub async fn start(cfg: ChunkserverConfig) -> Result<ChunkServer> {
+        ChunkServer::start_on(cfg, Host::os()).await
+    }
+
+    /// [`ChunkServer::start`] on `host`'s network, disk and clock (a simulator's).
+    pub async fn start_on(cfg: ChunkserverConfig, host: Host) -> Result<ChunkServer> {
         cfg.validate()?;
         let store_cfg = cfg.store_config()?;
         if store_cfg.op_retention < OP_RETENTION_FLOOR {
@@ -120,14 +124,17 @@ impl ChunkServer {
                  (defaults): a retry may find its chunk's op ids forgotten and fail as outcome unknown");
         }
         let dir = cfg.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || ChunkStore::open(dir, store_cfg))
-            .await
-            .map_err(|e| ChunkserverError::Grpc(e.to_string()))??;
+        let disk = Arc::clone(&host.disk);
+        let store = gfs_host::blocking(&*host.disk, move || {
+            ChunkStore::open_on(disk, dir, store_cfg)
+        })
+        .await?;
         let store = Arc::new(store);
         let max_message = (cfg.max_record() as usize + (1 << 20)).max(4 << 20);
         let peers = Arc::new(Peers::new(PeerConfig {
             connect_timeout: cfg.replication.connect_timeout,
             max_message,
+            net: host.net.clone(),
             ..PeerConfig::default()
         }));
         let coordinator = Arc::new(Coordinator::new(
@@ -137,13 +144,15 @@ impl ChunkServer {
                 quorum: cfg.quorum,
                 prepare_timeout: cfg.replication.prepare_timeout,
                 commit_timeout: cfg.replication.commit_timeout,
+                clock: host.clock.clone(),
                 ..CoordinatorConfig::for_chunk_size(cfg.chunk_size.bytes())
             },
         ));
-        let data_listener = bind(&cfg.host, cfg.data_port, "data plane").await?;
-        let repl_listener = bind(&cfg.host, cfg.repl_port, "replication plane").await?;
-        let http_listener = bind(&cfg.host, cfg.http_port, "metrics HTTP server").await?;
-        let local = |l: &TcpListener, what: &str| {
+        let net = &host.net;
+        let data_listener = bind(net, &cfg.host, cfg.data_port, "data plane").await?;
+        let repl_listener = bind(net, &cfg.host, cfg.repl_port, "replication plane").await?;
+        let http_listener = bind(net, &cfg.host, cfg.http_port, "metrics HTTP server").await?;
+        let local = |l: &Listener, what: &str| {
             l.local_addr().map_err(|source| ChunkserverError::Io {
                 what: format!("reading the {what} address"),
                 source,
@@ -170,13 +179,11 @@ impl ChunkServer {
         let master = if cfg.master.is_empty() {
             None
         } else {
-            Some(
-                tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.master))
-                    .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
-                    .connect_timeout(cfg.replication.connect_timeout)
-                    .timeout(cfg.replication.commit_timeout)
-                    .connect_lazy(),
-            )
+            let endpoint = gfs_host::endpoint(&cfg.master)
+                .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
+                .connect_timeout(cfg.replication.connect_timeout)
+                .timeout(cfg.replication.commit_timeout);
+            Some(host.net.channel(&endpoint))
         };
         let on_corrupt = master.clone().map(|m| corrupt_reporter(m, cfg.id.clone()));
         if let Some(tell) = on_corrupt.clone()
@@ -222,6 +229,7 @@ impl ChunkServer {
                 Arc::clone(&coordinator),
                 cfg.replication.clone_rate.bytes(),
             )
+            .with_net(host.net.clone())
             .count_replicated(metrics.replicated.clone()),
         );
         let rpc = gfs_telemetry::RpcLayer::new(metrics.rpc.clone());
@@ -233,10 +241,9 @@ impl ChunkServer {
                 .layer(rpc)
                 .add_service(replication)
                 .add_service(control)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(repl_listener).with_nodelay(Some(true)),
-                    async move { token.cancelled().await },
-                ),
+                .serve_with_incoming_shutdown(repl_listener.incoming(), async move {
+                    token.cancelled().await
+                }),
         );
         if let Some(channel) = master.clone() {
             // The master knows this server by its advertised replication address.
@@ -337,9 +344,8 @@ impl ChunkServer {
         drop(coordinator);
         // The last handle closes the store: the committer drains and checkpoints.
         if let Ok(store) = Arc::try_unwrap(store) {
-            tokio::task::spawn_blocking(move || drop(store))
-                .await
-                .map_err(|e| ChunkserverError::Grpc(e.to_string()))?;
+            let disk = Arc::clone(store.disk());
+            gfs_host::blocking(&*disk, move || drop(store)).await;
         }
         let fatal = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(e) = fatal {
@@ -400,7 +406,7 @@ async fn scrubber(
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return,
         }
-        let now = std::time::SystemTime::now();
+        let now = coordinator.clock().now();
         let leased: Vec<_> = coordinator
             .leases()
             .into_iter()
@@ -423,7 +429,8 @@ async fn scrubber(
         };
         next = handle.0.wrapping_add(1);
         let s = Arc::clone(&store);
-        if let Ok(Ok(bad)) = tokio::task::spawn_blocking(move || s.scrub_one(handle)).await
+        let disk = Arc::clone(s.disk());
+        if let Ok(bad) = gfs_host::blocking(&*disk, move || s.scrub_one(handle)).await
             && let Some(first) = bad.first()
         {
             tracing::error!(%handle, blocks = ?bad, "scrub: replica failed its checksums");

@@ -272,7 +272,7 @@ impl Client {
 
     /// The cached lease of `path`'s last chunk, while it has more than a second to run.
     pub(crate) fn cached_lease(&self, path: &str) -> Option<ChunkLease> {
-        let now_ms = gfs_util::time::now_ms();
+        let now_ms = self.inner.cfg.clock.now_ms();
         self.inner
             .leases
             .lock()

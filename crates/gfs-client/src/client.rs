@@ -116,14 +116,14 @@ impl Client {
 
     /// Connects to the master at `addr` with `cfg`; fails at once if it is not reachable.
     pub async fn connect_with(addr: &str, cfg: ClientConfig) -> Result<Client> {
-        let channel =
-            Self::endpoint(addr, &cfg)?
-                .connect()
-                .await
-                .map_err(|e| ClientError::Connect {
-                    addr: addr.to_string(),
-                    reason: format!("{e}: is gfs-master running there?"),
-                })?;
+        let channel = cfg
+            .net
+            .connect_channel(&Self::endpoint(addr, &cfg)?)
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: addr.to_string(),
+                reason: format!("{e}: is gfs-master running there?"),
+            })?;
         Ok(Self::over(addr, channel, cfg))
     }
 
@@ -133,12 +133,12 @@ impl Client {
     /// transient failure and wait for it within `op_deadline`; the others fail with
     /// `Master("Unavailable: ..")` while it is unreachable.
     pub fn connect_lazy(addr: &str, cfg: ClientConfig) -> Result<Client> {
-        let channel = Self::endpoint(addr, &cfg)?.connect_lazy();
+        let channel = cfg.net.channel(&Self::endpoint(addr, &cfg)?);
         Ok(Self::over(addr, channel, cfg))
     }
 
     pub(crate) fn endpoint(addr: &str, cfg: &ClientConfig) -> Result<Endpoint> {
-        Ok(Endpoint::from_shared(format!("http://{addr}"))
+        Ok(gfs_host::endpoint(addr)
             .map_err(|e| ClientError::Connect {
                 addr: addr.to_string(),
                 reason: e.to_string(),
@@ -192,6 +192,7 @@ impl Client {
         let cfg = gfs_dataplane::ClientConfig {
             connect_timeout: self.inner.cfg.connect_timeout,
             request_timeout: self.inner.cfg.rpc_timeout,
+            net: self.inner.cfg.net.clone(),
             ..gfs_dataplane::ClientConfig::default()
         };
         let c = DataClient::connect(addr, cfg).await?;

@@ -33,6 +33,12 @@ pub struct ClientConfig {
     /// Chunk locations: chunks per `GetChunks` page asked of the master (0: the master's
     /// default, 10,000); every page is fetched, so files of any number of chunks list whole.
     pub chunks_per_page: u32,
+    /// The network connected over (the operating system's unless simulated).
+    #[serde(skip)]
+    pub net: gfs_host::Net,
+    /// Wall-clock time, against which cached lease expiries are checked.
+    #[serde(skip)]
+    pub clock: gfs_util::time::Clock,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +54,8 @@ impl Default for ClientConfig {
             in_flight: 8,
             read_piece: 4 << 20,
             chunks_per_page: 0,
+            net: gfs_host::Net::Os,
+            clock: gfs_util::time::Clock::system(),
         }
     }
 }

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use gfs_host::{ConnRead, ConnWrite, Net};
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +31,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Deadline for one call, from queueing the request to receiving its reply.
     pub request_timeout: Duration,
+    /// The network connected over.
+    pub net: Net,
 }
 
 impl Default for ClientConfig {
@@ -40,6 +41,7 @@ impl Default for ClientConfig {
             max_frame: 16 * 1024 * 1024 + 64,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            net: Net::Os,
         }
     }
 }
@@ -125,11 +127,10 @@ impl std::fmt::Debug for DataClient {
 impl DataClient {
     /// Connects to the data plane at `addr` (`host:port`).
     pub async fn connect(addr: &str, cfg: ClientConfig) -> Result<DataClient, DataError> {
-        let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(cfg.connect_timeout, cfg.net.connect(addr))
             .await
             .map_err(|_| DataError::Timeout)?
             .map_err(|e| DataError::Io(format!("connect to {addr}: {e}")))?;
-        let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
             .map_err(|e| DataError::Io(format!("peer address: {e}")))?;
@@ -270,7 +271,7 @@ fn unexpected(op: &str, reply: &Response) -> DataError {
 }
 
 /// Routes replies to pending calls until the connection ends, then fails what is left.
-async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {
+async fn read_loop(rd: ConnRead, shared: Arc<Shared>, max_frame: usize) {
     let mut reader = FramedRead::new(rd, ClientCodec::new(max_frame));
     let reason = loop {
         let next = tokio::select! {
@@ -312,7 +313,7 @@ async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>, max_frame: usize) {
 
 /// Writes queued requests until every handle is dropped or the connection dies.
 async fn write_loop(
-    wr: OwnedWriteHalf,
+    wr: ConnWrite,
     mut rx: mpsc::Receiver<Frame<Request>>,
     shared: Arc<Shared>,
     cfg: ClientConfig,

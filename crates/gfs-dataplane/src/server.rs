@@ -21,10 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
+use gfs_host::{Conn, ConnRead, ConnWrite, Listener};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -99,11 +98,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves connections from `listener` until `shutdown` is cancelled, then stops accepting and lets in-flight requests finish (bounded by write_timeout).
 pub async fn run<H: Handler>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     handler: Arc<H>,
     cfg: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let mut listener = listener.into();
     let cfg = Arc::new(cfg);
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     let tracker = TaskTracker::new();
@@ -125,7 +125,6 @@ pub async fn run<H: Handler>(
                 }
             }
         };
-        let _ = stream.set_nodelay(true);
         let span = tracing::info_span!("dataplane_conn", %peer);
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
@@ -163,7 +162,7 @@ pub async fn run<H: Handler>(
 }
 
 /// Tells a connection over the cap that the server is full, then closes it.
-async fn reject(stream: TcpStream, cfg: Arc<ServerConfig>, hard_stop: CancellationToken) {
+async fn reject(stream: Conn, cfg: Arc<ServerConfig>, hard_stop: CancellationToken) {
     warn!("connection refused: too many connections");
     let (rd, wr) = stream.into_split();
     let mut writer = FramedWrite::new(wr, ServerCodec::new(cfg.max_frame));
@@ -182,7 +181,7 @@ async fn reject(stream: TcpStream, cfg: Arc<ServerConfig>, hard_stop: Cancellati
 }
 
 /// After our write half is shut down, reads and discards until the peer closes (or `LINGER`).
-async fn linger(mut rd: OwnedReadHalf, hard_stop: &CancellationToken) {
+async fn linger(mut rd: ConnRead, hard_stop: &CancellationToken) {
     let mut scratch = vec![0u8; 8192];
     let drain = async {
         loop {
@@ -220,7 +219,7 @@ enum Stop {
 }
 
 impl<H: Handler> Connection<H> {
-    async fn serve(self, stream: TcpStream, _conn_permit: OwnedSemaphorePermit) {
+    async fn serve(self, stream: Conn, _conn_permit: OwnedSemaphorePermit) {
         debug!(peer = %self.peer, "connection accepted");
         let (rd, wr) = stream.into_split();
         let max_in_flight = self.cfg.max_in_flight.max(1);
@@ -253,7 +252,7 @@ impl<H: Handler> Connection<H> {
 
     async fn read_loop(
         &self,
-        reader: &mut FramedRead<OwnedReadHalf, ServerCodec>,
+        reader: &mut FramedRead<ConnRead, ServerCodec>,
         tx: &mpsc::Sender<Frame<Response>>,
         max_in_flight: usize,
         writer_failed: &CancellationToken,
@@ -393,7 +392,7 @@ async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
 /// Writes queued replies in batches until every sender is gone; returns whether it ended
 /// cleanly (all replies written and the write half shut down).
 async fn write_loop(
-    wr: OwnedWriteHalf,
+    wr: ConnWrite,
     mut rx: mpsc::Receiver<Frame<Response>>,
     cfg: Arc<ServerConfig>,
     failed: CancellationToken,

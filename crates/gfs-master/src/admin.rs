@@ -9,8 +9,6 @@
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
-use gfs_util::time::unix_ms;
-
 use crate::chunks::{ChunkHealth, ChunkManager};
 use crate::error::Result;
 use crate::registry::{ChunkMap, Want};
@@ -89,7 +87,7 @@ impl ChunkManager {
         let under_replicated = metas.iter().filter(|(h, _)| current(h) < goal).count() as u64;
         let lost = metas.iter().filter(|(h, _)| current(h) == 0).count() as u64;
         Ok(ClusterReport {
-            generated_unix_ms: unix_ms(std::time::SystemTime::now()),
+            generated_unix_ms: self.cfg.clock.now_ms(),
             capacity_bytes,
             used_bytes,
             files,

@@ -29,6 +29,7 @@ pub struct TonicControl {
     rpc_timeout: Duration,
     clone_timeout: Duration,
     channels: Mutex<HashMap<String, ChunkControlClient<Channel>>>,
+    net: gfs_host::Net,
 }
 
 impl TonicControl {
@@ -38,11 +39,18 @@ impl TonicControl {
             rpc_timeout,
             clone_timeout,
             channels: Mutex::new(HashMap::default()),
+            net: gfs_host::Net::Os,
         }
     }
 
+    /// Calls over `net` (the operating system's by default).
+    pub fn with_net(mut self, net: gfs_host::Net) -> TonicControl {
+        self.net = net;
+        self
+    }
+
     fn endpoint(&self, repl_addr: &str) -> Result<Endpoint, ControlError> {
-        Endpoint::from_shared(format!("http://{repl_addr}"))
+        gfs_host::endpoint(repl_addr)
             .map(|e| e.connect_timeout(self.rpc_timeout))
             .map_err(|e| ControlError::Failed(format!("bad address {repl_addr:?}: {e}")))
     }
@@ -53,7 +61,7 @@ impl TonicControl {
             return Ok(client.clone());
         }
         let endpoint = self.endpoint(repl_addr)?.timeout(self.rpc_timeout);
-        let client = ChunkControlClient::new(endpoint.connect_lazy());
+        let client = ChunkControlClient::new(self.net.channel(&endpoint));
         c.insert(repl_addr.to_string(), client.clone());
         Ok(client)
     }
@@ -155,7 +163,7 @@ impl ChunkserverControl for TonicControl {
                 catch_up: copy.catch_up,
             });
             req.set_timeout(self.clone_timeout);
-            let channel = self.endpoint(&target.repl_addr)?.connect_lazy();
+            let channel = self.net.channel(&self.endpoint(&target.repl_addr)?);
             let reply = ChunkControlClient::new(channel)
                 .clone_chunk(req)
                 .await
@@ -173,7 +181,7 @@ impl ChunkserverControl for TonicControl {
     ) -> BoxFuture<'a, Result<bool, ControlError>> {
         Box::pin(async move {
             let endpoint = self.endpoint(&server.repl_addr)?.timeout(self.rpc_timeout);
-            let reply = ReplicationClient::new(endpoint.connect_lazy())
+            let reply = ReplicationClient::new(self.net.channel(&endpoint))
                 .seal(SealRequest {
                     handle,
                     version,

@@ -7,13 +7,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use gfs_host::Listener;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunks::ChunkManager;
 
 /// Serves the status page, metrics and health on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, chunks: Arc<ChunkManager>, shutdown: CancellationToken) {
+pub async fn serve(listener: Listener, chunks: Arc<ChunkManager>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+use gfs_host::Host;
 use gfs_proto::v1::admin_server::AdminServer;
 use gfs_proto::v1::master_control_server::MasterControlServer;
 use gfs_proto::v1::master_server::MasterServer;
@@ -20,10 +21,8 @@ use gfs_telemetry::RpcLayer;
 use gfs_util::Size;
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::chunks::{ChunkConfig, ChunkManager};
 use crate::control_client::TonicControl;
@@ -162,14 +161,19 @@ pub struct Master {
 impl Master {
     /// Recovers the metadata and starts serving.
     pub async fn start(cfg: MasterConfig) -> Result<Master, StartError> {
+        Master::start_on(cfg, Host::os()).await
+    }
+
+    /// [`Master::start`] on `host`'s network, disk and clock (a simulator's).
+    pub async fn start_on(cfg: MasterConfig, host: Host) -> Result<Master, StartError> {
         cfg.validate()?;
         let dir = cfg.data_dir.clone();
         let checkpoint_every = cfg.checkpoint_every.max(1);
-        let meta = tokio::task::spawn_blocking(move || {
-            MetaStore::open(dir, MetaConfig { checkpoint_every })
+        let disk = Arc::clone(&host.disk);
+        let meta = gfs_host::blocking(&*host.disk, move || {
+            MetaStore::open_on(disk, dir, MetaConfig { checkpoint_every })
         })
-        .await
-        .map_err(|e| StartError::Io(e.to_string()))??;
+        .await?;
         let meta = Arc::new(meta);
         let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
         let chunks = Arc::new(ChunkManager::new(
@@ -185,8 +189,11 @@ impl Master {
                 max_clones: cfg.max_clones,
                 clone_timeout: cfg.clone_timeout,
                 rebalance_threshold: cfg.rebalance_threshold,
+                clock: host.clock.clone(),
             },
-            Arc::new(TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout)),
+            Arc::new(
+                TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout).with_net(host.net.clone()),
+            ),
         ));
         chunks
             .persist_draining(cfg.data_dir.join("draining"))
@@ -195,7 +202,9 @@ impl Master {
             })?;
         let log_fsync = chunks.metrics().log_fsync.clone();
         meta.on_fsync(Box::new(move |d| log_fsync.observe(d.as_secs_f64())));
-        let listener = TcpListener::bind(&cfg.listen)
+        let listener = host
+            .net
+            .bind(&cfg.listen)
             .await
             .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.listen)))?;
         let addr = listener
@@ -205,7 +214,8 @@ impl Master {
             None
         } else {
             Some(
-                TcpListener::bind(&cfg.http_listen)
+                host.net
+                    .bind(&cfg.http_listen)
                     .await
                     .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.http_listen)))?,
             )
@@ -261,7 +271,7 @@ impl Master {
         periodic(every, shutdown.clone(), move || {
             let (purge, c) = (Arc::clone(&purge), Arc::clone(&c));
             async move {
-                let now = gfs_util::time::now_ms();
+                let now = c.cfg.clock.now_ms();
                 c.purged(&purge.purge(now).await);
             }
         });
@@ -296,10 +306,9 @@ impl Master {
                 .add_service(svc)
                 .add_service(ctl)
                 .add_service(admin)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move { token.cancelled().await },
-                ),
+                .serve_with_incoming_shutdown(listener.incoming(), async move {
+                    token.cancelled().await
+                }),
         );
         tracing::info!(%addr, http = ?http_addr, dir = %cfg.data_dir.display(), "master serving");
         Ok(Master {
@@ -321,9 +330,8 @@ impl Master {
         let served = self.task.await;
         self.shutdown.cancel();
         if let Ok(meta) = Arc::try_unwrap(self.meta) {
-            tokio::task::spawn_blocking(move || drop(meta))
-                .await
-                .map_err(|e| StartError::Io(e.to_string()))?;
+            let disk = Arc::clone(meta.disk());
+            gfs_host::blocking(&*disk, move || drop(meta)).await;
         }
         match served {
             Ok(Ok(())) => Ok(()),

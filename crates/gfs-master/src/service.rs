@@ -39,7 +39,7 @@ use gfs_proto::v1::{
     RenameRequest, ReportCorruptReply, ReportCorruptRequest, ReportSealedReply,
     ReportSealedRequest, StatReply, StatRequest,
 };
-use gfs_util::time::{from_unix_ms, now_ms};
+use gfs_util::time::from_unix_ms;
 use parking_lot::Mutex;
 use tonic::{Request, Response, Status};
 
@@ -153,7 +153,7 @@ impl Master for MasterService {
             let _lock = self.locks.mutate(&step).await;
             let op = Op::Mkdir(PathOp {
                 path: step.clone(),
-                mtime_ms: now_ms(),
+                mtime_ms: self.chunks.cfg.clock.now_ms(),
             });
             match self.meta.mutate(op).await {
                 Ok(_) => {}
@@ -177,7 +177,7 @@ impl Master for MasterService {
         let _lock = self.locks.mutate(&path).await;
         let op = Op::Create(CreateOp {
             path,
-            mtime_ms: now_ms(),
+            mtime_ms: self.chunks.cfg.clock.now_ms(),
             replication: if r.replication == 0 {
                 self.replication
             } else {
@@ -193,7 +193,7 @@ impl Master for MasterService {
         let path = checked(&r.path)?;
         let purged = self
             .trash
-            .delete(&path, r.recursive, now_ms())
+            .delete(&path, r.recursive, self.chunks.cfg.clock.now_ms())
             .await
             .map_err(status)?;
         self.chunks.purged(&purged);
@@ -210,7 +210,7 @@ impl Master for MasterService {
         let op = Op::Rename(RenameOp {
             src,
             dst,
-            mtime_ms: now_ms(),
+            mtime_ms: self.chunks.cfg.clock.now_ms(),
         });
         self.meta.mutate(op).await.map_err(status)?;
         Ok(Response::new(RenameReply {}))

@@ -49,6 +49,7 @@ async fn start(dir: &std::path::Path) -> Running {
             max_clones: 8,
             clone_timeout: Duration::from_secs(60),
             rebalance_threshold: 0.0,
+            clock: gfs_util::time::Clock::system(),
         },
         Arc::new(gfs_master::TonicControl::new(
             Duration::from_secs(2),

@@ -425,17 +425,16 @@ impl Replication for Participant {
             let store = Arc::clone(&store);
             async move {
                 let len = u64::from(a.len);
-                let read =
-                    tokio::task::spawn_blocking(move || store.read(handle, a.offset, len)).await;
-                match read {
-                    Ok(Ok(data)) => Ok(ChunkBytes {
+                let disk = Arc::clone(store.disk());
+                let read = gfs_host::blocking(&*disk, move || store.read(handle, a.offset, len));
+                match read.await {
+                    Ok(data) => Ok(ChunkBytes {
                         offset: a.offset,
                         data,
                         op_id: op.0,
                         op_forgotten,
                     }),
-                    Ok(Err(e)) => Err(status(e)),
-                    Err(e) => Err(Status::internal(e.to_string())),
+                    Err(e) => Err(status(e)),
                 }
             }
         });

@@ -22,7 +22,7 @@ use gfs_proto::v1::{
 use gfs_storage::{ChunkHandle, OpId, StageRequest};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{ReplicationError, Result};
 use crate::transport::ReplicaTransport;
@@ -39,6 +39,8 @@ pub struct PeerConfig {
     pub max_message: usize,
     /// Requests queued on one session before senders wait.
     pub session_queue: usize,
+    /// The network connected over.
+    pub net: gfs_host::Net,
 }
 
 impl Default for PeerConfig {
@@ -47,6 +49,7 @@ impl Default for PeerConfig {
             connect_timeout: Duration::from_secs(2),
             max_message: 32 << 20,
             session_queue: 1024,
+            net: gfs_host::Net::Os,
         }
     }
 }
@@ -102,7 +105,7 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = gfs_host::endpoint(addr)
             .map_err(|e| peer_err(addr, e))?
             .connect_timeout(self.cfg.connect_timeout)
             .tcp_nodelay(true)
@@ -110,7 +113,7 @@ impl Peers {
             // it at a window per round trip.
             .initial_stream_window_size(Some(WINDOW))
             .initial_connection_window_size(Some(WINDOW * 2));
-        let client = ReplicationClient::new(endpoint.connect_lazy())
+        let client = ReplicationClient::new(self.cfg.net.channel(&endpoint))
             .max_decoding_message_size(self.cfg.max_message)
             .max_encoding_message_size(self.cfg.max_message);
         clients.insert(addr.to_string(), client.clone());

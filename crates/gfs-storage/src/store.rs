@@ -83,6 +83,11 @@ impl ChunkStore {
         ChunkStore::open_on(OsDisk::shared(), dir, cfg)
     }
 
+    /// The disk the store is on.
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.inner.disk
+    }
+
     /// [`ChunkStore::open`] on `disk` (the operating system's, or a simulated one).
     pub fn open_on(
         disk: Arc<dyn Disk>,

@@ -173,10 +173,11 @@ pub const HTTP_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::f
 /// resolves, over HTTP/1.1: at most [`MAX_HTTP_CONNECTIONS`] at once, headers within
 /// [`HTTP_HEADER_TIMEOUT`], each connection closed after [`HTTP_CONNECTION_LIFETIME`].
 pub async fn serve_http(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<gfs_host::Listener>,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let mut listener = listener.into();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {

@@ -28,7 +28,6 @@
 //! says how many replicas a reader must hear for its length (`length_quorum`: replicas −
 //! quorum + 1).
 
-use std::time::SystemTime;
 use tokio::time::Instant;
 
 use gfs_proto::v1::{ChunkLease, ChunkLocation, GetChunksReply};
@@ -121,7 +120,7 @@ impl ChunkManager {
             .meta
             .read(move |ns| ns.last_primary(handle).map(str::to_string))
             .await?;
-        let now = SystemTime::now();
+        let now = self.cfg.clock.now();
         {
             let mut leases = self.lease.table.lock();
             let existing = leases.get_mut(&handle);

@@ -61,13 +61,8 @@ impl ChunkManager {
             let mut ids: Vec<String> = ids.into_iter().collect();
             ids.sort();
             let disk = Arc::clone(self.meta.disk());
-            let saved = if disk.threads() {
-                tokio::task::spawn_blocking(move || save_draining(&*disk, &file, &ids))
-                    .await
-                    .map_err(|e| MasterError::Internal(e.to_string()))?
-            } else {
-                save_draining(&*disk, &file, &ids)
-            };
+            let on = Arc::clone(&disk);
+            let saved = gfs_host::blocking(&*on, move || save_draining(&*disk, &file, &ids)).await;
             saved.map_err(|e| unavailable(format!("recording the draining servers: {e}")))?;
         }
         if !drain {

@@ -247,7 +247,7 @@ impl ChunkManager {
             return Err(unavailable(format!("chunk {handle}: no replica to lease")));
         };
         let (primary, secondaries) = (primary.clone(), secondaries.to_vec());
-        let expires = SystemTime::now() + self.cfg.lease;
+        let expires = self.cfg.clock.now() + self.cfg.lease;
         let grant = LeaseGrant {
             handle,
             version: new_version,
@@ -335,7 +335,7 @@ impl ChunkManager {
             let Some((m, last_primary)) = logged else {
                 continue;
             };
-            let now = SystemTime::now();
+            let now = self.cfg.clock.now();
             if m.sealed_length.is_some() || h.expires <= now {
                 continue;
             }
@@ -386,7 +386,7 @@ impl ChunkManager {
     /// Extends the unexpired leases whose primary is `server` and that it reports `writing`;
     /// returns `(handle, version, expiry)` for the heartbeat reply.
     pub fn extend_leases(&self, server: &str, writing: &[u64]) -> Vec<(u64, u64, SystemTime)> {
-        let now = SystemTime::now();
+        let now = self.cfg.clock.now();
         let mut out = Vec::new();
         for (handle, l) in self.lease.table.lock().iter_mut() {
             if l.primary.id == server && l.expires > now && !l.doomed && writing.contains(handle) {
@@ -441,7 +441,7 @@ impl ChunkManager {
             let leases = self.lease.table.lock();
             leases
                 .get(&handle)
-                .filter(|l| l.expires > SystemTime::now())
+                .filter(|l| l.expires > self.cfg.clock.now())
                 .map(|l| (l.version, l.at, l.primary.id.clone()))
         };
         let Some((version, at, primary)) = current else {

@@ -77,6 +77,8 @@ pub struct ChunkConfig {
     /// Rebalancing: move a sealed chunk from the fullest server to the emptiest while their
     /// shares of capacity differ by more than this (0 turns it off).
     pub rebalance_threshold: f64,
+    /// Wall-clock time: lease expiries, event and modification times.
+    pub clock: gfs_util::time::Clock,
 }
 
 /// Decides where chunks live and who is primary.

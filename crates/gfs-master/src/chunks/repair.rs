@@ -50,7 +50,7 @@
 use gfs_util::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use parking_lot::Mutex;
@@ -136,7 +136,7 @@ impl ChunkManager {
         };
         // Replicas on draining servers are sources, but do not count toward the goal.
         let counted = |h: &u64| counts.get(h).map_or(0, |c| c.counted as usize);
-        let now = SystemTime::now();
+        let now = self.cfg.clock.now();
         let mut want = Vec::new();
         let extra = counts
             .values()

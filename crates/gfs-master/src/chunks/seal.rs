@@ -14,8 +14,6 @@
 //! `append_chunk` on their file answers UNAVAILABLE. So are unsealed chunks re-replication
 //! found below their goal with no lease out (`Repair::to_seal`), so that they can be copied.
 
-use std::time::SystemTime;
-
 use super::version::Longest;
 use super::*;
 use crate::error::{MasterError, Result};
@@ -81,7 +79,7 @@ impl ChunkManager {
             return;
         }
         if unless_leased {
-            let now = SystemTime::now();
+            let now = self.cfg.clock.now();
             let leased = self
                 .lease
                 .table

@@ -120,6 +120,7 @@ pub(super) fn test_config() -> ChunkConfig {
         max_clones: 8,
         clone_timeout: Duration::from_secs(300),
         rebalance_threshold: 0.1,
+        clock: gfs_util::time::Clock::system(),
     }
 }
 

@@ -127,7 +127,11 @@ impl Coordinator {
     /// are dropped here (the master extends only leases in force), so the table holds the
     /// chunks led lately, not every chunk ever led.
     pub fn writing(&self, within: Duration) -> Vec<ChunkHandle> {
-        let stale = SystemTime::now()
+        let stale = self
+            .shared
+            .cfg
+            .clock
+            .now()
             .checked_sub(FORGET_EXPIRED)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let store = &self.shared.store;

@@ -90,6 +90,8 @@ pub struct CoordinatorConfig {
     pub chunk_size: u64,
     /// How long a seal waits for appends in flight.
     pub seal_wait: Duration,
+    /// Wall-clock time, against which lease expiries are checked.
+    pub clock: gfs_util::time::Clock,
 }
 
 impl CoordinatorConfig {
@@ -102,6 +104,7 @@ impl CoordinatorConfig {
             max_record: chunk_size / 4,
             chunk_size,
             seal_wait: Duration::from_secs(5),
+            clock: gfs_util::time::Clock::system(),
         }
     }
 }
@@ -200,6 +203,11 @@ impl Coordinator {
         }
     }
 
+    /// The wall clock leases are checked against.
+    pub fn clock(&self) -> &gfs_util::time::Clock {
+        &self.shared.cfg.clock
+    }
+
     /// Calls `listener` for every chunk sealed here as primary, before answering `ChunkFull`.
     pub fn set_seal_listener(&self, listener: SealListener) {
         *self.shared.on_seal.lock() = Some(listener);
@@ -259,7 +267,7 @@ impl Coordinator {
                 got: version,
             });
         }
-        if SystemTime::now() >= *lease.expires.lock() {
+        if self.shared.cfg.clock.now() >= *lease.expires.lock() {
             return Err(ReplicationError::LeaseExpired(handle));
         }
         if let Some(length) = lease.sealed.get() {

@@ -187,12 +187,8 @@ impl Shared {
         for (i, (op, a)) in missing.iter().enumerate() {
             let store = Arc::clone(&self.store);
             let (offset, len) = (a.offset, u64::from(a.len));
-            let data = tokio::task::spawn_blocking(move || store.read(handle, offset, len))
-                .await
-                .map_err(|e| ReplicationError::Peer {
-                    addr: addr.to_string(),
-                    message: format!("reading the local replica: {e}"),
-                })??;
+            let disk = Arc::clone(store.disk());
+            let data = gfs_host::blocking(&*disk, move || store.read(handle, offset, len)).await?;
             let append = StageRequest {
                 op: *op,
                 handle,
