@@ -312,11 +312,26 @@ fn replay(
             _ => None,
         })
         .collect();
+    // A handle deleted and created again (a stale replica deleted, then the chunk copied back)
+    // names one file for two incarnations: only the last one's records (from its Create on)
+    // may touch it. The older records describe bytes that file no longer holds, and the older
+    // Delete would remove the new incarnation's file.
+    let mut incarnation: HashMap<ChunkHandle, u64> = HashMap::default();
+    for (pos, rec) in &records {
+        if let Record::Create { handle, batch, .. } = rec
+            && !cancelled.contains(&(*batch, *handle))
+        {
+            incarnation.insert(*handle, *pos);
+        }
+    }
     for (pos, rec) in records {
         let Some(h) = rec.handle() else { continue };
         if cancelled.contains(&(rec.batch(), h)) {
             tracing::warn!(handle = %h, wal_offset = pos, batch = rec.batch(),
                 "skipping a WAL record its failed fsync round cancelled");
+            continue;
+        }
+        if incarnation.get(&h).is_some_and(|&last| pos < last) {
             continue;
         }
         match rec {
