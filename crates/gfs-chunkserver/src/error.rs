@@ -21,6 +21,10 @@ pub enum ChunkserverError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(String),
+    /// The store takes no writes until it is reopened ([`gfs_storage::ChunkStore::needs_reopen`]):
+    /// the server stopped so that a restart recovers what is durable.
+    #[error("stopped because {0}: restart the chunkserver to recover what is on its disk")]
+    NeedsRestart(&'static str),
     /// This server's configuration disagrees with the master's on a cluster-wide value
     /// (the `cluster` module): it refuses to serve.
     #[error(

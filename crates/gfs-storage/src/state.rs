@@ -7,7 +7,7 @@ use gfs_util::collections::HashMap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub counters: Counters,
     /// A write or fsync of the WAL failed: every write is refused until the store reopens.
     pub wal_failed: AtomicBool,
+    /// Chunks poisoned by a failed fsync since the store opened.
+    pub poisoned: AtomicUsize,
     /// The data directory is gone or replaced under the store: it holds nothing any more.
     pub lost: AtomicBool,
     /// Empty files ready to become chunk files.

@@ -121,6 +121,7 @@ impl ChunkStore {
             staging_room: Notify::new(),
             counters: Counters::default(),
             wal_failed: AtomicBool::new(false),
+            poisoned: Default::default(),
             lost: AtomicBool::new(false),
             _lock: lock,
             fsync_observer: std::sync::OnceLock::new(),
@@ -155,6 +156,23 @@ impl ChunkStore {
                 }
                 Err(StorageError::DiskLost(self.inner.dir.clone()))
             }
+        }
+    }
+
+    /// Why the store takes no writes until it is reopened, if it does not: the WAL failed, or
+    /// a chunk's fsync did (what a failed fsync covered may be lost, and only recovery from
+    /// the disk knows what is durable). A server stops on it, so that a restart recovers. None
+    /// while the store is healthy, or once its disk is lost (see [`ChunkStore::check_disk`]).
+    pub fn needs_reopen(&self) -> Option<&'static str> {
+        let i = &self.inner;
+        if i.lost.load(Ordering::Acquire) {
+            None
+        } else if i.wal_failed.load(Ordering::Acquire) {
+            Some("a write or fsync of the WAL failed")
+        } else if i.poisoned.load(Ordering::Acquire) > 0 {
+            Some("a chunk's fsync failed")
+        } else {
+            None
         }
     }
 

@@ -600,6 +600,9 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
             // Never visible; its file goes (a replay skips a Create that never became durable).
             let _ = inner.disk.remove_file(&w.chunk.data_path);
         }
+        if w.poison && !st.poisoned {
+            inner.poisoned.fetch_add(1, Ordering::AcqRel);
+        }
         st.poisoned |= w.poison;
         st.enqueued = st.meta.length;
         st.sealing = st.meta.sealed;

@@ -324,6 +324,7 @@ async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
     };
     s.stage(put(x, 1, 0, 100)).unwrap();
     s.commit(x, OpId(1)).await.unwrap();
+    assert_eq!(s.needs_reopen(), None);
 
     // An in-place append whose chunk fsync fails: its Commit record is in the durable WAL.
     s.stage(put(x, 2, 100, 5000)).unwrap();
@@ -333,6 +334,7 @@ async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
         s.stage(put(x, 3, 100, 10)),
         Err(StorageError::Poisoned(_))
     ));
+    assert_eq!(s.needs_reopen(), Some("a chunk's fsync failed"));
     // A create whose directory fsync fails.
     fail_next_sync(d.path());
     assert!(s.create(z, 1).await.is_err());
@@ -343,6 +345,7 @@ async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
     s.stage(put(y, 5, 10, 10)).unwrap();
     fail_next_sync(&d.path().join("wal"));
     assert!(s.commit(y, OpId(5)).await.is_err());
+    assert_eq!(s.needs_reopen(), Some("a write or fsync of the WAL failed"));
 
     let copy = tempfile::tempdir().unwrap();
     copy_files(d.path(), copy.path());
