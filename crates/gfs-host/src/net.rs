@@ -64,9 +64,21 @@ impl fmt::Debug for Net {
     }
 }
 
-/// The gRPC endpoint of `addr` (`host:port`), plain HTTP/2.
+/// HTTP/2 pings on every gRPC connection, idle or not, this often...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and a connection whose ping goes unanswered this long is closed (and the channel
+/// connects again on its next call).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The gRPC endpoint of `addr` (`host:port`), plain HTTP/2, with keepalive pings: a connection
+/// that silently stopped carrying bytes (a peer that lost its state, a middlebox that dropped
+/// the flow) is replaced within [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`], instead of
+/// failing every call on it by timeout until TCP gives up, many minutes later.
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Endpoint::from_shared(format!("http://{addr}"))
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
 }
 
 impl Net {
