@@ -1,12 +1,16 @@
 //! What a client sees of a file after a run, checked against the history and the disks.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_util::disk::Disk;
+use tokio::time::Instant;
 
 use gfs_client::Client;
 
 use crate::checker::{ChunkView, History, Violation, check_file, check_quorum, check_replicas};
-use crate::replicas::read_replicas;
+use crate::replicas::{read_replicas, read_replicas_on};
 
 /// A file as a client saw it at the end of a run.
 #[derive(Clone, Debug)]
@@ -75,8 +79,28 @@ impl Observed {
     /// disks of `dirs` (`(server id, data directory)`, every live server, all stopped now)
     /// against the master's and fsck's views.
     pub fn check(&self, h: &History, dirs: &[(String, PathBuf)]) -> Vec<Violation> {
+        self.check_replicas(h, read_replicas(dirs, self.chunk_size))
+    }
+
+    /// [`Observed::check`] on `(server id, disk, data directory)`s (a simulator's disks).
+    pub fn check_on(
+        &self,
+        h: &History,
+        dirs: &[(String, Arc<dyn Disk>, PathBuf)],
+    ) -> Vec<Violation> {
+        self.check_replicas(h, read_replicas_on(dirs, self.chunk_size))
+    }
+
+    fn check_replicas(
+        &self,
+        h: &History,
+        replicas: Result<
+            std::collections::BTreeMap<u64, Vec<crate::ReplicaState>>,
+            gfs_storage::StorageError,
+        >,
+    ) -> Vec<Violation> {
         let mut out = check_file(h, &self.file);
-        match read_replicas(dirs, self.chunk_size) {
+        match replicas {
             Ok(replicas) => out.extend(check_replicas(
                 &self.chunks,
                 &replicas,

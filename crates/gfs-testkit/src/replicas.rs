@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use gfs_storage::{ChunkStore, StoreConfig};
+use gfs_util::disk::{Disk, OsDisk};
 
 use crate::checker::ReplicaState;
 
@@ -13,12 +15,25 @@ pub fn read_replicas(
     dirs: &[(String, PathBuf)],
     chunk_size: u64,
 ) -> Result<BTreeMap<u64, Vec<ReplicaState>>, gfs_storage::StorageError> {
+    let on: Vec<_> = dirs
+        .iter()
+        .map(|(id, dir)| (id.clone(), OsDisk::shared(), dir.clone()))
+        .collect();
+    read_replicas_on(&on, chunk_size)
+}
+
+/// [`read_replicas`] of `(server id, disk, data directory)`s (a simulator's disks).
+pub fn read_replicas_on(
+    dirs: &[(String, Arc<dyn Disk>, PathBuf)],
+    chunk_size: u64,
+) -> Result<BTreeMap<u64, Vec<ReplicaState>>, gfs_storage::StorageError> {
     let mut out: BTreeMap<u64, Vec<ReplicaState>> = BTreeMap::new();
-    for (id, dir) in dirs {
-        if !dir.exists() {
+    for (id, disk, dir) in dirs {
+        if disk.read_dir(dir).is_err() {
             continue;
         }
-        let store = ChunkStore::open(
+        let store = ChunkStore::open_on(
+            Arc::clone(disk),
             dir,
             StoreConfig {
                 chunk_size,

@@ -1,0 +1,41 @@
+//! gfs-sim: deterministic simulation of a whole gfs-rs cluster.
+//!
+//! The production master, chunkservers (data plane, replication, control, chunk store) and
+//! client run unchanged, each on a host of [turmoil]'s simulation, through the seams of
+//! `gfs-host`: turmoil's simulated TCP for the network (tonic, hyper and the data plane run
+//! over it), a [`SimDisk`](gfs_util::disk::sim::SimDisk) per host that loses unsynced writes on
+//! a crash, a clock per host that reads simulated time plus a skew, no threads (the stores run
+//! their committers inline on a disk without threads; blocking work runs inline). One seed
+//! fixes everything: turmoil's network and host order, tokio's scheduler choices (the
+//! workspace builds with `--cfg tokio_unstable`, so turmoil seeds each host's runtime), every
+//! draw of [`gfs_util::random`] and every hash map's order ([`gfs_util::collections`]).
+//!
+//! A run ([`run`]): one master, four chunkservers (replication 3, quorum 2, 1 MiB chunks), two
+//! client hosts of three appenders each record-appending self-describing records to one file
+//! for the load period, under the [`nemesis`]; then every fault heals, the checker client
+//! waits for the file's `fsck` to come back clean (liveness, bounded), reads the file and the
+//! master's view of it, every server loses power, and the history checker of gfs-testkit checks
+//! the whole promise against what survives on the disks: every acknowledged record exactly
+//! once at its offset, nothing never sent, no duplicate, the replicas the master counts current
+//! and byte-identical, fsck's verdict matching the disks.
+//!
+//! Every run ends with a trace hash over the event trace (faults, acknowledgements, failures,
+//! stamped with simulated time) and every disk's operations: two runs of a seed must print the
+//! same (a test asserts it). A failing run prints the one-line command that replays it with
+//! its trace.
+//!
+//! # Why turmoil
+//! madsim intercepts the clock and randomness at the libc level, but its tonic is a
+//! re-implementation (no HTTP/2, no layers, no `serve_with_incoming`): the simulator would not
+//! run our transport code. turmoil runs the real tokio, tonic and hyper over simulated TCP with
+//! partitions, holds and latency; what it leaves real (std's clock, hash seeds, threads,
+//! randomness) is behind our own seams, which production pays nothing for.
+
+pub mod cluster;
+pub mod nemesis;
+pub mod net;
+mod run;
+pub mod trace;
+pub mod workload;
+
+pub use run::{MAX_LATENCY, Options, Outcome, run};

@@ -1,0 +1,139 @@
+//! `gfs-sim`: runs simulated seeds, many in parallel, or replays one with its trace.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use gfs_sim::{Options, run};
+
+#[derive(Parser)]
+#[command(about = "Deterministic simulation of a whole gfs-rs cluster under a seeded nemesis")]
+struct Args {
+    /// Run this one seed (with --trace: print its event trace).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run this many seeds, from --from on.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed of --seeds.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Then this many fresh seeds, from a random start (printed), so that every run explores
+    /// new schedules.
+    #[arg(long, default_value_t = 0)]
+    fresh: u64,
+    /// Seeds run at once (one thread each); default: the number of cores.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Simulated seconds of load and faults per seed.
+    #[arg(long, default_value_t = 20)]
+    load_secs: u64,
+    /// No faults (a baseline).
+    #[arg(long)]
+    no_faults: bool,
+    /// Print the event trace.
+    #[arg(long)]
+    trace: bool,
+}
+
+fn options(a: &Args, seed: u64) -> Options {
+    Options {
+        load: Duration::from_secs(a.load_secs),
+        faults: !a.no_faults,
+        print_trace: a.trace,
+        ..Options::new(seed)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Ok(filter) = std::env::var("GFS_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .init();
+    }
+    let a = Args::parse();
+    if let Some(seed) = a.seed {
+        let o = options(&a, seed);
+        let out = run(&o);
+        println!("{}", summary(&out));
+        for p in &out.problems {
+            println!("  {p}");
+        }
+        anyhow::ensure!(
+            out.passed(),
+            "seed {seed} failed; replay: {}",
+            o.replay_command()
+        );
+        return Ok(());
+    }
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut seeds: Vec<u64> = (a.from..a.from + a.seeds).collect();
+    if a.fresh > 0 {
+        let base = gfs_util::random::random::<u64>() >> 16;
+        println!("fresh seeds: {base}..{}", base + a.fresh);
+        seeds.extend(base..base + a.fresh);
+    }
+    let seeds = Arc::new(seeds);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let args = Arc::new(a);
+    let threads: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (next, failed, args) = (Arc::clone(&next), Arc::clone(&failed), Arc::clone(&args));
+            let seeds = Arc::clone(&seeds);
+            std::thread::spawn(move || {
+                loop {
+                    let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        return;
+                    };
+                    let o = options(&args, seed);
+                    let out = std::panic::catch_unwind(|| run(&o));
+                    match out {
+                        Ok(out) if out.passed() => println!("{}", summary(&out)),
+                        Ok(out) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            println!("{}\n  replay: {}", summary(&out), o.replay_command());
+                            for p in out.problems.iter().take(20) {
+                                println!("  {p}");
+                            }
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            println!("seed {seed}: PANICKED\n  replay: {}", o.replay_command());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = seeds.len();
+    let bad = failed.load(Ordering::SeqCst);
+    println!(
+        "{n} seeds in {secs:.1} s ({:.2} seeds/s, {jobs} jobs): {bad} failed",
+        n as f64 / secs
+    );
+    anyhow::ensure!(bad == 0, "{bad} seed(s) failed");
+    Ok(())
+}
+
+fn summary(o: &gfs_sim::Outcome) -> String {
+    format!(
+        "seed {}: {} ({} sent, {} acknowledged, {} faults, {:.1} s simulated, healed after {:?}) trace {:016x}",
+        o.seed,
+        if o.passed() { "ok" } else { "FAILED" },
+        o.sent,
+        o.acked,
+        o.faults,
+        o.simulated.as_secs_f64(),
+        o.healed_after,
+        o.trace_hash
+    )
+}

@@ -1,0 +1,256 @@
+//! The nemesis: a fault schedule drawn from the seed, applied between simulation steps.
+//!
+//! Faults: a crash (power cut: the host's simulated disk loses what was not synced, each write
+//! kept, dropped or torn by the seed) and restart of the master or a chunkserver; a partition
+//! between two hosts, both ways or one way; a pause (every message to and from a host held,
+//! then delivered late, as after a stop-the-world pause); slow links (message latency up to
+//! 200 ms); a chunkserver's disk full, or its fsyncs failing (and forgetting the writes they
+//! covered); a host's clock off by up to a tenth of a lease. Faults overlap; at most two
+//! hosts are down at once. Everything heals when the load ends.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cluster::{Cluster, LEASE, MASTER, SERVERS};
+use crate::trace::Trace;
+
+/// The client hosts (partitions may cut them off too).
+pub const CLIENTS: [&str; 2] = ["client1", "client2"];
+
+/// One fault.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Power cut of a server host, restarted when it heals.
+    Crash(&'static str),
+    /// No messages between two hosts, either way.
+    Partition(&'static str, &'static str),
+    /// No messages from the first host to the second.
+    Oneway(&'static str, &'static str),
+    /// Every message to and from a host held until it heals.
+    Pause(&'static str),
+    /// Message latency up to 200 ms everywhere.
+    Slow,
+    /// A chunkserver's disk refuses to grow.
+    DiskFull(&'static str),
+    /// A chunkserver's fsyncs fail (parts per million).
+    SyncFailures(&'static str, u32),
+    /// A host's clock runs this many milliseconds off.
+    Skew(&'static str, i64),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Crash(h) => write!(f, "crash {h}"),
+            Fault::Partition(a, b) => write!(f, "partition {a} | {b}"),
+            Fault::Oneway(a, b) => write!(f, "partition {a} -> {b}"),
+            Fault::Pause(h) => write!(f, "pause {h}"),
+            Fault::Slow => write!(f, "slow network"),
+            Fault::DiskFull(h) => write!(f, "disk full on {h}"),
+            Fault::SyncFailures(h, ppm) => write!(f, "fsyncs failing on {h} ({ppm} ppm)"),
+            Fault::Skew(h, ms) => write!(f, "clock of {h} {ms:+} ms"),
+        }
+    }
+}
+
+/// A fault, when it starts and how long it lasts.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Start, in simulated time.
+    pub at: Duration,
+    /// Length.
+    pub lasts: Duration,
+    /// What.
+    pub fault: Fault,
+}
+
+/// The faults of a run of `seed` whose load lasts `load`.
+pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
+    let hosts: Vec<&'static str> = std::iter::once(MASTER)
+        .chain(SERVERS)
+        .chain(CLIENTS)
+        .collect();
+    let servers: Vec<&'static str> = std::iter::once(MASTER).chain(SERVERS).collect();
+    let mut out: Vec<Planned> = Vec::new();
+    let mut t = Duration::from_millis(rng.random_range(500..2000));
+    while t < load {
+        let lasts = Duration::from_millis(rng.random_range(300..8000));
+        let pick = |rng: &mut StdRng, from: &[&'static str]| from[rng.random_range(0..from.len())];
+        let fault = match rng.random_range(0..100) {
+            0..30 => Fault::Crash(pick(&mut rng, &servers)),
+            30..45 => {
+                let a = pick(&mut rng, &hosts);
+                let b = pick(&mut rng, &hosts);
+                if a == b {
+                    continue;
+                }
+                Fault::Partition(a, b)
+            }
+            45..55 => {
+                let a = pick(&mut rng, &hosts);
+                let b = pick(&mut rng, &hosts);
+                if a == b {
+                    continue;
+                }
+                Fault::Oneway(a, b)
+            }
+            55..65 => Fault::Pause(pick(&mut rng, &servers)),
+            65..72 => Fault::Slow,
+            72..80 => Fault::DiskFull(pick(&mut rng, &SERVERS)),
+            80..88 => {
+                Fault::SyncFailures(pick(&mut rng, &SERVERS), rng.random_range(1..5) * 100_000)
+            }
+            _ => {
+                let limit = LEASE.as_millis() as i64 / 10;
+                Fault::Skew(pick(&mut rng, &hosts), rng.random_range(-limit..=limit))
+            }
+        };
+        let down_then =
+            |p: &Planned| matches!(p.fault, Fault::Crash(_)) && p.at <= t && t < p.at + p.lasts;
+        if matches!(fault, Fault::Crash(_)) && out.iter().filter(|p| down_then(p)).count() >= 2 {
+            continue;
+        }
+        out.push(Planned {
+            at: t,
+            lasts,
+            fault,
+        });
+        t += Duration::from_millis(rng.random_range(200..3000));
+    }
+    out
+}
+
+/// Applies a plan to a running simulation.
+pub struct Nemesis {
+    plan: Vec<Planned>,
+    next: usize,
+    /// Faults in force, with when they heal.
+    active: Vec<(Duration, Fault)>,
+    /// Faults applied.
+    pub applied: usize,
+}
+
+impl Nemesis {
+    /// A nemesis that will apply `plan`.
+    pub fn new(plan: Vec<Planned>) -> Nemesis {
+        Nemesis {
+            plan,
+            next: 0,
+            active: Vec::new(),
+            applied: 0,
+        }
+    }
+
+    /// Starts the faults due and heals the ones that ran out, at simulated time `now`.
+    pub fn tick(&mut self, now: Duration, sim: &mut turmoil::Sim<'_>, c: &Cluster, t: &Trace) {
+        while let Some(p) = self.plan.get(self.next)
+            && p.at <= now
+        {
+            let p = p.clone();
+            self.next += 1;
+            if self.conflicts(&p.fault) {
+                continue;
+            }
+            t.at(now, format_args!("nemesis: {} for {:?}", p.fault, p.lasts));
+            start(&p.fault, sim, c);
+            self.applied += 1;
+            self.active.push((now + p.lasts, p.fault));
+        }
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].0 <= now {
+                let (_, f) = self.active.remove(i);
+                t.at(now, format_args!("nemesis: heal {f}"));
+                heal(&f, sim, c);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Heals every fault in force and stops the plan.
+    pub fn heal_all(&mut self, now: Duration, sim: &mut turmoil::Sim<'_>, c: &Cluster, t: &Trace) {
+        self.next = self.plan.len();
+        for (_, f) in self.active.drain(..) {
+            t.at(now, format_args!("nemesis: heal {f}"));
+            heal(&f, sim, c);
+        }
+    }
+
+    /// Whether the nemesis holds host `h` down (crashed, not yet restarted).
+    pub fn holds_down(&self, h: &str) -> bool {
+        self.active
+            .iter()
+            .any(|(_, f)| matches!(f, Fault::Crash(x) if *x == h))
+    }
+
+    /// Whether `f` touches what a fault in force already holds (a crashed host crashed again,
+    /// a link cut twice), which healing one of them would undo early.
+    fn conflicts(&self, f: &Fault) -> bool {
+        self.active.iter().any(|(_, a)| match (a, f) {
+            (Fault::Crash(x), Fault::Crash(y)) | (Fault::Pause(x), Fault::Pause(y)) => x == y,
+            (
+                Fault::Partition(a, b) | Fault::Oneway(a, b),
+                Fault::Partition(c, d) | Fault::Oneway(c, d),
+            ) => (a == c && b == d) || (a == d && b == c),
+            (Fault::Slow, Fault::Slow) => true,
+            (
+                Fault::DiskFull(x) | Fault::SyncFailures(x, _),
+                Fault::DiskFull(y) | Fault::SyncFailures(y, _),
+            ) => x == y,
+            (Fault::Pause(x), Fault::Partition(a, b) | Fault::Oneway(a, b))
+            | (Fault::Partition(a, b) | Fault::Oneway(a, b), Fault::Pause(x)) => x == a || x == b,
+            _ => false,
+        })
+    }
+}
+
+fn others(h: &str) -> Vec<&'static str> {
+    std::iter::once(MASTER)
+        .chain(SERVERS)
+        .chain(CLIENTS)
+        .filter(|x| *x != h)
+        .collect()
+}
+
+fn start(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
+    match f {
+        Fault::Crash(h) => {
+            // The disk first: what the dying software still writes goes nowhere.
+            c.disks[*h].crash();
+            sim.crash(*h);
+        }
+        Fault::Partition(a, b) => sim.partition(*a, *b),
+        Fault::Oneway(a, b) => sim.partition_oneway(*a, *b),
+        Fault::Pause(h) => {
+            for o in others(h) {
+                sim.hold(*h, o);
+            }
+        }
+        Fault::Slow => sim.set_max_message_latency(Duration::from_millis(200)),
+        Fault::DiskFull(h) => c.disks[*h].set_capacity(Some(0)),
+        Fault::SyncFailures(h, ppm) => c.disks[*h].set_sync_failure_ppm(*ppm),
+        Fault::Skew(h, ms) => c.set_skew(h, *ms),
+    }
+}
+
+fn heal(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
+    match f {
+        Fault::Crash(h) => sim.bounce(*h),
+        Fault::Partition(a, b) => sim.repair(*a, *b),
+        Fault::Oneway(a, b) => sim.repair_oneway(*a, *b),
+        Fault::Pause(h) => {
+            for o in others(h) {
+                sim.release(*h, o);
+            }
+        }
+        Fault::Slow => sim.set_max_message_latency(crate::run::MAX_LATENCY),
+        Fault::DiskFull(h) => c.disks[*h].set_capacity(None),
+        Fault::SyncFailures(h, _) => c.disks[*h].set_sync_failure_ppm(0),
+        Fault::Skew(h, _) => c.set_skew(h, 0),
+    }
+}

@@ -1,0 +1,226 @@
+//! One simulated run: build the cluster and clients, step the simulation under the nemesis,
+//! heal, then check the whole promise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_testkit::Violation;
+
+use crate::cluster::{Cluster, MASTER, SERVERS, data_dir};
+use crate::nemesis::{CLIENTS, Nemesis, plan};
+use crate::trace::Trace;
+use crate::workload::{self, Shared};
+
+/// Message latency between any two hosts, at most (outside a "slow network" fault).
+pub const MAX_LATENCY: Duration = Duration::from_millis(5);
+/// Appenders per client host.
+const APPENDERS: u32 = 3;
+/// A server whose software stopped on its own is restarted this long after, as systemd's
+/// `Restart=on-failure` with `RestartSec=2s` (deploy/systemd) would.
+const RESTART_AFTER: Duration = Duration::from_secs(2);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The seed: every choice of the run follows from it.
+    pub seed: u64,
+    /// How long (simulated) the load and the nemesis run.
+    pub load: Duration,
+    /// Whether the nemesis injects faults.
+    pub faults: bool,
+    /// Echo the event trace to stdout.
+    pub print_trace: bool,
+    /// Liveness bound: after the load, the file's fsck must come back clean within this.
+    pub heal_within: Duration,
+}
+
+impl Options {
+    /// The defaults for `seed`: 20 s of load with faults, healed within 120 s.
+    pub fn new(seed: u64) -> Options {
+        Options {
+            seed,
+            load: Duration::from_secs(20),
+            faults: true,
+            print_trace: false,
+            heal_within: Duration::from_secs(120),
+        }
+    }
+
+    /// The one-line command that replays this run exactly.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release -p gfs-sim -- --seed {} --load-secs {}{} --trace",
+            self.seed,
+            self.load.as_secs(),
+            if self.faults { "" } else { " --no-faults" }
+        )
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The run's seed.
+    pub seed: u64,
+    /// Hash of the event trace and of every disk's operations: the same for two runs of a seed.
+    pub trace_hash: u64,
+    /// Records sent.
+    pub sent: usize,
+    /// Records acknowledged.
+    pub acked: usize,
+    /// Faults injected.
+    pub faults: usize,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// How long after the load fsck came back clean.
+    pub healed_after: Option<Duration>,
+    /// Everything that broke the promise (empty: the run passed).
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether the run kept every promise.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Runs one simulation. Deterministic: the same options give the same outcome and trace hash.
+pub fn run(o: &Options) -> Outcome {
+    gfs_util::random::seed_thread(o.seed);
+    let trace = Trace::new(o.print_trace);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(o.seed)
+        .simulation_duration(o.load + o.heal_within + Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(MAX_LATENCY)
+        .tcp_capacity(4096)
+        .enable_random_order()
+        .build();
+    let cluster = Cluster::new(o.seed, 20 + o.seed % 200);
+    cluster.add_servers(&mut sim, &trace);
+
+    let shared = Shared::default();
+    *shared.running.lock() = CLIENTS.len() * APPENDERS as usize;
+    for (i, name) in CLIENTS.iter().enumerate() {
+        let (shared, trace, load) = (shared.clone(), trace.clone(), o.load);
+        let clock = cluster.clock(name);
+        sim.client(*name, async move {
+            let c = workload::client(clock);
+            workload::create_file(&c).await;
+            let tasks: Vec<_> = (0..APPENDERS)
+                .map(|a| {
+                    let writer = i as u32 * APPENDERS + a;
+                    tokio::spawn(workload::appender(
+                        c.clone(),
+                        writer,
+                        load,
+                        shared.clone(),
+                        trace.clone(),
+                    ))
+                })
+                .collect();
+            for t in tasks {
+                t.await?;
+            }
+            Ok(())
+        });
+    }
+    {
+        let (shared, load, within) = (shared.clone(), o.load, o.heal_within);
+        let clock = cluster.clock("checker");
+        sim.client("checker", async move {
+            workload::checker(workload::client(clock), load, within, shared).await;
+            Ok(())
+        });
+    }
+
+    let mut nemesis = Nemesis::new(if o.faults {
+        plan(o.seed, o.load)
+    } else {
+        Vec::new()
+    });
+    let mut problems = Vec::new();
+    let mut healed = false;
+    let mut stopped: std::collections::BTreeMap<&str, Duration> = Default::default();
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                problems.push(format!("the simulation stopped: {e}"));
+                break;
+            }
+        }
+        let now = sim.elapsed();
+        if now < o.load {
+            nemesis.tick(now, &mut sim, &cluster, &trace);
+        } else if !healed {
+            healed = true;
+            nemesis.heal_all(now, &mut sim, &cluster, &trace);
+        }
+        // The supervisor: a server that stopped on its own comes back.
+        for h in std::iter::once(MASTER).chain(SERVERS) {
+            if nemesis.holds_down(h) || sim.is_host_running(h) {
+                stopped.remove(h);
+                continue;
+            }
+            let since = *stopped.entry(h).or_insert(now);
+            if now - since >= RESTART_AFTER {
+                trace.at(now, format_args!("supervisor: restart {h}, which stopped"));
+                sim.bounce(h);
+                stopped.remove(h);
+            }
+        }
+    }
+    let simulated = sim.elapsed();
+    trace.at(simulated, "clients done; power cut on every server");
+    // Every server loses power: the checker reads what survives on the disks.
+    for d in cluster.disks.values() {
+        d.crash();
+    }
+    drop(sim);
+
+    let history = shared.history.lock().clone();
+    let healed_after = *shared.healed_after.lock();
+    if healed_after.is_none() {
+        problems.push(format!(
+            "liveness: {} not healthy (fsck) within {:?} after the load: {}",
+            workload::PATH,
+            o.heal_within,
+            shared.unhealthy.lock()
+        ));
+    }
+    if let Some(seen) = shared.observed.lock().take() {
+        let dirs: Vec<_> = SERVERS
+            .iter()
+            .map(|id| {
+                (
+                    id.to_string(),
+                    Arc::clone(&cluster.disks[*id].shared()),
+                    data_dir(),
+                )
+            })
+            .collect();
+        let violations: Vec<Violation> = seen.check_on(&history, &dirs);
+        trace.at(
+            simulated,
+            format_args!("checked: {} violation(s)", violations.len()),
+        );
+        problems.extend(violations.iter().map(|v| format!("{v:?}")));
+    }
+    for d in cluster.disks.values() {
+        trace.fold(d.trace_hash());
+    }
+    Outcome {
+        seed: o.seed,
+        trace_hash: trace.hash(),
+        sent: history.sent.len(),
+        acked: history.acked.len(),
+        faults: nemesis.applied,
+        simulated,
+        healed_after,
+        problems,
+    }
+}
