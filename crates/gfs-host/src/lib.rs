@@ -19,7 +19,10 @@ use std::sync::Arc;
 use gfs_util::disk::{Disk, OsDisk};
 use gfs_util::time::Clock;
 
-pub use net::{Accept, Conn, ConnRead, ConnWrite, Io, Listener, Net, Network, endpoint};
+pub use net::{
+    Accept, Conn, ConnRead, ConnWrite, Io, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Listener, Net,
+    Network, endpoint,
+};
 
 /// The network, disk and clock a server runs on.
 #[derive(Clone, Debug)]

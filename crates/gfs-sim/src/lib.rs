@@ -10,14 +10,21 @@
 //! workspace builds with `--cfg tokio_unstable`, so turmoil seeds each host's runtime), every
 //! draw of [`gfs_util::random`] and every hash map's order ([`gfs_util::collections`]).
 //!
-//! A run ([`run`]): one master, four chunkservers (replication 3, quorum 2, 1 MiB chunks), two
-//! client hosts of three appenders each record-appending self-describing records to one file
-//! for the load period, under the [`nemesis`]; then every fault heals, the checker client
-//! waits for the file's `fsck` to come back clean (liveness, bounded), reads the file and the
-//! master's view of it, every server loses power, and the history checker of gfs-testkit checks
-//! the whole promise against what survives on the disks: every acknowledged record exactly
-//! once at its offset, nothing never sent, no duplicate, the replicas the master counts current
-//! and byte-identical, fsck's verdict matching the disks.
+//! A run ([`run()`]): one master, four chunkservers (replication 3, quorum 2, 1 MiB chunks), two
+//! client hosts, each with three appenders record-appending self-describing records (small,
+//! and one in ten near a quarter chunk, so chunks seal and pad) to one file and one task
+//! creating, deleting and renaming four paths, for the load period, under the [`nemesis`];
+//! then every fault heals, the checker client waits for every chunkserver to be alive and the
+//! file's `fsck` to come back clean (liveness, bounded) and for the master's view of the file
+//! to hold still, reads the file and that view and lists the paths, every server loses power,
+//! and the checks run: the history checker of gfs-testkit against what survives on the disks
+//! (every acknowledged record exactly once at its offset, nothing never sent, no duplicate, the
+//! replicas the master counts current and byte-identical, fsck's verdict matching the disks)
+//! and the namespace calls' linearizability ([`linearizable`]).
+//!
+//! Over TCP nothing is reordered or duplicated below the RPC layer; duplicates and reorders
+//! come from retries (the client's, the primary's re-sent phases) and from delays (slow links,
+//! held messages), which the nemesis makes.
 //!
 //! Every run ends with a trace hash over the event trace (faults, acknowledgements, failures,
 //! stamped with simulated time) and every disk's operations: two runs of a seed must print the
@@ -32,6 +39,7 @@
 //! randomness) is behind our own seams, which production pays nothing for.
 
 pub mod cluster;
+pub mod linearizable;
 pub mod nemesis;
 pub mod net;
 mod run;

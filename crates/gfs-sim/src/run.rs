@@ -102,7 +102,8 @@ pub fn run(o: &Options) -> Outcome {
     cluster.add_servers(&mut sim, &trace);
 
     let shared = Shared::default();
-    *shared.running.lock() = CLIENTS.len() * APPENDERS as usize;
+    // Each client host: the appenders and one namespace task.
+    *shared.running.lock() = CLIENTS.len() * (APPENDERS as usize + 1);
     for (i, name) in CLIENTS.iter().enumerate() {
         let (shared, trace, load) = (shared.clone(), trace.clone(), o.load);
         let clock = cluster.clock(name);
@@ -121,6 +122,14 @@ pub fn run(o: &Options) -> Outcome {
                     ))
                 })
                 .collect();
+            let ns = tokio::spawn(workload::namespace(
+                c.clone(),
+                i,
+                load,
+                shared.clone(),
+                trace.clone(),
+            ));
+            ns.await?;
             for t in tasks {
                 t.await?;
             }
@@ -209,6 +218,10 @@ pub fn run(o: &Options) -> Outcome {
             format_args!("checked: {} violation(s)", violations.len()),
         );
         problems.extend(violations.iter().map(|v| format!("{v:?}")));
+    }
+    let calls = shared.calls.lock().clone();
+    if let Err(e) = crate::linearizable::check(&calls) {
+        problems.push(format!("namespace: {e}"));
     }
     for d in cluster.disks.values() {
         trace.fold(d.trace_hash());

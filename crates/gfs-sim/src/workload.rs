@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gfs_client::{Client, ClientConfig};
+use gfs_client::{Client, ClientConfig, ClientError};
 use gfs_host::Net;
 use gfs_testkit::{History, Observed, RecordId, observe, record};
 use gfs_util::random::random_range;
 use parking_lot::Mutex;
 
 use crate::cluster::{CHUNK, MASTER_ADDR};
+use crate::linearizable::{Answer, Call, Op, PATHS};
 use crate::net::TurmoilNet;
 use crate::trace::{Trace, now};
 
@@ -43,6 +44,71 @@ pub struct Shared {
     pub healed_after: Arc<Mutex<Option<Duration>>>,
     /// What fsck last said, when it never came back clean.
     pub unhealthy: Arc<Mutex<String>>,
+    /// Every namespace call, for the linearizability check.
+    pub calls: Arc<Mutex<Vec<Call>>>,
+}
+
+/// Namespace calls per client (the check handles 128 in all).
+const NAMESPACE_CALLS: usize = 50;
+
+fn ns_path(i: usize) -> String {
+    format!("/n{i}")
+}
+
+/// Creates, deletes and renames among the paths `/n0`.. as client `client` until `until`.
+pub async fn namespace(c: Client, client: usize, until: Duration, shared: Shared, trace: Trace) {
+    for _ in 0..NAMESPACE_CALLS {
+        if now() >= until {
+            break;
+        }
+        let i = random_range(0..PATHS);
+        let op = match random_range(0..3) {
+            0 => Op::Create(i),
+            1 => Op::Delete(i),
+            _ => Op::Rename(i, (i + random_range(1..PATHS)) % PATHS),
+        };
+        let invoked = now();
+        let r = match op {
+            Op::Create(i) => c.create(&ns_path(i)).await,
+            Op::Delete(i) => c.delete(&ns_path(i), false).await,
+            Op::Rename(i, j) => c.rename(&ns_path(i), &ns_path(j)).await,
+            Op::List(_) => unreachable!("lists are the checker's"),
+        };
+        let answer = match &r {
+            Ok(()) => Some(Answer::Ok),
+            Err(ClientError::NotFound(_)) => Some(Answer::NotFound),
+            Err(ClientError::AlreadyExists(_)) => Some(Answer::AlreadyExists),
+            // The master did not answer: the outcome is unknown.
+            Err(_) => None,
+        };
+        trace.event(format_args!("client {client} {op:?}: {r:?}"));
+        shared.calls.lock().push(Call {
+            client,
+            op,
+            invoked,
+            answered: answer.map(|a| (now(), a)),
+        });
+        tokio::time::sleep(Duration::from_millis(random_range(50..400))).await;
+    }
+    *shared.running.lock() -= 1;
+}
+
+/// Lists which of the namespace workload's paths exist, as the last call of its history.
+async fn list_paths(c: &Client, shared: &Shared) {
+    let invoked = now();
+    let Ok(entries) = c.list("/").await else {
+        return;
+    };
+    let seen = entries
+        .iter()
+        .filter_map(|e| (0..PATHS).find(|i| e.path == ns_path(*i)))
+        .fold(0u8, |m, i| m | 1 << i);
+    shared.calls.lock().push(Call {
+        client: usize::MAX,
+        op: Op::List(seen),
+        invoked,
+        answered: Some((now(), Answer::Ok)),
+    });
 }
 
 /// Appends records as writer `writer` until `until` (simulated time), then adds its history.
@@ -92,6 +158,9 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
     let mut last: Option<Observed> = None;
     loop {
         match c.fsck(PATH).await {
+            Ok(f) if f.unhealthy.is_empty() && !all_alive(&c).await => {
+                *shared.unhealthy.lock() = "not every chunkserver is alive".into();
+            }
             Ok(f) if f.unhealthy.is_empty() => {
                 if shared.healed_after.lock().is_none() {
                     *shared.healed_after.lock() = Some(now() - load_end);
@@ -101,6 +170,7 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
                 let seen = observe(&c, PATH).await;
                 if last.as_ref().is_some_and(|l| view(l) == view(&seen)) {
                     *shared.observed.lock() = Some(seen);
+                    list_paths(&c, &shared).await;
                     return;
                 }
                 last = Some(seen);
@@ -115,6 +185,18 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
         }
         tokio::time::sleep(SETTLE).await;
     }
+}
+
+/// Whether the master counts every chunkserver alive (one that comes back may still change
+/// the file's replicas: the master then deletes an extra one).
+async fn all_alive(c: &Client) -> bool {
+    c.report().await.is_ok_and(|r| {
+        r.servers
+            .iter()
+            .filter(|s| matches!(s.state, gfs_client::ServerState::Alive))
+            .count()
+            == crate::cluster::SERVERS.len()
+    })
 }
 
 /// How long the master's view of the file must hold still before it is checked.
