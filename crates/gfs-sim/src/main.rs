@@ -35,6 +35,9 @@ struct Args {
     /// Print the event trace.
     #[arg(long)]
     trace: bool,
+    /// Stop starting seeds once one fails (finding how many seeds a defect takes).
+    #[arg(long)]
+    until_failure: bool,
 }
 
 fn options(a: &Args, seed: u64) -> Options {
@@ -87,6 +90,9 @@ fn main() -> anyhow::Result<()> {
             let seeds = Arc::clone(&seeds);
             std::thread::spawn(move || {
                 loop {
+                    if args.until_failure && failed.load(Ordering::SeqCst) > 0 {
+                        return;
+                    }
                     let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
@@ -114,7 +120,7 @@ fn main() -> anyhow::Result<()> {
         let _ = t.join();
     }
     let secs = started.elapsed().as_secs_f64();
-    let n = seeds.len();
+    let n = next.load(Ordering::SeqCst).min(seeds.len());
     let bad = failed.load(Ordering::SeqCst);
     println!(
         "{n} seeds in {secs:.1} s ({:.2} seeds/s, {jobs} jobs): {bad} failed",
