@@ -225,6 +225,7 @@ pub fn check_replicas(
     let mut out = Vec::new();
     let none = Vec::new();
     let mut disks_healthy = true;
+    let mut why = String::new();
     for c in chunks {
         let on_disk = replicas.get(&c.handle).unwrap_or(&none);
         let bad = |detail: String| Violation::Replica {
@@ -269,8 +270,25 @@ pub fn check_replicas(
             }
         }
         let current = on_disk.iter().filter(|r| is_current(c, r)).count();
-        if current < goal || current < on_disk.len() {
+        if (current < goal || current < on_disk.len()) && disks_healthy {
             disks_healthy = false;
+            why = format!(
+                " (chunk {} at version {} sealed {:?}: {current} current of {goal}; on the disks: {})",
+                c.handle,
+                c.version,
+                c.sealed_length,
+                on_disk
+                    .iter()
+                    .map(|r| format!(
+                        "{} v{} {} B{}",
+                        r.server,
+                        r.version,
+                        r.length,
+                        if r.sealed { " sealed" } else { "" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     if let Some(fsck) = fsck_healthy
@@ -278,7 +296,7 @@ pub fn check_replicas(
     {
         out.push(Violation::Fsck {
             detail: format!(
-                "fsck says {}, the disks say {}",
+                "fsck says {}, the disks say {}{why}",
                 if fsck { "healthy" } else { "unhealthy" },
                 if disks_healthy {
                     "healthy"

@@ -170,6 +170,33 @@ impl ChunkManager {
                     });
                 }
                 Some(w) if w.is_stale(r) => {}
+                // Ahead of the log on a sealed chunk (a fence that reached fewer than a quorum):
+                // a sealed chunk takes no lease again, so no decision will fence it back into
+                // the chunk's lineage. Its bytes are the sealed chunk's or garbage past it; it
+                // goes once the goal's worth of current replicas lives elsewhere.
+                Some(w)
+                    if w.sealed.is_some()
+                        && r.version > w.version
+                        && reg
+                            .locations(r.handle, w)
+                            .iter()
+                            .filter(|(s, _)| s.id != server)
+                            .count()
+                            >= self.cfg.replication =>
+                {
+                    unknown.remove(&r.handle);
+                    tracing::info!(
+                        server,
+                        handle = r.handle,
+                        version = r.version,
+                        "deleting a replica of a sealed chunk left ahead of the log"
+                    );
+                    out.push(ChunkDelete {
+                        handle: r.handle,
+                        below_version: r.version.saturating_add(1),
+                        unless_length: None,
+                    });
+                }
                 Some(w) => {
                     let v = w.version;
                     unknown.remove(&r.handle);
