@@ -102,8 +102,8 @@ pub fn run(o: &Options) -> Outcome {
     cluster.add_servers(&mut sim, &trace);
 
     let shared = Shared::default();
-    // Each client host: the appenders and one namespace task.
-    *shared.running.lock() = CLIENTS.len() * (APPENDERS as usize + 1);
+    // Each client host: the appenders, one namespace task and one reader.
+    *shared.running.lock() = CLIENTS.len() * (APPENDERS as usize + 2);
     for (i, name) in CLIENTS.iter().enumerate() {
         let (shared, trace, load) = (shared.clone(), trace.clone(), o.load);
         let clock = cluster.clock(name);
@@ -129,7 +129,14 @@ pub fn run(o: &Options) -> Outcome {
                 shared.clone(),
                 trace.clone(),
             ));
+            let reader = tokio::spawn(workload::reader(
+                c.clone(),
+                load,
+                shared.clone(),
+                trace.clone(),
+            ));
             ns.await?;
+            reader.await?;
             for t in tasks {
                 t.await?;
             }
@@ -200,6 +207,18 @@ pub fn run(o: &Options) -> Outcome {
             o.heal_within,
             shared.unhealthy.lock()
         ));
+    }
+    if let Some(seen) = shared.observed.lock().as_ref() {
+        for (at, len, crc) in shared.reads.lock().iter() {
+            let end = seen.file.get(..*len);
+            if end.is_none_or(|e| crc32c::crc32c(e) != *crc) {
+                problems.push(format!(
+                    "a whole-file read at {at:?} returned {len} bytes that are not the file's \
+                     first {len} bytes at the end (it had {} then)",
+                    seen.file.len()
+                ));
+            }
+        }
     }
     if let Some(seen) = shared.observed.lock().take() {
         let dirs: Vec<_> = SERVERS

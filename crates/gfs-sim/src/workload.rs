@@ -46,6 +46,38 @@ pub struct Shared {
     pub unhealthy: Arc<Mutex<String>>,
     /// Every namespace call, for the linearizability check.
     pub calls: Arc<Mutex<Vec<Call>>>,
+    /// Whole-file reads made during the load: when, how many bytes, their CRC32C.
+    pub reads: Arc<Mutex<Vec<(Duration, usize, u32)>>>,
+}
+
+/// Reads the whole file every second or two until `until`, noting what each read returned:
+/// the file's committed bytes never change, so each read must be a prefix of the file at the
+/// end (a reader never sees bytes that are not quorum-committed, which a later lease could
+/// replace).
+pub async fn reader(c: Client, until: Duration, shared: Shared, trace: Trace) {
+    while now() < until {
+        tokio::time::sleep(Duration::from_millis(random_range(1000..2000))).await;
+        let at = now();
+        let read = async {
+            let mut r = c.reader(PATH).await?;
+            let mut file = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut file)
+                .await
+                .map_err(|e| ClientError::Master(e.to_string()))?;
+            Ok::<_, ClientError>(file)
+        };
+        match read.await {
+            Ok(file) => {
+                trace.event(format_args!("whole-file read: {} B", file.len()));
+                shared
+                    .reads
+                    .lock()
+                    .push((at, file.len(), crc32c::crc32c(&file)));
+            }
+            Err(e) => trace.event(format_args!("whole-file read failed: {e}")),
+        }
+    }
+    *shared.running.lock() -= 1;
 }
 
 /// Namespace calls per client (the check handles 128 in all).
