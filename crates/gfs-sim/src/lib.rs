@@ -42,8 +42,10 @@ pub mod cluster;
 pub mod linearizable;
 pub mod nemesis;
 pub mod net;
+mod pinned;
 mod run;
 pub mod trace;
 pub mod workload;
 
+pub use pinned::PINNED;
 pub use run::{MAX_LATENCY, Options, Outcome, run};

@@ -35,6 +35,9 @@ struct Args {
     /// Print the event trace.
     #[arg(long)]
     trace: bool,
+    /// First the pinned seeds (each found a defect once), each at the load it was found at.
+    #[arg(long)]
+    pinned: bool,
     /// Stop starting seeds once one fails (finding how many seeds a defect takes).
     #[arg(long)]
     until_failure: bool,
@@ -73,11 +76,16 @@ fn main() -> anyhow::Result<()> {
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut seeds: Vec<u64> = (a.from..a.from + a.seeds).collect();
+    let mut seeds: Vec<(u64, u64)> = Vec::new();
+    if a.pinned {
+        println!("pinned seeds: {:?}", gfs_sim::PINNED);
+        seeds.extend(gfs_sim::PINNED);
+    }
+    seeds.extend((a.from..a.from + a.seeds).map(|s| (s, a.load_secs)));
     if a.fresh > 0 {
         let base = gfs_util::random::random::<u64>() >> 16;
         println!("fresh seeds: {base}..{}", base + a.fresh);
-        seeds.extend(base..base + a.fresh);
+        seeds.extend((base..base + a.fresh).map(|s| (s, a.load_secs)));
     }
     let seeds = Arc::new(seeds);
     let next = Arc::new(AtomicUsize::new(0));
@@ -93,10 +101,13 @@ fn main() -> anyhow::Result<()> {
                     if args.until_failure && failed.load(Ordering::SeqCst) > 0 {
                         return;
                     }
-                    let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    let Some(&(seed, load)) = seeds.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
-                    let o = options(&args, seed);
+                    let o = Options {
+                        load: Duration::from_secs(load),
+                        ..options(&args, seed)
+                    };
                     let out = std::panic::catch_unwind(|| run(&o));
                     match out {
                         Ok(out) if out.passed() => println!("{}", summary(&out)),

@@ -1,30 +1,14 @@
-//! The simulator under `cargo test` (a debug build, about 3 s a seed): a run replays exactly,
-//! every pinned seed (each found a defect once) and a few more keep every promise. CI runs 500
-//! seeds more on a release build (`.ci/run`: `gfs-sim --seeds`).
+//! The simulator under `cargo test` (a debug build, about 4 s a seed): a run replays exactly.
+//! CI then runs the pinned seeds ([`gfs_sim::PINNED`], each found a defect once) and 500 more
+//! on a release build (`.ci/run`: `gfs-sim --pinned --seeds 250 --fresh 250`).
 //!
-//! `GFS_SIM_CLUSTER_SEEDS=N` runs N seeds after the pinned ones (default 4; fresh each run when
+//! `GFS_SIM_CLUSTER_SEEDS=N` runs the pinned seeds and N more here too (fresh each run when
 //! `GFS_SIM_FRESH=1`, which prints them); a failure prints the one-line replay command.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use gfs_sim::{Options, Outcome, run};
-
-/// Seeds that once found a defect, kept as regression cases (20 s of load each):
-/// - 4: a chunkserver whose WAL fsync failed kept serving a store that took no writes, and a
-///   chunk whose other replica was gone could take no version bump for good;
-/// - 14: a replica deleted and copied back under its handle was emptied by the WAL replay
-///   after a power cut;
-/// - 17: a heartbeat channel whose connection silently stopped carrying bytes was never
-///   replaced (no HTTP/2 keepalive), so the master declared a live server dead for good;
-/// - 134: the checker compared the disks with a view the master was still changing (an
-///   extra replica being deleted): it now waits for the view to hold still;
-/// - 165: the same, for longer: a server whose replies were cut one way had deleted replicas
-///   the master still listed until its connection was replaced (the view must now hold still
-///   longer than that takes);
-/// - 23, 1411: a replica of a sealed chunk left ahead of the log by a fence that reached
-///   fewer than a quorum stayed on its disk for good, unseen by fsck.
-const PINNED: &[u64] = &[4, 14, 17, 23, 134, 165, 1411];
+use gfs_sim::{Options, Outcome, PINNED, run};
 
 #[test]
 fn a_seed_replays_with_the_same_trace_hash() {
@@ -51,17 +35,24 @@ fn a_seed_replays_with_the_same_trace_hash() {
 
 #[test]
 fn seeds_keep_every_promise() {
-    let n: u64 = std::env::var("GFS_SIM_CLUSTER_SEEDS")
+    let Some(n) = std::env::var("GFS_SIM_CLUSTER_SEEDS")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        println!("sim: GFS_SIM_CLUSTER_SEEDS unset: the pinned and batch seeds run in .ci/run");
+        return;
+    };
     let first: u64 = if std::env::var("GFS_SIM_FRESH").is_ok_and(|v| v == "1") {
         gfs_util::random::random::<u64>() >> 16
     } else {
         1000
     };
     println!("sim: pinned {PINNED:?}, then seeds {first}..{}", first + n);
-    let seeds: Vec<u64> = PINNED.iter().copied().chain(first..first + n).collect();
+    let seeds: Vec<(u64, u64)> = PINNED
+        .iter()
+        .copied()
+        .chain((first..first + n).map(|s| (s, 20)))
+        .collect();
     let seeds = Arc::new(seeds);
     let next = Arc::new(AtomicUsize::new(0));
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -72,10 +63,13 @@ fn seeds_keep_every_promise() {
                 let mut failed: Vec<(Options, Outcome)> = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&seed) = seeds.get(i) else {
+                    let Some(&(seed, load)) = seeds.get(i) else {
                         return failed;
                     };
-                    let o = Options::new(seed);
+                    let o = Options {
+                        load: std::time::Duration::from_secs(load),
+                        ..Options::new(seed)
+                    };
                     let out = run(&o);
                     if !out.passed() {
                         failed.push((o, out));

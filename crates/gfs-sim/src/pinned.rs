@@ -1,0 +1,26 @@
+//! Seeds that once found a defect, kept as regression cases: CI runs them first
+//! (`gfs-sim --pinned`), each with the load it was found at.
+
+/// Seeds that once found a defect, with the seconds of load they were found at:
+/// - 4: a chunkserver whose WAL fsync failed kept serving a store that took no writes, and a
+///   chunk whose other replica was gone could take no version bump for good;
+/// - 14: a replica deleted and copied back under its handle was emptied by the WAL replay
+///   after a power cut;
+/// - 17: a heartbeat channel whose connection silently stopped carrying bytes was never
+///   replaced (no HTTP/2 keepalive), so the master declared a live server dead for good;
+/// - 134: the checker compared the disks with a view the master was still changing (an
+///   extra replica being deleted): it now waits for the view to hold still;
+/// - 165: the same, for longer: a server whose replies were cut one way had deleted replicas
+///   the master still listed until its connection was replaced (the view must now hold still
+///   longer than that takes);
+/// - 23, 1411: a replica of a sealed chunk left ahead of the log by a fence that reached
+///   fewer than a quorum stayed on its disk for good, unseen by fsck.
+pub const PINNED: &[(u64, u64)] = &[
+    (4, 20),
+    (14, 20),
+    (17, 20),
+    (23, 20),
+    (134, 20),
+    (165, 20),
+    (1411, 20),
+];
