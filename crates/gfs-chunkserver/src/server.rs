@@ -1,6 +1,12 @@
 //! Starting and stopping a chunkserver: open the store, bind both listeners, serve until the
 //! shutdown token is cancelled, then drain and checkpoint.
 //!
+//! [`ChunkServer::start_on`] runs on a `gfs_host::Host` (a simulator's network, disk and
+//! clock); `start` is it on the operating system's. A store that takes no writes until it is
+//! reopened (`ChunkStore::needs_reopen`: a WAL or chunk fsync failed) stops the server with
+//! [`ChunkserverError::NeedsRestart`], so that its supervisor restarts it and recovery finds
+//! what is durable.
+//!
 //! [`ChunkServer::start`] opens the store on a blocking thread, binds the data plane, the gRPC
 //! port and the HTTP port (port 0 picks a free one; the bound addresses are `data_addr`,
 //! `repl_addr`, `http_addr`) and serves `Replication` and `ChunkControl` on the gRPC port, with
