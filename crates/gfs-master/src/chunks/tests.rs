@@ -208,6 +208,49 @@ async fn a_replica_short_of_the_sealed_length_is_stale_not_current() {
     assert_eq!(m.to_delete("a", &[full]).await.unwrap(), vec![]);
 }
 
+/// A replica of a sealed chunk left ahead of the log (a fence that reached fewer than a
+/// quorum: no decision fences a sealed chunk again) is deleted once the goal's worth of current
+/// replicas lives elsewhere, and kept while it does not (found by gfs-sim, seeds 23 and 1411).
+#[tokio::test]
+async fn a_replica_of_a_sealed_chunk_ahead_of_the_log_goes_once_the_goal_lives_elsewhere() {
+    #![allow(clippy::unwrap_used)]
+    let dir = tempfile::tempdir().unwrap();
+    let (m, registry) = one_chunk(dir.path(), Some(10), &["a", "b", "c", "d"]).await;
+    let current = Replica {
+        handle: 7,
+        version: 1,
+        length: 10,
+        sealed: true,
+    };
+    let ahead = Replica {
+        version: 2,
+        ..current
+    };
+    let now = Instant::now();
+    for id in ["a", "b"] {
+        registry
+            .lock()
+            .heartbeat_with(id, 10, vec![current], false, now);
+    }
+    registry
+        .lock()
+        .heartbeat_with("d", 10, vec![ahead], false, now);
+    // Two current replicas elsewhere, a goal of three: d's copy stays.
+    assert_eq!(m.to_delete("d", &[ahead]).await.unwrap(), vec![]);
+    registry
+        .lock()
+        .heartbeat_with("c", 10, vec![current], false, now);
+    assert_eq!(
+        m.to_delete("d", &[ahead]).await.unwrap(),
+        vec![ChunkDelete {
+            handle: 7,
+            below_version: 3,
+            unless_length: None,
+        }]
+    );
+    assert_eq!(m.to_delete("a", &[current]).await.unwrap(), vec![]);
+}
+
 /// Finding 11: lagging reports count against the version they were made at, a replica
 /// at that address after a bump is good again, and a report whose relegation failed is
 /// news again the next time it comes (so the relegation is retried).
