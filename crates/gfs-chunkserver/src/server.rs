@@ -109,9 +109,6 @@ async fn bind(net: &Net, host: &str, port: u16, what: &str) -> Result<Listener> 
         })
 }
 
-/// How often the server checks that its store still takes writes.
-const STORE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// The default client op deadline (60 s) plus the default lease period (60 s): an op retention
 /// below it is warned about at start.
 const OP_RETENTION_FLOOR: std::time::Duration = std::time::Duration::from_secs(120);
@@ -173,7 +170,7 @@ impl ChunkServer {
         let shutdown = CancellationToken::new();
         let fatal = Fatal::default();
         tokio::spawn(stop_when_store_breaks(
-            Arc::downgrade(&store),
+            store.broken(),
             Arc::clone(&fatal),
             shutdown.clone(),
         ));
@@ -664,28 +661,18 @@ async fn heartbeat_loop(
 /// a container's restart policy) recovers what is durable, as PostgreSQL does after a failed
 /// fsync.
 async fn stop_when_store_breaks(
-    store: std::sync::Weak<ChunkStore>,
+    broken: impl std::future::Future<Output = &'static str>,
     fatal: Fatal,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STORE_CHECK) => {}
-        }
-        // A weak handle: the server's stop closes the store itself (the last strong handle).
-        let Some(why) = store.upgrade().and_then(|s| s.needs_reopen()) else {
-            continue;
-        };
-        {
-            tracing::error!(
-                why,
-                "the store takes no writes until it is reopened: stopping, so that a restart recovers what is durable"
-            );
-            *fatal.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(ChunkserverError::NeedsRestart(why));
-            shutdown.cancel();
-            return;
-        }
-    }
+    let why = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        why = broken => why,
+    };
+    tracing::error!(
+        why,
+        "the store takes no writes until it is reopened: stopping, so that a restart recovers what is durable"
+    );
+    *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(ChunkserverError::NeedsRestart(why));
+    shutdown.cancel();
 }

@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub wal_failed: AtomicBool,
     /// Chunks poisoned by a failed fsync since the store opened.
     pub poisoned: AtomicUsize,
+    /// Woken when the store stops taking writes until it reopens (`wal_failed`, `poisoned`).
+    pub broken: Notify,
     /// The data directory is gone or replaced under the store: it holds nothing any more.
     pub lost: AtomicBool,
     /// Empty files ready to become chunk files.
@@ -174,6 +176,32 @@ impl Inner {
             .get(&handle)
             .cloned()
             .ok_or(StorageError::NotFound(handle))
+    }
+
+    /// Marks the WAL failed: every write is refused until the store reopens.
+    pub fn fail_wal(&self) {
+        self.wal_failed.store(true, Ordering::Release);
+        self.broken.notify_waiters();
+    }
+
+    /// Notes a chunk newly poisoned by a failed fsync.
+    pub fn poison(&self) {
+        self.poisoned.fetch_add(1, Ordering::AcqRel);
+        self.broken.notify_waiters();
+    }
+
+    /// Why the store takes no writes until it reopens, if it does not (None once its disk is
+    /// lost: that is reported, not restarted).
+    pub fn needs_reopen(&self) -> Option<&'static str> {
+        if self.lost.load(Ordering::Acquire) {
+            None
+        } else if self.wal_failed.load(Ordering::Acquire) {
+            Some("a write or fsync of the WAL failed")
+        } else if self.poisoned.load(Ordering::Acquire) > 0 {
+            Some("a chunk's fsync failed")
+        } else {
+            None
+        }
     }
 
     /// Refuses writes to a deleted or poisoned chunk, or to any chunk once the WAL failed.

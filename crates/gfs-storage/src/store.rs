@@ -122,6 +122,7 @@ impl ChunkStore {
             counters: Counters::default(),
             wal_failed: AtomicBool::new(false),
             poisoned: Default::default(),
+            broken: Notify::new(),
             lost: AtomicBool::new(false),
             _lock: lock,
             fsync_observer: std::sync::OnceLock::new(),
@@ -151,7 +152,7 @@ impl ChunkStore {
             (Ok(a), Ok(b)) if a == b => Ok(()),
             _ => {
                 if !self.inner.lost.swap(true, Ordering::AcqRel) {
-                    self.inner.wal_failed.store(true, Ordering::Release);
+                    self.inner.fail_wal();
                     tracing::error!(dir = %self.inner.dir.display(), "the data directory is gone or replaced: every replica here is lost");
                 }
                 Err(StorageError::DiskLost(self.inner.dir.clone()))
@@ -164,15 +165,23 @@ impl ChunkStore {
     /// the disk knows what is durable). A server stops on it, so that a restart recovers. None
     /// while the store is healthy, or once its disk is lost (see [`ChunkStore::check_disk`]).
     pub fn needs_reopen(&self) -> Option<&'static str> {
-        let i = &self.inner;
-        if i.lost.load(Ordering::Acquire) {
-            None
-        } else if i.wal_failed.load(Ordering::Acquire) {
-            Some("a write or fsync of the WAL failed")
-        } else if i.poisoned.load(Ordering::Acquire) > 0 {
-            Some("a chunk's fsync failed")
-        } else {
-            None
+        self.inner.needs_reopen()
+    }
+
+    /// Resolves with [`ChunkStore::needs_reopen`]'s reason once there is one. It holds the
+    /// store's shared state, not the store: waiting keeps nothing open.
+    pub fn broken(&self) -> impl Future<Output = &'static str> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            loop {
+                let woken = inner.broken.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if let Some(why) = inner.needs_reopen() {
+                    return why;
+                }
+                woken.await;
+            }
         }
     }
 

@@ -184,7 +184,7 @@ impl Committer {
                 failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
             });
         if let Err(e) = logged {
-            inner.wal_failed.store(true, Ordering::Release);
+            inner.fail_wal();
             tracing::error!(error = %e, chunks = doomed.len(), "delete round failed");
             for (_, reply) in doomed {
                 let _ = reply.send(Err(clone_err(&e)));

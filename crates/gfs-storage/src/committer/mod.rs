@@ -444,7 +444,7 @@ impl Committer {
             // Nothing was fsynced: rewind, fail the batch, keep serving.
             wal_err = Some(StorageError::io(&wal_path, e));
             if self.wal.set_len(self.wal_len).is_err() {
-                inner.wal_failed.store(true, Ordering::Release);
+                inner.fail_wal();
             }
             in_wal.fill(false);
         } else {
@@ -489,7 +489,7 @@ impl Committer {
                     }
                     Owner::Wal => {
                         // The WAL's durability is unknown: refuse writes until a reopen.
-                        inner.wal_failed.store(true, Ordering::Release);
+                        inner.fail_wal();
                         wal_err = Some(err);
                     }
                     Owner::Work(i) => {
@@ -557,7 +557,7 @@ impl Committer {
                 tracing::warn!(chunks = ?void, batch = cancelled, "records of a failed round voided in the WAL");
             }
             Err(e) => {
-                self.inner.wal_failed.store(true, Ordering::Release);
+                self.inner.fail_wal();
                 tracing::error!(error = %e, chunks = ?void, batch = cancelled,
                     "cannot void the records of a failed round; a reopen may replay them");
             }
@@ -601,7 +601,7 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
             let _ = inner.disk.remove_file(&w.chunk.data_path);
         }
         if w.poison && !st.poisoned {
-            inner.poisoned.fetch_add(1, Ordering::AcqRel);
+            inner.poison();
         }
         st.poisoned |= w.poison;
         st.enqueued = st.meta.length;
