@@ -199,7 +199,7 @@ pub fn go_style_args(args: impl IntoIterator<Item = OsString>, long: &[&str]) ->
 
 /// A control-plane client for the chunkserver whose replication plane is at `addr`.
 pub async fn control_client(addr: &str) -> anyhow::Result<ChunkControlClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let endpoint = gfs_host::endpoint(addr)?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30));
     let channel = endpoint

@@ -13,7 +13,7 @@ use gfs_proto::v1::{
     CreateChunkRequest, GrantLeaseRequest, ReportChunksReply, ReportChunksRequest,
     SetVersionRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Chunk size the tests run with.
 pub const CHUNK: u64 = 1 << 20;
@@ -417,7 +417,7 @@ pub async fn check_promise(
 
 /// A control-plane client for the chunkserver whose replication plane is at `addr`.
 async fn control(addr: &str) -> ChunkControlClient<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = gfs_host::endpoint(addr)
         .expect("a chunkserver address")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
