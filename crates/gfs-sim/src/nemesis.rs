@@ -80,23 +80,19 @@ pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
     while t < load {
         let lasts = Duration::from_millis(rng.random_range(300..8000));
         let pick = |rng: &mut StdRng, from: &[&'static str]| from[rng.random_range(0..from.len())];
-        let fault = match rng.random_range(0..100) {
+        let roll = rng.random_range(0..100);
+        let fault = match roll {
             0..30 => Fault::Crash(pick(&mut rng, &servers)),
-            30..45 => {
-                let a = pick(&mut rng, &hosts);
-                let b = pick(&mut rng, &hosts);
+            30..55 => {
+                let (a, b) = (pick(&mut rng, &hosts), pick(&mut rng, &hosts));
                 if a == b {
                     continue;
                 }
-                Fault::Partition(a, b)
-            }
-            45..55 => {
-                let a = pick(&mut rng, &hosts);
-                let b = pick(&mut rng, &hosts);
-                if a == b {
-                    continue;
+                if roll < 45 {
+                    Fault::Partition(a, b)
+                } else {
+                    Fault::Oneway(a, b)
                 }
-                Fault::Oneway(a, b)
             }
             55..65 => Fault::Pause(pick(&mut rng, &servers)),
             65..72 => Fault::Slow,
