@@ -66,11 +66,6 @@ impl Cluster {
         }
     }
 
-    /// What host `name`'s software runs on from now until its next crash.
-    pub fn host(&self, name: &str) -> Host {
-        host_on(&self.disks[name], &self.skew[name])
-    }
-
     /// Adds the master and the chunkservers to `sim`.
     pub fn add_servers(&self, sim: &mut turmoil::Sim<'_>, trace: &Trace) {
         let (disk, skew) = (self.disks[MASTER].clone(), Arc::clone(&self.skew[MASTER]));

@@ -15,7 +15,6 @@ pub struct Trace(Arc<Mutex<Inner>>);
 
 struct Inner {
     hash: DefaultHasher,
-    events: u64,
     print: bool,
 }
 
@@ -24,7 +23,6 @@ impl Trace {
     pub fn new(print: bool) -> Trace {
         Trace(Arc::new(Mutex::new(Inner {
             hash: DefaultHasher::new(),
-            events: 0,
             print,
         })))
     }
@@ -34,7 +32,6 @@ impl Trace {
         let line = format!("{:>9.3} {what}", at.as_secs_f64());
         let mut t = self.0.lock();
         t.hash.write(line.as_bytes());
-        t.events += 1;
         if t.print {
             println!("{line}");
         }
@@ -53,11 +50,6 @@ impl Trace {
     /// The hash of everything noted so far.
     pub fn hash(&self) -> u64 {
         self.0.lock().hash.finish()
-    }
-
-    /// How many events were noted.
-    pub fn events(&self) -> u64 {
-        self.0.lock().events
     }
 }
 
