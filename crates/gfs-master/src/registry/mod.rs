@@ -153,6 +153,10 @@ struct Server {
     /// Replicas this server reported failing their checksums: never listed, never counted,
     /// deleted once a quorum of good replicas of the chunk lives elsewhere.
     corrupt: HashSet<u64>,
+    /// Replicas the master noted itself (a copy, a new chunk) since the last whole pass of
+    /// the chunk report: the server may have taken that pass before the replica existed, so
+    /// the pass does not drop them; the next one decides.
+    noted: ChunkSet,
 }
 
 /// How many live servers hold a chunk's replicas, by state.
@@ -308,6 +312,7 @@ impl Registry {
                 alive: true,
                 replicas,
                 corrupt,
+                noted: ChunkSet::default(),
                 disk_lost: false,
                 draining,
             },
@@ -341,8 +346,8 @@ impl Registry {
 
     /// Records a heartbeat carrying `piece` of a pass of the server's chunk report: its
     /// replicas are added or updated at once; the piece that completes a pass received whole
-    /// and in order drops the server's replicas (and corrupt marks) the pass did not name, and
-    /// returns the pass's handles. Piece 0 starts a new pass; a piece out of order (one was
+    /// and in order drops the server's replicas (and corrupt marks) the pass did not name,
+    /// except those the master noted since the last whole pass, and returns the pass's handles. Piece 0 starts a new pass; a piece out of order (one was
     /// lost, or belongs to another pass) abandons the pass, which then drops nothing.
     pub fn heartbeat_piece(
         &mut self,
@@ -410,7 +415,9 @@ impl Registry {
             None
         };
         if let Some(seen) = &pass {
-            s.replicas.retain(|h, _| seen.contains(h));
+            let noted = std::mem::take(&mut s.noted);
+            s.replicas
+                .retain(|h, _| seen.contains(h) || noted.contains(h));
             s.corrupt.retain(|h| seen.contains(h));
         }
         Heard { known: true, pass }
@@ -452,12 +459,14 @@ impl Registry {
     pub fn forget_replica(&mut self, id: &str, handle: u64) {
         if let Some(s) = self.servers.get_mut(id) {
             s.replicas.remove(&handle);
+            s.noted.remove(&handle);
         }
     }
 
     /// Records a replica the master itself just created or bumped, before the server reports it.
     pub fn note_replica(&mut self, id: &str, r: Replica) {
         if let Some(s) = self.servers.get_mut(id) {
+            s.noted.insert(r.handle);
             s.replicas.insert(r.handle, r);
         }
     }

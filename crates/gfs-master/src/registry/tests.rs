@@ -217,6 +217,36 @@ fn a_report_in_pieces_drops_replicas_only_after_a_whole_pass() {
     assert!(!h.known);
 }
 
+/// A replica the master noted (a copy, a new chunk) after the server took its report can
+/// be missing from the pass that completes next: that pass keeps it, the one after decides.
+#[test]
+fn a_pass_taken_before_a_noted_replica_does_not_drop_it() {
+    let t0 = Instant::now();
+    let mut r = with_servers(&[("a", "", 0)], t0);
+    let held = |r: &Registry| {
+        let mut h: Vec<u64> = r.replicas_of("a").iter().map(|x| x.handle).collect();
+        h.sort();
+        h
+    };
+    assert!(r.heartbeat("a", 0, vec![replica(1, 1)], t0));
+    // A copy onto a finished: the master notes it; a report taken before the copy ended
+    // arrives after.
+    r.note_replica("a", replica(2, 1));
+    assert!(r.heartbeat("a", 0, vec![replica(1, 1)], t0));
+    assert_eq!(held(&r), [1, 2], "a report older than the note dropped it");
+    // The next whole pass names it: it stays; one that does not name it drops it.
+    assert!(r.heartbeat("a", 0, vec![replica(1, 1), replica(2, 1)], t0));
+    assert_eq!(held(&r), [1, 2]);
+    assert!(r.heartbeat("a", 0, vec![replica(1, 1)], t0));
+    assert_eq!(held(&r), [1]);
+    // A noted replica that never shows up goes after two passes.
+    r.note_replica("a", replica(3, 1));
+    assert!(r.heartbeat("a", 0, vec![replica(1, 1)], t0));
+    assert_eq!(held(&r), [1, 3]);
+    assert!(r.heartbeat("a", 0, vec![replica(1, 1)], t0));
+    assert_eq!(held(&r), [1]);
+}
+
 #[test]
 fn locations_count_only_live_current_replicas() {
     let t0 = Instant::now();
