@@ -641,6 +641,33 @@ impl ChunkStore {
         Ok(self.inner.chunk(handle)?.info())
     }
 
+    /// Notes that the chunk's primary at `version` knows a quorum to hold the chunk's first
+    /// `length` bytes durably. A note at another version than the replica's is ignored; notes
+    /// only ever move the length up.
+    pub fn note_quorum(&self, handle: ChunkHandle, version: u64, length: u64) -> Result<()> {
+        let chunk = self.inner.chunk(handle)?;
+        let mut st = chunk.st.lock();
+        if st.meta.version == version {
+            let known = match st.quorum_known {
+                Some((v, l)) if v == version => l.max(length),
+                _ => length,
+            };
+            st.quorum_known = Some((version, known));
+        }
+        Ok(())
+    }
+
+    /// The prefix of this replica a quorum is known to hold, as its primary at the replica's
+    /// current version last told ([`ChunkStore::note_quorum`]); `None` when no primary told
+    /// since the version last changed or the store opened.
+    pub fn quorum_known(&self, handle: ChunkHandle) -> Option<u64> {
+        let chunk = self.inner.chunk(handle).ok()?;
+        let st = chunk.st.lock();
+        st.quorum_known
+            .filter(|(v, _)| *v == st.meta.version)
+            .map(|(_, l)| l)
+    }
+
     /// Every replica, for the chunk report, ordered by handle.
     pub fn list(&self) -> Vec<ChunkInfo> {
         if self.inner.lost.load(Ordering::Acquire) {

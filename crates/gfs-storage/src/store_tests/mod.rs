@@ -366,3 +366,40 @@ async fn create_delete_list() {
     let s = ChunkStore::open(d.path(), cfg()).unwrap();
     assert_eq!(s.list().len(), 1);
 }
+
+/// What a primary told of the quorum's prefix holds for its version only, only moves up, and
+/// is not kept across a reopen.
+#[tokio::test]
+async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    assert_eq!(s.quorum_known(H), None);
+    s.note_quorum(H, 1, 10).unwrap();
+    s.note_quorum(H, 1, 4).unwrap();
+    assert_eq!(
+        s.quorum_known(H),
+        Some(10),
+        "a late, lower note moves nothing"
+    );
+    s.note_quorum(H, 2, 50).unwrap();
+    assert_eq!(
+        s.quorum_known(H),
+        Some(10),
+        "a note at another version is ignored"
+    );
+    s.set_version(H, 2).await.unwrap();
+    assert_eq!(
+        s.quorum_known(H),
+        None,
+        "the old version's primary says nothing now"
+    );
+    s.note_quorum(H, 2, 7).unwrap();
+    assert_eq!(s.quorum_known(H), Some(7));
+    drop(s);
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    assert_eq!(s.quorum_known(H), None);
+    assert!(
+        s.note_quorum(ChunkHandle(99), 1, 1).is_err(),
+        "no such chunk"
+    );
+}
