@@ -213,10 +213,15 @@ impl DataHandler {
                 got: version,
             });
         }
-        // As primary, only what a quorum holds (I3): bytes committed here alone may be
-        // replaced by a later lease.
+        // Only what a quorum is known to hold (I3): bytes committed here alone may be replaced
+        // by a later lease. As primary, its watermark; as a secondary of an unsealed chunk,
+        // what its primary last told (it may have committed appends the primary failed to).
         let mut len = u64::from(len);
-        if let Some(limit) = self.coordinator.read_limit(h) {
+        let limit = self
+            .coordinator
+            .read_limit(h)
+            .or_else(|| (!info.sealed).then(|| self.store.quorum_known(h)).flatten());
+        if let Some(limit) = limit {
             if offset > limit {
                 return Err(DataError::OutOfRange {
                     offset,
@@ -240,7 +245,54 @@ impl DataHandler {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// A secondary shows readers of an unsealed chunk only the prefix its primary last said a
+    /// quorum holds, not bytes it committed that its primary failed to (I3); once sealed,
+    /// everything (a seal is at a length a quorum holds).
+    #[tokio::test]
+    async fn a_secondary_serves_only_what_its_primary_said_a_quorum_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = gfs_storage::StoreConfig {
+            chunk_size: 1 << 20,
+            ..gfs_storage::StoreConfig::default()
+        };
+        let store = Arc::new(ChunkStore::open(dir.path(), cfg).unwrap());
+        let h = ChunkHandle(3);
+        store.create(h, 1).await.unwrap();
+        store
+            .stage(gfs_storage::StageRequest {
+                op: OpId(1),
+                handle: h,
+                version: 1,
+                offset: 0,
+                data: Bytes::from(vec![7u8; 150]),
+            })
+            .unwrap();
+        store.commit_at(h, 1, OpId(1)).await.unwrap();
+        let coordinator = Arc::new(Coordinator::new(
+            Arc::clone(&store),
+            Arc::new(gfs_replication::Peers::new(
+                gfs_replication::PeerConfig::default(),
+            )),
+            gfs_replication::CoordinatorConfig::for_chunk_size(1 << 20),
+        ));
+        let handler = DataHandler::new(Arc::clone(&store), coordinator, None);
+        let length = |r: Result<Bytes, DataError>| match r {
+            Err(DataError::OutOfRange { committed, .. }) => committed,
+            other => panic!("not a length: {other:?}"),
+        };
+        // Never told (a secondary restarted since): all it committed.
+        assert_eq!(length(handler.read_replica(3, 1, u64::MAX, 0).await), 150);
+        store.note_quorum(h, 1, 100).unwrap();
+        assert_eq!(length(handler.read_replica(3, 1, u64::MAX, 0).await), 100);
+        let read = handler.read_replica(3, 1, 40, 200).await.unwrap();
+        assert_eq!(read.len(), 60, "a read stops at the quorum's length");
+        store.seal(h).await.unwrap();
+        assert_eq!(length(handler.read_replica(3, 1, u64::MAX, 0).await), 150);
+    }
 
     #[test]
     fn a_forgotten_op_reaches_the_client_as_a_definite_failure_not_as_chunk_full() {

@@ -1,13 +1,14 @@
 //! The secondary side of the replication plane: [`Participant`]'s domain calls over the chunk
-//! store (`prepare`, `commit`, `abort`, `seal_at`), and the tonic service that decodes the wire
+//! store (`prepare`, `commit`, `abort`, `quorum_length`, `seal_at`), and the tonic service that decodes the wire
 //! into them (the only place here that sees protobuf types or makes a gRPC status). The
 //! in-memory transport of the tests (`testing`) calls the same domain calls.
 //!
 //! A primary opens one `Replicate` session per secondary. PREPARE stages exactly the announced
 //! number of bytes (for the current version, at an offset past committed and staged data) and is
 //! answered in order; COMMIT applies in offset order through the store's group commit and is
-//! answered when durable (COMMITs run concurrently, bounded per session); ABORT drops. Sessions
-//! end on the shutdown token.
+//! answered when durable (COMMITs run concurrently, bounded per session); ABORT drops; the
+//! quorum's length (the primary's watermark, sent after it moves) is noted in the store, and
+//! caps what readers see of the unsealed replica (I3). Sessions end on the shutdown token.
 //!
 //! SEAL waits briefly for the last COMMITs, then seals only at exactly the primary's length; a
 //! replica that ends short drops what it staged and answers `short` with its length, so the
@@ -157,6 +158,12 @@ impl Participant {
     /// ABORT: drops the staged append `op` made at `version`; returns whether there was one.
     pub fn abort(&self, handle: ChunkHandle, version: u64, op: OpId) -> Result<bool> {
         Ok(self.store.abort_at(handle, version, op)?)
+    }
+
+    /// The quorum's length: the primary at `version` knows a quorum to hold the first `length`
+    /// bytes of `handle` durably ([`ChunkStore::note_quorum`]).
+    pub fn quorum_length(&self, handle: ChunkHandle, version: u64, length: u64) -> Result<()> {
+        Ok(self.store.note_quorum(handle, version, length)?)
     }
 
     /// SEAL at the primary's `length`, at `version`: waits up to `seal_wait` for the last
@@ -352,6 +359,16 @@ impl Replication for Participant {
                         let reply =
                             match store.abort_at(ChunkHandle(a.handle), a.version, OpId(a.op_id)) {
                                 Ok(_) => ok(id),
+                                Err(e) => failure(id, status(e)),
+                            };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Op::QuorumLength(q)) => {
+                        let reply =
+                            match store.note_quorum(ChunkHandle(q.handle), q.version, q.length) {
+                                Ok(()) => ok(id),
                                 Err(e) => failure(id, status(e)),
                             };
                         if tx.send(Ok(reply)).await.is_err() {

@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 use gfs_proto::v1::replicate_request::Op;
 use gfs_proto::v1::replication_client::ReplicationClient;
 use gfs_proto::v1::{
-    AbortRequest, AppendHeader, CommitRequest, Prepare, ReplicateReply, ReplicateRequest,
-    SealRequest,
+    AbortRequest, AppendHeader, CommitRequest, Prepare, QuorumLength, ReplicateReply,
+    ReplicateRequest, SealRequest,
 };
 use gfs_storage::{ChunkHandle, OpId, StageRequest};
 use parking_lot::Mutex;
@@ -271,6 +271,22 @@ impl ReplicaTransport for Peers {
             handle: handle.0,
             op_id: op.0,
             version,
+        });
+        Box::pin(async move { self.call(addr, req, timeout).await.map(|_| ()) })
+    }
+
+    fn quorum_length<'a>(
+        &'a self,
+        addr: &'a str,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        let req = Op::QuorumLength(QuorumLength {
+            handle: handle.0,
+            version,
+            length,
         });
         Box::pin(async move { self.call(addr, req, timeout).await.map(|_| ()) })
     }

@@ -37,6 +37,8 @@ pub enum Call {
     Abort,
     /// SEAL.
     Seal,
+    /// The quorum's length.
+    QuorumLength,
 }
 
 /// What happens to a call a fault applies to.
@@ -250,6 +252,21 @@ impl ReplicaTransport for MemTransport {
         Box::pin(
             self.deliver(addr, Call::Abort, timeout, move |p| async move {
                 p.abort(handle, version, op).map(|_| ())
+            }),
+        )
+    }
+
+    fn quorum_length<'a>(
+        &'a self,
+        addr: &'a str,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(
+            self.deliver(addr, Call::QuorumLength, timeout, move |p| async move {
+                p.quorum_length(handle, version, length)
             }),
         )
     }

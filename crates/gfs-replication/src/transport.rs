@@ -1,4 +1,4 @@
-//! The seam between the primary and its secondaries: [`ReplicaTransport`], the four calls the
+//! The seam between the primary and its secondaries: [`ReplicaTransport`], the calls the
 //! primary's two-phase commit and seal make to one secondary, in domain types.
 //!
 //! [`Coordinator`](crate::Coordinator) sees its secondaries only through this trait, so its
@@ -48,6 +48,17 @@ pub trait ReplicaTransport: Send + Sync {
         handle: ChunkHandle,
         version: u64,
         op: OpId,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The quorum's length: a quorum holds the first `length` bytes of `handle` at `version`
+    /// durably, so `addr` may show readers that much of its unsealed replica.
+    fn quorum_length<'a>(
+        &'a self,
+        addr: &'a str,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<()>>;
 

@@ -1,10 +1,5 @@
 //! Seeds that once found a defect, kept as regression cases: CI runs them first
 //! (`gfs-sim --pinned`), each with the load it was found at.
-//!
-//! Open (not pinned until fixed, as it fails): fresh seed 17538096968010 at 10 s of load
-//! (`gfs-sim --seed 17538096968010 --load-secs 10 --trace`) has a whole-file read at 3.8 s
-//! return 10,310,690 bytes where the file at the end has 10,300,637: a reader saw bytes that
-//! were never quorum-committed (no acknowledged record is lost).
 
 /// Seeds that once found a defect, with the seconds of load they were found at:
 /// - 4: a chunkserver whose WAL fsync failed kept serving a store that took no writes, and a
@@ -20,6 +15,10 @@
 ///   longer than that takes);
 /// - 23, 1411: a replica of a sealed chunk left ahead of the log by a fence that reached
 ///   fewer than a quorum stayed on its disk for good, unseen by fsck.
+/// - 17538096960526 (found fresh; 17538096968010 earlier showed the same): a primary whose disk
+///   filled failed to commit an append its secondary committed, and readers were shown those
+///   bytes, which no quorum held and a later lease replaced: a secondary now shows only what
+///   its primary last said a quorum holds.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -28,4 +27,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (134, 20),
     (165, 20),
     (1411, 20),
+    (17538096960526, 10),
 ];

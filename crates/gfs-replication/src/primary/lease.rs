@@ -166,8 +166,9 @@ impl Coordinator {
 
     /// How far reads of `handle` may see on this replica, when it is limited: the prefix a
     /// quorum is known to hold, for an unsealed chunk this server leads (or led, and holds
-    /// more of than a quorum was known to). `None`: everything committed here may be read
-    /// (a secondary's committed bytes are on the primary too; a sealed chunk's on a quorum).
+    /// more of than a quorum was known to). `None` when not primary: a secondary's limit is
+    /// what its primary last told it (`ChunkStore::quorum_known`); a sealed chunk's bytes are
+    /// all on a quorum.
     pub fn read_limit(&self, handle: ChunkHandle) -> Option<u64> {
         if let Some(l) = self.leases.lock().get(&handle) {
             return l.sealed.get().is_none().then(|| l.durable.lock().to);

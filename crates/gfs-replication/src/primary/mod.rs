@@ -42,7 +42,9 @@
 //!    as soon as its PREPARE lands, and counts too ([`await_quorum`], deadline
 //!    `commit_timeout`). The client gets the offset only once the primary and quorum − 1
 //!    secondaries are durable; the quorum-commit watermark ([`Coordinator::read_limit`]) moves
-//!    to the append's end.
+//!    to the append's end, and goes to every secondary (`QuorumLength`, not awaited), which
+//!    shows readers nothing past it: a secondary may have committed an append its primary
+//!    failed to (a full disk, a crash), which no quorum holds.
 //! 6. Every secondary that failed or missed a deadline in any phase is recorded in
 //!    [`Coordinator::lagging`]. The chunkserver reports it to the master (heartbeats and
 //!    `ReportChunks`), which bumps the version past it, so it goes stale. A new lease at a new
@@ -420,6 +422,28 @@ impl Shared {
         self.lagging.lock().insert((handle, addr.to_string()));
     }
 
+    /// Tells every secondary the quorum's length after it moved, beside the append's answer
+    /// (which does not wait for it): a secondary shows readers no byte past what it last heard
+    /// (I3), so a reader that finds the primary gone still sees every append acknowledged
+    /// before the last one it heard of.
+    fn publish(self: &Arc<Self>, lease: &Lease) {
+        let length = lease.durable.lock().to;
+        let (handle, version) = (lease.handle, lease.version);
+        for addr in lease.secondaries.iter().cloned() {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                let timeout = shared.cfg.commit_timeout;
+                let told = shared
+                    .peers
+                    .quorum_length(&addr, handle, version, length, timeout)
+                    .await;
+                if let Err(e) = told {
+                    tracing::debug!(%handle, peer = addr, error = %e, "quorum length not delivered");
+                }
+            });
+        }
+    }
+
     /// Drives calls still running after a quorum decision: failures mark peers lagging, and
     /// with `abort` each PREPARE is aborted, a failed one too (its reply may be what was lost,
     /// and an ABORT of nothing staged does nothing).
@@ -559,6 +583,7 @@ impl Shared {
         let durable = remote.ok.len() as u64 + 1;
         if durable >= quorum {
             lease.durable.lock().held(end);
+            self.publish(lease);
             (Ok(offset), true)
         } else {
             tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
@@ -597,6 +622,7 @@ impl Shared {
         let quorum = self.cfg.quorum as u64;
         if got >= quorum {
             lease.durable.lock().held(rec.offset + u64::from(rec.len));
+            self.publish(lease);
             Ok(rec.offset)
         } else {
             Err(ReplicationError::QuorumNotReached { got, need: quorum })

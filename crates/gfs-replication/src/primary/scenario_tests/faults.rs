@@ -362,3 +362,29 @@ async fn prepares_whose_replies_were_lost_are_aborted_so_the_offset_is_reused() 
         assert_eq!(staged(s), 0);
     }
 }
+
+/// The primary's disk fills: an append its secondaries commit fails on the primary, so no
+/// quorum is known to hold it, and no secondary shows it to readers; every append acknowledged
+/// before it reached them as the quorum's length (I3).
+#[tokio::test]
+async fn an_append_the_primary_failed_to_commit_is_shown_by_no_secondary() {
+    let disk = gfs_util::disk::sim::SimDisk::new(1);
+    let rig = Rig::on_disk(2, 2, disk.shared()).await;
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    eventually("both secondaries heard the quorum's length", || {
+        (1..=2).all(|i| rig.store(i).quorum_known(H) == Some(100))
+    })
+    .await;
+    disk.set_capacity(Some(0));
+    let b = rec(2, 50);
+    assert!(rig.append(2, &b).await.is_err());
+    eventually("the secondaries committed it", || {
+        (1..=2).all(|i| rig.store(i).info(H).unwrap().committed_len == 150)
+    })
+    .await;
+    assert_eq!(rig.primary.read_limit(H), Some(100));
+    for i in 1..=2 {
+        assert_eq!(rig.store(i).quorum_known(H), Some(100), "s{i}");
+    }
+}

@@ -81,10 +81,34 @@ impl Rig {
         quorum: usize,
         tune: impl FnOnce(&mut CoordinatorConfig),
     ) -> Rig {
+        Rig::build(secondaries, quorum, tune, None).await
+    }
+
+    /// Like [`Rig::new`], with the primary's store on `disk` (a simulated one, to fill it or
+    /// fail its fsyncs).
+    async fn on_disk(
+        secondaries: usize,
+        quorum: usize,
+        disk: Arc<dyn gfs_util::disk::Disk>,
+    ) -> Rig {
+        Rig::build(secondaries, quorum, |_| {}, Some(disk)).await
+    }
+
+    async fn build(
+        secondaries: usize,
+        quorum: usize,
+        tune: impl FnOnce(&mut CoordinatorConfig),
+        local_disk: Option<Arc<dyn gfs_util::disk::Disk>>,
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let open =
             |name: &str| Arc::new(ChunkStore::open(dir.path().join(name), store_config()).unwrap());
-        let local = open("primary");
+        let local = match local_disk {
+            Some(disk) => Arc::new(
+                ChunkStore::open_on(disk, dir.path().join("primary"), store_config()).unwrap(),
+            ),
+            None => open("primary"),
+        };
         local.create(H, V1).await.unwrap();
         let net = Arc::new(MemTransport::new());
         let mut addrs = Vec::new();
