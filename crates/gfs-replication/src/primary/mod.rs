@@ -429,8 +429,8 @@ impl Shared {
     fn publish(self: &Arc<Self>, lease: &Lease) {
         let length = lease.durable.lock().to;
         let (handle, version) = (lease.handle, lease.version);
-        for addr in lease.secondaries.iter().cloned() {
-            let shared = Arc::clone(self);
+        for addr in &lease.secondaries {
+            let (shared, addr) = (Arc::clone(self), addr.clone());
             tokio::spawn(async move {
                 let timeout = shared.cfg.commit_timeout;
                 let told = shared
