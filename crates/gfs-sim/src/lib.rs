@@ -12,15 +12,20 @@
 //!
 //! A run ([`run()`]): one master, four chunkservers (replication 3, quorum 2, 1 MiB chunks), two
 //! client hosts, each with three appenders record-appending self-describing records (small,
-//! and one in ten near a quarter chunk, so chunks seal and pad) to one file and one task
-//! creating, deleting and renaming four paths, for the load period, under the [`nemesis`];
+//! and one in ten near a quarter chunk, so chunks seal and pad) to one file, one putter writing
+//! whole files of half a chunk to two and a half chunks with the streaming writer and getting
+//! each back, one reader of the appenders' whole file, and one task creating, deleting and
+//! renaming four paths, for the load period, under the [`nemesis`];
 //! then every fault heals, the checker client waits for every chunkserver to be alive and the
 //! file's `fsck` to come back clean (liveness, bounded) and for the master's view of the file
 //! to hold still, reads the file and that view and lists the paths, every server loses power,
 //! and the checks run: the history checker of gfs-testkit against what survives on the disks
 //! (every acknowledged record exactly once at its offset, nothing never sent, no duplicate, the
-//! replicas the master counts current and byte-identical, fsck's verdict matching the disks)
-//! and the namespace calls' linearizability ([`linearizable`]).
+//! replicas the master counts current and byte-identical, fsck's verdict matching the disks),
+//! every whole-file read during the load a prefix of the file at the end, every put file
+//! healthy and read back (an acknowledged put exactly its bytes, as its get during the load
+//! was; a failed one a prefix of them), and the namespace calls' linearizability
+//! ([`linearizable`]).
 //!
 //! Over TCP nothing is reordered or duplicated below the RPC layer; duplicates and reorders
 //! come from retries (the client's, the primary's re-sent phases) and from delays (slow links,

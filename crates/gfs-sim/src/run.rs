@@ -102,8 +102,8 @@ pub fn run(o: &Options) -> Outcome {
     cluster.add_servers(&mut sim, &trace);
 
     let shared = Shared::default();
-    // Each client host: the appenders, one namespace task and one reader.
-    *shared.running.lock() = CLIENTS.len() * (APPENDERS as usize + 2);
+    // Each client host: the appenders, one putter, one namespace task and one reader.
+    *shared.running.lock() = CLIENTS.len() * (APPENDERS as usize + 3);
     for (i, name) in CLIENTS.iter().enumerate() {
         let (shared, trace, load) = (shared.clone(), trace.clone(), o.load);
         let clock = cluster.clock(name);
@@ -129,6 +129,13 @@ pub fn run(o: &Options) -> Outcome {
                 shared.clone(),
                 trace.clone(),
             ));
+            let putter = tokio::spawn(workload::putter(
+                c.clone(),
+                i,
+                load,
+                shared.clone(),
+                trace.clone(),
+            ));
             let reader = tokio::spawn(workload::reader(
                 c.clone(),
                 load,
@@ -136,6 +143,7 @@ pub fn run(o: &Options) -> Outcome {
                 trace.clone(),
             ));
             ns.await?;
+            putter.await?;
             reader.await?;
             for t in tasks {
                 t.await?;
@@ -220,6 +228,10 @@ pub fn run(o: &Options) -> Outcome {
             }
         }
     }
+    problems.extend(shared.bad_gets.lock().iter().cloned());
+    if shared.observed.lock().is_some() {
+        problems.extend(check_puts(&shared.puts.lock(), &shared.put_reads.lock()));
+    }
     if let Some(seen) = shared.observed.lock().take() {
         let dirs: Vec<_> = SERVERS
             .iter()
@@ -256,5 +268,84 @@ pub fn run(o: &Options) -> Outcome {
         simulated,
         healed_after,
         problems,
+    }
+}
+
+/// Each put file as read back at the end: an acknowledged put exactly its bytes, any other a
+/// prefix of them (the writer's pieces land in order or not at all); every file readable.
+fn check_puts(puts: &[workload::Put], reads: &[workload::PutRead]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in puts {
+        let Some((_, back)) = reads.iter().find(|(path, _)| *path == p.path) else {
+            out.push(format!("{} was not read back", p.path));
+            continue;
+        };
+        let (len, crc) = match back {
+            Ok(b) => *b,
+            Err(e) => {
+                out.push(format!("{} cannot be read back: {e}", p.path));
+                continue;
+            }
+        };
+        let data = workload::put_bytes(p.seed, p.len);
+        let fits = len <= data.len() && crc32c::crc32c(&data[..len]) == crc;
+        if p.acked && (len != p.len || !fits) {
+            out.push(format!(
+                "{}: acknowledged with {} bytes, reads back {len} bytes{}",
+                p.path,
+                p.len,
+                if fits { "" } else { " that differ" }
+            ));
+        } else if !fits {
+            out.push(format!(
+                "{}: a failed put reads back {len} bytes that are not a prefix of what was put",
+                p.path
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_puts;
+    use crate::workload::{Put, put_bytes};
+
+    fn put(acked: bool) -> Put {
+        Put {
+            path: "/p".into(),
+            len: 1000,
+            seed: 7,
+            acked,
+        }
+    }
+
+    fn read(len: usize, salt: u8) -> Vec<crate::workload::PutRead> {
+        let mut b = put_bytes(7, 1000)[..len].to_vec();
+        if let Some(x) = b.first_mut() {
+            *x ^= salt;
+        }
+        vec![("/p".into(), Ok((len, crc32c::crc32c(&b))))]
+    }
+
+    #[test]
+    fn a_put_reads_back_whole_when_acknowledged_and_as_a_prefix_otherwise() {
+        assert!(check_puts(&[put(true)], &read(1000, 0)).is_empty());
+        assert_eq!(check_puts(&[put(true)], &read(999, 0)).len(), 1, "short");
+        assert_eq!(
+            check_puts(&[put(true)], &read(1000, 1)).len(),
+            1,
+            "other bytes"
+        );
+        assert!(check_puts(&[put(false)], &read(400, 0)).is_empty());
+        assert!(check_puts(&[put(false)], &read(0, 0)).is_empty());
+        assert_eq!(
+            check_puts(&[put(false)], &read(400, 1)).len(),
+            1,
+            "not a prefix"
+        );
+        let unreadable = vec![("/p".to_string(), Err("gone".to_string()))];
+        assert_eq!(check_puts(&[put(false)], &unreadable).len(), 1);
+        assert_eq!(check_puts(&[put(true)], &[]).len(), 1, "never read back");
     }
 }

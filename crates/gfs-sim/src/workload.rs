@@ -1,4 +1,5 @@
-//! The clients: appenders that record-append self-describing records to one file, and the
+//! The clients: appenders that record-append self-describing records to one file, putters
+//! that write whole multi-chunk files and get them back, a reader, a namespace task, and the
 //! checker client that waits for the cluster to heal and reads everything back.
 
 use std::sync::Arc;
@@ -48,6 +49,107 @@ pub struct Shared {
     pub calls: Arc<Mutex<Vec<Call>>>,
     /// Whole-file reads made during the load: when, how many bytes, their CRC32C.
     pub reads: Arc<Mutex<Vec<(Duration, usize, u32)>>>,
+    /// Every file put during the load.
+    pub puts: Arc<Mutex<Vec<Put>>>,
+    /// What the checker read back of each put file once the cluster healed: its length and
+    /// CRC32C, or why it could not.
+    pub put_reads: Arc<Mutex<Vec<PutRead>>>,
+    /// Gets during the load that returned other bytes than the put just acknowledged.
+    pub bad_gets: Arc<Mutex<Vec<String>>>,
+}
+
+/// A put file read back at the end: its path, and its length and CRC32C or why it could not
+/// be read.
+pub type PutRead = (String, Result<(usize, u32), String>);
+
+/// A file put during the load: its bytes are [`put_bytes`]`(seed, len)`.
+#[derive(Clone, Debug)]
+pub struct Put {
+    /// Its path.
+    pub path: String,
+    /// Bytes written.
+    pub len: usize,
+    /// What its bytes are drawn from.
+    pub seed: u64,
+    /// Whether the writer's `finish` acknowledged all of them.
+    pub acked: bool,
+}
+
+/// The bytes of a put file: `len` bytes of a xorshift stream from `seed`, so every file
+/// differs and a misplaced piece shows.
+pub fn put_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Puts whole files of half a chunk to two and a half chunks, one every one to three seconds (the streaming writer: positioned appends,
+/// several in flight, chunks filled exactly) as client `client` until `until`, and gets each
+/// one back at once: a get after an acknowledged put returns exactly its bytes, or fails.
+pub async fn putter(c: Client, client: usize, until: Duration, shared: Shared, trace: Trace) {
+    let mut k = 0u64;
+    while now() < until {
+        k += 1;
+        let path = format!("/sim/put{client}-{k}");
+        let len = random_range(CHUNK / 2..5 * CHUNK / 2) as usize;
+        let seed = ((client as u64) << 32) | k;
+        let data = put_bytes(seed, len);
+        let put = async {
+            c.ensure_file(&path).await?;
+            let mut w = c.writer(&path);
+            w.write(&data).await?;
+            w.finish().await
+        };
+        let acked = match put.await {
+            Ok(n) => {
+                trace.event(format_args!("put {path} ({n} B) acknowledged"));
+                true
+            }
+            Err(e) => {
+                trace.event(format_args!("put {path} ({len} B) failed: {e}"));
+                false
+            }
+        };
+        shared.puts.lock().push(Put {
+            path: path.clone(),
+            len,
+            seed,
+            acked,
+        });
+        if acked {
+            match get(&c, &path).await {
+                Ok(back) if back == data => trace.event(format_args!("get {path}: as put")),
+                Ok(back) => {
+                    trace.event(format_args!("get {path}: {} B, not as put", back.len()));
+                    shared.bad_gets.lock().push(format!(
+                        "a get of {path} right after its put was acknowledged returned {} \
+                         bytes that are not the {len} put",
+                        back.len()
+                    ));
+                }
+                Err(e) => trace.event(format_args!("get {path} failed: {e}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(random_range(1000..3000))).await;
+    }
+    *shared.running.lock() -= 1;
+}
+
+/// The whole of `path`.
+async fn get(c: &Client, path: &str) -> Result<Vec<u8>, ClientError> {
+    let mut r = c.reader(path).await?;
+    let mut file = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut file)
+        .await
+        .map_err(|e| ClientError::Master(e.to_string()))?;
+    Ok(file)
 }
 
 /// Reads the whole file every second or two until `until`, noting what each read returned:
@@ -58,15 +160,7 @@ pub async fn reader(c: Client, until: Duration, shared: Shared, trace: Trace) {
     while now() < until {
         tokio::time::sleep(Duration::from_millis(random_range(1000..2000))).await;
         let at = now();
-        let read = async {
-            let mut r = c.reader(PATH).await?;
-            let mut file = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut file)
-                .await
-                .map_err(|e| ClientError::Master(e.to_string()))?;
-            Ok::<_, ClientError>(file)
-        };
-        match read.await {
+        match get(&c, PATH).await {
             Ok(file) => {
                 trace.event(format_args!("whole-file read: {} B", file.len()));
                 shared
@@ -188,12 +282,14 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
     }
     let start = now();
     let mut last: Option<Observed> = None;
+    let mut files = vec![PATH.to_string()];
+    files.extend(shared.puts.lock().iter().map(|p| p.path.clone()));
     loop {
-        match c.fsck(PATH).await {
-            Ok(f) if f.unhealthy.is_empty() && !all_alive(&c).await => {
+        match fsck_all(&c, &files).await {
+            Ok(()) if !all_alive(&c).await => {
                 *shared.unhealthy.lock() = "not every chunkserver is alive".into();
             }
-            Ok(f) if f.unhealthy.is_empty() => {
+            Ok(()) => {
                 if shared.healed_after.lock().is_none() {
                     *shared.healed_after.lock() = Some(now() - load_end);
                 }
@@ -203,12 +299,12 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
                 if last.as_ref().is_some_and(|l| view(l) == view(&seen)) {
                     *shared.observed.lock() = Some(seen);
                     list_paths(&c, &shared).await;
+                    read_puts(&c, &shared).await;
                     return;
                 }
                 last = Some(seen);
             }
-            Ok(f) => *shared.unhealthy.lock() = format!("{:?}", f.unhealthy),
-            Err(e) => *shared.unhealthy.lock() = format!("fsck failed: {e}"),
+            Err(why) => *shared.unhealthy.lock() = why,
         }
         if now() - start > within {
             // Liveness failed; the harness reports it.
@@ -216,6 +312,31 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
             return;
         }
         tokio::time::sleep(SETTLE).await;
+    }
+}
+
+/// Whether `fsck` calls every one of `files` healthy; else what it said of the first that is
+/// not.
+async fn fsck_all(c: &Client, files: &[String]) -> Result<(), String> {
+    for f in files {
+        match c.fsck(f).await {
+            Ok(r) if r.unhealthy.is_empty() => {}
+            Ok(r) => return Err(format!("{f}: {:?}", r.unhealthy)),
+            Err(e) => return Err(format!("fsck of {f} failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads every put file back whole, for the harness to compare.
+async fn read_puts(c: &Client, shared: &Shared) {
+    let paths: Vec<String> = shared.puts.lock().iter().map(|p| p.path.clone()).collect();
+    for path in paths {
+        let back = get(c, &path)
+            .await
+            .map(|b| (b.len(), crc32c::crc32c(&b)))
+            .map_err(|e| e.to_string());
+        shared.put_reads.lock().push((path, back));
     }
 }
 
