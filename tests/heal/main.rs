@@ -14,8 +14,8 @@ mod t60_lost_replies;
 
 use std::time::{Duration, Instant};
 
-use gfs_client::{Client, ClientConfig, ServerState};
-use gfs_testkit::fixture::{Server, check_promise};
+use gfs_client::{Client, ClientConfig};
+use gfs_testkit::fixture::{Server, check_promise, registered};
 use gfs_testkit::master_proc::MasterProc;
 use gfs_testkit::{Appenders, History, RecordId, Workload, assert_acked_read_back, http_get};
 
@@ -57,29 +57,6 @@ async fn patient(master: &MasterProc, deadline: Duration) -> Client {
         ..ClientConfig::default()
     };
     Client::connect_with(&master.addr, cfg).await.unwrap()
-}
-
-/// Waits (20 s at most) until the master counts `n` chunkservers alive, so a chunk created
-/// next is placed on all of them even on a loaded machine.
-async fn registered(c: &Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = c.report().await.unwrap();
-        if r.servers
-            .iter()
-            .filter(|s| s.state == ServerState::Alive)
-            .count()
-            >= n
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} servers registered",
-            r.servers.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Creates `path` and writes `data` into it with a streaming writer.

@@ -36,6 +36,9 @@ async fn cluster(
 ) -> (MasterProc, Vec<Server>, MasterClient<Channel>) {
     let master = MasterProc::start_with(&dir.join("master"), "127.0.0.1:0", master_args);
     let servers = Server::with_master(dir, 3, &master.addr);
+    // All three before the chunk is made: with two it would get two replicas.
+    let c = Client::connect(&master.addr).await.unwrap();
+    gfs_testkit::fixture::registered(&c, 3).await;
     let mut m = MasterClient::connect(format!("http://{}", master.addr))
         .await
         .unwrap();

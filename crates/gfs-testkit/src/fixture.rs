@@ -361,6 +361,29 @@ impl Cluster {
     }
 }
 
+/// Waits (20 s at most) until the master counts `n` chunkservers alive, so a chunk created
+/// next is placed on all of them even on a loaded machine (with fewer, it gets fewer replicas).
+pub async fn registered(c: &gfs_client::Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.report().await.expect("the master's report");
+        if r.servers
+            .iter()
+            .filter(|s| s.state == gfs_client::ServerState::Alive)
+            .count()
+            >= n
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} servers registered",
+            r.servers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Appends with retries of retriable errors under the same op id, as a real client does.
 pub async fn append(
     c: &DataClient,
