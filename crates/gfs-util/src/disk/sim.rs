@@ -381,6 +381,21 @@ impl SimDisk {
         hit
     }
 
+    /// The durable byte at `offset` of the file at `path` (what a crash would keep); `None`
+    /// past its end or without such a file.
+    pub fn durable_byte(&self, path: &Path, offset: u64) -> Option<u8> {
+        let st = self.state();
+        let ino = st.names.get(path)?;
+        st.inodes.get(ino)?.durable.get(offset as usize).copied()
+    }
+
+    /// The durable length of the file at `path`.
+    pub fn durable_len(&self, path: &Path) -> Option<u64> {
+        let st = self.state();
+        let ino = st.names.get(path)?;
+        Some(st.inodes.get(ino)?.durable.len() as u64)
+    }
+
     /// The paths of the files that exist now, in order.
     pub fn files(&self) -> Vec<PathBuf> {
         self.state().names.keys().cloned().collect()

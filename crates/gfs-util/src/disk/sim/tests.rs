@@ -143,6 +143,22 @@ fn a_full_disk_refuses_growth_and_an_armed_crash_strikes_in_place_of_its_operati
 }
 
 #[test]
+fn a_flipped_bit_shows_in_the_durable_bytes_only_once_synced_bytes_are_there() {
+    let (d, dir) = disk(5);
+    let p = dir.join("h");
+    let f = d.open(&p, Open::Create).unwrap();
+    f.write_all_at(b"ab", 0).unwrap();
+    assert_eq!(d.durable_len(&p), Some(0), "not synced yet");
+    assert_eq!(d.durable_byte(&p, 0), None);
+    f.sync_data().unwrap();
+    assert_eq!(d.durable_len(&p), Some(2));
+    assert!(d.flip_bit(&p, 1, 0));
+    assert_eq!(d.durable_byte(&p, 1), Some(b'b' ^ 1));
+    assert_eq!(d.durable_byte(&p, 2), None);
+    assert_eq!(d.durable_len(&dir.join("none")), None);
+}
+
+#[test]
 fn a_process_view_dies_with_the_power() {
     let (d, dir) = disk(4);
     let view = d.shared();
