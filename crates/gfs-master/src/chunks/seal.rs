@@ -92,14 +92,19 @@ impl ChunkManager {
                 return;
             }
         }
-        let (version, live) = match self.lineage(handle, m.version).await {
+        let (version, mut live) = match self.lineage(handle, m.version).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(%handle, error = %e, "cannot seal the chunk yet");
                 return;
             }
         };
+        // A replica that failed its checksums still knows its version and length: it counts
+        // toward the fence's quorum (else one good replica beside a corrupt one could never
+        // be sealed, nor copied), never as a source of bytes.
+        live.extend(self.registry.lock().corrupt_at(handle, version));
         if live.len() < self.cfg.quorum {
+            tracing::warn!(%handle, live = live.len(), "too few replicas answer to seal the chunk; waiting for more");
             return;
         }
         // Sealed at the longest length, fenced first; the others catch up first, so the
@@ -124,7 +129,20 @@ impl ChunkManager {
         live: Vec<ServerInfo>,
     ) -> Result<u64> {
         let (new_version, fenced) = self.fence(handle, version, live).await?;
-        let longest = Longest::of(fenced);
+        let mut longest = Longest::of(fenced);
+        // Replicas that failed their checksums gave their length; they are no copy source,
+        // take no catch-up and are not sealed here (they stay out, and go once the chunk has
+        // its goal elsewhere).
+        let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
+        longest.holders.retain(|s| !corrupt(s));
+        longest.behind.retain(|s| !corrupt(s));
+        if longest.holders.is_empty() {
+            return Err(unavailable(format!(
+                "chunk {handle}: its longest length {} is only on replicas that failed their \
+                 checksums; waiting for another holder",
+                longest.length
+            )));
+        }
         let length = longest.length;
         let mut holders = longest.holders.clone();
         holders.extend(self.catch_up(handle, new_version, &longest).await);

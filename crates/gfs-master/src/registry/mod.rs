@@ -150,9 +150,11 @@ struct Server {
     /// An operator is draining it: it takes no new replica and its replicas do not count
     /// toward the goal (they are copied elsewhere), though they are still read and copied.
     draining: bool,
-    /// Replicas this server reported failing their checksums: never listed, never counted,
-    /// deleted once a quorum of good replicas of the chunk lives elsewhere.
-    corrupt: HashSet<u64>,
+    /// Replicas this server reported failing their checksums, with the version they were at
+    /// (0: unknown): never listed, never counted, never a copy source, deleted once a quorum
+    /// of good replicas of the chunk lives elsewhere. Their version and length still count in
+    /// a fence ([`Registry::corrupt_at`]).
+    corrupt: HashMap<u64, u64>,
     /// Replicas the master noted itself (a copy, a new chunk) since the last whole pass of
     /// the chunk report: the server may have taken that pass before the replica existed, so
     /// the pass does not drop them; the next one decides.
@@ -398,8 +400,11 @@ impl Registry {
             if let Some(p) = &mut s.pass {
                 p.seen.insert(r.handle);
             }
-            if !s.corrupt.contains(&r.handle) {
-                s.replicas.insert(r.handle, r);
+            match s.corrupt.get_mut(&r.handle) {
+                Some(v) => *v = r.version,
+                None => {
+                    s.replicas.insert(r.handle, r);
+                }
             }
         }
         let complete = match &mut s.pass {
@@ -418,7 +423,7 @@ impl Registry {
             let noted = std::mem::take(&mut s.noted);
             s.replicas
                 .retain(|h, _| seen.contains(h) || noted.contains(h));
-            s.corrupt.retain(|h| seen.contains(h));
+            s.corrupt.retain(|h, _| seen.contains(h));
         }
         Heard { known: true, pass }
     }
@@ -426,16 +431,28 @@ impl Registry {
     /// Records that `id`'s replica of `handle` failed its checksums.
     pub fn mark_corrupt(&mut self, id: &str, handle: u64) {
         if let Some(s) = self.servers.get_mut(id) {
-            s.replicas.remove(&handle);
-            s.corrupt.insert(handle);
+            let version = s.replicas.remove(&handle).map_or(0, |r| r.version);
+            let known = s.corrupt.entry(handle).or_insert(0);
+            *known = (*known).max(version);
         }
+    }
+
+    /// Live servers whose replica of `handle` failed its checksums at `version`: its version
+    /// and committed length are still sound (only data blocks went bad), so it takes part in
+    /// a fence of the chunk, never as a source of its bytes.
+    pub fn corrupt_at(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
+        self.servers
+            .values()
+            .filter(|s| s.alive && s.corrupt.get(&handle) == Some(&version))
+            .map(|s| s.info.clone())
+            .collect()
     }
 
     /// Whether `id` reported its replica of `handle` corrupt.
     pub fn is_corrupt(&self, id: &str, handle: u64) -> bool {
         self.servers
             .get(id)
-            .is_some_and(|s| s.corrupt.contains(&handle))
+            .is_some_and(|s| s.corrupt.contains_key(&handle))
     }
 
     /// Marks servers silent for longer than `dead_after` as dead; returns the newly dead.
@@ -466,6 +483,11 @@ impl Registry {
     /// Records a replica the master itself just created or bumped, before the server reports it.
     pub fn note_replica(&mut self, id: &str, r: Replica) {
         if let Some(s) = self.servers.get_mut(id) {
+            if let Some(v) = s.corrupt.get_mut(&r.handle) {
+                // Fenced with the others, still corrupt: it stays out.
+                *v = r.version;
+                return;
+            }
             s.noted.insert(r.handle);
             s.replicas.insert(r.handle, r);
         }
@@ -533,7 +555,7 @@ impl Registry {
             .filter(|s| {
                 s.takes_new()
                     && !s.replicas.contains_key(&handle)
-                    && !s.corrupt.contains(&handle)
+                    && !s.corrupt.contains_key(&handle)
                     && !busy(&s.info.id)
             })
             .collect();
@@ -609,7 +631,7 @@ impl Registry {
         let want = want.into();
         let mut c = ReplicaCounts::default();
         for s in self.servers.values().filter(|s| s.alive) {
-            if s.corrupt.contains(&handle) {
+            if s.corrupt.contains_key(&handle) {
                 c.corrupt += 1;
             } else if let Some(r) = s.replicas.get(&handle) {
                 if want.admits(r) {
@@ -633,7 +655,7 @@ impl Registry {
         };
         self.servers
             .values()
-            .filter(|s| s.takes_new() && !s.corrupt.contains(&handle))
+            .filter(|s| s.takes_new() && !s.corrupt.contains_key(&handle))
             .filter(|s| {
                 s.replicas
                     .get(&handle)
