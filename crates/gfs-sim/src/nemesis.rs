@@ -5,11 +5,17 @@
 //! between two hosts, both ways or one way; a pause (every message to and from a host held,
 //! then delivered late, as after a stop-the-world pause); slow links (message latency up to
 //! 200 ms); a chunkserver's disk full, or its fsyncs failing (and forgetting the writes they
-//! covered); a host's clock off by up to a tenth of a lease. Faults overlap; at most two
-//! hosts are down at once. Everything heals when the load ends.
+//! covered); a host's clock off by up to a tenth of a lease; a bit flipped at rest in a
+//! chunkserver's chunk file (at most two a run, noted in [`Flips`]: the checker waits for the
+//! scrubber or a reader to find each). Faults overlap; at most two hosts are down at once.
+//! Everything heals when the load ends.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,7 +45,31 @@ pub enum Fault {
     SyncFailures(&'static str, u32),
     /// A host's clock runs this many milliseconds off.
     Skew(&'static str, i64),
+    /// One bit of a chunk file of a chunkserver flips at rest; the draw picks which.
+    FlipBit(&'static str, u64),
 }
+
+/// A bit the nemesis flipped at rest.
+#[derive(Clone, Debug)]
+pub struct Flip {
+    /// The chunkserver.
+    pub server: &'static str,
+    /// The chunk file.
+    pub path: PathBuf,
+    /// The chunk's handle.
+    pub handle: u64,
+    /// The byte flipped.
+    pub offset: u64,
+    /// Its value before.
+    pub was: u8,
+}
+
+/// The bits flipped so far, shared with the checker.
+pub type Flips = Arc<Mutex<Vec<Flip>>>;
+
+/// At most this many bits flip in a run: one replica of a chunk that two flips hit leaves a
+/// third, so no flip schedule can destroy data by itself.
+const MAX_FLIPS: usize = 2;
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,6 +82,7 @@ impl fmt::Display for Fault {
             Fault::DiskFull(h) => write!(f, "disk full on {h}"),
             Fault::SyncFailures(h, ppm) => write!(f, "fsyncs failing on {h} ({ppm} ppm)"),
             Fault::Skew(h, ms) => write!(f, "clock of {h} {ms:+} ms"),
+            Fault::FlipBit(h, _) => write!(f, "a bit flip at rest on {h}"),
         }
     }
 }
@@ -100,9 +131,16 @@ pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
             80..88 => {
                 Fault::SyncFailures(pick(&mut rng, &SERVERS), rng.random_range(1..5) * 100_000)
             }
-            _ => {
+            88..95 => {
                 let limit = LEASE.as_millis() as i64 / 10;
                 Fault::Skew(pick(&mut rng, &hosts), rng.random_range(-limit..=limit))
+            }
+            _ => {
+                let flips = out.iter().filter(|p| matches!(p.fault, Fault::FlipBit(..)));
+                if flips.count() >= MAX_FLIPS {
+                    continue;
+                }
+                Fault::FlipBit(pick(&mut rng, &SERVERS), rng.random())
             }
         };
         let down_then =
@@ -123,6 +161,8 @@ pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
 /// Applies a plan to a running simulation.
 pub struct Nemesis {
     plan: Vec<Planned>,
+    /// The bits flipped, for the checker.
+    flips: Flips,
     next: usize,
     /// Faults in force, with when they heal.
     active: Vec<(Duration, Fault)>,
@@ -131,10 +171,11 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    /// A nemesis that will apply `plan`.
-    pub fn new(plan: Vec<Planned>) -> Nemesis {
+    /// A nemesis that will apply `plan`, noting the bits it flips in `flips`.
+    pub fn new(plan: Vec<Planned>, flips: Flips) -> Nemesis {
         Nemesis {
             plan,
+            flips,
             next: 0,
             active: Vec::new(),
             applied: 0,
@@ -149,6 +190,26 @@ impl Nemesis {
             let p = p.clone();
             self.next += 1;
             if self.conflicts(&p.fault) {
+                continue;
+            }
+            if let Fault::FlipBit(server, draw) = p.fault {
+                match flip(server, draw, c) {
+                    Some(f) => {
+                        t.at(
+                            now,
+                            format_args!(
+                                "nemesis: bit flipped at rest on {server}: chunk {} byte {}",
+                                f.handle, f.offset
+                            ),
+                        );
+                        self.flips.lock().push(f);
+                        self.applied += 1;
+                    }
+                    None => t.at(
+                        now,
+                        format_args!("nemesis: no chunk on {server} to flip a bit of"),
+                    ),
+                }
                 continue;
             }
             t.at(now, format_args!("nemesis: {} for {:?}", p.fault, p.lasts));
@@ -205,6 +266,36 @@ impl Nemesis {
     }
 }
 
+/// Flips one bit of one durable byte of one chunk file of `server`, picked by `draw`.
+fn flip(server: &'static str, draw: u64, c: &Cluster) -> Option<Flip> {
+    let disk = &c.disks[server];
+    let dir = crate::cluster::data_dir();
+    let chunks: Vec<(PathBuf, u64, u64)> = disk
+        .files()
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .filter_map(|p| {
+            let handle = p.file_name()?.to_str()?.parse::<u64>().ok()?;
+            let len = disk.durable_len(&p).filter(|l| *l > 0)?;
+            Some((p, handle, len))
+        })
+        .collect();
+    if chunks.is_empty() {
+        return None;
+    }
+    let (path, handle, len) = chunks[(draw % chunks.len() as u64) as usize].clone();
+    let offset = (draw >> 16) % len;
+    let was = disk.durable_byte(&path, offset)?;
+    disk.flip_bit(&path, offset, (draw >> 8) as u8 % 8)
+        .then_some(Flip {
+            server,
+            path,
+            handle,
+            offset,
+            was,
+        })
+}
+
 fn others(h: &str) -> Vec<&'static str> {
     std::iter::once(MASTER)
         .chain(SERVERS)
@@ -231,6 +322,7 @@ fn start(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
         Fault::DiskFull(h) => c.disks[*h].set_capacity(Some(0)),
         Fault::SyncFailures(h, ppm) => c.disks[*h].set_sync_failure_ppm(*ppm),
         Fault::Skew(h, ms) => c.set_skew(h, *ms),
+        Fault::FlipBit(..) => {}
     }
 }
 
@@ -248,5 +340,6 @@ fn heal(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
         Fault::DiskFull(h) => c.disks[*h].set_capacity(None),
         Fault::SyncFailures(h, _) => c.disks[*h].set_sync_failure_ppm(0),
         Fault::Skew(h, _) => c.set_skew(h, 0),
+        Fault::FlipBit(..) => {}
     }
 }

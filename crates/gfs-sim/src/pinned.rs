@@ -15,6 +15,9 @@
 ///   longer than that takes);
 /// - 23, 1411: a replica of a sealed chunk left ahead of the log by a fence that reached
 ///   fewer than a quorum stayed on its disk for good, unseen by fsck.
+/// - 73: a bit flipped at rest in one of an unsealed chunk's two replicas left it on the other
+///   alone for good: the seal it needs before any copy wanted a quorum of good replicas (the
+///   corrupt one now counts toward the fence);
 /// - 17538096960526 (found fresh; 17538096968010 earlier showed the same): a primary whose disk
 ///   filled failed to commit an append its secondary committed, and readers were shown those
 ///   bytes, which no quorum held and a later lease replaced: a secondary now shows only what
@@ -24,6 +27,7 @@ pub const PINNED: &[(u64, u64)] = &[
     (14, 20),
     (17, 20),
     (23, 20),
+    (73, 10),
     (134, 20),
     (165, 20),
     (1411, 20),

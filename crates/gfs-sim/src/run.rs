@@ -154,17 +154,21 @@ pub fn run(o: &Options) -> Outcome {
     {
         let (shared, load, within) = (shared.clone(), o.load, o.heal_within);
         let clock = cluster.clock("checker");
+        let disks = cluster.disks.clone();
         sim.client("checker", async move {
-            workload::checker(workload::client(clock), load, within, shared).await;
+            workload::checker(workload::client(clock), load, within, shared, disks).await;
             Ok(())
         });
     }
 
-    let mut nemesis = Nemesis::new(if o.faults {
-        plan(o.seed, o.load)
-    } else {
-        Vec::new()
-    });
+    let mut nemesis = Nemesis::new(
+        if o.faults {
+            plan(o.seed, o.load)
+        } else {
+            Vec::new()
+        },
+        shared.flips.clone(),
+    );
     let mut problems = Vec::new();
     let mut healed = false;
     let mut stopped: std::collections::BTreeMap<&str, Duration> = Default::default();

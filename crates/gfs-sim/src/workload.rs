@@ -2,12 +2,14 @@
 //! that write whole multi-chunk files and get them back, a reader, a namespace task, and the
 //! checker client that waits for the cluster to heal and reads everything back.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gfs_client::{Client, ClientConfig, ClientError};
 use gfs_host::Net;
 use gfs_testkit::{History, Observed, RecordId, observe, record};
+use gfs_util::disk::sim::SimDisk;
 use gfs_util::random::random_range;
 use parking_lot::Mutex;
 
@@ -56,6 +58,8 @@ pub struct Shared {
     pub put_reads: Arc<Mutex<Vec<PutRead>>>,
     /// Gets during the load that returned other bytes than the put just acknowledged.
     pub bad_gets: Arc<Mutex<Vec<String>>>,
+    /// The bits the nemesis flipped at rest.
+    pub flips: crate::nemesis::Flips,
 }
 
 /// A put file read back at the end: its path, and its length and CRC32C or why it could not
@@ -276,7 +280,13 @@ pub async fn create_file(c: &Client) {
 
 /// Waits for the appenders, then for `fsck` of the file to come back clean (within `within`),
 /// then reads the file and the master's view of it.
-pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Shared) {
+pub async fn checker(
+    c: Client,
+    load_end: Duration,
+    within: Duration,
+    shared: Shared,
+    disks: BTreeMap<String, SimDisk>,
+) {
     while *shared.running.lock() > 0 || now() < load_end {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -296,7 +306,9 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
                 // The master may still be deleting an extra replica or finishing a copy: the
                 // view to check against the disks is one that held still for a while.
                 let seen = observe(&c, PATH).await;
-                if last.as_ref().is_some_and(|l| view(l) == view(&seen)) {
+                if let Some(why) = unfound_flip(&shared.flips, &disks, &seen) {
+                    *shared.unhealthy.lock() = why;
+                } else if last.as_ref().is_some_and(|l| view(l) == view(&seen)) {
                     *shared.observed.lock() = Some(seen);
                     list_paths(&c, &shared).await;
                     read_puts(&c, &shared).await;
@@ -313,6 +325,31 @@ pub async fn checker(c: Client, load_end: Duration, within: Duration, shared: Sh
         }
         tokio::time::sleep(SETTLE).await;
     }
+}
+
+/// A bit flipped at rest that nobody found yet: still flipped on the disk, in a replica the
+/// master counts, below the chunk's agreed length (the scrubber verifies every idle chunk in
+/// turn, a reader every block it reads; either reports it, and the master replaces it).
+fn unfound_flip(
+    flips: &crate::nemesis::Flips,
+    disks: &BTreeMap<String, SimDisk>,
+    seen: &Observed,
+) -> Option<String> {
+    flips.lock().iter().find_map(|f| {
+        let flipped = disks[f.server]
+            .durable_byte(&f.path, f.offset)
+            .is_some_and(|b| b != f.was);
+        let c = seen.chunks.iter().find(|c| c.handle == f.handle)?;
+        let agreed = c
+            .sealed_length
+            .unwrap_or((seen.file.len() as u64).saturating_sub(c.file_offset));
+        (flipped && f.offset < agreed && c.counted.iter().any(|s| s == f.server)).then(|| {
+            format!(
+                "the bit flipped at rest on {} (chunk {} byte {}) is not found yet",
+                f.server, f.handle, f.offset
+            )
+        })
+    })
 }
 
 /// Whether `fsck` calls every one of `files` healthy; else what it said of the first that is
