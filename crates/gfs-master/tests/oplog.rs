@@ -11,6 +11,12 @@ use std::time::Duration;
 use gfs_master::record::{AddChunkOp, CreateOp, DeleteOp, Op, PathOp};
 use gfs_master::{MasterError, MetaConfig, MetaStore};
 
+/// Held for writing while a child process is spawned, for reading by the tests that drop a
+/// store and open its directory again: between fork and exec the child holds a copy of every
+/// descriptor of this process, a store's `LOCK` file's too, so a store dropped in that window
+/// stays locked until the child execs (CI saw `Locked` once).
+static FORKING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const CHILD_DIR: &str = "GFS_OPLOG_CHILD_DIR";
 const CHILD_ROUND: &str = "GFS_OPLOG_CHILD_ROUND";
 
@@ -83,6 +89,7 @@ async fn sigkill_keeps_every_acknowledged_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let mut total = 0;
     for round in 1..=3u64 {
+        let forking = FORKING.write().await;
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "oplog_child",
@@ -96,6 +103,7 @@ async fn sigkill_keeps_every_acknowledged_mutation() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        drop(forking);
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             BufReader::new(stdout)
@@ -173,6 +181,7 @@ async fn write_files(dir: &Path, n: usize) {
 
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
+    let _reopens = FORKING.read().await;
     let src = tempfile::tempdir().unwrap();
     write_files(src.path(), 50).await;
     let seg = segments(src.path()).pop().unwrap();
@@ -202,6 +211,7 @@ async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
 
 #[tokio::test]
 async fn a_corrupt_record_inside_the_log_is_a_clear_error() {
+    let _reopens = FORKING.read().await;
     let src = tempfile::tempdir().unwrap();
     write_files(src.path(), 50).await;
     let dir = crash_copy(src.path());
@@ -225,6 +235,7 @@ async fn a_corrupt_record_inside_the_log_is_a_clear_error() {
 
 #[tokio::test]
 async fn checkpoints_plus_more_log_recover_and_old_segments_go() {
+    let _reopens = FORKING.read().await;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = MetaStore::open(
@@ -264,6 +275,7 @@ async fn checkpoints_plus_more_log_recover_and_old_segments_go() {
 
 #[tokio::test]
 async fn invalid_mutations_are_refused_and_not_logged() {
+    let _reopens = FORKING.read().await;
     let dir = tempfile::tempdir().unwrap();
     let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
     store.mutate(create("/a")).await.unwrap();
