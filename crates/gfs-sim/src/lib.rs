@@ -22,7 +22,8 @@
 //! and the checks run: the history checker of gfs-testkit against what survives on the disks
 //! (every acknowledged record exactly once at its offset, nothing never sent, no duplicate, the
 //! replicas the master counts current and byte-identical, fsck's verdict matching the disks),
-//! every whole-file read during the load a prefix of the file at the end, every put file
+//! every bit the nemesis flipped at rest found (by the scrubber or a reader) and its replica
+//! replaced, every whole-file read during the load a prefix of the file at the end, every put file
 //! healthy and read back (an acknowledged put exactly its bytes, as its get during the load
 //! was; a failed one a prefix of them), and the namespace calls' linearizability
 //! ([`linearizable`]).
