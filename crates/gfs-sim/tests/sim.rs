@@ -1,6 +1,6 @@
 //! The simulator under `cargo test` (a debug build, about 4 s a seed): a run replays exactly.
-//! CI then runs the pinned seeds ([`gfs_sim::PINNED`], each found a defect once) and 500 more
-//! on a release build (`.ci/run`: `gfs-sim --pinned --seeds 500`).
+//! CI then runs the pinned seeds ([`gfs_sim::PINNED`], each found a defect once) and 250 more
+//! on a release build (`.ci/run`: `gfs-sim --pinned --seeds 250`).
 //!
 //! `GFS_SIM_CLUSTER_SEEDS=N` runs the pinned seeds and N more here too (fresh each run when
 //! `GFS_SIM_FRESH=1`, which prints them); a failure prints the one-line replay command.
