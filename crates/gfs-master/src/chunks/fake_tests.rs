@@ -233,6 +233,32 @@ async fn a_bump_short_of_a_quorum_is_fenced_past_by_the_next_decision() {
     );
 }
 
+/// A bump that reached fewer than a quorum may have reached a replica whose reply was lost
+/// and whose reports do not reach the master: the next decision never uses that version
+/// again, since a stray replica at it, holding other bytes, would pass for current (the
+/// simulator found it: fresh seed 17538096980818).
+#[tokio::test]
+async fn a_version_a_failed_bump_sent_is_never_used_again() {
+    let c = abc([100, 100, 100]).await;
+    c.fake.fail("b", Call::SetVersion);
+    c.fake.fail("c", Call::SetVersion);
+    let err = c.m.append_chunk("/f").await.unwrap_err();
+    assert!(matches!(err, MasterError::Unavailable(_)), "{err}");
+    assert_eq!(c.fake.replica("a", H), Some(held(2, 100)));
+    // a's reports never arrive; b and c take versions again.
+    c.fake.heal("b");
+    c.fake.heal("c");
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!(lease.version, 3, "version 2 went to a already");
+    assert_eq!(c.logged(H).await.version, 3);
+    // a did not answer at the version the master knew it at: it stays at 2, stale.
+    assert_eq!(
+        c.current(H).await,
+        vec![("b".into(), 100), ("c".into(), 100)]
+    );
+    assert_eq!(c.fake.replica("a", H), Some(held(2, 100)));
+}
+
 /// A secondary that failed a COMMIT is reported lagging by its primary: the master bumps the
 /// version on the others at once, the primary keeps the lease, and the lagging replica is
 /// stale from then on.

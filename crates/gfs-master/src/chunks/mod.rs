@@ -92,6 +92,10 @@ pub struct ChunkManager {
     lease: lease::Leases,
     /// Handles being allocated: created on servers, not yet logged. Never orphans.
     allocating: Mutex<HashSet<u64>>,
+    /// The highest version a fence of each chunk sent that a quorum did not take: some
+    /// replica may hold it unlogged with its reports lost, so no later decision uses it
+    /// again (in memory: a restarted master learns such versions from reports only).
+    tried: Mutex<HashMap<u64, u64>>,
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again (`seal`).
     unsettled: Mutex<HashSet<u64>>,
@@ -137,6 +141,7 @@ impl ChunkManager {
             control,
             lease: lease::Leases::default(),
             allocating: Mutex::new(HashSet::default()),
+            tried: Mutex::new(HashMap::default()),
             unsettled: Mutex::new(HashSet::default()),
             repair: repair::Repair::default(),
             gc: gc::Gc::default(),

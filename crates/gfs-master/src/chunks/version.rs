@@ -102,7 +102,10 @@ impl ChunkManager {
         version: u64,
         replicas: Vec<ServerInfo>,
     ) -> Result<(u64, Vec<(ServerInfo, u64)>)> {
-        let Some(new_version) = version.checked_add(1) else {
+        // Past every version an earlier fence sent without a quorum taking it: a replica may
+        // hold that one unlogged, with other bytes, and its reports may not reach us.
+        let tried = self.tried.lock().get(&handle).copied().unwrap_or(0);
+        let Some(new_version) = version.max(tried).checked_add(1) else {
             return Err(MasterError::Internal(format!(
                 "chunk {handle}: version {version} overflows"
             )));
@@ -122,11 +125,13 @@ impl ChunkManager {
             .flatten()
             .collect();
         if fenced.len() < self.cfg.quorum {
+            self.tried.lock().insert(handle, new_version);
             return Err(unavailable(format!(
                 "chunk {handle}: only {} replicas took version {new_version}",
                 fenced.len()
             )));
         }
+        self.tried.lock().remove(&handle);
         Ok((new_version, fenced))
     }
 
