@@ -18,6 +18,9 @@
 /// - 73: a bit flipped at rest in one of an unsealed chunk's two replicas left it on the other
 ///   alone for good: the seal it needs before any copy wanted a quorum of good replicas (the
 ///   corrupt one now counts toward the fence);
+/// - 17538096980818 (found fresh): a fence cut short reached a replica whose reply and reports
+///   were lost; the next bump reused its version, and that replica, holding other bytes, was
+///   counted current (fences now never reuse a version they sent);
 /// - 17538096960526 (found fresh; 17538096968010 earlier showed the same): a primary whose disk
 ///   filled failed to commit an append its secondary committed, and readers were shown those
 ///   bytes, which no quorum held and a later lease replaced: a secondary now shows only what
@@ -32,4 +35,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (165, 20),
     (1411, 20),
     (17538096960526, 10),
+    (17538096980818, 10),
 ];
