@@ -35,7 +35,10 @@
 //! Every run ends with a trace hash over the event trace (faults, acknowledgements, failures,
 //! stamped with simulated time) and every disk's operations: two runs of a seed must print the
 //! same (a test asserts it). A failing run prints the one-line command that replays it with
-//! its trace.
+//! its trace. `gfs-sim --seeds N` runs each seed in a process of its own, as `--seed` does: a
+//! run leaves process-wide state behind in dependencies (a later run of a seed in the same
+//! process can take another schedule), so only then does every seed a batch reports replay
+//! alone.
 //!
 //! # Why turmoil
 //! madsim intercepts the clock and randomness at the libc level, but its tonic is a

@@ -23,7 +23,7 @@ struct Args {
     /// new schedules.
     #[arg(long, default_value_t = 0)]
     fresh: u64,
-    /// Seeds run at once (one thread each); default: the number of cores.
+    /// Seeds run at once (one process each); default: the number of cores.
     #[arg(long)]
     jobs: Option<usize>,
     /// Simulated seconds of load and faults per seed.
@@ -92,10 +92,11 @@ fn main() -> anyhow::Result<()> {
     let failed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let args = Arc::new(a);
+    let exe = Arc::new(std::env::current_exe()?);
     let threads: Vec<_> = (0..jobs)
         .map(|_| {
             let (next, failed, args) = (Arc::clone(&next), Arc::clone(&failed), Arc::clone(&args));
-            let seeds = Arc::clone(&seeds);
+            let (seeds, exe) = (Arc::clone(&seeds), Arc::clone(&exe));
             std::thread::spawn(move || {
                 loop {
                     if args.until_failure && failed.load(Ordering::SeqCst) > 0 {
@@ -104,23 +105,43 @@ fn main() -> anyhow::Result<()> {
                     let Some(&(seed, load)) = seeds.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
-                    let o = Options {
+                    // Each seed in a process of its own, as `--seed` runs it: a run leaves
+                    // process-wide state behind (in dependencies: a later run of the same
+                    // seed in the same process can take another schedule), so only this way
+                    // does every seed a batch reports replay alone, exactly.
+                    let mut cmd = std::process::Command::new(&*exe);
+                    cmd.args([
+                        "--seed",
+                        &seed.to_string(),
+                        "--load-secs",
+                        &load.to_string(),
+                    ]);
+                    if args.no_faults {
+                        cmd.arg("--no-faults");
+                    }
+                    let out = cmd.stderr(std::process::Stdio::null()).output();
+                    let replay = Options {
                         load: Duration::from_secs(load),
                         ..options(&args, seed)
-                    };
-                    let out = std::panic::catch_unwind(|| run(&o));
+                    }
+                    .replay_command();
                     match out {
-                        Ok(out) if out.passed() => println!("{}", summary(&out)),
-                        Ok(out) => {
+                        Ok(o) if o.status.success() => {
+                            print!("{}", String::from_utf8_lossy(&o.stdout));
+                        }
+                        Ok(o) => {
                             failed.fetch_add(1, Ordering::SeqCst);
-                            println!("{}\n  replay: {}", summary(&out), o.replay_command());
-                            for p in out.problems.iter().take(20) {
-                                println!("  {p}");
+                            let text = String::from_utf8_lossy(&o.stdout);
+                            match text.split_once('\n') {
+                                Some((first, rest)) => {
+                                    print!("{first}\n  replay: {replay}\n{rest}")
+                                }
+                                None => println!("seed {seed}: PANICKED\n  replay: {replay}"),
                             }
                         }
-                        Err(_) => {
+                        Err(e) => {
                             failed.fetch_add(1, Ordering::SeqCst);
-                            println!("seed {seed}: PANICKED\n  replay: {}", o.replay_command());
+                            println!("seed {seed}: cannot start a run: {e}");
                         }
                     }
                 }
