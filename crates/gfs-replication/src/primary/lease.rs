@@ -63,6 +63,10 @@ impl Coordinator {
             Arc::new(Lease {
                 handle,
                 version,
+                publishing: secondaries
+                    .iter()
+                    .map(|_| std::sync::atomic::AtomicBool::new(false))
+                    .collect(),
                 secondaries,
                 expires: Mutex::new(expires),
                 assign: Mutex::new(Assign {
