@@ -63,10 +63,6 @@ impl Coordinator {
             Arc::new(Lease {
                 handle,
                 version,
-                publishing: secondaries
-                    .iter()
-                    .map(|_| std::sync::atomic::AtomicBool::new(false))
-                    .collect(),
                 secondaries,
                 expires: Mutex::new(expires),
                 assign: Mutex::new(Assign {

@@ -145,10 +145,6 @@ struct Lease {
     handle: ChunkHandle,
     version: u64,
     secondaries: Vec<String>,
-    /// Per secondary (as `secondaries`): a `QuorumLength` is on its way to it, and its sender
-    /// sends the newest watermark next (one message in flight per secondary, not one per
-    /// append).
-    publishing: Vec<std::sync::atomic::AtomicBool>,
     expires: Mutex<SystemTime>,
     assign: Mutex<Assign>,
     /// Woken when no append is in flight.
@@ -429,41 +425,20 @@ impl Shared {
     /// Tells every secondary the quorum's length after it moved, beside the append's answer
     /// (which does not wait for it): a secondary shows readers no byte past what it last heard
     /// (I3), so a reader that finds the primary gone still sees every append acknowledged
-    /// before the last one it heard of. One message is in flight per secondary; its sender
-    /// then sends the newest watermark, if it moved meanwhile.
-    fn publish(self: &Arc<Self>, lease: &Arc<Lease>) {
-        use std::sync::atomic::Ordering;
-        for i in 0..lease.secondaries.len() {
-            if lease.publishing[i].swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            let (shared, lease) = (Arc::clone(self), Arc::clone(lease));
+    /// before the last one it heard of.
+    fn publish(self: &Arc<Self>, lease: &Lease) {
+        let length = lease.durable.lock().to;
+        let (handle, version) = (lease.handle, lease.version);
+        for addr in &lease.secondaries {
+            let (shared, addr) = (Arc::clone(self), addr.clone());
             tokio::spawn(async move {
-                let addr = &lease.secondaries[i];
                 let timeout = shared.cfg.commit_timeout;
-                let mut sent = 0;
-                loop {
-                    let length = lease.durable.lock().to;
-                    if length > sent {
-                        let told = shared
-                            .peers
-                            .quorum_length(addr, lease.handle, lease.version, length, timeout)
-                            .await;
-                        if let Err(e) = told {
-                            tracing::debug!(handle = %lease.handle, peer = %addr, error = %e, "quorum length not delivered");
-                        }
-                        sent = length;
-                        continue;
-                    }
-                    lease.publishing[i].store(false, Ordering::Release);
-                    // A watermark that moved after the check above found the flag still set
-                    // and left it to this sender: look once more.
-                    if lease.durable.lock().to > sent
-                        && !lease.publishing[i].swap(true, Ordering::AcqRel)
-                    {
-                        continue;
-                    }
-                    return;
+                let told = shared
+                    .peers
+                    .quorum_length(&addr, handle, version, length, timeout)
+                    .await;
+                if let Err(e) = told {
+                    tracing::debug!(%handle, peer = addr, error = %e, "quorum length not delivered");
                 }
             });
         }
@@ -512,7 +487,7 @@ impl Shared {
     /// committed on some replica (then its offset is never handed out again).
     async fn replicate(
         self: &Arc<Self>,
-        lease: &Arc<Lease>,
+        lease: &Lease,
         op: OpId,
         offset: u64,
         data: Bytes,
@@ -624,12 +599,7 @@ impl Shared {
 
     /// Answers a retry of an op this replica committed: it is acknowledged only once a quorum
     /// holds it durably (COMMIT is idempotent on the secondaries, and finishes a staged one).
-    async fn confirm(
-        self: &Arc<Self>,
-        lease: &Arc<Lease>,
-        op: OpId,
-        rec: AppendRecord,
-    ) -> Result<u64> {
+    async fn confirm(self: &Arc<Self>, lease: &Lease, op: OpId, rec: AppendRecord) -> Result<u64> {
         let handle = lease.handle;
         let need = self.need_remote();
         let timeout = self.cfg.commit_timeout;
