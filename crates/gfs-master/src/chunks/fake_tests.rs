@@ -116,6 +116,21 @@ async fn abc(lengths: [u64; 3]) -> Cluster {
 }
 
 impl Cluster {
+    /// A repair pass, another once the chunk has had no lease for `lease`, the copies they
+    /// started, then a settle pass.
+    async fn settled(&self, lease: Duration) {
+        self.m.rereplicate().await;
+        tokio::time::sleep(lease + Duration::from_millis(20)).await;
+        self.m.rereplicate().await;
+        for _ in 0..200 {
+            if self.m.repair.cloning.lock().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.m.settle().await;
+    }
+
     async fn logged(&self, handle: u64) -> crate::namespace::ChunkMeta {
         self.meta
             .read(move |ns| ns.chunk(handle))
@@ -393,18 +408,7 @@ async fn an_unsealed_chunk_below_its_goal_is_sealed_at_its_longest_length_before
     tokio::time::sleep(Duration::from_millis(60)).await;
     // A repair pass, another once the chunk has had no lease for a lease period, then a
     // settle pass.
-    let settled = || async {
-        c.m.rereplicate().await;
-        tokio::time::sleep(lease + Duration::from_millis(20)).await;
-        c.m.rereplicate().await;
-        for _ in 0..200 {
-            if c.m.repair.cloning.lock().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        c.m.settle().await;
-    };
+    let settled = || c.settled(lease);
     settled().await;
     // Only c answers: nothing is copied, sealed or leased, and the file waits.
     assert_eq!(c.fake.replica("d", H), None);
@@ -452,18 +456,7 @@ async fn an_unsealed_chunk_left_with_one_good_and_one_corrupt_replica_is_sealed_
     .await;
     c.registry.lock().mark_corrupt("a", H);
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let settled = || async {
-        c.m.rereplicate().await;
-        tokio::time::sleep(lease + Duration::from_millis(20)).await;
-        c.m.rereplicate().await;
-        for _ in 0..200 {
-            if c.m.repair.cloning.lock().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        c.m.settle().await;
-    };
+    let settled = || c.settled(lease);
     settled().await;
     assert_eq!(c.logged(H).await.sealed_length, Some(100));
     settled().await;
