@@ -393,9 +393,19 @@ impl MetaStore {
             }
             (rx, removed)
         };
-        self.drive();
+        self.drive_soon().await;
         rx.await.map_err(|_| MasterError::LogFailed)??;
         Ok(removed)
+    }
+
+    /// [`MetaStore::drive`] once the disk's latency has passed: on a simulated disk a group
+    /// commit takes time, and the mutations queued meanwhile join it.
+    async fn drive_soon(&self) {
+        let takes = self.disk.latency();
+        if !takes.is_zero() {
+            tokio::time::sleep(takes).await;
+        }
+        self.drive();
     }
 
     /// Writes what is queued, when the committer has no thread (a no-op otherwise). Called
@@ -419,7 +429,9 @@ impl MetaStore {
             let st = self.state.lock();
             (f(&st.ns), st.next_seq - 1)
         };
-        self.drive();
+        if needed > self.durable_seq() {
+            self.drive_soon().await;
+        }
         let mut durable = self.durable.clone();
         durable
             .wait_for(|d| *d >= needed)

@@ -255,7 +255,7 @@ impl ChunkStore {
             // On failure the replies are dropped with the job: each wait below sees `Closed`.
             let _ = self.submit(Job::Delete { chunks });
         }
-        self.drive();
+        self.drive_soon().await;
         let mut out = Vec::with_capacity(waits.len());
         for (h, wait) in waits {
             let r = match wait {
@@ -511,7 +511,7 @@ impl ChunkStore {
             Err(rx) => rx,
         };
         let gone = || StorageError::NotStaged { handle, op };
-        self.drive();
+        self.drive_soon().await;
         match tokio::time::timeout(self.inner.cfg.commit_wait, &mut rx).await {
             Ok(reply) => reply.map_err(|_| gone())?,
             Err(_) => {
@@ -734,9 +734,19 @@ impl ChunkStore {
         }
     }
 
+    /// [`ChunkStore::drive`] once the disk's latency has passed: on a simulated disk a round
+    /// takes time, and the jobs other tasks queue meanwhile join it (a group commit).
+    async fn drive_soon(&self) {
+        let takes = self.inner.disk.latency();
+        if !takes.is_zero() {
+            tokio::time::sleep(takes).await;
+        }
+        self.drive();
+    }
+
     /// The reply to a submitted job, once it is done.
     async fn reply<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-        self.drive();
+        self.drive_soon().await;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 }

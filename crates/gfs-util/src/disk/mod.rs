@@ -84,6 +84,12 @@ pub trait Disk: Send + Sync + fmt::Debug + 'static {
     fn threads(&self) -> bool {
         true
     }
+    /// How long the next round of a store's background work (its writes and fsyncs) takes, in
+    /// the caller's time, on a disk without threads: a simulated disk's latency. Zero for the
+    /// OS's disk, whose operations take their real time.
+    fn latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// An open file of a [`Disk`].

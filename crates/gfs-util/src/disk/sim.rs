@@ -15,6 +15,9 @@
 //!   with `ENOSPC` ([`SimDisk::set_capacity`]); a bit flipped at rest ([`SimDisk::flip_bit`]);
 //!   a crash armed to strike at the `n`-th mutating operation ([`SimDisk::crash_after`]), which
 //!   fails instead of running.
+//! - Latency ([`SimDisk::set_latency`]): a store's round of writes and fsyncs takes a seeded
+//!   time, so the windows a real disk's fsync opens (a version change queued, a seal in
+//!   progress) stay open in simulated time while other messages arrive.
 //!
 //! Directories exist once created and are never lost. Everything is in memory, behind one
 //! mutex; the same seed and the same sequence of calls give the same disk.
@@ -24,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{DirEntry, Disk, DiskFile, FileId, Open};
 
@@ -92,6 +95,10 @@ struct Inode {
     current: Vec<u8>,
     /// Changes since the last fsync, in order.
     pending: Vec<Pending>,
+    /// Which change of the disk last changed `durable` (0: none yet).
+    stamp: u64,
+    /// Which change of the disk last changed `current` (0: none yet).
+    changed: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +122,10 @@ struct State {
     fail_syncs: Vec<PathBuf>,
     /// Chance in a million that an fsync fails.
     sync_failure_ppm: u32,
+    /// Each round of background work takes up to this long (microseconds), by the seed.
+    latency_us: u64,
+    /// Changes to durable bytes so far (each inode's `stamp` is one of them).
+    stamps: u64,
     crash_in: Option<u64>,
     crashes: u64,
     /// FNV-1a over every operation and its arguments, in order.
@@ -230,6 +241,11 @@ impl State {
         let mut inodes = std::mem::take(&mut self.inodes);
         inodes.retain(|ino, _| live.contains(ino));
         for inode in inodes.values_mut() {
+            if !inode.pending.is_empty() {
+                self.stamps += 1;
+                inode.stamp = self.stamps;
+                inode.changed = self.stamps;
+            }
             let mut data = std::mem::take(&mut inode.durable);
             for p in std::mem::take(&mut inode.pending) {
                 match p {
@@ -292,6 +308,8 @@ impl SimDisk {
                 capacity: None,
                 fail_syncs: Vec::new(),
                 sync_failure_ppm: 0,
+                latency_us: 0,
+                stamps: 0,
                 crash_in: None,
                 crashes: 0,
                 trace: 0xcbf2_9ce4_8422_2325,
@@ -354,6 +372,12 @@ impl SimDisk {
         self.state().sync_failure_ppm = ppm;
     }
 
+    /// Makes each round of a store's background work on this disk take up to `max` (drawn by
+    /// the seed), as a real disk's writes and fsyncs do; zero (the default): no time at all.
+    pub fn set_latency(&self, max: Duration) {
+        self.state().latency_us = max.as_micros() as u64;
+    }
+
     /// Bytes all files may hold together (`None`: no limit); writes past it fail with ENOSPC.
     pub fn set_capacity(&self, bytes: Option<u64>) {
         self.state().capacity = bytes;
@@ -366,9 +390,13 @@ impl SimDisk {
         let Some(ino) = st.names.get(path).copied() else {
             return false;
         };
+        st.stamps += 1;
+        let stamp = st.stamps;
         let Some(inode) = st.inodes.get_mut(&ino) else {
             return false;
         };
+        inode.stamp = stamp;
+        inode.changed = stamp;
         let at = offset as usize;
         let mask = 1u8 << (bit % 8);
         let mut hit = false;
@@ -387,6 +415,37 @@ impl SimDisk {
         let st = self.state();
         let ino = st.names.get(path)?;
         st.inodes.get(ino)?.durable.get(offset as usize).copied()
+    }
+
+    /// `f` of the durable bytes of the file at `path` (what a crash now would keep of it).
+    pub fn with_durable<R>(&self, path: &Path, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let st = self.state();
+        let ino = st.names.get(path)?;
+        Some(f(&st.inodes.get(ino)?.durable))
+    }
+
+    /// A number that changes whenever the durable bytes of the file at `path` change (an fsync
+    /// of pending writes, a crash, a flipped bit) or another file takes its name: unchanged,
+    /// so are they.
+    pub fn durable_stamp(&self, path: &Path) -> Option<(u64, u64)> {
+        let st = self.state();
+        let ino = st.names.get(path)?;
+        Some((*ino, st.inodes.get(ino)?.stamp))
+    }
+
+    /// A number that changes whenever what reads of the file at `path` see changes, or
+    /// another file takes its name.
+    pub fn current_stamp(&self, path: &Path) -> Option<(u64, u64)> {
+        let st = self.state();
+        let ino = st.names.get(path)?;
+        Some((*ino, st.inodes.get(ino)?.changed))
+    }
+
+    /// `f` of the bytes of the file at `path` as reads see them now.
+    pub fn with_current<R>(&self, path: &Path, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let st = self.state();
+        let ino = st.names.get(path)?;
+        Some(f(&st.inodes.get(ino)?.current))
     }
 
     /// The durable length of the file at `path`.
@@ -442,7 +501,10 @@ impl Disk for SimDisk {
             (Open::Read | Open::Write, None) => return Err(not_found(path)),
             (Open::Truncate, Some(ino)) => {
                 st.mutate("truncate")?;
+                st.stamps += 1;
+                let stamp = st.stamps;
                 let inode = st.inodes.entry(ino).or_default();
+                inode.changed = stamp;
                 inode.current.clear();
                 inode.pending.push(Pending::SetLen(0));
                 ino
@@ -542,6 +604,15 @@ impl Disk for SimDisk {
         false
     }
 
+    fn latency(&self) -> Duration {
+        let mut st = self.state();
+        let max = st.latency_us;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(1 + st.below(max))
+    }
+
     fn file_id(&self, path: &Path) -> io::Result<FileId> {
         let st = self.live()?;
         Ok(FileId {
@@ -587,6 +658,8 @@ impl SimFile {
                 .and_then(|p| st.fail_syncs.iter().position(|f| f == p));
             let ppm = u64::from(st.sync_failure_ppm);
             let random = ppm > 0 && st.below(1_000_000) < ppm;
+            st.stamps += 1;
+            let stamp = st.stamps;
             let inode = st.inodes.entry(ino).or_default();
             if armed.is_some() || random {
                 // The pages are marked clean all the same: these writes are never made durable.
@@ -595,6 +668,9 @@ impl SimFile {
                     st.fail_syncs.swap_remove(i);
                 }
                 return Err(eio("fsync failed"));
+            }
+            if !inode.pending.is_empty() {
+                inode.stamp = stamp;
             }
             for p in std::mem::take(&mut inode.pending) {
                 match p {
@@ -650,7 +726,10 @@ impl DiskFile for SimFile {
             {
                 return Err(io::Error::from_raw_os_error(28)); // ENOSPC
             }
+            st.stamps += 1;
+            let stamp = st.stamps;
             let inode = st.inodes.entry(ino).or_default();
+            inode.changed = stamp;
             apply_write(&mut inode.current, offset, buf);
             inode.pending.push(Pending::Write {
                 offset,
@@ -664,7 +743,10 @@ impl DiskFile for SimFile {
         self.with("set_len", |st, ino| {
             st.note(&[&ino.to_le_bytes(), &len.to_le_bytes()]);
             st.mutate("set_len")?;
+            st.stamps += 1;
+            let stamp = st.stamps;
             let inode = st.inodes.entry(ino).or_default();
+            inode.changed = stamp;
             inode.current.resize(len as usize, 0);
             inode.pending.push(Pending::SetLen(len));
             Ok(())

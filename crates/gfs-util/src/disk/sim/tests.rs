@@ -156,6 +156,33 @@ fn a_flipped_bit_shows_in_the_durable_bytes_only_once_synced_bytes_are_there() {
     assert_eq!(d.durable_byte(&p, 1), Some(b'b' ^ 1));
     assert_eq!(d.durable_byte(&p, 2), None);
     assert_eq!(d.durable_len(&dir.join("none")), None);
+    assert_eq!(
+        d.with_durable(&p, |b| b.to_vec()),
+        Some(vec![b'a', b'b' ^ 1])
+    );
+    let stamp = d.durable_stamp(&p);
+    f.write_all_at(b"c", 2).unwrap();
+    assert_eq!(
+        d.with_durable(&p, <[u8]>::len),
+        Some(2),
+        "an unsynced write is not durable"
+    );
+    assert_eq!(
+        d.durable_stamp(&p),
+        stamp,
+        "unchanged durable bytes, another stamp"
+    );
+    assert_eq!(
+        d.with_current(&p, |b| b.to_vec()),
+        Some(vec![b'a', b'b' ^ 1, b'c'])
+    );
+    let seen = d.current_stamp(&p);
+    assert_eq!(d.current_stamp(&p), seen);
+    f.set_len(3).unwrap();
+    assert_ne!(d.current_stamp(&p), seen, "a set_len, the same stamp");
+    f.write_all_at(b"B", 1).unwrap();
+    f.sync_data().unwrap();
+    assert_ne!(d.durable_stamp(&p), stamp, "synced bytes, the same stamp");
 }
 
 #[test]
@@ -168,4 +195,20 @@ fn a_process_view_dies_with_the_power() {
     assert!(view.rename(&dir.join("x"), &dir.join("z")).is_err());
     assert!(f.write_all_at(b"late", 0).is_err());
     d.shared().open(&dir.join("y"), Open::Create).unwrap();
+}
+
+#[test]
+fn latency_is_zero_unless_set_and_then_drawn_below_the_bound() {
+    let (d, _) = disk(7);
+    assert_eq!(d.latency(), Duration::ZERO);
+    d.set_latency(Duration::from_millis(2));
+    let draws: Vec<Duration> = (0..100).map(|_| d.latency()).collect();
+    assert!(
+        draws
+            .iter()
+            .all(|l| !l.is_zero() && *l <= Duration::from_millis(2))
+    );
+    assert!(draws.windows(2).any(|w| w[0] != w[1]), "never varies");
+    d.set_latency(Duration::ZERO);
+    assert_eq!(d.latency(), Duration::ZERO);
 }
