@@ -1,102 +1,73 @@
-//! The simulator under `cargo test` (a debug build, about 4 s a seed): a run replays exactly.
-//! CI then runs the pinned seeds ([`gfs_sim::PINNED`], each found a defect once) and 250 more
-//! on a release build (`.ci/run`: `gfs-sim --pinned --seeds 250`).
+//! The simulator under `cargo test` (a debug build, a few seconds a seed): a seed replays
+//! exactly. Each run is a `gfs-sim` process of its own, as every seed `gfs-sim` runs and every
+//! replay command it prints: runs in one process can take different schedules (the crate
+//! doc). CI then runs the pinned seeds ([`gfs_sim::PINNED`], each found a defect once) and 250
+//! more on a release build (`.ci/run`: `gfs-sim --pinned --seeds 250`).
 //!
-//! `GFS_SIM_CLUSTER_SEEDS=N` runs the pinned seeds and N more here too (fresh each run when
-//! `GFS_SIM_FRESH=1`, which prints them); a failure prints the one-line replay command.
+//! `GFS_SIM_CLUSTER_SEEDS=N` runs the pinned seeds and N more here too (N fresh ones when
+//! `GFS_SIM_FRESH=1`); a failure prints the one-line replay command.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 
-use gfs_sim::{Options, Outcome, PINNED, run};
+/// Runs `gfs-sim` with `args`; whether it passed, and what it printed.
+fn sim(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gfs-sim"))
+        .args(args)
+        .output()
+        .expect("gfs-sim starts");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The summary line of a one-seed run: `seed N: ok (S sent, A acknowledged, ...) trace H`.
+fn summary(printed: &str) -> (usize, String) {
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("seed "))
+        .unwrap_or_else(|| panic!("no summary in: {printed}"));
+    let acked = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" acknowledged"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no acknowledged count in: {line}"));
+    let hash = line
+        .rsplit_once(" trace ")
+        .map(|(_, h)| h.to_string())
+        .unwrap_or_else(|| panic!("no trace hash in: {line}"));
+    (acked, hash)
+}
 
 #[test]
 fn a_seed_replays_with_the_same_trace_hash() {
-    let o = Options {
-        load: std::time::Duration::from_secs(10),
-        ..Options::new(7)
-    };
-    let a = run(&o);
-    let b = run(&o);
-    assert!(a.passed(), "seed 7: {:?}", a.problems);
-    assert!(a.acked > 0, "seed 7 acknowledged nothing");
-    assert_eq!(
-        a.trace_hash,
-        b.trace_hash,
-        "two runs of seed 7 differ; replay: {}",
-        o.replay_command()
-    );
-    let other = run(&Options {
-        seed: 8,
-        ..o.clone()
-    });
-    assert_ne!(a.trace_hash, other.trace_hash, "seeds 7 and 8 ran the same");
+    let run = |seed: &str| sim(&["--seed", seed, "--load-secs", "10"]);
+    let (passed, a) = run("7");
+    assert!(passed, "seed 7 failed:\n{a}");
+    let (acked, hash) = summary(&a);
+    assert!(acked > 0, "seed 7 acknowledged nothing");
+    let (_, b) = run("7");
+    assert_eq!(hash, summary(&b).1, "two runs of seed 7 differ:\n{a}\n{b}");
+    let (_, other) = run("8");
+    assert_ne!(hash, summary(&other).1, "seeds 7 and 8 ran the same");
 }
 
 #[test]
 fn seeds_keep_every_promise() {
-    let Some(n) = std::env::var("GFS_SIM_CLUSTER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
+    let Ok(n) = std::env::var("GFS_SIM_CLUSTER_SEEDS") else {
         println!("sim: GFS_SIM_CLUSTER_SEEDS unset: the pinned and batch seeds run in .ci/run");
         return;
     };
-    let first: u64 = if std::env::var("GFS_SIM_FRESH").is_ok_and(|v| v == "1") {
-        gfs_util::random::random::<u64>() >> 16
+    let fresh = std::env::var("GFS_SIM_FRESH").is_ok_and(|v| v == "1");
+    let args = if fresh {
+        ["--pinned", "--seeds", "0", "--fresh", &n]
     } else {
-        1000
+        ["--pinned", "--seeds", &n, "--from", "1000"]
     };
-    println!("sim: pinned {PINNED:?}, then seeds {first}..{}", first + n);
-    let seeds: Vec<(u64, u64)> = PINNED
-        .iter()
-        .copied()
-        .chain((first..first + n).map(|s| (s, 20)))
-        .collect();
-    let seeds = Arc::new(seeds);
-    let next = Arc::new(AtomicUsize::new(0));
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads: Vec<_> = (0..jobs)
-        .map(|_| {
-            let (seeds, next) = (Arc::clone(&seeds), Arc::clone(&next));
-            std::thread::spawn(move || {
-                let mut failed: Vec<(Options, Outcome)> = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&(seed, load)) = seeds.get(i) else {
-                        return failed;
-                    };
-                    let o = Options {
-                        load: std::time::Duration::from_secs(load),
-                        ..Options::new(seed)
-                    };
-                    let out = run(&o);
-                    if !out.passed() {
-                        failed.push((o, out));
-                    }
-                }
-            })
-        })
-        .collect();
-    let failed: Vec<(Options, Outcome)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("a simulation thread panicked"))
-        .collect();
-    let lines: Vec<String> = failed
-        .iter()
-        .map(|(o, out)| {
-            format!(
-                "seed {}: {:?}\n  replay: {}",
-                o.seed,
-                out.problems.iter().take(5).collect::<Vec<_>>(),
-                o.replay_command()
-            )
-        })
-        .collect();
+    let (passed, printed) = sim(&args);
+    println!("{printed}");
     assert!(
-        failed.is_empty(),
-        "{} seed(s) failed:\n{}",
-        failed.len(),
-        lines.join("\n")
+        passed,
+        "seeds failed (each with its replay command):\n{printed}"
     );
 }
