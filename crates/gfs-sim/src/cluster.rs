@@ -53,6 +53,7 @@ impl Cluster {
         let mut skew = BTreeMap::new();
         for (i, name) in std::iter::once(MASTER).chain(SERVERS).enumerate() {
             let d = SimDisk::new(seed.wrapping_mul(31).wrapping_add(i as u64 + 1));
+            d.set_latency(crate::nemesis::DISK_LATENCY);
             disks.insert(name.to_string(), d);
             skew.insert(name.to_string(), Arc::new(AtomicI64::new(0)));
         }

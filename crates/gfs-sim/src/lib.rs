@@ -48,6 +48,7 @@
 //! randomness) is behind our own seams, which production pays nothing for.
 
 pub mod cluster;
+pub mod cues;
 pub mod linearizable;
 pub mod nemesis;
 pub mod net;

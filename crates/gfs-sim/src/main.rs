@@ -53,11 +53,6 @@ fn options(a: &Args, seed: u64) -> Options {
 }
 
 fn main() -> anyhow::Result<()> {
-    if let Ok(filter) = std::env::var("GFS_SIM_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .init();
-    }
     let a = Args::parse();
     if let Some(seed) = a.seed {
         let o = options(&a, seed);

@@ -7,8 +7,17 @@
 //! 200 ms); a chunkserver's disk full, or its fsyncs failing (and forgetting the writes they
 //! covered); a host's clock off by up to a tenth of a lease; a bit flipped at rest in a
 //! chunkserver's chunk file (at most two a run, noted in [`Flips`]: the checker waits for the
-//! scrubber or a reader to find each). Faults overlap; at most two hosts are down at once.
-//! Everything heals when the load ends.
+//! scrubber or a reader to find each); a chunkserver's disk slow (rounds of up to
+//! [`SLOW_DISK`]; every disk takes up to [`DISK_LATENCY`] otherwise).
+//!
+//! Some faults aim: at the roles of the lease granted last (pause, crash or cut the primary
+//! from the master or from a secondary, slow a secondary's disk), and at moments the
+//! production code logs ([`crate::cues`]): when a primary seals, its report to the master is
+//! lost or the master crashes; as a primary finds a secondary lagging (a relegation follows),
+//! the primary is paused or crashed.
+//!
+//! Faults overlap; at most two servers are down at once. Everything heals when the load
+//! ends.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::{Cluster, LEASE, MASTER, SERVERS};
+use crate::cues::{Cue, Cues};
 use crate::trace::Trace;
 
 /// The client hosts (partitions may cut them off too).
@@ -47,6 +57,28 @@ pub enum Fault {
     Skew(&'static str, i64),
     /// One bit of a chunk file of a chunkserver flips at rest; the draw picks which.
     FlipBit(&'static str, u64),
+    /// A chunkserver's disk takes up to [`SLOW_DISK`] a round (a failing disk, a noisy
+    /// neighbour): its replicas lag.
+    SlowDisk(&'static str),
+    /// A fault aimed at the roles of the newest lease, resolved when it starts.
+    Aimed(Aim),
+}
+
+/// Where an aimed fault strikes: the roles of the lease the master granted last
+/// ([`Cues::newest`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Aim {
+    /// Every message to and from the primary held.
+    PausePrimary,
+    /// The primary's messages to the master lost (its seal reports, heartbeats, lagging
+    /// reports), while clients and secondaries still reach it.
+    CutPrimaryFromMaster,
+    /// The primary and one secondary cut from each other.
+    CutPrimaryFromSecondary,
+    /// A secondary's disk slow.
+    SlowSecondary,
+    /// The primary's power cut.
+    CrashPrimary,
 }
 
 /// A bit the nemesis flipped at rest.
@@ -70,6 +102,12 @@ pub type Flips = Arc<Mutex<Vec<Flip>>>;
 /// At most this many bits flip in a run: one replica of a chunk that two flips hit leaves a
 /// third, so no flip schedule can destroy data by itself.
 const MAX_FLIPS: usize = 2;
+/// A slow disk's rounds take up to this long.
+pub const SLOW_DISK: Duration = Duration::from_millis(300);
+/// Every disk's rounds take up to this long outside a slow-disk fault.
+pub const DISK_LATENCY: Duration = Duration::from_millis(2);
+/// At most this many faults a run strike at cues.
+const MAX_STRIKES: usize = 4;
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,6 +121,8 @@ impl fmt::Display for Fault {
             Fault::SyncFailures(h, ppm) => write!(f, "fsyncs failing on {h} ({ppm} ppm)"),
             Fault::Skew(h, ms) => write!(f, "clock of {h} {ms:+} ms"),
             Fault::FlipBit(h, _) => write!(f, "a bit flip at rest on {h}"),
+            Fault::SlowDisk(h) => write!(f, "slow disk on {h}"),
+            Fault::Aimed(a) => write!(f, "aimed: {a:?}"),
         }
     }
 }
@@ -111,7 +151,7 @@ pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
     while t < load {
         let lasts = Duration::from_millis(rng.random_range(300..8000));
         let pick = |rng: &mut StdRng, from: &[&'static str]| from[rng.random_range(0..from.len())];
-        let roll = rng.random_range(0..100);
+        let roll = rng.random_range(0..120);
         let fault = match roll {
             0..30 => Fault::Crash(pick(&mut rng, &servers)),
             30..55 => {
@@ -135,17 +175,24 @@ pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
                 let limit = LEASE.as_millis() as i64 / 10;
                 Fault::Skew(pick(&mut rng, &hosts), rng.random_range(-limit..=limit))
             }
-            _ => {
+            95..100 => {
                 let flips = out.iter().filter(|p| matches!(p.fault, Fault::FlipBit(..)));
                 if flips.count() >= MAX_FLIPS {
                     continue;
                 }
                 Fault::FlipBit(pick(&mut rng, &SERVERS), rng.random())
             }
+            100..105 => Fault::SlowDisk(pick(&mut rng, &SERVERS)),
+            _ => Fault::Aimed(match roll {
+                105..108 => Aim::PausePrimary,
+                108..112 => Aim::CutPrimaryFromMaster,
+                112..115 => Aim::CutPrimaryFromSecondary,
+                115..118 => Aim::SlowSecondary,
+                _ => Aim::CrashPrimary,
+            }),
         };
-        let down_then =
-            |p: &Planned| matches!(p.fault, Fault::Crash(_)) && p.at <= t && t < p.at + p.lasts;
-        if matches!(fault, Fault::Crash(_)) && out.iter().filter(|p| down_then(p)).count() >= 2 {
+        let down_then = |p: &Planned| downs(&p.fault) && p.at <= t && t < p.at + p.lasts;
+        if downs(&fault) && out.iter().filter(|p| down_then(p)).count() >= 2 {
             continue;
         }
         out.push(Planned {
@@ -158,38 +205,128 @@ pub fn plan(seed: u64, load: Duration) -> Vec<Planned> {
     out
 }
 
-/// Applies a plan to a running simulation.
+/// Whether `f` takes a server down (a crash, an aimed crash).
+fn downs(f: &Fault) -> bool {
+    matches!(f, Fault::Crash(_) | Fault::Aimed(Aim::CrashPrimary))
+}
+
+/// The host named `name` (a name a cue carries), if it is a server.
+fn server(name: &str) -> Option<&'static str> {
+    SERVERS.into_iter().find(|s| *s == name)
+}
+
+/// Applies a plan to a running simulation, and strikes at cues.
 pub struct Nemesis {
     plan: Vec<Planned>,
     /// The bits flipped, for the checker.
     flips: Flips,
+    /// What the production code logged that aimed faults wait for.
+    cues: Cues,
+    /// Draws for aiming and striking, by the seed.
+    rng: StdRng,
     next: usize,
     /// Faults in force, with when they heal.
     active: Vec<(Duration, Fault)>,
+    /// Faults struck at cues so far, and at most.
+    strikes: usize,
+    max_strikes: usize,
     /// Faults applied.
     pub applied: usize,
 }
 
 impl Nemesis {
-    /// A nemesis that will apply `plan`, noting the bits it flips in `flips`.
-    pub fn new(plan: Vec<Planned>, flips: Flips) -> Nemesis {
+    /// A nemesis of the run of `seed`: with `faults`, it applies the run's [`plan`] and strikes
+    /// at `cues`; it notes the bits it flips in `flips`.
+    pub fn new(seed: u64, load: Duration, faults: bool, flips: Flips, cues: Cues) -> Nemesis {
         Nemesis {
-            plan,
+            plan: if faults { plan(seed, load) } else { Vec::new() },
+            max_strikes: if faults { MAX_STRIKES } else { 0 },
             flips,
+            cues,
+            rng: StdRng::seed_from_u64(seed ^ 0x0073_7472_696b_6573),
             next: 0,
             active: Vec::new(),
+            strikes: 0,
             applied: 0,
         }
     }
 
+    /// Plans a fault for each cue it strikes at: at a seal, the primary's report to the
+    /// master lost or the master crashed (finding 1 of the replication review); at a lagging
+    /// secondary, as the relegation runs, the primary paused or crashed (finding 4).
+    fn strike(&mut self, now: Duration, t: &Trace) {
+        for cue in self.cues.take() {
+            if self.strikes >= self.max_strikes {
+                continue;
+            }
+            let roll = self.rng.random_range(0..100);
+            let (handle, delay) = match cue {
+                Cue::Sealed { handle } if roll < 30 => (handle, Duration::ZERO),
+                Cue::Lagging { handle } if roll < 20 => (
+                    handle,
+                    Duration::from_millis(self.rng.random_range(0..1500)),
+                ),
+                _ => continue,
+            };
+            let Some(primary) = self.cues.lease(handle).and_then(|l| server(&l.primary)) else {
+                continue;
+            };
+            let fault = match cue {
+                Cue::Sealed { .. } if roll < 18 => Fault::Oneway(primary, MASTER),
+                Cue::Sealed { .. } => Fault::Crash(MASTER),
+                Cue::Lagging { .. } if roll < 8 => Fault::Crash(primary),
+                Cue::Lagging { .. } => Fault::Pause(primary),
+            };
+            self.strikes += 1;
+            let lasts = Duration::from_millis(self.rng.random_range(300..5000));
+            t.at(
+                now,
+                format_args!("nemesis: {cue:?} on {primary}: {fault} in {delay:?}"),
+            );
+            let at = now + delay;
+            let i = self.plan[self.next..]
+                .iter()
+                .position(|p| p.at > at)
+                .map_or(self.plan.len(), |i| self.next + i);
+            self.plan.insert(i, Planned { at, lasts, fault });
+        }
+    }
+
+    /// The concrete fault `aim` strikes with now, if the newest lease names its roles.
+    fn resolve(&mut self, aim: Aim) -> Option<Fault> {
+        let l = self.cues.newest()?;
+        let primary = server(&l.primary)?;
+        let secondaries: Vec<&'static str> =
+            l.secondaries.iter().filter_map(|s| server(s)).collect();
+        let secondary = (!secondaries.is_empty())
+            .then(|| secondaries[self.rng.random_range(0..secondaries.len())]);
+        Some(match aim {
+            Aim::PausePrimary => Fault::Pause(primary),
+            Aim::CutPrimaryFromMaster => Fault::Oneway(primary, MASTER),
+            Aim::CutPrimaryFromSecondary => Fault::Partition(primary, secondary?),
+            Aim::SlowSecondary => Fault::SlowDisk(secondary?),
+            Aim::CrashPrimary => Fault::Crash(primary),
+        })
+    }
+
     /// Starts the faults due and heals the ones that ran out, at simulated time `now`.
     pub fn tick(&mut self, now: Duration, sim: &mut turmoil::Sim<'_>, c: &Cluster, t: &Trace) {
+        self.strike(now, t);
         while let Some(p) = self.plan.get(self.next)
             && p.at <= now
         {
-            let p = p.clone();
+            let mut p = p.clone();
             self.next += 1;
-            if self.conflicts(&p.fault) {
+            if let Fault::Aimed(aim) = p.fault {
+                match self.resolve(aim) {
+                    Some(f) => p.fault = f,
+                    None => {
+                        t.at(now, format_args!("nemesis: no lease to aim {aim:?} at"));
+                        continue;
+                    }
+                }
+            }
+            if self.conflicts(&p.fault) || downs(&p.fault) && self.down() >= 2 {
                 continue;
             }
             if let Fault::FlipBit(server, draw) = p.fault {
@@ -245,11 +382,18 @@ impl Nemesis {
             .any(|(_, f)| matches!(f, Fault::Crash(x) if *x == h))
     }
 
+    /// Servers held down now.
+    fn down(&self) -> usize {
+        self.active.iter().filter(|(_, f)| downs(f)).count()
+    }
+
     /// Whether `f` touches what a fault in force already holds (a crashed host crashed again,
     /// a link cut twice), which healing one of them would undo early.
     fn conflicts(&self, f: &Fault) -> bool {
         self.active.iter().any(|(_, a)| match (a, f) {
-            (Fault::Crash(x), Fault::Crash(y)) | (Fault::Pause(x), Fault::Pause(y)) => x == y,
+            (Fault::Crash(x), Fault::Crash(y))
+            | (Fault::Pause(x), Fault::Pause(y))
+            | (Fault::SlowDisk(x), Fault::SlowDisk(y)) => x == y,
             (
                 Fault::Partition(a, b) | Fault::Oneway(a, b),
                 Fault::Partition(c, d) | Fault::Oneway(c, d),
@@ -322,7 +466,8 @@ fn start(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
         Fault::DiskFull(h) => c.disks[*h].set_capacity(Some(0)),
         Fault::SyncFailures(h, ppm) => c.disks[*h].set_sync_failure_ppm(*ppm),
         Fault::Skew(h, ms) => c.set_skew(h, *ms),
-        Fault::FlipBit(..) => {}
+        Fault::SlowDisk(h) => c.disks[*h].set_latency(SLOW_DISK),
+        Fault::FlipBit(..) | Fault::Aimed(_) => {}
     }
 }
 
@@ -340,6 +485,7 @@ fn heal(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
         Fault::DiskFull(h) => c.disks[*h].set_capacity(None),
         Fault::SyncFailures(h, _) => c.disks[*h].set_sync_failure_ppm(0),
         Fault::Skew(h, _) => c.set_skew(h, 0),
-        Fault::FlipBit(..) => {}
+        Fault::SlowDisk(h) => c.disks[*h].set_latency(DISK_LATENCY),
+        Fault::FlipBit(..) | Fault::Aimed(_) => {}
     }
 }

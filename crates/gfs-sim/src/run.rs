@@ -7,7 +7,8 @@ use std::time::Duration;
 use gfs_testkit::Violation;
 
 use crate::cluster::{Cluster, MASTER, SERVERS, data_dir};
-use crate::nemesis::{CLIENTS, Nemesis, plan};
+use crate::cues::Cues;
+use crate::nemesis::{CLIENTS, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Shared};
 
@@ -88,6 +89,8 @@ impl Outcome {
 /// Runs one simulation. Deterministic: the same options give the same outcome and trace hash.
 pub fn run(o: &Options) -> Outcome {
     gfs_util::random::seed_thread(o.seed);
+    let cues = Cues::default();
+    let _logging = tracing::subscriber::set_default(subscriber(cues.clone()));
     let trace = Trace::new(o.print_trace);
     let mut sim = turmoil::Builder::new()
         .rng_seed(o.seed)
@@ -161,14 +164,7 @@ pub fn run(o: &Options) -> Outcome {
         });
     }
 
-    let mut nemesis = Nemesis::new(
-        if o.faults {
-            plan(o.seed, o.load)
-        } else {
-            Vec::new()
-        },
-        shared.flips.clone(),
-    );
+    let mut nemesis = Nemesis::new(o.seed, o.load, o.faults, shared.flips.clone(), cues);
     let mut problems = Vec::new();
     let mut healed = false;
     let mut stopped: std::collections::BTreeMap<&str, Duration> = Default::default();
@@ -273,6 +269,19 @@ pub fn run(o: &Options) -> Outcome {
         healed_after,
         problems,
     }
+}
+
+/// The run's tracing: the cues the nemesis aims by, and a log to stdout of what
+/// `GFS_SIM_LOG` (an env-filter) asks for.
+fn subscriber(cues: Cues) -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    let log = std::env::var("GFS_SIM_LOG").ok().map(|filter| {
+        tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new(filter))
+    });
+    tracing_subscriber::registry()
+        .with(crate::cues::layer(cues))
+        .with(log)
 }
 
 /// Each put file as read back at the end: an acknowledged put exactly its bytes, any other a

@@ -258,7 +258,8 @@ impl ChunkManager {
             .grant_lease(&primary, grant)
             .await
             .map_err(|e| unavailable(format!("granting the lease to {}: {e}", primary.id)))?;
-        tracing::info!(%handle, version = new_version, primary = %primary.id, "lease granted");
+        let ids: Vec<&str> = secondaries.iter().map(|s| s.id.as_str()).collect();
+        tracing::info!(%handle, version = new_version, primary = %primary.id, secondaries = %ids.join(","), "lease granted");
         self.metrics.lease_grants.inc();
         let granted = Granted {
             version: new_version,
