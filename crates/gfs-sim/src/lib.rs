@@ -49,6 +49,7 @@
 
 pub mod cluster;
 pub mod cues;
+pub mod durability;
 pub mod linearizable;
 pub mod nemesis;
 pub mod net;

@@ -8,12 +8,15 @@ use gfs_testkit::Violation;
 
 use crate::cluster::{Cluster, MASTER, SERVERS, data_dir};
 use crate::cues::Cues;
+use crate::durability::Durability;
 use crate::nemesis::{CLIENTS, Nemesis};
 use crate::trace::Trace;
 use crate::workload::{self, Shared};
 
 /// Message latency between any two hosts, at most (outside a "slow network" fault).
 pub const MAX_LATENCY: Duration = Duration::from_millis(5);
+/// How often (simulated) the run checks that every acknowledged record is on a quorum's disks.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Appenders per client host.
 const APPENDERS: u32 = 3;
 /// A server whose software stopped on its own is restarted this long after, as systemd's
@@ -166,6 +169,8 @@ pub fn run(o: &Options) -> Outcome {
 
     let mut nemesis = Nemesis::new(o.seed, o.load, o.faults, shared.flips.clone(), cues);
     let mut problems = Vec::new();
+    let mut durability = Durability::default();
+    let mut next_check = Duration::ZERO;
     let mut healed = false;
     let mut stopped: std::collections::BTreeMap<&str, Duration> = Default::default();
     loop {
@@ -178,6 +183,12 @@ pub fn run(o: &Options) -> Outcome {
             }
         }
         let now = sim.elapsed();
+        if now >= next_check {
+            next_check = now + CHECK_EVERY;
+            let acked = shared.history.lock().acked.clone();
+            let flips = shared.flips.lock().clone();
+            problems.extend(durability.check(&cluster.disks, &acked, &flips, now));
+        }
         if now < o.load {
             nemesis.tick(now, &mut sim, &cluster, &trace);
         } else if !healed {

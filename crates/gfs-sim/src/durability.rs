@@ -1,0 +1,295 @@
+//! An invariant checked while the run goes on, not only at its end: every acknowledged record
+//! is whole in the durable bytes (what a power cut now would keep) of chunk files on at least
+//! a quorum of chunkservers (I2: an append is acknowledged only once a quorum fsynced it, and
+//! no replica holding it is deleted before a quorum of current ones hold it). The end checker
+//! sees the cluster after healing, when re-replication has long hidden a moment with one copy
+//! (finding 4 of the replication review: a relegation that left an acknowledged append on its
+//! primary alone).
+//!
+//! A file is parsed again only when its bytes change. A bit the nemesis flipped breaks the
+//! record it lands in on that one replica: such a file counts with every record it ever held,
+//! even once the scrubber had it deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gfs_testkit::record::{HEADER, MAGIC, RecordId, parse_record};
+use gfs_util::disk::sim::SimDisk;
+
+use crate::cluster::{SERVERS, data_dir};
+use crate::nemesis::Flip;
+
+/// Servers that must hold an acknowledged record.
+const QUORUM: usize = 2;
+
+/// The records of one file as last parsed, and the stamp of the bytes parsed.
+struct Parsed {
+    stamp: (u64, u64),
+    ids: BTreeSet<RecordId>,
+    /// A bit the nemesis flipped is in it: it keeps every record it ever held.
+    flipped: bool,
+}
+
+/// A parse of one view (durable or current) of each file, kept between checks.
+#[derive(Default)]
+struct Files(BTreeMap<(&'static str, PathBuf), Parsed>);
+
+impl Files {
+    /// The records of `path` on `server` now, parsed again only when `stamp` moved.
+    fn update(
+        &mut self,
+        server: &'static str,
+        path: &Path,
+        stamp: (u64, u64),
+        flipped: bool,
+        parse: impl FnOnce() -> Option<BTreeSet<RecordId>>,
+    ) {
+        let key = (server, path.to_path_buf());
+        if self.0.get(&key).is_some_and(|p| p.stamp == stamp) {
+            return;
+        }
+        let ids = parse().unwrap_or_default();
+        let entry = self.0.entry(key).or_insert(Parsed {
+            stamp,
+            ids: BTreeSet::new(),
+            flipped,
+        });
+        entry.flipped |= flipped;
+        if !entry.flipped {
+            entry.ids.clear();
+        }
+        entry.ids.extend(ids);
+        entry.stamp = stamp;
+    }
+
+    /// Forgets files not in `present`, but those a flip hit.
+    fn retain(&mut self, present: &BTreeSet<(&'static str, PathBuf)>) {
+        self.0.retain(|key, p| p.flipped || present.contains(key));
+    }
+
+    /// The records in the files of `server`.
+    fn of(&self, server: &str) -> BTreeSet<RecordId> {
+        self.0
+            .iter()
+            .filter(|((s, _), _)| *s == server)
+            .flat_map(|(_, p)| p.ids.iter().copied())
+            .collect()
+    }
+}
+
+/// What each chunkserver's disk holds, kept between checks.
+#[derive(Default)]
+pub struct Durability {
+    /// Chunk files, durable bytes.
+    chunks: Files,
+    /// Chunk files, as reads see them.
+    visible: Files,
+    /// The store's other files (its write-ahead log), durable bytes.
+    logs: Files,
+    /// Records already reported (each once).
+    reported: BTreeSet<RecordId>,
+}
+
+impl Durability {
+    /// Checks every record of `acked` against the disks now, at simulated time `at`; returns
+    /// one line per record newly found on fewer than a quorum of servers. A server holds a
+    /// record when a chunk file holds it durably, or its write-ahead log does (small appends
+    /// reach the chunk file at the next checkpoint) while a chunk file still shows it (a
+    /// deleted replica's appends still in the log do not count).
+    pub fn check(
+        &mut self,
+        disks: &BTreeMap<String, SimDisk>,
+        acked: &[(RecordId, u64)],
+        flips: &[Flip],
+        at: Duration,
+    ) -> Vec<String> {
+        let dir = data_dir();
+        let mut present: BTreeSet<(&'static str, PathBuf)> = BTreeSet::new();
+        for server in SERVERS {
+            let disk = &disks[server];
+            for path in disk.files() {
+                if path.parent() != Some(dir.as_path()) {
+                    continue;
+                }
+                let chunk = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.parse::<u64>().is_ok());
+                let flipped = flips.iter().any(|f| f.server == server && f.path == path);
+                if let Some(stamp) = disk.durable_stamp(&path) {
+                    let files = if chunk {
+                        &mut self.chunks
+                    } else {
+                        &mut self.logs
+                    };
+                    files.update(server, &path, stamp, flipped, || {
+                        disk.with_durable(&path, records)
+                    });
+                }
+                if chunk && let Some(stamp) = disk.current_stamp(&path) {
+                    self.visible.update(server, &path, stamp, flipped, || {
+                        disk.with_current(&path, records)
+                    });
+                }
+                present.insert((server, path));
+            }
+        }
+        for files in [&mut self.chunks, &mut self.visible, &mut self.logs] {
+            files.retain(&present);
+        }
+        let mut on: BTreeMap<RecordId, BTreeSet<&'static str>> = BTreeMap::new();
+        for server in SERVERS {
+            let visible = self.visible.of(server);
+            let logged = self.logs.of(server);
+            let held = self
+                .chunks
+                .of(server)
+                .into_iter()
+                .chain(logged.intersection(&visible).copied());
+            for id in held {
+                on.entry(id).or_default().insert(server);
+            }
+        }
+        let mut out = Vec::new();
+        for (id, offset) in acked {
+            let holders = on.get(id).map(|s| s.len()).unwrap_or(0);
+            if holders < QUORUM && self.reported.insert(*id) {
+                out.push(format!(
+                    "at {at:?}: acknowledged record {id} (file offset {offset}) is durable on {holders} server(s): {:?}",
+                    on.get(id).cloned().unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The whole records in `bytes`.
+fn records(bytes: &[u8]) -> BTreeSet<RecordId> {
+    let mut out = BTreeSet::new();
+    let mut pos = 0;
+    while pos + HEADER <= bytes.len() {
+        if let Some((id, len)) = parse_record(&bytes[pos..]) {
+            out.insert(id);
+            pos += len;
+            continue;
+        }
+        pos = match bytes[pos + 1..]
+            .windows(MAGIC.len())
+            .position(|w| w == MAGIC)
+        {
+            Some(i) => pos + 1 + i,
+            None => break,
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use gfs_testkit::record::record;
+    use gfs_util::disk::{Disk, Open};
+
+    fn id(seq: u32) -> RecordId {
+        RecordId { writer: 1, seq }
+    }
+
+    fn disks() -> BTreeMap<String, SimDisk> {
+        SERVERS
+            .iter()
+            .map(|s| {
+                let d = SimDisk::new(1);
+                d.create_dir_all(&data_dir()).unwrap();
+                (s.to_string(), d)
+            })
+            .collect()
+    }
+
+    fn write(d: &SimDisk, handle: u64, bytes: &[u8], sync: bool) {
+        let f = d
+            .open(&data_dir().join(handle.to_string()), Open::Create)
+            .unwrap();
+        let at = f.len().unwrap();
+        f.write_all_at(bytes, at).unwrap();
+        if sync {
+            f.sync_data().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_record_durable_on_one_server_only_is_reported_once() {
+        let d = disks();
+        let (a, b) = (record(id(1), 40), record(id(2), 60));
+        let mut both = vec![0u8; 7];
+        both.extend_from_slice(&a);
+        both.extend_from_slice(&b);
+        write(&d["cs1"], 5, &both, true);
+        write(&d["cs2"], 5, &a, true);
+        write(&d["cs3"], 5, &b, false);
+        let acked = [(id(1), 0), (id(2), 40)];
+        let mut m = Durability::default();
+        let found = m.check(&d, &acked, &[], Duration::ZERO);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("w1s2"), "{found:?}");
+        assert!(
+            m.check(&d, &acked, &[], Duration::ZERO).is_empty(),
+            "reported twice"
+        );
+        // Once synced on a second server, a later record is fine too.
+        write(&d["cs3"], 5, &record(id(3), 30), true);
+        write(&d["cs4"], 9, &record(id(3), 30), true);
+        assert!(m.check(&d, &[(id(3), 100)], &[], Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn a_logged_record_counts_while_a_chunk_file_shows_it() {
+        let d = disks();
+        let a = record(id(1), 40);
+        let wal = data_dir().join("wal");
+        for s in ["cs1", "cs2"] {
+            let f = d[s].open(&wal, Open::Create).unwrap();
+            f.write_all_at(&a, 8).unwrap();
+            f.sync_data().unwrap();
+            write(&d[s], 5, &a, false);
+        }
+        let acked = [(id(1), 0)];
+        let mut m = Durability::default();
+        assert!(m.check(&d, &acked, &[], Duration::ZERO).is_empty());
+        // cs2's replica is deleted: what its log still holds no longer counts.
+        d["cs2"].remove_file(&data_dir().join("5")).unwrap();
+        assert_eq!(m.check(&d, &acked, &[], Duration::ZERO).len(), 1);
+    }
+
+    #[test]
+    fn a_file_a_bit_flip_hit_keeps_counting_the_records_it_held() {
+        let d = disks();
+        let a = record(id(1), 40);
+        write(&d["cs1"], 5, &a, true);
+        write(&d["cs2"], 5, &a, true);
+        let acked = [(id(1), 0)];
+        let mut m = Durability::default();
+        assert!(m.check(&d, &acked, &[], Duration::ZERO).is_empty());
+        let path = data_dir().join("5");
+        assert!(d["cs2"].flip_bit(&path, 30, 1));
+        let flip = Flip {
+            server: "cs2",
+            path: path.clone(),
+            handle: 5,
+            offset: 30,
+            was: a[30],
+        };
+        assert!(
+            m.check(&d, &acked, std::slice::from_ref(&flip), Duration::ZERO)
+                .is_empty()
+        );
+        d["cs2"].remove_file(&path).unwrap();
+        assert!(m.check(&d, &acked, &[flip], Duration::ZERO).is_empty());
+        // Without the flip to excuse it, losing cs2's copy is reported.
+        let mut fresh = Durability::default();
+        assert_eq!(fresh.check(&d, &acked, &[], Duration::ZERO).len(), 1);
+    }
+}
