@@ -24,7 +24,11 @@
 /// - 17538096960526 (found fresh; 17538096968010 earlier showed the same): a primary whose disk
 ///   filled failed to commit an append its secondary committed, and readers were shown those
 ///   bytes, which no quorum held and a later lease replaced: a secondary now shows only what
-///   its primary last said a quorum holds.
+///   its primary last said a quorum holds;
+/// - 139 (with the aimed faults and disk latency): a primary crashed before its first
+///   watermark; a secondary that had committed bytes alone showed them to readers, and the
+///   next lease wrote others there: a replica now vouches only for what its version was
+///   created or fenced at until its primary tells.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -32,6 +36,7 @@ pub const PINNED: &[(u64, u64)] = &[
     (23, 20),
     (73, 10),
     (134, 20),
+    (139, 20),
     (165, 20),
     (1411, 20),
     (17538096960526, 10),

@@ -94,8 +94,9 @@ pub(crate) struct ChunkState {
     /// Since when the chunk is sealed here with its op table (or since the store opened, for
     /// a chunk found sealed): the table is dropped `op_retention` later (`optable.rs`).
     pub sealed_at: Option<Instant>,
-    /// `(version, length)`: the chunk's primary at that version told this replica that a
-    /// quorum holds its first `length` bytes (in memory only; see `ChunkStore::quorum_known`).
+    /// `(version, length)`: a quorum is known to hold the chunk's first `length` bytes at that
+    /// version: 0 at creation, the fenced length at a version change, then what the primary
+    /// told (in memory only; see `ChunkStore::quorum_known`).
     pub quorum_known: Option<(u64, u64)>,
 }
 

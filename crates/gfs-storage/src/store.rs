@@ -657,9 +657,11 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// The prefix of this replica a quorum is known to hold, as its primary at the replica's
-    /// current version last told ([`ChunkStore::note_quorum`]); `None` when no primary told
-    /// since the version last changed or the store opened.
+    /// The prefix of this replica a quorum is known to hold at the replica's current version:
+    /// what its primary last told ([`ChunkStore::note_quorum`]), else the length the version
+    /// was set at (0 for a replica created here: bytes a primary that then died committed
+    /// here alone are not shown). `None` for a replica found when the store opened, until a
+    /// primary tells (a restarted secondary shows all it committed: ARCHITECTURE.md, I3).
     pub fn quorum_known(&self, handle: ChunkHandle) -> Option<u64> {
         let chunk = self.inner.chunk(handle).ok()?;
         let st = chunk.st.lock();

@@ -116,12 +116,15 @@ impl Committer {
             version,
             ..ChunkMeta::default()
         };
+        let mut st = ChunkState::new(meta);
+        // A new replica vouches for nothing until its primary says a quorum holds it.
+        st.quorum_known = Some((version, 0));
         let chunk = Arc::new(Chunk {
             handle,
             data_path: dp,
             meta_path: meta_path(&self.inner.dir, handle),
             data,
-            st: parking_lot::Mutex::new(ChunkState::new(meta)),
+            st: parking_lot::Mutex::new(st),
         });
         let batch = self.batch;
         let w = self.work(&chunk);

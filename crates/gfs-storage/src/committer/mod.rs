@@ -639,6 +639,9 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
     if let Some(v) = w.version {
         st.meta.version = v;
         st.versioning = false;
+        // The length the new version fenced: the master goes on only from a quorum's
+        // longest, so every byte before it is the chunk's (I3).
+        st.quorum_known = Some((v, st.meta.length));
     }
     if w.sealed && !st.meta.sealed {
         st.sealed_at = Some(Instant::now());

@@ -367,13 +367,20 @@ async fn create_delete_list() {
     assert_eq!(s.list().len(), 1);
 }
 
-/// What a primary told of the quorum's prefix holds for its version only, only moves up, and
-/// is not kept across a reopen.
+/// What a primary told of the quorum's prefix holds for its version only and only moves up;
+/// before any word, a new replica vouches for nothing and a version change for the length it
+/// was fenced at; after a reopen nothing is known.
 #[tokio::test]
 async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
     let d = tempfile::tempdir().unwrap();
     let s = fresh(d.path(), cfg()).await;
-    assert_eq!(s.quorum_known(H), None);
+    assert_eq!(s.quorum_known(H), Some(0), "a new replica vouches for nothing");
+    append(&s, 1, 0, b"abc").await;
+    assert_eq!(
+        s.quorum_known(H),
+        Some(0),
+        "bytes committed here are not known to be on a quorum"
+    );
     s.note_quorum(H, 1, 10).unwrap();
     s.note_quorum(H, 1, 4).unwrap();
     assert_eq!(
@@ -390,8 +397,8 @@ async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
     s.set_version(H, 2).await.unwrap();
     assert_eq!(
         s.quorum_known(H),
-        None,
-        "the old version's primary says nothing now"
+        Some(3),
+        "the length the new version fenced (the master keeps only a quorum's longest)"
     );
     s.note_quorum(H, 2, 7).unwrap();
     assert_eq!(s.quorum_known(H), Some(7));
