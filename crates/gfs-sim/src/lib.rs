@@ -5,7 +5,8 @@
 //! `gfs-host`: turmoil's simulated TCP for the network (tonic, hyper and the data plane run
 //! over it), a [`SimDisk`](gfs_util::disk::sim::SimDisk) per host that loses unsynced writes on
 //! a crash, a clock per host that reads simulated time plus a skew, no threads (the stores run
-//! their committers inline on a disk without threads; blocking work runs inline). One seed
+//! their committers inline on a disk without threads, after the disk's seeded latency;
+//! blocking work runs inline). One seed
 //! fixes everything: turmoil's network and host order, tokio's scheduler choices (the
 //! workspace builds with `--cfg tokio_unstable`, so turmoil seeds each host's runtime), every
 //! draw of [`gfs_util::random`] and every hash map's order ([`gfs_util::collections`]).
@@ -15,7 +16,9 @@
 //! and one in ten near a quarter chunk, so chunks seal and pad) to one file, one putter writing
 //! whole files of half a chunk to two and a half chunks with the streaming writer and getting
 //! each back, one reader of the appenders' whole file, and one task creating, deleting and
-//! renaming four paths, for the load period, under the [`nemesis`];
+//! renaming four paths, for the load period, under the [`nemesis`] (random faults, and faults
+//! aimed at a lease's roles at the moments the servers log, [`cues`]); every half second the
+//! disks are checked: each acknowledged record durable on a quorum of servers ([`durability`]);
 //! then every fault heals, the checker client waits for every chunkserver to be alive and the
 //! file's `fsck` to come back clean (liveness, bounded) and for the master's view of the file
 //! to hold still, reads the file and that view and lists the paths, every server loses power,
