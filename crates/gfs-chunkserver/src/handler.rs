@@ -185,6 +185,15 @@ impl Handler for DataHandler {
         self.observe("read", started, &res, n, true);
         res
     }
+
+    async fn flush(&self, handle: u64, version: u64) -> Result<u64, DataError> {
+        let span = tracing::info_span!("data", op = "flush", handle = %ChunkHandle(handle));
+        self.coordinator
+            .flush(ChunkHandle(handle), version)
+            .instrument(span)
+            .await
+            .map_err(replication_to_data)
+    }
 }
 
 impl DataHandler {

@@ -79,7 +79,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Sends what is buffered and waits until every byte is durable; returns the bytes written.
+    /// Sends what is buffered and waits until every byte is durable and readable (a reader
+    /// right after finds all of it, the last chunk's primary gone or not); returns the bytes
+    /// written.
     pub async fn finish(mut self) -> Result<u64> {
         while !self.buf.is_empty() {
             let piece = self.piece_len().await?.min(self.buf.len());
@@ -89,7 +91,67 @@ impl Writer {
         while !self.inflight.is_empty() {
             self.complete_one().await?;
         }
+        self.flush().await?;
         Ok(self.acked)
+    }
+
+    /// Has the primary of the last chunk tell its secondaries how much a quorum holds
+    /// (`Request::Flush`): until a secondary hears it, it shows readers only what it heard
+    /// before, so with that primary gone a reader could find the file short. A chunk this
+    /// writer filled is sealed: its length is the master's. When the primary is gone, the
+    /// next lease (a fence from a quorum's longest) or a seal makes the length known.
+    async fn flush(&mut self) -> Result<()> {
+        let Some(mut l) = self.lease.clone() else {
+            return Ok(());
+        };
+        if self.next >= l.chunk_size || self.next == 0 {
+            return Ok(());
+        }
+        let mut retry = self.client.retry();
+        loop {
+            let res = match l.primary.as_ref().map(|p| p.data_addr.clone()) {
+                Some(addr) => match self.client.conn(&addr).await {
+                    Ok(c) => {
+                        let r = c.flush(l.handle, l.version).await;
+                        if let Err(e) = &r {
+                            self.client.drop_conn_on(&addr, e);
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                },
+                None => Err(DataError::Unavailable("no primary".into())),
+            };
+            let e = match res {
+                Ok(length) if length >= self.next => return Ok(()),
+                Ok(length) => {
+                    return Err(ClientError::Master(format!(
+                        "{}: the primary vouches for {length} of the {} bytes written to its chunk",
+                        self.path, self.next
+                    )));
+                }
+                Err(e) if !data_retriable(&e) => return Err(e.into()),
+                Err(e) => e,
+            };
+            retry.wait(&e).await?;
+            if self.sealed(l.handle, &mut retry).await? {
+                return Ok(());
+            }
+            l = match self.relet(&mut retry).await {
+                Ok(l) => l,
+                Err(_) if self.sealed(l.handle, &mut retry).await? => return Ok(()),
+                Err(e) => return Err(e),
+            };
+        }
+    }
+
+    /// Whether the master has chunk `handle` of the file sealed.
+    async fn sealed(&self, handle: u64, retry: &mut Retry) -> Result<bool> {
+        let layout = self.client.refresh_with(&self.path, retry).await?;
+        Ok(layout
+            .chunks
+            .iter()
+            .any(|c| c.handle == handle && c.sealed_length.is_some()))
     }
 
     /// The size of the next piece: it never crosses the end of the current chunk.

@@ -208,6 +208,15 @@ impl DataClient {
         }
     }
 
+    /// Has the primary of chunk `handle` at `version` make the length a quorum holds known
+    /// beyond itself; returns that length.
+    pub async fn flush(&self, handle: u64, version: u64) -> Result<u64, DataError> {
+        match self.call(Request::Flush { handle, version }).await? {
+            Response::Appended { offset } => Ok(offset),
+            other => Err(unexpected("flush", &other)),
+        }
+    }
+
     /// Sends `req` and waits for its reply; an `ERROR` reply is returned as `Err`, so `Ok` is
     /// always `Appended` or `Data`.
     pub async fn call(&self, req: Request) -> Result<Response, DataError> {

@@ -12,8 +12,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::DataError;
 use crate::frame::{
-    APPEND_AT_FIXED, APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, Frame, HEADER_LEN, MAGIC,
-    MAX_ERROR_MESSAGE, READ_BODY, Request, Response, VERSION, kind,
+    APPEND_AT_FIXED, APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, FLUSH_BODY, Frame, HEADER_LEN,
+    MAGIC, MAX_ERROR_MESSAGE, READ_BODY, Request, Response, VERSION, kind,
 };
 
 /// Why a frame could not be decoded (or encoded).
@@ -188,6 +188,7 @@ fn request_rule(kind: u8) -> Option<BodyRule> {
         kind::APPEND => Some(BodyRule::AtLeast(APPEND_FIXED)),
         kind::APPEND_AT => Some(BodyRule::AtLeast(APPEND_AT_FIXED)),
         kind::READ => Some(BodyRule::Exact(READ_BODY)),
+        kind::FLUSH => Some(BodyRule::Exact(FLUSH_BODY)),
         _ => None,
     }
 }
@@ -213,6 +214,10 @@ fn parse_request(header: Header, mut body: Bytes) -> Result<Request, CodecError>
             version: body.get_u64_le(),
             offset: body.get_u64_le(),
             len: body.get_u32_le(),
+        }),
+        kind::FLUSH => Ok(Request::Flush {
+            handle: body.get_u64_le(),
+            version: body.get_u64_le(),
         }),
         k => Err(malformed(
             header.request_id,
@@ -357,6 +362,11 @@ impl Encoder<Frame<Request>> for ClientCodec {
                 dst.put_u64_le(version);
                 dst.put_u64_le(offset);
                 dst.put_u32_le(read_len);
+            }
+            Request::Flush { handle, version } => {
+                put_header(dst, kind::FLUSH, id, len);
+                dst.put_u64_le(handle);
+                dst.put_u64_le(version);
             }
         }
         Ok(())

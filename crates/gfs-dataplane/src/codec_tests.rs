@@ -115,6 +115,10 @@ fn request_round_trip_every_kind() {
             offset: 7,
             len: u32::MAX,
         },
+        Request::Flush {
+            handle: 3,
+            version: u64::MAX,
+        },
     ];
     for (i, req) in reqs.into_iter().enumerate() {
         let id = 100 + i as u64;
@@ -286,9 +290,10 @@ fn unknown_kind_is_malformed_with_request_id() {
 
 #[test]
 fn short_bodies_are_malformed() {
-    let cases: [(u8, usize, bool); 4] = [
+    let cases: [(u8, usize, bool); 5] = [
         (kind::APPEND, 23, true),
         (kind::READ, 27, true),
+        (kind::FLUSH, 15, true),
         (kind::APPENDED, 7, false),
         (kind::ERROR, 17, false),
     ];
@@ -424,6 +429,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 len,
             }
         ),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(handle, version)| Request::Flush { handle, version }),
     ]
 }
 

@@ -19,6 +19,8 @@ pub mod kind {
     pub const READ: u8 = 0x02;
     /// Request: append a record only at a given offset (streaming writes).
     pub const APPEND_AT: u8 = 0x03;
+    /// Request: make the quorum's length known beyond the primary (a writer's last step).
+    pub const FLUSH: u8 = 0x04;
     /// Reply: the record was appended at an offset.
     pub const APPENDED: u8 = 0x81;
     /// Reply: the bytes that were read.
@@ -33,6 +35,8 @@ pub(crate) const APPEND_FIXED: usize = 24;
 pub(crate) const APPEND_AT_FIXED: usize = 32;
 /// Exact length of a `READ` body: handle, version, offset, len.
 pub(crate) const READ_BODY: usize = 28;
+/// Exact length of a `FLUSH` body: handle, version.
+pub(crate) const FLUSH_BODY: usize = 16;
 /// Exact length of an `APPENDED` body: offset.
 pub(crate) const APPENDED_BODY: usize = 8;
 /// Fixed part of an `ERROR` body: code, a, b.
@@ -67,6 +71,15 @@ pub enum Request {
         /// Number of bytes to read.
         len: u32,
     },
+    /// Have the primary of chunk `handle` at `version` tell enough secondaries the length a
+    /// quorum holds that any replicas a reader asks include one that knows it; the reply
+    /// (`Appended`) carries that length.
+    Flush {
+        /// The chunk handle.
+        handle: u64,
+        /// The version of the writer's lease.
+        version: u64,
+    },
 }
 
 impl Request {
@@ -76,6 +89,7 @@ impl Request {
             Request::Append { data, at: None, .. } => APPEND_FIXED + data.len(),
             Request::Append { data, .. } => APPEND_AT_FIXED + data.len(),
             Request::Read { .. } => READ_BODY,
+            Request::Flush { .. } => FLUSH_BODY,
         }
     }
 }

@@ -25,6 +25,9 @@
 //! - `0x03 APPEND_AT`: body = handle u64, version u64, op_id u64, offset u64, then the record
 //!   bytes: append only if the chunk continues at `offset` (else `OffsetMismatch`), so a single
 //!   writer can keep several appends in flight and still fill the chunk in order.
+//! - `0x04 FLUSH`: body = handle u64, version u64 (exactly 16 bytes): the primary tells enough
+//!   secondaries the length a quorum holds that a reader finds it with the primary gone; the
+//!   reply is `APPENDED` with that length (a streaming writer's last step).
 //!
 //! Reply kinds:
 //! - `0x81 APPENDED`: body = offset u64 (offset inside the chunk).

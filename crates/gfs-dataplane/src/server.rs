@@ -54,6 +54,14 @@ pub trait Handler: Send + Sync + 'static {
         offset: u64,
         len: u32,
     ) -> impl Future<Output = Result<Bytes, DataError>> + Send;
+
+    /// As the primary of chunk `handle` at `version`: makes the length a quorum holds known
+    /// beyond this server ([`Request::Flush`]); returns it.
+    fn flush(
+        &self,
+        handle: u64,
+        version: u64,
+    ) -> impl Future<Output = Result<u64, DataError>> + Send;
 }
 
 /// Limits and deadlines of the data-plane server. As a TOML or JSON table its keys are the
@@ -382,6 +390,16 @@ async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
                 Ok(data) => Response::Data(data),
                 Err(e) => {
                     debug!(handle, error = %e, "read failed");
+                    Response::Error(e)
+                }
+            }
+        }
+        Request::Flush { handle, version } => {
+            debug!(handle, version, "flush");
+            match handler.flush(handle, version).await {
+                Ok(offset) => Response::Appended { offset },
+                Err(e) => {
+                    debug!(handle, error = %e, "flush failed");
                     Response::Error(e)
                 }
             }

@@ -121,6 +121,18 @@ impl Handler for MemHandler {
             }
         }
     }
+
+    async fn flush(&self, handle: u64, version: u64) -> Result<u64, DataError> {
+        if version != V {
+            return Err(DataError::StaleVersion {
+                have: V,
+                got: version,
+            });
+        }
+        let chunks = self.chunks.lock();
+        let chunk = chunks.get(&handle).ok_or(DataError::NotFound { handle })?;
+        Ok(chunk.len() as u64)
+    }
 }
 
 struct TestServer {
@@ -180,6 +192,12 @@ async fn assert_works(client: &DataClient, handle: u64) {
         .await
         .unwrap();
     assert_eq!(back, data);
+    let end = client.flush(handle, V).await.unwrap();
+    assert!(end >= off + data.len() as u64, "flush answered {end}");
+    assert!(matches!(
+        client.flush(handle, V + 1).await,
+        Err(DataError::StaleVersion { .. })
+    ));
 }
 
 fn raw_frame(kind: u8, id: u64, body_len: u32, body: &[u8]) -> Vec<u8> {

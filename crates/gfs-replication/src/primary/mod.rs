@@ -215,6 +215,20 @@ impl Coordinator {
         *self.shared.on_seal.lock() = Some(listener);
     }
 
+    /// As the primary of `handle` at `version`: makes the length a quorum holds known to
+    /// enough secondaries that a reader finds it with this primary gone; returns it.
+    pub async fn flush(&self, handle: ChunkHandle, version: u64) -> Result<u64> {
+        let lease = self.lease(handle)?;
+        if lease.version != version {
+            return Err(ReplicationError::StaleVersion {
+                handle,
+                have: lease.version,
+                got: version,
+            });
+        }
+        self.shared.flush(&lease).await
+    }
+
     /// Appends `data` to the chunk as operation `op` (only at offset `at`, when given); returns
     /// its offset inside the chunk once a quorum of replicas has it durably. A retry of a
     /// committed op returns its first offset. An append that fills the chunk exactly seals it.
@@ -413,6 +427,41 @@ impl Coordinator {
 }
 
 impl Shared {
+    /// Tells the secondaries the quorum's length and returns it once `quorum - 1` of them took
+    /// it: any `replicas - quorum + 1` replicas a reader asks then include one that knows it,
+    /// this primary gone or not (a writer's last step, so that a reader right after finds
+    /// every byte it wrote; I3). A sealed chunk answers its sealed length.
+    async fn flush(&self, lease: &Lease) -> Result<u64> {
+        if let Some(length) = lease.sealed.get() {
+            return Ok(*length);
+        }
+        let length = lease.durable.lock().to;
+        let (handle, version) = (lease.handle, lease.version);
+        let need = self.need_remote();
+        let timeout = self.cfg.commit_timeout;
+        let out = call_quorum(
+            lease.secondaries.clone(),
+            need,
+            Instant::now() + timeout,
+            |addr: String| {
+                let peers = Arc::clone(&self.peers);
+                async move {
+                    peers
+                        .quorum_length(&addr, handle, version, length, timeout)
+                        .await
+                }
+            },
+        )
+        .await;
+        if out.ok.len() < need {
+            return Err(ReplicationError::QuorumNotReached {
+                got: out.ok.len() as u64 + 1,
+                need: self.cfg.quorum as u64,
+            });
+        }
+        Ok(length)
+    }
+
     fn need_remote(&self) -> usize {
         self.cfg.quorum.saturating_sub(1)
     }

@@ -374,7 +374,11 @@ async fn create_delete_list() {
 async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
     let d = tempfile::tempdir().unwrap();
     let s = fresh(d.path(), cfg()).await;
-    assert_eq!(s.quorum_known(H), Some(0), "a new replica vouches for nothing");
+    assert_eq!(
+        s.quorum_known(H),
+        Some(0),
+        "a new replica vouches for nothing"
+    );
     append(&s, 1, 0, b"abc").await;
     assert_eq!(
         s.quorum_known(H),

@@ -388,3 +388,35 @@ async fn an_append_the_primary_failed_to_commit_is_shown_by_no_secondary() {
         assert_eq!(rig.store(i).quorum_known(H), Some(100), "s{i}");
     }
 }
+
+/// The quorum's length after the last append is lost on its way to both secondaries (the
+/// primary then died, say): they still show none of it. A flush tells them again and answers
+/// only once enough of them took it that any two replicas a reader asks include one that
+/// knows (a writer's last step); with none reachable, it fails.
+#[tokio::test]
+async fn a_flush_makes_the_quorum_s_length_known_to_the_secondaries() {
+    let rig = Rig::new(2, 2).await;
+    rig.net.inject(rig.s(1), Call::QuorumLength, Fault::Fail, 1);
+    rig.net.inject(rig.s(2), Call::QuorumLength, Fault::Fail, 1);
+    let a = rec(1, 100);
+    assert_eq!(rig.append(1, &a).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..=2 {
+        assert_eq!(rig.store(i).quorum_known(H), Some(0), "s{i} heard it");
+    }
+    assert_eq!(rig.primary.flush(H, V1).await.unwrap(), 100);
+    let knowing = (1..=2)
+        .filter(|&i| rig.store(i).quorum_known(H) == Some(100))
+        .count();
+    assert!(knowing >= 1, "no secondary knows the length after a flush");
+    assert!(matches!(
+        rig.primary.flush(H, V1 + 1).await,
+        Err(ReplicationError::StaleVersion { .. })
+    ));
+    rig.net
+        .inject(rig.s(1), Call::QuorumLength, Fault::Fail, 10);
+    rig.net
+        .inject(rig.s(2), Call::QuorumLength, Fault::Fail, 10);
+    let r = rig.primary.flush(H, V1).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+}
