@@ -28,7 +28,10 @@
 /// - 139 (with the aimed faults and disk latency): a primary crashed before its first
 ///   watermark; a secondary that had committed bytes alone showed them to readers, and the
 ///   next lease wrote others there: a replica now vouches only for what its version was
-///   created or fenced at until its primary tells.
+///   created or fenced at until its primary tells;
+/// - 419 (with the aimed faults): a get right after an acknowledged put came back short by the
+///   last piece: the last chunk's primary was unreachable and its secondaries had not heard
+///   the final watermark; a writer's finish now flushes it to them.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -38,6 +41,7 @@ pub const PINNED: &[(u64, u64)] = &[
     (134, 20),
     (139, 20),
     (165, 20),
+    (419, 20),
     (1411, 20),
     (17538096960526, 10),
     (17538096980818, 10),
