@@ -23,15 +23,16 @@ use crate::nemesis::Flip;
 /// Servers that must hold an acknowledged record.
 const QUORUM: usize = 2;
 
-/// The records of one file as last parsed, and the stamp of the bytes parsed.
+/// The records of one file as last parsed (each with the chunk it belongs to), and the stamp
+/// of the bytes parsed.
 struct Parsed {
     stamp: (u64, u64),
-    ids: BTreeSet<RecordId>,
+    ids: BTreeSet<(RecordId, u64)>,
     /// A bit the nemesis flipped is in it: it keeps every record it ever held.
     flipped: bool,
 }
 
-/// A parse of one view (durable or current) of each file, kept between checks.
+/// A parse of the durable bytes of each file, kept between checks.
 #[derive(Default)]
 struct Files(BTreeMap<(&'static str, PathBuf), Parsed>);
 
@@ -43,7 +44,7 @@ impl Files {
         path: &Path,
         stamp: (u64, u64),
         flipped: bool,
-        parse: impl FnOnce() -> Option<BTreeSet<RecordId>>,
+        parse: impl FnOnce() -> Option<BTreeSet<(RecordId, u64)>>,
     ) {
         let key = (server, path.to_path_buf());
         if self.0.get(&key).is_some_and(|p| p.stamp == stamp) {
@@ -68,24 +69,21 @@ impl Files {
         self.0.retain(|key, p| p.flipped || present.contains(key));
     }
 
-    /// The records in the files of `server`.
-    fn of(&self, server: &str) -> BTreeSet<RecordId> {
+    /// The records (with their chunks) in the files of `server`.
+    fn of<'a>(&'a self, server: &'a str) -> impl Iterator<Item = (RecordId, u64)> + 'a {
         self.0
             .iter()
-            .filter(|((s, _), _)| *s == server)
+            .filter(move |((s, _), _)| *s == server)
             .flat_map(|(_, p)| p.ids.iter().copied())
-            .collect()
     }
 }
 
 /// What each chunkserver's disk holds, kept between checks.
 #[derive(Default)]
 pub struct Durability {
-    /// Chunk files, durable bytes.
+    /// Chunk files.
     chunks: Files,
-    /// Chunk files, as reads see them.
-    visible: Files,
-    /// The store's other files (its write-ahead log), durable bytes.
+    /// The store's write-ahead logs.
     logs: Files,
     /// Records already reported (each once).
     reported: BTreeSet<RecordId>,
@@ -95,8 +93,9 @@ impl Durability {
     /// Checks every record of `acked` against the disks now, at simulated time `at`; returns
     /// one line per record newly found on fewer than a quorum of servers. A server holds a
     /// record when a chunk file holds it durably, or its write-ahead log does (small appends
-    /// reach the chunk file at the next checkpoint) while a chunk file still shows it (a
-    /// deleted replica's appends still in the log do not count).
+    /// reach the chunk file at the next checkpoint, or at the replay after a crash) while the
+    /// chunk's file is still there (a deleted replica's appends still in the log do not
+    /// count).
     pub fn check(
         &mut self,
         disks: &BTreeMap<String, SimDisk>,
@@ -115,39 +114,34 @@ impl Durability {
                 let chunk = path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.parse::<u64>().is_ok());
+                    .and_then(|n| n.parse::<u64>().ok());
                 let flipped = flips.iter().any(|f| f.server == server && f.path == path);
                 if let Some(stamp) = disk.durable_stamp(&path) {
-                    let files = if chunk {
-                        &mut self.chunks
-                    } else {
-                        &mut self.logs
-                    };
-                    files.update(server, &path, stamp, flipped, || {
-                        disk.with_durable(&path, records)
-                    });
-                }
-                if chunk && let Some(stamp) = disk.current_stamp(&path) {
-                    self.visible.update(server, &path, stamp, flipped, || {
-                        disk.with_current(&path, records)
-                    });
+                    match chunk {
+                        Some(handle) => self.chunks.update(server, &path, stamp, flipped, || {
+                            disk.with_durable(&path, |b| {
+                                records(b).into_iter().map(|id| (id, handle)).collect()
+                            })
+                        }),
+                        None => self.logs.update(server, &path, stamp, flipped, || {
+                            disk.with_durable(&path, logged)
+                        }),
+                    }
                 }
                 present.insert((server, path));
             }
         }
-        for files in [&mut self.chunks, &mut self.visible, &mut self.logs] {
+        for files in [&mut self.chunks, &mut self.logs] {
             files.retain(&present);
         }
         let mut on: BTreeMap<RecordId, BTreeSet<&'static str>> = BTreeMap::new();
         for server in SERVERS {
-            let visible = self.visible.of(server);
-            let logged = self.logs.of(server);
+            let has_chunk = |h: u64| present.contains(&(server, dir.join(h.to_string())));
             let held = self
                 .chunks
                 .of(server)
-                .into_iter()
-                .chain(logged.intersection(&visible).copied());
-            for id in held {
+                .chain(self.logs.of(server).filter(|(_, h)| has_chunk(*h)));
+            for (id, _) in held {
                 on.entry(id).or_default().insert(server);
             }
         }
@@ -163,6 +157,14 @@ impl Durability {
         }
         out
     }
+}
+
+/// The records a write-ahead log's appends hold, with their chunks.
+fn logged(bytes: &[u8]) -> BTreeSet<(RecordId, u64)> {
+    gfs_storage::wal_appends(bytes::Bytes::copy_from_slice(bytes))
+        .into_iter()
+        .flat_map(|(h, _, data)| records(&data).into_iter().map(move |id| (id, h.0)))
+        .collect()
 }
 
 /// The whole records in `bytes`.
@@ -245,16 +247,41 @@ mod tests {
         assert!(m.check(&d, &[(id(3), 100)], &[], Duration::ZERO).is_empty());
     }
 
-    #[test]
-    fn a_logged_record_counts_while_a_chunk_file_shows_it() {
+    /// The bytes of a real store's WAL after committing `data` to chunk 5 at offset 0.
+    async fn wal_with(data: &bytes::Bytes) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = gfs_storage::ChunkStore::open(dir.path(), Default::default()).unwrap();
+        let h = gfs_storage::ChunkHandle(5);
+        store.create(h, 1).await.unwrap();
+        store
+            .stage(gfs_storage::StageRequest {
+                op: gfs_storage::OpId(1),
+                handle: h,
+                version: 1,
+                offset: 0,
+                data: data.clone(),
+            })
+            .unwrap();
+        store.commit(h, gfs_storage::OpId(1)).await.unwrap();
+        // Read while the store is open: closing it checkpoints and empties the log.
+        std::fs::read(dir.path().join("wal")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_logged_record_counts_while_its_chunk_s_file_is_there() {
         let d = disks();
         let a = record(id(1), 40);
-        let wal = data_dir().join("wal");
+        let wal = wal_with(&a).await;
+        assert!(
+            !records(&wal).is_empty(),
+            "the record is not inline in the WAL"
+        );
         for s in ["cs1", "cs2"] {
-            let f = d[s].open(&wal, Open::Create).unwrap();
-            f.write_all_at(&a, 8).unwrap();
+            let f = d[s].open(&data_dir().join("wal"), Open::Create).unwrap();
+            f.write_all_at(&wal, 0).unwrap();
             f.sync_data().unwrap();
-            write(&d[s], 5, &a, false);
+            // The chunk's file exists, its bytes not yet there (as after a crash).
+            write(&d[s], 5, b"", true);
         }
         let acked = [(id(1), 0)];
         let mut m = Durability::default();

@@ -49,3 +49,26 @@ pub use scrub::ScrubReport;
 pub use state::FsyncObserver;
 pub use store::{ChunkStore, StoreStats};
 pub use types::{AppendRecord, BLOCK_SIZE, ChunkHandle, ChunkInfo, CommitInfo, OpId, StageRequest};
+
+/// The appends the bytes of a write-ahead log hold inline (those small enough to live in the
+/// WAL), in order, as `(chunk, offset in the chunk, bytes)`: for checkers that look at a data
+/// directory from outside a store. Anything but a WAL gives nothing; a damaged tail ends the
+/// list.
+pub fn wal_appends(bytes: bytes::Bytes) -> Vec<(ChunkHandle, u64, bytes::Bytes)> {
+    let Ok(parsed) = record::parse(std::path::Path::new("wal"), record::WAL_MAGIC, bytes) else {
+        return Vec::new();
+    };
+    parsed
+        .records
+        .into_iter()
+        .filter_map(|(_, r)| match r {
+            record::Record::Commit {
+                handle,
+                offset,
+                data: Some(data),
+                ..
+            } => Some((handle, offset, data)),
+            _ => None,
+        })
+        .collect()
+}

@@ -414,3 +414,22 @@ async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
         "no such chunk"
     );
 }
+
+/// A WAL read from outside the store names each small append's chunk, offset and bytes.
+#[tokio::test]
+async fn the_wal_s_inline_appends_can_be_listed_from_its_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"first").await;
+    append(&s, 2, 5, b"second").await;
+    let wal = Bytes::from(fs::read(d.path().join("wal")).unwrap());
+    let found = crate::wal_appends(wal);
+    assert_eq!(
+        found,
+        vec![
+            (H, 0, Bytes::from_static(b"first")),
+            (H, 5, Bytes::from_static(b"second"))
+        ]
+    );
+    assert!(crate::wal_appends(Bytes::from_static(b"not a wal")).is_empty());
+}
