@@ -34,7 +34,9 @@
 ///   the final watermark; a writer's finish now flushes it to them;
 /// - 146 (a checker defect): a server restarting after a crash held an acknowledged record in
 ///   its log only, not yet replayed into the chunk file; the durability check now reads the
-///   log's appends with their chunks.
+///   log's appends with their chunks;
+/// - 167 (a checker defect): a bit the nemesis flipped landed in a record a replica had just
+///   replayed from its log; the check now parses a flipped file with the byte put back.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -45,6 +47,7 @@ pub const PINNED: &[(u64, u64)] = &[
     (139, 20),
     (146, 20),
     (165, 20),
+    (167, 20),
     (419, 20),
     (1411, 20),
     (17538096960526, 10),
