@@ -14,7 +14,8 @@
 //! from the master or from a secondary, slow a secondary's disk), and at moments the
 //! production code logs ([`crate::cues`]): when a primary seals, its report to the master is
 //! lost or the master crashes; as a primary finds a secondary lagging (a relegation follows),
-//! the primary is paused or crashed.
+//! the primary is paused or crashed, or the messages between it and the master are held
+//! (the version change reaches it late, while it appends).
 //!
 //! Faults overlap; at most two servers are down at once. Everything heals when the load
 //! ends.
@@ -47,6 +48,8 @@ pub enum Fault {
     Oneway(&'static str, &'static str),
     /// Every message to and from a host held until it heals.
     Pause(&'static str),
+    /// Every message between two hosts held until it heals, then delivered (a slow link).
+    Hold(&'static str, &'static str),
     /// Message latency up to 200 ms everywhere.
     Slow,
     /// A chunkserver's disk refuses to grow.
@@ -116,6 +119,7 @@ impl fmt::Display for Fault {
             Fault::Partition(a, b) => write!(f, "partition {a} | {b}"),
             Fault::Oneway(a, b) => write!(f, "partition {a} -> {b}"),
             Fault::Pause(h) => write!(f, "pause {h}"),
+            Fault::Hold(a, b) => write!(f, "messages between {a} and {b} held"),
             Fault::Slow => write!(f, "slow network"),
             Fault::DiskFull(h) => write!(f, "disk full on {h}"),
             Fault::SyncFailures(h, ppm) => write!(f, "fsyncs failing on {h} ({ppm} ppm)"),
@@ -253,7 +257,8 @@ impl Nemesis {
 
     /// Plans a fault for each cue it strikes at: at a seal, the primary's report to the
     /// master lost or the master crashed (finding 1 of the replication review); at a lagging
-    /// secondary, as the relegation runs, the primary paused or crashed (finding 4).
+    /// secondary, as the relegation runs, the primary paused or crashed, or its messages with
+    /// the master held (finding 4: the bump reaches it late, while it appends).
     fn strike(&mut self, now: Duration, t: &Trace) {
         for cue in self.cues.take() {
             if self.strikes >= self.max_strikes {
@@ -266,6 +271,10 @@ impl Nemesis {
                     handle,
                     Duration::from_millis(self.rng.random_range(0..1500)),
                 ),
+                // The relegation follows the primary's next heartbeat.
+                Cue::Lagging { handle } if roll < 50 => {
+                    (handle, Duration::from_millis(self.rng.random_range(0..300)))
+                }
                 _ => continue,
             };
             let Some(primary) = self.cues.lease(handle).and_then(|l| server(&l.primary)) else {
@@ -275,10 +284,15 @@ impl Nemesis {
                 Cue::Sealed { .. } if roll < 18 => Fault::Oneway(primary, MASTER),
                 Cue::Sealed { .. } => Fault::Crash(MASTER),
                 Cue::Lagging { .. } if roll < 8 => Fault::Crash(primary),
-                Cue::Lagging { .. } => Fault::Pause(primary),
+                Cue::Lagging { .. } if roll < 20 => Fault::Pause(primary),
+                Cue::Lagging { .. } => Fault::Hold(MASTER, primary),
             };
             self.strikes += 1;
-            let lasts = Duration::from_millis(self.rng.random_range(300..5000));
+            let lasts = match fault {
+                // The master's version change reaches the primary late, while it appends.
+                Fault::Hold(..) => Duration::from_millis(self.rng.random_range(50..1500)),
+                _ => Duration::from_millis(self.rng.random_range(300..5000)),
+            };
             t.at(
                 now,
                 format_args!("nemesis: {cue:?} on {primary}: {fault} in {delay:?}"),
@@ -395,16 +409,18 @@ impl Nemesis {
             | (Fault::Pause(x), Fault::Pause(y))
             | (Fault::SlowDisk(x), Fault::SlowDisk(y)) => x == y,
             (
-                Fault::Partition(a, b) | Fault::Oneway(a, b),
-                Fault::Partition(c, d) | Fault::Oneway(c, d),
+                Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b),
+                Fault::Partition(c, d) | Fault::Oneway(c, d) | Fault::Hold(c, d),
             ) => (a == c && b == d) || (a == d && b == c),
             (Fault::Slow, Fault::Slow) => true,
             (
                 Fault::DiskFull(x) | Fault::SyncFailures(x, _),
                 Fault::DiskFull(y) | Fault::SyncFailures(y, _),
             ) => x == y,
-            (Fault::Pause(x), Fault::Partition(a, b) | Fault::Oneway(a, b))
-            | (Fault::Partition(a, b) | Fault::Oneway(a, b), Fault::Pause(x)) => x == a || x == b,
+            (Fault::Pause(x), Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b))
+            | (Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b), Fault::Pause(x)) => {
+                x == a || x == b
+            }
             _ => false,
         })
     }
@@ -462,6 +478,7 @@ fn start(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
                 sim.hold(*h, o);
             }
         }
+        Fault::Hold(a, b) => sim.hold(*a, *b),
         Fault::Slow => sim.set_max_message_latency(Duration::from_millis(200)),
         Fault::DiskFull(h) => c.disks[*h].set_capacity(Some(0)),
         Fault::SyncFailures(h, ppm) => c.disks[*h].set_sync_failure_ppm(*ppm),
@@ -481,6 +498,7 @@ fn heal(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
                 sim.release(*h, o);
             }
         }
+        Fault::Hold(a, b) => sim.release(*a, *b),
         Fault::Slow => sim.set_max_message_latency(crate::run::MAX_LATENCY),
         Fault::DiskFull(h) => c.disks[*h].set_capacity(None),
         Fault::SyncFailures(h, _) => c.disks[*h].set_sync_failure_ppm(0),
