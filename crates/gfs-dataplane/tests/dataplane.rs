@@ -54,6 +54,18 @@ impl MemHandler {
     }
 }
 
+/// The one version the test handler serves.
+fn current(version: u64) -> Result<(), DataError> {
+    if version == V {
+        Ok(())
+    } else {
+        Err(DataError::StaleVersion {
+            have: V,
+            got: version,
+        })
+    }
+}
+
 impl Handler for MemHandler {
     async fn append(
         &self,
@@ -64,12 +76,7 @@ impl Handler for MemHandler {
         data: Bytes,
     ) -> Result<u64, DataError> {
         {
-            if version != V {
-                return Err(DataError::StaleVersion {
-                    have: V,
-                    got: version,
-                });
-            }
+            current(version)?;
             let offset = {
                 let mut chunks = self.chunks.lock();
                 let chunk = chunks.entry(handle).or_default();
@@ -103,12 +110,7 @@ impl Handler for MemHandler {
         len: u32,
     ) -> Result<Bytes, DataError> {
         {
-            if version != V {
-                return Err(DataError::StaleVersion {
-                    have: V,
-                    got: version,
-                });
-            }
+            current(version)?;
             let chunks = self.chunks.lock();
             let chunk = chunks.get(&handle).ok_or(DataError::NotFound { handle })?;
             let committed = chunk.len() as u64;
@@ -123,12 +125,7 @@ impl Handler for MemHandler {
     }
 
     async fn flush(&self, handle: u64, version: u64) -> Result<u64, DataError> {
-        if version != V {
-            return Err(DataError::StaleVersion {
-                have: V,
-                got: version,
-            });
-        }
+        current(version)?;
         let chunks = self.chunks.lock();
         let chunk = chunks.get(&handle).ok_or(DataError::NotFound { handle })?;
         Ok(chunk.len() as u64)
