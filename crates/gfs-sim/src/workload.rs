@@ -243,7 +243,6 @@ async fn list_paths(c: &Client, shared: &Shared) {
 
 /// Appends records as writer `writer` until `until` (simulated time), then adds its history.
 pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, trace: Trace) {
-    let mut h = History::new();
     let mut seq = 0u32;
     while now() < until {
         seq += 1;
@@ -254,17 +253,17 @@ pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, t
         } else {
             random_range(20..4096)
         };
-        h.sent(id, len);
+        // Into the shared history at once: the durability check reads it during the run.
+        shared.history.lock().sent(id, len);
         match c.append(PATH, record(id, len)).await {
             Ok(offset) => {
-                h.acked(id, offset);
+                shared.history.lock().acked(id, offset);
                 trace.event(format_args!("{id} ({len} B) acknowledged at {offset}"));
             }
             Err(e) => trace.event(format_args!("{id} ({len} B) failed: {e}")),
         }
         tokio::time::sleep(Duration::from_millis(random_range(0..50))).await;
     }
-    shared.history.lock().merge(h);
     *shared.running.lock() -= 1;
 }
 
