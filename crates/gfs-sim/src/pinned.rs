@@ -36,13 +36,18 @@
 ///   its log only, not yet replayed into the chunk file; the durability check now reads the
 ///   log's appends with their chunks;
 /// - 167 (a checker defect): a bit the nemesis flipped landed in a record a replica had just
-///   replayed from its log; the check now parses a flipped file with the byte put back.
+///   replayed from its log; the check now parses a flipped file with the byte put back;
+/// - 132: the master sealed a chunk whose other replica had failed its checksums at the good
+///   replica's length, which included a tail only that disk held; a retry of an op on that
+///   tail was answered from the sealed replica, acknowledging a record on one disk (replicas
+///   are now sealed only once a quorum of good ones holds the length).
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
     (17, 20),
     (23, 20),
     (73, 10),
+    (132, 20),
     (134, 20),
     (139, 20),
     (146, 20),

@@ -99,6 +99,10 @@ pub struct ChunkManager {
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again (`seal`).
     unsettled: Mutex<HashSet<u64>>,
+    /// Chunks sealed in the log whose replicas at the sealed length are not all sealed: fewer
+    /// than a quorum of good replicas held that length at the seal (a tail on one disk), or a
+    /// seal call failed. `settle` seals them once a quorum of good replicas holds it.
+    held_back: Mutex<HashSet<u64>>,
     /// Re-replication and rebalancing.
     pub(crate) repair: repair::Repair,
     /// Deletes of replicas nobody needs.
@@ -143,6 +147,7 @@ impl ChunkManager {
             allocating: Mutex::new(HashSet::default()),
             tried: Mutex::new(HashMap::default()),
             unsettled: Mutex::new(HashSet::default()),
+            held_back: Mutex::new(HashSet::default()),
             repair: repair::Repair::default(),
             gc: gc::Gc::default(),
             drain: drain::Drain::default(),

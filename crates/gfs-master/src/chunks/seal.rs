@@ -5,7 +5,15 @@
 //! acknowledged append) and the master seals the chunk there on its own, fenced first
 //! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
 //! them reports after it, those behind caught up, the version and the seal logged, then the
-//! replicas sealed; `append_chunk` then allocates the next chunk. If fewer than a quorum answer,
+//! replicas sealed; `append_chunk` then allocates the next chunk. A replica is sealed only at
+//! a length a quorum of good replicas holds (a sealed replica's answer to a retried op
+//! acknowledges it, I2): when a replica that failed its checksums counted toward the fence
+//! and the good ones at the longest length are fewer than a quorum, the log is sealed (the
+//! length is final, and re-replication copies the chunk sealed), the replicas are not; they
+//! are `held_back`, and [`ChunkManager::settle`] seals them once the copies make a quorum
+//! (so does it replicas whose seal call failed). Known limit: `held_back` is in memory; after
+//! a master restart such a replica stays unsealed at the sealed length (current, readable,
+//! copyable; its retries are answered by the sealed copies). If fewer than a quorum answer,
 //! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
 //! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
 //! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last
@@ -47,7 +55,8 @@ impl ChunkManager {
 
     /// Seals each abandoned chunk, and each unsealed chunk re-replication found below its goal
     /// with no lease out, once a quorum of its replicas is alive, at the longest length they
-    /// hold after a fence.
+    /// hold after a fence; then the replicas held back from a seal (`held_back`) once a quorum
+    /// of good ones holds the sealed length.
     pub async fn settle(&self) {
         let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
         for handle in pending {
@@ -64,6 +73,7 @@ impl ChunkManager {
         for handle in below {
             self.seal_unleased(handle, true).await;
         }
+        self.seal_held_back().await;
     }
 
     /// Seals `handle` at the longest length a quorum of its live replicas reports after a
@@ -148,35 +158,108 @@ impl ChunkManager {
         holders.extend(self.catch_up(handle, new_version, &longest).await);
         self.log_unleased_version(handle, new_version).await?;
         self.seal_at(handle, length).await?;
-        let seals = holders
-            .iter()
-            .map(|s| self.control.seal(s, handle, new_version, length));
-        let sealed = futures::future::join_all(seals).await;
-        let mut reg = self.registry.lock();
-        for (s, r) in holders.iter().zip(sealed) {
-            let sealed = match r {
-                Ok(sealed) => sealed,
-                Err(e) => {
-                    tracing::warn!(%handle, server = %s.id, error = %e, "sealing the replica failed; it reports its state later");
-                    false
-                }
-            };
-            reg.note_replica(
-                &s.id,
-                Replica {
-                    handle,
-                    version: new_version,
-                    length,
-                    sealed,
-                },
-            );
-        }
         for s in &longest.behind {
             if !holders.iter().any(|h| h.id == s.id) {
                 tracing::warn!(%handle, server = %s.id, length, "replica left short of the sealed length");
             }
         }
+        if holders.len() < self.cfg.quorum {
+            // A replica sealed here answers a retried op with its offset, which acknowledges
+            // it: not while its bytes are on fewer than a quorum of good disks (I2). The
+            // copies of the sealed chunk come first, then `settle` seals these.
+            tracing::warn!(%handle, length, holders = holders.len(), "sealed length held by too few good replicas: they are sealed once copies make a quorum");
+            let mut reg = self.registry.lock();
+            for s in &holders {
+                reg.note_replica(
+                    &s.id,
+                    Replica {
+                        handle,
+                        version: new_version,
+                        length,
+                        sealed: false,
+                    },
+                );
+            }
+            self.held_back.lock().insert(handle);
+            return Ok(length);
+        }
+        self.seal_replicas(handle, new_version, length, &holders)
+            .await;
         Ok(length)
+    }
+
+    /// Seals `handle` at `version` and `length` on `holders` (each holds that length), notes
+    /// each replica as the call left it, and keeps the chunk in `held_back` if a seal failed.
+    async fn seal_replicas(&self, handle: u64, version: u64, length: u64, holders: &[ServerInfo]) {
+        let seals = holders
+            .iter()
+            .map(|s| self.control.seal(s, handle, version, length));
+        let sealed = futures::future::join_all(seals).await;
+        let mut reg = self.registry.lock();
+        let mut all = true;
+        for (s, r) in holders.iter().zip(sealed) {
+            let sealed = match r {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    tracing::warn!(%handle, server = %s.id, error = %e, "sealing the replica failed; tried again later");
+                    false
+                }
+            };
+            all &= sealed;
+            reg.note_replica(
+                &s.id,
+                Replica {
+                    handle,
+                    version,
+                    length,
+                    sealed,
+                },
+            );
+        }
+        if !all {
+            self.held_back.lock().insert(handle);
+        }
+    }
+
+    /// Seals the replicas of chunks in `held_back` that hold the sealed length unsealed, once
+    /// a quorum of good replicas holds it; drops chunks with none left to seal.
+    async fn seal_held_back(&self) {
+        let pending: Vec<u64> = self.held_back.lock().iter().copied().collect();
+        for handle in pending {
+            let _deciding = self.deciding.write([handle]).await;
+            let m = match self.meta.read(move |ns| ns.chunk(handle)).await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    self.held_back.lock().remove(&handle);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Some(length) = m.sealed_length else {
+                self.held_back.lock().remove(&handle);
+                continue;
+            };
+            let good: Vec<(ServerInfo, Replica)> = {
+                let reg = self.registry.lock();
+                reg.locations(handle, m)
+                    .into_iter()
+                    .filter(|(s, _)| !reg.is_corrupt(&s.id, handle))
+                    .collect()
+            };
+            if good.len() < self.cfg.quorum {
+                continue;
+            }
+            let unsealed: Vec<ServerInfo> = good
+                .into_iter()
+                .filter(|(_, r)| !r.sealed)
+                .map(|(s, _)| s)
+                .collect();
+            self.held_back.lock().remove(&handle);
+            if !unsealed.is_empty() {
+                self.seal_replicas(handle, m.version, length, &unsealed)
+                    .await;
+            }
+        }
     }
 
     /// Records that `handle` is sealed at `length`, and that the replicas at `sealed_on`
