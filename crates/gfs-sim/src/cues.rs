@@ -1,6 +1,6 @@
 //! Cues: what the production code logs that an aimed fault waits for, taken from its tracing
 //! events as they happen (the master granting a lease, a primary sealing a chunk, a primary
-//! finding a secondary lagging). The nemesis aims at the roles these name (the primary of the
+//! finding a secondary lagging, a primary left alone with an append it committed). The nemesis aims at the roles these name (the primary of the
 //! newest lease, its secondaries) and strikes at these moments: the interleavings the
 //! replication review found (a seal report lost while a secondary lags, a version change
 //! racing an old primary, a relegation under load) are then a few seeds away, not thousands.
@@ -41,6 +41,12 @@ pub enum Cue {
     },
     /// A primary found a secondary lagging and will report it (a relegation follows).
     Lagging {
+        /// The chunk.
+        handle: u64,
+    },
+    /// A primary committed an append that fewer than a quorum did: a tail only it holds,
+    /// which no reader may be shown (a later lease may write other bytes there).
+    PrimaryOnly {
         /// The chunk.
         handle: u64,
     },
@@ -103,10 +109,11 @@ struct CueLayer(Cues);
 const GRANTED: (&str, &str) = ("gfs_master::chunks::lease", "lease granted");
 const SEALED: (&str, &str) = ("gfs_replication::primary::seal", "chunk sealed");
 const LAGGING: (&str, &str) = ("gfs_replication::primary", "secondary is lagging");
+const PRIMARY_ONLY: (&str, &str) = ("gfs_replication::primary", "durable quorum not reached");
 
 fn wanted(m: &Metadata<'_>) -> bool {
     m.is_event()
-        && [GRANTED, SEALED, LAGGING]
+        && [GRANTED, SEALED, LAGGING, PRIMARY_ONLY]
             .iter()
             .any(|(t, _)| m.target() == *t)
 }
@@ -164,6 +171,8 @@ impl<S: Subscriber> Layer<S> for CueLayer {
             self.0.cue(Cue::Sealed { handle });
         } else if (target, f.message.as_str()) == LAGGING {
             self.0.cue(Cue::Lagging { handle });
+        } else if (target, f.message.as_str()) == PRIMARY_ONLY {
+            self.0.cue(Cue::PrimaryOnly { handle });
         }
     }
 }
@@ -181,6 +190,7 @@ mod tests {
             tracing::info!(target: "gfs_master::chunks::lease", handle = 7u64, version = 3, primary = "cs2", secondaries = "cs1,cs4", "lease granted");
             tracing::info!(target: "gfs_replication::primary::seal", handle = %7u64, length = 9, sealed_on = 3, "chunk sealed");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, peer = "cs1:8081", "secondary is lagging");
+            tracing::warn!(target: "gfs_replication::primary", handle = %7u64, op = 3, durable = 1, need = 2, "durable quorum not reached");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, "something else");
             tracing::info!(target: "gfs_master::other", handle = 8u64, primary = "cs3", "lease granted");
         });
@@ -194,7 +204,11 @@ mod tests {
         assert_eq!(cues.lease(8), None, "another target is not a cue");
         assert_eq!(
             cues.take(),
-            vec![Cue::Sealed { handle: 7 }, Cue::Lagging { handle: 7 }]
+            vec![
+                Cue::Sealed { handle: 7 },
+                Cue::Lagging { handle: 7 },
+                Cue::PrimaryOnly { handle: 7 }
+            ]
         );
         assert!(cues.take().is_empty());
     }

@@ -60,6 +60,8 @@ pub enum Fault {
     Skew(&'static str, i64),
     /// One bit of a chunk file of a chunkserver flips at rest; the draw picks which.
     FlipBit(&'static str, u64),
+    /// A chunkserver cut from the master and the other chunkservers; clients still reach it.
+    Isolate(&'static str),
     /// A chunkserver's disk takes up to [`SLOW_DISK`] a round (a failing disk, a noisy
     /// neighbour): its replicas lag.
     SlowDisk(&'static str),
@@ -126,6 +128,7 @@ impl fmt::Display for Fault {
             Fault::Skew(h, ms) => write!(f, "clock of {h} {ms:+} ms"),
             Fault::FlipBit(h, _) => write!(f, "a bit flip at rest on {h}"),
             Fault::SlowDisk(h) => write!(f, "slow disk on {h}"),
+            Fault::Isolate(h) => write!(f, "{h} cut from the master and the other servers"),
             Fault::Aimed(a) => write!(f, "aimed: {a:?}"),
         }
     }
@@ -234,6 +237,8 @@ pub struct Nemesis {
     /// Faults struck at cues so far, and at most.
     strikes: usize,
     max_strikes: usize,
+    /// Chunks whose primary was isolated at a [`Cue::PrimaryOnly`].
+    isolated: std::collections::BTreeSet<u64>,
     /// Faults applied.
     pub applied: usize,
 }
@@ -251,6 +256,7 @@ impl Nemesis {
             next: 0,
             active: Vec::new(),
             strikes: 0,
+            isolated: Default::default(),
             applied: 0,
         }
     }
@@ -258,7 +264,10 @@ impl Nemesis {
     /// Plans a fault for each cue it strikes at: at a seal, the primary's report to the
     /// master lost or the master crashed (finding 1 of the replication review); at a lagging
     /// secondary, as the relegation runs, the primary paused or crashed, or its messages with
-    /// the master held (finding 4: the bump reaches it late, while it appends).
+    /// the master held (finding 4: the bump reaches it late, while it appends); at a primary
+    /// left alone with an append it committed, the primary cut from the master and the other
+    /// servers past its lease, readers still reaching it (finding 12: its tail must stay
+    /// unseen, as the next lease writes other bytes there).
     fn strike(&mut self, now: Duration, t: &Trace) {
         for cue in self.cues.take() {
             if self.strikes >= self.max_strikes {
@@ -275,6 +284,10 @@ impl Nemesis {
                 Cue::Lagging { handle } if roll < 50 => {
                     (handle, Duration::from_millis(self.rng.random_range(0..300)))
                 }
+                // Once per chunk: the cue comes once per append that failed so.
+                Cue::PrimaryOnly { handle } if roll < 60 && self.isolated.insert(handle) => {
+                    (handle, Duration::ZERO)
+                }
                 _ => continue,
             };
             let Some(primary) = self.cues.lease(handle).and_then(|l| server(&l.primary)) else {
@@ -286,11 +299,17 @@ impl Nemesis {
                 Cue::Lagging { .. } if roll < 8 => Fault::Crash(primary),
                 Cue::Lagging { .. } if roll < 20 => Fault::Pause(primary),
                 Cue::Lagging { .. } => Fault::Hold(MASTER, primary),
+                Cue::PrimaryOnly { .. } => Fault::Isolate(primary),
             };
             self.strikes += 1;
             let lasts = match fault {
                 // The master's version change reaches the primary late, while it appends.
                 Fault::Hold(..) => Duration::from_millis(self.rng.random_range(50..1500)),
+                // Past the lease (the master waits it out), so that the next lease goes to
+                // the others, while readers still reach the primary's tail (finding 12).
+                Fault::Isolate(_) => {
+                    LEASE + Duration::from_millis(self.rng.random_range(1000..6000))
+                }
                 _ => Duration::from_millis(self.rng.random_range(300..5000)),
             };
             t.at(
@@ -417,10 +436,17 @@ impl Nemesis {
                 Fault::DiskFull(x) | Fault::SyncFailures(x, _),
                 Fault::DiskFull(y) | Fault::SyncFailures(y, _),
             ) => x == y,
-            (Fault::Pause(x), Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b))
-            | (Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b), Fault::Pause(x)) => {
-                x == a || x == b
-            }
+            (
+                Fault::Pause(x) | Fault::Isolate(x),
+                Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b),
+            )
+            | (
+                Fault::Partition(a, b) | Fault::Oneway(a, b) | Fault::Hold(a, b),
+                Fault::Pause(x) | Fault::Isolate(x),
+            ) => x == a || x == b,
+            (Fault::Isolate(_), Fault::Isolate(_))
+            | (Fault::Isolate(_), Fault::Pause(_))
+            | (Fault::Pause(_), Fault::Isolate(_)) => true,
             _ => false,
         })
     }
@@ -456,6 +482,14 @@ fn flip(server: &'static str, draw: u64, c: &Cluster) -> Option<Flip> {
         })
 }
 
+/// The master and the servers other than `h`.
+fn peers(h: &str) -> Vec<&'static str> {
+    std::iter::once(MASTER)
+        .chain(SERVERS)
+        .filter(|x| *x != h)
+        .collect()
+}
+
 fn others(h: &str) -> Vec<&'static str> {
     std::iter::once(MASTER)
         .chain(SERVERS)
@@ -484,6 +518,11 @@ fn start(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
         Fault::SyncFailures(h, ppm) => c.disks[*h].set_sync_failure_ppm(*ppm),
         Fault::Skew(h, ms) => c.set_skew(h, *ms),
         Fault::SlowDisk(h) => c.disks[*h].set_latency(SLOW_DISK),
+        Fault::Isolate(h) => {
+            for o in peers(h) {
+                sim.partition(*h, o);
+            }
+        }
         Fault::FlipBit(..) | Fault::Aimed(_) => {}
     }
 }
@@ -504,6 +543,11 @@ fn heal(f: &Fault, sim: &mut turmoil::Sim<'_>, c: &Cluster) {
         Fault::SyncFailures(h, _) => c.disks[*h].set_sync_failure_ppm(0),
         Fault::Skew(h, _) => c.set_skew(h, 0),
         Fault::SlowDisk(h) => c.disks[*h].set_latency(DISK_LATENCY),
+        Fault::Isolate(h) => {
+            for o in peers(h) {
+                sim.repair(*h, o);
+            }
+        }
         Fault::FlipBit(..) | Fault::Aimed(_) => {}
     }
 }
