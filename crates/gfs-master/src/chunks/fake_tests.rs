@@ -543,3 +543,29 @@ async fn an_unsealed_chunk_no_server_could_copy_is_left_to_continue() {
     assert_eq!(c.fake.replica("b", H), Some(held(2, 100)));
     assert_eq!(c.fake.replica("c", H), Some(held(2, 100)));
 }
+
+/// Seed 52 of the simulator: a corrupt replica of an unsealed chunk was deleted because two
+/// other replicas were current, one of them empty (it had lost its appends to failed
+/// fsyncs): the acknowledged appends were left on one disk. A corrupt replica goes only once
+/// a quorum of good replicas elsewhere holds at least its length, as a stale one does.
+#[tokio::test]
+async fn a_corrupt_replica_of_an_unsealed_chunk_goes_only_once_a_quorum_holds_as_much() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 0))],
+        None,
+    )
+    .await;
+    c.registry.lock().mark_corrupt("a", H);
+    let report = |length| Replica {
+        handle: H,
+        version: 1,
+        length,
+        sealed: false,
+    };
+    assert_eq!(c.m.to_delete("a", &[report(100)]).await.unwrap(), vec![]);
+    c.registry
+        .lock()
+        .heartbeat_with("c", 0, vec![report(100)], false, Instant::now());
+    assert_eq!(c.m.to_delete("a", &[report(100)]).await.unwrap().len(), 1);
+}

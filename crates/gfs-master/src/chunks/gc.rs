@@ -102,8 +102,16 @@ impl ChunkManager {
         for (r, current) in report.iter().zip(versions) {
             if reg.is_corrupt(server, r.handle) {
                 // Deleted once a quorum of good replicas lives elsewhere (its server can then
-                // take a fresh copy).
-                let good = current.map_or(0, |w| reg.locations(r.handle, w).len());
+                // take a fresh copy), each holding at least as much of a chunk still being
+                // written: its other blocks may hold acknowledged appends (I2).
+                let good = current.map_or(0, |w| {
+                    reg.locations(r.handle, w)
+                        .iter()
+                        .filter(|(s, x)| {
+                            s.id != server && (w.sealed.is_some() || x.length >= r.length)
+                        })
+                        .count()
+                });
                 if good >= self.cfg.quorum {
                     tracing::info!(server, handle = r.handle, "deleting a corrupt replica");
                     out.push(ChunkDelete {
