@@ -363,6 +363,7 @@ fn wire_info(c: gfs_storage::ChunkInfo) -> ChunkInfo {
         version: c.version,
         committed_length: c.committed_len,
         sealed: c.sealed,
+        unvouched: c.unvouched,
     }
 }
 

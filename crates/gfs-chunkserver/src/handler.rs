@@ -225,11 +225,20 @@ impl DataHandler {
         // Only what a quorum is known to hold (I3): bytes committed here alone may be replaced
         // by a later lease. As primary, its watermark; as a secondary of an unsealed chunk,
         // what its primary last told (it may have committed appends the primary failed to).
+        // A replica found when the server started knows neither: it serves no read of an
+        // unsealed chunk (a length it gave would count toward the reader's quorum of answers)
+        // until a primary tells or the master fences it, which its chunk report asks for.
         let mut len = u64::from(len);
-        let limit = self
-            .coordinator
-            .read_limit(h)
-            .or_else(|| (!info.sealed).then(|| self.store.quorum_known(h)).flatten());
+        let limit = match self.coordinator.read_limit(h) {
+            Some(l) => Some(l),
+            None if info.sealed => None,
+            None => Some(self.store.quorum_known(h).ok_or_else(|| {
+                DataError::Unavailable(format!(
+                    "chunk {h}: this replica restarted and does not know what a quorum holds \
+                     of it yet"
+                ))
+            })?),
+        };
         if let Some(limit) = limit {
             if offset > limit {
                 return Err(DataError::OutOfRange {
@@ -301,6 +310,74 @@ mod tests {
         assert_eq!(read.len(), 60, "a read stops at the quorum's length");
         store.seal(h).await.unwrap();
         assert_eq!(length(handler.read_replica(3, 1, u64::MAX, 0).await), 150);
+    }
+
+    /// Seeds 423 and 426 of the simulator: a primary committed appends alone, restarted, and
+    /// showed them to a reader; the next lease, decided without it, wrote other bytes there.
+    /// A replica found when the server starts knows nothing of what a quorum holds of an
+    /// unsealed chunk: it serves none of it (its length would count toward a reader's quorum
+    /// of answers) until a primary tells or a version change fences it; an empty one and a
+    /// sealed one serve as ever.
+    #[tokio::test]
+    async fn a_replica_found_at_start_serves_no_unsealed_chunk_until_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = gfs_storage::StoreConfig {
+            chunk_size: 1 << 20,
+            ..gfs_storage::StoreConfig::default()
+        };
+        let (h, empty, sealed) = (ChunkHandle(3), ChunkHandle(4), ChunkHandle(5));
+        {
+            let store = ChunkStore::open(dir.path(), cfg.clone()).unwrap();
+            for c in [h, empty, sealed] {
+                store.create(c, 1).await.unwrap();
+            }
+            for c in [h, sealed] {
+                store
+                    .stage(gfs_storage::StageRequest {
+                        op: OpId(1),
+                        handle: c,
+                        version: 1,
+                        offset: 0,
+                        data: Bytes::from(vec![7u8; 150]),
+                    })
+                    .unwrap();
+                store.commit_at(c, 1, OpId(1)).await.unwrap();
+                store.note_quorum(c, 1, 150).unwrap();
+            }
+            store.seal(sealed).await.unwrap();
+        }
+        let store = Arc::new(ChunkStore::open(dir.path(), cfg).unwrap());
+        let coordinator = Arc::new(Coordinator::new(
+            Arc::clone(&store),
+            Arc::new(gfs_replication::Peers::new(
+                gfs_replication::PeerConfig::default(),
+            )),
+            gfs_replication::CoordinatorConfig::for_chunk_size(1 << 20),
+        ));
+        let handler = DataHandler::new(Arc::clone(&store), coordinator, None);
+        let length = |r: Result<Bytes, DataError>| match r {
+            Err(DataError::OutOfRange { committed, .. }) => committed,
+            other => panic!("not a length: {other:?}"),
+        };
+        let refused = handler.read_replica(3, 1, u64::MAX, 0).await;
+        assert!(
+            matches!(refused, Err(DataError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert!(handler.read_replica(3, 1, 0, 10).await.is_err());
+        assert!(
+            store.info(h).unwrap().unvouched,
+            "its report asks the master to settle it"
+        );
+        assert_eq!(length(handler.read_replica(4, 1, u64::MAX, 0).await), 0);
+        assert!(!store.info(empty).unwrap().unvouched);
+        assert_eq!(length(handler.read_replica(5, 1, u64::MAX, 0).await), 150);
+        store.set_version(h, 2).await.unwrap();
+        assert_eq!(length(handler.read_replica(3, 2, u64::MAX, 0).await), 150);
+        assert!(
+            !store.info(h).unwrap().unvouched,
+            "fenced: the master decides from here"
+        );
     }
 
     #[test]

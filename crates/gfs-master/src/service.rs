@@ -413,6 +413,12 @@ impl MasterControl for ControlService {
             })
             .collect();
         self.chunks.adopt_reports(&r.id, &report).await?;
+        self.chunks.note_unvouched(
+            r.chunks
+                .iter()
+                .filter(|c| c.unvouched && !c.sealed)
+                .map(|c| c.handle),
+        );
         let delete = self.chunks.to_delete(&r.id, &report).await?;
         let newly = self
             .chunks

@@ -30,6 +30,7 @@ fn replicas(n: u64, seed: u64) -> Vec<ChunkInfo> {
             version: 7,
             committed_length: 64 << 20,
             sealed: true,
+            unvouched: false,
         })
         .collect()
 }

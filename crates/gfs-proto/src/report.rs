@@ -111,6 +111,7 @@ mod tests {
                     version: i,
                     committed_length: 64 << 20,
                     sealed: i % 2 == 0,
+                    unvouched: true,
                 })
                 .collect(),
             lagging: (0..lagging)

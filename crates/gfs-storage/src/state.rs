@@ -96,7 +96,7 @@ pub(crate) struct ChunkState {
     pub sealed_at: Option<Instant>,
     /// `(version, length)`: a quorum is known to hold the chunk's first `length` bytes at that
     /// version: 0 at creation, the fenced length at a version change, then what the primary
-    /// told (in memory only; see `ChunkStore::quorum_known`).
+    /// told (in memory only: unknown when the store opens; see `ChunkStore::quorum_known`).
     pub quorum_known: Option<(u64, u64)>,
 }
 
@@ -106,7 +106,6 @@ impl ChunkState {
         ChunkState {
             sealed_at: (meta.sealed && !meta.ops.is_dropped()).then(Instant::now),
             enqueued: meta.length,
-            meta,
             staged: BTreeMap::new(),
             staged_ops: HashMap::default(),
             sealing: false,
@@ -115,7 +114,10 @@ impl ChunkState {
             deleted: false,
             dirty: false,
             unsynced: false,
-            quorum_known: None,
+            // Found when the store opened: what its primary last told was in memory (an
+            // empty replica has nothing to hide).
+            quorum_known: (meta.length == 0).then_some((meta.version, 0)),
+            meta,
         }
     }
 }
@@ -370,6 +372,12 @@ impl Chunk {
             version: st.meta.version,
             committed_len: st.meta.length,
             sealed: st.meta.sealed,
+            unvouched: !st.meta.sealed
+                && st.meta.length > 0
+                && st
+                    .quorum_known
+                    .filter(|(v, _)| *v == st.meta.version)
+                    .is_none_or(|(_, l)| l < st.meta.length),
         }
     }
 }

@@ -661,7 +661,9 @@ impl ChunkStore {
     /// what its primary last told ([`ChunkStore::note_quorum`]), else the length the version
     /// was set at (0 for a replica created here: bytes a primary that then died committed
     /// here alone are not shown). `None` for a replica found when the store opened, until a
-    /// primary tells (a restarted secondary shows all it committed: ARCHITECTURE.md, I3).
+    /// primary tells or a version change fences it: the notes were in memory, and it may hold
+    /// bytes it committed alone. Like HDFS's replicas waiting for recovery, such a replica
+    /// serves no read of an unsealed chunk (ARCHITECTURE.md, I3).
     pub fn quorum_known(&self, handle: ChunkHandle) -> Option<u64> {
         let chunk = self.inner.chunk(handle).ok()?;
         let st = chunk.st.lock();

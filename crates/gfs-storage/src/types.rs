@@ -52,6 +52,10 @@ pub struct ChunkInfo {
     pub committed_len: u64,
     /// Whether the chunk is sealed (no more appends).
     pub sealed: bool,
+    /// Unsealed, with committed bytes past the prefix a quorum is known to hold here
+    /// ([`crate::ChunkStore::quorum_known`]): the replica restarted since, or committed them
+    /// alone. The master settles such a chunk once no lease is out on it.
+    pub unvouched: bool,
 }
 
 /// The outcome of a durable commit.

@@ -569,3 +569,39 @@ async fn a_corrupt_replica_of_an_unsealed_chunk_goes_only_once_a_quorum_holds_as
         .heartbeat_with("c", 0, vec![report(100)], false, Instant::now());
     assert_eq!(c.m.to_delete("a", &[report(100)]).await.unwrap().len(), 1);
 }
+
+/// A replica that reports its unsealed chunk unvouched (it restarted, and serves no read of
+/// it until told what a quorum holds) gets the chunk settled once no lease has been out on it
+/// for a lease period: fenced and sealed at the longest length a quorum reports, so every
+/// replica serves it again. Not while a lease is out.
+#[tokio::test]
+async fn a_chunk_reported_unvouched_is_sealed_once_no_lease_is_out() {
+    let lease = Duration::from_millis(100);
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 60))],
+        None,
+        lease,
+    )
+    .await;
+    let granted = c.m.append_chunk("/f").await.unwrap();
+    c.m.note_unvouched([H]);
+    c.m.settle().await;
+    tokio::time::sleep(lease / 2).await;
+    c.m.settle().await;
+    assert_eq!(c.logged(H).await.sealed_length, None, "a lease is out");
+    c.m.note_unvouched([H]);
+    tokio::time::sleep(lease + Duration::from_millis(20)).await;
+    c.m.settle().await;
+    let m = c.logged(H).await;
+    assert!(m.version > granted.version);
+    assert_eq!(m.sealed_length, Some(100));
+    for id in ["a", "b", "c"] {
+        let r = c.fake.replica(id, H).unwrap();
+        assert_eq!(
+            (r.version, r.length, r.sealed),
+            (m.version, 100, true),
+            "{id}"
+        );
+    }
+}

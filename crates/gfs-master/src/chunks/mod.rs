@@ -103,6 +103,10 @@ pub struct ChunkManager {
     /// than a quorum of good replicas held that length at the seal (a tail on one disk), or a
     /// seal call failed. `settle` seals them once a quorum of good replicas holds it.
     held_back: Mutex<HashSet<u64>>,
+    /// Unsealed chunks a replica reported unvouched (committed bytes past what it knows a
+    /// quorum to hold: it restarted, or committed them alone), with when first reported:
+    /// `settle` seals them once no lease has been out on them for a lease period.
+    unvouched: Mutex<HashMap<u64, Instant>>,
     /// Re-replication and rebalancing.
     pub(crate) repair: repair::Repair,
     /// Deletes of replicas nobody needs.
@@ -148,6 +152,7 @@ impl ChunkManager {
             tried: Mutex::new(HashMap::default()),
             unsettled: Mutex::new(HashSet::default()),
             held_back: Mutex::new(HashSet::default()),
+            unvouched: Mutex::new(HashMap::default()),
             repair: repair::Repair::default(),
             gc: gc::Gc::default(),
             drain: drain::Drain::default(),

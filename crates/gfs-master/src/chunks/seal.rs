@@ -53,9 +53,10 @@ impl ChunkManager {
         Ok(())
     }
 
-    /// Seals each abandoned chunk, and each unsealed chunk re-replication found below its goal
-    /// with no lease out, once a quorum of its replicas is alive, at the longest length they
-    /// hold after a fence; then the replicas held back from a seal (`held_back`) once a quorum
+    /// Seals each abandoned chunk, each unsealed chunk re-replication found below its goal
+    /// with no lease out, and each a replica reported unvouched for a lease period
+    /// ([`ChunkManager::note_unvouched`]), once a quorum of its replicas is alive, at the
+    /// longest length they hold after a fence; then the replicas held back from a seal (`held_back`) once a quorum
     /// of good ones holds the sealed length.
     pub async fn settle(&self) {
         let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
@@ -73,7 +74,36 @@ impl ChunkManager {
         for handle in below {
             self.seal_unleased(handle, true).await;
         }
+        let lease = self.cfg.lease;
+        let unvouched: Vec<u64> = {
+            let mut u = self.unvouched.lock();
+            let due: Vec<u64> = u
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= lease)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in &due {
+                u.remove(h);
+            }
+            due
+        };
+        for handle in unvouched {
+            self.seal_unleased(handle, true).await;
+        }
         self.seal_held_back().await;
+    }
+
+    /// Notes unsealed chunks a replica reported unvouched: it holds committed bytes past what
+    /// it knows a quorum to hold (it restarted and lost what its primary told, or committed
+    /// them alone), and shows readers none of them. Like HDFS's lease recovery, `settle`
+    /// seals such a chunk at the longest length a quorum reports after a fence, once it has
+    /// had no lease for a lease period (a writer that pauses keeps its chunk).
+    pub fn note_unvouched(&self, handles: impl IntoIterator<Item = u64>) {
+        let now = Instant::now();
+        let mut u = self.unvouched.lock();
+        for h in handles {
+            u.entry(h).or_insert(now);
+        }
     }
 
     /// Seals `handle` at the longest length a quorum of its live replicas reports after a

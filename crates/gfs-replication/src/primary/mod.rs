@@ -478,6 +478,11 @@ impl Shared {
     fn publish(self: &Arc<Self>, lease: &Lease) {
         let length = lease.durable.lock().to;
         let (handle, version) = (lease.handle, lease.version);
+        // Here too: once the lease is gone, the replica still says what it vouches for (its
+        // reads, and its chunk reports: the master settles chunks whose replicas cannot).
+        if let Err(e) = self.store.note_quorum(handle, version, length) {
+            tracing::debug!(%handle, error = %e, "quorum length not noted here");
+        }
         for addr in &lease.secondaries {
             let (shared, addr) = (Arc::clone(self), addr.clone());
             tokio::spawn(async move {
