@@ -43,6 +43,8 @@ pub enum Cue {
     Lagging {
         /// The chunk.
         handle: u64,
+        /// The lagging secondary's host.
+        peer: String,
     },
     /// A primary committed an append that fewer than a quorum did: a tail only it holds,
     /// which no reader may be shown (a later lease may write other bytes there).
@@ -124,6 +126,7 @@ struct Fields {
     handle: Option<u64>,
     primary: String,
     secondaries: String,
+    peer: String,
 }
 
 impl Visit for Fields {
@@ -134,6 +137,7 @@ impl Visit for Fields {
             "handle" => self.handle = text.parse().ok(),
             "primary" => self.primary = text,
             "secondaries" => self.secondaries = text,
+            "peer" => self.peer = text,
             _ => {}
         }
     }
@@ -170,7 +174,13 @@ impl<S: Subscriber> Layer<S> for CueLayer {
         } else if (target, f.message.as_str()) == SEALED {
             self.0.cue(Cue::Sealed { handle });
         } else if (target, f.message.as_str()) == LAGGING {
-            self.0.cue(Cue::Lagging { handle });
+            // A replication address, `host:port`.
+            let peer = f.peer.trim_matches('"');
+            let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+            self.0.cue(Cue::Lagging {
+                handle,
+                peer: host.to_string(),
+            });
         } else if (target, f.message.as_str()) == PRIMARY_ONLY {
             self.0.cue(Cue::PrimaryOnly { handle });
         }
@@ -206,7 +216,10 @@ mod tests {
             cues.take(),
             vec![
                 Cue::Sealed { handle: 7 },
-                Cue::Lagging { handle: 7 },
+                Cue::Lagging {
+                    handle: 7,
+                    peer: "cs1".into()
+                },
                 Cue::PrimaryOnly { handle: 7 }
             ]
         );

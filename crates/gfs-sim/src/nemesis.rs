@@ -113,6 +113,8 @@ pub const SLOW_DISK: Duration = Duration::from_millis(300);
 pub const DISK_LATENCY: Duration = Duration::from_millis(2);
 /// At most this many faults a run strike at cues.
 const MAX_STRIKES: usize = 4;
+/// At most this many primaries a run are isolated at [`Cue::PrimaryOnly`] (on top of those).
+const MAX_ISOLATIONS: usize = 2;
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,48 +265,75 @@ impl Nemesis {
 
     /// Plans a fault for each cue it strikes at: at a seal, the primary's report to the
     /// master lost or the master crashed (finding 1 of the replication review); at a lagging
-    /// secondary, as the relegation runs, the primary paused or crashed, or its messages with
-    /// the master held (finding 4: the bump reaches it late, while it appends); at a primary
+    /// secondary, as the relegation runs, the primary paused or crashed, its messages with
+    /// the master held (finding 4: the bump reaches it late, while it appends), or it and the
+    /// other secondary cut apart (finding 4: that one misses appends the lagging one takes,
+    /// and comes out of the bump short); at a primary
     /// left alone with an append it committed, the primary cut from the master and the other
     /// servers past its lease, readers still reaching it (finding 12: its tail must stay
     /// unseen, as the next lease writes other bytes there).
     fn strike(&mut self, now: Duration, t: &Trace) {
         for cue in self.cues.take() {
-            if self.strikes >= self.max_strikes {
+            // Isolations have a budget of their own: their cue is rare, and comes late.
+            let rare = matches!(cue, Cue::PrimaryOnly { .. });
+            if self.max_strikes == 0
+                || !rare && self.strikes >= self.max_strikes
+                || rare && self.isolated.len() >= MAX_ISOLATIONS
+            {
                 continue;
             }
             let roll = self.rng.random_range(0..100);
             let (handle, delay) = match cue {
                 Cue::Sealed { handle } if roll < 30 => (handle, Duration::ZERO),
-                Cue::Lagging { handle } if roll < 20 => (
+                Cue::Lagging { handle, .. } if roll < 20 => (
                     handle,
                     Duration::from_millis(self.rng.random_range(0..1500)),
                 ),
                 // The relegation follows the primary's next heartbeat.
-                Cue::Lagging { handle } if roll < 50 => {
+                Cue::Lagging { handle, .. } if roll < 50 => {
                     (handle, Duration::from_millis(self.rng.random_range(0..300)))
                 }
+                Cue::Lagging { handle, .. } if roll < 70 => (handle, Duration::ZERO),
                 // Once per chunk: the cue comes once per append that failed so.
                 Cue::PrimaryOnly { handle } if roll < 60 && self.isolated.insert(handle) => {
                     (handle, Duration::ZERO)
                 }
                 _ => continue,
             };
-            let Some(primary) = self.cues.lease(handle).and_then(|l| server(&l.primary)) else {
+            let Some(lease) = self.cues.lease(handle) else {
                 continue;
+            };
+            let Some(primary) = server(&lease.primary) else {
+                continue;
+            };
+            // A secondary of the lease other than the one found lagging.
+            let other = match &cue {
+                Cue::Lagging { peer, .. } => lease
+                    .secondaries
+                    .iter()
+                    .filter(|s| *s != peer)
+                    .find_map(|s| server(s)),
+                _ => None,
             };
             let fault = match cue {
                 Cue::Sealed { .. } if roll < 18 => Fault::Oneway(primary, MASTER),
                 Cue::Sealed { .. } => Fault::Crash(MASTER),
                 Cue::Lagging { .. } if roll < 8 => Fault::Crash(primary),
                 Cue::Lagging { .. } if roll < 20 => Fault::Pause(primary),
-                Cue::Lagging { .. } => Fault::Hold(MASTER, primary),
+                Cue::Lagging { .. } if roll < 50 => Fault::Hold(MASTER, primary),
+                Cue::Lagging { .. } => match other {
+                    Some(other) => Fault::Partition(primary, other),
+                    None => continue,
+                },
                 Cue::PrimaryOnly { .. } => Fault::Isolate(primary),
             };
-            self.strikes += 1;
+            self.strikes += usize::from(!rare);
             let lasts = match fault {
                 // The master's version change reaches the primary late, while it appends.
                 Fault::Hold(..) => Duration::from_millis(self.rng.random_range(50..1500)),
+                // The other secondary misses appends the lagging one takes, while the
+                // relegation measures and fences (finding 4).
+                Fault::Partition(..) => Duration::from_millis(self.rng.random_range(100..1500)),
                 // Past the lease (the master waits it out), so that the next lease goes to
                 // the others, while readers still reach the primary's tail (finding 12).
                 Fault::Isolate(_) => {

@@ -40,7 +40,13 @@
 /// - 132: the master sealed a chunk whose other replica had failed its checksums at the good
 ///   replica's length, which included a tail only that disk held; a retry of an op on that
 ///   tail was answered from the sealed replica, acknowledging a record on one disk (replicas
-///   are now sealed only once a quorum of good ones holds the length).
+///   are now sealed only once a quorum of good ones holds the length);
+/// - 423, 426 (with the strike that cuts a primary from its other secondary as one lags): a
+///   primary whose secondaries failed to commit held a tail alone, restarted, and showed it to
+///   a reader; the next lease, decided without it, wrote other bytes there (a replica found at
+///   start now serves no unsealed chunk until told, and the master settles such chunks);
+/// - 52 (found with that change): a corrupt replica of an unsealed chunk was deleted because
+///   two others were current, one of them empty, leaving acknowledged appends on one disk.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -54,6 +60,9 @@ pub const PINNED: &[(u64, u64)] = &[
     (165, 20),
     (167, 20),
     (419, 20),
+    (423, 20),
+    (426, 20),
+    (52, 10),
     (1411, 20),
     (17538096960526, 10),
     (17538096980818, 10),
