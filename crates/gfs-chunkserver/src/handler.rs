@@ -227,7 +227,7 @@ impl DataHandler {
         // what its primary last told (it may have committed appends the primary failed to).
         // A replica found when the server started knows neither: it serves no read of an
         // unsealed chunk (a length it gave would count toward the reader's quorum of answers)
-        // until a primary tells or the master fences it, which its chunk report asks for.
+        // until a primary tells or the chunk is sealed, which its chunk report asks for.
         let mut len = u64::from(len);
         let limit = match self.coordinator.read_limit(h) {
             Some(l) => Some(l),
@@ -316,8 +316,8 @@ mod tests {
     /// showed them to a reader; the next lease, decided without it, wrote other bytes there.
     /// A replica found when the server starts knows nothing of what a quorum holds of an
     /// unsealed chunk: it serves none of it (its length would count toward a reader's quorum
-    /// of answers) until a primary tells or a version change fences it; an empty one and a
-    /// sealed one serve as ever.
+    /// of answers) until a primary tells (a version change vouches for nothing more); an
+    /// empty one and a sealed one serve as ever.
     #[tokio::test]
     async fn a_replica_found_at_start_serves_no_unsealed_chunk_until_told() {
         let dir = tempfile::tempdir().unwrap();
@@ -373,11 +373,14 @@ mod tests {
         assert!(!store.info(empty).unwrap().unvouched);
         assert_eq!(length(handler.read_replica(5, 1, u64::MAX, 0).await), 150);
         store.set_version(h, 2).await.unwrap();
-        assert_eq!(length(handler.read_replica(3, 2, u64::MAX, 0).await), 150);
+        assert_eq!(length(handler.read_replica(3, 2, u64::MAX, 0).await), 0);
         assert!(
-            !store.info(h).unwrap().unvouched,
-            "fenced: the master decides from here"
+            store.info(h).unwrap().unvouched,
+            "a fence vouches for nothing new"
         );
+        store.note_quorum(h, 2, 150).unwrap();
+        assert_eq!(length(handler.read_replica(3, 2, u64::MAX, 0).await), 150);
+        assert!(!store.info(h).unwrap().unvouched);
     }
 
     #[test]

@@ -81,9 +81,9 @@ pub(crate) struct ChunkState {
     pub staged_ops: HashMap<OpId, u64>,
     /// A seal is queued: no more staging.
     pub sealing: bool,
-    /// A version change is queued: nothing is staged or committed at any version until it is
-    /// durable (it fences the old version's primary, I5).
-    pub versioning: bool,
+    /// A version change to this version is queued: nothing is staged or committed at any
+    /// version until it is durable (it fences the old version's primary, I5).
+    pub versioning: Option<u64>,
     /// A write or fsync failed: refuse writes until the store reopens.
     pub poisoned: bool,
     pub deleted: bool,
@@ -109,7 +109,7 @@ impl ChunkState {
             staged: BTreeMap::new(),
             staged_ops: HashMap::default(),
             sealing: false,
-            versioning: false,
+            versioning: None,
             poisoned: false,
             deleted: false,
             dirty: false,

@@ -273,7 +273,7 @@ impl ChunkStore {
         {
             let mut st = chunk.st.lock();
             self.inner.writable(&st, handle)?;
-            st.versioning = true;
+            st.versioning = Some(version);
             self.inner.drop_staged(&chunk, &mut st, |_| true);
         }
         let (reply, rx) = oneshot::channel();
@@ -352,10 +352,11 @@ impl ChunkStore {
         let len = data.len() as u64;
         let mut st = chunk.st.lock();
         self.inner.writable(&st, handle)?;
-        if version != st.meta.version || st.versioning {
+        if version != st.meta.version || st.versioning.is_some() {
+            // Changing version: the replica is as good as at the new one already.
             return Err(StorageError::StaleVersion {
                 handle,
-                have: st.meta.version,
+                have: st.versioning.unwrap_or(st.meta.version),
                 got: version,
             });
         }
@@ -455,7 +456,7 @@ impl ChunkStore {
     pub fn abort_at(&self, handle: ChunkHandle, version: u64, op: OpId) -> Result<bool> {
         let chunk = self.inner.chunk(handle)?;
         let mut st = chunk.st.lock();
-        if st.meta.version != version || st.versioning {
+        if st.meta.version != version || st.versioning.is_some() {
             return Ok(false);
         }
         Ok(self.inner.drop_staged(&chunk, &mut st, |s| s.op == op) > 0)
@@ -551,11 +552,11 @@ impl ChunkStore {
         }
         self.inner.writable(&st, handle)?;
         if let Some(v) = version
-            && (v != st.meta.version || st.versioning)
+            && (v != st.meta.version || st.versioning.is_some())
         {
             return Err(StorageError::StaleVersion {
                 handle,
-                have: st.meta.version,
+                have: st.versioning.unwrap_or(st.meta.version),
                 got: v,
             });
         }
@@ -658,11 +659,11 @@ impl ChunkStore {
     }
 
     /// The prefix of this replica a quorum is known to hold at the replica's current version:
-    /// what its primary last told ([`ChunkStore::note_quorum`]), else the length the version
-    /// was set at (0 for a replica created here: bytes a primary that then died committed
+    /// what its primary last told ([`ChunkStore::note_quorum`]), else what was known when the
+    /// version was set (0 for a replica created here: bytes a primary that then died committed
     /// here alone are not shown). `None` for a replica found when the store opened, until a
-    /// primary tells or a version change fences it: the notes were in memory, and it may hold
-    /// bytes it committed alone. Like HDFS's replicas waiting for recovery, such a replica
+    /// primary tells: the notes were in memory, and it may hold bytes it committed alone (a
+    /// version change then keeps it at 0). Like HDFS's replicas waiting for recovery, such a replica
     /// serves no read of an unsealed chunk (ARCHITECTURE.md, I3).
     pub fn quorum_known(&self, handle: ChunkHandle) -> Option<u64> {
         let chunk = self.inner.chunk(handle).ok()?;

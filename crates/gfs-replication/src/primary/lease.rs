@@ -83,6 +83,12 @@ impl Coordinator {
             }),
         );
         self.limits.lock().remove(&handle);
+        // The grant's premise: a quorum holds this length. Say so here and to the
+        // secondaries, whose version change kept only what was known before it.
+        if let Some(lease) = leases.get(&handle).cloned() {
+            drop(leases);
+            self.shared.publish(&lease);
+        }
         tracing::info!(%handle, version, "lease granted");
         Ok(info.committed_len)
     }

@@ -607,7 +607,7 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
         st.enqueued = st.meta.length;
         st.sealing = st.meta.sealed;
         if w.version.is_some() {
-            st.versioning = false;
+            st.versioning = None;
         }
         drop(st);
         inner.release(w.staged_bytes);
@@ -637,11 +637,19 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
         debug_assert!(recorded, "op {op} of chunk {handle} not recorded");
     }
     if let Some(v) = w.version {
+        // What a quorum was known to hold at the old version stays known (the master goes on
+        // from a quorum's longest, which includes it), nothing more: this replica's reply to
+        // the fence may not be among those the master decided from (lost, late, or a fence
+        // that reached too few), so its own length says nothing (seed 268: an old primary's
+        // tail, which it alone held, was shown at the new version). The new lease's primary
+        // tells the rest (I3).
+        let kept = st
+            .quorum_known
+            .filter(|(known, _)| *known == st.meta.version)
+            .map_or(0, |(_, l)| l.min(st.meta.length));
         st.meta.version = v;
-        st.versioning = false;
-        // The length the new version fenced: the master goes on only from a quorum's
-        // longest, so every byte before it is the chunk's (I3).
-        st.quorum_known = Some((v, st.meta.length));
+        st.versioning = None;
+        st.quorum_known = Some((v, kept));
     }
     if w.sealed && !st.meta.sealed {
         st.sealed_at = Some(Instant::now());

@@ -368,8 +368,8 @@ async fn create_delete_list() {
 }
 
 /// What a primary told of the quorum's prefix holds for its version only and only moves up;
-/// before any word, a new replica vouches for nothing and a version change for the length it
-/// was fenced at; after a reopen nothing is known (seeds 423 and 426 of the
+/// before any word, a new replica vouches for nothing and a version change for what was known
+/// before it (seed 268: not its own length); after a reopen nothing is known (seeds 423 and 426 of the
 /// simulator: a primary that committed appends alone, restarted, showed them to a reader,
 /// and the next lease, decided without it, wrote other bytes there), and its report says so.
 #[tokio::test]
@@ -404,7 +404,7 @@ async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
     assert_eq!(
         s.quorum_known(H),
         Some(3),
-        "the length the new version fenced (the master keeps only a quorum's longest)"
+        "what was known at the old version, up to the length (not the length itself)"
     );
     s.note_quorum(H, 2, 7).unwrap();
     assert_eq!(s.quorum_known(H), Some(7));
@@ -438,4 +438,19 @@ async fn the_wal_s_inline_appends_can_be_listed_from_its_bytes() {
         ]
     );
     assert!(crate::wal_appends(Bytes::from_static(b"not a wal")).is_empty());
+}
+
+/// Seed 268 of the simulator: an old primary held a tail alone; a fence reached it, but its
+/// reply was not among those the master decided from, and it showed the tail at the new
+/// version. A version change vouches for what was known before it, not for the replica's
+/// length.
+#[tokio::test]
+async fn a_version_change_vouches_for_what_was_known_not_for_the_length() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"abcdef").await;
+    s.note_quorum(H, 1, 2).unwrap();
+    s.set_version(H, 2).await.unwrap();
+    assert_eq!(s.quorum_known(H), Some(2));
+    assert!(s.info(H).unwrap().unvouched);
 }
