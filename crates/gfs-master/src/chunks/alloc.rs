@@ -113,6 +113,17 @@ impl ChunkManager {
             }
         };
         let _deciding = self.deciding.write([handle]).await;
+        if allocated.is_none() {
+            // Another decision may have sealed or fenced the chunk while this one waited for
+            // the lock (seed 215: a second seal at another length): go on only from the chunk
+            // as it is now.
+            let now = self.meta.read(move |ns| ns.chunk(handle)).await?;
+            if now.is_none_or(|m| m.sealed_length.is_some() || m.version != version) {
+                return Err(unavailable(format!(
+                    "chunk {handle} of {path} changed while this decision waited for it; ask again"
+                )));
+            }
+        }
         let at = Position { index, file_offset };
         // Read under the chunk's lock: only a decision holding it changes who the log says
         // the lease went to.

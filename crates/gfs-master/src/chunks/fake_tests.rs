@@ -605,3 +605,34 @@ async fn a_chunk_reported_unvouched_is_sealed_once_no_lease_is_out() {
         );
     }
 }
+
+/// Seed 215 of the simulator: `append_chunk` read the chunk's state, then waited for the
+/// chunk's decision lock while another decision (settle) sealed it at 0; it went on from
+/// what it had read and sealed the chunk again at 3,183 bytes, over a record the client,
+/// told "not in that chunk" by the first seal, had appended elsewhere: a duplicate. Once it
+/// holds the lock it reads the chunk again.
+#[tokio::test]
+async fn a_lease_decision_goes_on_from_the_chunk_as_it_is_once_it_holds_the_lock() {
+    let c = cluster(
+        &["a", "b", "c", "d"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    let lock = c.m.deciding.write([H]).await;
+    let m = Arc::clone(&c.m);
+    let asked = tokio::spawn(async move { m.append_chunk("/f").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.m.seal_at(H, 50).await.unwrap();
+    drop(lock);
+    match asked.await.unwrap() {
+        Ok(lease) => assert_ne!(lease.handle, H, "a lease on a sealed chunk"),
+        Err(e) => assert!(matches!(e, MasterError::Unavailable(_)), "{e}"),
+    }
+    assert_eq!(c.logged(H).await.sealed_length, Some(50));
+    assert!(c.fake.leases().iter().all(|(_, g)| g.handle != H));
+}

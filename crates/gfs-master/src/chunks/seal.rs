@@ -31,6 +31,18 @@ use crate::registry::{Replica, ServerInfo};
 impl ChunkManager {
     /// Seals `handle` at `length` in the log and drops its lease.
     pub(super) async fn seal_at(&self, handle: u64, length: u64) -> Result<()> {
+        // A chunk's length is decided once: a second seal elsewhere would drop or duplicate
+        // the records clients were told are (not) in it (I2, I4).
+        let known = self.meta.read(move |ns| ns.chunk(handle)).await?;
+        if let Some(sealed) = known.and_then(|m| m.sealed_length) {
+            if sealed == length {
+                return Ok(());
+            }
+            tracing::error!(%handle, sealed, length, "refusing to seal a sealed chunk again at another length");
+            return Err(MasterError::Internal(format!(
+                "chunk {handle} is sealed at {sealed}, not {length}"
+            )));
+        }
         self.meta
             .mutate(Op::Seal(SealOp { handle, length }))
             .await?;
