@@ -14,8 +14,13 @@
 //! from the master or from a secondary, slow a secondary's disk), and at moments the
 //! production code logs ([`crate::cues`]): when a primary seals, its report to the master is
 //! lost or the master crashes; as a primary finds a secondary lagging (a relegation follows),
-//! the primary is paused or crashed, or the messages between it and the master are held
-//! (the version change reaches it late, while it appends).
+//! the primary is paused or crashed, the messages between it and the master are held (the
+//! version change reaches it late, while it appends), or it and the lease's other secondary
+//! are cut apart (that one misses appends the lagging one takes, as the relegation measures
+//! and fences); as a primary is left alone with an append it committed (its secondaries
+//! failed to), it is cut from the master and the other servers past its lease while clients
+//! still reach it (the next lease goes on without its tail, which no reader may have seen;
+//! at most two a run, beside the four other strikes).
 //!
 //! Faults overlap; at most two servers are down at once. Everything heals when the load
 //! ends.

@@ -46,7 +46,14 @@
 ///   a reader; the next lease, decided without it, wrote other bytes there (a replica found at
 ///   start now serves no unsealed chunk until told, and the master settles such chunks);
 /// - 52 (found with that change): a corrupt replica of an unsealed chunk was deleted because
-///   two others were current, one of them empty, leaving acknowledged appends on one disk.
+///   two others were current, one of them empty, leaving acknowledged appends on one disk;
+/// - 268: an old primary holding a tail alone took a fence whose reply the master did not
+///   decide from, and vouched for its whole length at the new version: a reader saw the tail,
+///   which the next lease replaced (a version change now vouches only for what was known);
+/// - 215, 337: a lease decision went on from the chunk as it was before it waited for the
+///   chunk's lock, and sealed it again at another length: a record the client had been told
+///   was not there was, and the client had appended it elsewhere (a duplicate; 337: a chunk
+///   left with no current replica).
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -63,6 +70,9 @@ pub const PINNED: &[(u64, u64)] = &[
     (423, 20),
     (426, 20),
     (52, 10),
+    (215, 20),
+    (268, 20),
+    (337, 20),
     (1411, 20),
     (17538096960526, 10),
     (17538096980818, 10),
