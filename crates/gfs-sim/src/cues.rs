@@ -1,6 +1,7 @@
 //! Cues: what the production code logs that an aimed fault waits for, taken from its tracing
 //! events as they happen (the master granting a lease, a primary sealing a chunk, a primary
-//! finding a secondary lagging, a primary left alone with an append it committed). The nemesis aims at the roles these name (the primary of the
+//! finding a secondary lagging, a primary left alone with an append it committed, the master
+//! about to fence the replicas it relegates to). The nemesis aims at the roles these name (the primary of the
 //! newest lease, its secondaries) and strikes at these moments: the interleavings the
 //! replication review found (a seal report lost while a secondary lags, a version change
 //! racing an old primary, a relegation under load) are then a few seeds away, not thousands.
@@ -45,6 +46,12 @@ pub enum Cue {
         handle: u64,
         /// The lagging secondary's host.
         peer: String,
+    },
+    /// The master measured the lengths of a chunk's good replicas to relegate a lagging one,
+    /// and is about to fence them with a new version.
+    Measured {
+        /// The chunk.
+        handle: u64,
     },
     /// A primary committed an append that fewer than a quorum did: a tail only it holds,
     /// which no reader may be shown (a later lease may write other bytes there).
@@ -111,11 +118,12 @@ struct CueLayer(Cues);
 const GRANTED: (&str, &str) = ("gfs_master::chunks::lease", "lease granted");
 const SEALED: (&str, &str) = ("gfs_replication::primary::seal", "chunk sealed");
 const LAGGING: (&str, &str) = ("gfs_replication::primary", "secondary is lagging");
+const MEASURED: (&str, &str) = ("gfs_master::chunks::lease", "lengths known");
 const PRIMARY_ONLY: (&str, &str) = ("gfs_replication::primary", "durable quorum not reached");
 
 fn wanted(m: &Metadata<'_>) -> bool {
     m.is_event()
-        && [GRANTED, SEALED, LAGGING, PRIMARY_ONLY]
+        && [GRANTED, SEALED, LAGGING, PRIMARY_ONLY, MEASURED]
             .iter()
             .any(|(t, _)| m.target() == *t)
 }
@@ -181,6 +189,8 @@ impl<S: Subscriber> Layer<S> for CueLayer {
                 handle,
                 peer: host.to_string(),
             });
+        } else if (target, f.message.as_str()) == MEASURED {
+            self.0.cue(Cue::Measured { handle });
         } else if (target, f.message.as_str()) == PRIMARY_ONLY {
             self.0.cue(Cue::PrimaryOnly { handle });
         }
@@ -201,6 +211,7 @@ mod tests {
             tracing::info!(target: "gfs_replication::primary::seal", handle = %7u64, length = 9, sealed_on = 3, "chunk sealed");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, peer = "cs1:8081", "secondary is lagging");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, op = 3, durable = 1, need = 2, "durable quorum not reached");
+            tracing::debug!(target: "gfs_master::chunks::lease", handle = %7u64, longest = 2, "lengths known");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, "something else");
             tracing::info!(target: "gfs_master::other", handle = 8u64, primary = "cs3", "lease granted");
         });
@@ -220,7 +231,8 @@ mod tests {
                     handle: 7,
                     peer: "cs1".into()
                 },
-                Cue::PrimaryOnly { handle: 7 }
+                Cue::PrimaryOnly { handle: 7 },
+                Cue::Measured { handle: 7 }
             ]
         );
         assert!(cues.take().is_empty());

@@ -20,7 +20,10 @@
 //! and fences); as a primary is left alone with an append it committed (its secondaries
 //! failed to), it is cut from the master and the other servers past its lease while clients
 //! still reach it (the next lease goes on without its tail, which no reader may have seen;
-//! at most two a run, beside the four other strikes).
+//! at most two a run, beside the four other strikes); as the master has measured the good
+//! replicas to relegate a lagging one, the messages between it and the primary are held and
+//! the primary is cut from one secondary (the fence reaches that one at once, the primary
+//! late, and the primary appends meanwhile with the lagging one only; at most two a run).
 //!
 //! Faults overlap; at most two servers are down at once. Everything heals when the load
 //! ends.
@@ -246,6 +249,8 @@ pub struct Nemesis {
     max_strikes: usize,
     /// Chunks whose primary was isolated at a [`Cue::PrimaryOnly`].
     isolated: std::collections::BTreeSet<u64>,
+    /// Strikes at [`Cue::Measured`] so far.
+    fences: usize,
     /// Faults applied.
     pub applied: usize,
 }
@@ -264,6 +269,7 @@ impl Nemesis {
             active: Vec::new(),
             strikes: 0,
             isolated: Default::default(),
+            fences: 0,
             applied: 0,
         }
     }
@@ -276,14 +282,18 @@ impl Nemesis {
     /// and comes out of the bump short); at a primary
     /// left alone with an append it committed, the primary cut from the master and the other
     /// servers past its lease, readers still reaching it (finding 12: its tail must stay
-    /// unseen, as the next lease writes other bytes there).
+    /// unseen, as the next lease writes other bytes there); as the master has measured the
+    /// replicas it relegates to, its messages with the primary held and the primary cut from
+    /// a secondary (finding 4: that secondary comes out of the fence short).
     fn strike(&mut self, now: Duration, t: &Trace) {
         for cue in self.cues.take() {
-            // Isolations have a budget of their own: their cue is rare, and comes late.
-            let rare = matches!(cue, Cue::PrimaryOnly { .. });
+            // Isolations and strikes at a relegation's fence have budgets of their own: their
+            // cues are rarer, and come late.
+            let rare = matches!(cue, Cue::PrimaryOnly { .. } | Cue::Measured { .. });
             if self.max_strikes == 0
                 || !rare && self.strikes >= self.max_strikes
-                || rare && self.isolated.len() >= MAX_ISOLATIONS
+                || matches!(cue, Cue::PrimaryOnly { .. }) && self.isolated.len() >= MAX_ISOLATIONS
+                || matches!(cue, Cue::Measured { .. }) && self.fences >= MAX_ISOLATIONS
             {
                 continue;
             }
@@ -303,6 +313,7 @@ impl Nemesis {
                 Cue::PrimaryOnly { handle } if roll < 60 && self.isolated.insert(handle) => {
                     (handle, Duration::ZERO)
                 }
+                Cue::Measured { handle } if roll < 70 => (handle, Duration::ZERO),
                 _ => continue,
             };
             let Some(lease) = self.cues.lease(handle) else {
@@ -311,13 +322,19 @@ impl Nemesis {
             let Some(primary) = server(&lease.primary) else {
                 continue;
             };
-            // A secondary of the lease other than the one found lagging.
+            // A secondary of the lease other than the one found lagging (at a relegation's
+            // fence, any: which one lags is not in the cue).
             let other = match &cue {
                 Cue::Lagging { peer, .. } => lease
                     .secondaries
                     .iter()
                     .filter(|s| *s != peer)
                     .find_map(|s| server(s)),
+                Cue::Measured { .. } => {
+                    let all: Vec<&'static str> =
+                        lease.secondaries.iter().filter_map(|s| server(s)).collect();
+                    (!all.is_empty()).then(|| all[self.rng.random_range(0..all.len())])
+                }
                 _ => None,
             };
             let fault = match cue {
@@ -331,8 +348,20 @@ impl Nemesis {
                     None => continue,
                 },
                 Cue::PrimaryOnly { .. } => Fault::Isolate(primary),
+                // The fence reaches the secondary at once and the primary late, while the
+                // primary appends with the lagging secondary only: the other comes out of the
+                // fence short (finding 4).
+                Cue::Measured { .. } => Fault::Hold(MASTER, primary),
+            };
+            let beside = match cue {
+                Cue::Measured { .. } => match other {
+                    Some(other) => Some(Fault::Partition(primary, other)),
+                    None => continue,
+                },
+                _ => None,
             };
             self.strikes += usize::from(!rare);
+            self.fences += usize::from(beside.is_some());
             let lasts = match fault {
                 // The master's version change reaches the primary late, while it appends.
                 Fault::Hold(..) => Duration::from_millis(self.rng.random_range(50..1500)),
@@ -351,11 +380,13 @@ impl Nemesis {
                 format_args!("nemesis: {cue:?} on {primary}: {fault} in {delay:?}"),
             );
             let at = now + delay;
-            let i = self.plan[self.next..]
-                .iter()
-                .position(|p| p.at > at)
-                .map_or(self.plan.len(), |i| self.next + i);
-            self.plan.insert(i, Planned { at, lasts, fault });
+            for fault in std::iter::once(fault).chain(beside) {
+                let i = self.plan[self.next..]
+                    .iter()
+                    .position(|p| p.at > at)
+                    .map_or(self.plan.len(), |i| self.next + i);
+                self.plan.insert(i, Planned { at, lasts, fault });
+            }
         }
     }
 
