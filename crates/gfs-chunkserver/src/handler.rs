@@ -267,6 +267,26 @@ mod tests {
 
     use super::*;
 
+    /// A data handler over `store` (1 MiB chunks), with no peers reached.
+    fn handler_over(store: &Arc<ChunkStore>) -> DataHandler {
+        let coordinator = Arc::new(Coordinator::new(
+            Arc::clone(store),
+            Arc::new(gfs_replication::Peers::new(
+                gfs_replication::PeerConfig::default(),
+            )),
+            gfs_replication::CoordinatorConfig::for_chunk_size(1 << 20),
+        ));
+        DataHandler::new(Arc::clone(store), coordinator, None)
+    }
+
+    /// The committed length a length probe (a read past the end) answers.
+    fn length(r: Result<Bytes, DataError>) -> u64 {
+        match r {
+            Err(DataError::OutOfRange { committed, .. }) => committed,
+            other => panic!("not a length: {other:?}"),
+        }
+    }
+
     /// A secondary shows readers of an unsealed chunk only the prefix its primary last said a
     /// quorum holds, not bytes it committed that its primary failed to (I3); once sealed,
     /// everything (a seal is at a length a quorum holds).
@@ -290,18 +310,7 @@ mod tests {
             })
             .unwrap();
         store.commit_at(h, 1, OpId(1)).await.unwrap();
-        let coordinator = Arc::new(Coordinator::new(
-            Arc::clone(&store),
-            Arc::new(gfs_replication::Peers::new(
-                gfs_replication::PeerConfig::default(),
-            )),
-            gfs_replication::CoordinatorConfig::for_chunk_size(1 << 20),
-        ));
-        let handler = DataHandler::new(Arc::clone(&store), coordinator, None);
-        let length = |r: Result<Bytes, DataError>| match r {
-            Err(DataError::OutOfRange { committed, .. }) => committed,
-            other => panic!("not a length: {other:?}"),
-        };
+        let handler = handler_over(&store);
         // Never told since it was created (its primary died first): none of it.
         assert_eq!(length(handler.read_replica(3, 1, u64::MAX, 0).await), 0);
         store.note_quorum(h, 1, 100).unwrap();
@@ -347,18 +356,7 @@ mod tests {
             store.seal(sealed).await.unwrap();
         }
         let store = Arc::new(ChunkStore::open(dir.path(), cfg).unwrap());
-        let coordinator = Arc::new(Coordinator::new(
-            Arc::clone(&store),
-            Arc::new(gfs_replication::Peers::new(
-                gfs_replication::PeerConfig::default(),
-            )),
-            gfs_replication::CoordinatorConfig::for_chunk_size(1 << 20),
-        ));
-        let handler = DataHandler::new(Arc::clone(&store), coordinator, None);
-        let length = |r: Result<Bytes, DataError>| match r {
-            Err(DataError::OutOfRange { committed, .. }) => committed,
-            other => panic!("not a length: {other:?}"),
-        };
+        let handler = handler_over(&store);
         let refused = handler.read_replica(3, 1, u64::MAX, 0).await;
         assert!(
             matches!(refused, Err(DataError::Unavailable(_))),

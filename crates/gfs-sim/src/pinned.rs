@@ -37,10 +37,6 @@
 ///   log's appends with their chunks;
 /// - 167 (a checker defect): a bit the nemesis flipped landed in a record a replica had just
 ///   replayed from its log; the check now parses a flipped file with the byte put back;
-/// - 132: the master sealed a chunk whose other replica had failed its checksums at the good
-///   replica's length, which included a tail only that disk held; a retry of an op on that
-///   tail was answered from the sealed replica, acknowledging a record on one disk (replicas
-///   are now sealed only once a quorum of good ones holds the length);
 /// - 423, 426 (with the strike that cuts a primary from its other secondary as one lags): a
 ///   primary whose secondaries failed to commit held a tail alone, restarted, and showed it to
 ///   a reader; the next lease, decided without it, wrote other bytes there (a replica found at
@@ -60,7 +56,6 @@ pub const PINNED: &[(u64, u64)] = &[
     (17, 20),
     (23, 20),
     (73, 10),
-    (132, 20),
     (134, 20),
     (139, 20),
     (146, 20),

@@ -663,8 +663,8 @@ impl ChunkStore {
     /// version was set (0 for a replica created here: bytes a primary that then died committed
     /// here alone are not shown). `None` for a replica found when the store opened, until a
     /// primary tells: the notes were in memory, and it may hold bytes it committed alone (a
-    /// version change then keeps it at 0). Like HDFS's replicas waiting for recovery, such a replica
-    /// serves no read of an unsealed chunk (ARCHITECTURE.md, I3).
+    /// version change then keeps it at 0). Like HDFS's replicas waiting for recovery, such a
+    /// replica serves no read of an unsealed chunk (ARCHITECTURE.md, I3).
     pub fn quorum_known(&self, handle: ChunkHandle) -> Option<u64> {
         let chunk = self.inner.chunk(handle).ok()?;
         let st = chunk.st.lock();

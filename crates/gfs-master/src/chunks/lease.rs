@@ -70,7 +70,7 @@ use super::version::Longest;
 use super::*;
 use crate::error::Result;
 use crate::record::{Op, SetVersionOp};
-use crate::registry::{Replica, ServerInfo};
+use crate::registry::ServerInfo;
 
 pub(super) struct Granted {
     pub(super) version: u64,
@@ -188,25 +188,9 @@ impl ChunkManager {
                 primary: primary.clone(),
             }))
             .await?;
-        let note = |ids: &[ServerInfo], length: u64| {
-            let mut reg = self.registry.lock();
-            for s in ids {
-                reg.note_replica(
-                    &s.id,
-                    Replica {
-                        handle,
-                        version: new_version,
-                        length,
-                        sealed: false,
-                    },
-                );
-            }
-        };
-        for (s, l) in &behind {
-            note(std::slice::from_ref(s), *l);
-        }
+        self.note_unsealed(handle, new_version, behind.iter().map(|(s, l)| (s, *l)));
         let mut holders: Vec<ServerInfo> = at_max.drain(..).map(|(s, _)| s).collect();
-        note(&holders, length);
+        self.note_unsealed(handle, new_version, holders.iter().map(|s| (s, length)));
         if !behind.is_empty() {
             tracing::warn!(%handle, length, behind = behind.len(), "replicas came out of the bump shorter than the longest: catching them up");
             let longest = Longest {

@@ -134,6 +134,28 @@ fn addr(s: &ServerInfo) -> ReplicaAddr {
 }
 
 impl ChunkManager {
+    /// Notes replicas of `handle` the master just fenced or bumped, before their servers
+    /// report them: unsealed, at `version`, each at its length.
+    fn note_unsealed<'a>(
+        &self,
+        handle: u64,
+        version: u64,
+        replicas: impl IntoIterator<Item = (&'a ServerInfo, u64)>,
+    ) {
+        let mut reg = self.registry.lock();
+        for (s, length) in replicas {
+            reg.note_replica(
+                &s.id,
+                crate::registry::Replica {
+                    handle,
+                    version,
+                    length,
+                    sealed: false,
+                },
+            );
+        }
+    }
+
     /// A manager over the metadata and the membership table, reaching chunkservers through
     /// `control`.
     pub fn new(

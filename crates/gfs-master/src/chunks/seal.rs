@@ -5,15 +5,13 @@
 //! acknowledged append) and the master seals the chunk there on its own, fenced first
 //! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
 //! them reports after it, those behind caught up, the version and the seal logged, then the
-//! replicas sealed; `append_chunk` then allocates the next chunk. A replica is sealed only at
-//! a length a quorum of good replicas holds (a sealed replica's answer to a retried op
-//! acknowledges it, I2): when a replica that failed its checksums counted toward the fence
-//! and the good ones at the longest length are fewer than a quorum, the log is sealed (the
-//! length is final, and re-replication copies the chunk sealed), the replicas are not; they
-//! are `held_back`, and [`ChunkManager::settle`] seals them once the copies make a quorum
-//! (so does it replicas whose seal call failed). Known limit: `held_back` is in memory; after
-//! a master restart such a replica stays unsealed at the sealed length (current, readable,
-//! copyable; its retries are answered by the sealed copies). If fewer than a quorum answer,
+//! replicas sealed; `append_chunk` then allocates the next chunk. A replica whose seal call
+//! failed is `held_back`: [`ChunkManager::settle`] seals it once a quorum of good replicas
+//! holds the sealed length (in memory: after a master restart it stays unsealed at the sealed
+//! length, current and copyable). Known gap (seed 132 of the simulator, ARCHITECTURE.md):
+//! when the good replicas at the longest length are fewer than a quorum, they are sealed at
+//! once, and a sealed replica answers a retried op on a tail only it holds with its offset,
+//! acknowledging a record on one disk until the copies land. If fewer than a quorum answer,
 //! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
 //! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
 //! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last
@@ -68,8 +66,8 @@ impl ChunkManager {
     /// Seals each abandoned chunk, each unsealed chunk re-replication found below its goal
     /// with no lease out, and each a replica reported unvouched for a lease period
     /// ([`ChunkManager::note_unvouched`]), once a quorum of its replicas is alive, at the
-    /// longest length they hold after a fence; then the replicas held back from a seal (`held_back`) once a quorum
-    /// of good ones holds the sealed length.
+    /// longest length they hold after a fence; then the replicas held back from a seal
+    /// (`held_back`) once a quorum of good ones holds the sealed length.
     pub async fn settle(&self) {
         let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
         for handle in pending {
@@ -204,26 +202,6 @@ impl ChunkManager {
             if !holders.iter().any(|h| h.id == s.id) {
                 tracing::warn!(%handle, server = %s.id, length, "replica left short of the sealed length");
             }
-        }
-        if holders.len() < self.cfg.quorum {
-            // A replica sealed here answers a retried op with its offset, which acknowledges
-            // it: not while its bytes are on fewer than a quorum of good disks (I2). The
-            // copies of the sealed chunk come first, then `settle` seals these.
-            tracing::warn!(%handle, length, holders = holders.len(), "sealed length held by too few good replicas: they are sealed once copies make a quorum");
-            let mut reg = self.registry.lock();
-            for s in &holders {
-                reg.note_replica(
-                    &s.id,
-                    Replica {
-                        handle,
-                        version: new_version,
-                        length,
-                        sealed: false,
-                    },
-                );
-            }
-            self.held_back.lock().insert(handle);
-            return Ok(length);
         }
         self.seal_replicas(handle, new_version, length, &holders)
             .await;

@@ -76,18 +76,7 @@ impl ChunkManager {
         tracing::warn!(%handle, version, top, "replicas ahead of the log: fencing them all past it");
         let (new_version, fenced) = self.fence(handle, top, live).await?;
         self.log_unleased_version(handle, new_version).await?;
-        let mut reg = self.registry.lock();
-        for (s, length) in &fenced {
-            reg.note_replica(
-                &s.id,
-                Replica {
-                    handle,
-                    version: new_version,
-                    length: *length,
-                    sealed: false,
-                },
-            );
-        }
+        self.note_unsealed(handle, new_version, fenced.iter().map(|(s, l)| (s, *l)));
         Ok((new_version, fenced.into_iter().map(|(s, _)| s).collect()))
     }
 
