@@ -115,6 +115,10 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
             handle: handle.0,
             length,
         },
+        ReplicationError::SealedWith { handle, offset } => DataError::SealedWith {
+            handle: handle.0,
+            offset,
+        },
         ReplicationError::Busy(_) => DataError::Busy,
         e @ (ReplicationError::OpMismatch { .. } | ReplicationError::EmptyRecord) => {
             DataError::BadRequest(e.to_string())

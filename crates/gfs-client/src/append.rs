@@ -12,7 +12,10 @@
 //!
 //! Every chunk an attempt reached without a definite answer stays uncertain. Before the op goes
 //! to another chunk, each uncertain chunk's replicas (those the attempt reached, primary first,
-//! then those the master lists now) are asked (`resolve`): an offset ends the append, `ChunkFull`
+//! then those the master lists now) are asked (`resolve`): an offset ends the append (a
+//! primary's, confirmed on a quorum, or the same one from a quorum of replicas sealed with the
+//! op, `SealedWith`: one sealed replica's word is not enough, as the master may have sealed the
+//! chunk at a length it alone held before its copies landed), `ChunkFull`
 //! (sealed there without the op) clears that chunk, anything else keeps it and the client
 //! waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
 //! `OpRetentionExpired` from an uncertain chunk (on the APPEND, or in `resolve` when no other
@@ -40,6 +43,17 @@ pub(crate) enum OpAnswer {
     NotThere,
     /// The chunk no longer knows its op ids (sealed longer than the op retention ago).
     Forgotten,
+}
+
+/// What the replicas of one chunk asked so far said of an op ([`Client::ask_op`]).
+#[derive(Default)]
+pub(crate) struct Votes {
+    /// Data addresses asked.
+    asked: Vec<String>,
+    /// Replicas (ids) whose sealed chunk holds the op, each with the offset it gave.
+    sealed_with: Vec<(String, u64)>,
+    /// Whether one no longer knows its op ids.
+    forgotten: bool,
 }
 
 /// The failure of an append an earlier attempt of which may be in chunk `handle`, a chunk that
@@ -155,6 +169,14 @@ impl Client {
                         retry.attempts += 1;
                     }
                 }
+                // The chunk is sealed holding the op, on the primary's word alone: the master
+                // may have sealed it at a length that replica alone held. Its replicas are asked
+                // (`resolve`) once the master hands out the next chunk.
+                Err(e @ DataError::SealedWith { .. }) => {
+                    uncertain.retain(|u| u.handle != lease.handle);
+                    uncertain.push(lease);
+                    retry.wait(&e).await?;
+                }
                 Err(e) if data_retriable(&e) => {
                     self.drop_conn_on(&primary.data_addr, &e);
                     // Any other answer leaves the attempt's outcome open: an earlier attempt
@@ -169,7 +191,7 @@ impl Client {
     }
 
     /// Asks the replicas of each chunk in `uncertain` (other than `current`) what became of op
-    /// `op`: its file offset if one holds it committed and sealed or confirms it on a quorum;
+    /// `op`: its file offset if a quorum holds it ([`Client::ask_op`]);
     /// a chunk that answers `ChunkFull` (sealed without it) is dropped from `uncertain`. Chunks
     /// that give no definite answer stay. The replicas the attempt reached are asked first,
     /// then those the master lists for the chunk now: a replica may have moved since (its
@@ -192,14 +214,14 @@ impl Client {
                 still.push(u);
                 continue;
             }
-            let mut asked: Vec<String> = Vec::new();
+            let mut votes = Votes::default();
             let reached = u
                 .primary
                 .iter()
                 .chain(u.secondaries.iter())
                 .map(|r| (r.id.clone(), r.data_addr.clone()))
                 .collect();
-            let mut answer = self.ask_op(&u, reached, &mut asked, op, data).await;
+            let mut answer = self.ask_op(&u, reached, &mut votes, op, data).await;
             if matches!(answer, None | Some(OpAnswer::Forgotten)) {
                 if now.is_none() {
                     now = self.refresh_with(path, retry).await.ok();
@@ -211,7 +233,7 @@ impl Client {
                     .flat_map(|c| c.replicas.iter())
                     .map(|r| (r.id.clone(), r.data_addr.clone()))
                     .collect();
-                let more = self.ask_op(&u, listed, &mut asked, op, data).await;
+                let more = self.ask_op(&u, listed, &mut votes, op, data).await;
                 answer = more.or(answer);
             }
             match answer {
@@ -226,24 +248,29 @@ impl Client {
         Ok(None)
     }
 
-    /// Asks each replica `(id, data address)` of chunk `u` not yet in `asked` what became of
-    /// op `op`, until one answers for sure: `At(offset)` if it holds it, `NotThere` if the
-    /// chunk is sealed without it. `Forgotten` if none does but one no longer knows its op
-    /// ids; `None` if none answers.
+    /// Asks each replica `(id, data address)` of chunk `u` not yet asked (`votes`) what
+    /// became of op `op`, until the answer is sure: `At(offset)` if a primary confirmed it on
+    /// a quorum, or if a quorum of `u`'s replicas hold it in their sealed chunk (one sealed
+    /// replica's word is not enough: the master may have sealed the chunk at a length that
+    /// replica alone held, I2); `NotThere` if one is sealed without it (a sealed replica holds
+    /// the chunk's final content). `Forgotten` if none is sure but one no longer knows its op
+    /// ids; `None` if none answers for sure.
     pub(crate) async fn ask_op(
         &self,
         u: &ChunkLease,
         replicas: Vec<(String, String)>,
-        asked: &mut Vec<String>,
+        votes: &mut Votes,
         op: u64,
         data: &Bytes,
     ) -> Option<OpAnswer> {
-        let mut forgotten = false;
+        // A majority of the replicas the op was sent to.
+        let sent_to = 1 + u.secondaries.len();
+        let need = sent_to / 2 + 1;
         for (id, addr) in replicas {
-            if asked.contains(&addr) {
+            if votes.asked.contains(&addr) {
                 continue;
             }
-            asked.push(addr.clone());
+            votes.asked.push(addr.clone());
             let res = match self.conn(&addr).await {
                 Ok(c) => c.append(u.handle, u.version, op, data.clone()).await,
                 Err(e) => Err(e),
@@ -258,16 +285,37 @@ impl Client {
                     );
                     return Some(OpAnswer::At(off));
                 }
+                Err(DataError::SealedWith { offset, .. }) => {
+                    let who = if id.is_empty() { addr } else { id };
+                    if !votes.sealed_with.iter().any(|(w, _)| *w == who) {
+                        votes.sealed_with.push((who, offset));
+                    }
+                    let same = votes
+                        .sealed_with
+                        .iter()
+                        .filter(|(_, o)| *o == offset)
+                        .count();
+                    if same >= need {
+                        tracing::debug!(
+                            handle = u.handle,
+                            op,
+                            offset,
+                            same,
+                            "a quorum of sealed replicas hold an earlier attempt"
+                        );
+                        return Some(OpAnswer::At(offset));
+                    }
+                }
                 Err(DataError::ChunkFull { .. }) => return Some(OpAnswer::NotThere),
                 // Another replica may still know (its retention started later).
-                Err(DataError::OpRetentionExpired { .. }) => forgotten = true,
+                Err(DataError::OpRetentionExpired { .. }) => votes.forgotten = true,
                 Err(e) => {
                     tracing::debug!(handle = u.handle, op, replica = %id, error = %e, "no answer yet about an earlier attempt");
                     self.drop_conn_on(&addr, &e);
                 }
             }
         }
-        forgotten.then_some(OpAnswer::Forgotten)
+        votes.forgotten.then_some(OpAnswer::Forgotten)
     }
 
     /// The cached lease of `path`'s last chunk, while it has more than a second to run.

@@ -82,6 +82,10 @@ fn all_wire_errors() -> Vec<DataError> {
             handle: 13,
             length: 1 << 26,
         },
+        DataError::SealedWith {
+            handle: 14,
+            offset: 3 << 20,
+        },
     ]
 }
 

@@ -107,6 +107,19 @@ pub enum DataError {
         /// Length at which the chunk was sealed.
         length: u64,
     },
+    /// \[17\] The chunk is sealed on this replica and holds the op of this append at
+    /// `offset`, on this replica's word alone: the append counts as acknowledged only once a
+    /// quorum of the chunk's replicas answer the same (the master may have sealed the chunk at
+    /// a length one replica held, before its copies landed). Not retriable here.
+    #[error(
+        "chunk {handle} is sealed on this replica holding the op at {offset}; a quorum of replicas must confirm it"
+    )]
+    SealedWith {
+        /// The chunk handle.
+        handle: u64,
+        /// The op's offset in the chunk.
+        offset: u64,
+    },
     /// Client side only: the connection failed with an I/O or protocol error.
     #[error("i/o error: {0}")]
     Io(String),
@@ -149,6 +162,8 @@ pub mod code {
     pub const OFFSET_MISMATCH: u16 = 15;
     /// [`super::DataError::OpRetentionExpired`].
     pub const OP_RETENTION_EXPIRED: u16 = 16;
+    /// [`super::DataError::SealedWith`].
+    pub const SEALED_WITH: u16 = 17;
 }
 
 impl DataError {
@@ -204,6 +219,9 @@ impl DataError {
                 *length,
                 self.to_string(),
             ),
+            SealedWith { handle, offset } => {
+                (code::SEALED_WITH, *handle, *offset, self.to_string())
+            }
             Io(_) | ConnectionClosed => (code::INTERNAL, 0, 0, self.to_string()),
         }
     }
@@ -242,6 +260,10 @@ impl DataError {
             code::OP_RETENTION_EXPIRED => OpRetentionExpired {
                 handle: a,
                 length: b,
+            },
+            code::SEALED_WITH => SealedWith {
+                handle: a,
+                offset: b,
             },
             _ => Internal(message),
         }

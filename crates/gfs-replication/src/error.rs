@@ -41,6 +41,17 @@ pub enum ReplicationError {
         /// Its final length.
         length: u64,
     },
+    /// A retry of an op this replica holds in a chunk sealed here, with no lease: the op is at
+    /// `offset`, on this replica's word alone. The master may have sealed the chunk at a length
+    /// only this replica held (the others short or failed), so the op counts as acknowledged
+    /// only once a quorum of the chunk's replicas answer the same (the client asks them).
+    #[error("chunk {handle} is sealed here holding the op at {offset} (one replica's word)")]
+    SealedWith {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The op's offset in it.
+        offset: u64,
+    },
     /// A retry of an op id that committed with another length: not the same record (an op-id
     /// collision or a client bug), so it is refused rather than acknowledged.
     #[error("op {op} committed {have} bytes in chunk {handle}; this request has {got}")]

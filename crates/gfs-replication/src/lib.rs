@@ -20,7 +20,10 @@
 //!   appends it missed first), so a replica is sealed only at a length a quorum holds (I1, I2);
 //! - a retry is answered from the op table before anything else, lease or not; once the chunk
 //!   is sealed here the table is final, so "sealed, and the op is not in it" (`ChunkFull`) is a
-//!   definite "not applied, and never will be" that a client may act on (I4). The table is
+//!   definite "not applied, and never will be" that a client may act on (I4); "sealed, and
+//!   the op is in it" (`SealedWith`) is one replica's word, which the client takes only once
+//!   a quorum of replicas say it (the master may seal a chunk at a length one replica held,
+//!   before copies of it land: I2). The table is
 //!   kept for the store's `op_retention` after the seal (well past any client's retries);
 //!   after that every retry gets `StorageError::OpRetentionExpired` (outcome unknown, never
 //!   retried, never taken for `ChunkFull`).

@@ -49,7 +49,11 @@
 /// - 215: a lease decision went on from the chunk as it was before it waited for the chunk's
 ///   lock, and sealed it again at another length: a record the client had been told was not
 ///   there was, and the client had appended it elsewhere (a duplicate). (337 showed the same
-///   race; it is not pinned: it now fails the durability check, an open defect.)
+///   race first);
+/// - 132, 337: the master sealed a chunk at a length one replica alone held (the others failed
+///   their checksums, a disk filled, a catch-up failed), and that sealed replica answered a
+///   retried op in the tail with its offset: acknowledged on one disk until the copies landed
+///   (a sealed replica's word is now `SealedWith`, taken once a quorum of replicas say it).
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -70,4 +74,6 @@ pub const PINNED: &[(u64, u64)] = &[
     (1411, 20),
     (17538096960526, 10),
     (17538096980818, 10),
+    (132, 20),
+    (337, 20),
 ];

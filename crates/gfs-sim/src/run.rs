@@ -282,13 +282,24 @@ pub fn run(o: &Options) -> Outcome {
     }
 }
 
+/// Stamps log lines with simulated time (seconds since the run began), as the trace does.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:9.3}", crate::trace::now().as_secs_f64())
+    }
+}
+
 /// The run's tracing: the cues the nemesis aims by, and a log to stdout of what
-/// `GFS_SIM_LOG` (an env-filter) asks for.
+/// `GFS_SIM_LOG` (an env-filter) asks for, stamped with simulated time.
 fn subscriber(cues: Cues) -> impl tracing::Subscriber + Send + Sync {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
     let log = std::env::var("GFS_SIM_LOG").ok().map(|filter| {
-        tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::EnvFilter::new(filter))
+        tracing_subscriber::fmt::layer()
+            .with_timer(SimTime)
+            .with_filter(tracing_subscriber::EnvFilter::new(filter))
     });
     tracing_subscriber::registry()
         .with(crate::cues::layer(cues))

@@ -20,7 +20,8 @@
 //!    byte). Then the op table, before any lease check (I4). An op committed here (at another
 //!    length: `OpMismatch`) has, with a lease, its COMMIT sent again to the secondaries
 //!    (idempotent there, and it finishes a still-staged one) and its first offset returned once
-//!    a quorum holds it; without a lease, on a chunk sealed here, its offset. A chunk sealed
+//!    a quorum holds it; without a lease, on a chunk sealed here, `SealedWith` its offset (the
+//!    client takes it once a quorum of the replicas say the same). A chunk sealed
 //!    here without the op answers `ChunkFull`, whatever version or lease the caller names (the
 //!    table is final once sealed). A chunk sealed here longer than `op_retention` ago has
 //!    dropped its table: every op gets `OpRetentionExpired` (not retriable), never `ChunkFull`.
@@ -364,8 +365,10 @@ impl Coordinator {
 }
 
 impl Coordinator {
-    /// The answer of a replica whose chunk is sealed here: the op's offset if it is in the
-    /// sealed content, else `ChunkFull` (it is not in this chunk, and never will be); once the
+    /// The answer of a replica whose chunk is sealed here: `SealedWith` its offset if it is in
+    /// the sealed content (a quorum of the replicas must say so before the client takes it:
+    /// the master may have sealed the chunk at a length this replica alone held), else
+    /// `ChunkFull` (it is not in this chunk, and never will be); once the
     /// table was dropped (sealed longer than `op_retention` ago), `OpRetentionExpired`: nobody
     /// knows any more, and "not here" would make the client append it elsewhere. `None` while
     /// the chunk is not sealed here. The op table is read after the sealed flag: a seal
@@ -376,7 +379,10 @@ impl Coordinator {
             return None;
         }
         Some(match self.shared.store.lookup_op(handle, op) {
-            Ok(Some(r)) => Ok(r.offset),
+            Ok(Some(r)) => Err(ReplicationError::SealedWith {
+                handle,
+                offset: r.offset,
+            }),
             Ok(None) => Err(ReplicationError::ChunkFull {
                 handle,
                 length: info.committed_len,
