@@ -240,6 +240,7 @@ pub fn run(o: &Options) -> Outcome {
         }
     }
     problems.extend(shared.bad_gets.lock().iter().cloned());
+    problems.extend(shared.fast_failures.lock().iter().cloned());
     if shared.observed.lock().is_some() {
         problems.extend(check_puts(&shared.puts.lock(), &shared.put_reads.lock()));
     }

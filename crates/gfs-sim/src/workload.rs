@@ -60,6 +60,11 @@ pub struct Shared {
     pub bad_gets: Arc<Mutex<Vec<String>>>,
     /// The bits the nemesis flipped at rest.
     pub flips: crate::nemesis::Flips,
+    /// Record appends that failed before their deadline with an error other than "outcome
+    /// unknown": every fault the nemesis injects heals, so an append gives up only when its
+    /// retries run out (finding 13 of the replication review: a routine lease change failed
+    /// appends at once).
+    pub fast_failures: Arc<Mutex<Vec<String>>>,
 }
 
 /// A put file read back at the end: its path, and its length and CRC32C or why it could not
@@ -260,7 +265,18 @@ pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, t
                 shared.history.lock().acked(id, offset);
                 trace.event(format_args!("{id} ({len} B) acknowledged at {offset}"));
             }
-            Err(e) => trace.event(format_args!("{id} ({len} B) failed: {e}")),
+            Err(e) => {
+                trace.event(format_args!("{id} ({len} B) failed: {e}"));
+                if !matches!(
+                    e,
+                    ClientError::GaveUp { .. } | ClientError::OutcomeUnknown { .. }
+                ) {
+                    shared.fast_failures.lock().push(format!(
+                        "at {:.3}s: append {id} ({len} B) failed before its deadline: {e}",
+                        now().as_secs_f64()
+                    ));
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(random_range(0..50))).await;
     }
