@@ -100,6 +100,9 @@ pub fn storage_to_data(e: StorageError) -> DataError {
         | StorageError::Hole { .. }
         | StorageError::Overlap { .. }
         | StorageError::AlreadyCommitted { .. }) => DataError::Unavailable(e.to_string()),
+        // This disk is full now: space may come back (deletes, the collector), and the next
+        // lease may go to another server; the client retries, with the same op id.
+        e @ StorageError::DiskFull { .. } => DataError::Unavailable(e.to_string()),
         other => DataError::Internal(other.to_string()),
     }
 }
@@ -119,6 +122,7 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
             handle: handle.0,
             offset,
         },
+        e @ ReplicationError::DiskFailed { .. } => DataError::Unavailable(e.to_string()),
         ReplicationError::Busy(_) => DataError::Busy,
         e @ (ReplicationError::OpMismatch { .. } | ReplicationError::EmptyRecord) => {
             DataError::BadRequest(e.to_string())
@@ -411,5 +415,33 @@ mod tests {
             }),
             DataError::ChunkFull { .. }
         ));
+    }
+
+    #[test]
+    fn a_full_disk_and_a_sealed_replicas_word_reach_the_client_as_what_it_can_act_on() {
+        // A full disk is retried (the simulator found appends failing at once on it).
+        let full = StorageError::DiskFull {
+            path: "/data/1".into(),
+            source: std::io::Error::other("no space left on device"),
+        };
+        let e = replication_to_data(ReplicationError::Storage(full));
+        assert!(e.is_retriable(), "{e:?}");
+        // So is a primary whose disk failed a commit (it gave its lease up).
+        let e = replication_to_data(ReplicationError::DiskFailed {
+            handle: ChunkHandle(4),
+            message: "I/O error".into(),
+        });
+        assert!(e.is_retriable(), "{e:?}");
+        // A sealed replica's word on an op travels as such, for the client to count.
+        assert_eq!(
+            replication_to_data(ReplicationError::SealedWith {
+                handle: ChunkHandle(4),
+                offset: 9
+            }),
+            DataError::SealedWith {
+                handle: 4,
+                offset: 9
+            }
+        );
     }
 }

@@ -52,6 +52,16 @@ pub enum ReplicationError {
         /// The op's offset in it.
         offset: u64,
     },
+    /// This primary's disk failed its local commit (full, an I/O error, a poisoned chunk): it
+    /// gave up the lease, so the master fences the chunk and leads it from the others once the
+    /// lease runs out. The client retries with the same op id (a quorum may hold it).
+    #[error("chunk {handle}: the primary's disk failed ({message}); it gave up the lease")]
+    DiskFailed {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// What the store said.
+        message: String,
+    },
     /// A retry of an op id that committed with another length: not the same record (an op-id
     /// collision or a client bug), so it is refused rather than acknowledged.
     #[error("op {op} committed {have} bytes in chunk {handle}; this request has {got}")]

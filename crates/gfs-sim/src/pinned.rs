@@ -54,6 +54,10 @@
 ///   their checksums, a disk filled, a catch-up failed), and that sealed replica answered a
 ///   retried op in the tail with its offset: acknowledged on one disk until the copies landed
 ///   (a sealed replica's word is now `SealedWith`, taken once a quorum of replicas say it).
+/// - 474 (4 s of load, with the check that no append gives up before its deadline): a primary
+///   whose chunk an earlier failed fsync had poisoned failed every append on it at once, and
+///   kept its lease (now it gives the lease up and the client retries: `DiskFailed`; seeds 1,
+///   89, 103 and more showed the same with a full disk or a failed WAL fsync).
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -76,4 +80,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (17538096980818, 10),
     (132, 20),
     (337, 20),
+    (474, 4),
 ];

@@ -234,8 +234,37 @@ impl Coordinator {
     /// its offset inside the chunk once a quorum of replicas has it durably. A retry of a
     /// committed op returns its first offset. An append that fills the chunk exactly seals it.
     /// An empty record is refused (`EmptyRecord`): every op-table entry then holds a byte, so
-    /// an unsealed chunk's table has at most `chunk_size` entries.
+    /// an unsealed chunk's table has at most `chunk_size` entries. When the local disk fails
+    /// (full, an I/O error, the chunk poisoned), the lease is given up (`DiskFailed`).
     pub async fn append(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        op: OpId,
+        at: Option<u64>,
+        data: Bytes,
+    ) -> Result<u64> {
+        match self.append_here(handle, version, op, at, data).await {
+            Err(ReplicationError::Storage(e)) if disk_failed(&e) => {
+                // This replica cannot commit here (and its secondaries may have): only a new
+                // lease, fenced from a quorum's longest, can go on. Give this one up so it is
+                // no longer extended; the client's retries reach the next primary once it
+                // runs out.
+                if self.leases.lock().contains_key(&handle) {
+                    tracing::error!(%handle, %op, error = %e, "the local disk failed an append; giving up the lease");
+                    self.revoke(handle);
+                }
+                Err(ReplicationError::DiskFailed {
+                    handle,
+                    message: e.to_string(),
+                })
+            }
+            res => res,
+        }
+    }
+
+    /// [`Coordinator::append`], up to what a failed disk means for the lease.
+    async fn append_here(
         &self,
         handle: ChunkHandle,
         version: u64,
@@ -362,6 +391,19 @@ impl Coordinator {
         }
         res
     }
+}
+
+/// Whether a local store error means this replica's disk can take no more writes for now (full,
+/// failing, or the chunk poisoned by an earlier failed fsync).
+fn disk_failed(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::DiskFull { .. }
+            | StorageError::Io { .. }
+            | StorageError::Poisoned(_)
+            | StorageError::PermissionDenied { .. }
+            | StorageError::DiskLost(_)
+    )
 }
 
 impl Coordinator {

@@ -365,7 +365,8 @@ async fn prepares_whose_replies_were_lost_are_aborted_so_the_offset_is_reused() 
 
 /// The primary's disk fills: an append its secondaries commit fails on the primary, so no
 /// quorum is known to hold it, and no secondary shows it to readers; every append acknowledged
-/// before it reached them as the quorum's length (I3).
+/// before it reached them as the quorum's length (I3). The primary gives its lease up (only a
+/// fenced new lease can go on from the secondaries' length), and its client is told to retry.
 #[tokio::test]
 async fn an_append_the_primary_failed_to_commit_is_shown_by_no_secondary() {
     let disk = gfs_util::disk::sim::SimDisk::new(1);
@@ -378,12 +379,27 @@ async fn an_append_the_primary_failed_to_commit_is_shown_by_no_secondary() {
     .await;
     disk.set_capacity(Some(0));
     let b = rec(2, 50);
-    assert!(rig.append(2, &b).await.is_err());
+    let r = rig.append(2, &b).await;
+    assert!(
+        matches!(r, Err(ReplicationError::DiskFailed { .. })),
+        "{r:?}"
+    );
+    assert!(
+        rig.primary.leases().iter().all(|l| l.handle != H),
+        "the lease is still held"
+    );
+    // A retry finds no lease here: it goes to the master, whose next lease is fenced.
+    disk.set_capacity(None);
+    let r = rig.append(2, &b).await;
+    assert!(matches!(r, Err(ReplicationError::NotPrimary(_))), "{r:?}");
     eventually("the secondaries committed it", || {
         (1..=2).all(|i| rig.store(i).info(H).unwrap().committed_len == 150)
     })
     .await;
-    assert_eq!(rig.primary.read_limit(H), Some(100));
+    // No longer primary, its reads are limited by what it noted a quorum holds, as the
+    // secondaries' are.
+    assert_eq!(rig.primary.read_limit(H), None);
+    assert_eq!(rig.local.quorum_known(H), Some(100));
     for i in 1..=2 {
         assert_eq!(rig.store(i).quorum_known(H), Some(100), "s{i}");
     }
