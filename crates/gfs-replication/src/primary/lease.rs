@@ -51,6 +51,7 @@ impl Coordinator {
             *l.expires.lock() = expires;
             return Ok(info.committed_len);
         }
+        let full = info.committed_len >= self.shared.cfg.chunk_size;
         let sealed = OnceCell::new();
         if info.sealed {
             let _ = sealed.set(info.committed_len);
@@ -69,7 +70,7 @@ impl Coordinator {
                     next: info.committed_len,
                     high: info.committed_len,
                     inflight: HashSet::default(),
-                    sealing: false,
+                    sealing: full,
                 }),
                 idle: Notify::new(),
                 advanced: Notify::new(),
@@ -88,6 +89,16 @@ impl Coordinator {
         if let Some(lease) = leases.get(&handle).cloned() {
             drop(leases);
             self.shared.publish(&lease);
+            if full && !info.sealed {
+                // Nothing more fits (its appends filled it under the last primary, which did
+                // not seal it): seal it now, or a writer waiting for the file's next chunk
+                // waits for good.
+                tracing::info!(%handle, "a full chunk's lease: sealing it");
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(async move {
+                    let _ = shared.seal(&lease).await;
+                });
+            }
         }
         tracing::info!(%handle, version, "lease granted");
         Ok(info.committed_len)

@@ -190,3 +190,41 @@ async fn the_seal_waits_for_the_appends_in_flight() {
         assert_eq!(staged(s), 0);
     }
 }
+
+/// A chunk its appends filled under a primary that did not seal it (that primary's own commit
+/// of the last one failed, its secondaries' did not): the next lease on it seals it at once,
+/// or a writer waiting for the file's next chunk would wait for good (the simulator found a
+/// put stuck so).
+#[tokio::test]
+async fn a_lease_on_a_chunk_already_full_seals_it() {
+    let rig = Rig::new(2, 2).await;
+    rig.primary.revoke(H);
+    let records: Vec<(u64, Bytes)> = (1..=4).map(|op| (op, rec(op, QUARTER))).collect();
+    for s in rig.all() {
+        for (i, (op, data)) in records.iter().enumerate() {
+            s.stage(gfs_storage::StageRequest {
+                op: OpId(*op),
+                handle: H,
+                version: V1,
+                offset: (i * QUARTER) as u64,
+                data: data.clone(),
+            })
+            .unwrap();
+            s.commit(H, OpId(*op)).await.unwrap();
+        }
+        s.set_version(H, V1 + 1).await.unwrap();
+    }
+    assert_eq!(rig.grant(V1 + 1), CHUNK);
+    eventually("every replica sealed", || {
+        rig.all().iter().all(|s| s.info(H).unwrap().sealed)
+    })
+    .await;
+    for s in rig.all() {
+        holds(s, &refs(&records));
+    }
+    assert_eq!(
+        *rig.seals.lock(),
+        vec![(CHUNK, vec!["s1".to_string(), "s2".to_string()])]
+    );
+    assert!(full(&rig.append_at(V1 + 1, 5, &rec(5, 10)).await, CHUNK));
+}
