@@ -6,6 +6,10 @@
 //! it; the writer then drains and asks the master for the next chunk. When a piece fails, the
 //! writer waits for everything in flight and sends the failed piece and its successors again,
 //! one by one, with their original op ids (a piece that did commit answers with its offset).
+//! If the master sealed the chunk on its own meanwhile (a replica failed under the lease), the
+//! pieces below the sealed length are in it, acknowledged once a quorum of its replicas say so,
+//! and the rest go to the start of the file's next chunk (`sealed_under`): a reader finds the
+//! bytes after a sealed length there, so the file still reads back byte for byte.
 
 use std::collections::VecDeque;
 
@@ -14,6 +18,7 @@ use gfs_dataplane::DataError;
 use gfs_proto::v1::ChunkLease;
 use tokio::task::JoinHandle;
 
+use crate::append::{OpAnswer, Votes};
 use crate::client::{Client, Retry, data_retriable};
 use crate::error::{ClientError, Result};
 
@@ -147,11 +152,133 @@ impl Writer {
 
     /// Whether the master has chunk `handle` of the file sealed.
     async fn sealed(&self, handle: u64, retry: &mut Retry) -> Result<bool> {
+        Ok(self.sealed_at(handle, retry).await?.is_some())
+    }
+
+    /// The length the master sealed chunk `handle` of the file at, if it did.
+    async fn sealed_at(&self, handle: u64, retry: &mut Retry) -> Result<Option<u64>> {
         let layout = self.client.refresh_with(&self.path, retry).await?;
         Ok(layout
             .chunks
             .iter()
-            .any(|c| c.handle == handle && c.sealed_length.is_some()))
+            .find(|c| c.handle == handle)
+            .and_then(|c| c.sealed_length))
+    }
+
+    /// The master sealed the chunk being written (`old`) at `length` on its own, as it does
+    /// when a replica fails under a lease. Of the pieces not yet acknowledged (`pending`, in
+    /// order), those below `length` are in it (this writer alone writes the file): each is
+    /// acknowledged once a quorum of the chunk's replicas say so ([`Client::ask_op`]); the
+    /// rest go, in order, to the start of the file's next chunk, as a reader finds the bytes
+    /// after the sealed length there.
+    async fn sealed_under(
+        &mut self,
+        old: ChunkLease,
+        length: u64,
+        pending: VecDeque<(u64, u64, Bytes)>,
+        retry: &mut Retry,
+    ) -> Result<()> {
+        tracing::info!(path = %self.path, handle = old.handle, length, "the chunk being written was sealed by the master; going on in the next");
+        let mut rest = Vec::new();
+        for (op, at, data) in pending {
+            let len = data.len() as u64;
+            if at >= length {
+                rest.push(data);
+                continue;
+            }
+            if at + len > length {
+                return Err(ClientError::Master(format!(
+                    "{}: chunk {} was sealed at {length}, inside the piece written at {at}",
+                    self.path, old.handle
+                )));
+            }
+            loop {
+                let layout = self.client.refresh_with(&self.path, retry).await?;
+                let listed = layout
+                    .chunks
+                    .iter()
+                    .filter(|c| c.handle == old.handle)
+                    .flat_map(|c| c.replicas.iter())
+                    .map(|r| (r.id.clone(), r.data_addr.clone()));
+                let reached = old
+                    .primary
+                    .iter()
+                    .chain(old.secondaries.iter())
+                    .map(|r| (r.id.clone(), r.data_addr.clone()));
+                let replicas = reached.chain(listed).collect();
+                let mut votes = Votes::default();
+                match self
+                    .client
+                    .ask_op(&old, replicas, &mut votes, op, &data)
+                    .await
+                {
+                    Some(OpAnswer::At(off)) if off == at => {
+                        self.acked += len;
+                        break;
+                    }
+                    Some(OpAnswer::At(off)) => {
+                        return Err(ClientError::Master(format!(
+                            "piece meant for offset {at} landed at {off}"
+                        )));
+                    }
+                    Some(OpAnswer::NotThere) => {
+                        return Err(ClientError::Master(format!(
+                            "{}: chunk {} was sealed at {length} without the piece written at {at}; the file is not single-writer",
+                            self.path, old.handle
+                        )));
+                    }
+                    Some(OpAnswer::Forgotten) => {
+                        return Err(crate::append::outcome_unknown(&self.path, old.handle));
+                    }
+                    None => retry
+                        .wait(
+                            "a quorum of the sealed chunk's replicas has not confirmed a piece yet",
+                        )
+                        .await?,
+                }
+            }
+        }
+        if rest.is_empty() {
+            // Nothing past the sealed length: the next bytes in hand open the next chunk.
+            self.next = old.chunk_size;
+            return Ok(());
+        }
+        // The file goes on in its next chunk.
+        let mut l = loop {
+            let l = self.client.lease(&self.path, retry).await?;
+            if l.handle != old.handle {
+                break l;
+            }
+            retry
+                .wait("the master hands out the sealed chunk still")
+                .await?;
+        };
+        self.lease = Some(l.clone());
+        self.next = 0;
+        for data in rest {
+            let len = data.len() as u64;
+            let op = gfs_util::random::random::<u64>().max(1);
+            loop {
+                let at = self.next;
+                match self.spawn_append(&l, op, at, data.clone()).await {
+                    Ok(Ok(off)) if off == at => break,
+                    Ok(Ok(off)) => {
+                        return Err(ClientError::Master(format!(
+                            "piece meant for offset {at} landed at {off}"
+                        )));
+                    }
+                    Ok(Err(e)) if data_retriable(&e) => {
+                        retry.wait(&e).await?;
+                        l = self.relet(retry).await?;
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(e) => return Err(DataError::Internal(e.to_string()).into()),
+                }
+            }
+            self.next += len;
+            self.acked += len;
+        }
+        Ok(())
     }
 
     /// The size of the next piece: it never crosses the end of the current chunk.
@@ -166,14 +293,18 @@ impl Writer {
 
     /// The lease of the chunk being filled; a new chunk once the current one is full.
     async fn current(&mut self) -> Result<ChunkLease> {
-        if let Some(l) = &self.lease
-            && self.next < l.chunk_size
-        {
-            return Ok(l.clone());
-        }
         // The chunk is full (or none yet): everything in flight must land first, then the
-        // primary has sealed it and the master hands out the next.
-        while !self.inflight.is_empty() {
+        // primary has sealed it and the master hands out the next. A recovery may move the
+        // file on to its next chunk meanwhile (`sealed_under`): that one is current then.
+        loop {
+            if let Some(l) = &self.lease
+                && self.next < l.chunk_size
+            {
+                return Ok(l.clone());
+            }
+            if self.inflight.is_empty() {
+                break;
+            }
             self.complete_one().await?;
         }
         let old = self.lease.take();
@@ -191,10 +322,12 @@ impl Writer {
     }
 
     async fn send(&mut self, data: Bytes) -> Result<()> {
-        let l = self.current().await?;
+        self.current().await?;
         while self.inflight.len() >= self.client.config().in_flight.max(1) {
             self.complete_one().await?;
         }
+        // A recovery may have moved the file on to its next chunk (`sealed_under`).
+        let l = self.current().await?;
         let op = gfs_util::random::random::<u64>().max(1);
         let at = self.next;
         self.next += data.len() as u64;
@@ -251,16 +384,32 @@ impl Writer {
                 }
                 let mut retry = self.client.retry();
                 let mut failure = Some(e);
-                for (op, at, data) in redo {
+                let mut redo: VecDeque<(u64, u64, Bytes)> = redo.into();
+                while let Some((op, at, data)) = redo.pop_front() {
                     loop {
                         if let Some(f) = failure.take() {
-                            // OffsetMismatch is final too: another op holds these offsets.
-                            if !data_retriable(&f) {
+                            // OffsetMismatch is final too: another op holds these offsets. A
+                            // sealed replica's word on a piece: the master sealed the chunk
+                            // (asked below).
+                            if !data_retriable(&f) && !matches!(f, DataError::SealedWith { .. }) {
                                 return Err(f.into());
                             }
                             retry.wait(&f).await?;
                         }
-                        let l = self.relet(&mut retry).await?;
+                        let l = match self.relet(&mut retry).await {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let Some(old) = self.lease.clone() else {
+                                    return Err(e);
+                                };
+                                let Some(length) = self.sealed_at(old.handle, &mut retry).await?
+                                else {
+                                    return Err(e);
+                                };
+                                redo.push_front((op, at, data));
+                                return self.sealed_under(old, length, redo, &mut retry).await;
+                            }
+                        };
                         let len = data.len() as u64;
                         match self.spawn_append(&l, op, at, data.clone()).await {
                             Ok(Ok(off)) if off == at => {

@@ -29,9 +29,10 @@
 //! replaced, every whole-file read during the load a prefix of the file at the end, every put file
 //! healthy and read back (an acknowledged put exactly its bytes, as its get during the load
 //! was; a failed one a prefix of them), the namespace calls' linearizability
-//! ([`linearizable`]), and that no record append failed before its deadline with anything but
-//! "outcome unknown": every fault heals, so one that gives up early is a defect (a full or
-//! failing disk on a primary, a lease change, finding 13 of the replication review).
+//! ([`linearizable`]), and that no record append or put failed before its deadline with
+//! anything but "outcome unknown": every fault heals, so one that gives up early is a defect (a
+//! full or failing disk on a primary, a lease change, finding 13 of the replication review; a
+//! chunk the master sealed under a put).
 //!
 //! Over TCP nothing is reordered or duplicated below the RPC layer; duplicates and reorders
 //! come from retries (the client's, the primary's re-sent phases) and from delays (slow links,

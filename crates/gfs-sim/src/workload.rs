@@ -60,10 +60,10 @@ pub struct Shared {
     pub bad_gets: Arc<Mutex<Vec<String>>>,
     /// The bits the nemesis flipped at rest.
     pub flips: crate::nemesis::Flips,
-    /// Record appends that failed before their deadline with an error other than "outcome
-    /// unknown": every fault the nemesis injects heals, so an append gives up only when its
-    /// retries run out (finding 13 of the replication review: a routine lease change failed
-    /// appends at once).
+    /// Record appends and puts that failed before their deadline with an error other than
+    /// "outcome unknown": every fault the nemesis injects heals, so a call gives up only when
+    /// its retries run out (finding 13 of the replication review: a routine lease change
+    /// failed appends at once).
     pub fast_failures: Arc<Mutex<Vec<String>>>,
 }
 
@@ -123,6 +123,12 @@ pub async fn putter(c: Client, client: usize, until: Duration, shared: Shared, t
             }
             Err(e) => {
                 trace.event(format_args!("put {path} ({len} B) failed: {e}"));
+                if !gave_up(&e) {
+                    shared.fast_failures.lock().push(format!(
+                        "at {:.3}s: put {path} ({len} B) failed before its deadline: {e}",
+                        now().as_secs_f64()
+                    ));
+                }
                 false
             }
         };
@@ -246,6 +252,15 @@ async fn list_paths(c: &Client, shared: &Shared) {
     });
 }
 
+/// Whether a client call failed the way it may under faults that heal: its retries ran out
+/// (its deadline), or its outcome cannot be known.
+fn gave_up(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::GaveUp { .. } | ClientError::OutcomeUnknown { .. }
+    )
+}
+
 /// Appends records as writer `writer` until `until` (simulated time), then adds its history.
 pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, trace: Trace) {
     let mut seq = 0u32;
@@ -267,10 +282,7 @@ pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, t
             }
             Err(e) => {
                 trace.event(format_args!("{id} ({len} B) failed: {e}"));
-                if !matches!(
-                    e,
-                    ClientError::GaveUp { .. } | ClientError::OutcomeUnknown { .. }
-                ) {
+                if !gave_up(&e) {
                     shared.fast_failures.lock().push(format!(
                         "at {:.3}s: append {id} ({len} B) failed before its deadline: {e}",
                         now().as_secs_f64()
