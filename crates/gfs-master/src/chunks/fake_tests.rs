@@ -591,3 +591,37 @@ async fn a_lease_decision_goes_on_from_the_chunk_as_it_is_once_it_holds_the_lock
     assert_eq!(c.logged(H).await.sealed_length, Some(50));
     assert!(c.fake.leases().iter().all(|(_, g)| g.handle != H));
 }
+
+/// A seal call that fails on a replica at the sealed length (the server answered nothing) is
+/// made again by `settle` until the replica is sealed: an unsealed replica at the sealed
+/// length would stay so for good.
+#[tokio::test]
+async fn a_replica_whose_seal_call_failed_is_sealed_by_a_later_settle() {
+    let c = abc([100, 60, 100]).await;
+    c.fake.set_down("c", true);
+    c.fake.fail("b", Call::Copy);
+    c.fake.fail("a", Call::Seal);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_ne!(lease.handle, H);
+    assert_eq!(c.logged(H).await.sealed_length, Some(100));
+    assert_eq!(c.fake.replica("a", H), Some(held(2, 100)));
+    c.m.settle().await;
+    assert_eq!(c.fake.replica("a", H), Some(held(2, 100)), "still failing");
+    c.fake.heal("a");
+    c.m.settle().await;
+    assert_eq!(
+        c.fake.replica("a", H),
+        Some(Held {
+            version: 2,
+            length: 100,
+            sealed: true
+        })
+    );
+    let seals = c.fake.calls("a", Call::Seal);
+    c.m.settle().await;
+    assert_eq!(
+        c.fake.calls("a", Call::Seal),
+        seals,
+        "sealed once is enough"
+    );
+}

@@ -99,10 +99,9 @@ pub struct ChunkManager {
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again (`seal`).
     unsettled: Mutex<HashSet<u64>>,
-    /// Chunks sealed in the log whose replicas at the sealed length are not all sealed: fewer
-    /// than a quorum of good replicas held that length at the seal (a tail on one disk), or a
-    /// seal call failed. `settle` seals them once a quorum of good replicas holds it.
-    held_back: Mutex<HashSet<u64>>,
+    /// Chunks sealed in the log a seal call of which failed on a replica at the sealed
+    /// length: `settle` calls it again.
+    failed_seals: Mutex<HashSet<u64>>,
     /// Unsealed chunks a replica reported unvouched (committed bytes past what it knows a
     /// quorum to hold: it restarted, or committed them alone), with when first reported:
     /// `settle` seals them once no lease has been out on them for a lease period.
@@ -173,7 +172,7 @@ impl ChunkManager {
             allocating: Mutex::new(HashSet::default()),
             tried: Mutex::new(HashMap::default()),
             unsettled: Mutex::new(HashSet::default()),
-            held_back: Mutex::new(HashSet::default()),
+            failed_seals: Mutex::new(HashSet::default()),
             unvouched: Mutex::new(HashMap::default()),
             repair: repair::Repair::default(),
             gc: gc::Gc::default(),

@@ -6,12 +6,12 @@
 //! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
 //! them reports after it, those behind caught up, the version and the seal logged, then the
 //! replicas sealed; `append_chunk` then allocates the next chunk. A replica whose seal call
-//! failed is `held_back`: [`ChunkManager::settle`] seals it once a quorum of good replicas
-//! holds the sealed length (in memory: after a master restart it stays unsealed at the sealed
-//! length, current and copyable). Known gap (seed 132 of the simulator, ARCHITECTURE.md):
-//! when the good replicas at the longest length are fewer than a quorum, they are sealed at
-//! once, and a sealed replica answers a retried op on a tail only it holds with its offset,
-//! acknowledging a record on one disk until the copies land. If fewer than a quorum answer,
+//! failed is noted (`failed_seals`, in memory: after a master restart it stays unsealed at
+//! the sealed length, current and copyable) and [`ChunkManager::settle`] calls it again. When
+//! the good replicas at the longest length are fewer than a quorum, they are sealed all the
+//! same: a sealed replica's word on a retried op is `SealedWith`, which a client takes only
+//! once a majority of the replicas say it, so nothing is acknowledged on one disk while the
+//! copies are on their way (seeds 132 and 337 of the simulator). If fewer than a quorum answer,
 //! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
 //! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
 //! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last
@@ -66,8 +66,8 @@ impl ChunkManager {
     /// Seals each abandoned chunk, each unsealed chunk re-replication found below its goal
     /// with no lease out, and each a replica reported unvouched for a lease period
     /// ([`ChunkManager::note_unvouched`]), once a quorum of its replicas is alive, at the
-    /// longest length they hold after a fence; then the replicas held back from a seal
-    /// (`held_back`) once a quorum of good ones holds the sealed length.
+    /// longest length they hold after a fence; then the replicas whose seal call failed
+    /// (`failed_seals`) are called again.
     pub async fn settle(&self) {
         let pending: Vec<u64> = self.unsettled.lock().iter().copied().collect();
         for handle in pending {
@@ -100,7 +100,7 @@ impl ChunkManager {
         for handle in unvouched {
             self.seal_unleased(handle, true).await;
         }
-        self.seal_held_back().await;
+        self.retry_failed_seals().await;
     }
 
     /// Notes unsealed chunks a replica reported unvouched: it holds committed bytes past what
@@ -209,7 +209,7 @@ impl ChunkManager {
     }
 
     /// Seals `handle` at `version` and `length` on `holders` (each holds that length), notes
-    /// each replica as the call left it, and keeps the chunk in `held_back` if a seal failed.
+    /// each replica as the call left it, and notes the chunk in `failed_seals` if a seal failed.
     async fn seal_replicas(&self, handle: u64, version: u64, length: u64, holders: &[ServerInfo]) {
         let seals = holders
             .iter()
@@ -237,44 +237,36 @@ impl ChunkManager {
             );
         }
         if !all {
-            self.held_back.lock().insert(handle);
+            self.failed_seals.lock().insert(handle);
         }
     }
 
-    /// Seals the replicas of chunks in `held_back` that hold the sealed length unsealed, once
-    /// a quorum of good replicas holds it; drops chunks with none left to seal.
-    async fn seal_held_back(&self) {
-        let pending: Vec<u64> = self.held_back.lock().iter().copied().collect();
+    /// Calls the seal again on the good replicas of chunks in `failed_seals` that hold the
+    /// sealed length unsealed; drops chunks with none left to seal.
+    async fn retry_failed_seals(&self) {
+        let pending: Vec<u64> = self.failed_seals.lock().iter().copied().collect();
         for handle in pending {
             let _deciding = self.deciding.write([handle]).await;
+            self.failed_seals.lock().remove(&handle);
             let m = match self.meta.read(move |ns| ns.chunk(handle)).await {
                 Ok(Some(m)) => m,
-                Ok(None) => {
-                    self.held_back.lock().remove(&handle);
+                Ok(None) => continue,
+                Err(_) => {
+                    self.failed_seals.lock().insert(handle);
                     continue;
                 }
-                Err(_) => continue,
             };
             let Some(length) = m.sealed_length else {
-                self.held_back.lock().remove(&handle);
                 continue;
             };
-            let good: Vec<(ServerInfo, Replica)> = {
+            let unsealed: Vec<ServerInfo> = {
                 let reg = self.registry.lock();
                 reg.locations(handle, m)
                     .into_iter()
-                    .filter(|(s, _)| !reg.is_corrupt(&s.id, handle))
+                    .filter(|(s, r)| !r.sealed && !reg.is_corrupt(&s.id, handle))
+                    .map(|(s, _)| s)
                     .collect()
             };
-            if good.len() < self.cfg.quorum {
-                continue;
-            }
-            let unsealed: Vec<ServerInfo> = good
-                .into_iter()
-                .filter(|(_, r)| !r.sealed)
-                .map(|(s, _)| s)
-                .collect();
-            self.held_back.lock().remove(&handle);
             if !unsealed.is_empty() {
                 self.seal_replicas(handle, m.version, length, &unsealed)
                     .await;

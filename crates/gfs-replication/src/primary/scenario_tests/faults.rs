@@ -413,7 +413,10 @@ async fn an_append_the_primary_failed_to_commit_is_shown_by_no_secondary() {
 async fn a_flush_makes_the_quorum_s_length_known_to_the_secondaries() {
     let rig = Rig::new(2, 2).await;
     // The grant's own watermark (0, sent as the lease was granted) lands first.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("the grant's watermark reached both secondaries", || {
+        (1..=2).all(|i| rig.net.delivered(rig.s(i), Call::QuorumLength) >= 1)
+    })
+    .await;
     rig.net.inject(rig.s(1), Call::QuorumLength, Fault::Fail, 1);
     rig.net.inject(rig.s(2), Call::QuorumLength, Fault::Fail, 1);
     let a = rec(1, 100);
