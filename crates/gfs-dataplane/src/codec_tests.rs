@@ -460,3 +460,46 @@ proptest! {
         prop_assert!(buf.is_empty());
     }
 }
+
+/// Feeds `bytes` to a decoder until it wants more or refuses: it never panics, never loops,
+/// and never reserves past one frame of the limit.
+fn decode_all<D: Decoder>(mut codec: D, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let mut buf = BytesMut::from(bytes);
+    for _ in 0..=bytes.len() {
+        let before = buf.len();
+        match codec.decode(&mut buf) {
+            Ok(Some(_)) => prop_assert!(buf.len() < before, "a frame consumed nothing"),
+            Ok(None) | Err(_) => {
+                prop_assert!(buf.capacity() <= MAX + HEADER_LEN + bytes.len());
+                return Ok(());
+            }
+        }
+    }
+    prop_assert!(false, "the decoder did not stop");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Bytes off the network, garbage or valid frames with bytes changed, cut anywhere.
+    #[test]
+    fn prop_decoders_refuse_or_parse_any_bytes(
+        garbage in prop::collection::vec(any::<u8>(), 0..2 * MAX),
+        id in any::<u64>(),
+        req in arb_request(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        decode_all(ServerCodec::new(MAX), &garbage)?;
+        decode_all(ClientCodec::new(MAX), &garbage)?;
+        let mut wire = enc_req(id, req).to_vec();
+        for (at, b) in flips {
+            let i = at.index(wire.len());
+            wire[i] ^= b;
+        }
+        wire.truncate(cut.index(wire.len() + 1));
+        decode_all(ServerCodec::new(MAX), &wire)?;
+        decode_all(ClientCodec::new(MAX), &wire)?;
+    }
+}

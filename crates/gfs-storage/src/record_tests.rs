@@ -297,3 +297,55 @@ fn replay_refuses_a_commit_that_leaves_a_hole() {
     assert!(!m.apply(&hole));
     assert_eq!(m.length, 0);
 }
+
+mod fuzz {
+    //! The WAL parser against bytes a crash, a bad disk or an attacker with the data directory
+    //! may leave: it refuses or parses, never panics, and what it parses is exactly what was
+    //! written there.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(bytes: Vec<u8>) -> Result<(), TestCaseError> {
+        let bytes = Bytes::from(bytes);
+        let _ = Record::decode(&bytes);
+        if let Ok(p) = parse_wal(Path::new("wal"), bytes.clone()) {
+            prop_assert!(p.valid_end <= p.file_len);
+            prop_assert_eq!(p.file_len, bytes.len() as u64);
+            let mut at = WAL_MAGIC.len() as u64;
+            for (pos, rec) in &p.records {
+                prop_assert_eq!(*pos, at);
+                let mut again = Vec::new();
+                rec.encode_into(&mut again);
+                let end = at as usize + again.len();
+                prop_assert_eq!(&bytes[at as usize..end], &again[..]);
+                at = end as u64;
+            }
+            prop_assert_eq!(at, p.valid_end);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn prop_the_wal_parser_refuses_or_parses_any_bytes(
+            garbage in prop::collection::vec(any::<u8>(), 0..512),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut raw = WAL_MAGIC.to_vec();
+            raw.extend_from_slice(&garbage);
+            check(raw)?;
+            check(garbage.clone())?;
+            let mut wal = file(&sample()).to_vec();
+            for (at, b) in flips {
+                let i = at.index(wal.len());
+                wal[i] ^= b;
+            }
+            wal.truncate(cut.index(wal.len() + 1));
+            wal.extend_from_slice(&garbage[..garbage.len().min(64)]);
+            check(wal)?;
+        }
+    }
+}
