@@ -67,6 +67,22 @@ pub struct Shared {
     pub fast_failures: Arc<Mutex<Vec<String>>>,
 }
 
+impl Shared {
+    /// Notes that `what` failed with `e`, if not the way a call may under faults that heal
+    /// (its retries ran out at its deadline, or its outcome cannot be known).
+    fn failed(&self, what: std::fmt::Arguments<'_>, e: &ClientError) {
+        if !matches!(
+            e,
+            ClientError::GaveUp { .. } | ClientError::OutcomeUnknown { .. }
+        ) {
+            self.fast_failures.lock().push(format!(
+                "at {:.3}s: {what} failed before its deadline: {e}",
+                now().as_secs_f64()
+            ));
+        }
+    }
+}
+
 /// A put file read back at the end: its path, and its length and CRC32C or why it could not
 /// be read.
 pub type PutRead = (String, Result<(usize, u32), String>);
@@ -123,12 +139,7 @@ pub async fn putter(c: Client, client: usize, until: Duration, shared: Shared, t
             }
             Err(e) => {
                 trace.event(format_args!("put {path} ({len} B) failed: {e}"));
-                if !gave_up(&e) {
-                    shared.fast_failures.lock().push(format!(
-                        "at {:.3}s: put {path} ({len} B) failed before its deadline: {e}",
-                        now().as_secs_f64()
-                    ));
-                }
+                shared.failed(format_args!("put {path} ({len} B)"), &e);
                 false
             }
         };
@@ -252,15 +263,6 @@ async fn list_paths(c: &Client, shared: &Shared) {
     });
 }
 
-/// Whether a client call failed the way it may under faults that heal: its retries ran out
-/// (its deadline), or its outcome cannot be known.
-fn gave_up(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::GaveUp { .. } | ClientError::OutcomeUnknown { .. }
-    )
-}
-
 /// Appends records as writer `writer` until `until` (simulated time), then adds its history.
 pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, trace: Trace) {
     let mut seq = 0u32;
@@ -282,12 +284,7 @@ pub async fn appender(c: Client, writer: u32, until: Duration, shared: Shared, t
             }
             Err(e) => {
                 trace.event(format_args!("{id} ({len} B) failed: {e}"));
-                if !gave_up(&e) {
-                    shared.fast_failures.lock().push(format!(
-                        "at {:.3}s: append {id} ({len} B) failed before its deadline: {e}",
-                        now().as_secs_f64()
-                    ));
-                }
+                shared.failed(format_args!("append {id} ({len} B)"), &e);
             }
         }
         tokio::time::sleep(Duration::from_millis(random_range(0..50))).await;

@@ -45,6 +45,14 @@ fn held(version: u64, length: u64) -> Held {
     }
 }
 
+fn sealed_held(version: u64, length: u64) -> Held {
+    Held {
+        version,
+        length,
+        sealed: true,
+    }
+}
+
 /// Servers `ids`, `/f` holding chunk `H` at version 1 (sealed at `sealed` if given, its first
 /// lease logged to `a`), and the replicas `held` on the servers and in their reports. Every
 /// server has reported its (no) leases, so a lease may be granted at once.
@@ -333,14 +341,7 @@ async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_lengt
     assert_ne!(lease.handle, H);
     let m = c.logged(H).await;
     assert_eq!((m.version, m.sealed_length), (2, Some(100)));
-    assert_eq!(
-        c.fake.replica("a", H),
-        Some(Held {
-            version: 2,
-            length: 100,
-            sealed: true
-        })
-    );
+    assert_eq!(c.fake.replica("a", H), Some(sealed_held(2, 100)));
     // Fenced (no late append of the old primary lands on it) but short: stale.
     assert_eq!(c.fake.replica("b", H), Some(held(2, 60)));
     assert_eq!(c.current(H).await, vec![("a".into(), 100)]);
@@ -351,11 +352,7 @@ async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_lengt
 /// is sealed at exactly the chunk's length.
 #[tokio::test]
 async fn a_copy_from_a_corrupt_source_marks_it_and_the_next_pass_copies_from_another() {
-    let sealed = |length| Held {
-        version: 1,
-        length,
-        sealed: true,
-    };
+    let sealed = |length| sealed_held(1, length);
     let c = cluster(
         &["a", "b", "c"],
         &[("a", sealed(100)), ("b", sealed(100))],
@@ -609,14 +606,7 @@ async fn a_replica_whose_seal_call_failed_is_sealed_by_a_later_settle() {
     assert_eq!(c.fake.replica("a", H), Some(held(2, 100)), "still failing");
     c.fake.heal("a");
     c.m.settle().await;
-    assert_eq!(
-        c.fake.replica("a", H),
-        Some(Held {
-            version: 2,
-            length: 100,
-            sealed: true
-        })
-    );
+    assert_eq!(c.fake.replica("a", H), Some(sealed_held(2, 100)));
     let seals = c.fake.calls("a", Call::Seal);
     c.m.settle().await;
     assert_eq!(

@@ -244,7 +244,14 @@ impl Coordinator {
         at: Option<u64>,
         data: Bytes,
     ) -> Result<u64> {
-        match self.append_here(handle, version, op, at, data).await {
+        let req = AppendRequest {
+            handle,
+            version,
+            op,
+            at,
+            data,
+        };
+        match self.append_here(req).await {
             Err(ReplicationError::Storage(e)) if disk_failed(&e) => {
                 // This replica cannot commit here (and its secondaries may have): only a new
                 // lease, fenced from a quorum's longest, can go on. Give this one up so it is
@@ -264,14 +271,14 @@ impl Coordinator {
     }
 
     /// [`Coordinator::append`], up to what a failed disk means for the lease.
-    async fn append_here(
-        &self,
-        handle: ChunkHandle,
-        version: u64,
-        op: OpId,
-        at: Option<u64>,
-        data: Bytes,
-    ) -> Result<u64> {
+    async fn append_here(&self, req: AppendRequest) -> Result<u64> {
+        let AppendRequest {
+            handle,
+            version,
+            op,
+            at,
+            data,
+        } = req;
         let len = data.len() as u64;
         if len > self.shared.cfg.max_record {
             return Err(ReplicationError::RecordTooLarge {
@@ -391,6 +398,15 @@ impl Coordinator {
         }
         res
     }
+}
+
+/// One append as [`Coordinator::append`] was asked it.
+struct AppendRequest {
+    handle: ChunkHandle,
+    version: u64,
+    op: OpId,
+    at: Option<u64>,
+    data: Bytes,
 }
 
 /// Whether a local store error means this replica's disk can take no more writes for now (full,
