@@ -56,6 +56,26 @@ pub(crate) struct Votes {
     forgotten: bool,
 }
 
+/// The replicas `(id, data address)` lease `u` named: those an attempt under it reached.
+pub(crate) fn reached(u: &ChunkLease) -> Vec<(String, String)> {
+    u.primary
+        .iter()
+        .chain(u.secondaries.iter())
+        .map(|r| (r.id.clone(), r.data_addr.clone()))
+        .collect()
+}
+
+/// The replicas `(id, data address)` the master lists now for chunk `handle` of `layout`.
+pub(crate) fn listed(layout: &Locations, handle: u64) -> Vec<(String, String)> {
+    layout
+        .chunks
+        .iter()
+        .filter(|c| c.handle == handle)
+        .flat_map(|c| c.replicas.iter())
+        .map(|r| (r.id.clone(), r.data_addr.clone()))
+        .collect()
+}
+
 /// The failure of an append an earlier attempt of which may be in chunk `handle`, a chunk that
 /// no longer knows its op ids.
 pub(crate) fn outcome_unknown(path: &str, handle: u64) -> ClientError {
@@ -215,24 +235,15 @@ impl Client {
                 continue;
             }
             let mut votes = Votes::default();
-            let reached = u
-                .primary
-                .iter()
-                .chain(u.secondaries.iter())
-                .map(|r| (r.id.clone(), r.data_addr.clone()))
-                .collect();
-            let mut answer = self.ask_op(&u, reached, &mut votes, op, data).await;
+            let mut answer = self.ask_op(&u, reached(&u), &mut votes, op, data).await;
             if matches!(answer, None | Some(OpAnswer::Forgotten)) {
                 if now.is_none() {
                     now = self.refresh_with(path, retry).await.ok();
                 }
                 let listed = now
-                    .iter()
-                    .flat_map(|l| l.chunks.iter())
-                    .filter(|c| c.handle == u.handle)
-                    .flat_map(|c| c.replicas.iter())
-                    .map(|r| (r.id.clone(), r.data_addr.clone()))
-                    .collect();
+                    .as_deref()
+                    .map(|l| listed(l, u.handle))
+                    .unwrap_or_default();
                 let more = self.ask_op(&u, listed, &mut votes, op, data).await;
                 answer = more.or(answer);
             }

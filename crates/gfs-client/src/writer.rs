@@ -18,7 +18,7 @@ use gfs_dataplane::DataError;
 use gfs_proto::v1::ChunkLease;
 use tokio::task::JoinHandle;
 
-use crate::append::{OpAnswer, Votes};
+use crate::append::{OpAnswer, Votes, listed, reached};
 use crate::client::{Client, Retry, data_retriable};
 use crate::error::{ClientError, Result};
 
@@ -194,18 +194,8 @@ impl Writer {
             }
             loop {
                 let layout = self.client.refresh_with(&self.path, retry).await?;
-                let listed = layout
-                    .chunks
-                    .iter()
-                    .filter(|c| c.handle == old.handle)
-                    .flat_map(|c| c.replicas.iter())
-                    .map(|r| (r.id.clone(), r.data_addr.clone()));
-                let reached = old
-                    .primary
-                    .iter()
-                    .chain(old.secondaries.iter())
-                    .map(|r| (r.id.clone(), r.data_addr.clone()));
-                let replicas = reached.chain(listed).collect();
+                let mut replicas = reached(&old);
+                replicas.extend(listed(&layout, old.handle));
                 let mut votes = Votes::default();
                 match self
                     .client
