@@ -662,8 +662,8 @@ impl ChunkStore {
     /// what its primary last told ([`ChunkStore::note_quorum`]), else what was known when the
     /// version was set (0 for a replica created here: bytes a primary that then died committed
     /// here alone are not shown). `None` for a replica found when the store opened, until a
-    /// primary tells: the notes were in memory, and it may hold bytes it committed alone (a
-    /// version change then keeps it at 0). Like HDFS's replicas waiting for recovery, such a
+    /// primary tells: the notes were in memory, and it may hold bytes it committed alone, or the
+    /// only copy but one of an acknowledged append (a version change keeps it unknown). Like HDFS's replicas waiting for recovery, such a
     /// replica serves no read of an unsealed chunk (ARCHITECTURE.md, I3).
     pub fn quorum_known(&self, handle: ChunkHandle) -> Option<u64> {
         let chunk = self.inner.chunk(handle).ok()?;

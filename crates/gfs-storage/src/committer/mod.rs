@@ -642,14 +642,16 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
         // the fence may not be among those the master decided from (lost, late, or a fence
         // that reached too few), so its own length says nothing (seed 268: an old primary's
         // tail, which it alone held, was shown at the new version). The new lease's primary
-        // tells the rest (I3).
-        let kept = st
-            .quorum_known
-            .filter(|(known, _)| *known == st.meta.version)
-            .map_or(0, |(_, l)| l.min(st.meta.length));
+        // tells the rest (I3). Unknown stays unknown (seed 1645: a restarted primary, fenced
+        // before the master sealed, answered readers 0 with a put's bytes on its disk), but
+        // for an empty replica.
+        let kept = match st.quorum_known {
+            Some((known, l)) if known == st.meta.version => Some(l.min(st.meta.length)),
+            _ => (st.meta.length == 0).then_some(0),
+        };
         st.meta.version = v;
         st.versioning = None;
-        st.quorum_known = Some((v, kept));
+        st.quorum_known = kept.map(|l| (v, l));
     }
     if w.sealed && !st.meta.sealed {
         st.sealed_at = Some(Instant::now());

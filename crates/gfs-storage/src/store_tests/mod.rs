@@ -454,3 +454,34 @@ async fn a_version_change_vouches_for_what_was_known_not_for_the_length() {
     assert_eq!(s.quorum_known(H), Some(2));
     assert!(s.info(H).unwrap().unvouched);
 }
+
+/// Seed 1645 of the simulator: a put's primary restarted (knowing nothing of what a quorum
+/// holds, so it served no read), then the master's fence before its seal changed its version,
+/// and it answered readers a length of 0 with the put's bytes on its disk; with a replica that
+/// never had them it made the reader's quorum of answers, and a get returned an empty file.
+/// A version change keeps an unknown prefix unknown (a known one, or an empty chunk's, as is).
+#[tokio::test]
+async fn a_version_change_keeps_a_reopened_replica_s_unknown_prefix_unknown() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"abcdef").await;
+    drop(s);
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    assert_eq!(s.quorum_known(H), None);
+    s.set_version(H, 2).await.unwrap();
+    assert_eq!(
+        s.quorum_known(H),
+        None,
+        "the fence says nothing of what a quorum holds"
+    );
+    assert!(s.info(H).unwrap().unvouched);
+    s.note_quorum(H, 2, 6).unwrap();
+    assert_eq!(s.quorum_known(H), Some(6), "until a primary tells");
+
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    drop(s);
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    s.set_version(H, 2).await.unwrap();
+    assert_eq!(s.quorum_known(H), Some(0), "an empty replica vouches for 0");
+}
