@@ -40,6 +40,19 @@ use crate::namespace::ChunkMeta;
 use crate::record::{AddChunkOp, Op};
 use crate::registry::{Replica, ServerInfo, Want};
 
+/// The longest an `AppendChunk` call waits for a previous primary's lease to run out before
+/// it answers `UNAVAILABLE` (the client's longest pause between retries, with its jitter, so a
+/// retrying client finds the wait short enough).
+pub const IN_CALL_WAIT: Duration = Duration::from_secs(3);
+
+/// One try at a lease for an append.
+enum Attempt {
+    /// Granted, or the one in force.
+    Leased(ChunkLease),
+    /// The previous primary of the chunk may hold a lease until then.
+    WaitUntil(u64, std::time::SystemTime),
+}
+
 /// Chunks in one page of `GetChunks` at most (and when the client asks for 0): about 2 MB at
 /// three replicas a chunk; a page is cut sooner at `gfs_proto::PAGE_BYTES`.
 pub const GET_CHUNKS_PAGE: usize = 10_000;
@@ -72,7 +85,34 @@ impl ChunkManager {
     /// out, so the lease names where its chunk starts in the file and the offsets clients are
     /// given are final. A last chunk that lost its quorum is never skipped (its length is not
     /// known): appends wait, `UNAVAILABLE`, until a quorum of its replicas is back.
+    ///
+    /// The last moments of a lease that must be waited out (its primary died or gave it up)
+    /// are waited out here, within the call ([`IN_CALL_WAIT`]), not by the client, whose
+    /// backoff would add up to its longest pause to every failover and let the master's own
+    /// seal of an idle chunk below its goal come first.
     pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease> {
+        let mut waited = false;
+        loop {
+            match self.try_append_chunk(path).await? {
+                Attempt::Leased(lease) => return Ok(lease),
+                Attempt::WaitUntil(handle, until) => {
+                    let left = until
+                        .duration_since(self.cfg.clock.now())
+                        .unwrap_or_default();
+                    if waited || left > IN_CALL_WAIT.min(self.cfg.rpc_timeout / 2) {
+                        return Err(unavailable(format!(
+                            "chunk {handle}: the previous primary's lease runs for another {left:?}"
+                        )));
+                    }
+                    waited = true;
+                    tokio::time::sleep(left + Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+
+    /// [`ChunkManager::append_chunk`] once: a lease, or when the previous one runs out.
+    async fn try_append_chunk(&self, path: &str) -> Result<Attempt> {
         let p = path.to_string();
         let last = self
             .meta
@@ -148,15 +188,10 @@ impl ChunkManager {
                     if let Some(l) = existing {
                         l.at = at;
                         self.resolve_secondaries(l);
-                        return Ok(self.lease_reply(handle, l));
+                        return Ok(Attempt::Leased(self.lease_reply(handle, l)));
                     }
                 }
-                LeaseDecision::WaitUntil(t) => {
-                    return Err(unavailable(format!(
-                        "chunk {handle}: the previous primary's lease runs for another {:?}",
-                        t.duration_since(now).unwrap_or_default()
-                    )));
-                }
+                LeaseDecision::WaitUntil(t) => return Ok(Attempt::WaitUntil(handle, t)),
                 LeaseDecision::Grant => {}
             }
         }
@@ -183,7 +218,10 @@ impl ChunkManager {
             // the lease (a failed creation may have worked: see the module doc), so no replica
             // at version 1 is outside it and the first lease needs no bump. It goes to the
             // primary the AddChunk record names.
-            return self.grant(handle, version, at, members).await;
+            return self
+                .grant(handle, version, at, members)
+                .await
+                .map(Attempt::Leased);
         }
         // No lease is out: every live holder counts, those a primary reported lagging too.
         // Each holds a prefix of the chunk's one sequence of appends at this version (commits
@@ -209,7 +247,8 @@ impl ChunkManager {
         if longest.holders.len() >= self.cfg.quorum {
             return self
                 .bump_and_grant(handle, version, at, longest.holders)
-                .await;
+                .await
+                .map(Attempt::Leased);
         }
         // The chunk cannot continue. Every acknowledged append is on a quorum, so any quorum of
         // replicas includes one holding all of them.
@@ -229,7 +268,7 @@ impl ChunkManager {
             index: index + 1,
             file_offset: file_offset + length,
         };
-        self.grant(next, 1, at, members).await
+        self.grant(next, 1, at, members).await.map(Attempt::Leased)
     }
 
     /// Creates a new chunk at the end of `path` and logs it, naming the first server it was

@@ -615,3 +615,41 @@ async fn a_replica_whose_seal_call_failed_is_sealed_by_a_later_settle() {
         "sealed once is enough"
     );
 }
+
+/// The end of a lease its primary may still hold (it died, or gave the lease up) is waited
+/// out within the `AppendChunk` call when it is near, not by the client's backoff, which
+/// could let the master's own seal of an idle chunk below its goal come first (the heal test
+/// `a_replica_behind_catches_up_and_the_chunk_continues` found the chunk sealed); a far end is
+/// answered at once.
+#[tokio::test]
+async fn a_near_end_of_the_previous_lease_is_waited_out_within_the_call() {
+    let replicas = [
+        ("a", held(1, 100)),
+        ("b", held(1, 100)),
+        ("c", held(1, 100)),
+    ];
+    let lease = Duration::from_millis(300);
+    let c = cluster_leasing(&["a", "b", "c"], &replicas, None, lease).await;
+    let first = c.m.append_chunk("/f").await.unwrap();
+    c.m.lease.table.lock().get_mut(&H).unwrap().doomed = true;
+    let t = std::time::Instant::now();
+    let next = c.m.append_chunk("/f").await.unwrap();
+    assert!(next.version > first.version, "a new lease");
+    assert!(
+        t.elapsed() >= lease / 2,
+        "granted before the old one ran out"
+    );
+
+    let c = cluster(&["a", "b", "c"], &replicas, None).await;
+    c.m.append_chunk("/f").await.unwrap();
+    c.m.lease.table.lock().get_mut(&H).unwrap().doomed = true;
+    let t = std::time::Instant::now();
+    match c.m.append_chunk("/f").await {
+        Err(MasterError::Unavailable(m)) => assert!(m.contains("lease runs for another"), "{m}"),
+        other => panic!("not told to wait: {other:?}"),
+    }
+    assert!(
+        t.elapsed() < super::alloc::IN_CALL_WAIT,
+        "a far end is not waited for"
+    );
+}

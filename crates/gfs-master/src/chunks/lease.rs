@@ -2,7 +2,8 @@
 //!
 //! One primary per chunk. `append_chunk` hands out the current lease again while its primary is
 //! alive and it has more than a second to run; an unexpired lease of a dead primary, or a
-//! doomed one, is waited out (UNAVAILABLE; [`lease_decision`]). A new lease needs a quorum of
+//! doomed one, is waited out ([`lease_decision`]): within the call when it ends within
+//! `IN_CALL_WAIT` (3 s, a retrying client's longest pause), else UNAVAILABLE. A new lease needs a quorum of
 //! live replicas at the master's version. The master asks each live holder for its committed
 //! length (`ReportChunks` naming just that chunk), those reported lagging too: every replica at
 //! one version holds a prefix of one sequence of appends, so the ones behind first catch up
