@@ -47,6 +47,9 @@ pub struct ChunkserverConfig {
     /// Data-plane limits (`[dataplane]`: the keys of [`gfs_dataplane::ServerConfig`]; its
     /// `max_frame` follows from the chunk size).
     pub dataplane: gfs_dataplane::ServerConfig,
+    /// `[tls]`: this server's certificate, the CA's, and its key (mutual TLS on the gRPC
+    /// planes; see `gfs_host::tls`), or `insecure = true`.
+    pub tls: gfs_host::tls::TlsSettings,
     /// Encoded bytes of one heartbeat at most: the chunk report goes in pieces of this size
     /// (`gfs_proto::report::REPORT_PIECE_BYTES`, 1 MiB). Not a key of the file: tests set it
     /// small so that a report of a few replicas takes several pieces.
@@ -105,6 +108,7 @@ impl Default for ChunkserverConfig {
             replication: ReplicationSection::default(),
             dataplane: gfs_dataplane::ServerConfig::default(),
             report_piece_bytes: gfs_proto::report::REPORT_PIECE_BYTES,
+            tls: gfs_host::tls::TlsSettings::default(),
         }
     }
 }

@@ -61,7 +61,7 @@ impl Control {
             coordinator,
             clone_rate: Throttle::new(clone_rate),
             replicated: None,
-            net: gfs_host::Net::Os,
+            net: gfs_host::Net::os(),
         }
     }
 
@@ -89,7 +89,9 @@ impl Control {
     async fn copy_from(&self, r: &CloneChunkRequest, from: u64) -> Result<u64, Status> {
         let handle = ChunkHandle(r.handle);
         let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
-        let endpoint = gfs_host::endpoint(&r.source)
+        let endpoint = self
+            .net
+            .endpoint(&r.source)
             .map_err(|e| Status::invalid_argument(format!("source {:?}: {e}", r.source)))?
             .connect_timeout(Duration::from_secs(5));
         let channel = self

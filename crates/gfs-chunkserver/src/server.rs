@@ -116,8 +116,17 @@ const OP_RETENTION_FLOOR: std::time::Duration = std::time::Duration::from_secs(1
 impl ChunkServer {
     /// Opens the store and starts serving both planes. Ports 0 pick free ports (see the
     /// `*_addr` fields).
+    /// Over mutual TLS when `cfg.tls` names certificate files.
     pub async fn start(cfg: ChunkserverConfig) -> Result<ChunkServer> {
-        ChunkServer::start_on(cfg, Host::os()).await
+        let mut host = Host::os();
+        if let Some(tls) = cfg
+            .tls
+            .load()
+            .map_err(|e| ChunkserverError::Config(format!("tls: {e}")))?
+        {
+            host.net = host.net.with_tls(tls);
+        }
+        ChunkServer::start_on(cfg, host).await
     }
 
     /// [`ChunkServer::start`] on `host`'s network, disk and clock (a simulator's).
@@ -190,7 +199,9 @@ impl ChunkServer {
         let master = if cfg.master.is_empty() {
             None
         } else {
-            let endpoint = gfs_host::endpoint(&cfg.master)
+            let endpoint = host
+                .net
+                .endpoint(&cfg.master)
                 .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
                 .connect_timeout(cfg.replication.connect_timeout)
                 .timeout(cfg.replication.commit_timeout);
@@ -245,9 +256,12 @@ impl ChunkServer {
         );
         let rpc = gfs_telemetry::RpcLayer::new(metrics.rpc.clone());
         let token = shutdown.clone();
+        let grpc = host
+            .net
+            .grpc_server()
+            .map_err(|e| ChunkserverError::Config(format!("tls: {e}")))?;
         let grpc_task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .initial_stream_window_size(Some(gfs_replication::WINDOW))
+            grpc.initial_stream_window_size(Some(gfs_replication::WINDOW))
                 .initial_connection_window_size(Some(gfs_replication::WINDOW * 2))
                 .layer(rpc)
                 .add_service(replication)

@@ -29,7 +29,7 @@ async fn a_failed_wal_fsync_stops_the_server_for_a_restart() {
         ..ChunkserverConfig::default()
     };
     let host = Host {
-        net: Net::Os,
+        net: Net::os(),
         disk: disk.shared(),
         clock: Clock::system(),
     };

@@ -138,7 +138,9 @@ impl Client {
     }
 
     pub(crate) fn endpoint(addr: &str, cfg: &ClientConfig) -> Result<Endpoint> {
-        Ok(gfs_host::endpoint(addr)
+        Ok(cfg
+            .net
+            .endpoint(addr)
             .map_err(|e| ClientError::Connect {
                 addr: addr.to_string(),
                 reason: e.to_string(),

@@ -54,7 +54,7 @@ impl Default for ClientConfig {
             in_flight: 8,
             read_piece: 4 << 20,
             chunks_per_page: 0,
-            net: gfs_host::Net::Os,
+            net: gfs_host::Net::os(),
             clock: gfs_util::time::Clock::system(),
         }
     }

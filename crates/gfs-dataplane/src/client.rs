@@ -41,7 +41,7 @@ impl Default for ClientConfig {
             max_frame: 16 * 1024 * 1024 + 64,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
-            net: Net::Os,
+            net: Net::os(),
         }
     }
 }

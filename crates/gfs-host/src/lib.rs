@@ -13,6 +13,7 @@
 //! part they need) and never reach for `tokio::net`, `SystemTime::now` or `spawn_blocking`.
 
 mod net;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ impl Host {
     /// The operating system's network, disk and clock.
     pub fn os() -> Host {
         Host {
-            net: Net::Os,
+            net: Net::os(),
             disk: Arc::new(OsDisk),
             clock: Clock::system(),
         }
@@ -91,6 +92,6 @@ mod tests {
     #[test]
     fn the_default_host_is_the_operating_systems() {
         let h = Host::default();
-        assert!(matches!(h.net, Net::Os) && h.disk.threads());
+        assert!(!h.net.is_simulated() && h.net.tls().is_none() && h.disk.threads());
     }
 }

@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::tls::{MaybeTls, Tls};
+
 /// Pause after a failed accept (out of file descriptors and the like) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -45,9 +47,17 @@ pub trait Network: Send + Sync + 'static {
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<Box<dyn Io>>>;
 }
 
-/// The network a server or client uses.
+/// The network a server or client uses: its sockets, and the TLS identity its gRPC channels
+/// and servers use (none: plain HTTP/2, every plane open; see [`crate::tls`]).
 #[derive(Clone, Default)]
-pub enum Net {
+pub struct Net {
+    transport: Transport,
+    tls: MaybeTls,
+}
+
+/// Whose sockets.
+#[derive(Clone, Default)]
+enum Transport {
     /// The operating system's TCP.
     #[default]
     Os,
@@ -57,10 +67,14 @@ pub enum Net {
 
 impl fmt::Debug for Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Net::Os => "Net::Os",
-            Net::Sim(_) => "Net::Sim",
-        })
+        let t = match self.transport {
+            Transport::Os => "Net::Os",
+            Transport::Sim(_) => "Net::Sim",
+        };
+        match &self.tls {
+            Some(tls) => write!(f, "{t} with {tls:?}"),
+            None => f.write_str(t),
+        }
     }
 }
 
@@ -75,46 +89,108 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// the flow) is replaced within [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`], instead of
 /// failing every call on it by timeout until TCP gives up, many minutes later.
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+    Ok(with_keepalive(Endpoint::from_shared(format!(
+        "http://{addr}"
+    ))?))
+}
+
+fn with_keepalive(e: Endpoint) -> Endpoint {
+    e.http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
 }
 
 impl Net {
+    /// The operating system's network, without TLS.
+    pub fn os() -> Net {
+        Net::default()
+    }
+
+    /// A simulator's network, without TLS.
+    pub fn sim(network: Arc<dyn Network>) -> Net {
+        Net {
+            transport: Transport::Sim(network),
+            tls: None,
+        }
+    }
+
+    /// This network with gRPC over mutual TLS as `tls`.
+    pub fn with_tls(mut self, tls: Arc<Tls>) -> Net {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether a simulator's.
+    pub fn is_simulated(&self) -> bool {
+        matches!(self.transport, Transport::Sim(_))
+    }
+
+    /// The TLS identity of its gRPC channels and servers, if any.
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// The gRPC endpoint of `addr` (`host:port`): [`endpoint`]'s, over mutual TLS when this
+    /// network has an identity.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        match &self.tls {
+            None => endpoint(addr),
+            Some(tls) => with_keepalive(Endpoint::from_shared(format!("https://{addr}"))?)
+                .tls_config(tls.client_config()),
+        }
+    }
+
+    /// A gRPC server builder: over mutual TLS when this network has an identity, with
+    /// [`crate::tls::Authorize`] checking each caller's role (and passing every call without
+    /// TLS).
+    pub fn grpc_server(
+        &self,
+    ) -> Result<
+        tonic::transport::Server<
+            tower::layer::util::Stack<crate::tls::Authorize, tower::layer::util::Identity>,
+        >,
+        tonic::transport::Error,
+    > {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        Ok(builder.layer(crate::tls::Authorize::new(self.tls.is_some())))
+    }
+
     /// Listens on `addr` (`host:port`).
     pub async fn bind(&self, addr: &str) -> io::Result<Listener> {
-        match self {
-            Net::Os => Ok(Listener::Tcp(TcpListener::bind(addr).await?)),
-            Net::Sim(n) => Ok(Listener::Other(n.bind(addr.to_string()).await?)),
+        match &self.transport {
+            Transport::Os => Ok(Listener::Tcp(TcpListener::bind(addr).await?)),
+            Transport::Sim(n) => Ok(Listener::Other(n.bind(addr.to_string()).await?)),
         }
     }
 
     /// Listens on `port` of `host` (a name, an IPv4 or a bare IPv6 address).
     pub async fn bind_port(&self, host: &str, port: u16) -> io::Result<Listener> {
-        match self {
-            Net::Os => Ok(Listener::Tcp(TcpListener::bind((host, port)).await?)),
-            Net::Sim(n) => Ok(Listener::Other(n.bind(format!("{host}:{port}")).await?)),
+        match &self.transport {
+            Transport::Os => Ok(Listener::Tcp(TcpListener::bind((host, port)).await?)),
+            Transport::Sim(n) => Ok(Listener::Other(n.bind(format!("{host}:{port}")).await?)),
         }
     }
 
     /// Connects to `addr` (`host:port`), with Nagle's algorithm off.
     pub async fn connect(&self, addr: &str) -> io::Result<Conn> {
-        match self {
-            Net::Os => {
+        match &self.transport {
+            Transport::Os => {
                 let s = TcpStream::connect(addr).await?;
                 let _ = s.set_nodelay(true);
                 Ok(Conn::Tcp(s))
             }
-            Net::Sim(n) => Ok(Conn::Other(n.connect(addr.to_string()).await?)),
+            Transport::Sim(n) => Ok(Conn::Other(n.connect(addr.to_string()).await?)),
         }
     }
 
     /// A channel to `endpoint` that connects on first use (and again after a failure).
     pub fn channel(&self, endpoint: &Endpoint) -> Channel {
-        match self {
-            Net::Os => endpoint.connect_lazy(),
-            Net::Sim(n) => endpoint.connect_with_connector_lazy(connector(Arc::clone(n))),
+        match &self.transport {
+            Transport::Os => endpoint.connect_lazy(),
+            Transport::Sim(n) => endpoint.connect_with_connector_lazy(connector(Arc::clone(n))),
         }
     }
 
@@ -123,9 +199,9 @@ impl Net {
         &self,
         endpoint: &Endpoint,
     ) -> Result<Channel, tonic::transport::Error> {
-        match self {
-            Net::Os => endpoint.connect().await,
-            Net::Sim(n) => {
+        match &self.transport {
+            Transport::Os => endpoint.connect().await,
+            Transport::Sim(n) => {
                 endpoint
                     .connect_with_connector(connector(Arc::clone(n)))
                     .await
@@ -370,7 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_os_network_carries_bytes_both_ways_over_split_halves() {
-        let net = Net::Os;
+        let net = Net::os();
         let mut l = net.bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
@@ -391,8 +467,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_address_is_an_error_not_a_panic() {
-        assert!(Net::Os.bind("no-such-host.invalid:1").await.is_err());
-        assert!(Net::Os.connect("127.0.0.1:1").await.is_err());
+        assert!(Net::os().bind("no-such-host.invalid:1").await.is_err());
+        assert!(Net::os().connect("127.0.0.1:1").await.is_err());
         assert!(endpoint("bad host:1").is_err());
     }
 }

@@ -39,7 +39,7 @@ impl TonicControl {
             rpc_timeout,
             clone_timeout,
             channels: Mutex::new(HashMap::default()),
-            net: gfs_host::Net::Os,
+            net: gfs_host::Net::os(),
         }
     }
 
@@ -50,7 +50,8 @@ impl TonicControl {
     }
 
     fn endpoint(&self, repl_addr: &str) -> Result<Endpoint, ControlError> {
-        gfs_host::endpoint(repl_addr)
+        self.net
+            .endpoint(repl_addr)
             .map(|e| e.connect_timeout(self.rpc_timeout))
             .map_err(|e| ControlError::Failed(format!("bad address {repl_addr:?}: {e}")))
     }

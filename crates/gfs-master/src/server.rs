@@ -80,6 +80,9 @@ pub struct MasterConfig {
     /// and its chunks are deleted for good.
     #[serde(with = "humantime_serde")]
     pub trash_retention: Duration,
+    /// `[tls]`: the master's certificate, the CA's, and its key (mutual TLS on every gRPC
+    /// plane; see `gfs_host::tls`), or `insecure = true`.
+    pub tls: gfs_host::tls::TlsSettings,
 }
 
 impl Default for MasterConfig {
@@ -101,6 +104,7 @@ impl Default for MasterConfig {
             clone_timeout: Duration::from_secs(300),
             trash_retention: Duration::from_secs(3 * 24 * 3600),
             rebalance_threshold: 0.1,
+            tls: gfs_host::tls::TlsSettings::default(),
         }
     }
 }
@@ -160,8 +164,17 @@ pub struct Master {
 
 impl Master {
     /// Recovers the metadata and starts serving.
+    /// Over mutual TLS when `cfg.tls` names certificate files.
     pub async fn start(cfg: MasterConfig) -> Result<Master, StartError> {
-        Master::start_on(cfg, Host::os()).await
+        let mut host = Host::os();
+        if let Some(tls) = cfg
+            .tls
+            .load()
+            .map_err(|e| StartError::Config(format!("tls: {e}")))?
+        {
+            host.net = host.net.with_tls(tls);
+        }
+        Master::start_on(cfg, host).await
     }
 
     /// [`Master::start`] on `host`'s network, disk and clock (a simulator's).
@@ -300,9 +313,12 @@ impl Master {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
         let token = shutdown.clone();
+        let grpc = host
+            .net
+            .grpc_server()
+            .map_err(|e| StartError::Config(format!("tls: {e}")))?;
         let task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(rpc)
+            grpc.layer(rpc)
                 .add_service(svc)
                 .add_service(ctl)
                 .add_service(admin)

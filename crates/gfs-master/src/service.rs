@@ -320,6 +320,7 @@ impl MasterControl for ControlService {
         &self,
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
+        gfs_host::tls::check_chunkserver(r.extensions(), &r.get_ref().id)?;
         let r = r.into_inner();
         if r.id.is_empty() || r.data_addr.is_empty() || r.repl_addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -373,7 +374,12 @@ impl MasterControl for ControlService {
         &self,
         r: Request<ReportCorruptRequest>,
     ) -> Result<Response<ReportCorruptReply>, Status> {
+        gfs_host::tls::check_chunkserver(r.extensions(), &r.get_ref().id)?;
         let r = r.into_inner();
+        if !self.registry.lock().is_registered(&r.id) {
+            tracing::warn!(id = %r.id, handle = r.handle, "corruption report from an unregistered chunkserver ignored");
+            return Ok(Response::new(ReportCorruptReply {}));
+        }
         tracing::error!(server = %r.id, handle = r.handle, block = r.block, "corrupt replica reported: no longer listed; the chunk will be copied from a good one");
         let mut reg = self.registry.lock();
         reg.mark_corrupt(&r.id, r.handle);
@@ -392,6 +398,7 @@ impl MasterControl for ControlService {
         &self,
         r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
+        gfs_host::tls::check_chunkserver(r.extensions(), &r.get_ref().id)?;
         let r = r.into_inner();
         // Nothing of an unregistered sender is believed (its versions, seals, lagging
         // reports): it is told to register first.

@@ -49,7 +49,7 @@ impl Default for PeerConfig {
             connect_timeout: Duration::from_secs(2),
             max_message: 32 << 20,
             session_queue: 1024,
-            net: gfs_host::Net::Os,
+            net: gfs_host::Net::os(),
         }
     }
 }
@@ -105,7 +105,10 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = gfs_host::endpoint(addr)
+        let endpoint = self
+            .cfg
+            .net
+            .endpoint(addr)
             .map_err(|e| peer_err(addr, e))?
             .connect_timeout(self.cfg.connect_timeout)
             .tcp_nodelay(true)

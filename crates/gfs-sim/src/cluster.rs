@@ -124,7 +124,7 @@ impl Cluster {
 /// A host on `disk` as it is now, with a clock `skew` off.
 fn host_on(disk: &SimDisk, skew: &Arc<AtomicI64>) -> Host {
     Host {
-        net: Net::Sim(Arc::new(TurmoilNet)),
+        net: Net::sim(Arc::new(TurmoilNet)),
         disk: disk.shared(),
         clock: skewed_clock(Arc::clone(skew)),
     }

@@ -27,7 +27,7 @@ pub fn client(clock: gfs_util::time::Clock) -> Client {
         connect_timeout: Duration::from_secs(1),
         rpc_timeout: Duration::from_secs(3),
         op_deadline: Duration::from_secs(60),
-        net: Net::Sim(Arc::new(TurmoilNet)),
+        net: Net::sim(Arc::new(TurmoilNet)),
         clock,
         ..ClientConfig::default()
     };

@@ -1,0 +1,330 @@
+//! Mutual TLS between roles, end to end: a master and three chunkservers serving over TLS with
+//! certificates from one CA, a client that works through them, and every gRPC call of every
+//! service made without a certificate, with one from another CA, and with each role that may
+//! not make it: each refused with a clear error, while the cluster keeps serving.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
+use gfs_client::{Client, ClientConfig};
+use gfs_host::Net;
+use gfs_host::tls::{Authority, Role, Tls, TlsFiles, TlsSettings, allowed};
+use gfs_master::{Master, MasterConfig};
+use gfs_proto::v1::admin_client::AdminClient;
+use gfs_proto::v1::chunk_control_client::ChunkControlClient;
+use gfs_proto::v1::master_client::MasterClient;
+use gfs_proto::v1::master_control_client::MasterControlClient;
+use gfs_proto::v1::replication_client::ReplicationClient;
+use gfs_proto::v1::*;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+const HOSTS: [&str; 2] = ["127.0.0.1", "localhost"];
+
+/// Issues the cluster's certificates (and a rogue CA's client certificate) under `dir`.
+fn issue(dir: &Path) {
+    let hosts: Vec<String> = HOSTS.iter().map(|h| h.to_string()).collect();
+    let ca = Authority::generate("gfs test CA").unwrap();
+    ca.save(dir).unwrap();
+    let roles = [
+        ("master", Role::Master, "master"),
+        ("cs0", Role::Chunkserver, "cs0"),
+        ("cs1", Role::Chunkserver, "cs1"),
+        ("cs2", Role::Chunkserver, "cs2"),
+        ("cs9", Role::Chunkserver, "cs9"),
+        ("client", Role::Client, "alice"),
+        ("admin", Role::Admin, "ops"),
+    ];
+    for (file, role, name) in roles {
+        ca.issue_into(dir, file, role, name, &hosts).unwrap();
+    }
+    let rogue = Authority::generate("rogue CA").unwrap();
+    rogue
+        .issue_into(&dir.join("rogue"), "admin", Role::Admin, "mallory", &hosts)
+        .unwrap();
+}
+
+fn tls(dir: &Path, file: &str) -> Arc<Tls> {
+    Arc::new(Tls::load(&TlsFiles::in_dir(dir, file)).unwrap())
+}
+
+/// A channel to `addr` as `who` (a certificate file in `certs`), or without TLS.
+async fn channel(addr: &str, certs: &Path, who: Option<&str>) -> Result<Channel, String> {
+    let net = match who {
+        Some(file) => Net::os().with_tls(tls(certs, file)),
+        None => Net::os(),
+    };
+    let endpoint = net
+        .endpoint(addr)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    net.connect_channel(&endpoint)
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Every call of the master's three services, with empty requests: `(path, outcome)`.
+async fn master_calls(ch: Channel) -> Vec<(&'static str, Result<(), Status>)> {
+    let mut m = MasterClient::new(ch.clone());
+    let mut c = MasterControlClient::new(ch.clone());
+    let mut a = AdminClient::new(ch);
+    vec![
+        (
+            "/gfs.v1.Master/Mkdir",
+            m.mkdir(MkdirRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/Create",
+            m.create(CreateFileRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/Delete",
+            m.delete(DeleteRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/Rename",
+            m.rename(RenameRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/List",
+            m.list(ListRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/Stat",
+            m.stat(StatRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/AppendChunk",
+            m.append_chunk(AppendChunkRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.Master/GetChunks",
+            m.get_chunks(GetChunksRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Master/ReportSealed",
+            m.report_sealed(ReportSealedRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.MasterControl/Register",
+            c.register(RegisterRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.MasterControl/Heartbeat",
+            c.heartbeat(HeartbeatRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.MasterControl/ReportCorrupt",
+            c.report_corrupt(ReportCorruptRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.Admin/Report",
+            a.report(ReportRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Admin/Fsck",
+            a.fsck(FsckRequest { path: "/".into() }).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Admin/Decommission",
+            a.decommission(DecommissionRequest {
+                id: "nobody".into(),
+                cancel: true,
+            })
+            .await
+            .map(drop),
+        ),
+    ]
+}
+
+/// Every call of a chunkserver's two services, with empty requests: `(path, outcome)`.
+async fn chunkserver_calls(ch: Channel) -> Vec<(&'static str, Result<(), Status>)> {
+    let mut c = ChunkControlClient::new(ch.clone());
+    let mut r = ReplicationClient::new(ch);
+    vec![
+        (
+            "/gfs.v1.ChunkControl/CreateChunk",
+            c.create_chunk(CreateChunkRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.ChunkControl/GrantLease",
+            c.grant_lease(GrantLeaseRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.ChunkControl/SetVersion",
+            c.set_version(SetVersionRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.ChunkControl/DeleteChunk",
+            c.delete_chunk(DeleteChunkRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.ChunkControl/ReportChunks",
+            c.report_chunks(ReportChunksRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.ChunkControl/CloneChunk",
+            c.clone_chunk(CloneChunkRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Replication/Replicate",
+            r.replicate(futures::stream::empty::<ReplicateRequest>())
+                .await
+                .map(drop),
+        ),
+        (
+            "/gfs.v1.Replication/ReadChunk",
+            r.read_chunk(ReadChunkRequest::default()).await.map(drop),
+        ),
+        (
+            "/gfs.v1.Replication/Seal",
+            r.seal(SealRequest::default()).await.map(drop),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grpc_call_is_refused_to_callers_without_a_certificate_of_a_role_allowed_to_make_it()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    issue(&certs);
+    let master = Master::start(MasterConfig {
+        listen: "127.0.0.1:0".into(),
+        http_listen: String::new(),
+        data_dir: dir.path().join("master"),
+        chunk_size: gfs_util::Size::mib(1),
+        heartbeat_interval: Duration::from_millis(300),
+        dead_after: Duration::from_secs(5),
+        tls: TlsSettings::in_dir(&certs, "master"),
+        ..MasterConfig::default()
+    })
+    .await
+    .unwrap();
+    let maddr = master.addr.to_string();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            ChunkServer::start(ChunkserverConfig {
+                id: format!("cs{i}"),
+                host: "127.0.0.1".into(),
+                data_dir: dir.path().join(format!("cs{i}")),
+                data_port: 0,
+                repl_port: 0,
+                http_port: 0,
+                chunk_size: gfs_util::Size::mib(1),
+                master: maddr.clone(),
+                tls: TlsSettings::in_dir(&certs, &format!("cs{i}")),
+                ..ChunkserverConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let client = Client::connect_with(
+        &maddr,
+        ClientConfig {
+            net: Net::os().with_tls(tls(&certs, "client")),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The cluster works over TLS: chunkservers registered, a file is written and read back.
+    let admin = Client::connect_with(
+        &maddr,
+        ClientConfig {
+            net: Net::os().with_tls(tls(&certs, "admin")),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    gfs_testkit::fixture::registered(&admin, 3).await;
+    client.create("/f").await.unwrap();
+    let off = client.append("/f", &b"over tls"[..]).await.unwrap();
+    assert_eq!(&client.read("/f", off, 8).await.unwrap()[..], b"over tls");
+
+    let cs = servers[0].repl_addr.to_string();
+    // Without a certificate, or with another CA's, no connection is made at all.
+    for who in [None, Some("rogue/admin")] {
+        for addr in [&maddr, &cs] {
+            let got = match channel(addr, &certs, who).await {
+                Err(e) => Err(e),
+                Ok(ch) => MasterClient::new(ch)
+                    .stat(StatRequest { path: "/".into() })
+                    .await
+                    .map(drop)
+                    .map_err(|s| s.to_string()),
+            };
+            assert!(got.is_err(), "{who:?} reached {addr}");
+        }
+    }
+    // With a certificate of the cluster's CA, each call is refused to every role not
+    // allowed to make it, before the call reaches its service.
+    let roles = [
+        ("client", Role::Client),
+        ("admin", Role::Admin),
+        ("cs9", Role::Chunkserver),
+        ("master", Role::Master),
+    ];
+    let mut refused = 0;
+    for (file, role) in roles {
+        let calls = master_calls(channel(&maddr, &certs, Some(file)).await.unwrap()).await;
+        let more = chunkserver_calls(channel(&cs, &certs, Some(file)).await.unwrap()).await;
+        assert_eq!(calls.len() + more.len(), 24, "every call of every service");
+        for (path, got) in calls.into_iter().chain(more) {
+            if allowed(path).contains(&role) {
+                // It reaches its service (which may refuse an empty request).
+                if let Err(s) = got {
+                    assert!(!s.message().contains("may not call"), "{role} {path}: {s}");
+                }
+            } else {
+                let s = got.expect_err(path);
+                assert_eq!(s.code(), Code::PermissionDenied, "{role} {path}: {s}");
+                assert!(s.message().contains("may not call"), "{role} {path}: {s}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 61, "every call each role may not make");
+    // A chunkserver acts only in its own name: cs9 may not register or report as cs1.
+    let mut c = MasterControlClient::new(channel(&maddr, &certs, Some("cs9")).await.unwrap());
+    let as_cs1 = RegisterRequest {
+        id: "cs1".into(),
+        data_addr: "127.0.0.1:1".into(),
+        repl_addr: "127.0.0.1:2".into(),
+        ..RegisterRequest::default()
+    };
+    let s = c.register(as_cs1).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s}");
+    let s = c
+        .heartbeat(HeartbeatRequest {
+            id: "cs1".into(),
+            ..HeartbeatRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s}");
+    // And the cluster still serves.
+    let off2 = client.append("/f", &b"still"[..]).await.unwrap();
+    assert_eq!(&client.read("/f", off2, 5).await.unwrap()[..], b"still");
+    drop(servers);
+}
