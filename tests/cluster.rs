@@ -148,6 +148,25 @@ impl ClusterProc {
     }
 }
 
+impl ClusterProc {
+    /// The certificates gfs-cluster made for its roles, the CLI's among them.
+    fn certs(&self) -> std::path::PathBuf {
+        self._dir.path().join("data").join("certs")
+    }
+}
+
+/// A client of the master at `addr`, over mutual TLS with the client certificate in `certs`.
+async fn master_client(
+    addr: &str,
+    certs: &std::path::Path,
+) -> MasterClient<tonic::transport::Channel> {
+    use gfs_host::tls::{Tls, TlsFiles};
+    let tls = Tls::load(&TlsFiles::in_dir(certs, "client")).unwrap();
+    let net = gfs_host::Net::os().with_tls(std::sync::Arc::new(tls));
+    let endpoint = net.endpoint(addr).unwrap();
+    MasterClient::new(net.connect_channel(&endpoint).await.unwrap())
+}
+
 impl Drop for ClusterProc {
     fn drop(&mut self) {
         // The roles stop by themselves when gfs-cluster is gone (EOF on their stdin).
@@ -197,10 +216,8 @@ fn names(roles: &[RoleLine]) -> Vec<&str> {
 /// A lease on a chunk placed on three chunkservers: files are created until one gets its first
 /// chunk placed while all three are registered (until then the master says UNAVAILABLE, or
 /// places it on fewer).
-async fn lease_on_three(master: &str) -> ChunkLease {
-    let mut m = MasterClient::connect(format!("http://{master}"))
-        .await
-        .unwrap();
+async fn lease_on_three(master: &str, certs: &std::path::Path) -> ChunkLease {
+    let mut m = master_client(master, certs).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     for i in 0.. {
         let path = format!("/f{i}");
@@ -238,9 +255,14 @@ fn a_cluster_starts_registers_and_stops_cleanly_on_sigterm() {
     assert!(roles[1..].iter().all(|r| r.addrs.len() == 3), "{roles:?}");
     assert!(roles[0].addrs[1].starts_with("http://"), "{roles:?}");
 
-    let lease = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(lease_on_three(&roles[0].addrs[0]));
+    let lease = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // Mutual TLS by default: a client without a certificate gets nowhere.
+        let plain = MasterClient::connect(format!("http://{}", roles[0].addrs[0])).await;
+        if let Ok(mut m) = plain {
+            assert!(m.list(ListRequest { path: "/".into() }).await.is_err());
+        }
+        lease_on_three(&roles[0].addrs[0], &c.certs()).await
+    });
     let primary = lease.primary.as_ref().expect("a primary");
     let mut ids: Vec<&str> = lease.secondaries.iter().map(|s| s.id.as_str()).collect();
     ids.push(&primary.id);
@@ -293,9 +315,7 @@ fn a_killed_chunkserver_is_reported_and_the_rest_keep_running() {
     }
     // The master still answers.
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut m = MasterClient::connect(format!("http://{}", roles[0].addrs[0]))
-            .await
-            .unwrap();
+        let mut m = master_client(&roles[0].addrs[0], &c.certs()).await;
         m.list(ListRequest { path: "/".into() }).await.unwrap();
     });
     assert!(c.child.try_wait().unwrap().is_none(), "gfs-cluster exited");

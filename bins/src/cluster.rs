@@ -23,7 +23,14 @@ pub const BUILT_IN: &str = include_str!("../../config/local-cluster.toml");
 pub const BUILT_IN_ORIGIN: &str = "config/local-cluster.toml (built in)";
 
 /// Keys of `[master]` that gfs-cluster sets for every run.
-const MASTER_SET: &[&str] = &["listen", "http_listen", "data_dir", "chunk_size", "quorum"];
+const MASTER_SET: &[&str] = &[
+    "listen",
+    "http_listen",
+    "data_dir",
+    "chunk_size",
+    "quorum",
+    "tls",
+];
 
 /// Keys of `[chunkserver]` that gfs-cluster sets for each server.
 const CHUNKSERVER_SET: &[&str] = &[
@@ -36,6 +43,7 @@ const CHUNKSERVER_SET: &[&str] = &[
     "master",
     "chunk_size",
     "quorum",
+    "tls",
 ];
 
 /// The file as written; the defaults are those of `config/local-cluster.toml`.
@@ -55,6 +63,7 @@ struct ClusterFile {
     ready_timeout: Duration,
     #[serde(with = "humantime_serde")]
     stop_timeout: Duration,
+    insecure: bool,
     master: Table,
     chunkserver: Table,
 }
@@ -79,6 +88,7 @@ impl Default for ClusterFile {
             quorum: 2,
             ready_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(15),
+            insecure: false,
             master: Table::new(),
             chunkserver: Table::new(),
         }
@@ -108,6 +118,9 @@ pub struct ClusterConfig {
     pub ready_timeout: Duration,
     /// How long the roles get to stop after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// Every gRPC plane without TLS (else the roles use certificates under
+    /// `<data_dir>/certs`, made at the first start).
+    pub insecure: bool,
     master: Table,
     chunkserver: Table,
 }
@@ -155,6 +168,7 @@ impl ClusterConfig {
             quorum: f.quorum,
             ready_timeout: f.ready_timeout,
             stop_timeout: f.stop_timeout,
+            insecure: f.insecure,
             master: f.master,
             chunkserver: f.chunkserver,
         };
@@ -212,6 +226,62 @@ impl ClusterConfig {
         self.data_dir.join(role)
     }
 
+    /// Where the cluster's CA and certificates are (`<data_dir>/certs`).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+
+    /// The `[tls]` table of role `name` (a certificate file in [`ClusterConfig::certs_dir`]),
+    /// or `insecure = true`.
+    fn tls_table(&self, name: &str) -> anyhow::Result<Value> {
+        let mut t = Table::new();
+        if self.insecure {
+            t.insert("insecure".into(), true.into());
+        } else {
+            let files = gfs_host::tls::TlsFiles::in_dir(&self.certs_dir(), name);
+            t.insert("ca".into(), path_value(&files.ca)?);
+            t.insert("cert".into(), path_value(&files.cert)?);
+            t.insert("key".into(), path_value(&files.key)?);
+        }
+        Ok(Value::Table(t))
+    }
+
+    /// Makes the cluster's CA and the certificates of its master, its chunkservers, a client
+    /// and an admin under [`ClusterConfig::certs_dir`], those missing only (a CA made at an
+    /// earlier start is kept, and the CLI's certificates with it); nothing when insecure.
+    pub fn ensure_certs(&self) -> anyhow::Result<()> {
+        use gfs_host::tls::{Authority, Role};
+        if self.insecure {
+            return Ok(());
+        }
+        let dir = self.certs_dir();
+        let ca = if dir.join("ca.key").exists() {
+            Authority::load(&dir)?
+        } else {
+            let ca = Authority::generate("gfs-cluster local CA")?;
+            ca.save(&dir)?;
+            ca
+        };
+        let mut hosts = vec![self.host.clone()];
+        for h in ["127.0.0.1", "localhost"] {
+            if !hosts.iter().any(|x| x == h) {
+                hosts.push(h.to_string());
+            }
+        }
+        let mut roles = vec![
+            ("master".to_string(), Role::Master),
+            ("client".to_string(), Role::Client),
+            ("admin".to_string(), Role::Admin),
+        ];
+        roles.extend((1..=self.chunkservers).map(|n| (Self::chunkserver_id(n), Role::Chunkserver)));
+        for (name, role) in roles {
+            if !dir.join(format!("{name}.pem")).exists() {
+                ca.issue_into(&dir, &name, role, &name, &hosts)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Where a role's generated configuration file goes (`<data_dir>/<role>.toml`).
     pub fn role_file(&self, role: &str) -> PathBuf {
         self.data_dir.join(format!("{role}.toml"))
@@ -261,6 +331,7 @@ impl ClusterConfig {
             format!("{}:{}", self.host, self.master_http_port()).into(),
         );
         t.insert("data_dir".into(), path_value(&self.role_dir("master"))?);
+        t.insert("tls".into(), self.tls_table("master")?);
         self.role_text("master", t, MasterConfig::validate)
     }
 
@@ -271,7 +342,7 @@ impl ClusterConfig {
         let (data_port, repl_port) = self.chunkserver_ports(n);
         let mut t = self.chunkserver.clone();
         t.insert("data_dir".into(), path_value(&self.role_dir(&id))?);
-        t.insert("id".into(), id.into());
+        t.insert("id".into(), id.clone().into());
         t.insert("host".into(), self.host.clone().into());
         t.insert("data_port".into(), i64::from(data_port).into());
         t.insert("repl_port".into(), i64::from(repl_port).into());
@@ -280,6 +351,7 @@ impl ClusterConfig {
             i64::from(self.chunkserver_http_port(n)).into(),
         );
         t.insert("master".into(), master.into());
+        t.insert("tls".into(), self.tls_table(&id)?);
         self.role_text("chunkserver", t, ChunkserverConfig::validate)
     }
 
@@ -304,6 +376,7 @@ impl ClusterConfig {
         t.insert("quorum".into(), int(self.quorum)?);
         t.insert("ready_timeout".into(), secs(self.ready_timeout));
         t.insert("stop_timeout".into(), secs(self.stop_timeout));
+        t.insert("insecure".into(), self.insecure.into());
         t.insert("master".into(), Value::Table(self.master.clone()));
         t.insert("chunkserver".into(), Value::Table(self.chunkserver.clone()));
         let mut out = format!(

@@ -22,9 +22,29 @@ pub struct CommonArgs {
     /// Print the effective configuration (file, defaults and flags merged) as TOML and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+    /// Directory of the cluster's certificates (`ca.pem`, and this server's `<name>.pem` and
+    /// `<name>.key`, as `gfs-cluster certs` writes them): mutual TLS on every gRPC plane.
+    #[arg(long, value_name = "DIR", conflicts_with = "insecure")]
+    pub certs: Option<std::path::PathBuf>,
+    /// Serve every gRPC plane without TLS, open to whoever reaches its port.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl CommonArgs {
+    /// Applies `--certs` (this server's certificate named `name`) and `--insecure` to `tls`.
+    pub fn apply_tls(&self, tls: &mut gfs_host::tls::TlsSettings, name: &str) {
+        if let Some(dir) = &self.certs {
+            *tls = gfs_host::tls::TlsSettings::in_dir(dir, name);
+        }
+        if self.insecure {
+            *tls = gfs_host::tls::TlsSettings {
+                insecure: true,
+                ..gfs_host::tls::TlsSettings::default()
+            };
+        }
+    }
+
     /// Prints `cfg` as TOML and returns true when `--print-config` was given.
     pub fn printed<T: serde::Serialize>(&self, cfg: &T) -> anyhow::Result<bool> {
         if self.print_config {
@@ -143,6 +163,7 @@ pub async fn serve_master(
     cfg: MasterConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    require_tls(&cfg.tls, "gfs-master")?;
     let master = Master::start(cfg).await.context("starting the master")?;
     let http = master
         .http_addr
@@ -162,6 +183,7 @@ pub async fn serve_chunkserver(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let id = cfg.id.clone();
+    require_tls(&cfg.tls, "gfs-chunkserver")?;
     let server = ChunkServer::start(cfg)
         .await
         .context("starting the chunkserver")?;
@@ -173,6 +195,21 @@ pub async fn serve_chunkserver(
     after(stop, move || token.cancel());
     server.wait().await?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Refuses to serve with neither certificates nor `insecure = true` in `[tls]`, and says
+/// loudly that every plane is open when insecure.
+fn require_tls(tls: &gfs_host::tls::TlsSettings, what: &str) -> anyhow::Result<()> {
+    tls.require()
+        .with_context(|| format!("{what} will not start"))?;
+    if tls.insecure {
+        tracing::warn!(
+            "INSECURE: tls.insecure = true: every gRPC plane serves without TLS, open to whoever \
+             reaches its port (anyone can register as a chunkserver, read or delete chunks, \
+             decommission servers); use certificates (gfs-cluster certs) on any shared network"
+        );
+    }
     Ok(())
 }
 

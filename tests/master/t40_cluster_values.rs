@@ -14,7 +14,15 @@ fn chunkserver(
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_gfs-chunkserver"))
         .args(["-p", "0", "-r", "0", "--http-port", "0", "-h", "127.0.0.1"])
-        .args(["-id", id, "--chunk-size", chunk_size, "--master", master])
+        .args([
+            "-id",
+            id,
+            "--chunk-size",
+            chunk_size,
+            "--master",
+            master,
+            "--insecure",
+        ])
         .arg("-d")
         .arg(dir.join(id))
         .env("RUST_LOG", "warn")

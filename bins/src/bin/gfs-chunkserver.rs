@@ -117,6 +117,8 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
             .parse::<Size>()
             .map_err(|e| anyhow::anyhow!("--clone-rate: {e}"))?;
     }
+    let id = cfg.id.clone();
+    args.common.apply_tls(&mut cfg.tls, &id);
     cfg.validate()?;
     Ok(cfg)
 }

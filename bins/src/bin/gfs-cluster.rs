@@ -62,6 +62,22 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Issue a certificate for a real deployment: the CA in DIR (ca.pem, ca.key; made if
+    /// missing), then NAME.pem and NAME.key for ROLE, valid for each --host. Prints the files.
+    ///
+    /// e.g. `gfs-cluster certs /etc/gfs/certs chunkserver cs1 --host cs1.example --host
+    /// 10.0.0.5`; give each server its own certificate and key and ca.pem (never ca.key).
+    Certs {
+        /// Directory of the CA and the certificates.
+        dir: PathBuf,
+        /// What the certificate's holder may do.
+        role: CertRole,
+        /// Its name: a chunkserver's id (it may act as that chunkserver only), or any.
+        name: String,
+        /// A host name or IP address peers reach it by (servers; repeat for each).
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
     /// Run one role in this process, from a configuration file gfs-cluster wrote; it stops on
     /// SIGINT/SIGTERM or at end of file on stdin.
     #[command(hide = true)]
@@ -72,6 +88,52 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+/// A certificate's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CertRole {
+    Master,
+    Chunkserver,
+    Client,
+    Admin,
+}
+
+impl From<CertRole> for gfs_host::tls::Role {
+    fn from(r: CertRole) -> Self {
+        use gfs_host::tls::Role;
+        match r {
+            CertRole::Master => Role::Master,
+            CertRole::Chunkserver => Role::Chunkserver,
+            CertRole::Client => Role::Client,
+            CertRole::Admin => Role::Admin,
+        }
+    }
+}
+
+/// `gfs-cluster certs`.
+fn issue_cert(dir: &Path, role: CertRole, name: &str, hosts: &[String]) -> anyhow::Result<()> {
+    use gfs_host::tls::Authority;
+    let ca = if dir.join("ca.key").exists() {
+        Authority::load(dir)?
+    } else {
+        let ca = Authority::generate("gfs cluster CA")?;
+        ca.save(dir)?;
+        println!(
+            "made a new CA: {} (keep {} secret)",
+            dir.join("ca.pem").display(),
+            dir.join("ca.key").display()
+        );
+        ca
+    };
+    let files = ca.issue_into(dir, name, role.into(), name, hosts)?;
+    println!(
+        "issued {} {name}: {} and {}",
+        gfs_host::tls::Role::from(role),
+        files.cert.display(),
+        files.key.display()
+    );
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -321,9 +383,26 @@ impl Cluster {
              (RUST_LOG sets the level)\n",
             n = self.cfg.chunkservers
         );
+        if self.cfg.insecure {
+            s += "tls: OFF (insecure = true): every gRPC plane is open to whoever reaches its port\n";
+        } else {
+            s += &format!(
+                "tls: mutual TLS on every gRPC plane; the CA and each role's certificate in {}\n",
+                self.cfg.certs_dir().display()
+            );
+        }
         s += "use it from another terminal with the gfs CLI:\n";
         if master != "127.0.0.1:9000" {
             s += &format!("  export GFS_MASTER={master}        # or gfs --master {master} ...\n");
+        }
+        let default_certs = std::env::current_dir()
+            .map(|d| d.join("data").join("certs"))
+            .is_ok_and(|d| d == self.cfg.certs_dir());
+        if !self.cfg.insecure && !default_certs {
+            s += &format!(
+                "  export GFS_CERTS={}        # or gfs --certs DIR ...\n",
+                self.cfg.certs_dir().display()
+            );
         }
         s += "  cargo run --release --bin gfs -- put ./file /file\n\
               \x20 cargo run --release --bin gfs -- ls /\n\
@@ -497,6 +576,7 @@ async fn run_cluster(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     cfg.data_dir = absolute(&cfg.data_dir)?;
+    cfg.ensure_certs()?;
     let mut cluster = Cluster::new(cfg)?;
     match cluster.start(&mut sig).await {
         Ok(Waited::Done) => {
@@ -550,6 +630,17 @@ async fn main() -> ExitCode {
                 Kind::Chunkserver => "gfs-chunkserver",
             };
             gfs_bins::main_of(name, run_role(kind, &config)).await
+        }
+        Some(Command::Certs {
+            dir,
+            role,
+            name,
+            hosts,
+        }) => {
+            gfs_bins::main_of("gfs-cluster", async move {
+                issue_cert(&dir, role, &name, &hosts)
+            })
+            .await
         }
         None => gfs_bins::main_of("gfs-cluster", run_cluster(args)).await,
     }

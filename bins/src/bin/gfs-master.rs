@@ -92,6 +92,7 @@ async fn run() -> anyhow::Result<()> {
         cfg.orphan_grace =
             parse_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
     }
+    args.common.apply_tls(&mut cfg.tls, "master");
     cfg.validate()?;
     if args.common.printed(&cfg)? {
         return Ok(());

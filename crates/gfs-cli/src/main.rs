@@ -35,6 +35,11 @@ struct Cli {
     /// Master address HOST:PORT [default: $GFS_MASTER, then 127.0.0.1:9000].
     #[arg(long, global = true, value_name = "ADDR")]
     master: Option<String>,
+    /// Directory of the cluster's certificates: ca.pem and client.pem/.key (admin.pem/.key for
+    /// fsck and admin) [default: $GFS_CERTS, then ./data/certs if there, as gfs-cluster
+    /// makes it; else no TLS].
+    #[arg(long, global = true, value_name = "DIR")]
+    certs: Option<std::path::PathBuf>,
     /// Print the effective configuration (master address, client timeouts and sizes) as TOML
     /// and exit.
     #[arg(long = "print-config", global = true)]
@@ -187,7 +192,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            let mut msg = format!("{e:#}").replace(['\n', '\r'], " ");
+            if msg.contains("h2 protocol error") || msg.contains("InvalidContentType") {
+                // What a plain client meets at a TLS port, and a TLS client at a plain one.
+                msg += " (does the master serve TLS? give --certs DIR or $GFS_CERTS, or none for \
+                        an insecure cluster)";
+            }
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
@@ -202,6 +212,20 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Where the certificates are: `--certs`, `$GFS_CERTS`, then `./data/certs` (gfs-cluster's)
+/// if it holds a CA; none means no TLS.
+fn certs_dir(flag: Option<std::path::PathBuf>) -> Option<std::path::PathBuf> {
+    flag.or_else(|| {
+        std::env::var_os("GFS_CERTS")
+            .filter(|d| !d.is_empty())
+            .map(Into::into)
+    })
+    .or_else(|| {
+        let local = std::path::PathBuf::from("data/certs");
+        local.join("ca.pem").exists().then_some(local)
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -225,13 +249,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd else {
         return Ok(());
     };
+    let mut cfg = gfs_client::ClientConfig::default();
+    if let Some(dir) = certs_dir(cli.certs) {
+        let admin = matches!(cmd, Cmd::Fsck { .. } | Cmd::Admin(_));
+        let order = if admin {
+            ["admin", "client"]
+        } else {
+            ["client", "admin"]
+        };
+        let name = order
+            .into_iter()
+            .find(|n| dir.join(format!("{n}.pem")).exists())
+            .ok_or_else(|| anyhow::anyhow!("{}: no client.pem or admin.pem", dir.display()))?;
+        let files = gfs_client::tls::TlsFiles::in_dir(&dir, name);
+        let tls = gfs_client::tls::Tls::load(&files)
+            .with_context(|| format!("the certificates in {}", dir.display()))?;
+        cfg.net = cfg.net.with_tls(std::sync::Arc::new(tls));
+    }
     // An append rides out a master that is down or restarting (it retries within its
     // deadline, like any transient failure); the other commands say at once that it is not
     // there.
     let client = if matches!(cmd, Cmd::Append { .. }) {
-        Client::connect_lazy(&addr, gfs_client::ClientConfig::default())?
+        Client::connect_lazy(&addr, cfg)?
     } else {
-        Client::connect(&addr).await?
+        Client::connect_with(&addr, cfg).await?
     };
     match cmd {
         Cmd::Mkdir { parents, path } => namespace::mkdir(&client, &path, parents).await,

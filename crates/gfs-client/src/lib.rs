@@ -40,6 +40,8 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{ClientError, ProtocolError, Result};
 pub use gfs_dataplane::DataError;
+/// Mutual TLS: a client's certificate files and identity (`ClientConfig::net`).
+pub use gfs_host::tls;
 pub use model::{ChunkDetail, ChunkInfo, Entry, EntryKind, Locations, Replica, StatDetail};
 pub use reader::Reader;
 pub use report::{

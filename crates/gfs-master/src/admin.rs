@@ -104,6 +104,7 @@ impl ChunkManager {
             events,
             master_uptime: self.started.elapsed(),
             warming_up,
+            insecure: self.cfg.insecure,
         })
     }
 

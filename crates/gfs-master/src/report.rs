@@ -45,6 +45,8 @@ pub struct ClusterReport {
     /// The master started less than a dead-server timeout ago: servers may not have reported
     /// yet, so replica counts can look low and re-replication waits.
     pub warming_up: bool,
+    /// The gRPC planes serve without TLS (`insecure = true`): open to whoever reaches them.
+    pub insecure: bool,
 }
 
 /// How one chunkserver stands, as operators see it.

@@ -203,6 +203,7 @@ impl Master {
                 clone_timeout: cfg.clone_timeout,
                 rebalance_threshold: cfg.rebalance_threshold,
                 clock: host.clock.clone(),
+                insecure: host.net.tls().is_none(),
             },
             Arc::new(
                 TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout).with_net(host.net.clone()),

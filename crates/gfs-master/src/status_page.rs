@@ -46,6 +46,12 @@ pub fn render(r: &ClusterReport) -> String {
         ago(r.master_uptime.as_millis() as u64),
         r.servers.len()
     );
+    if r.insecure {
+        h.push_str(
+            "<p class=\"card bad\" id=insecure>TLS is off (<code>insecure = true</code>): every \
+             gRPC plane is open to whoever reaches its port.</p>",
+        );
+    }
     if r.warming_up {
         h.push_str(
             "<p class=\"card warn\" id=warming-up>The master has just started: chunkservers are \
@@ -207,5 +213,11 @@ mod tests {
         assert!(page.contains("class=\"state-dead\">dead"));
         assert!(page.contains("chunkserver cs2 &amp; co"));
         assert!(page.contains("<div class=\"card bad\" id=\"lost\"><b>1</b>"));
+        assert!(!page.contains("id=insecure"), "TLS on: no warning");
+        let page = render(&ClusterReport {
+            insecure: true,
+            ..r
+        });
+        assert!(page.contains("id=insecure>TLS is off"));
     }
 }

@@ -58,6 +58,7 @@ impl From<ClusterReport> for pb::ClusterReport {
             events: r.events.into_iter().map(Into::into).collect(),
             master_uptime_ms: r.master_uptime.as_millis() as u64,
             warming_up: r.warming_up,
+            insecure: r.insecure,
         }
     }
 }

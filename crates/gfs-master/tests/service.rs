@@ -50,6 +50,7 @@ async fn start(dir: &std::path::Path) -> Running {
             clone_timeout: Duration::from_secs(60),
             rebalance_threshold: 0.0,
             clock: gfs_util::time::Clock::system(),
+            insecure: true,
         },
         Arc::new(gfs_master::TonicControl::new(
             Duration::from_secs(2),

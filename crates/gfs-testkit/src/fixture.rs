@@ -114,6 +114,12 @@ impl Server {
         .arg("-d")
         .arg(dir)
         .args(["--chunk-size", "1MiB", "--http-port", "0"])
+        // Without TLS unless a test brings certificates (see `MasterProc::start_with`).
+        .args(if extra.contains(&"--certs") {
+            &[][..]
+        } else {
+            &["--insecure"][..]
+        })
         .args(extra)
         .env(
             "RUST_LOG",

@@ -52,8 +52,16 @@ impl MasterProc {
         } else {
             &["--chunk-size", "1MiB"]
         };
+        // Without TLS unless a test brings certificates: the tests' own probes (raw gRPC
+        // clients of the master and the chunkservers) carry none (tests/security.rs covers TLS).
+        let tls: &[&str] = if extra.contains(&"--certs") {
+            &[]
+        } else {
+            &["--insecure"]
+        };
         let mut child = Command::new(crate::bin("gfs-master"))
             .args(["--listen", listen])
+            .args(tls)
             .args(chunk_size)
             .args(lease)
             .args(["--http-listen", "127.0.0.1:0"])

@@ -79,6 +79,8 @@ pub struct ChunkConfig {
     pub rebalance_threshold: f64,
     /// Wall-clock time: lease expiries, event and modification times.
     pub clock: gfs_util::time::Clock,
+    /// The gRPC planes serve without TLS (shown to operators).
+    pub insecure: bool,
 }
 
 /// Decides where chunks live and who is primary.

@@ -121,6 +121,7 @@ pub(super) fn test_config() -> ChunkConfig {
         clone_timeout: Duration::from_secs(300),
         rebalance_threshold: 0.1,
         clock: gfs_util::time::Clock::system(),
+        insecure: true,
     }
 }
 
