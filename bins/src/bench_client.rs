@@ -20,10 +20,36 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts a master and `n` chunkservers under `dir` with `chunk_size` chunks, and waits
-    /// until the chunkservers registered.
-    pub async fn start(dir: &std::path::Path, n: usize, chunk_size: u64) -> anyhow::Result<Self> {
+    /// Starts a master and `n` chunkservers under `dir` with `chunk_size` chunks, with mutual
+    /// TLS on the gRPC planes if `tls` (certificates issued under `dir/certs`), and waits until
+    /// the chunkservers registered.
+    pub async fn start(
+        dir: &std::path::Path,
+        n: usize,
+        chunk_size: u64,
+        tls: bool,
+    ) -> anyhow::Result<Self> {
+        use gfs_host::tls::{Authority, Role, TlsFiles, TlsSettings};
+        let certs = dir.join("certs");
+        let settings = |name: &str| {
+            if tls {
+                TlsSettings::in_dir(&certs, name)
+            } else {
+                TlsSettings::default()
+            }
+        };
+        if tls {
+            let ca = Authority::generate("gfs-bench CA")?;
+            let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+            ca.issue_into(&certs, "master", Role::Master, "master", &hosts)?;
+            ca.issue_into(&certs, "client", Role::Client, "bench", &hosts)?;
+            for i in 0..n {
+                let id = format!("cs{i}");
+                ca.issue_into(&certs, &id, Role::Chunkserver, &id, &hosts)?;
+            }
+        }
         let master = Master::start(MasterConfig {
+            tls: settings("master"),
             listen: "127.0.0.1:0".into(),
             http_listen: "127.0.0.1:0".into(),
             data_dir: dir.join("master"),
@@ -44,6 +70,7 @@ impl LocalCluster {
                     http_port: 0,
                     chunk_size: gfs_util::Size(chunk_size),
                     master: master.addr.to_string(),
+                    tls: settings(&format!("cs{i}")),
                     ..ChunkserverConfig::default()
                 })
                 .await?,
@@ -53,6 +80,12 @@ impl LocalCluster {
             &master.addr.to_string(),
             ClientConfig {
                 in_flight: 8,
+                net: if tls {
+                    let files = TlsFiles::in_dir(&certs, "client");
+                    gfs_host::Net::os().with_tls(Arc::new(gfs_host::tls::Tls::load(&files)?))
+                } else {
+                    gfs_host::Net::os()
+                },
                 ..ClientConfig::default()
             },
         )

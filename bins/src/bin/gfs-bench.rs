@@ -75,6 +75,10 @@ struct Args {
     /// Records per appender (16 appenders, 4 KiB records) in the client suite.
     #[arg(long, default_value_t = 1000)]
     records: usize,
+    /// The client suite's cluster with mutual TLS on its gRPC planes (the data plane stays
+    /// plain).
+    #[arg(long)]
+    tls: bool,
     #[command(flatten)]
     #[serde(skip)]
     common: gfs_bins::CommonArgs,
@@ -243,9 +247,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir_in(base)?;
     println!(
-        "gfs-bench client suite: {} runs in {}",
+        "gfs-bench client suite: {} runs in {}{}",
         args.runs,
-        tmp.path().display()
+        tmp.path().display(),
+        if args.tls {
+            ", mutual TLS on the gRPC planes"
+        } else {
+            ""
+        }
     );
     let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let mut cold = true;
@@ -253,7 +262,7 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         let dir = tmp.path().join(format!("client{run}"));
         std::fs::create_dir_all(&dir)?;
         let raw_w = probe::fsync_bandwidth(&dir, 256)? * 1.048_576;
-        let cluster = bench_client::LocalCluster::start(&dir, 3, 64 << 20).await?;
+        let cluster = bench_client::LocalCluster::start(&dir, 3, 64 << 20, args.tls).await?;
         let c = cluster.client.clone();
         let put = bench_client::put(&c, "/big", args.put_mib).await?;
         cold &= bench_client::drop_caches();

@@ -21,6 +21,9 @@ pub async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
         .count();
     let pct = r.used_bytes as f64 * 100.0 / r.capacity_bytes.max(1) as f64;
     let mut out = String::new();
+    if r.insecure {
+        out += "TLS is off (insecure = true): every gRPC plane is open to whoever reaches it\n";
+    }
     if r.warming_up {
         out += "the master has just started: chunkservers are still reporting\n";
     }

@@ -36,6 +36,9 @@ mod reader;
 mod report;
 mod writer;
 
+#[cfg(test)]
+mod proto_fuzz;
+
 pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{ClientError, ProtocolError, Result};

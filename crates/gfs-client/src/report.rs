@@ -48,6 +48,8 @@ pub struct ClusterReport {
     /// The master started less than a dead-server timeout ago: servers may not have reported
     /// yet, so replica counts can look low.
     pub warming_up: bool,
+    /// The master serves without TLS (`insecure = true`): every gRPC plane is open.
+    pub insecure: bool,
 }
 
 impl TryFrom<proto::ClusterReport> for ClusterReport {
@@ -75,6 +77,7 @@ impl TryFrom<proto::ClusterReport> for ClusterReport {
             under_replicated: r.under_replicated,
             used_bytes: r.used_bytes,
             warming_up: r.warming_up,
+            insecure: r.insecure,
         })
     }
 }
@@ -354,13 +357,14 @@ mod tests {
             }],
             master_uptime_ms: 10,
             warming_up: true,
+            insecure: true,
         })
         .unwrap();
         assert_eq!((r.files, r.directories, r.chunks), (2, 1, 3));
         assert_eq!((r.stale_replicas, r.repair_queue), (4, 5));
         assert_eq!((r.copies_in_flight, r.trash_entries), (6, 7));
         assert_eq!((r.replication_goal, r.master_uptime_ms), (3, 10));
-        assert!(r.warming_up);
+        assert!(r.warming_up && r.insecure);
         let s = &r.servers[0];
         assert_eq!((s.id.as_str(), s.state), ("cs0", ServerState::Alive));
         assert_eq!((s.copies_in, s.copies_out), (1, 2));

@@ -657,6 +657,10 @@ impl Committer {
 }
 
 #[cfg(test)]
+#[path = "metastore_fuzz.rs"]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 

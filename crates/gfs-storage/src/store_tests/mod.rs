@@ -12,6 +12,7 @@ use super::*;
 
 mod durability;
 mod retention;
+mod snapshot_fuzz;
 
 const H: ChunkHandle = ChunkHandle(42);
 
