@@ -432,6 +432,7 @@ fn print_config_and_json_logs() {
             "",
             "--log-format",
             "json",
+            "--insecure",
         ])
         .arg("--dir")
         .arg(dir.path().join("m"))

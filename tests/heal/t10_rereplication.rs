@@ -36,6 +36,13 @@ async fn a_killed_chunkserver_s_chunks_are_copied_back_to_three_replicas() {
 /// The goGFS "disk error" case: the data directories of two of five chunkservers are removed
 /// while they run. Those servers notice, report their replicas gone and take no new ones;
 /// appends go on, and every chunk is back to three replicas on the healthy servers.
+///
+/// One of the two holds a replica of the chunk being appended to, the other does not: losing
+/// two of the three replicas of an unsealed chunk is past what a quorum of two survives (an
+/// append acknowledged by those two alone is gone, so no one knows the chunk's length), and
+/// appends to that file then wait for a quorum, as they must. The test used to take two of the
+/// last chunk's replicas and passed only when that chunk filled and was sealed before the
+/// servers noticed (it once gave up after 90 s: "1 of the 2 replicas needed are alive").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,9 +62,30 @@ async fn two_lost_disks_under_appends_heal_onto_the_healthy_servers() {
         .last()
         .unwrap()
         .clone();
-    let lost: Vec<String> = chunk.replicas[..2].iter().map(|r| r.id.clone()).collect();
+    let other = servers
+        .iter()
+        .map(|s| s.id.clone())
+        .find(|id| chunk.replicas.iter().all(|r| r.id != *id))
+        .unwrap();
+    let lost: Vec<String> = vec![chunk.replicas[0].id.clone(), other];
     for s in servers.iter().filter(|s| lost.contains(&s.id)) {
         std::fs::remove_dir_all(&s.dir).unwrap();
+    }
+    // Once the master knows, no new chunk goes to them (before, a chunk placed on both could
+    // be left with one replica).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.report().await.unwrap();
+        let known = r
+            .servers
+            .iter()
+            .filter(|s| lost.contains(&s.id) && s.state == gfs_client::ServerState::DiskLost)
+            .count();
+        if known == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lost disks never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for n in 40..120 {
         acked.push(append(&c, "/d", &mut h, 3, n).await);
