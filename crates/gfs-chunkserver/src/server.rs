@@ -115,17 +115,10 @@ const OP_RETENTION_FLOOR: std::time::Duration = std::time::Duration::from_secs(1
 
 impl ChunkServer {
     /// Opens the store and starts serving both planes. Ports 0 pick free ports (see the
-    /// `*_addr` fields).
-    /// Over mutual TLS when `cfg.tls` names certificate files.
+    /// `*_addr` fields). Over mutual TLS when `cfg.tls` names certificate files.
     pub async fn start(cfg: ChunkserverConfig) -> Result<ChunkServer> {
-        let mut host = Host::os();
-        if let Some(tls) = cfg
-            .tls
-            .load()
-            .map_err(|e| ChunkserverError::Config(format!("tls: {e}")))?
-        {
-            host.net = host.net.with_tls(tls);
-        }
+        let host =
+            Host::os_with(&cfg.tls).map_err(|e| ChunkserverError::Config(format!("tls: {e}")))?;
         ChunkServer::start_on(cfg, host).await
     }
 

@@ -37,6 +37,16 @@ pub struct Host {
 }
 
 impl Host {
+    /// The operating system's network (over mutual TLS when `tls` names certificate files),
+    /// disk and clock.
+    pub fn os_with(tls: &tls::TlsSettings) -> Result<Host, tls::TlsError> {
+        let mut host = Host::os();
+        if let Some(identity) = tls.load()? {
+            host.net = host.net.with_tls(identity);
+        }
+        Ok(host)
+    }
+
     /// The operating system's network, disk and clock.
     pub fn os() -> Host {
         Host {

@@ -163,17 +163,10 @@ pub struct Master {
 }
 
 impl Master {
-    /// Recovers the metadata and starts serving.
-    /// Over mutual TLS when `cfg.tls` names certificate files.
+    /// Recovers the metadata and starts serving, over mutual TLS when `cfg.tls` names
+    /// certificate files.
     pub async fn start(cfg: MasterConfig) -> Result<Master, StartError> {
-        let mut host = Host::os();
-        if let Some(tls) = cfg
-            .tls
-            .load()
-            .map_err(|e| StartError::Config(format!("tls: {e}")))?
-        {
-            host.net = host.net.with_tls(tls);
-        }
+        let host = Host::os_with(&cfg.tls).map_err(|e| StartError::Config(format!("tls: {e}")))?;
         Master::start_on(cfg, host).await
     }
 
