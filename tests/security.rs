@@ -323,7 +323,19 @@ async fn every_grpc_call_is_refused_to_callers_without_a_certificate_of_a_role_a
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s}");
-    // And the cluster still serves.
+    // Nor end a chunk it neither leads nor holds.
+    let handle = client.refresh("/f").await.unwrap().chunks[0].handle;
+    let s = MasterClient::new(channel(&maddr, &certs, Some("cs9")).await.unwrap())
+        .report_sealed(ReportSealedRequest {
+            handle,
+            length: 0,
+            replicas: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s}");
+    assert!(s.message().contains("neither leads nor holds"), "{s}");
+    // And the cluster still serves, the chunk unsealed and whole.
     let off2 = client.append("/f", &b"still"[..]).await.unwrap();
     assert_eq!(&client.read("/f", off2, 5).await.unwrap()[..], b"still");
     drop(servers);

@@ -77,6 +77,10 @@ pub enum MasterError {
     /// No chunkserver with this id is registered.
     #[error("no chunkserver {0:?} is registered")]
     NoSuchServer(String),
+    /// The caller may not do this (a chunkserver reporting on a chunk it neither leads nor
+    /// holds).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A bug or an exhausted range (a chunk version that would overflow).
     #[error("{0}")]
     Internal(String),

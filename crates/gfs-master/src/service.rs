@@ -71,6 +71,7 @@ pub fn status(e: MasterError) -> Status {
         MasterError::Unavailable(_) => Status::unavailable(msg),
         MasterError::InvalidArgument(_) => Status::invalid_argument(msg),
         MasterError::NoSuchServer(_) => Status::not_found(msg),
+        MasterError::PermissionDenied(_) => Status::permission_denied(msg),
     }
 }
 
@@ -284,7 +285,14 @@ impl Master for MasterService {
         &self,
         r: Request<ReportSealedRequest>,
     ) -> Result<Response<ReportSealedReply>, Status> {
+        let caller = r
+            .extensions()
+            .get::<gfs_host::tls::Peer>()
+            .map(|p| p.name.clone());
         let r = r.into_inner();
+        if let Some(id) = caller {
+            self.chunks.check_seal_reporter(&id, r.handle)?;
+        }
         self.chunks
             .report_sealed(r.handle, r.length, &r.replicas)
             .await?;

@@ -274,6 +274,32 @@ impl ChunkManager {
         }
     }
 
+    /// Refuses a seal report on `handle` from chunkserver `id` (named by its certificate) unless
+    /// it leads the chunk's lease or holds a replica of it: a chunkserver cannot end another's
+    /// chunks.
+    pub fn check_seal_reporter(&self, id: &str, handle: u64) -> Result<()> {
+        let leads = self
+            .lease
+            .table
+            .lock()
+            .get(&handle)
+            .is_some_and(|l| l.primary.id == id);
+        let holds = leads
+            || self
+                .registry
+                .lock()
+                .replicas_of(id)
+                .iter()
+                .any(|r| r.handle == handle);
+        if holds {
+            return Ok(());
+        }
+        tracing::warn!(server = id, %handle, "a seal report from a chunkserver that neither leads nor holds the chunk refused");
+        Err(MasterError::PermissionDenied(format!(
+            "chunkserver {id} neither leads nor holds chunk {handle}: its seal report is refused"
+        )))
+    }
+
     /// Records that `handle` is sealed at `length`, and that the replicas at `sealed_on`
     /// (replication-plane addresses) hold it sealed there: they count as current at once.
     pub async fn report_sealed(
