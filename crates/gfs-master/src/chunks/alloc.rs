@@ -87,7 +87,8 @@ impl ChunkManager {
     /// known): appends wait, `UNAVAILABLE`, until a quorum of its replicas is back.
     ///
     /// The last moments of a lease that must be waited out (its primary died or gave it up)
-    /// are waited out here, within the call (at most 3 s), not by the client, whose
+    /// are waited out here, within the call (at most `IN_CALL_WAIT`, and half the deadline of
+    /// the master's own calls, so 2.5 s by default), not by the client, whose
     /// backoff would add up to its longest pause to every failover and let the master's own
     /// seal of an idle chunk below its goal come first.
     pub async fn append_chunk(&self, path: &str) -> Result<ChunkLease> {

@@ -284,14 +284,7 @@ impl ChunkManager {
             .lock()
             .get(&handle)
             .is_some_and(|l| l.primary.id == id);
-        let holds = leads
-            || self
-                .registry
-                .lock()
-                .replicas_of(id)
-                .iter()
-                .any(|r| r.handle == handle);
-        if holds {
+        if leads || self.registry.lock().holds(id, handle) {
             return Ok(());
         }
         tracing::warn!(server = id, %handle, "a seal report from a chunkserver that neither leads nor holds the chunk refused");

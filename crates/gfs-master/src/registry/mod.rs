@@ -602,6 +602,13 @@ impl Registry {
             .collect()
     }
 
+    /// Whether `id` reported a replica of `handle` (any version).
+    pub fn holds(&self, id: &str, handle: u64) -> bool {
+        self.servers
+            .get(id)
+            .is_some_and(|s| s.replicas.contains_key(&handle))
+    }
+
     /// Whether `id` is registered (alive or not).
     pub fn is_registered(&self, id: &str) -> bool {
         self.servers.contains_key(id)
