@@ -105,6 +105,7 @@ impl Durability {
                 let flipped: Vec<&Flip> = flips
                     .iter()
                     .filter(|f| f.server == server && f.path == path)
+                    .filter(|f| disk.still_flipped(&path, f.offset))
                     .collect();
                 if let Some(stamp) = disk.durable_stamp(&path) {
                     match chunk {

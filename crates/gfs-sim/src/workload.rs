@@ -351,8 +351,8 @@ pub async fn checker(
     }
 }
 
-/// A bit flipped at rest that nobody found yet: still flipped on the disk, in a replica the
-/// master counts, below the chunk's agreed length (the scrubber verifies every idle chunk in
+/// A bit flipped at rest that nobody found yet: still flipped on the disk (no durable write
+/// touched its byte since: a log's redo may rewrite it), in a replica the master counts, below the chunk's agreed length (the scrubber verifies every idle chunk in
 /// turn, a reader every block it reads; either reports it, and the master replaces it).
 fn unfound_flip(
     flips: &crate::nemesis::Flips,
@@ -360,9 +360,7 @@ fn unfound_flip(
     seen: &Observed,
 ) -> Option<String> {
     flips.lock().iter().find_map(|f| {
-        let flipped = disks[f.server]
-            .durable_byte(&f.path, f.offset)
-            .is_some_and(|b| b != f.was);
+        let flipped = disks[f.server].still_flipped(&f.path, f.offset);
         let c = seen.chunks.iter().find(|c| c.handle == f.handle)?;
         let agreed = c
             .sealed_length

@@ -99,6 +99,16 @@ struct Inode {
     stamp: u64,
     /// Which change of the disk last changed `current` (0: none yet).
     changed: u64,
+    /// Offsets of durable bytes a [`SimDisk::flip_bit`] changed that no durable write or
+    /// truncation has touched since.
+    flips: BTreeSet<u64>,
+}
+
+impl Inode {
+    /// Forgets the flips a durable change of `range` overwrote or cut off.
+    fn overwrite(&mut self, range: std::ops::Range<u64>) {
+        self.flips.retain(|o| !range.contains(o));
+    }
 }
 
 #[derive(Debug)]
@@ -252,15 +262,21 @@ impl State {
                     Pending::SetLen(len) => {
                         if self.below(2) == 0 {
                             data.resize(len as usize, 0);
+                            inode.overwrite(len..u64::MAX);
                         }
                     }
                     Pending::Write { offset, bytes } => match self.below(3) {
                         0 => {}
-                        1 => apply_write(&mut data, offset, &bytes),
+                        1 => {
+                            apply_write(&mut data, offset, &bytes);
+                            inode.overwrite(offset..offset + bytes.len() as u64);
+                        }
                         _ => {
                             for (i, page) in bytes.chunks(PAGE).enumerate() {
                                 if self.below(2) == 0 {
-                                    apply_write(&mut data, offset + (i * PAGE) as u64, page);
+                                    let at = offset + (i * PAGE) as u64;
+                                    apply_write(&mut data, at, page);
+                                    inode.overwrite(at..at + page.len() as u64);
                                 }
                             }
                         }
@@ -406,7 +422,21 @@ impl SimDisk {
                 hit = true;
             }
         }
+        if hit {
+            inode.flips.insert(offset);
+        }
         hit
+    }
+
+    /// Whether the durable byte at `offset` of the file at `path` is still as a
+    /// [`SimDisk::flip_bit`] left it: no durable write or truncation has touched it since
+    /// (a redo of a log rewrites bytes, and a crash may have kept them wrong before the flip).
+    pub fn still_flipped(&self, path: &Path, offset: u64) -> bool {
+        let st = self.state();
+        st.names
+            .get(path)
+            .and_then(|ino| st.inodes.get(ino))
+            .is_some_and(|i| i.flips.contains(&offset))
     }
 
     /// The durable byte at `offset` of the file at `path` (what a crash would keep); `None`
@@ -674,9 +704,13 @@ impl SimFile {
             }
             for p in std::mem::take(&mut inode.pending) {
                 match p {
-                    Pending::SetLen(len) => inode.durable.resize(len as usize, 0),
+                    Pending::SetLen(len) => {
+                        inode.durable.resize(len as usize, 0);
+                        inode.overwrite(len..u64::MAX);
+                    }
                     Pending::Write { offset, bytes } => {
-                        apply_write(&mut inode.durable, offset, &bytes)
+                        apply_write(&mut inode.durable, offset, &bytes);
+                        inode.overwrite(offset..offset + bytes.len() as u64);
                     }
                 }
             }

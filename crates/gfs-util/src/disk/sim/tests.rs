@@ -186,6 +186,35 @@ fn a_flipped_bit_shows_in_the_durable_bytes_only_once_synced_bytes_are_there() {
 }
 
 #[test]
+fn a_flip_stays_until_a_durable_write_or_truncation_touches_its_byte() {
+    let (d, dir) = disk(6);
+    let p = dir.join("r");
+    let f = d.open(&p, Open::Create).unwrap();
+    f.write_all_at(b"abcd", 0).unwrap();
+    f.sync_data().unwrap();
+    assert!(d.flip_bit(&p, 1, 0) && d.flip_bit(&p, 3, 0));
+    assert!(d.still_flipped(&p, 1) && d.still_flipped(&p, 3));
+    assert!(!d.still_flipped(&p, 0), "byte 0 was never flipped");
+    // A redo rewrites byte 1; until it is synced, a crash would keep the flip.
+    f.write_all_at(b"b", 1).unwrap();
+    assert!(d.still_flipped(&p, 1), "an unsynced write is not durable");
+    f.sync_data().unwrap();
+    assert!(!d.still_flipped(&p, 1), "the flip was overwritten durably");
+    assert_eq!(d.durable_byte(&p, 1), Some(b'b'));
+    assert!(d.still_flipped(&p, 3), "a write elsewhere leaves it");
+    f.set_len(3).unwrap();
+    f.sync_data().unwrap();
+    assert!(!d.still_flipped(&p, 3), "the flipped byte was cut off");
+    // A file that takes the name afresh carries none of the old one's flips.
+    assert!(d.flip_bit(&p, 2, 0));
+    d.remove_file(&p).unwrap();
+    let g = d.open(&p, Open::Create).unwrap();
+    g.write_all_at(b"xyz", 0).unwrap();
+    g.sync_data().unwrap();
+    assert!(!d.still_flipped(&p, 2));
+}
+
+#[test]
 fn a_process_view_dies_with_the_power() {
     let (d, dir) = disk(4);
     let view = d.shared();
