@@ -245,6 +245,10 @@ impl ChunkManager {
         // count toward the quorum again instead of going stale.
         let caught = self.catch_up(handle, version, &longest).await;
         longest.holders.extend(caught);
+        // A source the catch-up found corrupt holds its length for no one to continue from.
+        longest
+            .holders
+            .retain(|s| !self.registry.lock().is_corrupt(&s.id, handle));
         if longest.holders.len() >= self.cfg.quorum {
             return self
                 .bump_and_grant(handle, version, at, longest.holders)

@@ -3,7 +3,8 @@
 //! that fail, appends that commit at the old version just before a fence lands, and every
 //! lease granted. It keeps the chunkserver's rules that the decisions rely on: a SetVersion
 //! answers the committed length once the new version holds, a catch-up copies up to the
-//! source's length at the same version, a seal short of the replica's length fails.
+//! source's length at the same version (and fails with DATA_LOSS from a rotten source), a seal
+//! short of the replica's length fails.
 
 use gfs_util::collections::{HashMap, HashSet};
 
@@ -43,6 +44,8 @@ struct State {
     /// Bytes that commit at the old version on a server just before its next SetVersion of
     /// the chunk takes effect (an append of the primary still on its way).
     in_flight: HashMap<(String, u64), u64>,
+    /// Replicas whose bytes fail their checksums when a copy reads them: `(server id, handle)`.
+    rotten: HashSet<(String, u64)>,
     /// Every lease granted: (primary id, the grant).
     leases: Vec<(String, LeaseGrant)>,
     /// Every call made: (server id, call).
@@ -86,6 +89,12 @@ impl FakeCluster {
         } else {
             s.down.remove(id);
         }
+    }
+
+    /// `id`'s replica of `handle` fails its checksums when a copy reads it (bit rot no scrub
+    /// has found yet: its version and length are still sound).
+    pub(super) fn rot(&self, id: &str, handle: u64) {
+        self.state.lock().rotten.insert((id.to_string(), handle));
     }
 
     /// Every `call` to `id` fails.
@@ -243,6 +252,12 @@ impl ChunkserverControl for FakeCluster {
                 .copied()
                 .filter(|r| r.version == copy.version)
                 .ok_or_else(|| missing(&source_id, copy.handle))?;
+            if s.rotten.contains(&(source_id.clone(), copy.handle)) {
+                return Err(ControlError::DataLoss(format!(
+                    "reading from {source_id}: checksum mismatch in chunk {}",
+                    copy.handle
+                )));
+            }
             let length = copy.sealed_length.unwrap_or(source.length);
             if source.length < length {
                 return Err(ControlError::DataLoss(format!(

@@ -347,6 +347,49 @@ async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_lengt
     assert_eq!(c.current(H).await, vec![("a".into(), 100)]);
 }
 
+/// Seed 740 of the simulator: the longest replica of an unsealed chunk (the only one holding
+/// an append that never reached a quorum) had a bit flipped at rest that no scrub had found
+/// yet. The catch-up of the two empty replicas from it failed its checksums, and the master
+/// sealed the chunk at that replica's length all the same: its one current replica was
+/// corrupt, the chunk lost for good. A catch-up source that fails its checksums is marked
+/// corrupt and the seal is decided again without it: the two good replicas are a quorum, so
+/// every acknowledged append is on one of them, and the chunk is sealed at their length.
+#[tokio::test]
+async fn a_catch_up_source_that_fails_its_checksums_is_marked_and_the_seal_goes_by_the_good() {
+    let c = abc([100, 0, 0]).await;
+    c.fake.rot("a", H);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert!(c.registry.lock().is_corrupt("a", H));
+    let m = c.logged(H).await;
+    assert_eq!(
+        m.sealed_length,
+        Some(0),
+        "sealed at the good replicas' length"
+    );
+    assert_eq!((lease.index, lease.file_offset), (1, 0));
+    assert_eq!(c.current(H).await, vec![("b".into(), 0), ("c".into(), 0)]);
+    for id in ["b", "c"] {
+        assert_eq!(
+            c.fake.replica(id, H),
+            Some(sealed_held(m.version, 0)),
+            "{id}"
+        );
+    }
+}
+
+/// ... and a rotten longest replica beside only one good replica is no quorum: nothing is
+/// sealed (an acknowledged append may be on the rotten one and a third that is down).
+#[tokio::test]
+async fn a_rotten_longest_replica_beside_one_good_one_seals_nothing() {
+    let c = abc([100, 0, 0]).await;
+    c.fake.rot("a", H);
+    c.fake.set_down("c", true);
+    let err = c.m.append_chunk("/f").await.unwrap_err();
+    assert!(matches!(err, MasterError::Unavailable(_)), "{err}");
+    assert!(c.registry.lock().is_corrupt("a", H));
+    assert_eq!(c.logged(H).await.sealed_length, None);
+}
+
 /// Re-replication: a copy whose source turns out short of the sealed length (DATA_LOSS)
 /// marks that source corrupt; the next pass copies from another holder, and the new replica
 /// is sealed at exactly the chunk's length.

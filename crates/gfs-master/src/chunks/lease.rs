@@ -201,6 +201,16 @@ impl ChunkManager {
                 length,
             };
             holders.extend(self.catch_up(handle, new_version, &longest).await);
+            if holders
+                .iter()
+                .any(|s| self.registry.lock().is_corrupt(&s.id, handle))
+            {
+                // The catch-up's source failed its checksums: its length is no one's to
+                // continue from. The next decision goes without it.
+                return Err(unavailable(format!(
+                    "chunk {handle}: its longest replica failed its checksums; deciding again"
+                )));
+            }
             // The logged primary first, then the caller's order.
             let order: Vec<String> = bumped.iter().map(|(s, _)| s.id.clone()).collect();
             holders.sort_by_key(|s| (s.id != primary, order.iter().position(|id| *id == s.id)));

@@ -179,23 +179,42 @@ impl ChunkManager {
         live: Vec<ServerInfo>,
     ) -> Result<u64> {
         let (new_version, fenced) = self.fence(handle, version, live).await?;
-        let mut longest = Longest::of(fenced);
-        // Replicas that failed their checksums gave their length; they are no copy source,
-        // take no catch-up and are not sealed here (they stay out, and go once the chunk has
-        // its goal elsewhere).
         let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
-        longest.holders.retain(|s| !corrupt(s));
-        longest.behind.retain(|s| !corrupt(s));
-        if longest.holders.is_empty() {
-            return Err(unavailable(format!(
-                "chunk {handle}: its longest length {} is only on replicas that failed their \
-                 checksums; waiting for another holder",
-                longest.length
-            )));
-        }
+        // Decided again each time a catch-up finds its source corrupt (at most once per
+        // replica: each time one more is marked).
+        let (longest, holders) = loop {
+            let mut longest = Longest::of(fenced.clone());
+            // Replicas that failed their checksums gave their length; they are no copy
+            // source, take no catch-up and are not sealed here (they stay out, and go once
+            // the chunk has its goal elsewhere).
+            longest.holders.retain(|s| !corrupt(s));
+            longest.behind.retain(|s| !corrupt(s));
+            if longest.holders.is_empty() {
+                let good: Vec<(ServerInfo, u64)> = fenced
+                    .iter()
+                    .filter(|(s, _)| !corrupt(s))
+                    .cloned()
+                    .collect();
+                if good.len() < self.cfg.quorum {
+                    return Err(unavailable(format!(
+                        "chunk {handle}: its longest length {} is only on replicas that failed \
+                         their checksums, and too few good ones answered; waiting for another \
+                         holder",
+                        longest.length
+                    )));
+                }
+                // Every acknowledged append is on a quorum, so on one of these good replicas:
+                // what only the corrupt ones hold past them was never acknowledged.
+                tracing::warn!(%handle, corrupt_length = longest.length, "the longest replicas failed their checksums: sealing at the good replicas' longest length");
+                longest = Longest::of(good);
+            }
+            let mut holders = longest.holders.clone();
+            holders.extend(self.catch_up(handle, new_version, &longest).await);
+            if !holders.iter().any(corrupt) {
+                break (longest, holders);
+            }
+        };
         let length = longest.length;
-        let mut holders = longest.holders.clone();
-        holders.extend(self.catch_up(handle, new_version, &longest).await);
         self.log_unleased_version(handle, new_version).await?;
         self.seal_at(handle, length).await?;
         for s in &longest.behind {

@@ -154,7 +154,10 @@ impl ChunkManager {
     /// Has each replica `longest` found behind copy the appends it lacks from a holder (with
     /// no lease out, nothing else is appending), within `clone_timeout`; returns those now at
     /// the longest length.
-    /// Those that fail are left behind, to go stale at the next version bump.
+    /// Those that fail are left behind, to go stale at the next version bump. A source whose
+    /// bytes fail their checksums (DATA_LOSS) is marked corrupt: callers check
+    /// [`Registry::is_corrupt`](crate::registry::Registry::is_corrupt) before trusting its
+    /// length.
     pub(super) async fn catch_up(
         &self,
         handle: u64,
@@ -199,6 +202,18 @@ impl ChunkManager {
                         },
                     );
                     caught.push(s);
+                }
+                Err((id, ControlError::DataLoss(why)))
+                    if !self.registry.lock().is_corrupt(&source.id, handle) =>
+                {
+                    // The source's bytes failed their checksums (or ended short of its length):
+                    // it is no source, and no holder of the length it reported either.
+                    tracing::error!(%handle, source = %source.id, replica = %id, error = %why,
+                        "catch-up source is corrupt: the replica goes stale");
+                    let mut reg = self.registry.lock();
+                    reg.mark_corrupt(&source.id, handle);
+                    reg.events
+                        .push("corrupt", format!("chunk {handle} on {}: {why}", source.id));
                 }
                 Err((id, e)) => {
                     tracing::warn!(%handle, replica = %id, error = %e, "catch-up failed: the replica goes stale");
