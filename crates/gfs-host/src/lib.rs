@@ -9,11 +9,16 @@
 //! crashes, a skewable clock, and no threads (blocking work runs inline, so that one seed gives
 //! one order of events).
 //!
+//! Two security pieces live here too, as every role needs them and they sit on the network
+//! seam: [`tls`] (mutual TLS with roles on every gRPC plane) and [`token`] (the chunk tokens
+//! that guard the data plane).
+//!
 //! Invariant: no gfs-rs logic here, only the seams; the crates above take a `Host` (or the one
 //! part they need) and never reach for `tokio::net`, `SystemTime::now` or `spawn_blocking`.
 
 mod net;
 pub mod tls;
+pub mod token;
 
 use std::sync::Arc;
 
