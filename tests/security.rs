@@ -341,6 +341,181 @@ async fn every_grpc_call_is_refused_to_callers_without_a_certificate_of_a_role_a
     drop(servers);
 }
 
+/// Chunk tokens on the data plane, end to end over TLS: the master stamps a token for the
+/// caller (its certificate's name) on every location and lease; a chunkserver refuses every
+/// request without one of its master's, for another chunk, short of the right, or expired,
+/// before any work; a client whose tokens ran out gets new ones and reads on as if nothing
+/// happened; and a restarted master keeps its key, so tokens it issued before still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_renew_theirs() {
+    use gfs_dataplane::{ChunkRef, DataClient, DataError};
+    use gfs_host::token::{Rights, TokenKey};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    issue(&certs);
+    let master_cfg = |listen: String| MasterConfig {
+        listen,
+        http_listen: String::new(),
+        data_dir: dir.path().join("master"),
+        chunk_size: gfs_util::Size::mib(1),
+        heartbeat_interval: Duration::from_millis(300),
+        dead_after: Duration::from_secs(5),
+        lease: Duration::from_secs(1),
+        token_lifetime: Duration::from_secs(4),
+        tls: TlsSettings::in_dir(&certs, "master"),
+        ..MasterConfig::default()
+    };
+    let master = Master::start(master_cfg("127.0.0.1:0".into()))
+        .await
+        .unwrap();
+    let maddr = master.addr.to_string();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            ChunkServer::start(ChunkserverConfig {
+                id: format!("cs{i}"),
+                host: "127.0.0.1".into(),
+                data_dir: dir.path().join(format!("cs{i}")),
+                data_port: 0,
+                repl_port: 0,
+                http_port: 0,
+                chunk_size: gfs_util::Size::mib(1),
+                master: maddr.clone(),
+                tls: TlsSettings::in_dir(&certs, &format!("cs{i}")),
+                ..ChunkserverConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let client = Client::connect_with(
+        &maddr,
+        ClientConfig {
+            net: Net::os().with_tls(tls(&certs, "client")),
+            // Locations outlive their tokens in the cache: the client must renew them itself.
+            cache_ttl: Duration::from_secs(600),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin = Client::connect_with(
+        &maddr,
+        ClientConfig {
+            net: Net::os().with_tls(tls(&certs, "admin")),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    gfs_testkit::fixture::registered(&admin, 3).await;
+    client.create("/t").await.unwrap();
+    client.create("/u").await.unwrap();
+    let off = client.append("/t", &b"guarded bytes"[..]).await.unwrap();
+    client.append("/u", &b"other"[..]).await.unwrap();
+    let t = client.refresh("/t").await.unwrap().chunks[0].clone();
+    let u = client.refresh("/u").await.unwrap().chunks[0].clone();
+
+    // The token names the chunk, a read right and the caller's certificate name, under the
+    // key in the master's data directory.
+    let key = std::fs::read(dir.path().join("master").join(gfs_master::tokens::KEY_FILE)).unwrap();
+    let key = TokenKey::from_bytes(&key).unwrap();
+    let grant = key.open(&t.token).unwrap();
+    assert_eq!((grant.handle, grant.version), (t.handle, t.version));
+    assert_eq!(grant.rights, Rights::READ);
+    assert_eq!(grant.client, "alice");
+
+    let replica = &t.replicas[0];
+    let dc = DataClient::connect(&replica.data_addr, gfs_dataplane::ClientConfig::default())
+        .await
+        .unwrap();
+    let n = 13;
+    assert_eq!(
+        &dc.read(&t.chunk_ref(), off, n).await.unwrap()[..],
+        b"guarded bytes"
+    );
+    let refused = |r: Result<bytes::Bytes, DataError>, what: &str| match r {
+        Err(DataError::BadToken(m)) => m,
+        other => panic!("{what}: {other:?}"),
+    };
+    let m = refused(
+        dc.read(&ChunkRef::untokened(t.handle, t.version), off, n)
+            .await,
+        "no token",
+    );
+    assert!(m.contains("no chunk token"), "{m}");
+    let mut forged = t.token.to_vec();
+    forged[20] ^= 0x40;
+    let m = refused(
+        dc.read(&ChunkRef::new(t.handle, t.version, forged), off, n)
+            .await,
+        "forged",
+    );
+    assert!(m.contains("not issued by this cluster"), "{m}");
+    let m = refused(
+        dc.read(&ChunkRef::new(t.handle, t.version, u.token.clone()), off, n)
+            .await,
+        "another chunk's",
+    );
+    assert!(m.contains("is for chunk"), "{m}");
+    let m = match dc
+        .append(&t.chunk_ref(), 7, bytes::Bytes::from_static(b"x"))
+        .await
+    {
+        Err(DataError::BadToken(m)) => m,
+        other => panic!("a read token used to append: {other:?}"),
+    };
+    assert!(m.contains("does not allow"), "{m}");
+    let refused_total = |s: &ChunkServer| {
+        s.metrics()
+            .render()
+            .lines()
+            .find(|l| l.starts_with("gfs_chunkserver_token_refused_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let before: u64 = servers.iter().map(refused_total).sum();
+    assert!(before >= 4, "{before} refusals counted");
+
+    // Past the tokens' lifetime: the old token is refused, and the client, whose cached
+    // locations carry it, is refused once, renews, and reads on.
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    let m = refused(dc.read(&t.chunk_ref(), off, n).await, "expired");
+    assert!(m.contains("expired"), "{m}");
+    assert_eq!(
+        &client.read("/t", off, 13).await.unwrap()[..],
+        b"guarded bytes"
+    );
+    let after: u64 = servers.iter().map(refused_total).sum();
+    assert!(
+        after >= before + 2,
+        "the client's expired token was refused ({before} -> {after})"
+    );
+    let off2 = client.append("/t", &b"and more"[..]).await.unwrap();
+    assert_eq!(&client.read("/t", off2, 8).await.unwrap()[..], b"and more");
+
+    // A restarted master keeps its key: a token from before the restart still works once the
+    // chunkservers have registered again.
+    let fresh = client.refresh("/t").await.unwrap().chunks[0].clone();
+    master.shutdown_token().cancel();
+    master.wait().await.unwrap();
+    let again = Master::start(master_cfg(maddr.clone())).await.unwrap();
+    gfs_testkit::fixture::registered(&admin, 3).await;
+    let dc = DataClient::connect(
+        &fresh.replicas[0].data_addr,
+        gfs_dataplane::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &dc.read(&fresh.chunk_ref(), off, n).await.unwrap()[..],
+        b"guarded bytes"
+    );
+    drop(servers);
+    again.shutdown_token().cancel();
+}
+
 /// The deployment path with real processes: `gfs-cluster certs` issues the CA and each role's
 /// certificate, `gfs-master` and `gfs-chunkserver` serve with `--certs`, and the `gfs` CLI
 /// works through them with `--certs` (a client certificate for data, an admin one for the

@@ -65,7 +65,9 @@ async fn a_returning_server_s_stale_replicas_are_never_served_and_are_deleted() 
         let before = held(servers[away].repl.clone()).await;
         // Never served at the current version while stale; only a fresh copy (made after the
         // stale one was deleted) may answer.
-        match stale.read(chunk.handle, version, 0, 100).await {
+        // A token for the current version, so only the replica's version can refuse it.
+        let now = c.refresh("/s").await.unwrap().chunks[0].chunk_ref();
+        match stale.read(&now, 0, 100).await {
             Err(gfs_dataplane::DataError::StaleVersion { .. })
             | Err(gfs_dataplane::DataError::NotFound { .. }) => {}
             Ok(b) => {

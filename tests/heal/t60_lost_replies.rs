@@ -270,7 +270,9 @@ async fn appends_during_a_relegation_never_end_on_one_copy() {
     h.sent(first, rec.len());
     h.acked(first, c.append(path, rec).await.unwrap());
     // Which server is the primary: only it takes an append (the others answer NotPrimary).
-    let chunk = c.refresh(path).await.unwrap().chunks[0].clone();
+    // The lease's token allows appends (a location's allows reads only).
+    let (lease, _) = lease_roles(&master, path, &servers).await;
+    let chunk = gfs_dataplane::ChunkRef::new(lease.handle, lease.version, lease.token.clone());
     let mut primary = None;
     for (i, s) in servers.iter().enumerate() {
         let id = RecordId {
@@ -283,11 +285,8 @@ async fn appends_during_a_relegation_never_end_on_one_copy() {
             gfs_dataplane::DataClient::connect(&s.data, gfs_dataplane::ClientConfig::default())
                 .await
                 .unwrap();
-        if let Ok(off) = dc
-            .append(chunk.handle, chunk.version, 1000 + i as u64, rec)
-            .await
-        {
-            h.acked(id, chunk.file_offset + off);
+        if let Ok(off) = dc.append(&chunk, 1000 + i as u64, rec).await {
+            h.acked(id, lease.file_offset + off);
             primary = Some(i);
         }
     }

@@ -51,6 +51,11 @@ async fn cluster(
     (master, servers, m)
 }
 
+/// The chunk of lease `l` as data-plane requests name it, with the lease's token.
+fn chunk_of(l: &ChunkLease) -> gfs_dataplane::ChunkRef {
+    gfs_dataplane::ChunkRef::new(l.handle, l.version, l.token.clone())
+}
+
 /// A data-plane connection to the primary a lease names.
 async fn primary_of(l: &ChunkLease) -> gfs_dataplane::DataClient {
     let addr = &l

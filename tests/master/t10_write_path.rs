@@ -17,9 +17,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
     let mut end = 0;
     for i in 0..10 {
         let data = record(7, i);
-        let off = append(&primary, l.handle, l.version, i, &data)
-            .await
-            .unwrap();
+        let off = append(&primary, &chunk_of(&l), i, &data).await.unwrap();
         assert_eq!(off, end);
         end += data.len() as u64;
     }
@@ -43,7 +41,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let got = c.read(l.handle, l.version, 0, end as u32).await.unwrap();
+            let got = c.read(&chunk_of(&l), 0, end as u32).await.unwrap();
             if got.len() as u64 == end {
                 let want: Vec<u8> = (0..10).flat_map(|i| record(7, i)).collect();
                 assert_eq!(&got[..], &want[..], "replica {} differs", r.id);
@@ -73,7 +71,7 @@ async fn the_write_path_through_the_master_survives_a_master_crash() {
         assert_eq!(l2.primary, l.primary, "an adopted lease changed primary");
     }
     let primary = primary_of(&l2).await;
-    let off = append(&primary, l2.handle, l2.version, 100, b"after the crash")
+    let off = append(&primary, &chunk_of(&l2), 100, b"after the crash")
         .await
         .unwrap();
     assert_eq!(off, end);
@@ -88,13 +86,11 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
     let primary_id = l.primary.as_ref().unwrap().id.clone();
     let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
     let primary = primary_of(&l).await;
-    append(&primary, l.handle, l.version, 1, b"before")
-        .await
-        .unwrap();
+    append(&primary, &chunk_of(&l), 1, b"before").await.unwrap();
     // One secondary misses the next appends while it is down.
     servers[victim].kill();
     let missed = b"while one replica is down";
-    if let Err(e) = append(&primary, l.handle, l.version, 2, missed).await {
+    if let Err(e) = append(&primary, &chunk_of(&l), 2, missed).await {
         // The primary reports the dead secondary lagging at once, and the master may bump the
         // version past it (re-granting the lease) while this append is in flight: retry it,
         // same op id, under the lease the master hands out now.
@@ -103,7 +99,7 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
             "{e:?}"
         );
         let now = lease(&mut m, "/f").await;
-        append(&primary_of(&now).await, now.handle, now.version, 2, missed)
+        append(&primary_of(&now).await, &chunk_of(&now), 2, missed)
             .await
             .unwrap();
     }
@@ -147,9 +143,7 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
     );
     // Appends continue on the up-to-date pair.
     let p2 = primary_of(&l2).await;
-    let off = append(&p2, l2.handle, l2.version, 3, b"after")
-        .await
-        .unwrap();
+    let off = append(&p2, &chunk_of(&l2), 3, b"after").await.unwrap();
     assert_eq!(off, 6 + 25);
 }
 
@@ -166,7 +160,7 @@ async fn heartbeats_extend_the_lease_of_a_writing_primary_only() {
     while start.elapsed() < Duration::from_secs(3) {
         op += 1;
         let got = primary
-            .append(l.handle, l.version, op, bytes::Bytes::from_static(b"x"))
+            .append(&chunk_of(&l), op, bytes::Bytes::from_static(b"x"))
             .await;
         assert!(got.is_ok(), "append {op} under the lease: {got:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -174,12 +168,7 @@ async fn heartbeats_extend_the_lease_of_a_writing_primary_only() {
     // Idle past a lease term: the lease runs out (the chunk can then be moved or copied).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = primary
-        .append(
-            l.handle,
-            l.version,
-            op + 1,
-            bytes::Bytes::from_static(b"late"),
-        )
+        .append(&chunk_of(&l), op + 1, bytes::Bytes::from_static(b"late"))
         .await;
     assert!(
         matches!(got, Err(gfs_dataplane::DataError::LeaseExpired { .. })),
@@ -257,14 +246,12 @@ async fn a_lagging_report_bumps_the_good_replicas_at_once() {
     let victim = servers.iter().position(|s| s.id != primary_id).unwrap();
     let victim_id = servers[victim].id.clone();
     let primary = primary_of(&l).await;
-    append(&primary, l.handle, l.version, 1, b"one")
-        .await
-        .unwrap();
+    append(&primary, &chunk_of(&l), 1, b"one").await.unwrap();
     servers[victim].kill();
     // The primary finds the secondary gone, reports it lagging, and the master bumps the
     // version on the other two without waiting for the next lease.
     primary
-        .append(l.handle, l.version, 2, bytes::Bytes::from_static(b"two"))
+        .append(&chunk_of(&l), 2, bytes::Bytes::from_static(b"two"))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -294,9 +281,7 @@ async fn a_lagging_report_bumps_the_good_replicas_at_once() {
     // The primary kept its role at the new version: the client learns it from the master.
     let l2 = lease(&mut m, "/g").await;
     assert_eq!(l2.primary.as_ref().unwrap().id, primary_id);
-    let off = append(&primary, l2.handle, l2.version, 3, b"three")
-        .await
-        .unwrap();
+    let off = append(&primary, &chunk_of(&l2), 3, b"three").await.unwrap();
     assert_eq!(off, 6);
 }
 

@@ -45,7 +45,7 @@ async fn orphan_replicas_are_deleted_after_the_grace_period_and_real_ones_stay()
     }
     // And the real chunk still works.
     let primary = primary_of(&l).await;
-    append(&primary, l.handle, l.version, 1, b"still here")
+    append(&primary, &chunk_of(&l), 1, b"still here")
         .await
         .unwrap();
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use gfs_dataplane::DataError;
 
+use gfs_dataplane::ChunkRef;
 use gfs_testkit::fixture::{CHUNK, Cluster, append, record};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +20,9 @@ async fn concurrent_appenders_get_distinct_offsets_and_identical_replicas() {
             let mut out = Vec::new();
             for i in 0..5u64 {
                 let data = record(w, i);
-                let off = append(&c, h, 1, (w << 32) | i, &data).await.unwrap();
+                let off = append(&c, &ChunkRef::untokened(h, 1), (w << 32) | i, &data)
+                    .await
+                    .unwrap();
                 out.push((off, data));
             }
             out
@@ -43,7 +46,10 @@ async fn concurrent_appenders_get_distinct_offsets_and_identical_replicas() {
         cluster.wait_committed(i, h, end).await;
         let c = cluster.client(i).await;
         for (off, data) in &placed {
-            let got = c.read(h, 1, *off, data.len() as u32).await.unwrap();
+            let got = c
+                .read(&ChunkRef::untokened(h, 1), *off, data.len() as u32)
+                .await
+                .unwrap();
             assert_eq!(&got[..], &data[..], "replica {i} differs at {off}");
         }
     }
@@ -56,14 +62,20 @@ async fn a_retry_with_the_same_op_id_returns_the_first_offset() {
     cluster.create(h, 1).await;
     cluster.grant(0, h, 1).await;
     let c = cluster.client(0).await;
-    let first = append(&c, h, 1, 100, b"once").await.unwrap();
-    let other = append(&c, h, 1, 101, b"other").await.unwrap();
+    let first = append(&c, &ChunkRef::untokened(h, 1), 100, b"once")
+        .await
+        .unwrap();
+    let other = append(&c, &ChunkRef::untokened(h, 1), 101, b"other")
+        .await
+        .unwrap();
     // The reply was "lost": the client sends the same op again.
-    let again = append(&c, h, 1, 100, b"once").await.unwrap();
+    let again = append(&c, &ChunkRef::untokened(h, 1), 100, b"once")
+        .await
+        .unwrap();
     assert_eq!((first, other, again), (0, 4, 0));
     // The same op id with another record (a collision, or a client bug) is refused, not
     // acknowledged at the first record's offset.
-    let clash = append(&c, h, 1, 100, b"not the same").await;
+    let clash = append(&c, &ChunkRef::untokened(h, 1), 100, b"not the same").await;
     assert!(
         matches!(clash, Err(gfs_dataplane::DataError::BadRequest(ref m)) if m.contains("op")),
         "{clash:?}"
@@ -72,7 +84,12 @@ async fn a_retry_with_the_same_op_id_returns_the_first_offset() {
         cluster.wait_committed(i, h, 9).await;
     }
     assert_eq!(
-        &cluster.client(2).await.read(h, 1, 0, 100).await.unwrap()[..],
+        &cluster
+            .client(2)
+            .await
+            .read(&ChunkRef::untokened(h, 1), 0, 100)
+            .await
+            .unwrap()[..],
         b"onceother"
     );
 }
@@ -89,7 +106,7 @@ async fn appends_past_the_end_seal_the_chunk_on_every_replica() {
     let mut op = 0;
     let length = loop {
         op += 1;
-        match append(&c, h, 1, op, &big).await {
+        match append(&c, &ChunkRef::untokened(h, 1), op, &big).await {
             Ok(off) => {
                 assert_eq!(off, end);
                 end += big.len() as u64;
@@ -111,7 +128,7 @@ async fn appends_past_the_end_seal_the_chunk_on_every_replica() {
     // Too large for any chunk: refused outright.
     let huge = vec![1u8; (CHUNK / 4) as usize + 1];
     assert!(matches!(
-        c.append(h, 1, 999, huge.into()).await,
+        c.append(&ChunkRef::untokened(h, 1), 999, huge.into()).await,
         Err(DataError::FrameTooLarge { .. })
     ));
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use gfs_dataplane::DataError;
 
+use gfs_dataplane::ChunkRef;
 use gfs_testkit::fixture::{Cluster, append, record};
 
 #[tokio::test]
@@ -15,7 +16,7 @@ async fn a_killed_secondary_lags_and_appends_continue() {
     let c = cluster.client(0).await;
     let mut end = 0;
     for i in 0..5 {
-        end += append(&c, h, 1, i, &record(1, i))
+        end += append(&c, &ChunkRef::untokened(h, 1), i, &record(1, i))
             .await
             .map(|_| record(1, i).len() as u64)
             .unwrap();
@@ -24,7 +25,9 @@ async fn a_killed_secondary_lags_and_appends_continue() {
     cluster.servers[2].kill();
     for i in 5..15 {
         let data = record(1, i);
-        let off = append(&c, h, 1, i, &data).await.unwrap();
+        let off = append(&c, &ChunkRef::untokened(h, 1), i, &data)
+            .await
+            .unwrap();
         assert_eq!(off, end);
         end += data.len() as u64;
     }
@@ -52,12 +55,20 @@ async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
     let mut end = 0;
     for i in 0..5 {
         end += record(2, i).len() as u64;
-        append(&c, h, 1, i, &record(2, i)).await.unwrap();
+        append(&c, &ChunkRef::untokened(h, 1), i, &record(2, i))
+            .await
+            .unwrap();
     }
     cluster.servers[1].kill();
     cluster.servers[2].kill();
     let start = Instant::now();
-    let got = c.append(h, 1, 99, bytes::Bytes::from_static(b"lost")).await;
+    let got = c
+        .append(
+            &ChunkRef::untokened(h, 1),
+            99,
+            bytes::Bytes::from_static(b"lost"),
+        )
+        .await;
     assert!(
         matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
         "{got:?}"
@@ -69,7 +80,10 @@ async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
     );
     // Nothing half-done: the primary neither committed the failed append nor lost the others.
     assert_eq!(cluster.committed(0, h).await, end);
-    let all = c.read(h, 1, 0, end as u32 + 100).await.unwrap();
+    let all = c
+        .read(&ChunkRef::untokened(h, 1), 0, end as u32 + 100)
+        .await
+        .unwrap();
     assert_eq!(all.len() as u64, end);
 }
 
@@ -83,7 +97,9 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
     let mut end = 0;
     for i in 0..4 {
         end += record(3, i).len() as u64;
-        append(&c, h, 1, i, &record(3, i)).await.unwrap();
+        append(&c, &ChunkRef::untokened(h, 1), i, &record(3, i))
+            .await
+            .unwrap();
     }
     for i in 0..3 {
         cluster.wait_committed(i, h, end).await;
@@ -93,7 +109,11 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
     cluster.grant(0, h, 1).await;
     let c = cluster.client(0).await;
     let got = c
-        .append(h, 1, 50, bytes::Bytes::from_static(b"never committed"))
+        .append(
+            &ChunkRef::untokened(h, 1),
+            50,
+            bytes::Bytes::from_static(b"never committed"),
+        )
         .await;
     assert!(got.is_err(), "the append was acknowledged: {got:?}");
     assert!(
@@ -106,7 +126,12 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
             end,
             "replica {i} committed the staged append"
         );
-        let r = cluster.client(i).await.read(h, 1, end, 100).await.unwrap();
+        let r = cluster
+            .client(i)
+            .await
+            .read(&ChunkRef::untokened(h, 1), end, 100)
+            .await
+            .unwrap();
         assert!(r.is_empty(), "replica {i} served uncommitted bytes");
     }
     // Back up (the master would bump the version, dropping the staged append everywhere).
@@ -115,14 +140,16 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
     cluster.set_version(&[0, 1, 2], h, 2).await;
     assert_eq!(cluster.grant(0, h, 2).await, end);
     let c = cluster.client(0).await;
-    let off = append(&c, h, 2, 51, b"after restart").await.unwrap();
+    let off = append(&c, &ChunkRef::untokened(h, 2), 51, b"after restart")
+        .await
+        .unwrap();
     assert_eq!(off, end, "offsets must continue from the committed length");
     for i in 0..3 {
         cluster.wait_committed(i, h, end + 13).await;
         let first = cluster
             .client(i)
             .await
-            .read(h, 2, 0, record(3, 0).len() as u32)
+            .read(&ChunkRef::untokened(h, 2), 0, record(3, 0).len() as u32)
             .await
             .unwrap();
         assert_eq!(
@@ -145,7 +172,9 @@ async fn sigterm_stops_busy_servers_cleanly_and_keeps_their_data() {
     let mut end = 0;
     for i in 0..10 {
         end += record(4, i).len() as u64;
-        append(&c, h, 1, i, &record(4, i)).await.unwrap();
+        append(&c, &ChunkRef::untokened(h, 1), i, &record(4, i))
+            .await
+            .unwrap();
     }
     for i in 0..3 {
         cluster.wait_committed(i, h, end).await;
@@ -184,7 +213,9 @@ async fn a_seal_first_gives_short_secondaries_the_appends_they_missed() {
     let c = cluster.client(0).await;
     let rec = |i: u8| bytes::Bytes::from(vec![i; 260_000]);
     for i in 1..=4u8 {
-        let got = c.append(h, 1, u64::from(i), rec(i)).await;
+        let got = c
+            .append(&ChunkRef::untokened(h, 1), u64::from(i), rec(i))
+            .await;
         assert!(
             matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
             "append {i}: {got:?}"
@@ -193,21 +224,30 @@ async fn a_seal_first_gives_short_secondaries_the_appends_they_missed() {
     assert_eq!(cluster.committed(0, h).await, 1_040_000);
     // Does not fit: the chunk is sealed at the primary's 1,040,000 bytes.
     let got = c
-        .append(h, 1, 5, bytes::Bytes::from(vec![5u8; 10_000]))
+        .append(
+            &ChunkRef::untokened(h, 1),
+            5,
+            bytes::Bytes::from(vec![5u8; 10_000]),
+        )
         .await;
     assert!(
         matches!(got, Err(DataError::ChunkFull { .. })),
         "the sealing append: {got:?}"
     );
     for i in 1..=4u8 {
-        let off = append(&c, h, 1, u64::from(i), &rec(i)).await.unwrap();
+        let off = append(&c, &ChunkRef::untokened(h, 1), u64::from(i), &rec(i))
+            .await
+            .unwrap();
         assert_eq!(off, u64::from(i - 1) * 260_000, "retry of append {i}");
     }
     // Whole, in reads of at most a quarter chunk.
     async fn read_all(c: &gfs_dataplane::DataClient, h: u64) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            let piece = c.read(h, 1, out.len() as u64, 1 << 18).await.unwrap();
+            let piece = c
+                .read(&ChunkRef::untokened(h, 1), out.len() as u64, 1 << 18)
+                .await
+                .unwrap();
             if piece.is_empty() {
                 return out;
             }
@@ -247,7 +287,9 @@ async fn the_primary_serves_only_what_a_quorum_holds() {
     let c = cluster.client(0).await;
     let rec = |i: u8| bytes::Bytes::from(vec![i; 1000]);
     for i in 1..=2u8 {
-        let got = c.append(h, 1, u64::from(i), rec(i)).await;
+        let got = c
+            .append(&ChunkRef::untokened(h, 1), u64::from(i), rec(i))
+            .await;
         assert!(
             matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
             "append {i}: {got:?}"
@@ -258,19 +300,21 @@ async fn the_primary_serves_only_what_a_quorum_holds() {
         2000,
         "committed on the primary"
     );
-    let probe = c.read(h, 1, u64::MAX, 0).await;
+    let probe = c.read(&ChunkRef::untokened(h, 1), u64::MAX, 0).await;
     assert!(
         matches!(probe, Err(DataError::OutOfRange { committed: 0, .. })),
         "the primary reports a length a quorum does not hold: {probe:?}"
     );
-    let seen = c.read(h, 1, 0, 4000).await.unwrap();
+    let seen = c.read(&ChunkRef::untokened(h, 1), 0, 4000).await.unwrap();
     assert!(seen.is_empty(), "the primary served {} bytes", seen.len());
     // The retries reach the secondaries: now a quorum holds both, and they are served.
     for i in 1..=2u8 {
-        let off = append(&c, h, 1, u64::from(i), &rec(i)).await.unwrap();
+        let off = append(&c, &ChunkRef::untokened(h, 1), u64::from(i), &rec(i))
+            .await
+            .unwrap();
         assert_eq!(off, u64::from(i - 1) * 1000);
     }
-    let probe = c.read(h, 1, u64::MAX, 0).await;
+    let probe = c.read(&ChunkRef::untokened(h, 1), u64::MAX, 0).await;
     assert!(
         matches!(
             probe,
@@ -281,5 +325,11 @@ async fn the_primary_serves_only_what_a_quorum_holds() {
         ),
         "{probe:?}"
     );
-    assert_eq!(c.read(h, 1, 0, 4000).await.unwrap().len(), 2000);
+    assert_eq!(
+        c.read(&ChunkRef::untokened(h, 1), 0, 4000)
+            .await
+            .unwrap()
+            .len(),
+        2000
+    );
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use gfs_dataplane::ChunkRef;
 use gfs_testkit::fixture::{CHUNK, Cluster, append};
 
 async fn reply_then_close(stream: &mut TcpStream) -> Vec<u8> {
@@ -35,7 +36,7 @@ async fn bad_frames_get_an_error_and_the_server_keeps_serving() {
 
     // Oversized: an APPEND announcing more than a record may carry.
     let mut s = TcpStream::connect(&addr).await.unwrap();
-    let mut f = b"GF\x01\x01".to_vec();
+    let mut f = vec![b'G', b'F', gfs_dataplane::VERSION, 0x01];
     f.extend_from_slice(&77u64.to_le_bytes());
     f.extend_from_slice(&((CHUNK as u32) * 2).to_le_bytes());
     s.write_all(&f).await.unwrap();
@@ -57,7 +58,7 @@ async fn bad_frames_get_an_error_and_the_server_keeps_serving() {
 
     // Truncated: a header promising a body that never comes, then the socket closes.
     let mut s = TcpStream::connect(&addr).await.unwrap();
-    let mut f = b"GF\x01\x01".to_vec();
+    let mut f = vec![b'G', b'F', gfs_dataplane::VERSION, 0x01];
     f.extend_from_slice(&78u64.to_le_bytes());
     f.extend_from_slice(&100u32.to_le_bytes());
     f.extend_from_slice(&[0u8; 10]);
@@ -66,7 +67,12 @@ async fn bad_frames_get_an_error_and_the_server_keeps_serving() {
 
     // Everyone else is still served.
     let c = cluster.client(0).await;
-    assert_eq!(append(&c, h, 1, 1, b"still here").await.unwrap(), 0);
+    assert_eq!(
+        append(&c, &ChunkRef::untokened(h, 1), 1, b"still here")
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// Finding 7: a READ's length is checked before anything is read or allocated. A READ of
@@ -82,7 +88,9 @@ async fn a_read_longer_than_a_frame_is_refused_before_reading() {
     let c = cluster.client(0).await;
     let quarter = vec![5u8; CHUNK as usize / 4 - 100];
     for op in 1..=3 {
-        append(&c, h, 1, op, &quarter).await.unwrap();
+        append(&c, &ChunkRef::untokened(h, 1), op, &quarter)
+            .await
+            .unwrap();
     }
     cluster.wait_committed(1, h, 3 * quarter.len() as u64).await;
     // Damage server 1's replica on disk: any read that touches it fails its checksums.
@@ -91,7 +99,8 @@ async fn a_read_longer_than_a_frame_is_refused_before_reading() {
     bytes[1000] ^= 0x10;
     std::fs::write(&file, bytes).unwrap();
     let c1 = cluster.client(1).await;
-    let reads = (0..64).map(|_| c1.read(h, 1, 0, u32::MAX));
+    let whole = ChunkRef::untokened(h, 1);
+    let reads = (0..64).map(|_| c1.read(&whole, 0, u32::MAX));
     for r in futures::future::join_all(reads).await {
         assert!(
             matches!(r, Err(gfs_dataplane::DataError::FrameTooLarge { .. })),
@@ -99,11 +108,16 @@ async fn a_read_longer_than_a_frame_is_refused_before_reading() {
         );
     }
     // Within the limit it still serves (here: finds the damage).
-    let r = c1.read(h, 1, 0, 4096).await;
+    let r = c1.read(&ChunkRef::untokened(h, 1), 0, 4096).await;
     assert!(
         matches!(r, Err(gfs_dataplane::DataError::ChecksumMismatch { .. })),
         "{r:?}"
     );
-    let good = cluster.client(2).await.read(h, 1, 0, 4096).await.unwrap();
+    let good = cluster
+        .client(2)
+        .await
+        .read(&ChunkRef::untokened(h, 1), 0, 4096)
+        .await
+        .unwrap();
     assert_eq!(good.len(), 4096);
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use gfs_dataplane::{DataClient, DataError};
 use gfs_proto::v1::{CloneChunkRequest, DeleteChunkRequest};
 
+use gfs_dataplane::ChunkRef;
 use gfs_testkit::fixture::{CHUNK, Cluster, append};
 
 fn forgotten(r: &Result<u64, DataError>) -> bool {
@@ -18,7 +19,7 @@ fn forgotten(r: &Result<u64, DataError>) -> bool {
 async fn until_forgotten(c: &DataClient, h: u64, op: u64, data: &[u8], before: Result<u64, ()>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = append(c, h, 1, op, data).await;
+        let r = append(c, &ChunkRef::untokened(h, 1), op, data).await;
         if forgotten(&r) {
             return;
         }
@@ -39,26 +40,38 @@ async fn a_retry_past_the_op_retention_gets_outcome_unknown_and_a_copy_forgets_t
     cluster.create(h, 1).await;
     cluster.grant(0, h, 1).await;
     let c = cluster.client(0).await;
-    assert_eq!(append(&c, h, 1, 1, b"first").await.unwrap(), 0);
+    assert_eq!(
+        append(&c, &ChunkRef::untokened(h, 1), 1, b"first")
+            .await
+            .unwrap(),
+        0
+    );
     let big = vec![3u8; (CHUNK / 4) as usize];
     let mut op = 100;
     let length = loop {
         op += 1;
-        match append(&c, h, 1, op, &big).await {
+        match append(&c, &ChunkRef::untokened(h, 1), op, &big).await {
             Ok(_) => {}
             Err(DataError::ChunkFull { length, .. }) => break length,
             Err(e) => panic!("{e}"),
         }
     };
     // Within the retention: the retry gets its first offset, an op never sent ChunkFull.
-    assert_eq!(append(&c, h, 1, 1, b"first").await.unwrap(), 0);
+    assert_eq!(
+        append(&c, &ChunkRef::untokened(h, 1), 1, b"first")
+            .await
+            .unwrap(),
+        0
+    );
     assert!(matches!(
-        append(&c, h, 1, 2, b"never sent").await,
+        append(&c, &ChunkRef::untokened(h, 1), 2, b"never sent").await,
         Err(DataError::ChunkFull { .. })
     ));
     // Past it: "outcome unknown", on the primary and on a secondary, for any op.
     until_forgotten(&c, h, 1, b"first", Ok(0)).await;
-    assert!(forgotten(&append(&c, h, 1, 2, b"never sent").await));
+    assert!(forgotten(
+        &append(&c, &ChunkRef::untokened(h, 1), 2, b"never sent").await
+    ));
     let secondary = cluster.client(1).await;
     until_forgotten(&secondary, h, 1, b"first", Ok(0)).await;
     // A copy made now, from a replica that forgot: the same bytes, and no op table either
@@ -87,18 +100,24 @@ async fn a_retry_past_the_op_retention_gets_outcome_unknown_and_a_copy_forgets_t
     while at < length {
         let n = (CHUNK / 4).min(length - at) as u32;
         assert_eq!(
-            copy.read(h, 1, at, n).await.unwrap(),
-            c.read(h, 1, at, n).await.unwrap(),
+            copy.read(&ChunkRef::untokened(h, 1), at, n).await.unwrap(),
+            c.read(&ChunkRef::untokened(h, 1), at, n).await.unwrap(),
             "the copy differs at {at}"
         );
         at += u64::from(n);
     }
-    assert!(forgotten(&append(&copy, h, 1, 1, b"first").await));
-    assert!(forgotten(&append(&copy, h, 1, 2, b"never sent").await));
+    assert!(forgotten(
+        &append(&copy, &ChunkRef::untokened(h, 1), 1, b"first").await
+    ));
+    assert!(forgotten(
+        &append(&copy, &ChunkRef::untokened(h, 1), 2, b"never sent").await
+    ));
     // Durably: restarted (with the default retention), it still does not know.
     cluster.servers[2].restart(&[]);
     let copy = cluster.client(2).await;
-    assert!(forgotten(&append(&copy, h, 1, 1, b"first").await));
+    assert!(forgotten(
+        &append(&copy, &ChunkRef::untokened(h, 1), 1, b"first").await
+    ));
     let info = cluster.report(2).await;
     assert!(
         info.chunks

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
 use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
-use gfs_dataplane::{ClientConfig, DataClient};
+use gfs_dataplane::{ChunkRef, ClientConfig, DataClient};
 use gfs_proto::v1::{CreateChunkRequest, GrantLeaseRequest};
 use gfs_storage::probe;
 
@@ -149,7 +149,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn client_config() -> ClientConfig {
     ClientConfig {
-        max_frame: (CHUNK / 4) as usize + 64,
+        max_frame: (CHUNK / 4) as usize + gfs_dataplane::REQUEST_OVERHEAD,
         ..ClientConfig::default()
     }
 }
@@ -163,7 +163,7 @@ async fn stream(cluster: &Cluster, handle: u64, mib: u64, window: usize) -> anyh
     let results: Vec<_> = futures::stream::iter(0..mib)
         .map(|i| {
             let (c, data) = (c.clone(), data.clone());
-            async move { c.append(handle, 1, i, data).await }
+            async move { c.append(&ChunkRef::untokened(handle, 1), i, data).await }
         })
         .buffer_unordered(window.max(1))
         .collect()
@@ -194,7 +194,8 @@ async fn small(
             let mut n = 0u64;
             while start.elapsed() < window {
                 let t = Instant::now();
-                c.append(handle, 1, (w << 40) | n, data.clone()).await?;
+                c.append(&ChunkRef::untokened(handle, 1), (w << 40) | n, data.clone())
+                    .await?;
                 lat.push(t.elapsed());
                 n += 1;
             }

@@ -1,7 +1,7 @@
 //! `gfs-tester`: the seed's end-to-end check against three running chunkservers.
 //!
 //! Creates a chunk on every server, grants the lease to the first with the others as
-//! secondaries, appends records through the data plane, waits until every replica has committed
+//! secondaries (servers run without a master, so no chunk tokens), appends records through the data plane, waits until every replica has committed
 //! them, and reads every record back from every replica, comparing byte for byte. Exits non-zero
 //! with a clear message on any difference.
 
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
 use gfs_bins::{ServerAddr, control_client, parse_servers};
-use gfs_dataplane::{ClientConfig, DataClient};
+use gfs_dataplane::{ChunkRef, ClientConfig, DataClient};
 use gfs_proto::v1::{CreateChunkRequest, GrantLeaseRequest, ReportChunksRequest};
 
 /// End-to-end check of a three-replica append path.
@@ -109,7 +109,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 let mut attempt = 0u32;
                 loop {
-                    match primary.append(handle, version, op, data.clone()).await {
+                    match primary.append(&ChunkRef::untokened(handle, version), op, data.clone()).await {
                         Ok(off) => return Ok((i, off)),
                         Err(e) if e.is_retriable() && Instant::now() < deadline => {
                             attempt += 1;
@@ -177,7 +177,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         for (i, off) in placed.iter() {
             let want = record(seed, *i, max);
             let got = client
-                .read(handle, version, *off, want.len() as u32)
+                .read(
+                    &ChunkRef::untokened(handle, version),
+                    *off,
+                    want.len() as u32,
+                )
                 .await
                 .with_context(|| format!("reading record {i} from {}", s.data))?;
             if got != want {

@@ -139,6 +139,7 @@ mod tests {
             heartbeat_interval_ms: 300,
             chunk_size: 1 << 20,
             quorum: 2,
+            token_key: Default::default(),
         };
         assert_eq!(ClusterValues::from(&r), OURS);
         assert_eq!(

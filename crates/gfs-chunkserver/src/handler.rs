@@ -7,7 +7,8 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use bytes::Bytes;
-use gfs_dataplane::{DataError, Handler};
+use gfs_dataplane::{DataError, Handler, Request};
+use gfs_host::token::{Rights, TokenError, TokenKey};
 use gfs_replication::{Coordinator, ReplicationError};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StorageError};
 
@@ -16,12 +17,50 @@ use crate::metrics::ChunkserverMetrics;
 /// Told of a replica that failed its checksums on a read (handle, block).
 pub type CorruptListener = Arc<dyn Fn(ChunkHandle, u64) + Send + Sync>;
 
+/// The check of every data-plane request's chunk token: against the key the master handed
+/// over at registration (none yet: every request is refused), or none at all for a server run
+/// without a master.
+pub struct TokenGate {
+    key: std::sync::RwLock<Option<TokenKey>>,
+    clock: gfs_util::time::Clock,
+}
+
+impl TokenGate {
+    /// A gate that refuses everything until [`TokenGate::set_key`], by `clock`.
+    pub fn new(clock: gfs_util::time::Clock) -> TokenGate {
+        TokenGate {
+            key: std::sync::RwLock::new(None),
+            clock,
+        }
+    }
+
+    /// Checks tokens against `key` from now on (the master's, from its registration reply).
+    pub fn set_key(&self, key: TokenKey) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    }
+
+    /// Whether `req`'s token lets it through.
+    pub fn check(&self, req: &Request) -> Result<(), TokenError> {
+        let need = match req {
+            Request::Read { .. } => Rights::READ,
+            Request::Append { .. } | Request::Flush { .. } => Rights::APPEND,
+        };
+        let (handle, version, token) = req.chunk();
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner());
+        let key = key.as_ref().ok_or(TokenError::NoKey)?;
+        key.check(token, handle, version, need, self.clock.now_ms())
+            .map(drop)
+    }
+}
+
 /// Serves APPEND and READ for one chunkserver.
 pub struct DataHandler {
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
     on_corrupt: Option<CorruptListener>,
     metrics: Option<Arc<ChunkserverMetrics>>,
+    /// None: no master, no tokens to check (a standalone server, the replication tests).
+    tokens: Option<Arc<TokenGate>>,
 }
 
 impl DataHandler {
@@ -36,7 +75,14 @@ impl DataHandler {
             coordinator,
             on_corrupt,
             metrics: None,
+            tokens: None,
         }
+    }
+
+    /// Serves only requests whose chunk token `gate` lets through.
+    pub fn with_tokens(mut self, gate: Arc<TokenGate>) -> DataHandler {
+        self.tokens = Some(gate);
+        self
     }
 
     /// Counts and times every request in `metrics`.
@@ -141,6 +187,18 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
 }
 
 impl Handler for DataHandler {
+    fn admit(&self, req: &Request) -> Result<(), DataError> {
+        let Some(gate) = &self.tokens else {
+            return Ok(());
+        };
+        gate.check(req).map_err(|e| {
+            if let Some(m) = &self.metrics {
+                m.refused.inc();
+            }
+            DataError::BadToken(e.to_string())
+        })
+    }
+
     async fn append(
         &self,
         handle: u64,

@@ -33,6 +33,8 @@ pub struct ChunkserverMetrics {
     pub replicated: Counter,
     /// Duration of each group commit's fsync round.
     pub fsync: Histogram,
+    /// Data-plane requests refused for their chunk token.
+    pub refused: Counter,
 }
 
 impl ChunkserverMetrics {
@@ -55,6 +57,12 @@ impl ChunkserverMetrics {
             "replicated",
             "Bytes received by re-replication copies and catch-ups",
         );
+        let refused = Counter::default();
+        r.register(
+            "token_refused",
+            "Data-plane requests refused for their chunk token (missing, forged, expired, another chunk's)",
+            refused.clone(),
+        );
         let fsync = latency_histogram();
         r.register_with_unit(
             "fsync_duration",
@@ -71,6 +79,7 @@ impl ChunkserverMetrics {
             read,
             replicated,
             fsync,
+            refused,
         }
     }
 

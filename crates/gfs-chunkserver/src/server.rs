@@ -12,7 +12,7 @@
 //! `repl_addr`, `http_addr`) and serves `Replication` and `ChunkControl` on the gRPC port, with
 //! message limits of the largest record (a quarter chunk) plus 1 MiB, at least 4 MiB, and
 //! HTTP/2 windows of `gfs_replication::WINDOW`. The data plane refuses bodies over a quarter
-//! chunk plus 64 bytes (`max_frame`). An `op_retention` shorter than a client's op deadline
+//! chunk plus `gfs_dataplane::REQUEST_OVERHEAD` (`max_frame`: fixed fields and a chunk token). An `op_retention` shorter than a client's op deadline
 //! plus a lease period (120 s at the defaults) is warned about at start. [`ChunkServer::stop`]
 //! cancels the token: the data plane drains (bounded by `write_timeout`), gRPC calls get
 //! `SHUTDOWN_GRACE` (10 s), then the store is dropped (the committer drains and checkpoints).
@@ -73,7 +73,7 @@ use crate::cluster::ClusterValues;
 use crate::config::ChunkserverConfig;
 use crate::control::Control;
 use crate::error::{ChunkserverError, Result};
-use crate::handler::DataHandler;
+use crate::handler::{DataHandler, TokenGate};
 use crate::metrics::ChunkserverMetrics;
 
 /// Where the heartbeat loop leaves the error that stopped the server, for [`ChunkServer::wait`].
@@ -212,12 +212,23 @@ impl ChunkServer {
                 shutdown.clone(),
             ));
         }
-        let handler = Arc::new(
+        // With a master, every data-plane request needs a chunk token it issued (its key comes
+        // with the registration reply; nothing is served before). Without one there is none.
+        let gate = master
+            .as_ref()
+            .map(|_| Arc::new(TokenGate::new(host.clock.clone())));
+        if gate.is_none() {
+            tracing::warn!("no master: data-plane requests are served without chunk tokens");
+        }
+        let mut handler =
             DataHandler::new(Arc::clone(&store), Arc::clone(&coordinator), on_corrupt)
-                .with_metrics(Arc::clone(&metrics)),
-        );
+                .with_metrics(Arc::clone(&metrics));
+        if let Some(g) = &gate {
+            handler = handler.with_tokens(Arc::clone(g));
+        }
+        let handler = Arc::new(handler);
         let data_cfg = ServerConfig {
-            max_frame: cfg.max_record() as usize + 64,
+            max_frame: cfg.max_record() as usize + gfs_dataplane::REQUEST_OVERHEAD,
             ..cfg.dataplane.clone()
         };
         let data_task = tokio::spawn(gfs_dataplane::run(
@@ -274,10 +285,10 @@ impl ChunkServer {
             let beats = heartbeat_loop(
                 cfg.clone(),
                 channel,
-                data_addr,
-                repl_addr,
+                (data_addr, repl_addr),
                 Arc::clone(&store),
                 Arc::clone(&coordinator),
+                gate.clone(),
                 shutdown.clone(),
             );
             // A cluster-wide value that differs from the master's stops the server.
@@ -489,10 +500,10 @@ fn corrupt_reporter(
 async fn heartbeat_loop(
     cfg: ChunkserverConfig,
     master: tonic::transport::Channel,
-    data_addr: SocketAddr,
-    repl_addr: SocketAddr,
+    (data_addr, repl_addr): (SocketAddr, SocketAddr),
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
+    gate: Option<Arc<TokenGate>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     use gfs_proto::v1::master_control_client::MasterControlClient;
@@ -556,6 +567,12 @@ async fn heartbeat_loop(
                     let r = r.into_inner();
                     // The master's values win: on a difference this server stops serving.
                     ours.check(&ClusterValues::from(&r), &cfg.master)?;
+                    match (gfs_host::token::TokenKey::from_bytes(&r.token_key), &gate) {
+                        (Some(key), Some(gate)) => gate.set_key(key),
+                        (None, _) => tracing::error!(master = %cfg.master,
+                            "the master sent no chunk token key: every data-plane request is refused"),
+                        (Some(_), None) => {}
+                    }
                     registered = true;
                     interval = std::time::Duration::from_millis(r.heartbeat_interval_ms.max(50));
                     tracing::info!(master = %cfg.master, "registered with the master");

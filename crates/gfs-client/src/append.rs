@@ -157,10 +157,7 @@ impl Client {
                 continue;
             };
             let res = match self.conn(&primary.data_addr).await {
-                Ok(c) => {
-                    c.append(lease.handle, lease.version, op, data.clone())
-                        .await
-                }
+                Ok(c) => c.append(&lease_ref(&lease), op, data.clone()).await,
                 Err(e) => Err(e),
             };
             if res.is_err() {
@@ -192,6 +189,11 @@ impl Client {
                 // The chunk is sealed holding the op, on the primary's word alone: the master
                 // may have sealed it at a length that replica alone held. Its replicas are asked
                 // (`resolve`) once the master hands out the next chunk.
+                // Refused before any work (a token from before a master restart, expired, or
+                // from a chunkserver that has not registered yet): this attempt did nothing,
+                // and what earlier ones did stays as open as it was. The lease is forgotten,
+                // so the next attempt carries a fresh token.
+                Err(e @ DataError::BadToken(_)) => retry.wait(&e).await?,
                 Err(e @ DataError::SealedWith { .. }) => {
                     uncertain.retain(|u| u.handle != lease.handle);
                     uncertain.push(lease);
@@ -283,7 +285,7 @@ impl Client {
             }
             votes.asked.push(addr.clone());
             let res = match self.conn(&addr).await {
-                Ok(c) => c.append(u.handle, u.version, op, data.clone()).await,
+                Ok(c) => c.append(&lease_ref(u), op, data.clone()).await,
                 Err(e) => Err(e),
             };
             match res {

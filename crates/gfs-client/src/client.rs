@@ -79,8 +79,13 @@ pub(crate) fn data_retriable(e: &DataError) -> bool {
     e.is_retriable()
         || matches!(
             e,
-            DataError::StaleVersion { .. } | DataError::NotFound { .. }
+            DataError::StaleVersion { .. } | DataError::NotFound { .. } | DataError::BadToken(_)
         )
+}
+
+/// The chunk of `lease` as a data-plane request names it, with the lease's token.
+pub(crate) fn lease_ref(lease: &gfs_proto::v1::ChunkLease) -> gfs_dataplane::ChunkRef {
+    gfs_dataplane::ChunkRef::new(lease.handle, lease.version, lease.token.clone())
 }
 
 /// Runs `call` against (a clone of) `client` until it answers, retrying what may go away on

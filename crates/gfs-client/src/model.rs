@@ -116,6 +116,16 @@ pub struct ChunkInfo {
     pub length_quorum: usize,
     /// Current replicas, nearest first.
     pub replicas: Vec<Replica>,
+    /// The master's token for reading the chunk (sent with every read; not shown).
+    #[serde(skip)]
+    pub token: bytes::Bytes,
+}
+
+impl ChunkInfo {
+    /// The chunk as a data-plane request names it.
+    pub fn chunk_ref(&self) -> gfs_dataplane::ChunkRef {
+        gfs_dataplane::ChunkRef::new(self.handle, self.version, self.token.clone())
+    }
 }
 
 /// The chunks of a file as the master listed them.

@@ -124,6 +124,7 @@ impl Client {
                     sealed_length: c.sealed_length,
                     length_quorum: (c.length_quorum as usize).max(1),
                     replicas,
+                    token: c.token,
                 }
             }));
             if !reply.more {
@@ -239,7 +240,7 @@ impl Client {
         let probes = chunk.replicas.iter().map(|r| async move {
             let c = self.conn(&r.data_addr).await.ok()?;
             // A read past the end names the committed length.
-            match c.read(chunk.handle, chunk.version, u64::MAX, 0).await {
+            match c.read(&chunk.chunk_ref(), u64::MAX, 0).await {
                 Err(DataError::OutOfRange { committed, .. }) => Some(committed),
                 Ok(_) => None,
                 Err(e) => {
@@ -277,7 +278,7 @@ impl Client {
         let mut last = String::from("the chunk has no live replica");
         for r in &chunk.replicas {
             let res = match self.conn(&r.data_addr).await {
-                Ok(c) => c.read(chunk.handle, chunk.version, offset, len).await,
+                Ok(c) => c.read(&chunk.chunk_ref(), offset, len).await,
                 Err(e) => Err(e),
             };
             match res {

@@ -19,7 +19,7 @@ use gfs_proto::v1::ChunkLease;
 use tokio::task::JoinHandle;
 
 use crate::append::{OpAnswer, Votes, listed, reached};
-use crate::client::{Client, Retry, data_retriable};
+use crate::client::{Client, Retry, data_retriable, lease_ref};
 use crate::error::{ClientError, Result};
 
 struct Piece {
@@ -117,7 +117,7 @@ impl Writer {
             let res = match l.primary.as_ref().map(|p| p.data_addr.clone()) {
                 Some(addr) => match self.client.conn(&addr).await {
                     Ok(c) => {
-                        let r = c.flush(l.handle, l.version).await;
+                        let r = c.flush(&lease_ref(&l)).await;
                         if let Err(e) = &r {
                             self.client.drop_conn_on(&addr, e);
                         }
@@ -335,11 +335,11 @@ impl Writer {
     ) -> JoinHandle<Result<u64, DataError>> {
         let client = self.client.clone();
         let addr = l.primary.as_ref().map(|p| p.data_addr.clone());
-        let (handle, version) = (l.handle, l.version);
+        let chunk = lease_ref(l);
         tokio::spawn(async move {
             let addr = addr.ok_or_else(|| DataError::Unavailable("no primary".into()))?;
             let c = client.conn(&addr).await?;
-            let res = c.append_at(handle, version, op, Some(at), data).await;
+            let res = c.append_at(&chunk, op, Some(at), data).await;
             if let Err(e) = &res {
                 client.drop_conn_on(&addr, e);
             }

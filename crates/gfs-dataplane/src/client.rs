@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
 use crate::codec::{ClientCodec, CodecError, WriteEnd, write_batches};
-use crate::{DataError, Frame, Request, Response};
+use crate::{ChunkRef, DataError, Frame, Request, Response};
 
 /// Limits and deadlines of a client connection.
 #[derive(Clone, Debug)]
@@ -38,7 +38,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            max_frame: 16 * 1024 * 1024 + 64,
+            max_frame: 16 * 1024 * 1024 + crate::REQUEST_OVERHEAD,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             net: Net::os(),
@@ -154,31 +154,30 @@ impl DataClient {
         })
     }
 
-    /// Appends `data` as one record to chunk `handle`; returns the record's offset in the chunk.
+    /// Appends `data` as one record to `chunk`; returns the record's offset in the chunk.
     pub async fn append(
         &self,
-        handle: u64,
-        version: u64,
+        chunk: &ChunkRef,
         op_id: u64,
         data: Bytes,
     ) -> Result<u64, DataError> {
-        self.append_at(handle, version, op_id, None, data).await
+        self.append_at(chunk, op_id, None, data).await
     }
 
-    /// Appends `data` to chunk `handle` only at offset `at` (any offset when `None`); a primary
+    /// Appends `data` to `chunk` only at offset `at` (any offset when `None`); a primary
     /// whose next offset differs answers [`DataError::OffsetMismatch`].
     pub async fn append_at(
         &self,
-        handle: u64,
-        version: u64,
+        chunk: &ChunkRef,
         op_id: u64,
         at: Option<u64>,
         data: Bytes,
     ) -> Result<u64, DataError> {
         let req = Request::Append {
-            handle,
-            version,
+            handle: chunk.handle,
+            version: chunk.version,
             op_id,
+            token: chunk.token.clone(),
             at,
             data,
         };
@@ -188,19 +187,14 @@ impl DataClient {
         }
     }
 
-    /// Reads `len` bytes at `offset` of chunk `handle`.
-    pub async fn read(
-        &self,
-        handle: u64,
-        version: u64,
-        offset: u64,
-        len: u32,
-    ) -> Result<Bytes, DataError> {
+    /// Reads `len` bytes at `offset` of `chunk`.
+    pub async fn read(&self, chunk: &ChunkRef, offset: u64, len: u32) -> Result<Bytes, DataError> {
         let req = Request::Read {
-            handle,
-            version,
+            handle: chunk.handle,
+            version: chunk.version,
             offset,
             len,
+            token: chunk.token.clone(),
         };
         match self.call(req).await? {
             Response::Data(data) => Ok(data),
@@ -208,10 +202,15 @@ impl DataClient {
         }
     }
 
-    /// Has the primary of chunk `handle` at `version` make the length a quorum holds known
-    /// beyond itself; returns that length.
-    pub async fn flush(&self, handle: u64, version: u64) -> Result<u64, DataError> {
-        match self.call(Request::Flush { handle, version }).await? {
+    /// Has the primary of `chunk` make the length a quorum holds known beyond itself; returns
+    /// that length.
+    pub async fn flush(&self, chunk: &ChunkRef) -> Result<u64, DataError> {
+        let req = Request::Flush {
+            handle: chunk.handle,
+            version: chunk.version,
+            token: chunk.token.clone(),
+        };
+        match self.call(req).await? {
             Response::Appended { offset } => Ok(offset),
             other => Err(unexpected("flush", &other)),
         }

@@ -12,8 +12,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::DataError;
 use crate::frame::{
-    APPEND_AT_FIXED, APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, FLUSH_BODY, Frame, HEADER_LEN,
-    MAGIC, MAX_ERROR_MESSAGE, READ_BODY, Request, Response, VERSION, kind,
+    APPEND_AT_FIXED, APPEND_FIXED, APPENDED_BODY, ERROR_FIXED, FLUSH_FIXED, Frame, HEADER_LEN,
+    MAGIC, MAX_ERROR_MESSAGE, READ_FIXED, Request, Response, VERSION, kind,
 };
 
 /// Why a frame could not be decoded (or encoded).
@@ -158,6 +158,13 @@ fn put_header(dst: &mut BytesMut, kind: u8, request_id: u64, body_len: u32) {
     dst.put_u32_le(body_len);
 }
 
+/// Puts a request's token (at most `MAX_TOKEN_LEN` bytes, checked before the header went
+/// out), after its length, on the wire.
+fn put_token(dst: &mut BytesMut, token: &[u8]) {
+    dst.put_u16_le(token.len() as u16);
+    dst.put_slice(token);
+}
+
 /// Cuts `s` to at most `max` bytes at a char boundary.
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -187,42 +194,66 @@ fn request_rule(kind: u8) -> Option<BodyRule> {
     match kind {
         kind::APPEND => Some(BodyRule::AtLeast(APPEND_FIXED)),
         kind::APPEND_AT => Some(BodyRule::AtLeast(APPEND_AT_FIXED)),
-        kind::READ => Some(BodyRule::Exact(READ_BODY)),
-        kind::FLUSH => Some(BodyRule::Exact(FLUSH_BODY)),
+        kind::READ => Some(BodyRule::AtLeast(READ_FIXED)),
+        kind::FLUSH => Some(BodyRule::AtLeast(FLUSH_FIXED)),
         _ => None,
     }
 }
 
 fn parse_request(header: Header, mut body: Bytes) -> Result<Request, CodecError> {
-    // Body lengths were validated against `request_rule` in `parse_header`.
+    // Body lengths were validated against `request_rule` in `parse_header`: the fixed part,
+    // which ends with the token's length, is there.
+    let id = header.request_id;
+    // The token after the fixed part; READ and FLUSH end with it.
+    let token = |body: &mut Bytes, last: bool| -> Result<Bytes, CodecError> {
+        let n = usize::from(body.get_u16_le());
+        if n > gfs_host::token::MAX_TOKEN_LEN {
+            return Err(malformed(id, format!("a token of {n} bytes is too long")));
+        }
+        if body.len() < n || (last && body.len() != n) {
+            return Err(malformed(
+                id,
+                format!("the body holds {} bytes after a token of {n}", body.len()),
+            ));
+        }
+        Ok(body.split_to(n))
+    };
     match header.kind {
         kind::APPEND | kind::APPEND_AT => {
             let handle = body.get_u64_le();
             let version = body.get_u64_le();
             let op_id = body.get_u64_le();
             let at = (header.kind == kind::APPEND_AT).then(|| body.get_u64_le());
+            let token = token(&mut body, false)?;
             Ok(Request::Append {
                 handle,
                 version,
                 op_id,
+                token,
                 at,
                 data: body,
             })
         }
-        kind::READ => Ok(Request::Read {
-            handle: body.get_u64_le(),
-            version: body.get_u64_le(),
-            offset: body.get_u64_le(),
-            len: body.get_u32_le(),
-        }),
-        kind::FLUSH => Ok(Request::Flush {
-            handle: body.get_u64_le(),
-            version: body.get_u64_le(),
-        }),
-        k => Err(malformed(
-            header.request_id,
-            format!("unknown request kind {k:#04x}"),
-        )),
+        kind::READ => {
+            let (handle, version) = (body.get_u64_le(), body.get_u64_le());
+            let (offset, len) = (body.get_u64_le(), body.get_u32_le());
+            Ok(Request::Read {
+                handle,
+                version,
+                offset,
+                len,
+                token: token(&mut body, true)?,
+            })
+        }
+        kind::FLUSH => {
+            let (handle, version) = (body.get_u64_le(), body.get_u64_le());
+            Ok(Request::Flush {
+                handle,
+                version,
+                token: token(&mut body, true)?,
+            })
+        }
+        k => Err(malformed(id, format!("unknown request kind {k:#04x}"))),
     }
 }
 
@@ -325,11 +356,19 @@ impl Encoder<Frame<Request>> for ClientCodec {
     fn encode(&mut self, item: Frame<Request>, dst: &mut BytesMut) -> Result<(), Self::Error> {
         let id = item.request_id;
         let len = check_out_len(id, item.body.body_len(), self.max_frame)?;
+        let token_len = item.body.chunk().2.len();
+        if token_len > gfs_host::token::MAX_TOKEN_LEN {
+            return Err(malformed(
+                id,
+                format!("a token of {token_len} bytes is too long"),
+            ));
+        }
         match item.body {
             Request::Append {
                 handle,
                 version,
                 op_id,
+                token,
                 at,
                 data,
             } => {
@@ -349,6 +388,7 @@ impl Encoder<Frame<Request>> for ClientCodec {
                 if let Some(at) = at {
                     dst.put_u64_le(at);
                 }
+                put_token(dst, &token);
                 dst.put_slice(&data);
             }
             Request::Read {
@@ -356,17 +396,24 @@ impl Encoder<Frame<Request>> for ClientCodec {
                 version,
                 offset,
                 len: read_len,
+                token,
             } => {
                 put_header(dst, kind::READ, id, len);
                 dst.put_u64_le(handle);
                 dst.put_u64_le(version);
                 dst.put_u64_le(offset);
                 dst.put_u32_le(read_len);
+                put_token(dst, &token);
             }
-            Request::Flush { handle, version } => {
+            Request::Flush {
+                handle,
+                version,
+                token,
+            } => {
                 put_header(dst, kind::FLUSH, id, len);
                 dst.put_u64_le(handle);
                 dst.put_u64_le(version);
+                put_token(dst, &token);
             }
         }
         Ok(())

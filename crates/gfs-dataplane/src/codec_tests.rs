@@ -86,6 +86,7 @@ fn all_wire_errors() -> Vec<DataError> {
             handle: 14,
             offset: 3 << 20,
         },
+        DataError::BadToken("chunk token expired 5 ms ago".into()),
     ]
 }
 
@@ -96,6 +97,7 @@ fn request_round_trip_every_kind() {
             handle: 1,
             version: 2,
             op_id: 3,
+            token: Bytes::from_static(b"tok"),
             at: None,
             data: Bytes::from_static(b"hello record"),
         },
@@ -103,6 +105,7 @@ fn request_round_trip_every_kind() {
             handle: u64::MAX,
             version: 0,
             op_id: 42,
+            token: Bytes::from_static(b"tok"),
             at: None,
             data: Bytes::new(),
         },
@@ -110,6 +113,7 @@ fn request_round_trip_every_kind() {
             handle: 9,
             version: 8,
             op_id: 7,
+            token: Bytes::from_static(b"tok"),
             at: Some(1 << 40),
             data: Bytes::from_static(b"at an offset"),
         },
@@ -118,10 +122,12 @@ fn request_round_trip_every_kind() {
             version: 6,
             offset: 7,
             len: u32::MAX,
+            token: Bytes::new(),
         },
         Request::Flush {
             handle: 3,
             version: u64::MAX,
+            token: Bytes::from(vec![9u8; gfs_host::token::MAX_TOKEN_LEN]),
         },
     ];
     for (i, req) in reqs.into_iter().enumerate() {
@@ -203,6 +209,7 @@ fn one_byte_at_a_time_decodes_once_complete() {
         handle: 1,
         version: 1,
         op_id: 1,
+        token: Bytes::from_static(b"tok"),
         at: None,
         data: Bytes::from(vec![7u8; 100]),
     };
@@ -241,11 +248,13 @@ fn two_frames_in_one_buffer() {
         version: 2,
         offset: 3,
         len: 4,
+        token: Bytes::new(),
     };
     let b = Request::Append {
         handle: 5,
         version: 6,
         op_id: 7,
+        token: Bytes::from_static(b"tok"),
         at: None,
         data: Bytes::from_static(b"xyz"),
     };
@@ -271,14 +280,17 @@ fn expect_malformed(res: Result<Option<impl std::fmt::Debug>, CodecError>, want_
 
 #[test]
 fn bad_magic_is_malformed() {
-    let mut buf = raw(*b"XY", VERSION, kind::READ, 5, 28, &[0; 28]);
+    let mut buf = raw(*b"XY", VERSION, kind::READ, 5, 30, &[0; 30]);
     expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 0);
 }
 
 #[test]
 fn bad_version_is_malformed() {
-    let mut buf = raw(MAGIC, 2, kind::READ, 5, 28, &[0; 28]);
-    expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 0);
+    // Version 1 (no tokens) is refused as well as any other.
+    for v in [1, 3] {
+        let mut buf = raw(MAGIC, v, kind::READ, 5, 30, &[0; 30]);
+        expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 0);
+    }
 }
 
 #[test]
@@ -288,16 +300,17 @@ fn unknown_kind_is_malformed_with_request_id() {
     // A reply kind is not a request kind, and vice versa.
     let mut buf = raw(MAGIC, VERSION, kind::DATA, 6, 0, &[]);
     expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 6);
-    let mut buf = raw(MAGIC, VERSION, kind::READ, 7, 28, &[0; 28]);
+    let mut buf = raw(MAGIC, VERSION, kind::READ, 7, 30, &[0; 30]);
     expect_malformed(ClientCodec::new(MAX).decode(&mut buf), 7);
 }
 
 #[test]
 fn short_bodies_are_malformed() {
-    let cases: [(u8, usize, bool); 5] = [
-        (kind::APPEND, 23, true),
-        (kind::READ, 27, true),
-        (kind::FLUSH, 15, true),
+    let cases: [(u8, usize, bool); 6] = [
+        (kind::APPEND, 25, true),
+        (kind::APPEND_AT, 33, true),
+        (kind::READ, 29, true),
+        (kind::FLUSH, 17, true),
         (kind::APPENDED, 7, false),
         (kind::ERROR, 17, false),
     ];
@@ -309,9 +322,47 @@ fn short_bodies_are_malformed() {
             expect_malformed(ClientCodec::new(MAX).decode(&mut buf), 11);
         }
     }
-    // READ must be exactly 28 bytes: a longer body is malformed too.
-    let mut buf = raw(MAGIC, VERSION, kind::READ, 12, 29, &[0; 29]);
+    // READ must be exactly 30 bytes plus its token: a longer body is malformed too.
+    let mut buf = raw(MAGIC, VERSION, kind::READ, 12, 31, &[0; 31]);
     expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 12);
+}
+
+#[test]
+fn a_token_longer_than_its_body_or_the_limit_is_malformed() {
+    // READ: a token length that runs past the body, or leaves bytes after it.
+    for token_len in [1u16, 5] {
+        let mut body = vec![0u8; 28];
+        body.extend_from_slice(&token_len.to_le_bytes());
+        body.extend_from_slice(&[7; 3]);
+        let mut buf = raw(MAGIC, VERSION, kind::READ, 13, body.len() as u32, &body);
+        expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 13);
+    }
+    // APPEND: a token longer than any the master issues, however long the body.
+    let too_long = gfs_host::token::MAX_TOKEN_LEN as u16 + 1;
+    let mut body = vec![0u8; 24];
+    body.extend_from_slice(&too_long.to_le_bytes());
+    body.extend_from_slice(&vec![1u8; usize::from(too_long) + 10]);
+    let mut buf = raw(MAGIC, VERSION, kind::APPEND, 14, body.len() as u32, &body);
+    expect_malformed(ServerCodec::new(MAX).decode(&mut buf), 14);
+    // And the encoder refuses to send one, writing nothing.
+    let mut out = BytesMut::new();
+    let req = Request::Flush {
+        handle: 1,
+        version: 1,
+        token: Bytes::from(vec![0u8; usize::from(too_long)]),
+    };
+    let err = ClientCodec::new(MAX).encode(
+        Frame {
+            request_id: 15,
+            body: req,
+        },
+        &mut out,
+    );
+    assert!(matches!(
+        err,
+        Err(CodecError::Malformed { request_id: 15, .. })
+    ));
+    assert!(out.is_empty());
 }
 
 #[test]
@@ -350,6 +401,7 @@ fn encoder_refuses_oversized_frames() {
                     handle: 1,
                     version: 1,
                     op_id: 1,
+                    token: Bytes::from_static(b"tok"),
                     at: None,
                     data: Bytes::from(vec![0; MAX]),
                 },
@@ -370,6 +422,7 @@ async fn eof_between_frames_ends_cleanly() {
             version: 1,
             offset: 0,
             len: 1,
+            token: Bytes::new(),
         },
     );
     wire.extend_from_slice(&enc_req(
@@ -379,6 +432,7 @@ async fn eof_between_frames_ends_cleanly() {
             version: 1,
             offset: 0,
             len: 1,
+            token: Bytes::new(),
         },
     ));
     let mut frames = FramedRead::new(&wire[..], ServerCodec::new(MAX));
@@ -395,6 +449,7 @@ async fn eof_inside_a_frame_is_an_error() {
             handle: 1,
             version: 1,
             op_id: 1,
+            token: Bytes::from_static(b"tok"),
             at: None,
             data: Bytes::from_static(b"0123456789"),
         },
@@ -409,6 +464,10 @@ async fn eof_inside_a_frame_is_an_error() {
     }
 }
 
+fn arb_token() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..=gfs_host::token::MAX_TOKEN_LEN).prop_map(Bytes::from)
+}
+
 fn arb_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (
@@ -416,25 +475,40 @@ fn arb_request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<u64>(),
             proptest::option::of(any::<u64>()),
-            proptest::collection::vec(any::<u8>(), 0..300)
+            proptest::collection::vec(any::<u8>(), 0..300),
+            arb_token(),
         )
-            .prop_map(|(handle, version, op_id, at, data)| Request::Append {
-                handle,
-                version,
-                op_id,
-                at,
-                data: Bytes::from(data),
-            }),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-            |(handle, version, offset, len)| Request::Read {
+            .prop_map(
+                |(handle, version, op_id, at, data, token)| Request::Append {
+                    handle,
+                    version,
+                    op_id,
+                    token,
+                    at,
+                    data: Bytes::from(data),
+                }
+            ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            arb_token()
+        )
+            .prop_map(|(handle, version, offset, len, token)| Request::Read {
                 handle,
                 version,
                 offset,
                 len,
+                token,
+            }),
+        (any::<u64>(), any::<u64>(), arb_token()).prop_map(|(handle, version, token)| {
+            Request::Flush {
+                handle,
+                version,
+                token,
             }
-        ),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(handle, version)| Request::Flush { handle, version }),
+        }),
     ]
 }
 

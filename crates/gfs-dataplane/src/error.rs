@@ -120,6 +120,11 @@ pub enum DataError {
         /// The op's offset in the chunk.
         offset: u64,
     },
+    /// \[18\] The request's chunk token was missing, forged, for another chunk or version,
+    /// short of the right needed, or expired; nothing was done. The client asks the master
+    /// for a fresh token and tries again.
+    #[error("chunk token refused: {0}")]
+    BadToken(String),
     /// Client side only: the connection failed with an I/O or protocol error.
     #[error("i/o error: {0}")]
     Io(String),
@@ -164,6 +169,8 @@ pub mod code {
     pub const OP_RETENTION_EXPIRED: u16 = 16;
     /// [`super::DataError::SealedWith`].
     pub const SEALED_WITH: u16 = 17;
+    /// [`super::DataError::BadToken`].
+    pub const BAD_TOKEN: u16 = 18;
 }
 
 impl DataError {
@@ -222,6 +229,7 @@ impl DataError {
             SealedWith { handle, offset } => {
                 (code::SEALED_WITH, *handle, *offset, self.to_string())
             }
+            BadToken(m) => (code::BAD_TOKEN, 0, 0, m.clone()),
             Io(_) | ConnectionClosed => (code::INTERNAL, 0, 0, self.to_string()),
         }
     }
@@ -265,6 +273,7 @@ impl DataError {
                 handle: a,
                 offset: b,
             },
+            code::BAD_TOKEN => BadToken(message),
             _ => Internal(message),
         }
     }

@@ -6,10 +6,14 @@ use crate::DataError;
 
 /// Magic bytes that open every frame.
 pub const MAGIC: [u8; 2] = *b"GF";
-/// Protocol version carried in every frame header.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in every frame header (2: requests carry a chunk token).
+pub const VERSION: u8 = 2;
 /// Length of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 16;
+/// The most a request's body holds besides its record: fixed fields, and a chunk token of
+/// the longest kind. A server taking records of `n` bytes takes frame bodies of
+/// `n + REQUEST_OVERHEAD`.
+pub const REQUEST_OVERHEAD: usize = 64 + 2 + gfs_host::token::MAX_TOKEN_LEN;
 
 /// Frame kind codes as they appear in the header.
 pub mod kind {
@@ -29,14 +33,14 @@ pub mod kind {
     pub const ERROR: u8 = 0xFF;
 }
 
-/// Fixed part of an `APPEND` body: handle, version, op_id.
-pub(crate) const APPEND_FIXED: usize = 24;
-/// Fixed part of an `APPEND_AT` body: handle, version, op_id, offset.
-pub(crate) const APPEND_AT_FIXED: usize = 32;
-/// Exact length of a `READ` body: handle, version, offset, len.
-pub(crate) const READ_BODY: usize = 28;
-/// Exact length of a `FLUSH` body: handle, version.
-pub(crate) const FLUSH_BODY: usize = 16;
+/// Fixed part of an `APPEND` body: handle, version, op_id, token length.
+pub(crate) const APPEND_FIXED: usize = 26;
+/// Fixed part of an `APPEND_AT` body: handle, version, op_id, offset, token length.
+pub(crate) const APPEND_AT_FIXED: usize = 34;
+/// Fixed part of a `READ` body: handle, version, offset, len, token length (then the token).
+pub(crate) const READ_FIXED: usize = 30;
+/// Fixed part of a `FLUSH` body: handle, version, token length (then the token).
+pub(crate) const FLUSH_FIXED: usize = 18;
 /// Exact length of an `APPENDED` body: offset.
 pub(crate) const APPENDED_BODY: usize = 8;
 /// Fixed part of an `ERROR` body: code, a, b.
@@ -55,6 +59,8 @@ pub enum Request {
         version: u64,
         /// Client-chosen operation id for deduplicating retries.
         op_id: u64,
+        /// The master's token for the chunk ([`gfs_host::token`]).
+        token: Bytes,
         /// Only at this offset inside the chunk (`APPEND_AT`); `None` lets the primary choose.
         at: Option<u64>,
         /// The record bytes.
@@ -70,6 +76,8 @@ pub enum Request {
         offset: u64,
         /// Number of bytes to read.
         len: u32,
+        /// The master's token for the chunk.
+        token: Bytes,
     },
     /// Have the primary of chunk `handle` at `version` tell enough secondaries the length a
     /// quorum holds that any replicas a reader asks include one that knows it; the reply
@@ -79,6 +87,8 @@ pub enum Request {
         handle: u64,
         /// The version of the writer's lease.
         version: u64,
+        /// The master's token for the chunk.
+        token: Bytes,
     },
 }
 
@@ -86,10 +96,71 @@ impl Request {
     /// Length of this request's body on the wire.
     pub fn body_len(&self) -> usize {
         match self {
-            Request::Append { data, at: None, .. } => APPEND_FIXED + data.len(),
-            Request::Append { data, .. } => APPEND_AT_FIXED + data.len(),
-            Request::Read { .. } => READ_BODY,
-            Request::Flush { .. } => FLUSH_BODY,
+            Request::Append {
+                data,
+                at: None,
+                token,
+                ..
+            } => APPEND_FIXED + token.len() + data.len(),
+            Request::Append { data, token, .. } => APPEND_AT_FIXED + token.len() + data.len(),
+            Request::Read { token, .. } => READ_FIXED + token.len(),
+            Request::Flush { token, .. } => FLUSH_FIXED + token.len(),
+        }
+    }
+
+    /// The chunk this request is about, with its version and token.
+    pub fn chunk(&self) -> (u64, u64, &Bytes) {
+        match self {
+            Request::Append {
+                handle,
+                version,
+                token,
+                ..
+            }
+            | Request::Read {
+                handle,
+                version,
+                token,
+                ..
+            }
+            | Request::Flush {
+                handle,
+                version,
+                token,
+            } => (*handle, *version, token),
+        }
+    }
+}
+
+/// A chunk as a data-plane request names it: its handle, the version the client believes
+/// current, and the master's token for it (empty where no master checks: a chunkserver run
+/// without one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// The chunk handle.
+    pub handle: u64,
+    /// The chunk version.
+    pub version: u64,
+    /// The master's token for the chunk.
+    pub token: Bytes,
+}
+
+impl ChunkRef {
+    /// Chunk `handle` at `version` with no token (for a chunkserver that runs without a master).
+    pub fn untokened(handle: u64, version: u64) -> ChunkRef {
+        ChunkRef {
+            handle,
+            version,
+            token: Bytes::new(),
+        }
+    }
+
+    /// Chunk `handle` at `version` with `token`.
+    pub fn new(handle: u64, version: u64, token: impl Into<Bytes>) -> ChunkRef {
+        ChunkRef {
+            handle,
+            version,
+            token: token.into(),
         }
     }
 }

@@ -35,6 +35,10 @@ use crate::{DataError, Frame, Request, Response};
 
 /// Implemented by the chunkserver: what the data plane calls.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether `req` may be served at all (its chunk token checks out); called before any
+    /// other method, and the request is answered with the error if not.
+    fn admit(&self, req: &Request) -> Result<(), DataError>;
+
     /// Appends `data` as one record to chunk `handle` (only at offset `at` when given); returns
     /// the record's offset in the chunk.
     fn append(
@@ -88,7 +92,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_frame: 16 * 1024 * 1024 + 64,
+            max_frame: 16 * 1024 * 1024 + crate::REQUEST_OVERHEAD,
             max_connections: 1024,
             max_in_flight: 64,
             idle_timeout: Duration::from_secs(60),
@@ -362,6 +366,11 @@ impl<H: Handler> Connection<H> {
 }
 
 async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
+    if let Err(e) = handler.admit(&req) {
+        let (handle, version, _) = req.chunk();
+        warn!(handle, version, error = %e, "request refused");
+        return Response::Error(e);
+    }
     match req {
         Request::Append {
             handle,
@@ -369,6 +378,7 @@ async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
             op_id,
             at,
             data,
+            ..
         } => {
             debug!(handle, version, op_id, ?at, len = data.len(), "append");
             match handler.append(handle, version, op_id, at, data).await {
@@ -384,6 +394,7 @@ async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
             version,
             offset,
             len,
+            ..
         } => {
             debug!(handle, version, offset, len, "read");
             match handler.read(handle, version, offset, len).await {
@@ -394,7 +405,9 @@ async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
                 }
             }
         }
-        Request::Flush { handle, version } => {
+        Request::Flush {
+            handle, version, ..
+        } => {
             debug!(handle, version, "flush");
             match handler.flush(handle, version).await {
                 Ok(offset) => Response::Appended { offset },

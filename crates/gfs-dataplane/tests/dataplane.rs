@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use gfs_dataplane::{
-    ClientCodec, ClientConfig, DataClient, DataError, Frame, HEADER_LEN, Handler, MAGIC, Response,
-    ServerConfig, VERSION,
+    ChunkRef, ClientCodec, ClientConfig, DataClient, DataError, Frame, HEADER_LEN, Handler, MAGIC,
+    Request, Response, ServerConfig, VERSION,
 };
+use gfs_host::token::{Grant, Rights, TokenKey};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,6 +55,31 @@ impl MemHandler {
     }
 }
 
+/// The key of the test's "master": the handler checks every request's token against it.
+fn key() -> TokenKey {
+    TokenKey::from_bytes(&[7; gfs_host::token::KEY_LEN]).unwrap()
+}
+
+/// `handle` at `version` with a token for appends that runs for an hour.
+fn chunk(handle: u64, version: u64) -> ChunkRef {
+    token_for(handle, version, Rights::APPEND, now_ms() + 3_600_000)
+}
+
+fn token_for(handle: u64, version: u64, rights: Rights, expires_unix_ms: u64) -> ChunkRef {
+    let grant = Grant {
+        handle,
+        version,
+        rights,
+        expires_unix_ms,
+        client: "test".into(),
+    };
+    ChunkRef::new(handle, version, key().issue(&grant))
+}
+
+fn now_ms() -> u64 {
+    gfs_util::time::unix_ms(std::time::SystemTime::now())
+}
+
 /// The one version the test handler serves.
 fn current(version: u64) -> Result<(), DataError> {
     if version == V {
@@ -67,6 +93,18 @@ fn current(version: u64) -> Result<(), DataError> {
 }
 
 impl Handler for MemHandler {
+    fn admit(&self, req: &Request) -> Result<(), DataError> {
+        let need = match req {
+            Request::Read { .. } => Rights::READ,
+            _ => Rights::APPEND,
+        };
+        let (handle, version, token) = req.chunk();
+        key()
+            .check(token, handle, version, need, now_ms())
+            .map(drop)
+            .map_err(|e| DataError::BadToken(e.to_string()))
+    }
+
     async fn append(
         &self,
         handle: u64,
@@ -183,16 +221,19 @@ fn client_cfg() -> ClientConfig {
 /// Appends and reads back through `client`, proving the server still serves it.
 async fn assert_works(client: &DataClient, handle: u64) {
     let data = Bytes::from(format!("still alive {handle}"));
-    let off = client.append(handle, V, 1, data.clone()).await.unwrap();
+    let off = client
+        .append(&chunk(handle, V), 1, data.clone())
+        .await
+        .unwrap();
     let back = client
-        .read(handle, V, off, data.len() as u32)
+        .read(&chunk(handle, V), off, data.len() as u32)
         .await
         .unwrap();
     assert_eq!(back, data);
-    let end = client.flush(handle, V).await.unwrap();
+    let end = client.flush(&chunk(handle, V)).await.unwrap();
     assert!(end >= off + data.len() as u64, "flush answered {end}");
     assert!(matches!(
-        client.flush(handle, V + 1).await,
+        client.flush(&chunk(handle, V + 1)).await,
         Err(DataError::StaleVersion { .. })
     ));
 }
@@ -239,7 +280,7 @@ async fn pipelined_appends_from_many_tasks_get_distinct_offsets() {
                     rec[len - 1] = t;
                     let data = Bytes::from(rec);
                     let off = client
-                        .append(1, V, u64::from(i), data.clone())
+                        .append(&chunk(1, V), u64::from(i), data.clone())
                         .await
                         .unwrap();
                     (off, data)
@@ -261,7 +302,10 @@ async fn pipelined_appends_from_many_tasks_get_distinct_offsets() {
     }
     // Each reply was matched to its own request: the bytes at its offset are its record.
     for (off, data) in &all {
-        let back = client.read(1, V, *off, data.len() as u32).await.unwrap();
+        let back = client
+            .read(&chunk(1, V), *off, data.len() as u32)
+            .await
+            .unwrap();
         assert_eq!(&back, data);
     }
 }
@@ -272,16 +316,20 @@ async fn replies_out_of_order_reach_the_right_caller() {
     let client = server.client().await;
     let slow = {
         let client = client.clone();
-        tokio::spawn(async move { client.append(SLOW, V, 1, Bytes::from_static(b"slow")).await })
+        tokio::spawn(async move {
+            client
+                .append(&chunk(SLOW, V), 1, Bytes::from_static(b"slow"))
+                .await
+        })
     };
     server.handler.wait_slow_entered(1).await;
     client
-        .append(2, V, 1, Bytes::from(vec![0u8; 10]))
+        .append(&chunk(2, V), 1, Bytes::from(vec![0u8; 10]))
         .await
         .unwrap();
     // Issued after the slow one, answered before it (offsets differ: 10 here, 0 for the slow one).
     let fast = client
-        .append(2, V, 2, Bytes::from_static(b"fast"))
+        .append(&chunk(2, V), 2, Bytes::from_static(b"fast"))
         .await
         .unwrap();
     assert_eq!(fast, 10);
@@ -296,20 +344,23 @@ async fn read_returns_exactly_the_stored_bytes() {
     let client = server.client().await;
     let a = Bytes::from_static(b"first record");
     let b = Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<_>>());
-    assert_eq!(client.append(3, V, 1, a.clone()).await.unwrap(), 0);
+    assert_eq!(client.append(&chunk(3, V), 1, a.clone()).await.unwrap(), 0);
     assert_eq!(
-        client.append(3, V, 2, b.clone()).await.unwrap(),
+        client.append(&chunk(3, V), 2, b.clone()).await.unwrap(),
         a.len() as u64
     );
-    assert_eq!(client.read(3, V, 0, a.len() as u32).await.unwrap(), a);
+    assert_eq!(
+        client.read(&chunk(3, V), 0, a.len() as u32).await.unwrap(),
+        a
+    );
     assert_eq!(
         client
-            .read(3, V, a.len() as u64, b.len() as u32)
+            .read(&chunk(3, V), a.len() as u64, b.len() as u32)
             .await
             .unwrap(),
         b
     );
-    assert_eq!(client.read(3, V, 5, 0).await.unwrap(), Bytes::new());
+    assert_eq!(client.read(&chunk(3, V), 5, 0).await.unwrap(), Bytes::new());
 }
 
 #[tokio::test]
@@ -318,17 +369,24 @@ async fn append_at_carries_its_offset_and_its_mismatch() {
     let client = server.client().await;
     let five = Bytes::from_static(b"12345");
     assert_eq!(
-        client.append_at(9, V, 1, Some(0), five.clone()).await,
+        client
+            .append_at(&chunk(9, V), 1, Some(0), five.clone())
+            .await,
         Ok(0)
     );
     assert_eq!(
-        client.append_at(9, V, 2, Some(3), five.clone()).await,
+        client
+            .append_at(&chunk(9, V), 2, Some(3), five.clone())
+            .await,
         Err(DataError::OffsetMismatch {
             expected: 3,
             next: 5
         })
     );
-    assert_eq!(client.append_at(9, V, 3, Some(5), five).await, Ok(5));
+    assert_eq!(
+        client.append_at(&chunk(9, V), 3, Some(5), five).await,
+        Ok(5)
+    );
 }
 
 #[tokio::test]
@@ -336,22 +394,22 @@ async fn typed_errors_arrive_typed() {
     let server = TestServer::start(ServerConfig::default()).await;
     let client = server.client().await;
     client
-        .append(4, V, 1, Bytes::from_static(b"1234"))
+        .append(&chunk(4, V), 1, Bytes::from_static(b"1234"))
         .await
         .unwrap();
     assert_eq!(
-        client.read(999, V, 0, 1).await,
+        client.read(&chunk(999, V), 0, 1).await,
         Err(DataError::NotFound { handle: 999 })
     );
     assert_eq!(
-        client.read(4, V, 2, 10).await,
+        client.read(&chunk(4, V), 2, 10).await,
         Err(DataError::OutOfRange {
             offset: 2,
             committed: 4
         })
     );
     assert_eq!(
-        client.append(4, 7, 1, Bytes::new()).await,
+        client.append(&chunk(4, 7), 1, Bytes::new()).await,
         Err(DataError::StaleVersion { have: V, got: 7 })
     );
     // The connection survives error replies.
@@ -364,15 +422,18 @@ async fn oversized_request_fails_locally() {
     let client = DataClient::connect(
         &server.addr.to_string(),
         ClientConfig {
-            max_frame: 100,
+            max_frame: 400,
             ..client_cfg()
         },
     )
     .await
     .unwrap();
+    // One byte over: the fixed fields (26 bytes), the token, and the record.
+    let c = chunk(1, V);
+    let record = 400 - 26 - c.token.len() + 1;
     assert_eq!(
-        client.append(1, V, 1, Bytes::from(vec![0; 77])).await,
-        Err(DataError::FrameTooLarge { len: 101, max: 100 })
+        client.append(&c, 1, Bytes::from(vec![0; record])).await,
+        Err(DataError::FrameTooLarge { len: 401, max: 400 })
     );
     assert!(server.handler.chunks.lock().is_empty(), "request was sent");
     assert_works(&client, 1).await;
@@ -391,12 +452,73 @@ async fn request_timeout_returns_timeout_and_connection_survives() {
     .await
     .unwrap();
     assert_eq!(
-        client.append(SLOW, V, 1, Bytes::from_static(b"x")).await,
+        client
+            .append(&chunk(SLOW, V), 1, Bytes::from_static(b"x"))
+            .await,
         Err(DataError::Timeout)
     );
     // The late reply is dropped as unknown; other calls are unaffected.
     server.handler.gate.cancel();
     assert_works(&client, 5).await;
+}
+
+/// Every request without a token the chunk's master issued for it, at its version, with the
+/// right it needs, unexpired, is refused before the handler does anything; the connection
+/// goes on serving requests with good tokens.
+#[tokio::test]
+async fn requests_without_a_good_token_are_refused_before_any_work() {
+    let server = TestServer::start(small_cfg()).await;
+    let c = server.client().await;
+    let data = Bytes::from_static(b"guarded");
+    let refused = |r: Result<u64, DataError>| {
+        assert!(matches!(r, Err(DataError::BadToken(_))), "{r:?}");
+    };
+    refused(c.append(&ChunkRef::untokened(20, V), 1, data.clone()).await);
+    let mut forged = chunk(20, V);
+    let mut t = forged.token.to_vec();
+    t[3] ^= 1;
+    forged.token = t.into();
+    refused(c.append(&forged, 1, data.clone()).await);
+    let other_key = TokenKey::generate().issue(&Grant {
+        handle: 20,
+        version: V,
+        rights: Rights::APPEND,
+        expires_unix_ms: u64::MAX,
+        client: "mallory".into(),
+    });
+    refused(
+        c.append(&ChunkRef::new(20, V, other_key), 1, data.clone())
+            .await,
+    );
+    let mut wrong_chunk = chunk(21, V);
+    wrong_chunk.handle = 20;
+    refused(c.append(&wrong_chunk, 1, data.clone()).await);
+    refused(
+        c.append(&token_for(20, V, Rights::READ, u64::MAX), 1, data.clone())
+            .await,
+    );
+    refused(
+        c.append(
+            &token_for(20, V, Rights::APPEND, now_ms() - 1),
+            1,
+            data.clone(),
+        )
+        .await,
+    );
+    refused(c.flush(&token_for(20, V, Rights::READ, u64::MAX)).await);
+    assert!(matches!(
+        c.read(&token_for(20, V, Rights::READ, now_ms() - 1), 0, 1)
+            .await,
+        Err(DataError::BadToken(_))
+    ));
+    // Nothing reached the chunk; a good token works on the same connection.
+    assert!(server.handler.chunks.lock().get(&20).is_none());
+    assert_eq!(c.append(&chunk(20, V), 1, data.clone()).await, Ok(0));
+    assert_eq!(
+        c.read(&token_for(20, V, Rights::READ, u64::MAX), 0, 7)
+            .await,
+        Ok(data)
+    );
 }
 
 #[tokio::test]
@@ -468,6 +590,9 @@ async fn valid_requests_before_garbage_are_still_answered() {
     body.put_u64_le(14);
     body.put_u64_le(V);
     body.put_u64_le(1);
+    let token = chunk(14, V).token;
+    body.put_u16_le(token.len() as u16);
+    body.put_slice(&token);
     body.put_slice(b"rec");
     let mut bytes = raw_frame(0x01, 9, body.len() as u32, &body);
     bytes.extend_from_slice(b"garbage garbage!");
@@ -535,7 +660,7 @@ async fn connection_cap_refuses_then_admits_after_a_close() {
     // The client surfaces the refusal as a typed error.
     let c3 = server.client().await;
     assert_eq!(
-        c3.read(20, V, 0, 1).await,
+        c3.read(&chunk(20, V), 0, 1).await,
         Err(DataError::Unavailable("too many connections".into()))
     );
 
@@ -543,7 +668,7 @@ async fn connection_cap_refuses_then_admits_after_a_close() {
     tokio::time::timeout(DEADLINE, async {
         loop {
             let c = server.client().await;
-            match c.read(20, V, 0, 1).await {
+            match c.read(&chunk(20, V), 0, 1).await {
                 Ok(_) => break,
                 Err(DataError::Unavailable(_)) => {
                     tokio::time::sleep(Duration::from_millis(20)).await
@@ -585,7 +710,11 @@ async fn busy_connection_is_not_idle() {
     let client = server.client().await;
     let slow = {
         let client = client.clone();
-        tokio::spawn(async move { client.append(SLOW, V, 1, Bytes::from_static(b"s")).await })
+        tokio::spawn(async move {
+            client
+                .append(&chunk(SLOW, V), 1, Bytes::from_static(b"s"))
+                .await
+        })
     };
     server.handler.wait_slow_entered(1).await;
     // A second, truly idle connection being closed proves an idle timeout has elapsed for the
@@ -610,7 +739,11 @@ async fn shutdown_finishes_in_flight_requests_then_run_returns() {
     let client = server.client().await;
     let in_flight = {
         let client = client.clone();
-        tokio::spawn(async move { client.append(SLOW, V, 1, Bytes::from_static(b"last")).await })
+        tokio::spawn(async move {
+            client
+                .append(&chunk(SLOW, V), 1, Bytes::from_static(b"last"))
+                .await
+        })
     };
     server.handler.wait_slow_entered(1).await;
     server.shutdown.cancel();
@@ -620,7 +753,7 @@ async fn shutdown_finishes_in_flight_requests_then_run_returns() {
             match DataClient::connect(&server.addr.to_string(), client_cfg()).await {
                 Err(_) => break,
                 Ok(c) => {
-                    if c.read(1, V, 0, 0).await.is_err() {
+                    if c.read(&chunk(1, V), 0, 0).await.is_err() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -641,7 +774,7 @@ async fn shutdown_finishes_in_flight_requests_then_run_returns() {
         .expect("run did not return after shutdown");
     res.unwrap().unwrap();
     assert!(TcpStream::connect(server.addr).await.is_err());
-    assert!(client.read(SLOW, V, 0, 4).await.is_err());
+    assert!(client.read(&chunk(SLOW, V), 0, 4).await.is_err());
 }
 
 #[tokio::test]
@@ -654,7 +787,11 @@ async fn shutdown_grace_period_is_bounded_by_write_timeout() {
     let client = server.client().await;
     let stuck = {
         let client = client.clone();
-        tokio::spawn(async move { client.append(SLOW, V, 1, Bytes::from_static(b"x")).await })
+        tokio::spawn(async move {
+            client
+                .append(&chunk(SLOW, V), 1, Bytes::from_static(b"x"))
+                .await
+        })
     };
     server.handler.wait_slow_entered(1).await;
     server.shutdown.cancel();

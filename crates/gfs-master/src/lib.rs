@@ -32,6 +32,7 @@ pub mod report;
 mod server;
 mod service;
 pub mod status_page;
+pub mod tokens;
 pub mod trash;
 pub mod wire;
 

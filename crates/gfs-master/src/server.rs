@@ -30,6 +30,7 @@ use crate::locks::PathLocks;
 use crate::metastore::{MetaConfig, MetaStore};
 use crate::registry::Registry;
 use crate::service::{AdminService, ControlService, MasterService};
+use crate::tokens::TokenIssuer;
 use crate::trash::Trash;
 
 /// The master configuration file (`config/master.toml`). Every field has a default.
@@ -80,6 +81,10 @@ pub struct MasterConfig {
     /// and its chunks are deleted for good.
     #[serde(with = "humantime_serde")]
     pub trash_retention: Duration,
+    /// How long a chunk token this master issues stays good (at least four lease periods);
+    /// a client whose token ran out asks again.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
     /// `[tls]`: the master's certificate, the CA's, and its key (mutual TLS on every gRPC
     /// plane; see `gfs_host::tls`), or `insecure = true`.
     pub tls: gfs_host::tls::TlsSettings,
@@ -104,6 +109,7 @@ impl Default for MasterConfig {
             clone_timeout: Duration::from_secs(300),
             trash_retention: Duration::from_secs(3 * 24 * 3600),
             rebalance_threshold: 0.1,
+            token_lifetime: Duration::from_secs(3600),
             tls: gfs_host::tls::TlsSettings::default(),
         }
     }
@@ -147,6 +153,12 @@ impl MasterConfig {
         if self.dead_after <= self.heartbeat_interval {
             return bad("dead_after", "must exceed heartbeat_interval");
         }
+        if self.token_lifetime < self.lease * 4 {
+            return bad(
+                "token_lifetime",
+                "must be at least four lease periods (a client's retries within one call must not outlive its token)",
+            );
+        }
         Ok(())
     }
 }
@@ -181,6 +193,18 @@ impl Master {
         })
         .await?;
         let meta = Arc::new(meta);
+        let (disk, dir, clock) = (
+            Arc::clone(&host.disk),
+            cfg.data_dir.clone(),
+            host.clock.clone(),
+        );
+        let lifetime = cfg.token_lifetime;
+        let tokens = gfs_host::blocking(&*host.disk, move || {
+            TokenIssuer::open(&*disk, &dir, lifetime, clock)
+        })
+        .await
+        .map_err(|e| StartError::Io(format!("chunk token key: {e}")))?;
+        let tokens = Arc::new(tokens);
         let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
         let chunks = Arc::new(ChunkManager::new(
             Arc::clone(&meta),
@@ -292,6 +316,7 @@ impl Master {
             cfg.replication as u32,
             locks,
             trash,
+            Arc::clone(&tokens),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -303,6 +328,7 @@ impl Master {
             registry,
             chunks,
             cfg.heartbeat_interval,
+            tokens,
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

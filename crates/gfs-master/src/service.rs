@@ -51,6 +51,7 @@ use crate::namespace::Stat;
 use crate::path;
 use crate::record::{CreateOp, Op, PathOp, RenameOp};
 use crate::registry::{Piece, Registry, Replica, ServerInfo};
+use crate::tokens::Tokens;
 use crate::trash::{TRASH, Trash};
 
 /// Maps a metadata error to the status a client sees.
@@ -96,6 +97,14 @@ fn checked(p: &str) -> Result<String, Status> {
     path::normalize(p).map_err(status)
 }
 
+/// The name in the caller's certificate ("" without TLS): whom a chunk token is issued to.
+fn caller_name<T>(r: &Request<T>) -> String {
+    r.extensions()
+        .get::<gfs_host::tls::Peer>()
+        .map(|p| p.name.clone())
+        .unwrap_or_default()
+}
+
 /// The client-facing service: namespace and chunk locations.
 pub struct MasterService {
     meta: Arc<MetaStore>,
@@ -103,17 +112,20 @@ pub struct MasterService {
     replication: u32,
     locks: Arc<PathLocks>,
     trash: Arc<Trash>,
+    tokens: Tokens,
 }
 
 impl MasterService {
     /// A service over `meta` and `chunks`; files get `replication` replicas unless they ask
-    /// otherwise; deletes go through `trash`, which shares `locks`.
+    /// otherwise; deletes go through `trash`, which shares `locks`; leases and locations carry
+    /// chunk tokens from `tokens`.
     pub fn new(
         meta: Arc<MetaStore>,
         chunks: Arc<ChunkManager>,
         replication: u32,
         locks: Arc<PathLocks>,
         trash: Arc<Trash>,
+        tokens: Tokens,
     ) -> MasterService {
         MasterService {
             meta,
@@ -121,6 +133,7 @@ impl MasterService {
             replication,
             locks,
             trash,
+            tokens,
         }
     }
 
@@ -261,24 +274,29 @@ impl Master for MasterService {
         &self,
         r: Request<AppendChunkRequest>,
     ) -> Result<Response<ChunkLease>, Status> {
+        let client = caller_name(&r);
         let p = checked(&r.into_inner().path)?;
         // One allocation at a time per file; files elsewhere go ahead.
         let _lock = self.locks.mutate(&p).await;
-        Ok(Response::new(self.chunks.append_chunk(&p).await?))
+        let mut lease = self.chunks.append_chunk(&p).await?;
+        self.tokens.stamp_lease(&mut lease, &client);
+        Ok(Response::new(lease))
     }
 
     async fn get_chunks(
         &self,
         r: Request<GetChunksRequest>,
     ) -> Result<Response<GetChunksReply>, Status> {
+        let client = caller_name(&r);
         let r = r.into_inner();
         let p = checked(&r.path)?;
         let _lock = self.locks.read(&p).await;
-        Ok(Response::new(
-            self.chunks
-                .get_chunks(&p, r.first_index, r.max_chunks)
-                .await?,
-        ))
+        let mut reply = self
+            .chunks
+            .get_chunks(&p, r.first_index, r.max_chunks)
+            .await?;
+        self.tokens.stamp_locations(&mut reply, &client);
+        Ok(Response::new(reply))
     }
 
     async fn report_sealed(
@@ -305,19 +323,23 @@ pub struct ControlService {
     registry: Arc<Mutex<Registry>>,
     chunks: Arc<ChunkManager>,
     heartbeat_interval: Duration,
+    tokens: Tokens,
 }
 
 impl ControlService {
-    /// A service over `registry`, asking servers to heartbeat every `heartbeat_interval`.
+    /// A service over `registry`, asking servers to heartbeat every `heartbeat_interval`, and
+    /// handing them the key of `tokens` when they register.
     pub fn new(
         registry: Arc<Mutex<Registry>>,
         chunks: Arc<ChunkManager>,
         heartbeat_interval: Duration,
+        tokens: Tokens,
     ) -> ControlService {
         ControlService {
             registry,
             chunks,
             heartbeat_interval,
+            tokens,
         }
     }
 }
@@ -342,6 +364,7 @@ impl MasterControl for ControlService {
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
             chunk_size: self.chunks.chunk_size(),
             quorum: u32::try_from(self.chunks.quorum()).unwrap_or(u32::MAX),
+            token_key: Default::default(),
         };
         let differs = |theirs: u64, ours: u64| theirs != 0 && theirs != ours;
         if differs(r.chunk_size, reply.chunk_size) || differs(r.quorum.into(), reply.quorum.into())
@@ -375,6 +398,11 @@ impl MasterControl for ControlService {
                 .collect();
             self.chunks.adopt_leases(&info, &held).await;
         }
+        // Only a registered server gets the key that checks the clients' chunk tokens.
+        let reply = RegisterReply {
+            token_key: self.tokens.key_bytes().into(),
+            ..reply
+        };
         Ok(Response::new(reply))
     }
 

@@ -63,17 +63,28 @@ async fn start(dir: &std::path::Path) -> Running {
         Arc::clone(&locks),
         Duration::from_secs(3600),
     ));
+    let tokens = Arc::new(
+        gfs_master::tokens::TokenIssuer::open(
+            &gfs_util::disk::OsDisk,
+            dir,
+            Duration::from_secs(3600),
+            gfs_util::time::Clock::system(),
+        )
+        .unwrap(),
+    );
     let svc = MasterServer::new(MasterService::new(
         Arc::clone(&meta),
         Arc::clone(&chunks),
         3,
         locks,
         trash,
+        Arc::clone(&tokens),
     ));
     let ctl = MasterControlServer::new(ControlService::new(
         Arc::clone(&registry),
         chunks,
         Duration::from_secs(3),
+        tokens,
     ));
     let meta_handle = Arc::downgrade(&meta);
     let task = tokio::spawn(async move {

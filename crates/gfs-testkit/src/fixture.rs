@@ -390,18 +390,18 @@ pub async fn registered(c: &gfs_client::Client, n: usize) {
     }
 }
 
-/// Appends with retries of retriable errors under the same op id, as a real client does.
+/// Appends to `chunk` with retries of retriable errors under the same op id, as a real client
+/// does.
 pub async fn append(
     c: &DataClient,
-    handle: u64,
-    version: u64,
+    chunk: &gfs_dataplane::ChunkRef,
     op: u64,
     data: &[u8],
 ) -> Result<u64, DataError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match c
-            .append(handle, version, op, bytes::Bytes::copy_from_slice(data))
+            .append(chunk, op, bytes::Bytes::copy_from_slice(data))
             .await
         {
             Err(e) if e.is_retriable() && Instant::now() < deadline => {

@@ -412,8 +412,11 @@ impl ChunkManager {
                 file_offset,
                 replicas,
                 length_quorum,
+                // Stamped by the service for its caller: room for it is counted below.
+                token: Default::default(),
             };
-            bytes += prost::encoding::message::encoded_len(2, &c);
+            bytes +=
+                prost::encoding::message::encoded_len(2, &c) + gfs_host::token::MAX_TOKEN_LEN + 3;
             if bytes > gfs_proto::PAGE_BYTES && !page.is_empty() {
                 break;
             }

@@ -285,6 +285,8 @@ impl ChunkManager {
                 .map(addr)
                 .collect(),
             lease_expires_unix_ms: gfs_util::time::unix_ms(l.expires),
+            // Stamped by the service for its caller.
+            token: Default::default(),
         }
     }
 
