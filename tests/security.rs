@@ -343,8 +343,9 @@ async fn every_grpc_call_is_refused_to_callers_without_a_certificate_of_a_role_a
 
 /// Chunk tokens on the data plane, end to end over TLS: the master stamps a token for the
 /// caller (its certificate's name) on every location and lease; a chunkserver refuses every
-/// request without one of its master's, for another chunk, short of the right, or expired,
-/// before any work; a client whose tokens ran out gets new ones and reads on as if nothing
+/// data-plane operation (read, append, append at an offset, flush) without a token, with a
+/// forged one or another master's, one for another chunk, one short of the right, or an
+/// expired one, before any work, and serves on; a client whose tokens ran out gets new ones and reads on as if nothing
 /// happened; and a restarted master keeps its key, so tokens it issued before still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_renew_theirs() {
@@ -435,38 +436,79 @@ async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_ren
         &dc.read(&t.chunk_ref(), off, n).await.unwrap()[..],
         b"guarded bytes"
     );
-    let refused = |r: Result<bytes::Bytes, DataError>, what: &str| match r {
-        Err(DataError::BadToken(m)) => m,
-        other => panic!("{what}: {other:?}"),
+    // Every data-plane operation with every kind of bad token: each refused, with why, before
+    // any work (the file's size does not move), on the one connection, which serves on.
+    let size = client.size("/t").await.unwrap();
+    let now_ms = gfs_util::time::unix_ms(std::time::SystemTime::now());
+    let grant = |handle, rights, expires_unix_ms| gfs_host::token::Grant {
+        handle,
+        version: t.version,
+        rights,
+        expires_unix_ms,
+        client: "alice".into(),
     };
-    let m = refused(
-        dc.read(&ChunkRef::untokened(t.handle, t.version), off, n)
-            .await,
-        "no token",
-    );
-    assert!(m.contains("no chunk token"), "{m}");
-    let mut forged = t.token.to_vec();
+    let good_append = key.issue(&grant(t.handle, Rights::APPEND, now_ms + 60_000));
+    let mut forged = good_append.clone();
     forged[20] ^= 0x40;
-    let m = refused(
-        dc.read(&ChunkRef::new(t.handle, t.version, forged), off, n)
-            .await,
-        "forged",
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("no token", Vec::new(), "no chunk token"),
+        ("a forged token", forged, "not issued by this cluster"),
+        (
+            "another master's token",
+            TokenKey::generate().issue(&grant(t.handle, Rights::APPEND, u64::MAX)),
+            "not issued by this cluster",
+        ),
+        (
+            "an expired token",
+            key.issue(&grant(t.handle, Rights::APPEND, now_ms - 1)),
+            "expired",
+        ),
+        (
+            "another chunk's token",
+            key.issue(&grant(u.handle, Rights::APPEND, u64::MAX)),
+            "is for chunk",
+        ),
+        ("a read token", t.token.to_vec(), "does not allow"),
+    ];
+    let mut walked = 0;
+    for (what, token, why) in &bad {
+        let c = ChunkRef::new(t.handle, t.version, token.clone());
+        let x = || bytes::Bytes::from_static(b"x");
+        let answers = [
+            ("read", dc.read(&c, off, n).await.map(drop)),
+            ("append", dc.append(&c, 7, x()).await.map(drop)),
+            (
+                "append_at",
+                dc.append_at(&c, 8, Some(size), x()).await.map(drop),
+            ),
+            ("flush", dc.flush(&c).await.map(drop)),
+        ];
+        for (op, got) in answers {
+            if *what == "a read token" && op == "read" {
+                assert!(got.is_ok(), "a read token reads: {got:?}");
+                continue;
+            }
+            match got {
+                Err(DataError::BadToken(m)) => assert!(m.contains(why), "{op} with {what}: {m}"),
+                other => panic!("{op} with {what}: {other:?}"),
+            }
+            walked += 1;
+        }
+    }
+    assert_eq!(
+        walked,
+        4 * bad.len() - 1,
+        "every operation with every bad token"
     );
-    assert!(m.contains("not issued by this cluster"), "{m}");
-    let m = refused(
-        dc.read(&ChunkRef::new(t.handle, t.version, u.token.clone()), off, n)
-            .await,
-        "another chunk's",
+    assert_eq!(
+        client.size("/t").await.unwrap(),
+        size,
+        "a refused request did work"
     );
-    assert!(m.contains("is for chunk"), "{m}");
-    let m = match dc
-        .append(&t.chunk_ref(), 7, bytes::Bytes::from_static(b"x"))
-        .await
-    {
-        Err(DataError::BadToken(m)) => m,
-        other => panic!("a read token used to append: {other:?}"),
-    };
-    assert!(m.contains("does not allow"), "{m}");
+    assert_eq!(
+        &dc.read(&t.chunk_ref(), off, n).await.unwrap()[..],
+        b"guarded bytes"
+    );
     let refused_total = |s: &ChunkServer| {
         s.metrics()
             .render()
@@ -476,13 +518,15 @@ async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_ren
             .unwrap()
     };
     let before: u64 = servers.iter().map(refused_total).sum();
-    assert!(before >= 4, "{before} refusals counted");
+    assert!(before >= walked as u64, "{before} refusals counted");
 
     // Past the tokens' lifetime: the old token is refused, and the client, whose cached
     // locations carry it, is refused once, renews, and reads on.
     tokio::time::sleep(Duration::from_millis(4_300)).await;
-    let m = refused(dc.read(&t.chunk_ref(), off, n).await, "expired");
-    assert!(m.contains("expired"), "{m}");
+    match dc.read(&t.chunk_ref(), off, n).await {
+        Err(DataError::BadToken(m)) => assert!(m.contains("expired"), "{m}"),
+        other => panic!("an expired location's token: {other:?}"),
+    }
     assert_eq!(
         &client.read("/t", off, 13).await.unwrap()[..],
         b"guarded bytes"
