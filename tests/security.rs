@@ -68,6 +68,57 @@ async fn channel(addr: &str, certs: &Path, who: Option<&str>) -> Result<Channel,
         .map_err(|e| format!("{e:?}"))
 }
 
+/// The master's configuration of these tests: over TLS with `certs`, listening on `listen`.
+fn master_config(dir: &Path, certs: &Path, listen: &str) -> MasterConfig {
+    MasterConfig {
+        listen: listen.into(),
+        http_listen: String::new(),
+        data_dir: dir.join("master"),
+        chunk_size: gfs_util::Size::mib(1),
+        heartbeat_interval: Duration::from_millis(300),
+        dead_after: Duration::from_secs(5),
+        tls: TlsSettings::in_dir(certs, "master"),
+        ..MasterConfig::default()
+    }
+}
+
+/// Chunkservers cs0..cs2 over TLS, registering with the master at `maddr`.
+async fn tls_servers(dir: &Path, certs: &Path, maddr: &str) -> Vec<ChunkServer> {
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            ChunkServer::start(ChunkserverConfig {
+                id: format!("cs{i}"),
+                host: "127.0.0.1".into(),
+                data_dir: dir.join(format!("cs{i}")),
+                data_port: 0,
+                repl_port: 0,
+                http_port: 0,
+                chunk_size: gfs_util::Size::mib(1),
+                master: maddr.into(),
+                tls: TlsSettings::in_dir(certs, &format!("cs{i}")),
+                ..ChunkserverConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    servers
+}
+
+/// A client of the master at `maddr` holding the certificate `file` of `certs`.
+async fn tls_client(maddr: &str, certs: &Path, file: &str, cfg: ClientConfig) -> Client {
+    Client::connect_with(
+        maddr,
+        ClientConfig {
+            net: Net::os().with_tls(tls(certs, file)),
+            ..cfg
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Every call of the master's three services, with empty requests: `(path, outcome)`.
 async fn master_calls(ch: Channel) -> Vec<(&'static str, Result<(), Status>)> {
     let mut m = MasterClient::new(ch.clone());
@@ -206,57 +257,14 @@ async fn every_grpc_call_is_refused_to_callers_without_a_certificate_of_a_role_a
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     issue(&certs);
-    let master = Master::start(MasterConfig {
-        listen: "127.0.0.1:0".into(),
-        http_listen: String::new(),
-        data_dir: dir.path().join("master"),
-        chunk_size: gfs_util::Size::mib(1),
-        heartbeat_interval: Duration::from_millis(300),
-        dead_after: Duration::from_secs(5),
-        tls: TlsSettings::in_dir(&certs, "master"),
-        ..MasterConfig::default()
-    })
-    .await
-    .unwrap();
+    let master = Master::start(master_config(dir.path(), &certs, "127.0.0.1:0"))
+        .await
+        .unwrap();
     let maddr = master.addr.to_string();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(
-            ChunkServer::start(ChunkserverConfig {
-                id: format!("cs{i}"),
-                host: "127.0.0.1".into(),
-                data_dir: dir.path().join(format!("cs{i}")),
-                data_port: 0,
-                repl_port: 0,
-                http_port: 0,
-                chunk_size: gfs_util::Size::mib(1),
-                master: maddr.clone(),
-                tls: TlsSettings::in_dir(&certs, &format!("cs{i}")),
-                ..ChunkserverConfig::default()
-            })
-            .await
-            .unwrap(),
-        );
-    }
-    let client = Client::connect_with(
-        &maddr,
-        ClientConfig {
-            net: Net::os().with_tls(tls(&certs, "client")),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let servers = tls_servers(dir.path(), &certs, &maddr).await;
+    let client = tls_client(&maddr, &certs, "client", ClientConfig::default()).await;
     // The cluster works over TLS: chunkservers registered, a file is written and read back.
-    let admin = Client::connect_with(
-        &maddr,
-        ClientConfig {
-            net: Net::os().with_tls(tls(&certs, "admin")),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let admin = tls_client(&maddr, &certs, "admin", ClientConfig::default()).await;
     gfs_testkit::fixture::registered(&admin, 3).await;
     client.create("/f").await.unwrap();
     let off = client.append("/f", &b"over tls"[..]).await.unwrap();
@@ -355,61 +363,26 @@ async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_ren
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     issue(&certs);
-    let master_cfg = |listen: String| MasterConfig {
-        listen,
-        http_listen: String::new(),
-        data_dir: dir.path().join("master"),
-        chunk_size: gfs_util::Size::mib(1),
-        heartbeat_interval: Duration::from_millis(300),
-        dead_after: Duration::from_secs(5),
+    let master_cfg = |listen: &str| MasterConfig {
         lease: Duration::from_secs(1),
         token_lifetime: Duration::from_secs(4),
-        tls: TlsSettings::in_dir(&certs, "master"),
-        ..MasterConfig::default()
+        ..master_config(dir.path(), &certs, listen)
     };
-    let master = Master::start(master_cfg("127.0.0.1:0".into()))
-        .await
-        .unwrap();
+    let master = Master::start(master_cfg("127.0.0.1:0")).await.unwrap();
     let maddr = master.addr.to_string();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(
-            ChunkServer::start(ChunkserverConfig {
-                id: format!("cs{i}"),
-                host: "127.0.0.1".into(),
-                data_dir: dir.path().join(format!("cs{i}")),
-                data_port: 0,
-                repl_port: 0,
-                http_port: 0,
-                chunk_size: gfs_util::Size::mib(1),
-                master: maddr.clone(),
-                tls: TlsSettings::in_dir(&certs, &format!("cs{i}")),
-                ..ChunkserverConfig::default()
-            })
-            .await
-            .unwrap(),
-        );
-    }
-    let client = Client::connect_with(
+    let servers = tls_servers(dir.path(), &certs, &maddr).await;
+    // Locations outlive their tokens in the cache: the client must renew them itself.
+    let client = tls_client(
         &maddr,
+        &certs,
+        "client",
         ClientConfig {
-            net: Net::os().with_tls(tls(&certs, "client")),
-            // Locations outlive their tokens in the cache: the client must renew them itself.
             cache_ttl: Duration::from_secs(600),
             ..ClientConfig::default()
         },
     )
-    .await
-    .unwrap();
-    let admin = Client::connect_with(
-        &maddr,
-        ClientConfig {
-            net: Net::os().with_tls(tls(&certs, "admin")),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    .await;
+    let admin = tls_client(&maddr, &certs, "admin", ClientConfig::default()).await;
     gfs_testkit::fixture::registered(&admin, 3).await;
     client.create("/t").await.unwrap();
     client.create("/u").await.unwrap();
@@ -544,7 +517,7 @@ async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_ren
     let fresh = client.refresh("/t").await.unwrap().chunks[0].clone();
     master.shutdown_token().cancel();
     master.wait().await.unwrap();
-    let again = Master::start(master_cfg(maddr.clone())).await.unwrap();
+    let again = Master::start(master_cfg(&maddr)).await.unwrap();
     gfs_testkit::fixture::registered(&admin, 3).await;
     let dc = DataClient::connect(
         &fresh.replicas[0].data_addr,

@@ -165,18 +165,6 @@ fn put_token(dst: &mut BytesMut, token: &[u8]) {
     dst.put_slice(token);
 }
 
-/// Cuts `s` to at most `max` bytes at a char boundary.
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// Server side codec: decodes [`Request`] frames and encodes [`Response`] frames.
 #[derive(Clone, Debug)]
 pub struct ServerCodec {
@@ -284,7 +272,7 @@ impl Encoder<Frame<Response>> for ServerCodec {
             }
             Response::Error(err) => {
                 let (code, a, b, message) = err.to_wire();
-                let message = truncate_utf8(&message, MAX_ERROR_MESSAGE);
+                let message = gfs_util::human::cut(&message, MAX_ERROR_MESSAGE);
                 let len = check_out_len(id, ERROR_FIXED + message.len(), self.max_frame)?;
                 put_header(dst, kind::ERROR, id, len);
                 dst.put_u16_le(code);

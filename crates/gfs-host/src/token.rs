@@ -142,7 +142,7 @@ impl TokenKey {
 
     /// The token for `grant`.
     pub fn issue(&self, grant: &Grant) -> Vec<u8> {
-        let client = cut(&grant.client, MAX_CLIENT_LEN);
+        let client = gfs_util::human::cut(&grant.client, MAX_CLIENT_LEN);
         let mut out = Vec::with_capacity(FIXED + client.len() + MAC_LEN);
         out.push(FORMAT);
         out.extend_from_slice(&grant.handle.to_le_bytes());
@@ -217,18 +217,6 @@ impl TokenKey {
         }
         Ok(g)
     }
-}
-
-/// `s` cut to at most `max` bytes at a char boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

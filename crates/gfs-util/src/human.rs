@@ -1,5 +1,6 @@
 //! Numbers for people: byte counts in binary units ("1.5 GiB") and durations roughly ("3 min"),
-//! as the status page and the CLI's report show them; and duration parsing for flags ("60s").
+//! as the status page and the CLI's report show them; duration parsing for flags ("60s"); and
+//! text cut to a byte budget without splitting a character ([`cut`]).
 //!
 //! [`bytes`] and [`ago`] are for reading, not for parsing back (they round); a [`Size`]
 //! (`crate::size`) prints exactly.
@@ -8,6 +9,19 @@
 
 use std::fmt;
 use std::time::Duration;
+
+/// `s` cut to at most `max` bytes at a char boundary (names and messages put in bounded
+/// fields).
+pub fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// Bytes in binary units with one decimal ("512 B", "1.5 KiB", "3.0 GiB").
 pub fn bytes(n: u64) -> String {
@@ -67,6 +81,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn cut_keeps_whole_characters_within_the_budget() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("abcdef", 3), "abc");
+        // "é" is two bytes: a cut inside it backs off to before it.
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("éé", 3), "é");
+        assert_eq!(cut("", 0), "");
+    }
 
     #[test]
     fn bytes_are_binary_units() {
