@@ -113,3 +113,49 @@ async fn a_retry_after_the_op_retention_gets_outcome_unknown_never_chunk_full() 
     assert_eq!(&store.read(H, 0, 5).unwrap()[..], b"first");
     assert_eq!(store.info(H).unwrap().committed_len, length);
 }
+
+/// A bench run found a chunkserver's two runtime threads blocked for good: `grant_lease` took
+/// the lease table, then the read limits; the heartbeat's `writing` took the read limits, then
+/// the lease table. Both orders at once, on two threads, over and over: every call returns.
+#[tokio::test]
+async fn granting_leases_while_the_heartbeat_lists_them_never_deadlocks() {
+    let d = tempfile::tempdir().unwrap();
+    let (_store, c) = primary(d.path(), Duration::from_secs(600)).await;
+    let c = Arc::new(c);
+    let (done, finished) = std::sync::mpsc::channel();
+    // A grant tells its secondaries in tasks of this runtime (they never connect here).
+    let rt = tokio::runtime::Handle::current();
+    let granter = {
+        let (c, done) = (Arc::clone(&c), done.clone());
+        std::thread::spawn(move || {
+            let _in_runtime = rt.enter();
+            for i in 0..20_000u32 {
+                // Other secondaries each time: a new lease, which takes both locks.
+                let secondaries = (i % 2 == 0)
+                    .then(|| "127.0.0.1:9".to_string())
+                    .into_iter()
+                    .collect();
+                let expires = SystemTime::now() + Duration::from_secs(60);
+                c.grant_lease(H, 1, secondaries, expires).unwrap();
+            }
+            done.send("granter").unwrap();
+        })
+    };
+    let lister = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            for _ in 0..20_000u32 {
+                c.writing(Duration::from_secs(1));
+            }
+            done.send("lister").unwrap();
+        })
+    };
+    for _ in 0..2 {
+        let who = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a lease call blocked for good (lock order)");
+        assert!(who == "granter" || who == "lister");
+    }
+    granter.join().unwrap();
+    lister.join().unwrap();
+}

@@ -152,8 +152,11 @@ impl Coordinator {
             .checked_sub(FORGET_EXPIRED)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let store = &self.shared.store;
+        // Lock order, everywhere: the lease table, then the read limits (`grant_lease` holds
+        // the table while it clears a limit).
+        let mut leases = self.leases.lock();
         let mut limits = self.limits.lock();
-        self.leases.lock().retain(|h, l| {
+        leases.retain(|h, l| {
             if *l.expires.lock() > stale {
                 return true;
             }
@@ -168,8 +171,7 @@ impl Coordinator {
             false
         });
         drop(limits);
-        self.leases
-            .lock()
+        leases
             .values()
             .filter(|l| l.last_append.lock().elapsed() <= within)
             .map(|l| l.handle)
