@@ -109,6 +109,11 @@ async fn metrics_and_health_on_every_server() {
             sample(&m, "gfs_chunkserver_checksum_failures_total"),
             Some(0.0)
         );
+        // Exported (its counts are tests/security.rs's).
+        assert!(
+            sample(&m, "gfs_chunkserver_token_refused_total").is_some(),
+            "{m}"
+        );
         assert!(
             sample(
                 &m,
