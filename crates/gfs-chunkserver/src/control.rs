@@ -28,7 +28,8 @@ use gfs_proto::v1::replication_client::ReplicationClient;
 use gfs_proto::v1::{
     ChunkInfo, CloneChunkReply, CloneChunkRequest, CreateChunkReply, CreateChunkRequest,
     DeleteChunkReply, DeleteChunkRequest, GrantLeaseReply, GrantLeaseRequest, LaggingReplica,
-    ReadChunkRequest, ReportChunksReply, ReportChunksRequest, SetVersionReply, SetVersionRequest,
+    LedLease, ReadChunkRequest, ReportChunksReply, ReportChunksRequest, SetVersionReply,
+    SetVersionRequest,
 };
 use gfs_replication::{Coordinator, ReplicationError, status};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest};
@@ -275,14 +276,32 @@ impl ChunkControl for Control {
             tracing::warn!(%handle, "failpoint set-version-fails: the version is not set");
             return Err(Status::unavailable("failpoint: SetVersion failed"));
         }
-        self.coordinator.revoke(handle);
+        let from = self.store.info(handle).map_err(status)?.version;
+        let revoked = self.coordinator.revoke(handle);
         self.store
             .set_version(handle, r.version)
             .await
             .map_err(status)?;
         let info = self.store.info(handle).map_err(status)?;
+        // This call ended our own lease at the version we left: what a quorum was known to
+        // hold under it, kept through the change, is the most it acknowledged (an append
+        // whose quorum note came after the change is not acknowledged). Unknown after a
+        // restart, when there is no lease to revoke anyway.
+        let led = revoked
+            .filter(|v| *v == from && info.version > from)
+            .and_then(|v| {
+                let bound = self.store.quorum_known(handle)?;
+                Some(LedLease {
+                    version: v,
+                    acknowledged_up_to: bound,
+                })
+            });
+        if let Some(l) = &led {
+            tracing::info!(%handle, version = l.version, acknowledged_up_to = l.acknowledged_up_to, "fenced our own lease");
+        }
         Ok(Response::new(SetVersionReply {
             committed_length: info.committed_len,
+            led,
         }))
     }
 

@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 
 use gfs_util::time::unix_ms;
 
-use crate::chunks::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
+use crate::chunks::{ChunkCopy, ChunkserverControl, ControlError, Fenced, LeaseGrant};
 use crate::registry::ServerInfo;
 
 /// The calls the master makes to chunkservers, over gRPC.
@@ -96,14 +96,19 @@ impl ChunkserverControl for TonicControl {
         server: &'a ServerInfo,
         handle: u64,
         version: u64,
-    ) -> BoxFuture<'a, Result<u64, ControlError>> {
+    ) -> BoxFuture<'a, Result<Fenced, ControlError>> {
         Box::pin(async move {
             let reply = self
                 .client(&server.repl_addr)?
                 .set_version(SetVersionRequest { handle, version })
                 .await
-                .map_err(failed)?;
-            Ok(reply.into_inner().committed_length)
+                .map_err(failed)?
+                .into_inner();
+            let led = reply.led.map(|l| (l.version, l.acknowledged_up_to));
+            Ok(Fenced {
+                length: reply.committed_length,
+                led,
+            })
         })
     }
 

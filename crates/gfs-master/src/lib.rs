@@ -37,7 +37,7 @@ pub mod trash;
 pub mod wire;
 
 pub use chunks::{
-    ChunkConfig, ChunkCopy, ChunkHealth, ChunkManager, ChunkserverControl, ControlError,
+    ChunkConfig, ChunkCopy, ChunkHealth, ChunkManager, ChunkserverControl, ControlError, Fenced,
     GET_CHUNKS_PAGE, HeldLease, LeaseDecision, LeaseGrant, lease_decision,
 };
 pub use control_client::TonicControl;

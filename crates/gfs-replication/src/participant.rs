@@ -163,7 +163,8 @@ impl Participant {
     /// The quorum's length: the primary at `version` knows a quorum to hold the first `length`
     /// bytes of `handle` durably ([`ChunkStore::note_quorum`]).
     pub fn quorum_length(&self, handle: ChunkHandle, version: u64, length: u64) -> Result<()> {
-        Ok(self.store.note_quorum(handle, version, length)?)
+        self.store.note_quorum(handle, version, length)?;
+        Ok(())
     }
 
     /// SEAL at the primary's `length`, at `version`: waits up to `seal_wait` for the last
@@ -368,7 +369,7 @@ impl Replication for Participant {
                     Some(Op::QuorumLength(q)) => {
                         let reply =
                             match store.note_quorum(ChunkHandle(q.handle), q.version, q.length) {
-                                Ok(()) => ok(id),
+                                Ok(_) => ok(id),
                                 Err(e) => failure(id, status(e)),
                             };
                         if tx.send(Ok(reply)).await.is_err() {

@@ -643,19 +643,21 @@ impl ChunkStore {
     }
 
     /// Notes that the chunk's primary at `version` knows a quorum to hold the chunk's first
-    /// `length` bytes durably. A note at another version than the replica's is ignored; notes
-    /// only ever move the length up.
-    pub fn note_quorum(&self, handle: ChunkHandle, version: u64, length: u64) -> Result<()> {
+    /// `length` bytes durably; returns whether the note holds. A note at another version than
+    /// the replica's is ignored (`false`: a fence moved it on, so a primary must not
+    /// acknowledge what the note was for); notes only ever move the length up.
+    pub fn note_quorum(&self, handle: ChunkHandle, version: u64, length: u64) -> Result<bool> {
         let chunk = self.inner.chunk(handle)?;
         let mut st = chunk.st.lock();
-        if st.meta.version == version {
-            let known = match st.quorum_known {
-                Some((v, l)) if v == version => l.max(length),
-                _ => length,
-            };
-            st.quorum_known = Some((version, known));
+        if st.meta.version != version {
+            return Ok(false);
         }
-        Ok(())
+        let known = match st.quorum_known {
+            Some((v, l)) if v == version => l.max(length),
+            _ => length,
+        };
+        st.quorum_known = Some((version, known));
+        Ok(true)
     }
 
     /// The prefix of this replica a quorum is known to hold at the replica's current version:

@@ -39,6 +39,20 @@ pub struct LeaseGrant {
     pub expires: SystemTime,
 }
 
+/// What a replica answers when a new version fences it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fenced {
+    /// Its committed length once the new version is durable there: final for the old version,
+    /// since nothing commits at it any more.
+    pub length: u64,
+    /// `(version, bound)` when this call ended the replica's own lease at `version`, the
+    /// version it was fenced from: as that lease's primary it acknowledged no append ending
+    /// past `bound` (the length a quorum held at its grant, then each append it acknowledged;
+    /// its acknowledgements stop at the fence). `None` when it held no lease, or restarted
+    /// since its grant and no longer knows.
+    pub led: Option<(u64, u64)>,
+}
+
 /// A chunk copy the master asks a server to make of another server's replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkCopy {
@@ -64,14 +78,14 @@ pub trait ChunkserverControl: Send + Sync + 'static {
         version: u64,
     ) -> BoxFuture<'a, Result<(), ControlError>>;
 
-    /// Sets `server`'s replica of `handle` to `version`; returns its committed length once the
-    /// new version is durable there (final for the old version: nothing commits at it after).
+    /// Sets `server`'s replica of `handle` to `version`; answers once the new version is
+    /// durable there ([`Fenced`]).
     fn set_version<'a>(
         &'a self,
         server: &'a ServerInfo,
         handle: u64,
         version: u64,
-    ) -> BoxFuture<'a, Result<u64, ControlError>>;
+    ) -> BoxFuture<'a, Result<Fenced, ControlError>>;
 
     /// The committed length of `server`'s replica of `handle`, if it is at `version`.
     fn committed_length<'a>(

@@ -11,7 +11,7 @@ use gfs_util::collections::{HashMap, HashSet};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use super::control::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
+use super::control::{ChunkCopy, ChunkserverControl, ControlError, Fenced, LeaseGrant};
 use crate::registry::ServerInfo;
 
 /// One replica as the fake server holds it.
@@ -46,6 +46,9 @@ struct State {
     in_flight: HashMap<(String, u64), u64>,
     /// Replicas whose bytes fail their checksums when a copy reads them: `(server id, handle)`.
     rotten: HashSet<(String, u64)>,
+    /// Replicas leading the chunk's lease: `(server id, handle)` -> (the lease's version, the
+    /// longest end it may have acknowledged), told by the next SetVersion that ends it.
+    led: HashMap<(String, u64), (u64, u64)>,
     /// Every lease granted: (primary id, the grant).
     leases: Vec<(String, LeaseGrant)>,
     /// Every call made: (server id, call).
@@ -116,6 +119,14 @@ impl FakeCluster {
             .insert((id.to_string(), handle), bytes);
     }
 
+    /// `id` leads `handle`'s lease at `version` and acknowledged nothing past `bound`.
+    pub(super) fn led(&self, id: &str, handle: u64, version: u64, bound: u64) {
+        self.state
+            .lock()
+            .led
+            .insert((id.to_string(), handle), (version, bound));
+    }
+
     /// Every lease granted so far: (primary id, grant).
     pub(super) fn leases(&self) -> Vec<(String, LeaseGrant)> {
         self.state.lock().leases.clone()
@@ -181,10 +192,11 @@ impl ChunkserverControl for FakeCluster {
         server: &'a ServerInfo,
         handle: u64,
         version: u64,
-    ) -> BoxFuture<'a, Result<u64, ControlError>> {
+    ) -> BoxFuture<'a, Result<Fenced, ControlError>> {
         let r = self.call(&server.id, Call::SetVersion, |s| {
             let key = (server.id.clone(), handle);
             let late = s.in_flight.remove(&key).unwrap_or(0);
+            let led = s.led.remove(&key);
             let r = s
                 .replicas
                 .get_mut(&key)
@@ -196,8 +208,16 @@ impl ChunkserverControl for FakeCluster {
                 )));
             }
             r.length += late;
+            // Its lease at the version it leaves ends here; a late append of its own may
+            // have been acknowledged.
+            let led = led
+                .filter(|(v, _)| *v == r.version)
+                .map(|(v, bound)| (v, if late > 0 { r.length } else { bound }));
             r.version = version;
-            Ok(r.length)
+            Ok(Fenced {
+                length: r.length,
+                led,
+            })
         });
         Box::pin(async move { r })
     }

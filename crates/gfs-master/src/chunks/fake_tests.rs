@@ -390,6 +390,90 @@ async fn a_rotten_longest_replica_beside_one_good_one_seals_nothing() {
     assert_eq!(c.logged(H).await.sealed_length, None);
 }
 
+/// Seed 9663 of the simulator: a put's bytes reached only the chunk's primary (`a`, whose
+/// disk then rotted), the one other replica stayed empty (`b`) and the third was never
+/// created (`c`). No quorum of good replicas can answer, but the primary's own word at the
+/// fence (it acknowledged nothing past 0) says the good replica holds every acknowledged
+/// append: the chunk is sealed there, current on `b`, and the file can go on.
+#[tokio::test]
+async fn a_rotten_primary_s_word_seals_the_chunk_at_a_good_replica_holding_all_it_acknowledged() {
+    let lease = Duration::from_millis(100);
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 0))],
+        None,
+        lease,
+    )
+    .await;
+    c.fake.rot("a", H);
+    c.registry.lock().mark_corrupt("a", H);
+    c.fake.led("a", H, 1, 0);
+    c.m.note_unvouched([H]);
+    tokio::time::sleep(lease).await;
+    c.m.settle().await;
+    assert_eq!(c.logged(H).await.sealed_length, Some(0));
+    assert_eq!(c.fake.replica("b", H), Some(sealed_held(2, 0)));
+    assert_eq!(c.current(H).await, vec![("b".into(), 0)]);
+}
+
+/// ... but not when the primary may have acknowledged more than any good replica holds, nor
+/// on the word of a replica the log does not name as the lease's primary.
+#[tokio::test]
+async fn a_rotten_primary_s_word_seals_nothing_past_what_a_good_replica_holds() {
+    let lease = Duration::from_millis(100);
+    for (id, bound) in [("a", 50), ("b", 0)] {
+        let c = cluster_leasing(
+            &["a", "b", "c"],
+            &[("a", held(1, 100)), ("b", held(1, 0))],
+            None,
+            lease,
+        )
+        .await;
+        c.fake.rot("a", H);
+        c.registry.lock().mark_corrupt("a", H);
+        c.fake.led(id, H, 1, bound);
+        c.m.note_unvouched([H]);
+        tokio::time::sleep(lease).await;
+        c.m.settle().await;
+        assert_eq!(c.logged(H).await.sealed_length, None, "{id} said {bound}");
+        assert_eq!(c.fake.replica("b", H).map(|r| r.sealed), Some(false));
+    }
+}
+
+/// Seed 9663 again: replicas ahead of the log (an unlogged fence reached `a` and `b`), `a`
+/// then found corrupt. The next decision fences them together: without `a` the fence of `b`
+/// alone never reached a quorum, and each try moved `b` one version further on its own.
+#[tokio::test]
+async fn replicas_ahead_of_the_log_are_fenced_with_the_corrupt_ones() {
+    let lease = Duration::from_millis(100);
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(2, 100)), ("b", held(2, 0))],
+        None,
+        lease,
+    )
+    .await;
+    c.fake.rot("a", H);
+    c.registry.lock().mark_corrupt("a", H);
+    for pass in 0..2 {
+        c.m.note_unvouched([H]);
+        tokio::time::sleep(lease).await;
+        c.m.settle().await;
+        let (a, b) = (
+            c.fake.replica("a", H).unwrap(),
+            c.fake.replica("b", H).unwrap(),
+        );
+        assert_eq!(a.version, b.version, "pass {pass}: fenced together");
+        assert!(a.version > 2, "pass {pass}");
+        assert!(
+            c.logged(H).await.version > 2,
+            "pass {pass}: the fence was logged"
+        );
+        // One good replica, and no primary's word: nothing is sealed.
+        assert_eq!(c.logged(H).await.sealed_length, None);
+    }
+}
+
 /// Re-replication: a copy whose source turns out short of the sealed length (DATA_LOSS)
 /// marks that source corrupt; the next pass copies from another holder, and the new replica
 /// is sealed at exactly the chunk's length.

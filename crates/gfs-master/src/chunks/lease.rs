@@ -169,7 +169,11 @@ impl ChunkManager {
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease> {
         // Every new lease bumps the version on the replicas, then in the log.
-        let (new_version, bumped) = self.fence(handle, version, replicas).await?;
+        let super::version::Fence {
+            version: new_version,
+            replicas: bumped,
+            ..
+        } = self.fence(handle, version, replicas).await?;
         // Only replicas at the longest length continue; shorter ones catch up from one of
         // them at the new version, or are left out of the lease (I1, I2). The primary is the
         // first at the longest length in the caller's order (the current primary first), and

@@ -50,7 +50,7 @@ mod tests;
 mod version;
 
 pub use alloc::GET_CHUNKS_PAGE;
-pub use control::{ChunkCopy, ChunkserverControl, ControlError, LeaseGrant};
+pub use control::{ChunkCopy, ChunkserverControl, ControlError, Fenced, LeaseGrant};
 pub use lease::{HeldLease, LeaseDecision, lease_decision};
 pub use repair::ChunkHealth;
 

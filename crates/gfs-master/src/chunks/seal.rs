@@ -11,7 +11,12 @@
 //! the good replicas at the longest length are fewer than a quorum, they are sealed all the
 //! same: a sealed replica's word on a retried op is `SealedWith`, which a client takes only
 //! once a majority of the replicas say it, so nothing is acknowledged on one disk while the
-//! copies are on their way (seeds 132 and 337 of the simulator). If fewer than a quorum answer,
+//! copies are on their way (seeds 132 and 337 of the simulator). When the longest replicas
+//! failed their checksums, the seal goes by the good ones if a quorum of them answered the
+//! fence, or if the lease's own primary (the one the log names at the fenced version) said at
+//! the fence that it acknowledged nothing past what a good one holds ([`Led`](super::version::Led): a primary
+//! acknowledges nothing its fence overtook); else nothing is sealed (seeds 740 and 9663).
+//! If fewer than a quorum answer,
 //! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
 //! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
 //! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last
@@ -20,7 +25,7 @@
 //! `append_chunk` on their file answers UNAVAILABLE. So are unsealed chunks re-replication
 //! found below their goal with no lease out (`Repair::to_seal`), so that they can be copied.
 
-use super::version::Longest;
+use super::version::{Fence, Longest};
 use super::*;
 use crate::error::{MasterError, Result};
 use crate::record::{Op, SealOp};
@@ -178,7 +183,27 @@ impl ChunkManager {
         version: u64,
         live: Vec<ServerInfo>,
     ) -> Result<u64> {
-        let (new_version, fenced) = self.fence(handle, version, live).await?;
+        // The primary the log names at `version`: its word at the fence bounds what was
+        // acknowledged (below).
+        let logged = self
+            .meta
+            .read(move |ns| {
+                let at = ns.chunk(handle).map(|m| m.version);
+                (at, ns.last_primary(handle).map(String::from))
+            })
+            .await?;
+        let Fence {
+            version: new_version,
+            replicas: fenced,
+            led,
+        } = self.fence(handle, version, live).await?;
+        let primary_led = match logged {
+            (Some(at), Some(primary)) if at == version => led
+                .into_iter()
+                .find(|l| l.id == primary && l.version == version)
+                .map(|l| l.bound),
+            _ => None,
+        };
         let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
         // Decided again each time a catch-up finds its source corrupt (at most once per
         // replica: each time one more is marked).
@@ -195,7 +220,14 @@ impl ChunkManager {
                     .filter(|(s, _)| !corrupt(s))
                     .cloned()
                     .collect();
-                if good.len() < self.cfg.quorum {
+                let good_length = good.iter().map(|(_, l)| *l).max();
+                // Every acknowledged append is on a quorum, so on one of a quorum of good
+                // replicas; or, by the word of the lease's own primary at the fence, it ends
+                // within what a good replica holds (seed 9663 of the simulator: a put's bytes
+                // on the rotten primary alone, the one good replica empty, the third never
+                // created). What only the corrupt ones hold past that was never acknowledged.
+                let vouched = primary_led.is_some_and(|b| good_length.is_some_and(|g| g >= b));
+                if good.len() < self.cfg.quorum && !vouched {
                     return Err(unavailable(format!(
                         "chunk {handle}: its longest length {} is only on replicas that failed \
                          their checksums, and too few good ones answered; waiting for another \
@@ -203,9 +235,7 @@ impl ChunkManager {
                         longest.length
                     )));
                 }
-                // Every acknowledged append is on a quorum, so on one of these good replicas:
-                // what only the corrupt ones hold past them was never acknowledged.
-                tracing::warn!(%handle, corrupt_length = longest.length, "the longest replicas failed their checksums: sealing at the good replicas' longest length");
+                tracing::warn!(%handle, corrupt_length = longest.length, good = good.len(), acknowledged_up_to = ?primary_led, "the longest replicas failed their checksums: sealing at the good replicas' longest length");
                 longest = Longest::of(good);
             }
             let mut holders = longest.holders.clone();

@@ -448,6 +448,19 @@ impl Registry {
             .collect()
     }
 
+    /// Live servers whose replica of `handle` failed its checksums at a version past
+    /// `version`, with that version: fenced with the others when replicas are ahead of the log.
+    pub fn corrupt_ahead_of(&self, handle: u64, version: u64) -> Vec<(ServerInfo, u64)> {
+        self.servers
+            .values()
+            .filter(|s| s.alive)
+            .filter_map(|s| {
+                let v = *s.corrupt.get(&handle)?;
+                (v > version).then(|| (s.info.clone(), v))
+            })
+            .collect()
+    }
+
     /// Whether `id` reported its replica of `handle` corrupt.
     pub fn is_corrupt(&self, id: &str, handle: u64) -> bool {
         self.servers

@@ -116,13 +116,14 @@ impl Coordinator {
         }
     }
 
-    /// Drops the lease on `handle` (its version changed or the chunk was deleted).
-    pub fn revoke(&self, handle: ChunkHandle) {
+    /// Drops the lease on `handle` (its version changed or the chunk was deleted); returns the
+    /// version of the lease it dropped, if there was one.
+    pub fn revoke(&self, handle: ChunkHandle) -> Option<u64> {
         self.shared.lagging.lock().retain(|(h, _)| *h != handle);
         self.limits.lock().remove(&handle);
-        if self.leases.lock().remove(&handle).is_some() {
-            tracing::info!(%handle, "lease revoked");
-        }
+        let lease = self.leases.lock().remove(&handle)?;
+        tracing::info!(%handle, "lease revoked");
+        Some(lease.version)
     }
 
     /// The leases this server holds now.

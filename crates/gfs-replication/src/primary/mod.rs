@@ -538,15 +538,22 @@ impl Shared {
     /// Tells every secondary the quorum's length after it moved, beside the append's answer
     /// (which does not wait for it): a secondary shows readers no byte past what it last heard
     /// (I3), so a reader that finds the primary gone still sees every append acknowledged
-    /// before the last one it heard of.
-    fn publish(self: &Arc<Self>, lease: &Lease) {
+    /// before the last one it heard of. Returns whether the note holds here: `false` once a
+    /// fence moved this replica past the lease's version, after which nothing more may be
+    /// acknowledged under the lease (its answer to the fence told the master the most it
+    /// acknowledged: `Coordinator::revoke`).
+    fn publish(self: &Arc<Self>, lease: &Lease) -> bool {
         let length = lease.durable.lock().to;
         let (handle, version) = (lease.handle, lease.version);
         // Here too: once the lease is gone, the replica still says what it vouches for (its
         // reads, and its chunk reports: the master settles chunks whose replicas cannot).
-        if let Err(e) = self.store.note_quorum(handle, version, length) {
-            tracing::debug!(%handle, error = %e, "quorum length not noted here");
-        }
+        let noted = match self.store.note_quorum(handle, version, length) {
+            Ok(noted) => noted,
+            Err(e) => {
+                tracing::debug!(%handle, error = %e, "quorum length not noted here");
+                false
+            }
+        };
         for addr in &lease.secondaries {
             let (shared, addr) = (Arc::clone(self), addr.clone());
             tokio::spawn(async move {
@@ -560,6 +567,7 @@ impl Shared {
                 }
             });
         }
+        noted
     }
 
     /// Drives calls still running after a quorum decision: failures mark peers lagging, and
@@ -701,7 +709,9 @@ impl Shared {
         let durable = remote.ok.len() as u64 + 1;
         if durable >= quorum {
             lease.durable.lock().held(end);
-            self.publish(lease);
+            if !self.publish(lease) {
+                return (Err(fenced_before_the_answer(handle, op)), true);
+            }
             (Ok(offset), true)
         } else {
             tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
@@ -740,12 +750,22 @@ impl Shared {
         let quorum = self.cfg.quorum as u64;
         if got >= quorum {
             lease.durable.lock().held(rec.offset + u64::from(rec.len));
-            self.publish(lease);
+            if !self.publish(lease) {
+                return Err(fenced_before_the_answer(handle, op));
+            }
             Ok(rec.offset)
         } else {
             Err(ReplicationError::QuorumNotReached { got, need: quorum })
         }
     }
+}
+
+/// An append a quorum holds, whose lease a fence ended before it was acknowledged: the
+/// master decides the chunk's length from the fence's answers, which may not include it, so
+/// its outcome is for the client to learn by retrying (I4).
+fn fenced_before_the_answer(handle: ChunkHandle, op: OpId) -> ReplicationError {
+    tracing::warn!(%handle, %op, "a fence ended the lease before the append was acknowledged");
+    ReplicationError::LeaseExpired(handle)
 }
 
 #[cfg(test)]

@@ -388,14 +388,20 @@ async fn the_quorum_s_prefix_is_known_per_version_and_in_memory_only() {
         Some(0),
         "bytes committed here are not known to be on a quorum"
     );
-    s.note_quorum(H, 1, 10).unwrap();
+    assert!(
+        s.note_quorum(H, 1, 10).unwrap(),
+        "a note at the version holds"
+    );
     s.note_quorum(H, 1, 4).unwrap();
     assert_eq!(
         s.quorum_known(H),
         Some(10),
         "a late, lower note moves nothing"
     );
-    s.note_quorum(H, 2, 50).unwrap();
+    assert!(
+        !s.note_quorum(H, 2, 50).unwrap(),
+        "a note at another version does not hold"
+    );
     assert_eq!(
         s.quorum_known(H),
         Some(10),

@@ -210,3 +210,31 @@ async fn a_lease_is_granted_only_at_the_replicas_version() {
     let a = rec(1, 10);
     assert_eq!(rig.append(1, &a).await.unwrap(), 0);
 }
+
+/// A fence that lands between an append's quorum and its answer: the primary's word at the
+/// fence (what a quorum was known to hold, which the master may seal a chunk at when the
+/// primary's replica is the only long one and rotten: seed 9663 of the simulator) does not
+/// include the append, so the primary does not acknowledge it either; the client learns its
+/// outcome by retrying (I4).
+#[tokio::test]
+async fn an_append_a_fence_overtakes_before_its_answer_is_not_acknowledged() {
+    let rig = Arc::new(Rig::new(2, 2).await);
+    for i in [1, 2] {
+        rig.net
+            .inject(rig.s(i), Call::Commit, Fault::Delay(WITHIN_DEADLINE), 1);
+    }
+    let a = rec(1, 100);
+    let first = {
+        let (rig, a) = (Arc::clone(&rig), a.clone());
+        tokio::spawn(async move { rig.append(1, &a).await })
+    };
+    eventually("the append committed here", || {
+        rig.local.info(H).unwrap().committed_len == 100
+    })
+    .await;
+    bump_primary(&rig, 2).await;
+    assert_eq!(rig.local.quorum_known(H), Some(0), "the word at the fence");
+    let r = first.await.unwrap();
+    assert!(matches!(r, Err(ReplicationError::LeaseExpired(_))), "{r:?}");
+    assert_eq!(rig.local.quorum_known(H), Some(0));
+}
