@@ -533,6 +533,161 @@ async fn data_plane_requests_need_a_live_token_the_master_issued_and_clients_ren
     again.shutdown_token().cancel();
 }
 
+/// TLS on the data plane (issue 15), end to end: `cs0` takes only TLS there
+/// (`[tls] data_plane = true`), `cs1` and `cs2` take both. A client that connects over TLS
+/// writes and reads through all three; a plaintext connection to `cs0` is refused with a
+/// clear error, while `cs1` still serves one; over TLS each chunk token must name the
+/// connection's certificate (the admin's certificate with alice's token is refused); a client
+/// holding another CA's certificate cannot connect; and every server serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_plane_over_tls_serves_only_tokens_issued_to_the_connection_s_certificate() {
+    use gfs_dataplane::{DataClient, DataError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    issue(&certs);
+    let master = Master::start(master_config(dir.path(), &certs, "127.0.0.1:0"))
+        .await
+        .unwrap();
+    let maddr = master.addr.to_string();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            ChunkServer::start(ChunkserverConfig {
+                id: format!("cs{i}"),
+                host: "127.0.0.1".into(),
+                data_dir: dir.path().join(format!("cs{i}")),
+                data_port: 0,
+                repl_port: 0,
+                http_port: 0,
+                chunk_size: gfs_util::Size::mib(1),
+                master: maddr.clone(),
+                tls: TlsSettings {
+                    data_plane: i == 0,
+                    ..TlsSettings::in_dir(&certs, &format!("cs{i}"))
+                },
+                ..ChunkserverConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let data_tls = |file: &str| {
+        Net::os().with_tls(Arc::new(
+            Tls::load(&TlsFiles::in_dir(&certs, file))
+                .unwrap()
+                .with_data_plane(true),
+        ))
+    };
+    let client = Client::connect_with(
+        &maddr,
+        ClientConfig {
+            net: data_tls("client"),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin = tls_client(&maddr, &certs, "admin", ClientConfig::default()).await;
+    gfs_testkit::fixture::registered(&admin, 3).await;
+    client.create("/t").await.unwrap();
+    let record = b"private bytes".repeat(1000);
+    let off = client
+        .append("/t", bytes::Bytes::from(record.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        &client.read("/t", off, record.len() as u64).await.unwrap()[..],
+        &record[..]
+    );
+    let t = client.refresh("/t").await.unwrap().chunks[0].clone();
+    assert_eq!(
+        t.replicas.len(),
+        3,
+        "every server took the appends over TLS"
+    );
+    let addr_of = |i: usize| servers[i].data_addr.to_string();
+    let n = record.len() as u32;
+
+    // Over TLS, as alice, on every server: alice's token reads.
+    for i in 0..3 {
+        let dc = DataClient::connect(
+            &addr_of(i),
+            gfs_dataplane::ClientConfig {
+                net: data_tls("client"),
+                ..gfs_dataplane::ClientConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            &dc.read(&t.chunk_ref(), off, n).await.unwrap()[..],
+            &record[..]
+        );
+    }
+    // Plaintext: refused by cs0, which says why; served by cs1.
+    let plain = |i| {
+        let addr = addr_of(i);
+        async move {
+            DataClient::connect(&addr, gfs_dataplane::ClientConfig::default())
+                .await
+                .unwrap()
+        }
+    };
+    match plain(0).await.read(&t.chunk_ref(), off, n).await {
+        Err(DataError::Unavailable(m)) => assert!(m.contains("TLS only"), "{m}"),
+        other => panic!("plaintext to a TLS-only data plane: {other:?}"),
+    }
+    let dc = plain(1).await;
+    assert_eq!(
+        &dc.read(&t.chunk_ref(), off, n).await.unwrap()[..],
+        &record[..]
+    );
+    // Over TLS as the admin ("ops"), alice's token is refused on every server.
+    for i in 0..3 {
+        let dc = DataClient::connect(
+            &addr_of(i),
+            gfs_dataplane::ClientConfig {
+                net: data_tls("admin"),
+                ..gfs_dataplane::ClientConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        match dc.read(&t.chunk_ref(), off, n).await {
+            Err(DataError::BadToken(m)) => {
+                assert!(m.contains("\"alice\", not to \"ops\""), "cs{i}: {m}")
+            }
+            other => panic!("cs{i}: alice's token over ops's connection: {other:?}"),
+        }
+    }
+    // Another CA's certificate: no connection (the server's certificate is not of its CA,
+    // nor its own of the server's).
+    let rogue = Net::os().with_tls(Arc::new(
+        Tls::load(&TlsFiles::in_dir(&certs.join("rogue"), "admin"))
+            .unwrap()
+            .with_data_plane(true),
+    ));
+    let connected = DataClient::connect(
+        &addr_of(0),
+        gfs_dataplane::ClientConfig {
+            net: rogue,
+            ..gfs_dataplane::ClientConfig::default()
+        },
+    )
+    .await;
+    let refused = match connected {
+        Err(_) => true,
+        Ok(dc) => dc.read(&t.chunk_ref(), off, n).await.is_err(),
+    };
+    assert!(refused, "a rogue CA's client was served");
+    // Every server serves on.
+    let more = client.append("/t", &b"and more"[..]).await.unwrap();
+    assert_eq!(&client.read("/t", more, 8).await.unwrap()[..], b"and more");
+    drop(servers);
+    master.shutdown_token().cancel();
+}
+
 /// The deployment path with real processes: `gfs-cluster certs` issues the CA and each role's
 /// certificate, `gfs-master` and `gfs-chunkserver` serve with `--certs`, and the `gfs` CLI
 /// works through them with `--certs` (a client certificate for data, an admin one for the

@@ -21,19 +21,23 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts a master and `n` chunkservers under `dir` with `chunk_size` chunks, with mutual
-    /// TLS on the gRPC planes if `tls` (certificates issued under `dir/certs`), and waits until
-    /// the chunkservers registered.
+    /// TLS on the gRPC planes if `tls` (certificates issued under `dir/certs`) and on the data
+    /// plane too if `data_tls`, and waits until the chunkservers registered.
     pub async fn start(
         dir: &std::path::Path,
         n: usize,
         chunk_size: u64,
         tls: bool,
+        data_tls: bool,
     ) -> anyhow::Result<Self> {
         use gfs_host::tls::{Authority, Role, TlsFiles, TlsSettings};
         let certs = dir.join("certs");
         let settings = |name: &str| {
             if tls {
-                TlsSettings::in_dir(&certs, name)
+                TlsSettings {
+                    data_plane: data_tls,
+                    ..TlsSettings::in_dir(&certs, name)
+                }
             } else {
                 TlsSettings::default()
             }
@@ -82,7 +86,9 @@ impl LocalCluster {
                 in_flight: 8,
                 net: if tls {
                     let files = TlsFiles::in_dir(&certs, "client");
-                    gfs_host::Net::os().with_tls(Arc::new(gfs_host::tls::Tls::load(&files)?))
+                    gfs_host::Net::os().with_tls(Arc::new(
+                        gfs_host::tls::Tls::load(&files)?.with_data_plane(data_tls),
+                    ))
                 } else {
                     gfs_host::Net::os()
                 },

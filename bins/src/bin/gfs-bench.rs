@@ -76,9 +76,12 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     records: usize,
     /// The client suite's cluster with mutual TLS on its gRPC planes (the data plane stays
-    /// plain).
+    /// plain unless `--data-tls`).
     #[arg(long)]
     tls: bool,
+    /// With `--tls`: TLS on the data plane too (the chunkservers take only TLS there).
+    #[arg(long = "data-tls", requires = "tls")]
+    data_tls: bool,
     #[command(flatten)]
     #[serde(skip)]
     common: gfs_bins::CommonArgs,
@@ -251,10 +254,10 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         "gfs-bench client suite: {} runs in {}{}",
         args.runs,
         tmp.path().display(),
-        if args.tls {
-            ", mutual TLS on the gRPC planes"
-        } else {
-            ""
+        match (args.tls, args.data_tls) {
+            (true, true) => ", mutual TLS on the gRPC planes and the data plane",
+            (true, false) => ", mutual TLS on the gRPC planes",
+            _ => "",
         }
     );
     let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
@@ -263,7 +266,8 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         let dir = tmp.path().join(format!("client{run}"));
         std::fs::create_dir_all(&dir)?;
         let raw_w = probe::fsync_bandwidth(&dir, 256)? * 1.048_576;
-        let cluster = bench_client::LocalCluster::start(&dir, 3, 64 << 20, args.tls).await?;
+        let cluster =
+            bench_client::LocalCluster::start(&dir, 3, 64 << 20, args.tls, args.data_tls).await?;
         let c = cluster.client.clone();
         let put = bench_client::put(&c, "/big", args.put_mib).await?;
         cold &= bench_client::drop_caches();

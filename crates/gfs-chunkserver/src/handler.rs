@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use bytes::Bytes;
 use gfs_dataplane::{DataError, Handler, Request};
+use gfs_host::tls::Peer;
 use gfs_host::token::{Rights, TokenError, TokenKey};
 use gfs_replication::{Coordinator, ReplicationError};
 use gfs_storage::{ChunkHandle, ChunkStore, OpId, StorageError};
@@ -39,8 +40,9 @@ impl TokenGate {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
     }
 
-    /// Whether `req`'s token lets it through.
-    pub fn check(&self, req: &Request) -> Result<(), TokenError> {
+    /// Whether `req`'s token lets it through, from `caller` (the client certificate of a TLS
+    /// connection: the token must have been issued to that name).
+    pub fn check(&self, req: &Request, caller: Option<&Peer>) -> Result<(), TokenError> {
         let need = match req {
             Request::Read { .. } => Rights::READ,
             Request::Append { .. } | Request::Flush { .. } => Rights::APPEND,
@@ -48,8 +50,14 @@ impl TokenGate {
         let (handle, version, token) = req.chunk();
         let key = self.key.read().unwrap_or_else(|e| e.into_inner());
         let key = key.as_ref().ok_or(TokenError::NoKey)?;
-        key.check(token, handle, version, need, self.clock.now_ms())
-            .map(drop)
+        let grant = key.check(token, handle, version, need, self.clock.now_ms())?;
+        match caller {
+            Some(c) if c.name != grant.client => Err(TokenError::NotYours {
+                holder: grant.client,
+                caller: c.name.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -187,11 +195,11 @@ pub fn replication_to_data(e: ReplicationError) -> DataError {
 }
 
 impl Handler for DataHandler {
-    fn admit(&self, req: &Request) -> Result<(), DataError> {
+    fn admit(&self, req: &Request, caller: Option<&Peer>) -> Result<(), DataError> {
         let Some(gate) = &self.tokens else {
             return Ok(());
         };
-        gate.check(req).map_err(|e| {
+        gate.check(req, caller).map_err(|e| {
             if let Some(m) = &self.metrics {
                 m.refused.inc();
             }

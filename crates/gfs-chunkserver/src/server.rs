@@ -229,8 +229,16 @@ impl ChunkServer {
         let handler = Arc::new(handler);
         let data_cfg = ServerConfig {
             max_frame: cfg.max_record() as usize + gfs_dataplane::REQUEST_OVERHEAD,
+            tls: host.net.tls().cloned(),
             ..cfg.dataplane.clone()
         };
+        match host.net.tls() {
+            Some(t) if t.data_plane => tracing::info!("data plane: TLS only"),
+            Some(_) => tracing::info!(
+                "data plane: plaintext, and TLS for clients that ask ([tls] data_plane = true takes TLS only)"
+            ),
+            None => {}
+        }
         let data_task = tokio::spawn(gfs_dataplane::run(
             data_listener,
             handler,

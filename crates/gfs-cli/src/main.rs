@@ -40,6 +40,10 @@ struct Cli {
     /// makes it; else no TLS].
     #[arg(long, global = true, value_name = "DIR")]
     certs: Option<std::path::PathBuf>,
+    /// TLS on the data plane too, with the same certificate (needed by chunkservers that set
+    /// `[tls] data_plane = true`) [default: on when $GFS_DATA_TLS is 1].
+    #[arg(long = "data-tls", global = true)]
+    data_tls: bool,
     /// Print the effective configuration (master address, client timeouts and sizes) as TOML
     /// and exit.
     #[arg(long = "print-config", global = true)]
@@ -264,7 +268,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let files = gfs_client::tls::TlsFiles::in_dir(&dir, name);
         let tls = gfs_client::tls::Tls::load(&files)
             .with_context(|| format!("the certificates in {}", dir.display()))?;
-        cfg.net = cfg.net.with_tls(std::sync::Arc::new(tls));
+        let data_tls = cli.data_tls || std::env::var("GFS_DATA_TLS").is_ok_and(|v| v == "1");
+        cfg.net = cfg
+            .net
+            .with_tls(std::sync::Arc::new(tls.with_data_plane(data_tls)));
     }
     // An append rides out a master that is down or restarting (it retries within its
     // deadline, like any transient failure); the other commands say at once that it is not

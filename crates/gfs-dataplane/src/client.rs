@@ -127,7 +127,7 @@ impl std::fmt::Debug for DataClient {
 impl DataClient {
     /// Connects to the data plane at `addr` (`host:port`).
     pub async fn connect(addr: &str, cfg: ClientConfig) -> Result<DataClient, DataError> {
-        let stream = tokio::time::timeout(cfg.connect_timeout, cfg.net.connect(addr))
+        let stream = tokio::time::timeout(cfg.connect_timeout, cfg.net.connect_data(addr))
             .await
             .map_err(|_| DataError::Timeout)?
             .map_err(|e| DataError::Io(format!("connect to {addr}: {e}")))?;

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
+use gfs_host::data_tls::Accepted;
+use gfs_host::tls::{Peer, Tls};
 use gfs_host::{Conn, ConnRead, ConnWrite, Listener};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -35,9 +37,10 @@ use crate::{DataError, Frame, Request, Response};
 
 /// Implemented by the chunkserver: what the data plane calls.
 pub trait Handler: Send + Sync + 'static {
-    /// Whether `req` may be served at all (its chunk token checks out); called before any
-    /// other method, and the request is answered with the error if not.
-    fn admit(&self, req: &Request) -> Result<(), DataError>;
+    /// Whether `req` may be served at all (its chunk token checks out, and names `caller`, the
+    /// client certificate of a TLS connection); called before any other method, and the
+    /// request is answered with the error if not.
+    fn admit(&self, req: &Request, caller: Option<&Peer>) -> Result<(), DataError>;
 
     /// Appends `data` as one record to chunk `handle` (only at offset `at` when given); returns
     /// the record's offset in the chunk.
@@ -87,6 +90,11 @@ pub struct ServerConfig {
     /// Deadline for writing one batch of replies; also the shutdown grace period.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// The server's identity: with one, TLS is taken beside plaintext (only TLS when it says
+    /// [`Tls::data_plane`]), and a TLS client's certificate name is handed to
+    /// [`Handler::admit`] ([`gfs_host::data_tls`]). Not a key of the table: `[tls]` sets it.
+    #[serde(skip)]
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ServerConfig {
@@ -97,9 +105,13 @@ impl Default for ServerConfig {
             max_in_flight: 64,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
+
+/// Longest a TLS handshake may take before its connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest time a closing connection keeps draining the peer's unread bytes, so that the close
 /// is a FIN after our last reply rather than a reset that could discard it.
@@ -176,11 +188,27 @@ pub async fn run<H: Handler>(
 /// Tells a connection over the cap that the server is full, then closes it.
 async fn reject(stream: Conn, cfg: Arc<ServerConfig>, hard_stop: CancellationToken) {
     warn!("connection refused: too many connections");
+    refuse(
+        stream,
+        DataError::Unavailable("too many connections".into()),
+        cfg,
+        hard_stop,
+    )
+    .await;
+}
+
+/// Answers a connection with `why` (request id 0: the whole connection), then closes it.
+async fn refuse(
+    stream: Conn,
+    why: DataError,
+    cfg: Arc<ServerConfig>,
+    hard_stop: CancellationToken,
+) {
     let (rd, wr) = stream.into_split();
     let mut writer = FramedWrite::new(wr, ServerCodec::new(cfg.max_frame));
     let frame = Frame {
         request_id: 0,
-        body: Response::Error(DataError::Unavailable("too many connections".into())),
+        body: Response::Error(why),
     };
     let write = async {
         writer.send(frame).await?;
@@ -231,8 +259,47 @@ enum Stop {
 }
 
 impl<H: Handler> Connection<H> {
+    /// The connection as it is served: over TLS after its handshake, or plaintext where that
+    /// is taken; `None` once it was refused or failed (and logged).
+    async fn open(&self, stream: Conn) -> Option<(Conn, Option<Peer>)> {
+        let Some(tls) = &self.cfg.tls else {
+            return Some((stream, None));
+        };
+        let accepted =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.data.accept(stream, tls.data_plane)).await;
+        match accepted {
+            Ok(Ok(Accepted::Tls(conn, peer))) => {
+                debug!(caller = %peer, "TLS connection");
+                Some((conn, Some(peer)))
+            }
+            Ok(Ok(Accepted::Plain(conn))) => Some((conn, None)),
+            Ok(Ok(Accepted::PlainRefused(conn))) => {
+                warn!("plaintext connection refused: this data plane takes TLS only");
+                let why = DataError::Unavailable(
+                    "this chunkserver takes its data plane over TLS only (client: connect with \
+                     TLS, [tls] data_plane = true or --data-tls)"
+                        .into(),
+                );
+                refuse(conn, why, self.cfg.clone(), self.hard_stop.clone()).await;
+                None
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "TLS handshake failed; connection closed");
+                None
+            }
+            Err(_) => {
+                warn!(timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out; connection closed");
+                None
+            }
+        }
+    }
+
     async fn serve(self, stream: Conn, _conn_permit: OwnedSemaphorePermit) {
         debug!(peer = %self.peer, "connection accepted");
+        let Some((stream, caller)) = self.open(stream).await else {
+            return;
+        };
+        let caller = caller.map(Arc::new);
         let (rd, wr) = stream.into_split();
         let max_in_flight = self.cfg.max_in_flight.max(1);
         let (tx, rx) = mpsc::channel::<Frame<Response>>(max_in_flight + 1);
@@ -250,7 +317,7 @@ impl<H: Handler> Connection<H> {
 
         let mut reader = FramedRead::new(rd, ServerCodec::new(self.cfg.max_frame));
         let stop = self
-            .read_loop(&mut reader, &tx, max_in_flight, &writer_failed)
+            .read_loop(&mut reader, &tx, max_in_flight, &writer_failed, &caller)
             .await;
         debug!(reason = ?stop, "connection stops reading");
         // The writer ends once every request task has replied and dropped its sender.
@@ -268,6 +335,7 @@ impl<H: Handler> Connection<H> {
         tx: &mpsc::Sender<Frame<Response>>,
         max_in_flight: usize,
         writer_failed: &CancellationToken,
+        caller: &Option<Arc<Peer>>,
     ) -> Stop {
         let in_flight = Arc::new(Semaphore::new(max_in_flight));
         loop {
@@ -295,7 +363,7 @@ impl<H: Handler> Connection<H> {
             };
             match next {
                 None => return Stop::PeerClosed,
-                Some(Ok(frame)) => self.dispatch(frame, permit, tx.clone()),
+                Some(Ok(frame)) => self.dispatch(frame, permit, tx.clone(), caller.clone()),
                 Some(Err(CodecError::Io(e))) => {
                     debug!(error = %e, "connection read failed");
                     return Stop::TransportError;
@@ -330,6 +398,7 @@ impl<H: Handler> Connection<H> {
         frame: Frame<Request>,
         permit: OwnedSemaphorePermit,
         tx: mpsc::Sender<Frame<Response>>,
+        caller: Option<Arc<Peer>>,
     ) {
         let handler = self.handler.clone();
         let hard_stop = self.hard_stop.clone();
@@ -337,7 +406,8 @@ impl<H: Handler> Connection<H> {
         let request_id = frame.request_id;
         let task = async move {
             let _permit = permit;
-            let work = AssertUnwindSafe(handle_request(&*handler, frame.body)).catch_unwind();
+            let work = AssertUnwindSafe(handle_request(&*handler, frame.body, caller.as_deref()))
+                .catch_unwind();
             let body = tokio::select! {
                 r = work => match r {
                     Ok(body) => body,
@@ -365,8 +435,8 @@ impl<H: Handler> Connection<H> {
     }
 }
 
-async fn handle_request<H: Handler>(handler: &H, req: Request) -> Response {
-    if let Err(e) = handler.admit(&req) {
+async fn handle_request<H: Handler>(handler: &H, req: Request, caller: Option<&Peer>) -> Response {
+    if let Err(e) = handler.admit(&req, caller) {
         let (handle, version, _) = req.chunk();
         warn!(handle, version, error = %e, "request refused");
         return Response::Error(e);

@@ -93,7 +93,7 @@ fn current(version: u64) -> Result<(), DataError> {
 }
 
 impl Handler for MemHandler {
-    fn admit(&self, req: &Request) -> Result<(), DataError> {
+    fn admit(&self, req: &Request, _caller: Option<&gfs_host::tls::Peer>) -> Result<(), DataError> {
         let need = match req {
             Request::Read { .. } => Rights::READ,
             _ => Rights::APPEND,

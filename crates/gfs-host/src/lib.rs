@@ -16,6 +16,7 @@
 //! Invariant: no gfs-rs logic here, only the seams; the crates above take a `Host` (or the one
 //! part they need) and never reach for `tokio::net`, `SystemTime::now` or `spawn_blocking`.
 
+pub mod data_tls;
 mod net;
 pub mod tls;
 pub mod token;

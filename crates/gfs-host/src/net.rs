@@ -186,6 +186,16 @@ impl Net {
         }
     }
 
+    /// Connects to the data plane at `addr` (`host:port`): over TLS when this network's
+    /// identity says [`Tls::data_plane`], else as [`Net::connect`].
+    pub async fn connect_data(&self, addr: &str) -> io::Result<Conn> {
+        let conn = self.connect(addr).await?;
+        match &self.tls {
+            Some(tls) if tls.data_plane => tls.data.connect(addr, conn).await,
+            _ => Ok(conn),
+        }
+    }
+
     /// A channel to `endpoint` that connects on first use (and again after a failure).
     pub fn channel(&self, endpoint: &Endpoint) -> Channel {
         match &self.transport {

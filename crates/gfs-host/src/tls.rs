@@ -157,6 +157,10 @@ pub struct TlsSettings {
     pub key: Option<PathBuf>,
     /// Serve and call every gRPC plane without TLS: open to whoever reaches its ports.
     pub insecure: bool,
+    /// TLS on the data plane too, with the same certificate: a server takes only TLS there, a
+    /// client connects over it. Off, a server takes both (its clients choose) and requests
+    /// are still admitted by chunk token only ([`crate::data_tls`]).
+    pub data_plane: bool,
 }
 
 impl TlsSettings {
@@ -168,6 +172,7 @@ impl TlsSettings {
             cert: Some(f.cert),
             key: Some(f.key),
             insecure: false,
+            data_plane: false,
         }
     }
 
@@ -194,8 +199,14 @@ impl TlsSettings {
 
     /// The identity these settings name (none without files).
     pub fn load(&self) -> Result<MaybeTls, TlsError> {
+        if self.data_plane && self.files()?.is_none() {
+            return Err(TlsError::Bad {
+                what: "[tls]".into(),
+                reason: "data_plane = true needs ca, cert and key".into(),
+            });
+        }
         self.files()?
-            .map(|f| Tls::load(&f).map(Arc::new))
+            .map(|f| Tls::load(&f).map(|t| Arc::new(t.with_data_plane(self.data_plane))))
             .transpose()
     }
 
@@ -220,6 +231,11 @@ pub struct Tls {
     identity: Identity,
     /// Who this process's certificate says it is.
     pub me: Peer,
+    /// The data plane's side of the identity.
+    pub data: crate::data_tls::DataTls,
+    /// TLS on the data plane as well: only TLS taken there (a server), TLS used to connect
+    /// (a client).
+    pub data_plane: bool,
 }
 
 impl fmt::Debug for Tls {
@@ -262,7 +278,15 @@ impl Tls {
             ca: Certificate::from_pem(ca),
             identity: Identity::from_pem(cert, key),
             me,
+            data: crate::data_tls::DataTls::from_pem(ca, cert, key)?,
+            data_plane: false,
         })
+    }
+
+    /// This identity, with TLS on the data plane as `on` says.
+    pub fn with_data_plane(mut self, on: bool) -> Tls {
+        self.data_plane = on;
+        self
     }
 
     /// What a gRPC server serves with: this certificate, and client certificates required and

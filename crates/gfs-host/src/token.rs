@@ -101,6 +101,14 @@ pub enum TokenError {
     /// This server has no key yet (it has not registered with a master).
     #[error("this chunkserver has not registered with the master yet")]
     NoKey,
+    /// It was issued to another name than the certificate of the connection it came on.
+    #[error("chunk token issued to {holder:?}, not to {caller:?} (this connection's certificate)")]
+    NotYours {
+        /// Whom the token names.
+        holder: String,
+        /// Whom the connection's certificate names.
+        caller: String,
+    },
 }
 
 /// The secret tokens are made and checked with.
