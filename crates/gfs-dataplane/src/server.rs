@@ -265,15 +265,22 @@ impl<H: Handler> Connection<H> {
         let Some(tls) = &self.cfg.tls else {
             return Some((stream, None));
         };
-        let accepted =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.data.accept(stream, tls.data_plane)).await;
+        let accepted = tls
+            .data
+            .accept(
+                stream,
+                tls.data_plane,
+                self.cfg.idle_timeout,
+                HANDSHAKE_TIMEOUT,
+            )
+            .await;
         match accepted {
-            Ok(Ok(Accepted::Tls(conn, peer))) => {
+            Ok(Accepted::Tls(conn, peer)) => {
                 debug!(caller = %peer, "TLS connection");
                 Some((conn, Some(peer)))
             }
-            Ok(Ok(Accepted::Plain(conn))) => Some((conn, None)),
-            Ok(Ok(Accepted::PlainRefused(conn))) => {
+            Ok(Accepted::Plain(conn)) => Some((conn, None)),
+            Ok(Accepted::PlainRefused(conn)) => {
                 warn!("plaintext connection refused: this data plane takes TLS only");
                 let why = DataError::Unavailable(
                     "this chunkserver takes its data plane over TLS only (client: connect with \
@@ -283,12 +290,12 @@ impl<H: Handler> Connection<H> {
                 refuse(conn, why, self.cfg.clone(), self.hard_stop.clone()).await;
                 None
             }
-            Ok(Err(e)) => {
-                warn!(error = %e, "TLS handshake failed; connection closed");
+            Ok(Accepted::Silent) => {
+                debug!("idle before its first byte; connection closed");
                 None
             }
-            Err(_) => {
-                warn!(timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out; connection closed");
+            Err(e) => {
+                warn!(error = %e, "TLS handshake failed; connection closed");
                 None
             }
         }

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -44,6 +45,8 @@ pub enum Accepted {
     Plain(Conn),
     /// A plaintext one where only TLS is taken: to be told so, then closed.
     PlainRefused(Conn),
+    /// One that sent nothing within the wait (to be closed, as an idle one is).
+    Silent,
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> TlsError {
@@ -95,12 +98,24 @@ impl DataTls {
         })
     }
 
-    /// Reads what kind of connection `conn` is from its first byte, and for TLS, completes
-    /// the handshake (the client must show a certificate of the cluster's CA that names a
-    /// role). `required`: plaintext is refused.
-    pub async fn accept(&self, conn: Conn, required: bool) -> io::Result<Accepted> {
+    /// Reads what kind of connection `conn` is from its first byte (waiting up to `idle` for
+    /// it), and for TLS, completes the handshake within `handshake` (the client must show a
+    /// certificate of the cluster's CA that names a role). `required`: plaintext is refused.
+    pub async fn accept(
+        &self,
+        conn: Conn,
+        required: bool,
+        idle: Duration,
+        handshake: Duration,
+    ) -> io::Result<Accepted> {
         let (peer_addr, local_addr) = (conn.peer_addr()?, conn.local_addr()?);
-        let (first, conn) = first_byte(conn).await?;
+        let timed_out = |what: &str, d: Duration| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("{what} within {d:?}"))
+        };
+        let Ok(sniffed) = tokio::time::timeout(idle, first_byte(conn)).await else {
+            return Ok(Accepted::Silent);
+        };
+        let (first, conn) = sniffed?;
         if first != HANDSHAKE {
             return Ok(if required {
                 Accepted::PlainRefused(conn)
@@ -108,7 +123,9 @@ impl DataTls {
                 Accepted::Plain(conn)
             });
         }
-        let stream = self.acceptor.accept(conn).await?;
+        let stream = tokio::time::timeout(handshake, self.acceptor.accept(conn))
+            .await
+            .map_err(|_| timed_out("no TLS handshake", handshake))??;
         let peer = stream
             .get_ref()
             .1
@@ -343,6 +360,8 @@ mod tests {
         Tls::from_pem(ca.cert_pem(), &cert, &key).unwrap()
     }
 
+    const T: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn tls_and_plaintext_are_told_apart_by_the_first_byte_and_carry_bytes() {
         let ca = Authority::generate("test CA").unwrap();
@@ -353,7 +372,7 @@ mod tests {
         let (c, s) = pipe();
         let (connected, accepted) = tokio::join!(
             client.data.connect("cs1:8080", c),
-            server.data.accept(s, true)
+            server.data.accept(s, true, T, T)
         );
         let (mut c, accepted) = (connected.unwrap(), accepted.unwrap());
         let Accepted::Tls(mut s, peer) = accepted else {
@@ -372,7 +391,10 @@ mod tests {
         for required in [false, true] {
             let (mut c, s) = pipe();
             c.write_all(b"GF plain").await.unwrap();
-            match (server.data.accept(s, required).await.unwrap(), required) {
+            match (
+                server.data.accept(s, required, T, T).await.unwrap(),
+                required,
+            ) {
                 (Accepted::Plain(mut s), false) => {
                     let mut got = [0u8; 8];
                     s.read_exact(&mut got).await.unwrap();
@@ -387,11 +409,19 @@ mod tests {
         let (c, s) = pipe();
         let (connected, _) = tokio::join!(
             client.data.connect("elsewhere:8080", c),
-            server.data.accept(s, true)
+            server.data.accept(s, true, T, T)
         );
         assert!(
             connected.is_err(),
             "a certificate for cs1 taken for elsewhere"
         );
+
+        // A connection that says nothing is not held past the wait for its first byte.
+        let (_c, s) = pipe();
+        let r = server
+            .data
+            .accept(s, false, Duration::from_millis(50), T)
+            .await;
+        assert!(matches!(r, Ok(Accepted::Silent)));
     }
 }

@@ -14,9 +14,9 @@
 //! copies are on their way (seeds 132 and 337 of the simulator). When the longest replicas
 //! failed their checksums, the seal goes by the good ones if a quorum of them answered the
 //! fence, or if the lease's own primary (the one the log names at the fenced version) said at
-//! the fence that it acknowledged nothing past what a good one holds ([`Led`](super::version::Led): a primary
-//! acknowledges nothing its fence overtook); else nothing is sealed (seeds 740 and 9663).
-//! If fewer than a quorum answer,
+//! the fence that it acknowledged nothing past what a good one holds (`version::Led`; a
+//! primary acknowledges nothing its fence overtook); else nothing is sealed (seeds 740 and
+//! 9663). If fewer than a quorum answer,
 //! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
 //! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
 //! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last

@@ -130,8 +130,8 @@ impl ChunkManager {
     /// Sets the version after `version` on each of `replicas`; returns it and the replicas
     /// that took it, each with its committed length once the new version is durable there
     /// (with what a primary among them said of its lease), or `Unavailable` unless a quorum
-    /// took it. That length is final for the old version: the
-    /// replica is fenced, nothing commits at the old version there any more, so an append that
+    /// took it. That length is final for the old version: the replica is fenced, nothing
+    /// commits at the old version there any more, so an append that
     /// committed between an earlier length query and this call is seen (finding 4).
     pub(super) async fn fence(
         &self,
