@@ -496,3 +496,86 @@ async fn register_tells_the_cluster_values_and_refuses_a_server_configured_other
         assert_eq!(reg.is_alive(id), registered, "{id}");
     }
 }
+
+/// Seed 11098 of the simulator: a sealed chunk back at four current replicas (a server
+/// returned after its copy was made) loses exactly one. The heartbeat that tells the extra
+/// holder to drop its replica must not list that replica again (its own report still names it,
+/// and the registry took the report after the delete was decided), or the next holder to
+/// heartbeat, now the fullest, sees four and drops a second, and so on down to one.
+#[tokio::test]
+async fn a_chunk_with_one_replica_too_many_loses_exactly_one() {
+    use gfs_master::record::{AddChunkOp, CreateOp, Op, SealOp};
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(dir.path()).await;
+    let meta = m.meta.upgrade().unwrap();
+    for op in [
+        Op::Create(CreateOp {
+            path: "/f".into(),
+            mtime_ms: 0,
+            replication: 3,
+        }),
+        Op::AddChunk(AddChunkOp {
+            path: "/f".into(),
+            handle: 9,
+            version: 3,
+            primary: String::new(),
+        }),
+        Op::Seal(SealOp {
+            handle: 9,
+            length: 5,
+        }),
+    ] {
+        meta.mutate(op).await.unwrap();
+    }
+    let mut c = MasterControlClient::connect(format!("http://{}", m.addr))
+        .await
+        .unwrap();
+    let ids = ["cs1", "cs2", "cs3", "cs4"];
+    for (i, id) in ids.iter().enumerate() {
+        c.register(RegisterRequest {
+            id: (*id).into(),
+            data_addr: format!("127.0.0.1:{}", 8080 + 10 * i),
+            repl_addr: format!("127.0.0.1:{}", 8081 + 10 * i),
+            rack: String::new(),
+            capacity_bytes: 1 << 30,
+            used_bytes: 0,
+            ..RegisterRequest::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut deletes = Vec::new();
+    let mut beat = async |id: &str, used_bytes: u64| {
+        let reply = c
+            .heartbeat(HeartbeatRequest {
+                id: id.into(),
+                used_bytes,
+                chunks: vec![ChunkInfo {
+                    handle: 9,
+                    version: 3,
+                    committed_length: 5,
+                    sealed: true,
+                    unvouched: false,
+                }],
+                ..HeartbeatRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if reply.delete.iter().any(|d| d.handle == 9) {
+            deletes.push(id.to_string());
+        }
+    };
+    // All four report it, cs4 the fullest: the fourth to report makes one too many.
+    for (i, id) in ids.iter().enumerate() {
+        beat(id, 1000 * (i as u64 + 1)).await;
+    }
+    // cs4 is told to drop it; then cs3 fills up and reports again, twice (its share counts
+    // from the heartbeat after it is reported).
+    beat("cs4", 4000).await;
+    beat("cs3", 9000).await;
+    beat("cs3", 9000).await;
+    beat("cs2", 2000).await;
+    beat("cs1", 1000).await;
+    assert_eq!(deletes, vec!["cs4"], "one replica too many, one to drop");
+}

@@ -17,8 +17,9 @@
 //!   restart, a server back after its chunks were copied): the holder using the largest share of
 //!   its capacity (then the greatest id) drops its replica, never the primary of a live lease;
 //!   replicas on draining servers stay and do not count. The master forgets that replica at once
-//!   (`Registry::forget_replica`), so another holder's heartbeat before the next report cannot
-//!   also see one too many and drop a second (shares of capacity change as copies land).
+//!   (`Registry::forget_replica`, here and again once the heartbeat's own report is taken, in
+//!   the service), so another holder's heartbeat before the next report cannot also see one too
+//!   many and drop a second (shares of capacity change as copies land).
 
 use gfs_util::collections::{HashMap, HashSet};
 use tokio::time::Instant;
