@@ -84,6 +84,16 @@ fn master_config(dir: &Path, certs: &Path, listen: &str) -> MasterConfig {
 
 /// Chunkservers cs0..cs2 over TLS, registering with the master at `maddr`.
 async fn tls_servers(dir: &Path, certs: &Path, maddr: &str) -> Vec<ChunkServer> {
+    tls_servers_with(dir, certs, maddr, |_| false).await
+}
+
+/// [`tls_servers`], with `[tls] data_plane` as `data_plane` says for each server's index.
+async fn tls_servers_with(
+    dir: &Path,
+    certs: &Path,
+    maddr: &str,
+    data_plane: impl Fn(usize) -> bool,
+) -> Vec<ChunkServer> {
     let mut servers = Vec::new();
     for i in 0..3 {
         servers.push(
@@ -96,7 +106,10 @@ async fn tls_servers(dir: &Path, certs: &Path, maddr: &str) -> Vec<ChunkServer> 
                 http_port: 0,
                 chunk_size: gfs_util::Size::mib(1),
                 master: maddr.into(),
-                tls: TlsSettings::in_dir(certs, &format!("cs{i}")),
+                tls: TlsSettings {
+                    data_plane: data_plane(i),
+                    ..TlsSettings::in_dir(certs, &format!("cs{i}"))
+                },
                 ..ChunkserverConfig::default()
             })
             .await
@@ -550,28 +563,7 @@ async fn the_data_plane_over_tls_serves_only_tokens_issued_to_the_connection_s_c
         .await
         .unwrap();
     let maddr = master.addr.to_string();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(
-            ChunkServer::start(ChunkserverConfig {
-                id: format!("cs{i}"),
-                host: "127.0.0.1".into(),
-                data_dir: dir.path().join(format!("cs{i}")),
-                data_port: 0,
-                repl_port: 0,
-                http_port: 0,
-                chunk_size: gfs_util::Size::mib(1),
-                master: maddr.clone(),
-                tls: TlsSettings {
-                    data_plane: i == 0,
-                    ..TlsSettings::in_dir(&certs, &format!("cs{i}"))
-                },
-                ..ChunkserverConfig::default()
-            })
-            .await
-            .unwrap(),
-        );
-    }
+    let servers = tls_servers_with(dir.path(), &certs, &maddr, |i| i == 0).await;
     let data_tls = |file: &str| {
         Net::os().with_tls(Arc::new(
             Tls::load(&TlsFiles::in_dir(&certs, file))
@@ -608,18 +600,22 @@ async fn the_data_plane_over_tls_serves_only_tokens_issued_to_the_connection_s_c
     );
     let addr_of = |i: usize| servers[i].data_addr.to_string();
     let n = record.len() as u32;
+    // A data-plane connection to server `i` over TLS, as the certificate `file`.
+    let over_tls = |i, file: &'static str| {
+        let addr = addr_of(i);
+        let net = data_tls(file);
+        async move {
+            let cfg = gfs_dataplane::ClientConfig {
+                net,
+                ..gfs_dataplane::ClientConfig::default()
+            };
+            DataClient::connect(&addr, cfg).await.unwrap()
+        }
+    };
 
     // Over TLS, as alice, on every server: alice's token reads.
     for i in 0..3 {
-        let dc = DataClient::connect(
-            &addr_of(i),
-            gfs_dataplane::ClientConfig {
-                net: data_tls("client"),
-                ..gfs_dataplane::ClientConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let dc = over_tls(i, "client").await;
         assert_eq!(
             &dc.read(&t.chunk_ref(), off, n).await.unwrap()[..],
             &record[..]
@@ -645,15 +641,7 @@ async fn the_data_plane_over_tls_serves_only_tokens_issued_to_the_connection_s_c
     );
     // Over TLS as the admin ("ops"), alice's token is refused on every server.
     for i in 0..3 {
-        let dc = DataClient::connect(
-            &addr_of(i),
-            gfs_dataplane::ClientConfig {
-                net: data_tls("admin"),
-                ..gfs_dataplane::ClientConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let dc = over_tls(i, "admin").await;
         match dc.read(&t.chunk_ref(), off, n).await {
             Err(DataError::BadToken(m)) => {
                 assert!(m.contains("\"alice\", not to \"ops\""), "cs{i}: {m}")

@@ -390,6 +390,37 @@ async fn a_rotten_longest_replica_beside_one_good_one_seals_nothing() {
     assert_eq!(c.logged(H).await.sealed_length, None);
 }
 
+/// The lease period of the rotten-primary tests below.
+const SHORT_LEASE: Duration = Duration::from_millis(100);
+
+/// Servers a, b and c with leases of [`SHORT_LEASE`]: `a` holds chunk `H` at `version` with
+/// 100 bytes, rotten and reported corrupt, `b` holds it empty, `c` not at all; `word` is what
+/// a fenced server says of its lease at version 1: `(server, bound)`.
+async fn rotten_a(version: u64, word: Option<(&str, u64)>) -> Cluster {
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(version, 100)), ("b", held(version, 0))],
+        None,
+        SHORT_LEASE,
+    )
+    .await;
+    c.fake.rot("a", H);
+    c.registry.lock().mark_corrupt("a", H);
+    if let Some((id, bound)) = word {
+        c.fake.led(id, H, 1, bound);
+    }
+    c
+}
+
+impl Cluster {
+    /// A settle pass once the chunk has been reported unvouched for a lease period.
+    async fn settle_unvouched(&self) {
+        self.m.note_unvouched([H]);
+        tokio::time::sleep(SHORT_LEASE).await;
+        self.m.settle().await;
+    }
+}
+
 /// Seed 9663 of the simulator: a put's bytes reached only the chunk's primary (`a`, whose
 /// disk then rotted), the one other replica stayed empty (`b`) and the third was never
 /// created (`c`). No quorum of good replicas can answer, but the primary's own word at the
@@ -397,20 +428,8 @@ async fn a_rotten_longest_replica_beside_one_good_one_seals_nothing() {
 /// append: the chunk is sealed there, current on `b`, and the file can go on.
 #[tokio::test]
 async fn a_rotten_primary_s_word_seals_the_chunk_at_a_good_replica_holding_all_it_acknowledged() {
-    let lease = Duration::from_millis(100);
-    let c = cluster_leasing(
-        &["a", "b", "c"],
-        &[("a", held(1, 100)), ("b", held(1, 0))],
-        None,
-        lease,
-    )
-    .await;
-    c.fake.rot("a", H);
-    c.registry.lock().mark_corrupt("a", H);
-    c.fake.led("a", H, 1, 0);
-    c.m.note_unvouched([H]);
-    tokio::time::sleep(lease).await;
-    c.m.settle().await;
+    let c = rotten_a(1, Some(("a", 0))).await;
+    c.settle_unvouched().await;
     assert_eq!(c.logged(H).await.sealed_length, Some(0));
     assert_eq!(c.fake.replica("b", H), Some(sealed_held(2, 0)));
     assert_eq!(c.current(H).await, vec![("b".into(), 0)]);
@@ -420,21 +439,9 @@ async fn a_rotten_primary_s_word_seals_the_chunk_at_a_good_replica_holding_all_i
 /// on the word of a replica the log does not name as the lease's primary.
 #[tokio::test]
 async fn a_rotten_primary_s_word_seals_nothing_past_what_a_good_replica_holds() {
-    let lease = Duration::from_millis(100);
     for (id, bound) in [("a", 50), ("b", 0)] {
-        let c = cluster_leasing(
-            &["a", "b", "c"],
-            &[("a", held(1, 100)), ("b", held(1, 0))],
-            None,
-            lease,
-        )
-        .await;
-        c.fake.rot("a", H);
-        c.registry.lock().mark_corrupt("a", H);
-        c.fake.led(id, H, 1, bound);
-        c.m.note_unvouched([H]);
-        tokio::time::sleep(lease).await;
-        c.m.settle().await;
+        let c = rotten_a(1, Some((id, bound))).await;
+        c.settle_unvouched().await;
         assert_eq!(c.logged(H).await.sealed_length, None, "{id} said {bound}");
         assert_eq!(c.fake.replica("b", H).map(|r| r.sealed), Some(false));
     }
@@ -445,20 +452,9 @@ async fn a_rotten_primary_s_word_seals_nothing_past_what_a_good_replica_holds() 
 /// alone never reached a quorum, and each try moved `b` one version further on its own.
 #[tokio::test]
 async fn replicas_ahead_of_the_log_are_fenced_with_the_corrupt_ones() {
-    let lease = Duration::from_millis(100);
-    let c = cluster_leasing(
-        &["a", "b", "c"],
-        &[("a", held(2, 100)), ("b", held(2, 0))],
-        None,
-        lease,
-    )
-    .await;
-    c.fake.rot("a", H);
-    c.registry.lock().mark_corrupt("a", H);
+    let c = rotten_a(2, None).await;
     for pass in 0..2 {
-        c.m.note_unvouched([H]);
-        tokio::time::sleep(lease).await;
-        c.m.settle().await;
+        c.settle_unvouched().await;
         let (a, b) = (
             c.fake.replica("a", H).unwrap(),
             c.fake.replica("b", H).unwrap(),
