@@ -276,19 +276,21 @@ impl ChunkControl for Control {
             tracing::warn!(%handle, "failpoint set-version-fails: the version is not set");
             return Err(Status::unavailable("failpoint: SetVersion failed"));
         }
-        let from = self.store.info(handle).map_err(status)?.version;
-        let revoked = self.coordinator.revoke(handle);
+        self.coordinator.revoke(handle);
         self.store
             .set_version(handle, r.version)
             .await
             .map_err(status)?;
         let info = self.store.info(handle).map_err(status)?;
-        // This call ended our own lease at the version we left: what a quorum was known to
-        // hold under it, kept through the change, is the most it acknowledged (an append
-        // whose quorum note came after the change is not acknowledged). Unknown after a
-        // restart, when there is no lease to revoke anyway.
-        let led = revoked
-            .filter(|v| *v == from && info.version > from)
+        // We held a lease on this chunk at a version it has now left (ended by this call, or
+        // earlier: given up on a failed disk, run out, or by a fence whose answer was lost):
+        // what a quorum was known to hold under it, kept through the changes, is the most it
+        // acknowledged (an append whose quorum note came after the change is not
+        // acknowledged). Unknown after a restart (the lease and the notes were in memory).
+        let led = self
+            .coordinator
+            .last_lease(handle)
+            .filter(|v| *v < info.version)
             .and_then(|v| {
                 let bound = self.store.quorum_known(handle)?;
                 Some(LedLease {
@@ -297,7 +299,7 @@ impl ChunkControl for Control {
                 })
             });
         if let Some(l) = &led {
-            tracing::info!(%handle, version = l.version, acknowledged_up_to = l.acknowledged_up_to, "fenced our own lease");
+            tracing::info!(%handle, version = l.version, acknowledged_up_to = l.acknowledged_up_to, "fenced past our own lease");
         }
         Ok(Response::new(SetVersionReply {
             committed_length: info.committed_len,
@@ -310,7 +312,7 @@ impl ChunkControl for Control {
         request: Request<DeleteChunkRequest>,
     ) -> Result<Response<DeleteChunkReply>, Status> {
         let handle = ChunkHandle(request.into_inner().handle);
-        self.coordinator.revoke(handle);
+        self.coordinator.forget(handle);
         self.store.delete(handle).await.map_err(status)?;
         tracing::info!(%handle, "chunk deleted");
         Ok(Response::new(DeleteChunkReply {}))

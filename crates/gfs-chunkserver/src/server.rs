@@ -646,7 +646,7 @@ async fn heartbeat_loop(
                         Err(_) => continue,
                         Ok(_) => {}
                     }
-                    coordinator.revoke(handle);
+                    coordinator.forget(handle);
                     doomed.push(handle);
                 }
                 if r.reregister {

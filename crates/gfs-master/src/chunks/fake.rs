@@ -119,7 +119,9 @@ impl FakeCluster {
             .insert((id.to_string(), handle), bytes);
     }
 
-    /// `id` leads `handle`'s lease at `version` and acknowledged nothing past `bound`.
+    /// `id` held `handle`'s lease at `version` (until a new grant to it) and acknowledged
+    /// nothing past `bound`: it says so at every fence past that version, as a chunkserver
+    /// does until it restarts.
     pub(super) fn led(&self, id: &str, handle: u64, version: u64, bound: u64) {
         self.state
             .lock()
@@ -196,7 +198,7 @@ impl ChunkserverControl for FakeCluster {
         let r = self.call(&server.id, Call::SetVersion, |s| {
             let key = (server.id.clone(), handle);
             let late = s.in_flight.remove(&key).unwrap_or(0);
-            let led = s.led.remove(&key);
+            let led = s.led.get(&key).copied();
             let r = s
                 .replicas
                 .get_mut(&key)
@@ -208,12 +210,16 @@ impl ChunkserverControl for FakeCluster {
                 )));
             }
             r.length += late;
-            // Its lease at the version it leaves ends here; a late append of its own may
-            // have been acknowledged.
-            let led = led
-                .filter(|(v, _)| *v == r.version)
-                .map(|(v, bound)| (v, if late > 0 { r.length } else { bound }));
+            // A late append of its own, under the lease at the version it leaves, may have
+            // been acknowledged.
+            let led = led.filter(|(v, _)| *v < version).map(|(v, bound)| {
+                let acked_late = late > 0 && v == r.version;
+                (v, if acked_late { r.length } else { bound })
+            });
             r.version = version;
+            if let Some(l) = led {
+                s.led.insert(key, l);
+            }
             Ok(Fenced {
                 length: r.length,
                 led,
@@ -250,6 +256,7 @@ impl ChunkserverControl for FakeCluster {
                     server.id, lease.version
                 )));
             }
+            s.led.remove(&(server.id.clone(), lease.handle));
             s.leases.push((server.id.clone(), lease));
             Ok(())
         });

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use parking_lot::Mutex;
 
 use super::fake::{Call, FakeCluster, Held};
+use super::lease::Position;
 use super::*;
 use crate::metastore::MetaStore;
 use crate::registry::{Registry, Replica, ServerInfo, Want};
@@ -468,6 +469,41 @@ async fn replicas_ahead_of_the_log_are_fenced_with_the_corrupt_ones() {
         // One good replica, and no primary's word: nothing is sealed.
         assert_eq!(c.logged(H).await.sealed_length, None);
     }
+}
+
+/// Seed 11060 of the simulator: the primary (`a`, named by the log at version 1) gave its lease
+/// up on a full disk, acknowledging nothing; an unlogged fence then moved `a` and `b` to
+/// version 2, and `a`'s replica rotted. The primary's word reaches the master only at a later
+/// fence, which `lineage` makes (the replicas are ahead of the log) and logs without a primary:
+/// the master keeps the word past that version, and the seal after it goes by it.
+#[tokio::test]
+async fn the_last_primary_s_word_outlives_the_unleased_versions_after_its_lease() {
+    let c = rotten_a(2, Some(("a", 0))).await;
+    c.settle_unvouched().await;
+    let logged = c.logged(H).await;
+    assert!(logged.version > 2, "{logged:?}");
+    assert_eq!(logged.sealed_length, Some(0));
+    assert_eq!(c.current(H).await, vec![("b".into(), 0)]);
+}
+
+/// ... and a word is not kept past a new lease: once one is logged, its primary may
+/// acknowledge appends the old word knows nothing of.
+#[tokio::test]
+async fn a_new_lease_drops_the_last_primary_s_word() {
+    let c = rotten_a(1, Some(("a", 0))).await;
+    c.m.fence(H, 1, vec![info("a"), info("b")]).await.unwrap();
+    assert_eq!(c.m.acknowledged_up_to(H), Some(0));
+    c.m.seal_at(H, 0).await.unwrap();
+    assert_eq!(c.m.acknowledged_up_to(H), None, "a seal drops it");
+    let c = rotten_a(1, Some(("a", 0))).await;
+    c.m.fence(H, 1, vec![info("a"), info("b")]).await.unwrap();
+    assert_eq!(c.m.acknowledged_up_to(H), Some(0));
+    // Logged with `a` as its primary, whatever becomes of the catch-up from it after.
+    let _ =
+        c.m.bump_and_grant(H, 1, Position::default(), vec![info("a"), info("b")])
+            .await;
+    assert_eq!(c.logged(H).await.version, 2);
+    assert_eq!(c.m.acknowledged_up_to(H), None, "a logged lease drops it");
 }
 
 /// Re-replication: a copy whose source turns out short of the sealed length (DATA_LOSS)

@@ -172,7 +172,6 @@ impl ChunkManager {
         let super::version::Fence {
             version: new_version,
             replicas: bumped,
-            ..
         } = self.fence(handle, version, replicas).await?;
         // Only replicas at the longest length continue; shorter ones catch up from one of
         // them at the new version, or are left out of the lease (I1, I2). The primary is the
@@ -186,6 +185,9 @@ impl ChunkManager {
             .first()
             .map(|(s, _)| s.id.clone())
             .unwrap_or_default();
+        // A lease may be in force at the new version from here on: no earlier primary's word
+        // bounds what it acknowledges.
+        self.forget_word(handle);
         self.meta
             .mutate(Op::SetVersion(SetVersionOp {
                 handle,

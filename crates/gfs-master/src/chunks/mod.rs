@@ -98,6 +98,12 @@ pub struct ChunkManager {
     /// replica may hold it unlogged with its reports lost, so no later decision uses it
     /// again (in memory: a restarted master learns such versions from reports only).
     tried: Mutex<HashMap<u64, u64>>,
+    /// What the primary of each chunk's last leased version said at a fence of the most it
+    /// acknowledged under that lease (`version::Led`): kept through the unleased versions
+    /// after it, dropped when a new lease is logged or the chunk sealed (in memory: a
+    /// restarted master hears it again at its next fence, from a primary that did not
+    /// restart).
+    words: Mutex<HashMap<u64, version::Led>>,
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again (`seal`).
     unsettled: Mutex<HashSet<u64>>,
@@ -173,6 +179,7 @@ impl ChunkManager {
             lease: lease::Leases::default(),
             allocating: Mutex::new(HashSet::default()),
             tried: Mutex::new(HashMap::default()),
+            words: Mutex::new(HashMap::default()),
             unsettled: Mutex::new(HashSet::default()),
             failed_seals: Mutex::new(HashSet::default()),
             unvouched: Mutex::new(HashMap::default()),

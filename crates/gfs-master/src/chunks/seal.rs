@@ -13,10 +13,12 @@
 //! once a majority of the replicas say it, so nothing is acknowledged on one disk while the
 //! copies are on their way (seeds 132 and 337 of the simulator). When the longest replicas
 //! failed their checksums, the seal goes by the good ones if a quorum of them answered the
-//! fence, or if the lease's own primary (the one the log names at the fenced version) said at
-//! the fence that it acknowledged nothing past what a good one holds (`version::Led`; a
-//! primary acknowledges nothing its fence overtook); else nothing is sealed (seeds 740 and
-//! 9663). If fewer than a quorum answer,
+//! fence, or if the primary of the chunk's last lease (the one the log names at the version
+//! that lease was at) said at a fence that it acknowledged nothing past what a good one holds
+//! (`version::Led`, kept until a new lease is logged: a primary acknowledges nothing a fence
+//! overtook, and says so whether the fence ended its lease or the lease ended before, given
+//! up on a full disk or run out); else nothing is sealed (seeds 740, 9663 and 11060). If
+//! fewer than a quorum answer,
 //! the length is unknown and the file cannot move on: UNAVAILABLE until a quorum of the chunk's
 //! own replicas returns (a copy cannot stand in for one: unsealed chunks are never copied).
 //! Chunks abandoned unsealed by older versions (`unsettled`: unsealed chunks that are not last
@@ -51,6 +53,7 @@ impl ChunkManager {
             .await?;
         self.lease.table.lock().remove(&handle);
         self.unsettled.lock().remove(&handle);
+        self.forget_word(handle);
         tracing::info!(%handle, length, "chunk sealed");
         Ok(())
     }
@@ -183,27 +186,13 @@ impl ChunkManager {
         version: u64,
         live: Vec<ServerInfo>,
     ) -> Result<u64> {
-        // The primary the log names at `version`: its word at the fence bounds what was
-        // acknowledged (below).
-        let logged = self
-            .meta
-            .read(move |ns| {
-                let at = ns.chunk(handle).map(|m| m.version);
-                (at, ns.last_primary(handle).map(String::from))
-            })
-            .await?;
         let Fence {
             version: new_version,
             replicas: fenced,
-            led,
         } = self.fence(handle, version, live).await?;
-        let primary_led = match logged {
-            (Some(at), Some(primary)) if at == version => led
-                .into_iter()
-                .find(|l| l.id == primary && l.version == version)
-                .map(|l| l.bound),
-            _ => None,
-        };
+        // The word of the chunk's last primary, heard at this fence or an earlier one, bounds
+        // what was acknowledged (below).
+        let primary_led = self.acknowledged_up_to(handle);
         let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
         // Decided again each time a catch-up finds its source corrupt (at most once per
         // replica: each time one more is marked).

@@ -38,8 +38,8 @@ impl Longest {
     }
 }
 
-/// A fenced replica's word that it was the chunk's primary at `version` (the version the
-/// fence moved it from) and acknowledged no append ending past `bound` under that lease.
+/// A fenced replica's word that it was the chunk's primary at `version` (a version the fence
+/// moved it past) and acknowledged no append ending past `bound` under that lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Led {
     /// The replica's server id.
@@ -50,12 +50,11 @@ pub(super) struct Led {
     pub(super) bound: u64,
 }
 
-/// The outcome of a fence: the new version, the replicas that took it with their committed
-/// lengths, and what a primary among them said of its lease ([`Led`]).
+/// The outcome of a fence: the new version and the replicas that took it with their committed
+/// lengths.
 pub(super) struct Fence {
     pub(super) version: u64,
     pub(super) replicas: Vec<(ServerInfo, u64)>,
-    pub(super) led: Vec<Led>,
 }
 
 impl ChunkManager {
@@ -111,7 +110,6 @@ impl ChunkManager {
         let Fence {
             version: new_version,
             replicas: fenced,
-            ..
         } = self.fence(handle, top, asked).await?;
         self.log_unleased_version(handle, new_version).await?;
         // Corrupt ones keep their mark, at the new version (`Registry::note_replica`).
@@ -161,17 +159,7 @@ impl ChunkManager {
             .into_iter()
             .flatten()
             .collect();
-        let led = answers
-            .iter()
-            .filter_map(|(s, f)| {
-                let (version, bound) = f.led?;
-                Some(Led {
-                    id: s.id.clone(),
-                    version,
-                    bound,
-                })
-            })
-            .collect();
+        self.keep_word(handle, &answers).await?;
         let fenced: Vec<(ServerInfo, u64)> =
             answers.into_iter().map(|(s, f)| (s, f.length)).collect();
         if fenced.len() < self.cfg.quorum {
@@ -185,8 +173,50 @@ impl ChunkManager {
         Ok(Fence {
             version: new_version,
             replicas: fenced,
-            led,
         })
+    }
+
+    /// Keeps the word of the primary the log names at `handle`'s logged version, if it is
+    /// among `answers` and speaks of that version ([`Led`]): the lease it held there is the
+    /// chunk's last (no lease is granted at a version logged without a primary), so its word
+    /// bounds every acknowledged append until a new lease is logged (`forget_word`).
+    async fn keep_word(&self, handle: u64, answers: &[(ServerInfo, Fenced)]) -> Result<()> {
+        if answers.iter().all(|(_, f)| f.led.is_none()) {
+            return Ok(());
+        }
+        let (at, primary) = self
+            .meta
+            .read(move |ns| {
+                let at = ns.chunk(handle).map(|m| m.version);
+                (at, ns.last_primary(handle).map(String::from))
+            })
+            .await?;
+        let (Some(at), Some(primary)) = (at, primary) else {
+            return Ok(());
+        };
+        let word = answers.iter().find_map(|(s, f)| {
+            let (version, bound) = f.led?;
+            (s.id == primary && version == at).then(|| Led {
+                id: s.id.clone(),
+                version,
+                bound,
+            })
+        });
+        if let Some(word) = word {
+            tracing::info!(%handle, primary = %word.id, version = word.version, acknowledged_up_to = word.bound, "the last primary's word on its lease");
+            self.words.lock().insert(handle, word);
+        }
+        Ok(())
+    }
+
+    /// The most the primary of `handle`'s last lease said it acknowledged, when it said so.
+    pub(super) fn acknowledged_up_to(&self, handle: u64) -> Option<u64> {
+        self.words.lock().get(&handle).map(|w| w.bound)
+    }
+
+    /// Drops the word kept on `handle`: a new lease is being logged, or the chunk sealed.
+    pub(super) fn forget_word(&self, handle: u64) {
+        self.words.lock().remove(&handle);
     }
 
     /// The replicas among `live` whose committed length, asked now, is the longest.

@@ -84,6 +84,7 @@ impl Coordinator {
             }),
         );
         self.limits.lock().remove(&handle);
+        self.ended.lock().remove(&handle);
         // The grant's premise: a quorum holds this length. Say so here and to the
         // secondaries, whose version change kept only what was known before it.
         if let Some(lease) = leases.get(&handle).cloned() {
@@ -116,14 +117,33 @@ impl Coordinator {
         }
     }
 
-    /// Drops the lease on `handle` (its version changed or the chunk was deleted); returns the
-    /// version of the lease it dropped, if there was one.
+    /// Drops the lease on `handle` (its version changed, or the local disk failed it); returns
+    /// the version of the lease it dropped, if there was one.
     pub fn revoke(&self, handle: ChunkHandle) -> Option<u64> {
         self.shared.lagging.lock().retain(|(h, _)| *h != handle);
         self.limits.lock().remove(&handle);
         let lease = self.leases.lock().remove(&handle)?;
+        self.ended.lock().insert(handle, lease.version);
         tracing::info!(%handle, "lease revoked");
         Some(lease.version)
+    }
+
+    /// Drops everything held on `handle`: its replica is being deleted here.
+    pub fn forget(&self, handle: ChunkHandle) {
+        self.revoke(handle);
+        self.ended.lock().remove(&handle);
+    }
+
+    /// The version of the last lease this server held on `handle` since it started, in force
+    /// or ended (revoked, given up, run out), until a new grant or the chunk's deletion.
+    /// Appends under it were acknowledged only while the replica was at that version, each
+    /// after its quorum note held (`ChunkStore::note_quorum`): once the version moved past it,
+    /// `ChunkStore::quorum_known` bounds every one of them.
+    pub fn last_lease(&self, handle: ChunkHandle) -> Option<u64> {
+        if let Some(l) = self.leases.lock().get(&handle) {
+            return Some(l.version);
+        }
+        self.ended.lock().get(&handle).copied()
     }
 
     /// The leases this server holds now.
@@ -153,14 +173,16 @@ impl Coordinator {
             .checked_sub(FORGET_EXPIRED)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let store = &self.shared.store;
-        // Lock order, everywhere: the lease table, then the read limits (`grant_lease` holds
-        // the table while it clears a limit).
+        // Lock order, everywhere: the lease table, then the read limits, then the ended leases
+        // (`grant_lease` holds the table while it clears a limit and an ended lease).
         let mut leases = self.leases.lock();
         let mut limits = self.limits.lock();
+        let mut ended = self.ended.lock();
         leases.retain(|h, l| {
             if *l.expires.lock() > stale {
                 return true;
             }
+            ended.insert(*h, l.version);
             let to = l.durable.lock().to;
             if l.sealed.get().is_none()
                 && store
@@ -171,7 +193,7 @@ impl Coordinator {
             }
             false
         });
-        drop(limits);
+        drop((limits, ended));
         leases
             .values()
             .filter(|l| l.last_append.lock().elapsed() <= within)

@@ -119,6 +119,11 @@ pub struct Coordinator {
     /// Read limits of chunks whose lease was forgotten while this replica held committed
     /// bytes no quorum was known to hold: kept until the version changes.
     limits: Mutex<HashMap<ChunkHandle, u64>>,
+    /// The version of the last lease this server held on each chunk since it started, once
+    /// that lease left the table (revoked, given up on a failed disk, forgotten after it ran
+    /// out): what it says at a fence ([`Coordinator::last_lease`]). Dropped at a new grant and
+    /// when the chunk is deleted here.
+    ended: Mutex<HashMap<ChunkHandle, u64>>,
 }
 
 /// Told of every chunk this server seals as primary (handle, final length, and the
@@ -203,6 +208,7 @@ impl Coordinator {
             }),
             leases: Mutex::new(HashMap::default()),
             limits: Mutex::new(HashMap::default()),
+            ended: Mutex::new(HashMap::default()),
         }
     }
 

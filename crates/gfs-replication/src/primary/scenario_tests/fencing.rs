@@ -157,6 +157,34 @@ async fn revoking_the_lease_clears_what_lagged_and_stops_appends() {
     assert_eq!(staged(&rig.local), 0);
 }
 
+/// The version of the last lease held on a chunk outlives the lease (revoked, given up, or
+/// run out and forgotten), for the replica's word at a later fence; a new grant replaces it,
+/// and the replica's deletion drops it.
+#[tokio::test]
+async fn the_last_lease_held_is_remembered_until_a_new_grant_or_the_deletion() {
+    let rig = Rig::new(2, 2).await;
+    assert_eq!(rig.primary.last_lease(H), Some(V1));
+    rig.primary.revoke(H);
+    assert_eq!(rig.primary.last_lease(H), Some(V1));
+    rig.local.set_version(H, 2).await.unwrap();
+    rig.primary
+        .grant_lease(
+            H,
+            2,
+            rig.addrs.clone(),
+            SystemTime::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(rig.primary.last_lease(H), Some(2));
+    // Run out long ago: `writing` forgets the lease, not its version.
+    rig.primary.extend_lease(H, 2, SystemTime::UNIX_EPOCH);
+    assert!(rig.primary.writing(Duration::from_secs(60)).is_empty());
+    assert!(rig.primary.leases().is_empty());
+    assert_eq!(rig.primary.last_lease(H), Some(2));
+    rig.primary.forget(H);
+    assert_eq!(rig.primary.last_lease(H), None);
+}
+
 #[tokio::test]
 async fn a_lease_with_other_secondaries_starts_a_new_lagging_record() {
     let rig = Rig::new(2, 2).await;
