@@ -15,7 +15,10 @@
 //! a server that holds the chunk takes every append like any secondary; one that does not
 //! (or is down) fails its PREPAREs, its primary reports it lagging, and the master bumps the
 //! version past it (`relegate_lagging`), the path of any secondary that misses an append. The
-//! extra round is paid only when a creation failed. A rule counting replicas by lease
+//! extra round is paid only when a creation failed. Before that, while other live servers can
+//! take the failed ones' place, the chunk is abandoned unlogged (its replicas are orphans) and
+//! made again without them, once: so a chunk is not written below its goal from its start
+//! (seed 10648 of the simulator). A rule counting replicas by lease
 //! membership would live in memory only (lost at a restart) and would have to outlast the
 //! lease (a small file's chunk is often never written again); a membership made right at the
 //! source needs neither.
@@ -249,7 +252,8 @@ impl ChunkManager {
         longest
             .holders
             .retain(|s| !self.registry.lock().is_corrupt(&s.id, handle));
-        if longest.holders.len() >= self.cfg.quorum {
+        let below_goal = self.better_ended(handle, &longest.holders);
+        if longest.holders.len() >= self.cfg.quorum && !below_goal {
             return self
                 .bump_and_grant(handle, version, at, longest.holders)
                 .await
@@ -263,9 +267,10 @@ impl ChunkManager {
                 longest.answered
             )));
         }
-        // A quorum answered: the chunk ends at the longest length. Seal it there (fenced first:
-        // see `fence_and_seal`); the file continues on a new chunk.
-        tracing::warn!(%handle, length = longest.length, "too few replicas hold the longest prefix: sealing the chunk");
+        // A quorum answered: the chunk ends at the longest length (too few hold it to go on, or
+        // too few for the goal while a full new chunk can be placed: `better_ended`). Seal it
+        // there (fenced first: see `fence_and_seal`); the file continues on a new chunk.
+        tracing::warn!(%handle, length = longest.length, holders = longest.holders.len(), below_goal, "too few replicas hold the longest prefix: sealing the chunk");
         let length = self.fence_and_seal(handle, version, live).await?;
         let (next, members) = self.allocate(path).await?;
         let _deciding = self.deciding.write([next]).await;
@@ -279,40 +284,66 @@ impl ChunkManager {
     /// Creates a new chunk at the end of `path` and logs it, naming the first server it was
     /// created on as the primary of its first lease; returns its handle and the members of that
     /// lease: the servers it was created on, in that order, then those whose creation failed
-    /// (it may have worked all the same: see the module doc).
+    /// (it may have worked all the same: see the module doc). A chunk whose creation failed
+    /// somewhere is abandoned before it is logged when other servers can take the failed
+    /// ones' place, and made again without them, as HDFS abandons a block whose pipeline
+    /// could not be set up and asks again excluding those nodes: written below its goal, it
+    /// would hold every append on fewer disks until it is sealed and copied (seed 10648 of the
+    /// simulator: a chunk made on two servers, a bit rotted at rest on each). Its replicas are
+    /// orphans, deleted after the grace period.
     pub(super) async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>)> {
-        let servers = self.registry.lock().place(self.cfg.replication);
-        if servers.len() < self.cfg.quorum {
-            return Err(unavailable(format!(
-                "{} live chunkservers, {} needed for a new chunk",
-                servers.len(),
-                self.cfg.quorum
-            )));
-        }
-        let handle = loop {
-            let h: u64 = rand_handle();
-            let taken = self.meta.read(move |ns| ns.chunk(h).is_some()).await?;
-            if !taken {
-                break h;
+        let mut failed: Vec<String> = Vec::new();
+        loop {
+            let servers = self
+                .registry
+                .lock()
+                .place_without(self.cfg.replication, |id| failed.iter().any(|f| f == id));
+            if servers.len() < self.cfg.quorum {
+                return Err(unavailable(format!(
+                    "{} live chunkservers, {} needed for a new chunk",
+                    servers.len(),
+                    self.cfg.quorum
+                )));
             }
-        };
-        self.allocating.lock().insert(handle);
-        let created = self.create_on_each(servers.clone(), handle, 1).await;
-        let logged = self.log_allocation(path, handle, &created).await;
-        self.allocating.lock().remove(&handle);
-        logged?;
-        let in_doubt: Vec<ServerInfo> = servers
-            .into_iter()
-            .filter(|s| created.iter().all(|c| c.id != s.id))
-            .collect();
-        if !in_doubt.is_empty() {
+            let handle = loop {
+                let h: u64 = rand_handle();
+                let taken = self.meta.read(move |ns| ns.chunk(h).is_some()).await?;
+                if !taken {
+                    break h;
+                }
+            };
+            self.allocating.lock().insert(handle);
+            let created = self.create_on_each(servers.clone(), handle, 1).await;
+            let in_doubt: Vec<ServerInfo> = servers
+                .into_iter()
+                .filter(|s| created.iter().all(|c| c.id != s.id))
+                .collect();
             let ids: Vec<&str> = in_doubt.iter().map(|s| s.id.as_str()).collect();
-            tracing::warn!(%handle, servers = ?ids, "creation failed, yet may have worked: those servers are secondaries of the first lease");
+            let elsewhere = || {
+                self.registry
+                    .lock()
+                    .place_without(self.cfg.replication, |id| ids.contains(&id))
+                    .len()
+                    >= self.cfg.replication
+            };
+            // Once per allocation: a second failure goes on with what was created.
+            if !in_doubt.is_empty() && failed.is_empty() && elsewhere() {
+                self.allocating.lock().remove(&handle);
+                tracing::warn!(%handle, servers = ?ids, "creation failed on some servers: abandoning the chunk and placing it again without them");
+                failed.extend(ids.iter().map(|id| id.to_string()));
+                continue;
+            }
+            let logged = self.log_allocation(path, handle, &created).await;
+            self.allocating.lock().remove(&handle);
+            logged?;
+            if !in_doubt.is_empty() {
+                tracing::warn!(%handle, servers = ?ids, "creation failed, yet may have worked: those servers are secondaries of the first lease");
+            }
+            tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
+            let mut members = created;
+            members.extend(in_doubt);
+            return Ok((handle, members));
         }
-        tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
-        let mut members = created;
-        members.extend(in_doubt);
-        Ok((handle, members))
     }
 
     pub(super) async fn log_allocation(

@@ -124,6 +124,18 @@ async fn abc(lengths: [u64; 3]) -> Cluster {
     .await
 }
 
+/// [`abc`] with a fourth server, `d`, holding no replica: room to place a new chunk in full
+/// without a server that failed this one.
+async fn abcd(lengths: [u64; 3]) -> Cluster {
+    let [a, b, c] = lengths;
+    cluster(
+        &["a", "b", "c", "d"],
+        &[("a", held(1, a)), ("b", held(1, b)), ("c", held(1, c))],
+        None,
+    )
+    .await
+}
+
 impl Cluster {
     /// A repair pass, another once the chunk has had no lease for `lease`, the copies they
     /// started, then a settle pass.
@@ -306,6 +318,88 @@ async fn a_secondary_that_failed_a_commit_is_relegated_and_the_primary_keeps_the
         c.current(H).await,
         vec![("a".into(), 100), ("b".into(), 100)]
     );
+}
+
+/// Seed 10648 of the simulator: a chunk went on being written on two replicas (its third had
+/// failed), and a bit rotted at rest on each: neither could be sealed nor copied. A lagging
+/// secondary that leaves a lease below the replication goal now ends the chunk when the file
+/// can go on in one placed in full on other servers: the chunk is fenced and sealed at once
+/// (the lease with it), so it is copied back to its goal, and the file's next chunk starts at
+/// the sealed length.
+#[tokio::test]
+async fn a_lagging_secondary_below_the_goal_seals_the_chunk_when_a_full_one_can_follow() {
+    let c = abcd([100, 100, 100]).await;
+    c.m.append_chunk("/f").await.unwrap();
+    // c missed the commits of the last 40 bytes, and cannot catch up.
+    c.fake.hold("c", H, held(2, 60));
+    c.fake.fail("c", Call::Copy);
+    c.m.note_lagging([(H, "c:1".to_string())]);
+    c.m.relegate_lagging(H).await.unwrap();
+    let m = c.logged(H).await;
+    assert_eq!(m.sealed_length, Some(100));
+    for id in ["a", "b"] {
+        assert_eq!(
+            c.fake.replica(id, H),
+            Some(sealed_held(m.version, 100)),
+            "{id}"
+        );
+    }
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_ne!(lease.handle, H);
+    assert_eq!((lease.index, lease.file_offset), (1, 100));
+    assert_eq!(lease.secondaries.len(), 2);
+}
+
+/// Seed 10648 again, where it began: the chunk was made on two servers (the third's creation
+/// failed: it had crashed) and written there, its primary then paused, so no lagging report
+/// reached the master before both replicas rotted. A chunk whose creation failed somewhere is
+/// now abandoned before it is logged and made again on servers that did not fail, when there
+/// are enough of them.
+#[tokio::test]
+async fn a_chunk_whose_creation_failed_somewhere_is_made_again_without_that_server() {
+    let c = cluster(
+        &["a", "b", "c", "d"],
+        &[("a", sealed_held(1, 100)), ("b", sealed_held(1, 100))],
+        Some(100),
+    )
+    .await;
+    c.fake.fail("c", Call::Create);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!((lease.index, lease.file_offset), (1, 100));
+    let mut members: Vec<String> = lease.secondaries.iter().map(|s| s.id.clone()).collect();
+    members.push(lease.primary.unwrap().id);
+    members.sort();
+    assert_eq!(members, ["a", "b", "d"]);
+    for id in ["a", "b", "d"] {
+        assert_eq!(c.fake.replica(id, lease.handle), Some(held(1, 0)), "{id}");
+    }
+    // With no server to spare, the chunk is made where it can be, the failed one a secondary
+    // of its first lease (its creation may have worked).
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", sealed_held(1, 100)), ("b", sealed_held(1, 100))],
+        Some(100),
+    )
+    .await;
+    c.fake.fail("c", Call::Create);
+    let next = c.m.append_chunk("/f").await.unwrap();
+    let members: Vec<String> = next.secondaries.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(members.len(), 2);
+    assert!(members.contains(&"c".to_string()), "{members:?}");
+}
+
+/// ... and so does a lease decision that finds fewer replicas than the goal at the longest
+/// length (the one behind cannot catch up), while a server that did not fail the chunk is
+/// free to take its place in a new one.
+#[tokio::test]
+async fn a_lease_below_the_goal_is_not_granted_when_a_full_chunk_can_follow() {
+    let c = abcd([100, 100, 60]).await;
+    c.fake.fail("c", Call::Copy);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_ne!(lease.handle, H);
+    assert_eq!((lease.index, lease.file_offset), (1, 100));
+    assert_eq!(lease.secondaries.len(), 2);
+    assert_eq!(c.logged(H).await.sealed_length, Some(100));
 }
 
 /// Finding 4 at the unit level: an append of the primary commits (with the lagging secondary

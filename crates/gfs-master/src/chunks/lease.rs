@@ -59,7 +59,12 @@
 //! kept per `(chunk, replication address)` with the lease version they were made at (a fresh
 //! copy at that address after the bump is good again); a failed relegation forgets them, so the
 //! primary's next report retries it. When the good replicas fall below a quorum the lease is
-//! marked doomed: no longer extended nor handed out, so it runs out first.
+//! marked doomed: no longer extended nor handed out, so it runs out first. When they fall
+//! below the replication goal and a new chunk can be placed in full on servers that did not
+//! fail this one ([`ChunkManager::better_ended`]), the chunk is fenced and sealed at once
+//! instead (its lease ends with the fence), copied back to its goal like any sealed chunk, and
+//! the file goes on in a new chunk; a lease decision with too few replicas at the longest
+//! length does the same (`append_chunk`).
 
 use gfs_util::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -468,11 +473,52 @@ impl ChunkManager {
                 self.cfg.quorum
             )));
         }
+        if self.better_ended(handle, &replicas) {
+            // Seal it now, ending the lease (the fence revokes it), with every live replica
+            // at the version so the lagging one is caught up and sealed too if it can be.
+            let live = self.registry.lock().holders_of(handle, version);
+            let length = self.fence_and_seal(handle, version, live).await?;
+            tracing::warn!(%handle, length, good = replicas.len(), goal = self.cfg.replication, "a lagging replica left the chunk below its goal: sealed, for its file to go on in a chunk placed in full");
+            return Ok(());
+        }
         // Keep the primary first, so the lease stays where it is.
         replicas.sort_by_key(|s| s.id != primary);
         let l = self.bump_and_grant(handle, version, at, replicas).await?;
         tracing::info!(%handle, version = l.version, "version bumped past lagging replicas");
         Ok(())
+    }
+
+    /// Whether `handle`, going on with `holders` alone, would stay short of the replication
+    /// goal while its file could go on in a new chunk placed in full on servers that did not
+    /// fail this one: then the chunk is sealed instead (and copied back to its goal), as HDFS
+    /// replaces a failed pipeline node. An unsealed chunk being written is never copied, so
+    /// going on below the goal leaves acknowledged appends on fewer disks for as long as the
+    /// lease is extended (seed 10648 of the simulator: a chunk written on two replicas, a bit
+    /// rotted at rest on each, neither could be sealed nor copied). Servers that failed it:
+    /// those holding a replica outside `holders`, and those a primary reported lagging on it.
+    pub(super) fn better_ended(&self, handle: u64, holders: &[ServerInfo]) -> bool {
+        let goal = self.cfg.replication;
+        if holders.len() >= goal {
+            return false;
+        }
+        let lagging: HashSet<String> = self
+            .lease
+            .lagging
+            .lock()
+            .keys()
+            .filter(|(h, _)| *h == handle)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let registry = self.registry.lock();
+        let free = registry
+            .place(usize::MAX)
+            .into_iter()
+            .filter(|s| {
+                holders.iter().any(|h| h.id == s.id)
+                    || !(registry.holds(&s.id, handle) || lagging.contains(&s.repl_addr))
+            })
+            .count();
+        free >= goal
     }
 
     /// Live servers holding `handle` at `version` that no primary reported lagging at it.

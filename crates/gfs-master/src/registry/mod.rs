@@ -509,7 +509,16 @@ impl Registry {
     /// Picks up to `n` live servers for a new chunk: least used first, and a rack not yet
     /// chosen before one already chosen (servers without a rack count as racks of their own).
     pub fn place(&self, n: usize) -> Vec<ServerInfo> {
-        let mut live: Vec<&Server> = self.servers.values().filter(|s| s.takes_new()).collect();
+        self.place_without(n, |_| false)
+    }
+
+    /// [`Registry::place`] among the servers that are not `excluded`.
+    pub fn place_without(&self, n: usize, excluded: impl Fn(&str) -> bool) -> Vec<ServerInfo> {
+        let mut live: Vec<&Server> = self
+            .servers
+            .values()
+            .filter(|s| s.takes_new() && !excluded(&s.info.id))
+            .collect();
         live.sort_by(|a, b| {
             let used = |s: &Server| s.info.used_bytes as f64 / s.info.capacity_bytes.max(1) as f64;
             used(a)
