@@ -264,6 +264,7 @@ impl ChunkControl for Control {
     ) -> Result<Response<SetVersionReply>, Status> {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
+        tracing::debug!(%handle, version = r.version, "changing the version");
         if gfs_replication::failpoint("slow-primary-set-version")
             && self.coordinator.leases().iter().any(|l| l.handle == handle)
         {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Event, Metadata, Subscriber, span};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -52,6 +52,14 @@ pub enum Cue {
     Measured {
         /// The chunk.
         handle: u64,
+    },
+    /// A replica is about to change its version (a fence): until the change is durable, a
+    /// PREPARE at the old version must be refused there (finding 5).
+    VersionChanging {
+        /// The chunk.
+        handle: u64,
+        /// The replica's host.
+        host: String,
     },
     /// A primary committed an append that fewer than a quorum did: a tail only it holds,
     /// which no reader may be shown (a later lease may write other bytes there).
@@ -120,13 +128,28 @@ const SEALED: (&str, &str) = ("gfs_replication::primary::seal", "chunk sealed");
 const LAGGING: (&str, &str) = ("gfs_replication::primary", "secondary is lagging");
 const MEASURED: (&str, &str) = ("gfs_master::chunks::lease", "lengths known");
 const PRIMARY_ONLY: (&str, &str) = ("gfs_replication::primary", "durable quorum not reached");
+const VERSION_CHANGING: (&str, &str) = ("gfs_chunkserver::control", "changing the version");
+
+/// turmoil's span around everything a host runs; its `name` field is the host's.
+const NODE_SPAN: &str = "node";
 
 fn wanted(m: &Metadata<'_>) -> bool {
     m.is_event()
-        && [GRANTED, SEALED, LAGGING, PRIMARY_ONLY, MEASURED]
-            .iter()
-            .any(|(t, _)| m.target() == *t)
+        && [
+            GRANTED,
+            SEALED,
+            LAGGING,
+            PRIMARY_ONLY,
+            MEASURED,
+            VERSION_CHANGING,
+        ]
+        .iter()
+        .any(|(t, _)| m.target() == *t)
+        || m.is_span() && m.name() == NODE_SPAN
 }
+
+/// The host a [`NODE_SPAN`] is for, kept in the span's extensions.
+struct Host(String);
 
 #[derive(Default)]
 struct Fields {
@@ -135,6 +158,7 @@ struct Fields {
     primary: String,
     secondaries: String,
     peer: String,
+    name: String,
 }
 
 impl Visit for Fields {
@@ -146,6 +170,7 @@ impl Visit for Fields {
             "primary" => self.primary = text,
             "secondaries" => self.secondaries = text,
             "peer" => self.peer = text,
+            "name" => self.name = text.trim_matches('"').to_string(),
             _ => {}
         }
     }
@@ -161,12 +186,34 @@ impl Visit for Fields {
     }
 }
 
-impl<S: Subscriber> Layer<S> for CueLayer {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CueLayer {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != NODE_SPAN {
+            return;
+        }
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Host(f.name));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut f = Fields::default();
         event.record(&mut f);
         let Some(handle) = f.handle else { return };
         let target = event.metadata().target();
+        if (target, f.message.as_str()) == VERSION_CHANGING {
+            let host = ctx.event_scope(event).and_then(|scope| {
+                scope
+                    .into_iter()
+                    .find_map(|s| s.extensions().get::<Host>().map(|h| h.0.clone()))
+            });
+            if let Some(host) = host {
+                self.0.cue(Cue::VersionChanging { handle, host });
+            }
+            return;
+        }
         if (target, f.message.as_str()) == GRANTED {
             let secondaries = f
                 .secondaries
@@ -236,5 +283,26 @@ mod tests {
             ]
         );
         assert!(cues.take().is_empty());
+    }
+
+    /// A replica's version change is a cue with the host of turmoil's `node` span around it.
+    #[test]
+    fn a_version_change_names_the_host_it_runs_on() {
+        let cues = Cues::default();
+        let subscriber = tracing_subscriber::registry().with(layer(cues.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let node = tracing::info_span!("node", name = "cs3");
+            let _in_node = node.enter();
+            let rpc = tracing::info_span!("rpc", method = "ChunkControl/SetVersion");
+            let _in_rpc = rpc.enter();
+            tracing::debug!(target: "gfs_chunkserver::control", handle = %7u64, version = 4, "changing the version");
+        });
+        assert_eq!(
+            cues.take(),
+            vec![Cue::VersionChanging {
+                handle: 7,
+                host: "cs3".into()
+            }]
+        );
     }
 }

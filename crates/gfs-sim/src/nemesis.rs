@@ -23,7 +23,10 @@
 //! at most two a run, beside the four other strikes); as the master has measured the good
 //! replicas to relegate a lagging one, the messages between it and the primary are held and
 //! the primary is cut from one secondary (the fence reaches that one at once, the primary
-//! late, and the primary appends meanwhile with the lagging one only; at most two a run).
+//! late, and the primary appends meanwhile with the lagging one only), or the primary's
+//! messages to a good secondary are held until that secondary starts its version change
+//! ([`Cue::VersionChanging`]), so the PREPAREs sent as the fence lands reach it in the middle
+//! of the change (at most two of these two kinds a run).
 //!
 //! Faults overlap; at most two servers are down at once. Everything heals when the load
 //! ends.
@@ -251,6 +254,11 @@ pub struct Nemesis {
     isolated: std::collections::BTreeSet<u64>,
     /// Strikes at [`Cue::Measured`] so far.
     fences: usize,
+    /// Holds struck at a relegation's fence, `(chunk, held secondary)`, to release when that
+    /// secondary starts its version change.
+    into_the_change: Vec<(u64, &'static str)>,
+    /// The secondary last found lagging on each chunk.
+    lagging: std::collections::BTreeMap<u64, String>,
     /// Faults applied.
     pub applied: usize,
 }
@@ -270,6 +278,8 @@ impl Nemesis {
             strikes: 0,
             isolated: Default::default(),
             fences: 0,
+            into_the_change: Vec::new(),
+            lagging: Default::default(),
             applied: 0,
         }
     }
@@ -284,9 +294,18 @@ impl Nemesis {
     /// servers past its lease, readers still reaching it (finding 12: its tail must stay
     /// unseen, as the next lease writes other bytes there); as the master has measured the
     /// replicas it relegates to, its messages with the primary held and the primary cut from
-    /// a secondary (finding 4: that secondary comes out of the fence short).
+    /// a secondary (finding 4: that secondary comes out of the fence short), or the primary's
+    /// messages to a secondary held for a few milliseconds (finding 5: its PREPAREs land in the
+    /// middle of that secondary's version change).
     fn strike(&mut self, now: Duration, t: &Trace) {
         for cue in self.cues.take() {
+            if let Cue::VersionChanging { handle, host } = &cue {
+                self.release_into_the_change(*handle, host, now, t);
+                continue;
+            }
+            if let Cue::Lagging { handle, peer } = &cue {
+                self.lagging.insert(*handle, peer.clone());
+            }
             // Isolations and strikes at a relegation's fence have budgets of their own: their
             // cues are rarer, and come late.
             let rare = matches!(cue, Cue::PrimaryOnly { .. } | Cue::Measured { .. });
@@ -313,9 +332,14 @@ impl Nemesis {
                 Cue::PrimaryOnly { handle } if roll < 60 && self.isolated.insert(handle) => {
                     (handle, Duration::ZERO)
                 }
-                Cue::Measured { handle } if roll < 70 => (handle, Duration::ZERO),
+                Cue::Measured { handle } if roll < 90 => (handle, Duration::ZERO),
                 _ => continue,
             };
+            // At a relegation's fence, the primary's messages to a good secondary held for a
+            // few milliseconds: the PREPAREs it sends as the fence lands reach that secondary
+            // in the middle of its version change (finding 5: staged at the old version, then
+            // committed at the new one, beside other bytes on the others).
+            let into_the_change = matches!(cue, Cue::Measured { .. }) && roll >= 70;
             let Some(lease) = self.cues.lease(handle) else {
                 continue;
             };
@@ -330,9 +354,15 @@ impl Nemesis {
                     .iter()
                     .filter(|s| *s != peer)
                     .find_map(|s| server(s)),
-                Cue::Measured { .. } => {
-                    let all: Vec<&'static str> =
-                        lease.secondaries.iter().filter_map(|s| server(s)).collect();
+                Cue::Measured { handle } => {
+                    // Into the change: one the fence reaches (not the one last found lagging).
+                    let lagging = self.lagging.get(handle).filter(|_| into_the_change);
+                    let all: Vec<&'static str> = lease
+                        .secondaries
+                        .iter()
+                        .filter(|s| Some(*s) != lagging)
+                        .filter_map(|s| server(s))
+                        .collect();
                     (!all.is_empty()).then(|| all[self.rng.random_range(0..all.len())])
                 }
                 _ => None,
@@ -348,12 +378,18 @@ impl Nemesis {
                     None => continue,
                 },
                 Cue::PrimaryOnly { .. } => Fault::Isolate(primary),
+                Cue::Measured { .. } if into_the_change => match other {
+                    Some(other) => Fault::Hold(primary, other),
+                    None => continue,
+                },
                 // The fence reaches the secondary at once and the primary late, while the
                 // primary appends with the lagging secondary only: the other comes out of the
                 // fence short (finding 4).
                 Cue::Measured { .. } => Fault::Hold(MASTER, primary),
+                Cue::VersionChanging { .. } => continue,
             };
             let beside = match cue {
+                Cue::Measured { .. } if into_the_change => None,
                 Cue::Measured { .. } => match other {
                     Some(other) => Some(Fault::Partition(primary, other)),
                     None => continue,
@@ -361,8 +397,13 @@ impl Nemesis {
                 _ => None,
             };
             self.strikes += usize::from(!rare);
-            self.fences += usize::from(beside.is_some());
+            self.fences += usize::from(beside.is_some() || into_the_change);
             let lasts = match fault {
+                // Released as the fence reaches the held secondary (finding 5), or after this.
+                Fault::Hold(_, other) if into_the_change => {
+                    self.into_the_change.push((handle, other));
+                    Duration::from_millis(self.rng.random_range(100..500))
+                }
                 // The master's version change reaches the primary late, while it appends.
                 Fault::Hold(..) => Duration::from_millis(self.rng.random_range(50..1500)),
                 // The other secondary misses appends the lagging one takes, while the
@@ -386,6 +427,29 @@ impl Nemesis {
                     .position(|p| p.at > at)
                     .map_or(self.plan.len(), |i| self.next + i);
                 self.plan.insert(i, Planned { at, lasts, fault });
+            }
+        }
+    }
+
+    /// Heals a hold struck at a relegation's fence on `handle` now that `host`, the secondary
+    /// it holds messages to, starts its version change: the PREPAREs held land in the middle
+    /// of it.
+    fn release_into_the_change(&mut self, handle: u64, host: &str, now: Duration, t: &Trace) {
+        let Some(i) = self
+            .into_the_change
+            .iter()
+            .position(|(h, s)| *h == handle && *s == host)
+        else {
+            return;
+        };
+        let (_, held) = self.into_the_change.swap_remove(i);
+        for (heals, f) in &mut self.active {
+            if matches!(f, Fault::Hold(_, b) if *b == held) {
+                t.at(
+                    now,
+                    format_args!("nemesis: {held} changes the version of {handle}: release {f}"),
+                );
+                *heals = now;
             }
         }
     }

@@ -460,7 +460,6 @@ impl ChunkManager {
         let live = self.good_replicas(handle, version);
         tracing::debug!(%handle, live = live.len(), "asking the good replicas for their lengths");
         let mut replicas = self.longest(handle, version, live).await.holders;
-        tracing::debug!(%handle, longest = replicas.len(), "lengths known");
         if replicas.len() < self.cfg.quorum {
             // The chunk cannot continue: let its lease run out, then the next AppendChunk
             // settles or abandons it and opens a new chunk.
@@ -473,6 +472,8 @@ impl ChunkManager {
                 self.cfg.quorum
             )));
         }
+        // A fence follows (the simulator strikes at this event).
+        tracing::debug!(%handle, longest = replicas.len(), "lengths known");
         if self.better_ended(handle, &replicas) {
             // Seal it now, ending the lease (the fence revokes it), with every live replica
             // at the version so the lagging one is caught up and sealed too if it can be.
