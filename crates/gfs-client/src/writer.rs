@@ -245,7 +245,8 @@ impl Writer {
         };
         self.lease = Some(l.clone());
         self.next = 0;
-        for data in rest {
+        let mut rest = VecDeque::from(rest);
+        while let Some(data) = rest.pop_front() {
             let len = data.len() as u64;
             let op = gfs_util::random::random::<u64>().max(1);
             loop {
@@ -259,7 +260,28 @@ impl Writer {
                     }
                     Ok(Err(e)) if data_retriable(&e) => {
                         retry.wait(&e).await?;
-                        l = self.relet(retry).await?;
+                        l = match self.relet(retry).await {
+                            Ok(l) => l,
+                            Err(e) => {
+                                // The master sealed this chunk too (seed 12216 of the
+                                // simulator: a replica of the next chunk failed as well): the
+                                // recovery starts again from this piece, the ones after it
+                                // unsent.
+                                let Some(length) = self.sealed_at(l.handle, retry).await? else {
+                                    return Err(e);
+                                };
+                                let mut pending = VecDeque::from([(op, at, data)]);
+                                let mut next = at + len;
+                                for d in rest {
+                                    let op = gfs_util::random::random::<u64>().max(1);
+                                    let n = d.len() as u64;
+                                    pending.push_back((op, next, d));
+                                    next += n;
+                                }
+                                return Box::pin(self.sealed_under(l, length, pending, retry))
+                                    .await;
+                            }
+                        };
                     }
                     Ok(Err(e)) => return Err(e.into()),
                     Err(e) => return Err(DataError::Internal(e.to_string()).into()),
