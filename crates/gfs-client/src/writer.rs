@@ -9,7 +9,9 @@
 //! If the master sealed the chunk on its own meanwhile (a replica failed under the lease), the
 //! pieces below the sealed length are in it, acknowledged once a quorum of its replicas say so,
 //! and the rest go to the start of the file's next chunk (`sealed_under`): a reader finds the
-//! bytes after a sealed length there, so the file still reads back byte for byte.
+//! bytes after a sealed length there, so the file still reads back byte for byte. If the
+//! master seals that next chunk too before the rest is in it, the recovery starts again from
+//! the piece in hand.
 
 use std::collections::VecDeque;
 

@@ -53,6 +53,12 @@ pub enum Cue {
         /// The chunk.
         handle: u64,
     },
+    /// The master is about to fence a chunk's replicas with a new version (a lease decision,
+    /// a relegation, a seal of its own).
+    Fencing {
+        /// The chunk.
+        handle: u64,
+    },
     /// A replica is about to change its version (a fence): until the change is durable, a
     /// PREPARE at the old version must be refused there (finding 5).
     VersionChanging {
@@ -129,6 +135,7 @@ const LAGGING: (&str, &str) = ("gfs_replication::primary", "secondary is lagging
 const MEASURED: (&str, &str) = ("gfs_master::chunks::lease", "lengths known");
 const PRIMARY_ONLY: (&str, &str) = ("gfs_replication::primary", "durable quorum not reached");
 const VERSION_CHANGING: (&str, &str) = ("gfs_chunkserver::control", "changing the version");
+const FENCING: (&str, &str) = ("gfs_master::chunks::version", "fencing the replicas");
 
 /// turmoil's span around everything a host runs; its `name` field is the host's.
 const NODE_SPAN: &str = "node";
@@ -142,6 +149,7 @@ fn wanted(m: &Metadata<'_>) -> bool {
             PRIMARY_ONLY,
             MEASURED,
             VERSION_CHANGING,
+            FENCING,
         ]
         .iter()
         .any(|(t, _)| m.target() == *t)
@@ -236,6 +244,8 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CueLayer {
                 handle,
                 peer: host.to_string(),
             });
+        } else if (target, f.message.as_str()) == FENCING {
+            self.0.cue(Cue::Fencing { handle });
         } else if (target, f.message.as_str()) == MEASURED {
             self.0.cue(Cue::Measured { handle });
         } else if (target, f.message.as_str()) == PRIMARY_ONLY {
@@ -259,6 +269,7 @@ mod tests {
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, peer = "cs1:8081", "secondary is lagging");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, op = 3, durable = 1, need = 2, "durable quorum not reached");
             tracing::debug!(target: "gfs_master::chunks::lease", handle = %7u64, longest = 2, "lengths known");
+            tracing::debug!(target: "gfs_master::chunks::version", handle = %7u64, version = 3, replicas = 2, "fencing the replicas");
             tracing::warn!(target: "gfs_replication::primary", handle = %7u64, "something else");
             tracing::info!(target: "gfs_master::other", handle = 8u64, primary = "cs3", "lease granted");
         });
@@ -279,7 +290,8 @@ mod tests {
                     peer: "cs1".into()
                 },
                 Cue::PrimaryOnly { handle: 7 },
-                Cue::Measured { handle: 7 }
+                Cue::Measured { handle: 7 },
+                Cue::Fencing { handle: 7 }
             ]
         );
         assert!(cues.take().is_empty());

@@ -26,7 +26,10 @@
 //! late, and the primary appends meanwhile with the lagging one only), or the primary's
 //! messages to a good secondary are held until that secondary starts its version change
 //! ([`Cue::VersionChanging`]), so the PREPAREs sent as the fence lands reach it in the middle
-//! of the change (at most two of these two kinds a run).
+//! of the change (at most two of these two kinds a run); and as the master fences any chunk
+//! (a new lease, a seal of its own), the messages from the chunk's last primary to one of its
+//! secondaries are sometimes held the same way (finding 5's own interleaving: a new lease
+//! granted while the old primary still appends; at most three a run).
 //!
 //! Faults overlap; at most two servers are down at once. Everything heals when the load
 //! ends.
@@ -126,6 +129,8 @@ pub const DISK_LATENCY: Duration = Duration::from_millis(2);
 const MAX_STRIKES: usize = 4;
 /// At most this many primaries a run are isolated at [`Cue::PrimaryOnly`] (on top of those).
 const MAX_ISOLATIONS: usize = 2;
+/// Holds into a version change struck at the master's fences, at most, a run.
+const MAX_CHANGES: usize = 3;
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -257,6 +262,8 @@ pub struct Nemesis {
     /// Holds struck at a relegation's fence, `(chunk, held secondary)`, to release when that
     /// secondary starts its version change.
     into_the_change: Vec<(u64, &'static str)>,
+    /// Holds struck at a fence so far ([`Nemesis::hold_into_the_change`]).
+    changes: usize,
     /// The secondary last found lagging on each chunk.
     lagging: std::collections::BTreeMap<u64, String>,
     /// Faults applied.
@@ -279,6 +286,7 @@ impl Nemesis {
             isolated: Default::default(),
             fences: 0,
             into_the_change: Vec::new(),
+            changes: 0,
             lagging: Default::default(),
             applied: 0,
         }
@@ -305,6 +313,10 @@ impl Nemesis {
             }
             if let Cue::Lagging { handle, peer } = &cue {
                 self.lagging.insert(*handle, peer.clone());
+            }
+            if let Cue::Fencing { handle } = cue {
+                self.hold_into_the_change(handle, now, t);
+                continue;
             }
             // Isolations and strikes at a relegation's fence have budgets of their own: their
             // cues are rarer, and come late.
@@ -386,7 +398,7 @@ impl Nemesis {
                 // primary appends with the lagging secondary only: the other comes out of the
                 // fence short (finding 4).
                 Cue::Measured { .. } => Fault::Hold(MASTER, primary),
-                Cue::VersionChanging { .. } => continue,
+                Cue::VersionChanging { .. } | Cue::Fencing { .. } => continue,
             };
             let beside = match cue {
                 Cue::Measured { .. } if into_the_change => None,
@@ -429,6 +441,58 @@ impl Nemesis {
                 self.plan.insert(i, Planned { at, lasts, fault });
             }
         }
+    }
+
+    /// As the master fences `handle` (any lease decision: the review's finding 5 came from
+    /// a new lease granted while the old primary still appended), sometimes holds the messages
+    /// from the chunk's last primary to one of its secondaries until that secondary starts its
+    /// version change, at most [`MAX_CHANGES`] a run.
+    fn hold_into_the_change(&mut self, handle: u64, now: Duration, t: &Trace) {
+        if self.max_strikes == 0 || self.changes >= MAX_CHANGES {
+            return;
+        }
+        if self.rng.random_range(0..100) >= 30 {
+            return;
+        }
+        let Some(lease) = self.cues.lease(handle) else {
+            return;
+        };
+        let Some(primary) = server(&lease.primary) else {
+            return;
+        };
+        let lagging = self.lagging.get(&handle);
+        let others: Vec<&'static str> = lease
+            .secondaries
+            .iter()
+            .filter(|s| Some(*s) != lagging)
+            .filter_map(|s| server(s))
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let other = others[self.rng.random_range(0..others.len())];
+        let fault = Fault::Hold(primary, other);
+        let lasts = Duration::from_millis(self.rng.random_range(100..500));
+        self.changes += 1;
+        self.into_the_change.push((handle, other));
+        t.at(
+            now,
+            format_args!(
+                "nemesis: Fencing {{ handle: {handle} }}: {fault} until {other} changes the version"
+            ),
+        );
+        let i = self.plan[self.next..]
+            .iter()
+            .position(|p| p.at > now)
+            .map_or(self.plan.len(), |i| self.next + i);
+        self.plan.insert(
+            i,
+            Planned {
+                at: now,
+                lasts,
+                fault,
+            },
+        );
     }
 
     /// Heals a hold struck at a relegation's fence on `handle` now that `host`, the secondary

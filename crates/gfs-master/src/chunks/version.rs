@@ -145,6 +145,7 @@ impl ChunkManager {
                 "chunk {handle}: version {version} overflows"
             )));
         };
+        tracing::debug!(%handle, version = new_version, replicas = replicas.len(), "fencing the replicas");
         let asks = replicas.into_iter().map(|s| async move {
             match self.control.set_version(&s, handle, new_version).await {
                 Ok(f) => Some((s, f)),
