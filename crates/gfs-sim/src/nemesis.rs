@@ -259,10 +259,11 @@ pub struct Nemesis {
     isolated: std::collections::BTreeSet<u64>,
     /// Strikes at [`Cue::Measured`] so far.
     fences: usize,
-    /// Holds struck at a relegation's fence, `(chunk, held secondary)`, to release when that
-    /// secondary starts its version change.
+    /// Holds struck at a fence, `(chunk, held secondary)`, to release when that secondary
+    /// starts its version change.
     into_the_change: Vec<(u64, &'static str)>,
-    /// Holds struck at a fence so far ([`Nemesis::hold_into_the_change`]).
+    /// Holds struck at a master's fence so far ([`Nemesis::hold_into_the_change`]; those at a
+    /// relegation's count toward `fences`).
     changes: usize,
     /// The secondary last found lagging on each chunk.
     lagging: std::collections::BTreeMap<u64, String>,
@@ -303,8 +304,8 @@ impl Nemesis {
     /// unseen, as the next lease writes other bytes there); as the master has measured the
     /// replicas it relegates to, its messages with the primary held and the primary cut from
     /// a secondary (finding 4: that secondary comes out of the fence short), or the primary's
-    /// messages to a secondary held for a few milliseconds (finding 5: its PREPAREs land in the
-    /// middle of that secondary's version change).
+    /// messages to a good secondary held until that secondary starts its version change
+    /// (finding 5: its PREPAREs land in the middle of the change).
     fn strike(&mut self, now: Duration, t: &Trace) {
         for cue in self.cues.take() {
             if let Cue::VersionChanging { handle, host } = &cue {
@@ -347,9 +348,9 @@ impl Nemesis {
                 Cue::Measured { handle } if roll < 90 => (handle, Duration::ZERO),
                 _ => continue,
             };
-            // At a relegation's fence, the primary's messages to a good secondary held for a
-            // few milliseconds: the PREPAREs it sends as the fence lands reach that secondary
-            // in the middle of its version change (finding 5: staged at the old version, then
+            // At a relegation's fence, the primary's messages to a good secondary held until
+            // that secondary starts its version change: the PREPAREs sent as the fence lands
+            // reach it in the middle of the change (finding 5: staged at the old version, then
             // committed at the new one, beside other bytes on the others).
             let into_the_change = matches!(cue, Cue::Measured { .. }) && roll >= 70;
             let Some(lease) = self.cues.lease(handle) else {
@@ -495,9 +496,8 @@ impl Nemesis {
         );
     }
 
-    /// Heals a hold struck at a relegation's fence on `handle` now that `host`, the secondary
-    /// it holds messages to, starts its version change: the PREPAREs held land in the middle
-    /// of it.
+    /// Heals a hold struck at a fence on `handle` now that `host`, the secondary it holds
+    /// messages to, starts its version change: the PREPAREs held land in the middle of it.
     fn release_into_the_change(&mut self, handle: u64, host: &str, now: Duration, t: &Trace) {
         let Some(i) = self
             .into_the_change
