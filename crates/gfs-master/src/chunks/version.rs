@@ -160,7 +160,7 @@ impl ChunkManager {
             .into_iter()
             .flatten()
             .collect();
-        self.keep_word(handle, &answers).await?;
+        self.keep_word(handle, &answers).await;
         let fenced: Vec<(ServerInfo, u64)> =
             answers.into_iter().map(|(s, f)| (s, f.length)).collect();
         if fenced.len() < self.cfg.quorum {
@@ -180,20 +180,28 @@ impl ChunkManager {
     /// Keeps the word of the primary the log names at `handle`'s logged version, if it is
     /// among `answers` and speaks of that version ([`Led`]): the lease it held there is the
     /// chunk's last (no lease is granted at a version logged without a primary), so its word
-    /// bounds every acknowledged append until a new lease is logged (`forget_word`).
-    async fn keep_word(&self, handle: u64, answers: &[(ServerInfo, Fenced)]) -> Result<()> {
+    /// bounds every acknowledged append until a new lease is logged (`forget_word`). Never
+    /// fails the fence: the replicas took its version whatever becomes of the word.
+    async fn keep_word(&self, handle: u64, answers: &[(ServerInfo, Fenced)]) {
         if answers.iter().all(|(_, f)| f.led.is_none()) {
-            return Ok(());
+            return;
         }
-        let (at, primary) = self
+        let logged = self
             .meta
             .read(move |ns| {
                 let at = ns.chunk(handle).map(|m| m.version);
                 (at, ns.last_primary(handle).map(String::from))
             })
-            .await?;
+            .await;
+        let (at, primary) = match logged {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(%handle, error = %e, "cannot read the log: the primary's word is not kept");
+                return;
+            }
+        };
         let (Some(at), Some(primary)) = (at, primary) else {
-            return Ok(());
+            return;
         };
         let word = answers.iter().find_map(|(s, f)| {
             let (version, bound) = f.led?;
@@ -207,7 +215,6 @@ impl ChunkManager {
             tracing::info!(%handle, primary = %word.id, version = word.version, acknowledged_up_to = word.bound, "the last primary's word on its lease");
             self.words.lock().insert(handle, word);
         }
-        Ok(())
     }
 
     /// The most the primary of `handle`'s last lease said it acknowledged, when it said so.
