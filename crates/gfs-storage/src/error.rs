@@ -131,6 +131,17 @@ pub enum StorageError {
         /// Index of the 64 KiB block.
         block: u64,
     },
+    /// A peer's copy of a block is not this replica's block: another length, or not its
+    /// stored CRC32C.
+    #[error("chunk {handle}: block {block} not restored: {reason}")]
+    NotRestored {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// Index of the 64 KiB block.
+        block: u64,
+        /// Why the copy was refused.
+        reason: String,
+    },
     /// A read starts past the committed length.
     #[error("chunk {handle}: offset {offset} is past the committed length {committed}")]
     OutOfRange {

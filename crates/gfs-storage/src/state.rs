@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub batches: AtomicU64,
     pub fsyncs: AtomicU64,
     pub checksum_failures: AtomicU64,
+    pub restored_blocks: AtomicU64,
     pub staged_bytes: AtomicU64,
     /// Staged appends not yet handed to the committer.
     pub staged_waiting: AtomicU64,
@@ -154,6 +155,13 @@ pub(crate) enum Job {
     SetVersion {
         chunk: Arc<Chunk>,
         version: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Write a block's bytes from a peer over a block that failed its checksum.
+    Restore {
+        chunk: Arc<Chunk>,
+        block: u64,
+        data: Bytes,
         reply: oneshot::Sender<Result<()>>,
     },
     /// Drop a chunk's op table now and rewrite its snapshot without it.

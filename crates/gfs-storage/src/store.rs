@@ -30,7 +30,9 @@
 //! `stats().checksum_failures`. [`ChunkStore::scrub`] verifies every block of every chunk,
 //! [`ChunkStore::scrub_one`] those of one chunk (the chunkserver's scrubber). The CRC of a
 //! partial last block covers the committed prefix of that block, extended with
-//! `crc32c_append` as appends arrive.
+//! `crc32c_append` as appends arrive. [`ChunkStore::restore_block`] writes a peer's copy over
+//! a bad block, only if it matches the block's stored CRC32C (the committer does it between
+//! batches, with one fsync).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Blocks whose bytes did not match their CRC32C, on read or scrub.
     pub checksum_failures: u64,
+    /// Blocks rewritten from a peer's copy that matched their CRC32C ([`ChunkStore::restore_block`]).
+    pub restored_blocks: u64,
     /// Bytes held in the staging area now.
     pub staged_bytes: u64,
 }
@@ -208,6 +212,7 @@ impl ChunkStore {
             batches: c.batches.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             checksum_failures: c.checksum_failures.load(Ordering::Relaxed),
+            restored_blocks: c.restored_blocks.load(Ordering::Relaxed),
             staged_bytes: c.staged_bytes.load(Ordering::Relaxed),
         }
     }
@@ -634,6 +639,23 @@ impl ChunkStore {
         let chunk = self.inner.chunk(handle)?;
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Forget { chunk, reply })?;
+        self.reply(rx).await
+    }
+
+    /// Writes `data`, a peer's copy of block `block` of a replica, over that block and fsyncs
+    /// the chunk file, once every job queued before it is durable; only if `data` is exactly
+    /// the block's committed bytes here by their stored CRC32C (`NotRestored` otherwise, and
+    /// nothing is written). Only data bits rot: the length and CRCs, in checksummed records,
+    /// say what the block held. A failed fsync poisons the chunk, as in a batch.
+    pub async fn restore_block(&self, handle: ChunkHandle, block: u64, data: Bytes) -> Result<()> {
+        let chunk = self.inner.chunk(handle)?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Restore {
+            chunk,
+            block,
+            data,
+            reply,
+        })?;
         self.reply(rx).await
     }
 

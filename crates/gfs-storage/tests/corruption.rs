@@ -66,3 +66,82 @@ async fn a_flipped_byte_fails_only_its_block() {
     assert_eq!(report.corrupt, vec![(h, 2)]);
     assert_eq!(report.bytes, data.len() as u64);
 }
+
+/// A block that failed its checksum is restored from a peer's copy of it, checked against the
+/// replica's own stored CRC32C: a copy of the wrong length or with other bytes is refused and
+/// nothing is written; the right one is written, durably (it survives a reopen), and the
+/// replica passes its scrub again.
+#[tokio::test]
+async fn a_bad_block_is_restored_only_from_bytes_that_match_its_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = ChunkHandle(5);
+    let data: Vec<u8> = (0..3 * BLOCK_SIZE + 777).map(|i| (i % 253) as u8).collect();
+    {
+        let store = ChunkStore::open(dir.path(), test_config()).unwrap();
+        store.create(h, 1).await.unwrap();
+        for (i, piece) in data.chunks(50_000).enumerate() {
+            store
+                .stage(StageRequest {
+                    op: OpId(i as u64),
+                    handle: h,
+                    version: 1,
+                    offset: (i * 50_000) as u64,
+                    data: Bytes::copy_from_slice(piece),
+                })
+                .unwrap();
+            store.commit(h, OpId(i as u64)).await.unwrap();
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("5"))
+        .unwrap();
+    // Rot in block 1 and in the partial last block (3).
+    for at in [BLOCK_SIZE + 5, 3 * BLOCK_SIZE + 700] {
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at).unwrap();
+        file.write_all_at(&[b[0] ^ 0x08], at).unwrap();
+    }
+    file.sync_all().unwrap();
+
+    let store = ChunkStore::open(dir.path(), test_config()).unwrap();
+    assert_eq!(store.scrub().corrupt, vec![(h, 1), (h, 3)]);
+    let block = |b: u64| {
+        let start = (b * BLOCK_SIZE) as usize;
+        let stop = (start + BLOCK_SIZE as usize).min(data.len());
+        Bytes::copy_from_slice(&data[start..stop])
+    };
+    // Other bytes of the right length: refused.
+    let mut wrong = block(1).to_vec();
+    wrong[9] ^= 1;
+    assert!(matches!(
+        store.restore_block(h, 1, Bytes::from(wrong)).await,
+        Err(StorageError::NotRestored { block: 1, .. })
+    ));
+    // A copy longer than the block holds here (a longer peer's block): refused.
+    let longer = Bytes::copy_from_slice(&data[3 * BLOCK_SIZE as usize..]);
+    let mut longer = longer.to_vec();
+    longer.extend_from_slice(&[7; 10]);
+    assert!(matches!(
+        store.restore_block(h, 3, Bytes::from(longer)).await,
+        Err(StorageError::NotRestored { block: 3, .. })
+    ));
+    // A block past the committed length: refused.
+    assert!(matches!(
+        store.restore_block(h, 4, block(3)).await,
+        Err(StorageError::NotRestored { block: 4, .. })
+    ));
+    assert_eq!(store.scrub().corrupt, vec![(h, 1), (h, 3)]);
+    assert_eq!(store.stats().restored_blocks, 0);
+
+    store.restore_block(h, 1, block(1)).await.unwrap();
+    store.restore_block(h, 3, block(3)).await.unwrap();
+    assert_eq!(store.stats().restored_blocks, 2);
+    assert!(store.scrub().corrupt.is_empty());
+    drop(store);
+    let store = ChunkStore::open(dir.path(), test_config()).unwrap();
+    assert!(store.scrub().corrupt.is_empty());
+    let all = store.read(h, 0, data.len() as u64).unwrap();
+    assert!(all[..] == data[..]);
+}

@@ -83,6 +83,67 @@ impl Committer {
         write_chunk_snapshots(&*self.inner.disk, &changed, 0)
     }
 
+    /// Writes a peer's copy of block `block` over it and fsyncs the chunk file, if the copy is
+    /// the block's committed bytes by length and stored CRC32C ([`crate::ChunkStore::restore_block`]).
+    /// Runs between batches, so the block's length and CRC do not move meanwhile.
+    pub(super) fn restore(&mut self, chunk: &Chunk, block: u64, data: &[u8]) -> Result<()> {
+        let handle = chunk.handle;
+        let refuse = |reason: String| StorageError::NotRestored {
+            handle,
+            block,
+            reason,
+        };
+        let (start, stop, crc) = {
+            let st = chunk.st.lock();
+            if st.deleted {
+                return Err(StorageError::NotFound(handle));
+            }
+            if st.poisoned {
+                return Err(StorageError::Poisoned(handle));
+            }
+            let Some(&crc) = st.meta.crcs.get(block as usize) else {
+                return Err(refuse(format!(
+                    "past the committed length {}",
+                    st.meta.length
+                )));
+            };
+            let start = block * BLOCK_SIZE;
+            (start, (start + BLOCK_SIZE).min(st.meta.length), crc)
+        };
+        if data.len() as u64 != stop - start {
+            return Err(refuse(format!(
+                "it holds {} committed bytes here, the copy {}",
+                stop - start,
+                data.len()
+            )));
+        }
+        if crc32c::crc32c(data) != crc {
+            return Err(refuse("the copy does not match the stored checksum".into()));
+        }
+        chunk
+            .data
+            .write_all_at(data, start)
+            .map_err(|e| StorageError::io(&chunk.data_path, e))?;
+        let inner = &self.inner;
+        inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let failed = parallel_sync(
+            &*inner.disk,
+            &[(Sync::File(&*chunk.data), chunk.data_path.as_path())],
+        );
+        if let Some((_, e)) = failed.into_iter().next() {
+            // As in a batch: the failed fsync may have dropped the file's unsynced writes.
+            tracing::error!(%handle, error = %e, "chunk file fsync failed; the chunk is poisoned");
+            chunk.st.lock().poisoned = true;
+            return Err(e);
+        }
+        inner
+            .counters
+            .restored_blocks
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%handle, block, "block restored from a peer's copy");
+        Ok(())
+    }
+
     /// Adds a new, empty chunk to the batch: its file now, its Create record in the WAL; it
     /// becomes visible (and is answered) once the batch is durable, directory entry included.
     pub(super) fn create_chunk(

@@ -400,6 +400,16 @@ impl Committer {
                 version,
                 reply,
             } => self.create_chunk(handle, version, reply),
+            Job::Restore {
+                chunk,
+                block,
+                data,
+                reply,
+            } => {
+                // After everything queued before it: the block's length and CRC are final.
+                self.flush();
+                let _ = reply.send(self.restore(&chunk, block, &data));
+            }
             Job::Forget { chunk, reply } => {
                 // After everything queued before it: its commits are in the table first.
                 self.flush();
