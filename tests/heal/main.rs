@@ -84,25 +84,28 @@ fn flip_byte(file: &std::path::Path, at: usize, mask: u8) {
     std::fs::write(file, bytes).unwrap();
 }
 
-/// Whether the bad replica of `path`'s first chunk on server `bad` (its chunk file `file`) is
-/// gone: deleted from disk, and three replicas listed elsewhere. Fails past `deadline`;
-/// pauses 100 ms before saying no.
-async fn replaced(
+/// Whether the bad replica of `path`'s first chunk on server `bad` (its chunk file `file`,
+/// damaged at byte `at`, which should hold `want`) was restored in place: the byte back on
+/// disk, and the chunk listed on exactly the servers `holders` again (no copy elsewhere). Fails
+/// past `deadline`; pauses 100 ms before saying no.
+async fn restored_in_place(
     c: &Client,
     path: &str,
-    bad: &str,
-    file: &std::path::Path,
+    (bad, holders): (&str, &[String]),
+    (file, at, want): (&std::path::Path, usize, u8),
     deadline: Instant,
 ) -> bool {
     let l = c.refresh(path).await.unwrap();
-    let ids: Vec<&str> = l.chunks[0].replicas.iter().map(|r| r.id.as_str()).collect();
-    if ids.len() == 3 && !ids.contains(&bad) && !file.exists() {
+    let mut ids: Vec<String> = l.chunks[0].replicas.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    let byte = std::fs::read(file).ok().and_then(|b| b.get(at).copied());
+    if ids == holders && byte == Some(want) {
         return true;
     }
     assert!(
         Instant::now() < deadline,
-        "the corrupt replica on {bad} was not replaced and deleted: replicas {ids:?}, file there: {}",
-        file.exists()
+        "the corrupt replica on {bad} was not restored in place: replicas {ids:?} (were \
+         {holders:?}), byte {at} of its file {byte:?}, want {want}"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     false

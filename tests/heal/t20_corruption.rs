@@ -1,11 +1,21 @@
-//! Corrupt replicas: found by reads, the scrubber and copies; replaced and deleted.
+//! Corrupt replicas: found by reads, the scrubber and copies; restored in place from good
+//! copies of their bad blocks, else replaced and deleted.
 
 use super::*;
 
+/// The sorted ids of the servers holding `path`'s first chunk.
+async fn holders(c: &Client, path: &str) -> Vec<String> {
+    let l = c.refresh(path).await.unwrap();
+    let mut ids: Vec<String> = l.chunks[0].replicas.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
 /// A flipped byte in one replica's chunk file: reads stay byte-exact (served by another
-/// replica), the bad replica is reported, replaced by a copy elsewhere, and deleted.
+/// replica), the bad replica is reported and restores the block in place from a good copy
+/// (the fourth server gets no copy), and is listed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_replica_is_replaced_and_deleted() {
+async fn a_corrupt_replica_is_restored_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let (master, servers) = cluster(dir.path(), 4);
     let c = Client::connect(&master.addr).await.unwrap();
@@ -16,6 +26,7 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
     put(&c, "/f", &data).await;
     let chunk = c.refresh("/f").await.unwrap().chunks[0].clone();
     assert_eq!(chunk.replicas.len(), 3);
+    let all = holders(&c, "/f").await;
     let bad = &chunk.replicas[0].id;
     let bad_server = servers.iter().find(|s| &s.id == bad).unwrap();
     let file = bad_server.dir.join(chunk.handle.to_string());
@@ -26,7 +37,8 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
     loop {
         let got = c.read("/f", 0, 1 << 20).await.unwrap();
         assert!(got[..] == data[..1 << 20], "a read returned corrupt bytes");
-        if replaced(&c, "/f", bad, &file, deadline).await {
+        let damage = (file.as_path(), 300_000, data[300_000]);
+        if restored_in_place(&c, "/f", (bad, &all), damage, deadline).await {
             break;
         }
     }
@@ -35,7 +47,7 @@ async fn a_corrupt_replica_is_replaced_and_deleted() {
     assert!(back == data);
 }
 
-/// A flipped byte that no client reads: the scrubber finds it, and the replica is replaced.
+/// A flipped byte that no client reads: the scrubber finds it, and the replica restores it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,6 +61,7 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
     let data = vec![0x5au8; 1_200_000];
     put(&c, "/quiet", &data).await;
     let chunk = c.refresh("/quiet").await.unwrap().chunks[0].clone();
+    let all = holders(&c, "/quiet").await;
     let bad = chunk.replicas[2].id.clone();
     let file = servers
         .iter()
@@ -58,8 +71,59 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
         .join(chunk.handle.to_string());
     flip_byte(&file, 700_000, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !replaced(&c, "/quiet", &bad, &file, deadline).await {}
+    let damage = (file.as_path(), 700_000, 0x5a);
+    while !restored_in_place(&c, "/quiet", (&bad, &all), damage, deadline).await {}
     let back = get(&c, "/quiet").await;
+    assert!(back == data);
+}
+
+/// Every replica of a chunk rots, each in a different block, on a cluster of three servers:
+/// no good replica is left to copy from and none can be deleted, so only restoring each bad
+/// block from a replica whose copy of it is good heals the chunk (a corrupt replica's other
+/// blocks serve as sources): all three are restored in place, the file is healthy again and
+/// reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_rotten_in_a_different_block_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let servers = Server::with_master_args(dir.path(), 3, &master.addr, &["--scrub-every", "50ms"]);
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let data: Vec<u8> = (0..900_000u32).map(|i| (i % 241) as u8).collect();
+    put(&c, "/rot", &data).await;
+    let chunk = c.refresh("/rot").await.unwrap().chunks[0].clone();
+    let all = holders(&c, "/rot").await;
+    assert_eq!(all.len(), 3);
+    let file = |id: &str| {
+        let s = servers.iter().find(|s| s.id == id).unwrap();
+        s.dir.join(chunk.handle.to_string())
+    };
+    // Blocks 0, 5 and 10 of the three.
+    let damage: Vec<(String, usize)> = all
+        .iter()
+        .zip([1_000usize, 5 * 65_536 + 100, 10 * 65_536 + 7])
+        .map(|(id, at)| (id.clone(), at))
+        .collect();
+    for (id, at) in &damage {
+        flip_byte(&file(id), *at, 0x10);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (id, at) in &damage {
+        let f = file(id);
+        while !restored_in_place(&c, "/rot", (id, &all), (&f, *at, data[*at]), deadline).await {}
+    }
+    loop {
+        let st = c.stat("/rot").await.unwrap();
+        if st.under_replicated == 0 && st.lost_chunks == 0 && st.stale_replicas == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not healthy: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = get(&c, "/rot").await;
     assert!(back == data);
 }
 

@@ -19,6 +19,7 @@ mod error;
 mod handler;
 mod http;
 mod metrics;
+mod restore;
 mod server;
 mod throttle;
 

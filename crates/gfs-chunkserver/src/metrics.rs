@@ -124,6 +124,12 @@ impl Collector for StoreCollector {
             "Blocks that failed their CRC32C on read or scrub",
             s.checksum_failures,
         )?;
+        counter(
+            &mut enc,
+            "restored_blocks",
+            "Bad blocks restored in place from a peer's copy that matched their CRC32C",
+            s.restored_blocks,
+        )?;
         let gauge = |enc: &mut DescriptorEncoder<'_>,
                      name: &str,
                      help: &str,

@@ -50,7 +50,9 @@
 //!
 //! Reporters: the coordinator's seal listener sends `ReportSealed` (`seal_reporter`); a read or
 //! a scrub that fails a checksum sends `ReportCorrupt { id, handle, block }` in the background
-//! (`corrupt_reporter`), while the reader is told `ChecksumMismatch` and tries another replica.
+//! (`corrupt_reporter`), while the reader is told `ChecksumMismatch` and tries another replica;
+//! the bad blocks are then restored from the peers the reply names and the replica reported
+//! `repaired` (`crate::restore`).
 //! The scrubber (`scrub_every`, only with a master) verifies one chunk without a live lease here
 //! per tick, round robin (`ChunkStore::scrub_one`).
 
@@ -200,7 +202,13 @@ impl ChunkServer {
                 .timeout(cfg.replication.commit_timeout);
             Some(host.net.channel(&endpoint))
         };
-        let on_corrupt = master.clone().map(|m| corrupt_reporter(m, cfg.id.clone()));
+        let restorer = Arc::new(crate::restore::Restorer::new(
+            Arc::clone(&store),
+            host.net.clone(),
+        ));
+        let on_corrupt = master
+            .clone()
+            .map(|m| corrupt_reporter(m, cfg.id.clone(), restorer));
         if let Some(tell) = on_corrupt.clone()
             && !cfg.storage.scrub_every.is_zero()
         {
@@ -477,24 +485,50 @@ async fn scrubber(
 }
 
 /// Reports replicas that failed their checksums to the master (in the background: the reader
-/// is already being told to try another replica).
+/// is already being told to try another replica), then restores their bad blocks from the
+/// sources the master names and reports them `repaired` (`crate::restore`).
 fn corrupt_reporter(
     master: tonic::transport::Channel,
     id: String,
+    restorer: Arc<crate::restore::Restorer>,
 ) -> crate::handler::CorruptListener {
     Arc::new(move |handle, block| {
         let mut client =
             gfs_proto::v1::master_control_client::MasterControlClient::new(master.clone())
                 .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
                 .max_encoding_message_size(gfs_proto::MAX_MESSAGE);
-        let req = gfs_proto::v1::ReportCorruptRequest {
+        let mut req = gfs_proto::v1::ReportCorruptRequest {
             id: id.clone(),
             handle: handle.0,
             block,
+            repaired: false,
         };
+        let restorer = Arc::clone(&restorer);
         tokio::spawn(async move {
+            let sources = match client.report_corrupt(req.clone()).await {
+                Ok(reply) => reply.into_inner().sources,
+                Err(e) => {
+                    tracing::warn!(%handle, error = %e.message(), "cannot report a corrupt replica");
+                    return;
+                }
+            };
+            if sources.is_empty() {
+                return;
+            }
+            match restorer.restore(handle, &sources).await {
+                None => return,
+                Some(Ok(blocks)) => {
+                    tracing::info!(%handle, ?blocks, "corrupt replica restored in place");
+                    req.block = blocks.first().copied().unwrap_or(block);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(%handle, error = %e, "cannot restore the corrupt replica: it stays out until the master replaces it");
+                    return;
+                }
+            }
+            req.repaired = true;
             if let Err(e) = client.report_corrupt(req).await {
-                tracing::warn!(%handle, error = %e.message(), "cannot report a corrupt replica");
+                tracing::warn!(%handle, error = %e.message(), "cannot report a restored replica");
             }
         });
     })

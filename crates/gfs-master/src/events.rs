@@ -2,7 +2,8 @@
 //!
 //! The newest [`KEEP`] (200), in the registry, shown by the status page and `gfs admin report`.
 //! Kinds: `server-dead`, `server-back`, `chunk-lost`, `chunk-found`, `repaired`, `corrupt`,
-//! `draining`, `recommissioned`, `drained`.
+//! `restored` (a corrupt replica's bad blocks restored in place), `draining`,
+//! `recommissioned`, `drained`.
 
 use std::collections::VecDeque;
 

@@ -22,6 +22,12 @@
 //! completed pass drops what it no longer names), and the leases the server reports `writing`
 //! are extended; the reply carries the extensions and deletes of that piece's share.
 //!
+//! `ReportCorrupt` marks the replica corrupt (out of the locations) and answers where good
+//! copies of its blocks may be (`Registry::block_sources`: the chunk's other live replicas,
+//! those not reported corrupt first, each longest first); the server restores its bad blocks in place from them, each
+//! checked against its own stored CRC32C, and reports `repaired`, which counts the replica
+//! again. Meanwhile, up to `RESTORE_GRACE`, the replica is not deleted.
+//!
 //! `Stat` of a file adds its health from the registry (`Registry::health`): chunks with fewer
 //! current replicas than the goal, chunks with none on a live server, and stale replicas on
 //! live servers (`FileStat.under_replicated`, `lost_chunks`, `stale_replicas`; 0 in listings).
@@ -33,11 +39,11 @@ use tokio::time::Instant;
 use gfs_proto::v1::master_control_server::MasterControl;
 use gfs_proto::v1::master_server::Master;
 use gfs_proto::v1::{
-    AppendChunkRequest, ChunkLease, CreateFileReply, CreateFileRequest, DeleteReply, DeleteRequest,
-    FileStat, GetChunksReply, GetChunksRequest, HeartbeatReply, HeartbeatRequest, LeaseExtension,
-    ListReply, ListRequest, MkdirReply, MkdirRequest, RegisterReply, RegisterRequest, RenameReply,
-    RenameRequest, ReportCorruptReply, ReportCorruptRequest, ReportSealedReply,
-    ReportSealedRequest, StatReply, StatRequest,
+    AppendChunkRequest, BlockSource, ChunkLease, CreateFileReply, CreateFileRequest, DeleteReply,
+    DeleteRequest, FileStat, GetChunksReply, GetChunksRequest, HeartbeatReply, HeartbeatRequest,
+    LeaseExtension, ListReply, ListRequest, MkdirReply, MkdirRequest, RegisterReply,
+    RegisterRequest, RenameReply, RenameRequest, ReportCorruptReply, ReportCorruptRequest,
+    ReportSealedReply, ReportSealedRequest, StatReply, StatRequest,
 };
 use gfs_util::time::from_unix_ms;
 use parking_lot::Mutex;
@@ -53,6 +59,10 @@ use crate::record::{CreateOp, Op, PathOp, RenameOp};
 use crate::registry::{Piece, Registry, Replica, ServerInfo};
 use crate::tokens::Tokens;
 use crate::trash::{TRASH, Trash};
+
+/// How long a corrupt replica whose server was given sources for its bad blocks is kept from
+/// deletion, for its server to restore them in place (a few block reads of 64 KiB each).
+pub const RESTORE_GRACE: Duration = Duration::from_secs(30);
 
 /// Maps a metadata error to the status a client sees.
 pub fn status(e: MasterError) -> Status {
@@ -414,10 +424,23 @@ impl MasterControl for ControlService {
         let r = r.into_inner();
         if !self.registry.lock().is_registered(&r.id) {
             tracing::warn!(id = %r.id, handle = r.handle, "corruption report from an unregistered chunkserver ignored");
-            return Ok(Response::new(ReportCorruptReply {}));
+            return Ok(Response::new(ReportCorruptReply::default()));
         }
-        tracing::error!(server = %r.id, handle = r.handle, block = r.block, "corrupt replica reported: no longer listed; the chunk will be copied from a good one");
         let mut reg = self.registry.lock();
+        if r.repaired {
+            if reg.clear_corrupt(&r.id, r.handle) {
+                tracing::info!(server = %r.id, handle = r.handle, "corrupt replica restored in place: counted again");
+                reg.events.push(
+                    "restored",
+                    format!(
+                        "chunk {} on {}: bad blocks restored from good copies",
+                        r.handle, r.id
+                    ),
+                );
+            }
+            return Ok(Response::new(ReportCorruptReply::default()));
+        }
+        tracing::error!(server = %r.id, handle = r.handle, block = r.block, "corrupt replica reported: no longer listed; it restores its bad blocks from good copies, else the chunk is copied from a good one");
         reg.mark_corrupt(&r.id, r.handle);
         reg.events.push(
             "corrupt",
@@ -426,8 +449,21 @@ impl MasterControl for ControlService {
                 r.handle, r.id, r.block
             ),
         );
+        let sources: Vec<BlockSource> = reg
+            .block_sources(r.handle, &r.id)
+            .into_iter()
+            .map(|(s, x)| BlockSource {
+                id: s.id,
+                repl_addr: s.repl_addr,
+                version: x.version,
+                length: x.length,
+            })
+            .collect();
+        if !sources.is_empty() {
+            reg.restoring_until(&r.id, r.handle, Instant::now() + RESTORE_GRACE);
+        }
         drop(reg);
-        Ok(Response::new(ReportCorruptReply {}))
+        Ok(Response::new(ReportCorruptReply { sources }))
     }
 
     async fn heartbeat(

@@ -775,6 +775,38 @@ async fn a_corrupt_replica_of_an_unsealed_chunk_goes_only_once_a_quorum_holds_as
     assert_eq!(c.m.to_delete("a", &[report(100)]).await.unwrap().len(), 1);
 }
 
+/// A corrupt replica whose server was given sources to restore its bad blocks from is not
+/// deleted while it may still be restoring them (`RESTORE_GRACE`), even with a quorum of good
+/// replicas elsewhere; after that it goes as any corrupt replica does.
+#[tokio::test]
+async fn a_corrupt_replica_being_restored_is_not_deleted() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    let r = Replica {
+        handle: H,
+        version: 1,
+        length: 100,
+        sealed: false,
+    };
+    let now = Instant::now();
+    {
+        let mut reg = c.registry.lock();
+        reg.mark_corrupt("a", H);
+        reg.restoring_until("a", H, now + Duration::from_secs(3600));
+    }
+    assert_eq!(c.m.to_delete("a", &[r]).await.unwrap(), vec![]);
+    c.registry.lock().restoring_until("a", H, now);
+    assert_eq!(c.m.to_delete("a", &[r]).await.unwrap().len(), 1);
+}
+
 /// A replica that reports its unsealed chunk unvouched (it restarted, and serves no read of
 /// it until told what a quorum holds) gets the chunk settled once no lease has been out on it
 /// for a lease period: fenced and sealed at the longest length a quorum reports, so every

@@ -12,7 +12,8 @@
 //!   is never served nor copied, and would keep re-replication off its server.
 //! - Corrupt replicas (reported by a read, the scrubber or a failed copy), once a quorum of good
 //!   live replicas lives elsewhere (`below_version` = `u64::MAX`), so that the server can take a
-//!   fresh copy.
+//!   fresh copy; not while their server may still be restoring their bad blocks in place from
+//!   the sources its report was given (`RESTORE_GRACE`, `Registry::is_restoring`).
 //! - Extra replicas past `replication` (a rebalancing move, a copy that finished after a master
 //!   restart, a server back after its chunks were copied): the holder using the largest share of
 //!   its capacity (then the greatest id) drops its replica, never the primary of a live lease;
@@ -102,6 +103,10 @@ impl ChunkManager {
         let mut extras = Vec::new();
         for (r, current) in report.iter().zip(versions) {
             if reg.is_corrupt(server, r.handle) {
+                if reg.is_restoring(server, r.handle, now) {
+                    // Its server is restoring the bad blocks in place from good copies.
+                    continue;
+                }
                 // Deleted once a quorum of good replicas lives elsewhere (its server can then
                 // take a fresh copy), each holding at least as much of a chunk still being
                 // written: its other blocks may hold acknowledged appends (I2).

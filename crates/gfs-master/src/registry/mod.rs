@@ -150,11 +150,14 @@ struct Server {
     /// An operator is draining it: it takes no new replica and its replicas do not count
     /// toward the goal (they are copied elsewhere), though they are still read and copied.
     draining: bool,
-    /// Replicas this server reported failing their checksums, with the version they were at
-    /// (0: unknown): never listed, never counted, never a copy source, deleted once a quorum
-    /// of good replicas of the chunk lives elsewhere. Their version and length still count in
-    /// a fence ([`Registry::corrupt_at`]).
-    corrupt: HashMap<u64, u64>,
+    /// Replicas this server reported failing their checksums, as last reported (version 0:
+    /// unknown): never listed, never counted, never a copy source, deleted once a quorum of
+    /// good replicas of the chunk lives elsewhere. Their version and length still count in a
+    /// fence ([`Registry::corrupt_at`]), and their good blocks can restore another's bad ones.
+    corrupt: HashMap<u64, Replica>,
+    /// Corrupt replicas whose server was told where good copies of their blocks are, until
+    /// when: not deleted meanwhile, so that it can restore them in place.
+    restoring: HashMap<u64, Instant>,
     /// Replicas the master noted itself (a copy, a new chunk) since the last whole pass of
     /// the chunk report: the server may have taken that pass before the replica existed, so
     /// the pass does not drop them; the next one decides.
@@ -314,6 +317,8 @@ impl Registry {
                 alive: true,
                 replicas,
                 corrupt,
+                // A restarted server's restores died with it.
+                restoring: HashMap::default(),
                 noted: ChunkSet::default(),
                 disk_lost: false,
                 draining,
@@ -401,7 +406,7 @@ impl Registry {
                 p.seen.insert(r.handle);
             }
             match s.corrupt.get_mut(&r.handle) {
-                Some(v) => *v = r.version,
+                Some(v) => *v = r,
                 None => {
                     s.replicas.insert(r.handle, r);
                 }
@@ -424,6 +429,8 @@ impl Registry {
             s.replicas
                 .retain(|h, _| seen.contains(h) || noted.contains(h));
             s.corrupt.retain(|h, _| seen.contains(h));
+            let corrupt = &s.corrupt;
+            s.restoring.retain(|h, _| corrupt.contains_key(h));
         }
         Heard { known: true, pass }
     }
@@ -431,10 +438,70 @@ impl Registry {
     /// Records that `id`'s replica of `handle` failed its checksums.
     pub fn mark_corrupt(&mut self, id: &str, handle: u64) {
         if let Some(s) = self.servers.get_mut(id) {
-            let version = s.replicas.remove(&handle).map_or(0, |r| r.version);
-            let known = s.corrupt.entry(handle).or_insert(0);
-            *known = (*known).max(version);
+            let removed = s.replicas.remove(&handle);
+            let known = s.corrupt.entry(handle).or_insert(Replica {
+                handle,
+                version: 0,
+                length: 0,
+                sealed: false,
+            });
+            if let Some(r) = removed
+                && r.version >= known.version
+            {
+                *known = r;
+            }
         }
+    }
+
+    /// Counts `id`'s replica of `handle` again: its server restored its bad blocks from a
+    /// peer's copies and it passes every checksum. Its next report lists it. Returns whether
+    /// it was marked corrupt.
+    pub fn clear_corrupt(&mut self, id: &str, handle: u64) -> bool {
+        let Some(s) = self.servers.get_mut(id) else {
+            return false;
+        };
+        s.restoring.remove(&handle);
+        s.corrupt.remove(&handle).is_some()
+    }
+
+    /// Live servers other than `except` holding a replica of `handle`, with it: where a
+    /// corrupt replica may find good copies of its blocks. Those not reported corrupt come
+    /// first, then the corrupt ones of known version (their other blocks may be good: a
+    /// restore checks every block against its own CRC), each longest first.
+    pub fn block_sources(&self, handle: u64, except: &str) -> Vec<(ServerInfo, Replica)> {
+        let mut all: Vec<(bool, ServerInfo, Replica)> = self
+            .servers
+            .values()
+            .filter(|s| s.alive && s.info.id != except)
+            .filter_map(|s| {
+                let good = s.replicas.get(&handle).map(|r| (false, *r));
+                let rotten = s.corrupt.get(&handle).filter(|r| r.version > 0);
+                let (corrupt, r) = good.or(rotten.map(|r| (true, *r)))?;
+                Some((corrupt, s.info.clone(), r))
+            })
+            .collect();
+        all.sort_by(|(c, a, x), (d, b, y)| {
+            (c, std::cmp::Reverse(x.length), &a.id).cmp(&(d, std::cmp::Reverse(y.length), &b.id))
+        });
+        all.into_iter().map(|(_, s, r)| (s, r)).collect()
+    }
+
+    /// Keeps `id`'s corrupt replica of `handle` from deletion until `until`: its server is
+    /// restoring its bad blocks from the sources it was given.
+    pub fn restoring_until(&mut self, id: &str, handle: u64, until: Instant) {
+        if let Some(s) = self.servers.get_mut(id)
+            && s.corrupt.contains_key(&handle)
+        {
+            s.restoring.insert(handle, until);
+        }
+    }
+
+    /// Whether `id` may still be restoring its corrupt replica of `handle` at `now`.
+    pub fn is_restoring(&self, id: &str, handle: u64, now: Instant) -> bool {
+        self.servers
+            .get(id)
+            .and_then(|s| s.restoring.get(&handle))
+            .is_some_and(|until| now < *until)
     }
 
     /// Live servers whose replica of `handle` failed its checksums at `version`: its version
@@ -443,7 +510,7 @@ impl Registry {
     pub fn corrupt_at(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
         self.servers
             .values()
-            .filter(|s| s.alive && s.corrupt.get(&handle) == Some(&version))
+            .filter(|s| s.alive && s.corrupt.get(&handle).map(|r| r.version) == Some(version))
             .map(|s| s.info.clone())
             .collect()
     }
@@ -455,7 +522,7 @@ impl Registry {
             .values()
             .filter(|s| s.alive)
             .filter_map(|s| {
-                let v = *s.corrupt.get(&handle)?;
+                let v = s.corrupt.get(&handle)?.version;
                 (v > version).then(|| (s.info.clone(), v))
             })
             .collect()
@@ -498,7 +565,7 @@ impl Registry {
         if let Some(s) = self.servers.get_mut(id) {
             if let Some(v) = s.corrupt.get_mut(&r.handle) {
                 // Fenced with the others, still corrupt: it stays out.
-                *v = r.version;
+                *v = r;
                 return;
             }
             s.noted.insert(r.handle);

@@ -267,3 +267,67 @@ fn locations_count_only_live_current_replicas() {
     r.sweep(t0 + Duration::from_secs(20));
     assert_eq!(ids(r.locations(7, 3)), ["a"]);
 }
+
+/// A corrupt replica's server is told where the chunk's good replicas are (live, not corrupt,
+/// longest first); while it restores, its replica is kept from deletion; restored, it is
+/// counted again at its next report.
+#[test]
+fn a_corrupt_replica_is_given_sources_and_counted_again_once_restored() {
+    let t0 = Instant::now();
+    let mut r = with_servers(
+        &[("a", "", 0), ("b", "", 0), ("c", "", 0), ("d", "", 0)],
+        t0,
+    );
+    let at = |length| Replica {
+        length,
+        ..replica(7, 3)
+    };
+    assert!(r.heartbeat("a", 0, vec![at(500)], t0));
+    assert!(r.heartbeat("b", 0, vec![at(300)], t0));
+    assert!(r.heartbeat("c", 0, vec![at(900)], t0));
+    assert!(r.heartbeat("d", 0, vec![at(100)], t0));
+    r.mark_corrupt("b", 7);
+    r.mark_corrupt("d", 7);
+    // Dead servers are no source.
+    r.sweep(t0 + Duration::from_secs(11));
+    assert!(r.heartbeat("a", 0, vec![at(500)], t0 + Duration::from_secs(11)));
+    assert!(r.heartbeat("b", 0, vec![at(300)], t0 + Duration::from_secs(11)));
+    let t1 = t0 + Duration::from_secs(11);
+    let ids = |v: Vec<(ServerInfo, Replica)>| -> Vec<(String, u64)> {
+        v.into_iter().map(|(s, x)| (s.id, x.length)).collect()
+    };
+    assert_eq!(ids(r.block_sources(7, "b")), [("a".to_string(), 500)]);
+    assert!(r.heartbeat("c", 0, vec![at(900)], t1));
+    assert_eq!(
+        ids(r.block_sources(7, "b")),
+        [("c".to_string(), 900), ("a".to_string(), 500)],
+        "longest first"
+    );
+    r.mark_corrupt("c", 7);
+    assert!(r.heartbeat("c", 0, vec![at(950)], t1));
+    assert_eq!(
+        ids(r.block_sources(7, "b")),
+        [("a".to_string(), 500), ("c".to_string(), 950)],
+        "the good ones first, then the corrupt ones as last reported"
+    );
+    assert!(r.clear_corrupt("c", 7));
+
+    assert!(!r.is_restoring("b", 7, t1));
+    r.restoring_until("b", 7, t1 + Duration::from_secs(30));
+    r.restoring_until("a", 7, t1 + Duration::from_secs(30));
+    assert!(r.is_restoring("b", 7, t1 + Duration::from_secs(29)));
+    assert!(!r.is_restoring("b", 7, t1 + Duration::from_secs(30)));
+    assert!(
+        !r.is_restoring("a", 7, t1),
+        "only a corrupt replica restores"
+    );
+
+    assert!(r.clear_corrupt("b", 7));
+    assert!(!r.clear_corrupt("b", 7));
+    assert!(!r.is_corrupt("b", 7));
+    assert!(!r.is_restoring("b", 7, t1));
+    assert!(r.holders_of(7, 3).iter().all(|s| s.id != "b"));
+    assert!(r.heartbeat("b", 0, vec![at(300)], t1));
+    assert!(r.holders_of(7, 3).iter().any(|s| s.id == "b"));
+    assert!(r.is_corrupt("d", 7), "d's mark stays");
+}
