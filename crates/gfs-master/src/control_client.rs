@@ -71,6 +71,7 @@ impl TonicControl {
 fn failed(e: Status) -> ControlError {
     match e.code() {
         Code::DataLoss => ControlError::DataLoss(e.message().to_string()),
+        Code::NotFound => ControlError::NotFound(e.message().to_string()),
         _ => ControlError::Failed(e.to_string()),
     }
 }

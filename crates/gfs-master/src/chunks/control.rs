@@ -21,6 +21,9 @@ pub enum ControlError {
     /// A copy's source replica failed its checksums or ended short of the length asked for.
     #[error("data loss: {0}")]
     DataLoss(String),
+    /// The server holds no replica of the chunk.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The call did not succeed: the server is unreachable, timed out or refused it.
     #[error("{0}")]
     Failed(String),

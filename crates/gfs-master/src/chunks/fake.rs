@@ -165,7 +165,7 @@ impl FakeCluster {
 }
 
 fn missing(id: &str, handle: u64) -> ControlError {
-    ControlError::Failed(format!("{id} holds no chunk {handle}"))
+    ControlError::NotFound(format!("{id} holds no chunk {handle}"))
 }
 
 impl ChunkserverControl for FakeCluster {

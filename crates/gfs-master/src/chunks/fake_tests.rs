@@ -938,3 +938,34 @@ async fn a_near_end_of_the_previous_lease_is_waited_out_within_the_call() {
         "a far end is not waited for"
     );
 }
+
+/// Seed 30643 of the simulator: a replica the master listed (a copy reported it, then deleted
+/// it when the copy failed) was called to seal and answered that it holds no such chunk; the
+/// failed seal noted it again, so no report ever dropped it, and the retry every pass
+/// noted it again: a sealed chunk was counted current on a server holding nothing. A seal
+/// answered NOT_FOUND forgets the replica instead, and is not tried again.
+#[tokio::test]
+async fn a_seal_answered_not_found_forgets_the_replica() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", sealed_held(1, 0)), ("b", sealed_held(1, 0))],
+        Some(0),
+    )
+    .await;
+    // Listed, but not there.
+    c.registry.lock().note_replica(
+        "c",
+        Replica {
+            handle: H,
+            version: 1,
+            length: 0,
+            sealed: false,
+        },
+    );
+    c.m.failed_seals.lock().insert(H);
+    c.m.settle().await;
+    assert_eq!(c.fake.calls("c", Call::Seal), 1);
+    assert_eq!(c.current(H).await, vec![("a".into(), 0), ("b".into(), 0)]);
+    c.m.settle().await;
+    assert_eq!(c.fake.calls("c", Call::Seal), 1, "not tried again");
+}
