@@ -21,9 +21,14 @@ use gfs_testkit::{Appenders, History, RecordId, Workload, assert_acked_read_back
 
 /// A master (dead after 2 s of silence) and `n` chunkservers registered with it.
 fn cluster(dir: &std::path::Path, n: usize) -> (MasterProc, Vec<Server>) {
+    cluster_args(dir, n, &[])
+}
+
+/// [`cluster`] with `extra` command-line arguments for every chunkserver.
+fn cluster_args(dir: &std::path::Path, n: usize, extra: &[&str]) -> (MasterProc, Vec<Server>) {
     let master =
         MasterProc::start_with(&dir.join("master"), "127.0.0.1:0", &["--dead-after", "2s"]);
-    let servers = Server::with_master(dir, n, &master.addr);
+    let servers = Server::with_master_args(dir, n, &master.addr, extra);
     (master, servers)
 }
 

@@ -51,12 +51,7 @@ async fn a_corrupt_replica_is_restored_in_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--dead-after", "2s"],
-    );
-    let servers = Server::with_master_args(dir.path(), 4, &master.addr, &["--scrub-every", "50ms"]);
+    let (master, servers) = cluster_args(dir.path(), 4, &["--scrub-every", "50ms"]);
     let c = patient(&master, Duration::from_secs(60)).await;
     let data = vec![0x5au8; 1_200_000];
     put(&c, "/quiet", &data).await;
@@ -85,12 +80,7 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_rotten_in_a_different_block_is_restored() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--dead-after", "2s"],
-    );
-    let servers = Server::with_master_args(dir.path(), 3, &master.addr, &["--scrub-every", "50ms"]);
+    let (master, servers) = cluster_args(dir.path(), 3, &["--scrub-every", "50ms"]);
     let c = patient(&master, Duration::from_secs(60)).await;
     let data: Vec<u8> = (0..900_000u32).map(|i| (i % 241) as u8).collect();
     put(&c, "/rot", &data).await;
@@ -133,13 +123,7 @@ async fn every_replica_rotten_in_a_different_block_is_restored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_copy_source_is_dropped_and_another_used() {
     let dir = tempfile::tempdir().unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["--dead-after", "2s"],
-    );
-    let mut servers =
-        Server::with_master_args(dir.path(), 4, &master.addr, &["--scrub-every", "0s"]);
+    let (master, mut servers) = cluster_args(dir.path(), 4, &["--scrub-every", "0s"]);
     let c = patient(&master, Duration::from_secs(60)).await;
     let data: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
     put(&c, "/src", &data).await;

@@ -8,39 +8,46 @@ use bytes::Bytes;
 use gfs_storage::{BLOCK_SIZE, ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
 use gfs_testkit::storage::test_config;
 
+/// Writes `data` into a new chunk `h` at version 1 of the store in `dir`, in appends of
+/// `piece` bytes (several, so that a damaged block is not in the newest commit batch), and
+/// closes the store.
+async fn write_chunk(dir: &std::path::Path, h: ChunkHandle, data: &[u8], piece: usize) {
+    let store = ChunkStore::open(dir, test_config()).unwrap();
+    store.create(h, 1).await.unwrap();
+    for (i, bytes) in data.chunks(piece).enumerate() {
+        store
+            .stage(StageRequest {
+                op: OpId(i as u64),
+                handle: h,
+                version: 1,
+                offset: (i * piece) as u64,
+                data: Bytes::copy_from_slice(bytes),
+            })
+            .unwrap();
+        store.commit(h, OpId(i as u64)).await.unwrap();
+    }
+}
+
+/// Flips the bits of `mask` in byte `at` of chunk `h`'s file in `dir`, durably.
+fn flip(dir: &std::path::Path, h: ChunkHandle, at: u64, mask: u8) {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(h.0.to_string()))
+        .unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, at).unwrap();
+    file.write_all_at(&[b[0] ^ mask], at).unwrap();
+    file.sync_all().unwrap();
+}
+
 #[tokio::test]
 async fn a_flipped_byte_fails_only_its_block() {
     let dir = tempfile::tempdir().unwrap();
     let h = ChunkHandle(9);
     let data: Vec<u8> = (0..5 * BLOCK_SIZE + 100).map(|i| (i % 251) as u8).collect();
-    {
-        let store = ChunkStore::open(dir.path(), test_config()).unwrap();
-        store.create(h, 1).await.unwrap();
-        // Several appends, so the damaged block is not in the newest commit batch.
-        for (i, piece) in data.chunks(40_000).enumerate() {
-            let offset = (i * 40_000) as u64;
-            store
-                .stage(StageRequest {
-                    op: OpId(i as u64),
-                    handle: h,
-                    version: 1,
-                    offset,
-                    data: Bytes::copy_from_slice(piece),
-                })
-                .unwrap();
-            store.commit(h, OpId(i as u64)).await.unwrap();
-        }
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.path().join("9"))
-        .unwrap();
-    let at = 2 * BLOCK_SIZE + 1234;
-    let mut b = [0u8; 1];
-    file.read_exact_at(&mut b, at).unwrap();
-    file.write_all_at(&[b[0] ^ 0x40], at).unwrap();
-    file.sync_all().unwrap();
+    write_chunk(dir.path(), h, &data, 40_000).await;
+    flip(dir.path(), h, 2 * BLOCK_SIZE + 1234, 0x40);
 
     let store = ChunkStore::open(dir.path(), test_config()).unwrap();
     assert_eq!(store.info(h).unwrap().committed_len, data.len() as u64);
@@ -76,34 +83,11 @@ async fn a_bad_block_is_restored_only_from_bytes_that_match_its_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let h = ChunkHandle(5);
     let data: Vec<u8> = (0..3 * BLOCK_SIZE + 777).map(|i| (i % 253) as u8).collect();
-    {
-        let store = ChunkStore::open(dir.path(), test_config()).unwrap();
-        store.create(h, 1).await.unwrap();
-        for (i, piece) in data.chunks(50_000).enumerate() {
-            store
-                .stage(StageRequest {
-                    op: OpId(i as u64),
-                    handle: h,
-                    version: 1,
-                    offset: (i * 50_000) as u64,
-                    data: Bytes::copy_from_slice(piece),
-                })
-                .unwrap();
-            store.commit(h, OpId(i as u64)).await.unwrap();
-        }
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.path().join("5"))
-        .unwrap();
+    write_chunk(dir.path(), h, &data, 50_000).await;
     // Rot in block 1 and in the partial last block (3).
     for at in [BLOCK_SIZE + 5, 3 * BLOCK_SIZE + 700] {
-        let mut b = [0u8; 1];
-        file.read_exact_at(&mut b, at).unwrap();
-        file.write_all_at(&[b[0] ^ 0x08], at).unwrap();
+        flip(dir.path(), h, at, 0x08);
     }
-    file.sync_all().unwrap();
 
     let store = ChunkStore::open(dir.path(), test_config()).unwrap();
     assert_eq!(store.scrub().corrupt, vec![(h, 1), (h, 3)]);
