@@ -2,19 +2,22 @@
 //!
 //! A read or the scrubber that fails a block's checksum reports the replica corrupt
 //! (`ReportCorrupt`); the master's reply lists the chunk's other live replicas, those not
-//! reported corrupt first (a corrupt one's other blocks may be good), each longest first. [`Restorer::restore`] then finds the replica's bad blocks
-//! (`ChunkStore::scrub_one`) and, for each, reads that block's bytes from the first source long
-//! enough to hold them (`Replication.ReadChunk` at the source's version, from the start of the
-//! local append holding the block's first byte) and writes them over the block only if they are
-//! its committed bytes by its own stored CRC32C (`ChunkStore::restore_block`): only data bits
-//! rot, and the length and CRCs, in checksummed records, still say what the block held. Once
+//! reported corrupt first (a corrupt one's other blocks may be good), each longest first.
+//! [`Restorer::restore`] then finds the replica's bad blocks (`ChunkStore::scrub_one`) and,
+//! for each, reads that block's bytes from a source, longest first (`Replication.ReadChunk` at
+//! the source's version, from the start of the local append holding the block's first byte; a
+//! source shorter than the block gives its first bytes, and the replica's own follow them),
+//! and writes them over the block only if the block then holds its committed bytes by its own
+//! stored CRC32C (`ChunkStore::restore_block`): only data bits rot, and the length and CRCs,
+//! in checksummed records, still say what the block held. Once
 //! every bad block is restored the server reports the replica `repaired`, and the master counts
 //! it again. Otherwise it stays corrupt: the master deletes it once a quorum of good replicas
 //! lives elsewhere (after `RESTORE_GRACE`) and copies the chunk back.
 //!
 //! It matters most where the corrupt replica holds bytes no other replica holds whole: the
 //! longest replica of an unsealed chunk whose third replica was never made, its one bad block
-//! within a shorter replica's length (simulator seed 13798). HDFS and GFS drop a corrupt
+//! within a shorter replica's length (simulator seed 13798), or its rot within the part of its
+//! last block a shorter replica holds (seed 40853). HDFS and GFS drop a corrupt
 //! replica and copy the chunk again; that needs a good source of the whole chunk.
 //!
 //! One restore runs per chunk at a time (later reports of it are dropped meanwhile); each read
@@ -110,10 +113,12 @@ impl Restorer {
                     .map(|(_, a)| a.offset)
             })
             .unwrap_or(start);
-        let mut why = format!("no source holds bytes {start}..{stop}");
-        for src in sources.iter().filter(|s| s.length >= stop) {
+        let mut why = format!("no source holds byte {start}");
+        // A shorter source gives the block's first bytes; the replica's own follow them.
+        for src in sources.iter().filter(|s| s.length > start) {
+            let upto = stop.min(src.length);
             let fetched =
-                tokio::time::timeout(READ_TIMEOUT, self.fetch(src, handle, from, start, stop))
+                tokio::time::timeout(READ_TIMEOUT, self.fetch(src, handle, from, start, upto))
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {READ_TIMEOUT:?}")));
             let outcome = match fetched {

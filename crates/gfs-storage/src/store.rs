@@ -31,7 +31,7 @@
 //! [`ChunkStore::scrub_one`] those of one chunk (the chunkserver's scrubber). The CRC of a
 //! partial last block covers the committed prefix of that block, extended with
 //! `crc32c_append` as appends arrive. [`ChunkStore::restore_block`] writes a peer's copy over
-//! a bad block, only if it matches the block's stored CRC32C (the committer does it between
+//! a bad block (or over its first bytes), only if the block then matches its stored CRC32C (the committer does it between
 //! batches, with one fsync).
 
 use std::path::Path;
@@ -642,8 +642,9 @@ impl ChunkStore {
         self.reply(rx).await
     }
 
-    /// Writes `data`, a peer's copy of block `block` of a replica, over that block and fsyncs
-    /// the chunk file, once every job queued before it is durable; only if `data` is exactly
+    /// Writes `data`, a peer's copy of block `block` of a replica or of the block's first
+    /// bytes (a shorter peer's), over it and fsyncs the chunk file, once every job queued
+    /// before it is durable; only if `data` followed by the replica's own bytes past it is
     /// the block's committed bytes here by their stored CRC32C (`NotRestored` otherwise, and
     /// nothing is written). Only data bits rot: the length and CRCs, in checksummed records,
     /// say what the block held. A failed fsync poisons the chunk, as in a batch.

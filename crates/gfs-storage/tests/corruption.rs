@@ -74,10 +74,11 @@ async fn a_flipped_byte_fails_only_its_block() {
     assert_eq!(report.bytes, data.len() as u64);
 }
 
-/// A block that failed its checksum is restored from a peer's copy of it, checked against the
-/// replica's own stored CRC32C: a copy of the wrong length or with other bytes is refused and
-/// nothing is written; the right one is written, durably (it survives a reopen), and the
-/// replica passes its scrub again.
+/// A block that failed its checksum is restored from a peer's copy of it (or of its first
+/// bytes, from a shorter peer, the replica's own bytes after them), checked against the
+/// replica's own stored CRC32C: a copy too long, with other bytes, or whose own bytes after it
+/// are the rotten ones is refused and nothing is written; the right one is written, durably
+/// (it survives a reopen), and the replica passes its scrub again.
 #[tokio::test]
 async fn a_bad_block_is_restored_only_from_bytes_that_match_its_checksum() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,6 +104,12 @@ async fn a_bad_block_is_restored_only_from_bytes_that_match_its_checksum() {
         store.restore_block(h, 1, Bytes::from(wrong)).await,
         Err(StorageError::NotRestored { block: 1, .. })
     ));
+    // A shorter peer's prefix of the partial last block that ends before the rot (at byte
+    // 700 of it): the replica's own bytes after it still fail the checksum. Refused.
+    assert!(matches!(
+        store.restore_block(h, 3, block(3).slice(..600)).await,
+        Err(StorageError::NotRestored { block: 3, .. })
+    ));
     // A copy longer than the block holds here (a longer peer's block): refused.
     let longer = Bytes::copy_from_slice(&data[3 * BLOCK_SIZE as usize..]);
     let mut longer = longer.to_vec();
@@ -120,7 +127,11 @@ async fn a_bad_block_is_restored_only_from_bytes_that_match_its_checksum() {
     assert_eq!(store.stats().restored_blocks, 0);
 
     store.restore_block(h, 1, block(1)).await.unwrap();
-    store.restore_block(h, 3, block(3)).await.unwrap();
+    // A prefix past the rot: the replica's own bytes after it are good.
+    store
+        .restore_block(h, 3, block(3).slice(..701))
+        .await
+        .unwrap();
     assert_eq!(store.stats().restored_blocks, 2);
     assert!(store.scrub().corrupt.is_empty());
     drop(store);

@@ -83,8 +83,9 @@ impl Committer {
         write_chunk_snapshots(&*self.inner.disk, &changed, 0)
     }
 
-    /// Writes a peer's copy of block `block` over it and fsyncs the chunk file, if the copy is
-    /// the block's committed bytes by length and stored CRC32C ([`crate::ChunkStore::restore_block`]).
+    /// Writes a peer's copy of block `block` (or of its first bytes) over it and fsyncs the
+    /// chunk file, if the copy, followed by the replica's own bytes past it, is the block's
+    /// committed bytes by their stored CRC32C ([`crate::ChunkStore::restore_block`]).
     /// Runs between batches, so the block's length and CRC do not move meanwhile.
     pub(super) fn restore(&mut self, chunk: &Chunk, block: u64, data: &[u8]) -> Result<()> {
         let handle = chunk.handle;
@@ -110,15 +111,26 @@ impl Committer {
             let start = block * BLOCK_SIZE;
             (start, (start + BLOCK_SIZE).min(st.meta.length), crc)
         };
-        if data.len() as u64 != stop - start {
+        let len = data.len() as u64;
+        if len == 0 || len > stop - start {
             return Err(refuse(format!(
-                "it holds {} committed bytes here, the copy {}",
-                stop - start,
-                data.len()
+                "it holds {} committed bytes here, the copy {len}",
+                stop - start
             )));
         }
-        if crc32c::crc32c(data) != crc {
-            return Err(refuse("the copy does not match the stored checksum".into()));
+        // A shorter copy (a peer shorter than this replica) is the block's prefix: the rest is
+        // this replica's own bytes, and the whole must match.
+        let mut whole = data.to_vec();
+        whole.resize((stop - start) as usize, 0);
+        chunk
+            .data
+            .read_exact_at(&mut whole[data.len()..], start + len)
+            .map_err(|e| StorageError::io(&chunk.data_path, e))?;
+        if crc32c::crc32c(&whole) != crc {
+            return Err(refuse(
+                "the copy (with this replica's own bytes past it) does not match the stored checksum"
+                    .into(),
+            ));
         }
         chunk
             .data
