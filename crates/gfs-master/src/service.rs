@@ -26,7 +26,8 @@
 //! copies of its blocks may be (`Registry::block_sources`: the chunk's other live replicas,
 //! those not reported corrupt first, each longest first); the server restores its bad blocks in place from them, each
 //! checked against its own stored CRC32C, and reports `repaired`, which counts the replica
-//! again. Meanwhile, up to `RESTORE_GRACE`, the replica is not deleted.
+//! again. Meanwhile, up to `RESTORE_GRACE` after the first report of it, the replica is not
+//! deleted.
 //!
 //! `Stat` of a file adds its health from the registry (`Registry::health`): chunks with fewer
 //! current replicas than the goal, chunks with none on a live server, and stale replicas on

@@ -969,3 +969,90 @@ async fn a_seal_answered_not_found_forgets_the_replica() {
     c.m.settle().await;
     assert_eq!(c.fake.calls("c", Call::Seal), 1, "not tried again");
 }
+
+/// Seed 40853 of the simulator: the primary of the chunk's one lease (`a`, version 1) holds a
+/// tail it alone committed, then rots and restarts with no word to give; `b` is empty; `c`,
+/// empty too, was down while fences moved `a` and `b` on to unleased versions, and came back
+/// at version 1. No lease was granted past version 1, so `c` holds everything it committed
+/// under the chunk's last lease: a witness as good as one at the current version. It is
+/// fenced with the others, and with `b` makes a quorum of good replicas: sealed at 0.
+#[tokio::test]
+async fn a_replica_behind_only_unleased_versions_is_a_witness_for_the_seal() {
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 0)), ("c", held(1, 0))],
+        None,
+        SHORT_LEASE,
+    )
+    .await;
+    c.fake.rot("a", H);
+    c.registry.lock().mark_corrupt("a", H);
+    c.fake.set_down("c", true);
+    // Each pass fences `a` and `b` further; their reports then show them ahead of the log,
+    // and the next pass logs a version past theirs.
+    for _ in 0..3 {
+        c.settle_unvouched().await;
+        for id in ["a", "b"] {
+            let h = c.fake.replica(id, H).unwrap();
+            let r = Replica {
+                handle: H,
+                version: h.version,
+                length: h.length,
+                sealed: h.sealed,
+            };
+            c.registry
+                .lock()
+                .heartbeat_with(id, 0, vec![r], false, Instant::now());
+        }
+    }
+    let logged = c.logged(H).await;
+    assert_eq!(logged.sealed_length, None, "one good replica answered");
+    assert!(logged.version > 1, "{logged:?}");
+    assert_eq!(c.fake.replica("c", H), Some(held(1, 0)));
+    c.fake.set_down("c", false);
+    c.settle_unvouched().await;
+    let logged = c.logged(H).await;
+    assert_eq!(logged.sealed_length, Some(0), "{logged:?}");
+    assert_eq!(c.current(H).await, vec![("b".into(), 0), ("c".into(), 0)]);
+}
+
+/// Seed 40853 of the simulator, the restore's schedule: an idle unsealed chunk at its goal
+/// whose fourth replica failed its checksums, longer than every good one (its tail was never
+/// acknowledged) and so with no copy of its bad block anywhere. It cannot be deleted while the
+/// good replicas are shorter, and it would be reported for good: once unleased for a lease
+/// period the chunk is sealed by the good replicas, and then the corrupt one goes.
+#[tokio::test]
+async fn an_idle_unsealed_chunk_with_a_corrupt_replica_is_sealed_so_that_it_can_go() {
+    let c = cluster_leasing(
+        &["a", "b", "c", "d"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 0)),
+            ("c", held(1, 0)),
+            ("d", held(1, 0)),
+        ],
+        None,
+        SHORT_LEASE,
+    )
+    .await;
+    c.fake.rot("a", H);
+    c.registry.lock().mark_corrupt("a", H);
+    let rotten = Replica {
+        handle: H,
+        version: 1,
+        length: 100,
+        sealed: false,
+    };
+    assert_eq!(c.m.to_delete("a", &[rotten]).await.unwrap(), vec![]);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    c.m.rereplicate().await;
+    tokio::time::sleep(SHORT_LEASE).await;
+    c.m.settle().await;
+    let logged = c.logged(H).await;
+    assert_eq!(logged.sealed_length, Some(0), "{logged:?}");
+    let rotten = Replica {
+        version: logged.version,
+        ..rotten
+    };
+    assert_eq!(c.m.to_delete("a", &[rotten]).await.unwrap().len(), 1);
+}

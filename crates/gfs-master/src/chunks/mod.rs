@@ -104,6 +104,11 @@ pub struct ChunkManager {
     /// restarted master hears it again at its next fence, from a primary that did not
     /// restart).
     words: Mutex<HashMap<u64, version::Led>>,
+    /// The version of each chunk's last lease, noted at a fence while the log still named it
+    /// (the log keeps a primary only for the current version): every replica at or past it
+    /// holds all it committed under the chunk's leases, so it is a witness for a seal
+    /// (`fence_and_seal`). Dropped when the chunk is sealed; in memory.
+    last_lease: Mutex<HashMap<u64, u64>>,
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again (`seal`).
     unsettled: Mutex<HashSet<u64>>,
@@ -180,6 +185,7 @@ impl ChunkManager {
             allocating: Mutex::new(HashSet::default()),
             tried: Mutex::new(HashMap::default()),
             words: Mutex::new(HashMap::default()),
+            last_lease: Mutex::new(HashMap::default()),
             unsettled: Mutex::new(HashSet::default()),
             failed_seals: Mutex::new(HashSet::default()),
             unvouched: Mutex::new(HashMap::default()),

@@ -15,9 +15,11 @@
 //! and would have been in no append's quorum, so it and one short replica could pass for a
 //! quorum at the next decision, which would then continue the chunk over acknowledged bytes
 //! (I2). An unsealed chunk below its goal with no lease out, for which a server could take a
-//! copy, is therefore noted (`to_seal`); once it has stayed so for a lease period (a writer that
-//! pauses keeps its chunk), [`ChunkManager::settle`] seals it at the longest length a quorum of
-//! its replicas reports after a fence (`fence_and_seal`), and the next pass copies it sealed.
+//! copy, is therefore noted (`to_seal`), and so is one with a replica reported corrupt (a
+//! corrupt replica longer than the good ones cannot go while the chunk is unsealed); once it
+//! has stayed so for a lease period (a writer that pauses keeps its chunk),
+//! [`ChunkManager::settle`] seals it at the longest length a quorum of its replicas reports
+//! after a fence (`fence_and_seal`), and the next pass copies it sealed.
 //! Without a server to copy to, it is left to its next lease, which continues it.
 //!
 //! Each copy has a source among the live current holders (draining ones included) and a
@@ -275,7 +277,22 @@ impl ChunkManager {
                 me.repair.cloning.lock().remove(&handle);
             });
         }
-        // A chunk that got a lease, reached its goal or was sealed starts over.
+        // An unsealed chunk with a corrupt replica no restore mended (longer than every good
+        // one, say: its tail was never acknowledged, and it cannot go while the good ones are
+        // shorter) is sealed too once unleased for a lease period; then it goes (seed 40853).
+        let rotten = self.registry.lock().corrupt_chunks();
+        {
+            let leases = self.lease.table.lock();
+            let now = self.cfg.clock.now();
+            for h in rotten {
+                let open = versions.get(&h).is_some_and(|w| w.sealed.is_none());
+                let writing = leases.get(&h).is_some_and(|l| l.expires > now && !l.doomed);
+                if open && !writing {
+                    unsealed.insert(h);
+                }
+            }
+        }
+        // A chunk that got a lease, reached its goal, was sealed or mended starts over.
         let mut to_seal = self.repair.to_seal.lock();
         to_seal.retain(|h, _| unsealed.contains(h));
         let now = Instant::now();

@@ -7,7 +7,8 @@
 //! them reports after it, those behind caught up, the version and the seal logged, then the
 //! replicas sealed; `append_chunk` then allocates the next chunk. A replica whose seal call
 //! failed is noted (`failed_seals`, in memory: after a master restart it stays unsealed at
-//! the sealed length, current and copyable) and [`ChunkManager::settle`] calls it again. When
+//! the sealed length, current and copyable) and [`ChunkManager::settle`] calls it again; one
+//! that answers it holds no such replica is forgotten as a holder (seed 30643). When
 //! the good replicas at the longest length are fewer than a quorum, they are sealed all the
 //! same: a sealed replica's word on a retried op is `SealedWith`, which a client takes only
 //! once a majority of the replicas say it, so nothing is acknowledged on one disk while the
@@ -54,6 +55,7 @@ impl ChunkManager {
         self.lease.table.lock().remove(&handle);
         self.unsettled.lock().remove(&handle);
         self.forget_word(handle);
+        self.last_lease.lock().remove(&handle);
         tracing::info!(%handle, length, "chunk sealed");
         Ok(())
     }
@@ -179,13 +181,22 @@ impl ChunkManager {
     /// takes the longest length a quorum of them reports after the fence (every acknowledged
     /// append is on a quorum, so on one of them); catches up those behind; logs the version and
     /// the seal; then seals the replicas there, so clients resolving an earlier attempt get a
-    /// final answer from them. Returns the sealed length.
+    /// final answer from them. Live replicas at a version between the chunk's last lease and
+    /// `version` are fenced with `live` (`witnesses_behind`). Returns the sealed length.
     pub(super) async fn fence_and_seal(
         &self,
         handle: u64,
         version: u64,
-        live: Vec<ServerInfo>,
+        mut live: Vec<ServerInfo>,
     ) -> Result<u64> {
+        // Replicas left at a version between the last lease and this one answer too.
+        self.note_last_lease(handle).await;
+        for s in self.witnesses_behind(handle, version) {
+            if !live.iter().any(|l| l.id == s.id) {
+                tracing::info!(%handle, server = %s.id, "a replica behind only unleased versions is fenced with the others");
+                live.push(s);
+            }
+        }
         let Fence {
             version: new_version,
             replicas: fenced,

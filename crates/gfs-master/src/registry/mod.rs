@@ -487,12 +487,13 @@ impl Registry {
     }
 
     /// Keeps `id`'s corrupt replica of `handle` from deletion until `until`: its server is
-    /// restoring its bad blocks from the sources it was given.
+    /// restoring its bad blocks from the sources it was given. Once per mark: later reports of
+    /// the same replica (a restore that failed, found again by the scrubber) do not extend it.
     pub fn restoring_until(&mut self, id: &str, handle: u64, until: Instant) {
         if let Some(s) = self.servers.get_mut(id)
             && s.corrupt.contains_key(&handle)
         {
-            s.restoring.insert(handle, until);
+            s.restoring.entry(handle).or_insert(until);
         }
     }
 
@@ -525,6 +526,15 @@ impl Registry {
                 let v = s.corrupt.get(&handle)?.version;
                 (v > version).then(|| (s.info.clone(), v))
             })
+            .collect()
+    }
+
+    /// The chunks with a replica on a live server reported corrupt.
+    pub fn corrupt_chunks(&self) -> ChunkSet {
+        self.servers
+            .values()
+            .filter(|s| s.alive)
+            .flat_map(|s| s.corrupt.keys().copied())
             .collect()
     }
 
@@ -771,6 +781,21 @@ impl Registry {
                 let r = s.replicas.get(&handle)?;
                 (r.version > version).then(|| (s.info.clone(), r.version))
             })
+            .collect()
+    }
+
+    /// Live servers holding a replica of `handle` not reported corrupt at a version in
+    /// `from..below`.
+    pub fn held_between(&self, handle: u64, from: u64, below: u64) -> Vec<ServerInfo> {
+        self.servers
+            .values()
+            .filter(|s| s.alive)
+            .filter(|s| {
+                s.replicas
+                    .get(&handle)
+                    .is_some_and(|r| (from..below).contains(&r.version))
+            })
+            .map(|s| s.info.clone())
             .collect()
     }
 

@@ -317,6 +317,9 @@ fn a_corrupt_replica_is_given_sources_and_counted_again_once_restored() {
     r.restoring_until("a", 7, t1 + Duration::from_secs(30));
     assert!(r.is_restoring("b", 7, t1 + Duration::from_secs(29)));
     assert!(!r.is_restoring("b", 7, t1 + Duration::from_secs(30)));
+    // A later report (the restore failed; the scrubber found it again) does not extend it.
+    r.restoring_until("b", 7, t1 + Duration::from_secs(60));
+    assert!(!r.is_restoring("b", 7, t1 + Duration::from_secs(30)));
     assert!(
         !r.is_restoring("a", 7, t1),
         "only a corrupt replica restores"
