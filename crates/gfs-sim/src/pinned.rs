@@ -97,6 +97,17 @@
 ///   change, main failing it too): a put whose chunk the master sealed went on in the next
 ///   chunk, which the master sealed as well (a replica of it lagged); the writer's second
 ///   recovery took that for another writer's seal and failed the put (it now recovers again).
+/// - 30643 (10 s of load; found on e29e623, which the restore moved onto this schedule): a
+///   copy to a server reported its new replica, failed and deleted it; the master's seal of
+///   the chunk there was answered NOT_FOUND and noted the replica again, every retry, so no
+///   report dropped it and a sealed chunk was counted current on a server holding nothing. A
+///   seal answered NOT_FOUND now forgets the replica.
+/// - 40853 (10 s of load; found on 243bb9b): a lease's primary committed a tail alone,
+///   restarted and rotted; of the good replicas one was empty and the other, empty too, came
+///   back at the lease's version after fences had moved the rest on: never fenced again, so
+///   one good replica could not seal. A replica at or past the last lease's version is now a
+///   witness for the seal; and an idle unsealed chunk with a corrupt replica is sealed, so
+///   that the corrupt one can go.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -128,4 +139,6 @@ pub const PINNED: &[(u64, u64)] = &[
     (11060, 10),
     (10648, 10),
     (12216, 10),
+    (30643, 10),
+    (40853, 10),
 ];
