@@ -24,9 +24,9 @@
 //!
 //! `ReportCorrupt` marks the replica corrupt (out of the locations) and answers where good
 //! copies of its blocks may be (`Registry::block_sources`: the chunk's other live replicas,
-//! those not reported corrupt first, each longest first); the server restores its bad blocks in place from them, each
-//! checked against its own stored CRC32C, and reports `repaired`, which counts the replica
-//! again. Meanwhile, up to `RESTORE_GRACE` after the first report of it, the replica is not
+//! those not reported corrupt first, each longest first); the server restores its bad blocks
+//! in place from them, each checked against its own stored CRC32C, and reports `repaired`,
+//! which counts the replica again. Meanwhile, up to `RESTORE_GRACE` after the first report of it, the replica is not
 //! deleted.
 //!
 //! `Stat` of a file adds its health from the registry (`Registry::health`): chunks with fewer

@@ -200,6 +200,7 @@ impl ChunkManager {
                 primary: primary.clone(),
             }))
             .await?;
+        self.last_lease.lock().insert(handle, new_version);
         self.note_unsealed(handle, new_version, behind.iter().map(|(s, l)| (s, *l)));
         let mut holders: Vec<ServerInfo> = at_max.drain(..).map(|(s, _)| s).collect();
         self.note_unsealed(handle, new_version, holders.iter().map(|s| (s, length)));
