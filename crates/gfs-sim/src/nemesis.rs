@@ -240,6 +240,21 @@ fn server(name: &str) -> Option<&'static str> {
     SERVERS.into_iter().find(|s| *s == name)
 }
 
+/// A secondary of `lease` other than `besides` (the one last found lagging), at random.
+fn other_secondary(
+    rng: &mut StdRng,
+    lease: &crate::cues::Lease,
+    besides: Option<&String>,
+) -> Option<&'static str> {
+    let all: Vec<&'static str> = lease
+        .secondaries
+        .iter()
+        .filter(|s| Some(*s) != besides)
+        .filter_map(|s| server(s))
+        .collect();
+    (!all.is_empty()).then(|| all[rng.random_range(0..all.len())])
+}
+
 /// Applies a plan to a running simulation, and strikes at cues.
 pub struct Nemesis {
     plan: Vec<Planned>,
@@ -370,13 +385,7 @@ impl Nemesis {
                 Cue::Measured { handle } => {
                     // Into the change: one the fence reaches (not the one last found lagging).
                     let lagging = self.lagging.get(handle).filter(|_| into_the_change);
-                    let all: Vec<&'static str> = lease
-                        .secondaries
-                        .iter()
-                        .filter(|s| Some(*s) != lagging)
-                        .filter_map(|s| server(s))
-                        .collect();
-                    (!all.is_empty()).then(|| all[self.rng.random_range(0..all.len())])
+                    other_secondary(&mut self.rng, &lease, lagging)
                 }
                 _ => None,
             };
@@ -462,16 +471,9 @@ impl Nemesis {
             return;
         };
         let lagging = self.lagging.get(&handle);
-        let others: Vec<&'static str> = lease
-            .secondaries
-            .iter()
-            .filter(|s| Some(*s) != lagging)
-            .filter_map(|s| server(s))
-            .collect();
-        if others.is_empty() {
+        let Some(other) = other_secondary(&mut self.rng, &lease, lagging) else {
             return;
-        }
-        let other = others[self.rng.random_range(0..others.len())];
+        };
         let fault = Fault::Hold(primary, other);
         let lasts = Duration::from_millis(self.rng.random_range(100..500));
         self.changes += 1;
