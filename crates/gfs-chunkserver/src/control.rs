@@ -89,18 +89,13 @@ impl Control {
     /// table too.
     async fn copy_from(&self, r: &CloneChunkRequest, from: u64) -> Result<u64, Status> {
         let handle = ChunkHandle(r.handle);
-        let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
-        let endpoint = self
-            .net
-            .endpoint(&r.source)
-            .map_err(|e| Status::invalid_argument(format!("source {:?}: {e}", r.source)))?
-            .connect_timeout(Duration::from_secs(5));
-        let channel = self
-            .net
-            .connect_channel(&endpoint)
-            .await
-            .map_err(|e| Status::unavailable(format!("source {}: {e}", r.source)))?;
-        let mut source = ReplicationClient::new(channel).max_decoding_message_size(max_message);
+        let mut source = source_client(
+            &self.net,
+            &r.source,
+            self.store.config().chunk_size,
+            Duration::from_secs(5),
+        )
+        .await?;
         let mut stream = source
             .read_chunk(ReadChunkRequest {
                 handle: r.handle,
@@ -211,6 +206,27 @@ impl Control {
         tracing::info!(%handle, from = info.committed_len, dropped, source = %r.source, "catching up");
         self.copy_from(r, info.committed_len).await
     }
+}
+
+/// A replication-plane client of the peer at `addr` (a copy's or a restore's source), taking
+/// messages of the largest record of a `chunk_size` chunk plus 1 MiB. INVALID_ARGUMENT for a
+/// bad address, UNAVAILABLE when it cannot be reached.
+pub(crate) async fn source_client(
+    net: &gfs_host::Net,
+    addr: &str,
+    chunk_size: u64,
+    connect_timeout: Duration,
+) -> Result<ReplicationClient<tonic::transport::Channel>, Status> {
+    let endpoint = net
+        .endpoint(addr)
+        .map_err(|e| Status::invalid_argument(format!("source {addr:?}: {e}")))?
+        .connect_timeout(connect_timeout);
+    let channel = net
+        .connect_channel(&endpoint)
+        .await
+        .map_err(|e| Status::unavailable(format!("source {addr}: {e}")))?;
+    let max_message = (chunk_size / 4 + (1 << 20)) as usize;
+    Ok(ReplicationClient::new(channel).max_decoding_message_size(max_message))
 }
 
 fn repl_status(e: ReplicationError) -> Status {

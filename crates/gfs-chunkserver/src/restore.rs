@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use gfs_proto::v1::replication_client::ReplicationClient;
 use gfs_proto::v1::{BlockSource, ReadChunkRequest};
 use gfs_storage::{BLOCK_SIZE, ChunkHandle, ChunkStore};
 use gfs_util::collections::HashSet;
@@ -152,18 +151,14 @@ impl Restorer {
         start: u64,
         stop: u64,
     ) -> Result<Bytes, String> {
-        let max_message = (self.store.config().chunk_size / 4 + (1 << 20)) as usize;
-        let endpoint = self
-            .net
-            .endpoint(&src.repl_addr)
-            .map_err(|e| format!("address {:?}: {e}", src.repl_addr))?
-            .connect_timeout(READ_TIMEOUT);
-        let channel = self
-            .net
-            .connect_channel(&endpoint)
-            .await
-            .map_err(|e| format!("connecting: {e}"))?;
-        let mut client = ReplicationClient::new(channel).max_decoding_message_size(max_message);
+        let mut client = crate::control::source_client(
+            &self.net,
+            &src.repl_addr,
+            self.store.config().chunk_size,
+            READ_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.message().to_string())?;
         let mut stream = client
             .read_chunk(ReadChunkRequest {
                 handle: handle.0,
