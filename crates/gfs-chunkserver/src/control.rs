@@ -3,8 +3,13 @@
 //!
 //! `SetVersion` and `DeleteChunk` revoke this server's lease on the chunk first; `SetVersion`
 //! answers the replica's committed length once the new version is durable (the master's fence:
-//! nothing commits at the old version here any more). `ReportChunks` may name the handles it
-//! wants (the master asks for one chunk's length before a lease).
+//! nothing commits at the old version here any more). A `SetVersion` of a chunk this server
+//! does not hold answers NOT_FOUND and is remembered ([`Absent`]): a `CreateChunk` of it at that
+//! version or below, arriving later (a call the master gave up on), is refused, so the answer
+//! stays true for the life of the process and the master may count the server as a witness
+//! that it holds nothing of the chunk. Before the process has registered with its master, and
+//! once the data directory is lost, such a fence answers UNAVAILABLE, never NOT_FOUND. `ReportChunks` may name the handles it wants (the master asks
+//! for one chunk's length before a lease).
 //!
 //! `CloneChunk` copies a chunk from a peer: it creates the replica, reads the source's
 //! `ReadChunk` stream (one message per committed append, checked against the source's CRCs by
@@ -21,6 +26,7 @@
 //! a burst of one second's worth; 0: no cap).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gfs_proto::v1::chunk_control_server::ChunkControl;
@@ -32,7 +38,8 @@ use gfs_proto::v1::{
     SetVersionRequest,
 };
 use gfs_replication::{Coordinator, ReplicationError, status};
-use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest};
+use gfs_storage::{ChunkHandle, ChunkStore, OpId, StageRequest, StorageError};
+use gfs_util::collections::HashMap;
 use gfs_util::time::from_unix_ms;
 
 use crate::throttle::Throttle;
@@ -40,6 +47,40 @@ use tonic::{Request, Response, Status};
 
 /// Commits of one clone in flight at once (each waits for its group commit).
 const CLONE_WINDOW: usize = 64;
+
+/// Chunks a fence found absent that [`Absent`] remembers; the oldest is dropped past it.
+const ABSENT_MAX: usize = 1 << 16;
+
+/// Chunks a `SetVersion` found absent here, with the highest version it carried: none of them
+/// is created at or below that version while the process lives.
+#[derive(Default)]
+struct Absent {
+    fenced: HashMap<ChunkHandle, u64>,
+    order: std::collections::VecDeque<ChunkHandle>,
+}
+
+impl Absent {
+    /// Notes that `handle` was absent when fenced at `version`.
+    fn note(&mut self, handle: ChunkHandle, version: u64) {
+        match self.fenced.get_mut(&handle) {
+            Some(v) => *v = (*v).max(version),
+            None => {
+                if self.order.len() >= ABSENT_MAX
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.fenced.remove(&old);
+                }
+                self.fenced.insert(handle, version);
+                self.order.push_back(handle);
+            }
+        }
+    }
+
+    /// The version `handle` was fenced at while absent, if it was.
+    fn fenced_at(&self, handle: ChunkHandle) -> Option<u64> {
+        self.fenced.get(&handle).copied()
+    }
+}
 
 /// The `ChunkControl` service of one chunkserver.
 pub struct Control {
@@ -51,6 +92,13 @@ pub struct Control {
     replicated: Option<prometheus_client::metrics::counter::Counter>,
     /// The network copies connect over.
     net: gfs_host::Net,
+    /// Chunks fenced while absent; under this lock a creation checks it and runs, and a fence
+    /// that found its chunk absent looks again and notes it.
+    absent: tokio::sync::Mutex<Absent>,
+    /// Set once this process has registered with the master (None: no master). Before, a
+    /// fence of an absent chunk is not answered NOT_FOUND: the master still knows the server
+    /// by an earlier process, which may have held the chunk on a disk since wiped.
+    registered: Option<Arc<AtomicBool>>,
 }
 
 impl Control {
@@ -63,12 +111,21 @@ impl Control {
             clone_rate: Throttle::new(clone_rate),
             replicated: None,
             net: gfs_host::Net::os(),
+            absent: tokio::sync::Mutex::default(),
+            registered: None,
         }
     }
 
     /// Connects copies over `net` (the operating system's by default).
     pub fn with_net(mut self, net: gfs_host::Net) -> Control {
         self.net = net;
+        self
+    }
+
+    /// Answers no fence NOT_FOUND until `registered` is set (by the first registration of
+    /// this process with the master).
+    pub fn after_registration(mut self, registered: Arc<AtomicBool>) -> Control {
+        self.registered = Some(registered);
         self
     }
 
@@ -244,10 +301,19 @@ impl ChunkControl for Control {
         request: Request<CreateChunkRequest>,
     ) -> Result<Response<CreateChunkReply>, Status> {
         let r = request.into_inner();
-        self.store
-            .create(ChunkHandle(r.handle), r.version)
-            .await
-            .map_err(status)?;
+        let handle = ChunkHandle(r.handle);
+        {
+            let absent = self.absent.lock().await;
+            if let Some(fenced) = absent.fenced_at(handle).filter(|v| r.version <= *v) {
+                tracing::warn!(%handle, version = r.version, fenced, "a creation below a fence that found the chunk absent is refused");
+                return Err(Status::failed_precondition(format!(
+                    "chunk {handle} was fenced at version {fenced} while absent here: \
+                     not created at version {}",
+                    r.version
+                )));
+            }
+            self.store.create(handle, r.version).await.map_err(status)?;
+        }
         tracing::info!(handle = r.handle, version = r.version, "chunk created");
         if gfs_replication::failpoint_fires("create-reply-lost") {
             // Fault injection: the chunk is created (durably), but the master hears a
@@ -294,10 +360,33 @@ impl ChunkControl for Control {
             return Err(Status::unavailable("failpoint: SetVersion failed"));
         }
         self.coordinator.revoke(handle);
-        self.store
-            .set_version(handle, r.version)
-            .await
-            .map_err(status)?;
+        let set = match self.store.set_version(handle, r.version).await {
+            Err(StorageError::NotFound(_)) => {
+                // Looked at again under the creation lock: a creation that ran meanwhile takes
+                // the version; otherwise none will below it.
+                let mut absent = self.absent.lock().await;
+                if self
+                    .registered
+                    .as_ref()
+                    .is_some_and(|r| !r.load(Ordering::Acquire))
+                {
+                    return Err(Status::unavailable(format!(
+                        "chunk {handle} is not here, and this server has not registered with \
+                         the master yet"
+                    )));
+                }
+                if self.store.info(handle).is_ok() {
+                    drop(absent);
+                    self.store.set_version(handle, r.version).await
+                } else {
+                    absent.note(handle, r.version);
+                    tracing::info!(%handle, version = r.version, "fenced while absent: never created here below this version");
+                    Err(StorageError::NotFound(handle))
+                }
+            }
+            other => other,
+        };
+        set.map_err(status)?;
         let info = self.store.info(handle).map_err(status)?;
         // We held a lease on this chunk at a version it has now left (ended by this call, or
         // earlier: given up on a failed disk, run out, or by a fence whose answer was lost):
@@ -416,4 +505,95 @@ fn lagging_report(coordinator: &Coordinator) -> Vec<LaggingReplica> {
             address,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A control service over a fresh store in `dir` (1 MiB chunks).
+    fn control_in(dir: &std::path::Path) -> Control {
+        let store = Arc::new(
+            ChunkStore::open(
+                dir,
+                gfs_storage::StoreConfig {
+                    chunk_size: 1 << 20,
+                    ..gfs_storage::StoreConfig::default()
+                },
+            )
+            .unwrap(),
+        );
+        let coordinator = Arc::new(Coordinator::new(
+            Arc::clone(&store),
+            Arc::new(gfs_replication::Peers::new(
+                gfs_replication::PeerConfig::default(),
+            )),
+            gfs_replication::CoordinatorConfig::for_chunk_size(1 << 20),
+        ));
+        Control::new(store, coordinator, 0)
+    }
+
+    async fn fence(c: &Control, handle: u64, version: u64) -> Result<u64, Status> {
+        c.set_version(Request::new(SetVersionRequest { handle, version }))
+            .await
+            .map(|r| r.into_inner().committed_length)
+    }
+
+    async fn create(c: &Control, handle: u64, version: u64) -> Result<(), Status> {
+        c.create_chunk(Request::new(CreateChunkRequest { handle, version }))
+            .await
+            .map(|_| ())
+    }
+
+    /// A fence of a chunk this server does not hold answers NOT_FOUND, and a creation of it at
+    /// or below the fence's version arriving afterwards (a call the master gave up on) is
+    /// refused: the server never holds the chunk where the fenced versions were in force.
+    #[tokio::test]
+    async fn a_creation_after_a_fence_that_found_the_chunk_absent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = control_in(dir.path());
+        let e = fence(&c, 7, 3).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+        for version in [1, 3] {
+            let e = create(&c, 7, version).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+        }
+        assert!(c.store.info(ChunkHandle(7)).is_err());
+        // Other chunks, and this one past the fence, are created as before.
+        create(&c, 8, 1).await.unwrap();
+        create(&c, 7, 4).await.unwrap();
+        assert_eq!(fence(&c, 7, 5).await.unwrap(), 0);
+    }
+
+    /// Before this process has registered with its master, a fence of an absent chunk answers
+    /// UNAVAILABLE: the master knows the server by an earlier process, which may have held it.
+    #[tokio::test]
+    async fn a_fence_before_the_first_registration_is_not_answered_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let registered = Arc::new(AtomicBool::new(false));
+        let c = control_in(dir.path()).after_registration(Arc::clone(&registered));
+        let e = fence(&c, 7, 2).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+        create(&c, 7, 1).await.unwrap();
+        registered.store(true, Ordering::Release);
+        let e = fence(&c, 8, 2).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    }
+
+    /// Once the data directory is lost, a fence answers UNAVAILABLE, not NOT_FOUND: the
+    /// replicas that were here are lost, not never held.
+    #[tokio::test]
+    async fn a_fence_on_a_lost_disk_is_not_answered_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = control_in(dir.path());
+        create(&c, 7, 1).await.unwrap();
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        assert!(c.store.check_disk().is_err());
+        for handle in [7, 8] {
+            let e = fence(&c, handle, 2).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+        }
+    }
 }

@@ -157,6 +157,8 @@ pub fn storage_to_data(e: StorageError) -> DataError {
         // This disk is full now: space may come back (deletes, the collector), and the next
         // lease may go to another server; the client retries, with the same op id.
         e @ StorageError::DiskFull { .. } => DataError::Unavailable(e.to_string()),
+        // This server lost its replicas: others hold them.
+        e @ StorageError::DiskLost(_) => DataError::Unavailable(e.to_string()),
         other => DataError::Internal(other.to_string()),
     }
 }

@@ -225,6 +225,8 @@ impl ChunkServer {
         let gate = master
             .as_ref()
             .map(|_| Arc::new(TokenGate::new(host.clock.clone())));
+        // Set by the first registration with the master (at once without one).
+        let registered = Arc::new(std::sync::atomic::AtomicBool::new(master.is_none()));
         if gate.is_none() {
             tracing::warn!("no master: data-plane requests are served without chunk tokens");
         }
@@ -272,7 +274,8 @@ impl ChunkServer {
                 cfg.replication.clone_rate.bytes(),
             )
             .with_net(host.net.clone())
-            .count_replicated(metrics.replicated.clone()),
+            .count_replicated(metrics.replicated.clone())
+            .after_registration(Arc::clone(&registered)),
         );
         let rpc = gfs_telemetry::RpcLayer::new(metrics.rpc.clone());
         let token = shutdown.clone();
@@ -304,7 +307,7 @@ impl ChunkServer {
                 (data_addr, repl_addr),
                 Arc::clone(&store),
                 Arc::clone(&coordinator),
-                gate.clone(),
+                (gate.clone(), Arc::clone(&registered)),
                 shutdown.clone(),
             );
             // A cluster-wide value that differs from the master's stops the server.
@@ -536,7 +539,8 @@ fn corrupt_reporter(
 
 /// Registers with the master, then heartbeats with the full chunk report until shutdown, each
 /// report in pieces of at most `report_piece_bytes` (`gfs_proto::report`); registers again
-/// when the master asks (it restarted) and keeps trying while it is away. Ends with
+/// when the master asks (it restarted) and keeps trying while it is away. The first
+/// registration keys the token gate and sets `registered_once`. Ends with
 /// [`ChunkserverError::ClusterMismatch`] when a registration finds the master's chunk size or
 /// quorum different from this server's.
 async fn heartbeat_loop(
@@ -545,7 +549,7 @@ async fn heartbeat_loop(
     (data_addr, repl_addr): (SocketAddr, SocketAddr),
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
-    gate: Option<Arc<TokenGate>>,
+    (gate, registered_once): (Option<Arc<TokenGate>>, Arc<std::sync::atomic::AtomicBool>),
     shutdown: CancellationToken,
 ) -> Result<()> {
     use gfs_proto::v1::master_control_client::MasterControlClient;
@@ -616,6 +620,7 @@ async fn heartbeat_loop(
                         (Some(_), None) => {}
                     }
                     registered = true;
+                    registered_once.store(true, std::sync::atomic::Ordering::Release);
                     interval = std::time::Duration::from_millis(r.heartbeat_interval_ms.max(50));
                     tracing::info!(master = %cfg.master, "registered with the master");
                 }

@@ -105,7 +105,7 @@ pub fn status(e: StorageError) -> Status {
         StorageError::ChecksumMismatch { .. } => Status::data_loss(msg),
         StorageError::Timeout(_) => Status::deadline_exceeded(msg),
         StorageError::InvalidConfig(_) => Status::invalid_argument(msg),
-        StorageError::Closed => Status::unavailable(msg),
+        StorageError::Closed | StorageError::DiskLost(_) => Status::unavailable(msg),
         _ => Status::internal(msg),
     }
 }

@@ -181,10 +181,11 @@ impl Job {
 }
 
 impl Inner {
-    /// The chunk, or `NotFound`.
+    /// The chunk, or `NotFound`; `DiskLost` once the data directory is found lost (not
+    /// `NotFound`: a replica this store lost is not one it never held).
     pub(crate) fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>> {
         if self.lost.load(Ordering::Acquire) {
-            return Err(StorageError::NotFound(handle));
+            return Err(StorageError::DiskLost(self.dir.clone()));
         }
         self.chunks
             .read()

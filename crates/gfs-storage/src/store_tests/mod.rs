@@ -368,6 +368,29 @@ async fn create_delete_list() {
     assert_eq!(s.list().len(), 1);
 }
 
+/// Once its data directory is found gone, the store answers `DiskLost` for every chunk, held
+/// or not, never `NotFound`: a replica it lost is not one it never held (the master counts a
+/// member that never held a chunk as a witness that it holds nothing of it).
+#[tokio::test]
+async fn a_lost_disk_answers_disk_lost_not_not_found() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    assert!(matches!(
+        s.info(ChunkHandle(9)),
+        Err(StorageError::NotFound(_))
+    ));
+    fs::remove_dir_all(d.path()).unwrap();
+    assert!(matches!(s.check_disk(), Err(StorageError::DiskLost(_))));
+    for h in [H, ChunkHandle(9)] {
+        assert!(matches!(s.info(h), Err(StorageError::DiskLost(_))), "{h}");
+        assert!(matches!(
+            s.set_version(h, 5).await,
+            Err(StorageError::DiskLost(_))
+        ));
+    }
+    assert!(s.list().is_empty());
+}
+
 /// What a primary told of the quorum's prefix holds for its version only and only moves up;
 /// before any word, a new replica vouches for nothing and a version change for what was known
 /// before it (seed 268: not its own length); after a reopen nothing is known (seeds 423 and 426 of the
