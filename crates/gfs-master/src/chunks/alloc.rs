@@ -338,6 +338,10 @@ impl ChunkManager {
             logged?;
             if !in_doubt.is_empty() {
                 tracing::warn!(%handle, servers = ?ids, "creation failed, yet may have worked: those servers are secondaries of the first lease");
+                let mut reg = self.registry.lock();
+                for s in &in_doubt {
+                    reg.note_uncreated(&s.id, handle);
+                }
             }
             tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
             let mut members = created;

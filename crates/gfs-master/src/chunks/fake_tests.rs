@@ -1055,3 +1055,57 @@ async fn an_idle_unsealed_chunk_with_a_corrupt_replica_is_sealed_so_that_it_can_
     };
     assert_eq!(c.m.to_delete("a", &[rotten]).await.unwrap().len(), 1);
 }
+
+/// Seed 13798 of the simulator: a chunk made on two servers (the third's creation failed, with
+/// no fourth to take its place); its primary committed a tail alone, restarted (so it gives no
+/// word) and rotted, and the other replica is empty. The third, fenced with the others, answers
+/// that it holds no replica, and it never did: every acknowledged append is on a quorum of the
+/// lease's members, so on the empty replica, and the chunk is sealed there. Not when the third
+/// registered again since its creation failed, nor once it lost its disk: it may have held the
+/// chunk and lost it.
+#[tokio::test]
+async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_the_seal() {
+    for case in ["never held", "registered again", "disk lost"] {
+        let c = cluster_leasing(
+            &["a", "b", "c"],
+            &[
+                ("a", sealed_held(1, 100)),
+                ("b", sealed_held(1, 100)),
+                ("c", sealed_held(1, 100)),
+            ],
+            Some(100),
+            SHORT_LEASE,
+        )
+        .await;
+        c.fake.fail("c", Call::Create);
+        let lease = c.m.append_chunk("/f").await.unwrap();
+        let h = lease.handle;
+        let primary = lease.primary.unwrap().id;
+        let other = if primary == "a" { "b" } else { "a" };
+        assert!(c.fake.replica("c", h).is_none());
+        let version = c.fake.replica(&primary, h).unwrap().version;
+        c.fake.hold(&primary, h, held(version, 100));
+        c.fake.rot(&primary, h);
+        c.registry.lock().mark_corrupt(&primary, h);
+        match case {
+            "registered again" => c.registry.lock().register(info("c"), Instant::now()),
+            "disk lost" => {
+                c.registry
+                    .lock()
+                    .heartbeat_with("c", 0, Vec::new(), true, Instant::now());
+            }
+            _ => {}
+        }
+        c.m.note_unvouched([h]);
+        tokio::time::sleep(SHORT_LEASE * 2).await;
+        c.m.settle().await;
+        if case == "never held" {
+            assert!(c.fake.calls("c", Call::SetVersion) > 0);
+            assert_eq!(c.logged(h).await.sealed_length, Some(0), "{case}");
+            assert!(c.fake.replica(other, h).unwrap().sealed, "{case}");
+            assert_eq!(c.current(h).await, vec![(other.to_string(), 0)], "{case}");
+        } else {
+            assert_eq!(c.logged(h).await.sealed_length, None, "{case}");
+        }
+    }
+}

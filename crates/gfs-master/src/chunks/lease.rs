@@ -177,6 +177,7 @@ impl ChunkManager {
         let super::version::Fence {
             version: new_version,
             replicas: bumped,
+            ..
         } = self.fence(handle, version, replicas).await?;
         // Only replicas at the longest length continue; shorter ones catch up from one of
         // them at the new version, or are left out of the lease (I1, I2). The primary is the

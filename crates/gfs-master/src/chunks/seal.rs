@@ -56,6 +56,7 @@ impl ChunkManager {
         self.unsettled.lock().remove(&handle);
         self.forget_word(handle);
         self.last_lease.lock().remove(&handle);
+        self.registry.lock().forget_uncreated(handle);
         tracing::info!(%handle, length, "chunk sealed");
         Ok(())
     }
@@ -182,7 +183,10 @@ impl ChunkManager {
     /// append is on a quorum, so on one of them); catches up those behind; logs the version and
     /// the seal; then seals the replicas there, so clients resolving an earlier attempt get a
     /// final answer from them. Live replicas at a version between the chunk's last lease and
-    /// `version` are fenced with `live` (`witnesses_behind`). Returns the sealed length.
+    /// `version` are fenced with `live` (`witnesses_behind`), and so are servers whose creation
+    /// of the chunk failed: one that answers it holds no replica and never did
+    /// (`Registry::never_held`) witnesses that no append was acknowledged with it. Returns the
+    /// sealed length.
     pub(super) async fn fence_and_seal(
         &self,
         handle: u64,
@@ -197,10 +201,27 @@ impl ChunkManager {
                 live.push(s);
             }
         }
+        let uncreated = self.registry.lock().uncreated(handle);
+        for s in uncreated {
+            if !live.iter().any(|l| l.id == s.id) {
+                live.push(s);
+            }
+        }
         let Fence {
             version: new_version,
             replicas: fenced,
+            absent,
         } = self.fence(handle, version, live).await?;
+        // Members of the chunk's first lease that never held it (their creation failed, and
+        // the fence found nothing there): every acknowledged append is on a quorum of members,
+        // so on the others.
+        let never_held = {
+            let reg = self.registry.lock();
+            absent
+                .iter()
+                .filter(|s| reg.never_held(&s.id, handle))
+                .count()
+        };
         // The word of the chunk's last primary, heard at this fence or an earlier one, bounds
         // what was acknowledged (below).
         let primary_led = self.acknowledged_up_to(handle);
@@ -226,8 +247,12 @@ impl ChunkManager {
                 // within what a good replica holds (seed 9663 of the simulator: a put's bytes
                 // on the rotten primary alone, the one good replica empty, the third never
                 // created). What only the corrupt ones hold past that was never acknowledged.
+                // A member that never held the chunk counts with the good ones (seed 13798: the
+                // primary's tail alone on its rotten replica, the one other replica empty, the
+                // third never created, the primary restarted and without a word).
                 let vouched = primary_led.is_some_and(|b| good_length.is_some_and(|g| g >= b));
-                if good.len() < self.cfg.quorum && !vouched {
+                let witnesses = good.len() + if good.is_empty() { 0 } else { never_held };
+                if witnesses < self.cfg.quorum && !vouched {
                     return Err(unavailable(format!(
                         "chunk {handle}: its longest length {} is only on replicas that failed \
                          their checksums, and too few good ones answered; waiting for another \
@@ -235,7 +260,7 @@ impl ChunkManager {
                         longest.length
                     )));
                 }
-                tracing::warn!(%handle, corrupt_length = longest.length, good = good.len(), acknowledged_up_to = ?primary_led, "the longest replicas failed their checksums: sealing at the good replicas' longest length");
+                tracing::warn!(%handle, corrupt_length = longest.length, good = good.len(), never_held, acknowledged_up_to = ?primary_led, "the longest replicas failed their checksums: sealing at the good replicas' longest length");
                 longest = Longest::of(good);
             }
             let mut holders = longest.holders.clone();

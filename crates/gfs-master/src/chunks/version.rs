@@ -4,7 +4,7 @@
 //! (`lineage`), and a bump the log missed adopted from a quorum's reports (`adopt_reports`).
 //! The rules are in the `lease` module's doc.
 
-use super::control::Fenced;
+use super::control::{ControlError, Fenced};
 use super::*;
 use crate::error::{MasterError, Result};
 use crate::record::{Op, SetVersionOp};
@@ -50,11 +50,12 @@ pub(super) struct Led {
     pub(super) bound: u64,
 }
 
-/// The outcome of a fence: the new version and the replicas that took it with their committed
-/// lengths.
+/// The outcome of a fence: the new version, the replicas that took it with their committed
+/// lengths, and the servers that answered they hold no replica of the chunk.
 pub(super) struct Fence {
     pub(super) version: u64,
     pub(super) replicas: Vec<(ServerInfo, u64)>,
+    pub(super) absent: Vec<ServerInfo>,
 }
 
 impl ChunkManager {
@@ -110,6 +111,7 @@ impl ChunkManager {
         let Fence {
             version: new_version,
             replicas: fenced,
+            ..
         } = self.fence(handle, top, asked).await?;
         self.log_unleased_version(handle, new_version).await?;
         // Corrupt ones keep their mark, at the new version (`Registry::note_replica`).
@@ -148,19 +150,21 @@ impl ChunkManager {
         self.note_last_lease(handle).await;
         tracing::debug!(%handle, version = new_version, replicas = replicas.len(), "fencing the replicas");
         let asks = replicas.into_iter().map(|s| async move {
-            match self.control.set_version(&s, handle, new_version).await {
-                Ok(f) => Some((s, f)),
-                Err(e) => {
-                    tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
-                    None
-                }
-            }
+            let r = self.control.set_version(&s, handle, new_version).await;
+            (s, r)
         });
-        let answers: Vec<(ServerInfo, Fenced)> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut answers: Vec<(ServerInfo, Fenced)> = Vec::new();
+        let mut absent = Vec::new();
+        for (s, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(f) => answers.push((s, f)),
+                Err(ControlError::NotFound(e)) => {
+                    tracing::info!(%handle, server = %s.id, error = %e, "the fenced server holds no replica");
+                    absent.push(s);
+                }
+                Err(e) => tracing::warn!(server = %s.id, error = %e, "chunkserver call failed"),
+            }
+        }
         self.keep_word(handle, &answers).await;
         let fenced: Vec<(ServerInfo, u64)> =
             answers.into_iter().map(|(s, f)| (s, f.length)).collect();
@@ -175,6 +179,7 @@ impl ChunkManager {
         Ok(Fence {
             version: new_version,
             replicas: fenced,
+            absent,
         })
     }
 

@@ -162,6 +162,9 @@ struct Server {
     /// the chunk report: the server may have taken that pass before the replica existed, so
     /// the pass does not drop them; the next one decides.
     noted: ChunkSet,
+    /// Chunks whose creation here failed during this registration, named by no report or
+    /// note since ([`Registry::never_held`]).
+    uncreated: ChunkSet,
 }
 
 /// How many live servers hold a chunk's replicas, by state.
@@ -320,6 +323,8 @@ impl Registry {
                 // A restarted server's restores died with it.
                 restoring: HashMap::default(),
                 noted: ChunkSet::default(),
+                // What a new registration never held, it may have held before.
+                uncreated: ChunkSet::default(),
                 disk_lost: false,
                 draining,
             },
@@ -405,6 +410,7 @@ impl Registry {
             if let Some(p) = &mut s.pass {
                 p.seen.insert(r.handle);
             }
+            s.uncreated.remove(&r.handle);
             match s.corrupt.get_mut(&r.handle) {
                 Some(v) => *v = r,
                 None => {
@@ -573,6 +579,7 @@ impl Registry {
     /// Records a replica the master itself just created or bumped, before the server reports it.
     pub fn note_replica(&mut self, id: &str, r: Replica) {
         if let Some(s) = self.servers.get_mut(id) {
+            s.uncreated.remove(&r.handle);
             if let Some(v) = s.corrupt.get_mut(&r.handle) {
                 // Fenced with the others, still corrupt: it stays out.
                 *v = r;
@@ -580,6 +587,43 @@ impl Registry {
             }
             s.noted.insert(r.handle);
             s.replicas.insert(r.handle, r);
+        }
+    }
+
+    /// Notes that creating `handle` on `id` failed, unless `id` already named a replica of
+    /// it (the creation may have worked all the same: a report or a note naming it ends this).
+    pub fn note_uncreated(&mut self, id: &str, handle: u64) {
+        if let Some(s) = self.servers.get_mut(id)
+            && !s.replicas.contains_key(&handle)
+            && !s.corrupt.contains_key(&handle)
+        {
+            s.uncreated.insert(handle);
+        }
+    }
+
+    /// Whether `id` is live, has not lost its disk, failed to create `handle` during its
+    /// current registration and has named no replica of it since: if it now answers that it
+    /// holds none, it never held one (a chunkserver's lost disk answers otherwise, and the
+    /// master deletes only replicas it was told of).
+    pub fn never_held(&self, id: &str, handle: u64) -> bool {
+        self.servers
+            .get(id)
+            .is_some_and(|s| s.alive && !s.disk_lost && s.uncreated.contains(&handle))
+    }
+
+    /// The servers for which [`Registry::never_held`] holds of `handle` if they say so.
+    pub fn uncreated(&self, handle: u64) -> Vec<ServerInfo> {
+        self.servers
+            .iter()
+            .filter(|(id, _)| self.never_held(id, handle))
+            .map(|(_, s)| s.info.clone())
+            .collect()
+    }
+
+    /// Forgets the failed creations of `handle` (it is sealed: no witness is needed).
+    pub fn forget_uncreated(&mut self, handle: u64) {
+        for s in self.servers.values_mut() {
+            s.uncreated.remove(&handle);
         }
     }
 
