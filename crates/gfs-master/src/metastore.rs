@@ -46,7 +46,7 @@ use std::thread::JoinHandle;
 
 use gfs_util::crashsafe::{self, PathError};
 use gfs_util::disk::{Disk, DiskFile, Open, OsDisk};
-use gfs_util::framed::{self, ANY_LEN, FrameAt};
+use gfs_util::framed::{self, ANY_LEN, FrameAt, Magic};
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
@@ -116,14 +116,14 @@ enum Driver {
 /// Hears how long each group commit of the operation log took (write and fsync).
 pub type LogFsyncObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
-fn io(path: &Path, source: std::io::Error) -> MasterError {
+pub(crate) fn io(path: &Path, source: std::io::Error) -> MasterError {
     MasterError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> MasterError {
+pub(crate) fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> MasterError {
     MasterError::CorruptLog {
         file: file.to_path_buf(),
         offset,
@@ -140,7 +140,7 @@ fn checkpoint_name(seq: u64) -> String {
 }
 
 /// The error of a crash-safe file step (`gfs_util::crashsafe`), on its path.
-fn fs_error(e: PathError) -> MasterError {
+pub(crate) fn fs_error(e: PathError) -> MasterError {
     MasterError::Io {
         path: e.path,
         source: e.source,
@@ -149,7 +149,7 @@ fn fs_error(e: PathError) -> MasterError {
 
 /// Replaces `path` with `bytes` durably: written aside (`<name>.tmp`), fsynced, renamed, and the
 /// directory fsynced.
-fn write_aside(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_aside(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<()> {
     crashsafe::replace(disk, path, bytes).map_err(fs_error)
 }
 
@@ -162,7 +162,7 @@ fn new_segment(disk: &dyn Disk, dir: &Path, start: u64) -> Result<(Arc<dyn DiskF
 }
 
 /// Files of the directory with a numeric suffix after `prefix`, sorted by that number.
-fn numbered(disk: &dyn Disk, dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn numbered(disk: &dyn Disk, dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for e in disk.read_dir(dir).map_err(|e| io(dir, e))? {
         let Some(name) = e.name() else { continue };
@@ -172,6 +172,59 @@ fn numbered(disk: &dyn Disk, dir: &Path, prefix: &str) -> Result<Vec<(u64, PathB
     }
     out.sort();
     Ok(out)
+}
+
+/// A segment's bytes, and each frame's offset and payload range in them.
+pub(crate) type SegmentFrames = (Vec<u8>, Vec<(usize, std::ops::Range<usize>)>);
+
+/// The bytes of log segment `path` (headed by `magic`) and its frames' payloads in order, each
+/// with its offset. A torn tail of the newest segment (`newest`) is cut, with a warning, and so
+/// is a header cut short; damage anywhere else is an error naming the file and offset.
+pub(crate) fn segment_frames(
+    disk: &dyn Disk,
+    path: &Path,
+    magic: &Magic,
+    newest: bool,
+) -> Result<SegmentFrames> {
+    let mut bytes = disk.read(path).map_err(|e| io(path, e))?;
+    if newest && bytes.len() < magic.len() && magic.starts_with(&bytes) {
+        // The newest segment cut inside its header: no records; restore the header so
+        // appends land after it.
+        tracing::warn!(file = %path.display(), "log segment cut inside its header");
+        write_aside(disk, path, magic)?;
+        bytes = magic.to_vec();
+    }
+    if !bytes.starts_with(magic) {
+        let name = String::from_utf8_lossy(magic);
+        return Err(corrupt(path, 0, format!("not a {name} log segment")));
+    }
+    let mut frames = Vec::new();
+    let mut pos = magic.len();
+    loop {
+        match framed::frame_at(&bytes, pos, ANY_LEN) {
+            FrameAt::End => break,
+            FrameAt::Ok(p, next) => {
+                frames.push((pos, next - p.len()..next));
+                pos = next;
+            }
+            FrameAt::Bad { next } => {
+                let more = next.is_some_and(|n| {
+                    matches!(framed::frame_at(&bytes, n, ANY_LEN), FrameAt::Ok(..))
+                });
+                if newest && !more {
+                    tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
+                    let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
+                    f.set_len(pos as u64)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| io(path, e))?;
+                    bytes.truncate(pos);
+                    break;
+                }
+                return Err(corrupt(path, pos as u64, "damaged record inside the log"));
+            }
+        }
+    }
+    Ok((bytes, frames))
 }
 
 struct Recovered {
@@ -215,38 +268,9 @@ fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered> {
     let mut last_seq = base;
     let count = segments.len();
     for (i, (_, path)) in segments.iter().enumerate() {
-        let mut bytes = disk.read(path).map_err(|e| io(path, e))?;
-        if i + 1 == count && bytes.len() < LOG_MAGIC.len() && LOG_MAGIC.starts_with(&bytes) {
-            // The newest segment cut inside its header: no records; restore the header so
-            // appends land after it.
-            tracing::warn!(file = %path.display(), "log segment cut inside its header");
-            write_aside(disk, path, LOG_MAGIC)?;
-            bytes = LOG_MAGIC.to_vec();
-        }
-        if !bytes.starts_with(LOG_MAGIC) {
-            return Err(corrupt(path, 0, "not a GFSMLOG1 log segment"));
-        }
-        let mut pos = LOG_MAGIC.len();
-        loop {
-            let (payload, next) = match framed::frame_at(&bytes, pos, ANY_LEN) {
-                FrameAt::End => break,
-                FrameAt::Ok(p, next) => (p, next),
-                FrameAt::Bad { next } => {
-                    let more = next.is_some_and(|n| {
-                        matches!(framed::frame_at(&bytes, n, ANY_LEN), FrameAt::Ok(..))
-                    });
-                    if i + 1 == count && !more {
-                        tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
-                        let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
-                        f.set_len(pos as u64)
-                            .and_then(|_| f.sync_all())
-                            .map_err(|e| io(path, e))?;
-                        break;
-                    }
-                    return Err(corrupt(path, pos as u64, "damaged record inside the log"));
-                }
-            };
-            let rec = LogRecord::decode(payload)
+        let (bytes, frames) = segment_frames(disk, path, LOG_MAGIC, i + 1 == count)?;
+        for (pos, range) in frames {
+            let rec = LogRecord::decode(&bytes[range])
                 .map_err(|e| corrupt(path, pos as u64, format!("undecodable record: {e}")))?;
             if rec.seq > base {
                 if rec.seq != last_seq + 1 {
@@ -268,7 +292,6 @@ fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered> {
                 })?;
                 last_seq = rec.seq;
             }
-            pos = next;
         }
     }
     let (segment, segment_path) = match segments.last() {
