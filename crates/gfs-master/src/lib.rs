@@ -26,6 +26,7 @@ mod metastore;
 mod metrics;
 mod namespace;
 pub mod path;
+pub mod raft;
 pub mod record;
 mod registry;
 pub mod report;
