@@ -452,6 +452,7 @@ pub fn allowed(path: &str) -> &'static [Role] {
         ("gfs.v1.Admin", _) => &[Role::Admin],
         ("gfs.v1.ChunkControl", _) => &[Role::Master],
         ("gfs.v1.Replication", _) => &[Role::Chunkserver, Role::Master],
+        ("gfs.v1.MasterRaft", _) => &[Role::Master],
         _ => &[],
     }
 }

@@ -24,6 +24,8 @@
 //!   and quorum go one way, the master's come back, and a mismatch refuses), `Heartbeat` (with
 //!   `writing` and `disk_lost`), `ReportCorrupt`.
 //! - `Admin` (operators): `Report`, `Fsck`, `Decommission`.
+//! - `MasterRaft` (master to master): openraft's `AppendEntries`, `Vote` and
+//!   `InstallSnapshot`, entries and snapshot metadata in the master's own log encoding.
 //!
 //! Field numbers are the wire format: never reuse one, reserve removed ones.
 //!

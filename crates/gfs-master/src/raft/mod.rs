@@ -32,13 +32,17 @@ use std::io::Cursor;
 use crate::error::MasterError;
 use crate::record::Op;
 
+#[cfg(test)]
+mod cluster_tests;
 pub mod codec;
 mod log;
+mod network;
 mod sm;
 #[cfg(test)]
 mod tests;
 
 pub use log::LogStore;
+pub use network::{Peer, RaftNet, RaftService};
 pub use sm::StateMachine;
 
 /// A mutation proposed to the replicated log: one operation on the namespace or chunk map.

@@ -1,0 +1,226 @@
+//! Three masters' Raft over real gRPC on loopback: election, replication, refusals, failover
+//! when the leader stops, and a master that was away catching up by snapshot.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gfs_proto::v1::master_raft_server::MasterRaftServer;
+use gfs_util::disk::OsDisk;
+use openraft::{Config, Raft, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::record::PathOp;
+
+/// One master: its Raft, its state machine, and the server serving its RPCs.
+struct Member {
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+}
+
+fn config() -> Arc<Config> {
+    Arc::new(
+        Config {
+            cluster_name: "gfs-test".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            // A snapshot every 40 entries, and the log before it purged at once: a master
+            // that was away past it can only catch up by snapshot.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+async fn start(id: u64, dir: &std::path::Path, addr: &str) -> Member {
+    let log = LogStore::open_on(OsDisk::shared(), dir).unwrap();
+    let sm = StateMachine::open_on(OsDisk::shared(), dir).unwrap();
+    let raft = Raft::new(
+        id,
+        config(),
+        RaftNet::new(gfs_host::Net::os()),
+        log,
+        sm.clone(),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let service = MasterRaftServer::new(RaftService::new(raft.clone()))
+        .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+        .max_encoding_message_size(gfs_proto::MAX_MESSAGE);
+    let served = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                token.cancelled(),
+            )
+            .await;
+    });
+    Member {
+        raft,
+        sm,
+        stop,
+        served,
+    }
+}
+
+impl Member {
+    async fn stop(self) {
+        self.raft.shutdown().await.unwrap();
+        self.stop.cancel();
+        let _ = self.served.await;
+    }
+}
+
+fn mkdir(path: String) -> Proposal {
+    Proposal {
+        op: Op::Mkdir(PathOp { path, mtime_ms: 0 }),
+    }
+}
+
+/// The leader as `members` see it, once one is elected (within 10 s).
+async fn leader(members: &BTreeMap<u64, Member>) -> u64 {
+    for _ in 0..200 {
+        for m in members.values() {
+            if let Some(l) = m.raft.metrics().borrow().current_leader
+                && members.contains_key(&l)
+            {
+                return l;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader elected within 10 s");
+}
+
+/// Every name under `/` on `m`, sorted.
+fn names(m: &Member) -> Vec<String> {
+    let mut names: Vec<String> =
+        m.sm.read(|ns| ns.list("/").unwrap())
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+    names.sort();
+    names
+}
+
+/// Waits until every member has applied `index` (within 10 s).
+async fn applied(members: &BTreeMap<u64, Member>, index: u64) {
+    for m in members.values() {
+        m.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(index), "applied")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Free ports, taken and released: the masters bind them again at once.
+    let addrs: Vec<String> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let nodes: BTreeMap<u64, MasterNode> = (1..=3u64)
+        .map(|id| {
+            (
+                id,
+                MasterNode {
+                    addr: addrs[id as usize - 1].clone(),
+                },
+            )
+        })
+        .collect();
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let i = id as usize - 1;
+        members.insert(id, start(id, dirs[i].path(), &addrs[i]).await);
+    }
+    members[&1].raft.initialize(nodes.clone()).await.unwrap();
+
+    // Writes through the leader apply on every master, in order; one that does not apply
+    // (the directory exists by then) changes nothing and says why.
+    let first = leader(&members).await;
+    for i in 0..30 {
+        let r = members[&first]
+            .raft
+            .client_write(mkdir(format!("/a{i:03}")))
+            .await
+            .unwrap();
+        assert!(r.data.is_ok(), "{:?}", r.data);
+    }
+    let again = members[&first]
+        .raft
+        .client_write(mkdir("/a000".into()))
+        .await
+        .unwrap();
+    assert!(matches!(again.data, Err(MasterError::AlreadyExists(_))));
+    applied(&members, again.log_id.index).await;
+    let want: Vec<String> = (0..30).map(|i| format!("/a{i:03}")).collect();
+    for m in members.values() {
+        assert_eq!(names(m), want);
+    }
+
+    // The leader stops: the other two elect one of themselves and go on; past a snapshot
+    // whose entries they purge.
+    let old = members.remove(&first).unwrap();
+    old.stop().await;
+    let second = leader(&members).await;
+    assert_ne!(second, first);
+    let mut last = 0;
+    for i in 0..100 {
+        let r = members[&second]
+            .raft
+            .client_write(mkdir(format!("/b{i:03}")))
+            .await
+            .unwrap();
+        assert!(r.data.is_ok(), "{:?}", r.data);
+        last = r.log_id.index;
+    }
+    applied(&members, last).await;
+    let past = again.log_id.index;
+    let purged = members[&second]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > past),
+            "the leader purges past what the stopped master holds",
+        )
+        .await;
+    assert!(purged.is_ok(), "{purged:?}");
+
+    // The old leader comes back from its directory and catches up, by snapshot.
+    let i = first as usize - 1;
+    members.insert(first, start(first, dirs[i].path(), &addrs[i]).await);
+    applied(&members, last).await;
+    let snapshot = members[&first].raft.metrics().borrow().snapshot;
+    assert!(
+        snapshot.is_some_and(|s| s.index > again.log_id.index),
+        "{snapshot:?}"
+    );
+    let reference = names(&members[&second]);
+    assert_eq!(reference.len(), 130);
+    for m in members.values() {
+        assert_eq!(names(m), reference);
+    }
+    for (_, m) in members {
+        m.stop().await;
+    }
+}
