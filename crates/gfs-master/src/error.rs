@@ -84,6 +84,13 @@ pub enum MasterError {
     /// A bug or an exhausted range (a chunk version that would overflow).
     #[error("{0}")]
     Internal(String),
+    /// This master does not lead the replicated log: the caller asks the leader (its address,
+    /// when known).
+    #[error("this master is not the leader{}", leader.as_ref().map(|l| format!("; the leader is at {l}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's address, if this master knows it.
+        leader: Option<String>,
+    },
 }
 
 /// Result alias for the master crate.

@@ -91,8 +91,8 @@ struct Failpoints {
     before_checkpoint: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
-/// The namespace with its operation log, in one directory.
-pub struct MetaStore {
+/// The namespace with its operation log in one directory: one master's.
+struct LocalLog {
     state: Arc<Mutex<State>>,
     queue: Option<mpsc::Sender<Queued>>,
     durable: watch::Receiver<u64>,
@@ -313,19 +313,8 @@ fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered> {
     })
 }
 
-impl MetaStore {
-    /// Opens (creating if needed) the metadata in `dir`, recovering it from the newest
-    /// checkpoint and the log, and starts the committer thread.
-    pub fn open(dir: impl AsRef<Path>, cfg: MetaConfig) -> Result<MetaStore> {
-        MetaStore::open_on(OsDisk::shared(), dir, cfg)
-    }
-
-    /// [`MetaStore::open`] on `disk` (the operating system's, or a simulated one).
-    pub fn open_on(
-        disk: Arc<dyn Disk>,
-        dir: impl AsRef<Path>,
-        cfg: MetaConfig,
-    ) -> Result<MetaStore> {
+impl LocalLog {
+    fn open_on(disk: Arc<dyn Disk>, dir: impl AsRef<Path>, cfg: MetaConfig) -> Result<LocalLog> {
         let dir = dir.as_ref().to_path_buf();
         disk.create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let lock_path = dir.join("LOCK");
@@ -372,7 +361,7 @@ impl MetaStore {
         } else {
             Driver::Inline(Mutex::new((Some(committer), rx)))
         };
-        Ok(MetaStore {
+        Ok(LocalLog {
             state,
             queue: Some(queue),
             durable,
@@ -386,13 +375,11 @@ impl MetaStore {
         })
     }
 
-    /// Sets what hears of each log group commit's duration (once; later calls are ignored).
-    pub fn on_fsync(&self, observer: LogFsyncObserver) {
+    fn on_fsync(&self, observer: LogFsyncObserver) {
         let _ = self.observer.set(observer);
     }
 
-    /// Applies `op` and returns once it is durable; returns the chunks a delete removed.
-    pub async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
+    async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
         let (rx, removed) = {
             let mut st = self.state.lock();
             if self.failed.load(Ordering::Acquire) {
@@ -446,8 +433,7 @@ impl MetaStore {
         }
     }
 
-    /// Runs `f` on the namespace once everything it can see is durable.
-    pub async fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T> {
+    async fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T> {
         let (out, needed) = {
             let st = self.state.lock();
             (f(&st.ns), st.next_seq - 1)
@@ -463,18 +449,104 @@ impl MetaStore {
         Ok(out)
     }
 
+    fn durable_seq(&self) -> u64 {
+        *self.durable.borrow()
+    }
+}
+
+/// The namespace and chunk map behind their operation log: one master's own log, or the log
+/// the masters replicate by Raft ([`crate::raft`]). Either way a mutation is answered once it
+/// is durable (on this master's disk, or on a majority of masters'), and a read sees only
+/// what is.
+pub struct MetaStore {
+    backend: Backend,
+    disk: Arc<dyn Disk>,
+}
+
+enum Backend {
+    Local(Box<LocalLog>),
+    Replicated(crate::raft::Replicated),
+}
+
+impl MetaStore {
+    /// Opens (creating if needed) one master's metadata in `dir`, recovering it from the
+    /// newest checkpoint and the log, and starts the committer thread.
+    pub fn open(dir: impl AsRef<Path>, cfg: MetaConfig) -> Result<MetaStore> {
+        MetaStore::open_on(OsDisk::shared(), dir, cfg)
+    }
+
+    /// [`MetaStore::open`] on `disk` (the operating system's, or a simulated one).
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl AsRef<Path>,
+        cfg: MetaConfig,
+    ) -> Result<MetaStore> {
+        let log = LocalLog::open_on(Arc::clone(&disk), dir, cfg)?;
+        Ok(MetaStore {
+            backend: Backend::Local(Box::new(log)),
+            disk,
+        })
+    }
+
+    /// The metadata the masters replicate by Raft, as this master's `replicated` sees it
+    /// (its other files stay on `disk`).
+    pub fn replicated(replicated: crate::raft::Replicated, disk: Arc<dyn Disk>) -> MetaStore {
+        MetaStore {
+            backend: Backend::Replicated(replicated),
+            disk,
+        }
+    }
+
+    /// Sets what hears of each log group commit's duration (once; later calls are ignored;
+    /// the replicated log has none of its own).
+    pub fn on_fsync(&self, observer: LogFsyncObserver) {
+        if let Backend::Local(l) = &self.backend {
+            l.on_fsync(observer);
+        }
+    }
+
+    /// Applies `op` and returns once it is durable; returns the chunks a delete removed. On a
+    /// master that does not lead the replicated log: `NotLeader`, naming the leader if known.
+    pub async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
+        match &self.backend {
+            Backend::Local(l) => l.mutate(op).await,
+            Backend::Replicated(r) => r.mutate(op).await,
+        }
+    }
+
+    /// Runs `f` on the namespace once everything it can see is durable.
+    pub async fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> Result<T> {
+        match &self.backend {
+            Backend::Local(l) => l.read(f).await,
+            Backend::Replicated(r) => Ok(r.read(f)),
+        }
+    }
+
     /// The disk the metadata lives on (the master's other files go there too).
     pub fn disk(&self) -> &Arc<dyn Disk> {
         &self.disk
     }
 
-    /// The sequence number of the newest durable record.
+    /// The sequence number of the newest durable record (the replicated log: of the newest
+    /// entry applied here).
     pub fn durable_seq(&self) -> u64 {
-        *self.durable.borrow()
+        match &self.backend {
+            Backend::Local(l) => l.durable_seq(),
+            Backend::Replicated(r) => r.applied(),
+        }
+    }
+
+    /// The local log, for tests that make it fail.
+    #[cfg(test)]
+    fn local(&self) -> &LocalLog {
+        match &self.backend {
+            Backend::Local(l) => l,
+            Backend::Replicated(_) => panic!("not a local log"),
+        }
     }
 }
 
-impl Drop for MetaStore {
+impl Drop for LocalLog {
     fn drop(&mut self) {
         // Closing the queue lets the committer write what is queued, checkpoint, and exit.
         self.queue.take();
@@ -715,7 +787,7 @@ mod tests {
         // Hold the committer at the start of the checkpoint that follows /a.
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        *store.failpoints.before_checkpoint.lock() = Some(Box::new(move || {
+        *store.local().failpoints.before_checkpoint.lock() = Some(Box::new(move || {
             let _ = entered_tx.send(());
             let _ = go_rx.recv();
         }));
@@ -726,7 +798,11 @@ mod tests {
         let mut b = Box::pin(b);
         assert!(futures::poll!(&mut b).is_pending());
         // Its write will fail; let the checkpoint go on meanwhile.
-        store.failpoints.fail_writes.store(true, Ordering::Release);
+        store
+            .local()
+            .failpoints
+            .fail_writes
+            .store(true, Ordering::Release);
         go_tx.send(()).unwrap();
         assert!(b.await.is_err(), "/b was answered with success");
         drop(store);

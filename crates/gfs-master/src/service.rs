@@ -84,8 +84,19 @@ pub fn status(e: MasterError) -> Status {
         MasterError::InvalidArgument(_) => Status::invalid_argument(msg),
         MasterError::NoSuchServer(_) => Status::not_found(msg),
         MasterError::PermissionDenied(_) => Status::permission_denied(msg),
+        MasterError::NotLeader { leader } => {
+            let mut s = Status::unavailable(msg);
+            if let Some(v) = leader.and_then(|l| l.parse().ok()) {
+                s.metadata_mut().insert(LEADER_HEADER, v);
+            }
+            s
+        }
     }
 }
+
+/// The metadata key of an UNAVAILABLE answer from a master that does not lead: the leader's
+/// address, for the caller to ask instead.
+pub const LEADER_HEADER: &str = "gfs-leader";
 
 impl From<MasterError> for Status {
     fn from(e: MasterError) -> Status {

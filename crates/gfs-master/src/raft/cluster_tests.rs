@@ -128,8 +128,14 @@ async fn applied(members: &BTreeMap<u64, Member>, index: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
+/// Three masters in fresh directories on free loopback ports, initialized by master 1.
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    addrs: Vec<String>,
+    members: BTreeMap<u64, Member>,
+}
+
+async fn cluster() -> Cluster {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // Free ports, taken and released: the masters bind them again at once.
     let addrs: Vec<String> = (0..3)
@@ -153,7 +159,21 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
         let i = id as usize - 1;
         members.insert(id, start(id, dirs[i].path(), &addrs[i]).await);
     }
-    members[&1].raft.initialize(nodes.clone()).await.unwrap();
+    members[&1].raft.initialize(nodes).await.unwrap();
+    Cluster {
+        dirs,
+        addrs,
+        members,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
+    let Cluster {
+        dirs,
+        addrs,
+        mut members,
+    } = cluster().await;
 
     // Writes through the leader apply on every master, in order; one that does not apply
     // (the directory exists by then) changes nothing and says why.
@@ -220,6 +240,56 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
     for m in members.values() {
         assert_eq!(names(m), reference);
     }
+    for (_, m) in members {
+        m.stop().await;
+    }
+}
+
+/// The metadata store over the replicated log: the leader's mutations are answered once
+/// applied, with the chunks a delete removed or why they did not apply; every master reads
+/// them; a follower refuses mutations with `NotLeader`, naming the leader's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_metastore_mutates_on_the_leader_and_names_it_elsewhere() {
+    let Cluster {
+        dirs: _dirs,
+        addrs,
+        members,
+    } = cluster().await;
+    let lead = leader(&members).await;
+    let store = |id: u64| {
+        crate::MetaStore::replicated(
+            Replicated::new(members[&id].raft.clone(), members[&id].sm.clone()),
+            OsDisk::shared(),
+        )
+    };
+    let on_leader = store(lead);
+    on_leader.mutate(mkdir("/d".into()).op).await.unwrap();
+    let err = on_leader.mutate(mkdir("/d".into()).op).await.unwrap_err();
+    assert!(matches!(err, MasterError::AlreadyExists(_)), "{err}");
+    let seq = on_leader.durable_seq();
+    applied(&members, seq).await;
+    let follower = members.keys().copied().find(|id| *id != lead).unwrap();
+    let on_follower = store(follower);
+    assert!(on_follower.read(|ns| ns.stat("/d").is_ok()).await.unwrap());
+    let err = on_follower.mutate(mkdir("/e".into()).op).await.unwrap_err();
+    match err {
+        MasterError::NotLeader { leader } => {
+            assert_eq!(leader.as_deref(), Some(addrs[lead as usize - 1].as_str()));
+        }
+        other => panic!("{other}"),
+    }
+    let status = crate::service::status(MasterError::NotLeader {
+        leader: Some(addrs[lead as usize - 1].clone()),
+    });
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        status
+            .metadata()
+            .get(crate::service::LEADER_HEADER)
+            .unwrap(),
+        addrs[lead as usize - 1].as_str()
+    );
+    assert!(on_leader.read(|ns| ns.stat("/e").is_err()).await.unwrap());
     for (_, m) in members {
         m.stop().await;
     }

@@ -36,12 +36,14 @@ use crate::record::Op;
 mod cluster_tests;
 pub mod codec;
 mod log;
+mod meta;
 mod network;
 mod sm;
 #[cfg(test)]
 mod tests;
 
 pub use log::LogStore;
+pub use meta::Replicated;
 pub use network::{Peer, RaftNet, RaftService};
 pub use sm::StateMachine;
 

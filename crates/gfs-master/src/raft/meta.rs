@@ -1,0 +1,58 @@
+//! The metadata of one master of a replicated group ([`Replicated`]), behind
+//! [`crate::MetaStore`]: mutations proposed through Raft on the leader, reads from the
+//! entries applied here.
+
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+
+use super::{Proposal, StateMachine, TypeConfig};
+use crate::error::{MasterError, Result};
+use crate::namespace::Namespace;
+use crate::record::Op;
+
+/// One master's view of the replicated metadata: its Raft and its state machine.
+#[derive(Clone)]
+pub struct Replicated {
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+}
+
+impl Replicated {
+    /// The metadata behind `raft`, whose state machine is `sm`.
+    pub fn new(raft: Raft<TypeConfig>, sm: StateMachine) -> Replicated {
+        Replicated { raft, sm }
+    }
+
+    /// Proposes `op` and returns once a majority of masters holds it durably and it has
+    /// applied here: the chunks a delete removed, or why it did not apply (then it changed
+    /// nothing anywhere). On a master that does not lead: `NotLeader`.
+    pub async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
+        match self.raft.client_write(Proposal { op }).await {
+            Ok(r) => r.data,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(MasterError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(MasterError::Unavailable(format!(
+                "the replicated log did not take the mutation: {e}"
+            ))),
+        }
+    }
+
+    /// Runs `f` on the namespace as the entries applied here left it (committed: on a
+    /// majority of masters).
+    pub fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> T {
+        self.sm.read(f)
+    }
+
+    /// The index of the newest entry applied here.
+    pub fn applied(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+}
