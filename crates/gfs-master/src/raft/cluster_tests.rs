@@ -294,3 +294,51 @@ async fn a_replicated_metastore_mutates_on_the_leader_and_names_it_elsewhere() {
         m.stop().await;
     }
 }
+
+/// Every master stops at once and starts again from its directory: they elect a leader, hold
+/// every entry that was committed, agree, and take writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_masters_restarted_at_once_keep_every_committed_entry() {
+    let Cluster {
+        dirs,
+        addrs,
+        mut members,
+    } = cluster().await;
+    let lead = leader(&members).await;
+    let mut last = 0;
+    for i in 0..50 {
+        let r = members[&lead]
+            .raft
+            .client_write(mkdir(format!("/c{i:03}")))
+            .await
+            .unwrap();
+        last = r.log_id.index;
+    }
+    applied(&members, last).await;
+    let before = names(&members[&lead]);
+    for (_, m) in std::mem::take(&mut members) {
+        m.stop().await;
+    }
+    for id in 1..=3u64 {
+        let i = id as usize - 1;
+        members.insert(id, start(id, dirs[i].path(), &addrs[i]).await);
+    }
+    let lead = leader(&members).await;
+    let r = members[&lead]
+        .raft
+        .client_write(mkdir("/after".into()))
+        .await
+        .unwrap();
+    assert!(r.data.is_ok(), "{:?}", r.data);
+    assert!(r.log_id.index > last);
+    applied(&members, r.log_id.index).await;
+    let mut want = before;
+    want.push("/after".into());
+    want.sort();
+    for m in members.values() {
+        assert_eq!(names(m), want);
+    }
+    for (_, m) in members {
+        m.stop().await;
+    }
+}

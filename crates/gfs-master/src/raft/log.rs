@@ -23,6 +23,8 @@ use crate::metastore::{corrupt, fs_error, io, numbered, segment_frames};
 
 /// The vote file's name.
 const VOTE_FILE: &str = "raft-vote";
+/// Held (`flock`) while a process has the log open: one master per directory.
+const LOCK_FILE: &str = "raft.lock";
 /// Log segments are `raft-log-<number, 20 digits>`.
 const SEGMENT_PREFIX: &str = "raft-log-";
 
@@ -52,6 +54,8 @@ struct Log {
     vote: Option<Vote<u64>>,
     /// Why the log takes no more writes (a write or fsync failed: what it covered is unknown).
     failed: Option<String>,
+    /// The directory's lock, held while the log is open.
+    _lock: Arc<dyn DiskFile>,
 }
 
 fn log_error(verb: ErrorVerb, e: std::io::Error) -> RaftStorageError {
@@ -72,10 +76,17 @@ fn framed_record(op: LogFileOp, out: &mut Vec<u8>) {
 
 impl LogStore {
     /// Opens (creating if needed) the Raft log in `dir` on `disk`: the vote, and the newest
-    /// segment replayed (a torn tail cut).
+    /// segment replayed (a torn tail cut). `Locked` while another process has it open.
     pub fn open_on(disk: Arc<dyn Disk>, dir: impl AsRef<Path>) -> Result<LogStore> {
         let dir = dir.as_ref().to_path_buf();
         disk.create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = disk
+            .open(&lock_path, Open::Create)
+            .map_err(|e| io(&lock_path, e))?;
+        if !lock.try_lock().map_err(|e| io(&lock_path, e))? {
+            return Err(crate::MasterError::Locked(dir));
+        }
         for e in disk.read_dir(&dir).map_err(|e| io(&dir, e))? {
             let name = e.name().unwrap_or_default();
             if name.starts_with("raft-") && name.ends_with(".tmp") {
@@ -134,6 +145,7 @@ impl LogStore {
                 last_purged,
                 vote,
                 failed: None,
+                _lock: lock,
             })),
         })
     }

@@ -97,6 +97,9 @@ async fn the_log_and_vote_survive_a_restart() {
         committed: true,
     };
     log.save_vote(&vote).await.unwrap();
+    // One process per directory.
+    let second = LogStore::open_on(Arc::clone(&disk), dir.path());
+    assert!(matches!(second, Err(MasterError::Locked(_))));
     drop(log);
 
     let mut log = LogStore::open_on(Arc::clone(&disk), dir.path()).unwrap();
