@@ -6,6 +6,9 @@
 //! - the same through a real master over gRPC (tonic clients on loopback), with the 16 clients
 //!   in 16 directories and all in one directory: path locks let both run side by side.
 //! - stat and list rates on the resulting namespace.
+//! - the same 16 clients through three masters replicating the log by Raft (in this process,
+//!   gRPC on loopback, each master's log on its own directory of this disk): each create
+//!   durable on a majority before it is answered (issue 16: >= 50 % of the single master).
 //! - memory: resident bytes per chunk with 1,000,000 synthetic chunks; target <= 150.
 //! - the re-replication pass's scan (chunk map joined with three full reports) at that size.
 
@@ -34,6 +37,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn creates(dir: &std::path::Path, clients: u64, window: Duration) -> (f64, Arc<MetaStore>) {
     let store = Arc::new(MetaStore::open(dir, MetaConfig::default()).unwrap());
+    create_load(store, clients, window).await
+}
+
+/// Creates per second by `clients` concurrent callers of `store`, each in a directory of its
+/// own, for `window`.
+async fn create_load(
+    store: Arc<MetaStore>,
+    clients: u64,
+    window: Duration,
+) -> (f64, Arc<MetaStore>) {
     for c in 0..clients {
         store
             .mutate(Op::Mkdir(PathOp {
@@ -68,6 +81,76 @@ async fn creates(dir: &std::path::Path, clients: u64, window: Duration) -> (f64,
         total += t.await.unwrap();
     }
     (total as f64 / start.elapsed().as_secs_f64(), store)
+}
+
+/// Creates per second by `clients` concurrent callers of the leader's `MetaStore` in a group of
+/// three masters replicating the log by Raft, their directories under `dir`.
+async fn replicated_creates(dir: &std::path::Path, clients: u64, window: Duration) -> f64 {
+    use gfs_master::raft::{LogStore, MasterNode, RaftNet, RaftService, Replicated, StateMachine};
+    use gfs_proto::v1::master_raft_server::MasterRaftServer;
+    let addrs: Vec<String> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let config = Arc::new(openraft::Config::default().validate().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut members = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let d = dir.join(format!("m{i}"));
+        let disk = gfs_util::disk::OsDisk::shared();
+        let log = LogStore::open_on(Arc::clone(&disk), &d).unwrap();
+        let sm = StateMachine::open_on(disk, &d).unwrap();
+        let raft = openraft::Raft::new(
+            i as u64 + 1,
+            Arc::clone(&config),
+            RaftNet::new(gfs_host::Net::os()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let service = MasterRaftServer::new(RaftService::new(raft.clone()))
+            .max_decoding_message_size(gfs_proto::MAX_MESSAGE);
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    token.cancelled(),
+                )
+                .await;
+        });
+        members.push((raft, sm));
+    }
+    let nodes: std::collections::BTreeMap<u64, MasterNode> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, MasterNode { addr: a.clone() }))
+        .collect();
+    members[0].0.initialize(nodes).await.unwrap();
+    let leader = members[0]
+        .0
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap();
+    let (raft, sm) = members[leader as usize - 1].clone();
+    let store = Arc::new(MetaStore::replicated(
+        Replicated::new(raft, sm),
+        gfs_util::disk::OsDisk::shared(),
+    ));
+    let (rate, _) = create_load(store, clients, window).await;
+    for (raft, _) in members {
+        raft.shutdown().await.unwrap();
+    }
+    stop.cancel();
+    rate
 }
 
 /// Creates per second by `clients` gRPC clients of a master in `dir`; `spread` puts each client
@@ -134,7 +217,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let (mut raw, mut cr, mut st, mut ls) = (vec![], vec![], vec![], vec![]);
-    let (mut g16, mut g1) = (vec![], vec![]);
+    let (mut g16, mut g1, mut rep) = (vec![], vec![], vec![]);
     for run in 1..=runs {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let before = gfs_storage::probe::fsync_rate(dir.path(), Duration::from_secs(1)).unwrap();
@@ -163,12 +246,14 @@ fn main() {
         let window = Duration::from_secs(3);
         let spread = rt.block_on(grpc_creates(&dir.path().join("g16"), 16, true, window));
         let shared = rt.block_on(grpc_creates(&dir.path().join("g1"), 16, false, window));
+        let replicated = rt.block_on(replicated_creates(&dir.path().join("raft"), 16, window));
         let after = gfs_storage::probe::fsync_rate(dir.path(), Duration::from_secs(1)).unwrap();
         raw.push(before.max(after));
         println!(
-            "run {run}: raw 4K fsync {:.0}/s, creates {rate:.0}/s, gRPC creates {spread:.0}/s (16 dirs) {shared:.0}/s (one dir), stat {stat_rate:.0}/s, list(/c0) {list_rate:.0}/s",
+            "run {run}: raw 4K fsync {:.0}/s, creates {rate:.0}/s, gRPC creates {spread:.0}/s (16 dirs) {shared:.0}/s (one dir), 3 masters (Raft) {replicated:.0}/s, stat {stat_rate:.0}/s, list(/c0) {list_rate:.0}/s",
             before.max(after)
         );
+        rep.push(replicated);
         g16.push(spread);
         g1.push(shared);
         cr.push(rate);
@@ -236,6 +321,7 @@ fn main() {
         assert_eq!(counts.len(), metas.len());
         scan.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let single = median(cr.clone());
     println!();
     println!("median of {runs} runs");
     println!("raw 4 KiB write+fdatasync     {:>9.0} ops/s", median(raw));
@@ -250,6 +336,11 @@ fn main() {
     println!(
         "  the same over gRPC, one dir  {:>9.0} creates/s",
         median(g1)
+    );
+    let three = median(rep);
+    println!(
+        "  the same, 3 masters (Raft)   {three:>9.0} creates/s = {:.2} x one master (target >= 0.5)",
+        three / single
     );
     println!("stat, one caller              {:>9.0} ops/s", median(st));
     println!("list of a directory           {:>9.0} ops/s", median(ls));
