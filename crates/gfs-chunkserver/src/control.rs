@@ -586,10 +586,12 @@ mod tests {
     /// replicas that were here are lost, not never held.
     #[tokio::test]
     async fn a_fence_on_a_lost_disk_is_not_answered_not_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = control_in(dir.path());
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let c = control_in(&dir);
         create(&c, 7, 1).await.unwrap();
-        std::fs::remove_dir_all(dir.path()).unwrap();
+        // Moved away in one step: removing it file by file races the store's own writes.
+        std::fs::rename(&dir, parent.path().join("gone")).unwrap();
         assert!(c.store.check_disk().is_err());
         for handle in [7, 8] {
             let e = fence(&c, handle, 2).await.unwrap_err();

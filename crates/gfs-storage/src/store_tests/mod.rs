@@ -374,12 +374,14 @@ async fn create_delete_list() {
 #[tokio::test]
 async fn a_lost_disk_answers_disk_lost_not_not_found() {
     let d = tempfile::tempdir().unwrap();
-    let s = fresh(d.path(), cfg()).await;
+    let dir = d.path().join("data");
+    let s = fresh(&dir, cfg()).await;
     assert!(matches!(
         s.info(ChunkHandle(9)),
         Err(StorageError::NotFound(_))
     ));
-    fs::remove_dir_all(d.path()).unwrap();
+    // Moved away in one step: removing it file by file races the store's own writes.
+    fs::rename(&dir, d.path().join("gone")).unwrap();
     assert!(matches!(s.check_disk(), Err(StorageError::DiskLost(_))));
     for h in [H, ChunkHandle(9)] {
         assert!(matches!(s.info(h), Err(StorageError::DiskLost(_))), "{h}");
