@@ -17,6 +17,7 @@
 //! part they need) and never reach for `tokio::net`, `SystemTime::now` or `spawn_blocking`.
 
 pub mod data_tls;
+pub mod leader;
 mod net;
 pub mod tls;
 pub mod token;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use gfs_util::disk::{Disk, OsDisk};
 use gfs_util::time::Clock;
 
+pub use leader::{LEADER_HEADER, Masters, master_list, redirected};
 pub use net::{
     Accept, Conn, ConnRead, ConnWrite, Io, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Listener, Net,
     Network, endpoint,

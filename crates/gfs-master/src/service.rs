@@ -86,17 +86,18 @@ pub fn status(e: MasterError) -> Status {
         MasterError::PermissionDenied(_) => Status::permission_denied(msg),
         MasterError::NotLeader { leader } => {
             let mut s = Status::unavailable(msg);
-            if let Some(v) = leader.and_then(|l| l.parse().ok()) {
-                s.metadata_mut().insert(LEADER_HEADER, v);
-            }
+            // Always present (empty: no leader known), so callers tell it from other failures.
+            let v = leader
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(""));
+            s.metadata_mut().insert(LEADER_HEADER, v);
             s
         }
     }
 }
 
-/// The metadata key of an UNAVAILABLE answer from a master that does not lead: the leader's
-/// address, for the caller to ask instead.
-pub const LEADER_HEADER: &str = "gfs-leader";
+pub use gfs_host::LEADER_HEADER;
 
 impl From<MasterError> for Status {
     fn from(e: MasterError) -> Status {
