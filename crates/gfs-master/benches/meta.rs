@@ -86,8 +86,7 @@ async fn create_load(
 /// Creates per second by `clients` concurrent callers of the leader's `MetaStore` in a group of
 /// three masters replicating the log by Raft, their directories under `dir`.
 async fn replicated_creates(dir: &std::path::Path, clients: u64, window: Duration) -> f64 {
-    use gfs_master::raft::{LogStore, MasterNode, RaftNet, RaftService, Replicated, StateMachine};
-    use gfs_proto::v1::master_raft_server::MasterRaftServer;
+    use gfs_master::raft::Member;
     let addrs: Vec<String> = (0..3)
         .map(|_| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -98,23 +97,18 @@ async fn replicated_creates(dir: &std::path::Path, clients: u64, window: Duratio
     let stop = tokio_util::sync::CancellationToken::new();
     let mut members = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let d = dir.join(format!("m{i}"));
-        let disk = gfs_util::disk::OsDisk::shared();
-        let log = LogStore::open_on(Arc::clone(&disk), &d).unwrap();
-        let sm = StateMachine::open_on(disk, &d).unwrap();
-        let raft = openraft::Raft::new(
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let member = Member::open(
+            gfs_util::disk::OsDisk::shared(),
+            &dir.join(format!("m{i}")),
             i as u64 + 1,
+            &addrs,
             Arc::clone(&config),
-            RaftNet::new(gfs_host::Net::os()),
-            log,
-            sm.clone(),
+            gfs_host::Net::os(),
         )
         .await
         .unwrap();
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let service = MasterRaftServer::new(RaftService::new(raft.clone()))
-            .max_decoding_message_size(gfs_proto::MAX_MESSAGE);
-        let token = stop.clone();
+        let (service, token) = (member.service(), stop.clone());
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
@@ -124,30 +118,23 @@ async fn replicated_creates(dir: &std::path::Path, clients: u64, window: Duratio
                 )
                 .await;
         });
-        members.push((raft, sm));
+        members.push(member);
     }
-    let nodes: std::collections::BTreeMap<u64, MasterNode> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u64 + 1, MasterNode { addr: a.clone() }))
-        .collect();
-    members[0].0.initialize(nodes).await.unwrap();
     let leader = members[0]
-        .0
+        .raft
         .wait(Some(Duration::from_secs(10)))
         .metrics(|m| m.current_leader.is_some(), "a leader")
         .await
         .unwrap()
         .current_leader
         .unwrap();
-    let (raft, sm) = members[leader as usize - 1].clone();
     let store = Arc::new(MetaStore::replicated(
-        Replicated::new(raft, sm),
+        members[leader as usize - 1].replicated(),
         gfs_util::disk::OsDisk::shared(),
     ));
     let (rate, _) = create_load(store, clients, window).await;
-    for (raft, _) in members {
-        raft.shutdown().await.unwrap();
+    for m in members {
+        m.raft.shutdown().await.unwrap();
     }
     stop.cancel();
     rate

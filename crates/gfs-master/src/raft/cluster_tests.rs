@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gfs_proto::v1::master_raft_server::MasterRaftServer;
 use gfs_util::disk::OsDisk;
 use openraft::{Config, Raft, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +15,7 @@ use super::*;
 use crate::record::PathOp;
 
 /// One master: its Raft, its state machine, and the server serving its RPCs.
-struct Member {
+struct Running {
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     stop: CancellationToken,
@@ -42,24 +41,24 @@ fn config() -> Arc<Config> {
     )
 }
 
-async fn start(id: u64, dir: &std::path::Path, addr: &str) -> Member {
-    let log = LogStore::open_on(OsDisk::shared(), dir).unwrap();
-    let sm = StateMachine::open_on(OsDisk::shared(), dir).unwrap();
-    let raft = Raft::new(
+/// Master `id` of the group at `addrs`, from `dir`.
+async fn start(id: u64, dir: &std::path::Path, addrs: &[String]) -> Running {
+    let listener = tokio::net::TcpListener::bind(&addrs[id as usize - 1])
+        .await
+        .unwrap();
+    let member = Member::open(
+        OsDisk::shared(),
+        dir,
         id,
+        addrs,
         config(),
-        RaftNet::new(gfs_host::Net::os()),
-        log,
-        sm.clone(),
+        gfs_host::Net::os(),
     )
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let stop = CancellationToken::new();
     let token = stop.clone();
-    let service = MasterRaftServer::new(RaftService::new(raft.clone()))
-        .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
-        .max_encoding_message_size(gfs_proto::MAX_MESSAGE);
+    let service = member.service();
     let served = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
@@ -69,15 +68,15 @@ async fn start(id: u64, dir: &std::path::Path, addr: &str) -> Member {
             )
             .await;
     });
-    Member {
-        raft,
-        sm,
+    Running {
+        raft: member.raft,
+        sm: member.sm,
         stop,
         served,
     }
 }
 
-impl Member {
+impl Running {
     async fn stop(self) {
         self.raft.shutdown().await.unwrap();
         self.stop.cancel();
@@ -92,7 +91,7 @@ fn mkdir(path: String) -> Proposal {
 }
 
 /// The leader as `members` see it, once one is elected (within 10 s).
-async fn leader(members: &BTreeMap<u64, Member>) -> u64 {
+async fn leader(members: &BTreeMap<u64, Running>) -> u64 {
     for _ in 0..200 {
         for m in members.values() {
             if let Some(l) = m.raft.metrics().borrow().current_leader
@@ -107,7 +106,7 @@ async fn leader(members: &BTreeMap<u64, Member>) -> u64 {
 }
 
 /// Every name under `/` on `m`, sorted.
-fn names(m: &Member) -> Vec<String> {
+fn names(m: &Running) -> Vec<String> {
     let mut names: Vec<String> =
         m.sm.read(|ns| ns.list("/").unwrap())
             .into_iter()
@@ -118,7 +117,7 @@ fn names(m: &Member) -> Vec<String> {
 }
 
 /// Waits until every member has applied `index` (within 10 s).
-async fn applied(members: &BTreeMap<u64, Member>, index: u64) {
+async fn applied(members: &BTreeMap<u64, Running>, index: u64) {
     for m in members.values() {
         m.raft
             .wait(Some(Duration::from_secs(10)))
@@ -128,11 +127,11 @@ async fn applied(members: &BTreeMap<u64, Member>, index: u64) {
     }
 }
 
-/// Three masters in fresh directories on free loopback ports, initialized by master 1.
+/// Three masters in fresh directories on free loopback ports.
 struct Cluster {
     dirs: Vec<tempfile::TempDir>,
     addrs: Vec<String>,
-    members: BTreeMap<u64, Member>,
+    members: BTreeMap<u64, Running>,
 }
 
 async fn cluster() -> Cluster {
@@ -144,22 +143,10 @@ async fn cluster() -> Cluster {
             l.local_addr().unwrap().to_string()
         })
         .collect();
-    let nodes: BTreeMap<u64, MasterNode> = (1..=3u64)
-        .map(|id| {
-            (
-                id,
-                MasterNode {
-                    addr: addrs[id as usize - 1].clone(),
-                },
-            )
-        })
-        .collect();
     let mut members = BTreeMap::new();
     for id in 1..=3u64 {
-        let i = id as usize - 1;
-        members.insert(id, start(id, dirs[i].path(), &addrs[i]).await);
+        members.insert(id, start(id, dirs[id as usize - 1].path(), &addrs).await);
     }
-    members[&1].raft.initialize(nodes).await.unwrap();
     Cluster {
         dirs,
         addrs,
@@ -228,7 +215,7 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
 
     // The old leader comes back from its directory and catches up, by snapshot.
     let i = first as usize - 1;
-    members.insert(first, start(first, dirs[i].path(), &addrs[i]).await);
+    members.insert(first, start(first, dirs[i].path(), &addrs).await);
     applied(&members, last).await;
     let snapshot = members[&first].raft.metrics().borrow().snapshot;
     assert!(
@@ -320,8 +307,7 @@ async fn all_masters_restarted_at_once_keep_every_committed_entry() {
         m.stop().await;
     }
     for id in 1..=3u64 {
-        let i = id as usize - 1;
-        members.insert(id, start(id, dirs[i].path(), &addrs[i]).await);
+        members.insert(id, start(id, dirs[id as usize - 1].path(), &addrs).await);
     }
     let lead = leader(&members).await;
     let r = members[&lead]

@@ -36,6 +36,7 @@ use crate::record::Op;
 mod cluster_tests;
 pub mod codec;
 mod log;
+mod member;
 mod meta;
 mod network;
 mod sm;
@@ -43,6 +44,7 @@ mod sm;
 mod tests;
 
 pub use log::LogStore;
+pub use member::{Member, RaftTiming};
 pub use meta::Replicated;
 pub use network::{Peer, RaftNet, RaftService};
 pub use sm::StateMachine;
