@@ -46,6 +46,13 @@ struct Args {
     /// Re-replication copies in flight in the cluster (0 turns re-replication off).
     #[arg(long = "max-clones", value_name = "N")]
     max_clones: Option<usize>,
+    /// Every master of a replicated group, comma separated (host:port of each one's gRPC
+    /// service, the same list in the same order on each); sets `[raft] members`.
+    #[arg(long = "raft-members", value_name = "ADDRS")]
+    raft_members: Option<String>,
+    /// This master's position in the group's list, from 1; sets `[raft] id`.
+    #[arg(long = "raft-id", value_name = "N")]
+    raft_id: Option<u64>,
     #[command(flatten)]
     common: gfs_bins::CommonArgs,
 }
@@ -91,6 +98,15 @@ async fn run() -> anyhow::Result<()> {
     if let Some(g) = args.orphan_grace {
         cfg.orphan_grace =
             parse_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
+    }
+    if args.raft_members.is_some() || args.raft_id.is_some() {
+        let raft = cfg.raft.get_or_insert_with(Default::default);
+        if let Some(m) = &args.raft_members {
+            raft.members = gfs_host::master_list(m);
+        }
+        if let Some(id) = args.raft_id {
+            raft.id = id;
+        }
     }
     args.common.apply_tls(&mut cfg.tls, "master");
     cfg.validate()?;

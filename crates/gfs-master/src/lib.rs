@@ -21,6 +21,7 @@ mod control_client;
 mod error;
 pub mod events;
 mod http;
+mod leadership;
 pub mod locks;
 mod metastore;
 mod metrics;

@@ -1,10 +1,13 @@
 //! The master process: configuration, wiring, background work, shutdown.
 //!
-//! [`Master::start`] recovers the metadata, restores the draining set, binds the gRPC and HTTP
-//! listeners, and serves `Master`, `MasterControl` and `Admin` on one port with message limits
-//! of `gfs_proto::MAX_MESSAGE`. Four background loops run every `heartbeat_interval`, each on
-//! its own so that a slow one never delays another: mark silent servers dead; settle abandoned
-//! chunks; re-replicate, then rebalance; purge the trash.
+//! [`Master::start`] recovers the metadata (its own operation log, or with `[raft]` its part of
+//! the group's replicated log), binds the gRPC and HTTP listeners, and serves `Master`,
+//! `MasterControl` and `Admin` on one port with message limits of `gfs_proto::MAX_MESSAGE`,
+//! beside `MasterRaft` in a group. Those three serve only while this master leads
+//! (`crate::leadership`): a single master from the start, a member of a group once elected.
+//! A leader restores the draining set and runs four background loops every
+//! `heartbeat_interval`, each on its own so that a slow one never delays another: mark silent
+//! servers dead; settle abandoned chunks; re-replicate, then rebalance; purge the trash.
 //! [`Master::wait`] flushes and checkpoints the log once serving stops.
 
 use std::net::SocketAddr;
@@ -26,8 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunks::{ChunkConfig, ChunkManager};
 use crate::control_client::TonicControl;
+use crate::leadership::{Leading, Term};
 use crate::locks::PathLocks;
 use crate::metastore::{MetaConfig, MetaStore};
+use crate::metrics::MasterMetrics;
+use crate::raft::{Member, RaftTiming};
 use crate::registry::Registry;
 use crate::service::{AdminService, ControlService, MasterService};
 use crate::tokens::TokenIssuer;
@@ -88,6 +94,41 @@ pub struct MasterConfig {
     /// `[tls]`: the master's certificate, the CA's, and its key (mutual TLS on every gRPC
     /// plane; see `gfs_host::tls`), or `insecure = true`.
     pub tls: gfs_host::tls::TlsSettings,
+    /// `[raft]`: this master's place in a replicated group of masters; absent for a single
+    /// master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftSettings>,
+}
+
+/// A master's place in a replicated group (`[raft]`): the operation log is replicated by Raft
+/// among the masters listed, and only the elected leader serves clients and chunkservers.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// This master's number: its position in `members`, from 1.
+    pub id: u64,
+    /// Every master's gRPC address (`host:port`, as the others and clients reach it), the same
+    /// list in the same order on each master. Three or five masters outlive one or two losses.
+    pub members: Vec<String>,
+    /// How often the leader sends to each other master when idle.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A master that hears no leader this long (up to twice this, at random) stands for
+    /// election, once the leader's lease on the others' votes (twice this) has run out too:
+    /// what bounds failover, at 1.5 to 2 s after the leader's last heartbeat per round.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout: Duration,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            id: 1,
+            members: Vec::new(),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(500),
+        }
+    }
 }
 
 impl Default for MasterConfig {
@@ -111,6 +152,7 @@ impl Default for MasterConfig {
             rebalance_threshold: 0.1,
             token_lifetime: Duration::from_secs(3600),
             tls: gfs_host::tls::TlsSettings::default(),
+            raft: None,
         }
     }
 }
@@ -153,6 +195,27 @@ impl MasterConfig {
         if self.dead_after <= self.heartbeat_interval {
             return bad("dead_after", "must exceed heartbeat_interval");
         }
+        if let Some(r) = &self.raft {
+            if r.members.is_empty() {
+                return bad("raft.members", "must list every master's address");
+            }
+            if r.id == 0 || r.id as usize > r.members.len() {
+                return bad(
+                    "raft.id",
+                    "must be this master's position in raft.members, from 1",
+                );
+            }
+            let mut seen = gfs_util::collections::HashSet::default();
+            if let Some(dup) = r.members.iter().find(|m| !seen.insert(m.as_str())) {
+                return bad("raft.members", &format!("{dup} is listed twice"));
+            }
+            if r.heartbeat.is_zero() || r.election_timeout < r.heartbeat * 3 {
+                return bad(
+                    "raft.election_timeout",
+                    "must be at least three heartbeats (and the heartbeat positive)",
+                );
+            }
+        }
         if self.token_lifetime < self.lease * 4 {
             return bad(
                 "token_lifetime",
@@ -172,6 +235,181 @@ pub struct Master {
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     meta: Arc<MetaStore>,
+    leading: Leading,
+    raft: Option<openraft::Raft<crate::raft::TypeConfig>>,
+}
+
+/// What every term a master leads shares: its configuration, host, metadata, chunk token key
+/// and metrics.
+struct Base {
+    cfg: MasterConfig,
+    host: Host,
+    meta: Arc<MetaStore>,
+    tokens: Arc<TokenIssuer>,
+    metrics: Arc<MasterMetrics>,
+}
+
+/// Takes up a leader's duties until `stop`: a fresh membership table and chunk manager, the
+/// leases the log names asked of their holders, the background loops, and the services.
+///
+/// Every heartbeat interval, each duty in a loop of its own, so a slow one never delays another
+/// (a repair scan over a million chunks never delays the liveness sweep): mark servers that
+/// stopped heartbeating as dead; settle abandoned chunks whose replicas came back;
+/// re-replicate, then rebalance (which waits for a pass that found every chunk at its goal);
+/// purge the trash.
+async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> {
+    let cfg = &base.cfg;
+    let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
+    let chunks = Arc::new(
+        ChunkManager::new(
+            Arc::clone(&base.meta),
+            Arc::clone(&registry),
+            ChunkConfig {
+                chunk_size: cfg.chunk_size.bytes(),
+                replication: cfg.replication,
+                quorum: cfg.quorum,
+                lease: cfg.lease,
+                rpc_timeout: cfg.rpc_timeout,
+                orphan_grace: cfg.orphan_grace,
+                max_clones: cfg.max_clones,
+                clone_timeout: cfg.clone_timeout,
+                rebalance_threshold: cfg.rebalance_threshold,
+                clock: base.host.clock.clone(),
+                insecure: base.host.net.tls().is_none(),
+            },
+            Arc::new(
+                TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout)
+                    .with_net(base.host.net.clone()),
+            ),
+        )
+        .with_metrics(Arc::clone(&base.metrics)),
+    );
+    chunks
+        .persist_draining(cfg.data_dir.join("draining"))
+        .map_err(|e| StartError::Io(format!("reading {}/draining: {e}", cfg.data_dir.display())))?;
+    chunks
+        .load_unsettled()
+        .await
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let locks = Arc::new(PathLocks::new());
+    let trash = Arc::new(Trash::new(
+        Arc::clone(&base.meta),
+        Arc::clone(&locks),
+        cfg.trash_retention,
+    ));
+    let every = cfg.heartbeat_interval;
+    let reg = Arc::clone(&registry);
+    periodic(every, stop.clone(), move || {
+        reg.lock().sweep(Instant::now());
+        async {}
+    });
+    let c = Arc::clone(&chunks);
+    periodic(every, stop.clone(), move || {
+        let c = Arc::clone(&c);
+        async move { c.settle().await }
+    });
+    let c = Arc::clone(&chunks);
+    periodic(every, stop.clone(), move || {
+        let c = Arc::clone(&c);
+        async move {
+            c.rereplicate().await;
+            c.rebalance().await;
+        }
+    });
+    let (purge, c) = (Arc::clone(&trash), Arc::clone(&chunks));
+    periodic(every, stop.clone(), move || {
+        let (purge, c) = (Arc::clone(&purge), Arc::clone(&c));
+        async move {
+            let now = c.cfg.clock.now_ms();
+            c.purged(&purge.purge(now).await);
+        }
+    });
+    let max = gfs_proto::MAX_MESSAGE;
+    let master = MasterServer::new(MasterService::new(
+        Arc::clone(&base.meta),
+        Arc::clone(&chunks),
+        cfg.replication as u32,
+        locks,
+        trash,
+        Arc::clone(&base.tokens),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let control = MasterControlServer::new(ControlService::new(
+        registry,
+        Arc::clone(&chunks),
+        cfg.heartbeat_interval,
+        Arc::clone(&base.tokens),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    Ok(Term {
+        master,
+        control,
+        admin,
+        chunks,
+        stop,
+    })
+}
+
+/// Follows Raft's view of who leads until `shutdown`: takes up a term's duties once this
+/// master leads and its state machine holds every entry committed before (a read barrier),
+/// and drops them the moment it no longer leads.
+async fn follow(
+    raft: openraft::Raft<crate::raft::TypeConfig>,
+    base: Arc<Base>,
+    leading: Leading,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    let id = base.cfg.raft.as_ref().map(|r| r.id).unwrap_or_default();
+    let mut led: Option<u64> = None;
+    loop {
+        let (leads, term) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.state == openraft::ServerState::Leader && m.current_leader == Some(id),
+                m.current_term,
+            )
+        };
+        if led.is_some() && led != Some(term) || !leads {
+            if leading.end() {
+                tracing::warn!(
+                    term,
+                    "no longer the leader: stopped serving clients and chunkservers"
+                );
+            }
+            led = None;
+        }
+        if leads && led.is_none() {
+            match raft.ensure_linearizable().await {
+                // A leader restored from its vote at a restart, or one deposed meanwhile.
+                Err(e) => {
+                    tracing::info!(term, error = %e, "a majority does not confirm this master as leader")
+                }
+                Ok(_) => match lead(&base, shutdown.child_token()).await {
+                    Ok(t) => {
+                        leading.begin(t);
+                        led = Some(term);
+                        tracing::info!(term, "leading: serving clients and chunkservers");
+                    }
+                    Err(e) => {
+                        tracing::error!(term, error = %e, "elected, but cannot take up the leader's duties")
+                    }
+                },
+            }
+            // Whatever changed meanwhile is judged again at once.
+            continue;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { break },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    leading.end();
 }
 
 impl Master {
@@ -185,13 +423,41 @@ impl Master {
     /// [`Master::start`] on `host`'s network, disk and clock (a simulator's).
     pub async fn start_on(cfg: MasterConfig, host: Host) -> Result<Master, StartError> {
         cfg.validate()?;
-        let dir = cfg.data_dir.clone();
         let checkpoint_every = cfg.checkpoint_every.max(1);
-        let disk = Arc::clone(&host.disk);
-        let meta = gfs_host::blocking(&*host.disk, move || {
-            MetaStore::open_on(disk, dir, MetaConfig { checkpoint_every })
-        })
-        .await?;
+        // Bound first: the other masters of a group reach this one's Raft as soon as it runs.
+        let listener = host
+            .net
+            .bind(&cfg.listen)
+            .await
+            .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.listen)))?;
+        let (meta, member) = match &cfg.raft {
+            None => {
+                let (disk, dir) = (Arc::clone(&host.disk), cfg.data_dir.clone());
+                let meta = gfs_host::blocking(&*host.disk, move || {
+                    MetaStore::open_on(disk, dir, MetaConfig { checkpoint_every })
+                })
+                .await?;
+                (meta, None)
+            }
+            Some(r) => {
+                let timing = RaftTiming {
+                    heartbeat: r.heartbeat,
+                    election_timeout: r.election_timeout,
+                    snapshot_every: checkpoint_every,
+                };
+                let member = Member::open(
+                    Arc::clone(&host.disk),
+                    &cfg.data_dir.join("raft"),
+                    r.id,
+                    &r.members,
+                    timing.config("gfs")?,
+                    host.net.clone(),
+                )
+                .await?;
+                let meta = MetaStore::replicated(member.replicated(), Arc::clone(&host.disk));
+                (meta, Some(member))
+            }
+        };
         let meta = Arc::new(meta);
         let (disk, dir, clock) = (
             Arc::clone(&host.disk),
@@ -204,40 +470,17 @@ impl Master {
         })
         .await
         .map_err(|e| StartError::Io(format!("chunk token key: {e}")))?;
-        let tokens = Arc::new(tokens);
-        let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
-        let chunks = Arc::new(ChunkManager::new(
-            Arc::clone(&meta),
-            Arc::clone(&registry),
-            ChunkConfig {
-                chunk_size: cfg.chunk_size.bytes(),
-                replication: cfg.replication,
-                quorum: cfg.quorum,
-                lease: cfg.lease,
-                rpc_timeout: cfg.rpc_timeout,
-                orphan_grace: cfg.orphan_grace,
-                max_clones: cfg.max_clones,
-                clone_timeout: cfg.clone_timeout,
-                rebalance_threshold: cfg.rebalance_threshold,
-                clock: host.clock.clone(),
-                insecure: host.net.tls().is_none(),
-            },
-            Arc::new(
-                TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout).with_net(host.net.clone()),
-            ),
-        ));
-        chunks
-            .persist_draining(cfg.data_dir.join("draining"))
-            .map_err(|e| {
-                StartError::Io(format!("reading {}/draining: {e}", cfg.data_dir.display()))
-            })?;
-        let log_fsync = chunks.metrics().log_fsync.clone();
+        let metrics = Arc::new(MasterMetrics::default());
+        let log_fsync = metrics.log_fsync.clone();
         meta.on_fsync(Box::new(move |d| log_fsync.observe(d.as_secs_f64())));
-        let listener = host
-            .net
-            .bind(&cfg.listen)
-            .await
-            .map_err(|e| StartError::Io(format!("binding {}: {e}", cfg.listen)))?;
+        let base = Arc::new(Base {
+            cfg: cfg.clone(),
+            host: host.clone(),
+            meta: Arc::clone(&meta),
+            tokens: Arc::new(tokens),
+            metrics: Arc::clone(&metrics),
+        });
+
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Io(e.to_string()))?;
@@ -256,103 +499,67 @@ impl Master {
             None => None,
         };
         let shutdown = CancellationToken::new();
+        let leading = Leading::new(match &member {
+            None => Arc::new(|| None),
+            Some(m) => {
+                let raft = m.raft.clone();
+                Arc::new(move || {
+                    let m = raft.metrics().borrow().clone();
+                    let id = m.current_leader?;
+                    m.membership_config
+                        .nodes()
+                        .find(|(n, _)| **n == id)
+                        .map(|(_, n)| n.addr.clone())
+                })
+            }
+        });
         if let Some(listener) = http {
             tokio::spawn(crate::http::serve(
                 listener,
-                Arc::clone(&chunks),
+                leading.clone(),
+                Arc::clone(&metrics),
                 shutdown.clone(),
             ));
         }
-
-        chunks
-            .load_unsettled()
-            .await
-            .map_err(|e| StartError::Io(e.to_string()))?;
-        let locks = Arc::new(PathLocks::new());
-        let trash = Arc::new(Trash::new(
-            Arc::clone(&meta),
-            Arc::clone(&locks),
-            cfg.trash_retention,
-        ));
-        // Every heartbeat interval, each duty in a loop of its own, so a slow one never delays
-        // another (a repair scan over a million chunks never delays the liveness sweep): mark
-        // servers that stopped heartbeating as dead; settle abandoned chunks whose replicas came
-        // back; re-replicate, then rebalance (which waits for a pass that found every chunk at
-        // its goal); purge the trash.
-        let every = cfg.heartbeat_interval;
-        let reg = Arc::clone(&registry);
-        periodic(every, shutdown.clone(), move || {
-            reg.lock().sweep(Instant::now());
-            async {}
-        });
-        let c = Arc::clone(&chunks);
-        periodic(every, shutdown.clone(), move || {
-            let c = Arc::clone(&c);
-            async move { c.settle().await }
-        });
-        let c = Arc::clone(&chunks);
-        periodic(every, shutdown.clone(), move || {
-            let c = Arc::clone(&c);
-            async move {
-                c.rereplicate().await;
-                c.rebalance().await;
+        match &member {
+            None => leading.begin(lead(&base, shutdown.child_token()).await?),
+            Some(m) => {
+                tokio::spawn(follow(
+                    m.raft.clone(),
+                    Arc::clone(&base),
+                    leading.clone(),
+                    shutdown.clone(),
+                ));
             }
-        });
-        let (purge, c) = (Arc::clone(&trash), Arc::clone(&chunks));
-        periodic(every, shutdown.clone(), move || {
-            let (purge, c) = (Arc::clone(&purge), Arc::clone(&c));
-            async move {
-                let now = c.cfg.clock.now_ms();
-                c.purged(&purge.purge(now).await);
-            }
-        });
+        }
 
         // Explicit message limits (tonic decodes at most 4 MiB by default); what grows with the
         // cluster is paged well below them (gfs_proto::MAX_MESSAGE).
-        let max = gfs_proto::MAX_MESSAGE;
-        let svc = MasterServer::new(MasterService::new(
-            Arc::clone(&meta),
-            Arc::clone(&chunks),
-            cfg.replication as u32,
-            locks,
-            trash,
-            Arc::clone(&tokens),
-        ))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let rpc = RpcLayer::new(chunks.metrics().rpc.clone());
-        let ctl = MasterControlServer::new(ControlService::new(
-            registry,
-            chunks,
-            cfg.heartbeat_interval,
-            tokens,
-        ))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        let rpc = RpcLayer::new(metrics.rpc.clone());
         let token = shutdown.clone();
         let grpc = host
             .net
             .grpc_server()
             .map_err(|e| StartError::Config(format!("tls: {e}")))?;
-        let task = tokio::spawn(
-            grpc.layer(rpc)
-                .add_service(svc)
-                .add_service(ctl)
-                .add_service(admin)
-                .serve_with_incoming_shutdown(listener.incoming(), async move {
-                    token.cancelled().await
-                }),
-        );
-        tracing::info!(%addr, http = ?http_addr, dir = %cfg.data_dir.display(), "master serving");
+        let router = grpc
+            .layer(rpc)
+            .add_service(leading.gate(|t| t.master.clone()))
+            .add_service(leading.gate(|t| t.control.clone()))
+            .add_service(leading.gate(|t| t.admin.clone()))
+            .add_optional_service(member.as_ref().map(Member::service));
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(
+            listener.incoming(),
+            async move { token.cancelled().await },
+        ));
+        tracing::info!(%addr, http = ?http_addr, dir = %cfg.data_dir.display(), raft = ?cfg.raft.as_ref().map(|r| r.id), "master serving");
         Ok(Master {
             addr,
             http_addr,
             shutdown,
             task,
             meta,
+            leading,
+            raft: member.map(|m| m.raft),
         })
     }
 
@@ -361,10 +568,21 @@ impl Master {
         self.shutdown.clone()
     }
 
+    /// Whether this master leads now (a single master always does).
+    pub fn leads(&self) -> bool {
+        self.leading.leads()
+    }
+
     /// Waits until the master stops, then flushes and checkpoints the log.
     pub async fn wait(self) -> Result<(), StartError> {
         let served = self.task.await;
         self.shutdown.cancel();
+        self.leading.end();
+        if let Some(raft) = self.raft
+            && let Err(e) = raft.shutdown().await
+        {
+            tracing::warn!(error = %e, "stopping Raft");
+        }
         if let Ok(meta) = Arc::try_unwrap(self.meta) {
             let disk = Arc::clone(meta.disk());
             gfs_host::blocking(&*disk, move || drop(meta)).await;

@@ -127,7 +127,7 @@ pub struct ChunkManager {
     /// Decommissioning.
     pub(crate) drain: drain::Drain,
     /// What the master exports to Prometheus.
-    pub(crate) metrics: crate::metrics::MasterMetrics,
+    pub(crate) metrics: Arc<crate::metrics::MasterMetrics>,
     /// One lease decision at a time per chunk (callers hold the file's path lock around
     /// allocation).
     deciding: LockTable<u64>,
@@ -193,10 +193,16 @@ impl ChunkManager {
             repair: repair::Repair::default(),
             gc: gc::Gc::default(),
             drain: drain::Drain::default(),
-            metrics: crate::metrics::MasterMetrics::default(),
+            metrics: Arc::default(),
             deciding: LockTable::new(),
             started: Instant::now(),
         }
+    }
+
+    /// This manager, counting in `metrics` (shared by every term a master leads).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::MasterMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// What the master exports to Prometheus.

@@ -1,0 +1,151 @@
+//! Leader-only authority: what serves clients and chunkservers exists only while this master
+//! leads, one term at a time ([`Leading`], [`Gate`]).
+//!
+//! A single master leads from start to stop. A master of a replicated group takes up its
+//! duties when Raft makes it leader, as a restarted master would: a fresh membership table
+//! (chunkservers register again, told to by their first heartbeat), the leases the log names
+//! asked of their holders before any new grant (`ChunkManager::load_unsettled`), its own
+//! background loops. It drops them the moment Raft says it no longer leads: the services
+//! answer `NotLeader` (UNAVAILABLE naming the leader) from then on, and the loops stop. A
+//! deposed leader that has not heard yet (paused, cut off) cannot grant a lease that matters:
+//! a grant logs the new version first, which needs a majority of masters, and chunkservers
+//! follow the leader and heartbeat to it alone. What a term's services hold is never reused
+//! by a later term.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use gfs_proto::v1::admin_server::AdminServer;
+use gfs_proto::v1::master_control_server::MasterControlServer;
+use gfs_proto::v1::master_server::MasterServer;
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower::{Service, ServiceExt};
+
+use crate::chunks::ChunkManager;
+use crate::error::MasterError;
+use crate::service::{AdminService, ControlService, MasterService};
+
+/// What serves while this master leads, for one term.
+#[derive(Clone)]
+pub(crate) struct Term {
+    /// Namespace and chunk calls of clients.
+    pub(crate) master: MasterServer<MasterService>,
+    /// Registrations and heartbeats of chunkservers.
+    pub(crate) control: MasterControlServer<ControlService>,
+    /// Operators' calls.
+    pub(crate) admin: AdminServer<AdminService>,
+    /// The chunk manager of this term.
+    pub(crate) chunks: Arc<ChunkManager>,
+    /// Stops this term's background loops.
+    pub(crate) stop: CancellationToken,
+}
+
+/// The term this master leads now, if any, and where the leader is otherwise.
+#[derive(Clone)]
+pub(crate) struct Leading {
+    term: Arc<RwLock<Option<Term>>>,
+    leader: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+}
+
+impl Leading {
+    /// Nothing led yet; `leader` names the leader's address when another master leads.
+    pub(crate) fn new(leader: Arc<dyn Fn() -> Option<String> + Send + Sync>) -> Leading {
+        Leading {
+            term: Arc::default(),
+            leader,
+        }
+    }
+
+    /// Starts serving `term`.
+    pub(crate) fn begin(&self, term: Term) {
+        *self.term.write() = Some(term);
+    }
+
+    /// Stops serving the current term, if any, and its background loops.
+    pub(crate) fn end(&self) -> bool {
+        match self.term.write().take() {
+            Some(t) => {
+                t.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The current term's chunk manager, while this master leads.
+    pub(crate) fn chunks(&self) -> Option<Arc<ChunkManager>> {
+        self.term.read().as_ref().map(|t| Arc::clone(&t.chunks))
+    }
+
+    /// Whether this master serves a term now.
+    pub(crate) fn leads(&self) -> bool {
+        self.term.read().is_some()
+    }
+
+    /// The refusal of a master that does not lead, naming the leader if known.
+    pub(crate) fn not_leader(&self) -> MasterError {
+        MasterError::NotLeader {
+            leader: (self.leader)(),
+        }
+    }
+
+    /// `pick`'s service of the current term, or `NotLeader` for every call.
+    pub(crate) fn gate<S>(&self, pick: fn(&Term) -> S) -> Gate<S> {
+        Gate {
+            leading: self.clone(),
+            pick,
+        }
+    }
+}
+
+/// A gRPC service served only while this master leads; otherwise every call is refused with
+/// `NotLeader`.
+pub(crate) struct Gate<S> {
+    leading: Leading,
+    pick: fn(&Term) -> S,
+}
+
+impl<S> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            leading: self.leading.clone(),
+            pick: self.pick,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Gate<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let service = self.leading.term.read().as_ref().map(self.pick);
+        match service {
+            Some(s) => Box::pin(s.oneshot(req)),
+            None => {
+                let refusal = crate::service::status(self.leading.not_leader());
+                Box::pin(async move { Ok(refusal.into_http()) })
+            }
+        }
+    }
+}
