@@ -34,7 +34,8 @@ pub struct ChunkserverConfig {
     pub chunk_size: Size,
     /// Replicas (the primary included) that must accept an append.
     pub quorum: usize,
-    /// The master's gRPC address ("host:port"); empty: run without a master (tests, gfs-tester).
+    /// The master's gRPC address ("host:port"), or a replicated group's, comma separated (the
+    /// server follows their leader); empty: run without a master (tests, gfs-tester).
     pub master: String,
     /// Rack name, for the master's placement ("" when racks are not used).
     pub rack: String,

@@ -194,13 +194,22 @@ impl ChunkServer {
         let master = if cfg.master.is_empty() {
             None
         } else {
-            let endpoint = host
-                .net
-                .endpoint(&cfg.master)
-                .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?
-                .connect_timeout(cfg.replication.connect_timeout)
-                .timeout(cfg.replication.commit_timeout);
-            Some(host.net.channel(&endpoint))
+            // One master, or a group whose leader the channel follows.
+            let (net, list) = (&host.net, gfs_host::master_list(&cfg.master));
+            if list.is_empty() {
+                return Err(ChunkserverError::Config(format!(
+                    "master {:?}: no address",
+                    cfg.master
+                )));
+            }
+            let masters = gfs_host::Masters::new(net, &list, |a| {
+                net.endpoint(a).map(|e| {
+                    e.connect_timeout(cfg.replication.connect_timeout)
+                        .timeout(cfg.replication.commit_timeout)
+                })
+            })
+            .map_err(|e| ChunkserverError::Config(format!("master {:?}: {e}", cfg.master)))?;
+            Some(masters)
         };
         let restorer = Arc::new(crate::restore::Restorer::new(
             Arc::clone(&store),
@@ -420,7 +429,7 @@ impl ChunkServer {
 /// Reports each chunk this server seals as primary to the master, so a writer's next request
 /// for the file's last chunk already gets a new one. Heartbeats carry the sealed flag too, should
 /// this report be lost.
-fn seal_reporter(master: tonic::transport::Channel, me: String) -> gfs_replication::SealListener {
+fn seal_reporter(master: gfs_host::Masters, me: String) -> gfs_replication::SealListener {
     Arc::new(move |handle, length, secondaries| {
         let mut client = gfs_proto::v1::master_client::MasterClient::new(master.clone())
             .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
@@ -491,7 +500,7 @@ async fn scrubber(
 /// is already being told to try another replica), then restores their bad blocks from the
 /// sources the master names and reports them `repaired` (`crate::restore`).
 fn corrupt_reporter(
-    master: tonic::transport::Channel,
+    master: gfs_host::Masters,
     id: String,
     restorer: Arc<crate::restore::Restorer>,
 ) -> crate::handler::CorruptListener {
@@ -545,7 +554,7 @@ fn corrupt_reporter(
 /// quorum different from this server's.
 async fn heartbeat_loop(
     cfg: ChunkserverConfig,
-    master: tonic::transport::Channel,
+    master: gfs_host::Masters,
     (data_addr, repl_addr): (SocketAddr, SocketAddr),
     store: Arc<ChunkStore>,
     coordinator: Arc<Coordinator>,
@@ -580,6 +589,9 @@ async fn heartbeat_loop(
         // Told to register again (the master restarted): at once, not an interval later, so
         // the master learns the leases held here and can hand them out again.
         let mut now_again = false;
+        // A master of a group that does not lead (or could not be reached) refused the call:
+        // the channel now points at the leader, asked soon, not an interval later.
+        let mut redirected = false;
         let registering = !registered;
         if !registered {
             // Every lease held here, expired ones included (the master judges): a master that
@@ -625,6 +637,7 @@ async fn heartbeat_loop(
                     tracing::info!(master = %cfg.master, "registered with the master");
                 }
                 Err(e) => {
+                    redirected = gfs_host::redirected(&e);
                     tracing::warn!(master = %cfg.master, error = %e.message(), "cannot register yet")
                 }
             }
@@ -657,6 +670,7 @@ async fn heartbeat_loop(
                 let r = match client.heartbeat(piece).await {
                     Ok(r) => r.into_inner(),
                     Err(e) => {
+                        redirected = gfs_host::redirected(&e);
                         tracing::warn!(master = %cfg.master, error = %e.message(), "heartbeat failed");
                         break;
                     }
@@ -719,12 +733,22 @@ async fn heartbeat_loop(
         if now_again && !shutdown.is_cancelled() {
             continue;
         }
+        let pause = if redirected {
+            interval.min(REDIRECTED_PAUSE)
+        } else {
+            interval
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
     }
 }
+
+/// The pause before asking again after a master of a group refused a registration or a
+/// heartbeat because it does not lead: the next master is asked soon, so that a new leader
+/// hears from every server within a fraction of its first heartbeat interval.
+const REDIRECTED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Stops the server once its store takes no writes until reopened (a failed WAL or chunk
 /// fsync): a server that cannot write would otherwise stay registered and hold its replicas

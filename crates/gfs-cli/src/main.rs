@@ -32,7 +32,8 @@ const DEFAULT_MASTER: &str = "127.0.0.1:9000";
 #[derive(Parser, Debug)]
 #[command(name = "gfs", version)]
 struct Cli {
-    /// Master address HOST:PORT [default: $GFS_MASTER, then 127.0.0.1:9000].
+    /// Master address HOST:PORT, or a group of masters A:PORT,B:PORT,C:PORT (calls follow
+    /// their leader) [default: $GFS_MASTER, then 127.0.0.1:9000].
     #[arg(long, global = true, value_name = "ADDR")]
     master: Option<String>,
     /// Directory of the cluster's certificates: ca.pem and client.pem/.key (admin.pem/.key for

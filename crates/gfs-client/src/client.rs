@@ -1,11 +1,17 @@
 //! The client handle: namespace calls to the master, record appends, chunk locations and reads.
 //! Chunk locations come a page of `GetChunks` at a time; `refresh` fetches every page.
 //!
-//! [`Client::connect`] and [`Client::connect_with`] fail at once if the master is not
-//! reachable; [`Client::connect_lazy`] connects on first use. Either way an unreachable master
-//! (down, restarting) is a transient failure like any other for the calls that retry (record
+//! [`Client::connect`] and [`Client::connect_with`] fail at once if no master is reachable;
+//! [`Client::connect_lazy`] connects on first use. Either way an unreachable master (down,
+//! restarting) is a transient failure like any other for the calls that retry (record
 //! appends, [`crate::Writer`], [`crate::Reader`], [`Client::ensure_file`]): they back off and ask again until
 //! `op_deadline`; plain namespace calls fail at once. Locations are cached for `cache_ttl`.
+//!
+//! The address may list a replicated group of masters (`a:9000,b:9000,c:9000`): calls go to
+//! the one believed to lead and follow it when it moves ([`gfs_host::Masters`]). A call a
+//! master refused because it does not lead, or that could not be sent because the master was
+//! unreachable, was carried out nowhere: every call, a mutation too, is sent again to the
+//! leader within `op_deadline`.
 //!
 
 use gfs_util::collections::HashMap;
@@ -13,20 +19,21 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use gfs_dataplane::{DataClient, DataError};
+use gfs_host::Masters;
 use gfs_proto::v1::ChunkLease;
 use gfs_proto::v1::admin_client::AdminClient;
 use gfs_proto::v1::master_client::MasterClient;
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result, status_retriable};
 use crate::model::*;
 
 pub(crate) struct Inner {
-    pub(crate) addr: String,
-    pub(crate) master: MasterClient<Channel>,
-    pub(crate) admin: AdminClient<Channel>,
+    pub(crate) master: MasterClient<Masters>,
+    pub(crate) admin: AdminClient<Masters>,
+    pub(crate) masters: Masters,
     pub(crate) cfg: ClientConfig,
     pub(crate) conns: Mutex<HashMap<String, DataClient>>,
     pub(crate) locations: Mutex<HashMap<String, (Instant, Arc<Locations>)>>,
@@ -43,7 +50,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("master", &self.inner.addr)
+            .field("masters", &self.inner.masters)
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +63,36 @@ pub(crate) struct Retry {
     pub(crate) attempts: u32,
 }
 
+/// The pause before asking again when a group of masters knows no leader yet (an election
+/// is under way): short and not doubled, as the election ends within a few timeouts.
+const NO_LEADER_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Retry {
+    /// Sleeps before sending a call a group of masters refused unperformed (see
+    /// `gfs_host::redirected`) again: not at all when the refusal named the leader, briefly
+    /// when none is known; the backoff does not grow. Gives up once the deadline would pass.
+    pub(crate) async fn redirected(&mut self, s: &tonic::Status) -> Result<()> {
+        self.attempts += 1;
+        let named = s
+            .metadata()
+            .get(gfs_host::LEADER_HEADER)
+            .is_some_and(|v| !v.is_empty());
+        let pause = if named {
+            std::time::Duration::ZERO
+        } else {
+            NO_LEADER_PAUSE
+        };
+        if Instant::now() + pause > self.deadline {
+            return Err(ClientError::GaveUp {
+                attempts: self.attempts,
+                last: s.message().to_string(),
+            });
+        }
+        tracing::debug!(attempt = self.attempts, error = %s.message(), "asking the master leader");
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
     /// Sleeps before the next attempt, or gives up with `last` once the deadline would pass.
     pub(crate) async fn wait(&mut self, last: impl std::fmt::Display) -> Result<()> {
         self.attempts += 1;
@@ -99,6 +135,7 @@ where
     loop {
         match call(client.clone()).await {
             Ok(r) => return Ok(r.into_inner()),
+            Err(s) if gfs_host::redirected(&s) => retry.redirected(&s).await?,
             Err(s) if status_retriable(&s) => retry.wait(s.message()).await?,
             Err(s) => return Err(ClientError::from_status(s)),
         }
@@ -119,27 +156,41 @@ impl Client {
         Self::connect_with(addr, ClientConfig::default()).await
     }
 
-    /// Connects to the master at `addr` with `cfg`; fails at once if it is not reachable.
+    /// Connects to the master at `addr` (or the group of masters `addr` lists, comma
+    /// separated) with `cfg`; fails at once if none is reachable.
     pub async fn connect_with(addr: &str, cfg: ClientConfig) -> Result<Client> {
-        let channel = cfg
-            .net
-            .connect_channel(&Self::endpoint(addr, &cfg)?)
-            .await
-            .map_err(|e| ClientError::Connect {
-                addr: addr.to_string(),
-                reason: format!("{e}: is gfs-master running there?"),
-            })?;
-        Ok(Self::over(addr, channel, cfg))
+        let addrs = Self::addrs(addr)?;
+        let mut reason = String::new();
+        for a in &addrs {
+            match cfg.net.connect_channel(&Self::endpoint(a, &cfg)?).await {
+                Ok(_) => return Self::over(&addrs, cfg),
+                Err(e) => reason = format!("{e}: is gfs-master running there?"),
+            }
+        }
+        Err(ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        })
     }
 
-    /// A client of the master at `addr` that connects when first used, not now: it fails only
-    /// on an unusable address. Calls that retry (record appends, reads, the streaming writer,
-    /// [`Client::ensure_file`]) treat a master that is down or restarting like any other
-    /// transient failure and wait for it within `op_deadline`; the others fail with
-    /// `Master("Unavailable: ..")` while it is unreachable.
+    /// A client of the master at `addr` (or the group `addr` lists) that connects when first
+    /// used, not now: it fails only on an unusable address. Calls that retry (record appends,
+    /// reads, the streaming writer, [`Client::ensure_file`]) treat a master that is down or
+    /// restarting like any other transient failure and wait for it within `op_deadline`; the
+    /// others fail with `Master("Unavailable: ..")` while it is unreachable.
     pub fn connect_lazy(addr: &str, cfg: ClientConfig) -> Result<Client> {
-        let channel = cfg.net.channel(&Self::endpoint(addr, &cfg)?);
-        Ok(Self::over(addr, channel, cfg))
+        Self::over(&Self::addrs(addr)?, cfg)
+    }
+
+    fn addrs(list: &str) -> Result<Vec<String>> {
+        let addrs = gfs_host::master_list(list);
+        if addrs.is_empty() {
+            return Err(ClientError::Connect {
+                addr: list.to_string(),
+                reason: "no master address".into(),
+            });
+        }
+        Ok(addrs)
     }
 
     pub(crate) fn endpoint(addr: &str, cfg: &ClientConfig) -> Result<Endpoint> {
@@ -155,22 +206,33 @@ impl Client {
             .tcp_nodelay(true))
     }
 
-    pub(crate) fn over(addr: &str, channel: Channel, cfg: ClientConfig) -> Client {
-        Client {
+    fn over(addrs: &[String], cfg: ClientConfig) -> Result<Client> {
+        let masters = Masters::new(&cfg.net, addrs, |a| {
+            cfg.net.endpoint(a).map(|e| {
+                e.connect_timeout(cfg.connect_timeout)
+                    .timeout(cfg.rpc_timeout)
+                    .tcp_nodelay(true)
+            })
+        })
+        .map_err(|e| ClientError::Connect {
+            addr: addrs.join(","),
+            reason: e.to_string(),
+        })?;
+        Ok(Client {
             inner: Arc::new(Inner {
-                addr: addr.to_string(),
-                master: MasterClient::new(channel.clone())
+                master: MasterClient::new(masters.clone())
                     .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
                     .max_encoding_message_size(gfs_proto::MAX_MESSAGE),
-                admin: AdminClient::new(channel)
+                admin: AdminClient::new(masters.clone())
                     .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
                     .max_encoding_message_size(gfs_proto::MAX_MESSAGE),
+                masters,
                 cfg,
                 conns: Mutex::new(HashMap::default()),
                 locations: Mutex::new(HashMap::default()),
                 leases: Mutex::new(HashMap::default()),
             }),
-        }
+        })
     }
 
     /// The configuration in use.
@@ -178,8 +240,25 @@ impl Client {
         &self.inner.cfg
     }
 
-    pub(crate) fn master(&self) -> MasterClient<Channel> {
-        self.inner.master.clone()
+    /// Runs the mutation `call` against the master. Sent again (within `op_deadline`) only
+    /// when a group of masters refused it unperformed: a master that does not lead, or one
+    /// that could not be reached; any other failure is the caller's, as a lost reply would
+    /// make a retry ambiguous.
+    pub(crate) async fn mutate<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(MasterClient<Masters>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut retry = self.retry();
+        loop {
+            match call(self.inner.master.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if self.inner.masters.addrs().len() > 1 && gfs_host::redirected(&s) => {
+                    retry.redirected(&s).await?
+                }
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        }
     }
 
     pub(crate) fn retry(&self) -> Retry {
@@ -222,7 +301,7 @@ impl Client {
     /// (UNAVAILABLE and the like) with `retry`'s backoff and deadline.
     pub(crate) async fn ask<T, F, Fut>(&self, retry: &mut Retry, call: F) -> Result<T>
     where
-        F: Fn(MasterClient<Channel>) -> Fut,
+        F: Fn(MasterClient<Masters>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         ask_with(&self.inner.master, retry, call).await

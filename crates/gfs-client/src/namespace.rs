@@ -1,13 +1,14 @@
 //! Namespace and admin calls on [`Client`]: one call to the master each, no retry (but
-//! [`Client::ensure_file`] and the reads); [`Client::create_with_parents`] and
+//! [`Client::ensure_file`], the reads, and a mutation a group of masters refused unperformed:
+//! see `Client::mutate`); [`Client::create_with_parents`] and
 //! [`Client::ensure_file`] create missing parent directories first, as HDFS's create does.
 
+use gfs_host::Masters;
 use gfs_proto::v1::admin_client::AdminClient;
 use gfs_proto::v1::{
     CreateFileRequest, DeleteRequest, ListRequest, MkdirRequest, RenameRequest, StatRequest,
 };
 use gfs_proto::v1::{DecommissionRequest, FsckRequest, ReportRequest};
-use tonic::transport::Channel;
 
 use crate::client::*;
 use crate::error::{ClientError, Result};
@@ -29,10 +30,11 @@ impl Client {
             path: path.into(),
             parents,
         };
-        self.master()
-            .mkdir(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        self.mutate(|mut m| {
+            let req = req.clone();
+            async move { m.mkdir(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -42,10 +44,11 @@ impl Client {
             path: path.into(),
             replication: 0,
         };
-        self.master()
-            .create(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        self.mutate(|mut m| {
+            let req = req.clone();
+            async move { m.create(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -107,10 +110,11 @@ impl Client {
             path: path.into(),
             recursive,
         };
-        self.master()
-            .delete(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        self.mutate(|mut m| {
+            let req = req.clone();
+            async move { m.delete(req).await }
+        })
+        .await?;
         self.forget(path);
         Ok(())
     }
@@ -121,10 +125,11 @@ impl Client {
             src: src.into(),
             dst: dst.into(),
         };
-        self.master()
-            .rename(req)
-            .await
-            .map_err(ClientError::from_status)?;
+        self.mutate(|mut m| {
+            let req = req.clone();
+            async move { m.rename(req).await }
+        })
+        .await?;
         self.forget(src);
         Ok(())
     }
@@ -158,7 +163,7 @@ impl Client {
     /// [`Client::ask`] for the master's Admin service, with a fresh backoff.
     pub(crate) async fn ask_admin<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(AdminClient<Masters>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         ask_with(&self.inner.admin, &mut self.retry(), call).await
