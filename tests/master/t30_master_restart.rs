@@ -3,39 +3,6 @@
 use super::*;
 use gfs_client::ServerState;
 
-/// The length of record `id` here: small (1 to 3 KB).
-fn tracked_len(id: RecordId) -> usize {
-    1_000 + (id.writer as usize * 7 + id.seq as usize * 13) % 2_000
-}
-
-/// Record `n` of writer `w`, self-describing for the history checker.
-fn tracked(w: u32, n: u32) -> (RecordId, bytes::Bytes) {
-    let id = RecordId { writer: w, seq: n };
-    (id, gfs_testkit::record(id, tracked_len(id)))
-}
-
-/// Appends `tracked(w, n)` to `path` through `c`, noting it in `h`; returns how long it took.
-async fn tracked_append(c: &Client, path: &str, h: &mut History, w: u32, n: u32) -> Duration {
-    let (id, rec) = tracked(w, n);
-    h.sent(id, rec.len());
-    let start = Instant::now();
-    let off = c.append(path, rec).await.unwrap();
-    h.acked(id, off);
-    start.elapsed()
-}
-
-/// Writers `ws` appending `tracked` records to `path`, 50 ms apart, until stopped.
-fn appenders(c: &Client, path: &str, ws: std::ops::Range<u32>) -> Appenders {
-    Appenders::start(
-        c,
-        Workload {
-            size: tracked_len,
-            pace: Duration::from_millis(50),
-            ..Workload::new(path, ws, None)
-        },
-    )
-}
-
 /// Issue 12, part 3: kill -9 of the master under appends to an existing file, restarted on
 /// its directory and port: a new appender (no cached lease, as a new `gfs append` process
 /// would be) gets in within seconds, because the primary reported its lease when it
