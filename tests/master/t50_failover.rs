@@ -3,7 +3,7 @@
 //! clients. After every kill a new leader serves within seconds; at the end every
 //! acknowledged record is in the file exactly once at its offset (nothing never sent, the
 //! replicas byte-identical, fsck clean), and every acknowledged create, rename and delete is
-//! in the namespace, on every master alike.
+//! in the namespace, on every master alike (each asked for its own state by a stale read).
 //!
 //! `GFS_FAILOVER_KILLS` sets how many leaders are killed (3 by default; the soak is
 //! 100); each kill prints the time to the first create and to a new client's first append.
@@ -220,5 +220,41 @@ async fn killing_the_leader_master_loses_and_duplicates_nothing() {
         median(&mut to_create),
         median(&mut to_append)
     );
+    same_namespace_everywhere(&group, &listed).await;
     check_promise(&c, "/log", &h, &mut servers).await;
+}
+
+/// Every master lists `/ns` as `want` (the leader's), asked for its own state (a stale read),
+/// once it has applied what the leader has (within 10 s).
+async fn same_namespace_everywhere(group: &Group, want: &std::collections::BTreeSet<String>) {
+    let cfg = ClientConfig {
+        stale_reads: true,
+        op_deadline: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    for addr in &group.addrs {
+        let one = Client::connect_with(addr, cfg.clone()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // A master that restarted lists nothing (not even /ns) until it applied the log.
+            let here = match one.list("/ns").await {
+                Ok(entries) => entries.into_iter().map(|e| e.path).collect(),
+                Err(e) => {
+                    println!("master {addr}: {e}");
+                    std::collections::BTreeSet::new()
+                }
+            };
+            if &here == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {addr} lists {} names under /ns, the leader {}",
+                here.len(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!("every master lists the same {} names under /ns", want.len());
 }

@@ -45,6 +45,10 @@ struct Cli {
     /// `[tls] data_plane = true`) [default: on when $GFS_DATA_TLS is 1].
     #[arg(long = "data-tls", global = true)]
     data_tls: bool,
+    /// `ls` and `stat` may be answered by any master of a group from its own state, which
+    /// may lag the leader's (`--master` naming one follower reads that one's).
+    #[arg(long, global = true)]
+    stale: bool,
     /// Print the effective configuration (master address, client timeouts and sizes) as TOML
     /// and exit.
     #[arg(long = "print-config", global = true)]
@@ -246,7 +250,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         let text = toml::to_string(&Effective {
             master: &addr,
-            client: gfs_client::ClientConfig::default(),
+            client: gfs_client::ClientConfig {
+                stale_reads: cli.stale,
+                ..gfs_client::ClientConfig::default()
+            },
         })
         .context("printing the configuration")?;
         return print(&text);
@@ -254,7 +261,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd else {
         return Ok(());
     };
-    let mut cfg = gfs_client::ClientConfig::default();
+    let mut cfg = gfs_client::ClientConfig {
+        stale_reads: cli.stale,
+        ..gfs_client::ClientConfig::default()
+    };
     if let Some(dir) = certs_dir(cli.certs) {
         let admin = matches!(cmd, Cmd::Fsck { .. } | Cmd::Admin(_));
         let order = if admin {

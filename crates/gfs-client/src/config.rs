@@ -33,6 +33,10 @@ pub struct ClientConfig {
     /// Chunk locations: chunks per `GetChunks` page asked of the master (0: the master's
     /// default, 10,000); every page is fetched, so files of any number of chunks list whole.
     pub chunks_per_page: u32,
+    /// Namespace reads (list, stat) may be answered by any master of a group from its own
+    /// state, which may lag the leader's by what it has not applied yet (a stat then tells no
+    /// replica health); off: only the leader answers.
+    pub stale_reads: bool,
     /// The network connected over (the operating system's unless simulated).
     #[serde(skip)]
     pub net: gfs_host::Net,
@@ -54,6 +58,7 @@ impl Default for ClientConfig {
             in_flight: 8,
             read_piece: 4 << 20,
             chunks_per_page: 0,
+            stale_reads: false,
             net: gfs_host::Net::os(),
             clock: gfs_util::time::Clock::system(),
         }

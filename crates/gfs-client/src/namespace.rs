@@ -141,7 +141,7 @@ impl Client {
         let req = ListRequest { path: path.into() };
         let r = self
             .ask(&mut self.retry(), |mut m| {
-                let req = req.clone();
+                let req = self.read_request(req.clone());
                 async move { m.list(req).await }
             })
             .await?;
@@ -153,11 +153,23 @@ impl Client {
         let req = StatRequest { path: path.into() };
         let r = self
             .ask(&mut self.retry(), |mut m| {
-                let req = req.clone();
+                let req = self.read_request(req.clone());
                 async move { m.stat(req).await }
             })
             .await?;
         Ok(Entry::try_from(r)?)
+    }
+
+    /// A namespace read, marked as allowed to be stale when the configuration says so.
+    fn read_request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if self.inner.cfg.stale_reads {
+            req.metadata_mut().insert(
+                gfs_host::STALE_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        req
     }
 
     /// [`Client::ask`] for the master's Admin service, with a fresh backoff.

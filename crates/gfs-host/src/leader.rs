@@ -23,6 +23,10 @@ use crate::Net;
 /// address, for the caller to ask instead (empty: no leader is known yet).
 pub const LEADER_HEADER: &str = "gfs-leader";
 
+/// The metadata key of a namespace read (list, stat) that any master of a group may answer
+/// from its own state, which may lag the leader's by what it has not yet applied.
+pub const STALE_HEADER: &str = "gfs-stale-ok";
+
 /// Splits a list of master addresses (`a:9000,b:9000`, spaces allowed) into its entries.
 pub fn master_list(list: &str) -> Vec<String> {
     list.split(',')

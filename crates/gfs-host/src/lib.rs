@@ -27,7 +27,7 @@ use std::sync::Arc;
 use gfs_util::disk::{Disk, OsDisk};
 use gfs_util::time::Clock;
 
-pub use leader::{LEADER_HEADER, Masters, master_list, redirected};
+pub use leader::{LEADER_HEADER, Masters, STALE_HEADER, master_list, redirected};
 pub use net::{
     Accept, Conn, ConnRead, ConnWrite, Io, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Listener, Net,
     Network, endpoint,

@@ -99,8 +99,16 @@ impl Leading {
         Gate {
             leading: self.clone(),
             pick,
+            stale: None,
         }
     }
+}
+
+/// Whether `req` is a namespace read its caller allows to be stale.
+fn stale_read(req: &http::Request<Body>) -> bool {
+    let path = req.uri().path();
+    req.headers().contains_key(gfs_host::STALE_HEADER)
+        && (path.ends_with("/List") || path.ends_with("/Stat"))
 }
 
 /// A gRPC service served only while this master leads; otherwise every call is refused with
@@ -108,13 +116,25 @@ impl Leading {
 pub(crate) struct Gate<S> {
     leading: Leading,
     pick: fn(&Term) -> S,
+    /// Answers the namespace reads allowed to be stale while this master does not lead.
+    stale: Option<S>,
 }
 
-impl<S> Clone for Gate<S> {
+impl<S> Gate<S> {
+    /// This gate, answering the namespace reads a caller allows to be stale with `follower`
+    /// while this master does not lead.
+    pub(crate) fn with_stale_reads(mut self, follower: S) -> Gate<S> {
+        self.stale = Some(follower);
+        self
+    }
+}
+
+impl<S: Clone> Clone for Gate<S> {
     fn clone(&self) -> Self {
         Gate {
             leading: self.leading.clone(),
             pick: self.pick,
+            stale: self.stale.clone(),
         }
     }
 }
@@ -126,6 +146,7 @@ impl<S: NamedService> NamedService for Gate<S> {
 impl<S> Service<http::Request<Body>> for Gate<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -140,6 +161,10 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let service = self.leading.term.read().as_ref().map(self.pick);
+        let service = match (service, &self.stale) {
+            (None, Some(follower)) if stale_read(&req) => Some(follower.clone()),
+            (s, _) => s,
+        };
         match service {
             Some(s) => Box::pin(s.oneshot(req)),
             None => {

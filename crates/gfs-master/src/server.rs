@@ -249,20 +249,13 @@ struct Base {
     metrics: Arc<MasterMetrics>,
 }
 
-/// Takes up a leader's duties until `stop`: a fresh membership table and chunk manager, the
-/// leases the log names asked of their holders, the background loops, and the services.
-///
-/// Every heartbeat interval, each duty in a loop of its own, so a slow one never delays another
-/// (a repair scan over a million chunks never delays the liveness sweep): mark servers that
-/// stopped heartbeating as dead; settle abandoned chunks whose replicas came back;
-/// re-replicate, then rebalance (which waits for a pass that found every chunk at its goal);
-/// purge the trash.
-async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> {
-    let cfg = &base.cfg;
-    let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
-    let chunks = Arc::new(
-        ChunkManager::new(
-            Arc::clone(&base.meta),
+impl Base {
+    /// A fresh membership table and a chunk manager over it, not started.
+    fn chunk_manager(&self) -> (Arc<Mutex<Registry>>, Arc<ChunkManager>) {
+        let cfg = &self.cfg;
+        let registry = Arc::new(Mutex::new(Registry::new(cfg.dead_after)));
+        let chunks = ChunkManager::new(
+            Arc::clone(&self.meta),
             Arc::clone(&registry),
             ChunkConfig {
                 chunk_size: cfg.chunk_size.bytes(),
@@ -274,16 +267,72 @@ async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> 
                 max_clones: cfg.max_clones,
                 clone_timeout: cfg.clone_timeout,
                 rebalance_threshold: cfg.rebalance_threshold,
-                clock: base.host.clock.clone(),
-                insecure: base.host.net.tls().is_none(),
+                clock: self.host.clock.clone(),
+                insecure: self.host.net.tls().is_none(),
             },
             Arc::new(
                 TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout)
-                    .with_net(base.host.net.clone()),
+                    .with_net(self.host.net.clone()),
             ),
         )
-        .with_metrics(Arc::clone(&base.metrics)),
-    );
+        .with_metrics(Arc::clone(&self.metrics));
+        (registry, Arc::new(chunks))
+    }
+
+    /// The client-facing service over `chunks`.
+    fn master_service(
+        &self,
+        chunks: Arc<ChunkManager>,
+        locks: Arc<PathLocks>,
+        trash: Arc<Trash>,
+    ) -> MasterServer<MasterService> {
+        MasterServer::new(MasterService::new(
+            Arc::clone(&self.meta),
+            chunks,
+            self.cfg.replication as u32,
+            locks,
+            trash,
+            Arc::clone(&self.tokens),
+        ))
+        .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+        .max_encoding_message_size(gfs_proto::MAX_MESSAGE)
+    }
+
+    /// What a master that does not lead answers the namespace reads allowed to be stale with:
+    /// the client-facing service over a chunk manager that is never started.
+    fn follower_service(&self) -> MasterServer<MasterService> {
+        let locks = Arc::new(PathLocks::new());
+        let trash = Arc::new(Trash::new(
+            Arc::clone(&self.meta),
+            Arc::clone(&locks),
+            self.cfg.trash_retention,
+        ));
+        let service = MasterService::new(
+            Arc::clone(&self.meta),
+            self.chunk_manager().1,
+            self.cfg.replication as u32,
+            locks,
+            trash,
+            Arc::clone(&self.tokens),
+        )
+        .for_follower();
+        MasterServer::new(service)
+            .max_decoding_message_size(gfs_proto::MAX_MESSAGE)
+            .max_encoding_message_size(gfs_proto::MAX_MESSAGE)
+    }
+}
+
+/// Takes up a leader's duties until `stop`: a fresh membership table and chunk manager, the
+/// leases the log names asked of their holders, the background loops, and the services.
+///
+/// Every heartbeat interval, each duty in a loop of its own, so a slow one never delays another
+/// (a repair scan over a million chunks never delays the liveness sweep): mark servers that
+/// stopped heartbeating as dead; settle abandoned chunks whose replicas came back;
+/// re-replicate, then rebalance (which waits for a pass that found every chunk at its goal);
+/// purge the trash.
+async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> {
+    let cfg = &base.cfg;
+    let (registry, chunks) = base.chunk_manager();
     chunks
         .persist_draining(cfg.data_dir.join("draining"))
         .map_err(|e| StartError::Io(format!("reading {}/draining: {e}", cfg.data_dir.display())))?;
@@ -325,16 +374,7 @@ async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> 
         }
     });
     let max = gfs_proto::MAX_MESSAGE;
-    let master = MasterServer::new(MasterService::new(
-        Arc::clone(&base.meta),
-        Arc::clone(&chunks),
-        cfg.replication as u32,
-        locks,
-        trash,
-        Arc::clone(&base.tokens),
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
+    let master = base.master_service(Arc::clone(&chunks), locks, trash);
     let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -543,7 +583,11 @@ impl Master {
             .map_err(|e| StartError::Config(format!("tls: {e}")))?;
         let router = grpc
             .layer(rpc)
-            .add_service(leading.gate(|t| t.master.clone()))
+            .add_service(
+                leading
+                    .gate(|t| t.master.clone())
+                    .with_stale_reads(base.follower_service()),
+            )
             .add_service(leading.gate(|t| t.control.clone()))
             .add_service(leading.gate(|t| t.admin.clone()))
             .add_optional_service(member.as_ref().map(Member::service));

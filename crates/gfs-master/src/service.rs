@@ -136,9 +136,19 @@ pub struct MasterService {
     locks: Arc<PathLocks>,
     trash: Arc<Trash>,
     tokens: Tokens,
+    /// Serves a master that does not lead: its chunk manager hears no chunkserver, so a stat
+    /// tells no replica health.
+    follower: bool,
 }
 
 impl MasterService {
+    /// This service for a master that does not lead, answering the namespace reads a caller
+    /// allows to be stale (`gfs_host::STALE_HEADER`) from the entries applied here.
+    pub fn for_follower(mut self) -> MasterService {
+        self.follower = true;
+        self
+    }
+
     /// A service over `meta` and `chunks`; files get `replication` replicas unless they ask
     /// otherwise; deletes go through `trash`, which shares `locks`; leases and locations carry
     /// chunk tokens from `tokens`.
@@ -157,6 +167,7 @@ impl MasterService {
             locks,
             trash,
             tokens,
+            follower: false,
         }
     }
 
@@ -282,7 +293,7 @@ impl Master for MasterService {
             .map_err(status)?
             .map_err(status)?;
         let mut stat = wire(st);
-        if !stat.dir {
+        if !stat.dir && !self.follower {
             let goal = self.chunks.goal();
             for c in self.chunks.health(&stat.path).await? {
                 stat.under_replicated += u64::from(c.replicas.current < goal);
