@@ -258,3 +258,68 @@ async fn same_namespace_everywhere(group: &Group, want: &std::collections::BTree
     }
     println!("every master lists the same {} names under /ns", want.len());
 }
+
+/// A leader paused (SIGSTOP) past an election and resumed (SIGCONT) grants nothing: asked at
+/// once for the first chunk of a file, which needs the chunk logged, it refuses until it
+/// learns it was deposed, which it does within seconds; the appends going on throughout keep
+/// the whole promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_master_grants_nothing_once_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = Group::start(dir.path());
+    let mut servers = Server::with_master(dir.path(), 3, &group.list());
+    let c = patient(&group.list(), Duration::from_secs(120)).await;
+    gfs_testkit::fixture::registered(&c, 3).await;
+    c.create("/log").await.unwrap();
+    c.create("/fresh").await.unwrap();
+    let writers = appenders(&c, "/log", 0..3);
+    writers.until_acked(20, Duration::from_secs(60)).await;
+    let old = group.leader(Duration::from_secs(30)).await;
+    let paused = group.procs[old].as_ref().unwrap();
+    let mut direct = MasterClient::connect(format!("http://{}", paused.addr))
+        .await
+        .unwrap();
+    paused.signal("STOP");
+    let stopped = Instant::now();
+    // Another master leads, and the appends go on through it.
+    let acked = writers.acked();
+    c.ensure_file("/during").await.unwrap();
+    writers
+        .until_acked(acked + 20, Duration::from_secs(60))
+        .await;
+    println!(
+        "a new leader served {:?} after the pause",
+        stopped.elapsed()
+    );
+    paused.signal("CONT");
+    let resumed = Instant::now();
+    let mut refusals = 0;
+    while resumed.elapsed() < Duration::from_secs(2) {
+        let asked = direct
+            .append_chunk(AppendChunkRequest {
+                path: "/fresh".into(),
+            })
+            .await;
+        match asked {
+            Ok(l) => panic!(
+                "the resumed leader granted a lease {:?} after {:?}",
+                l.into_inner(),
+                resumed.elapsed()
+            ),
+            Err(s) => {
+                refusals += 1;
+                if refusals == 1 {
+                    println!("the resumed leader refused: {s}");
+                }
+            }
+        }
+    }
+    let (code, body) = gfs_testkit::http_get(&paused.http, "/health");
+    assert!(
+        code == 200 && body.contains("follower"),
+        "2 s after resuming the old leader says {code} {body}"
+    );
+    writers.stop();
+    let h = writers.join().await;
+    check_promise(&c, "/log", &h, &mut servers).await;
+}

@@ -97,6 +97,15 @@ impl MasterProc {
         MasterProc { addr, http, child }
     }
 
+    /// Sends a signal ("STOP", "CONT", ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} of the master at {} failed", self.addr);
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
