@@ -1,5 +1,6 @@
 //! End-to-end tests of `gfs-cluster`: the real binary with a temporary data directory, every
-//! role on ports the OS picks (`--master-port 0 --chunkserver-port 0`).
+//! role on ports the OS picks (`--master-port 0 --chunkserver-port 0`; a group of masters on
+//! consecutive free ones).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -419,4 +420,110 @@ fn a_bad_config_file_names_the_file_and_key() {
         err.contains("bad-cluster.toml") && err.contains("capacty"),
         "{err}"
     );
+}
+
+/// `--masters 3`: three masters on consecutive fixed ports, one elected; the CLI's library
+/// given the list works through the leader, and after the leader is killed through the one
+/// elected next; each surviving master holds the namespace (asked for its own state).
+#[test]
+fn three_masters_elect_a_leader_and_survive_its_loss() {
+    let base = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let (c, roles) = ClusterProc::start(&["--masters", "3", "--master-port", &base]);
+    assert_eq!(
+        names(&roles),
+        ["master1", "master2", "master3", "cs1", "cs2", "cs3"]
+    );
+    let masters: Vec<&RoleLine> = roles
+        .iter()
+        .filter(|r| r.name.starts_with("master"))
+        .collect();
+    let list = masters
+        .iter()
+        .map(|m| m.addrs[0].clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let leader = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leading: Vec<&&RoleLine> = masters
+                .iter()
+                .filter(|m| alive(m.pid))
+                .filter(|m| {
+                    let http = m.addrs[1]
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/');
+                    let (code, body) = gfs_testkit::http_get(http, "/health");
+                    code == 200 && !body.contains("follower")
+                })
+                .collect();
+            if let [one] = leading[..] {
+                return one.pid;
+            }
+            assert!(Instant::now() < deadline, "no single leader: {leading:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let tls = gfs_client::tls::Tls::load(&gfs_client::tls::TlsFiles::in_dir(&c.certs(), "client"))
+        .unwrap();
+    let cfg = gfs_client::ClientConfig {
+        net: gfs_host::Net::os().with_tls(std::sync::Arc::new(tls)),
+        ..gfs_client::ClientConfig::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = gfs_client::Client::connect_with(&list, cfg.clone())
+            .await
+            .unwrap();
+        client.create("/before").await.unwrap();
+        client
+            .append("/before", bytes::Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+    });
+    let first = leader();
+    kill(first, "KILL");
+    let killed = Instant::now();
+    rt.block_on(async {
+        let client = gfs_client::Client::connect_with(&list, cfg.clone())
+            .await
+            .unwrap();
+        client.ensure_file("/after").await.unwrap();
+        println!(
+            "a create {:?} after the leader was killed",
+            killed.elapsed()
+        );
+        client
+            .append("/before", bytes::Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        for m in masters.iter().filter(|m| m.pid != first) {
+            let stale = gfs_client::ClientConfig {
+                stale_reads: true,
+                ..cfg.clone()
+            };
+            let one = gfs_client::Client::connect_with(&m.addrs[0], stale)
+                .await
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let names: Vec<String> = one
+                    .list("/")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.path)
+                    .collect();
+                if names == ["/after", "/before"] {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{}: {names:?}", m.name);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let second = leader();
+    assert_ne!(first, second);
 }

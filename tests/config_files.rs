@@ -56,7 +56,7 @@ fn the_local_cluster_config_is_valid_and_built_in() {
         gfs_bins::cluster::BUILT_IN
     );
     // Every role's generated file is valid for the role itself.
-    let master: gfs_master::MasterConfig = toml::from_str(&cfg.master_toml().unwrap()).unwrap();
+    let master: gfs_master::MasterConfig = toml::from_str(&cfg.master_toml(1).unwrap()).unwrap();
     master.validate().unwrap();
     for n in 1..=cfg.chunkservers {
         let text = cfg.chunkserver_toml(n, "127.0.0.1:9000").unwrap();

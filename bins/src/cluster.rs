@@ -30,6 +30,7 @@ const MASTER_SET: &[&str] = &[
     "chunk_size",
     "quorum",
     "tls",
+    "raft",
 ];
 
 /// Keys of `[chunkserver]` that gfs-cluster sets for each server.
@@ -53,6 +54,7 @@ struct ClusterFile {
     data_dir: PathBuf,
     host: String,
     chunkservers: usize,
+    masters: usize,
     master_port: u16,
     chunkserver_port: u16,
     /// An integer or a string with a unit; converted to a [`Size`] after parsing, so the error
@@ -82,6 +84,7 @@ impl Default for ClusterFile {
             data_dir: PathBuf::from("data"),
             host: "127.0.0.1".into(),
             chunkservers: 3,
+            masters: 1,
             master_port: 9000,
             chunkserver_port: 8080,
             chunk_size: Value::String("64MiB".into()),
@@ -106,7 +109,10 @@ pub struct ClusterConfig {
     pub host: String,
     /// Number of chunkservers (ids `cs1`, `cs2`, ...).
     pub chunkservers: usize,
-    /// The master's gRPC port (0: a free one).
+    /// Number of masters: 1, or a replicated group of 3 or 5 (`master1`, `master2`, ...).
+    pub masters: usize,
+    /// The (first) master's gRPC port (0: a free one, for a single master only); master `m`
+    /// of a group uses `+ 2(m-1)`, its status page the port after.
     pub master_port: u16,
     /// First chunkserver's data port; server N uses `+ 2(N-1)` and the port after it (0: free ones).
     pub chunkserver_port: u16,
@@ -162,6 +168,7 @@ impl ClusterConfig {
             data_dir: f.data_dir,
             host: f.host,
             chunkservers: f.chunkservers,
+            masters: f.masters,
             master_port: f.master_port,
             chunkserver_port: f.chunkserver_port,
             chunk_size,
@@ -195,6 +202,30 @@ impl ClusterConfig {
                 ),
             );
         }
+        if self.masters == 0 || self.masters.is_multiple_of(2) {
+            return bad(
+                "masters",
+                format!(
+                    "{} is not an odd number: 1, or 3 or 5 masters (a majority must outlive a loss)",
+                    self.masters
+                ),
+            );
+        }
+        if self.masters > 1 && self.master_port == 0 {
+            return bad(
+                "master_port",
+                "a group of masters needs fixed ports: each names the others up front".into(),
+            );
+        }
+        if u32::from(self.master_port) + 2 * self.masters as u32 - 1 > u32::from(u16::MAX) {
+            return bad(
+                "master_port",
+                format!(
+                    "{} masters need ports from {}",
+                    self.masters, self.master_port
+                ),
+            );
+        }
         if self.chunkserver_port != 0 {
             let last = u32::from(self.chunkserver_port) + 2 * self.chunkservers as u32 - 1;
             if last > u32::from(u16::MAX) {
@@ -216,9 +247,38 @@ impl ClusterConfig {
         if self.ready_timeout.is_zero() || self.stop_timeout.is_zero() {
             return bad("ready_timeout / stop_timeout", "must be positive".into());
         }
-        self.master_toml()?;
+        for m in 1..=self.masters {
+            self.master_toml(m)?;
+        }
         self.chunkserver_toml(1, "127.0.0.1:9000")?;
         Ok(())
+    }
+
+    /// The name of master `m` (from 1): `master` when it is the only one, else `master<m>`;
+    /// also its directory, configuration file and certificate name.
+    pub fn master_name(&self, m: usize) -> String {
+        if self.masters == 1 {
+            "master".into()
+        } else {
+            format!("master{m}")
+        }
+    }
+
+    /// The gRPC addresses of the masters, in order (a single master's on port 0 is known only
+    /// once it runs).
+    pub fn master_addrs(&self) -> Vec<String> {
+        (1..=self.masters)
+            .map(|m| format!("{}:{}", self.host, self.master_grpc_port(m)))
+            .collect()
+    }
+
+    /// Master `m`'s gRPC port (0: a free one).
+    fn master_grpc_port(&self, m: usize) -> u16 {
+        match self.master_port {
+            0 => 0,
+            // validate() bounds the last port of the last master.
+            p => u16::try_from(u32::from(p) + 2 * (m as u32 - 1)).unwrap_or(u16::MAX),
+        }
     }
 
     /// The directory of one role's data (`<data_dir>/master`, `<data_dir>/cs1`, ...).
@@ -269,10 +329,10 @@ impl ClusterConfig {
             }
         }
         let mut roles = vec![
-            ("master".to_string(), Role::Master),
             ("client".to_string(), Role::Client),
             ("admin".to_string(), Role::Admin),
         ];
+        roles.extend((1..=self.masters).map(|m| (self.master_name(m), Role::Master)));
         roles.extend((1..=self.chunkservers).map(|n| (Self::chunkserver_id(n), Role::Chunkserver)));
         for (name, role) in roles {
             if !dir.join(format!("{name}.pem")).exists() {
@@ -303,9 +363,9 @@ impl ClusterConfig {
         (data, data.saturating_add(1))
     }
 
-    /// The master's status page port: the one after its gRPC port (0: a free one).
-    pub fn master_http_port(&self) -> u16 {
-        match self.master_port {
+    /// Master `m`'s status page port: the one after its gRPC port (0: a free one).
+    pub fn master_http_port(&self, m: usize) -> u16 {
+        match self.master_grpc_port(m) {
             0 => 0,
             p => p.saturating_add(1),
         }
@@ -319,19 +379,30 @@ impl ClusterConfig {
         }
     }
 
-    /// The master's configuration file, checked by parsing it as [`MasterConfig`].
-    pub fn master_toml(&self) -> anyhow::Result<String> {
+    /// Master `m`'s configuration file (from 1; with `[raft]` in a group), checked by parsing
+    /// it as [`MasterConfig`].
+    pub fn master_toml(&self, m: usize) -> anyhow::Result<String> {
+        let name = self.master_name(m);
         let mut t = self.master.clone();
         t.insert(
             "listen".into(),
-            format!("{}:{}", self.host, self.master_port).into(),
+            format!("{}:{}", self.host, self.master_grpc_port(m)).into(),
         );
         t.insert(
             "http_listen".into(),
-            format!("{}:{}", self.host, self.master_http_port()).into(),
+            format!("{}:{}", self.host, self.master_http_port(m)).into(),
         );
-        t.insert("data_dir".into(), path_value(&self.role_dir("master"))?);
-        t.insert("tls".into(), self.tls_table("master")?);
+        t.insert("data_dir".into(), path_value(&self.role_dir(&name))?);
+        t.insert("tls".into(), self.tls_table(&name)?);
+        if self.masters > 1 {
+            let mut raft = Table::new();
+            raft.insert("id".into(), (m as i64).into());
+            raft.insert(
+                "members".into(),
+                Value::Array(self.master_addrs().into_iter().map(Value::from).collect()),
+            );
+            t.insert("raft".into(), Value::Table(raft));
+        }
         self.role_text("master", t, MasterConfig::validate)
     }
 
@@ -364,6 +435,7 @@ impl ClusterConfig {
         t.insert("data_dir".into(), path_value(&self.data_dir)?);
         t.insert("host".into(), self.host.clone().into());
         t.insert("chunkservers".into(), int(self.chunkservers)?);
+        t.insert("masters".into(), int(self.masters)?);
         t.insert("master_port".into(), i64::from(self.master_port).into());
         t.insert(
             "chunkserver_port".into(),
@@ -387,11 +459,14 @@ impl ClusterConfig {
             0 => format!("{}:<free port>", self.host),
             p => format!("{}:{p}", self.host),
         };
-        out += &format!(
-            "# master: grpc {}, data in {}\n",
-            at(self.master_port),
-            self.role_dir("master").display()
-        );
+        for m in 1..=self.masters {
+            let name = self.master_name(m);
+            out += &format!(
+                "# {name}: grpc {}, data in {}\n",
+                at(self.master_grpc_port(m)),
+                self.role_dir(&name).display()
+            );
+        }
         for n in 1..=self.chunkservers {
             let id = Self::chunkserver_id(n);
             let (data, repl) = self.chunkserver_ports(n);
@@ -461,7 +536,7 @@ mod tests {
         let empty = ClusterConfig::from_toml("", "empty.toml").unwrap();
         let built_in = ClusterConfig::built_in().unwrap();
         let master = |c: &ClusterConfig| {
-            let t: MasterConfig = toml::from_str(&c.master_toml().unwrap()).unwrap();
+            let t: MasterConfig = toml::from_str(&c.master_toml(1).unwrap()).unwrap();
             format!("{t:?}")
         };
         let cs = |c: &ClusterConfig| {
@@ -510,7 +585,7 @@ mod tests {
         );
         assert_eq!(cs.data_dir, Path::new("/d/cs2"));
         assert_eq!(cs.chunk_size, Size::mib(64));
-        let m: MasterConfig = toml::from_str(&c.master_toml().unwrap()).unwrap();
+        let m: MasterConfig = toml::from_str(&c.master_toml(1).unwrap()).unwrap();
         assert_eq!(m.listen, "127.0.0.1:9000");
         assert_eq!(m.data_dir, Path::new("/d/master"));
         assert_eq!(m.chunk_size, Size::mib(64));
@@ -549,8 +624,8 @@ mod tests {
         assert_eq!(back.chunk_size, Size::mib(64));
         assert_eq!(back.stop_timeout, c.stop_timeout);
         assert_eq!(
-            back.master_toml().unwrap(),
-            c.master_toml()
+            back.master_toml(1).unwrap(),
+            c.master_toml(1)
                 .unwrap()
                 .replace("from config/local-cluster.toml (built in)", "from printed",)
         );

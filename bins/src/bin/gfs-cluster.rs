@@ -48,7 +48,10 @@ struct Args {
     /// Number of chunkservers (default 3).
     #[arg(long, value_name = "N")]
     chunkservers: Option<usize>,
-    /// The master's gRPC port (default 9000; 0 picks a free one).
+    /// Number of masters: 1, or a replicated group of 3 or 5 (default 1).
+    #[arg(long, value_name = "N")]
+    masters: Option<usize>,
+    /// The (first) master's gRPC port (default 9000; 0 picks a free one, for one master only).
     #[arg(long = "master-port", value_name = "PORT")]
     master_port: Option<u16>,
     /// The first chunkserver's data port; its replication port is the next one and each further
@@ -324,10 +327,12 @@ impl Cluster {
         Ok(Waited::Done)
     }
 
-    /// Starts the master, then every chunkserver, each waited for until ready.
+    /// Starts the masters, then every chunkserver, each waited for until ready.
     async fn start(&mut self, sig: &mut Signal) -> anyhow::Result<Waited> {
-        let toml = self.cfg.master_toml()?;
-        self.spawn("master", Kind::Master, &toml)?;
+        for m in 1..=self.cfg.masters {
+            let toml = self.cfg.master_toml(m)?;
+            self.spawn(&self.cfg.master_name(m), Kind::Master, &toml)?;
+        }
         if let Waited::Signalled = self.wait_ready(sig).await? {
             return Ok(Waited::Signalled);
         }
@@ -340,7 +345,12 @@ impl Cluster {
         self.wait_ready(sig).await
     }
 
+    /// The address clients and chunkservers are given: the single master's as it listens,
+    /// or the list of a group.
     fn master_addr(&self) -> anyhow::Result<String> {
+        if self.cfg.masters > 1 {
+            return Ok(self.cfg.master_addrs().join(","));
+        }
         self.roles
             .iter()
             .find(|r| r.name == "master")
@@ -353,13 +363,19 @@ impl Cluster {
     fn summary(&self) -> anyhow::Result<String> {
         let master = self.master_addr()?;
         let mut s = format!(
-            "gfs-cluster ready: 1 master and {} chunkservers (configuration: {})\n",
-            self.cfg.chunkservers, self.cfg.origin
+            "gfs-cluster ready: {} and {} chunkservers (configuration: {})\n",
+            match self.cfg.masters {
+                1 => "1 master".to_string(),
+                n => format!("{n} masters (a replicated group: one leads, elected)"),
+            },
+            self.cfg.chunkservers,
+            self.cfg.origin
         );
         for r in &self.roles {
-            let at = if r.name == "master" {
+            let at = if let Some(rest) = r.ready_line.strip_prefix("gfs-master ready: grpc ") {
+                let grpc = rest.split_whitespace().next().unwrap_or_default();
                 let http = r.ready_line.rsplit_once(" http ").map_or("off", |(_, h)| h);
-                format!("grpc {master}  status http://{http}/")
+                format!("grpc {grpc}  status http://{http}/")
             } else {
                 let (data, repl, http) = r
                     .ready_line
@@ -374,14 +390,18 @@ impl Cluster {
                     })?;
                 format!("data {data}  replication {repl}  metrics http://{http}/metrics")
             };
-            s += &format!("  {:<7} pid {:<8} {at}\n", r.name, r.pid);
+            s += &format!("  {:<8} pid {:<8} {at}\n", r.name, r.pid);
         }
         let dir = self.cfg.data_dir.display();
         s += &format!(
-            "data: {dir}/master and {dir}/cs1 .. cs{n}, each role's configuration in {dir}/<role>.toml\n\
+            "data: {dir}/{masters} and {dir}/cs1 .. cs{n}, each role's configuration in {dir}/<role>.toml\n\
              logs: every role's output on stderr, each line prefixed [master], [cs1], ... \
              (RUST_LOG sets the level)\n",
-            n = self.cfg.chunkservers
+            n = self.cfg.chunkservers,
+            masters = match self.cfg.masters {
+                1 => "master".to_string(),
+                n => format!("master1 .. master{n}"),
+            },
         );
         if self.cfg.insecure {
             s += "tls: OFF (insecure = true): every gRPC plane is open to whoever reaches its port\n";
@@ -559,6 +579,9 @@ async fn run_cluster(args: Args) -> anyhow::Result<()> {
     }
     if let Some(n) = args.chunkservers {
         cfg.chunkservers = n;
+    }
+    if let Some(n) = args.masters {
+        cfg.masters = n;
     }
     if let Some(p) = args.master_port {
         cfg.master_port = p;
