@@ -19,13 +19,8 @@ struct Group {
 
 impl Group {
     fn start(dir: &Path) -> Group {
-        // Free ports, taken and released: the masters bind them again at once.
-        let addrs: Vec<String> = (0..3)
-            .map(|_| {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                l.local_addr().unwrap().to_string()
-            })
-            .collect();
+        let base = gfs_testkit::free_ports(3);
+        let addrs: Vec<String> = (base..base + 3).map(|p| format!("127.0.0.1:{p}")).collect();
         let mut g = Group {
             dir: dir.to_path_buf(),
             addrs,

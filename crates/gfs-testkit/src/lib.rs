@@ -98,3 +98,25 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("GET {path} from {addr}: no status in {head:?}"));
     (code, body.to_string())
 }
+
+/// The first of `n` consecutive ports free now, below Linux's ephemeral range (32768 on), where
+/// outgoing connections would not take them meanwhile (a server restarted on its port finds
+/// it free).
+pub fn free_ports(n: u16) -> u16 {
+    // Tests of one process running side by side each start from their own place.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = (std::process::id() as u16)
+        .wrapping_mul(31)
+        .wrapping_add(call.wrapping_mul(1_009));
+    for attempt in 0..200u16 {
+        let base = 20_000 + seed.wrapping_add(attempt.wrapping_mul(97)) % 12_000;
+        let bound: Vec<_> = (base..base + n)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if bound.len() == usize::from(n) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports below 32768");
+}
