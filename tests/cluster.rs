@@ -427,10 +427,7 @@ fn a_bad_config_file_names_the_file_and_key() {
 /// elected next; each surviving master holds the namespace (asked for its own state).
 #[test]
 fn three_masters_elect_a_leader_and_survive_its_loss() {
-    let base = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port().to_string()
-    };
+    let base = gfs_testkit::free_ports(6).to_string();
     let (c, roles) = ClusterProc::start(&["--masters", "3", "--master-port", &base]);
     assert_eq!(
         names(&roles),
@@ -526,4 +523,35 @@ fn three_masters_elect_a_leader_and_survive_its_loss() {
     });
     let second = leader();
     assert_ne!(first, second);
+    // The report, the status page and /metrics show the group as the new leader sees it.
+    let admin = gfs_client::tls::Tls::load(&gfs_client::tls::TlsFiles::in_dir(&c.certs(), "admin"))
+        .unwrap();
+    let admin = gfs_client::ClientConfig {
+        net: gfs_host::Net::os().with_tls(std::sync::Arc::new(admin)),
+        ..gfs_client::ClientConfig::default()
+    };
+    let report = rt.block_on(async {
+        let client = gfs_client::Client::connect_with(&list, admin)
+            .await
+            .unwrap();
+        client.report().await.unwrap()
+    });
+    assert_eq!(report.masters.len(), 3, "{:?}", report.masters);
+    let leaders: Vec<_> = report.masters.iter().filter(|m| m.leader).collect();
+    assert_eq!(leaders.len(), 1, "{:?}", report.masters);
+    assert!(leaders[0].term > 1, "{:?}", report.masters);
+    let http = masters.iter().find(|m| m.pid == second).unwrap().addrs[1]
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (_, page) = gfs_testkit::http_get(&http, "/");
+    assert!(page.contains("id=masters"), "{page}");
+    let (_, metrics) = gfs_testkit::http_get(&http, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "gfs_master_raft_leader{{master=\"{}\"}} 1",
+            leaders[0].addr
+        )),
+        "{metrics}"
+    );
 }

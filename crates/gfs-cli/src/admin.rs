@@ -47,6 +47,24 @@ pub async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
         r.trash_entries,
         ago(r.master_uptime_ms),
     );
+    if !r.masters.is_empty() {
+        out += &format!(
+            "{:<4} {:<22} {:<9} {:>6} {:>12} {:>8}\n",
+            "ID", "MASTER", "ROLE", "TERM", "LOG INDEX", "LAG"
+        );
+        for m in &r.masters {
+            out += &format!(
+                "{:<4} {:<22} {:<9} {:>6} {:>12} {:>8}\n",
+                m.id,
+                m.addr,
+                if m.leader { "leader" } else { "follower" },
+                m.term,
+                m.matched_index,
+                m.lag,
+            );
+        }
+        out += "\n";
+    }
     out += &format!(
         "{:<10} {:<22} {:<8} {:<10} {:>10} {:>8} {:>11} {:>11} {:>9}\n",
         "ID", "ADDRESS", "RACK", "STATE", "HEARTBEAT", "CHUNKS", "USED", "FREE", "COPIES"

@@ -31,6 +31,8 @@ pub struct ClusterReport {
     pub lost: u64,
     /// How long the master has been up, in ms.
     pub master_uptime_ms: u64,
+    /// Every master of a replicated group, as the leader sees it (empty for a single master).
+    pub masters: Vec<MasterStatus>,
     /// Chunks waiting for a copy.
     pub repair_queue: u64,
     /// Replicas per chunk the master aims for.
@@ -65,6 +67,11 @@ impl TryFrom<proto::ClusterReport> for ClusterReport {
             files: r.files,
             lost: r.lost,
             master_uptime_ms: r.master_uptime_ms,
+            masters: r
+                .masters
+                .into_iter()
+                .map(MasterStatus::try_from)
+                .collect::<Result<_, _>>()?,
             repair_queue: r.repair_queue,
             replication_goal: r.replication_goal,
             servers: r
@@ -78,6 +85,51 @@ impl TryFrom<proto::ClusterReport> for ClusterReport {
             used_bytes: r.used_bytes,
             warming_up: r.warming_up,
             insecure: r.insecure,
+        })
+    }
+}
+
+/// One master of a replicated group, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MasterStatus {
+    /// Its gRPC address.
+    pub addr: String,
+    /// The newest log index the leader applied (committed on a majority).
+    pub applied_index: u64,
+    /// Its number in the group.
+    pub id: u64,
+    /// Entries the leader holds that it does not (yet).
+    pub lag: u64,
+    /// Whether it leads.
+    pub leader: bool,
+    /// The newest log index the leader knows it holds.
+    pub matched_index: u64,
+    /// The leader's term.
+    pub term: u64,
+}
+
+impl TryFrom<proto::MasterStatus> for MasterStatus {
+    type Error = ProtocolError;
+
+    fn try_from(m: proto::MasterStatus) -> Result<Self, ProtocolError> {
+        let leader = match m.role.as_str() {
+            "leader" => true,
+            "follower" => false,
+            other => {
+                return Err(ProtocolError::new(format!(
+                    "master {}: unknown role {other:?}",
+                    m.id
+                )));
+            }
+        };
+        Ok(MasterStatus {
+            addr: m.addr,
+            applied_index: m.applied_index,
+            id: m.id,
+            lag: m.lag,
+            leader,
+            matched_index: m.matched_index,
+            term: m.term,
         })
     }
 }
@@ -334,6 +386,17 @@ mod tests {
     }
 
     #[test]
+    fn a_master_of_an_unknown_role_is_a_protocol_error() {
+        let e = MasterStatus::try_from(proto::MasterStatus {
+            id: 3,
+            role: "witness".into(),
+            ..proto::MasterStatus::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown role"), "{e}");
+    }
+
+    #[test]
     fn a_cluster_report_converts_field_by_field() {
         let r = ClusterReport::try_from(proto::ClusterReport {
             generated_unix_ms: 5,
@@ -358,8 +421,29 @@ mod tests {
             master_uptime_ms: 10,
             warming_up: true,
             insecure: true,
+            masters: vec![proto::MasterStatus {
+                id: 2,
+                addr: "m2:9000".into(),
+                role: "leader".into(),
+                term: 7,
+                matched_index: 40,
+                lag: 0,
+                applied_index: 39,
+            }],
         })
         .unwrap();
+        assert_eq!(
+            r.masters,
+            [MasterStatus {
+                addr: "m2:9000".into(),
+                applied_index: 39,
+                id: 2,
+                lag: 0,
+                leader: true,
+                matched_index: 40,
+                term: 7,
+            }]
+        );
         assert_eq!((r.files, r.directories, r.chunks), (2, 1, 3));
         assert_eq!((r.stale_replicas, r.repair_queue), (4, 5));
         assert_eq!((r.copies_in_flight, r.trash_entries), (6, 7));

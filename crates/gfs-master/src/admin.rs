@@ -105,6 +105,7 @@ impl ChunkManager {
             master_uptime: self.started.elapsed(),
             warming_up,
             insecure: self.cfg.insecure,
+            masters: self.meta.masters(),
         })
     }
 

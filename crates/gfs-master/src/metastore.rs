@@ -505,6 +505,15 @@ impl MetaStore {
         }
     }
 
+    /// Every master of a replicated group as this one (the leader) sees it; empty for a single
+    /// master.
+    pub fn masters(&self) -> Vec<crate::report::MasterStatus> {
+        match &self.backend {
+            Backend::Local(_) => Vec::new(),
+            Backend::Replicated(r) => r.masters(),
+        }
+    }
+
     /// Applies `op` and returns once it is durable; returns the chunks a delete removed. On a
     /// master that does not lead the replicated log: `NotLeader`, naming the leader if known.
     pub async fn mutate(&self, op: Op) -> Result<Vec<u64>> {

@@ -12,6 +12,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+/// Labels of the per-master gauges of a replicated group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Peer {
+    master: String,
+}
+
 /// Labels of the per-state server gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct State {
@@ -42,6 +48,10 @@ pub struct MasterMetrics {
     capacity: Gauge,
     used: Gauge,
     servers: Family<State, Gauge>,
+    raft_term: Gauge,
+    raft_applied: Gauge,
+    raft_leader: Family<Peer, Gauge>,
+    raft_lag: Family<Peer, Gauge>,
 }
 
 impl Default for MasterMetrics {
@@ -100,6 +110,30 @@ impl Default for MasterMetrics {
         );
         let servers = Family::<State, Gauge>::default();
         r.register("chunkservers", "Chunkservers by state", servers.clone());
+        let raft_term = Gauge::default();
+        r.register(
+            "raft_term",
+            "The Raft term of the group of masters (0 for a single master)",
+            raft_term.clone(),
+        );
+        let raft_applied = Gauge::default();
+        r.register(
+            "raft_applied_index",
+            "The newest log index the leader applied",
+            raft_applied.clone(),
+        );
+        let raft_leader = Family::<Peer, Gauge>::default();
+        r.register(
+            "raft_leader",
+            "1 for the master that leads the group, 0 for the others",
+            raft_leader.clone(),
+        );
+        let raft_lag = Family::<Peer, Gauge>::default();
+        r.register(
+            "raft_lag_entries",
+            "Log entries the leader holds that a master does not (yet)",
+            raft_lag.clone(),
+        );
         MasterMetrics {
             registry: r,
             rpc,
@@ -118,6 +152,10 @@ impl Default for MasterMetrics {
             capacity,
             used,
             servers,
+            raft_term,
+            raft_applied,
+            raft_leader,
+            raft_lag,
         }
     }
 }
@@ -148,6 +186,17 @@ impl MasterMetrics {
                 }),
                 n as u64,
             );
+        }
+        self.raft_leader.clear();
+        self.raft_lag.clear();
+        for m in &report.masters {
+            let peer = Peer {
+                master: m.addr.clone(),
+            };
+            set(&self.raft_term, m.term);
+            set(&self.raft_applied, m.applied_index);
+            set(&self.raft_leader.get_or_create(&peer), u64::from(m.leader));
+            set(&self.raft_lag.get_or_create(&peer), m.lag);
         }
         encode(&self.registry)
     }

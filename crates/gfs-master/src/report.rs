@@ -47,6 +47,27 @@ pub struct ClusterReport {
     pub warming_up: bool,
     /// The gRPC planes serve without TLS (`insecure = true`): open to whoever reaches them.
     pub insecure: bool,
+    /// Every master of a replicated group, as the leader sees it (empty for a single master).
+    pub masters: Vec<MasterStatus>,
+}
+
+/// One master of a replicated group, as the leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MasterStatus {
+    /// Its number in the group.
+    pub id: u64,
+    /// Its gRPC address.
+    pub addr: String,
+    /// Whether it leads.
+    pub leader: bool,
+    /// The leader's term.
+    pub term: u64,
+    /// The newest log index the leader knows it holds (the leader's own newest for itself).
+    pub matched_index: u64,
+    /// Entries the leader holds that it does not (yet).
+    pub lag: u64,
+    /// The newest log index the leader applied (committed on a majority).
+    pub applied_index: u64,
 }
 
 /// How one chunkserver stands, as operators see it.

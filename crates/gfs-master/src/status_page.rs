@@ -116,8 +116,30 @@ pub fn render(r: &ClusterReport) -> String {
         r.trash_entries.to_string(),
         "",
     );
+    h.push_str("</div>");
+    if !r.masters.is_empty() {
+        h.push_str(
+            "<h2>Masters</h2><div class=scroll><table id=masters><thead><tr><th>id</th>\
+             <th>address</th><th>role</th><th class=n>term</th><th class=n>log index</th>\
+             <th class=n>lag</th></tr></thead><tbody>",
+        );
+        for m in &r.masters {
+            let _ = write!(
+                h,
+                "<tr data-id=\"{id}\"><td>{id}</td><td>{addr}</td><td>{role}</td>\
+                 <td class=n>{term}</td><td class=n>{index}</td><td class=n>{lag}</td></tr>",
+                id = m.id,
+                addr = esc(&m.addr),
+                role = if m.leader { "leader" } else { "follower" },
+                term = m.term,
+                index = m.matched_index,
+                lag = m.lag,
+            );
+        }
+        h.push_str("</tbody></table></div>");
+    }
     h.push_str(
-        "</div><h2>Chunkservers</h2><div class=scroll><table id=servers><thead><tr>\
+        "<h2>Chunkservers</h2><div class=scroll><table id=servers><thead><tr>\
         <th>id</th><th>address</th><th>rack</th><th>state</th><th class=n>last heartbeat</th>\
         <th class=n>chunks</th><th class=n>used</th><th class=n>free</th>\
         <th class=n>copies in/out</th><th class=n>copied in/out</th></tr></thead><tbody>",

@@ -6,7 +6,7 @@ use prost::encoding::string::encoded_len;
 
 use crate::chunks::ChunkHealth;
 use crate::events::Event;
-use crate::report::{ClusterReport, FsckReport, ServerReport};
+use crate::report::{ClusterReport, FsckReport, MasterStatus, ServerReport};
 
 impl From<Event> for pb::ClusterEvent {
     fn from(e: Event) -> Self {
@@ -59,6 +59,21 @@ impl From<ClusterReport> for pb::ClusterReport {
             master_uptime_ms: r.master_uptime.as_millis() as u64,
             warming_up: r.warming_up,
             insecure: r.insecure,
+            masters: r.masters.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<MasterStatus> for pb::MasterStatus {
+    fn from(m: MasterStatus) -> Self {
+        pb::MasterStatus {
+            id: m.id,
+            addr: m.addr,
+            role: if m.leader { "leader" } else { "follower" }.into(),
+            term: m.term,
+            matched_index: m.matched_index,
+            lag: m.lag,
+            applied_index: m.applied_index,
         }
     }
 }

@@ -46,6 +46,36 @@ impl Replicated {
         self.sm.read(f)
     }
 
+    /// Every master of the group as this one sees it: its own newest entry, and on the leader
+    /// what each other master holds (a follower knows only itself).
+    pub fn masters(&self) -> Vec<crate::report::MasterStatus> {
+        let m = self.raft.metrics().borrow().clone();
+        let newest = m.last_log_index.unwrap_or(0);
+        let applied_index = m.last_applied.map_or(0, |l| l.index);
+        m.membership_config
+            .nodes()
+            .map(|(id, node)| {
+                let matched = if *id == m.id {
+                    Some(newest)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                };
+                crate::report::MasterStatus {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    leader: m.current_leader == Some(*id),
+                    term: m.current_term,
+                    matched_index: matched.unwrap_or(0),
+                    lag: matched.map_or(newest, |i| newest.saturating_sub(i)),
+                    applied_index,
+                }
+            })
+            .collect()
+    }
+
     /// The index of the newest entry applied here.
     pub fn applied(&self) -> u64 {
         self.raft
