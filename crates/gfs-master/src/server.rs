@@ -239,6 +239,31 @@ pub struct Master {
     raft: Option<openraft::Raft<crate::raft::TypeConfig>>,
 }
 
+/// Refuses to start a member of a group whose Raft log is new (none in `<dir>/raft`) on a
+/// directory that holds a single master's operation log: the group would start from an empty
+/// namespace beside the files it holds, which nothing would read again.
+fn refuse_a_single_masters_log(
+    disk: &dyn gfs_util::disk::Disk,
+    dir: &Path,
+) -> Result<(), StartError> {
+    let raft = dir.join("raft");
+    if disk.exists(&raft) {
+        return Ok(());
+    }
+    let logs = crate::metastore::numbered(disk, dir, "log-")?;
+    let checkpoints = crate::metastore::numbered(disk, dir, "checkpoint-")?;
+    if logs.is_empty() && checkpoints.is_empty() {
+        return Ok(());
+    }
+    Err(StartError::Config(format!(
+        "raft: {} holds a single master's operation log, and a group's Raft log starts empty \
+         (in {}): moving a single master's namespace into a group is not supported yet; start \
+         it without [raft], or give the group an empty data_dir",
+        dir.display(),
+        raft.display()
+    )))
+}
+
 /// What every term a master leads shares: its configuration, host, metadata, chunk token key
 /// and metrics.
 struct Base {
@@ -480,6 +505,7 @@ impl Master {
                 (meta, None)
             }
             Some(r) => {
+                refuse_a_single_masters_log(&*host.disk, &cfg.data_dir)?;
                 let timing = RaftTiming {
                     heartbeat: r.heartbeat,
                     election_timeout: r.election_timeout,
@@ -656,4 +682,82 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> MasterConfig {
+        MasterConfig {
+            listen: "127.0.0.1:0".into(),
+            http_listen: String::new(),
+            data_dir: dir.to_path_buf(),
+            tls: gfs_host::tls::TlsSettings {
+                insecure: true,
+                ..Default::default()
+            },
+            ..MasterConfig::default()
+        }
+    }
+
+    /// A single master's directory is not silently left behind by a group starting afresh.
+    #[tokio::test]
+    async fn a_group_member_does_not_start_on_a_single_masters_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let single = Master::start(config(dir.path())).await.unwrap();
+        single.shutdown_token().cancel();
+        single.wait().await.unwrap();
+        let member = MasterConfig {
+            raft: Some(RaftSettings {
+                members: vec!["127.0.0.1:1".into()],
+                ..RaftSettings::default()
+            }),
+            ..config(dir.path())
+        };
+        match Master::start(member).await {
+            Err(StartError::Config(e)) => assert!(e.contains("single master's"), "{e}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a member started on a single master's log"),
+        }
+    }
+
+    #[test]
+    fn a_group_needs_its_members_and_this_masters_place_in_them() {
+        let with = |r: RaftSettings| MasterConfig {
+            raft: Some(r),
+            ..MasterConfig::default()
+        };
+        let two = vec!["a:1".to_string(), "b:1".to_string()];
+        for (r, key) in [
+            (RaftSettings::default(), "raft.members"),
+            (
+                RaftSettings {
+                    id: 3,
+                    members: two.clone(),
+                    ..RaftSettings::default()
+                },
+                "raft.id",
+            ),
+            (
+                RaftSettings {
+                    members: vec!["a:1".into(), "a:1".into()],
+                    ..RaftSettings::default()
+                },
+                "listed twice",
+            ),
+            (
+                RaftSettings {
+                    members: two,
+                    election_timeout: Duration::from_millis(200),
+                    ..RaftSettings::default()
+                },
+                "raft.election_timeout",
+            ),
+        ] {
+            let e = with(r).validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
 }
