@@ -318,3 +318,61 @@ async fn a_paused_leader_master_grants_nothing_once_resumed() {
     let h = writers.join().await;
     check_promise(&c, "/log", &h, &mut servers).await;
 }
+
+/// Membership change: a fourth master started to join is added (it catches up, then votes and
+/// holds the namespace), then the leader is removed; the group keeps serving throughout, and
+/// the report lists the group as changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_is_added_to_the_group_and_the_leader_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = Group::start(dir.path());
+    let c = patient(&group.list(), Duration::from_secs(60)).await;
+    for i in 0..20 {
+        c.create(&format!("/before{i:02}")).await.unwrap();
+    }
+    let fourth = format!("127.0.0.1:{}", gfs_testkit::free_ports(1));
+    let members = format!("{},{fourth}", group.list());
+    let joined = MasterProc::start_with(
+        &dir.path().join("m3"),
+        &fourth,
+        &["--raft-members", &members, "--raft-id", "4", "--raft-join"],
+    );
+    let masters = c.add_master(4, &fourth).await.unwrap();
+    assert_eq!(masters.len(), 4, "{masters:?}");
+    // Adding it again (a retry) changes nothing.
+    assert_eq!(c.add_master(4, &fourth).await.unwrap().len(), 4);
+    c.create("/after").await.unwrap();
+    let stale = ClientConfig {
+        stale_reads: true,
+        op_deadline: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    let on_fourth = Client::connect_with(&fourth, stale).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_fourth.list("/").await.map_or(0, |l| l.len()) != 21 {
+        assert!(
+            Instant::now() < deadline,
+            "the new master does not hold the namespace"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let leader = group.leader(Duration::from_secs(10)).await;
+    let masters = c.remove_master(leader as u64 + 1).await.unwrap();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    assert!(
+        masters.iter().all(|m| m.id != leader as u64 + 1),
+        "{masters:?}"
+    );
+    // The removed master is stopped; the other three (the new one among them) serve.
+    group.procs[leader].as_mut().unwrap().kill();
+    group.procs[leader] = None;
+    let all = format!("{},{fourth}", group.list());
+    let c = patient(&all, Duration::from_secs(60)).await;
+    c.ensure_file("/removed").await.unwrap();
+    let report = c.report().await.unwrap();
+    assert_eq!(report.masters.len(), 3, "{:?}", report.masters);
+    assert_eq!(report.masters.iter().filter(|m| m.leader).count(), 1);
+    assert_eq!(c.list("/").await.unwrap().len(), 22);
+    drop(joined);
+}

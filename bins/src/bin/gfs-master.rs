@@ -53,6 +53,10 @@ struct Args {
     /// This master's position in the group's list, from 1; sets `[raft] id`.
     #[arg(long = "raft-id", value_name = "N")]
     raft_id: Option<u64>,
+    /// A new master joining a group that runs: it waits to be added (`gfs admin add-master`);
+    /// sets `[raft] join`.
+    #[arg(long = "raft-join")]
+    raft_join: bool,
     #[command(flatten)]
     common: gfs_bins::CommonArgs,
 }
@@ -99,7 +103,7 @@ async fn run() -> anyhow::Result<()> {
         cfg.orphan_grace =
             parse_duration(&g).map_err(|e| anyhow::anyhow!("--orphan-grace: {e}"))?;
     }
-    if args.raft_members.is_some() || args.raft_id.is_some() {
+    if args.raft_members.is_some() || args.raft_id.is_some() || args.raft_join {
         let raft = cfg.raft.get_or_insert_with(Default::default);
         if let Some(m) = &args.raft_members {
             raft.members = gfs_host::master_list(m);
@@ -107,6 +111,7 @@ async fn run() -> anyhow::Result<()> {
         if let Some(id) = args.raft_id {
             raft.id = id;
         }
+        raft.join |= args.raft_join;
     }
     args.common.apply_tls(&mut cfg.tls, "master");
     cfg.validate()?;

@@ -48,21 +48,7 @@ pub async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
         ago(r.master_uptime_ms),
     );
     if !r.masters.is_empty() {
-        out += &format!(
-            "{:<4} {:<22} {:<9} {:>6} {:>12} {:>8}\n",
-            "ID", "MASTER", "ROLE", "TERM", "LOG INDEX", "LAG"
-        );
-        for m in &r.masters {
-            out += &format!(
-                "{:<4} {:<22} {:<9} {:>6} {:>12} {:>8}\n",
-                m.id,
-                m.addr,
-                if m.leader { "leader" } else { "follower" },
-                m.term,
-                m.matched_index,
-                m.lag,
-            );
-        }
+        out += &masters_table(&r.masters);
         out += "\n";
     }
     out += &format!(
@@ -90,6 +76,31 @@ pub async fn report(client: &Client, json: bool) -> anyhow::Result<()> {
         }
     }
     print(&out)
+}
+
+/// A table of the group of masters: id, address, role, term, log index, lag.
+fn masters_table(masters: &[gfs_client::MasterStatus]) -> String {
+    let mut out = format!(
+        "{:<4} {:<22} {:<9} {:>6} {:>12} {:>8}\n",
+        "ID", "MASTER", "ROLE", "TERM", "LOG INDEX", "LAG"
+    );
+    for m in masters {
+        out += &format!(
+            "{:<4} {:<22} {:<9} {:>6} {:>12} {:>8}\n",
+            m.id,
+            m.addr,
+            if m.leader { "leader" } else { "follower" },
+            m.term,
+            m.matched_index,
+            m.lag,
+        );
+    }
+    out
+}
+
+/// `gfs admin add-master` and `remove-master`: the group once changed.
+pub fn print_masters(masters: &[gfs_client::MasterStatus]) -> anyhow::Result<()> {
+    print(&masters_table(masters))
 }
 
 /// `gfs fsck PATH`: each unhealthy chunk on a line, then the verdict (`--json`: the

@@ -178,6 +178,20 @@ enum AdminCmd {
         /// The chunkserver's id (as `gfs admin report` lists it).
         server: String,
     },
+    /// Add a master to the replicated group: start it first with `--raft-join` (its own id
+    /// and address); it catches up, then votes. Prints the group.
+    AddMaster {
+        /// Its number in the group (one no master uses).
+        id: u64,
+        /// Its gRPC address (host:port), as the other masters and clients reach it.
+        addr: String,
+    },
+    /// Remove a master from the replicated group (the leader too: another is elected); stop
+    /// it afterwards. Prints the group.
+    RemoveMaster {
+        /// Its number in the group (as `gfs admin report` lists it).
+        id: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -312,6 +326,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Mv { src, dst } => namespace::mv(&client, &src, &dst).await,
         Cmd::Fsck { json, path } => admin::fsck(&client, &path, json).await,
         Cmd::Admin(AdminCmd::Report { json }) => admin::report(&client, json).await,
+        Cmd::Admin(AdminCmd::AddMaster { id, addr }) => {
+            admin::print_masters(&client.add_master(id, &addr).await?)
+        }
+        Cmd::Admin(AdminCmd::RemoveMaster { id }) => {
+            admin::print_masters(&client.remove_master(id).await?)
+        }
         Cmd::Admin(AdminCmd::Decommission {
             no_wait,
             cancel,

@@ -48,6 +48,7 @@ pub use gfs_host::tls;
 pub use model::{ChunkDetail, ChunkInfo, Entry, EntryKind, Locations, Replica, StatDetail};
 pub use reader::Reader;
 pub use report::{
-    ChunkHealth, ClusterEvent, ClusterReport, FileHealth, FsckReport, ServerReport, ServerState,
+    ChunkHealth, ClusterEvent, ClusterReport, FileHealth, FsckReport, MasterStatus, ServerReport,
+    ServerState,
 };
 pub use writer::Writer;

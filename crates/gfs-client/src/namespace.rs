@@ -6,14 +6,16 @@
 use gfs_host::Masters;
 use gfs_proto::v1::admin_client::AdminClient;
 use gfs_proto::v1::{
+    AddMasterRequest, DecommissionRequest, FsckRequest, RemoveMasterRequest, ReportRequest,
+};
+use gfs_proto::v1::{
     CreateFileRequest, DeleteRequest, ListRequest, MkdirRequest, RenameRequest, StatRequest,
 };
-use gfs_proto::v1::{DecommissionRequest, FsckRequest, ReportRequest};
 
 use crate::client::*;
 use crate::error::{ClientError, Result};
 use crate::model::*;
-use crate::report::{ClusterReport, FsckReport};
+use crate::report::{ClusterReport, FsckReport, MasterStatus};
 
 /// The parent directory of the absolute `path` (`/` for a top-level entry).
 pub(crate) fn parent(path: &str) -> &str {
@@ -214,6 +216,36 @@ impl Client {
             .await?;
         Ok(reply.remaining)
     }
+
+    /// Adds master `id` at `addr` (running, started to join) to the replicated group; returns
+    /// the group once it votes.
+    pub async fn add_master(&self, id: u64, addr: &str) -> Result<Vec<MasterStatus>> {
+        let addr = addr.to_string();
+        let reply = self
+            .ask_admin(|mut a| {
+                let addr = addr.clone();
+                async move { a.add_master(AddMasterRequest { id, addr }).await }
+            })
+            .await?;
+        membership(reply)
+    }
+
+    /// Removes master `id` from the replicated group; returns the group without it.
+    pub async fn remove_master(&self, id: u64) -> Result<Vec<MasterStatus>> {
+        let reply = self
+            .ask_admin(|mut a| async move { a.remove_master(RemoveMasterRequest { id }).await })
+            .await?;
+        membership(reply)
+    }
+}
+
+/// The group of masters a membership change answered with.
+fn membership(reply: gfs_proto::v1::MembershipReply) -> Result<Vec<MasterStatus>> {
+    Ok(reply
+        .masters
+        .into_iter()
+        .map(MasterStatus::try_from)
+        .collect::<std::result::Result<_, _>>()?)
 }
 
 #[cfg(test)]

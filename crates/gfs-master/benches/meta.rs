@@ -101,8 +101,7 @@ async fn replicated_creates(dir: &std::path::Path, clients: u64, window: Duratio
         let member = Member::open(
             gfs_util::disk::OsDisk::shared(),
             &dir.join(format!("m{i}")),
-            i as u64 + 1,
-            &addrs,
+            (i as u64 + 1, &addrs, false),
             Arc::clone(&config),
             gfs_host::Net::os(),
         )

@@ -116,6 +116,13 @@ enum Driver {
 /// Hears how long each group commit of the operation log took (write and fsync).
 pub type LogFsyncObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
+/// The refusal of a group change on a single master.
+fn no_group() -> MasterError {
+    MasterError::InvalidArgument(
+        "this master runs alone (no [raft]): it has no group of masters to change".into(),
+    )
+}
+
 pub(crate) fn io(path: &Path, source: std::io::Error) -> MasterError {
     MasterError::Io {
         path: path.to_path_buf(),
@@ -502,6 +509,23 @@ impl MetaStore {
     pub fn on_fsync(&self, observer: LogFsyncObserver) {
         if let Backend::Local(l) = &self.backend {
             l.on_fsync(observer);
+        }
+    }
+
+    /// Adds master `id` at `addr` to the replicated group: a learner until it holds the log,
+    /// then a voter. A single master has no group to add to.
+    pub async fn add_master(&self, id: u64, addr: String) -> Result<()> {
+        match &self.backend {
+            Backend::Local(_) => Err(no_group()),
+            Backend::Replicated(r) => r.add_master(id, addr).await,
+        }
+    }
+
+    /// Removes master `id` from the replicated group.
+    pub async fn remove_master(&self, id: u64) -> Result<()> {
+        match &self.backend {
+            Backend::Local(_) => Err(no_group()),
+            Backend::Replicated(r) => r.remove_master(id).await,
         }
     }
 

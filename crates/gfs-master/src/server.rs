@@ -118,6 +118,9 @@ pub struct RaftSettings {
     /// what bounds failover, at 1.5 to 2 s after the leader's last heartbeat per round.
     #[serde(with = "humantime_serde")]
     pub election_timeout: Duration,
+    /// A master new to a group that runs: it waits to be added (`gfs admin add-master`)
+    /// instead of proposing `members` as a new group.
+    pub join: bool,
 }
 
 impl Default for RaftSettings {
@@ -127,6 +130,7 @@ impl Default for RaftSettings {
             members: Vec::new(),
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(500),
+            join: false,
         }
     }
 }
@@ -247,7 +251,7 @@ fn refuse_a_single_masters_log(
     dir: &Path,
 ) -> Result<(), StartError> {
     let raft = dir.join("raft");
-    if disk.exists(&raft) {
+    if !disk.exists(dir) || disk.exists(&raft) {
         return Ok(());
     }
     let logs = crate::metastore::numbered(disk, dir, "log-")?;
@@ -514,8 +518,7 @@ impl Master {
                 let member = Member::open(
                     Arc::clone(&host.disk),
                     &cfg.data_dir.join("raft"),
-                    r.id,
-                    &r.members,
+                    (r.id, &r.members, r.join),
                     timing.config("gfs")?,
                     host.net.clone(),
                 )

@@ -635,4 +635,30 @@ impl gfs_proto::v1::admin_server::Admin for AdminService {
             remaining,
         }))
     }
+
+    async fn add_master(
+        &self,
+        r: Request<gfs_proto::v1::AddMasterRequest>,
+    ) -> Result<Response<gfs_proto::v1::MembershipReply>, Status> {
+        let r = r.into_inner();
+        let meta = self.chunks.metastore();
+        meta.add_master(r.id, r.addr).await?;
+        Ok(Response::new(membership(meta)))
+    }
+
+    async fn remove_master(
+        &self,
+        r: Request<gfs_proto::v1::RemoveMasterRequest>,
+    ) -> Result<Response<gfs_proto::v1::MembershipReply>, Status> {
+        let meta = self.chunks.metastore();
+        meta.remove_master(r.into_inner().id).await?;
+        Ok(Response::new(membership(meta)))
+    }
+}
+
+/// The group of masters as this master sees it now.
+fn membership(meta: &MetaStore) -> gfs_proto::v1::MembershipReply {
+    gfs_proto::v1::MembershipReply {
+        masters: meta.masters().into_iter().map(Into::into).collect(),
+    }
 }

@@ -205,6 +205,11 @@ impl ChunkManager {
         self
     }
 
+    /// The metadata this manager works on.
+    pub fn metastore(&self) -> &MetaStore {
+        &self.meta
+    }
+
     /// What the master exports to Prometheus.
     pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
         &self.metrics

@@ -49,8 +49,7 @@ async fn start(id: u64, dir: &std::path::Path, addrs: &[String]) -> Running {
     let member = Member::open(
         OsDisk::shared(),
         dir,
-        id,
-        addrs,
+        (id, addrs, false),
         config(),
         gfs_host::Net::os(),
     )

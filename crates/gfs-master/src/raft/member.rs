@@ -56,13 +56,13 @@ impl Member {
     /// Opens master `id`'s log and state machine under `dir` on `disk` and starts its Raft,
     /// reaching the others over `net`. `members` lists every master's address, master `i`
     /// at position `i - 1`; a master that never ran proposes that membership (every pristine
-    /// master of a group does, with the same list, which is safe), one that ran keeps its own
-    /// and stands for election only once it heard no leader for three election timeouts.
+    /// master of a group does, with the same list, which is safe), unless it `join`s a group
+    /// that runs (it then waits to be added: `Replicated::add_master`); one that ran keeps its
+    /// own and stands for election only once it heard no leader for three election timeouts.
     pub async fn open(
         disk: Arc<dyn Disk>,
         dir: &Path,
-        id: u64,
-        members: &[String],
+        (id, members, join): (u64, &[String], bool),
         config: Arc<Config>,
         net: gfs_host::Net,
     ) -> Result<Member> {
@@ -96,6 +96,8 @@ impl Member {
                 }
                 r.runtime_config().elect(true);
             });
+        } else if join {
+            tracing::info!(id, "a new master: waiting to be added to the group");
         } else {
             let nodes: BTreeMap<u64, MasterNode> = members
                 .iter()

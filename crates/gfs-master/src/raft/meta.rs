@@ -5,7 +5,7 @@
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
-use super::{Proposal, StateMachine, TypeConfig};
+use super::{MasterNode, Proposal, StateMachine, TypeConfig};
 use crate::error::{MasterError, Result};
 use crate::namespace::Namespace;
 use crate::record::Op;
@@ -38,6 +38,78 @@ impl Replicated {
                 "the replicated log did not take the mutation: {e}"
             ))),
         }
+    }
+
+    /// Adds master `id` at `addr`: a learner that is sent the log (or a snapshot) until it
+    /// holds it, then a voter (a joint membership change, committed on majorities of both).
+    /// Adding a master that is in the group at `addr` already changes nothing (a retry).
+    pub async fn add_master(&self, id: u64, addr: String) -> Result<()> {
+        let voters = self.voters();
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone());
+        if voters.contains(&id) && known.as_deref() == Some(addr.as_str()) {
+            return Ok(());
+        }
+        if id == 0 || voters.contains(&id) {
+            return Err(MasterError::InvalidArgument(format!(
+                "master {id} is {}",
+                if id == 0 {
+                    "not a number masters use".to_string()
+                } else {
+                    format!("in the group already, at {}", known.unwrap_or_default())
+                }
+            )));
+        }
+        self.raft
+            .add_learner(id, MasterNode { addr: addr.clone() }, true)
+            .await
+            .map_err(changing)?;
+        let mut next = voters;
+        next.insert(id);
+        self.raft
+            .change_membership(next, false)
+            .await
+            .map_err(changing)?;
+        tracing::info!(id, %addr, "master added to the group");
+        Ok(())
+    }
+
+    /// Removes master `id` from the voters and the group.
+    pub async fn remove_master(&self, id: u64) -> Result<()> {
+        let mut next = self.voters();
+        if !next.remove(&id) {
+            return Err(MasterError::NotFound(format!(
+                "master {id} is not in the group"
+            )));
+        }
+        if next.is_empty() {
+            return Err(MasterError::InvalidArgument(
+                "the last master of the group cannot be removed".into(),
+            ));
+        }
+        self.raft
+            .change_membership(next, false)
+            .await
+            .map_err(changing)?;
+        tracing::info!(id, "master removed from the group");
+        Ok(())
+    }
+
+    /// The masters that vote now.
+    fn voters(&self) -> std::collections::BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Runs `f` on the namespace as the entries applied here left it (committed: on a
@@ -84,5 +156,18 @@ impl Replicated {
             .last_applied
             .map(|l| l.index)
             .unwrap_or(0)
+    }
+}
+
+/// A membership change's failure: `NotLeader` on a master that does not lead.
+fn changing(e: RaftError<u64, ClientWriteError<u64, MasterNode>>) -> MasterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => MasterError::NotLeader {
+            leader: f.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            MasterError::InvalidArgument(format!("the group cannot change so: {c}"))
+        }
+        e => MasterError::Unavailable(format!("the group did not change: {e}")),
     }
 }
