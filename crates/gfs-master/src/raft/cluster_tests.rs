@@ -85,7 +85,7 @@ impl Running {
 
 fn mkdir(path: String) -> Proposal {
     Proposal {
-        op: Op::Mkdir(PathOp { path, mtime_ms: 0 }),
+        ops: vec![Op::Mkdir(PathOp { path, mtime_ms: 0 })],
     }
 }
 
@@ -170,14 +170,17 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
             .client_write(mkdir(format!("/a{i:03}")))
             .await
             .unwrap();
-        assert!(r.data.is_ok(), "{:?}", r.data);
+        assert!(r.data.iter().all(Result::is_ok), "{:?}", r.data);
     }
     let again = members[&first]
         .raft
         .client_write(mkdir("/a000".into()))
         .await
         .unwrap();
-    assert!(matches!(again.data, Err(MasterError::AlreadyExists(_))));
+    assert!(matches!(
+        again.data[..],
+        [Err(MasterError::AlreadyExists(_))]
+    ));
     applied(&members, again.log_id.index).await;
     let want: Vec<String> = (0..30).map(|i| format!("/a{i:03}")).collect();
     for m in members.values() {
@@ -197,7 +200,7 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
             .client_write(mkdir(format!("/b{i:03}")))
             .await
             .unwrap();
-        assert!(r.data.is_ok(), "{:?}", r.data);
+        assert!(r.data.iter().all(Result::is_ok), "{:?}", r.data);
         last = r.log_id.index;
     }
     applied(&members, last).await;
@@ -249,15 +252,24 @@ async fn a_replicated_metastore_mutates_on_the_leader_and_names_it_elsewhere() {
         )
     };
     let on_leader = store(lead);
-    on_leader.mutate(mkdir("/d".into()).op).await.unwrap();
-    let err = on_leader.mutate(mkdir("/d".into()).op).await.unwrap_err();
+    on_leader
+        .mutate(mkdir("/d".into()).ops[0].clone())
+        .await
+        .unwrap();
+    let err = on_leader
+        .mutate(mkdir("/d".into()).ops[0].clone())
+        .await
+        .unwrap_err();
     assert!(matches!(err, MasterError::AlreadyExists(_)), "{err}");
     let seq = on_leader.durable_seq();
     applied(&members, seq).await;
     let follower = members.keys().copied().find(|id| *id != lead).unwrap();
     let on_follower = store(follower);
     assert!(on_follower.read(|ns| ns.stat("/d").is_ok()).await.unwrap());
-    let err = on_follower.mutate(mkdir("/e".into()).op).await.unwrap_err();
+    let err = on_follower
+        .mutate(mkdir("/e".into()).ops[0].clone())
+        .await
+        .unwrap_err();
     match err {
         MasterError::NotLeader { leader } => {
             assert_eq!(leader.as_deref(), Some(addrs[lead as usize - 1].as_str()));
@@ -314,7 +326,7 @@ async fn all_masters_restarted_at_once_keep_every_committed_entry() {
         .client_write(mkdir("/after".into()))
         .await
         .unwrap();
-    assert!(r.data.is_ok(), "{:?}", r.data);
+    assert!(r.data.iter().all(Result::is_ok), "{:?}", r.data);
     assert!(r.log_id.index > last);
     applied(&members, r.log_id.index).await;
     let mut want = before;
@@ -323,6 +335,66 @@ async fn all_masters_restarted_at_once_keep_every_committed_entry() {
     for m in members.values() {
         assert_eq!(names(m), want);
     }
+    for (_, m) in members {
+        m.stop().await;
+    }
+}
+
+/// Mutations that reach the leader while an entry is being committed go together as the next
+/// entry: 200 concurrent creates take far fewer entries than 200, and each is answered with
+/// its own result (a create of a path that exists fails alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mutations_share_entries_and_keep_their_own_results() {
+    let Cluster {
+        dirs: _dirs,
+        addrs: _addrs,
+        members,
+    } = cluster().await;
+    let lead = leader(&members).await;
+    let store = std::sync::Arc::new(crate::MetaStore::replicated(
+        Replicated::new(members[&lead].raft.clone(), members[&lead].sm.clone()),
+        OsDisk::shared(),
+    ));
+    store
+        .mutate(mkdir("/d".into()).ops[0].clone())
+        .await
+        .unwrap();
+    let before = members[&lead]
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = std::sync::Arc::clone(&store);
+            // Every tenth a second time: it fails, the others do not.
+            let path = format!("/d/f{:03}", if i % 10 == 9 { i - 1 } else { i });
+            tokio::spawn(async move { store.mutate(mkdir(path).ops[0].clone()).await })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => {}
+            Err(MasterError::AlreadyExists(_)) => failed += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(failed, 20);
+    let after = members[&lead]
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap();
+    assert!(
+        after - before < 100,
+        "{} entries for 200 mutations",
+        after - before
+    );
+    let listed = store.read(|ns| ns.list("/d").unwrap().len()).await.unwrap();
+    assert_eq!(listed, 180);
     for (_, m) in members {
         m.stop().await;
     }

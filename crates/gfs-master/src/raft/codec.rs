@@ -101,6 +101,17 @@ pub enum PayloadRecord {
     /// A membership change.
     #[prost(message, tag = "4")]
     Membership(MembershipRecord),
+    /// Mutations batched into one entry, applied in order (`seq` of each is the entry's index).
+    #[prost(message, tag = "5")]
+    Batch(BatchRecord),
+}
+
+/// Mutations proposed together as one entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BatchRecord {
+    /// The mutations, in the order they apply.
+    #[prost(message, repeated, tag = "1")]
+    pub records: Vec<LogRecord>,
 }
 
 /// A log entry.
@@ -110,7 +121,7 @@ pub struct EntryRecord {
     #[prost(message, optional, tag = "1")]
     pub log_id: Option<LogIdRecord>,
     /// Its payload.
-    #[prost(oneof = "PayloadRecord", tags = "2, 3, 4")]
+    #[prost(oneof = "PayloadRecord", tags = "2, 3, 4, 5")]
     pub payload: Option<PayloadRecord>,
 }
 
@@ -239,9 +250,20 @@ impl From<&Entry<TypeConfig>> for EntryRecord {
     fn from(e: &Entry<TypeConfig>) -> EntryRecord {
         let payload = match &e.payload {
             EntryPayload::Blank => PayloadRecord::Blank(Blank {}),
-            EntryPayload::Normal(p) => PayloadRecord::Normal(LogRecord {
+            // One operation as a plain record, as before batches.
+            EntryPayload::Normal(p) if p.ops.len() == 1 => PayloadRecord::Normal(LogRecord {
                 seq: e.log_id.index,
-                op: Some(p.op.clone()),
+                op: p.ops.first().cloned(),
+            }),
+            EntryPayload::Normal(p) => PayloadRecord::Batch(BatchRecord {
+                records: p
+                    .ops
+                    .iter()
+                    .map(|op| LogRecord {
+                        seq: e.log_id.index,
+                        op: Some(op.clone()),
+                    })
+                    .collect(),
             }),
             EntryPayload::Membership(m) => PayloadRecord::Membership(m.into()),
         };
@@ -260,7 +282,17 @@ impl TryFrom<&EntryRecord> for Entry<TypeConfig> {
         let payload = match r.payload.as_ref().ok_or("an entry without a payload")? {
             PayloadRecord::Blank(_) => EntryPayload::Blank,
             PayloadRecord::Normal(rec) => EntryPayload::Normal(Proposal {
-                op: rec.op.clone().ok_or("an entry without an operation")?,
+                ops: vec![rec.op.clone().ok_or("an entry without an operation")?],
+            }),
+            PayloadRecord::Batch(b) if b.records.is_empty() => {
+                return Err("a batch without operations".into());
+            }
+            PayloadRecord::Batch(b) => EntryPayload::Normal(Proposal {
+                ops: b
+                    .records
+                    .iter()
+                    .map(|r| r.op.clone().ok_or("a batched entry without an operation"))
+                    .collect::<Result<_, _>>()?,
             }),
             PayloadRecord::Membership(m) => EntryPayload::Membership(m.into()),
         };

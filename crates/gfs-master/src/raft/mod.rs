@@ -10,7 +10,9 @@
 //! (`openraft::testing::Suite`), which these types pass. `storage-v2` splits the log from the
 //! state machine, as here.
 //!
-//! **Propose, then apply.** A mutation is an entry ([`Proposal`], one `Op`); a leader proposes
+//! **Propose, then apply.** Mutations are entries ([`Proposal`]: the `Op`s that reached the
+//! leader while the previous entry was being committed, so that one round of fsyncs on a
+//! majority carries many, as the single master's group commit does); a leader proposes
 //! it, a majority of masters make it durable (each fsyncs its log), and every master applies it
 //! to its namespace in log order. Applying validates: an entry that does not apply (a create
 //! of a path that exists by then) changes nothing on any master, deterministically, and its
@@ -49,15 +51,16 @@ pub use meta::Replicated;
 pub use network::{Peer, RaftNet, RaftService};
 pub use sm::StateMachine;
 
-/// A mutation proposed to the replicated log: one operation on the namespace or chunk map.
+/// Mutations proposed to the replicated log as one entry: operations on the namespace or chunk
+/// map, applied in order, each on its own (one that does not apply leaves the others be).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Proposal {
-    /// The operation.
-    pub op: Op,
+    /// The operations (at least one).
+    pub ops: Vec<Op>,
 }
 
-/// What applying an entry did: the chunks a delete removed, or why the operation did not apply
-/// (it then changed nothing, on every master).
+/// What applying one operation did: the chunks a delete removed, or why the operation did not
+/// apply (it then changed nothing, on every master).
 pub type Applied = Result<Vec<u64>, MasterError>;
 
 /// A master as a Raft membership names it.
@@ -72,7 +75,7 @@ openraft::declare_raft_types!(
     /// the bytes of a `codec::SnapshotRecord`.
     pub TypeConfig:
         D = Proposal,
-        R = Applied,
+        R = Vec<Applied>,
         NodeId = u64,
         Node = MasterNode,
         Entry = openraft::Entry<TypeConfig>,

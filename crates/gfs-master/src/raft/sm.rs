@@ -162,7 +162,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((m.last_applied, m.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<Applied>, RaftStorageError>
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> std::result::Result<Vec<Vec<Applied>>, RaftStorageError>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -172,13 +175,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             m.last_applied = Some(e.log_id);
             out.push(match e.payload {
-                EntryPayload::Blank => Ok(Vec::new()),
+                EntryPayload::Blank => Vec::new(),
                 // Validated here, the same on every master: one that does not apply changes
                 // nothing anywhere, and its proposer hears why.
-                EntryPayload::Normal(p) => m.ns.apply(&p.op),
+                EntryPayload::Normal(p) => p.ops.iter().map(|op| m.ns.apply(op)).collect(),
                 EntryPayload::Membership(mem) => {
                     m.membership = StoredMembership::new(Some(e.log_id), mem);
-                    Ok(Vec::new())
+                    Vec::new()
                 }
             });
         }

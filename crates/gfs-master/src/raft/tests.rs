@@ -42,10 +42,10 @@ fn mkdir(term: u64, index: u64, path: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
         payload: EntryPayload::Normal(Proposal {
-            op: Op::Mkdir(PathOp {
+            ops: vec![Op::Mkdir(PathOp {
                 path: path.into(),
                 mtime_ms: index,
-            }),
+            })],
         }),
     }
 }
@@ -185,11 +185,11 @@ async fn the_state_machine_applies_snapshots_and_restores() {
     let create = |index: u64, path: &str| Entry::<TypeConfig> {
         log_id: log_id(1, index),
         payload: EntryPayload::Normal(Proposal {
-            op: Op::Create(CreateOp {
+            ops: vec![Op::Create(CreateOp {
                 path: path.into(),
                 mtime_ms: 0,
                 replication: 3,
-            }),
+            })],
         }),
     };
     let applied = sm
@@ -205,10 +205,18 @@ async fn the_state_machine_applies_snapshots_and_restores() {
         ])
         .await
         .unwrap();
+    // One result per operation of each entry (none for the membership).
     assert_eq!(applied.len(), 5);
-    assert!(applied[..3].iter().all(Result::is_ok), "{applied:?}");
-    assert!(matches!(applied[3], Err(MasterError::AlreadyExists(_))));
-    assert!(applied[4].is_err());
+    assert!(applied[0].is_empty(), "{applied:?}");
+    assert!(
+        applied[1..3].iter().all(|a| a.len() == 1 && a[0].is_ok()),
+        "{applied:?}"
+    );
+    assert!(matches!(
+        applied[3][..],
+        [Err(MasterError::AlreadyExists(_))]
+    ));
+    assert!(matches!(applied[4][..], [Err(_)]));
     let snap = sm
         .get_snapshot_builder()
         .await
