@@ -31,7 +31,6 @@ use crate::error::MasterError;
 use crate::service::{AdminService, ControlService, MasterService};
 
 /// What serves while this master leads, for one term.
-#[derive(Clone)]
 pub(crate) struct Term {
     /// Namespace and chunk calls of clients.
     pub(crate) master: MasterServer<MasterService>,
@@ -43,6 +42,8 @@ pub(crate) struct Term {
     pub(crate) chunks: Arc<ChunkManager>,
     /// Stops this term's background loops.
     pub(crate) stop: CancellationToken,
+    /// The background loops, which end once `stop` is cancelled.
+    pub(crate) loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The term this master leads now, if any, and where the leader is otherwise.
@@ -66,15 +67,14 @@ impl Leading {
         *self.term.write() = Some(term);
     }
 
-    /// Stops serving the current term, if any, and its background loops.
-    pub(crate) fn end(&self) -> bool {
-        match self.term.write().take() {
-            Some(t) => {
-                t.stop.cancel();
-                true
-            }
-            None => false,
+    /// Stops serving the current term, if any, and its background loops; returns the term, so
+    /// that a caller can wait for its loops to end.
+    pub(crate) fn end(&self) -> Option<Term> {
+        let term = self.term.write().take();
+        if let Some(t) = &term {
+            t.stop.cancel();
         }
+        term
     }
 
     /// The current term's chunk manager, while this master leads.

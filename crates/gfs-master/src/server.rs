@@ -240,6 +240,8 @@ pub struct Master {
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     meta: Arc<MetaStore>,
     leading: Leading,
+    /// Follows Raft's view of who leads (a member of a group).
+    follow: Option<JoinHandle<()>>,
     raft: Option<openraft::Raft<crate::raft::TypeConfig>>,
 }
 
@@ -376,32 +378,33 @@ async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> 
         cfg.trash_retention,
     ));
     let every = cfg.heartbeat_interval;
+    let mut loops = Vec::new();
     let reg = Arc::clone(&registry);
-    periodic(every, stop.clone(), move || {
+    loops.push(periodic(every, stop.clone(), move || {
         reg.lock().sweep(Instant::now());
         async {}
-    });
+    }));
     let c = Arc::clone(&chunks);
-    periodic(every, stop.clone(), move || {
+    loops.push(periodic(every, stop.clone(), move || {
         let c = Arc::clone(&c);
         async move { c.settle().await }
-    });
+    }));
     let c = Arc::clone(&chunks);
-    periodic(every, stop.clone(), move || {
+    loops.push(periodic(every, stop.clone(), move || {
         let c = Arc::clone(&c);
         async move {
             c.rereplicate().await;
             c.rebalance().await;
         }
-    });
+    }));
     let (purge, c) = (Arc::clone(&trash), Arc::clone(&chunks));
-    periodic(every, stop.clone(), move || {
+    loops.push(periodic(every, stop.clone(), move || {
         let (purge, c) = (Arc::clone(&purge), Arc::clone(&c));
         async move {
             let now = c.cfg.clock.now_ms();
             c.purged(&purge.purge(now).await);
         }
-    });
+    }));
     let max = gfs_proto::MAX_MESSAGE;
     let master = base.master_service(Arc::clone(&chunks), locks, trash);
     let admin = AdminServer::new(AdminService::new(Arc::clone(&chunks)))
@@ -421,6 +424,7 @@ async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> 
         admin,
         chunks,
         stop,
+        loops,
     })
 }
 
@@ -445,7 +449,7 @@ async fn follow(
             )
         };
         if led.is_some() && led != Some(term) || !leads {
-            if leading.end() {
+            if leading.end().is_some() {
                 tracing::warn!(
                     term,
                     "no longer the leader: stopped serving clients and chunkservers"
@@ -590,17 +594,18 @@ impl Master {
                 shutdown.clone(),
             ));
         }
-        match &member {
-            None => leading.begin(lead(&base, shutdown.child_token()).await?),
-            Some(m) => {
-                tokio::spawn(follow(
-                    m.raft.clone(),
-                    Arc::clone(&base),
-                    leading.clone(),
-                    shutdown.clone(),
-                ));
+        let follow = match &member {
+            None => {
+                leading.begin(lead(&base, shutdown.child_token()).await?);
+                None
             }
-        }
+            Some(m) => Some(tokio::spawn(follow(
+                m.raft.clone(),
+                Arc::clone(&base),
+                leading.clone(),
+                shutdown.clone(),
+            ))),
+        };
 
         // Explicit message limits (tonic decodes at most 4 MiB by default); what grows with the
         // cluster is paged well below them (gfs_proto::MAX_MESSAGE).
@@ -632,6 +637,7 @@ impl Master {
             task,
             meta,
             leading,
+            follow,
             raft: member.map(|m| m.raft),
         })
     }
@@ -650,11 +656,25 @@ impl Master {
     pub async fn wait(self) -> Result<(), StartError> {
         let served = self.task.await;
         self.shutdown.cancel();
-        self.leading.end();
+        if let Some(term) = self.leading.end() {
+            for l in term.loops {
+                let _ = l.await;
+            }
+        }
+        if let Some(f) = self.follow {
+            let _ = f.await;
+        }
         if let Some(raft) = self.raft
             && let Err(e) = raft.shutdown().await
         {
             tracing::warn!(error = %e, "stopping Raft");
+        }
+        // What a request still being answered holds goes with it, soon.
+        for _ in 0..100 {
+            if Arc::strong_count(&self.meta) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if let Ok(meta) = Arc::try_unwrap(self.meta) {
             let disk = Arc::clone(meta.disk());
@@ -670,7 +690,13 @@ impl Master {
 
 /// Runs `duty` every `period` (a pass that overruns delays the next, never bunches them) in a
 /// task of its own, until `token` is cancelled.
-fn periodic<F, Fut>(period: Duration, token: CancellationToken, mut duty: F)
+/// A pass under way when `token` is cancelled stops at its next await (a deposed leader stops
+/// at once; every duty is safe to stop anywhere, as a crash would).
+fn periodic<F, Fut>(
+    period: Duration,
+    token: CancellationToken,
+    mut duty: F,
+) -> tokio::task::JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -680,11 +706,14 @@ where
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => duty().await,
+                _ = async {
+                    tick.tick().await;
+                    duty().await;
+                } => {}
                 _ = token.cancelled() => break,
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]
@@ -702,6 +731,26 @@ mod tests {
                 ..Default::default()
             },
             ..MasterConfig::default()
+        }
+    }
+
+    /// Once `wait` returns, the master's directory is free: its background loops, busy every
+    /// millisecond here, have let go of the metadata, and a master starts on it at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_master_lets_go_of_its_directory_before_wait_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = MasterConfig {
+            heartbeat_interval: Duration::from_millis(1),
+            dead_after: Duration::from_millis(5),
+            ..config(dir.path())
+        };
+        for round in 0..30 {
+            let m = Master::start(busy.clone())
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            m.shutdown_token().cancel();
+            m.wait().await.unwrap();
         }
     }
 
