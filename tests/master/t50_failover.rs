@@ -376,3 +376,43 @@ async fn a_master_is_added_to_the_group_and_the_leader_removed() {
     assert_eq!(c.list("/").await.unwrap().len(), 22);
     drop(joined);
 }
+
+/// Every master SIGKILLed at once and started again on its directory: they elect a leader
+/// among themselves (each waits three election timeouts to hear one first), every create
+/// acknowledged before is there on each, and the appends going on throughout keep the whole
+/// promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_master_killed_at_once_and_restarted_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = Group::start(dir.path());
+    let mut servers = Server::with_master(dir.path(), 3, &group.list());
+    let c = patient(&group.list(), Duration::from_secs(120)).await;
+    gfs_testkit::fixture::registered(&c, 3).await;
+    c.mkdir("/ns", false).await.unwrap();
+    for i in 0..50 {
+        c.create(&format!("/ns/f{i:05}")).await.unwrap();
+    }
+    c.create("/log").await.unwrap();
+    let writers = appenders(&c, "/log", 0..2);
+    writers.until_acked(20, Duration::from_secs(60)).await;
+    for p in group.procs.iter_mut().flatten() {
+        p.kill();
+    }
+    let killed = Instant::now();
+    group.procs = (0..3).map(|i| Some(group.member(i))).collect();
+    c.ensure_file("/ns/after").await.unwrap();
+    println!(
+        "a create {:?} after every master was killed",
+        killed.elapsed()
+    );
+    let acked = writers.acked();
+    writers
+        .until_acked(acked + 20, Duration::from_secs(60))
+        .await;
+    writers.stop();
+    let h = writers.join().await;
+    let listed = names(&c).await;
+    assert_eq!(listed.len(), 51, "{listed:?}");
+    same_namespace_everywhere(&group, &listed).await;
+    check_promise(&c, "/log", &h, &mut servers).await;
+}
