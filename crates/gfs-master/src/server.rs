@@ -245,13 +245,19 @@ pub struct Master {
     raft: Option<openraft::Raft<crate::raft::TypeConfig>>,
 }
 
-/// Refuses to start a member of a group whose Raft log is new (none in `<dir>/raft`) on a
-/// directory that holds a single master's operation log: the group would start from an empty
-/// namespace beside the files it holds, which nothing would read again.
-fn refuse_a_single_masters_log(
-    disk: &dyn gfs_util::disk::Disk,
-    dir: &Path,
+/// Brings a single master's namespace into a group whose Raft log is new (none in
+/// `<data_dir>/raft`): on a directory holding a single master's operation log, a group of one
+/// (`members` = this master alone) starts from that namespace, written as its state machine's
+/// seed; the others join it afterwards (`gfs admin add-master`), and the group's first
+/// snapshot carries the namespace to them. A larger group, or a joining master, on such a
+/// directory is refused: it would start from an empty namespace beside the files, which
+/// nothing would read again. The single master's files are left as they were.
+async fn adopt_a_single_masters_log(
+    host: &Host,
+    cfg: &MasterConfig,
+    r: &RaftSettings,
 ) -> Result<(), StartError> {
+    let (disk, dir) = (&*host.disk, cfg.data_dir.as_path());
     let raft = dir.join("raft");
     if !disk.exists(dir) || disk.exists(&raft) {
         return Ok(());
@@ -261,13 +267,42 @@ fn refuse_a_single_masters_log(
     if logs.is_empty() && checkpoints.is_empty() {
         return Ok(());
     }
-    Err(StartError::Config(format!(
-        "raft: {} holds a single master's operation log, and a group's Raft log starts empty \
-         (in {}): moving a single master's namespace into a group is not supported yet; start \
-         it without [raft], or give the group an empty data_dir",
-        dir.display(),
-        raft.display()
-    )))
+    if r.members.len() != 1 || r.join {
+        return Err(StartError::Config(format!(
+            "raft: {} holds a single master's operation log: start this master as a group of \
+             one first (members = [its own address]) to bring its namespace into Raft, then add \
+             the others with `gfs admin add-master`",
+            dir.display()
+        )));
+    }
+    let (d, path) = (Arc::clone(&host.disk), dir.to_path_buf());
+    let checkpoint_every = cfg.checkpoint_every.max(1);
+    let single = gfs_host::blocking(disk, move || {
+        MetaStore::open_on(d, path, MetaConfig { checkpoint_every })
+    })
+    .await?;
+    let seq = single.durable_seq();
+    let (checkpoint, files) = single
+        .read(move |ns| (ns.to_checkpoint(seq), ns.counts()))
+        .await?;
+    gfs_host::blocking(disk, move || drop(single)).await;
+    // Written in a directory of its own, renamed into place: a crash leaves no `raft`
+    // without the seed.
+    let seeding = dir.join("raft.seeding");
+    let (d, s, raft2) = (Arc::clone(&host.disk), seeding.clone(), raft.clone());
+    gfs_host::blocking(disk, move || -> crate::Result<()> {
+        d.create_dir_all(&s)
+            .map_err(|e| crate::metastore::io(&s, e))?;
+        crate::raft::StateMachine::seed(&*d, &s, checkpoint)?;
+        d.rename(&s, &raft2)
+            .map_err(|e| crate::metastore::io(&raft2, e))?;
+        let parent = raft2.parent().unwrap_or(&raft2);
+        d.sync_dir(parent)
+            .map_err(|e| crate::metastore::io(parent, e))
+    })
+    .await?;
+    tracing::warn!(dir = %dir.display(), files = files.0, directories = files.1, seq, "a single master's namespace brought into a new group of one: add the other masters with gfs admin add-master");
+    Ok(())
 }
 
 /// What every term a master leads shares: its configuration, host, metadata, chunk token key
@@ -513,7 +548,7 @@ impl Master {
                 (meta, None)
             }
             Some(r) => {
-                refuse_a_single_masters_log(&*host.disk, &cfg.data_dir)?;
+                adopt_a_single_masters_log(&host, &cfg, r).await?;
                 let timing = RaftTiming {
                     heartbeat: r.heartbeat,
                     election_timeout: r.election_timeout,
@@ -754,24 +789,58 @@ mod tests {
         }
     }
 
-    /// A single master's directory is not silently left behind by a group starting afresh.
-    #[tokio::test]
-    async fn a_group_member_does_not_start_on_a_single_masters_log() {
+    /// A single master's namespace is brought into a group of one started on its directory
+    /// (and survives that master's restart); a larger group on such a directory is refused,
+    /// as it would start empty beside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_masters_namespace_is_brought_into_a_group_of_one() {
         let dir = tempfile::tempdir().unwrap();
-        let single = Master::start(config(dir.path())).await.unwrap();
-        single.shutdown_token().cancel();
-        single.wait().await.unwrap();
-        let member = MasterConfig {
+        {
+            let single = MetaStore::open(
+                dir.path(),
+                MetaConfig {
+                    checkpoint_every: 2,
+                },
+            )
+            .unwrap();
+            for d in ["/a", "/b", "/c"] {
+                single
+                    .mutate(crate::record::Op::Mkdir(crate::record::PathOp {
+                        path: d.into(),
+                        mtime_ms: 0,
+                    }))
+                    .await
+                    .unwrap();
+            }
+        }
+        let group = |members: &[&str]| MasterConfig {
             raft: Some(RaftSettings {
-                members: vec!["127.0.0.1:1".into()],
+                members: members.iter().map(|m| m.to_string()).collect(),
                 ..RaftSettings::default()
             }),
             ..config(dir.path())
         };
-        match Master::start(member).await {
-            Err(StartError::Config(e)) => assert!(e.contains("single master's"), "{e}"),
+        match Master::start(group(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])).await {
+            Err(StartError::Config(e)) => assert!(e.contains("group of one"), "{e}"),
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("a member started on a single master's log"),
+            Ok(_) => panic!("a group of three started on a single master's log"),
+        }
+        for round in 0..2 {
+            let m = Master::start(group(&["127.0.0.1:1"])).await.unwrap();
+            let names = m
+                .meta
+                .read(|ns| {
+                    ns.list("/")
+                        .unwrap()
+                        .into_iter()
+                        .map(|e| e.path)
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap();
+            assert_eq!(names, ["/a", "/b", "/c"], "round {round}");
+            m.shutdown_token().cancel();
+            m.wait().await.unwrap();
         }
     }
 

@@ -140,6 +140,7 @@ impl Replicated {
                 }
             )));
         }
+        self.snapshot_before_the_first_join().await?;
         self.raft
             .add_learner(id, MasterNode { addr: addr.clone() }, true)
             .await
@@ -151,6 +152,45 @@ impl Replicated {
             .await
             .map_err(changing)?;
         tracing::info!(id, %addr, "master added to the group");
+        Ok(())
+    }
+
+    /// Before a group that never took a snapshot grows, takes one and purges the log it
+    /// covers: a new master then starts from the snapshot, which holds what a group of one
+    /// started from (a single master's namespace brought in as its seed) as well as every
+    /// entry since; the log alone would miss the seed.
+    async fn snapshot_before_the_first_join(&self) -> Result<()> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.snapshot.is_some() {
+            return Ok(());
+        }
+        let fatal = |e: &dyn std::fmt::Display| MasterError::Unavailable(format!("snapshot: {e}"));
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| fatal(&e))?;
+        let taken = self
+            .raft
+            .wait(Some(std::time::Duration::from_secs(30)))
+            .metrics(|m| m.snapshot.is_some(), "a snapshot")
+            .await
+            .map_err(|e| fatal(&e))?;
+        if let Some(s) = taken.snapshot {
+            self.raft
+                .trigger()
+                .purge_log(s.index)
+                .await
+                .map_err(|e| fatal(&e))?;
+            self.raft
+                .wait(Some(std::time::Duration::from_secs(30)))
+                .metrics(
+                    |m| m.purged.is_some_and(|p| p.index >= s.index),
+                    "the log purged up to the snapshot",
+                )
+                .await
+                .map_err(|e| fatal(&e))?;
+        }
         Ok(())
     }
 

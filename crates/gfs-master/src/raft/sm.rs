@@ -90,6 +90,23 @@ impl StateMachine {
         })
     }
 
+    /// Writes `checkpoint` (a single master's namespace) in `dir` as the state a new group's
+    /// state machine starts from, before its first entry (a snapshot of no log position,
+    /// which Raft never sends: the group's first snapshot carries it to others).
+    pub fn seed(disk: &dyn Disk, dir: &Path, checkpoint: crate::record::Checkpoint) -> Result<()> {
+        let rec = SnapshotRecord {
+            last_log_id: None,
+            membership_log_id: None,
+            membership: None,
+            snapshot_id: "seed".into(),
+            checkpoint: Some(checkpoint),
+        };
+        let mut file = SNAPSHOT_MAGIC.to_vec();
+        framed::frame(&rec.encode_to_vec(), &mut file);
+        let path = dir.join(SNAPSHOT_FILE);
+        crashsafe::replace(disk, &path, &file).map_err(|e| io(&path, e.source))
+    }
+
     /// Runs `f` on the namespace as the applied entries left it.
     pub fn read<T>(&self, f: impl FnOnce(&Namespace) -> T) -> T {
         f(&self.inner.lock().ns)
@@ -107,7 +124,8 @@ impl Machine {
             .unwrap_or_default();
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.snapshot = Some((meta, bytes));
+        // A seed (no log position) is a starting state, not a snapshot Raft may send.
+        self.snapshot = meta.last_log_id.is_some().then_some((meta, bytes));
     }
 
     /// Writes `bytes` (a snapshot record) aside and renames it into place.
