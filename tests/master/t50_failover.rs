@@ -416,3 +416,63 @@ async fn every_master_killed_at_once_and_restarted_loses_nothing() {
     same_namespace_everywhere(&group, &listed).await;
     check_promise(&c, "/log", &h, &mut servers).await;
 }
+
+/// A single master's namespace moves into a group: the single master, stopped, starts again
+/// on its directory as a group of one; two new masters join it (`add-master`) and get the
+/// namespace by the group's first snapshot; with the first one killed, the other two hold
+/// every file and serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_masters_namespace_moves_into_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = gfs_testkit::free_ports(3);
+    let addrs: Vec<String> = (base..base + 3).map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut single = MasterProc::start(&dir.path().join("m0"), &addrs[0]);
+    let c = patient(&addrs[0], Duration::from_secs(30)).await;
+    for i in 0..30 {
+        c.create(&format!("/f{i:02}")).await.unwrap();
+    }
+    single.kill();
+    let all = addrs.join(",");
+    let mut first = Some(MasterProc::start_with(
+        &dir.path().join("m0"),
+        &addrs[0],
+        &["--raft-members", &addrs[0], "--raft-id", "1"],
+    ));
+    let joined: Vec<MasterProc> = (1..3)
+        .map(|i| {
+            MasterProc::start_with(
+                &dir.path().join(format!("m{i}")),
+                &addrs[i],
+                &[
+                    "--raft-members",
+                    &all,
+                    "--raft-id",
+                    &(i + 1).to_string(),
+                    "--raft-join",
+                ],
+            )
+        })
+        .collect();
+    let c = patient(&all, Duration::from_secs(60)).await;
+    assert_eq!(c.list("/").await.unwrap().len(), 30);
+    for (i, addr) in addrs.iter().enumerate().skip(1) {
+        let masters = c.add_master(i as u64 + 1, addr).await.unwrap();
+        assert_eq!(masters.len(), i + 1, "{masters:?}");
+    }
+    c.create("/after-join").await.unwrap();
+    if let Some(mut m) = first.take() {
+        m.kill();
+    }
+    let c = patient(&all, Duration::from_secs(60)).await;
+    c.ensure_file("/after-kill").await.unwrap();
+    let names: Vec<String> = c
+        .list("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(names.len(), 32, "{names:?}");
+    assert!(names.iter().any(|n| n == "/f00") && names.iter().any(|n| n == "/f29"));
+    drop(joined);
+}
