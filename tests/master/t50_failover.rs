@@ -122,14 +122,25 @@ async fn name_steps(c: &Client, i: usize, f: &str, r: &str) -> Vec<Vec<String>> 
     vec![now]
 }
 
-/// The names under `/ns` as the leader lists them.
-async fn names(c: &Client) -> std::collections::BTreeSet<String> {
-    c.list("/ns")
+/// The names under `dir` as the leader lists them.
+async fn names(c: &Client, dir: &str) -> std::collections::BTreeSet<String> {
+    c.list(dir)
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.path)
         .collect()
+}
+
+/// A group of three masters in `dir`, three chunkservers registered with it, a patient client
+/// and the directory `/ns`.
+async fn group_with_servers(dir: &Path) -> (Group, Vec<Server>, Client) {
+    let group = Group::start(dir);
+    let servers = Server::with_master(dir, 3, &group.list());
+    let c = patient(&group.list(), Duration::from_secs(120)).await;
+    gfs_testkit::fixture::registered(&c, 3).await;
+    c.mkdir("/ns", false).await.unwrap();
+    (group, servers, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,11 +150,7 @@ async fn killing_the_leader_master_loses_and_duplicates_nothing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    let mut group = Group::start(dir.path());
-    let mut servers = Server::with_master(dir.path(), 3, &group.list());
-    let c = patient(&group.list(), Duration::from_secs(120)).await;
-    gfs_testkit::fixture::registered(&c, 3).await;
-    c.mkdir("/ns", false).await.unwrap();
+    let (mut group, mut servers, c) = group_with_servers(dir.path()).await;
     c.create("/log").await.unwrap();
     let writers = appenders(&c, "/log", 0..3);
     writers.until_acked(20, Duration::from_secs(60)).await;
@@ -182,7 +189,7 @@ async fn killing_the_leader_master_loses_and_duplicates_nothing() {
     h.merge(writers.join().await);
 
     // Every acknowledged namespace mutation is there, nothing else.
-    let listed = names(&c).await;
+    let listed = names(&c, "/ns").await;
     let mut expected_any = std::collections::BTreeSet::new();
     for (i, states) in names_done.iter().enumerate() {
         let here: std::collections::BTreeSet<String> = listed
@@ -261,10 +268,7 @@ async fn same_namespace_everywhere(group: &Group, want: &std::collections::BTree
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_master_grants_nothing_once_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let group = Group::start(dir.path());
-    let mut servers = Server::with_master(dir.path(), 3, &group.list());
-    let c = patient(&group.list(), Duration::from_secs(120)).await;
-    gfs_testkit::fixture::registered(&c, 3).await;
+    let (group, mut servers, c) = group_with_servers(dir.path()).await;
     c.create("/log").await.unwrap();
     c.create("/fresh").await.unwrap();
     let writers = appenders(&c, "/log", 0..3);
@@ -384,11 +388,7 @@ async fn a_master_is_added_to_the_group_and_the_leader_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_master_killed_at_once_and_restarted_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut group = Group::start(dir.path());
-    let mut servers = Server::with_master(dir.path(), 3, &group.list());
-    let c = patient(&group.list(), Duration::from_secs(120)).await;
-    gfs_testkit::fixture::registered(&c, 3).await;
-    c.mkdir("/ns", false).await.unwrap();
+    let (mut group, mut servers, c) = group_with_servers(dir.path()).await;
     for i in 0..50 {
         c.create(&format!("/ns/f{i:05}")).await.unwrap();
     }
@@ -411,7 +411,7 @@ async fn every_master_killed_at_once_and_restarted_loses_nothing() {
         .await;
     writers.stop();
     let h = writers.join().await;
-    let listed = names(&c).await;
+    let listed = names(&c, "/ns").await;
     assert_eq!(listed.len(), 51, "{listed:?}");
     same_namespace_everywhere(&group, &listed).await;
     check_promise(&c, "/log", &h, &mut servers).await;
@@ -465,14 +465,8 @@ async fn a_single_masters_namespace_moves_into_a_group() {
     }
     let c = patient(&all, Duration::from_secs(60)).await;
     c.ensure_file("/after-kill").await.unwrap();
-    let names: Vec<String> = c
-        .list("/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let names = names(&c, "/").await;
     assert_eq!(names.len(), 32, "{names:?}");
-    assert!(names.iter().any(|n| n == "/f00") && names.iter().any(|n| n == "/f29"));
+    assert!(names.contains("/f00") && names.contains("/f29"));
     drop(joined);
 }
