@@ -72,6 +72,64 @@ async fn the_scrubber_finds_a_corrupt_replica_nobody_reads() {
     assert!(back == data);
 }
 
+/// A corrupt replica whose server cannot restore it (failpoint `restore-fails`, as when every
+/// source is down): the server says so (`unrestorable`), and the master copies the chunk to the
+/// fourth server and deletes the bad replica at once, not after the 30 s it otherwise waits for
+/// a restore (`RESTORE_GRACE`), during which the replica still counts toward the goal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_be_restored_is_replaced_without_waiting_out_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["--dead-after", "2s"],
+    );
+    let servers = Server::with_master_env_args(
+        dir.path(),
+        4,
+        &master.addr,
+        |_| vec![("GFS_FAILPOINTS", "restore-fails:100")],
+        &["--scrub-every", "50ms"],
+    );
+    let c = patient(&master, Duration::from_secs(60)).await;
+    let data: Vec<u8> = (0..1_100_000u32).map(|i| (i % 239) as u8).collect();
+    put(&c, "/stuck", &data).await;
+    let all = holders(&c, "/stuck").await;
+    let bad = all[0].clone();
+    let spare = servers
+        .iter()
+        .find(|s| !all.contains(&s.id))
+        .unwrap()
+        .id
+        .clone();
+    let handle = c.refresh("/stuck").await.unwrap().chunks[0].handle;
+    let file = dir.path().join(&bad).join(handle.to_string());
+    flip_byte(&file, 500_000, 0x04);
+    let flipped = Instant::now();
+    let want: Vec<String> = {
+        let mut v: Vec<String> = all.iter().filter(|id| **id != bad).cloned().collect();
+        v.push(spare.clone());
+        v.sort();
+        v
+    };
+    loop {
+        let now = holders(&c, "/stuck").await;
+        let gone = !file.exists();
+        if now == want && gone {
+            break;
+        }
+        assert!(
+            flipped.elapsed() < Duration::from_secs(20),
+            "the unrestorable replica on {bad} was not replaced by a copy on {spare} well \
+             within the restore grace: replicas {now:?}, its file still there: {}",
+            !gone
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = get(&c, "/stuck").await;
+    assert!(back == data);
+}
+
 /// Every replica of a chunk rots, each in a different block, on a cluster of three servers:
 /// no good replica is left to copy from and none can be deleted, so only restoring each bad
 /// block from a replica whose copy of it is good heals the chunk (a corrupt replica's other

@@ -11,8 +11,9 @@
 //! stored CRC32C (`ChunkStore::restore_block`): only data bits rot, and the length and CRCs,
 //! in checksummed records, still say what the block held. Once
 //! every bad block is restored the server reports the replica `repaired`, and the master counts
-//! it again. Otherwise it stays corrupt: the master deletes it once a quorum of good replicas
-//! lives elsewhere (after `RESTORE_GRACE`) and copies the chunk back.
+//! it again. Otherwise it reports the replica `unrestorable` and it stays corrupt: the master
+//! copies the chunk from a good replica and deletes this one once a quorum of good replicas
+//! lives elsewhere (at the latest `RESTORE_GRACE` after the first report, if this word is lost).
 //!
 //! It matters most where the corrupt replica holds bytes no other replica holds whole: the
 //! longest replica of an unsealed chunk whose third replica was never made, its one bad block
@@ -78,6 +79,10 @@ impl Restorer {
         let bad = gfs_host::blocking(&*disk, move || s.scrub_one(handle))
             .await
             .map_err(|e| e.to_string())?;
+        if !bad.is_empty() && gfs_replication::failpoint_fires("restore-fails") {
+            tracing::warn!(%handle, "failpoint restore-fails: no source is read");
+            return Err("failpoint: the restore failed (as when every source is down)".into());
+        }
         for &block in &bad {
             self.restore_block(handle, block, sources).await?;
         }

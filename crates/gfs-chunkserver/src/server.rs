@@ -514,6 +514,7 @@ fn corrupt_reporter(
             handle: handle.0,
             block,
             repaired: false,
+            unrestorable: false,
         };
         let restorer = Arc::clone(&restorer);
         tokio::spawn(async move {
@@ -535,12 +536,12 @@ fn corrupt_reporter(
                 }
                 Some(Err(e)) => {
                     tracing::error!(%handle, error = %e, "cannot restore the corrupt replica: it stays out until the master replaces it");
-                    return;
+                    req.unrestorable = true;
                 }
             }
-            req.repaired = true;
+            req.repaired = !req.unrestorable;
             if let Err(e) = client.report_corrupt(req).await {
-                tracing::warn!(%handle, error = %e.message(), "cannot report a restored replica");
+                tracing::warn!(%handle, error = %e.message(), "cannot report the restore's outcome");
             }
         });
     })

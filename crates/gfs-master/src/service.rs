@@ -26,8 +26,9 @@
 //! copies of its blocks may be (`Registry::block_sources`: the chunk's other live replicas,
 //! those not reported corrupt first, each longest first); the server restores its bad blocks
 //! in place from them, each checked against its own stored CRC32C, and reports `repaired`,
-//! which counts the replica again. Meanwhile, up to `RESTORE_GRACE` after the first report of it, the replica is not
-//! deleted.
+//! which counts the replica again. Meanwhile, up to `RESTORE_GRACE` after the first report of
+//! it, the replica is not deleted and counts toward the chunk's goal (no copy is started), until
+//! its server reports that it cannot restore it (`unrestorable`).
 //!
 //! `Stat` of a file adds its health from the registry (`Registry::health`): chunks with fewer
 //! current replicas than the goal, chunks with none on a live server, and stale replicas on
@@ -62,7 +63,8 @@ use crate::tokens::Tokens;
 use crate::trash::{TRASH, Trash};
 
 /// How long a corrupt replica whose server was given sources for its bad blocks is kept from
-/// deletion, for its server to restore them in place (a few block reads of 64 KiB each).
+/// deletion and counted toward its chunk's goal, for its server to restore them in place (a
+/// few block reads of 64 KiB each), unless the server reports first that it cannot.
 pub const RESTORE_GRACE: Duration = Duration::from_secs(30);
 
 /// Maps a metadata error to the status a client sees.
@@ -462,6 +464,11 @@ impl MasterControl for ControlService {
                     ),
                 );
             }
+            return Ok(Response::new(ReportCorruptReply::default()));
+        }
+        if r.unrestorable {
+            tracing::warn!(server = %r.id, handle = r.handle, "corrupt replica cannot be restored in place: the chunk is copied from a good replica, then it goes");
+            reg.cannot_restore(&r.id, r.handle, Instant::now());
             return Ok(Response::new(ReportCorruptReply::default()));
         }
         tracing::error!(server = %r.id, handle = r.handle, block = r.block, "corrupt replica reported: no longer listed; it restores its bad blocks from good copies, else the chunk is copied from a good one");

@@ -54,7 +54,8 @@ impl Server {
         Self::with_master_env_args(dir, n, master, env, &[])
     }
 
-    fn with_master_env_args(
+    /// [`Server::with_master_env`] with `extra` command-line arguments for every server.
+    pub fn with_master_env_args(
         dir: &Path,
         n: usize,
         master: &str,

@@ -806,6 +806,72 @@ async fn a_corrupt_replica_being_restored_is_not_deleted() {
     assert_eq!(c.m.to_delete("a", &[r]).await.unwrap().len(), 1);
 }
 
+/// tests/heal (CI): a repair pass ran between a corrupt replica's report and its restore, a
+/// few milliseconds later, and copied the whole chunk to a fourth server; the restored replica
+/// then made one too many and a good one was deleted (and so did a pass between the report
+/// that it was restored and its server's next heartbeat). A sealed chunk whose corrupt replica
+/// is being restored in place is not copied meanwhile, nor once restored: it counts at once.
+/// It is copied once its server says it cannot restore it (and the replica is not restored
+/// again from the same mark), or once the grace runs out.
+#[tokio::test]
+async fn a_chunk_whose_corrupt_replica_is_being_restored_is_not_copied_meanwhile() {
+    for ending in ["restored", "cannot restore", "grace over"] {
+        let sealed = sealed_held(1, 100);
+        let c = cluster(
+            &["a", "b", "c", "d"],
+            &[("a", sealed), ("b", sealed), ("c", sealed)],
+            Some(100),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let pass = || async {
+            c.m.rereplicate().await;
+            for _ in 0..200 {
+                if c.m.repair.cloning.lock().is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("the copy did not end");
+        };
+        let until = Instant::now() + Duration::from_millis(200);
+        {
+            let mut reg = c.registry.lock();
+            reg.mark_corrupt("a", H);
+            reg.restoring_until("a", H, until);
+        }
+        pass().await;
+        let copies: usize = ["a", "d"]
+            .iter()
+            .map(|id| c.fake.calls(id, Call::Copy))
+            .sum();
+        assert_eq!(copies, 0, "{ending}: copied while restoring");
+        match ending {
+            "restored" => {
+                assert!(c.registry.lock().clear_corrupt("a", H));
+                pass().await;
+                let copies: usize = ["a", "d"]
+                    .iter()
+                    .map(|id| c.fake.calls(id, Call::Copy))
+                    .sum();
+                assert_eq!(copies, 0, "copied once restored");
+                let current = c.current(H).await;
+                assert_eq!(current.len(), 3, "{current:?}");
+                continue;
+            }
+            "cannot restore" => {
+                let mut reg = c.registry.lock();
+                reg.cannot_restore("a", H, Instant::now());
+                reg.restoring_until("a", H, until);
+                assert!(!reg.is_restoring("a", H, Instant::now()));
+            }
+            _ => tokio::time::sleep_until(until).await,
+        }
+        pass().await;
+        assert_eq!(c.fake.replica("d", H), Some(sealed), "{ending}");
+    }
+}
+
 /// A replica that reports its unsealed chunk unvouched (it restarted, and serves no read of
 /// it until told what a quorum holds) gets the chunk settled once no lease has been out on it
 /// for a lease period: fenced and sealed at the longest length a quorum reports, so every

@@ -5,7 +5,8 @@
 //! chunk map joined with the registry's reports (`Registry::holder_counts`: counts only, in
 //! `ChunkMap`s with the foldhash hasher; a chosen chunk's sources are looked up then) finds the
 //! chunks with fewer live current replicas than `replication`, replicas on draining servers not
-//! counted. Repair order: live files before those under `/.trash`, then fewest current
+//! counted, corrupt ones being restored in place counted until their restore ends
+//! (`Registry::restoring_counts`). Repair order: live files before those under `/.trash`, then fewest current
 //! replicas, then chunks a client asked for (`get_chunks`) while they were below the goal within
 //! the last 60 s (`wanted`, at most 65,536 remembered: the paper's boost for chunks blocking
 //! client progress), then handle. A chunk being written (unsealed, with a live, non-doomed
@@ -131,14 +132,20 @@ impl ChunkManager {
             return;
         };
         let versions: ChunkMap<Want> = metas.iter().map(|(h, m)| (*h, Want::from(*m))).collect();
-        let (counts, draining) = {
+        let now = self.cfg.clock.now();
+        let (counts, restoring, draining) = {
             let reg = self.registry.lock();
             let draining = reg.draining();
-            (reg.holder_counts(&versions, &draining), draining)
+            let counts = reg.holder_counts(&versions, &draining);
+            let restoring = reg.restoring_counts(&versions, &draining, Instant::now());
+            (counts, restoring, draining)
         };
-        // Replicas on draining servers are sources, but do not count toward the goal.
-        let counted = |h: &u64| counts.get(h).map_or(0, |c| c.counted as usize);
-        let now = self.cfg.clock.now();
+        // Replicas on draining servers are sources, but do not count toward the goal; corrupt
+        // replicas being restored in place do, until their restore ends.
+        let counted = |h: &u64| {
+            let restoring = restoring.get(h).map_or(0, |n| *n as usize);
+            counts.get(h).map_or(0, |c| c.counted as usize) + restoring
+        };
         let mut want = Vec::new();
         let extra = counts
             .values()

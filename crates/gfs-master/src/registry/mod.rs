@@ -460,14 +460,21 @@ impl Registry {
     }
 
     /// Counts `id`'s replica of `handle` again: its server restored its bad blocks from a
-    /// peer's copies and it passes every checksum. Its next report lists it. Returns whether
-    /// it was marked corrupt.
+    /// peer's copies and it passes every checksum. It is listed at once as last reported (a
+    /// restore changes no version nor length; its next report says for sure), so no repair
+    /// pass in between copies the chunk for want of it. Returns whether it was marked corrupt.
     pub fn clear_corrupt(&mut self, id: &str, handle: u64) -> bool {
         let Some(s) = self.servers.get_mut(id) else {
             return false;
         };
         s.restoring.remove(&handle);
-        s.corrupt.remove(&handle).is_some()
+        let Some(known) = s.corrupt.remove(&handle) else {
+            return false;
+        };
+        if known.version > 0 {
+            s.replicas.entry(handle).or_insert(known);
+        }
+        true
     }
 
     /// Live servers other than `except` holding a replica of `handle`, with it: where a
@@ -500,6 +507,17 @@ impl Registry {
             && s.corrupt.contains_key(&handle)
         {
             s.restoring.entry(handle).or_insert(until);
+        }
+    }
+
+    /// Ends the restore of `id`'s corrupt replica of `handle` at `now`: its server could not
+    /// restore it from the sources it was given. The mark stays, so later reports of the same
+    /// replica do not start another grace; the chunk is copied and the replica deleted.
+    pub fn cannot_restore(&mut self, id: &str, handle: u64, now: Instant) {
+        if let Some(s) = self.servers.get_mut(id)
+            && s.corrupt.contains_key(&handle)
+        {
+            s.restoring.insert(handle, now);
         }
     }
 
@@ -678,6 +696,35 @@ impl Registry {
                     let c = out.entry(r.handle).or_default();
                     c.all += 1;
                     c.counted += u32::from(counts);
+                }
+            }
+        }
+        out
+    }
+
+    /// For every chunk of `versions`: how many live servers not `draining` are restoring a
+    /// corrupt replica of it at that version in place at `now` (within the grace their report
+    /// began, `RESTORE_GRACE`). Repair counts them toward the goal meanwhile: a restore takes
+    /// milliseconds, a copy a whole chunk, and the copy would make one too many once the
+    /// restored replica counts again.
+    pub fn restoring_counts(
+        &self,
+        versions: &ChunkMap<Want>,
+        draining: &HashSet<String>,
+        now: Instant,
+    ) -> ChunkMap<u32> {
+        let mut out = ChunkMap::default();
+        for (id, s) in self.servers.iter().filter(|(_, s)| s.alive) {
+            if draining.contains(id) {
+                continue;
+            }
+            for (h, until) in &s.restoring {
+                let admitted = s
+                    .corrupt
+                    .get(h)
+                    .is_some_and(|r| versions.get(h).is_some_and(|w| w.admits(r)));
+                if now < *until && admitted {
+                    *out.entry(*h).or_default() += 1;
                 }
             }
         }
