@@ -34,6 +34,9 @@ pub struct MasterMetrics {
     pub lease_grants: Counter,
     /// Bytes re-replication copied.
     pub copied_bytes: Counter,
+    /// Times this master, elected, could not confirm its leadership or take up the leader's
+    /// duties.
+    pub lead_failures: Counter,
     /// Duration of each operation-log group commit (write and fsync).
     pub log_fsync: prometheus_client::metrics::histogram::Histogram,
     files: Gauge,
@@ -66,6 +69,12 @@ impl Default for MasterMetrics {
             "Bytes copied by re-replication and rebalancing",
             Unit::Bytes,
             copied_bytes.clone(),
+        );
+        let lead_failures = Counter::default();
+        r.register(
+            "raft_lead_failures",
+            "Times this master, elected, could not confirm its leadership or take up the leader's duties",
+            lead_failures.clone(),
         );
         let log_fsync = gfs_telemetry::latency_histogram();
         r.register_with_unit(
@@ -139,6 +148,7 @@ impl Default for MasterMetrics {
             rpc,
             lease_grants,
             copied_bytes,
+            lead_failures,
             log_fsync,
             files,
             directories,

@@ -243,6 +243,7 @@ pub struct Master {
     /// Follows Raft's view of who leads (a member of a group).
     follow: Option<JoinHandle<()>>,
     raft: Option<openraft::Raft<crate::raft::TypeConfig>>,
+    metrics: Arc<MasterMetrics>,
 }
 
 /// Brings a single master's namespace into a group whose Raft log is new (none in
@@ -463,9 +464,16 @@ async fn lead(base: &Base, stop: CancellationToken) -> Result<Term, StartError> 
     })
 }
 
+/// The first pause before a master elected but unable to lead tries again.
+const LEAD_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between its attempts.
+const LEAD_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Follows Raft's view of who leads until `shutdown`: takes up a term's duties once this
 /// master leads and its state machine holds every entry committed before (a read barrier),
-/// and drops them the moment it no longer leads.
+/// and drops them the moment it no longer leads. A failed attempt (the barrier, or the
+/// duties: an unreadable file) is tried again after a pause growing from
+/// [`LEAD_RETRY_FIRST`] to [`LEAD_RETRY_MAX`], counted in `gfs_master_raft_lead_failures`.
 async fn follow(
     raft: openraft::Raft<crate::raft::TypeConfig>,
     base: Arc<Base>,
@@ -475,6 +483,7 @@ async fn follow(
     let mut metrics = raft.metrics();
     let id = base.cfg.raft.as_ref().map(|r| r.id).unwrap_or_default();
     let mut led: Option<u64> = None;
+    let mut pause = LEAD_RETRY_FIRST;
     loop {
         let (leads, term) = {
             let m = metrics.borrow_and_update();
@@ -493,21 +502,36 @@ async fn follow(
             led = None;
         }
         if leads && led.is_none() {
-            match raft.ensure_linearizable().await {
+            let failed = match raft.ensure_linearizable().await {
                 // A leader restored from its vote at a restart, or one deposed meanwhile.
                 Err(e) => {
-                    tracing::info!(term, error = %e, "a majority does not confirm this master as leader")
+                    tracing::info!(term, error = %e, "a majority does not confirm this master as leader");
+                    true
                 }
                 Ok(_) => match lead(&base, shutdown.child_token()).await {
                     Ok(t) => {
                         leading.begin(t);
                         led = Some(term);
                         tracing::info!(term, "leading: serving clients and chunkservers");
+                        false
                     }
                     Err(e) => {
-                        tracing::error!(term, error = %e, "elected, but cannot take up the leader's duties")
+                        tracing::error!(term, error = %e, retry_in = ?pause, "elected, but cannot take up the leader's duties");
+                        true
                     }
                 },
+            };
+            if failed {
+                // Judged again after a pause that grows while it keeps failing (a cause such
+                // as an unreadable file stays), not as fast as the failures come.
+                base.metrics.lead_failures.inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                pause = (pause * 2).min(LEAD_RETRY_MAX);
+            } else {
+                pause = LEAD_RETRY_FIRST;
             }
             // Whatever changed meanwhile is judged again at once.
             continue;
@@ -674,12 +698,18 @@ impl Master {
             leading,
             follow,
             raft: member.map(|m| m.raft),
+            metrics,
         })
     }
 
     /// A token that stops the master when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// The master's metrics (what `/metrics` exports).
+    pub fn metrics(&self) -> Arc<MasterMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Whether this master leads now (a single master always does).
@@ -787,6 +817,38 @@ mod tests {
             m.shutdown_token().cancel();
             m.wait().await.unwrap();
         }
+    }
+
+    /// A master elected but unable to take up the leader's duties (here its `draining` file
+    /// is a directory) tries again with a growing pause, not in a loop as fast as the
+    /// failures come, and leads once the cause is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_elected_master_that_cannot_lead_retries_with_a_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("draining")).unwrap();
+        let cfg = MasterConfig {
+            raft: Some(RaftSettings {
+                members: vec!["127.0.0.1:1".into()],
+                ..RaftSettings::default()
+            }),
+            ..config(dir.path())
+        };
+        let m = Master::start(cfg).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let failures = m.metrics().lead_failures.get();
+        assert!(!m.leads());
+        assert!(
+            (1..=10).contains(&failures),
+            "{failures} attempts to lead in 1.5 s"
+        );
+        std::fs::remove_dir(dir.path().join("draining")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !m.leads() {
+            assert!(Instant::now() < deadline, "not leading once it can");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        m.shutdown_token().cancel();
+        m.wait().await.unwrap();
     }
 
     /// A single master's namespace is brought into a group of one started on its directory
