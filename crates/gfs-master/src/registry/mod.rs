@@ -158,6 +158,10 @@ struct Server {
     /// Corrupt replicas whose server was told where good copies of their blocks are, until
     /// when: not deleted meanwhile, so that it can restore them in place.
     restoring: HashMap<u64, Instant>,
+    /// Replicas restored in place (as last reported before they went corrupt) that no report
+    /// has named since: counted toward their chunk's goal by repair, never listed, until the
+    /// server's next report says what it holds.
+    restored: HashMap<u64, Replica>,
     /// Replicas the master noted itself (a copy, a new chunk) since the last whole pass of
     /// the chunk report: the server may have taken that pass before the replica existed, so
     /// the pass does not drop them; the next one decides.
@@ -322,6 +326,7 @@ impl Registry {
                 corrupt,
                 // A restarted server's restores died with it.
                 restoring: HashMap::default(),
+                restored: HashMap::default(),
                 noted: ChunkSet::default(),
                 // What a new registration never held, it may have held before.
                 uncreated: ChunkSet::default(),
@@ -411,6 +416,7 @@ impl Registry {
                 p.seen.insert(r.handle);
             }
             s.uncreated.remove(&r.handle);
+            s.restored.remove(&r.handle);
             match s.corrupt.get_mut(&r.handle) {
                 Some(v) => *v = r,
                 None => {
@@ -437,6 +443,7 @@ impl Registry {
             s.corrupt.retain(|h, _| seen.contains(h));
             let corrupt = &s.corrupt;
             s.restoring.retain(|h, _| corrupt.contains_key(h));
+            s.restored.clear();
         }
         Heard { known: true, pass }
     }
@@ -460,9 +467,9 @@ impl Registry {
     }
 
     /// Counts `id`'s replica of `handle` again: its server restored its bad blocks from a
-    /// peer's copies and it passes every checksum. It is listed at once as last reported (a
-    /// restore changes no version nor length; its next report says for sure), so no repair
-    /// pass in between copies the chunk for want of it. Returns whether it was marked corrupt.
+    /// peer's copies and it passes every checksum. Its next report lists it; until then repair
+    /// counts it toward the goal as last reported (`restored`), so that no pass in between
+    /// copies the chunk for want of it. Returns whether it was marked corrupt.
     pub fn clear_corrupt(&mut self, id: &str, handle: u64) -> bool {
         let Some(s) = self.servers.get_mut(id) else {
             return false;
@@ -472,7 +479,7 @@ impl Registry {
             return false;
         };
         if known.version > 0 {
-            s.replicas.entry(handle).or_insert(known);
+            s.restored.insert(handle, known);
         }
         true
     }
@@ -704,9 +711,9 @@ impl Registry {
 
     /// For every chunk of `versions`: how many live servers not `draining` are restoring a
     /// corrupt replica of it at that version in place at `now` (within the grace their report
-    /// began, `RESTORE_GRACE`). Repair counts them toward the goal meanwhile: a restore takes
-    /// milliseconds, a copy a whole chunk, and the copy would make one too many once the
-    /// restored replica counts again.
+    /// began, `RESTORE_GRACE`), or restored one that no report has named since. Repair counts
+    /// them toward the goal meanwhile: a restore takes milliseconds, a copy a whole chunk, and
+    /// the copy would make one too many once the restored replica counts again.
     pub fn restoring_counts(
         &self,
         versions: &ChunkMap<Want>,
@@ -724,6 +731,11 @@ impl Registry {
                     .get(h)
                     .is_some_and(|r| versions.get(h).is_some_and(|w| w.admits(r)));
                 if now < *until && admitted {
+                    *out.entry(*h).or_default() += 1;
+                }
+            }
+            for (h, r) in &s.restored {
+                if versions.get(h).is_some_and(|w| w.admits(r)) {
                     *out.entry(*h).or_default() += 1;
                 }
             }
