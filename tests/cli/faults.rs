@@ -1,5 +1,5 @@
 //! A chunkserver SIGKILLed in the middle of a `gfs put`; a `gfs append` started while the
-//! master is down.
+//! master is down; `gfs health` of healthy and unhealthy servers.
 
 use std::time::{Duration, Instant};
 
@@ -92,4 +92,40 @@ fn an_append_started_while_the_master_is_down_succeeds_once_it_returns() {
         gfs.ok(&["cat", "/m"]),
         b"before the crashwhile the master was down"
     );
+}
+
+/// `gfs health`: a master's and a chunkserver's `/health` answer 200 and exit 0 (the image's
+/// health check); a chunkserver whose data directory is gone answers 503 and the command exits
+/// 1, as it does, within its bound, for an address nobody listens on.
+#[test]
+fn health_exits_0_only_when_the_server_says_it_is_healthy() {
+    let g = Gfs::start(3);
+    let out = g.run(&["health", &g.master.http]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.text().starts_with("ok"), "{out:?}");
+    let cs = &g.servers[0];
+    let out = g
+        .command()
+        .args(["health"])
+        .env("GFS_HEALTH_ADDR", &cs.http)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A lost disk: the directory moved away, as check_disk sees it.
+    std::fs::rename(&cs.dir, g.local("lost")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = g.run(&["health", &cs.http]);
+        if out.code == 1 {
+            assert!(out.error_line().contains("503"), "{out:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still healthy: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = free.local_addr().unwrap().to_string();
+    drop(free);
+    let line = g.fails(&["health", &nobody]);
+    assert!(line.contains(&nobody), "{line}");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use gfs_client::{Client, ServerState};
 
 use crate::out::{ago, bytes, mtime, print, print_json};
@@ -192,6 +192,43 @@ pub async fn decommission(client: &Client, server: &str, wait: bool) -> anyhow::
     }
     if remaining == 0 {
         print(&format!("{server}: drained; safe to stop\n"))?;
+    }
+    Ok(())
+}
+
+/// Bound on a health answer.
+const HEALTH_MAX: usize = 64 * 1024;
+/// Bound on the whole health exchange.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `gfs health ADDR`: `GET /health` over plain HTTP; prints the body; fails unless 200.
+pub async fn health(addr: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut answer = Vec::new();
+        (&mut s)
+            .take(HEALTH_MAX as u64)
+            .read_to_end(&mut answer)
+            .await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer within {HEALTH_TIMEOUT:?}"))??;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("{addr}: not an HTTP answer"))?;
+    print(body)?;
+    if status != "200" {
+        anyhow::bail!("{addr}: /health answered {status}: {}", body.trim());
     }
     Ok(())
 }

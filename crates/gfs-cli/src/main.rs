@@ -1,5 +1,5 @@
 //! `gfs`: the command-line client of a gfs cluster (mkdir, ls, stat, put, get, cat, append,
-//! rm, mv, fsck, admin report and decommission).
+//! rm, mv, fsck, admin report and decommission, health).
 //!
 //! Thin by design: argument parsing (here), output formatting (`out`) and wiring to
 //! `gfs-client`, one module per command group (`namespace`, `transfer`, `admin`); no protocol
@@ -156,6 +156,13 @@ enum Cmd {
     /// Operator commands.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Ask a master's or chunkserver's HTTP `/health` (plain HTTP, no TLS) and print its
+    /// answer; exits 0 only on 200 (a container's health check: no curl in the image).
+    Health {
+        /// HOST:PORT of the server's HTTP listener [default: $GFS_HEALTH_ADDR, then
+        /// 127.0.0.1:9001].
+        addr: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +282,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(cmd) = cli.cmd else {
         return Ok(());
     };
+    if let Cmd::Health { addr } = cmd {
+        let addr = addr
+            .or_else(|| {
+                std::env::var("GFS_HEALTH_ADDR")
+                    .ok()
+                    .filter(|a| !a.is_empty())
+            })
+            .unwrap_or_else(|| "127.0.0.1:9001".into());
+        return admin::health(&addr).await;
+    }
     let mut cfg = gfs_client::ClientConfig {
         stale_reads: cli.stale,
         ..gfs_client::ClientConfig::default()
@@ -332,6 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Admin(AdminCmd::RemoveMaster { id }) => {
             admin::print_masters(&client.remove_master(id).await?)
         }
+        Cmd::Health { .. } => unreachable!("answered before connecting"),
         Cmd::Admin(AdminCmd::Decommission {
             no_wait,
             cancel,
