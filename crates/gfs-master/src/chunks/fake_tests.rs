@@ -887,6 +887,31 @@ async fn a_chunk_whose_corrupt_replica_is_being_restored_is_not_copied_meanwhile
     }
 }
 
+/// tests/compose: a chunkserver holding a lease as primary was restarted (`docker compose
+/// restart`, or killed and started) and registered again within a second, reporting no lease
+/// (its leases died with its process); the master kept handing that lease out, the server
+/// answered "not the primary" to every append, and appends to the file stalled for the rest of
+/// the lease period (52 to 64 s). A primary that registers without a lease the table names it
+/// for does not hold it: the next append gets a new lease, at a new version (which fences the
+/// old one on every replica, should it somehow live on).
+#[tokio::test]
+async fn a_lease_whose_primary_registers_again_without_it_is_replaced() {
+    let c = abc([100, 100, 100]).await;
+    let first = c.m.append_chunk("/f").await.unwrap();
+    let primary = first.primary.as_ref().unwrap().id.clone();
+    let again = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!(
+        again.version, first.version,
+        "a live primary's lease is handed out again"
+    );
+    c.m.adopt_leases(&info(&primary), &[]).await;
+    let next = c.m.append_chunk("/f").await.unwrap();
+    assert!(
+        next.version > first.version,
+        "the lease {primary} no longer holds was handed out again: {next:?}"
+    );
+}
+
 /// A replica that reports its unsealed chunk unvouched (it restarted, and serves no read of
 /// it until told what a quorum holds) gets the chunk settled once no lease has been out on it
 /// for a lease period: fenced and sealed at the longest length a quorum reports, so every

@@ -43,7 +43,9 @@
 //! adopted as it is (handed out again, extended by heartbeats, no bump; secondaries not
 //! registered yet are filled in when they are); any other unexpired one is entered doomed
 //! (waited out, never extended nor handed out); a lease this process already decided on is left
-//! alone. Then the server counts as reported, so its other chunks can be leased at once. A chunk
+//! alone if the server reports it, and dropped if not (the server restarted, and its leases
+//! died with its process: the next append gets a new lease, with a bump). Then the server
+//! counts as reported, so its other chunks can be leased at once. A chunk
 //! this process did not allocate, whose logged primary has not reported (it has not registered,
 //! is an older server, or is unknown), gets no lease until one lease period after this process
 //! started, by its own monotonic clock: no skew to allow for (`append_chunk`). Only the master
@@ -322,9 +324,11 @@ impl ChunkManager {
     /// primary) and still in force is adopted as it is: handed out again and extended by
     /// heartbeats, no bump. Any other unexpired lease reported on an unsealed chunk is
     /// waited out (never handed out nor extended). A lease already in the table (decided by
-    /// this process) is left alone. Then `server` counts as reported: its other chunks hold
-    /// no lease from before the restart, and may be leased at once (`append_chunk`).
+    /// this process) is left alone if `server` reports it, dropped if not
+    /// ([`ChunkManager::forget_unheld`]). Then `server` counts as reported: its other chunks
+    /// hold no lease from before the restart, and may be leased at once (`append_chunk`).
     pub async fn adopt_leases(&self, server: &ServerInfo, held: &[HeldLease]) {
+        self.forget_unheld(server, held).await;
         let mut held = held.to_vec();
         held.sort_by_key(|l| l.handle);
         for h in held {
@@ -392,6 +396,33 @@ impl ChunkManager {
             );
         }
         self.lease.reported.lock().insert(server.id.clone());
+    }
+
+    /// Drops the leases this process handed to `server` that it does not report holding as it
+    /// registers: its process restarted (its leases died with it) or they ran out there, so it
+    /// answers every append "not the primary". Left in the table, they would be handed out
+    /// until they expire (a lease period of failed appends); dropped, the next append gets a
+    /// new lease, whose bump fences the old version on every replica.
+    async fn forget_unheld(&self, server: &ServerInfo, held: &[HeldLease]) {
+        let unheld: Vec<u64> = self
+            .lease
+            .table
+            .lock()
+            .iter()
+            .filter(|(h, l)| l.primary.id == server.id && held.iter().all(|x| x.handle != **h))
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in unheld {
+            let _deciding = self.deciding.write([handle]).await;
+            let mut leases = self.lease.table.lock();
+            if leases
+                .get(&handle)
+                .is_some_and(|l| l.primary.id == server.id)
+            {
+                tracing::info!(%handle, primary = %server.id, "the primary registered again without its lease: the next append gets a new one");
+                leases.remove(&handle);
+            }
+        }
     }
 
     /// Extends the unexpired leases whose primary is `server` and that it reports `writing`;
