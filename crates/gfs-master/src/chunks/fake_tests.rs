@@ -142,14 +142,20 @@ impl Cluster {
     async fn settled(&self, lease: Duration) {
         self.m.rereplicate().await;
         tokio::time::sleep(lease + Duration::from_millis(20)).await;
+        self.repair_pass().await;
+        self.m.settle().await;
+    }
+
+    /// A repair pass and the copies it started, ended (within a second).
+    async fn repair_pass(&self) {
         self.m.rereplicate().await;
         for _ in 0..200 {
             if self.m.repair.cloning.lock().is_empty() {
-                break;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.m.settle().await;
+        panic!("the copy did not end");
     }
 
     async fn logged(&self, handle: u64) -> crate::namespace::ChunkMeta {
@@ -615,20 +621,10 @@ async fn a_copy_from_a_corrupt_source_marks_it_and_the_next_pass_copies_from_ano
     // a's replica lost its tail on disk since it last reported.
     c.fake.hold("a", H, sealed(80));
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let pass = || async {
-        c.m.rereplicate().await;
-        for _ in 0..200 {
-            if c.m.repair.cloning.lock().is_empty() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("the copy did not end");
-    };
-    pass().await;
+    c.repair_pass().await;
     assert!(c.registry.lock().is_corrupt("a", H));
     assert_eq!(c.fake.replica("c", H), None);
-    pass().await;
+    c.repair_pass().await;
     assert_eq!(c.fake.replica("c", H), Some(sealed(100)));
     assert_eq!(
         c.current(H).await,
@@ -825,23 +821,13 @@ async fn a_chunk_whose_corrupt_replica_is_being_restored_is_not_copied_meanwhile
         )
         .await;
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let pass = || async {
-            c.m.rereplicate().await;
-            for _ in 0..200 {
-                if c.m.repair.cloning.lock().is_empty() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            panic!("the copy did not end");
-        };
         let until = Instant::now() + Duration::from_millis(200);
         {
             let mut reg = c.registry.lock();
             reg.mark_corrupt("a", H);
             reg.restoring_until("a", H, until);
         }
-        pass().await;
+        c.repair_pass().await;
         let copies: usize = ["a", "d"]
             .iter()
             .map(|id| c.fake.calls(id, Call::Copy))
@@ -850,7 +836,7 @@ async fn a_chunk_whose_corrupt_replica_is_being_restored_is_not_copied_meanwhile
         match ending {
             "restored" => {
                 assert!(c.registry.lock().clear_corrupt("a", H));
-                pass().await;
+                c.repair_pass().await;
                 let copies: usize = ["a", "d"]
                     .iter()
                     .map(|id| c.fake.calls(id, Call::Copy))
@@ -882,7 +868,7 @@ async fn a_chunk_whose_corrupt_replica_is_being_restored_is_not_copied_meanwhile
             }
             _ => tokio::time::sleep_until(until).await,
         }
-        pass().await;
+        c.repair_pass().await;
         assert_eq!(c.fake.replica("d", H), Some(sealed), "{ending}");
     }
 }
