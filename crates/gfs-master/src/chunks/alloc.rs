@@ -204,13 +204,8 @@ impl ChunkManager {
         // with this process), the table above holds the one it still has, if any. A chunk
         // whose last primary is unknown or has not reported waits out one lease period from
         // this process's start (its own clock: no skew to allow for).
-        let since_start = self.started.elapsed();
-        if since_start < self.cfg.lease
-            && !self.lease.fresh.lock().contains(&handle)
-            && !last_primary
-                .as_ref()
-                .is_some_and(|p| self.lease.reported.lock().contains(p))
-        {
+        if !self.knows_leases(handle, last_primary.as_deref()) {
+            let since_start = self.started.elapsed();
             let who = last_primary.as_deref().unwrap_or("unknown");
             return Err(unavailable(format!(
                 "chunk {handle}: the master restarted {since_start:?} ago and the chunk's last primary ({who}) has not reported its leases; a lease from before the restart runs out within {:?}",

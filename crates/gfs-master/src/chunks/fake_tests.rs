@@ -934,6 +934,54 @@ async fn a_chunk_reported_unvouched_is_sealed_once_no_lease_is_out() {
     }
 }
 
+/// Found by tests/systemd: a put's last chunk, its primary and one secondary restarted (so
+/// two replicas reported it unvouched, and the primary registered again without its lease),
+/// could not be read for a lease period: one replica told its length, two were needed, and
+/// the master waited a lease period from the reports before settling it although it knew no
+/// lease was out. Now a master that knows every lease that can be out on the chunk (its last
+/// primary reported its leases, or the master has been up for a lease period) settles an
+/// unvouched chunk at its next pass when no lease is out on it; else it still waits one out.
+#[tokio::test]
+async fn an_unvouched_chunk_with_no_lease_out_is_sealed_at_the_next_pass() {
+    let lease = Duration::from_millis(100);
+    let held = [("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 60))];
+    let start = || cluster_leasing(&["a", "b", "c"], &held, None, lease);
+    // Just started, and the last primary has not reported: a lease from before may be out.
+    let c = start().await;
+    c.m.lease.reported.lock().clear();
+    c.m.note_unvouched([H]);
+    c.m.settle().await;
+    assert_eq!(
+        c.logged(H).await.sealed_length,
+        None,
+        "the master just started"
+    );
+    // Told by the last primary, or up for a lease period: no lease is out.
+    for told in [true, false] {
+        let c = start().await;
+        if !told {
+            c.m.lease.reported.lock().clear();
+            tokio::time::sleep(lease + Duration::from_millis(20)).await;
+        }
+        c.m.note_unvouched([H]);
+        c.m.settle().await;
+        let m = c.logged(H).await;
+        assert_eq!(
+            m.sealed_length,
+            Some(100),
+            "told by the last primary: {told}"
+        );
+        for id in ["a", "b", "c"] {
+            let r = c.fake.replica(id, H).unwrap();
+            assert_eq!(
+                (r.version, r.length, r.sealed),
+                (m.version, 100, true),
+                "{id}"
+            );
+        }
+    }
+}
+
 /// Seed 215 of the simulator: `append_chunk` read the chunk's state, then waited for the
 /// chunk's decision lock while another decision (settle) sealed it at 0; it went on from
 /// what it had read and sealed the chunk again at 3,183 bytes, over a record the client,

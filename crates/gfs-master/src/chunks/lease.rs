@@ -439,6 +439,16 @@ impl ChunkManager {
         out
     }
 
+    /// Whether this process knows every lease that can be out on `handle`, whose log names
+    /// `last_primary` as the server its last lease went to: it has been up for a lease period
+    /// (one granted before it started has run out), allocated the chunk, or heard that server
+    /// report its leases (registering with it).
+    pub(super) fn knows_leases(&self, handle: u64, last_primary: Option<&str>) -> bool {
+        self.started.elapsed() >= self.cfg.lease
+            || self.lease.fresh.lock().contains(&handle)
+            || last_primary.is_some_and(|p| self.lease.reported.lock().contains(p))
+    }
+
     /// Records replicas a primary reported as lagging (at the lease's current version);
     /// returns the chunks with news. A pair whose relegation failed is forgotten again
     /// (`relegation_failed`), so the primary's next report retries it.

@@ -75,7 +75,7 @@ impl ChunkManager {
     }
 
     /// Seals each abandoned chunk, each unsealed chunk re-replication found below its goal
-    /// with no lease out, and each a replica reported unvouched for a lease period
+    /// with no lease out, and each a replica reported unvouched with no lease out on it
     /// ([`ChunkManager::note_unvouched`]), once a quorum of its replicas is alive, at the
     /// longest length they hold after a fence; then the replicas whose seal call failed
     /// (`failed_seals`) are called again.
@@ -95,19 +95,37 @@ impl ChunkManager {
         for handle in below {
             self.seal_unleased(handle, true).await;
         }
-        let lease = self.cfg.lease;
-        let unvouched: Vec<u64> = {
-            let mut u = self.unvouched.lock();
-            let due: Vec<u64> = u
-                .iter()
-                .filter(|(_, since)| since.elapsed() >= lease)
-                .map(|(h, _)| *h)
-                .collect();
-            for h in &due {
-                u.remove(h);
+        // An unvouched chunk no lease is out on, as far as this master knows every lease that
+        // can be out on it, waits no longer: its readers cannot read its tail meanwhile.
+        let reported: Vec<(u64, Instant)> = self
+            .unvouched
+            .lock()
+            .iter()
+            .map(|(h, t)| (*h, *t))
+            .collect();
+        let mut unvouched = Vec::new();
+        for (handle, since) in reported {
+            let due = since.elapsed() >= self.cfg.lease || {
+                let now = self.cfg.clock.now();
+                let leased = self
+                    .lease
+                    .table
+                    .lock()
+                    .get(&handle)
+                    .is_some_and(|l| l.expires > now && !l.doomed);
+                let last_primary = self
+                    .meta
+                    .read(move |ns| ns.last_primary(handle).map(str::to_string))
+                    .await
+                    .ok()
+                    .flatten();
+                !leased && self.knows_leases(handle, last_primary.as_deref())
+            };
+            if due {
+                self.unvouched.lock().remove(&handle);
+                unvouched.push(handle);
             }
-            due
-        };
+        }
         for handle in unvouched {
             self.seal_unleased(handle, true).await;
         }
@@ -117,8 +135,10 @@ impl ChunkManager {
     /// Notes unsealed chunks a replica reported unvouched: it holds committed bytes past what
     /// it knows a quorum to hold (it restarted and lost what its primary told, or committed
     /// them alone), and shows readers none of them. Like HDFS's lease recovery, `settle`
-    /// seals such a chunk at the longest length a quorum reports after a fence, once it has
-    /// had no lease for a lease period (a writer that pauses keeps its chunk).
+    /// seals such a chunk at the longest length a quorum reports after a fence, once no lease
+    /// is out on it (a writer with a lease keeps its chunk): at its next pass if this master
+    /// knows every lease that can be out on it ([`ChunkManager::knows_leases`]), else a lease
+    /// period after the report.
     pub fn note_unvouched(&self, handles: impl IntoIterator<Item = u64>) {
         let now = Instant::now();
         let mut u = self.unvouched.lock();
