@@ -195,7 +195,20 @@ impl ChunkManager {
                         return Ok(Attempt::Leased(self.lease_reply(handle, l)));
                     }
                 }
-                LeaseDecision::WaitUntil(t) => return Ok(Attempt::WaitUntil(handle, t)),
+                LeaseDecision::WaitUntil(t) => {
+                    // A primary the registry counts dead (silent for `dead_after`, or gone) is
+                    // fenced out below instead of waited out: the bump must leave its lease's
+                    // version on fewer than a quorum of its members (`fence` checks it), so
+                    // it can commit nothing more even if it is alive behind a partition.
+                    let dead = existing
+                        .as_ref()
+                        .filter(|l| !l.doomed && !self.registry.lock().is_alive(&l.primary.id))
+                        .map(|l| l.primary.id.clone());
+                    let Some(dead) = dead else {
+                        return Ok(Attempt::WaitUntil(handle, t));
+                    };
+                    tracing::warn!(%handle, primary = %dead, "the primary is counted dead: fencing its lease out instead of waiting it out");
+                }
                 LeaseDecision::Grant => {}
             }
         }

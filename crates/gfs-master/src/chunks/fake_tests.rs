@@ -1249,3 +1249,74 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
         }
     }
 }
+
+/// Found by tests/compose: the primary of a log's chunk SIGKILLed, the file's appends stalled
+/// for the whole lease (62 s with the 60 s default): the master counted the primary dead after
+/// `dead_after`, yet waited its lease out. A lease whose primary is counted dead is fenced out
+/// instead: the next AppendChunk bumps the version on the live replicas, a quorum of the
+/// lease's members, so the old primary can commit nothing more wherever it is, and grants a
+/// new lease at once.
+#[tokio::test]
+async fn a_lease_whose_primary_is_counted_dead_is_fenced_out_not_waited_out() {
+    let c = abc([100, 100, 100]).await;
+    let first = c.m.append_chunk("/f").await.unwrap();
+    let old = first.primary.as_ref().unwrap().id.clone();
+    c.fake.set_down(&old, true);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let others: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|id| *id != old)
+        .collect();
+    for id in &others {
+        let r = Replica {
+            handle: H,
+            version: first.version,
+            length: 100,
+            sealed: false,
+        };
+        c.registry
+            .lock()
+            .heartbeat_with(id, 0, vec![r], false, Instant::now());
+    }
+    assert_eq!(c.registry.lock().sweep(Instant::now()), [old.as_str()]);
+    let t = Instant::now();
+    let next = c.m.append_chunk("/f").await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "waited {:?}",
+        t.elapsed()
+    );
+    assert!(next.version > first.version, "{next:?}");
+    assert_ne!(next.primary.as_ref().unwrap().id, old);
+    for id in others {
+        assert_eq!(c.fake.replica(id, H), Some(held(next.version, 100)), "{id}");
+    }
+}
+
+/// What makes the fence-out above safe, checked at every fence: a fence that would leave an
+/// unexpired lease's version on a quorum of its members (here it reached one member and a
+/// replica outside the lease) fails, whatever quorum of replicas took it.
+#[tokio::test]
+async fn a_fence_that_leaves_a_quorum_of_a_leases_members_behind_fails() {
+    let c = cluster(
+        &["a", "b", "c", "d"],
+        &[
+            ("a", held(1, 100)),
+            ("b", held(1, 100)),
+            ("c", held(1, 100)),
+        ],
+        None,
+    )
+    .await;
+    let l = c.m.append_chunk("/f").await.unwrap();
+    let mut members: Vec<String> = l.secondaries.iter().map(|s| s.id.clone()).collect();
+    members.push(l.primary.as_ref().unwrap().id.clone());
+    assert_eq!(members.len(), 3, "{l:?}");
+    c.fake.hold("d", H, held(l.version, 100));
+    let one = info(&members[0]);
+    let r = c.m.fence(H, l.version, vec![one.clone(), info("d")]).await;
+    assert!(r.is_err(), "two members left at the lease's version");
+    // Two of the three members fenced leave one: it can commit nothing alone.
+    let two = info(&members[1]);
+    c.m.fence(H, l.version, vec![one, two]).await.unwrap();
+}

@@ -52,6 +52,13 @@
 //! grants leases and this one grants none on a server's logged chunks before that server's
 //! report, so a report cannot miss one: never two primaries at once.
 //!
+//! # A dead primary's lease
+//!
+//! A lease whose primary the registry counts dead is fenced out rather than waited out: the
+//! next `AppendChunk` decides as if no lease were out, and its fence must leave the old
+//! lease's version on fewer than a quorum of its members (`ChunkManager::left_in_lease`,
+//! checked by every fence), so the old primary can commit nothing more wherever it is.
+//!
 //! # Lagging replicas
 //!
 //! A primary's heartbeat lists the secondaries that missed a phase. A new report triggers an
@@ -124,7 +131,8 @@ pub enum LeaseDecision {
     Reuse,
     /// A new lease may be granted.
     Grant,
-    /// Another primary may still hold a lease until then: never two primaries at once.
+    /// Another primary may still hold a lease until then: never two primaries at once
+    /// (unless the caller fences that lease out: `append_chunk` does for a dead primary).
     WaitUntil(SystemTime),
 }
 

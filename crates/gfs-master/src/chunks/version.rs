@@ -175,12 +175,54 @@ impl ChunkManager {
                 fenced.len()
             )));
         }
+        let left = self.left_in_lease(handle, new_version, &fenced, &absent);
+        if left >= self.cfg.quorum {
+            // As a fence cut short: the version is not logged, and no later fence reuses it.
+            self.tried.lock().insert(handle, new_version);
+            return Err(unavailable(format!(
+                "chunk {handle}: {left} members of its unexpired lease were not fenced; its \
+                 primary could still commit with them"
+            )));
+        }
         self.tried.lock().remove(&handle);
         Ok(Fence {
             version: new_version,
             replicas: fenced,
             absent,
         })
+    }
+
+    /// How many members (primary and secondaries) of the unexpired lease on `handle`, if one
+    /// older than `new_version` is in the table, neither took `new_version` (`fenced`) nor
+    /// hold no replica (`absent`): those its primary could still commit with. A fence must
+    /// leave fewer than a quorum (I5): then the old primary, wherever it is and whatever it
+    /// believes, commits nothing more, and a new lease needs no wait for the old to run out.
+    fn left_in_lease(
+        &self,
+        handle: u64,
+        new_version: u64,
+        fenced: &[(ServerInfo, u64)],
+        absent: &[ServerInfo],
+    ) -> usize {
+        let now = self.cfg.clock.now();
+        let table = self.lease.table.lock();
+        let Some(l) = table
+            .get(&handle)
+            .filter(|l| l.expires > now && l.version < new_version)
+        else {
+            return 0;
+        };
+        let reached = |m: &ServerInfo| {
+            fenced
+                .iter()
+                .map(|(s, _)| s)
+                .chain(absent)
+                .any(|s| (!m.id.is_empty() && s.id == m.id) || s.repl_addr == m.repl_addr)
+        };
+        std::iter::once(&l.primary)
+            .chain(l.secondaries.iter())
+            .filter(|m| !reached(m))
+            .count()
     }
 
     /// Keeps the word of the primary the log names at `handle`'s logged version, if it is
