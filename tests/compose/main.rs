@@ -156,12 +156,15 @@ impl Compose {
                 .args(["network", "disconnect", &network, &id])
                 .output()
         } else {
-            let ip = match service.strip_prefix("master") {
-                Some(i) => format!("{}.1{i}", self.net),
-                None => format!("{}.2{}", self.net, &service[2..]),
-            };
             Command::new("docker")
-                .args(["network", "connect", "--ip", &ip, &network, &id])
+                .args([
+                    "network",
+                    "connect",
+                    "--ip",
+                    &self.ip(service),
+                    &network,
+                    &id,
+                ])
                 .output()
         }
         .expect("run docker network");
@@ -191,6 +194,20 @@ impl Compose {
     /// again: iptables rules in the container's network namespace, run with the host's tools
     /// (the image has none). Needs root, `nsenter` and `iptables` on the host.
     fn cut_from(&self, service: &str, peers: &[String], cut: bool) {
+        let op = if cut { "-A" } else { "-D" };
+        for peer in peers {
+            for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
+                self.in_netns(
+                    service,
+                    &["iptables", op, rule[0], rule[1], peer, "-j", "DROP"],
+                );
+            }
+        }
+    }
+
+    /// Runs `args` in `service`'s network namespace with the host's tools (the image has
+    /// none): iptables and tc. Needs root and `nsenter` on the host.
+    fn in_netns(&self, service: &str, args: &[&str]) {
         let out = self.compose(&["ps", "-q", service]);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let out = Command::new("docker")
@@ -198,37 +215,114 @@ impl Compose {
             .output()
             .expect("run docker inspect");
         let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let op = if cut { "-A" } else { "-D" };
-        for peer in peers {
-            for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
-                let out = Command::new("nsenter")
-                    .args(["-t", &pid, "-n", "iptables", op, rule[0], rule[1], peer])
-                    .args(["-j", "DROP"])
-                    .output()
-                    .expect("run nsenter");
-                assert!(
-                    out.status.success(),
-                    "iptables in {service}: {}",
-                    text(&out)
-                );
-            }
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n"])
+            .args(args)
+            .output()
+            .expect("run nsenter");
+        assert!(
+            out.status.success(),
+            "{args:?} in {service}: {}",
+            text(&out)
+        );
+    }
+
+    /// `service`'s link made poor, or good again: every packet it sends or receives dropped
+    /// with probability `loss` (iptables' `statistic` match) and its sending limited to `rate`
+    /// by a token bucket (`tc tbf`). This kernel has no `netem`, so no added delay: a slow link
+    /// here is a narrow, lossy one.
+    fn poor_link(&self, service: &str, loss: &str, rate: &str, on: bool) {
+        let op = if on { "-A" } else { "-D" };
+        for chain in ["INPUT", "OUTPUT"] {
+            self.in_netns(
+                service,
+                &[
+                    "iptables",
+                    op,
+                    chain,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    loss,
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+        if on {
+            self.in_netns(
+                service,
+                &[
+                    "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst",
+                    "32kbit", "latency", "400ms",
+                ],
+            );
+        } else {
+            self.in_netns(service, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
         }
     }
 
-    /// Why [`Compose::cut_from`] cannot run here, if it cannot.
+    /// The address of `service` on the cluster's network (`master<i>` or `cs<i>`).
+    fn ip(&self, service: &str) -> String {
+        match service.strip_prefix("master") {
+            Some(i) => format!("{}.1{i}", self.net),
+            None => format!("{}.2{}", self.net, &service[2..]),
+        }
+    }
+
+    /// The Docker host's address on the cluster's network (the bridge's gateway): where this
+    /// test's clients come from.
+    fn host_ip(&self) -> String {
+        format!("{}.1", self.net)
+    }
+
+    /// The lease of `path`'s last chunk as the leading master hands it out to appenders.
+    async fn lease(&self, path: &str) -> gfs_proto::v1::ChunkLease {
+        use gfs_proto::v1::AppendChunkRequest;
+        use gfs_proto::v1::master_client::MasterClient;
+        let net = gfs_host::Net::os().with_tls(self.admin_tls());
+        let deadline = Instant::now() + STEP;
+        loop {
+            let leader = self.leader().await;
+            let endpoint = net.endpoint(&self.master(leader)).expect("an endpoint");
+            let got = match net.connect_channel(&endpoint).await {
+                Ok(ch) => MasterClient::new(ch)
+                    .append_chunk(AppendChunkRequest { path: path.into() })
+                    .await
+                    .map(|l| l.into_inner())
+                    .map_err(|s| s.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match got {
+                Ok(l) => return l,
+                Err(e) => assert!(Instant::now() < deadline, "no lease of {path}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Why [`Compose::cut_from`] and [`Compose::poor_link`] cannot run here, if they cannot.
     fn cannot_cut() -> Option<String> {
         let root = Command::new("id")
             .arg("-u")
             .output()
             .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let has = |tool: &str| {
+        let has = |tool: &str, arg: &str| {
             Command::new(tool)
-                .arg("--version")
+                .arg(arg)
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
-        (!root || !has("nsenter") || !has("iptables"))
-            .then(|| "partial cuts need root, nsenter and iptables on the host".to_string())
+        (!root || !has("nsenter", "--version") || !has("iptables", "--version") || !has("tc", "-V"))
+            .then(|| "partial cuts need root, nsenter, iptables and tc on the host".to_string())
+    }
+
+    /// The admin certificate setup.sh issued, as a client on the host presents it.
+    fn admin_tls(&self) -> Arc<gfs_client::tls::Tls> {
+        let files = gfs_client::tls::TlsFiles::in_dir(&self.dir.path().join("certs"), "admin");
+        Arc::new(gfs_client::tls::Tls::load(&files).expect("the admin certificate"))
     }
 
     /// A client on the host with the admin certificate (fsck and reports too).
@@ -238,13 +332,11 @@ impl Compose {
 
     /// A client of `masters` (`stale`: reads answered by any master from its own state).
     async fn client_of(&self, masters: &str, stale: bool) -> Client {
-        let files = gfs_client::tls::TlsFiles::in_dir(&self.dir.path().join("certs"), "admin");
-        let tls = gfs_client::tls::Tls::load(&files).expect("the admin certificate");
         let mut cfg = ClientConfig {
             stale_reads: stale,
             ..ClientConfig::default()
         };
-        cfg.net = cfg.net.with_tls(Arc::new(tls));
+        cfg.net = cfg.net.with_tls(self.admin_tls());
         let deadline = Instant::now() + STEP;
         loop {
             match Client::connect_with(masters, cfg.clone()).await {
@@ -375,9 +467,11 @@ async fn checked(cluster: &Compose, c: &Client, a: Appenders) {
 }
 
 /// Record appends from four writers on the host, and a put of a 12 MB file, while the
-/// chunkserver holding the log's first replica is SIGKILLed (`docker kill`) and kept down until
-/// the masters count it dead, then started again; then the leading master is SIGKILLed and
-/// started again. Appends go on, a put that says it succeeded reads back byte for byte, every
+/// chunkserver holding the lease of the log's chunk (its primary) is SIGKILLed (`docker kill`)
+/// and kept down until the masters count it dead, then started again; then the leading master
+/// is SIGKILLed and started again. Appends go on within 45 s of the primary's kill (counted dead
+/// after 15 s, its lease is fenced out rather than waited out), a put that says it succeeded
+/// reads back byte for byte, every
 /// acknowledged record is in the log exactly once at its offset, the replicas are
 /// byte-identical on the chunkservers' disks and fsck is clean once healed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,30 +481,39 @@ async fn killed_chunkserver_and_leader_lose_no_acknowledged_record() {
     };
     let (c, a) = appending(&cluster).await;
     let data: Arc<Vec<u8>> = Arc::new((0..12_000_000u32).map(|i| (i * 7 % 251) as u8).collect());
+    // Pieces the put's writer has taken.
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let put = {
-        let (c, data) = (c.clone(), Arc::clone(&data));
+        let (c, data, taken) = (c.clone(), Arc::clone(&data), Arc::clone(&taken));
         tokio::spawn(async move {
             c.create("/put").await?;
             let mut w = c.writer("/put");
             for piece in data.chunks(256 * 1024) {
                 w.write(piece).await?;
+                taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             w.finish().await
         })
     };
 
-    // A chunkserver holding the log, SIGKILLed under the appends and the put.
-    let holder = c.refresh("/log").await.expect("the file's chunks").chunks[0].replicas[0]
-        .id
-        .clone();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The primary of the log's chunk, SIGKILLed under the appends and the put.
+    let holder = cluster.lease("/log").await.primary.expect("a primary").id;
+    // The put under way (a few pieces in) before the kill.
+    let deadline = Instant::now() + STEP;
+    while taken.load(std::sync::atomic::Ordering::Relaxed) < 4 && !put.is_finished() {
+        assert!(Instant::now() < deadline, "the put does not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cluster.kill(&holder);
     let killed = Instant::now();
     let acked = a.acked();
-    println!(
-        "{holder} killed: 40 more appends acknowledged after {:?}",
-        progress(&a, acked, 40).await
+    let took = progress(&a, acked, 40).await;
+    println!("{holder} (the log's primary) killed: 40 more appends acknowledged after {took:?}");
+    // Counted dead after `dead_after` (15 s), its lease is fenced out, not waited out (60 s).
+    assert!(
+        took < Duration::from_secs(45),
+        "the appends waited {took:?} for the killed primary"
     );
     let deadline = Instant::now() + STEP;
     while c.report().await.is_ok_and(|r| {
@@ -510,32 +613,7 @@ async fn a_leader_cut_off_from_the_group_is_replaced_and_follows_once_back() {
         "{name} follows the new leader {:?} after it is back",
         back.elapsed()
     );
-    c.create("/last").await.expect("create /last");
-    // Every master, asked for its own state, holds the same names once it applied /last.
-    let want = c.list("/").await.expect("ls /");
-    let mut names: Vec<Vec<String>> = Vec::new();
-    for i in 1..=3 {
-        let one = cluster.client_of(&cluster.master(i), true).await;
-        let deadline = Instant::now() + STEP;
-        loop {
-            let got = one
-                .list("/")
-                .await
-                .map(|l| l.into_iter().map(|e| e.path).collect::<Vec<_>>());
-            if let Ok(got) = got
-                && got.iter().any(|p| p == "/last")
-            {
-                names.push(got);
-                break;
-            }
-            assert!(Instant::now() < deadline, "master{i} never applied /last");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let want: Vec<String> = want.into_iter().map(|e| e.path).collect();
-    for (i, got) in names.iter().enumerate() {
-        assert_eq!(got, &want, "master{}'s namespace", i + 1);
-    }
+    same_namespace(&cluster, &c, "/last").await;
     checked(&cluster, &c, a).await;
 }
 
@@ -616,4 +694,202 @@ async fn a_rolling_restart_of_every_container_loses_no_acknowledged_record() {
         );
     }
     checked(&cluster, &c, a).await;
+}
+
+/// The primary of the log's chunk cut off from its two secondaries only (the masters, the
+/// other chunkservers and the clients still reach it) under record appends. Its PREPAREs time
+/// out, it reports both secondaries lagging, the masters find fewer good replicas than a
+/// quorum and let its lease run out, and the log goes on in another chunk: what this proves is
+/// that a primary that can reach everyone but its secondaries cannot hold the file up for
+/// longer than a lease, and that the appends caught in it are each in the file once or not at
+/// all. Let through again, the stale replicas go and fsck is clean; then the whole promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_from_its_secondaries_only_loses_the_chunk_not_the_file() {
+    if let Some(why) = Compose::cannot_cut() {
+        println!("skipped: {why}");
+        return;
+    }
+    let Some(cluster) = Compose::start("172.29.5", "gfs-test-primary") else {
+        return;
+    };
+    let (c, a) = appending(&cluster).await;
+    let lease = cluster.lease("/log").await;
+    let primary = lease.primary.as_ref().expect("a primary").id.clone();
+    let secondaries: Vec<String> = lease.secondaries.iter().map(|s| s.id.clone()).collect();
+    let ips: Vec<String> = secondaries.iter().map(|s| cluster.ip(s)).collect();
+    cluster.cut_from(&primary, &ips, true);
+    let cut = Instant::now();
+    println!(
+        "{primary}, primary of chunk {}, cut off from {secondaries:?}",
+        lease.handle
+    );
+    let acked = a.acked();
+    let took = progress(&a, acked, 40).await;
+    let now = cluster.lease("/log").await;
+    println!(
+        "40 more appends acknowledged after {took:?}, now to chunk {} through {}",
+        now.handle,
+        now.primary.as_ref().map_or("none", |p| p.id.as_str())
+    );
+    assert!(
+        now.handle != lease.handle
+            || now.primary.as_ref().is_some_and(|p| p.id != primary)
+            || now.secondaries.iter().all(|s| !secondaries.contains(&s.id)),
+        "the appends went on through the cut-off primary and its secondaries"
+    );
+    cluster.cut_from(&primary, &ips, false);
+    println!("let through {:?} after the cut", cut.elapsed());
+    checked(&cluster, &c, a).await;
+}
+
+/// The client (this process, on the Docker host) cut off from the primary of the log's chunk
+/// mid-append, for 15 s, a quarter of its op deadline (the masters and the other chunkservers
+/// still reach that primary). The appends in flight wait or retry with their op ids; once the
+/// client reaches the primary again they end, each in the file once (a retry of an op that
+/// had committed returns its first offset), and new ones are acknowledged. What this proves:
+/// an outcome the client could not learn is never turned into a second copy of the record.
+/// Then the whole promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_from_the_primary_mid_append_appends_each_record_once() {
+    if let Some(why) = Compose::cannot_cut() {
+        println!("skipped: {why}");
+        return;
+    }
+    let Some(cluster) = Compose::start("172.29.6", "gfs-test-client") else {
+        return;
+    };
+    let (c, a) = appending(&cluster).await;
+    let lease = cluster.lease("/log").await;
+    let primary = lease.primary.as_ref().expect("a primary").id.clone();
+    let host = [cluster.host_ip()];
+    cluster.cut_from(&primary, &host, true);
+    let before = a.acked();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let during = a.acked() - before;
+    cluster.cut_from(&primary, &host, false);
+    println!(
+        "the client cut off from {primary} (primary) for 15 s: {during} appends acknowledged meanwhile"
+    );
+    let acked = a.acked();
+    println!(
+        "let through: 40 more appends acknowledged after {:?}",
+        progress(&a, acked, 40).await
+    );
+    checked(&cluster, &c, a).await;
+}
+
+/// The leading master cut off from one of the two others only (a minority: it keeps a
+/// majority with the third) under record appends and creates. What this proves: a leader that
+/// still has a majority goes on serving, creates and appends never stop for longer than the
+/// printed bounds, and the cut-off master catches up once let through, every master holding
+/// the same namespace. Then the whole promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_from_a_minority_of_masters_keeps_serving() {
+    if let Some(why) = Compose::cannot_cut() {
+        println!("skipped: {why}");
+        return;
+    }
+    let Some(cluster) = Compose::start("172.29.7", "gfs-test-minority") else {
+        return;
+    };
+    let (c, a) = appending(&cluster).await;
+    let leader = cluster.leader().await;
+    let other = if leader == 1 { 2 } else { 1 };
+    let (name, other_name) = (format!("master{leader}"), format!("master{other}"));
+    cluster.cut_from(&name, &[cluster.ip(&other_name)], true);
+    let cut = Instant::now();
+    // Creates go on throughout: the longest wait for one is the leader's unavailability.
+    let mut longest = Duration::ZERO;
+    let mut made = 0;
+    while cut.elapsed() < Duration::from_secs(15) {
+        let t = Instant::now();
+        let deadline = t + STEP;
+        while let Err(e) = c.create(&format!("/cut-{made}")).await {
+            assert!(Instant::now() < deadline, "no create while cut: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        longest = longest.max(t.elapsed());
+        made += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = a.acked();
+    println!(
+        "{name} (the leader) cut from {other_name}: {made} creates in 15 s, the longest took \
+         {longest:?}; 40 more appends acknowledged after {:?}; master{} leads",
+        progress(&a, acked, 40).await,
+        cluster.leader().await
+    );
+    cluster.cut_from(&name, &[cluster.ip(&other_name)], false);
+    same_namespace(&cluster, &c, "/after-minority-cut").await;
+    checked(&cluster, &c, a).await;
+}
+
+/// A secondary of the log's chunk on a poor link (30 % of the packets it sends or receives
+/// dropped, and what it sends limited to 1 mbit/s) under record appends. What this proves: a degraded link, not a
+/// cut, costs neither records nor the other replicas' pace: the two good replicas still make a
+/// quorum, the slow one is relegated once it misses a phase (the chunk goes on without it, or
+/// is sealed and the file goes on in a new chunk), and once the link is good again fsck is
+/// clean. The kernel here has no `netem`, so no added delay. Then the whole promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_on_a_poor_link_neither_slows_appends_nor_loses_records() {
+    if let Some(why) = Compose::cannot_cut() {
+        println!("skipped: {why}");
+        return;
+    }
+    let Some(cluster) = Compose::start("172.29.8", "gfs-test-poor") else {
+        return;
+    };
+    let (c, a) = appending(&cluster).await;
+    let lease = cluster.lease("/log").await;
+    let slow = lease.secondaries.first().expect("a secondary").id.clone();
+    let acked = a.acked();
+    let good = progress(&a, acked, 200).await;
+    cluster.poor_link(&slow, "0.3", "1mbit", true);
+    let acked = a.acked();
+    let poor = progress(&a, acked, 200).await;
+    let now = cluster.lease("/log").await;
+    cluster.poor_link(&slow, "0.3", "1mbit", false);
+    println!(
+        "200 appends took {good:?} before and {poor:?} with {slow} (a secondary of chunk {}) \
+         on a poor link; now chunk {} on {:?}",
+        lease.handle,
+        now.handle,
+        now.primary
+            .iter()
+            .chain(now.secondaries.iter())
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>()
+    );
+    checked(&cluster, &c, a).await;
+}
+
+/// Creates `last` and waits until every master, asked for its own state, applied it; asserts
+/// they all hold the namespace the leader lists.
+async fn same_namespace(cluster: &Compose, c: &Client, last: &str) {
+    c.create(last).await.expect("create the last file");
+    let want: Vec<String> = c
+        .list("/")
+        .await
+        .expect("ls /")
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    for i in 1..=3 {
+        let one = cluster.client_of(&cluster.master(i), true).await;
+        let deadline = Instant::now() + STEP;
+        let got = loop {
+            let got = one
+                .list("/")
+                .await
+                .map(|l| l.into_iter().map(|e| e.path).collect::<Vec<_>>());
+            if let Ok(got) = got
+                && got.iter().any(|p| p == last)
+            {
+                break got;
+            }
+            assert!(Instant::now() < deadline, "master{i} never applied {last}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(got, want, "master{i}'s namespace");
+    }
 }
