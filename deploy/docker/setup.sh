@@ -21,7 +21,8 @@ project="${COMPOSE_PROJECT_NAME:-gfs}"
 dest="${1:-$here}"
 mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
-[ "$dest" = "$here" ] || cp "$here/docker-compose.yml" "$dest/"
+# A copy of the compose file, once: later runs keep what the operator added to it (a cs6).
+[ "$dest" = "$here" ] || [ -f "$dest/docker-compose.yml" ] || cp "$here/docker-compose.yml" "$dest/"
 cd "$dest"
 issue() { # role name address
   [ -f "certs/$2.pem" ] && return 0
