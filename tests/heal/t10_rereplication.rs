@@ -241,14 +241,16 @@ async fn a_new_server_takes_its_share_and_no_chunk_drops_below_three() {
 
 /// Re-replication copies into a server stay under its `--clone-rate`: a 1 MB copy at
 /// 256 KiB/s takes at least 2.8 s (one second of burst, then the rate), where uncapped it takes
-/// tens of milliseconds here.
+/// tens of milliseconds here. The put's lease outlasts the copy (30 s): once it ends, the
+/// master may settle the chunk (the copy's partial replica reports it unvouched), and the
+/// fence's new version would end the copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_into_a_server_keep_to_its_clone_rate() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterProc::start_with(
         &dir.path().join("master"),
         "127.0.0.1:0",
-        &["--max-clones", "0"],
+        &["--max-clones", "0", "--lease", "30s"],
     );
     let servers =
         Server::with_master_args(dir.path(), 4, &master.addr, &["--clone-rate", "256KiB"]);
