@@ -146,6 +146,22 @@ impl Cluster {
         self.m.settle().await;
     }
 
+    /// A heartbeat from each of `ids`, reporting the replica of `H` it holds now.
+    fn heard_from(&self, ids: &[&str]) {
+        for id in ids {
+            let h = self.fake.replica(id, H).unwrap();
+            let r = Replica {
+                handle: H,
+                version: h.version,
+                length: h.length,
+                sealed: h.sealed,
+            };
+            self.registry
+                .lock()
+                .heartbeat_with(id, 0, vec![r], false, Instant::now());
+        }
+    }
+
     /// A repair pass and the copies it started, ended (within a second).
     async fn repair_pass(&self) {
         self.m.rereplicate().await;
@@ -724,17 +740,7 @@ async fn an_unsealed_chunk_no_server_could_copy_is_left_to_continue() {
     c.fake.set_down("a", true);
     // a misses its heartbeats and is marked dead; b and c report on.
     tokio::time::sleep(Duration::from_millis(60)).await;
-    for (id, length) in [("b", 100), ("c", 60)] {
-        let r = Replica {
-            handle: H,
-            version: 1,
-            length,
-            sealed: false,
-        };
-        c.registry
-            .lock()
-            .heartbeat_with(id, 0, vec![r], false, Instant::now());
-    }
+    c.heard_from(&["b", "c"]);
     assert_eq!(c.registry.lock().sweep(Instant::now()), ["a"]);
     c.m.rereplicate().await;
     c.m.settle().await;
@@ -1131,18 +1137,7 @@ async fn a_replica_behind_only_unleased_versions_is_a_witness_for_the_seal() {
     // and the next pass logs a version past theirs.
     for _ in 0..3 {
         c.settle_unvouched().await;
-        for id in ["a", "b"] {
-            let h = c.fake.replica(id, H).unwrap();
-            let r = Replica {
-                handle: H,
-                version: h.version,
-                length: h.length,
-                sealed: h.sealed,
-            };
-            c.registry
-                .lock()
-                .heartbeat_with(id, 0, vec![r], false, Instant::now());
-        }
+        c.heard_from(&["a", "b"]);
     }
     let logged = c.logged(H).await;
     assert_eq!(logged.sealed_length, None, "one good replica answered");
@@ -1267,17 +1262,7 @@ async fn a_lease_whose_primary_is_counted_dead_is_fenced_out_not_waited_out() {
         .into_iter()
         .filter(|id| *id != old)
         .collect();
-    for id in &others {
-        let r = Replica {
-            handle: H,
-            version: first.version,
-            length: 100,
-            sealed: false,
-        };
-        c.registry
-            .lock()
-            .heartbeat_with(id, 0, vec![r], false, Instant::now());
-    }
+    c.heard_from(&others);
     assert_eq!(c.registry.lock().sweep(Instant::now()), [old.as_str()]);
     let t = Instant::now();
     let next = c.m.append_chunk("/f").await.unwrap();

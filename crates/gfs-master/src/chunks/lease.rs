@@ -447,6 +447,16 @@ impl ChunkManager {
         out
     }
 
+    /// Whether a lease is out on `handle` that is neither expired nor doomed.
+    pub(super) fn leased(&self, handle: u64) -> bool {
+        let now = self.cfg.clock.now();
+        self.lease
+            .table
+            .lock()
+            .get(&handle)
+            .is_some_and(|l| l.expires > now && !l.doomed)
+    }
+
     /// Whether this process knows every lease that can be out on `handle`, whose log names
     /// `last_primary` as the server its last lease went to: it has been up for a lease period
     /// (one granted before it started has run out), allocated the chunk, or heard that server

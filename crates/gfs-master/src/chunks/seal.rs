@@ -106,13 +106,7 @@ impl ChunkManager {
         let mut unvouched = Vec::new();
         for (handle, since) in reported {
             let due = since.elapsed() >= self.cfg.lease || {
-                let now = self.cfg.clock.now();
-                let leased = self
-                    .lease
-                    .table
-                    .lock()
-                    .get(&handle)
-                    .is_some_and(|l| l.expires > now && !l.doomed);
+                let leased = self.leased(handle);
                 let last_primary = self
                     .meta
                     .read(move |ns| ns.last_primary(handle).map(str::to_string))
@@ -159,19 +153,10 @@ impl ChunkManager {
             self.unsettled.lock().remove(&handle);
             return;
         }
-        if unless_leased {
-            let now = self.cfg.clock.now();
-            let leased = self
-                .lease
-                .table
-                .lock()
-                .get(&handle)
-                .is_some_and(|l| l.expires > now && !l.doomed);
-            if leased {
-                // Being written again: its lease decides (the next pass queues it again if it
-                // is still below its goal once the lease ends).
-                return;
-            }
+        if unless_leased && self.leased(handle) {
+            // Being written again: its lease decides (the next pass queues it again if it is
+            // still below its goal once the lease ends).
+            return;
         }
         let (version, mut live) = match self.lineage(handle, m.version).await {
             Ok(found) => found,
