@@ -15,16 +15,24 @@ struct Group {
     dir: std::path::PathBuf,
     addrs: Vec<String>,
     procs: Vec<Option<MasterProc>>,
+    /// More flags for every master.
+    extra: Vec<String>,
 }
 
 impl Group {
     fn start(dir: &Path) -> Group {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Group::start`], every master also given `extra` flags.
+    fn start_with(dir: &Path, extra: &[&str]) -> Group {
         let base = gfs_testkit::free_ports(3);
         let addrs: Vec<String> = (base..base + 3).map(|p| format!("127.0.0.1:{p}")).collect();
         let mut g = Group {
             dir: dir.to_path_buf(),
             addrs,
             procs: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         g.procs = (0..3).map(|i| Some(g.member(i))).collect();
         g
@@ -33,18 +41,16 @@ impl Group {
     /// Master `i` (from 0), started on its directory and port.
     fn member(&self, i: usize) -> MasterProc {
         let (members, id) = (self.addrs.join(","), (i + 1).to_string());
-        MasterProc::start_with(
-            &self.dir.join(format!("m{i}")),
-            &self.addrs[i],
-            &[
-                "--raft-members",
-                &members,
-                "--raft-id",
-                &id,
-                "--lease",
-                "10s",
-            ],
-        )
+        let mut args = vec![
+            "--raft-members",
+            &members,
+            "--raft-id",
+            &id,
+            "--lease",
+            "10s",
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        MasterProc::start_with(&self.dir.join(format!("m{i}")), &self.addrs[i], &args)
     }
 
     /// The list clients and chunkservers are given.
@@ -469,4 +475,46 @@ async fn a_single_masters_namespace_moves_into_a_group() {
     assert_eq!(names.len(), 32, "{names:?}");
     assert!(names.contains("/f00") && names.contains("/f29"));
     drop(joined);
+}
+
+/// A master that was down while the group went on catches up by snapshot. The masters take one
+/// every 50 entries (`checkpoint_every`) and purge what it holds (keeping at most openraft's
+/// `max_in_snapshot_log_to_keep`, 1,000), so after 1,200 creates from one client, one at a
+/// time (an entry each), the leader's log no longer holds the entries after the stopped
+/// master's last: started again, it can only be brought up to date by the leader's snapshot
+/// (`InstallSnapshot` in its log with `GFS_TEST_LOG=info`). It then holds every name, asked for
+/// its own state, and again once SIGKILLed and started on its own directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_missed_what_the_leader_purged_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("master.toml");
+    std::fs::write(&config, "checkpoint_every = 50\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let mut group = Group::start_with(dir.path(), &["--config", &config]);
+    let c = patient(&group.list(), Duration::from_secs(30)).await;
+    c.create_with_parents("/ns/f00000").await.unwrap();
+    let leader = group.leader(Duration::from_secs(10)).await;
+    let down = (leader + 1) % 3;
+    if let Some(mut p) = group.procs[down].take() {
+        p.kill();
+    }
+    let t = Instant::now();
+    for i in 1..1_200 {
+        c.create(&format!("/ns/f{i:05}")).await.unwrap();
+    }
+    println!("1,200 creates with master {down} down in {:?}", t.elapsed());
+    let listed = names(&c, "/ns").await;
+    assert_eq!(listed.len(), 1_200);
+    group.procs[down] = Some(group.member(down));
+    let back = Instant::now();
+    same_namespace_everywhere(&group, &listed).await;
+    println!(
+        "master {down} caught up {:?} after its start",
+        back.elapsed()
+    );
+    if let Some(mut p) = group.procs[down].take() {
+        p.kill();
+    }
+    group.procs[down] = Some(group.member(down));
+    same_namespace_everywhere(&group, &listed).await;
 }
