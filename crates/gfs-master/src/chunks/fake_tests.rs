@@ -1305,3 +1305,37 @@ async fn a_fence_that_leaves_a_quorum_of_a_leases_members_behind_fails() {
     let two = info(&members[1]);
     c.m.fence(H, l.version, vec![one, two]).await.unwrap();
 }
+
+/// The CI rehearsal of 2026-12-06 (tests/heal, a relegation under appends): the master counted
+/// a replica that no disk held. A replica short of its sealed chunk's length is both deleted
+/// (a quorum holds the chunk elsewhere) and caught up by repair; a catch-up that ends between
+/// the delete's decision and its run on the server leaves the master counting the caught-up
+/// copy the delete then removed. A replica being copied or caught up into is not deleted, and
+/// one told to go leaves the locations at once, so repair does not start on it.
+#[tokio::test]
+async fn a_replica_being_caught_up_is_not_deleted_and_one_told_to_go_is_not_counted() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", sealed_held(1, 100)),
+            ("b", sealed_held(1, 100)),
+            ("c", held(1, 60)),
+        ],
+        Some(100),
+    )
+    .await;
+    let short = Replica {
+        handle: H,
+        version: 1,
+        length: 60,
+        sealed: false,
+    };
+    c.m.repair
+        .cloning
+        .lock()
+        .insert(H, ("a".to_string(), "c".to_string()));
+    assert_eq!(c.m.to_delete("c", &[short]).await.unwrap(), vec![]);
+    c.m.repair.cloning.lock().clear();
+    assert_eq!(c.m.to_delete("c", &[short]).await.unwrap().len(), 1);
+    assert!(!c.registry.lock().holds("c", H), "counted while told to go");
+}

@@ -90,6 +90,19 @@ impl ChunkManager {
         // only when a pass completes (`forget_unreported`).
         let mut unknown_since = self.gc.unknown_since.lock();
         let unknown = unknown_since.entry(server.to_string()).or_default();
+        // Chunks being copied or caught up into `server` (before the registry: repair locks
+        // them in that order). Its replica there is not deleted meanwhile: a catch-up that
+        // ends between this decision and the delete would see its work deleted while the
+        // master counts it current (the CI rehearsal of 2026-12-06: "cs1 is counted but
+        // holds no replica").
+        let copying_in: HashSet<u64> = self
+            .repair
+            .cloning
+            .lock()
+            .iter()
+            .filter(|(_, (_, target))| target == server)
+            .map(|(h, _)| *h)
+            .collect();
         // Lease primaries first: elsewhere the lease table is locked before the registry.
         let primaries: HashMap<u64, String> = self
             .lease
@@ -100,8 +113,10 @@ impl ChunkManager {
             .collect();
         let mut reg = self.registry.lock();
         let draining = reg.draining();
-        let mut extras = Vec::new();
         for (r, current) in report.iter().zip(versions) {
+            if copying_in.contains(&r.handle) {
+                continue;
+            }
             if reg.is_corrupt(server, r.handle) {
                 if reg.is_restoring(server, r.handle, now) {
                     // Its server is restoring the bad blocks in place from good copies.
@@ -246,7 +261,6 @@ impl ChunkManager {
                             below_version: v + 1,
                             unless_length: None,
                         });
-                        extras.push(r.handle);
                     }
                 }
             }
@@ -254,13 +268,14 @@ impl ChunkManager {
         // Bounded per reply (the rest goes with later heartbeats, as the replicas are still
         // reported): a purge of many files never sends one server an unbounded list.
         out.truncate(MAX_DELETES_PER_REPLY);
-        let kept: HashSet<u64> = out.iter().map(|d| d.handle).collect();
-        extras.retain(|h| kept.contains(h));
-        // Gone from the locations now, not at this server's next report: another holder's
-        // heartbeat in between must not see one replica too many (its share of capacity may
-        // have become the largest meanwhile) and drop a second one.
-        for handle in extras {
-            reg.forget_replica(server, handle);
+        // Every replica told to go is gone from the locations now, not at this server's next
+        // report: another holder's heartbeat in between must not see one replica too many
+        // (its share of capacity may have become the largest meanwhile) and drop a second
+        // one, and repair must not start catching up a replica on its way out (the delete
+        // would take the caught-up copy with it while the master counted it). One the server
+        // keeps after all (it became current first) is listed again by its next report.
+        for d in &out {
+            reg.forget_replica(server, d.handle);
         }
         Ok(out)
     }
