@@ -17,10 +17,15 @@
 //! - Extra replicas past `replication` (a rebalancing move, a copy that finished after a master
 //!   restart, a server back after its chunks were copied): the holder using the largest share of
 //!   its capacity (then the greatest id) drops its replica, never the primary of a live lease;
-//!   replicas on draining servers stay and do not count. The master forgets that replica at once
-//!   (`Registry::forget_replica`, here and again once the heartbeat's own report is taken, in
-//!   the service), so another holder's heartbeat before the next report cannot also see one too
-//!   many and drop a second (shares of capacity change as copies land).
+//!   replicas on draining servers stay and do not count.
+//!
+//! Every replica a reply deletes leaves the locations at once (`Registry::forget_replica`, here
+//! and again once the heartbeat's own report is taken, in the service): another holder's
+//! heartbeat before the next report cannot see one too many and drop a second (shares of
+//! capacity change as copies land), and repair does not start catching up a replica on its way
+//! out. No replica is deleted while a copy or catch-up into its server runs (`repair.cloning`):
+//! the server checks a delete's conditions when the reply arrives and deletes a moment later,
+//! so a catch-up ending in between would be deleted while the master counted it current.
 
 use gfs_util::collections::{HashMap, HashSet};
 use tokio::time::Instant;
