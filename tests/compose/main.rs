@@ -41,6 +41,16 @@ impl Compose {
             .ok()
     }
 
+    /// [`Compose::start`] for a scenario that cuts or degrades links inside containers: also
+    /// `None`, printing why, when [`Compose::cannot_cut`] says that cannot be done here.
+    fn start_cutting(net: &'static str, project: &'static str) -> Option<Compose> {
+        if let Some(why) = Self::cannot_cut() {
+            println!("skipped: {why}");
+            return None;
+        }
+        Self::start(net, project)
+    }
+
     fn try_start(net: &'static str, project: &'static str) -> Result<Compose, String> {
         if std::env::var("GFS_COMPOSE").as_deref() != Ok("1") {
             return Err(
@@ -624,11 +634,7 @@ async fn a_leader_cut_off_from_the_group_is_replaced_and_follows_once_back() {
 /// holds that is stale goes, and fsck is clean. Then the whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunkserver_cut_off_from_the_masters_only_is_replaced_then_returns() {
-    if let Some(why) = Compose::cannot_cut() {
-        println!("skipped: {why}");
-        return;
-    }
-    let Some(cluster) = Compose::start("172.29.3", "gfs-test-partial") else {
+    let Some(cluster) = Compose::start_cutting("172.29.3", "gfs-test-partial") else {
         return;
     };
     let (c, a) = appending(&cluster).await;
@@ -705,11 +711,7 @@ async fn a_rolling_restart_of_every_container_loses_no_acknowledged_record() {
 /// all. Let through again, the stale replicas go and fsck is clean; then the whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_from_its_secondaries_only_loses_the_chunk_not_the_file() {
-    if let Some(why) = Compose::cannot_cut() {
-        println!("skipped: {why}");
-        return;
-    }
-    let Some(cluster) = Compose::start("172.29.5", "gfs-test-primary") else {
+    let Some(cluster) = Compose::start_cutting("172.29.5", "gfs-test-primary") else {
         return;
     };
     let (c, a) = appending(&cluster).await;
@@ -751,11 +753,7 @@ async fn a_primary_cut_from_its_secondaries_only_loses_the_chunk_not_the_file() 
 /// Then the whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cut_from_the_primary_mid_append_appends_each_record_once() {
-    if let Some(why) = Compose::cannot_cut() {
-        println!("skipped: {why}");
-        return;
-    }
-    let Some(cluster) = Compose::start("172.29.6", "gfs-test-client") else {
+    let Some(cluster) = Compose::start_cutting("172.29.6", "gfs-test-client") else {
         return;
     };
     let (c, a) = appending(&cluster).await;
@@ -785,11 +783,7 @@ async fn a_client_cut_from_the_primary_mid_append_appends_each_record_once() {
 /// the same namespace. Then the whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_from_a_minority_of_masters_keeps_serving() {
-    if let Some(why) = Compose::cannot_cut() {
-        println!("skipped: {why}");
-        return;
-    }
-    let Some(cluster) = Compose::start("172.29.7", "gfs-test-minority") else {
+    let Some(cluster) = Compose::start_cutting("172.29.7", "gfs-test-minority") else {
         return;
     };
     let (c, a) = appending(&cluster).await;
@@ -832,11 +826,7 @@ async fn a_leader_cut_from_a_minority_of_masters_keeps_serving() {
 /// clean. The kernel here has no `netem`, so no added delay. Then the whole promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_on_a_poor_link_neither_slows_appends_nor_loses_records() {
-    if let Some(why) = Compose::cannot_cut() {
-        println!("skipped: {why}");
-        return;
-    }
-    let Some(cluster) = Compose::start("172.29.8", "gfs-test-poor") else {
+    let Some(cluster) = Compose::start_cutting("172.29.8", "gfs-test-poor") else {
         return;
     };
     let (c, a) = appending(&cluster).await;
