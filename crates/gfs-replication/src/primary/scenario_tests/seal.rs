@@ -215,8 +215,10 @@ async fn a_lease_on_a_chunk_already_full_seals_it() {
         s.set_version(H, V1 + 1).await.unwrap();
     }
     assert_eq!(rig.grant(V1 + 1), CHUNK);
-    eventually("every replica sealed", || {
-        rig.all().iter().all(|s| s.info(H).unwrap().sealed)
+    // The report to the master follows the replicas' seals (after a grace for stragglers):
+    // wait for it, not only for the seals, or the check below races it.
+    eventually("every replica sealed and the seal reported", || {
+        rig.all().iter().all(|s| s.info(H).unwrap().sealed) && !rig.seals.lock().is_empty()
     })
     .await;
     for s in rig.all() {
