@@ -83,6 +83,15 @@ impl Reader {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// The next bytes of the file, in order, as they arrived (a read piece, without the
+    /// copy [`AsyncRead`] makes); None after the last.
+    pub async fn next_piece(&mut self) -> Option<Result<Bytes>> {
+        if !self.cur.is_empty() {
+            return Some(Ok(std::mem::take(&mut self.cur)));
+        }
+        self.rx.recv().await
+    }
 }
 
 /// One piece, from any replica; if none serves it, once more after asking the master.
