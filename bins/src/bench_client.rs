@@ -1,6 +1,7 @@
 //! The client-level benchmarks of `gfs-bench`: a master and three chunkservers in this process
 //! (real sockets, real files, 64 MiB chunks), driven through `gfs-client`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,14 @@ pub struct LocalCluster {
     servers: Vec<ChunkServer>,
     /// A client of the cluster.
     pub client: Client,
+    /// What points the `gfs` CLI at this cluster.
+    cli_args: Vec<String>,
+}
+
+/// The `gfs` CLI beside this program, if it was built (`cargo build --release -p gfs-cli`).
+pub fn cli_binary() -> Option<PathBuf> {
+    let p = std::env::current_exe().ok()?.with_file_name("gfs");
+    p.exists().then_some(p)
 }
 
 impl LocalCluster {
@@ -99,11 +108,56 @@ impl LocalCluster {
         // The first append waits until enough chunkservers registered.
         client.create("/.warm").await?;
         client.append("/.warm", &b"x"[..]).await?;
+        let cli_args = {
+            let mut a = vec!["--master".to_string(), master.addr.to_string()];
+            if tls {
+                a.push("--certs".into());
+                a.push(certs.display().to_string());
+            }
+            if data_tls {
+                a.push("--data-tls".into());
+            }
+            a
+        };
         Ok(LocalCluster {
             master,
             servers,
             client,
+            cli_args,
         })
+    }
+
+    /// Runs the `gfs` CLI at `gfs` against this cluster with `args`; returns the seconds it
+    /// took and what it wrote to stdout (drained, not kept: its length).
+    pub async fn cli(&self, gfs: &Path, args: &[&str]) -> anyhow::Result<(f64, u64)> {
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(gfs)
+            .args(&self.cli_args)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {}", gfs.display()))?;
+        let mut out = child.stdout.take().context("the CLI's stdout")?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = out.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        let done = child.wait_with_output().await?;
+        anyhow::ensure!(
+            done.status.success(),
+            "gfs {}: {}: {}",
+            args.join(" "),
+            done.status,
+            String::from_utf8_lossy(&done.stderr)
+        );
+        Ok((t.elapsed().as_secs_f64(), n))
     }
 
     /// The data directories of the chunkservers.

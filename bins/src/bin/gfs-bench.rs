@@ -13,7 +13,10 @@
 //! put and get of `--put-mib` (1 GiB; get with a cold page cache when root can drop it, beside
 //! the disk's own read rate of the same chunk files), 4 parallel writers × 256 MiB, 2,000 files
 //! × 4 KiB, 16 appenders × 1,000 records × 4 KiB to one file. Targets: put >= 250 MB/s, get >=
-//! 850 MB/s, >= 3,000 small files/s, >= 20,000 record appends/s.
+//! 850 MB/s, >= 3,000 small files/s, >= 20,000 record appends/s. When the `gfs` CLI was built
+//! beside it (`cargo build --release -p gfs-cli`), also what users run: `gfs get` of the file
+//! to a local file and `gfs cat` into a pipe (cold cache each), `gfs put` of that local file,
+//! each against the library's figure of the same run (target >= 0.9 x).
 //!
 //! Every figure is the median of `--runs` runs.
 
@@ -262,6 +265,12 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
     );
     let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let mut cold = true;
+    let gfs = bench_client::cli_binary();
+    if gfs.is_none() {
+        println!(
+            "(no `gfs` beside this program: the CLI's rows are left out; `cargo build --release -p gfs-cli` builds it)"
+        );
+    }
     for run in 0..args.runs {
         let dir = tmp.path().join(format!("client{run}"));
         std::fs::create_dir_all(&dir)?;
@@ -275,6 +284,30 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         let dirs = cluster.server_dirs();
         cold &= bench_client::drop_caches();
         let raw_r = bench_client::raw_read(&dirs[0])?;
+        if let Some(gfs) = &gfs {
+            // What users run: the CLI's get to a local file (synced) and cat into a pipe,
+            // each from a cold cache like the library's get, then put of that local file.
+            let bytes = (args.put_mib << 20) as f64;
+            let local = dir.join("big.local");
+            let local = local.to_str().context("a UTF-8 path")?;
+            cold &= bench_client::drop_caches();
+            let (t, _) = cluster.cli(gfs, &["get", "/big", local]).await?;
+            m.entry("cli_get").or_default().push(bytes / 1e6 / t);
+            cold &= bench_client::drop_caches();
+            let (t, n) = cluster.cli(gfs, &["cat", "/big"]).await?;
+            anyhow::ensure!(n == args.put_mib << 20, "gfs cat gave {n} bytes");
+            m.entry("cli_cat").or_default().push(bytes / 1e6 / t);
+            let (t, _) = cluster.cli(gfs, &["put", local, "/big-cli"]).await?;
+            m.entry("cli_put").or_default().push(bytes / 1e6 / t);
+            std::fs::remove_file(local)?;
+            println!(
+                "run {}: gfs get {:.0} MB/s, gfs cat {:.0} MB/s, gfs put {:.0} MB/s",
+                run + 1,
+                m["cli_get"][run],
+                m["cli_cat"][run],
+                m["cli_put"][run]
+            );
+        }
         let par = bench_client::parallel_put(&c, 4, args.parallel_mib).await?;
         let files = bench_client::small_files(&c, args.files, args.file_clients).await?;
         let (app, mut lat) = bench_client::appends(&c, 16, args.records).await?;
@@ -322,6 +355,19 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         med("get"),
         med("get") / raw_r
     );
+    if gfs.is_some() {
+        for (what, key, lib) in [
+            ("gfs put (CLI), local file", "cli_put", "put"),
+            ("gfs get (CLI), to a local file", "cli_get", "get"),
+            ("gfs cat (CLI), into a pipe", "cli_cat", "get"),
+        ] {
+            println!(
+                "{what:<36} {:>9.0} MB/s = {:.2} x the library's {lib}  (target >= 0.9)",
+                med(key),
+                med(key) / med(lib)
+            );
+        }
+    }
     println!(
         "4 writers x {} MiB                  {:>9.0} MB/s = {:.2} x (raw write / 3)",
         args.parallel_mib,
