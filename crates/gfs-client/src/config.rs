@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Timeouts, retries and caching of a [`crate::Client`].
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ClientConfig {
-    /// Deadline for connecting to the master or a chunkserver.
+    /// Deadline for connecting to the master or a chunkserver (to each master of a group,
+    /// [`gfs_host::GROUP_CONNECT_TIMEOUT`] at most, as another can answer instead).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Deadline of one call to the master or a chunkserver.

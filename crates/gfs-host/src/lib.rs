@@ -27,7 +27,10 @@ use std::sync::Arc;
 use gfs_util::disk::{Disk, OsDisk};
 use gfs_util::time::Clock;
 
-pub use leader::{LEADER_HEADER, Masters, STALE_HEADER, master_list, redirected};
+pub use leader::{
+    GROUP_CONNECT_TIMEOUT, GROUP_KEEPALIVE_INTERVAL, GROUP_KEEPALIVE_TIMEOUT, LEADER_HEADER,
+    Masters, STALE_HEADER, SUSPECT_FOR, master_list, redirected,
+};
 pub use net::{
     Accept, Conn, ConnRead, ConnWrite, Io, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Listener, Net,
     Network, endpoint,
