@@ -8,7 +8,8 @@
 //! - stat and list rates on the resulting namespace.
 //! - the same 16 clients through three masters replicating the log by Raft (in this process,
 //!   gRPC on loopback, each master's log on its own directory of this disk): each create
-//!   durable on a majority before it is answered (issue 16: >= 50 % of the single master).
+//!   durable on a majority before it is answered (issue 16: >= 50 % of the single master);
+//!   and through three real masters over gRPC, against one master over gRPC: what clients see.
 //! - memory: resident bytes per chunk with 1,000,000 synthetic chunks; target <= 150.
 //! - the re-replication pass's scan (chunk map joined with three full reports) at that size.
 
@@ -150,7 +151,59 @@ async fn grpc_creates(dir: &std::path::Path, clients: u64, spread: bool, window:
     })
     .await
     .unwrap();
-    let url = format!("http://{}", master.addr);
+    let rate = grpc_load(&master.addr.to_string(), clients, spread, window).await;
+    master.shutdown_token().cancel();
+    master.wait().await.unwrap();
+    rate
+}
+
+/// Creates per second by `clients` gRPC clients, each in its own directory, of the leader of
+/// three `Master`s replicating their log by Raft (their directories under `dir`).
+async fn grpc_group_creates(dir: &std::path::Path, clients: u64, window: Duration) -> f64 {
+    let members: Vec<String> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let mut masters = Vec::new();
+    for (i, addr) in members.iter().enumerate() {
+        masters.push(
+            Master::start(MasterConfig {
+                listen: addr.clone(),
+                http_listen: "127.0.0.1:0".into(),
+                data_dir: dir.join(format!("m{i}")),
+                raft: Some(gfs_master::RaftSettings {
+                    id: i as u64 + 1,
+                    members: members.clone(),
+                    ..Default::default()
+                }),
+                ..MasterConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        if let Some(m) = masters.iter().find(|m| m.leads()) {
+            break m.addr.to_string();
+        }
+        assert!(Instant::now() < deadline, "no master leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rate = grpc_load(&leader, clients, true, window).await;
+    for m in masters {
+        m.shutdown_token().cancel();
+        m.wait().await.unwrap();
+    }
+    rate
+}
+
+/// Creates per second by `clients` gRPC clients of the master at `addr`, each with its own
+/// connection; `spread` puts each client in its own directory, otherwise all share one.
+async fn grpc_load(addr: &str, clients: u64, spread: bool, window: Duration) -> f64 {
+    let url = format!("http://{addr}");
     let mut m = MasterClient::connect(url.clone()).await.unwrap();
     for c in 0..clients {
         m.mkdir(MkdirRequest {
@@ -184,10 +237,7 @@ async fn grpc_creates(dir: &std::path::Path, clients: u64, spread: bool, window:
     for t in tasks {
         total += t.await.unwrap();
     }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
-    master.shutdown_token().cancel();
-    master.wait().await.unwrap();
-    rate
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -203,7 +253,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let (mut raw, mut cr, mut st, mut ls) = (vec![], vec![], vec![], vec![]);
-    let (mut g16, mut g1, mut rep) = (vec![], vec![], vec![]);
+    let (mut g16, mut g1, mut rep, mut grep) = (vec![], vec![], vec![], vec![]);
     for run in 1..=runs {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let before = gfs_storage::probe::fsync_rate(dir.path(), Duration::from_secs(1)).unwrap();
@@ -233,13 +283,16 @@ fn main() {
         let spread = rt.block_on(grpc_creates(&dir.path().join("g16"), 16, true, window));
         let shared = rt.block_on(grpc_creates(&dir.path().join("g1"), 16, false, window));
         let replicated = rt.block_on(replicated_creates(&dir.path().join("raft"), 16, window));
+        let grpc_replicated =
+            rt.block_on(grpc_group_creates(&dir.path().join("graft"), 16, window));
         let after = gfs_storage::probe::fsync_rate(dir.path(), Duration::from_secs(1)).unwrap();
         raw.push(before.max(after));
         println!(
-            "run {run}: raw 4K fsync {:.0}/s, creates {rate:.0}/s, gRPC creates {spread:.0}/s (16 dirs) {shared:.0}/s (one dir), 3 masters (Raft) {replicated:.0}/s, stat {stat_rate:.0}/s, list(/c0) {list_rate:.0}/s",
+            "run {run}: raw 4K fsync {:.0}/s, creates {rate:.0}/s, gRPC creates {spread:.0}/s (16 dirs) {shared:.0}/s (one dir), 3 masters (Raft) {replicated:.0}/s, over gRPC {grpc_replicated:.0}/s, stat {stat_rate:.0}/s, list(/c0) {list_rate:.0}/s",
             before.max(after)
         );
         rep.push(replicated);
+        grep.push(grpc_replicated);
         g16.push(spread);
         g1.push(shared);
         cr.push(rate);
@@ -308,6 +361,7 @@ fn main() {
         scan.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let single = median(cr.clone());
+    let (g16, grep) = (median(g16), median(grep));
     println!();
     println!("median of {runs} runs");
     println!("raw 4 KiB write+fdatasync     {:>9.0} ops/s", median(raw));
@@ -315,10 +369,7 @@ fn main() {
         "16 clients creating files     {:>9.0} creates/s (target >= 20000)",
         median(cr)
     );
-    println!(
-        "  the same over gRPC, 16 dirs  {:>9.0} creates/s",
-        median(g16)
-    );
+    println!("  the same over gRPC, 16 dirs  {g16:>9.0} creates/s");
     println!(
         "  the same over gRPC, one dir  {:>9.0} creates/s",
         median(g1)
@@ -327,6 +378,10 @@ fn main() {
     println!(
         "  the same, 3 masters (Raft)   {three:>9.0} creates/s = {:.2} x one master (target >= 0.5)",
         three / single
+    );
+    println!(
+        "  3 masters over gRPC, 16 dirs {grep:>9.0} creates/s = {:.2} x one master over gRPC (what clients see)",
+        grep / g16
     );
     println!("stat, one caller              {:>9.0} ops/s", median(st));
     println!("list of a directory           {:>9.0} ops/s", median(ls));

@@ -51,5 +51,5 @@ pub use registry::{
     ChunkMap, ChunkSet, Heard, HolderCount, Piece, Registry, Replica, ReplicaCounts, ServerInfo,
     ServerState, Want,
 };
-pub use server::{Master, MasterConfig, StartError};
+pub use server::{Master, MasterConfig, RaftSettings, StartError};
 pub use service::{AdminService, ControlService, MasterService, status};
