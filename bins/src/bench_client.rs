@@ -22,9 +22,10 @@ pub struct LocalCluster {
     cli_args: Vec<String>,
 }
 
-/// The `gfs` CLI beside this program, if it was built (`cargo build --release -p gfs-cli`).
-pub fn cli_binary() -> Option<PathBuf> {
-    let p = std::env::current_exe().ok()?.with_file_name("gfs");
+/// The program `name` beside this one, if it was built (`gfs`: `cargo build --release -p
+/// gfs-cli`).
+pub fn sibling(name: &str) -> Option<PathBuf> {
+    let p = std::env::current_exe().ok()?.with_file_name(name);
     p.exists().then_some(p)
 }
 
@@ -294,16 +295,26 @@ pub async fn appends(
     records: usize,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
     c.create("/appends").await?;
+    appends_to(c, "/appends", clients, records).await
+}
+
+/// As [`appends`], to the existing file `path`.
+pub async fn appends_to(
+    c: &Client,
+    path: &str,
+    clients: usize,
+    records: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
     let t = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|w| {
-            let c = c.clone();
+            let (c, path) = (c.clone(), path.to_string());
             tokio::spawn(async move {
                 let data = Bytes::from(vec![w as u8; 4096]);
                 let mut lat = Vec::with_capacity(records);
                 for _ in 0..records {
                     let t = Instant::now();
-                    c.append("/appends", data.clone()).await?;
+                    c.append(&path, data.clone()).await?;
                     lat.push(t.elapsed());
                 }
                 Ok::<_, gfs_client::ClientError>(lat)
@@ -315,4 +326,122 @@ pub async fn appends(
         all.extend(task.await??);
     }
     Ok((all.len() as f64 / t.elapsed().as_secs_f64(), all))
+}
+
+/// A master and three chunkservers as processes of their own, started by `gfs-cluster` (beside
+/// this program) with its built-in settings on free ports and no TLS: for what needs a process
+/// per role, such as a chunkserver paused with SIGSTOP.
+pub struct ProcessCluster {
+    child: tokio::process::Child,
+    /// Each chunkserver's pid and metrics address (`host:port`), by id.
+    chunkservers: std::collections::BTreeMap<String, (u32, String)>,
+    /// A client of the cluster.
+    pub client: Client,
+}
+
+impl ProcessCluster {
+    /// Starts the cluster under `dir` (its roles' output in `dir/cluster.log`) and waits until
+    /// an append succeeds.
+    pub async fn start(dir: &Path, gfs_cluster: &Path) -> anyhow::Result<ProcessCluster> {
+        use tokio::io::AsyncBufReadExt;
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("cluster.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\nmaster_port = 0\nchunkserver_port = 0\ninsecure = true\n",
+                dir.join("data").to_str().context("a UTF-8 path")?
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("cluster.log"))?;
+        let mut child = tokio::process::Command::new(gfs_cluster)
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {}", gfs_cluster.display()))?;
+        let mut lines =
+            tokio::io::BufReader::new(child.stdout.take().context("its stdout")?).lines();
+        let (mut master, mut chunkservers) = (None, std::collections::BTreeMap::new());
+        let listed = async {
+            // "  cs1      pid 1610     data ...  metrics http://127.0.0.1:33571/metrics"
+            while let Some(line) = lines.next_line().await? {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["master", "pid", _, "grpc", addr, ..] => master = Some(addr.to_string()),
+                    [id, "pid", pid, .., "metrics", url] if id.starts_with("cs") => {
+                        let at = url
+                            .strip_prefix("http://")
+                            .and_then(|u| u.strip_suffix("/metrics"))
+                            .context("a metrics URL")?;
+                        chunkservers.insert(id.to_string(), (pid.parse()?, at.to_string()));
+                    }
+                    ["tls:", ..] => return anyhow::Ok(()),
+                    _ => {}
+                }
+            }
+            anyhow::bail!("gfs-cluster ended before it listed its roles")
+        };
+        tokio::time::timeout(Duration::from_secs(60), listed)
+            .await
+            .context("gfs-cluster not ready within 60 s")??;
+        // Keep its stdout drained.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let master = master.context("no master listed")?;
+        let client = Client::connect_with(
+            &master,
+            ClientConfig {
+                in_flight: 8,
+                ..ClientConfig::default()
+            },
+        )
+        .await?;
+        client.create("/.warm").await?;
+        client.append("/.warm", &b"x"[..]).await?;
+        Ok(ProcessCluster {
+            child,
+            chunkservers,
+            client,
+        })
+    }
+
+    /// A chunkserver that is primary of no chunk (its `gfs_chunkserver_leases` is 0), with its pid.
+    pub fn idle_chunkserver(&self) -> anyhow::Result<(String, u32)> {
+        for (id, (pid, metrics)) in &self.chunkservers {
+            let (code, body) = gfs_testkit::http_get(metrics, "/metrics");
+            anyhow::ensure!(code == 200, "{id}'s /metrics answered {code}");
+            let leases = body
+                .lines()
+                .find_map(|l| l.strip_prefix("gfs_chunkserver_leases "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .context("no gfs_chunkserver_leases in /metrics")?;
+            if leases == 0.0 {
+                return Ok((id.clone(), *pid));
+            }
+        }
+        anyhow::bail!("every chunkserver is a primary")
+    }
+
+    /// Stops every role (SIGTERM to gfs-cluster, which stops them) and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            signal(pid, "TERM")?;
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("gfs-cluster did not stop within 30 s")??;
+        Ok(())
+    }
+}
+
+/// Sends signal `sig` (`STOP`, `CONT`, `TERM`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -s {sig} {pid}: {status}");
+    Ok(())
 }

@@ -265,10 +265,16 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
     );
     let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let mut cold = true;
-    let gfs = bench_client::cli_binary();
+    let gfs = bench_client::sibling("gfs");
     if gfs.is_none() {
         println!(
             "(no `gfs` beside this program: the CLI's rows are left out; `cargo build --release -p gfs-cli` builds it)"
+        );
+    }
+    let gfs_cluster = bench_client::sibling("gfs-cluster");
+    if gfs_cluster.is_none() {
+        println!(
+            "(no `gfs-cluster` beside this program: the paused-chunkserver rows are left out; `cargo build --release --bins` builds it)"
         );
     }
     for run in 0..args.runs {
@@ -313,6 +319,41 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         let (app, mut lat) = bench_client::appends(&c, 16, args.records).await?;
         lat.sort();
         cluster.stop().await?;
+        if let Some(gfs_cluster) = &gfs_cluster {
+            // Tail tolerance: the same 16 appenders against a cluster of processes, then again
+            // to another file (its chunk fits the records) with a chunkserver that is primary
+            // of nothing, so a secondary of that chunk, paused (SIGSTOP) the whole run.
+            let pc = bench_client::ProcessCluster::start(&dir.join("procs"), gfs_cluster).await?;
+            let c = pc.client.clone();
+            c.create("/steady").await?;
+            let (steady, mut lat0) =
+                bench_client::appends_to(&c, "/steady", 16, args.records).await?;
+            c.create("/tail").await?;
+            c.append("/tail", &b"x"[..]).await?;
+            let (id, pid) = pc.idle_chunkserver()?;
+            bench_client::signal(pid, "STOP")?;
+            let paused = bench_client::appends_to(&c, "/tail", 16, args.records).await;
+            bench_client::signal(pid, "CONT")?;
+            let (tail, mut lat1) = paused?;
+            pc.stop().await?;
+            lat0.sort();
+            lat1.sort();
+            let ms = |l: &[Duration], p| pct(l, p).as_secs_f64() * 1e3;
+            println!(
+                "run {}: processes: 16 appenders {steady:.0}/s (p99 {:.2} ms); with {id} paused {tail:.0}/s (p99 {:.2} ms)",
+                run + 1,
+                ms(&lat0, 0.99),
+                ms(&lat1, 0.99),
+            );
+            for (k, v) in [
+                ("steady", steady),
+                ("steady_p99", ms(&lat0, 0.99)),
+                ("tail", tail),
+                ("tail_p99", ms(&lat1, 0.99)),
+            ] {
+                m.entry(k).or_default().push(v);
+            }
+        }
         std::fs::remove_dir_all(&dir)?;
         println!(
             "run {}: raw write {raw_w:.0} MB/s, raw read {raw_r:.0} MB/s | put {put:.0} MB/s, get {get:.0} MB/s, 4 writers {par:.0} MB/s, {files:.0} files/s, {app:.0} appends/s (p50 {:.2} ms, p99 {:.2} ms)",
@@ -387,6 +428,20 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         med("p50"),
         med("p99")
     );
+    if gfs_cluster.is_some() {
+        println!(
+            "  the same, roles as processes     {:>8.0} appends/s, p99 {:.2} ms",
+            med("steady"),
+            med("steady_p99")
+        );
+        println!(
+            "  a secondary paused (SIGSTOP)     {:>8.0} appends/s = {:.2} x  (target >= 0.7), p99 {:.2} ms = {:.2} x  (target <= 2)",
+            med("tail"),
+            med("tail") / med("steady"),
+            med("tail_p99"),
+            med("tail_p99") / med("steady_p99")
+        );
+    }
     Ok(())
 }
 
