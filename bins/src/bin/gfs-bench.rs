@@ -442,6 +442,34 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
             med("tail_p99") / med("steady_p99")
         );
     }
+    let mut summary = format!(
+        "summary: put {:.2} x raw/3 (>= 0.8) | 4 writers {:.2} x raw/3 (>= 0.85) | get {:.2} x raw read (>= 0.85)",
+        med("put") / (raw_w / 3.0),
+        med("par") / (raw_w / 3.0),
+        med("get") / raw_r
+    );
+    if gfs.is_some() {
+        summary += &format!(
+            " | gfs put/get/cat {:.2}/{:.2}/{:.2} x library (>= 0.9)",
+            med("cli_put") / med("put"),
+            med("cli_get") / med("get"),
+            med("cli_cat") / med("get")
+        );
+    }
+    summary += &format!(
+        " | {:.0} files/s (>= 3000) | 16 appenders {:.0}/s (>= 15000), p99 {:.2} ms (<= 5)",
+        med("files"),
+        med("app"),
+        med("p99")
+    );
+    if gfs_cluster.is_some() {
+        summary += &format!(
+            " | a secondary paused: {:.2} x throughput (>= 0.7), {:.2} x p99 (<= 2)",
+            med("tail") / med("steady"),
+            med("tail_p99") / med("steady_p99")
+        );
+    }
+    println!("{summary}");
     Ok(())
 }
 
