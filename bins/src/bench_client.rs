@@ -259,32 +259,52 @@ pub async fn parallel_put(c: &Client, writers: usize, mib: u64) -> anyhow::Resul
     Ok((writers as u64 * (mib << 20)) as f64 / 1e6 / t.elapsed().as_secs_f64())
 }
 
-/// Files/s of creating and writing `files` files of 4 KiB, `concurrency` at a time.
+/// Files/s of creating and writing `files` files of 4 KiB, `concurrency` at a time; with
+/// `GFS_BENCH_VERBOSE=1`, the median time of each step of a file.
 pub async fn small_files(c: &Client, files: usize, concurrency: usize) -> anyhow::Result<f64> {
     use futures::StreamExt;
     c.mkdir("/small", false).await?;
     let data = Arc::new(vec![0x5au8; 4096]);
     let t = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..files)
+    let results: Vec<anyhow::Result<[Duration; 3]>> = futures::stream::iter(0..files)
         .map(|i| {
             let (c, data) = (c.clone(), Arc::clone(&data));
             async move {
                 let path = format!("/small/f{i}");
+                let t = Instant::now();
                 c.create(&path).await?;
+                let created = t.elapsed();
                 let mut w = c.writer(&path);
                 w.write(&data).await?;
+                let sent = t.elapsed();
                 let n = w.finish().await?;
                 anyhow::ensure!(n == 4096, "{path}: {n} bytes");
-                Ok(())
+                Ok([created, sent - created, t.elapsed() - sent])
             }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
+    let rate = files as f64 / t.elapsed().as_secs_f64();
+    let mut steps = [Vec::new(), Vec::new(), Vec::new()];
     for r in results {
-        r.context("small file")?;
+        for (i, d) in r.context("small file")?.into_iter().enumerate() {
+            steps[i].push(d);
+        }
     }
-    Ok(files as f64 / t.elapsed().as_secs_f64())
+    if std::env::var("GFS_BENCH_VERBOSE").is_ok_and(|v| v == "1") {
+        let med = |v: &mut Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e3
+        };
+        println!(
+            "small files, median per file: create {:.2} ms, write (the new chunk and its lease) {:.2} ms, finish (the append sent and acknowledged, flush) {:.2} ms",
+            med(&mut steps[0]),
+            med(&mut steps[1]),
+            med(&mut steps[2])
+        );
+    }
+    Ok(rate)
 }
 
 /// Record appends/s of `clients` appenders of `records` 4 KiB records each to one file, and
