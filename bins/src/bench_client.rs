@@ -141,15 +141,7 @@ impl LocalCluster {
             .spawn()
             .with_context(|| format!("running {}", gfs.display()))?;
         let mut out = child.stdout.take().context("the CLI's stdout")?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = out.read(&mut buf).await?;
-            if k == 0 {
-                break;
-            }
-            n += k as u64;
-        }
+        let n = drain(&mut out).await?;
         let done = child.wait_with_output().await?;
         anyhow::ensure!(
             done.status.success(),
@@ -198,19 +190,24 @@ pub async fn put(c: &Client, path: &str, mib: u64) -> anyhow::Result<f64> {
     Ok(n as f64 / 1e6 / t.elapsed().as_secs_f64())
 }
 
-/// Reads `path` whole with a streaming reader; returns MB/s.
-pub async fn get(c: &Client, path: &str) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    let mut r = c.reader(path).await?;
+/// Reads `r` to its end, 1 MiB at a time; returns the bytes read.
+async fn drain(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
         let k = r.read(&mut buf).await?;
         if k == 0 {
-            break;
+            return Ok(n);
         }
         n += k as u64;
     }
+}
+
+/// Reads `path` whole with a streaming reader; returns MB/s.
+pub async fn get(c: &Client, path: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut r = c.reader(path).await?;
+    let n = drain(&mut r).await?;
     anyhow::ensure!(n == r.size(), "get read {n} of {} bytes", r.size());
     Ok(n as f64 / 1e6 / t.elapsed().as_secs_f64())
 }
