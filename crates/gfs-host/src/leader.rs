@@ -142,7 +142,7 @@ impl Masters {
         self.shared.suspect.lock()[i].is_some_and(|until| Instant::now() < until)
     }
 
-    /// Notes that master `i` failed at the transport (`true`) or answered (`false`).
+    /// Notes that master `i` answered (`reached`) or failed at the transport (`!reached`).
     fn note_reached(&self, i: usize, reached: bool) {
         let mut suspect = self.shared.suspect.lock();
         if reached {
