@@ -8,10 +8,8 @@
 set -eu
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-host="$(rustc -vV | sed -n 's/^host: //p')"
-# Static for the target only: with --target, build scripts and proc macros stay dynamic.
-flags_var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
-env "$flags_var=-C target-feature=+crt-static" \
+. deploy/docker/static-env.sh
+env "$static_env" \
   cargo build --release --locked --target "$host" \
   --bin gfs-master --bin gfs-chunkserver --bin gfs --bin gfs-cluster
 out="target/$host/release"

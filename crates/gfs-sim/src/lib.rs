@@ -53,6 +53,16 @@
 //! partitions, holds and latency; what it leaves real (std's clock, hash seeds, threads,
 //! randomness) is behind our own seams, which production pays nothing for.
 
+// Without tokio's unstable API, turmoil cannot seed the hosts' runtimes: which ready branch of
+// a `select!` goes first is then drawn from the OS, and a seed's run does not replay. Setting
+// RUSTFLAGS (or CARGO_TARGET_<triple>_RUSTFLAGS, as a static build does) replaces the
+// workspace's `build.rustflags`, so it must name the cfg again.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "gfs-sim needs `--cfg tokio_unstable` (.cargo/config.toml sets it; RUSTFLAGS or \
+     CARGO_TARGET_<triple>_RUSTFLAGS replace that setting and must name it again)"
+);
+
 pub mod cluster;
 pub mod cues;
 pub mod durability;
