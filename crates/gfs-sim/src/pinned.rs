@@ -115,6 +115,14 @@
 ///   from the other replicas; and a server whose creation of the chunk failed, fenced with the
 ///   others, is a witness of length 0 when it answers that it holds no replica and has neither
 ///   registered again nor lost its disk since (it refuses a late creation below that fence).
+/// - 274246788388944 (20 s of load; found by a soak on 2026-12-06, main failing it too): the
+///   fsync of a block restored from a peer failed and poisoned the replica, but only a failed
+///   fsync in a batch made the store ask to be reopened: the chunkserver kept serving a replica
+///   that refused every fence, the chunk's one other replica could take no version alone, and
+///   fsck called the chunk lost for good. A fsync failed anywhere now stops the server for a
+///   restart, which replays the WAL. (Its trace hash was not stable before: CI's static build
+///   replaced the `--cfg tokio_unstable` that lets turmoil seed tokio; the build now names it
+///   again, and gfs-sim refuses to build without it.)
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -149,4 +157,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (30643, 10),
     (40853, 10),
     (13798, 10),
+    (274246788388944, 20),
 ];

@@ -200,8 +200,14 @@ impl Inner {
         self.broken.notify_waiters();
     }
 
-    /// Notes a chunk newly poisoned by a failed fsync.
-    pub fn poison(&self) {
+    /// Marks a chunk poisoned by a failed fsync (its state `st`); the first time, the store
+    /// then asks to be reopened ([`Inner::needs_reopen`]), wherever the fsync failed: in a
+    /// batch, a checkpoint or a restore.
+    pub fn poison(&self, st: &mut ChunkState) {
+        if st.poisoned {
+            return;
+        }
+        st.poisoned = true;
         self.poisoned.fetch_add(1, Ordering::AcqRel);
         self.broken.notify_waiters();
     }

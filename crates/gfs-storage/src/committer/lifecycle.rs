@@ -6,7 +6,7 @@ use crate::error::{Result, StorageError};
 use crate::record::{ChunkMeta, Record, WAL_MAGIC};
 use crate::state::{Chunk, ChunkState, Inner};
 use crate::types::ChunkHandle;
-use gfs_util::disk::{Disk, Open};
+use gfs_util::disk::Open;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,7 +80,7 @@ impl Committer {
         if inner.wal_failed.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned(changed[0].handle));
         }
-        write_chunk_snapshots(&*self.inner.disk, &changed, 0)
+        write_chunk_snapshots(&self.inner, &changed, 0)
     }
 
     /// Writes a peer's copy of block `block` (or of its first bytes) over it and fsyncs the
@@ -145,7 +145,7 @@ impl Committer {
         if let Some((_, e)) = failed.into_iter().next() {
             // As in a batch: the failed fsync may have dropped the file's unsynced writes.
             tracing::error!(%handle, error = %e, "chunk file fsync failed; the chunk is poisoned");
-            chunk.st.lock().poisoned = true;
+            inner.poison(&mut chunk.st.lock());
             return Err(e);
         }
         inner
@@ -334,7 +334,7 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<Arc<dyn Di
         .filter(|c| c.st.lock().dirty)
         .cloned()
         .collect();
-    write_chunk_snapshots(&*inner.disk, &dirty, through_batch)?;
+    write_chunk_snapshots(inner, &dirty, through_batch)?;
     let wal = new_wal(&*inner.disk, &inner.dir)?;
     tracing::debug!(chunks = dirty.len(), "checkpoint written");
     Ok(wal)
@@ -343,7 +343,8 @@ pub(crate) fn checkpoint(inner: &Inner, through_batch: u64) -> Result<Arc<dyn Di
 /// Makes `chunks` durable in their own files: first their chunk files holding WAL-inline bytes
 /// (a snapshot through batch N makes recovery skip their WAL records up to N), then their
 /// snapshots, each through at least `through_batch`. Committer thread only, between batches.
-fn write_chunk_snapshots(disk: &dyn Disk, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
+fn write_chunk_snapshots(inner: &Inner, chunks: &[Arc<Chunk>], through_batch: u64) -> Result<()> {
+    let disk = &*inner.disk;
     // By handle: the same files in the same order whatever the map's order (a simulated disk
     // replays a seed exactly).
     let mut chunks: Vec<&Arc<Chunk>> = chunks.iter().collect();
@@ -362,7 +363,7 @@ fn write_chunk_snapshots(disk: &dyn Disk, chunks: &[Arc<Chunk>], through_batch: 
         // The failed fsync may have dropped the file's unsynced writes for good: its WAL-inline
         // appends are durable only in the WAL now.
         tracing::error!(handle = %unsynced[*i].handle, error = %e, "chunk file fsync failed; the chunk is poisoned");
-        unsynced[*i].st.lock().poisoned = true;
+        inner.poison(&mut unsynced[*i].st.lock());
     }
     if let Some((_, e)) = failed.into_iter().next() {
         return Err(e);

@@ -41,8 +41,9 @@
 //!
 //! A failed write (e.g. `DiskFull`) fails that chunk's appends in the batch and rolls its queue
 //! back; the store keeps serving. A failed chunk fsync poisons the chunk (`Poisoned` until the
-//! store reopens); a failed WAL fsync refuses every write, creates and deletes included, until
-//! the store reopens.
+//! store reopens), wherever it fails (a batch, a checkpoint, a restored block), and the store
+//! asks to be reopened (`ChunkStore::broken`); a failed WAL fsync refuses every write, creates
+//! and deletes included, until the store reopens.
 //!
 //! A failed fsync may drop every unsynced write to its file for good: Linux marks the pages
 //! clean, and the next fsync succeeds without them. A chunk file holds the bytes of the
@@ -610,10 +611,9 @@ fn publish(inner: &Inner, w: Work, batch: u64) {
             // Never visible; its file goes (a replay skips a Create that never became durable).
             let _ = inner.disk.remove_file(&w.chunk.data_path);
         }
-        if w.poison && !st.poisoned {
-            inner.poison();
+        if w.poison {
+            inner.poison(&mut st);
         }
-        st.poisoned |= w.poison;
         st.enqueued = st.meta.length;
         st.sealing = st.meta.sealed;
         if w.version.is_some() {

@@ -300,6 +300,59 @@ async fn a_damaged_record_in_the_middle_of_the_wal_refuses_to_open() {
     }
 }
 
+/// A chunk poisoned outside a batch (by the fsync of a restored block, or of a checkpoint)
+/// needs the store reopened, as one poisoned in a batch does: else its server keeps serving a
+/// replica that refuses every write and every fence until someone restarts it by hand (seed
+/// 274246788388944 of the simulator: a restore's failed fsync left the chunk's only other
+/// replica unable to take a version, and the chunk lost to fsck for good).
+#[tokio::test]
+async fn a_failed_fsync_of_a_restore_or_a_checkpoint_needs_a_reopen() {
+    use crate::layout::failpoint::fail_next_sync;
+    // A restored block whose fsync fails.
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    let data = vec![7u8; 3000];
+    append(&s, 1, 0, &data).await;
+    let broken = s.broken();
+    fail_next_sync(&d.path().join(H.0.to_string()));
+    assert!(s.restore_block(H, 0, Bytes::from(data)).await.is_err());
+    assert!(matches!(
+        s.stage(req(2, 3000, b"x")),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert_eq!(s.needs_reopen(), Some("a chunk's fsync failed"));
+    let why = tokio::time::timeout(Duration::from_secs(5), broken).await;
+    assert_eq!(why.ok(), Some("a chunk's fsync failed"));
+    drop(s);
+
+    // A checkpoint whose fsync of a chunk file holding WAL-inline bytes fails.
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(
+        d.path(),
+        StoreConfig {
+            checkpoint_bytes: 2048,
+            ..cfg()
+        },
+    )
+    .await;
+    fail_next_sync(&d.path().join(H.0.to_string()));
+    let mut poisoned = false;
+    for i in 0..400u64 {
+        match s.stage(req(i, i * 10, b"0123456789")) {
+            Ok(()) => {
+                let _ = s.commit(H, OpId(i)).await;
+            }
+            Err(StorageError::Poisoned(_)) => {
+                poisoned = true;
+                break;
+            }
+            Err(e) => panic!("stage: {e}"),
+        }
+    }
+    assert!(poisoned, "no checkpoint synced the chunk file");
+    assert_eq!(s.needs_reopen(), Some("a chunk's fsync failed"));
+}
+
 /// Finding 14b: when a chunk's fsync (or the directory's, or the WAL's) fails in a round, the
 /// callers are told their appends failed, yet the records were already in the WAL. After a
 /// crash and reopen they must not come back.
