@@ -92,9 +92,10 @@ pub struct Control {
     replicated: Option<prometheus_client::metrics::counter::Counter>,
     /// The network copies connect over.
     net: gfs_host::Net,
-    /// Chunks fenced while absent; under this lock a creation checks it and runs, and a fence
-    /// that found its chunk absent looks again and notes it.
-    absent: tokio::sync::Mutex<Absent>,
+    /// Chunks fenced while absent. A creation checks it and runs under the read lock, so
+    /// creations run side by side and share the store's commit rounds; a fence that found its
+    /// chunk absent looks again and notes it under the write lock, once no creation is running.
+    absent: tokio::sync::RwLock<Absent>,
     /// Set once this process has registered with the master (None: no master). Before, a
     /// fence of an absent chunk is not answered NOT_FOUND: the master still knows the server
     /// by an earlier process, which may have held the chunk on a disk since wiped.
@@ -111,7 +112,7 @@ impl Control {
             clone_rate: Throttle::new(clone_rate),
             replicated: None,
             net: gfs_host::Net::os(),
-            absent: tokio::sync::Mutex::default(),
+            absent: tokio::sync::RwLock::default(),
             registered: None,
         }
     }
@@ -303,7 +304,7 @@ impl ChunkControl for Control {
         let r = request.into_inner();
         let handle = ChunkHandle(r.handle);
         {
-            let absent = self.absent.lock().await;
+            let absent = self.absent.read().await;
             if let Some(fenced) = absent.fenced_at(handle).filter(|v| r.version <= *v) {
                 tracing::warn!(%handle, version = r.version, fenced, "a creation below a fence that found the chunk absent is refused");
                 return Err(Status::failed_precondition(format!(
@@ -362,9 +363,9 @@ impl ChunkControl for Control {
         self.coordinator.revoke(handle);
         let set = match self.store.set_version(handle, r.version).await {
             Err(StorageError::NotFound(_)) => {
-                // Looked at again under the creation lock: a creation that ran meanwhile takes
-                // the version; otherwise none will below it.
-                let mut absent = self.absent.lock().await;
+                // Looked at again with no creation running: one that ran meanwhile takes the
+                // version; otherwise none will below it.
+                let mut absent = self.absent.write().await;
                 if self
                     .registered
                     .as_ref()
@@ -545,6 +546,25 @@ mod tests {
         c.create_chunk(Request::new(CreateChunkRequest { handle, version }))
             .await
             .map(|_| ())
+    }
+
+    /// Creations of different chunks run side by side and share the store's commit rounds:
+    /// many writers of small files each have a chunk created on three servers at once, and one
+    /// creation at a time cost each its own round with a directory fsync (issue 17).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn creations_share_the_store_s_commit_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = control_in(dir.path());
+        let before = c.store.stats().batches;
+        let all = (1..=16u64).map(|h| create(&c, h, 1));
+        for r in futures::future::join_all(all).await {
+            r.unwrap();
+        }
+        let rounds = c.store.stats().batches - before;
+        assert!(rounds <= 8, "16 creations took {rounds} commit rounds");
+        for h in 1..=16u64 {
+            assert_eq!(c.store.info(ChunkHandle(h)).unwrap().version, 1);
+        }
     }
 
     /// A fence of a chunk this server does not hold answers NOT_FOUND, and a creation of it at
