@@ -428,7 +428,7 @@ impl ProcessCluster {
     /// A chunkserver that is primary of no chunk (its `gfs_chunkserver_leases` is 0), with its pid.
     pub fn idle_chunkserver(&self) -> anyhow::Result<(String, u32)> {
         for (id, (pid, metrics)) in &self.chunkservers {
-            let (code, body) = gfs_testkit::http_get(metrics, "/metrics");
+            let (code, body) = gfs_testkit::try_http_get(metrics, "/metrics")?;
             anyhow::ensure!(code == 200, "{id}'s /metrics answered {code}");
             let leases = body
                 .lines()

@@ -75,28 +75,34 @@ pub fn sim_seeds(default: u64) -> Vec<u64> {
 /// A GET of `path` from the HTTP server at `addr` (HTTP/1.1, connection closed, 10 s read
 /// timeout): the status code and the body. Panics, saying why, on any failure.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http_get`], with its failure returned: an error that names the address, the path and
+/// what went wrong.
+pub fn try_http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Error, Read, Write};
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::other(format!("GET {path} from {addr}: {what}: {e}"))
+    };
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| fail("connecting", &e))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("a read timeout");
+        .map_err(|e| fail("setting a read timeout", &e))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    .map_err(|e| fail("sending", &e))?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)
-        .unwrap_or_else(|e| panic!("reading the answer to GET {path} from {addr}: {e}"));
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path} from {addr}: no header end in {raw:?}"));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path} from {addr}: no status in {head:?}"));
-    (code, body.to_string())
+        .map_err(|e| fail("reading the answer", &e))?;
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        return Err(fail("no header end", &format!("{raw:?}")));
+    };
+    let Some(code) = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()) else {
+        return Err(fail("no status", &format!("{head:?}")));
+    };
+    Ok((code, body.to_string()))
 }
 
 /// The first of `n` consecutive ports free now, below Linux's ephemeral range (32768 on), where
