@@ -555,6 +555,18 @@ impl MetaStore {
         }
     }
 
+    /// Runs `f` on the namespace as it is now, what is not durable yet included: only for a
+    /// decision that ends in a mutation before anyone hears of it (the log is durable as a
+    /// prefix, so once that mutation is, so is all it saw), or that answers only with an error
+    /// to try again. A [`MetaStore::read`] under load waits for the group commit in progress and
+    /// often the next one; a decision made of several reads waited for each.
+    pub fn peek<T>(&self, f: impl FnOnce(&Namespace) -> T) -> T {
+        match &self.backend {
+            Backend::Local(l) => f(&l.state.lock().ns),
+            Backend::Replicated(r) => r.read(f),
+        }
+    }
+
     /// The disk the metadata lives on (the master's other files go there too).
     pub fn disk(&self) -> &Arc<dyn Disk> {
         &self.disk

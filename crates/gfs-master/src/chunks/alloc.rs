@@ -117,17 +117,18 @@ impl ChunkManager {
 
     /// [`ChunkManager::append_chunk`] once: a lease, or when the previous one runs out.
     async fn try_append_chunk(&self, path: &str) -> Result<Attempt> {
+        // Peeked, not read: every answer below but an error comes after a mutation (a new
+        // chunk's AddChunk, a version) or after the read under the chunk's lock, each durable
+        // only once all this saw is (the log is durable as a prefix), so the decision need not
+        // wait for the group commit in progress as well.
         let p = path.to_string();
-        let last = self
-            .meta
-            .read(move |ns| {
-                ns.chunks_of(&p).map(|c| {
-                    c.iter()
-                        .map(|h| (*h, ns.chunk(*h)))
-                        .collect::<Vec<(u64, Option<ChunkMeta>)>>()
-                })
+        let last = self.meta.peek(move |ns| {
+            ns.chunks_of(&p).map(|c| {
+                c.iter()
+                    .map(|h| (*h, ns.chunk(*h)))
+                    .collect::<Vec<(u64, Option<ChunkMeta>)>>()
             })
-            .await??;
+        })?;
         let n = last.len() as u64;
         // Where each chunk starts: the sealed lengths of the ones before it.
         let mut start = 0u64;
@@ -157,18 +158,27 @@ impl ChunkManager {
             }
         };
         let _deciding = self.deciding.write([handle]).await;
-        if allocated.is_none() {
-            // Another decision may have sealed or fenced the chunk while this one waited for
-            // the lock (seed 215: a second seal at another length): go on only from the chunk
-            // as it is now.
-            let now = self.meta.read(move |ns| ns.chunk(handle)).await?;
-            if now.is_none_or(|m| m.sealed_length.is_some() || m.version != version) {
-                return Err(unavailable(format!(
-                    "chunk {handle} of {path} changed while this decision waited for it; ask again"
-                )));
-            }
-        }
         let at = Position { index, file_offset };
+        if let Some(members) = allocated {
+            // Created empty by this call at version 1, and every server it was placed on is in
+            // the lease (a failed creation may have worked: see the module doc), so no replica
+            // at version 1 is outside it and the first lease needs no bump. It goes to the
+            // primary the AddChunk record names. No lease is out on it, and this process knows
+            // every lease that can be (it allocated the chunk: `knows_leases`).
+            return self
+                .grant(handle, version, at, members)
+                .await
+                .map(Attempt::Leased);
+        }
+        // Another decision may have sealed or fenced the chunk while this one waited for the
+        // lock (seed 215: a second seal at another length): go on only from the chunk as it is
+        // now. Read, not peeked: what the peek above saw is durable once this returns.
+        let now = self.meta.read(move |ns| ns.chunk(handle)).await?;
+        if now.is_none_or(|m| m.sealed_length.is_some() || m.version != version) {
+            return Err(unavailable(format!(
+                "chunk {handle} of {path} changed while this decision waited for it; ask again"
+            )));
+        }
         // Read under the chunk's lock: only a decision holding it changes who the log says
         // the lease went to.
         let last_primary = self
@@ -224,16 +234,6 @@ impl ChunkManager {
                 "chunk {handle}: the master restarted {since_start:?} ago and the chunk's last primary ({who}) has not reported its leases; a lease from before the restart runs out within {:?}",
                 self.cfg.lease - since_start
             )));
-        }
-        if let Some(members) = allocated {
-            // Created empty by this call at version 1, and every server it was placed on is in
-            // the lease (a failed creation may have worked: see the module doc), so no replica
-            // at version 1 is outside it and the first lease needs no bump. It goes to the
-            // primary the AddChunk record names.
-            return self
-                .grant(handle, version, at, members)
-                .await
-                .map(Attempt::Leased);
         }
         // No lease is out: every live holder counts, those a primary reported lagging too.
         // Each holds a prefix of the chunk's one sequence of appends at this version (commits
@@ -313,10 +313,10 @@ impl ChunkManager {
                     self.cfg.quorum
                 )));
             }
+            // Peeked: a handle taken by a mutation not durable yet fails the AddChunk below.
             let handle = loop {
                 let h: u64 = rand_handle();
-                let taken = self.meta.read(move |ns| ns.chunk(h).is_some()).await?;
-                if !taken {
+                if !self.meta.peek(move |ns| ns.chunk(h).is_some()) {
                     break h;
                 }
             };
