@@ -82,7 +82,8 @@ pub struct ReplicationSection {
     /// Deadline of the COMMIT phase.
     #[serde(with = "humantime_serde")]
     pub commit_timeout: Duration,
-    /// Deadline for connecting to a peer.
+    /// Deadline for connecting to a peer or a master (to each master of a group,
+    /// [`gfs_host::GROUP_CONNECT_TIMEOUT`] at most, as another can answer instead).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Bytes per second all re-replication copies into this server may receive together, in
