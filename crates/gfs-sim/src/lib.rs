@@ -59,7 +59,7 @@
 // workspace's `build.rustflags`, so it must name the cfg again.
 #[cfg(not(tokio_unstable))]
 compile_error!(
-    "gfs-sim needs `--cfg tokio_unstable` (.cargo/config.toml sets it; RUSTFLAGS or \
+    "gfs-sim needs `--cfg tokio_unstable` (.cargo/config.toml sets it; RUSTFLAGS, RUSTDOCFLAGS or \
      CARGO_TARGET_<triple>_RUSTFLAGS replace that setting and must name it again)"
 );
 
