@@ -387,28 +387,43 @@ impl LocalLog {
     }
 
     async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
-        let (rx, removed) = {
+        // Applied and queued under one lock, so that the log's order is the namespace's.
+        let queued = {
             let mut st = self.state.lock();
             if self.failed.load(Ordering::Acquire) {
                 return Err(MasterError::LogFailed);
             }
-            let removed = st.ns.apply(&op)?;
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            let rec = LogRecord { seq, op: Some(op) };
-            let mut bytes = Vec::with_capacity(rec.encoded_len() + 8);
-            framed::frame(&rec.encode_to_vec(), &mut bytes);
-            let (reply, rx) = oneshot::channel();
-            let queued = self
-                .queue
-                .as_ref()
-                .ok_or(MasterError::LogFailed)?
-                .send(Queued { seq, bytes, reply });
-            if queued.is_err() {
-                self.failed.store(true, Ordering::Release);
-                return Err(MasterError::LogFailed);
+            match st.ns.apply(&op) {
+                Err(refused) => Err((refused, st.next_seq - 1)),
+                Ok(removed) => {
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
+                    let rec = LogRecord { seq, op: Some(op) };
+                    let mut bytes = Vec::with_capacity(rec.encoded_len() + 8);
+                    framed::frame(&rec.encode_to_vec(), &mut bytes);
+                    let (reply, rx) = oneshot::channel();
+                    let sent = self
+                        .queue
+                        .as_ref()
+                        .ok_or(MasterError::LogFailed)?
+                        .send(Queued { seq, bytes, reply });
+                    if sent.is_err() {
+                        self.failed.store(true, Ordering::Release);
+                        return Err(MasterError::LogFailed);
+                    }
+                    Ok((rx, removed))
+                }
             }
-            (rx, removed)
+        };
+        let (rx, removed) = match queued {
+            Ok(queued) => queued,
+            Err((refused, needed)) => {
+                // Refused by what the namespace holds (a name taken, a file gone): answered
+                // once that is durable, as a read's answer is, since the mutation that made it
+                // may still be lost with this master.
+                self.wait_durable(needed).await?;
+                return Err(refused);
+            }
         };
         self.drive_soon().await;
         rx.await.map_err(|_| MasterError::LogFailed)??;
@@ -445,6 +460,12 @@ impl LocalLog {
             let st = self.state.lock();
             (f(&st.ns), st.next_seq - 1)
         };
+        self.wait_durable(needed).await?;
+        Ok(out)
+    }
+
+    /// Waits until the record `needed` (and so every one before it) is durable.
+    async fn wait_durable(&self, needed: u64) -> Result<()> {
         if needed > self.durable_seq() {
             self.drive_soon().await;
         }
@@ -453,7 +474,7 @@ impl LocalLog {
             .wait_for(|d| *d >= needed)
             .await
             .map_err(|_| MasterError::LogFailed)?;
-        Ok(out)
+        Ok(())
     }
 
     fn durable_seq(&self) -> u64 {
@@ -815,6 +836,31 @@ mod tests {
             mtime_ms: 1,
             replication: 3,
         })
+    }
+
+    /// A mutation refused by what the namespace holds (here a name taken) is answered once
+    /// that is durable, as a read is: the mutation that made it may still be lost with the
+    /// master, and the caller would have seen a namespace that never was.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_answered_once_what_refused_it_is_durable() {
+        let sim = gfs_util::disk::sim::SimDisk::new(5);
+        sim.set_latency(Duration::from_millis(10));
+        let store = MetaStore::open_on(sim.shared(), "/m", MetaConfig::default()).unwrap();
+        let before = store.durable_seq();
+        // /a is applied in memory and queued by its first poll, not yet durable.
+        let mut a = Box::pin(store.mutate(create("/a")));
+        assert!(futures::poll!(&mut a).is_pending());
+        assert_eq!(store.durable_seq(), before);
+        let refused = store.mutate(create("/a")).await;
+        assert!(
+            matches!(refused, Err(MasterError::AlreadyExists(_))),
+            "{refused:?}"
+        );
+        assert!(
+            store.durable_seq() > before,
+            "refused before what refused it was durable"
+        );
+        a.await.unwrap();
     }
 
     /// Finding 15: a mutation still in the queue when a checkpoint is taken must not be made

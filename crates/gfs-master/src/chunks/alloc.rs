@@ -39,7 +39,7 @@ use super::lease::Position;
 use super::repair::MAX_WANTED;
 use super::*;
 use crate::error::Result;
-use crate::namespace::ChunkMeta;
+use crate::namespace::{ChunkMeta, Namespace};
 use crate::record::{AddChunkOp, Op};
 use crate::registry::{Replica, ServerInfo, Want};
 
@@ -120,15 +120,20 @@ impl ChunkManager {
         // Peeked, not read: every answer below but an error comes after a mutation (a new
         // chunk's AddChunk, a version) or after the read under the chunk's lock, each durable
         // only once all this saw is (the log is durable as a prefix), so the decision need not
-        // wait for the group commit in progress as well.
-        let p = path.to_string();
-        let last = self.meta.peek(move |ns| {
-            ns.chunks_of(&p).map(|c| {
+        // wait for the group commit in progress as well. An error that says what the namespace
+        // holds (no such file, a directory) is read again, waiting as a read does: a deletion
+        // not durable yet may still be lost.
+        let list = |ns: &Namespace| {
+            ns.chunks_of(path).map(|c| {
                 c.iter()
                     .map(|h| (*h, ns.chunk(*h)))
                     .collect::<Vec<(u64, Option<ChunkMeta>)>>()
             })
-        })?;
+        };
+        let last = match self.meta.peek(list) {
+            Ok(last) => last,
+            Err(_) => self.meta.read(list).await??,
+        };
         let n = last.len() as u64;
         // Where each chunk starts: the sealed lengths of the ones before it.
         let mut start = 0u64;

@@ -1339,3 +1339,65 @@ async fn a_replica_being_caught_up_is_not_deleted_and_one_told_to_go_is_not_coun
     assert_eq!(c.m.to_delete("c", &[short]).await.unwrap().len(), 1);
     assert!(!c.registry.lock().holds("c", H), "counted while told to go");
 }
+
+/// An AppendChunk that finds no such file answers once what it found is durable: a deletion
+/// still in the log's group commit may yet be lost with the master, and the file come back.
+/// (Its decision peeks at the namespace without waiting; only an answer made of what it saw
+/// waits.)
+#[tokio::test(start_paused = true)]
+async fn no_such_file_is_answered_only_once_the_deletion_is_durable() {
+    use crate::metastore::MetaConfig;
+    use crate::record::{CreateOp, DeleteOp, Op};
+    let sim = gfs_util::disk::sim::SimDisk::new(5);
+    sim.set_latency(Duration::from_millis(10));
+    let meta = Arc::new(
+        MetaStore::open_on(
+            sim.shared(),
+            "/m",
+            MetaConfig {
+                checkpoint_every: 1000,
+            },
+        )
+        .unwrap(),
+    );
+    meta.mutate(Op::Create(CreateOp {
+        path: "/g".into(),
+        mtime_ms: 0,
+        replication: 3,
+    }))
+    .await
+    .unwrap();
+    let m = ChunkManager::new(
+        Arc::clone(&meta),
+        Arc::new(Mutex::new(Registry::new(Duration::from_millis(50)))),
+        super::tests::test_config(),
+        Arc::new(FakeCluster::default()) as Arc<dyn ChunkserverControl>,
+    );
+    let before = meta.durable_seq();
+    let deleting = tokio::spawn({
+        let meta = Arc::clone(&meta);
+        async move {
+            meta.mutate(Op::Delete(DeleteOp {
+                path: "/g".into(),
+                mtime_ms: 0,
+                recursive: false,
+            }))
+            .await
+        }
+    });
+    while meta.peek(|ns| ns.chunks_of("/g").is_ok()) {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        meta.durable_seq(),
+        before,
+        "the deletion is durable already"
+    );
+    let e = m.append_chunk("/g").await.unwrap_err();
+    assert!(matches!(e, MasterError::NotFound(_)), "{e}");
+    assert!(
+        meta.durable_seq() > before,
+        "no such file was answered before the deletion was durable"
+    );
+    deleting.await.unwrap().unwrap();
+}
