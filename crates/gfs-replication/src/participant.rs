@@ -190,7 +190,7 @@ impl Participant {
         // so no replica is ever sealed at a length that was not agreed. One that ends short
         // (it missed a COMMIT) says where it ends, with nothing staged (the primary has no
         // append in flight while it seals), so the primary can send it what it lacks.
-        match self.store.seal_exactly(handle, length).await {
+        match self.store.seal_exactly(handle, version, length).await {
             Ok(_) => Ok(None),
             Err(StorageError::LengthMismatch { have, want, .. }) if have < want => {
                 let dropped = self.store.abort_all(handle)?;

@@ -308,13 +308,28 @@ impl ChunkStore {
         self.reply(rx).await
     }
 
-    /// Seals a chunk at exactly `length`: only if its committed and committing bytes end there
-    /// (a secondary sealing at the primary's length). Otherwise nothing changes and the error
-    /// says where the replica ends: a replica never seals at a length its primary did not.
-    pub async fn seal_exactly(&self, handle: ChunkHandle, length: u64) -> Result<u64> {
+    /// Seals a chunk at exactly `length`, at `version`: only if its committed and committing
+    /// bytes end there (a secondary sealing at the primary's length) and the replica is at that
+    /// version with no change of version under way. Otherwise nothing changes and the error
+    /// says where the replica ends, or its version: a replica never seals at a length its
+    /// primary did not, nor for a lease a fence has ended (a fence and a seal of one replica
+    /// are ordered: whichever comes second sees the first).
+    pub async fn seal_exactly(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<u64> {
         let chunk = self.inner.chunk(handle)?;
         {
             let mut st = chunk.st.lock();
+            if version != st.meta.version || st.versioning.is_some() {
+                return Err(StorageError::StaleVersion {
+                    handle,
+                    have: st.versioning.unwrap_or(st.meta.version),
+                    got: version,
+                });
+            }
             if st.meta.sealed {
                 return if st.meta.length == length {
                     Ok(length)

@@ -100,7 +100,9 @@ impl Shared {
                 need: self.cfg.quorum as u64,
             });
         }
-        self.store.seal_exactly(handle, length).await?;
+        self.store
+            .seal_exactly(handle, lease.version, length)
+            .await?;
         // The master counts a sealed chunk's replicas current only at the sealed length: give
         // the other secondaries a moment, so the report names them too.
         let mut pending = out.pending;

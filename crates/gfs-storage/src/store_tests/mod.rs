@@ -271,6 +271,42 @@ async fn abort_and_ttl_drop_staged_data() {
     ));
 }
 
+/// Seed 90477443447776 of the simulator: a primary that had given up its lease (its disk
+/// full) sealed its own replica for that lease 3 ms after the master's fence had moved the
+/// replica to the next version, and with a secondary it reached before the fence, told
+/// clients the chunk ended where the master then did not seal it. A seal names the version
+/// it is for: a fence and a seal of one replica are ordered, and the second sees the first.
+#[tokio::test]
+async fn a_seal_for_a_version_the_replica_left_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"abcdef").await;
+    s.set_version(H, 2).await.unwrap();
+    assert!(matches!(
+        s.seal_exactly(H, 1, 6).await,
+        Err(StorageError::StaleVersion {
+            have: 2,
+            got: 1,
+            ..
+        })
+    ));
+    assert!(!s.info(H).unwrap().sealed, "refused: nothing changed");
+    assert_eq!(s.seal_exactly(H, 2, 6).await.unwrap(), 6);
+    assert_eq!(s.seal_exactly(H, 2, 6).await.unwrap(), 6, "again: the same");
+
+    // Sealed first, then fenced: the fence finds it sealed, and the seal stands.
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"abcdef").await;
+    assert_eq!(s.seal_exactly(H, 1, 6).await.unwrap(), 6);
+    s.set_version(H, 2).await.unwrap();
+    let info = s.info(H).unwrap();
+    assert_eq!(
+        (info.version, info.sealed, info.committed_len),
+        (2, true, 6)
+    );
+}
+
 #[tokio::test]
 async fn chunk_full_and_seal() {
     let d = tempfile::tempdir().unwrap();
