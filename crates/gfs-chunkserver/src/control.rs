@@ -411,6 +411,7 @@ impl ChunkControl for Control {
         Ok(Response::new(SetVersionReply {
             committed_length: info.committed_len,
             led,
+            sealed: info.sealed,
         }))
     }
 

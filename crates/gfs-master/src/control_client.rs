@@ -109,6 +109,7 @@ impl ChunkserverControl for TonicControl {
             Ok(Fenced {
                 length: reply.committed_length,
                 led,
+                sealed: reply.sealed,
             })
         })
     }

@@ -54,6 +54,8 @@ pub struct Fenced {
     /// its acknowledgements stop at the fence). `None` when it held no lease, or restarted
     /// since its grant and no longer knows.
     pub led: Option<(u64, u64)>,
+    /// Whether the replica is sealed (at `length`): the chunk's length is decided.
+    pub sealed: bool,
 }
 
 /// A chunk copy the master asks a server to make of another server's replica.

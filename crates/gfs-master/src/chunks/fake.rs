@@ -3,8 +3,9 @@
 //! that fail, appends that commit at the old version just before a fence lands, and every
 //! lease granted. It keeps the chunkserver's rules that the decisions rely on: a SetVersion
 //! answers the committed length once the new version holds, a catch-up copies up to the
-//! source's length at the same version (and fails with DATA_LOSS from a rotten source), a seal
-//! short of the replica's length fails.
+//! source's length at the same version (and fails with DATA_LOSS from a rotten source, and on a
+//! sealed target), a seal short of the replica's length fails, a SetVersion on a sealed replica
+//! says it is sealed.
 
 use gfs_util::collections::{HashMap, HashSet};
 
@@ -223,6 +224,7 @@ impl ChunkserverControl for FakeCluster {
             Ok(Fenced {
                 length: r.length,
                 led,
+                sealed: r.sealed,
             })
         });
         Box::pin(async move { r })
@@ -301,6 +303,12 @@ impl ChunkserverControl for FakeCluster {
                     .ok_or_else(|| missing(&target.id, copy.handle))?;
                 if mine.length > length {
                     return Err(ControlError::Failed("the target is longer".into()));
+                }
+                if mine.sealed {
+                    return Err(ControlError::Failed(format!(
+                        "replica sealed at {}",
+                        mine.length
+                    )));
                 }
             }
             s.replicas.insert(

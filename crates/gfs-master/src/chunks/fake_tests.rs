@@ -464,6 +464,72 @@ async fn a_chunk_that_cannot_continue_is_fenced_then_sealed_at_its_longest_lengt
     assert_eq!(c.current(H).await, vec![("a".into(), 100)]);
 }
 
+/// Seed 90477443447776 of the simulator: a primary that had given up its lease sealed a
+/// secondary just before the master's fence reached it, at the primary's length; a third
+/// replica held more (appends no quorum took). The sealed replica told clients the chunk ends
+/// there, without their record, and they appended it again in the next chunk; the master
+/// sealed the chunk at the third replica's length, holding the record's first copy. A fence
+/// that finds a sealed replica seals the chunk at its length: the longer replica goes stale.
+#[tokio::test]
+async fn a_fence_that_finds_a_replica_sealed_by_its_primary_seals_the_chunk_there() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 100)),
+            ("b", sealed_held(1, 60)),
+            ("c", held(1, 60)),
+        ],
+        None,
+    )
+    .await;
+    c.fake.fail("c", Call::Copy);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_ne!(lease.handle, H);
+    assert_eq!((lease.index, lease.file_offset), (1, 60));
+    let m = c.logged(H).await;
+    assert_eq!((m.version, m.sealed_length), (2, Some(60)));
+    assert_eq!(c.fake.replica("b", H), Some(sealed_held(2, 60)));
+    assert_eq!(c.fake.replica("c", H), Some(sealed_held(2, 60)));
+    assert_eq!(
+        c.fake.replica("a", H),
+        Some(held(2, 100)),
+        "fenced, past the seal"
+    );
+    assert_eq!(c.current(H).await, vec![("b".into(), 60), ("c".into(), 60)]);
+}
+
+/// The same where every replica holds the sealed length: the master had not heard of the
+/// seal yet (its report lost) and would have granted a lease on a chunk sealed on one replica,
+/// whose primary would have appended past it. It seals the chunk instead, and the next call
+/// goes on in a new chunk.
+#[tokio::test]
+async fn a_lease_decision_that_finds_a_replica_sealed_seals_the_chunk_and_grants_nothing_on_it() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", held(1, 60)),
+            ("b", sealed_held(1, 60)),
+            ("c", held(1, 60)),
+        ],
+        None,
+    )
+    .await;
+    let first = c.m.append_chunk("/f").await;
+    assert!(
+        matches!(&first, Err(MasterError::Unavailable(_))),
+        "{first:?}"
+    );
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_ne!(lease.handle, H);
+    assert_eq!((lease.index, lease.file_offset), (1, 60));
+    let m = c.logged(H).await;
+    assert_eq!((m.version, m.sealed_length), (2, Some(60)));
+    for id in ["a", "b", "c"] {
+        assert_eq!(c.fake.replica(id, H), Some(sealed_held(2, 60)), "{id}");
+    }
+    assert!(c.fake.leases().iter().all(|(_, l)| l.handle != H));
+}
+
 /// Seed 740 of the simulator: the longest replica of an unsealed chunk (the only one holding
 /// an append that never reached a quorum) had a bit flipped at rest that no scrub had found
 /// yet. The catch-up of the two empty replicas from it failed its checksums, and the master

@@ -187,8 +187,17 @@ impl ChunkManager {
         let super::version::Fence {
             version: new_version,
             replicas: bumped,
+            sealed,
             ..
         } = self.fence(handle, version, replicas).await?;
+        if let Some(length) = sealed {
+            // Its primary sealed it before the fence: no lease on it; the next call goes on
+            // in the next chunk.
+            self.keep_seal(handle, new_version, length, bumped).await?;
+            return Err(unavailable(format!(
+                "chunk {handle} was found sealed at {length}: it is sealed there; ask again"
+            )));
+        }
         // Only replicas at the longest length continue; shorter ones catch up from one of
         // them at the new version, or are left out of the lease (I1, I2). The primary is the
         // first at the longest length in the caller's order (the current primary first), and

@@ -216,7 +216,11 @@ impl ChunkManager {
             version: new_version,
             replicas: fenced,
             absent,
+            sealed,
         } = self.fence(handle, version, live).await?;
+        if let Some(length) = sealed {
+            return self.keep_seal(handle, new_version, length, fenced).await;
+        }
         // Members of the chunk's first lease that never held it (their creation failed, and
         // the fence found nothing there): every acknowledged append is on a quorum of members,
         // so on the others.
@@ -282,6 +286,44 @@ impl ChunkManager {
                 tracing::warn!(%handle, server = %s.id, length, "replica left short of the sealed length");
             }
         }
+        self.seal_replicas(handle, new_version, length, &holders)
+            .await;
+        Ok(length)
+    }
+
+    /// Seals `handle` at `length`, where the fence to `new_version` found replicas sealed: their
+    /// primary sealed them there, so the chunk ends there (clients may have been told it does:
+    /// a sealed replica answers `ChunkFull` to an op it lacks). Every acknowledged append is
+    /// within it: the primary sealed at its own committed length, past every append it
+    /// acknowledged. Replicas holding more (appends no quorum took) are left unsealed, stale;
+    /// those holding less catch up. Seed 90477443447776 of the simulator: a fenced primary
+    /// sealed a secondary the fence had not reached yet, and the master sealed the chunk at a
+    /// third replica's longer length, holding a record clients had re-appended elsewhere.
+    pub(super) async fn keep_seal(
+        &self,
+        handle: u64,
+        new_version: u64,
+        length: u64,
+        fenced: Vec<(ServerInfo, u64)>,
+    ) -> Result<u64> {
+        let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
+        let (past, within): (Vec<_>, Vec<_>) = fenced.into_iter().partition(|(_, l)| *l > length);
+        for (s, l) in &past {
+            tracing::warn!(%handle, server = %s.id, holds = l, length, "a replica holds more than the length the chunk is sealed at: left stale");
+        }
+        let longest = Longest::of(within.into_iter().filter(|(s, _)| !corrupt(s)).collect());
+        if longest.length != length {
+            return Err(unavailable(format!(
+                "chunk {handle}: sealed at {length} on replicas that failed their checksums; \
+                 waiting for a good one"
+            )));
+        }
+        tracing::warn!(%handle, length, "the fence found replicas sealed: the chunk ends there");
+        let mut holders = longest.holders.clone();
+        holders.extend(self.catch_up(handle, new_version, &longest).await);
+        holders.retain(|s| !corrupt(s));
+        self.log_unleased_version(handle, new_version).await?;
+        self.seal_at(handle, length).await?;
         self.seal_replicas(handle, new_version, length, &holders)
             .await;
         Ok(length)

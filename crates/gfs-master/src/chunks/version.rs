@@ -51,11 +51,16 @@ pub(super) struct Led {
 }
 
 /// The outcome of a fence: the new version, the replicas that took it with their committed
-/// lengths, and the servers that answered they hold no replica of the chunk.
+/// lengths, the servers that answered they hold no replica of the chunk, and the length the
+/// replicas found sealed are sealed at.
 pub(super) struct Fence {
     pub(super) version: u64,
     pub(super) replicas: Vec<(ServerInfo, u64)>,
     pub(super) absent: Vec<ServerInfo>,
+    /// The length of the fenced replicas that are sealed, if any is: the chunk's primary
+    /// sealed them there (before the fence reached them), and clients may have been told the
+    /// chunk ends there, so it is sealed there and nowhere else (`keep_seal`).
+    pub(super) sealed: Option<u64>,
 }
 
 impl ChunkManager {
@@ -166,6 +171,22 @@ impl ChunkManager {
             }
         }
         self.keep_word(handle, &answers).await;
+        let mut sealed: Vec<u64> = answers
+            .iter()
+            .filter(|(_, f)| f.sealed)
+            .map(|(_, f)| f.length)
+            .collect();
+        sealed.sort_unstable();
+        sealed.dedup();
+        if sealed.len() > 1 {
+            // Only a lease's primary seals, once, at one length, and a fence ends the lease:
+            // a second length would be a defect elsewhere. Nothing is decided on it.
+            tracing::error!(%handle, lengths = ?sealed, "replicas of the chunk are sealed at different lengths");
+            return Err(MasterError::Internal(format!(
+                "chunk {handle}: replicas are sealed at different lengths {sealed:?}"
+            )));
+        }
+        let sealed = sealed.first().copied();
         let fenced: Vec<(ServerInfo, u64)> =
             answers.into_iter().map(|(s, f)| (s, f.length)).collect();
         if fenced.len() < self.cfg.quorum {
@@ -189,6 +210,7 @@ impl ChunkManager {
             version: new_version,
             replicas: fenced,
             absent,
+            sealed,
         })
     }
 
