@@ -15,9 +15,11 @@
 //! then those the master lists now) are asked (`resolve`): an offset ends the append (a
 //! primary's, confirmed on a quorum, or the same one from a quorum of replicas sealed with the
 //! op, `SealedWith`: one sealed replica's word is not enough, as the master may have sealed the
-//! chunk at a length it alone held before its copies landed), `ChunkFull`
-//! (sealed there without the op) clears that chunk, anything else keeps it and the client
-//! waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
+//! chunk at a length it alone held before its copies landed), `ChunkFull` at one length from a
+//! quorum of them (sealed there without the op) clears that chunk (one is not enough either: a
+//! primary fenced in the middle of its seal may have sealed one secondary, at a length the
+//! master, not hearing from that one, did not seal the chunk at), anything else keeps it and
+//! the client waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
 //! `OpRetentionExpired` from an uncertain chunk (on the APPEND, or in `resolve` when no other
 //! replica of it still knows) ends the append with `OutcomeUnknown` (at most once, sent nowhere
 //! else); from a chunk no earlier attempt left uncertain it counts as `ChunkFull` (the op cannot
@@ -52,8 +54,19 @@ pub(crate) struct Votes {
     asked: Vec<String>,
     /// Replicas (ids) whose sealed chunk holds the op, each with the offset it gave.
     sealed_with: Vec<(String, u64)>,
+    /// Replicas (ids) sealed without the op, each with the length it is sealed at.
+    full: Vec<(String, u64)>,
     /// Whether one no longer knows its op ids.
     forgotten: bool,
+}
+
+/// Notes `who`'s word `value` among `votes` (once per replica); returns how many replicas said
+/// the same.
+fn vote(votes: &mut Vec<(String, u64)>, who: String, value: u64) -> usize {
+    if !votes.iter().any(|(w, _)| *w == who) {
+        votes.push((who, value));
+    }
+    votes.iter().filter(|(_, v)| *v == value).count()
 }
 
 /// The replicas `(id, data address)` lease `u` named: those an attempt under it reached.
@@ -265,9 +278,10 @@ impl Client {
     /// became of op `op`, until the answer is sure: `At(offset)` if a primary confirmed it on
     /// a quorum, or if a quorum of `u`'s replicas hold it in their sealed chunk (one sealed
     /// replica's word is not enough: the master may have sealed the chunk at a length that
-    /// replica alone held, I2); `NotThere` if one is sealed without it (a sealed replica holds
-    /// the chunk's final content). `Forgotten` if none is sure but one no longer knows its op
-    /// ids; `None` if none answers for sure.
+    /// replica alone held, I2); `NotThere` if a quorum of them are sealed without it at one
+    /// length (any quorum of replicas a master's fence hears from includes one of them, and
+    /// the master seals the chunk where it finds one sealed). `Forgotten` if none is sure but
+    /// one no longer knows its op ids; `None` if none answers for sure.
     pub(crate) async fn ask_op(
         &self,
         u: &ChunkLease,
@@ -300,26 +314,22 @@ impl Client {
                 }
                 Err(DataError::SealedWith { offset, .. }) => {
                     let who = if id.is_empty() { addr } else { id };
-                    if !votes.sealed_with.iter().any(|(w, _)| *w == who) {
-                        votes.sealed_with.push((who, offset));
-                    }
-                    let same = votes
-                        .sealed_with
-                        .iter()
-                        .filter(|(_, o)| *o == offset)
-                        .count();
-                    if same >= need {
+                    if vote(&mut votes.sealed_with, who, offset) >= need {
                         tracing::debug!(
                             handle = u.handle,
                             op,
                             offset,
-                            same,
                             "a quorum of sealed replicas hold an earlier attempt"
                         );
                         return Some(OpAnswer::At(offset));
                     }
                 }
-                Err(DataError::ChunkFull { .. }) => return Some(OpAnswer::NotThere),
+                Err(DataError::ChunkFull { length, .. }) => {
+                    let who = if id.is_empty() { addr } else { id };
+                    if vote(&mut votes.full, who, length) >= need {
+                        return Some(OpAnswer::NotThere);
+                    }
+                }
                 // Another replica may still know (its retention started later).
                 Err(DataError::OpRetentionExpired { .. }) => votes.forgotten = true,
                 Err(e) => {
@@ -348,5 +358,100 @@ impl Client {
         if leases.get(path).is_some_and(|l| l.handle == handle) {
             leases.remove(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use gfs_dataplane::{DataError, Handler, Request, ServerConfig};
+    use gfs_proto::v1::{ChunkLease, ReplicaAddr};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{OpAnswer, Votes, reached};
+    use crate::{Client, ClientConfig};
+
+    /// A replica that answers every append with `answer`.
+    struct Scripted(DataError);
+
+    impl Handler for Scripted {
+        fn admit(&self, _: &Request, _: Option<&gfs_host::tls::Peer>) -> Result<(), DataError> {
+            Ok(())
+        }
+        async fn append(
+            &self,
+            _: u64,
+            _: u64,
+            _: u64,
+            _: Option<u64>,
+            _: Bytes,
+        ) -> Result<u64, DataError> {
+            Err(self.0.clone())
+        }
+        async fn read(&self, _: u64, _: u64, _: u64, _: u32) -> Result<Bytes, DataError> {
+            Err(DataError::Busy)
+        }
+        async fn flush(&self, _: u64, _: u64) -> Result<u64, DataError> {
+            Err(DataError::Busy)
+        }
+    }
+
+    /// A replica `id` on a real data-plane server answering every append with `answer`.
+    async fn replica(id: &str, answer: DataError, stop: &CancellationToken) -> ReplicaAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let data_addr = listener.local_addr().unwrap().to_string();
+        let serve = gfs_dataplane::run(
+            listener,
+            Arc::new(Scripted(answer)),
+            ServerConfig::default(),
+            stop.clone(),
+        );
+        tokio::spawn(serve);
+        ReplicaAddr {
+            id: id.into(),
+            data_addr,
+            repl_addr: String::new(),
+        }
+    }
+
+    fn full(length: u64) -> DataError {
+        DataError::ChunkFull { handle: 7, length }
+    }
+
+    /// What the replicas `answers` (primary first) of a chunk make of an op.
+    async fn ask(answers: [DataError; 3]) -> Option<OpAnswer> {
+        let stop = CancellationToken::new();
+        let [a, b, c] = answers;
+        let u = ChunkLease {
+            handle: 7,
+            version: 1,
+            primary: Some(replica("a", a, &stop).await),
+            secondaries: vec![replica("b", b, &stop).await, replica("c", c, &stop).await],
+            ..ChunkLease::default()
+        };
+        let client = Client::connect_lazy("127.0.0.1:1", ClientConfig::default()).unwrap();
+        let mut votes = Votes::default();
+        let data = Bytes::from_static(b"record");
+        let answer = client.ask_op(&u, reached(&u), &mut votes, 42, &data).await;
+        stop.cancel();
+        answer
+    }
+
+    /// Seed 90477443447776 of the simulator: a primary fenced in the middle of its seal had
+    /// sealed one secondary, and the master sealed the chunk elsewhere, with the op in it. One
+    /// sealed replica's `ChunkFull` does not send the op to another chunk; a quorum's at one
+    /// length does (the master seals the chunk where a fence finds one of them).
+    #[tokio::test]
+    async fn one_replica_sealed_without_the_op_does_not_clear_the_chunk() {
+        let answer = ask([DataError::Busy, full(60), DataError::Busy]).await;
+        assert!(answer.is_none(), "one sealed replica's word");
+        let answer = ask([full(60), DataError::Busy, full(100)]).await;
+        assert!(answer.is_none(), "two sealed replicas at different lengths");
+        let answer = ask([DataError::Busy, full(60), full(60)]).await;
+        assert!(matches!(answer, Some(OpAnswer::NotThere)), "a quorum");
     }
 }
