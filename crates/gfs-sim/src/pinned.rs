@@ -123,6 +123,17 @@
 ///   restart, which replays the WAL. (Its trace hash was not stable before: CI's static build
 ///   replaced the `--cfg tokio_unstable` that lets turmoil seed tokio; the build now names it
 ///   again, and gfs-sim refuses to build without it.)
+/// - 90477443447776 (20 s of load; found by a soak on 2026-12-06, main failing it too): a
+///   primary that had given up its lease (its disk full) was fenced, then sealed the chunk at
+///   its own length on itself and on a secondary the fence had not reached yet; the master
+///   sealed the chunk at a third replica's longer length, holding records clients, told by
+///   the sealed replicas that the chunk ended without them, had appended again in the next
+///   chunk: two records twice. A seal now names its version (a fenced replica refuses it), a
+///   fence that finds a replica sealed seals the chunk there, and a client takes "sealed
+///   without the op" only from a quorum of replicas at one length. Replayed on the fix, the
+///   run is the same up to the race; there the secondary refuses the seal (it is at the
+///   fence's version), the primary's seal does not reach a quorum, and the master seals the
+///   chunk at the longest length on all three, the records in it once.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -158,4 +169,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (40853, 10),
     (13798, 10),
     (274246788388944, 20),
+    (90477443447776, 20),
 ];
