@@ -27,6 +27,11 @@
 //! [`ChunkManager::settle`], every heartbeat interval, once a quorum reports again; until then
 //! `append_chunk` on their file answers UNAVAILABLE. So are unsealed chunks re-replication
 //! found below their goal with no lease out (`Repair::to_seal`), so that they can be copied.
+//!
+//! A chunk's length is decided once. A fence that finds a replica already sealed (its primary
+//! sealed it before the fence reached it, and clients may have been told the chunk ends
+//! there) seals the chunk at that length, whichever decision fenced it (`keep_seal`): longer
+//! replicas are left stale, shorter ones caught up, and no lease is granted on it.
 
 use super::version::{Fence, Longest};
 use super::*;

@@ -9,7 +9,9 @@
 //! (PREPARE and COMMIT in windows, original op ids) and seals it again. Once a quorum of
 //! secondaries sealed, the primary seals itself, then waits up to `SEAL_GRACE` (2 s) for the
 //! other secondaries. No replica is ever sealed at a length its primary did not seal at, and a
-//! length a replica is sealed at is one a quorum holds. The appender that found the chunk full
+//! length a replica is sealed at is one a quorum holds. Every seal names the lease's version
+//! (`ChunkStore::seal_exactly`): a replica a fence has moved on refuses it, the primary's own
+//! included, so a primary fenced in the middle of its seal leaves at most a minority sealed. The appender that found the chunk full
 //! looks its op up again once the seal is done (an earlier attempt of it may have been in
 //! flight) before it answers `ChunkFull`.
 //!
