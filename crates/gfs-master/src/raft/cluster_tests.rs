@@ -104,6 +104,26 @@ async fn leader(members: &BTreeMap<u64, Running>) -> u64 {
     panic!("no leader elected within 10 s");
 }
 
+/// Writes `proposal` through whoever leads `members`: a loaded machine's pause can cost the
+/// leader its term (elections time out after 400 to 800 ms here), and a write refused with
+/// `ForwardToLeader` was not appended, so it goes to the new leader (within 10 s).
+async fn write(
+    members: &BTreeMap<u64, Running>,
+    proposal: Proposal,
+) -> openraft::raft::ClientWriteResponse<TypeConfig> {
+    for _ in 0..100 {
+        let lead = leader(members).await;
+        match members[&lead].raft.client_write(proposal.clone()).await {
+            Ok(r) => return r,
+            Err(e) if e.forward_to_leader().is_some() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("write refused: {e}"),
+        }
+    }
+    panic!("no leader took the write within 10 s");
+}
+
 /// Every name under `/` on `m`, sorted.
 fn names(m: &Running) -> Vec<String> {
     let mut names: Vec<String> =
@@ -165,18 +185,10 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
     // (the directory exists by then) changes nothing and says why.
     let first = leader(&members).await;
     for i in 0..30 {
-        let r = members[&first]
-            .raft
-            .client_write(mkdir(format!("/a{i:03}")))
-            .await
-            .unwrap();
+        let r = write(&members, mkdir(format!("/a{i:03}"))).await;
         assert!(r.data.iter().all(Result::is_ok), "{:?}", r.data);
     }
-    let again = members[&first]
-        .raft
-        .client_write(mkdir("/a000".into()))
-        .await
-        .unwrap();
+    let again = write(&members, mkdir("/a000".into())).await;
     assert!(matches!(
         again.data[..],
         [Err(MasterError::AlreadyExists(_))]
@@ -195,11 +207,7 @@ async fn three_masters_replicate_fail_over_and_catch_up_by_snapshot() {
     assert_ne!(second, first);
     let mut last = 0;
     for i in 0..100 {
-        let r = members[&second]
-            .raft
-            .client_write(mkdir(format!("/b{i:03}")))
-            .await
-            .unwrap();
+        let r = write(&members, mkdir(format!("/b{i:03}"))).await;
         assert!(r.data.iter().all(Result::is_ok), "{:?}", r.data);
         last = r.log_id.index;
     }
@@ -305,11 +313,7 @@ async fn all_masters_restarted_at_once_keep_every_committed_entry() {
     let lead = leader(&members).await;
     let mut last = 0;
     for i in 0..50 {
-        let r = members[&lead]
-            .raft
-            .client_write(mkdir(format!("/c{i:03}")))
-            .await
-            .unwrap();
+        let r = write(&members, mkdir(format!("/c{i:03}"))).await;
         last = r.log_id.index;
     }
     applied(&members, last).await;
@@ -320,12 +324,8 @@ async fn all_masters_restarted_at_once_keep_every_committed_entry() {
     for id in 1..=3u64 {
         members.insert(id, start(id, dirs[id as usize - 1].path(), &addrs).await);
     }
-    let lead = leader(&members).await;
-    let r = members[&lead]
-        .raft
-        .client_write(mkdir("/after".into()))
-        .await
-        .unwrap();
+    leader(&members).await;
+    let r = write(&members, mkdir("/after".into())).await;
     assert!(r.data.iter().all(Result::is_ok), "{:?}", r.data);
     assert!(r.log_id.index > last);
     applied(&members, r.log_id.index).await;
