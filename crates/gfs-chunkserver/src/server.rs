@@ -620,6 +620,7 @@ async fn heartbeat_loop(
                 reports_leases: true,
                 chunk_size: ours.chunk_size,
                 quorum: u32::try_from(ours.quorum).unwrap_or(u32::MAX),
+                disk_id: store.identity(),
             };
             match client.register(req).await {
                 Ok(r) => {

@@ -418,7 +418,9 @@ impl MasterControl for ControlService {
             capacity_bytes: r.capacity_bytes,
             used_bytes: r.used_bytes,
         };
-        self.registry.lock().register(info.clone(), Instant::now());
+        self.registry
+            .lock()
+            .register_disk(info.clone(), r.disk_id, Instant::now());
         // The leases it holds: what a restarted master needs so as not to wait a lease period
         // for its chunks (older servers do not say, and their chunks wait).
         if r.reports_leases {

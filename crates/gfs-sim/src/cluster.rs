@@ -12,6 +12,7 @@ use gfs_chunkserver::{ChunkServer, ChunkserverConfig};
 use gfs_host::{Host, Net};
 use gfs_master::{Master, MasterConfig};
 use gfs_util::Size;
+use gfs_util::disk::Disk;
 use gfs_util::disk::sim::SimDisk;
 use gfs_util::time::Clock;
 
@@ -53,6 +54,17 @@ impl Cluster {
         let mut skew = BTreeMap::new();
         for (i, name) in std::iter::once(MASTER).chain(SERVERS).enumerate() {
             let d = SimDisk::new(seed.wrapping_mul(31).wrapping_add(i as u64 + 1));
+            if name != MASTER {
+                // Each data directory's identity, made here rather than drawn at the first
+                // open, so that it takes nothing from the seed's one stream of draws.
+                let id = format!("{:016x}\n", (seed ^ (i as u64 + 1)) | 1);
+                d.create_dir_all(&data_dir())
+                    .and_then(|()| {
+                        gfs_util::crashsafe::replace(&d, &data_dir().join("ID"), id.as_bytes())
+                            .map_err(std::io::Error::other)
+                    })
+                    .unwrap_or_else(|e| panic!("writing {name}'s disk identity: {e}"));
+            }
             d.set_latency(crate::nemesis::DISK_LATENCY);
             disks.insert(name.to_string(), d);
             skew.insert(name.to_string(), Arc::new(AtomicI64::new(0)));

@@ -107,6 +107,35 @@ pub(crate) fn write_snapshots(disk: &dyn Disk, files: &[(&Path, Vec<u8>)]) -> Re
     crashsafe::rename_into_place(disk, asides).map_err(StorageError::fs)
 }
 
+/// The data directory's identity from `<dir>/ID`; made at random and written durably
+/// (`crashsafe::replace`) when the file is missing or unreadable, as on a new or wiped disk;
+/// 0 (unknown) when it cannot be written.
+pub(crate) fn identity(disk: &dyn Disk, dir: &Path) -> Result<u64> {
+    let path = dir.join("ID");
+    match disk.read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            match u64::from_str_radix(text.trim(), 16) {
+                Ok(id) if id != 0 => return Ok(id),
+                _ => {
+                    tracing::warn!(path = %path.display(), "the data directory's identity does not parse: making a new one (the master takes this as a new disk)")
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io(&path, e)),
+    }
+    let id = gfs_util::random::random_range(1..=u64::MAX);
+    if let Err(e) = crashsafe::replace(disk, &path, format!("{id:016x}\n").as_bytes()) {
+        // A full disk must not keep the store from opening: without an identity it is taken
+        // for a new disk at each start, as before identities.
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the data directory's identity; going on without one");
+        return Ok(0);
+    }
+    tracing::info!(dir = %dir.display(), identity = format_args!("{id:016x}"), "the data directory has a new identity");
+    Ok(id)
+}
+
 /// Creates an empty WAL aside and renames it into place.
 pub(crate) fn new_wal(disk: &dyn Disk, dir: &Path) -> Result<Arc<dyn DiskFile>> {
     let path = dir.join("wal");

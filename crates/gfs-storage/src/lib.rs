@@ -24,6 +24,7 @@
 //! | `<handle>.meta` | its snapshot: `GFSMETA2` + one Snapshot frame |
 //! | `wal` | `GFSWAL01` + the records since the last checkpoint |
 //! | `LOCK` | the lock; [`ChunkStore::check_disk`] compares its device and inode |
+//! | `ID` | the directory's identity ([`ChunkStore::identity`]): 16 hex digits, made once |
 //! | `*.tmp` | a file being written aside; removed at open |
 //! | `free-<n>` | an empty file made ahead for chunk creation (`pool.rs`); adopted at open |
 //! | `*.corrupt` | a quarantined chunk (its snapshot did not parse); never served |

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub pool: crate::pool::FilePool,
     /// Held for the store's lifetime: an exclusive lock on `<dir>/LOCK`.
     pub _lock: Arc<dyn DiskFile>,
+    /// The data directory's identity (`<dir>/ID`).
+    pub identity: u64,
     /// Told how long each group commit's fsync round took.
     pub fsync_observer: std::sync::OnceLock<FsyncObserver>,
 }

@@ -113,6 +113,7 @@ impl ChunkStore {
             return Err(StorageError::Locked(dir));
         }
         let rec = crate::recovery::recover(&*disk, &dir, &cfg)?;
+        let identity = crate::layout::identity(&*disk, &dir)?;
         let pool = crate::pool::FilePool::start(Arc::clone(&disk), &dir)
             .map_err(|e| StorageError::io(&dir, e))?;
         let inner = Arc::new(Inner {
@@ -129,6 +130,7 @@ impl ChunkStore {
             broken: Notify::new(),
             lost: AtomicBool::new(false),
             _lock: lock,
+            identity,
             fsync_observer: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel();
@@ -140,6 +142,13 @@ impl ChunkStore {
             jobs: Some(tx),
             committer: Some(committer),
         })
+    }
+
+    /// The data directory's identity: made at random when the directory was first used, the same
+    /// at every open after, new on a replaced or wiped disk (HDFS's storage ID); 0 if it could
+    /// not be written.
+    pub fn identity(&self) -> u64 {
+        self.inner.identity
     }
 
     /// Checks that the data directory is still the one the store opened (its `LOCK` file is the

@@ -1261,12 +1261,19 @@ async fn an_idle_unsealed_chunk_with_a_corrupt_replica_is_sealed_so_that_it_can_
 /// no fourth to take its place); its primary committed a tail alone, restarted (so it gives no
 /// word) and rotted, and the other replica is empty. The third, fenced with the others, answers
 /// that it holds no replica, and it never did: every acknowledged append is on a quorum of the
-/// lease's members, so on the empty replica, and the chunk is sealed there. Not when the third
-/// registered again since its creation failed, nor once it lost its disk: it may have held the
-/// chunk and lost it.
+/// lease's members, so on the empty replica, and the chunk is sealed there. Also when the third
+/// restarted since on the same data directory (its identity unchanged: seed 73346212800128).
+/// Not when it registered again on another or an unknown directory, nor once it lost its disk:
+/// it may have held the chunk and lost it.
 #[tokio::test]
 async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_the_seal() {
-    for case in ["never held", "registered again", "disk lost"] {
+    for case in [
+        "never held",
+        "restarted on its disk",
+        "registered again",
+        "registered on another disk",
+        "disk lost",
+    ] {
         let c = cluster_leasing(
             &["a", "b", "c"],
             &[
@@ -1278,6 +1285,9 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
             SHORT_LEASE,
         )
         .await;
+        c.registry
+            .lock()
+            .register_disk(info("c"), 5, Instant::now());
         c.fake.fail("c", Call::Create);
         let lease = c.m.append_chunk("/f").await.unwrap();
         let h = lease.handle;
@@ -1289,7 +1299,17 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
         c.fake.rot(&primary, h);
         c.registry.lock().mark_corrupt(&primary, h);
         match case {
+            "restarted on its disk" => {
+                c.registry
+                    .lock()
+                    .register_disk(info("c"), 5, Instant::now());
+            }
             "registered again" => c.registry.lock().register(info("c"), Instant::now()),
+            "registered on another disk" => {
+                c.registry
+                    .lock()
+                    .register_disk(info("c"), 6, Instant::now());
+            }
             "disk lost" => {
                 c.registry
                     .lock()
@@ -1300,7 +1320,7 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
         c.m.note_unvouched([h]);
         tokio::time::sleep(SHORT_LEASE * 2).await;
         c.m.settle().await;
-        if case == "never held" {
+        if ["never held", "restarted on its disk"].contains(&case) {
             assert!(c.fake.calls("c", Call::SetVersion) > 0);
             assert_eq!(c.logged(h).await.sealed_length, Some(0), "{case}");
             assert!(c.fake.replica(other, h).unwrap().sealed, "{case}");

@@ -166,9 +166,12 @@ struct Server {
     /// the chunk report: the server may have taken that pass before the replica existed, so
     /// the pass does not drop them; the next one decides.
     noted: ChunkSet,
-    /// Chunks whose creation here failed during this registration, named by no report or
-    /// note since ([`Registry::never_held`]).
+    /// Chunks whose creation here failed, during this registration or an earlier one with the
+    /// same data directory ([`Registry::register_disk`]), named by no report or note since
+    /// ([`Registry::never_held`]).
     uncreated: ChunkSet,
+    /// The identity of its data directory, as it registered (0: unknown).
+    disk_id: u64,
 }
 
 /// How many live servers hold a chunk's replicas, by state.
@@ -308,11 +311,29 @@ impl Registry {
 
     /// Adds or refreshes a server (a restarted server registers again).
     pub fn register(&mut self, info: ServerInfo, now: Instant) {
+        self.register_disk(info, 0, now);
+    }
+
+    /// [`Registry::register`] of a server whose data directory is `disk_id` (0: unknown). A
+    /// server that registers again with the same known directory keeps its failed creations
+    /// ([`Registry::never_held`]): what a directory never held durably it does not hold after
+    /// a restart either (seed 73346212800128 of the simulator: the one server that could
+    /// witness a chunk's length of 0 had restarted, and the chunk was never sealed). A new or
+    /// unknown one may be a replaced disk, which held what it no longer has.
+    pub fn register_disk(&mut self, info: ServerInfo, disk_id: u64, now: Instant) {
         tracing::info!(id = %info.id, data = %info.data_addr, repl = %info.repl_addr, "chunkserver registered");
-        let (replicas, corrupt) = self
+        let (replicas, corrupt, uncreated) = self
             .servers
             .remove(&info.id)
-            .map(|s| (s.replicas, s.corrupt))
+            .map(|s| {
+                let same_disk = disk_id != 0 && s.disk_id == disk_id && !s.disk_lost;
+                let uncreated = if same_disk {
+                    s.uncreated
+                } else {
+                    ChunkSet::default()
+                };
+                (s.replicas, s.corrupt, uncreated)
+            })
             .unwrap_or_default();
         let draining = self.draining.contains(&info.id);
         self.servers.insert(
@@ -328,8 +349,9 @@ impl Registry {
                 restoring: HashMap::default(),
                 restored: HashMap::default(),
                 noted: ChunkSet::default(),
-                // What a new registration never held, it may have held before.
-                uncreated: ChunkSet::default(),
+                // What a new disk never held, it may have held before.
+                uncreated,
+                disk_id,
                 disk_lost: false,
                 draining,
             },
@@ -626,8 +648,8 @@ impl Registry {
         }
     }
 
-    /// Whether `id` is live, has not lost its disk, failed to create `handle` during its
-    /// current registration and has named no replica of it since: if it now answers that it
+    /// Whether `id` is live, has not lost its disk, failed to create `handle` on the data
+    /// directory it runs on and has named no replica of it since: if it now answers that it
     /// holds none, it never held one (a chunkserver's lost disk answers otherwise, and the
     /// master deletes only replicas it was told of).
     pub fn never_held(&self, id: &str, handle: u64) -> bool {

@@ -334,3 +334,32 @@ fn a_corrupt_replica_is_given_sources_and_counted_again_once_restored() {
     assert!(r.holders_of(7, 3).iter().any(|s| s.id == "b"));
     assert!(r.is_corrupt("d", 7), "d's mark stays");
 }
+
+/// Seed 73346212800128 of the simulator: a chunk's creation failed on one server, which
+/// restarted; the chunk's primary's replica rotted and the one other replica was empty. The
+/// restarted server's "I hold none" no longer counted (a new registration may be a new disk),
+/// so no quorum could witness the chunk's length of 0 and it was never sealed. A server that
+/// registers again with the same data directory keeps its failed creations; with another, an
+/// unknown one (0), or after it reported its disk lost, it does not.
+#[test]
+fn a_failed_creation_outlives_a_restart_on_the_same_disk_only() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(Duration::from_secs(10));
+    r.register_disk(info("a"), 7, t0);
+    r.note_uncreated("a", 1);
+    assert!(r.never_held("a", 1));
+    r.register_disk(info("a"), 7, t0);
+    assert!(r.never_held("a", 1), "the same disk");
+    r.register_disk(info("a"), 8, t0);
+    assert!(!r.never_held("a", 1), "another disk");
+
+    r.note_uncreated("a", 2);
+    r.register_disk(info("a"), 0, t0);
+    assert!(!r.never_held("a", 2), "an unknown disk");
+
+    r.register_disk(info("a"), 9, t0);
+    r.note_uncreated("a", 3);
+    r.heartbeat_with("a", 0, vec![], true, t0);
+    r.register_disk(info("a"), 9, t0);
+    assert!(!r.never_held("a", 3), "a disk reported lost");
+}

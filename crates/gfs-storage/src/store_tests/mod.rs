@@ -553,3 +553,27 @@ async fn a_version_change_keeps_a_reopened_replica_s_unknown_prefix_unknown() {
     s.set_version(H, 2).await.unwrap();
     assert_eq!(s.quorum_known(H), Some(0), "an empty replica vouches for 0");
 }
+
+/// A data directory keeps its identity across opens; a wiped one, or one whose `ID` does not
+/// parse, gets a new one (the master then takes it for a new disk).
+#[tokio::test]
+async fn a_data_directory_keeps_its_identity_until_it_is_wiped() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    let id = s.identity();
+    assert_ne!(id, 0);
+    drop(s);
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    assert_eq!(s.identity(), id, "reopened");
+    drop(s);
+    fs::write(d.path().join("ID"), b"not hex").unwrap();
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    let new = s.identity();
+    assert!(new != id && new != 0, "unparseable: a new one");
+    drop(s);
+    for e in fs::read_dir(d.path()).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let s = ChunkStore::open(d.path(), cfg()).unwrap();
+    assert!(s.identity() != new && s.identity() != 0, "wiped: a new one");
+}
