@@ -317,6 +317,7 @@ fn main() {
                 version: 1,
                 // As in a real cluster: every chunk names the server its lease went to.
                 primary: format!("cs{}", c % 8),
+                uncreated: Vec::new(),
             }))
             .unwrap();
         }

@@ -70,6 +70,7 @@ fn an_op() -> BoxedStrategy<Op> {
                     handle,
                     version,
                     primary,
+                    uncreated: Vec::new(),
                 })
             }
         ),
@@ -192,6 +193,7 @@ proptest! {
                             version,
                             sealed_length,
                             primary,
+                            uncreated: Vec::new(),
                         })
                         .collect(),
                 })

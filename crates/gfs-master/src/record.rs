@@ -120,6 +120,22 @@ pub struct AddChunkOp {
     /// empty: unknown (records of older versions).
     #[prost(string, tag = "4")]
     pub primary: String,
+    /// The servers its creation failed on, whose data directories were known: while one runs
+    /// on that directory and names no replica of the chunk, its "none here" witnesses that it
+    /// never held one (`Registry::never_held`), across restarts of it and of the master.
+    #[prost(message, repeated, tag = "5")]
+    pub uncreated: Vec<Uncreated>,
+}
+
+/// A server a chunk's creation failed on, and the identity of its data directory then.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
+pub struct Uncreated {
+    /// The chunkserver (id).
+    #[prost(string, tag = "1")]
+    pub server: String,
+    /// Its data directory's identity (never 0 here).
+    #[prost(uint64, tag = "2")]
+    pub disk_id: u64,
 }
 
 /// A chunk's new version.
@@ -199,6 +215,9 @@ pub struct ChunkEntry {
     /// plus one; 0: unknown.
     #[prost(uint32, tag = "4")]
     pub primary: u32,
+    /// The servers its creation failed on (`AddChunkOp::uncreated`), until it is sealed.
+    #[prost(message, repeated, tag = "5")]
+    pub uncreated: Vec<Uncreated>,
 }
 
 #[cfg(test)]

@@ -421,6 +421,7 @@ impl MasterControl for ControlService {
         self.registry
             .lock()
             .register_disk(info.clone(), r.disk_id, Instant::now());
+        self.chunks.note_failed_creations(&info.id, r.disk_id);
         // The leases it holds: what a restarted master needs so as not to wait a lease period
         // for its chunks (older servers do not say, and their chunks wait).
         if r.reports_leases {

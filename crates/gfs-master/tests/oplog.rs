@@ -70,6 +70,7 @@ fn oplog_child() {
                             handle,
                             version: 1,
                             primary: String::new(),
+                            uncreated: Vec::new(),
                         }))
                         .await
                         .unwrap();

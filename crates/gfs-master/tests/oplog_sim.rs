@@ -61,6 +61,7 @@ fn next_op(model: &mut Namespace, rng: &mut Mix, handle: &mut u64) -> Op {
                     handle: *handle,
                     version: 1,
                     primary: String::new(),
+                    uncreated: Vec::new(),
                 })
             }
             8 => Op::SetVersion(SetVersionOp {

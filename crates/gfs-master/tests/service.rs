@@ -288,6 +288,7 @@ async fn forged_or_impossible_chunk_reports_are_not_adopted() {
         handle: 9,
         version: 3,
         primary: String::new(),
+        uncreated: Vec::new(),
     }))
     .await
     .unwrap();
@@ -379,6 +380,7 @@ async fn after_a_restart_reported_leases_are_adopted_and_silent_primaries_waited
             handle: h,
             version: 1,
             primary: primary.into(),
+            uncreated: Vec::new(),
         }))
         .await
         .unwrap();
@@ -519,6 +521,7 @@ async fn a_chunk_with_one_replica_too_many_loses_exactly_one() {
             handle: 9,
             version: 3,
             primary: String::new(),
+            uncreated: Vec::new(),
         }),
         Op::Seal(SealOp {
             handle: 9,

@@ -1331,6 +1331,84 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
     }
 }
 
+/// Seed 73346212800128 of the simulator: the case above, where the master restarted too. Its
+/// registry's note of the failed creation was in memory; the log now names the server and its
+/// data directory (`AddChunkOp::uncreated`), so once that server registers again on the same
+/// directory its "none here" is a witness for the new master too. On another directory it is
+/// not.
+#[tokio::test]
+async fn a_failed_creation_logged_with_the_server_s_disk_outlives_a_master_restart() {
+    for same_disk in [true, false] {
+        let c = cluster_leasing(
+            &["a", "b", "c"],
+            &[
+                ("a", sealed_held(1, 100)),
+                ("b", sealed_held(1, 100)),
+                ("c", sealed_held(1, 100)),
+            ],
+            Some(100),
+            SHORT_LEASE,
+        )
+        .await;
+        c.registry
+            .lock()
+            .register_disk(info("c"), 5, Instant::now());
+        c.fake.fail("c", Call::Create);
+        let lease = c.m.append_chunk("/f").await.unwrap();
+        let h = lease.handle;
+        let primary = lease.primary.unwrap().id;
+        let other = if primary == "a" { "b" } else { "a" };
+        assert!(c.fake.replica("c", h).is_none());
+        let version = c.fake.replica(&primary, h).unwrap().version;
+        c.fake.hold(&primary, h, held(version, 100));
+        c.fake.rot(&primary, h);
+        // The master restarts: a new registry and manager over the same log; the servers
+        // register again and report what they hold.
+        let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));
+        let m = Arc::new(ChunkManager::new(
+            Arc::clone(&c.meta),
+            Arc::clone(&registry),
+            ChunkConfig {
+                rebalance_threshold: 0.0,
+                lease: SHORT_LEASE,
+                ..super::tests::test_config()
+            },
+            Arc::clone(&c.fake) as Arc<dyn ChunkserverControl>,
+        ));
+        let now = Instant::now();
+        for id in ["a", "b", "c"] {
+            let disk = if id == "c" && !same_disk { 6 } else { 5 };
+            registry.lock().register_disk(info(id), disk, now);
+            m.note_failed_creations(id, disk);
+            let report: Vec<Replica> = [H, h]
+                .into_iter()
+                .filter_map(|k| {
+                    let r = c.fake.replica(id, k)?;
+                    Some(Replica {
+                        handle: k,
+                        version: r.version,
+                        length: r.length,
+                        sealed: r.sealed,
+                    })
+                })
+                .collect();
+            registry.lock().heartbeat_with(id, 0, report, false, now);
+            m.adopt_leases(&info(id), &[]).await;
+        }
+        registry.lock().mark_corrupt(&primary, h);
+        m.note_unvouched([h]);
+        tokio::time::sleep(SHORT_LEASE * 2).await;
+        m.settle().await;
+        let logged = c.logged(h).await;
+        if same_disk {
+            assert_eq!(logged.sealed_length, Some(0));
+            assert!(c.fake.replica(other, h).unwrap().sealed);
+        } else {
+            assert_eq!(logged.sealed_length, None);
+        }
+    }
+}
+
 /// Found by tests/compose: the primary of a log's chunk SIGKILLed, the file's appends stalled
 /// for the whole lease (62 s with the 60 s default): the master counted the primary dead after
 /// `dead_after`, yet waited its lease out. A lease whose primary is counted dead is fenced out

@@ -97,6 +97,7 @@ pub(super) async fn log_of_one_chunk(
         handle: 7,
         version: 1,
         primary: primary.into(),
+        uncreated: Vec::new(),
     }))
     .await
     .unwrap();
@@ -384,6 +385,7 @@ async fn get_chunks_pages_a_file_of_30_000_chunks_with_offsets_right() {
             handle: 7 + i,
             version: 1,
             primary: String::new(),
+            uncreated: Vec::new(),
         }))
     });
     futures::future::try_join_all(adds).await.unwrap();
@@ -491,6 +493,7 @@ async fn fsck_lists_what_fits_and_counts_the_rest() {
             handle,
             version: 1,
             primary: String::new(),
+            uncreated: Vec::new(),
         }))
     };
     create("/d/many".into()).await.unwrap();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{MasterError, Result};
 use crate::path;
-use crate::record::{Checkpoint, ChunkEntry, Entry, Op};
+use crate::record::{Checkpoint, ChunkEntry, Entry, Op, Uncreated};
 
 /// A directory or a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +71,10 @@ pub struct Namespace {
     servers: Vec<String>,
     /// The index of each id in `servers`, plus one.
     server_index: HashMap<String, u32>,
+    /// The servers the creation of each unsealed chunk failed on, for the chunks where it
+    /// failed on some (`AddChunkOp::uncreated`): few, so kept aside, not in every `ChunkMeta`
+    /// (ordered: a hash map would draw its seed from the simulator's one stream of draws).
+    uncreated: BTreeMap<u64, Vec<Uncreated>>,
 }
 
 impl Namespace {
@@ -98,6 +102,25 @@ impl Namespace {
     pub fn server(&self, i: u32) -> Option<&str> {
         let at = (i as usize).checked_sub(1)?;
         self.servers.get(at).map(String::as_str)
+    }
+
+    /// The unsealed chunks whose creation failed on `server` while it ran on the data
+    /// directory `disk_id` (never for 0, an unknown one).
+    pub fn uncreated_on(&self, server: &str, disk_id: u64) -> Vec<u64> {
+        if disk_id == 0 {
+            return Vec::new();
+        }
+        let mut found: Vec<u64> = self
+            .uncreated
+            .iter()
+            .filter(|(_, on)| {
+                on.iter()
+                    .any(|u| u.server == server && u.disk_id == disk_id)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     /// The server the lease at `handle`'s current version was granted to, when known.
@@ -217,6 +240,7 @@ impl Namespace {
                     if let Some(Node::File { chunks, .. }) = self.nodes.remove(&p) {
                         for h in chunks {
                             self.chunks.remove(&h);
+                            self.uncreated.remove(&h);
                             removed.push(h);
                         }
                     }
@@ -244,6 +268,15 @@ impl Namespace {
                         primary,
                     },
                 );
+                let known: Vec<Uncreated> = a
+                    .uncreated
+                    .iter()
+                    .filter(|u| u.disk_id != 0)
+                    .cloned()
+                    .collect();
+                if !known.is_empty() {
+                    self.uncreated.insert(a.handle, known);
+                }
             }
             Op::SetVersion(v) => {
                 let primary = self.intern(&v.primary);
@@ -256,6 +289,8 @@ impl Namespace {
                 if let Some(c) = self.chunks.get_mut(&s.handle) {
                     c.sealed_length = Some(s.length);
                 }
+                // A sealed chunk needs no witness of its length.
+                self.uncreated.remove(&s.handle);
             }
         }
         Ok(removed)
@@ -439,6 +474,7 @@ impl Namespace {
                                 version: c.version,
                                 sealed_length: c.sealed_length,
                                 primary: c.primary,
+                                uncreated: self.uncreated.get(h).cloned().unwrap_or_default(),
                             }
                         })
                         .collect(),
@@ -469,6 +505,15 @@ impl Namespace {
                 }
             } else {
                 for ch in &e.chunks {
+                    let failed: Vec<Uncreated> = ch
+                        .uncreated
+                        .iter()
+                        .filter(|u| u.disk_id != 0)
+                        .cloned()
+                        .collect();
+                    if ch.sealed_length.is_none() && !failed.is_empty() {
+                        ns.uncreated.insert(ch.handle, failed);
+                    }
                     ns.chunks.insert(
                         ch.handle,
                         ChunkMeta {

@@ -90,6 +90,7 @@ fn the_gogfs_graybox_cases() {
         handle: 9,
         version: 1,
         primary: String::new(),
+        uncreated: Vec::new(),
     }))
     .unwrap();
     ns.apply(&delete("/file1.txt")).unwrap();
@@ -134,6 +135,7 @@ fn checkpoints_round_trip() {
             handle: h,
             version: h,
             primary: String::new(),
+            uncreated: Vec::new(),
         }))
         .unwrap();
     }
@@ -163,6 +165,7 @@ fn the_last_primary_of_each_chunk_is_recorded_and_checkpointed() {
             handle: h,
             version: 1,
             primary: p.into(),
+            uncreated: Vec::new(),
         }))
         .unwrap();
     }
@@ -224,4 +227,46 @@ fn records_and_checkpoints_of_older_versions_name_no_primary() {
     assert!(c.servers.is_empty());
     c.entries[0].chunks[0].primary = 7;
     assert_eq!(Namespace::from_checkpoint(c).last_primary(5), None);
+}
+
+/// The servers a chunk's creation failed on, with their data directories (`AddChunkOp::
+/// uncreated`), are kept until the chunk is sealed or deleted, through a checkpoint; an
+/// unknown directory (0) is not kept.
+#[test]
+fn failed_creations_are_kept_until_the_seal_through_a_checkpoint() {
+    use crate::record::{SealOp, Uncreated};
+    let mut ns = Namespace::new();
+    ns.apply(&create("/f")).unwrap();
+    ns.apply(&create("/g")).unwrap();
+    let on = |server: &str, disk_id: u64| Uncreated {
+        server: server.into(),
+        disk_id,
+    };
+    for (path, h) in [("/f", 1), ("/f", 2), ("/g", 3)] {
+        ns.apply(&Op::AddChunk(AddChunkOp {
+            path: path.into(),
+            handle: h,
+            version: 1,
+            primary: "cs1".into(),
+            uncreated: vec![on("cs2", 7), on("cs3", 0)],
+        }))
+        .unwrap();
+    }
+    assert_eq!(ns.uncreated_on("cs2", 7), [1, 2, 3]);
+    assert!(ns.uncreated_on("cs2", 8).is_empty(), "another disk");
+    assert!(ns.uncreated_on("cs3", 0).is_empty(), "an unknown disk");
+    ns.apply(&Op::Seal(SealOp {
+        handle: 1,
+        length: 0,
+    }))
+    .unwrap();
+    ns.apply(&Op::Delete(DeleteOp {
+        path: "/g".into(),
+        mtime_ms: 0,
+        recursive: false,
+    }))
+    .unwrap();
+    assert_eq!(ns.uncreated_on("cs2", 7), [2]);
+    let back = Namespace::from_checkpoint(ns.to_checkpoint(9));
+    assert_eq!(back.uncreated_on("cs2", 7), [2]);
 }

@@ -838,7 +838,13 @@ impl Registry {
         self.servers.contains_key(id)
     }
 
-    /// Whether `id` is registered and alive.
+    /// The identity of server `id`'s data directory as it registered (0: unknown), if it is
+    /// registered.
+    pub fn disk_id(&self, id: &str) -> Option<u64> {
+        self.servers.get(id).map(|s| s.disk_id)
+    }
+
+    /// Whether server `id` is registered and alive.
     pub fn is_alive(&self, id: &str) -> bool {
         self.servers.get(id).is_some_and(|s| s.alive)
     }
