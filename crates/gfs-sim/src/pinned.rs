@@ -134,6 +134,13 @@
 ///   run is the same up to the race; there the secondary refuses the seal (it is at the
 ///   fence's version), the primary's seal does not reach a quorum, and the master seals the
 ///   chunk at the longest length on all three, the records in it once.
+/// - 73346212800128 (20 s of load; found by a soak on 2026-12-06 of the fix above, its cause
+///   older): a liveness failure. A chunk's creation failed on cs2 (disk full); its primary's
+///   replica rotted and the one other replica was empty, so only cs2's "none here" could
+///   witness that the chunk ended at 0 (seed 13798), and that counted only during the
+///   master's and cs2's current processes: both had restarted, and the chunk was never sealed.
+///   Data directories now have an identity, the log names the servers a creation failed on
+///   with theirs, and a server registered again on the same directory is a witness still.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -170,4 +177,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (13798, 10),
     (274246788388944, 20),
     (90477443447776, 20),
+    (73346212800128, 20),
 ];
