@@ -1257,6 +1257,36 @@ async fn an_idle_unsealed_chunk_with_a_corrupt_replica_is_sealed_so_that_it_can_
     assert_eq!(c.m.to_delete("a", &[rotten]).await.unwrap().len(), 1);
 }
 
+/// Seed 13798's start: `/f`'s next chunk (returned) made on two of `a`, `b` and `c`, its
+/// creation failed on `c` (data directory 5); the primary (returned, then the other member)
+/// committed 100 bytes alone, which rotted.
+async fn failed_creation_and_rotten_primary() -> (Cluster, u64, String, &'static str) {
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[
+            ("a", sealed_held(1, 100)),
+            ("b", sealed_held(1, 100)),
+            ("c", sealed_held(1, 100)),
+        ],
+        Some(100),
+        SHORT_LEASE,
+    )
+    .await;
+    c.registry
+        .lock()
+        .register_disk(info("c"), 5, Instant::now());
+    c.fake.fail("c", Call::Create);
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    let h = lease.handle;
+    let primary = lease.primary.unwrap().id;
+    let other = if primary == "a" { "b" } else { "a" };
+    assert!(c.fake.replica("c", h).is_none());
+    let version = c.fake.replica(&primary, h).unwrap().version;
+    c.fake.hold(&primary, h, held(version, 100));
+    c.fake.rot(&primary, h);
+    (c, h, primary, other)
+}
+
 /// Seed 13798 of the simulator: a chunk made on two servers (the third's creation failed, with
 /// no fourth to take its place); its primary committed a tail alone, restarted (so it gives no
 /// word) and rotted, and the other replica is empty. The third, fenced with the others, answers
@@ -1274,29 +1304,7 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
         "registered on another disk",
         "disk lost",
     ] {
-        let c = cluster_leasing(
-            &["a", "b", "c"],
-            &[
-                ("a", sealed_held(1, 100)),
-                ("b", sealed_held(1, 100)),
-                ("c", sealed_held(1, 100)),
-            ],
-            Some(100),
-            SHORT_LEASE,
-        )
-        .await;
-        c.registry
-            .lock()
-            .register_disk(info("c"), 5, Instant::now());
-        c.fake.fail("c", Call::Create);
-        let lease = c.m.append_chunk("/f").await.unwrap();
-        let h = lease.handle;
-        let primary = lease.primary.unwrap().id;
-        let other = if primary == "a" { "b" } else { "a" };
-        assert!(c.fake.replica("c", h).is_none());
-        let version = c.fake.replica(&primary, h).unwrap().version;
-        c.fake.hold(&primary, h, held(version, 100));
-        c.fake.rot(&primary, h);
+        let (c, h, primary, other) = failed_creation_and_rotten_primary().await;
         c.registry.lock().mark_corrupt(&primary, h);
         match case {
             "restarted on its disk" => {
@@ -1339,29 +1347,7 @@ async fn a_member_whose_creation_failed_and_that_holds_nothing_is_a_witness_for_
 #[tokio::test]
 async fn a_failed_creation_logged_with_the_server_s_disk_outlives_a_master_restart() {
     for same_disk in [true, false] {
-        let c = cluster_leasing(
-            &["a", "b", "c"],
-            &[
-                ("a", sealed_held(1, 100)),
-                ("b", sealed_held(1, 100)),
-                ("c", sealed_held(1, 100)),
-            ],
-            Some(100),
-            SHORT_LEASE,
-        )
-        .await;
-        c.registry
-            .lock()
-            .register_disk(info("c"), 5, Instant::now());
-        c.fake.fail("c", Call::Create);
-        let lease = c.m.append_chunk("/f").await.unwrap();
-        let h = lease.handle;
-        let primary = lease.primary.unwrap().id;
-        let other = if primary == "a" { "b" } else { "a" };
-        assert!(c.fake.replica("c", h).is_none());
-        let version = c.fake.replica(&primary, h).unwrap().version;
-        c.fake.hold(&primary, h, held(version, 100));
-        c.fake.rot(&primary, h);
+        let (c, h, primary, other) = failed_creation_and_rotten_primary().await;
         // The master restarts: a new registry and manager over the same log; the servers
         // register again and report what they hold.
         let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));

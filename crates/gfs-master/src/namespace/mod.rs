@@ -268,14 +268,9 @@ impl Namespace {
                         primary,
                     },
                 );
-                let known: Vec<Uncreated> = a
-                    .uncreated
-                    .iter()
-                    .filter(|u| u.disk_id != 0)
-                    .cloned()
-                    .collect();
-                if !known.is_empty() {
-                    self.uncreated.insert(a.handle, known);
+                let failed = known_disks(&a.uncreated);
+                if !failed.is_empty() {
+                    self.uncreated.insert(a.handle, failed);
                 }
             }
             Op::SetVersion(v) => {
@@ -505,12 +500,7 @@ impl Namespace {
                 }
             } else {
                 for ch in &e.chunks {
-                    let failed: Vec<Uncreated> = ch
-                        .uncreated
-                        .iter()
-                        .filter(|u| u.disk_id != 0)
-                        .cloned()
-                        .collect();
+                    let failed = known_disks(&ch.uncreated);
                     if ch.sealed_length.is_none() && !failed.is_empty() {
                         ns.uncreated.insert(ch.handle, failed);
                     }
@@ -534,6 +524,12 @@ impl Namespace {
         }
         ns
     }
+}
+
+/// The failed creations of `on` whose server's data directory is known (a creation on an
+/// unknown one witnesses nothing after a restart).
+fn known_disks(on: &[Uncreated]) -> Vec<Uncreated> {
+    on.iter().filter(|u| u.disk_id != 0).cloned().collect()
 }
 
 impl Stat {
