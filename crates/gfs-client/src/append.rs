@@ -16,10 +16,11 @@
 //! primary's, confirmed on a quorum, or the same one from a quorum of replicas sealed with the
 //! op, `SealedWith`: one sealed replica's word is not enough, as the master may have sealed the
 //! chunk at a length it alone held before its copies landed), `ChunkFull` at one length from a
-//! quorum of them (sealed there without the op) clears that chunk (one is not enough either: a
-//! primary fenced in the middle of its seal may have sealed one secondary, at a length the
-//! master, not hearing from that one, did not seal the chunk at), anything else keeps it and
-//! the client waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
+//! quorum of them, or from one at the length the master's log sealed the chunk at (sealed there
+//! without the op), clears that chunk (one at another length is not enough: a primary fenced
+//! in the middle of its seal may have sealed one secondary, at a length the master, not
+//! hearing from that one, did not seal the chunk at), anything else keeps it and the client
+//! waits. So an op is never in two chunks (I4); a `GaveUp` may leave it committed once.
 //! `OpRetentionExpired` from an uncertain chunk (on the APPEND, or in `resolve` when no other
 //! replica of it still knows) ends the append with `OutcomeUnknown` (at most once, sent nowhere
 //! else); from a chunk no earlier attempt left uncertain it counts as `ChunkFull` (the op cannot
@@ -58,6 +59,22 @@ pub(crate) struct Votes {
     full: Vec<(String, u64)>,
     /// Whether one no longer knows its op ids.
     forgotten: bool,
+}
+
+impl Votes {
+    /// Whether a replica asked is sealed without the op at `length`.
+    pub(crate) fn full_at(&self, length: u64) -> bool {
+        self.full.iter().any(|(_, l)| *l == length)
+    }
+}
+
+/// The length the master sealed chunk `handle` of `layout` at, if it did.
+pub(crate) fn sealed_length(layout: &Locations, handle: u64) -> Option<u64> {
+    layout
+        .chunks
+        .iter()
+        .find(|c| c.handle == handle)
+        .and_then(|c| c.sealed_length)
 }
 
 /// Notes `who`'s word `value` among `votes` (once per replica); returns how many replicas said
@@ -261,6 +278,14 @@ impl Client {
                     .unwrap_or_default();
                 let more = self.ask_op(&u, listed, &mut votes, op, data).await;
                 answer = more.or(answer);
+                // The master's seal is the chunk's one decision: a replica sealed without the
+                // op at the length the master sealed it at holds its final content.
+                let sealed = now.as_deref().and_then(|l| sealed_length(l, u.handle));
+                if !matches!(answer, Some(OpAnswer::At(_)))
+                    && sealed.is_some_and(|s| votes.full_at(s))
+                {
+                    answer = Some(OpAnswer::NotThere);
+                }
             }
             match answer {
                 Some(OpAnswer::At(off)) => return Ok(Some(u.file_offset + off)),

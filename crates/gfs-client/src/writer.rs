@@ -199,11 +199,15 @@ impl Writer {
                 let mut replicas = reached(&old);
                 replicas.extend(listed(&layout, old.handle));
                 let mut votes = Votes::default();
-                match self
+                let mut answer = self
                     .client
                     .ask_op(&old, replicas, &mut votes, op, &data)
-                    .await
-                {
+                    .await;
+                // Sealed without it at the master's length: it is not there.
+                if answer.is_none() && votes.full_at(length) {
+                    answer = Some(OpAnswer::NotThere);
+                }
+                match answer {
                     Some(OpAnswer::At(off)) if off == at => {
                         self.acked += len;
                         break;
