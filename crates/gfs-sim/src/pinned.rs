@@ -130,7 +130,8 @@
 ///   the sealed replicas that the chunk ended without them, had appended again in the next
 ///   chunk: two records twice. A seal now names its version (a fenced replica refuses it), a
 ///   fence that finds a replica sealed seals the chunk there, and a client takes "sealed
-///   without the op" only from a quorum of replicas at one length. Replayed on the fix, the
+///   without the op" only from a quorum of replicas at one length, or from one at the length
+///   the master's log sealed the chunk at. Replayed on the fix, the
 ///   run is the same up to the race; there the secondary refuses the seal (it is at the
 ///   fence's version), the primary's seal does not reach a quorum, and the master seals the
 ///   chunk at the longest length on all three, the records in it once.
