@@ -497,6 +497,9 @@ async fn a_bit_flipped_at_rest_is_never_served() {
 async fn the_same_seed_replays_the_same_disk_operations() {
     let dir = Path::new(DIR);
     let once = |seed: u64| async move {
+        // The store's one draw (a new data directory's identity) comes from the source a
+        // simulator seeds.
+        gfs_util::random::seed_thread(seed);
         let disk = SimDisk::new(seed);
         if std::env::var_os("GFS_SIM_TRACE").is_some() {
             disk.keep_log();
