@@ -20,7 +20,7 @@ use gfs_dataplane::DataError;
 use gfs_proto::v1::ChunkLease;
 use tokio::task::JoinHandle;
 
-use crate::append::{OpAnswer, Votes, listed, reached};
+use crate::append::{OpAnswer, Votes, listed, reached, sealed_length};
 use crate::client::{Client, Retry, data_retriable, lease_ref};
 use crate::error::{ClientError, Result};
 
@@ -160,11 +160,7 @@ impl Writer {
     /// The length the master sealed chunk `handle` of the file at, if it did.
     async fn sealed_at(&self, handle: u64, retry: &mut Retry) -> Result<Option<u64>> {
         let layout = self.client.refresh_with(&self.path, retry).await?;
-        Ok(layout
-            .chunks
-            .iter()
-            .find(|c| c.handle == handle)
-            .and_then(|c| c.sealed_length))
+        Ok(sealed_length(&layout, handle))
     }
 
     /// The master sealed the chunk being written (`old`) at `length` on its own, as it does
