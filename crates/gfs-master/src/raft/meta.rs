@@ -14,7 +14,8 @@ use std::sync::Arc;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::{Duration, Instant};
 
 use super::{MasterNode, Proposal, StateMachine, TypeConfig};
 use crate::error::{MasterError, Result};
@@ -29,6 +30,9 @@ pub const MAX_BATCH: usize = 512;
 /// call in flight per follower, so a second entry waits for the round of the first anyway.
 pub const IN_FLIGHT: usize = 1;
 
+/// The longest the next entry waits for the callers the last one answered.
+pub const GATHER_MAX: Duration = Duration::from_millis(1);
+
 /// A mutation waiting for the next entry, and where its answer goes.
 type Waiting = (Op, oneshot::Sender<Result<Vec<u64>>>);
 
@@ -39,12 +43,48 @@ struct Queue {
     proposing: usize,
 }
 
+/// The queue, and a wake-up for a proposer gathering the next entry.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    arrived: Notify,
+}
+
+impl Shared {
+    /// Queues `w` for the next entry; true if the caller is to start a proposer.
+    fn push(&self, w: Waiting) -> bool {
+        let start = {
+            let mut q = self.queue.lock();
+            q.waiting.push(w);
+            let start = q.proposing < IN_FLIGHT;
+            q.proposing += usize::from(start);
+            start
+        };
+        self.arrived.notify_one();
+        start
+    }
+
+    /// Waits until `carried` more mutations than the `before` waiting when the last entry was
+    /// answered have arrived, or until `until`.
+    async fn gather(&self, carried: usize, before: usize, until: Instant) {
+        loop {
+            let arrived = self.arrived.notified();
+            if self.queue.lock().waiting.len() >= before + carried {
+                return;
+            }
+            if tokio::time::timeout_at(until, arrived).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// One master's view of the replicated metadata: its Raft and its state machine.
 #[derive(Clone)]
 pub struct Replicated {
     raft: Raft<TypeConfig>,
     sm: StateMachine,
-    queue: Arc<Mutex<Queue>>,
+    shared: Arc<Shared>,
 }
 
 impl Replicated {
@@ -53,7 +93,7 @@ impl Replicated {
         Replicated {
             raft,
             sm,
-            queue: Arc::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -62,14 +102,7 @@ impl Replicated {
     /// nothing anywhere). On a master that does not lead: `NotLeader`.
     pub async fn mutate(&self, op: Op) -> Result<Vec<u64>> {
         let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut q = self.queue.lock();
-            q.waiting.push((op, tx));
-            let start = q.proposing < IN_FLIGHT;
-            q.proposing += usize::from(start);
-            start
-        };
-        if start {
+        if self.shared.push((op, tx)) {
             tokio::spawn(self.clone().propose_waiting());
         }
         rx.await.unwrap_or_else(|_| {
@@ -80,10 +113,24 @@ impl Replicated {
     }
 
     /// Proposes the waiting mutations, an entry at a time, until none waits.
+    ///
+    /// **Gathering.** Callers answered by one entry come back with their next mutation a
+    /// moment later, while those that arrived during the entry are waiting already: started at
+    /// once, the next entry would carry only the latter, and two halves of the callers would
+    /// take turns, each waiting two rounds (measured: 16 callers, entries of 8). So the next
+    /// entry waits until as many more mutations have arrived as the last one carried, for at
+    /// most the last entry's round and [`GATHER_MAX`] (tokio's timer rounds that up to its
+    /// next millisecond): PostgreSQL's `commit_delay` with `commit_siblings`, counted from
+    /// what the last entry carried rather than set. A lone caller never waits: its next
+    /// mutation is the one the entry waits for.
     async fn propose_waiting(self) {
+        let mut last: Option<(usize, usize, Instant)> = None;
         loop {
+            if let Some((carried, before, until)) = last.take() {
+                self.shared.gather(carried, before, until).await;
+            }
             let batch: Vec<Waiting> = {
-                let mut q = self.queue.lock();
+                let mut q = self.shared.queue.lock();
                 if q.waiting.is_empty() {
                     q.proposing -= 1;
                     return;
@@ -93,7 +140,12 @@ impl Replicated {
             };
             let (ops, answers): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
             let n = ops.len();
-            match self.raft.client_write(Proposal { ops }).await {
+            let t0 = Instant::now();
+            let written = self.raft.client_write(Proposal { ops }).await;
+            let round = t0.elapsed();
+            let before = self.shared.queue.lock().waiting.len();
+            last = Some((n, before, Instant::now() + round.min(GATHER_MAX)));
+            match written {
                 Ok(r) if r.data.len() == n => {
                     for (tx, applied) in answers.into_iter().zip(r.data) {
                         let _ = tx.send(applied);
@@ -291,5 +343,63 @@ fn refused(e: &RaftError<u64, ClientWriteError<u64, MasterNode>>) -> MasterError
             leader: f.leader_node.as_ref().map(|n| n.addr.clone()),
         },
         e => MasterError::Unavailable(format!("the replicated log refused: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::PathOp;
+
+    fn op(i: usize) -> Waiting {
+        let (tx, _) = oneshot::channel();
+        let path = format!("/d{i}");
+        (Op::Mkdir(PathOp { path, mtime_ms: 0 }), tx)
+    }
+
+    fn waiting(s: &Shared) -> usize {
+        s.queue.lock().waiting.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_entry_waits_for_the_callers_the_last_one_answered() {
+        let s = Arc::new(Shared::default());
+        // Two arrived during the last entry, which carried three.
+        assert!(s.push(op(0)));
+        assert!(!s.push(op(1)));
+        let back = Arc::clone(&s);
+        tokio::spawn(async move {
+            for i in 2..5 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                back.push(op(i));
+            }
+        });
+        let t = Instant::now();
+        s.gather(3, 2, t + Duration::from_millis(10)).await;
+        assert_eq!(waiting(&s), 5, "the three answered callers are back");
+        assert_eq!(t.elapsed(), Duration::from_millis(3), "not a moment longer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_entry_waits_no_longer_than_its_bound() {
+        let s = Shared::default();
+        s.push(op(0));
+        let t = Instant::now();
+        s.gather(16, 1, t + Duration::from_millis(4)).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(4));
+        assert_eq!(waiting(&s), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_caller_s_next_mutation_goes_at_once() {
+        let s = Arc::new(Shared::default());
+        let back = Arc::clone(&s);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            back.push(op(0));
+        });
+        let t = Instant::now();
+        s.gather(1, 0, t + Duration::from_millis(10)).await;
+        assert_eq!(t.elapsed(), Duration::from_millis(2));
     }
 }
