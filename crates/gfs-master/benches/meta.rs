@@ -123,18 +123,31 @@ async fn replicated_creates(dir: &std::path::Path, clients: u64, window: Duratio
         });
         members.push(member);
     }
-    let leader = members[0]
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .unwrap()
-        .current_leader
-        .unwrap();
-    let store = Arc::new(MetaStore::replicated(
-        members[leader as usize - 1].replicated(),
-        gfs_util::disk::OsDisk::shared(),
-    ));
+    // A leader that takes a mutation: a group just started may elect again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let store = loop {
+        let leader = members[0]
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .unwrap()
+            .current_leader
+            .unwrap();
+        let store = Arc::new(MetaStore::replicated(
+            members[leader as usize - 1].replicated(),
+            gfs_util::disk::OsDisk::shared(),
+        ));
+        let ready = Op::Mkdir(PathOp {
+            path: "/ready".into(),
+            mtime_ms: 0,
+        });
+        if store.mutate(ready).await.is_ok() {
+            break store;
+        }
+        assert!(Instant::now() < deadline, "no master leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let (rate, _) = create_load(store, clients, window).await;
     for m in members {
         m.raft.shutdown().await.unwrap();
