@@ -6,15 +6,36 @@
 //! writes, `set_len`, `fdatasync`/`fsync` of a file, and creations, renames and removals in a
 //! directory, made durable only by an fsync of the directory ([`Disk::sync_dir`]). Nothing here
 //! buffers: each call is one system call on [`OsDisk`].
+//!
+//! **Writes past the page cache.** [`DiskFile::write_direct_at`] writes aligned bytes with
+//! `O_DIRECT` on [`OsDisk`]: the device reads them from the caller's buffer, where a buffered
+//! write first copies them into the page cache. On the 2-core VM the benchmarks run on, that
+//! copy cost 0.5 to 2 s of CPU per 1.5 GiB (three writers of 512 MiB with an `fdatasync` every
+//! 8 MiB: 0.69–2.95 s buffered, 0.08–0.09 s direct, 684–1,281 against 1,557–1,634 MB/s), and
+//! a chunkserver writes every byte of a replica. Durability is unchanged: a direct write is
+//! durable, as a buffered one, once `sync_data` returns (the device's cache and the file's
+//! length need it).
 
 pub mod sim;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The unit [`DiskFile::write_direct_at`] writes past the page cache: pages of the file (the
+/// page size, a multiple of every common device's logical block), from a buffer aligned so.
+pub const DIRECT_ALIGN: usize = 4096;
+
+std::thread_local! {
+    /// A buffer aligned to [`DIRECT_ALIGN`] for a direct write's bytes, per thread (a store's
+    /// committer), grown to the largest write seen.
+    static ALIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// How [`Disk::open`] opens a file; every mode can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +119,12 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`, extending the file if needed.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// As [`DiskFile::write_all_at`], with the whole pages of the file it covers written past
+    /// the page cache where the file system allows (see the module doc) and the partial ones at
+    /// either end buffered: durable only once `sync_data` returns, as any write.
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(buf, offset)
+    }
     /// Cuts or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's length.
@@ -129,7 +156,29 @@ impl OsDisk {
 }
 
 #[derive(Debug)]
-struct OsFile(File);
+struct OsFile {
+    file: File,
+    /// The same file opened again with `O_DIRECT` at the first direct write (`None` if the
+    /// file system refused it).
+    direct: OnceLock<Option<File>>,
+}
+
+impl OsFile {
+    /// The file's `O_DIRECT` handle, opened through `/proc/self/fd` (the same inode, renamed
+    /// or not), if the file system takes it.
+    fn direct(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(path)
+                    .ok()
+            })
+            .as_ref()
+    }
+}
 
 impl Disk for OsDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -146,7 +195,10 @@ impl Disk for OsDisk {
             Open::CreateNew => o.write(true).create_new(true),
             Open::Truncate => o.write(true).create(true).truncate(true),
         };
-        Ok(Arc::new(OsFile(o.open(path)?)))
+        Ok(Arc::new(OsFile {
+            file: o.open(path)?,
+            direct: OnceLock::new(),
+        }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -191,31 +243,70 @@ impl Disk for OsDisk {
 
 impl DiskFile for OsFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        self.file.read_exact_at(buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn write_direct_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let a = DIRECT_ALIGN as u64;
+        let end = offset + buf.len() as u64;
+        let (first, last) = (offset.next_multiple_of(a), end / a * a);
+        let direct = match self.direct() {
+            Some(d) if first < last => d,
+            _ => return self.file.write_all_at(buf, offset),
+        };
+        let head = (first - offset) as usize;
+        let pages = &buf[head..head + (last - first) as usize];
+        if head > 0 {
+            self.file.write_all_at(&buf[..head], offset)?;
+        }
+        let written = if (pages.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
+            direct.write_all_at(pages, first)
+        } else {
+            ALIGNED.with_borrow_mut(|scratch| {
+                if scratch.len() < pages.len() + DIRECT_ALIGN {
+                    *scratch = vec![0; pages.len() + DIRECT_ALIGN];
+                }
+                let at = scratch.as_ptr().align_offset(DIRECT_ALIGN);
+                let aligned = &mut scratch[at..at + pages.len()];
+                aligned.copy_from_slice(pages);
+                direct.write_all_at(aligned, first)
+            })
+        };
+        match written {
+            // A device whose logical block is larger than a page: buffered.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.file.write_all_at(pages, first)?
+            }
+            r => r?,
+        }
+        if end > last {
+            self.file.write_all_at(&buf[head + pages.len()..], last)?;
+        }
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.file.sync_all()
     }
 
     fn try_lock(&self) -> io::Result<bool> {
-        match self.0.try_lock() {
+        match self.file.try_lock() {
             Ok(()) => Ok(true),
             Err(std::fs::TryLockError::WouldBlock) => Ok(false),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
@@ -223,10 +314,99 @@ impl DiskFile for OsFile {
     }
 
     fn id(&self) -> io::Result<FileId> {
-        let m = self.0.metadata()?;
+        let m = self.file.metadata()?;
         Ok(FileId {
             dev: m.dev(),
             ino: m.ino(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Bytes that differ at every position, so that a piece written at the wrong place shows.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn direct_writes_read_back_as_buffered_ones_at_any_offset_length_and_alignment() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = OsDisk;
+        let a = DIRECT_ALIGN;
+        // (offset, length, where the bytes start in their buffer): whole pages from an aligned
+        // buffer or not, partial pages at either end, less than a page, across one boundary.
+        let cases = [
+            (0, 4 * a, 0),
+            (0, 4 * a, 1),
+            (0, 4 * a + 100, 0),
+            (100, 4 * a, 7),
+            (a as u64 - 10, 20, 3),
+            (3 * a as u64, 300, 0),
+            (a as u64 + 1, 3 * a - 2, 5),
+            (5 * a as u64, (1 << 20) + 17, 0),
+        ];
+        for (i, (offset, len, skew)) in cases.into_iter().enumerate() {
+            let direct = disk
+                .open(&dir.path().join(format!("d{i}")), Open::Create)
+                .unwrap();
+            let buffered = disk
+                .open(&dir.path().join(format!("b{i}")), Open::Create)
+                .unwrap();
+            // What the file held before: bytes around the write that it must leave be.
+            let before = pattern(offset as usize + len + 2 * a, 0xa5);
+            direct.write_all_at(&before, 0).unwrap();
+            buffered.write_all_at(&before, 0).unwrap();
+            let mut buf = vec![0u8; len + skew];
+            buf[skew..].copy_from_slice(&pattern(len, i as u8));
+            direct.write_direct_at(&buf[skew..], offset).unwrap();
+            buffered.write_all_at(&buf[skew..], offset).unwrap();
+            direct.sync_data().unwrap();
+            let n = direct.len().unwrap();
+            assert_eq!(n, buffered.len().unwrap(), "case {i}");
+            let (mut got, mut want) = (vec![0u8; n as usize], vec![0u8; n as usize]);
+            direct.read_exact_at(&mut got, 0).unwrap();
+            buffered.read_exact_at(&mut want, 0).unwrap();
+            assert!(got == want, "case {i}: the direct write's file differs");
+            // Read back by a new handle too (not through this one's page cache).
+            let again = std::fs::read(dir.path().join(format!("d{i}"))).unwrap();
+            assert!(again == want, "case {i}: read back anew, the file differs");
+        }
+    }
+
+    #[test]
+    fn the_test_directory_takes_direct_writes() {
+        // Else the tests above would compare buffered writes with buffered writes.
+        let dir = tempfile::tempdir().unwrap();
+        let f = OsFile {
+            file: File::create(dir.path().join("f")).unwrap(),
+            direct: OnceLock::new(),
+        };
+        assert!(
+            f.direct().is_some(),
+            "{} does not take O_DIRECT",
+            dir.path().display()
+        );
+    }
+
+    #[test]
+    fn a_direct_write_extends_the_file_past_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = OsDisk.open(&dir.path().join("f"), Open::Create).unwrap();
+        let data = pattern(3 * DIRECT_ALIGN, 9);
+        f.write_direct_at(&data, 0).unwrap();
+        f.write_direct_at(&data[..1000], 3 * DIRECT_ALIGN as u64)
+            .unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(f.len().unwrap(), 3 * DIRECT_ALIGN as u64 + 1000);
+        let back = std::fs::read(dir.path().join("f")).unwrap();
+        assert_eq!(&back[..3 * DIRECT_ALIGN], &data[..]);
+        assert_eq!(&back[3 * DIRECT_ALIGN..], &data[..1000]);
     }
 }
