@@ -379,7 +379,9 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
     let (raw_w, raw_r) = (med("raw_w"), med("raw_r"));
     println!();
     println!("median of {} runs (MB = 10^6 bytes)", args.runs);
-    println!("raw 1 MiB write+fdatasync            {raw_w:>9.0} MB/s (3 replicas share it)");
+    println!(
+        "raw 1 MiB write+fdatasync            {raw_w:>9.0} MB/s (buffered or direct, the faster; 3 replicas share it)"
+    );
     println!(
         "raw sequential read of chunk files   {raw_r:>9.0} MB/s ({} cache)",
         if cold { "cold" } else { "warm" }

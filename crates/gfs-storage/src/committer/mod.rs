@@ -9,7 +9,8 @@
 //!
 //! In detail: while appends are staged whose COMMIT is on its way, a batch waits up to
 //! `commit_delay` (200 µs) for them. Appends up to `inline_max` (64 KiB) go into the WAL with
-//! their bytes; larger ones are written in place and their chunk file joins the fsync round. A
+//! their bytes; larger ones are written in place, their whole pages past the page cache
+//! (`DiskFile::write_direct_at`), and their chunk file joins the fsync round. A
 //! chunk's records enter the WAL only if all of its work in the batch succeeded. The round is
 //! one `fdatasync` of the WAL and of each chunk file written in place, in parallel on at most
 //! `SYNC_THREADS` (8) threads. A checkpoint fsyncs the chunk files holding inline bytes, writes
@@ -320,7 +321,15 @@ impl Committer {
                     }));
                     return;
                 }
-                if let Err(e) = chunk.data.write_all_at(&data, offset) {
+                let inline = data.len() as u64 <= inline_max;
+                // Bytes made durable by the chunk file's fsync go past the page cache, whose
+                // copy of each byte cost more CPU than the rest of a replica's work
+                // (`gfs_util::disk`); those the WAL makes durable are written as before.
+                let written = match inline {
+                    true => chunk.data.write_all_at(&data, offset),
+                    false => chunk.data.write_direct_at(&data, offset),
+                };
+                if let Err(e) = written {
                     // Bytes past the committed length are never served and get overwritten.
                     let err = StorageError::io(&chunk.data_path, e);
                     tracing::error!(%handle, error = %err, "chunk write failed");
@@ -328,7 +337,6 @@ impl Committer {
                     w.failed = Some(err);
                     return;
                 }
-                let inline = data.len() as u64 <= inline_max;
                 if inline {
                     w.inline_data = true;
                 } else {
