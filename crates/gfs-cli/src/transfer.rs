@@ -4,10 +4,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use gfs_client::{Client, ClientError, Reader};
+use gfs_util::disk::{Disk, DiskFile, Open, OsDisk};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -243,13 +245,35 @@ pub async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<(
     res
 }
 
+/// A local file written from its start, its whole pages past the page cache
+/// (`gfs_util::disk`: the page cache's copy of each byte cost more than the download's own
+/// work on two cores).
+struct DirectOut {
+    file: Arc<dyn DiskFile>,
+    at: u64,
+}
+
+impl std::io::Write for DirectOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_direct_at(buf, self.at)?;
+        self.at += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes what `reader` yields to `part`, syncs it, then renames it to `target`: `target`
 /// never holds a partial file.
 async fn get_into(reader: Reader, remote: &str, part: &Path, target: &Path) -> anyhow::Result<()> {
     let shown = part.display();
-    let f = std::fs::File::create(part).with_context(|| format!("creating {shown}"))?;
-    let f = copy_out(reader, remote, f).await?;
-    tokio::task::spawn_blocking(move || f.sync_all())
+    let file = OsDisk
+        .open(part, Open::Truncate)
+        .with_context(|| format!("creating {shown}"))?;
+    let f = copy_out(reader, remote, DirectOut { file, at: 0 }).await?;
+    tokio::task::spawn_blocking(move || f.file.sync_all())
         .await
         .context("syncing")?
         .with_context(|| format!("syncing {shown}"))?;
