@@ -2,7 +2,9 @@
 //! limits of the same disk measured in the same run.
 //!
 //! - stream: one client, 1 MiB appends, `--window` in flight; target >= 0.6 x (raw fsync'd
-//!   bandwidth / 3), since every byte is written by three replicas on this one disk.
+//!   bandwidth / 3), since every byte is written by three replicas on this one disk. The raw
+//!   bandwidth is the faster of buffered and direct 1 MiB writes (`probe::fsync_bandwidth`):
+//!   the stores write large appends past the page cache.
 //! - small: 16 clients appending 4 KiB records to one chunk; target >= 20,000 appends/s; p50/p99.
 //!
 //! The three chunkservers run in this process (port 0, data under `--dir`), with 1 GiB chunks
