@@ -25,7 +25,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The unit [`DiskFile::write_direct_at`] writes past the page cache: pages of the file (the
 /// page size, a multiple of every common device's logical block), from a buffer aligned so.
@@ -158,25 +159,28 @@ impl OsDisk {
 #[derive(Debug)]
 struct OsFile {
     file: File,
-    /// The same file opened again with `O_DIRECT` at the first direct write (`None` if the
-    /// file system refused it).
-    direct: OnceLock<Option<File>>,
+    /// The file system refused to open this file with `O_DIRECT`: its writes are buffered.
+    refused_direct: AtomicBool,
 }
 
 impl OsFile {
-    /// The file's `O_DIRECT` handle, opened through `/proc/self/fd` (the same inode, renamed
-    /// or not), if the file system takes it.
-    fn direct(&self) -> Option<&File> {
-        self.direct
-            .get_or_init(|| {
-                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(path)
-                    .ok()
-            })
-            .as_ref()
+    /// The file opened again with `O_DIRECT`, through `/proc/self/fd` (the same inode, renamed
+    /// or not), if the file system takes it. Opened for each direct write and closed after
+    /// it (about 10 µs beside a write of at least 64 KiB), so that a store holding a file open
+    /// per chunk does not hold two.
+    fn direct(&self) -> Option<File> {
+        if self.refused_direct.load(Ordering::Relaxed) {
+            return None;
+        }
+        let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let opened = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        if opened.is_err() {
+            self.refused_direct.store(true, Ordering::Relaxed);
+        }
+        opened.ok()
     }
 }
 
@@ -197,7 +201,7 @@ impl Disk for OsDisk {
         };
         Ok(Arc::new(OsFile {
             file: o.open(path)?,
-            direct: OnceLock::new(),
+            refused_direct: AtomicBool::new(false),
         }))
     }
 
@@ -254,9 +258,12 @@ impl DiskFile for OsFile {
         let a = DIRECT_ALIGN as u64;
         let end = offset + buf.len() as u64;
         let (first, last) = (offset.next_multiple_of(a), end / a * a);
-        let direct = match self.direct() {
-            Some(d) if first < last => d,
-            _ => return self.file.write_all_at(buf, offset),
+        let direct = match first < last {
+            true => self.direct(),
+            false => None,
+        };
+        let Some(direct) = direct else {
+            return self.file.write_all_at(buf, offset);
         };
         let head = (first - offset) as usize;
         let pages = &buf[head..head + (last - first) as usize];
@@ -386,7 +393,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = OsFile {
             file: File::create(dir.path().join("f")).unwrap(),
-            direct: OnceLock::new(),
+            refused_direct: AtomicBool::new(false),
         };
         assert!(
             f.direct().is_some(),
