@@ -254,18 +254,30 @@ async fn a_replicated_metastore_mutates_on_the_leader_and_names_it_elsewhere() {
         addrs,
         members,
     } = cluster().await;
-    let lead = leader(&members).await;
     let store = |id: u64| {
         crate::MetaStore::replicated(
             Replicated::new(members[&id].raft.clone(), members[&id].sm.clone()),
             OsDisk::shared(),
         )
     };
-    let on_leader = store(lead);
-    on_leader
-        .mutate(mkdir("/d".into()).ops[0].clone())
-        .await
-        .unwrap();
+    // The leader is the master that takes the first mutation: one a member names may have
+    // lost its term to a loaded machine's pause since (a refused entry was not appended).
+    let mut taken = None;
+    for _ in 0..100 {
+        let lead = leader(&members).await;
+        let on_leader = store(lead);
+        match on_leader.mutate(mkdir("/d".into()).ops[0].clone()).await {
+            Ok(_) => {
+                taken = Some((lead, on_leader));
+                break;
+            }
+            Err(MasterError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (lead, on_leader) = taken.expect("no leader took a mutation within 10 s");
     let err = on_leader
         .mutate(mkdir("/d".into()).ops[0].clone())
         .await
