@@ -67,6 +67,25 @@ fn put_from_stdin_get_to_stdout_and_cat() {
         None,
     );
     assert_eq!((out.code, &out.stdout[..]), (0, &b"hello, gfs\n"[..]));
+
+    // A pipe on cat's stdout is widened to 1 MiB (where the system allows it): its reader
+    // wakes once per megabyte, not once per 64 KiB.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gfs"))
+        .args(["--master", &gfs.master.addr, "cat", "/hello"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let pipe = child.stdout.take().unwrap();
+    let size = rustix::pipe::fcntl_getpipe_size(&pipe).unwrap();
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max >= 1 << 20 {
+        assert_eq!(size, 1 << 20, "the pipe on gfs cat's stdout");
+    }
 }
 
 #[test]

@@ -216,8 +216,37 @@ async fn copy_out<W: std::io::Write + Send + 'static>(
 /// `gfs cat REMOTE`: the file to stdout.
 pub async fn cat(client: &Client, remote: &str) -> anyhow::Result<()> {
     let reader = client.reader(remote).await?;
-    copy_out(reader, remote, std::io::stdout()).await?;
+    copy_out(reader, remote, raw_stdout()?).await?;
     Ok(())
+}
+
+/// Bytes a pipe on stdout is asked to hold (Linux's default is 64 KiB; an unprivileged
+/// process may ask for up to `/proc/sys/fs/pipe-max-size`, 1 MiB by default).
+const PIPE_BYTES: usize = 1 << 20;
+
+/// Stdout as a plain file: each piece goes to the descriptor whole (no line buffer in the
+/// way), and a pipe on it is widened to [`PIPE_BYTES`], so that the reader at its other end
+/// wakes once per megabyte instead of once per 64 KiB. A reader that shares the two cores
+/// with busy servers gains most: `gfs-bench`'s drain of `gfs cat`, 548 / 542 → 843 / 968 MB/s
+/// (`dd bs=1M` on an idle machine: no change).
+fn raw_stdout() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("stdout")?;
+    let out = std::fs::File::from(fd);
+    widen_pipe(&out);
+    Ok(out)
+}
+
+/// Asks for a larger buffer when `f` is a pipe; a refusal (not a pipe, or past the system's
+/// limit) leaves it as it was.
+fn widen_pipe(f: &std::fs::File) {
+    use std::os::unix::fs::FileTypeExt;
+    if f.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        let _ = rustix::pipe::fcntl_setpipe_size(f, PIPE_BYTES);
+    }
 }
 
 /// `gfs get REMOTE LOCAL`: the file to a local file (through `LOCAL.part`), into a local
