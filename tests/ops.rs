@@ -98,6 +98,7 @@ async fn metrics_and_health_on_every_server() {
     // Every chunkserver holds both chunks; the primaries counted the appended bytes.
     let mut written = 0.0;
     let mut read = 0.0;
+    let mut appends = 0.0;
     for s in &servers {
         let (code, body) = http_get(&s.http, "/health");
         assert_eq!(code, 200, "{body}");
@@ -122,10 +123,36 @@ async fn metrics_and_health_on_every_server() {
             .is_some(),
             "{m}"
         );
+        // Each append acknowledged here as primary, stage by stage: every stage counted once
+        // per append, and the stages on its path add up to no more than its total.
+        let stage = |stage: &str, what: &str| {
+            let name = format!(
+                r#"gfs_chunkserver_append_stage_duration_seconds_{what}{{stage="{stage}"}}"#
+            );
+            sample(&m, &name).unwrap_or(0.0)
+        };
+        let n = stage("total", "count");
+        for s in ["assign", "prepare", "commit_here", "commit_remote"] {
+            assert_eq!(stage(s, "count"), n, "{s}: {m}");
+        }
+        let on_path = stage("assign", "sum") + stage("prepare", "sum");
+        assert!(
+            stage("total", "sum") >= on_path + stage("commit_here", "sum"),
+            "{m}"
+        );
+        assert!(
+            stage("total", "sum") >= on_path + stage("commit_remote", "sum"),
+            "{m}"
+        );
+        appends += n;
         written += sample(&m, "gfs_chunkserver_written_bytes_total").unwrap_or(0.0);
         read += sample(&m, "gfs_chunkserver_read_bytes_total").unwrap_or(0.0);
     }
     assert_eq!(written, 1_500_000.0);
+    assert!(
+        appends >= 2.0,
+        "{appends} appends timed (the file has two chunks)"
+    );
     assert!(read >= 1000.0);
 }
 

@@ -153,6 +153,24 @@ impl LocalCluster {
         Ok((t.elapsed().as_secs_f64(), n))
     }
 
+    /// Summed seconds and counts, over the chunkservers, of each append stage their
+    /// `/metrics` export (`gfs_chunkserver_append_stage_duration_seconds`, by stage) and of
+    /// their fsync rounds (as `fsync_round`): two readings around a workload give its means.
+    pub fn stage_sums(&self) -> std::collections::BTreeMap<String, (f64, f64)> {
+        let mut out = std::collections::BTreeMap::<String, (f64, f64)>::new();
+        for s in &self.servers {
+            for (key, is_sum, v) in s.metrics().render().lines().filter_map(stage_sample) {
+                let e = out.entry(key.to_string()).or_default();
+                if is_sum {
+                    e.0 += v;
+                } else {
+                    e.1 += v;
+                }
+            }
+        }
+        out
+    }
+
     /// The data directories of the chunkservers.
     pub fn server_dirs(&self) -> Vec<std::path::PathBuf> {
         self.servers
@@ -216,6 +234,28 @@ pub async fn get(c: &Client, path: &str) -> anyhow::Result<f64> {
 pub fn drop_caches() -> bool {
     let _ = std::process::Command::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// A `_sum` or `_count` line of an append stage's histogram (by its stage) or of the fsync
+/// rounds' (`fsync_round`) in a chunkserver's metrics: the key, whether a sum, the value.
+fn stage_sample(line: &str) -> Option<(&str, bool, f64)> {
+    let (name, value) = line.rsplit_once(' ')?;
+    let v: f64 = value.parse().ok()?;
+    let (key, what) = match name.strip_prefix("gfs_chunkserver_append_stage_duration_seconds_") {
+        Some(rest) => {
+            let (what, label) = rest.split_once("{stage=\"")?;
+            (label.strip_suffix("\"}")?, what)
+        }
+        None => (
+            "fsync_round",
+            name.strip_prefix("gfs_chunkserver_fsync_duration_seconds_")?,
+        ),
+    };
+    match what {
+        "sum" => Some((key, true, v)),
+        "count" => Some((key, false, v)),
+        _ => None,
+    }
 }
 
 /// MB/s of reading the files under `dir` sequentially (the disk's read limit for this data).

@@ -319,8 +319,28 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         }
         let par = bench_client::parallel_put(&c, 4, args.parallel_mib).await?;
         let files = bench_client::small_files(&c, args.files, args.file_clients).await?;
+        let before = cluster.stage_sums();
         let (app, mut lat) = bench_client::appends(&c, 16, args.records).await?;
         lat.sort();
+        if std::env::var("GFS_BENCH_VERBOSE").is_ok_and(|v| v == "1") {
+            // Where an append's time went on its primary (means over this run's appends).
+            let after = cluster.stage_sums();
+            let mean = |k: &str| {
+                let (s0, n0) = before.get(k).copied().unwrap_or_default();
+                let (s1, n1) = after.get(k).copied().unwrap_or_default();
+                (s1 - s0) / (n1 - n0).max(1.0) * 1e3
+            };
+            println!(
+                "16 appenders, mean per append on its primary: assign {:.2} ms, prepare {:.2} ms, commit here {:.2} ms (fsync rounds {:.2} ms), commit on a quorum of secondaries {:.2} ms, total {:.2} ms; at the client p50 {:.2} ms",
+                mean("assign"),
+                mean("prepare"),
+                mean("commit_here"),
+                mean("fsync_round"),
+                mean("commit_remote"),
+                mean("total"),
+                pct(&lat, 0.5).as_secs_f64() * 1e3,
+            );
+        }
         c.create("/appends64").await?;
         let (app64, mut lat64) =
             bench_client::appends_to(&c, "/appends64", 64, args.records).await?;

@@ -11,8 +11,10 @@ use gfs_replication::Coordinator;
 use gfs_storage::ChunkStore;
 use gfs_telemetry::{RequestMetrics, encode, latency_histogram};
 use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -33,6 +35,8 @@ pub struct ChunkserverMetrics {
     pub replicated: Counter,
     /// Duration of each group commit's fsync round.
     pub fsync: Histogram,
+    /// Duration of each stage of the appends acknowledged here as primary.
+    pub append_stages: Family<Stage, Histogram>,
     /// Data-plane requests refused for their chunk token.
     pub refused: Counter,
 }
@@ -70,6 +74,15 @@ impl ChunkserverMetrics {
             Unit::Seconds,
             fsync.clone(),
         );
+        let append_stages = Family::<Stage, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        r.register_with_unit(
+            "append_stage_duration",
+            "Time of each stage of an append acknowledged here as primary: assign, prepare, commit_here, commit_remote (beside commit_here), total",
+            Unit::Seconds,
+            append_stages.clone(),
+        );
         r.register_collector(Box::new(StoreCollector { store, coordinator }));
         ChunkserverMetrics {
             registry: r,
@@ -79,14 +92,40 @@ impl ChunkserverMetrics {
             read,
             replicated,
             fsync,
+            append_stages,
             refused,
         }
+    }
+
+    /// What notes the stages of each append acknowledged here as primary (for
+    /// `Coordinator::set_stage_listener`; it holds the histograms only, not the metrics, which
+    /// hold the coordinator).
+    pub fn stage_listener(&self) -> gfs_replication::StageListener {
+        let family = self.append_stages.clone();
+        Arc::new(move |s: &gfs_replication::AppendStages| {
+            let took = [s.assign, s.prepare, s.commit_here, s.commit_remote, s.total];
+            for (stage, d) in APPEND_STAGES.into_iter().zip(took) {
+                family
+                    .get_or_create(&Stage { stage })
+                    .observe(d.as_secs_f64());
+            }
+        })
     }
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         encode(&self.registry)
     }
+}
+
+/// The stages of an append, in order (`gfs_replication::AppendStages`).
+const APPEND_STAGES: [&str; 5] = ["assign", "prepare", "commit_here", "commit_remote", "total"];
+
+/// The label of an append stage's histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Stage {
+    /// One of `assign`, `prepare`, `commit_here`, `commit_remote`, `total`.
+    pub stage: &'static str,
 }
 
 /// Reads the store's and the coordinator's counters at each scrape.

@@ -184,6 +184,7 @@ impl ChunkServer {
         ));
         let fsync = metrics.fsync.clone();
         store.on_fsync(Arc::new(move |d| fsync.observe(d.as_secs_f64())));
+        coordinator.set_stage_listener(metrics.stage_listener());
         tokio::spawn(crate::http::serve(
             http_listener,
             Arc::clone(&metrics),

@@ -42,7 +42,9 @@ use std::sync::OnceLock;
 pub use error::{ReplicationError, Result};
 pub use participant::{Participant, ParticipantConfig, status};
 pub use peers::{PeerConfig, Peers, WINDOW};
-pub use primary::{Coordinator, CoordinatorConfig, LeaseInfo, SealListener};
+pub use primary::{
+    AppendStages, Coordinator, CoordinatorConfig, LeaseInfo, SealListener, StageListener,
+};
 pub use quorum::{Pending, QuorumOutcome, await_quorum, call_quorum};
 pub use transport::ReplicaTransport;
 

@@ -139,12 +139,34 @@ pub type SealListener = Arc<
         + Sync,
 >;
 
+/// Where the time of one acknowledged append went, on its primary (see [`AppendStages`]).
+pub type StageListener = Arc<dyn Fn(&AppendStages) + Send + Sync>;
+
+/// The stages of one append this server acknowledged as primary, in order; `total` is their
+/// sum and what the client waited beyond the network and its own work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendStages {
+    /// From arrival to an offset assigned and the bytes staged here: the checks, and the wait
+    /// of a positioned append for its predecessors.
+    pub assign: Duration,
+    /// PREPARE to the secondaries until enough of them are READY for a quorum.
+    pub prepare: Duration,
+    /// This replica's COMMIT: the wait for its group commit's fsync round, and the round.
+    pub commit_here: Duration,
+    /// COMMIT to the secondaries until enough of them are durable for a quorum, beside
+    /// `commit_here` (the two overlap; the slower one is on the append's path).
+    pub commit_remote: Duration,
+    /// From arrival to the answer.
+    pub total: Duration,
+}
+
 struct Shared {
     store: Arc<ChunkStore>,
     peers: Arc<dyn ReplicaTransport>,
     cfg: CoordinatorConfig,
     lagging: Mutex<BTreeSet<(ChunkHandle, String)>>,
     on_seal: Mutex<Option<SealListener>>,
+    on_stages: std::sync::OnceLock<StageListener>,
 }
 
 struct Lease {
@@ -205,6 +227,7 @@ impl Coordinator {
                 cfg,
                 lagging: Mutex::new(BTreeSet::new()),
                 on_seal: Mutex::new(None),
+                on_stages: std::sync::OnceLock::new(),
             }),
             leases: Mutex::new(HashMap::default()),
             limits: Mutex::new(HashMap::default()),
@@ -220,6 +243,12 @@ impl Coordinator {
     /// Calls `listener` for every chunk sealed here as primary, before answering `ChunkFull`.
     pub fn set_seal_listener(&self, listener: SealListener) {
         *self.shared.on_seal.lock() = Some(listener);
+    }
+
+    /// Calls `listener` with the stages of every append acknowledged here as primary (the
+    /// first listener set stays).
+    pub fn set_stage_listener(&self, listener: StageListener) {
+        let _ = self.shared.on_stages.set(listener);
     }
 
     /// As the primary of `handle` at `version`: makes the length a quorum holds known to
@@ -278,6 +307,7 @@ impl Coordinator {
 
     /// [`Coordinator::append`], up to what a failed disk means for the lease.
     async fn append_here(&self, req: AppendRequest) -> Result<u64> {
+        let arrived = Instant::now();
         let AppendRequest {
             handle,
             version,
@@ -385,7 +415,14 @@ impl Coordinator {
             }
             return Err(full);
         };
-        let (res, maybe_committed) = self.shared.replicate(&lease, op, offset, data).await;
+        let mut stages = AppendStages {
+            assign: arrived.elapsed(),
+            ..AppendStages::default()
+        };
+        let (res, maybe_committed) = self
+            .shared
+            .replicate(&lease, op, offset, data, &mut stages)
+            .await;
         {
             let mut a = lease.assign.lock();
             a.inflight.remove(&op);
@@ -401,6 +438,12 @@ impl Coordinator {
             // Nothing more fits: seal now, so the writer's next request for the file's last
             // chunk gets a new one.
             self.shared.seal(&lease).await;
+        }
+        if res.is_ok()
+            && let Some(listener) = self.shared.on_stages.get()
+        {
+            stages.total = arrived.elapsed();
+            listener(&stages);
         }
         res
     }
@@ -623,8 +666,10 @@ impl Shared {
         op: OpId,
         offset: u64,
         data: Bytes,
+        stages: &mut AppendStages,
     ) -> (Result<u64>, bool) {
         let handle = lease.handle;
+        let started = Instant::now();
         let need = self.need_remote();
         let quorum = self.cfg.quorum as u64;
         let end = offset + data.len() as u64;
@@ -671,6 +716,7 @@ impl Shared {
                 false,
             );
         }
+        stages.prepare = started.elapsed();
         if crate::failpoint("primary-crash-after-ready") {
             tracing::error!(%handle, %op, "failpoint primary-crash-after-ready: aborting the process");
             std::process::abort();
@@ -700,9 +746,17 @@ impl Shared {
                 }
             }));
         }
-        let local = self.store.commit_at(handle, lease.version, op);
-        let remote = await_quorum(commits, need, Instant::now() + timeout);
-        let (local, remote) = tokio::join!(local, remote);
+        let committing = Instant::now();
+        let local = async {
+            let r = self.store.commit_at(handle, lease.version, op).await;
+            (r, committing.elapsed())
+        };
+        let remote = async {
+            let r = await_quorum(commits, need, Instant::now() + timeout).await;
+            (r, committing.elapsed())
+        };
+        let ((local, here), (remote, there)) = tokio::join!(local, remote);
+        (stages.commit_here, stages.commit_remote) = (here, there);
         for (addr, e) in &remote.failed {
             self.mark_lagging(handle, addr, e);
         }
