@@ -142,8 +142,10 @@ pub type SealListener = Arc<
 /// Where the time of one acknowledged append went, on its primary (see [`AppendStages`]).
 pub type StageListener = Arc<dyn Fn(&AppendStages) + Send + Sync>;
 
-/// The stages of one append this server acknowledged as primary, in order; `total` is their
-/// sum and what the client waited beyond the network and its own work.
+/// The stages of one append this server acknowledged as primary, in order. The two commits
+/// overlap; `total` covers the assignment, the prepare, the slower commit and what follows
+/// (publishing the length, a seal when the append filled the chunk): what the client waited
+/// beyond the network and its own work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AppendStages {
     /// From arrival to an offset assigned and the bytes staged here: the checks, and the wait
