@@ -296,6 +296,7 @@ impl ChunkServer {
         let grpc_task = tokio::spawn(
             grpc.initial_stream_window_size(Some(gfs_replication::WINDOW))
                 .initial_connection_window_size(Some(gfs_replication::WINDOW * 2))
+                .max_frame_size(Some(gfs_replication::FRAME))
                 .layer(rpc)
                 .add_service(replication)
                 .add_service(control)

@@ -41,7 +41,7 @@ use std::sync::OnceLock;
 
 pub use error::{ReplicationError, Result};
 pub use participant::{Participant, ParticipantConfig, status};
-pub use peers::{PeerConfig, Peers, WINDOW};
+pub use peers::{FRAME, PeerConfig, Peers, WINDOW};
 pub use primary::{
     AppendStages, Coordinator, CoordinatorConfig, LeaseInfo, SealListener, StageListener,
 };

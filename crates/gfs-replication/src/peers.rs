@@ -30,6 +30,10 @@ use crate::transport::ReplicaTransport;
 /// HTTP/2 flow-control window of the replication plane, per stream (connections get twice).
 pub const WINDOW: u32 = 16 << 20;
 
+/// Largest HTTP/2 frame a replica takes on the replication plane (the protocol's default is
+/// 16 KiB: a 1 MiB PREPARE was 64 frames).
+pub const FRAME: u32 = 1 << 20;
+
 /// How the primary talks to its secondaries.
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
