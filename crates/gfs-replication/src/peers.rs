@@ -3,8 +3,9 @@
 //! id-tagged PREPARE / COMMIT / ABORT messages; SEAL is a unary call. Every call is bounded by a
 //! deadline; a broken session fails its calls at once and is replaced by the next call. A
 //! request carries an id and its reply echoes it; dropping the pool ends the sessions. HTTP/2
-//! windows are [`WINDOW`] (16 MiB) on both ends, so one stream carries large records. This is
-//! the one place the primary's calls become protobuf messages (`AppendHeader`, ...).
+//! windows are [`WINDOW`] (16 MiB) on both ends, so one stream carries large records, and a
+//! replica takes frames of up to [`FRAME`] (1 MiB) from its primary. This is the one place the
+//! primary's calls become protobuf messages (`AppendHeader`, ...).
 
 use gfs_util::collections::HashMap;
 use std::sync::Arc;
