@@ -236,6 +236,12 @@ pub fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
+/// Whether `GFS_BENCH_VERBOSE=1`: the client suite then prints where the time of a small
+/// file and of an append went.
+pub fn verbose() -> bool {
+    std::env::var("GFS_BENCH_VERBOSE").is_ok_and(|v| v == "1")
+}
+
 /// A `_sum` or `_count` line of an append stage's histogram (by its stage) or of the fsync
 /// rounds' (`fsync_round`) in a chunkserver's metrics: the key, whether a sum, the value.
 fn stage_sample(line: &str) -> Option<(&str, bool, f64)> {
@@ -329,7 +335,7 @@ pub async fn small_files(c: &Client, files: usize, concurrency: usize) -> anyhow
             steps[i].push(d);
         }
     }
-    if std::env::var("GFS_BENCH_VERBOSE").is_ok_and(|v| v == "1") {
+    if verbose() {
         let med = |v: &mut Vec<Duration>| {
             v.sort();
             v[v.len() / 2].as_secs_f64() * 1e3

@@ -319,10 +319,10 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         }
         let par = bench_client::parallel_put(&c, 4, args.parallel_mib).await?;
         let files = bench_client::small_files(&c, args.files, args.file_clients).await?;
-        let before = cluster.stage_sums();
+        let before = bench_client::verbose().then(|| cluster.stage_sums());
         let (app, mut lat) = bench_client::appends(&c, 16, args.records).await?;
         lat.sort();
-        if std::env::var("GFS_BENCH_VERBOSE").is_ok_and(|v| v == "1") {
+        if let Some(before) = before {
             // Where an append's time went on its primary (means over this run's appends).
             let after = cluster.stage_sums();
             let mean = |k: &str| {

@@ -126,6 +126,32 @@ async fn write(
     panic!("no leader took the write within 10 s");
 }
 
+/// The metadata store over master `id`'s replicated log.
+fn store_on(members: &BTreeMap<u64, Running>, id: u64) -> crate::MetaStore {
+    crate::MetaStore::replicated(
+        Replicated::new(members[&id].raft.clone(), members[&id].sm.clone()),
+        OsDisk::shared(),
+    )
+}
+
+/// Makes `/d` through the leader, taken as the master that takes that mutation (one a member
+/// names may have lost its term to a loaded machine's pause since; a refused entry was not
+/// appended), within 10 s; returns it and the store on it.
+async fn mkdir_d_through_the_leader(members: &BTreeMap<u64, Running>) -> (u64, crate::MetaStore) {
+    for _ in 0..100 {
+        let lead = leader(members).await;
+        let store = store_on(members, lead);
+        match store.mutate(mkdir("/d".into()).ops[0].clone()).await {
+            Ok(_) => return (lead, store),
+            Err(MasterError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no leader took a mutation within 10 s");
+}
+
 /// Every name under `/` on `m`, sorted.
 fn names(m: &Running) -> Vec<String> {
     let mut names: Vec<String> =
@@ -254,30 +280,7 @@ async fn a_replicated_metastore_mutates_on_the_leader_and_names_it_elsewhere() {
         addrs,
         members,
     } = cluster().await;
-    let store = |id: u64| {
-        crate::MetaStore::replicated(
-            Replicated::new(members[&id].raft.clone(), members[&id].sm.clone()),
-            OsDisk::shared(),
-        )
-    };
-    // The leader is the master that takes the first mutation: one a member names may have
-    // lost its term to a loaded machine's pause since (a refused entry was not appended).
-    let mut taken = None;
-    for _ in 0..100 {
-        let lead = leader(&members).await;
-        let on_leader = store(lead);
-        match on_leader.mutate(mkdir("/d".into()).ops[0].clone()).await {
-            Ok(_) => {
-                taken = Some((lead, on_leader));
-                break;
-            }
-            Err(MasterError::NotLeader { .. }) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let (lead, on_leader) = taken.expect("no leader took a mutation within 10 s");
+    let (lead, on_leader) = mkdir_d_through_the_leader(&members).await;
     let err = on_leader
         .mutate(mkdir("/d".into()).ops[0].clone())
         .await
@@ -286,7 +289,7 @@ async fn a_replicated_metastore_mutates_on_the_leader_and_names_it_elsewhere() {
     let seq = on_leader.durable_seq();
     applied(&members, seq).await;
     let follower = members.keys().copied().find(|id| *id != lead).unwrap();
-    let on_follower = store(follower);
+    let on_follower = store_on(&members, follower);
     assert!(on_follower.read(|ns| ns.stat("/d").is_ok()).await.unwrap());
     let err = on_follower
         .mutate(mkdir("/e".into()).ops[0].clone())
@@ -364,21 +367,8 @@ async fn concurrent_mutations_share_entries_and_keep_their_own_results() {
         addrs: _addrs,
         members,
     } = cluster().await;
-    // Through the leader that takes the first mutation (one lost to a pause refuses it).
-    let (lead, store) = loop {
-        let lead = leader(&members).await;
-        let store = std::sync::Arc::new(crate::MetaStore::replicated(
-            Replicated::new(members[&lead].raft.clone(), members[&lead].sm.clone()),
-            OsDisk::shared(),
-        ));
-        match store.mutate(mkdir("/d".into()).ops[0].clone()).await {
-            Ok(_) => break (lead, store),
-            Err(MasterError::NotLeader { .. }) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let (lead, store) = mkdir_d_through_the_leader(&members).await;
+    let store = std::sync::Arc::new(store);
     let before = members[&lead]
         .raft
         .metrics()
