@@ -203,10 +203,20 @@ fn read_wal(disk: &dyn Disk, dir: &Path) -> Result<Option<record::Parsed>> {
         );
         bytes = WAL_MAGIC.to_vec();
     }
-    let parsed = record::parse_wal(&wal_path, Bytes::from(bytes)).inspect_err(|e| {
+    let bytes = Bytes::from(bytes);
+    let parsed = record::parse_wal(&wal_path, bytes.clone()).inspect_err(|e| {
         tracing::error!(error = %e, "the write-ahead log is damaged in its middle; not opening");
     })?;
-    if parsed.valid_end < parsed.file_len {
+    let tail = &bytes[parsed.valid_end as usize..];
+    if tail.iter().all(|b| *b == 0) {
+        // The zeros the committer writes ahead of its records (`WAL_FILL`), or pages a crash
+        // left unwritten: the log's end, nothing dropped.
+        tracing::debug!(
+            valid = parsed.valid_end,
+            zeros = tail.len(),
+            "the WAL ends in zeros"
+        );
+    } else if parsed.valid_end < parsed.file_len {
         tracing::warn!(
             valid = parsed.valid_end,
             file_len = parsed.file_len,

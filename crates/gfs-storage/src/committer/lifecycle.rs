@@ -268,6 +268,7 @@ impl Committer {
             return;
         }
         self.wal_len += rec.len() as u64;
+        self.wal_filled = self.wal_filled.max(self.wal_len);
         let mut results = Vec::with_capacity(doomed.len());
         for (chunk, reply) in doomed {
             let mut r = Ok(());
@@ -319,6 +320,8 @@ impl Committer {
             Ok(wal) => {
                 self.wal = wal;
                 self.wal_len = WAL_MAGIC.len() as u64;
+                self.wal_filled = self.wal_len;
+                self.wal_fill_failed = false;
             }
             Err(e) => tracing::error!(error = %e, "checkpoint failed; keeping the WAL"),
         }

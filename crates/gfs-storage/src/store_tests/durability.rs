@@ -75,6 +75,46 @@ async fn checkpoints_bound_the_wal_and_survive_reopen() {
     }
 }
 
+/// The WAL is filled with zeros ahead of its records, so a batch's fsync flushes data only
+/// (the file's size, which a journal would have to commit, does not change); a crash image
+/// reopens with every append, the zeros taken for the log's end.
+#[tokio::test]
+async fn the_wal_is_filled_ahead_with_zeros_that_a_reopen_takes_for_its_end() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    append(&s, 1, 0, b"first").await;
+    let wal = d.path().join("wal");
+    let filled = fs::metadata(&wal).unwrap().len();
+    assert!(
+        filled >= crate::committer::WAL_FILL,
+        "not filled ahead: {filled} bytes"
+    );
+    for i in 0..100u64 {
+        append(&s, 2 + i, 5 + i * 10, b"0123456789").await;
+    }
+    assert_eq!(
+        fs::metadata(&wal).unwrap().len(),
+        filled,
+        "a batch within the zeros grew the WAL"
+    );
+    let copy = tempfile::tempdir().unwrap();
+    copy_files(d.path(), copy.path());
+    let s = ChunkStore::open(copy.path(), cfg()).unwrap();
+    assert_eq!(s.info(H).unwrap().committed_len, 1005);
+    assert_eq!(&s.read(H, 0, 5).unwrap()[..], b"first");
+    for i in 0..100u64 {
+        assert_eq!(
+            s.lookup_op(H, OpId(2 + i)).unwrap(),
+            Some(AppendRecord {
+                offset: 5 + i * 10,
+                len: 10
+            }),
+            "op {} lost",
+            2 + i
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_appends_of_one_batch_replay_from_the_wal() {
     let d = tempfile::tempdir().unwrap();
