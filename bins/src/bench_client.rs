@@ -32,13 +32,15 @@ pub fn sibling(name: &str) -> Option<PathBuf> {
 impl LocalCluster {
     /// Starts a master and `n` chunkservers under `dir` with `chunk_size` chunks, with mutual
     /// TLS on the gRPC planes if `tls` (certificates issued under `dir/certs`) and on the data
-    /// plane too if `data_tls`, and waits until the chunkservers registered.
+    /// plane too if `data_tls`, appending in one round if `one_round` (else two), and waits
+    /// until the chunkservers registered.
     pub async fn start(
         dir: &std::path::Path,
         n: usize,
         chunk_size: u64,
         tls: bool,
         data_tls: bool,
+        one_round: bool,
     ) -> anyhow::Result<Self> {
         use gfs_host::tls::{Authority, Role, TlsFiles, TlsSettings};
         let certs = dir.join("certs");
@@ -75,20 +77,19 @@ impl LocalCluster {
         .await?;
         let mut servers = Vec::new();
         for i in 0..n {
-            servers.push(
-                ChunkServer::start(ChunkserverConfig {
-                    id: format!("cs{i}"),
-                    data_dir: dir.join(format!("cs{i}")),
-                    data_port: 0,
-                    repl_port: 0,
-                    http_port: 0,
-                    chunk_size: gfs_util::Size(chunk_size),
-                    master: master.addr.to_string(),
-                    tls: settings(&format!("cs{i}")),
-                    ..ChunkserverConfig::default()
-                })
-                .await?,
-            );
+            let mut cfg = ChunkserverConfig {
+                id: format!("cs{i}"),
+                data_dir: dir.join(format!("cs{i}")),
+                data_port: 0,
+                repl_port: 0,
+                http_port: 0,
+                chunk_size: gfs_util::Size(chunk_size),
+                master: master.addr.to_string(),
+                tls: settings(&format!("cs{i}")),
+                ..ChunkserverConfig::default()
+            };
+            cfg.replication.one_round = one_round;
+            servers.push(ChunkServer::start(cfg).await?);
         }
         let client = Client::connect_with(
             &master.addr.to_string(),

@@ -8,7 +8,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_catches_up_and_the_chunk_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let (master, mut servers) = cluster(dir.path(), 3);
+    let (master, mut servers) = cluster_args(dir.path(), 3, TWO_ROUNDS);
     let c = patient(&master, Duration::from_secs(60)).await;
     registered(&c, 3).await;
     c.create("/c").await.unwrap();
@@ -64,7 +64,7 @@ async fn a_replica_behind_catches_up_and_the_chunk_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_secondary_alone_never_hides_acknowledged_appends_from_readers() {
     let dir = tempfile::tempdir().unwrap();
-    let (master, mut servers) = cluster(dir.path(), 3);
+    let (master, mut servers) = cluster_args(dir.path(), 3, TWO_ROUNDS);
     let c = patient(&master, Duration::from_secs(60)).await;
     registered(&c, 3).await;
     c.create("/tail").await.unwrap();
@@ -138,9 +138,13 @@ async fn a_chunk_the_master_seals_on_its_own_takes_no_late_append_of_the_old_pri
         "127.0.0.1:0",
         &["--dead-after", "2s", "--lease", "3s", "--max-clones", "0"],
     );
-    let mut servers = Server::with_master_env(dir.path(), 3, &master.addr, |_| {
-        vec![("GFS_FAILPOINTS", "catch-up-fails:100")]
-    });
+    let mut servers = Server::with_master_env_args(
+        dir.path(),
+        3,
+        &master.addr,
+        |_| vec![("GFS_FAILPOINTS", "catch-up-fails:100")],
+        TWO_ROUNDS,
+    );
     let c = patient(&master, Duration::from_secs(60)).await;
     registered(&c, 3).await;
     c.create("/fenced").await.unwrap();
@@ -209,9 +213,13 @@ async fn a_bump_that_reached_only_a_short_replica_is_never_adopted() {
         "127.0.0.1:0",
         &["--dead-after", "2s", "--lease", "3s"],
     );
-    let mut servers = Server::with_master_env(dir.path(), 4, &master.addr, |_| {
-        vec![("GFS_FAILPOINTS", "catch-up-fails:100")]
-    });
+    let mut servers = Server::with_master_env_args(
+        dir.path(),
+        4,
+        &master.addr,
+        |_| vec![("GFS_FAILPOINTS", "catch-up-fails:100")],
+        TWO_ROUNDS,
+    );
     let c = patient(&master, Duration::from_secs(60)).await;
     registered(&c, 4).await;
     c.create("/partial").await.unwrap();

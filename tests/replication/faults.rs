@@ -45,9 +45,18 @@ async fn a_killed_secondary_lags_and_appends_continue() {
     );
 }
 
-#[tokio::test]
-async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
-    let mut cluster = Cluster::start(3, |_| vec![]);
+/// Appends to chunk 12 on servers appending with `args`, then both secondaries die and op 99
+/// ("lost") is appended: the cluster, the client, the length before op 99, and its outcome
+/// (which must come within 10 s).
+async fn an_append_without_a_quorum(
+    args: &[&str],
+) -> (
+    Cluster,
+    gfs_dataplane::DataClient,
+    u64,
+    Result<u64, DataError>,
+) {
+    let mut cluster = Cluster::start_with_args(3, args);
     let h = 12;
     cluster.create(h, 1).await;
     cluster.grant(0, h, 1).await;
@@ -70,18 +79,41 @@ async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
         )
         .await;
     assert!(
-        matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
-        "{got:?}"
-    );
-    assert!(
         start.elapsed() < Duration::from_secs(10),
         "took {:?}",
         start.elapsed()
     );
+    (cluster, c, end, got)
+}
+
+#[tokio::test]
+async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
+    let (cluster, c, end, got) = an_append_without_a_quorum(TWO_ROUNDS).await;
+    assert!(
+        matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
+        "{got:?}"
+    );
     // Nothing half-done: the primary neither committed the failed append nor lost the others.
-    assert_eq!(cluster.committed(0, h).await, end);
+    assert_eq!(cluster.committed(0, 12).await, end);
     let all = c
-        .read(&ChunkRef::untokened(h, 1), 0, end as u32 + 100)
+        .read(&ChunkRef::untokened(12, 1), 0, end as u32 + 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len() as u64, end);
+}
+
+/// In one round the primary commits beside its WRITEs, so the failed append stays on its disk
+/// (its offset is never handed out again), and no reader is shown it: no quorum holds it.
+#[tokio::test]
+async fn without_a_quorum_a_one_round_append_fails_fast_and_is_shown_to_no_one() {
+    let (cluster, c, end, got) = an_append_without_a_quorum(&[]).await;
+    assert!(
+        matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
+        "{got:?}"
+    );
+    assert_eq!(cluster.committed(0, 12).await, end + 4);
+    let all = c
+        .read(&ChunkRef::untokened(12, 1), 0, end as u32 + 100)
         .await
         .unwrap();
     assert_eq!(all.len() as u64, end);
@@ -89,7 +121,7 @@ async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
-    let mut cluster = Cluster::start(3, |_| vec![]);
+    let mut cluster = Cluster::start_with_args(3, TWO_ROUNDS);
     let h = 13;
     cluster.create(h, 1).await;
     cluster.grant(0, h, 1).await;
@@ -105,7 +137,10 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
         cluster.wait_committed(i, h, end).await;
     }
     // The primary dies after every replica is READY and before any COMMIT.
-    cluster.servers[0].restart(&[("GFS_FAILPOINTS", "primary-crash-after-ready")]);
+    cluster.servers[0].restart_with(
+        &[("GFS_FAILPOINTS", "primary-crash-after-ready")],
+        TWO_ROUNDS,
+    );
     cluster.grant(0, h, 1).await;
     let c = cluster.client(0).await;
     let got = c
@@ -135,7 +170,7 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
         assert!(r.is_empty(), "replica {i} served uncommitted bytes");
     }
     // Back up (the master would bump the version, dropping the staged append everywhere).
-    cluster.servers[0].restart(&[]);
+    cluster.servers[0].restart_with(&[], TWO_ROUNDS);
     assert_eq!(cluster.committed(0, h).await, end);
     cluster.set_version(&[0, 1, 2], h, 2).await;
     assert_eq!(cluster.grant(0, h, 2).await, end);
@@ -158,6 +193,95 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
             "replica {i} lost committed data"
         );
     }
+}
+
+/// The arguments of a server that appends in two rounds (PREPARE, then COMMIT).
+const TWO_ROUNDS: &[&str] = &["--one-round", "false"];
+
+#[tokio::test]
+async fn a_primary_crash_after_its_writes_shows_nothing_and_the_retry_lands_once() {
+    let mut cluster = Cluster::start(3, |_| vec![]);
+    let h = 15;
+    cluster.create(h, 1).await;
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let mut end = 0;
+    for i in 0..4 {
+        end += record(5, i).len() as u64;
+        append(&c, &ChunkRef::untokened(h, 1), i, &record(5, i))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        cluster.wait_committed(i, h, end).await;
+    }
+    // cs2 is down, so the append reaches a quorum (cs0 and cs1) only; the primary dies once
+    // both are durable, before it answers or tells cs1 the watermark.
+    cluster.servers[2].kill();
+    cluster.servers[0].restart(&[("GFS_FAILPOINTS", "primary-crash-after-write")]);
+    cluster.grant(0, h, 1).await;
+    let c = cluster.client(0).await;
+    let late = bytes::Bytes::from_static(b"written, unsaid");
+    let got = c.append(&ChunkRef::untokened(h, 1), 50, late.clone()).await;
+    assert!(got.is_err(), "the append was acknowledged: {got:?}");
+    assert!(
+        cluster.servers[0].wait_exit(Duration::from_secs(10)),
+        "the failpoint did not fire"
+    );
+    let tail = end + late.len() as u64;
+    assert_eq!(cluster.committed(1, h).await, tail, "cs1 did not commit it");
+    let r = cluster
+        .client(1)
+        .await
+        .read(&ChunkRef::untokened(h, 1), end, 100)
+        .await
+        .unwrap();
+    assert!(
+        r.is_empty(),
+        "cs1 showed bytes no one told it a quorum holds"
+    );
+    // Back up; the next lease (as the master decides it: every replica fenced, the longest
+    // leads) goes to cs1. The writer's retry of op 50 lands once, at its first offset, and
+    // the WRITE sends its bytes again to cs2, which never had them.
+    cluster.servers[0].restart(&[]);
+    cluster.servers[2].restart(&[]);
+    assert_eq!(cluster.committed(0, h).await, tail);
+    assert_eq!(cluster.committed(2, h).await, end);
+    cluster.set_version(&[0, 1, 2], h, 2).await;
+    assert_eq!(cluster.grant(1, h, 2).await, tail);
+    let c = cluster.client(1).await;
+    let off = append(&c, &ChunkRef::untokened(h, 2), 50, &late)
+        .await
+        .unwrap();
+    assert_eq!(off, end, "the retry did not find its first attempt");
+    let next = append(&c, &ChunkRef::untokened(h, 2), 51, b"next")
+        .await
+        .unwrap();
+    assert_eq!(next, tail, "the retry took a second place");
+    for i in 0..3 {
+        cluster.wait_committed(i, h, tail + 4).await;
+    }
+    let mut copies = Vec::new();
+    for i in 0..3 {
+        // Every replica is current now: its whole length, once the watermark reached it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            let r = cluster
+                .client(i)
+                .await
+                .read(&ChunkRef::untokened(h, 2), 0, (tail + 4) as u32)
+                .await
+                .unwrap();
+            if r.len() as u64 == tail + 4 || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        copies.push(r);
+    }
+    assert_eq!(&copies[1][end as usize..tail as usize], &late[..]);
+    assert_eq!(copies[0], copies[1], "cs0 and cs1 differ");
+    assert_eq!(copies[2], copies[1], "cs2 and cs1 differ");
 }
 
 // Multi-threaded: `terminate` blocks, and the test's own gRPC connections must still answer

@@ -63,6 +63,10 @@ struct Args {
     /// The stores' group-commit delay in microseconds (default: the configuration default).
     #[arg(long)]
     commit_delay_us: Option<u64>,
+    /// The chunkservers append in two rounds (PREPARE, then COMMIT) instead of one (WRITE),
+    /// to compare the two (the paused-secondary run keeps the default).
+    #[arg(long)]
+    two_rounds: bool,
     /// Which benchmarks: `append` (the replicated append path), `client`, or `all`.
     #[arg(long, default_value = "all", value_parser = ["append", "client", "all"])]
     suite: String,
@@ -100,7 +104,11 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(dir: &std::path::Path, delay: Option<Duration>) -> anyhow::Result<Cluster> {
+    async fn start(
+        dir: &std::path::Path,
+        delay: Option<Duration>,
+        one_round: bool,
+    ) -> anyhow::Result<Cluster> {
         let mut servers = Vec::new();
         for i in 0..3 {
             let mut cfg = ChunkserverConfig {
@@ -115,6 +123,7 @@ impl Cluster {
             if let Some(d) = delay {
                 cfg.storage.store.commit_delay = d;
             }
+            cfg.replication.one_round = one_round;
             servers.push(ChunkServer::start(cfg).await?);
         }
         Ok(Cluster { servers })
@@ -284,8 +293,15 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         let dir = tmp.path().join(format!("client{run}"));
         std::fs::create_dir_all(&dir)?;
         let raw_w = probe::fsync_bandwidth(&dir, 256)? * 1.048_576;
-        let cluster =
-            bench_client::LocalCluster::start(&dir, 3, 64 << 20, args.tls, args.data_tls).await?;
+        let cluster = bench_client::LocalCluster::start(
+            &dir,
+            3,
+            64 << 20,
+            args.tls,
+            args.data_tls,
+            !args.two_rounds,
+        )
+        .await?;
         let c = cluster.client.clone();
         let put = bench_client::put(&c, "/big", args.put_mib).await?;
         cold &= bench_client::drop_caches();
@@ -524,7 +540,12 @@ async fn append_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         std::fs::create_dir_all(&dir)?;
         let before = probe::fsync_bandwidth(&dir, 128)?;
         let rate_before = probe::fsync_rate(&dir, Duration::from_secs(2))?;
-        let cluster = Cluster::start(&dir, args.commit_delay_us.map(Duration::from_micros)).await?;
+        let cluster = Cluster::start(
+            &dir,
+            args.commit_delay_us.map(Duration::from_micros),
+            !args.two_rounds,
+        )
+        .await?;
         let s = stream(&cluster, 1, args.stream_mib, args.window).await?;
         let (r, mut lat) = small(&cluster, 2, args.clients, args.seconds).await?;
         cluster.stop().await?;

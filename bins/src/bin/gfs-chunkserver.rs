@@ -61,6 +61,9 @@ struct Args {
     /// plus the lease period).
     #[arg(long = "op-retention", value_name = "DURATION")]
     op_retention: Option<String>,
+    /// Appends in one round (true: WRITE) or two (false: PREPARE, then COMMIT).
+    #[arg(long = "one-round", value_name = "BOOL")]
+    one_round: Option<bool>,
     #[command(flatten)]
     common: gfs_bins::CommonArgs,
 }
@@ -116,6 +119,9 @@ fn config(args: &Args) -> anyhow::Result<ChunkserverConfig> {
         cfg.replication.clone_rate = s
             .parse::<Size>()
             .map_err(|e| anyhow::anyhow!("--clone-rate: {e}"))?;
+    }
+    if let Some(one_round) = args.one_round {
+        cfg.replication.one_round = one_round;
     }
     let id = cfg.id.clone();
     args.common.apply_tls(&mut cfg.tls, &id);

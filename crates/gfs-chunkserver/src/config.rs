@@ -72,14 +72,17 @@ pub struct StorageSection {
     pub store: gfs_storage::StoreConfig,
 }
 
-/// `[replication]`: the two-phase commit.
+/// `[replication]`: the append's rounds and their deadlines.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationSection {
-    /// Deadline of the READY phase.
+    /// Appends in one round (WRITE: stage and commit on each secondary at once) instead of
+    /// two (PREPARE, then COMMIT).
+    pub one_round: bool,
+    /// Deadline of the READY phase (two rounds only).
     #[serde(with = "humantime_serde")]
     pub prepare_timeout: Duration,
-    /// Deadline of the COMMIT phase.
+    /// Deadline of the COMMIT phase (in one round: of the WRITE).
     #[serde(with = "humantime_serde")]
     pub commit_timeout: Duration,
     /// Deadline for connecting to a peer or a master (to each master of a group,
@@ -127,6 +130,7 @@ impl Default for StorageSection {
 impl Default for ReplicationSection {
     fn default() -> Self {
         ReplicationSection {
+            one_round: true,
             prepare_timeout: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),

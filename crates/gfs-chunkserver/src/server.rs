@@ -154,6 +154,7 @@ impl ChunkServer {
                 quorum: cfg.quorum,
                 prepare_timeout: cfg.replication.prepare_timeout,
                 commit_timeout: cfg.replication.commit_timeout,
+                one_round: cfg.replication.one_round,
                 clock: host.clock.clone(),
                 ..CoordinatorConfig::for_chunk_size(cfg.chunk_size.bytes())
             },

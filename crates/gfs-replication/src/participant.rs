@@ -1,12 +1,15 @@
 //! The secondary side of the replication plane: [`Participant`]'s domain calls over the chunk
-//! store (`prepare`, `commit`, `abort`, `quorum_length`, `seal_at`), and the tonic service that decodes the wire
-//! into them (the only place here that sees protobuf types or makes a gRPC status). The
-//! in-memory transport of the tests (`testing`) calls the same domain calls.
+//! store (`prepare`, `commit`, `write`, `abort`, `quorum_length`, `seal_at`), and the tonic
+//! service that decodes the wire into them (the only place here that sees protobuf types or
+//! makes a gRPC status). The in-memory transport of the tests (`testing`) calls the same domain
+//! calls.
 //!
 //! A primary opens one `Replicate` session per secondary. PREPARE stages exactly the announced
 //! number of bytes (for the current version, at an offset past committed and staged data) and is
 //! answered in order; COMMIT applies in offset order through the store's group commit and is
-//! answered when durable (COMMITs run concurrently, bounded per session); ABORT drops; the
+//! answered when durable (COMMITs run concurrently, bounded per session); a WRITE (a PREPARE
+//! marked `commit`: the one-round append) stages in order as PREPARE does, then commits as
+//! COMMIT does and is answered when durable; ABORT drops; the
 //! quorum's length (the primary's watermark, sent after it moves) is noted in the store, and
 //! caps what readers see of the unsealed replica (I3). Sessions end on the shutdown token.
 //!
@@ -155,6 +158,15 @@ impl Participant {
         commit(&self.store, handle, version, op).await
     }
 
+    /// WRITE, the one-round append: stages `append` as PREPARE does, then commits it as COMMIT
+    /// does; returns the committed length once durable. An op already durable here answers
+    /// again.
+    pub async fn write(&self, append: StageRequest) -> Result<u64> {
+        let (handle, version, op) = (append.handle, append.version, append.op);
+        stage_to_write(&self.store, &self.cfg, append).await?;
+        commit(&self.store, handle, version, op).await
+    }
+
     /// ABORT: drops the staged append `op` made at `version`; returns whether there was one.
     pub fn abort(&self, handle: ChunkHandle, version: u64, op: OpId) -> Result<bool> {
         Ok(self.store.abort_at(handle, version, op)?)
@@ -245,6 +257,22 @@ async fn stage(store: &ChunkStore, cfg: &ParticipantConfig, req: StageRequest) -
         });
     }
     Ok(store.stage_wait(req, cfg.stage_timeout).await?)
+}
+
+/// The staging of a WRITE: an op already durable here is not staged again (sealed since or
+/// not), and its COMMIT answers with its record.
+async fn stage_to_write(
+    store: &ChunkStore,
+    cfg: &ParticipantConfig,
+    req: StageRequest,
+) -> Result<()> {
+    if store.lookup_op(req.handle, req.op)?.is_some() {
+        return Ok(());
+    }
+    match stage(store, cfg, req).await {
+        Err(ReplicationError::Storage(StorageError::AlreadyCommitted { .. })) => Ok(()),
+        staged => staged,
+    }
 }
 
 /// COMMIT: the committed length once the append is durable.
@@ -342,6 +370,42 @@ impl Replication for Participant {
                 };
                 let id = req.id;
                 match req.op {
+                    // A WRITE stages in order on the session, then commits beside it, as a
+                    // COMMIT does.
+                    Some(Op::Prepare(p)) if p.commit => {
+                        let staged = match announced(p) {
+                            Ok(req) => {
+                                let commit = CommitRequest {
+                                    handle: req.handle.0,
+                                    op_id: req.op.0,
+                                    version: req.version,
+                                };
+                                stage_to_write(&store, &cfg, req)
+                                    .await
+                                    .map(|()| commit)
+                                    .map_err(refusal)
+                            }
+                            Err(s) => Err(s),
+                        };
+                        let c = match staged {
+                            Ok(c) => c,
+                            Err(s) => {
+                                if tx.send(Ok(failure(id, s))).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
+                        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                            break;
+                        };
+                        let (store, tx) = (Arc::clone(&store), tx.clone());
+                        tokio::spawn(async move {
+                            let reply = commit_reply(&store, id, c).await;
+                            let _ = tx.send(Ok(reply)).await;
+                            drop(permit);
+                        });
+                    }
                     // PREPARE and ABORT are quick: answered in order on the session.
                     Some(Op::Prepare(p)) => {
                         let staged = match announced(p) {

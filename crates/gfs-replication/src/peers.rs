@@ -225,8 +225,23 @@ impl Peers {
     }
 }
 
-/// The replication plane's gRPC client side: PREPARE, COMMIT and ABORT on the session to the
-/// peer, SEAL as a unary call; each bounded by `timeout`.
+/// The wire's PREPARE of `append`; with `commit`, the one-round WRITE.
+fn prepare(append: StageRequest, commit: bool) -> Prepare {
+    Prepare {
+        header: Some(AppendHeader {
+            handle: append.handle.0,
+            version: append.version,
+            op_id: append.op.0,
+            offset: append.offset,
+            length: append.data.len() as u32,
+        }),
+        data: append.data,
+        commit,
+    }
+}
+
+/// The replication plane's gRPC client side: PREPARE, WRITE, COMMIT and ABORT on the session
+/// to the peer, SEAL as a unary call; each bounded by `timeout`.
 impl ReplicaTransport for Peers {
     fn prepare<'a>(
         &'a self,
@@ -234,17 +249,22 @@ impl ReplicaTransport for Peers {
         append: StageRequest,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<()>> {
-        let op = Op::Prepare(Prepare {
-            header: Some(AppendHeader {
-                handle: append.handle.0,
-                version: append.version,
-                op_id: append.op.0,
-                offset: append.offset,
-                length: append.data.len() as u32,
-            }),
-            data: append.data,
-        });
+        let op = Op::Prepare(prepare(append, false));
         Box::pin(async move { self.call(addr, op, timeout).await.map(|_| ()) })
+    }
+
+    fn write<'a>(
+        &'a self,
+        addr: &'a str,
+        append: StageRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<u64>> {
+        let op = Op::Prepare(prepare(append, true));
+        Box::pin(async move {
+            self.call(addr, op, timeout)
+                .await
+                .map(|r| r.committed_length)
+        })
     }
 
     fn commit<'a>(

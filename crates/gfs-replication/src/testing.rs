@@ -33,6 +33,8 @@ pub enum Call {
     Prepare,
     /// COMMIT.
     Commit,
+    /// WRITE (the one-round append: PREPARE and COMMIT in one call).
+    Write,
     /// ABORT.
     Abort,
     /// SEAL.
@@ -222,6 +224,19 @@ impl ReplicaTransport for MemTransport {
         Box::pin(
             self.deliver(addr, Call::Prepare, timeout, move |p| async move {
                 p.prepare(append).await
+            }),
+        )
+    }
+
+    fn write<'a>(
+        &'a self,
+        addr: &'a str,
+        append: StageRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(
+            self.deliver(addr, Call::Write, timeout, move |p| async move {
+                p.write(append).await
             }),
         )
     }

@@ -1,5 +1,5 @@
 //! The seam between the primary and its secondaries: [`ReplicaTransport`], the calls the
-//! primary's two-phase commit and seal make to one secondary, in domain types.
+//! primary's append (two-phase or one-round) and seal make to one secondary, in domain types.
 //!
 //! [`Coordinator`](crate::Coordinator) sees its secondaries only through this trait, so its
 //! quorum and commit logic can be driven without a network. Production uses
@@ -29,6 +29,16 @@ pub trait ReplicaTransport: Send + Sync {
         append: StageRequest,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// WRITE (the one-round append): `addr` stages `append` and commits it at once, in offset
+    /// order at its version; returns its committed length once durable. Idempotent: an op
+    /// already durable there answers again.
+    fn write<'a>(
+        &'a self,
+        addr: &'a str,
+        append: StageRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<u64>>;
 
     /// COMMIT: `addr` makes the staged append `op` at `version` durable; returns its committed
     /// length. Idempotent: an op already durable there answers again.

@@ -45,6 +45,9 @@ pub struct Cluster {
     pub skew: BTreeMap<String, Arc<AtomicI64>>,
     /// The master's log checkpoint spacing (records), from the seed.
     pub checkpoint_every: u64,
+    /// Whether the chunkservers append in one round (three seeds in four) or two, from the
+    /// seed.
+    pub one_round: bool,
 }
 
 impl Cluster {
@@ -76,6 +79,7 @@ impl Cluster {
             disks,
             skew,
             checkpoint_every,
+            one_round: seed % 4 != 3,
         }
     }
 
@@ -102,7 +106,8 @@ impl Cluster {
         });
         for id in SERVERS {
             let (disk, skew) = (self.disks[id].clone(), Arc::clone(&self.skew[id]));
-            let cfg = chunkserver_config(id);
+            let mut cfg = chunkserver_config(id);
+            cfg.replication.one_round = self.one_round;
             let t = trace.clone();
             sim.host(id, move || {
                 let (cfg, host, t) = (cfg.clone(), host_on(&disk, &skew), t.clone());

@@ -237,8 +237,13 @@ impl Server {
     /// Restarts on the same directory, on fresh ports (an old port may already belong to
     /// another test's server).
     pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.restart_with(env, &[]);
+    }
+
+    /// [`Server::restart`] with `extra` command-line arguments.
+    pub fn restart_with(&mut self, env: &[(&str, &str)], extra: &[&str]) {
         self.kill();
-        *self = Server::start(&self.dir.clone(), &self.id.clone(), None, env);
+        *self = Server::start_with(&self.dir.clone(), &self.id.clone(), None, env, extra);
     }
 }
 

@@ -1,4 +1,4 @@
-//! The primary side: leases, offset assignment and the two-phase commit.
+//! The primary side: leases, offset assignment and the append's rounds (one or two).
 //!
 //! For each append the primary validates lease and version, answers a retried op id from the
 //! committed op table (after confirming a quorum holds it), assigns the next offset and stages
@@ -46,6 +46,20 @@
 //!    to the append's end, and goes to every secondary (`QuorumLength`, not awaited), which
 //!    shows readers nothing past it: a secondary may have committed an append its primary
 //!    failed to (a full disk, a crash), which no quorum holds.
+//!
+//!    In one round (`CoordinatorConfig::one_round`, the default), steps 4 and 5 are one: the
+//!    append goes to every secondary as a WRITE (stage and commit at once, answered when
+//!    durable, deadline `commit_timeout`) while it commits here, and the client gets the
+//!    offset once the primary and quorum − 1 secondaries are durable, as above. Nothing is
+//!    aborted and the offset never rolls back once sent: any replica the WRITE reached may hold
+//!    it, which is the state a two-round append reaches when its COMMIT phase falls short. A
+//!    retry of the op (step 1) sends the WRITE again with the bytes read back here, so a
+//!    secondary the first one missed gets them (one that holds the op answers with its record).
+//!    What this keeps: every replica still commits in offset order at the lease's version (a
+//!    WRITE waits in the store for the bytes before it, and is refused at any other version),
+//!    and nothing is acknowledged or shown to readers before a quorum holds it (the watermark
+//!    moves as in step 5). What it gives up: an append that fails is no longer undone, so a
+//!    failed one leaves its bytes on the replicas it reached, where a retry finds them.
 //! 6. Every secondary that failed or missed a deadline in any phase is recorded in
 //!    [`Coordinator::lagging`]. The chunkserver reports it to the master (heartbeats and
 //!    `ReportChunks`), which bumps the version past it, so it goes stale. A new lease at a new
@@ -85,7 +99,7 @@ pub struct CoordinatorConfig {
     pub quorum: usize,
     /// Deadline of the READY phase.
     pub prepare_timeout: Duration,
-    /// Deadline of the COMMIT phase (and of SEAL).
+    /// Deadline of the COMMIT phase, of a one-round WRITE and of SEAL.
     pub commit_timeout: Duration,
     /// Largest record (a quarter of a chunk).
     pub max_record: u64,
@@ -95,6 +109,9 @@ pub struct CoordinatorConfig {
     pub seal_wait: Duration,
     /// Wall-clock time, against which lease expiries are checked.
     pub clock: gfs_util::time::Clock,
+    /// Appends in one round (WRITE: each secondary stages and commits at once, beside the
+    /// commit here) instead of two (PREPARE to a quorum, then COMMIT).
+    pub one_round: bool,
 }
 
 impl CoordinatorConfig {
@@ -108,6 +125,7 @@ impl CoordinatorConfig {
             chunk_size,
             seal_wait: Duration::from_secs(5),
             clock: gfs_util::time::Clock::system(),
+            one_round: true,
         }
     }
 }
@@ -151,12 +169,13 @@ pub struct AppendStages {
     /// From arrival to an offset assigned and the bytes staged here: the checks, and the wait
     /// of a positioned append for its predecessors.
     pub assign: Duration,
-    /// PREPARE to the secondaries until enough of them are READY for a quorum.
+    /// PREPARE to the secondaries until enough of them are READY for a quorum (zero in one
+    /// round).
     pub prepare: Duration,
     /// This replica's COMMIT: the wait for its group commit's fsync round, and the round.
     pub commit_here: Duration,
-    /// COMMIT to the secondaries until enough of them are durable for a quorum, beside
-    /// `commit_here` (the two overlap; the slower one is on the append's path).
+    /// COMMIT (in one round: WRITE) to the secondaries until enough of them are durable for a
+    /// quorum, beside `commit_here` (the two overlap; the slower one is on the append's path).
     pub commit_remote: Duration,
     /// From arrival to the answer.
     pub total: Duration,
@@ -660,7 +679,7 @@ impl Shared {
         });
     }
 
-    /// The two phases of one append. Returns the outcome and whether the append may have
+    /// The rounds of one append. Returns the outcome and whether the append may have
     /// committed on some replica (then its offset is never handed out again).
     async fn replicate(
         self: &Arc<Self>,
@@ -670,6 +689,9 @@ impl Shared {
         data: Bytes,
         stages: &mut AppendStages,
     ) -> (Result<u64>, bool) {
+        if self.cfg.one_round {
+            return (self.write(lease, op, offset, data, stages).await, true);
+        }
         let handle = lease.handle;
         let started = Instant::now();
         let need = self.need_remote();
@@ -768,29 +790,121 @@ impl Shared {
             tracing::error!(%handle, %op, error = %e, "local commit failed");
             return (Err(e.into()), true);
         }
-        let durable = remote.ok.len() as u64 + 1;
-        if durable >= quorum {
-            lease.durable.lock().held(end);
-            if !self.publish(lease) {
-                return (Err(fenced_before_the_answer(handle, op)), true);
-            }
-            (Ok(offset), true)
-        } else {
-            tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
-            (
-                Err(ReplicationError::QuorumNotReached {
-                    got: durable,
-                    need: quorum,
-                }),
-                true,
-            )
+        (self.answer(lease, op, offset, end, remote.ok.len()), true)
+    }
+
+    /// The one-round append: WRITE to every secondary and COMMIT here at once. The offset is
+    /// taken whatever the outcome: any replica the WRITE reached may have committed it.
+    async fn write(
+        self: &Arc<Self>,
+        lease: &Lease,
+        op: OpId,
+        offset: u64,
+        data: Bytes,
+        stages: &mut AppendStages,
+    ) -> Result<u64> {
+        let handle = lease.handle;
+        let end = offset + data.len() as u64;
+        let append = StageRequest {
+            op,
+            handle,
+            version: lease.version,
+            offset,
+            data,
+        };
+        let started = Instant::now();
+        let local = async {
+            let r = self.store.commit_at(handle, lease.version, op).await;
+            (r, started.elapsed())
+        };
+        let remote = async {
+            let r = self.write_secondaries(lease, append).await;
+            (r, started.elapsed())
+        };
+        let ((local, here), (remote, there)) = tokio::join!(local, remote);
+        (stages.commit_here, stages.commit_remote) = (here, there);
+        if crate::failpoint("primary-crash-after-write") {
+            tracing::error!(%handle, %op, "failpoint primary-crash-after-write: aborting the process");
+            std::process::abort();
         }
+        if let Err(e) = local {
+            // The secondaries may have committed it: the offset is not free again.
+            tracing::error!(%handle, %op, error = %e, "local commit failed");
+            return Err(e.into());
+        }
+        self.answer(lease, op, offset, end, remote)
+    }
+
+    /// WRITE of `append` to the lease's secondaries until enough of them are durable for a
+    /// quorum (deadline: `commit_timeout`, as a COMMIT's, so a secondary is lagging after as
+    /// long in either mode); returns how many are. Failures mark peers lagging, as do the calls
+    /// still running that fail later.
+    async fn write_secondaries(self: &Arc<Self>, lease: &Lease, append: StageRequest) -> usize {
+        let need = self.need_remote();
+        let timeout = self.cfg.commit_timeout;
+        let out = call_quorum(
+            lease.secondaries.clone(),
+            need,
+            Instant::now() + timeout,
+            |addr: String| {
+                let peers = Arc::clone(&self.peers);
+                let append = append.clone();
+                async move { peers.write(&addr, append, timeout).await }
+            },
+        )
+        .await;
+        for (addr, e) in &out.failed {
+            self.mark_lagging(lease.handle, addr, e);
+        }
+        self.drain(lease.handle, out.pending, None);
+        out.ok.len()
+    }
+
+    /// The answer to an append of `[offset, end)` committed here that `durable` secondaries
+    /// hold durably: its offset once that makes a quorum, the watermark moved and published.
+    fn answer(
+        self: &Arc<Self>,
+        lease: &Lease,
+        op: OpId,
+        offset: u64,
+        end: u64,
+        durable: usize,
+    ) -> Result<u64> {
+        let (handle, quorum) = (lease.handle, self.cfg.quorum as u64);
+        let durable = durable as u64 + 1;
+        if durable < quorum {
+            tracing::warn!(%handle, %op, durable, need = quorum, "durable quorum not reached");
+            return Err(ReplicationError::QuorumNotReached {
+                got: durable,
+                need: quorum,
+            });
+        }
+        lease.durable.lock().held(end);
+        if !self.publish(lease) {
+            return Err(fenced_before_the_answer(handle, op));
+        }
+        Ok(offset)
     }
 
     /// Answers a retry of an op this replica committed: it is acknowledged only once a quorum
     /// holds it durably (COMMIT is idempotent on the secondaries, and finishes a staged one).
     async fn confirm(self: &Arc<Self>, lease: &Lease, op: OpId, rec: AppendRecord) -> Result<u64> {
         let handle = lease.handle;
+        let end = rec.offset + u64::from(rec.len);
+        if self.cfg.one_round {
+            // A secondary the first WRITE missed has nothing staged to commit: it is sent the
+            // bytes again (one that holds the op answers with its record).
+            let data = self.store.read(handle, rec.offset, u64::from(rec.len))?;
+            let append = StageRequest {
+                op,
+                handle,
+                version: lease.version,
+                offset: rec.offset,
+                data,
+            };
+            let durable = self.write_secondaries(lease, append).await;
+            return self.answer(lease, op, rec.offset, end, durable);
+        }
         let need = self.need_remote();
         let timeout = self.cfg.commit_timeout;
         let version = lease.version;
@@ -808,17 +922,7 @@ impl Shared {
             self.mark_lagging(handle, addr, e);
         }
         self.drain(handle, out.pending, None);
-        let got = out.ok.len() as u64 + 1;
-        let quorum = self.cfg.quorum as u64;
-        if got >= quorum {
-            lease.durable.lock().held(rec.offset + u64::from(rec.len));
-            if !self.publish(lease) {
-                return Err(fenced_before_the_answer(handle, op));
-            }
-            Ok(rec.offset)
-        } else {
-            Err(ReplicationError::QuorumNotReached { got, need: quorum })
-        }
+        self.answer(lease, op, rec.offset, end, out.ok.len())
     }
 }
 

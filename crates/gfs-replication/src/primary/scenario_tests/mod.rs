@@ -1,6 +1,6 @@
-//! The primary's two-phase commit, quorum and seal against real participants and real chunk
-//! stores, joined by the in-memory transport ([`MemTransport`]) with faults injected per node
-//! and per call. Every test asserts the whole promise of its case: what the appender was told,
+//! The primary's append (in two rounds, and in one), quorum and seal against real participants
+//! and real chunk stores, joined by the in-memory transport ([`MemTransport`]) with faults
+//! injected per node and per call. Every test asserts the whole promise of its case: what the appender was told,
 //! and on every replica the committed bytes, the op table and what is still staged.
 //!
 //! Times are real (the stores fsync on their own thread, which paused tokio time would not
@@ -11,6 +11,7 @@
 mod append;
 mod faults;
 mod fencing;
+mod one_round;
 mod seal;
 
 use std::sync::Arc;
@@ -136,6 +137,8 @@ impl Rig {
             prepare_timeout: DEADLINE,
             commit_timeout: DEADLINE,
             seal_wait: Duration::from_secs(2),
+            // The scenarios name the two rounds' calls; `one_round.rs` tunes them to one.
+            one_round: false,
             ..CoordinatorConfig::for_chunk_size(CHUNK)
         };
         tune(&mut cfg);
