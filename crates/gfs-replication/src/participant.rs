@@ -314,6 +314,27 @@ async fn commit_reply(store: &ChunkStore, id: u64, c: CommitRequest) -> Replicat
     }
 }
 
+/// Runs the COMMIT `c` (request `id`) beside its session, at most `in_flight` at once, its reply
+/// sent on `tx`; false once the session is closing.
+async fn spawn_commit(
+    in_flight: &Arc<Semaphore>,
+    store: &Arc<ChunkStore>,
+    tx: &mpsc::Sender<Result<ReplicateReply, Status>>,
+    id: u64,
+    c: CommitRequest,
+) -> bool {
+    let Ok(permit) = Arc::clone(in_flight).acquire_owned().await else {
+        return false;
+    };
+    let (store, tx) = (Arc::clone(store), tx.clone());
+    tokio::spawn(async move {
+        let reply = commit_reply(&store, id, c).await;
+        let _ = tx.send(Ok(reply)).await;
+        drop(permit);
+    });
+    true
+}
+
 fn failure(id: u64, s: Status) -> ReplicateReply {
     ReplicateReply {
         id,
@@ -396,15 +417,9 @@ impl Replication for Participant {
                                 continue;
                             }
                         };
-                        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                        if !spawn_commit(&in_flight, &store, &tx, id, c).await {
                             break;
-                        };
-                        let (store, tx) = (Arc::clone(&store), tx.clone());
-                        tokio::spawn(async move {
-                            let reply = commit_reply(&store, id, c).await;
-                            let _ = tx.send(Ok(reply)).await;
-                            drop(permit);
-                        });
+                        }
                     }
                     // PREPARE and ABORT are quick: answered in order on the session.
                     Some(Op::Prepare(p)) => {
@@ -442,15 +457,9 @@ impl Replication for Participant {
                     }
                     // A COMMIT waits for its group commit: it runs beside the session.
                     Some(Op::Commit(c)) => {
-                        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                        if !spawn_commit(&in_flight, &store, &tx, id, c).await {
                             break;
-                        };
-                        let (store, tx) = (Arc::clone(&store), tx.clone());
-                        tokio::spawn(async move {
-                            let reply = commit_reply(&store, id, c).await;
-                            let _ = tx.send(Ok(reply)).await;
-                            drop(permit);
-                        });
+                        }
                     }
                     None => {
                         let reply = failure(id, Status::invalid_argument("an empty request"));

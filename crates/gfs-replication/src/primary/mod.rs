@@ -81,7 +81,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 
 use crate::error::{ReplicationError, Result};
-use crate::quorum::{Pending, await_quorum, call_quorum};
+use crate::quorum::{Pending, QuorumOutcome, await_quorum, call_quorum};
 use crate::transport::ReplicaTransport;
 
 mod lease;
@@ -689,13 +689,7 @@ impl Shared {
         data: Bytes,
         stages: &mut AppendStages,
     ) -> (Result<u64>, bool) {
-        if self.cfg.one_round {
-            return (self.write(lease, op, offset, data, stages).await, true);
-        }
         let handle = lease.handle;
-        let started = Instant::now();
-        let need = self.need_remote();
-        let quorum = self.cfg.quorum as u64;
         let end = offset + data.len() as u64;
         let append = StageRequest {
             op,
@@ -704,21 +698,19 @@ impl Shared {
             offset,
             data,
         };
+        if self.cfg.one_round {
+            return (self.write(lease, append, stages).await, true);
+        }
+        let started = Instant::now();
+        let need = self.need_remote();
+        let quorum = self.cfg.quorum as u64;
         let timeout = self.cfg.prepare_timeout;
-        let prep = call_quorum(
-            lease.secondaries.clone(),
-            need,
-            Instant::now() + timeout,
-            |addr: String| {
-                let peers = Arc::clone(&self.peers);
+        let prep = self
+            .to_secondaries(lease, timeout, |peers, addr| {
                 let append = append.clone();
                 async move { peers.prepare(&addr, append, timeout).await }
-            },
-        )
-        .await;
-        for (addr, e) in &prep.failed {
-            self.mark_lagging(handle, addr, e);
-        }
+            })
+            .await;
         if !prep.reached(need) {
             let _ = self.store.abort_at(handle, lease.version, op);
             let got = prep.ok.len() as u64 + 1;
@@ -798,20 +790,11 @@ impl Shared {
     async fn write(
         self: &Arc<Self>,
         lease: &Lease,
-        op: OpId,
-        offset: u64,
-        data: Bytes,
+        append: StageRequest,
         stages: &mut AppendStages,
     ) -> Result<u64> {
-        let handle = lease.handle;
-        let end = offset + data.len() as u64;
-        let append = StageRequest {
-            op,
-            handle,
-            version: lease.version,
-            offset,
-            data,
-        };
+        let (handle, op, offset) = (lease.handle, append.op, append.offset);
+        let end = offset + append.data.len() as u64;
         let started = Instant::now();
         let local = async {
             let r = self.store.commit_at(handle, lease.version, op).await;
@@ -840,24 +823,41 @@ impl Shared {
     /// long in either mode); returns how many are. Failures mark peers lagging, as do the calls
     /// still running that fail later.
     async fn write_secondaries(self: &Arc<Self>, lease: &Lease, append: StageRequest) -> usize {
-        let need = self.need_remote();
         let timeout = self.cfg.commit_timeout;
-        let out = call_quorum(
-            lease.secondaries.clone(),
-            need,
-            Instant::now() + timeout,
-            |addr: String| {
-                let peers = Arc::clone(&self.peers);
+        let out = self
+            .to_secondaries(lease, timeout, |peers, addr| {
                 let append = append.clone();
                 async move { peers.write(&addr, append, timeout).await }
-            },
+            })
+            .await;
+        self.drain(lease.handle, out.pending, None);
+        out.ok.len()
+    }
+
+    /// `call` to each of the lease's secondaries at once, until quorum − 1 of them succeeded
+    /// (or cannot), within `timeout` ([`call_quorum`]); those that failed are marked lagging.
+    async fn to_secondaries<T, F, Fut>(
+        self: &Arc<Self>,
+        lease: &Lease,
+        timeout: Duration,
+        call: F,
+    ) -> QuorumOutcome<String, T, ReplicationError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn ReplicaTransport>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let out = call_quorum(
+            lease.secondaries.clone(),
+            self.need_remote(),
+            Instant::now() + timeout,
+            |addr: String| call(Arc::clone(&self.peers), addr),
         )
         .await;
         for (addr, e) in &out.failed {
             self.mark_lagging(lease.handle, addr, e);
         }
-        self.drain(lease.handle, out.pending, None);
-        out.ok.len()
+        out
     }
 
     /// The answer to an append of `[offset, end)` committed here that `durable` secondaries
@@ -905,22 +905,13 @@ impl Shared {
             let durable = self.write_secondaries(lease, append).await;
             return self.answer(lease, op, rec.offset, end, durable);
         }
-        let need = self.need_remote();
         let timeout = self.cfg.commit_timeout;
         let version = lease.version;
-        let out = call_quorum(
-            lease.secondaries.clone(),
-            need,
-            Instant::now() + timeout,
-            |addr: String| {
-                let peers = Arc::clone(&self.peers);
-                async move { peers.commit(&addr, handle, version, op, timeout).await }
-            },
-        )
-        .await;
-        for (addr, e) in &out.failed {
-            self.mark_lagging(handle, addr, e);
-        }
+        let out = self
+            .to_secondaries(lease, timeout, |peers, addr| async move {
+                peers.commit(&addr, handle, version, op, timeout).await
+            })
+            .await;
         self.drain(handle, out.pending, None);
         self.answer(lease, op, rec.offset, end, out.ok.len())
     }
