@@ -13,12 +13,13 @@
 //! (`DiskFile::write_direct_at`), and their chunk file joins the fsync round. A
 //! chunk's records enter the WAL only if all of its work in the batch succeeded. The round is
 //! one `fdatasync` of the WAL and of each chunk file written in place, in parallel on at most
-//! `SYNC_THREADS` (8) threads. The WAL is filled with zeros `WAL_FILL` (4 MiB) past its records
-//! by the round whose records reach the end of the zeros before (written and fsynced with
-//! them), so most rounds overwrite blocks the file already has, and their `fdatasync` flushes
-//! data only, with no change of size for the filesystem's journal to commit (ext4, three stores
-//! on one disk: 0.42 → 0.27 ms a round, BENCHMARKS.md); a reopen reads the zeros as the log's
-//! end. A disk too full for them: the WAL goes on without. A checkpoint fsyncs the chunk files
+//! `SYNC_THREADS` (8) threads. The WAL is filled with zeros `WAL_FILL` (256 KiB) past its
+//! records by the round whose records reach the end of the zeros before (written and fsynced
+//! with them), so most rounds overwrite blocks the file already has, and their `fdatasync`
+//! flushes data only, with no change of size for the filesystem's journal to commit (ext4,
+//! three stores on one disk: 0.37 → 0.25–0.32 ms a round, BENCHMARKS.md); a reopen reads the
+//! zeros as the log's end. A larger fill costs the tail: 4 MiB of zeros written and flushed in
+//! one round held its appends for milliseconds (16 appenders' p99 2.9 → 6.4–9.1 ms). A disk too full for them: the WAL goes on without. A checkpoint fsyncs the chunk files
 //! holding inline bytes, writes the snapshots of dirty chunks aside (`.tmp`, fsync, rename,
 //! fsync the directory: `gfs_util::crashsafe`), then replaces the WAL with an empty one the
 //! same way.
@@ -98,7 +99,7 @@ pub(crate) const FORGET_PER_SWEEP: usize = 64;
 /// How far past its records a batch fills the WAL with zeros when it reaches the end of the
 /// zeros already there (up to `checkpoint_bytes`): the later batches' records overwrite them,
 /// so their fsync flushes data only, with no change of the file's size to journal.
-pub(crate) const WAL_FILL: u64 = 4 << 20;
+pub(crate) const WAL_FILL: u64 = 256 << 10;
 
 pub(crate) struct Committer {
     inner: Arc<Inner>,
