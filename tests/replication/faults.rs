@@ -106,7 +106,7 @@ async fn without_a_quorum_appends_fail_fast_and_nothing_is_lost() {
 /// (its offset is never handed out again), and no reader is shown it: no quorum holds it.
 #[tokio::test]
 async fn without_a_quorum_a_one_round_append_fails_fast_and_is_shown_to_no_one() {
-    let (cluster, c, end, got) = an_append_without_a_quorum(&[]).await;
+    let (cluster, c, end, got) = an_append_without_a_quorum(ONE_ROUND).await;
     assert!(
         matches!(got, Err(DataError::QuorumNotReached { got: 1, need: 2 })),
         "{got:?}"
@@ -195,12 +195,15 @@ async fn a_primary_crash_between_ready_and_commit_never_exposes_the_append() {
     }
 }
 
-/// The arguments of a server that appends in two rounds (PREPARE, then COMMIT).
+/// The arguments of a server that appends in two rounds (PREPARE, then COMMIT): the default,
+/// named where a test relies on it.
 const TWO_ROUNDS: &[&str] = &["--one-round", "false"];
+/// The arguments of a server that appends in one round (WRITE).
+const ONE_ROUND: &[&str] = &["--one-round", "true"];
 
 #[tokio::test]
 async fn a_primary_crash_after_its_writes_shows_nothing_and_the_retry_lands_once() {
-    let mut cluster = Cluster::start(3, |_| vec![]);
+    let mut cluster = Cluster::start_with_args(3, ONE_ROUND);
     let h = 15;
     cluster.create(h, 1).await;
     cluster.grant(0, h, 1).await;
@@ -218,7 +221,10 @@ async fn a_primary_crash_after_its_writes_shows_nothing_and_the_retry_lands_once
     // cs2 is down, so the append reaches a quorum (cs0 and cs1) only; the primary dies once
     // both are durable, before it answers or tells cs1 the watermark.
     cluster.servers[2].kill();
-    cluster.servers[0].restart(&[("GFS_FAILPOINTS", "primary-crash-after-write")]);
+    cluster.servers[0].restart_with(
+        &[("GFS_FAILPOINTS", "primary-crash-after-write")],
+        ONE_ROUND,
+    );
     cluster.grant(0, h, 1).await;
     let c = cluster.client(0).await;
     let late = bytes::Bytes::from_static(b"written, unsaid");

@@ -63,10 +63,10 @@ struct Args {
     /// The stores' group-commit delay in microseconds (default: the configuration default).
     #[arg(long)]
     commit_delay_us: Option<u64>,
-    /// The chunkservers append in two rounds (PREPARE, then COMMIT) instead of one (WRITE),
-    /// to compare the two (the paused-secondary run keeps the default).
+    /// The chunkservers append in one round (WRITE, experimental) instead of two (PREPARE,
+    /// then COMMIT), to compare the two (the paused-secondary run keeps the default).
     #[arg(long)]
-    two_rounds: bool,
+    one_round: bool,
     /// Which benchmarks: `append` (the replicated append path), `client`, or `all`.
     #[arg(long, default_value = "all", value_parser = ["append", "client", "all"])]
     suite: String,
@@ -299,7 +299,7 @@ async fn client_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
             64 << 20,
             args.tls,
             args.data_tls,
-            !args.two_rounds,
+            args.one_round,
         )
         .await?;
         let c = cluster.client.clone();
@@ -543,7 +543,7 @@ async fn append_suite(args: &Args, base: &std::path::Path) -> anyhow::Result<()>
         let cluster = Cluster::start(
             &dir,
             args.commit_delay_us.map(Duration::from_micros),
-            !args.two_rounds,
+            args.one_round,
         )
         .await?;
         let s = stream(&cluster, 1, args.stream_mib, args.window).await?;

@@ -77,7 +77,7 @@ pub struct StorageSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationSection {
     /// Appends in one round (WRITE: stage and commit on each secondary at once) instead of
-    /// two (PREPARE, then COMMIT).
+    /// two (PREPARE, then COMMIT); experimental, off by default.
     pub one_round: bool,
     /// Deadline of the READY phase (two rounds only).
     #[serde(with = "humantime_serde")]
@@ -130,7 +130,7 @@ impl Default for StorageSection {
 impl Default for ReplicationSection {
     fn default() -> Self {
         ReplicationSection {
-            one_round: true,
+            one_round: false,
             prepare_timeout: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
