@@ -315,8 +315,12 @@ impl Client {
         op: u64,
         data: &Bytes,
     ) -> Option<OpAnswer> {
-        // A majority of the replicas the op was sent to.
-        let sent_to = 1 + u.secondaries.len();
+        // A majority of the replicas the op was sent to: the lease's members, which may be more
+        // than it lists (seed 228949108538562 of the simulator: a lease adopted after a master
+        // restart listed its primary alone, and that primary's lone `SealedWith` was taken
+        // while the master's seal had left its one secondary short).
+        let listed = 1 + u.secondaries.len();
+        let sent_to = listed.max(u.members as usize);
         let need = sent_to / 2 + 1;
         for (id, addr) in replicas {
             if votes.asked.contains(&addr) {
@@ -478,5 +482,44 @@ mod tests {
         assert!(answer.is_none(), "two sealed replicas at different lengths");
         let answer = ask([DataError::Busy, full(60), full(60)]).await;
         assert!(matches!(answer, Some(OpAnswer::NotThere)), "a quorum");
+    }
+
+    /// Seed 228949108538562 of the simulator: a lease adopted after a master restart listed
+    /// its primary alone (its one secondary had not registered again), and the master had
+    /// sealed the chunk at a length that primary alone held. Its `SealedWith` is one replica's
+    /// word of two: no answer until the other says the same.
+    #[tokio::test]
+    async fn a_lease_listing_fewer_replicas_than_it_has_still_needs_a_majority_of_them() {
+        let stop = CancellationToken::new();
+        let sealed_with = || DataError::SealedWith {
+            handle: 7,
+            offset: 40,
+        };
+        let primary = replica("a", sealed_with(), &stop).await;
+        let u = ChunkLease {
+            handle: 7,
+            version: 2,
+            primary: Some(primary),
+            members: 2,
+            ..ChunkLease::default()
+        };
+        let client = Client::connect_lazy("127.0.0.1:1", ClientConfig::default()).unwrap();
+        let mut votes = Votes::default();
+        let data = Bytes::from_static(b"record");
+        let answer = client.ask_op(&u, reached(&u), &mut votes, 42, &data).await;
+        assert!(answer.is_none(), "the primary's word alone was taken");
+        // The secondary, listed by the master once it registered, says the same.
+        let other = replica("b", sealed_with(), &stop).await;
+        let listed = vec![(other.id, other.data_addr)];
+        let answer = client.ask_op(&u, listed, &mut votes, 42, &data).await;
+        assert!(matches!(answer, Some(OpAnswer::At(40))));
+        // An older master says nothing of its members: the listed replicas count.
+        let alone = ChunkLease { members: 0, ..u };
+        let mut votes = Votes::default();
+        let answer = client
+            .ask_op(&alone, reached(&alone), &mut votes, 42, &data)
+            .await;
+        assert!(matches!(answer, Some(OpAnswer::At(40))));
+        stop.cancel();
     }
 }

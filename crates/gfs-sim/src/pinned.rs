@@ -142,6 +142,13 @@
 ///   master's and cs2's current processes: both had restarted, and the chunk was never sealed.
 ///   Data directories now have an identity, the log names the servers a creation failed on
 ///   with theirs, and a server registered again on the same directory is a witness still.
+/// - 228949108538562 (20 s of load, one round per append; found by a soak on 2026-12-06): a
+///   chunk on two servers, its primary cut off, committed appends alone; the master restarted
+///   and adopted the primary's lease before its secondary registered again, so the lease it
+///   handed out listed the primary alone; later the master sealed the chunk at the primary's
+///   length (the secondary's catch-up failed), and two clients resolving retried appends took
+///   that one sealed replica's `SealedWith` for a majority of one: acknowledged on one disk
+///   for five seconds. A lease now says how many replicas it has (`members`), listed or not.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -179,4 +186,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (274246788388944, 20),
     (90477443447776, 20),
     (73346212800128, 20),
+    (228949108538562, 20),
 ];

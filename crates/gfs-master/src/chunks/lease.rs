@@ -319,6 +319,8 @@ impl ChunkManager {
             lease_expires_unix_ms: gfs_util::time::unix_ms(l.expires),
             // Stamped by the service for its caller.
             token: Default::default(),
+            // Those left out above count: a client resolving an op needs a majority of all.
+            members: u32::try_from(1 + l.secondaries.len()).unwrap_or(u32::MAX),
         }
     }
 
