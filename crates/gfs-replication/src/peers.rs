@@ -259,11 +259,21 @@ impl ReplicaTransport for Peers {
         append: StageRequest,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<u64>> {
+        let (handle, version, op_id) = (append.handle, append.version, append.op);
+        let end = append.offset + append.data.len() as u64;
         let op = Op::Prepare(prepare(append, true));
         Box::pin(async move {
-            self.call(addr, op, timeout)
-                .await
-                .map(|r| r.committed_length)
+            let started = tokio::time::Instant::now();
+            let committed = self.call(addr, op, timeout).await?.committed_length;
+            if committed >= end.max(1) {
+                return Ok(committed);
+            }
+            // A peer older than the WRITE takes it for a PREPARE: it staged the append and
+            // answers with no committed length. Its COMMIT follows, as in two rounds, within
+            // the same deadline, so the append counts durable there only once it is.
+            tracing::debug!(%handle, peer = addr, "a peer that only staged the WRITE is sent its COMMIT");
+            let left = timeout.saturating_sub(started.elapsed());
+            self.commit(addr, handle, version, op_id, left).await
         })
     }
 
@@ -346,5 +356,104 @@ impl ReplicaTransport for Peers {
                 Err(_) => Err(peer_err(addr, format!("no answer within {timeout:?}"))),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use futures::Stream;
+    use gfs_proto::v1::replication_server::{Replication, ReplicationServer};
+    use gfs_proto::v1::{ChunkBytes, ReadChunkRequest, SealReply};
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+
+    /// A replication peer that answers each PREPARE with no committed length, WRITE or not
+    /// (as one built before the WRITE does), and each COMMIT with `committed`; it counts
+    /// the COMMITs.
+    struct Older {
+        committed: u64,
+        commits: Arc<AtomicU64>,
+    }
+
+    type Replies = Pin<Box<dyn Stream<Item = std::result::Result<ReplicateReply, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Replication for Older {
+        type ReplicateStream = Replies;
+        type ReadChunkStream =
+            Pin<Box<dyn Stream<Item = std::result::Result<ChunkBytes, Status>> + Send>>;
+
+        async fn replicate(
+            &self,
+            request: Request<Streaming<ReplicateRequest>>,
+        ) -> std::result::Result<Response<Replies>, Status> {
+            let (committed, commits) = (self.committed, Arc::clone(&self.commits));
+            let replies = request.into_inner().map(move |r| {
+                let r = r?;
+                let committed_length = match r.op {
+                    Some(Op::Commit(_)) => {
+                        commits.fetch_add(1, Ordering::Relaxed);
+                        committed
+                    }
+                    _ => 0,
+                };
+                Ok(ReplicateReply {
+                    id: r.id,
+                    committed_length,
+                    ..ReplicateReply::default()
+                })
+            });
+            Ok(Response::new(Box::pin(replies)))
+        }
+
+        async fn read_chunk(
+            &self,
+            _: Request<ReadChunkRequest>,
+        ) -> std::result::Result<Response<Self::ReadChunkStream>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+
+        async fn seal(
+            &self,
+            _: Request<SealRequest>,
+        ) -> std::result::Result<Response<SealReply>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+    }
+
+    /// A WRITE to a peer built before it (which stages it as a PREPARE and answers with no
+    /// committed length) is followed by its COMMIT, and counts durable only by that answer:
+    /// else one round in a cluster of mixed versions would count staged bytes as durable.
+    #[tokio::test]
+    async fn a_write_only_staged_by_an_older_peer_is_followed_by_its_commit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let commits = Arc::new(AtomicU64::new(0));
+        let older = Older {
+            committed: 110,
+            commits: Arc::clone(&commits),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ReplicationServer::new(older))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let peers = Peers::new(PeerConfig::default());
+        let append = StageRequest {
+            op: OpId(1),
+            handle: ChunkHandle(7),
+            version: 1,
+            offset: 100,
+            data: bytes::Bytes::from_static(b"0123456789"),
+        };
+        let durable = peers
+            .write(&addr, append, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(durable, 110, "the COMMIT's answer");
+        assert_eq!(commits.load(Ordering::Relaxed), 1);
     }
 }
