@@ -357,6 +357,7 @@ fn main() {
                 // As in a real cluster: every chunk names the server its lease went to.
                 primary: format!("cs{}", c % 8),
                 uncreated: Vec::new(),
+                placed: 0,
             }))
             .unwrap();
         }

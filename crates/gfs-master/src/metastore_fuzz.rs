@@ -71,6 +71,7 @@ fn an_op() -> BoxedStrategy<Op> {
                     version,
                     primary,
                     uncreated: Vec::new(),
+                    placed: 0,
                 })
             }
         ),
@@ -194,6 +195,7 @@ proptest! {
                             sealed_length,
                             primary,
                             uncreated: Vec::new(),
+                            placed: 0,
                         })
                         .collect(),
                 })

@@ -125,6 +125,11 @@ pub struct AddChunkOp {
     /// never held one (`Registry::never_held`), across restarts of it and of the master.
     #[prost(message, repeated, tag = "5")]
     pub uncreated: Vec<Uncreated>,
+    /// How many servers it was placed on: those it was created on and those its creation
+    /// failed on, logged or not (its first lease's members); no unsealed chunk has more
+    /// replicas. 0: unknown (records of older versions).
+    #[prost(uint32, tag = "6")]
+    pub placed: u32,
 }
 
 /// A server a chunk's creation failed on, and the identity of its data directory then.
@@ -218,6 +223,9 @@ pub struct ChunkEntry {
     /// The servers its creation failed on (`AddChunkOp::uncreated`), until it is sealed.
     #[prost(message, repeated, tag = "5")]
     pub uncreated: Vec<Uncreated>,
+    /// How many servers it was placed on (`AddChunkOp::placed`); 0: unknown.
+    #[prost(uint32, tag = "6")]
+    pub placed: u32,
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ fn oplog_child() {
                             version: 1,
                             primary: String::new(),
                             uncreated: Vec::new(),
+                            placed: 0,
                         }))
                         .await
                         .unwrap();

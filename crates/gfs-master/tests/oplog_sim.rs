@@ -62,6 +62,7 @@ fn next_op(model: &mut Namespace, rng: &mut Mix, handle: &mut u64) -> Op {
                     version: 1,
                     primary: String::new(),
                     uncreated: Vec::new(),
+                    placed: 0,
                 })
             }
             8 => Op::SetVersion(SetVersionOp {

@@ -289,6 +289,7 @@ async fn forged_or_impossible_chunk_reports_are_not_adopted() {
         version: 3,
         primary: String::new(),
         uncreated: Vec::new(),
+        placed: 0,
     }))
     .await
     .unwrap();
@@ -381,6 +382,7 @@ async fn after_a_restart_reported_leases_are_adopted_and_silent_primaries_waited
             version: 1,
             primary: primary.into(),
             uncreated: Vec::new(),
+            placed: 0,
         }))
         .await
         .unwrap();
@@ -531,6 +533,7 @@ async fn a_chunk_with_one_replica_too_many_loses_exactly_one() {
             version: 3,
             primary: String::new(),
             uncreated: Vec::new(),
+            placed: 0,
         }),
         Op::Seal(SealOp {
             handle: 9,

@@ -417,6 +417,7 @@ impl ChunkManager {
                 version: 1,
                 primary: created.first().map(|s| s.id.clone()).unwrap_or_default(),
                 uncreated,
+                placed: u32::try_from(created.len() + in_doubt.len()).unwrap_or(u32::MAX),
             }))
             .await?;
         let mut reg = self.registry.lock();

@@ -1287,6 +1287,37 @@ async fn failed_creation_and_rotten_primary() -> (Cluster, u64, String, &'static
     (c, h, primary, other)
 }
 
+/// Seed 228949108538566 of the simulator: a put's chunk placed on the two servers alive (no
+/// third to place it on); its primary committed a tail alone, restarted (no word) and rotted,
+/// and the other replica is empty. Every acknowledged append is on a quorum of two members, so
+/// on the empty one: the chunk is sealed there (it waited for good for a third witness).
+#[tokio::test]
+async fn a_chunk_placed_on_two_servers_is_sealed_at_its_one_good_replica() {
+    let c = cluster_leasing(
+        &["a", "b"],
+        &[("a", sealed_held(1, 100)), ("b", sealed_held(1, 100))],
+        Some(100),
+        SHORT_LEASE,
+    )
+    .await;
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    let h = lease.handle;
+    let primary = lease.primary.unwrap().id;
+    let other = if primary == "a" { "b" } else { "a" };
+    assert_eq!(lease.members, 2);
+    assert_eq!(c.logged(h).await.placed, 2);
+    let version = c.fake.replica(&primary, h).unwrap().version;
+    c.fake.hold(&primary, h, held(version, 100));
+    c.fake.rot(&primary, h);
+    c.registry.lock().mark_corrupt(&primary, h);
+    c.m.note_unvouched([h]);
+    tokio::time::sleep(SHORT_LEASE * 2).await;
+    c.m.settle().await;
+    assert_eq!(c.logged(h).await.sealed_length, Some(0));
+    assert!(c.fake.replica(other, h).unwrap().sealed);
+    assert_eq!(c.current(h).await, vec![(other.to_string(), 0)]);
+}
+
 /// Seed 13798 of the simulator: a chunk made on two servers (the third's creation failed, with
 /// no fourth to take its place); its primary committed a tail alone, restarted (so it gives no
 /// word) and rotted, and the other replica is empty. The third, fenced with the others, answers

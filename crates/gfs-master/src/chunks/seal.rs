@@ -239,6 +239,21 @@ impl ChunkManager {
         // The word of the chunk's last primary, heard at this fence or an earlier one, bounds
         // what was acknowledged (below).
         let primary_led = self.acknowledged_up_to(handle);
+        // Good replicas enough to hold every acknowledged append between them: each is on a
+        // quorum of the chunk's members, who are at most the servers it was placed on, so
+        // any `placed - quorum + 1` of them include one of its holders (seed
+        // 228949108538566: a chunk placed on two servers, the longer replica rotten, the
+        // other one alone holds all that was acknowledged). A chunk logged before `placed`
+        // was takes a quorum, as for three members.
+        let placed = self
+            .meta
+            .read(move |ns| ns.chunk(handle).map(|m| usize::from(m.placed)))
+            .await?
+            .unwrap_or(0);
+        let witnesses_needed = match placed {
+            0 => self.cfg.quorum,
+            n => (n + 1).saturating_sub(self.cfg.quorum).max(1),
+        };
         let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
         // Decided again each time a catch-up finds its source corrupt (at most once per
         // replica: each time one more is marked).
@@ -266,7 +281,7 @@ impl ChunkManager {
                 // third never created, the primary restarted and without a word).
                 let vouched = primary_led.is_some_and(|b| good_length.is_some_and(|g| g >= b));
                 let witnesses = good.len() + if good.is_empty() { 0 } else { never_held };
-                if witnesses < self.cfg.quorum && !vouched {
+                if witnesses < witnesses_needed && !vouched {
                     return Err(unavailable(format!(
                         "chunk {handle}: its longest length {} is only on replicas that failed \
                          their checksums, and too few good ones answered; waiting for another \

@@ -98,6 +98,7 @@ pub(super) async fn log_of_one_chunk(
         version: 1,
         primary: primary.into(),
         uncreated: Vec::new(),
+        placed: 0,
     }))
     .await
     .unwrap();
@@ -386,6 +387,7 @@ async fn get_chunks_pages_a_file_of_30_000_chunks_with_offsets_right() {
             version: 1,
             primary: String::new(),
             uncreated: Vec::new(),
+            placed: 0,
         }))
     });
     futures::future::try_join_all(adds).await.unwrap();
@@ -494,6 +496,7 @@ async fn fsck_lists_what_fits_and_counts_the_rest() {
             version: 1,
             primary: String::new(),
             uncreated: Vec::new(),
+            placed: 0,
         }))
     };
     create("/d/many".into()).await.unwrap();

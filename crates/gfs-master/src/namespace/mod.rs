@@ -45,6 +45,9 @@ pub struct ChunkMeta {
     /// (logged by an older version, or a version adopted from a report, at which no lease
     /// was granted).
     pub primary: u32,
+    /// How many servers it was placed on (`AddChunkOp::placed`, at most 255 kept); 0:
+    /// unknown (logged by an older version).
+    pub placed: u8,
 }
 
 /// One entry of a directory listing or a stat.
@@ -266,6 +269,7 @@ impl Namespace {
                         version: a.version,
                         sealed_length: None,
                         primary,
+                        placed: u8::try_from(a.placed).unwrap_or(u8::MAX),
                     },
                 );
                 let failed = known_disks(&a.uncreated);
@@ -463,6 +467,7 @@ impl Namespace {
                                 version: 0,
                                 sealed_length: None,
                                 primary: 0,
+                                placed: 0,
                             });
                             ChunkEntry {
                                 handle: *h,
@@ -470,6 +475,7 @@ impl Namespace {
                                 sealed_length: c.sealed_length,
                                 primary: c.primary,
                                 uncreated: self.uncreated.get(h).cloned().unwrap_or_default(),
+                                placed: u32::from(c.placed),
                             }
                         })
                         .collect(),
@@ -511,6 +517,7 @@ impl Namespace {
                             sealed_length: ch.sealed_length,
                             // An index past the table (a damaged checkpoint) means unknown.
                             primary: if ch.primary <= known { ch.primary } else { 0 },
+                            placed: u8::try_from(ch.placed).unwrap_or(u8::MAX),
                         },
                     );
                 }

@@ -91,6 +91,7 @@ fn the_gogfs_graybox_cases() {
         version: 1,
         primary: String::new(),
         uncreated: Vec::new(),
+        placed: 0,
     }))
     .unwrap();
     ns.apply(&delete("/file1.txt")).unwrap();
@@ -136,6 +137,7 @@ fn checkpoints_round_trip() {
             version: h,
             primary: String::new(),
             uncreated: Vec::new(),
+            placed: 0,
         }))
         .unwrap();
     }
@@ -166,6 +168,7 @@ fn the_last_primary_of_each_chunk_is_recorded_and_checkpointed() {
             version: 1,
             primary: p.into(),
             uncreated: Vec::new(),
+            placed: 0,
         }))
         .unwrap();
     }
@@ -249,6 +252,7 @@ fn failed_creations_are_kept_until_the_seal_through_a_checkpoint() {
             version: 1,
             primary: "cs1".into(),
             uncreated: vec![on("cs2", 7), on("cs3", 0)],
+            placed: 3,
         }))
         .unwrap();
     }
@@ -269,4 +273,6 @@ fn failed_creations_are_kept_until_the_seal_through_a_checkpoint() {
     assert_eq!(ns.uncreated_on("cs2", 7), [2]);
     let back = Namespace::from_checkpoint(ns.to_checkpoint(9));
     assert_eq!(back.uncreated_on("cs2", 7), [2]);
+    // How many servers a chunk was placed on goes through the checkpoint too.
+    assert_eq!(back.chunk(2).map(|m| m.placed), Some(3));
 }
