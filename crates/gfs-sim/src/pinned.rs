@@ -149,6 +149,11 @@
 ///   length (the secondary's catch-up failed), and two clients resolving retried appends took
 ///   that one sealed replica's `SealedWith` for a majority of one: acknowledged on one disk
 ///   for five seconds. A lease now says how many replicas it has (`members`), listed or not.
+/// - 228949108538566 (20 s of load, one round per append; found by the same soak): a liveness
+///   failure. A put's chunk placed on the only two servers alive, its primary's tail alone on
+///   its replica, which rotted; the other replica empty, the primary without a word: the seal
+///   wanted a quorum of good replicas, a rule for three members, and waited for good. The log
+///   now says how many servers a chunk was placed on, and one good replica of two suffices.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -187,4 +192,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (90477443447776, 20),
     (73346212800128, 20),
     (228949108538562, 20),
+    (228949108538566, 20),
 ];
