@@ -193,6 +193,7 @@ impl ChunkManager {
         if let Some(length) = sealed {
             // Its primary sealed it before the fence: no lease on it; the next call goes on
             // in the next chunk.
+            tracing::warn!(%handle, length, "the fence found replicas sealed: the chunk ends there");
             self.keep_seal(handle, new_version, length, bumped).await?;
             return Err(unavailable(format!(
                 "chunk {handle} was found sealed at {length}: it is sealed there; ask again"
