@@ -160,6 +160,10 @@
 ///   chunk at that lone tail, the other replica's catch-up failed, and the one replica rotted:
 ///   the chunk was lost and its file unreadable past it. A lone tail the last primary did not
 ///   acknowledge is now left out of the seal.
+/// - 148412570704197 (20 s of load, one round; found by the soak after that): a retry of an op
+///   committed on its primary alone read the bytes back there to send them again, and they had
+///   rotted: the checksum error reached the client as the append's end. The primary now gives
+///   the lease up (`DiskFailed`) and the client retries.
 pub const PINNED: &[(u64, u64)] = &[
     (4, 20),
     (14, 20),
@@ -201,4 +205,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (228949108538566, 20),
     (230111401622358, 20),
     (230111401622454, 20),
+    (148412570704197, 20),
 ];

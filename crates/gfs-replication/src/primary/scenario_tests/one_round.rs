@@ -155,3 +155,34 @@ async fn a_secondary_at_a_newer_version_refuses_the_write() {
     assert_eq!(rig.store(2).info(H).unwrap().version, V1 + 1);
     eventually("s2 lagging", || rig.lagging() == vec!["s2"]).await;
 }
+
+/// Seed 148412570704197 of the simulator: a retry of an op committed here alone, whose bytes
+/// must go to the secondaries again, found them rotten at rest here. The lease is given up and
+/// the client told to retry (`DiskFailed`: the next primary leads from the others), not handed
+/// the checksum error as the append's end.
+#[tokio::test]
+async fn a_retry_whose_bytes_here_rotted_gives_the_lease_up() {
+    let disk = gfs_util::disk::sim::SimDisk::new(1);
+    let rig = Rig::build(2, 2, |c| c.one_round = true, Some(disk.shared())).await;
+    rig.net.inject(rig.s(1), Call::Write, Fault::Fail, 1);
+    rig.net.inject(rig.s(2), Call::Write, Fault::Fail, 1);
+    // Past `inline_max`: written to the chunk file, where it rots.
+    let a = rec(1, 100 << 10);
+    let r = rig.append(1, &a).await;
+    assert!(no_quorum(&r, 1, 2), "{r:?}");
+    let file = rig.local.dir().join(H.0.to_string());
+    assert!(
+        disk.flip_bit(&file, 1000, 3),
+        "no byte to flip in {}",
+        file.display()
+    );
+    let r = rig.append(1, &a).await;
+    assert!(
+        matches!(r, Err(ReplicationError::DiskFailed { .. })),
+        "{r:?}"
+    );
+    assert!(
+        rig.primary.lease(H).is_err(),
+        "the lease is given up with the rotten copy"
+    );
+}
