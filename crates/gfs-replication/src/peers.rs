@@ -361,6 +361,7 @@ impl ReplicaTransport for Peers {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::pin::Pin;
 
     use futures::Stream;
