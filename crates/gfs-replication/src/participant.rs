@@ -113,7 +113,8 @@ pub fn status(e: StorageError) -> Status {
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkBytes, Status>> + Send>>;
+/// The stream of a chunk's bytes `ReadChunk` answers with.
+pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkBytes, Status>> + Send>>;
 
 /// Largest piece a copy of a chunk without its op table is sent in.
 const FORGOTTEN_PIECE: u64 = 1 << 20;
@@ -353,7 +354,8 @@ fn ok(id: u64) -> ReplicateReply {
     }
 }
 
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<ReplicateReply, Status>> + Send>>;
+/// The stream of replies a replication session answers with.
+pub(crate) type ReplyStream = Pin<Box<dyn Stream<Item = Result<ReplicateReply, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Replication for Participant {

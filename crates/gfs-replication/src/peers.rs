@@ -362,14 +362,12 @@ impl ReplicaTransport for Peers {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::pin::Pin;
-
-    use futures::Stream;
     use gfs_proto::v1::replication_server::{Replication, ReplicationServer};
-    use gfs_proto::v1::{ChunkBytes, ReadChunkRequest, SealReply};
+    use gfs_proto::v1::{ReadChunkRequest, SealReply};
     use tonic::{Request, Response, Status, Streaming};
 
     use super::*;
+    use crate::participant::{ChunkStream, ReplyStream};
 
     /// A replication peer that answers each PREPARE with no committed length, WRITE or not
     /// (as one built before the WRITE does), and each COMMIT with `committed`; it counts
@@ -379,18 +377,15 @@ mod tests {
         commits: Arc<AtomicU64>,
     }
 
-    type Replies = Pin<Box<dyn Stream<Item = std::result::Result<ReplicateReply, Status>> + Send>>;
-
     #[tonic::async_trait]
     impl Replication for Older {
-        type ReplicateStream = Replies;
-        type ReadChunkStream =
-            Pin<Box<dyn Stream<Item = std::result::Result<ChunkBytes, Status>> + Send>>;
+        type ReplicateStream = ReplyStream;
+        type ReadChunkStream = ChunkStream;
 
         async fn replicate(
             &self,
             request: Request<Streaming<ReplicateRequest>>,
-        ) -> std::result::Result<Response<Replies>, Status> {
+        ) -> std::result::Result<Response<ReplyStream>, Status> {
             let (committed, commits) = (self.committed, Arc::clone(&self.commits));
             let replies = request.into_inner().map(move |r| {
                 let r = r?;
@@ -413,7 +408,7 @@ mod tests {
         async fn read_chunk(
             &self,
             _: Request<ReadChunkRequest>,
-        ) -> std::result::Result<Response<Self::ReadChunkStream>, Status> {
+        ) -> std::result::Result<Response<ChunkStream>, Status> {
             Err(Status::unimplemented("not here"))
         }
 

@@ -245,21 +245,6 @@ impl ChunkManager {
         // The word of the chunk's last primary, heard at this fence or an earlier one, bounds
         // what was acknowledged (below).
         let primary_led = self.acknowledged_up_to(handle);
-        // Good replicas enough to hold every acknowledged append between them: each is on a
-        // quorum of the chunk's members, who are at most the servers it was placed on, so
-        // any `placed - quorum + 1` of them include one of its holders (seed
-        // 228949108538566: a chunk placed on two servers, the longer replica rotten, the
-        // other one alone holds all that was acknowledged). A chunk logged before `placed`
-        // was takes a quorum, as for three members.
-        let placed = self
-            .meta
-            .read(move |ns| ns.chunk(handle).map(|m| usize::from(m.placed)))
-            .await?
-            .unwrap_or(0);
-        let witnesses_needed = match placed {
-            0 => self.cfg.quorum,
-            n => (n + 1).saturating_sub(self.cfg.quorum).max(1),
-        };
         let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
         if let Some(length) = lone_tail_seal(&fenced, primary_led, self.cfg.quorum, corrupt) {
             tracing::warn!(%handle, length, acknowledged_up_to = ?primary_led, "the longest length is a lone tail its primary did not acknowledge: sealing at the good replicas' shorter length");
@@ -291,6 +276,7 @@ impl ChunkManager {
                 // third never created, the primary restarted and without a word).
                 let vouched = primary_led.is_some_and(|b| good_length.is_some_and(|g| g >= b));
                 let witnesses = good.len() + if good.is_empty() { 0 } else { never_held };
+                let witnesses_needed = self.witnesses_needed(handle).await?;
                 if witnesses < witnesses_needed && !vouched {
                     return Err(unavailable(format!(
                         "chunk {handle}: its longest length {} is only on replicas that failed \
@@ -319,6 +305,24 @@ impl ChunkManager {
         self.seal_replicas(handle, new_version, length, &holders)
             .await;
         Ok(length)
+    }
+
+    /// How many good replicas hold every acknowledged append of unsealed `handle` between
+    /// them: each append is on a quorum of the chunk's members, who are at most the servers it
+    /// was placed on, so any `placed - quorum + 1` of them include one of its holders (seed
+    /// 228949108538566: a chunk placed on two servers, the longer replica rotten, the other
+    /// one alone holds all that was acknowledged). A chunk logged before `placed` was takes a
+    /// quorum, as for three members.
+    async fn witnesses_needed(&self, handle: u64) -> Result<usize> {
+        let placed = self
+            .meta
+            .read(move |ns| ns.chunk(handle).map(|m| usize::from(m.placed)))
+            .await?
+            .unwrap_or(0);
+        Ok(match placed {
+            0 => self.cfg.quorum,
+            n => (n + 1).saturating_sub(self.cfg.quorum).max(1),
+        })
     }
 
     /// Seals `handle` at `length`, where the fence to `new_version` found replicas sealed: their
