@@ -1181,6 +1181,47 @@ async fn a_seal_answered_not_found_forgets_the_replica() {
     assert_eq!(c.fake.calls("c", Call::Seal), 1, "not tried again");
 }
 
+/// Seed 192902363027571 of the simulator: the master logged a seal and crashed with its seal
+/// calls to the replicas in flight (`failed_seals` is in memory). After its restart every
+/// replica reported the chunk unsealed at the sealed version and length, current, but a
+/// replica that restarts too serves no read of an unsealed chunk (it does not know what a
+/// quorum holds of it): after a power cut the file was unreadable for good. A report of an
+/// unsealed replica at a sealed chunk's version and length is sealed at the next pass.
+#[tokio::test]
+async fn replicas_reported_unsealed_at_a_sealed_length_are_sealed() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 100)), ("c", held(1, 90))],
+        Some(100),
+    )
+    .await;
+    for id in ["a", "b", "c"] {
+        let h = c.fake.replica(id, H).unwrap();
+        let r = Replica {
+            handle: H,
+            version: h.version,
+            length: h.length,
+            sealed: h.sealed,
+        };
+        c.m.adopt_reports(id, &[r]).await.unwrap();
+    }
+    c.m.settle().await;
+    assert_eq!(c.fake.replica("a", H), Some(sealed_held(1, 100)));
+    assert_eq!(c.fake.replica("b", H), Some(sealed_held(1, 100)));
+    assert_eq!(
+        c.fake.replica("c", H),
+        Some(held(1, 90)),
+        "stale: not sealed"
+    );
+    assert_eq!(c.fake.calls("c", Call::Seal), 0);
+    c.m.settle().await;
+    assert_eq!(
+        c.fake.calls("a", Call::Seal),
+        1,
+        "not called again once sealed"
+    );
+}
+
 /// Seed 40853 of the simulator: the primary of the chunk's one lease (`a`, version 1) holds a
 /// tail it alone committed, then rots and restarts with no word to give; `b` is empty; `c`,
 /// empty too, was down while fences moved `a` and `b` on to unleased versions, and came back

@@ -6,9 +6,11 @@
 //! (`fence_and_seal`, I5): a new version on the live replicas, the longest length a quorum of
 //! them reports after it, those behind caught up, the version and the seal logged, then the
 //! replicas sealed; `append_chunk` then allocates the next chunk. A replica whose seal call
-//! failed is noted (`failed_seals`, in memory: after a master restart it stays unsealed at
-//! the sealed length, current and copyable) and [`ChunkManager::settle`] calls it again; one
-//! that answers it holds no such replica is forgotten as a holder (seed 30643). When
+//! failed is noted (`failed_seals`) and [`ChunkManager::settle`] calls it again; one
+//! that answers it holds no such replica is forgotten as a holder (seed 30643). The note is
+//! in memory: after a master restart a replica reported unsealed at the sealed version and
+//! length is noted again (`adopt_reports`), since a replica that restarts unsealed serves no
+//! read until sealed (seed 192902363027571: a file unreadable after a power cut). When
 //! the good replicas at the longest length are fewer than a quorum, they are sealed all the
 //! same: a sealed replica's word on a retried op is `SealedWith`, which a client takes only
 //! once a majority of the replicas say it, so nothing is acknowledged on one disk while the

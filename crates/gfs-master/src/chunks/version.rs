@@ -427,7 +427,9 @@ impl ChunkManager {
 
     /// Adopts from a chunk report what the log missed: a newer version (a crash between
     /// bumping the replicas and logging the bump), and a seal at the current version (a lost
-    /// seal report; every replica seals at the primary's length).
+    /// seal report; every replica seals at the primary's length). A replica unsealed at a
+    /// sealed chunk's version and length (a master that logged the seal crashed before its
+    /// seal calls ended) is noted in `failed_seals`, for the next pass to seal it.
     pub async fn adopt_reports(&self, server: &str, report: &[Replica]) -> Result<()> {
         let handles: Vec<u64> = report.iter().map(|r| r.handle).collect();
         let known = self
@@ -442,6 +444,13 @@ impl ChunkManager {
                 && m.sealed_length.is_none()
             {
                 self.report_sealed(handle, r.length, &[]).await?;
+            }
+            if let Some(m) = current
+                && !r.sealed
+                && r.version == m.version
+                && m.sealed_length == Some(r.length)
+            {
+                self.failed_seals.lock().insert(handle);
             }
             // Only one step ahead: a crash between a bump and its log record leaves replicas
             // at the next version, never further (anything else is a lie or a bug).
