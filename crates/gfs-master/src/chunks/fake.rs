@@ -3,8 +3,8 @@
 //! that fail, appends that commit at the old version just before a fence lands, and every
 //! lease granted. It keeps the chunkserver's rules that the decisions rely on: a SetVersion
 //! answers the committed length once the new version holds, a catch-up copies up to the
-//! source's length at the same version (and fails with DATA_LOSS from a rotten source, and on a
-//! sealed target), a seal short of the replica's length fails, a SetVersion on a sealed replica
+//! source's length at the same version (and fails with DATA_LOSS from a rotten source, having
+//! copied what came before the rot, and on a sealed target), a seal short of the replica's length fails, a SetVersion on a sealed replica
 //! says it is sealed.
 
 use gfs_util::collections::{HashMap, HashSet};
@@ -45,8 +45,9 @@ struct State {
     /// Bytes that commit at the old version on a server just before its next SetVersion of
     /// the chunk takes effect (an append of the primary still on its way).
     in_flight: HashMap<(String, u64), u64>,
-    /// Replicas whose bytes fail their checksums when a copy reads them: `(server id, handle)`.
-    rotten: HashSet<(String, u64)>,
+    /// Replicas whose bytes fail their checksums when a copy reads them: `(server id, handle)`
+    /// -> the good prefix a catch-up copies before it meets the rot.
+    rotten: HashMap<(String, u64), u64>,
     /// Replicas leading the chunk's lease: `(server id, handle)` -> (the lease's version, the
     /// longest end it may have acknowledged), told by the next SetVersion that ends it.
     led: HashMap<(String, u64), (u64, u64)>,
@@ -98,7 +99,16 @@ impl FakeCluster {
     /// `id`'s replica of `handle` fails its checksums when a copy reads it (bit rot no scrub
     /// has found yet: its version and length are still sound).
     pub(super) fn rot(&self, id: &str, handle: u64) {
-        self.state.lock().rotten.insert((id.to_string(), handle));
+        self.rot_past(id, handle, 0);
+    }
+
+    /// [`FakeCluster::rot`] past its first `good` bytes: a catch-up from it copies them, then
+    /// fails.
+    pub(super) fn rot_past(&self, id: &str, handle: u64, good: u64) {
+        self.state
+            .lock()
+            .rotten
+            .insert((id.to_string(), handle), good);
     }
 
     /// Every `call` to `id` fails.
@@ -281,7 +291,14 @@ impl ChunkserverControl for FakeCluster {
                 .copied()
                 .filter(|r| r.version == copy.version)
                 .ok_or_else(|| missing(&source_id, copy.handle))?;
-            if s.rotten.contains(&(source_id.clone(), copy.handle)) {
+            if let Some(&good) = s.rotten.get(&(source_id.clone(), copy.handle)) {
+                // A catch-up appends what it read before the rot, as a chunkserver does.
+                let key = (target.id.clone(), copy.handle);
+                if let Some(mine) = s.replicas.get_mut(&key).filter(|r| {
+                    copy.catch_up && r.version == copy.version && !r.sealed && r.length < good
+                }) {
+                    mine.length = good;
+                }
                 return Err(ControlError::DataLoss(format!(
                     "reading from {source_id}: checksum mismatch in chunk {}",
                     copy.handle

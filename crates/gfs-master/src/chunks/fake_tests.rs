@@ -1222,6 +1222,36 @@ async fn replicas_reported_unsealed_at_a_sealed_length_are_sealed() {
     );
 }
 
+/// Seed 56860221658621 of the simulator: a catch-up from the longest replica copied a prefix
+/// of it to the ones behind, then met the rot in its bytes. The seal that followed went by the
+/// lengths the fence had heard, from before the catch-up: it sealed the chunk at 0 while the
+/// good replicas held more, no replica could be sealed there, and the chunk was lost. A
+/// catch-up that failed leaves its target's length unknown: the next fence decides.
+#[tokio::test]
+async fn a_catch_up_cut_short_by_rot_leaves_the_seal_to_the_next_fence() {
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(1, 100)), ("b", held(1, 0)), ("c", held(1, 0))],
+        None,
+        SHORT_LEASE,
+    )
+    .await;
+    c.fake.rot_past("a", H, 30);
+    c.settle_unvouched().await;
+    c.heard_from(&["a", "b", "c"]);
+    c.settle_unvouched().await;
+    let logged = c.logged(H).await;
+    assert_eq!(logged.sealed_length, Some(30), "{logged:?}");
+    for id in ["b", "c"] {
+        let r = c.fake.replica(id, H).unwrap();
+        assert_eq!(
+            (r.version, r.length, r.sealed),
+            (logged.version, 30, true),
+            "{id}"
+        );
+    }
+}
+
 /// Seed 40853 of the simulator: the primary of the chunk's one lease (`a`, version 1) holds a
 /// tail it alone committed, then rots and restarts with no word to give; `b` is empty; `c`,
 /// empty too, was down while fences moved `a` and `b` on to unleased versions, and came back

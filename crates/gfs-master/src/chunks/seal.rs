@@ -281,10 +281,21 @@ impl ChunkManager {
                 tracing::warn!(%handle, corrupt_length = longest.length, good = good.len(), never_held, acknowledged_up_to = ?primary_led, "the longest replicas failed their checksums: sealing at the good replicas' longest length");
                 longest = Longest::of(good);
             }
+            let caught = self.catch_up(handle, new_version, &longest).await;
+            let cut_short = caught.len() < longest.behind.len();
             let mut holders = longest.holders.clone();
-            holders.extend(self.catch_up(handle, new_version, &longest).await);
+            holders.extend(caught);
             if !holders.iter().any(corrupt) {
                 break (longest, holders);
+            }
+            // A catch-up that failed may have copied part of the way before it met the rot:
+            // its target's length is no longer the one the fence heard (seed 56860221658621: a
+            // seal at a length no good replica still had, and the chunk was lost). The next
+            // fence hears it.
+            if cut_short {
+                return Err(unavailable(format!(
+                    "chunk {handle}: a catch-up from a replica that failed its checksums ended                      short; deciding the length at the next fence"
+                )));
             }
         };
         let length = longest.length;
