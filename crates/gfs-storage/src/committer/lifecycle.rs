@@ -283,6 +283,9 @@ impl Committer {
         }
         inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let dir = sync_dir(&*inner.disk, &inner.dir);
+        if dir.is_ok() {
+            self.dir_pending = false;
+        }
         tracing::debug!(chunks = results.len(), "chunks deleted");
         for (handle, reply, r) in results {
             let r = r.and_then(|()| dir.as_ref().map_err(clone_err).copied());
@@ -318,6 +321,8 @@ impl Committer {
         }
         match checkpoint(&self.inner, self.batch - 1) {
             Ok(wal) => {
+                // Its snapshots and the new WAL were renamed into place, the directory fsynced.
+                self.dir_pending = false;
                 self.wal = wal;
                 self.wal_len = WAL_MAGIC.len() as u64;
                 self.wal_filled = self.wal_len;

@@ -25,10 +25,14 @@
 //! same way.
 //!
 //! Creates join a batch as a Create record: the chunk's file is opened then (a `free-<n>` file
-//! of the pool renamed, `pool.rs`), the directory is fsynced in the batch's round, and the chunk
-//! is visible and answered once durable; its snapshot comes with the next checkpoint. So
-//! creation is group-committed. WAL records of an older chunk with the same handle are skipped
-//! at replay.
+//! of the pool renamed, `pool.rs`), and the chunk is visible and answered once the record is
+//! durable; its snapshot comes with the next checkpoint. So creation is group-committed. The
+//! file's directory entry need not be durable yet: a replay makes the file again from the
+//! Create record, and rewrites every inline append into it. Bytes written in place must be
+//! found under the chunk's name, so the first round that writes any in place after a creation
+//! fsyncs the directory too (`dir_pending`; a checkpoint or a delete round fsyncs it as well):
+//! a small file's chunk pays no directory fsync of its own, which on ext4 is a journal commit
+//! (BENCHMARKS.md). WAL records of an older chunk with the same handle are skipped at replay.
 //!
 //! Between batches it sweeps: staged appends past `staging_ttl` are dropped, and so are the op
 //! tables of chunks sealed for longer than `op_retention` (`optable.rs`); the snapshots of those
@@ -116,6 +120,9 @@ pub(crate) struct Committer {
     deletes: Vec<(Arc<Chunk>, oneshot::Sender<Result<()>>)>,
     /// A poisoned chunk holds every checkpoint back until the store reopens (logged once).
     checkpoints_held: bool,
+    /// Chunk files were created (renamed from the pool) since the directory was last fsynced:
+    /// the next round that writes bytes in place fsyncs it too.
+    dir_pending: bool,
     /// When expired staging was last swept.
     last_sweep: Instant,
     /// When op tables past their retention are next looked for.
@@ -134,7 +141,7 @@ enum Reply {
 enum Owner {
     /// The WAL: every record of the batch.
     Wal,
-    /// The data directory: the entries of the chunks the batch creates.
+    /// The data directory: the entries of the chunks created since it was last fsynced.
     Dir,
     /// A chunk file written in place (index into the batch's works).
     Work(usize),
@@ -181,6 +188,7 @@ impl Committer {
             works: Vec::new(),
             deletes: Vec::new(),
             checkpoints_held: false,
+            dir_pending: false,
             last_sweep: Instant::now(),
             next_op_sweep,
         }
@@ -497,8 +505,15 @@ impl Committer {
                 files.push((Sync::File(&*self.wal), &wal_path));
                 owners.push(Owner::Wal);
             }
-            // New chunk files need their directory entries durable too, in the same round.
+            // A new chunk is durable by its Create record (a replay makes its file again), so
+            // its directory entry waits: until the first round that writes bytes in place
+            // (they must be found under the chunk's name after a crash), a checkpoint, or a
+            // delete round, whichever fsyncs the directory first.
             if self.works.iter().any(|w| w.created && w.failed.is_none()) {
+                self.dir_pending = true;
+            }
+            let in_place = self.works.iter().any(|w| w.sync_data && w.failed.is_none());
+            if self.dir_pending && in_place {
                 files.push((Sync::Dir, &inner.dir));
                 owners.push(Owner::Dir);
             }
@@ -510,6 +525,10 @@ impl Committer {
             }
             let synced = std::time::Instant::now();
             let failures = parallel_sync(&*inner.disk, &files);
+            let dir_synced = owners
+                .iter()
+                .position(|o| matches!(o, Owner::Dir))
+                .is_some_and(|d| failures.iter().all(|(i, _)| *i != d));
             if !files.is_empty()
                 && let Some(observe) = inner.fsync_observer.get()
             {
@@ -526,7 +545,8 @@ impl Committer {
                 tracing::error!(error = %err, "fsync failed");
                 match owners[idx] {
                     Owner::Dir => {
-                        for w in self.works.iter_mut().filter(|w| w.created) {
+                        // Bytes written in place may be unreachable by the chunk's name.
+                        for w in self.works.iter_mut().filter(|w| w.created || w.sync_data) {
                             w.failed.get_or_insert_with(|| clone_err(&err));
                         }
                     }
@@ -540,6 +560,9 @@ impl Committer {
                         self.works[i].poison = true;
                     }
                 }
+            }
+            if dir_synced {
+                self.dir_pending = false;
             }
             // Past the batch's bytes even when the WAL fsync failed: they may be durable.
             self.wal_len = end;

@@ -428,9 +428,12 @@ async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
         Err(StorageError::Poisoned(_))
     ));
     assert_eq!(s.needs_reopen(), Some("a chunk's fsync failed"));
-    // A create whose directory fsync fails.
+    // An in-place append to a new chunk whose directory fsync fails (a creation fsyncs the
+    // WAL alone: the first bytes in place fsync the directory).
+    s.create(z, 1).await.unwrap();
+    s.stage(put(z, 6, 0, 5000)).unwrap();
     fail_next_sync(d.path());
-    assert!(s.create(z, 1).await.is_err());
+    assert!(s.commit(z, OpId(6)).await.is_err());
     // A later batch that succeeds, so the failed ones are not the newest.
     s.stage(put(y, 4, 0, 10)).unwrap();
     s.commit(y, OpId(4)).await.unwrap();
@@ -445,7 +448,13 @@ async fn writes_whose_callers_heard_of_a_failed_fsync_never_come_back() {
     drop(s);
     let s = ChunkStore::open(copy.path(), c).unwrap();
     let handles: Vec<_> = s.list().iter().map(|i| i.handle).collect();
-    assert_eq!(handles, [x, y], "the failed create came back");
+    assert_eq!(handles, [x, y, z]);
+    assert_eq!(s.info(z).unwrap().committed_len, 0);
+    assert_eq!(
+        s.lookup_op(z, OpId(6)).unwrap(),
+        None,
+        "the failed append came back"
+    );
     assert_eq!(s.info(x).unwrap().committed_len, 100);
     assert_eq!(
         s.lookup_op(x, OpId(2)).unwrap(),
