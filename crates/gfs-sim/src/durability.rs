@@ -72,6 +72,9 @@ pub struct Durability {
     chunks: Files,
     /// The store's write-ahead logs.
     logs: Files,
+    /// The chunks each write-ahead log creates and does not delete after, by the durable
+    /// bytes' stamp.
+    created: BTreeMap<(&'static str, PathBuf), ((u64, u64), BTreeSet<u64>)>,
     /// Records already reported (each once).
     reported: BTreeSet<RecordId>,
 }
@@ -81,8 +84,9 @@ impl Durability {
     /// one line per record newly found on fewer than a quorum of servers. A server holds a
     /// record when a chunk file holds it durably, or its write-ahead log does (small appends
     /// reach the chunk file at the next checkpoint, or at the replay after a crash) while the
-    /// chunk's file is still there (a deleted replica's appends still in the log do not
-    /// count).
+    /// chunk's file is still there or the log creates the chunk (a replay makes its file
+    /// again: a creation does not wait for its directory entry to be durable); a deleted
+    /// replica's appends still in the log do not count.
     pub fn check(
         &mut self,
         disks: &BTreeMap<String, SimDisk>,
@@ -117,9 +121,22 @@ impl Durability {
                                     .collect()
                             })
                         }),
-                        None => self
-                            .logs
-                            .update(server, &path, stamp, || disk.with_durable(&path, logged)),
+                        None => {
+                            self.logs
+                                .update(server, &path, stamp, || disk.with_durable(&path, logged));
+                            let key = (server, path.clone());
+                            if self.created.get(&key).is_none_or(|(s, _)| *s != stamp) {
+                                let made = disk
+                                    .with_durable(&path, |b| {
+                                        gfs_storage::wal_created(bytes::Bytes::copy_from_slice(b))
+                                            .into_iter()
+                                            .map(|h| h.0)
+                                            .collect()
+                                    })
+                                    .unwrap_or_default();
+                                self.created.insert(key, (stamp, made));
+                            }
+                        }
                     }
                 }
                 present.insert((server, path));
@@ -128,10 +145,17 @@ impl Durability {
         for files in [&mut self.chunks, &mut self.logs] {
             files.retain(&present);
         }
+        self.created.retain(|key, _| present.contains(key));
         let mut on: BTreeMap<RecordId, BTreeSet<&'static str>> = BTreeMap::new();
         let mut chunk_of: BTreeMap<RecordId, u64> = BTreeMap::new();
         for server in SERVERS {
-            let has_chunk = |h: u64| present.contains(&(server, dir.join(h.to_string())));
+            let created = |h: u64| {
+                self.created
+                    .iter()
+                    .any(|((s, _), (_, made))| *s == server && made.contains(&h))
+            };
+            let has_chunk =
+                |h: u64| present.contains(&(server, dir.join(h.to_string()))) || created(h);
             let held = self
                 .chunks
                 .of(server)
@@ -273,8 +297,9 @@ mod tests {
         assert!(m.check(&d, &[(id(3), 100)], &[], Duration::ZERO).is_empty());
     }
 
-    /// The bytes of a real store's WAL after committing `data` to chunk 5 at offset 0.
-    async fn wal_with(data: &bytes::Bytes) -> Vec<u8> {
+    /// The bytes of a real store's WAL after committing `data` to chunk 5 at offset 0 (and
+    /// deleting the chunk, if `delete`).
+    async fn wal_with(data: &bytes::Bytes, delete: bool) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let store = gfs_storage::ChunkStore::open(dir.path(), Default::default()).unwrap();
         let h = gfs_storage::ChunkHandle(5);
@@ -289,15 +314,18 @@ mod tests {
             })
             .unwrap();
         store.commit(h, gfs_storage::OpId(1)).await.unwrap();
+        if delete {
+            store.delete(h).await.unwrap();
+        }
         // Read while the store is open: closing it checkpoints and empties the log.
         std::fs::read(dir.path().join("wal")).unwrap()
     }
 
     #[tokio::test]
-    async fn a_logged_record_counts_while_its_chunk_s_file_is_there() {
+    async fn a_logged_record_counts_while_its_chunk_is_there() {
         let d = disks();
         let a = record(id(1), 40);
-        let wal = wal_with(&a).await;
+        let wal = wal_with(&a, false).await;
         assert!(
             !records(&wal).is_empty(),
             "the record is not inline in the WAL"
@@ -312,8 +340,17 @@ mod tests {
         let acked = [(id(1), 0)];
         let mut m = Durability::default();
         assert!(m.check(&d, &acked, &[], Duration::ZERO).is_empty());
-        // cs2's replica is deleted: what its log still holds no longer counts.
+        // A crash lost cs2's directory entry for the chunk: a replay makes it again from the
+        // log's Create record, with the record.
         d["cs2"].remove_file(&data_dir().join("5")).unwrap();
+        assert!(m.check(&d, &acked, &[], Duration::ZERO).is_empty());
+        // cs2's replica is deleted: what its log still holds no longer counts.
+        let deleted = wal_with(&a, true).await;
+        let f = d["cs2"]
+            .open(&data_dir().join("wal"), Open::Create)
+            .unwrap();
+        f.write_all_at(&deleted, 0).unwrap();
+        f.sync_data().unwrap();
         assert_eq!(m.check(&d, &acked, &[], Duration::ZERO).len(), 1);
     }
 

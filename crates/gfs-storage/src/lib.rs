@@ -73,3 +73,38 @@ pub fn wal_appends(bytes: bytes::Bytes) -> Vec<(ChunkHandle, u64, bytes::Bytes)>
         })
         .collect()
 }
+
+/// The chunks the bytes of a write-ahead log create and do not delete after (creations whose
+/// round failed, which a Cancel record voids, left out): those a replay brings back even if the
+/// crash lost their files' directory entries. For checkers that look at a data directory from
+/// outside a store; anything but a WAL gives nothing.
+pub fn wal_created(bytes: bytes::Bytes) -> Vec<ChunkHandle> {
+    let Ok(parsed) = record::parse(std::path::Path::new("wal"), record::WAL_MAGIC, bytes) else {
+        return Vec::new();
+    };
+    let cancelled: std::collections::BTreeSet<(u64, ChunkHandle)> = parsed
+        .records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            record::Record::Cancel {
+                handle, cancelled, ..
+            } => Some((*cancelled, *handle)),
+            _ => None,
+        })
+        .collect();
+    let mut created = std::collections::BTreeSet::new();
+    for (_, r) in parsed.records {
+        match r {
+            record::Record::Create { batch, handle, .. }
+                if !cancelled.contains(&(batch, handle)) =>
+            {
+                created.insert(handle);
+            }
+            record::Record::Delete { handle, .. } => {
+                created.remove(&handle);
+            }
+            _ => {}
+        }
+    }
+    created.into_iter().collect()
+}

@@ -508,6 +508,20 @@ async fn the_wal_s_inline_appends_can_be_listed_from_its_bytes() {
     assert!(crate::wal_appends(Bytes::from_static(b"not a wal")).is_empty());
 }
 
+/// A WAL read from outside the store names the chunks it creates and does not delete after.
+#[tokio::test]
+async fn the_wal_s_created_chunks_can_be_listed_from_its_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = fresh(d.path(), cfg()).await;
+    let (kept, gone) = (ChunkHandle(8), ChunkHandle(9));
+    s.create(kept, 1).await.unwrap();
+    s.create(gone, 1).await.unwrap();
+    s.delete(gone).await.unwrap();
+    let wal = Bytes::from(fs::read(d.path().join("wal")).unwrap());
+    assert_eq!(crate::wal_created(wal), vec![kept, H]);
+    assert!(crate::wal_created(Bytes::from_static(b"not a wal")).is_empty());
+}
+
 /// Seed 268 of the simulator: an old primary held a tail alone; a fence reached it, but its
 /// reply was not among those the master decided from, and it showed the tail at the new
 /// version. A version change vouches for what was known before it, not for the replica's
