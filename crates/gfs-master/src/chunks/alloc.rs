@@ -2,8 +2,10 @@
 //!
 //! `replication` live servers (least used first, spread across racks), a random non-zero
 //! handle, the chunk created on each (at least a quorum must succeed), then `AddChunk` logged,
-//! naming the first of them as the primary of the chunk's first lease. Orphans of a failed
-//! allocation are collected later by garbage collection.
+//! naming the first of them as the primary of the chunk's first lease, and that lease given
+//! to it while the record is written (no client can use the lease before the reply, which
+//! waits for the record; a lease on a chunk whose record was lost is never adopted). Orphans
+//! of a failed allocation are collected later by garbage collection.
 //!
 //! The first lease is granted at the creation version (1), without a bump (a `SetVersion`
 //! round, an fsync on every replica, would sit on the path of every small file), so it must
@@ -149,32 +151,27 @@ impl ChunkManager {
                 _ => {}
             }
         }
-        // A new chunk comes with the members of its first lease, its logged primary first.
-        let (index, handle, version, file_offset, allocated) = match last.last() {
-            Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start, None),
+        // A new chunk comes with its first lease.
+        let (index, handle, version, file_offset) = match last.last() {
+            Some((h, Some(m))) if m.sealed_length.is_none() => (n - 1, *h, m.version, start),
             Some((_, m)) => {
                 let end = start + m.as_ref().and_then(|m| m.sealed_length).unwrap_or(0);
-                let (h, created) = self.allocate(path).await?;
-                (n, h, 1, end, Some(created))
+                let at = Position {
+                    index: n,
+                    file_offset: end,
+                };
+                return self.allocate(path, at).await.map(Attempt::Leased);
             }
             None => {
-                let (h, created) = self.allocate(path).await?;
-                (0, h, 1, 0, Some(created))
+                let at = Position {
+                    index: 0,
+                    file_offset: 0,
+                };
+                return self.allocate(path, at).await.map(Attempt::Leased);
             }
         };
         let _deciding = self.deciding.write([handle]).await;
         let at = Position { index, file_offset };
-        if let Some(members) = allocated {
-            // Created empty by this call at version 1, and every server it was placed on is in
-            // the lease (a failed creation may have worked: see the module doc), so no replica
-            // at version 1 is outside it and the first lease needs no bump. It goes to the
-            // primary the AddChunk record names. No lease is out on it, and this process knows
-            // every lease that can be (it allocated the chunk: `knows_leases`).
-            return self
-                .grant(handle, version, at, members)
-                .await
-                .map(Attempt::Leased);
-        }
         // Another decision may have sealed or fenced the chunk while this one waited for the
         // lock (seed 215: a second seal at another length): go on only from the chunk as it is
         // now. Read, not peeked: what the peek above saw is durable once this returns.
@@ -285,26 +282,24 @@ impl ChunkManager {
         // there (fenced first: see `fence_and_seal`); the file continues on a new chunk.
         tracing::warn!(%handle, length = longest.length, holders = longest.holders.len(), below_goal, "too few replicas hold the longest prefix: sealing the chunk");
         let length = self.fence_and_seal(handle, version, live).await?;
-        let (next, members) = self.allocate(path).await?;
-        let _deciding = self.deciding.write([next]).await;
         let at = Position {
             index: index + 1,
             file_offset: file_offset + length,
         };
-        self.grant(next, 1, at, members).await.map(Attempt::Leased)
+        self.allocate(path, at).await.map(Attempt::Leased)
     }
 
-    /// Creates a new chunk at the end of `path` and logs it, naming the first server it was
-    /// created on as the primary of its first lease; returns its handle and the members of that
-    /// lease: the servers it was created on, in that order, then those whose creation failed
-    /// (it may have worked all the same: see the module doc). A chunk whose creation failed
+    /// Creates a new chunk at the end of `path` (at `at` in it), logs it and grants its first
+    /// lease: to the first server it was created on, which the log names as its primary; its
+    /// secondaries the other servers it was created on, then those whose creation failed (it
+    /// may have worked all the same: see the module doc). A chunk whose creation failed
     /// somewhere is abandoned before it is logged when other servers can take the failed
     /// ones' place, and made again without them, as HDFS abandons a block whose pipeline
     /// could not be set up and asks again excluding those nodes: written below its goal, it
     /// would hold every append on fewer disks until it is sealed and copied (seed 10648 of the
     /// simulator: a chunk made on two servers, a bit rotted at rest on each). Its replicas are
     /// orphans, deleted after the grace period.
-    pub(super) async fn allocate(&self, path: &str) -> Result<(u64, Vec<ServerInfo>)> {
+    pub(super) async fn allocate(&self, path: &str, at: Position) -> Result<ChunkLease> {
         let mut failed: Vec<String> = Vec::new();
         loop {
             let servers = self
@@ -346,7 +341,21 @@ impl ChunkManager {
                 failed.extend(ids.iter().map(|id| id.to_string()));
                 continue;
             }
-            let logged = self.log_allocation(path, handle, &created, &in_doubt).await;
+            // Every server it was placed on is in the lease, so no replica at version 1 is
+            // outside it and the first lease needs no bump. No lease is out on it, and this
+            // process knows every lease that can be (it allocated the chunk: `knows_leases`).
+            // The lease is given while the AddChunk record is written: the primary takes no
+            // append before a client holds the lease, which only this reply gives, after the
+            // record is durable. If the record fails, the lease is on an orphan, unknown to
+            // the log (`adopt_leases` skips it after a restart), and goes with it.
+            let _deciding = self.deciding.write([handle]).await;
+            let mut members = created.clone();
+            members.extend(in_doubt.iter().cloned());
+            let (logged, granted) = futures::future::join(
+                self.log_allocation(path, handle, &created, &in_doubt),
+                self.send_grant(handle, 1, at, members),
+            )
+            .await;
             self.allocating.lock().remove(&handle);
             logged?;
             if !in_doubt.is_empty() {
@@ -357,9 +366,7 @@ impl ChunkManager {
                 }
             }
             tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
-            let mut members = created;
-            members.extend(in_doubt);
-            return Ok((handle, members));
+            return Ok(self.note_grant(handle, granted?));
         }
     }
 

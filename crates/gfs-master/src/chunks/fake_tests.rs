@@ -1252,6 +1252,31 @@ async fn a_catch_up_cut_short_by_rot_leaves_the_seal_to_the_next_fence() {
     }
 }
 
+/// A new chunk's first lease is given while its AddChunk record is written, so a master that
+/// crashed before the record was durable leaves a lease on a chunk its log does not know. Its
+/// primary reports it when it registers with the restarted master: it is not adopted, and
+/// holds nothing back.
+#[tokio::test]
+async fn a_lease_on_a_chunk_the_log_does_not_know_is_not_adopted() {
+    let c = cluster(
+        &["a", "b", "c"],
+        &[("a", held(1, 0)), ("b", held(1, 0)), ("c", held(1, 0))],
+        None,
+    )
+    .await;
+    let orphan = H + 1;
+    let held = HeldLease {
+        handle: orphan,
+        version: 1,
+        expires: std::time::SystemTime::now() + Duration::from_secs(60),
+        secondaries: vec!["b:1".into(), "c:1".into()],
+    };
+    c.m.adopt_leases(&info("a"), &[held]).await;
+    assert!(!c.m.lease.table.lock().contains_key(&orphan));
+    let lease = c.m.append_chunk("/f").await.unwrap();
+    assert_eq!(lease.handle, H);
+}
+
 /// Seed 40853 of the simulator: the primary of the chunk's one lease (`a`, version 1) holds a
 /// tail it alone committed, then rots and restarts with no word to give; `b` is empty; `c`,
 /// empty too, was down while fences moved `a` and `b` on to unleased versions, and came back

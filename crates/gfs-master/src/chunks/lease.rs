@@ -271,6 +271,19 @@ impl ChunkManager {
         at: Position,
         replicas: Vec<ServerInfo>,
     ) -> Result<ChunkLease> {
+        let granted = self.send_grant(handle, new_version, at, replicas).await?;
+        Ok(self.note_grant(handle, granted))
+    }
+
+    /// Gives the lease of `handle` at `version` to the first of `replicas` (the others its
+    /// secondaries), not yet noted in the lease table ([`ChunkManager::note_grant`]).
+    pub(super) async fn send_grant(
+        &self,
+        handle: u64,
+        new_version: u64,
+        at: Position,
+        replicas: Vec<ServerInfo>,
+    ) -> Result<Granted> {
         let Some((primary, secondaries)) = replicas.split_first() else {
             return Err(unavailable(format!("chunk {handle}: no replica to lease")));
         };
@@ -286,20 +299,24 @@ impl ChunkManager {
             .grant_lease(&primary, grant)
             .await
             .map_err(|e| unavailable(format!("granting the lease to {}: {e}", primary.id)))?;
-        let ids: Vec<&str> = secondaries.iter().map(|s| s.id.as_str()).collect();
-        tracing::info!(%handle, version = new_version, primary = %primary.id, secondaries = %ids.join(","), "lease granted");
-        self.metrics.lease_grants.inc();
-        let granted = Granted {
+        Ok(Granted {
             version: new_version,
             primary,
             secondaries,
             expires,
             at,
             doomed: false,
-        };
+        })
+    }
+
+    /// Notes a lease [`ChunkManager::send_grant`] gave in the lease table; its reply.
+    pub(super) fn note_grant(&self, handle: u64, granted: Granted) -> ChunkLease {
+        let ids: Vec<&str> = granted.secondaries.iter().map(|s| s.id.as_str()).collect();
+        tracing::info!(%handle, version = granted.version, primary = %granted.primary.id, secondaries = %ids.join(","), "lease granted");
+        self.metrics.lease_grants.inc();
         let reply = self.lease_reply(handle, &granted);
         self.lease.table.lock().insert(handle, granted);
-        Ok(reply)
+        reply
     }
 
     pub(super) fn lease_reply(&self, handle: u64, l: &Granted) -> ChunkLease {
