@@ -154,9 +154,14 @@ impl ChunkManager {
         {
             let leases = self.lease.table.lock();
             let cloning = self.repair.cloning.lock();
+            // A chunk being allocated may be in the log before its replicas are noted: not lost.
+            let allocating = self.allocating.lock();
             let mut lost = self.repair.lost.lock();
             for (h, m) in &metas {
                 let have = counted(h);
+                if allocating.contains(h) {
+                    continue;
+                }
                 if counts.get(h).is_none_or(|c| c.all == 0) {
                     if lost.insert(*h) {
                         tracing::error!(handle = %h, "chunk lost: no live replica holds its current version");
