@@ -65,6 +65,13 @@ impl Files {
     }
 }
 
+/// The chunks one write-ahead log creates and does not delete after, and the stamp of the
+/// bytes parsed.
+struct Created {
+    stamp: (u64, u64),
+    handles: BTreeSet<u64>,
+}
+
 /// What each chunkserver's disk holds, kept between checks.
 #[derive(Default)]
 pub struct Durability {
@@ -72,9 +79,8 @@ pub struct Durability {
     chunks: Files,
     /// The store's write-ahead logs.
     logs: Files,
-    /// The chunks each write-ahead log creates and does not delete after, by the durable
-    /// bytes' stamp.
-    created: BTreeMap<(&'static str, PathBuf), ((u64, u64), BTreeSet<u64>)>,
+    /// The chunks each write-ahead log creates and does not delete after.
+    created: BTreeMap<(&'static str, PathBuf), Created>,
     /// Records already reported (each once).
     reported: BTreeSet<RecordId>,
 }
@@ -125,8 +131,8 @@ impl Durability {
                             self.logs
                                 .update(server, &path, stamp, || disk.with_durable(&path, logged));
                             let key = (server, path.clone());
-                            if self.created.get(&key).is_none_or(|(s, _)| *s != stamp) {
-                                let made = disk
+                            if self.created.get(&key).is_none_or(|c| c.stamp != stamp) {
+                                let handles = disk
                                     .with_durable(&path, |b| {
                                         gfs_storage::wal_created(bytes::Bytes::copy_from_slice(b))
                                             .into_iter()
@@ -134,7 +140,7 @@ impl Durability {
                                             .collect()
                                     })
                                     .unwrap_or_default();
-                                self.created.insert(key, (stamp, made));
+                                self.created.insert(key, Created { stamp, handles });
                             }
                         }
                     }
@@ -152,7 +158,7 @@ impl Durability {
             let created = |h: u64| {
                 self.created
                     .iter()
-                    .any(|((s, _), (_, made))| *s == server && made.contains(&h))
+                    .any(|((s, _), c)| *s == server && c.handles.contains(&h))
             };
             let has_chunk =
                 |h: u64| present.contains(&(server, dir.join(h.to_string()))) || created(h);
