@@ -50,6 +50,27 @@ use crate::registry::{Replica, ServerInfo, Want};
 /// retrying client finds the wait short enough).
 pub const IN_CALL_WAIT: Duration = Duration::from_secs(3);
 
+/// A handle in [`ChunkManager`]'s `allocating` set while its allocation runs, taken out when
+/// it ends however it ends: an `AppendChunk` call dropped midway (its client gone, its deadline
+/// passed) left its handle there for good, and re-replication skips such chunks.
+struct Allocating<'a> {
+    set: &'a Mutex<HashSet<u64>>,
+    handle: u64,
+}
+
+impl<'a> Allocating<'a> {
+    fn new(set: &'a Mutex<HashSet<u64>>, handle: u64) -> Allocating<'a> {
+        set.lock().insert(handle);
+        Allocating { set, handle }
+    }
+}
+
+impl Drop for Allocating<'_> {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.handle);
+    }
+}
+
 /// One try at a lease for an append.
 enum Attempt {
     /// Granted, or the one in force.
@@ -320,7 +341,7 @@ impl ChunkManager {
                     break h;
                 }
             };
-            self.allocating.lock().insert(handle);
+            let allocating = Allocating::new(&self.allocating, handle);
             let created = self.create_on_each(servers.clone(), handle, 1).await;
             let in_doubt: Vec<ServerInfo> = servers
                 .into_iter()
@@ -336,7 +357,7 @@ impl ChunkManager {
             };
             // Once per allocation: a second failure goes on with what was created.
             if !in_doubt.is_empty() && failed.is_empty() && elsewhere() {
-                self.allocating.lock().remove(&handle);
+                drop(allocating);
                 tracing::warn!(%handle, servers = ?ids, "creation failed on some servers: abandoning the chunk and placing it again without them");
                 failed.extend(ids.iter().map(|id| id.to_string()));
                 continue;
@@ -356,7 +377,7 @@ impl ChunkManager {
                 self.send_grant(handle, 1, at, members),
             )
             .await;
-            self.allocating.lock().remove(&handle);
+            drop(allocating);
             logged?;
             if !in_doubt.is_empty() {
                 tracing::warn!(%handle, servers = ?ids, "creation failed, yet may have worked: those servers are secondaries of the first lease");

@@ -1297,6 +1297,30 @@ async fn a_chunk_being_allocated_is_not_called_lost() {
     );
 }
 
+/// An `AppendChunk` call dropped while its new chunk's record is written (the client gone,
+/// its deadline passed) leaves no handle in `allocating`: the repair skips the chunks there,
+/// and a handle left for good kept its chunk below its goal for good (seeds 4, 23 and 52 of
+/// the simulator on a864194).
+#[tokio::test]
+async fn an_allocation_dropped_midway_leaves_nothing_allocating() {
+    use futures::FutureExt;
+    let c = cluster(
+        &["a", "b", "c"],
+        &[
+            ("a", sealed_held(1, 10)),
+            ("b", sealed_held(1, 10)),
+            ("c", sealed_held(1, 10)),
+        ],
+        Some(10),
+    )
+    .await;
+    assert!(
+        c.m.append_chunk("/f").now_or_never().is_none(),
+        "it waits for the log"
+    );
+    assert!(c.m.allocating.lock().is_empty());
+}
+
 /// Seed 40853 of the simulator: the primary of the chunk's one lease (`a`, version 1) holds a
 /// tail it alone committed, then rots and restarts with no word to give; `b` is empty; `c`,
 /// empty too, was down while fences moved `a` and `b` on to unleased versions, and came back
