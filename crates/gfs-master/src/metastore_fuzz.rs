@@ -196,6 +196,7 @@ proptest! {
                             primary,
                             uncreated: Vec::new(),
                             placed: 0,
+                            since_lease: 0,
                         })
                         .collect(),
                 })

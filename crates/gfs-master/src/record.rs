@@ -226,6 +226,10 @@ pub struct ChunkEntry {
     /// How many servers it was placed on (`AddChunkOp::placed`); 0: unknown.
     #[prost(uint32, tag = "6")]
     pub placed: u32,
+    /// How far `version` is past the chunk's last leased version, plus one
+    /// (`ChunkMeta::since_lease`); 0: unknown.
+    #[prost(uint32, tag = "7")]
+    pub since_lease: u32,
 }
 
 #[cfg(test)]

@@ -91,16 +91,7 @@ async fn cluster_leasing(
     for (id, h) in held {
         fake.hold(id, H, *h);
     }
-    let m = Arc::new(ChunkManager::new(
-        Arc::clone(&meta),
-        Arc::clone(&registry),
-        ChunkConfig {
-            rebalance_threshold: 0.0,
-            lease,
-            ..super::tests::test_config()
-        },
-        Arc::clone(&fake) as Arc<dyn ChunkserverControl>,
-    ));
+    let m = manager(&meta, &registry, &fake, lease);
     for id in ids {
         m.adopt_leases(&info(id), &[]).await;
     }
@@ -111,6 +102,26 @@ async fn cluster_leasing(
         meta,
         _dir: dir,
     }
+}
+
+/// A master's chunk manager over `meta`, `registry` and the fake servers, with leases of
+/// `lease`.
+fn manager(
+    meta: &Arc<MetaStore>,
+    registry: &Arc<Mutex<Registry>>,
+    fake: &Arc<FakeCluster>,
+    lease: Duration,
+) -> Arc<ChunkManager> {
+    Arc::new(ChunkManager::new(
+        Arc::clone(meta),
+        Arc::clone(registry),
+        ChunkConfig {
+            rebalance_threshold: 0.0,
+            lease,
+            ..super::tests::test_config()
+        },
+        Arc::clone(fake) as Arc<dyn ChunkserverControl>,
+    ))
 }
 
 /// Servers a, b and c holding chunk `H` unsealed at version 1 with `lengths`.
@@ -595,7 +606,42 @@ async fn rotten_a(version: u64, word: Option<(&str, u64)>) -> Cluster {
     c
 }
 
+/// [`abc`] with leases of [`SHORT_LEASE`].
+async fn abc_leasing(lengths: [u64; 3]) -> Cluster {
+    let [a, b, c] = lengths;
+    cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(1, a)), ("b", held(1, b)), ("c", held(1, c))],
+        None,
+        SHORT_LEASE,
+    )
+    .await
+}
+
 impl Cluster {
+    /// The master restarted over the same log: a new registry and chunk manager, to which
+    /// `ids` register and report what they hold of `H` now, and no lease.
+    async fn restarted(self, ids: &[&str]) -> Cluster {
+        let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));
+        let m = manager(&self.meta, &registry, &self.fake, SHORT_LEASE);
+        let c = Cluster {
+            m,
+            registry,
+            ..self
+        };
+        c.registered(ids).await;
+        c
+    }
+
+    /// `ids` register, report what they hold of `H` now, and no lease.
+    async fn registered(&self, ids: &[&str]) {
+        for id in ids {
+            self.registry.lock().register(info(id), Instant::now());
+            self.heard_from(&[id]);
+            self.m.adopt_leases(&info(id), &[]).await;
+        }
+    }
+
     /// A settle pass once the chunk has been reported unvouched for a lease period.
     async fn settle_unvouched(&self) {
         self.m.note_unvouched([H]);
@@ -1229,13 +1275,7 @@ async fn replicas_reported_unsealed_at_a_sealed_length_are_sealed() {
 /// catch-up that failed leaves its target's length unknown: the next fence decides.
 #[tokio::test]
 async fn a_catch_up_cut_short_by_rot_leaves_the_seal_to_the_next_fence() {
-    let c = cluster_leasing(
-        &["a", "b", "c"],
-        &[("a", held(1, 100)), ("b", held(1, 0)), ("c", held(1, 0))],
-        None,
-        SHORT_LEASE,
-    )
-    .await;
+    let c = abc_leasing([100, 0, 0]).await;
     c.fake.rot_past("a", H, 30);
     c.settle_unvouched().await;
     c.heard_from(&["a", "b", "c"]);
@@ -1329,13 +1369,18 @@ async fn an_allocation_dropped_midway_leaves_nothing_allocating() {
 /// fenced with the others, and with `b` makes a quorum of good replicas: sealed at 0.
 #[tokio::test]
 async fn a_replica_behind_only_unleased_versions_is_a_witness_for_the_seal() {
-    let c = cluster_leasing(
-        &["a", "b", "c"],
-        &[("a", held(1, 100)), ("b", held(1, 0)), ("c", held(1, 0))],
-        None,
-        SHORT_LEASE,
-    )
-    .await;
+    let c = fenced_on_without_c().await;
+    c.fake.set_down("c", false);
+    c.settle_unvouched().await;
+    let logged = c.logged(H).await;
+    assert_eq!(logged.sealed_length, Some(0), "{logged:?}");
+    assert_eq!(c.current(H).await, vec![("b".into(), 0), ("c".into(), 0)]);
+}
+
+/// Seed 40853's schedule up to `c`'s return: `a` rotten, `c` down at version 1 while fences
+/// moved `a` and `b` on to unleased versions.
+async fn fenced_on_without_c() -> Cluster {
+    let c = abc_leasing([100, 0, 0]).await;
     c.fake.rot("a", H);
     c.registry.lock().mark_corrupt("a", H);
     c.fake.set_down("c", true);
@@ -1349,7 +1394,19 @@ async fn a_replica_behind_only_unleased_versions_is_a_witness_for_the_seal() {
     assert_eq!(logged.sealed_length, None, "one good replica answered");
     assert!(logged.version > 1, "{logged:?}");
     assert_eq!(c.fake.replica("c", H), Some(held(1, 0)));
+    c
+}
+
+/// Seed 148412570704814 of the simulator: seed 40853's schedule with a master restart
+/// between the fences and `c`'s return. The last lease's version was known only in memory,
+/// so the restarted master did not count `c` a witness: one good replica answered, and every
+/// pass fenced again, for good. The log keeps it (`ChunkMeta::last_leased`).
+#[tokio::test]
+async fn a_replica_behind_only_unleased_versions_is_a_witness_after_a_master_restart() {
+    let c = fenced_on_without_c().await.restarted(&["a", "b"]).await;
+    c.registry.lock().mark_corrupt("a", H);
     c.fake.set_down("c", false);
+    c.registered(&["c"]).await;
     c.settle_unvouched().await;
     let logged = c.logged(H).await;
     assert_eq!(logged.sealed_length, Some(0), "{logged:?}");
@@ -1522,16 +1579,7 @@ async fn a_failed_creation_logged_with_the_server_s_disk_outlives_a_master_resta
         // The master restarts: a new registry and manager over the same log; the servers
         // register again and report what they hold.
         let registry = Arc::new(Mutex::new(Registry::new(Duration::from_millis(50))));
-        let m = Arc::new(ChunkManager::new(
-            Arc::clone(&c.meta),
-            Arc::clone(&registry),
-            ChunkConfig {
-                rebalance_threshold: 0.0,
-                lease: SHORT_LEASE,
-                ..super::tests::test_config()
-            },
-            Arc::clone(&c.fake) as Arc<dyn ChunkserverControl>,
-        ));
+        let m = manager(&c.meta, &registry, &c.fake, SHORT_LEASE);
         let now = Instant::now();
         for id in ["a", "b", "c"] {
             let disk = if id == "c" && !same_disk { 6 } else { 5 };

@@ -104,11 +104,10 @@ pub struct ChunkManager {
     /// restarted master hears it again at its next fence, from a primary that did not
     /// restart).
     words: Mutex<HashMap<u64, version::Led>>,
-    /// The version of each chunk's last lease, set when this master logs one and noted at
-    /// each fence while the log still names it (the log keeps a primary only for the current
-    /// version; every version change goes through a fence): every replica at or past it holds
+    /// The version of each chunk's last lease, set when this master logs one and noted from
+    /// the log at each fence (`ChunkMeta::last_leased`): every replica at or past it holds
     /// all it committed under the chunk's leases, so it is a witness for a seal
-    /// (`fence_and_seal`). Dropped when the chunk is sealed; in memory.
+    /// (`fence_and_seal`). Dropped when the chunk is sealed.
     last_lease: Mutex<HashMap<u64, u64>>,
     /// Chunks left behind (unsealed) when they lost their quorum; sealed at their longest
     /// committed length once a quorum of replicas reports again (`seal`).

@@ -287,17 +287,14 @@ impl ChunkManager {
         }
     }
 
-    /// Notes the version of `handle`'s last lease while the log's current version is one (it
-    /// names a primary): the versions fences log after it name none, and the log keeps no
-    /// other. A log read that fails notes nothing.
+    /// Notes the version of `handle`'s last lease as the log knows it (`ChunkMeta::
+    /// last_leased`, kept through the unleased versions fences log after it and through
+    /// checkpoints, so a restarted master knows it too: seed 148412570704814 of the
+    /// simulator). A log read that fails, or a log that does not know it, notes nothing.
     pub(super) async fn note_last_lease(&self, handle: u64) {
         let leased = self
             .meta
-            .read(move |ns| {
-                ns.chunk(handle)
-                    .filter(|m| m.primary != 0)
-                    .map(|m| m.version)
-            })
+            .read(move |ns| ns.chunk(handle).and_then(|m| m.last_leased()))
             .await;
         if let Ok(Some(version)) = leased {
             self.last_lease.lock().insert(handle, version);
@@ -308,7 +305,7 @@ impl ChunkManager {
     /// version: no append was made past that lease (only leases append), so each holds all it
     /// committed under the chunk's leases, as one at `version` does (seed 40853 of the
     /// simulator: a good replica down while fences moved the others on, the only other good
-    /// one). Empty when the last lease is not known (a master that restarted since).
+    /// one). Empty when the last lease is not known (a log written by an older version).
     pub(super) fn witnesses_behind(&self, handle: u64, version: u64) -> Vec<ServerInfo> {
         let Some(since) = self.last_lease.lock().get(&handle).copied() else {
             return Vec::new();

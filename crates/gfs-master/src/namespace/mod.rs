@@ -48,6 +48,28 @@ pub struct ChunkMeta {
     /// How many servers it was placed on (`AddChunkOp::placed`, at most 255 kept); 0:
     /// unknown (logged by an older version).
     pub placed: u8,
+    /// How far `version` is past the last version a record named a primary at (the chunk's
+    /// last lease), plus one: 1 while the current version is leased; 0: unknown (logged by an
+    /// older version, or too far past it). See [`ChunkMeta::last_leased`].
+    pub since_lease: u16,
+}
+
+impl ChunkMeta {
+    /// The version of the chunk's last lease, when known: no lease was granted at any version
+    /// after it (every lease is logged, with its primary, before it is granted).
+    pub fn last_leased(&self) -> Option<u64> {
+        let back = u64::from(self.since_lease.checked_sub(1)?);
+        self.version.checked_sub(back)
+    }
+
+    /// `since_lease` once the version moves to `version` with no lease (a fence, or a version
+    /// adopted from a report).
+    fn since_lease_at(&self, version: u64) -> u16 {
+        self.last_leased()
+            .and_then(|leased| version.checked_sub(leased))
+            .and_then(|past| u16::try_from(past.checked_add(1)?).ok())
+            .unwrap_or(0)
+    }
 }
 
 /// One entry of a directory listing or a stat.
@@ -270,6 +292,7 @@ impl Namespace {
                         sealed_length: None,
                         primary,
                         placed: u8::try_from(a.placed).unwrap_or(u8::MAX),
+                        since_lease: u16::from(primary != 0),
                     },
                 );
                 let failed = known_disks(&a.uncreated);
@@ -280,6 +303,11 @@ impl Namespace {
             Op::SetVersion(v) => {
                 let primary = self.intern(&v.primary);
                 if let Some(c) = self.chunks.get_mut(&v.handle) {
+                    c.since_lease = if primary != 0 {
+                        1
+                    } else {
+                        c.since_lease_at(v.version)
+                    };
                     c.version = v.version;
                     c.primary = primary;
                 }
@@ -468,6 +496,7 @@ impl Namespace {
                                 sealed_length: None,
                                 primary: 0,
                                 placed: 0,
+                                since_lease: 0,
                             });
                             ChunkEntry {
                                 handle: *h,
@@ -476,6 +505,7 @@ impl Namespace {
                                 primary: c.primary,
                                 uncreated: self.uncreated.get(h).cloned().unwrap_or_default(),
                                 placed: u32::from(c.placed),
+                                since_lease: u32::from(c.since_lease),
                             }
                         })
                         .collect(),
@@ -518,6 +548,7 @@ impl Namespace {
                             // An index past the table (a damaged checkpoint) means unknown.
                             primary: if ch.primary <= known { ch.primary } else { 0 },
                             placed: u8::try_from(ch.placed).unwrap_or(u8::MAX),
+                            since_lease: u16::try_from(ch.since_lease).unwrap_or(0),
                         },
                     );
                 }
