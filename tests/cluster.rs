@@ -225,6 +225,7 @@ async fn lease_on_three(master: &str, certs: &std::path::Path) -> ChunkLease {
         m.create(CreateFileRequest {
             path: path.clone(),
             replication: 0,
+            first_chunk: false,
         })
         .await
         .unwrap();

@@ -48,6 +48,7 @@ async fn cluster(
     m.create(CreateFileRequest {
         path: path.into(),
         replication: 0,
+        first_chunk: false,
     })
     .await
     .unwrap();

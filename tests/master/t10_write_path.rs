@@ -2,6 +2,70 @@
 
 use super::*;
 
+/// A file made with its first chunk (`CreateFileRequest::first_chunk`, one log record for
+/// both, issue 17): the reply's lease takes appends at once on all three replicas, a second
+/// create of the name is refused, and after kill -9 the restarted master has the file with
+/// that chunk from its log, and the appends go on after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_made_with_its_first_chunk_takes_appends_and_survives_a_master_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut master, servers, mut m) = cluster(dir.path(), &[], "/other").await;
+    let made = |path: &str| CreateFileRequest {
+        path: path.into(),
+        replication: 0,
+        first_chunk: true,
+    };
+    let l = m
+        .create(made("/small"))
+        .await
+        .unwrap()
+        .into_inner()
+        .first_chunk
+        .expect("the first chunk's lease");
+    assert_eq!((l.index, l.version, l.file_offset), (0, 1, 0));
+    assert_eq!(l.secondaries.len(), 2);
+    let primary = primary_of(&l).await;
+    let first = record(3, 0);
+    assert_eq!(append(&primary, &chunk_of(&l), 1, &first).await.unwrap(), 0);
+    let taken = m.create(made("/small")).await.unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken}");
+    let listed_chunks = |m: &mut MasterClient<Channel>| {
+        let mut m = m.clone();
+        async move {
+            m.get_chunks(GetChunksRequest {
+                path: "/small".into(),
+                ..GetChunksRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .chunks
+        }
+    };
+    let chunks = listed_chunks(&mut m).await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].handle, l.handle);
+    assert_eq!(chunks[0].replicas.len(), 3);
+
+    master.kill();
+    let master = MasterProc::start(&dir.path().join("master"), &master.addr.clone());
+    let mut m = MasterClient::connect(format!("http://{}", master.addr))
+        .await
+        .unwrap();
+    assert_eq!(listed(&mut m, "/").await, ["/other", "/small"]);
+    let chunks = listed_chunks(&mut m).await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].handle, l.handle);
+    let l2 = lease(&mut m, "/small").await;
+    assert_eq!(l2.handle, l.handle);
+    let primary = primary_of(&l2).await;
+    let off = append(&primary, &chunk_of(&l2), 2, b"after the crash")
+        .await
+        .unwrap();
+    assert_eq!(off, first.len() as u64);
+    drop(servers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_path_through_the_master_survives_a_master_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +267,7 @@ async fn kill_9_of_the_master_during_creates_loses_no_acknowledged_one() {
                     let req = CreateFileRequest {
                         path: path.clone(),
                         replication: 0,
+                        first_chunk: false,
                     };
                     match m.create(req).await {
                         Ok(_) => ok.push(path),
@@ -312,6 +377,7 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
         m.create(CreateFileRequest {
             path: f.clone(),
             replication: 0,
+            first_chunk: false,
         })
         .await
         .unwrap();
@@ -332,6 +398,7 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
         m.create(CreateFileRequest {
             path: p.clone(),
             replication: 0,
+            first_chunk: false,
         })
         .await
         .unwrap();

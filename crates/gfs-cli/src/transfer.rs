@@ -80,34 +80,47 @@ async fn open_input(
 /// creating its missing parent directories; a failed put leaves no partial file.
 pub async fn put(client: &Client, local: &str, remote: &str, force: bool) -> anyhow::Result<()> {
     let (mut input, len) = open_input(local).await?;
-    match client.create_with_parents(remote).await {
-        Ok(()) => {}
+    let mut buf = vec![0u8; PUT_PIECE];
+    // The first bytes are read before the file is made: a file with bytes comes with its
+    // first chunk (a small file costs one call to the master), an empty one has none.
+    let mut n = input
+        .read(&mut buf)
+        .await
+        .with_context(|| format!("reading {local}"))?;
+    let make = |parents: bool| async move {
+        match (n > 0, parents) {
+            (true, true) => client.create_writer_with_parents(remote).await,
+            (true, false) => client.create_writer(remote).await,
+            (false, true) => client
+                .create_with_parents(remote)
+                .await
+                .map(|()| client.writer(remote)),
+            (false, false) => client.create(remote).await.map(|()| client.writer(remote)),
+        }
+    };
+    let mut w = match make(true).await {
+        Ok(w) => w,
         Err(ClientError::AlreadyExists(_)) if force => {
             if client.stat(remote).await?.is_dir {
                 bail!("{remote} is a directory");
             }
             client.delete(remote, false).await?;
-            client.create(remote).await?;
+            make(false).await?
         }
         Err(ClientError::AlreadyExists(_)) => bail!("already exists: {remote}"),
         Err(e) => return Err(e.into()),
-    }
+    };
     let bar = progress(len);
     let res = interruptible(async {
-        let mut w = client.writer(remote);
-        let mut buf = vec![0u8; PUT_PIECE];
         let mut total = 0u64;
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .with_context(|| format!("reading {local}"))?;
-            if n == 0 {
-                break;
-            }
+        while n > 0 {
             total += n as u64;
             w.write(&buf[..n]).await?;
             bar.set_position(w.acked());
+            n = input
+                .read(&mut buf)
+                .await
+                .with_context(|| format!("reading {local}"))?;
         }
         let written = w.finish().await?;
         bar.set_position(written);

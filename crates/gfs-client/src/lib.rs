@@ -13,7 +13,8 @@
 //! - Namespace calls go to the master ([`Client::mkdir`], [`Client::list`], ...).
 //! - [`Client::append`] is GFS record append: atomic, at an offset the primary picks,
 //!   exactly once across retries while the chunk's primary answers.
-//! - [`Writer`] streams one writer's bytes into a file, filling chunks exactly (`put`).
+//! - [`Writer`] streams one writer's bytes into a file, filling chunks exactly (`put`);
+//!   [`Client::create_writer`] makes a new file with its first chunk in one call.
 //! - [`Reader`] and [`Client::read`] read from the nearest replica and fail over.
 //! - What the master answers comes in the client's own types ([`Entry`], [`Locations`],
 //!   [`ClusterReport`], [`FsckReport`], ...), converted once from the protobuf messages; each

@@ -16,6 +16,7 @@ use crate::client::*;
 use crate::error::{ClientError, Result};
 use crate::model::*;
 use crate::report::{ClusterReport, FsckReport, MasterStatus};
+use crate::writer::Writer;
 
 /// The parent directory of the absolute `path` (`/` for a top-level entry).
 pub(crate) fn parent(path: &str) -> &str {
@@ -45,6 +46,7 @@ impl Client {
         let req = CreateFileRequest {
             path: path.into(),
             replication: 0,
+            first_chunk: false,
         };
         self.mutate(|mut m| {
             let req = req.clone();
@@ -58,10 +60,26 @@ impl Client {
     /// missing ancestors first (as HDFS's create does); fails if `path` exists. Not atomic: a
     /// failed create may leave the directories it made.
     pub async fn create_with_parents(&self, path: &str) -> Result<()> {
-        match self.create(path).await {
+        self.with_parents(path, || self.create(path)).await
+    }
+
+    /// [`Client::create_writer`], making the parent directory and its missing ancestors first
+    /// when it is missing, as [`Client::create_with_parents`] does.
+    pub async fn create_writer_with_parents(&self, path: &str) -> Result<Writer> {
+        self.with_parents(path, || self.create_writer(path)).await
+    }
+
+    /// `create()`, once more after making `path`'s missing parent directories when it answers
+    /// that the parent is missing.
+    async fn with_parents<T, F, Fut>(&self, path: &str, create: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match create().await {
             Err(ClientError::NotFound(_)) => {
                 self.mkdir(parent(path), true).await?;
-                self.create(path).await
+                create().await
             }
             done => done,
         }
@@ -77,6 +95,7 @@ impl Client {
         let create = CreateFileRequest {
             path: path.into(),
             replication: 0,
+            first_chunk: false,
         };
         let mut made_parents = false;
         loop {

@@ -252,6 +252,7 @@ async fn grpc_load(addr: &str, clients: u64, spread: bool, window: Duration) -> 
                 m.create(CreateFileRequest {
                     path: format!("/c{d}/f{c}-{n}"),
                     replication: 0,
+                    first_chunk: false,
                 })
                 .await
                 .unwrap();

@@ -10,7 +10,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::record::{
-    AddChunkOp, ChunkEntry, CreateOp, DeleteOp, Entry, PathOp, RenameOp, SealOp, SetVersionOp,
+    AddChunkOp, ChunkEntry, CreateOp, CreateWithChunkOp, DeleteOp, Entry, PathOp, RenameOp, SealOp,
+    SetVersionOp,
 };
 
 /// Paths a mutation may name: good ones, near misses and junk.
@@ -83,6 +84,23 @@ fn an_op() -> BoxedStrategy<Op> {
             })
         }),
         (a_u64(), a_u64()).prop_map(|(handle, length)| Op::Seal(SealOp { handle, length })),
+        (a_path(), a_path(), a_u64(), any::<String>()).prop_map(|(path, of, handle, primary)| {
+            Op::CreateWithChunk(CreateWithChunkOp {
+                create: Some(CreateOp {
+                    path,
+                    mtime_ms: 1,
+                    replication: 3,
+                }),
+                chunk: Some(AddChunkOp {
+                    path: of,
+                    handle,
+                    version: 1,
+                    primary,
+                    uncreated: Vec::new(),
+                    placed: 3,
+                }),
+            })
+        }),
     ]
     .boxed()
 }

@@ -21,7 +21,7 @@ pub struct LogRecord {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
     /// The mutation.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub op: Option<Op>,
 }
 
@@ -49,6 +49,10 @@ pub enum Op {
     /// Record that a chunk is sealed at a length.
     #[prost(message, tag = "8")]
     Seal(SealOp),
+    /// Create a file with its first chunk (a new record kind: a master that does not know it
+    /// refuses the log instead of reading a file without its chunk).
+    #[prost(message, tag = "9")]
+    CreateWithChunk(CreateWithChunkOp),
 }
 
 /// A mutation naming one path.
@@ -88,6 +92,18 @@ pub struct CreateOp {
     /// Replicas per chunk.
     #[prost(uint32, tag = "3")]
     pub replication: u32,
+}
+
+/// Create a file and append its first chunk, in one record: a small file's create and its
+/// chunk cost one log write.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateWithChunkOp {
+    /// The file.
+    #[prost(message, optional, tag = "1")]
+    pub create: Option<CreateOp>,
+    /// Its first chunk (`path` is the file's).
+    #[prost(message, optional, tag = "2")]
+    pub chunk: Option<AddChunkOp>,
 }
 
 /// Rename.

@@ -222,10 +222,11 @@ impl Master for MasterService {
         &self,
         r: Request<CreateFileRequest>,
     ) -> Result<Response<CreateFileReply>, Status> {
+        let client = caller_name(&r);
         let r = r.into_inner();
         let path = checked(&r.path)?;
         let _lock = self.locks.mutate(&path).await;
-        let op = Op::Create(CreateOp {
+        let create = CreateOp {
             path,
             mtime_ms: self.chunks.cfg.clock.now_ms(),
             replication: if r.replication == 0 {
@@ -233,9 +234,16 @@ impl Master for MasterService {
             } else {
                 r.replication
             },
-        });
-        self.meta.mutate(op).await.map_err(status)?;
-        Ok(Response::new(CreateFileReply {}))
+        };
+        if !r.first_chunk {
+            self.meta.mutate(Op::Create(create)).await.map_err(status)?;
+            return Ok(Response::new(CreateFileReply { first_chunk: None }));
+        }
+        let mut first_chunk = self.chunks.create_with_chunk(create).await?;
+        if let Some(lease) = &mut first_chunk {
+            self.tokens.stamp_lease(lease, &client);
+        }
+        Ok(Response::new(CreateFileReply { first_chunk }))
     }
 
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {

@@ -132,6 +132,7 @@ async fn the_namespace_over_grpc_survives_a_restart() {
     let create = |path: &str| CreateFileRequest {
         path: path.into(),
         replication: 0,
+        first_chunk: false,
     };
     c.mkdir(mkdir("/a/b/c", true)).await.unwrap();
     c.mkdir(mkdir("/a/b", true)).await.unwrap(); // -p: existing is fine

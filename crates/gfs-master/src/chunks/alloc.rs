@@ -20,7 +20,10 @@
 //! extra round is paid only when a creation failed. Before that, while other live servers can
 //! take the failed ones' place, the chunk is abandoned unlogged (its replicas are orphans) and
 //! made again without them, once: so a chunk is not written below its goal from its start
-//! (seed 10648 of the simulator). A rule counting replicas by lease
+//! (seed 10648 of the simulator). A file's first chunk may come with its creation
+//! (`create_with_chunk`, asked by a writer of a new file): the same allocation, logged in one
+//! record with the file (`Op::CreateWithChunk`), so a small file costs one log write and one
+//! call to the master, and the file and its chunk are there together or not at all. A rule counting replicas by lease
 //! membership would live in memory only (lost at a restart) and would have to outlast the
 //! lease (a small file's chunk is often never written again); a membership made right at the
 //! source needs neither.
@@ -42,7 +45,7 @@ use super::repair::MAX_WANTED;
 use super::*;
 use crate::error::Result;
 use crate::namespace::{ChunkMeta, Namespace};
-use crate::record::{AddChunkOp, Op, Uncreated};
+use crate::record::{AddChunkOp, CreateOp, CreateWithChunkOp, Op, Uncreated};
 use crate::registry::{Replica, ServerInfo, Want};
 
 /// The longest an `AppendChunk` call waits for a previous primary's lease to run out before
@@ -321,6 +324,53 @@ impl ChunkManager {
     /// simulator: a chunk made on two servers, a bit rotted at rest on each). Its replicas are
     /// orphans, deleted after the grace period.
     pub(super) async fn allocate(&self, path: &str, at: Position) -> Result<ChunkLease> {
+        self.allocate_for(path, at, None).await
+    }
+
+    /// Creates the file `create` makes with its first chunk, both logged in one record, and
+    /// grants that chunk's first lease, as [`ChunkManager::allocate`] does: a small file's
+    /// create and its chunk cost one log write, and its writer one call to the master. The
+    /// caller holds the path's lock. A refusal by the namespace (the name taken, no parent
+    /// directory) comes before any chunk is made, answered once what refused it is durable,
+    /// as a create's is. When no chunk can be made now (too few chunkservers), the file is
+    /// created alone, as by a plain create, and so it is when the record was logged but the
+    /// lease not granted: `None`, the writer asks `AppendChunk` for its chunk.
+    pub async fn create_with_chunk(&self, create: CreateOp) -> Result<Option<ChunkLease>> {
+        let op = Op::Create(create.clone());
+        if self.meta.peek(|ns| ns.check(&op)).is_err() {
+            self.meta.read(|ns| ns.check(&op)).await??;
+        }
+        let at = Position {
+            index: 0,
+            file_offset: 0,
+        };
+        let e = match self.allocate_for(&create.path, at, Some(&create)).await {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(e) => e,
+        };
+        // The caller holds the path's lock: the file is there only if the record is.
+        let path = create.path.clone();
+        if self
+            .meta
+            .read(move |ns| ns.chunks_of(&path).is_ok())
+            .await?
+        {
+            tracing::warn!(path = %create.path, error = %e, "a file was created with its first chunk, whose lease was not granted");
+            return Ok(None);
+        }
+        tracing::warn!(path = %create.path, error = %e, "no first chunk for a new file: creating it alone");
+        self.meta.mutate(op).await?;
+        Ok(None)
+    }
+
+    /// [`ChunkManager::allocate`], logged with the creation of the file when `create` is
+    /// given.
+    async fn allocate_for(
+        &self,
+        path: &str,
+        at: Position,
+        create: Option<&CreateOp>,
+    ) -> Result<ChunkLease> {
         let mut failed: Vec<String> = Vec::new();
         loop {
             let servers = self
@@ -373,7 +423,7 @@ impl ChunkManager {
             let mut members = created.clone();
             members.extend(in_doubt.iter().cloned());
             let (logged, granted) = futures::future::join(
-                self.log_allocation(path, handle, &created, &in_doubt),
+                self.log_allocation(path, handle, &created, &in_doubt, create),
                 self.send_grant(handle, 1, at, members),
             )
             .await;
@@ -410,13 +460,15 @@ impl ChunkManager {
 
     /// Logs chunk `handle` of `path`, created on `created` (its first lease's primary first),
     /// its creation failed on `in_doubt` (those whose data directories are known are logged
-    /// too: `AddChunkOp::uncreated`); notes its replicas.
+    /// too: `AddChunkOp::uncreated`), in one record with the file's creation when `create` is
+    /// given; notes its replicas.
     pub(super) async fn log_allocation(
         &self,
         path: &str,
         handle: u64,
         created: &[ServerInfo],
         in_doubt: &[ServerInfo],
+        create: Option<&CreateOp>,
     ) -> Result<()> {
         if created.len() < self.cfg.quorum {
             return Err(unavailable(format!(
@@ -438,16 +490,22 @@ impl ChunkManager {
                 })
                 .collect()
         };
-        self.meta
-            .mutate(Op::AddChunk(AddChunkOp {
-                path: path.to_string(),
-                handle,
-                version: 1,
-                primary: created.first().map(|s| s.id.clone()).unwrap_or_default(),
-                uncreated,
-                placed: u32::try_from(created.len() + in_doubt.len()).unwrap_or(u32::MAX),
-            }))
-            .await?;
+        let chunk = AddChunkOp {
+            path: path.to_string(),
+            handle,
+            version: 1,
+            primary: created.first().map(|s| s.id.clone()).unwrap_or_default(),
+            uncreated,
+            placed: u32::try_from(created.len() + in_doubt.len()).unwrap_or(u32::MAX),
+        };
+        let op = match create {
+            Some(c) => Op::CreateWithChunk(CreateWithChunkOp {
+                create: Some(c.clone()),
+                chunk: Some(chunk),
+            }),
+            None => Op::AddChunk(chunk),
+        };
+        self.meta.mutate(op).await?;
         let mut reg = self.registry.lock();
         for s in created {
             reg.note_replica(

@@ -1770,3 +1770,113 @@ async fn no_such_file_is_answered_only_once_the_deletion_is_durable() {
     );
     deleting.await.unwrap().unwrap();
 }
+
+/// A new file `path` as a client's create makes it.
+fn new_file(path: &str) -> crate::record::CreateOp {
+    crate::record::CreateOp {
+        path: path.into(),
+        mtime_ms: 1,
+        replication: 3,
+    }
+}
+
+/// A file made with its first chunk (issue 17: a small file's create and its chunk in one
+/// log write): one record holds both; the chunk is on every server it was placed on at
+/// version 1, its first lease granted to the server the log names, and appends go on under
+/// it. A name taken is refused before any chunk is made.
+#[tokio::test]
+async fn a_file_made_with_its_first_chunk_is_one_record_and_its_chunk_is_leased() {
+    let c = cluster(&["a", "b", "c"], &[], None).await;
+    let before = c.meta.durable_seq();
+    let lease = c.m.create_with_chunk(new_file("/g")).await.unwrap();
+    let lease = lease.expect("the first chunk's lease");
+    assert_eq!(c.meta.durable_seq(), before + 1, "one record");
+    let h = lease.handle;
+    let (chunks, logged, named) = c
+        .meta
+        .read(move |ns| {
+            (
+                ns.chunks_of("/g").unwrap().to_vec(),
+                ns.chunk(h).unwrap(),
+                ns.last_primary(h).map(str::to_string),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(chunks, [h]);
+    assert_eq!(
+        (logged.version, logged.sealed_length, logged.last_leased()),
+        (1, None, Some(1))
+    );
+    let primary = lease.primary.as_ref().unwrap().id.clone();
+    assert_eq!(named.as_deref(), Some(primary.as_str()));
+    assert_eq!((lease.index, lease.file_offset, lease.version), (0, 0, 1));
+    for id in ["a", "b", "c"] {
+        assert_eq!(c.fake.replica(id, h), Some(held(1, 0)), "{id}");
+    }
+    let granted: Vec<String> = c
+        .fake
+        .leases()
+        .into_iter()
+        .filter(|(_, g)| g.handle == h)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(granted, [primary]);
+    assert_eq!(c.m.append_chunk("/g").await.unwrap().handle, h);
+    let creates: usize = ["a", "b", "c"]
+        .iter()
+        .map(|id| c.fake.calls(id, Call::Create))
+        .sum();
+    let taken = c.m.create_with_chunk(new_file("/g")).await.unwrap_err();
+    assert!(matches!(taken, MasterError::AlreadyExists(_)), "{taken:?}");
+    let missing = c.m.create_with_chunk(new_file("/no/g")).await.unwrap_err();
+    assert!(matches!(missing, MasterError::NotFound(_)), "{missing:?}");
+    let after: usize = ["a", "b", "c"]
+        .iter()
+        .map(|id| c.fake.calls(id, Call::Create))
+        .sum();
+    assert_eq!(after, creates, "no chunk made for a refused name");
+}
+
+/// A file asked with its first chunk when too few servers can make one is made alone, as by
+/// a plain create; when the chunk is made and logged but its lease is not granted, the file
+/// and its chunk stay. Either way no lease comes back, and the writer's `AppendChunk` gets
+/// one once the servers are back.
+#[tokio::test]
+async fn a_file_whose_first_chunk_cannot_be_made_or_leased_is_made_and_leased_later() {
+    let c = cluster(&["a", "b", "c"], &[], None).await;
+    for id in ["b", "c"] {
+        c.fake.set_down(id, true);
+    }
+    assert_eq!(c.m.create_with_chunk(new_file("/g")).await.unwrap(), None);
+    let chunks = c
+        .meta
+        .read(|ns| ns.chunks_of("/g").map(<[u64]>::len))
+        .await
+        .unwrap();
+    assert_eq!(chunks.unwrap(), 0, "made alone");
+    for id in ["b", "c"] {
+        c.fake.set_down(id, false);
+    }
+    for id in ["a", "b", "c"] {
+        c.fake.fail(id, Call::Grant);
+    }
+    assert_eq!(c.m.create_with_chunk(new_file("/h")).await.unwrap(), None);
+    let made = c
+        .meta
+        .read(|ns| ns.chunks_of("/h").map(<[u64]>::to_vec))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(made.len(), 1, "the file and its chunk stay");
+    for id in ["a", "b", "c"] {
+        c.fake.heal(id);
+    }
+    for path in ["/g", "/h"] {
+        let lease = c.m.append_chunk(path).await.unwrap();
+        assert_eq!(lease.index, 0, "{path}");
+        if path == "/h" {
+            assert_eq!(lease.handle, made[0]);
+        }
+    }
+}

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use crate::error::{MasterError, Result};
 use crate::path;
-use crate::record::{Checkpoint, ChunkEntry, Entry, Op, Uncreated};
+use crate::record::{
+    AddChunkOp, Checkpoint, ChunkEntry, CreateOp, CreateWithChunkOp, Entry, Op, Uncreated,
+};
 
 /// A directory or a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +184,21 @@ impl Namespace {
                 self.absent(&c.path)?;
                 self.dir_exists(path::parent(&c.path))
             }
+            Op::CreateWithChunk(cw) => {
+                let (c, a) = file_and_chunk(cw)?;
+                self.absent(&c.path)?;
+                self.dir_exists(path::parent(&c.path))?;
+                if a.path != c.path {
+                    return Err(MasterError::Internal(format!(
+                        "a record creating {} with a first chunk of {}",
+                        c.path, a.path
+                    )));
+                }
+                if self.chunks.contains_key(&a.handle) {
+                    return Err(MasterError::ChunkExists(a.handle));
+                }
+                Ok(())
+            }
             Op::Delete(d) => {
                 if d.path == "/" {
                     return Err(MasterError::InvalidPath {
@@ -235,6 +252,40 @@ impl Namespace {
         }
     }
 
+    /// Makes the empty file `c` creates.
+    fn insert_file(&mut self, c: &CreateOp) {
+        self.nodes.insert(
+            c.path.clone(),
+            Node::File {
+                mtime_ms: c.mtime_ms,
+                replication: c.replication,
+                chunks: Vec::new(),
+            },
+        );
+    }
+
+    /// Appends the chunk `a` adds to its file.
+    fn add_chunk(&mut self, a: &AddChunkOp) {
+        if let Some(Node::File { chunks, .. }) = self.nodes.get_mut(&a.path) {
+            chunks.push(a.handle);
+        }
+        let primary = self.intern(&a.primary);
+        self.chunks.insert(
+            a.handle,
+            ChunkMeta {
+                version: a.version,
+                sealed_length: None,
+                primary,
+                placed: u8::try_from(a.placed).unwrap_or(u8::MAX),
+                since_lease: u16::from(primary != 0),
+            },
+        );
+        let failed = known_disks(&a.uncreated);
+        if !failed.is_empty() {
+            self.uncreated.insert(a.handle, failed);
+        }
+    }
+
     /// Applies `op`; returns the chunk handles it removed (a delete). Fails, changing nothing,
     /// when [`Namespace::check`] would.
     pub fn apply(&mut self, op: &Op) -> Result<Vec<u64>> {
@@ -249,15 +300,11 @@ impl Namespace {
                     },
                 );
             }
-            Op::Create(c) => {
-                self.nodes.insert(
-                    c.path.clone(),
-                    Node::File {
-                        mtime_ms: c.mtime_ms,
-                        replication: c.replication,
-                        chunks: Vec::new(),
-                    },
-                );
+            Op::Create(c) => self.insert_file(c),
+            Op::CreateWithChunk(cw) => {
+                let (c, a) = file_and_chunk(cw)?;
+                self.insert_file(c);
+                self.add_chunk(a);
             }
             Op::Delete(d) => {
                 let doomed: Vec<String> = self.subtree(&d.path).map(|(p, _)| p.clone()).collect();
@@ -280,26 +327,7 @@ impl Namespace {
                     }
                 }
             }
-            Op::AddChunk(a) => {
-                if let Some(Node::File { chunks, .. }) = self.nodes.get_mut(&a.path) {
-                    chunks.push(a.handle);
-                }
-                let primary = self.intern(&a.primary);
-                self.chunks.insert(
-                    a.handle,
-                    ChunkMeta {
-                        version: a.version,
-                        sealed_length: None,
-                        primary,
-                        placed: u8::try_from(a.placed).unwrap_or(u8::MAX),
-                        since_lease: u16::from(primary != 0),
-                    },
-                );
-                let failed = known_disks(&a.uncreated);
-                if !failed.is_empty() {
-                    self.uncreated.insert(a.handle, failed);
-                }
-            }
+            Op::AddChunk(a) => self.add_chunk(a),
             Op::SetVersion(v) => {
                 let primary = self.intern(&v.primary);
                 if let Some(c) = self.chunks.get_mut(&v.handle) {
@@ -561,6 +589,17 @@ impl Namespace {
             ns.nodes.insert(e.path, node);
         }
         ns
+    }
+}
+
+/// The file and the chunk a `CreateWithChunk` record holds; a record missing either is
+/// refused.
+fn file_and_chunk(cw: &CreateWithChunkOp) -> Result<(&CreateOp, &AddChunkOp)> {
+    match (&cw.create, &cw.chunk) {
+        (Some(c), Some(a)) => Ok((c, a)),
+        _ => Err(MasterError::Internal(
+            "a record creating a file with its first chunk lacks one of them".into(),
+        )),
     }
 }
 

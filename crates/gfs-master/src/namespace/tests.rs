@@ -255,6 +255,55 @@ fn the_last_lease_s_version_outlives_unleased_versions_and_checkpoints() {
     assert_eq!(back.chunk(1).unwrap().version, 7);
 }
 
+/// A file created with its first chunk in one record is the file and the chunk both, or,
+/// refused, neither: the name taken, no parent, the handle taken, the chunk named for another
+/// path, or a part missing. A checkpoint keeps it as any file.
+#[test]
+fn a_file_created_with_its_first_chunk_is_both_or_neither() {
+    use crate::record::CreateWithChunkOp;
+    let with_chunk = |path: &str, handle: u64, of: &str| {
+        let Op::Create(c) = create(path) else {
+            unreachable!()
+        };
+        Op::CreateWithChunk(CreateWithChunkOp {
+            create: Some(c),
+            chunk: Some(AddChunkOp {
+                path: of.into(),
+                handle,
+                version: 1,
+                primary: "cs1".into(),
+                uncreated: Vec::new(),
+                placed: 3,
+            }),
+        })
+    };
+    let mut ns = Namespace::new();
+    ns.apply(&mkdir("/d")).unwrap();
+    ns.apply(&with_chunk("/d/f", 5, "/d/f")).unwrap();
+    assert_eq!(ns.chunks_of("/d/f").unwrap(), &[5]);
+    let meta = ns.chunk(5).unwrap();
+    assert_eq!((meta.version, meta.last_leased()), (1, Some(1)));
+    assert_eq!(ns.last_primary(5), Some("cs1"));
+    let refused = [
+        with_chunk("/d/f", 6, "/d/f"),
+        with_chunk("/e/f", 6, "/e/f"),
+        with_chunk("/d/g", 5, "/d/g"),
+        with_chunk("/d/g", 6, "/d/f"),
+        Op::CreateWithChunk(CreateWithChunkOp {
+            create: None,
+            chunk: None,
+        }),
+    ];
+    for op in &refused {
+        assert!(ns.apply(op).is_err(), "{op:?}");
+    }
+    assert_eq!(names(ns.list("/d").unwrap()), ["/d/f"]);
+    assert!(ns.chunk(6).is_none());
+    let back = Namespace::from_checkpoint(ns.to_checkpoint(2));
+    assert_eq!(back.chunks_of("/d/f").unwrap(), &[5]);
+    assert_eq!(back.chunk(5), ns.chunk(5));
+}
+
 /// Logs and checkpoints written before primaries were recorded read back with every
 /// primary unknown; an index past the checkpoint's table is unknown too.
 #[test]
