@@ -126,13 +126,7 @@ fn manager(
 
 /// Servers a, b and c holding chunk `H` unsealed at version 1 with `lengths`.
 async fn abc(lengths: [u64; 3]) -> Cluster {
-    let [a, b, c] = lengths;
-    cluster(
-        &["a", "b", "c"],
-        &[("a", held(1, a)), ("b", held(1, b)), ("c", held(1, c))],
-        None,
-    )
-    .await
+    abc_leasing(lengths, Duration::from_secs(60)).await
 }
 
 /// [`abc`] with a fourth server, `d`, holding no replica: room to place a new chunk in full
@@ -606,14 +600,14 @@ async fn rotten_a(version: u64, word: Option<(&str, u64)>) -> Cluster {
     c
 }
 
-/// [`abc`] with leases of [`SHORT_LEASE`].
-async fn abc_leasing(lengths: [u64; 3]) -> Cluster {
+/// [`abc`] with leases of `lease`.
+async fn abc_leasing(lengths: [u64; 3], lease: Duration) -> Cluster {
     let [a, b, c] = lengths;
     cluster_leasing(
         &["a", "b", "c"],
         &[("a", held(1, a)), ("b", held(1, b)), ("c", held(1, c))],
         None,
-        SHORT_LEASE,
+        lease,
     )
     .await
 }
@@ -1275,7 +1269,7 @@ async fn replicas_reported_unsealed_at_a_sealed_length_are_sealed() {
 /// catch-up that failed leaves its target's length unknown: the next fence decides.
 #[tokio::test]
 async fn a_catch_up_cut_short_by_rot_leaves_the_seal_to_the_next_fence() {
-    let c = abc_leasing([100, 0, 0]).await;
+    let c = abc_leasing([100, 0, 0], SHORT_LEASE).await;
     c.fake.rot_past("a", H, 30);
     c.settle_unvouched().await;
     c.heard_from(&["a", "b", "c"]);
@@ -1331,10 +1325,39 @@ async fn a_chunk_being_allocated_is_not_called_lost() {
     assert!(!c.m.repair.lost.lock().contains(&H));
     c.m.allocating.lock().remove(&H);
     c.repair_pass().await;
+    c.repair_pass().await;
     assert!(
         c.m.repair.lost.lock().contains(&H),
         "no replica, not allocating"
     );
+}
+
+/// Found by gfs-bench's 4 writers (2026-12-07, sixth session): a repair pass read the log just
+/// after a seal was logged and the registry before the seal's replicas were noted sealed, and
+/// called a healthy chunk lost (an error and an operator event; found again a pass later). A
+/// decision changes the log, then the registry: a chunk is called lost only when two passes
+/// in a row find no live replica at its current version.
+#[tokio::test]
+async fn a_chunk_is_called_lost_only_when_two_passes_in_a_row_find_no_replica() {
+    let c = cluster(&["a", "b", "c"], &[], None).await;
+    // Past the warm-up after a start (the registry's `dead_after`), when nothing is judged.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    c.repair_pass().await;
+    assert!(!c.m.repair.lost.lock().contains(&H), "one pass");
+    // The decision notes its replicas before the next pass.
+    for id in ["a", "b", "c"] {
+        c.fake.hold(id, H, held(1, 0));
+    }
+    c.heard_from(&["a", "b", "c"]);
+    for _ in 0..2 {
+        c.repair_pass().await;
+        assert!(!c.m.repair.lost.lock().contains(&H), "found");
+    }
+    let lost = cluster(&["a", "b", "c"], &[], None).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    lost.repair_pass().await;
+    lost.repair_pass().await;
+    assert!(lost.m.repair.lost.lock().contains(&H), "two passes");
 }
 
 /// An `AppendChunk` call dropped while its new chunk's record is written (the client gone,
@@ -1380,7 +1403,7 @@ async fn a_replica_behind_only_unleased_versions_is_a_witness_for_the_seal() {
 /// Seed 40853's schedule up to `c`'s return: `a` rotten, `c` down at version 1 while fences
 /// moved `a` and `b` on to unleased versions.
 async fn fenced_on_without_c() -> Cluster {
-    let c = abc_leasing([100, 0, 0]).await;
+    let c = abc_leasing([100, 0, 0], SHORT_LEASE).await;
     c.fake.rot("a", H);
     c.registry.lock().mark_corrupt("a", H);
     c.fake.set_down("c", true);

@@ -97,6 +97,11 @@ pub(crate) struct Repair {
     pub(super) unsettled: AtomicBool,
     /// Chunks with no live current replica, as last seen (logged when it changes).
     pub(crate) lost: Mutex<HashSet<u64>>,
+    /// Chunks the last pass found with no live current replica: lost if the next finds them
+    /// so too. A decision changes the log, then the registry (a seal logged, then its
+    /// replicas noted sealed), and a pass reads one, then the other: one pass may see a
+    /// healthy chunk between the two.
+    pub(super) suspect: Mutex<HashSet<u64>>,
     /// Chunks a client asked for while they were below the goal, and when: repaired before
     /// others with as many replicas (the paper's boost for chunks blocking client progress).
     pub(super) wanted: Mutex<HashMap<u64, Instant>>,
@@ -110,8 +115,8 @@ impl ChunkManager {
     /// Starts copies of chunks with fewer live current replicas than `replication`, chunks of
     /// live files before those in the trash, fewest replicas first, bounded by `max_clones` in
     /// the cluster and two per server; nothing in the first `dead_after` after the start. A chunk being written
-    /// (unsealed, with a live lease) waits for its lease to end. Chunks with no live replica
-    /// are logged as lost (and found again when a replica returns).
+    /// (unsealed, with a live lease) waits for its lease to end. Chunks two passes in a row find
+    /// with no live replica are logged as lost (and found again when a replica returns).
     pub async fn rereplicate(self: &Arc<Self>) {
         // Right after a start every chunk looks unreplicated until the servers report: wait
         // until each live server has had time to heartbeat (like HDFS's safe mode), so no
@@ -157,13 +162,16 @@ impl ChunkManager {
             // A chunk being allocated may be in the log before its replicas are noted: not lost.
             let allocating = self.allocating.lock();
             let mut lost = self.repair.lost.lock();
+            let mut suspect = self.repair.suspect.lock();
+            let was_suspect = std::mem::take(&mut *suspect);
             for (h, m) in &metas {
                 let have = counted(h);
                 if allocating.contains(h) {
                     continue;
                 }
                 if counts.get(h).is_none_or(|c| c.all == 0) {
-                    if lost.insert(*h) {
+                    suspect.insert(*h);
+                    if was_suspect.contains(h) && lost.insert(*h) {
                         tracing::error!(handle = %h, "chunk lost: no live replica holds its current version");
                         events.push((
                             "chunk-lost",

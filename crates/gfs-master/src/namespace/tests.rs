@@ -32,6 +32,18 @@ fn rename(a: &str, b: &str) -> Op {
         mtime_ms: 4,
     })
 }
+/// Chunk `handle` of `path` at `version`, its first lease to `primary` ("": none), placed
+/// on three servers.
+fn new_chunk(path: &str, handle: u64, version: u64, primary: &str) -> AddChunkOp {
+    AddChunkOp {
+        path: path.into(),
+        handle,
+        version,
+        primary: primary.into(),
+        uncreated: Vec::new(),
+        placed: 3,
+    }
+}
 fn names(v: Vec<Stat>) -> Vec<String> {
     v.into_iter().map(|s| s.path).collect()
 }
@@ -85,15 +97,8 @@ fn the_gogfs_graybox_cases() {
         Err(MasterError::NotFound(_))
     ));
     // delete: a file, then a directory with everything under it
-    ns.apply(&Op::AddChunk(AddChunkOp {
-        path: "/dir3/file3.txt".into(),
-        handle: 9,
-        version: 1,
-        primary: String::new(),
-        uncreated: Vec::new(),
-        placed: 0,
-    }))
-    .unwrap();
+    ns.apply(&Op::AddChunk(new_chunk("/dir3/file3.txt", 9, 1, "")))
+        .unwrap();
     ns.apply(&delete("/file1.txt")).unwrap();
     let shallow = Op::Delete(DeleteOp {
         path: "/dir3".into(),
@@ -131,15 +136,8 @@ fn checkpoints_round_trip() {
     ns.apply(&mkdir("/d")).unwrap();
     ns.apply(&create("/d/f")).unwrap();
     for h in 1..=3 {
-        ns.apply(&Op::AddChunk(AddChunkOp {
-            path: "/d/f".into(),
-            handle: h,
-            version: h,
-            primary: String::new(),
-            uncreated: Vec::new(),
-            placed: 0,
-        }))
-        .unwrap();
+        ns.apply(&Op::AddChunk(new_chunk("/d/f", h, h, "")))
+            .unwrap();
     }
     ns.apply(&Op::Seal(crate::record::SealOp {
         handle: 1,
@@ -162,15 +160,7 @@ fn the_last_primary_of_each_chunk_is_recorded_and_checkpointed() {
     let mut ns = Namespace::new();
     ns.apply(&create("/f")).unwrap();
     for (h, p) in [(1, "cs1"), (2, "cs2"), (3, "")] {
-        ns.apply(&Op::AddChunk(AddChunkOp {
-            path: "/f".into(),
-            handle: h,
-            version: 1,
-            primary: p.into(),
-            uncreated: Vec::new(),
-            placed: 0,
-        }))
-        .unwrap();
+        ns.apply(&Op::AddChunk(new_chunk("/f", h, 1, p))).unwrap();
     }
     assert_eq!(ns.last_primary(1), Some("cs1"));
     assert_eq!(ns.last_primary(3), None);
@@ -219,15 +209,7 @@ fn the_last_lease_s_version_outlives_unleased_versions_and_checkpoints() {
     let mut ns = Namespace::new();
     ns.apply(&create("/f")).unwrap();
     for (h, p) in [(1, "cs1"), (2, "")] {
-        ns.apply(&Op::AddChunk(AddChunkOp {
-            path: "/f".into(),
-            handle: h,
-            version: 1,
-            primary: p.into(),
-            uncreated: Vec::new(),
-            placed: 3,
-        }))
-        .unwrap();
+        ns.apply(&Op::AddChunk(new_chunk("/f", h, 1, p))).unwrap();
     }
     assert_eq!(bump(&mut ns, 1, 2, ""), Some(1));
     assert_eq!(
@@ -267,14 +249,7 @@ fn a_file_created_with_its_first_chunk_is_both_or_neither() {
         };
         Op::CreateWithChunk(CreateWithChunkOp {
             create: Some(c),
-            chunk: Some(AddChunkOp {
-                path: of.into(),
-                handle,
-                version: 1,
-                primary: "cs1".into(),
-                uncreated: Vec::new(),
-                placed: 3,
-            }),
+            chunk: Some(new_chunk(of, handle, 1, "cs1")),
         })
     };
     let mut ns = Namespace::new();
