@@ -20,13 +20,15 @@
 //! extra round is paid only when a creation failed. Before that, while other live servers can
 //! take the failed ones' place, the chunk is abandoned unlogged (its replicas are orphans) and
 //! made again without them, once: so a chunk is not written below its goal from its start
-//! (seed 10648 of the simulator). A file's first chunk may come with its creation
-//! (`create_with_chunk`, asked by a writer of a new file): the same allocation, logged in one
-//! record with the file (`Op::CreateWithChunk`), so a small file costs one log write and one
-//! call to the master, and the file and its chunk are there together or not at all. A rule counting replicas by lease
+//! (seed 10648 of the simulator). A rule counting replicas by lease
 //! membership would live in memory only (lost at a restart) and would have to outlast the
 //! lease (a small file's chunk is often never written again); a membership made right at the
 //! source needs neither.
+//!
+//! A file's first chunk may come with its creation (`create_with_chunk`, asked by a writer of
+//! a new file): the same allocation, logged in one record with the file
+//! (`Op::CreateWithChunk`), so a small file costs one log write and one call to the master,
+//! and the file and its chunk are there together or not at all.
 //!
 //! # Listing
 //!

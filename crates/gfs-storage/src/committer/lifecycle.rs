@@ -86,7 +86,11 @@ impl Committer {
     /// Writes a peer's copy of block `block` (or of its first bytes) over it and fsyncs the
     /// chunk file, if the copy, followed by the replica's own bytes past it, is the block's
     /// committed bytes by their stored CRC32C ([`crate::ChunkStore::restore_block`]).
-    /// Runs between batches, so the block's length and CRC do not move meanwhile.
+    /// Runs between batches, so the block's length and CRC do not move meanwhile. It needs
+    /// no directory fsync first (`dir_pending`): a chunk whose name a crash could still lose
+    /// has had nothing written in place since its creation (that round would have fsynced the
+    /// directory), so its committed bytes are all inline appends in the WAL, which a replay
+    /// writes again into the file it makes.
     pub(super) fn restore(&mut self, chunk: &Chunk, block: u64, data: &[u8]) -> Result<()> {
         let handle = chunk.handle;
         let refuse = |reason: String| StorageError::NotRestored {
