@@ -173,31 +173,35 @@ impl Namespace {
         Ok(())
     }
 
+    /// Checks that a new name `p` can be made: nothing there, and its parent a directory.
+    fn can_make(&self, p: &str) -> Result<()> {
+        self.absent(p)?;
+        self.dir_exists(path::parent(p))
+    }
+
+    /// Checks that no chunk has the handle `h` yet.
+    fn new_handle(&self, h: u64) -> Result<()> {
+        if self.chunks.contains_key(&h) {
+            return Err(MasterError::ChunkExists(h));
+        }
+        Ok(())
+    }
+
     /// Checks that `op` applies to the current state, without changing it.
     pub fn check(&self, op: &Op) -> Result<()> {
         match op {
-            Op::Mkdir(m) => {
-                self.absent(&m.path)?;
-                self.dir_exists(path::parent(&m.path))
-            }
-            Op::Create(c) => {
-                self.absent(&c.path)?;
-                self.dir_exists(path::parent(&c.path))
-            }
+            Op::Mkdir(m) => self.can_make(&m.path),
+            Op::Create(c) => self.can_make(&c.path),
             Op::CreateWithChunk(cw) => {
                 let (c, a) = file_and_chunk(cw)?;
-                self.absent(&c.path)?;
-                self.dir_exists(path::parent(&c.path))?;
+                self.can_make(&c.path)?;
                 if a.path != c.path {
                     return Err(MasterError::Internal(format!(
                         "a record creating {} with a first chunk of {}",
                         c.path, a.path
                     )));
                 }
-                if self.chunks.contains_key(&a.handle) {
-                    return Err(MasterError::ChunkExists(a.handle));
-                }
-                Ok(())
+                self.new_handle(a.handle)
             }
             Op::Delete(d) => {
                 if d.path == "/" {
@@ -226,13 +230,10 @@ impl Namespace {
                         dst: r.dst.clone(),
                     });
                 }
-                self.absent(&r.dst)?;
-                self.dir_exists(path::parent(&r.dst))
+                self.can_make(&r.dst)
             }
             Op::AddChunk(a) => {
-                if self.chunks.contains_key(&a.handle) {
-                    return Err(MasterError::ChunkExists(a.handle));
-                }
+                self.new_handle(a.handle)?;
                 match self.nodes.get(&a.path) {
                     Some(Node::File { .. }) => Ok(()),
                     Some(Node::Dir { .. }) => Err(MasterError::IsADirectory(a.path.clone())),
