@@ -72,6 +72,41 @@ async fn primary_of(l: &ChunkLease) -> gfs_dataplane::DataClient {
         .unwrap()
 }
 
+/// Checks that every replica the master lists for the first chunk of `path` reads back `want`
+/// byte for byte (a secondary may show it a moment after the append's reply, until the
+/// primary's next message tells it what a quorum holds).
+async fn replicas_hold(m: &mut MasterClient<Channel>, path: &str, l: &ChunkLease, want: &[u8]) {
+    let chunks = m
+        .get_chunks(GetChunksRequest {
+            path: path.into(),
+            ..GetChunksRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .chunks;
+    assert_eq!(chunks[0].handle, l.handle);
+    assert_eq!(chunks[0].replicas.len(), 3);
+    for r in &chunks[0].replicas {
+        let c = gfs_dataplane::DataClient::connect(
+            &r.data_addr,
+            gfs_dataplane::ClientConfig::default(),
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = c.read(&chunk_of(l), 0, want.len() as u32).await.unwrap();
+            if got.len() == want.len() {
+                assert_eq!(&got[..], want, "replica {} differs", r.id);
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica {} stays short", r.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 async fn lease(m: &mut MasterClient<Channel>, path: &str) -> ChunkLease {
     // Until enough chunkservers registered (or old leases ran out), the master says UNAVAILABLE.
     let deadline = Instant::now() + Duration::from_secs(20);
