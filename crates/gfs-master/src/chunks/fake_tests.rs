@@ -708,6 +708,34 @@ async fn the_last_primary_s_word_outlives_the_unleased_versions_after_its_lease(
     assert_eq!(c.current(H).await, vec![("b".into(), 0)]);
 }
 
+/// Soak seed 208499017516792 of the simulator: the primary (`a`, the log's at version 1)
+/// acknowledged nothing before its secondaries were cut off; a fence of the master's own
+/// reached `a` alone and failed, and the log then took version 2 from reports, unleased. `a`'s
+/// replica rotted. Its word at every later fence spoke of its lease at version 1, while the
+/// word was kept only when it spoke of the logged version: the master fenced once a second
+/// for good (version 175) and the file never healed. The word is the last lease's, matched
+/// against the log's last leased version (`ChunkMeta::last_leased`).
+#[tokio::test]
+async fn the_last_primary_s_word_is_heard_after_the_log_moved_past_its_lease() {
+    let c = cluster_leasing(
+        &["a", "b", "c"],
+        &[("a", held(2, 100)), ("b", held(2, 0))],
+        None,
+        SHORT_LEASE,
+    )
+    .await;
+    c.m.log_unleased_version(H, 2).await.unwrap();
+    assert_eq!(c.logged(H).await.last_leased(), Some(1));
+    c.fake.rot("a", H);
+    c.registry.lock().mark_corrupt("a", H);
+    c.fake.led("a", H, 1, 0);
+    c.settle_unvouched().await;
+    let logged = c.logged(H).await;
+    assert!(logged.version > 2, "{logged:?}");
+    assert_eq!(logged.sealed_length, Some(0));
+    assert_eq!(c.current(H).await, vec![("b".into(), 0)]);
+}
+
 /// ... and a word is not kept past a new lease: once one is logged, its primary may
 /// acknowledge appends the old word knows nothing of.
 #[tokio::test]

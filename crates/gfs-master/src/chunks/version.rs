@@ -247,11 +247,20 @@ impl ChunkManager {
             .count()
     }
 
-    /// Keeps the word of the primary the log names at `handle`'s logged version, if it is
-    /// among `answers` and speaks of that version ([`Led`]): the lease it held there is the
-    /// chunk's last (no lease is granted at a version logged without a primary), so its word
-    /// bounds every acknowledged append until a new lease is logged (`forget_word`). Never
-    /// fails the fence: the replicas took its version whatever becomes of the word.
+    /// Keeps the word of the primary of `handle`'s last lease, if it is among `answers` and
+    /// speaks of that lease's version ([`Led`]; `ChunkMeta::last_leased`, the logged version
+    /// when the log does not know it): that lease is the chunk's last (no lease is granted at
+    /// a version logged without a primary), so its word bounds every acknowledged append until
+    /// a new lease is logged (`forget_word`). While the log is at that version it names the
+    /// primary, and only that server's word counts. Past it (unleased versions, which name no
+    /// primary), a server speaks of a lease at a version only if it held it as its primary,
+    /// and the log granted that version's lease once: the word of any answer about it counts
+    /// (the largest bound, were there several). Matched against the logged version and its
+    /// named primary alone, a word was never kept once the log had moved on to an unleased
+    /// version before a fence heard it (soak seed 208499017516792: a fence that reached the
+    /// primary alone failed, reports then moved the log on, the primary's replica rotted, and
+    /// the master fenced once a second for good). Never fails the fence: the replicas took
+    /// its version whatever becomes of the word.
     async fn keep_word(&self, handle: u64, answers: &[(ServerInfo, Fenced)]) {
         if answers.iter().all(|(_, f)| f.led.is_none()) {
             return;
@@ -259,7 +268,9 @@ impl ChunkManager {
         let logged = self
             .meta
             .read(move |ns| {
-                let at = ns.chunk(handle).map(|m| m.version);
+                let at = ns
+                    .chunk(handle)
+                    .map(|m| m.last_leased().unwrap_or(m.version));
                 (at, ns.last_primary(handle).map(String::from))
             })
             .await;
@@ -270,17 +281,21 @@ impl ChunkManager {
                 return;
             }
         };
-        let (Some(at), Some(primary)) = (at, primary) else {
+        let Some(at) = at else {
             return;
         };
-        let word = answers.iter().find_map(|(s, f)| {
-            let (version, bound) = f.led?;
-            (s.id == primary && version == at).then(|| Led {
-                id: s.id.clone(),
-                version,
-                bound,
+        let word = answers
+            .iter()
+            .filter_map(|(s, f)| {
+                let (version, bound) = f.led?;
+                let speaks = version == at && primary.as_ref().is_none_or(|p| *p == s.id);
+                speaks.then(|| Led {
+                    id: s.id.clone(),
+                    version,
+                    bound,
+                })
             })
-        });
+            .max_by_key(|w| w.bound);
         if let Some(word) = word {
             tracing::info!(%handle, primary = %word.id, version = word.version, acknowledged_up_to = word.bound, "the last primary's word on its lease");
             self.words.lock().insert(handle, word);
