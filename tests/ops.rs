@@ -595,3 +595,78 @@ fn a_silent_http_client_is_cut_off_and_blocks_nobody() {
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "{reply}");
 }
+
+/// A child process killed and reaped when dropped, however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The soft and hard limits on open files of process `pid` ("unlimited" as `u64::MAX`).
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let n = |w: &str| w.parse().unwrap_or(u64::MAX);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (n(words[3]), n(words[4]))
+}
+
+/// Found with gfs-bench's small files (2026-12-07): a chunkserver keeps a file open per chunk
+/// it holds, so under the usual soft limit of 1,024 open files it failed every creation
+/// (`Too many open files`) near a thousand chunks. Started under a soft limit far below its
+/// hard one, it raises the soft limit to the hard one, and then takes more chunks than the
+/// soft limit it was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunkserver_raises_its_open_files_limit_to_the_hard_limit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("one-replica.toml");
+    std::fs::write(&cfg, "replication = 1\nquorum = 1\n").unwrap();
+    let master = MasterProc::start_with(
+        &dir.path().join("master"),
+        "127.0.0.1:0",
+        &["-c", cfg.to_str().unwrap()],
+    );
+    let cs_cfg = dir.path().join("quorum-of-one.toml");
+    std::fs::write(&cs_cfg, "quorum = 1\n").unwrap();
+    let soft = 96;
+    let child = Command::new("sh")
+        .args(["-c", &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\"")])
+        .arg(gfs_testkit::bin("gfs-chunkserver"))
+        .args(["-p", "0", "-r", "0", "-h", "127.0.0.1", "-id", "cs-limits"])
+        .arg("-d")
+        .arg(dir.path().join("cs"))
+        .args(["--chunk-size", "1MiB", "--http-port", "0", "--insecure"])
+        .args(["--master", &master.addr, "-c", cs_cfg.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    let mut child = Killed(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let ready = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains(" ready: "));
+    assert!(ready, "the chunkserver did not start");
+    let (now, hard) = open_files_limits(child.0.id());
+    assert!(hard > soft, "this machine's hard limit ({hard}) leaves nothing to raise");
+    assert_eq!(now, hard, "the soft limit was not raised");
+
+    // More chunks than the limit it was started with, each one file kept open.
+    let c = Client::connect(&master.addr).await.unwrap();
+    gfs_testkit::fixture::registered(&c, 1).await;
+    let files = soft as usize + 32;
+    for i in 0..files {
+        put(&c, &format!("/f{i}"), 100).await;
+    }
+    assert_eq!(c.list("/").await.unwrap().len(), files);
+}
