@@ -1931,3 +1931,178 @@ async fn a_file_whose_first_chunk_cannot_be_made_or_leased_is_made_and_leased_la
         }
     }
 }
+
+/// Servers `ids` (`/f` holding chunk `H`, no replica of it anywhere), and a master keeping
+/// `spares` chunks made ahead of need, with an orphan grace of `orphan_grace`.
+async fn with_spares(ids: &[&str], spares: usize, orphan_grace: Duration) -> Cluster {
+    let mut c = cluster(ids, &[], None).await;
+    c.m = Arc::new(ChunkManager::new(
+        Arc::clone(&c.meta),
+        Arc::clone(&c.registry),
+        ChunkConfig {
+            rebalance_threshold: 0.0,
+            spare_chunks: spares,
+            orphan_grace,
+            ..super::tests::test_config()
+        },
+        Arc::clone(&c.fake) as Arc<dyn ChunkserverControl>,
+    ));
+    for id in ids {
+        c.m.adopt_leases(&info(id), &[]).await;
+    }
+    c
+}
+
+impl Cluster {
+    /// The spares the master keeps, once it keeps `n` (within a second).
+    async fn kept_spares(&self, n: usize) -> Vec<u64> {
+        for _ in 0..200 {
+            let kept = self.m.spare_handles();
+            if kept.len() == n {
+                return kept;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{:?} spares kept, not {n}", self.m.spare_handles());
+    }
+}
+
+/// Issue 17: a new chunk's creation round on the chunkservers (a WAL fsync each) sat inside a
+/// small file's create. The master keeps chunks made ahead (`spare`): an allocation takes
+/// one, made on every server it was placed on at version 1, logs it and grants its first
+/// lease as for a chunk made in the call, and the pool refills behind it. Kept spares are in
+/// `allocating`, so the orphan collector leaves them alone; an idle master makes none.
+#[tokio::test]
+async fn an_allocation_takes_a_spare_chunk_made_ahead_and_the_pool_refills() {
+    let c = with_spares(&["a", "b", "c"], 2, Duration::from_secs(600)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(c.m.spare_handles().is_empty(), "made before any allocation");
+    let first =
+        c.m.create_with_chunk(new_file("/g"))
+            .await
+            .unwrap()
+            .unwrap();
+    let spares = c.kept_spares(2).await;
+    assert!(!spares.contains(&first.handle));
+    for &h in &spares {
+        for id in ["a", "b", "c"] {
+            assert_eq!(c.fake.replica(id, h), Some(held(1, 0)), "{id}");
+        }
+        let report = Replica {
+            handle: h,
+            version: 1,
+            length: 0,
+            sealed: false,
+        };
+        // Unknown to the log, yet never an orphan while kept (the grace is 600 s here: the
+        // collector would only start its clock).
+        assert_eq!(c.m.to_delete("a", &[report]).await.unwrap(), vec![]);
+        assert!(
+            c.m.gc
+                .unknown_since
+                .lock()
+                .get("a")
+                .is_none_or(|u| !u.contains_key(&h))
+        );
+    }
+    let second =
+        c.m.create_with_chunk(new_file("/h"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(second.handle, spares[0], "the oldest spare");
+    assert_eq!((second.index, second.version), (0, 1));
+    let h = second.handle;
+    let (chunks, logged) = c
+        .meta
+        .read(move |ns| (ns.chunks_of("/h").unwrap().to_vec(), ns.chunk(h).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(chunks, [h]);
+    assert_eq!(
+        (logged.version, logged.sealed_length, logged.last_leased()),
+        (1, None, Some(1))
+    );
+    let mut members: Vec<String> = std::iter::once(second.primary.clone().unwrap())
+        .chain(second.secondaries.clone())
+        .map(|r| r.id)
+        .collect();
+    members.sort();
+    assert_eq!(members, ["a", "b", "c"], "every server it was made on");
+    let granted: Vec<String> = c
+        .fake
+        .leases()
+        .into_iter()
+        .filter(|(_, g)| g.handle == h)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(granted, [second.primary.unwrap().id]);
+    assert!(
+        !c.m.allocating.lock().contains(&h),
+        "logged: no longer allocating"
+    );
+    assert_eq!(
+        c.current(h).await,
+        vec![("a".into(), 0), ("b".into(), 0), ("c".into(), 0)]
+    );
+    let refilled = c.kept_spares(2).await;
+    assert_eq!(refilled[0], spares[1]);
+    assert!(!refilled.contains(&h));
+    // A file's next chunk takes one too.
+    assert_eq!(c.m.append_chunk("/h").await.unwrap().handle, h);
+}
+
+/// A spare is used only while every server it was made on takes new chunks; any other is
+/// dropped on the way, its handle left to the orphan collector, and the allocation goes on
+/// without it. Kept spares do not age out.
+#[tokio::test]
+async fn a_spare_on_a_dead_server_is_dropped_for_the_orphan_collector() {
+    let grace = Duration::from_millis(300);
+    let c = with_spares(&["a", "b", "c", "d"], 1, grace).await;
+    c.m.create_with_chunk(new_file("/g"))
+        .await
+        .unwrap()
+        .unwrap();
+    // Made on a, b and c (the least used, then by id), and kept past the orphan grace.
+    let spare = c.kept_spares(1).await[0];
+    let on: Vec<&str> = ["a", "b", "c", "d"]
+        .into_iter()
+        .filter(|id| c.fake.replica(id, spare).is_some())
+        .collect();
+    assert_eq!(on, ["a", "b", "c"]);
+    let report = Replica {
+        handle: spare,
+        version: 1,
+        length: 0,
+        sealed: false,
+    };
+    assert_eq!(c.m.to_delete("b", &[report]).await.unwrap(), vec![]);
+    tokio::time::sleep(grace + Duration::from_millis(10)).await;
+    assert_eq!(c.m.to_delete("b", &[report]).await.unwrap(), vec![], "kept");
+    // a dies: the spare is dropped, and deleted as an orphan once the grace runs out.
+    for id in ["b", "c", "d"] {
+        c.registry
+            .lock()
+            .heartbeat_with(id, 0, Vec::new(), false, Instant::now());
+    }
+    assert_eq!(c.registry.lock().sweep(Instant::now()), ["a"]);
+    let l =
+        c.m.create_with_chunk(new_file("/h"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_ne!(l.handle, spare, "made on a dead server");
+    assert!(!c.m.allocating.lock().contains(&spare));
+    let members: Vec<String> = std::iter::once(l.primary.clone().unwrap())
+        .chain(l.secondaries.clone())
+        .map(|r| r.id)
+        .collect();
+    assert!(!members.contains(&"a".to_string()), "{members:?}");
+    assert_eq!(c.m.to_delete("b", &[report]).await.unwrap(), vec![]);
+    tokio::time::sleep(grace + Duration::from_millis(10)).await;
+    assert_eq!(
+        c.m.to_delete("b", &[report]).await.unwrap().len(),
+        1,
+        "an orphan once the grace ran out"
+    );
+}
