@@ -658,7 +658,10 @@ async fn a_chunkserver_raises_its_open_files_limit_to_the_hard_limit() {
         .any(|l| l.contains(" ready: "));
     assert!(ready, "the chunkserver did not start");
     let (now, hard) = open_files_limits(child.0.id());
-    assert!(hard > soft, "this machine's hard limit ({hard}) leaves nothing to raise");
+    assert!(
+        hard > soft,
+        "this machine's hard limit ({hard}) leaves nothing to raise"
+    );
     assert_eq!(now, hard, "the soft limit was not raised");
 
     // More chunks than the limit it was started with, each one file kept open.
