@@ -72,21 +72,33 @@ async fn primary_of(l: &ChunkLease) -> gfs_dataplane::DataClient {
         .unwrap()
 }
 
-/// Checks that every replica the master lists for the first chunk of `path` reads back `want`
-/// byte for byte (a secondary may show it a moment after the append's reply, until the
-/// primary's next message tells it what a quorum holds).
+/// Checks that the master lists three replicas of the first chunk of `path` (within 20 s:
+/// after a master restart, each server's report brings its replica back) and that every one
+/// reads back `want` byte for byte (a secondary may show it a moment after the append's
+/// reply, until the primary's next message tells it what a quorum holds).
 async fn replicas_hold(m: &mut MasterClient<Channel>, path: &str, l: &ChunkLease, want: &[u8]) {
-    let chunks = m
-        .get_chunks(GetChunksRequest {
-            path: path.into(),
-            ..GetChunksRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .chunks;
-    assert_eq!(chunks[0].handle, l.handle);
-    assert_eq!(chunks[0].replicas.len(), 3);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let chunks = loop {
+        let chunks = m
+            .get_chunks(GetChunksRequest {
+                path: path.into(),
+                ..GetChunksRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .chunks;
+        assert_eq!(chunks[0].handle, l.handle);
+        if chunks[0].replicas.len() == 3 {
+            break chunks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} replicas listed",
+            chunks[0].replicas.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     for r in &chunks[0].replicas {
         let c = gfs_dataplane::DataClient::connect(
             &r.data_addr,
