@@ -62,15 +62,7 @@ async fn put(c: &Client, path: &str, len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_on_every_server() {
     let dir = tempfile::tempdir().unwrap();
-    // No spare chunks: each chunkserver then holds exactly the file's chunks (spares are
-    // chunks too, made ahead of need: the master's tests cover them).
-    let cfg = dir.path().join("no-spares.toml");
-    std::fs::write(&cfg, "spare_chunks = 0\n").unwrap();
-    let master = MasterProc::start_with(
-        &dir.path().join("master"),
-        "127.0.0.1:0",
-        &["-c", cfg.to_str().unwrap()],
-    );
+    let master = MasterProc::start(&dir.path().join("master"), "127.0.0.1:0");
     let servers = Server::with_master(dir.path(), 3, &master.addr);
     let c = Client::connect(&master.addr).await.unwrap();
     put(&c, "/m", 1_500_000).await;
