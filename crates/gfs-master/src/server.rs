@@ -39,10 +39,6 @@ use crate::service::{AdminService, ControlService, MasterService};
 use crate::tokens::TokenIssuer;
 use crate::trash::Trash;
 
-/// The most spare chunks a master may keep (`spare_chunks`): a refill makes the missing ones
-/// at once.
-pub const MAX_SPARE_CHUNKS: usize = 1024;
-
 /// The master configuration file (`config/master.toml`). Every field has a default.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -87,10 +83,6 @@ pub struct MasterConfig {
     /// Rebalancing: move sealed chunks from the fullest chunkserver to the emptiest while their
     /// shares of capacity differ by more than this fraction (0 turns it off).
     pub rebalance_threshold: f64,
-    /// New chunks kept made ahead of need on the chunkservers, so that a new file's first
-    /// chunk (and any next chunk) waits only for the master's log, not for its creation on
-    /// each server; 0 turns it off, at most [`MAX_SPARE_CHUNKS`].
-    pub spare_chunks: usize,
     /// How long a deleted entry stays in `/.trash` (where it can be moved back out) before it
     /// and its chunks are deleted for good.
     #[serde(with = "humantime_serde")]
@@ -162,7 +154,6 @@ impl Default for MasterConfig {
             clone_timeout: Duration::from_secs(300),
             trash_retention: Duration::from_secs(3 * 24 * 3600),
             rebalance_threshold: 0.1,
-            spare_chunks: 32,
             token_lifetime: Duration::from_secs(3600),
             tls: gfs_host::tls::TlsSettings::default(),
             raft: None,
@@ -228,12 +219,6 @@ impl MasterConfig {
                     "must be at least three heartbeats (and the heartbeat positive)",
                 );
             }
-        }
-        if self.spare_chunks > MAX_SPARE_CHUNKS {
-            return bad(
-                "spare_chunks",
-                &format!("must be at most {MAX_SPARE_CHUNKS} (each is a chunk on every replica)"),
-            );
         }
         if self.token_lifetime < self.lease * 4 {
             return bad(
@@ -351,7 +336,6 @@ impl Base {
                 rebalance_threshold: cfg.rebalance_threshold,
                 clock: self.host.clock.clone(),
                 insecure: self.host.net.tls().is_none(),
-                spare_chunks: cfg.spare_chunks,
             },
             Arc::new(
                 TonicControl::new(cfg.rpc_timeout, cfg.clone_timeout)
@@ -920,21 +904,6 @@ mod tests {
             m.shutdown_token().cancel();
             m.wait().await.unwrap();
         }
-    }
-
-    #[test]
-    fn spare_chunks_are_bounded() {
-        let with = |n| MasterConfig {
-            spare_chunks: n,
-            ..MasterConfig::default()
-        };
-        with(0).validate().unwrap();
-        with(MAX_SPARE_CHUNKS).validate().unwrap();
-        let e = with(MAX_SPARE_CHUNKS + 1)
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("spare_chunks"), "{e}");
     }
 
     #[test]

@@ -51,7 +51,6 @@ async fn start(dir: &std::path::Path) -> Running {
             rebalance_threshold: 0.0,
             clock: gfs_util::time::Clock::system(),
             insecure: true,
-            spare_chunks: 0,
         },
         Arc::new(gfs_master::TonicControl::new(
             Duration::from_secs(2),

@@ -25,11 +25,6 @@
 //! lease (a small file's chunk is often never written again); a membership made right at the
 //! source needs neither.
 //!
-//! The chunk may be a spare made ahead of need (`spare`): placed and created the same way
-//! before anyone asked, on every server of its placement, so only the log record (and the
-//! lease beside it) is left to the allocation. Servers a spare's creation failed on never
-//! hold one: such a spare is dropped, not kept.
-//!
 //! A file's first chunk may come with its creation (`create_with_chunk`, asked by a writer of
 //! a new file): the same allocation, logged in one record with the file
 //! (`Op::CreateWithChunk`), so a small file costs one log write and one call to the master,
@@ -71,11 +66,6 @@ struct Allocating<'a> {
 impl<'a> Allocating<'a> {
     fn new(set: &'a Mutex<HashSet<u64>>, handle: u64) -> Allocating<'a> {
         set.lock().insert(handle);
-        Allocating { set, handle }
-    }
-
-    /// The guard of a handle already in `set` (a spare's).
-    fn adopt(set: &'a Mutex<HashSet<u64>>, handle: u64) -> Allocating<'a> {
         Allocating { set, handle }
     }
 }
@@ -385,50 +375,30 @@ impl ChunkManager {
     ) -> Result<ChunkLease> {
         let mut failed: Vec<String> = Vec::new();
         loop {
-            // A spare first (`spare`), unless this chunk is being placed again without
-            // servers its creation failed on.
-            let spare = if failed.is_empty() {
-                self.take_spare()
-            } else {
-                None
-            };
-            let spare_taken = spare.is_some();
-            let (handle, allocating, created, in_doubt) = match spare {
-                Some(s) => (
-                    s.handle,
-                    Allocating::adopt(&self.allocating, s.handle),
-                    s.servers,
-                    Vec::new(),
-                ),
-                None => {
-                    let servers = self
-                        .registry
-                        .lock()
-                        .place_without(self.cfg.replication, |id| failed.iter().any(|f| f == id));
-                    if servers.len() < self.cfg.quorum {
-                        return Err(unavailable(format!(
-                            "{} live chunkservers, {} needed for a new chunk",
-                            servers.len(),
-                            self.cfg.quorum
-                        )));
-                    }
-                    // Peeked: a handle taken by a mutation not durable yet fails the AddChunk
-                    // below.
-                    let handle = loop {
-                        let h: u64 = rand_handle();
-                        if !self.meta.peek(move |ns| ns.chunk(h).is_some()) {
-                            break h;
-                        }
-                    };
-                    let allocating = Allocating::new(&self.allocating, handle);
-                    let created = self.create_on_each(servers.clone(), handle, 1).await;
-                    let in_doubt: Vec<ServerInfo> = servers
-                        .into_iter()
-                        .filter(|s| created.iter().all(|c| c.id != s.id))
-                        .collect();
-                    (handle, allocating, created, in_doubt)
+            let servers = self
+                .registry
+                .lock()
+                .place_without(self.cfg.replication, |id| failed.iter().any(|f| f == id));
+            if servers.len() < self.cfg.quorum {
+                return Err(unavailable(format!(
+                    "{} live chunkservers, {} needed for a new chunk",
+                    servers.len(),
+                    self.cfg.quorum
+                )));
+            }
+            // Peeked: a handle taken by a mutation not durable yet fails the AddChunk below.
+            let handle = loop {
+                let h: u64 = rand_handle();
+                if !self.meta.peek(move |ns| ns.chunk(h).is_some()) {
+                    break h;
                 }
             };
+            let allocating = Allocating::new(&self.allocating, handle);
+            let created = self.create_on_each(servers.clone(), handle, 1).await;
+            let in_doubt: Vec<ServerInfo> = servers
+                .into_iter()
+                .filter(|s| created.iter().all(|c| c.id != s.id))
+                .collect();
             let ids: Vec<&str> = in_doubt.iter().map(|s| s.id.as_str()).collect();
             let elsewhere = || {
                 self.registry
@@ -468,7 +438,7 @@ impl ChunkManager {
                     reg.note_uncreated(&s.id, handle);
                 }
             }
-            tracing::info!(%handle, path, servers = created.len(), spare = spare_taken, "chunk allocated");
+            tracing::info!(%handle, path, servers = created.len(), "chunk allocated");
             return Ok(self.note_grant(handle, granted?));
         }
     }

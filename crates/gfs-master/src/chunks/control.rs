@@ -135,30 +135,19 @@ impl ChunkManager {
         handle: u64,
         version: u64,
     ) -> Vec<ServerInfo> {
-        create_on(&*self.control, servers, handle, version).await
-    }
-}
-
-/// Creates `handle` at `version` on each of `servers` at once through `control`; returns
-/// those it succeeded on.
-pub(super) async fn create_on(
-    control: &dyn ChunkserverControl,
-    servers: Vec<ServerInfo>,
-    handle: u64,
-    version: u64,
-) -> Vec<ServerInfo> {
-    let calls = servers.into_iter().map(|s| async move {
-        match control.create_chunk(&s, handle, version).await {
-            Ok(()) => Some(s),
-            Err(e) => {
-                tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
-                None
+        let calls = servers.into_iter().map(|s| async move {
+            match self.control.create_chunk(&s, handle, version).await {
+                Ok(()) => Some(s),
+                Err(e) => {
+                    tracing::warn!(server = %s.id, error = %e, "chunkserver call failed");
+                    None
+                }
             }
-        }
-    });
-    futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
 }

@@ -3,8 +3,6 @@
 //!
 //! - [`alloc`]: where a file's next append goes (`append_chunk`), new chunks, and listing a
 //!   file's chunks for readers (`get_chunks`).
-//! - [`spare`]: new chunks made ahead of need, so that an allocation waits only for its log
-//!   record.
 //! - [`lease`]: granting, reusing, adopting and extending leases; relegating lagging
 //!   secondaries.
 //! - [`version`]: fencing replicas with a new version, the longest committed prefix, catch-up,
@@ -47,7 +45,6 @@ mod gc;
 mod lease;
 mod repair;
 mod seal;
-mod spare;
 #[cfg(test)]
 mod tests;
 mod version;
@@ -84,9 +81,6 @@ pub struct ChunkConfig {
     pub clock: gfs_util::time::Clock,
     /// The gRPC planes serve without TLS (shown to operators).
     pub insecure: bool,
-    /// New chunks kept made ahead of need, so that an allocation does not wait for their
-    /// creation on the chunkservers (0 turns it off; `spare` module).
-    pub spare_chunks: usize,
 }
 
 /// Decides where chunks live and who is primary.
@@ -98,11 +92,8 @@ pub struct ChunkManager {
     control: Arc<dyn ChunkserverControl>,
     /// Leases out, and what the master knows of leases from before its start.
     lease: lease::Leases,
-    /// Handles being allocated, spares included: created on servers, not yet logged. Never
-    /// orphans.
-    allocating: Arc<Mutex<HashSet<u64>>>,
-    /// Chunks made ahead of need (`spare`).
-    spares: Arc<spare::Spares>,
+    /// Handles being allocated: created on servers, not yet logged. Never orphans.
+    allocating: Mutex<HashSet<u64>>,
     /// The highest version a fence of each chunk sent that a quorum did not take: some
     /// replica may hold it unlogged with its reports lost, so no later decision uses it
     /// again (in memory: a restarted master learns such versions from reports only).
@@ -191,8 +182,7 @@ impl ChunkManager {
             cfg,
             control,
             lease: lease::Leases::default(),
-            allocating: Arc::default(),
-            spares: Arc::default(),
+            allocating: Mutex::new(HashSet::default()),
             tried: Mutex::new(HashMap::default()),
             words: Mutex::new(HashMap::default()),
             last_lease: Mutex::new(HashMap::default()),

@@ -124,7 +124,6 @@ pub(super) fn test_config() -> ChunkConfig {
         rebalance_threshold: 0.1,
         clock: gfs_util::time::Clock::system(),
         insecure: true,
-        spare_chunks: 0,
     }
 }
 

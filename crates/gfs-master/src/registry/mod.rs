@@ -844,12 +844,6 @@ impl Registry {
         self.servers.get(id).map(|s| s.disk_id)
     }
 
-    /// Whether server `id` is registered and takes new chunks now (alive, not draining, not
-    /// of a lost disk).
-    pub fn takes_new(&self, id: &str) -> bool {
-        self.servers.get(id).is_some_and(Server::takes_new)
-    }
-
     /// Whether server `id` is registered and alive.
     pub fn is_alive(&self, id: &str) -> bool {
         self.servers.get(id).is_some_and(|s| s.alive)
