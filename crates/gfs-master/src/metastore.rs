@@ -15,6 +15,12 @@
 //! is cut with a warning; a damaged record anywhere else is a startup error naming the file and
 //! offset. Chunk locations are never persisted: heartbeats rebuild them.
 //!
+//! A segment's records are followed by zeros written ahead of them ([`SegmentTail`],
+//! [`LOG_FILL`] at a time), so that most group commits write inside the file's size and their
+//! `fdatasync` commits no new size through the file system's journal. A reader takes the zeros
+//! after the last record for the segment's end; no record is all zeros (every frame names its
+//! length).
+//!
 //! The data directory holds the log segments (`log-<first seq, 20 digits>`), the checkpoints
 //! (`checkpoint-<seq, 20 digits>`; formats in `record.rs`), `LOCK` (a `flock`: one master per
 //! directory) and `draining` (the servers being decommissioned, kept by `chunks::drain`).
@@ -161,11 +167,71 @@ pub(crate) fn write_aside(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<
 }
 
 /// Creates an empty segment starting at `start` and opens it for appending.
-fn new_segment(disk: &dyn Disk, dir: &Path, start: u64) -> Result<(Arc<dyn DiskFile>, u64)> {
+fn new_segment(disk: &dyn Disk, dir: &Path, start: u64) -> Result<SegmentTail> {
     let path = dir.join(segment_name(start));
     write_aside(disk, &path, LOG_MAGIC)?;
     let f = disk.open(&path, Open::Write).map_err(|e| io(&path, e))?;
-    Ok((f, LOG_MAGIC.len() as u64))
+    Ok(SegmentTail::new(f, LOG_MAGIC.len() as u64))
+}
+
+/// Zeros a log segment is extended by at a time, written ahead of its records. The
+/// chunkservers' WAL measured the gain on this kind of disk (three writers appending 4 KiB with
+/// an `fdatasync` each: 3.4k/s each into growing files, 6.7k/s into files written ahead with
+/// zeros) and the bound: the round that writes the zeros waits for them, and 256 KiB keeps it
+/// short.
+pub(crate) const LOG_FILL: usize = 256 * 1024;
+
+/// The end of a log segment, where records are appended durably, each batch with one
+/// `fdatasync`; zeros ([`LOG_FILL`]) are written after a batch that reaches past the last ones.
+pub(crate) struct SegmentTail {
+    file: Arc<dyn DiskFile>,
+    /// The end of the records: where the next batch goes.
+    len: u64,
+    /// How far the file is known to hold records or zeros.
+    filled: u64,
+}
+
+impl SegmentTail {
+    /// The tail of `file`, whose records end at `len` and are all it holds.
+    pub(crate) fn new(file: Arc<dyn DiskFile>, len: u64) -> SegmentTail {
+        SegmentTail {
+            file,
+            len,
+            filled: len,
+        }
+    }
+
+    /// The tail of a segment read back ([`segment_frames`]), whose records end at `len` and
+    /// are followed by nothing but zeros.
+    pub(crate) fn reopen(file: Arc<dyn DiskFile>, len: u64) -> std::io::Result<SegmentTail> {
+        let filled = file.len()?.max(len);
+        Ok(SegmentTail { file, len, filled })
+    }
+
+    /// Writes `records` (whole frames) after the last ones and fsyncs them.
+    pub(crate) fn append(&mut self, records: &[u8]) -> std::io::Result<()> {
+        let end = self.len + records.len() as u64;
+        if end <= self.filled {
+            self.file.write_all_at(records, self.len)?;
+        } else {
+            let mut buf = Vec::with_capacity(records.len() + LOG_FILL);
+            buf.extend_from_slice(records);
+            buf.resize(records.len() + LOG_FILL, 0);
+            self.file.write_all_at(&buf, self.len)?;
+            self.filled = end + LOG_FILL as u64;
+        }
+        self.file.sync_data()?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Cuts the file back to the records appended durably, after an append failed: its
+    /// records may sit in the page cache, and a restart must not read them back.
+    pub(crate) fn cut(&mut self) -> std::io::Result<()> {
+        self.filled = self.len;
+        self.file.set_len(self.len)?;
+        self.file.sync_data()
+    }
 }
 
 /// Files of the directory with a numeric suffix after `prefix`, sorted by that number.
@@ -184,8 +250,9 @@ pub(crate) fn numbered(disk: &dyn Disk, dir: &Path, prefix: &str) -> Result<Vec<
 /// A segment's bytes, and each frame's offset and payload range in them.
 pub(crate) type SegmentFrames = (Vec<u8>, Vec<(usize, std::ops::Range<usize>)>);
 
-/// The bytes of log segment `path` (headed by `magic`) and its frames' payloads in order, each
-/// with its offset. A torn tail of the newest segment (`newest`) is cut, with a warning, and so
+/// The bytes of log segment `path` (headed by `magic`) up to the end of its records (zeros
+/// after them were written ahead), and its frames' payloads in order, each with its offset. A
+/// torn tail of the newest segment (`newest`) is cut, with a warning, and so
 /// is a header cut short; damage anywhere else is an error naming the file and offset.
 pub(crate) fn segment_frames(
     disk: &dyn Disk,
@@ -205,10 +272,30 @@ pub(crate) fn segment_frames(
         let name = String::from_utf8_lossy(magic);
         return Err(corrupt(path, 0, format!("not a {name} log segment")));
     }
+    // Zeros written ahead of the records ([`SegmentTail`]) end the segment: no frame is all
+    // zeros, so a frame starts before the last byte that is not.
+    let records_end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1)
+        .max(magic.len());
     let mut frames = Vec::new();
     let mut pos = magic.len();
     loop {
-        match framed::frame_at(&bytes, pos, ANY_LEN) {
+        if pos >= records_end {
+            bytes.truncate(pos);
+            break;
+        }
+        let at = match framed::frame_at(&bytes, pos, ANY_LEN) {
+            // Eight zeros read as a frame of nothing, which no writer makes: zeros written
+            // ahead where a torn batch's first pages never reached the disk. What follows
+            // them decides, as for any bad frame.
+            FrameAt::Ok([], _) => FrameAt::Bad {
+                next: bytes[pos..].iter().position(|&b| b != 0).map(|i| pos + i),
+            },
+            at => at,
+        };
+        match at {
             FrameAt::End => break,
             FrameAt::Ok(p, next) => {
                 frames.push((pos, next - p.len()..next));
@@ -216,14 +303,12 @@ pub(crate) fn segment_frames(
             }
             FrameAt::Bad { next } => {
                 let more = next.is_some_and(|n| {
-                    matches!(framed::frame_at(&bytes, n, ANY_LEN), FrameAt::Ok(..))
+                    n < records_end
+                        && matches!(framed::frame_at(&bytes, n, ANY_LEN), FrameAt::Ok(p, _) if !p.is_empty())
                 });
                 if newest && !more {
                     tracing::warn!(file = %path.display(), offset = pos, "cutting a torn log tail");
-                    let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
-                    f.set_len(pos as u64)
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| io(path, e))?;
+                    cut_at(disk, path, pos)?;
                     bytes.truncate(pos);
                     break;
                 }
@@ -234,10 +319,18 @@ pub(crate) fn segment_frames(
     Ok((bytes, frames))
 }
 
+/// Cuts the segment at `path` to its first `len` bytes, durably.
+fn cut_at(disk: &dyn Disk, path: &Path, len: usize) -> Result<()> {
+    let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
+    f.set_len(len as u64)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io(path, e))
+}
+
 struct Recovered {
     ns: Namespace,
     last_seq: u64,
-    segment: (Arc<dyn DiskFile>, u64),
+    segment: SegmentTail,
     segment_path: PathBuf,
 }
 
@@ -274,8 +367,10 @@ fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered> {
     let segments = numbered(disk, dir, "log-")?;
     let mut last_seq = base;
     let count = segments.len();
+    let mut records_end = 0;
     for (i, (_, path)) in segments.iter().enumerate() {
         let (bytes, frames) = segment_frames(disk, path, LOG_MAGIC, i + 1 == count)?;
+        records_end = bytes.len() as u64;
         for (pos, range) in frames {
             let rec = LogRecord::decode(&bytes[range])
                 .map_err(|e| corrupt(path, pos as u64, format!("undecodable record: {e}")))?;
@@ -304,8 +399,8 @@ fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered> {
     let (segment, segment_path) = match segments.last() {
         Some((_, path)) => {
             let f = disk.open(path, Open::Write).map_err(|e| io(path, e))?;
-            let len = f.len().map_err(|e| io(path, e))?;
-            ((f, len), path.clone())
+            let tail = SegmentTail::reopen(f, records_end).map_err(|e| io(path, e))?;
+            (tail, path.clone())
         }
         None => (
             new_segment(disk, dir, base + 1)?,
@@ -347,8 +442,7 @@ impl LocalLog {
             state: Arc::clone(&state),
             durable: durable_tx,
             failed: Arc::clone(&failed),
-            segment: rec.segment.0,
-            segment_len: rec.segment.1,
+            segment: rec.segment,
             segment_path: rec.segment_path,
             since_checkpoint: 0,
             observer: Arc::new(std::sync::OnceLock::new()),
@@ -640,8 +734,7 @@ struct Committer {
     state: Arc<Mutex<State>>,
     durable: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
-    segment: Arc<dyn DiskFile>,
-    segment_len: u64,
+    segment: SegmentTail,
     segment_path: PathBuf,
     since_checkpoint: u64,
     observer: Arc<std::sync::OnceLock<LogFsyncObserver>>,
@@ -706,7 +799,6 @@ impl Committer {
         }
         match written {
             Ok(()) => {
-                self.segment_len += buf.len() as u64;
                 self.since_checkpoint += batch.len() as u64;
                 let last = batch.last().map(|q| q.seq).unwrap_or(0);
                 self.durable.send_replace(last);
@@ -722,11 +814,7 @@ impl Committer {
                 // Cut the failed records off: after a failed fsync they may sit in the page
                 // cache, and a restart (no power loss needed) would read them back although
                 // their callers are told they failed.
-                let cut = self
-                    .segment
-                    .set_len(self.segment_len)
-                    .and_then(|()| self.segment.sync_data());
-                if let Err(c) = cut {
+                if let Err(c) = self.segment.cut() {
                     tracing::error!(error = %c, file = %self.segment_path.display(), "cannot cut the failed records off the log: they may come back at the next start");
                 }
                 for q in batch {
@@ -741,14 +829,12 @@ impl Committer {
     }
 
     /// Appends `buf` to the segment and fsyncs it.
-    fn write(&self, buf: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         #[cfg(test)]
         if self.failpoints.fail_writes.load(Ordering::Acquire) {
             return Err(std::io::Error::other("injected log write failure"));
         }
-        self.segment
-            .write_all_at(buf, self.segment_len)
-            .and_then(|_| self.segment.sync_data())
+        self.segment.append(buf)
     }
 
     /// Takes a checkpoint; a failure to write it is logged (the log keeps everything). False if
@@ -796,9 +882,7 @@ impl Committer {
         write_aside(&*self.disk, &path, &bytes)?;
         // Every record applied so far has seq <= `seq` and is written: older segments are
         // covered, and the new segment gets only later records.
-        let (segment, len) = new_segment(&*self.disk, &self.dir, seq + 1)?;
-        self.segment = segment;
-        self.segment_len = len;
+        self.segment = new_segment(&*self.disk, &self.dir, seq + 1)?;
         self.segment_path = self.dir.join(segment_name(seq + 1));
         self.since_checkpoint = 0;
         for (n, old) in numbered(&*self.disk, &self.dir, "log-")? {

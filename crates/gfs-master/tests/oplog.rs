@@ -143,6 +143,60 @@ async fn sigkill_keeps_every_acknowledged_mutation() {
     );
 }
 
+/// Where a segment's records end: zeros written ahead follow them.
+fn records_end(segment: &[u8]) -> usize {
+    segment.iter().rposition(|&b| b != 0).unwrap() + 1
+}
+
+/// The log writes zeros ahead of its records, so that most group commits' fsyncs commit no
+/// new file size; a reopen takes the zeros for the end of the records, and the next records go
+/// over them.
+#[tokio::test]
+async fn zeros_written_ahead_end_the_log_and_the_next_records_go_over_them() {
+    let _reopens = FORKING.read().await;
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path(), 50).await;
+    let dir = crash_copy(src.path());
+    let seg = segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = records_end(&bytes);
+    assert!(
+        bytes.len() >= end + 64 * 1024,
+        "{} bytes of records, {} in the file: no zeros ahead",
+        end,
+        bytes.len()
+    );
+    let store = MetaStore::open(
+        dir.path(),
+        MetaConfig {
+            checkpoint_every: u64::MAX,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        store.read(|ns| ns.list("/").unwrap().len()).await.unwrap(),
+        50
+    );
+    for i in 50..60 {
+        store.mutate(create(&format!("/f{i:03}"))).await.unwrap();
+    }
+    let after = std::fs::read(&seg).unwrap();
+    assert_eq!(
+        after.len(),
+        bytes.len(),
+        "the records did not go over the zeros"
+    );
+    assert!(records_end(&after) > end);
+    // Leave it as a crash would, and read all 60 back.
+    std::mem::forget(store);
+    let copy = crash_copy(dir.path());
+    let store = MetaStore::open(copy.path(), MetaConfig::default()).unwrap();
+    let names = store.read(|ns| ns.list("/").unwrap()).await.unwrap();
+    let want: Vec<String> = (0..60).map(|i| format!("/f{i:03}")).collect();
+    let got: Vec<String> = names.into_iter().map(|s| s.path).collect();
+    assert_eq!(got, want);
+}
+
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -188,10 +242,19 @@ async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
     write_files(src.path(), 50).await;
     let seg = segments(src.path()).pop().unwrap();
     let full = std::fs::read(&seg).unwrap();
-    for cut in [full.len() - 1, full.len() - 7, full.len() / 2, 9, 8, 5, 0] {
+    let end = records_end(&full);
+    // Each cut as a shorter file, and as a torn batch in zeros written ahead (after the
+    // header, which a new segment gets durably before any record or zero).
+    let cuts = [end - 1, end - 7, end / 2, 9, 8, 5, 0];
+    let torn = cuts.into_iter().filter(|&c| c >= 8).map(|c| (c, true));
+    for (cut, zeros) in cuts.into_iter().map(|c| (c, false)).chain(torn) {
         let dir = tempfile::tempdir().unwrap();
         let name = seg.file_name().unwrap();
-        std::fs::write(dir.path().join(name), &full[..cut]).unwrap();
+        let mut bytes = full[..cut].to_vec();
+        if zeros {
+            bytes.resize(full.len(), 0);
+        }
+        std::fs::write(dir.path().join(name), &bytes).unwrap();
         let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
         let names = store.read(|ns| ns.list("/").unwrap()).await.unwrap();
         let n = names.len();
@@ -211,6 +274,46 @@ async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
     }
 }
 
+/// A torn batch whose first pages never reached the disk while later ones did: zeros where
+/// its first records start, then bytes. The log keeps exactly the records before it.
+#[tokio::test]
+async fn a_batch_torn_before_its_end_is_cut_where_its_zeros_start() {
+    let _reopens = FORKING.read().await;
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path(), 50).await;
+    let seg = segments(src.path()).pop().unwrap();
+    let full = std::fs::read(&seg).unwrap();
+    // Where each record starts (after the 8-byte header: a length, a checksum, the payload).
+    let mut starts = vec![8usize];
+    while let Some(&at) = starts.last() {
+        let len = u32::from_le_bytes(full[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        starts.push(at + 8 + len);
+    }
+    assert!(starts.len() > 50, "{} records", starts.len() - 1);
+    // Record 30 creates /f030. The zeros must not end where a record starts: a good record
+    // after them would make them damage inside the log (a refusal to start), not a torn tail.
+    for (from, len) in [(starts[30], 600), (starts[30] + 3, 600), (starts[30], 9)] {
+        let len = len + usize::from(starts.contains(&(from + len)));
+        let mut bytes = full.clone();
+        bytes[from..from + len].fill(0);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(seg.file_name().unwrap()), &bytes).unwrap();
+        let store = MetaStore::open(dir.path(), MetaConfig::default()).unwrap();
+        let names: Vec<String> = store
+            .read(|ns| ns.list("/").unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+        let want: Vec<String> = (0..30).map(|i| format!("/f{i:03}")).collect();
+        assert_eq!(names, want, "zeros at {from}..{}", from + len);
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_record_inside_the_log_is_a_clear_error() {
     let _reopens = FORKING.read().await;
@@ -219,7 +322,7 @@ async fn a_corrupt_record_inside_the_log_is_a_clear_error() {
     let dir = crash_copy(src.path());
     let seg = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.len() / 3;
+    let at = records_end(&bytes) / 3;
     bytes[at] ^= 0x5a;
     std::fs::write(&seg, &bytes).unwrap();
     match MetaStore::open(dir.path(), MetaConfig::default()) {

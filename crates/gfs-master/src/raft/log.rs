@@ -19,7 +19,7 @@ use super::codec::{
 };
 use super::{RaftStorageError, TypeConfig};
 use crate::error::Result;
-use crate::metastore::{corrupt, fs_error, io, numbered, segment_frames};
+use crate::metastore::{SegmentTail, corrupt, fs_error, io, numbered, segment_frames};
 
 /// The vote file's name.
 const VOTE_FILE: &str = "raft-vote";
@@ -61,9 +61,8 @@ fn writer_thread() -> std::io::Result<std::sync::mpsc::Sender<Job>> {
 struct Log {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
-    segment: Arc<dyn DiskFile>,
+    segment: SegmentTail,
     segment_no: u64,
-    segment_len: u64,
     /// Every entry not purged, by index.
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     last_purged: Option<LogId<u64>>,
@@ -148,6 +147,7 @@ impl LogStore {
             }
         }
         let segment = disk.open(&path, Open::Write).map_err(|e| io(&path, e))?;
+        let segment = SegmentTail::reopen(segment, bytes.len() as u64).map_err(|e| io(&path, e))?;
         tracing::info!(dir = %dir.display(), entries = entries.len(), last_purged = ?last_purged.map(|l| l.index), "Raft log recovered");
         let writer = match disk.threads() {
             true => Some(writer_thread().map_err(|e| io(&dir, e))?),
@@ -160,7 +160,6 @@ impl LogStore {
                 dir,
                 segment,
                 segment_no,
-                segment_len: bytes.len() as u64,
                 entries,
                 last_purged,
                 vote,
@@ -227,17 +226,12 @@ impl Log {
         if let Some(why) = &self.failed {
             return Err(failed_error(why));
         }
-        let written = self
-            .segment
-            .write_all_at(bytes, self.segment_len)
-            .and_then(|_| self.segment.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = self.segment.append(bytes) {
             tracing::error!(dir = %self.dir.display(), error = %e, "writing the Raft log failed: it takes no more writes");
-            let _ = self.segment.set_len(self.segment_len);
+            let _ = self.segment.cut();
             self.failed = Some(e.to_string());
             return Err(e);
         }
-        self.segment_len += bytes.len() as u64;
         Ok(())
     }
 
@@ -265,9 +259,8 @@ impl Log {
                 return Err(e);
             }
         };
-        self.segment = segment;
+        self.segment = SegmentTail::new(segment, bytes.len() as u64);
         self.segment_no = no;
-        self.segment_len = bytes.len() as u64;
         if let Err(e) = self.disk.remove_file(&old) {
             // Removed at the next start: the newest segment wins.
             tracing::warn!(file = %old.display(), error = %e, "cannot remove a replaced Raft log segment");

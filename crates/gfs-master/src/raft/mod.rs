@@ -21,7 +21,8 @@
 //! every master.
 //!
 //! **Durability.** The log ([`LogStore`]) writes each append as one write and one `fdatasync`
-//! of its segment before Raft hears it is durable; a vote is written aside and renamed into
+//! of its segment before Raft hears it is durable (zeros written ahead of the records, as in
+//! the single master's log, keep most of those writes inside the file's size); a vote is written aside and renamed into
 //! place (`gfs_util::crashsafe`). A torn tail of the segment is cut at startup; a damaged
 //! record before a good one is a startup error naming the file and offset. A purge (Raft
 //! drops entries a snapshot holds) rewrites the surviving entries into a new segment, written

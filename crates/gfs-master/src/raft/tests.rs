@@ -128,6 +128,42 @@ async fn the_log_and_vote_survive_a_restart() {
     assert_eq!(segments.len(), 1, "{segments:?}");
 }
 
+/// The segment holds zeros written ahead of its entries (an append's fsync then commits no
+/// new file size); a reopen ends the log at the last entry, and the next ones go over the zeros.
+#[tokio::test]
+async fn entries_go_over_zeros_written_ahead_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = OsDisk::shared();
+    let segment = || {
+        let path = dir.path().join(format!("raft-log-{:020}", 1));
+        std::fs::read(path).unwrap()
+    };
+    let mut log = LogStore::open_on(Arc::clone(&disk), dir.path()).unwrap();
+    append(
+        &mut log,
+        (1..=5).map(|i| mkdir(1, i, &format!("/d{i}"))).collect(),
+    )
+    .await;
+    let len = segment().len();
+    let end = segment().iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(len >= end + 64 * 1024, "{end} bytes of entries in {len}");
+    drop(log);
+    let mut log = LogStore::open_on(Arc::clone(&disk), dir.path()).unwrap();
+    append(
+        &mut log,
+        (6..=9).map(|i| mkdir(1, i, &format!("/d{i}"))).collect(),
+    )
+    .await;
+    assert_eq!(
+        segment().len(),
+        len,
+        "the entries did not go over the zeros"
+    );
+    drop(log);
+    let mut log = LogStore::open_on(Arc::clone(&disk), dir.path()).unwrap();
+    assert_eq!(indexes(&mut log).await, (1..=9).collect::<Vec<_>>());
+}
+
 /// On a simulated disk: what an append acknowledged (its callback said durable) survives a
 /// crash at any point of the next append or purge, whatever the disk kept of unsynced writes;
 /// what the crash cut leaves at most a torn tail, which the reopen cuts.
