@@ -154,11 +154,7 @@ fn records_end(segment: &[u8]) -> usize {
 #[tokio::test]
 async fn zeros_written_ahead_end_the_log_and_the_next_records_go_over_them() {
     let _reopens = FORKING.read().await;
-    let src = tempfile::tempdir().unwrap();
-    write_files(src.path(), 50).await;
-    let dir = crash_copy(src.path());
-    let seg = segments(dir.path()).pop().unwrap();
-    let bytes = std::fs::read(&seg).unwrap();
+    let (dir, seg, bytes) = fifty_files().await;
     let end = records_end(&bytes);
     assert!(
         bytes.len() >= end + 64 * 1024,
@@ -219,6 +215,17 @@ fn crash_copy(src: &Path) -> tempfile::TempDir {
     dir
 }
 
+/// The log of 50 creates as a crash leaves it: its directory (a copy, unlocked), its one
+/// segment, and that segment's bytes.
+async fn fifty_files() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path(), 50).await;
+    let dir = crash_copy(src.path());
+    let seg = segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    (dir, seg, bytes)
+}
+
 /// Writes `n` files through a store that never checkpoints, and leaves the log as a crash would.
 async fn write_files(dir: &Path, n: usize) {
     let store = MetaStore::open(
@@ -238,10 +245,7 @@ async fn write_files(dir: &Path, n: usize) {
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
     let _reopens = FORKING.read().await;
-    let src = tempfile::tempdir().unwrap();
-    write_files(src.path(), 50).await;
-    let seg = segments(src.path()).pop().unwrap();
-    let full = std::fs::read(&seg).unwrap();
+    let (_dir, seg, full) = fifty_files().await;
     let end = records_end(&full);
     // Each cut as a shorter file, and as a torn batch in zeros written ahead (after the
     // header, which a new segment gets durably before any record or zero).
@@ -279,10 +283,7 @@ async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
 #[tokio::test]
 async fn a_batch_torn_before_its_end_is_cut_where_its_zeros_start() {
     let _reopens = FORKING.read().await;
-    let src = tempfile::tempdir().unwrap();
-    write_files(src.path(), 50).await;
-    let seg = segments(src.path()).pop().unwrap();
-    let full = std::fs::read(&seg).unwrap();
+    let (_dir, seg, full) = fifty_files().await;
     // Where each record starts (after the 8-byte header: a length, a checksum, the payload).
     let mut starts = vec![8usize];
     while let Some(&at) = starts.last() {
@@ -317,11 +318,7 @@ async fn a_batch_torn_before_its_end_is_cut_where_its_zeros_start() {
 #[tokio::test]
 async fn a_corrupt_record_inside_the_log_is_a_clear_error() {
     let _reopens = FORKING.read().await;
-    let src = tempfile::tempdir().unwrap();
-    write_files(src.path(), 50).await;
-    let dir = crash_copy(src.path());
-    let seg = segments(dir.path()).pop().unwrap();
-    let mut bytes = std::fs::read(&seg).unwrap();
+    let (dir, seg, mut bytes) = fifty_files().await;
     let at = records_end(&bytes) / 3;
     bytes[at] ^= 0x5a;
     std::fs::write(&seg, &bytes).unwrap();
