@@ -189,6 +189,8 @@ pub(crate) struct SegmentTail {
     len: u64,
     /// How far the file is known to hold records or zeros.
     filled: u64,
+    /// Zeros could not be written (a disk too full for them): this segment goes on without.
+    fill_failed: bool,
 }
 
 impl SegmentTail {
@@ -198,31 +200,42 @@ impl SegmentTail {
             file,
             len,
             filled: len,
+            fill_failed: false,
         }
     }
 
     /// The tail of a segment read back ([`segment_frames`]), whose records end at `len` and
     /// are followed by nothing but zeros.
     pub(crate) fn reopen(file: Arc<dyn DiskFile>, len: u64) -> std::io::Result<SegmentTail> {
-        let filled = file.len()?.max(len);
-        Ok(SegmentTail { file, len, filled })
+        let mut tail = SegmentTail::new(file, len);
+        tail.filled = tail.file.len()?.max(len);
+        Ok(tail)
     }
 
     /// Writes `records` (whole frames) after the last ones and fsyncs them.
     pub(crate) fn append(&mut self, records: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(records, self.len)?;
         let end = self.len + records.len() as u64;
-        if end <= self.filled {
-            self.file.write_all_at(records, self.len)?;
-        } else {
-            let mut buf = Vec::with_capacity(records.len() + LOG_FILL);
-            buf.extend_from_slice(records);
-            buf.resize(records.len() + LOG_FILL, 0);
-            self.file.write_all_at(&buf, self.len)?;
-            self.filled = end + LOG_FILL as u64;
+        if end > self.filled && !self.fill_failed {
+            self.fill(end);
         }
         self.file.sync_data()?;
         self.len = end;
         Ok(())
+    }
+
+    /// Writes zeros past the records that end at `end`, fsynced with them. Only a speed-up:
+    /// on a failure the space goes back and the segment goes on without, so a disk too full
+    /// for the zeros still takes the records (as the chunkservers' WAL does).
+    fn fill(&mut self, end: u64) {
+        match self.file.write_all_at(&[0u8; LOG_FILL], end) {
+            Ok(()) => self.filled = end + LOG_FILL as u64,
+            Err(e) => {
+                tracing::warn!(error = %e, "a log segment goes on without zeros ahead");
+                let _ = self.file.set_len(end);
+                self.fill_failed = true;
+            }
+        }
     }
 
     /// Cuts the file back to the records appended durably, after an append failed: its
@@ -945,6 +958,29 @@ mod tests {
             "refused before what refused it was durable"
         );
         a.await.unwrap();
+    }
+
+    /// Zeros written ahead are only a speed-up: a disk with room for the records but not for
+    /// the zeros takes the records, and the log goes on (it once failed for good there).
+    #[tokio::test]
+    async fn a_disk_too_full_for_the_zeros_still_takes_the_records() {
+        let sim = gfs_util::disk::sim::SimDisk::new(7);
+        let store = MetaStore::open_on(sim.shared(), "/m", MetaConfig::default()).unwrap();
+        let used: u64 = sim
+            .files()
+            .iter()
+            .filter_map(|f| sim.with_current(f, |b| b.len() as u64))
+            .sum();
+        sim.set_capacity(Some(used + 16 * 1024));
+        for i in 0..20 {
+            store.mutate(create(&format!("/f{i}"))).await.unwrap();
+        }
+        drop(store);
+        sim.set_capacity(None);
+        sim.crash();
+        let store = MetaStore::open_on(sim.shared(), "/m", MetaConfig::default()).unwrap();
+        let n = store.read(|ns| ns.list("/").unwrap().len()).await.unwrap();
+        assert_eq!(n, 20);
     }
 
     /// Finding 15: a mutation still in the queue when a checkpoint is taken must not be made
