@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use gfs_client::{Client, ClientConfig};
 use gfs_proto::v1::master_client::MasterClient;
 use gfs_proto::v1::{
-    AppendChunkRequest, ChunkLease, CreateFileRequest, GetChunksRequest, ListRequest,
+    AppendChunkRequest, ChunkLease, ChunkLocation, CreateFileRequest, GetChunksRequest, ListRequest,
 };
 use gfs_testkit::fixture::{Server, append, check_promise, record};
 use gfs_testkit::master_proc::MasterProc;
@@ -29,6 +29,15 @@ use tonic::transport::Channel;
 async fn listed(m: &mut MasterClient<Channel>, path: &str) -> Vec<String> {
     let r = m.list(ListRequest { path: path.into() }).await.unwrap();
     r.into_inner().entries.into_iter().map(|e| e.path).collect()
+}
+
+/// The chunks of file `path` (its first page), as the master lists them.
+async fn chunks_of(m: &mut MasterClient<Channel>, path: &str) -> Vec<ChunkLocation> {
+    let r = m.get_chunks(GetChunksRequest {
+        path: path.into(),
+        ..GetChunksRequest::default()
+    });
+    r.await.unwrap().into_inner().chunks
 }
 
 /// A master, three chunkservers registered with it, a client, and the file `path`.
@@ -79,15 +88,7 @@ async fn primary_of(l: &ChunkLease) -> gfs_dataplane::DataClient {
 async fn replicas_hold(m: &mut MasterClient<Channel>, path: &str, l: &ChunkLease, want: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let chunks = loop {
-        let chunks = m
-            .get_chunks(GetChunksRequest {
-                path: path.into(),
-                ..GetChunksRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .chunks;
+        let chunks = chunks_of(m, path).await;
         assert_eq!(chunks[0].handle, l.handle);
         if chunks[0].replicas.len() == 3 {
             break chunks;

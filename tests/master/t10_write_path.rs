@@ -29,20 +29,7 @@ async fn a_file_made_with_its_first_chunk_takes_appends_and_survives_a_master_cr
     assert_eq!(append(&primary, &chunk_of(&l), 1, &first).await.unwrap(), 0);
     let taken = m.create(made("/small")).await.unwrap_err();
     assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken}");
-    let listed_chunks = |m: &mut MasterClient<Channel>| {
-        let mut m = m.clone();
-        async move {
-            m.get_chunks(GetChunksRequest {
-                path: "/small".into(),
-                ..GetChunksRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .chunks
-        }
-    };
-    let chunks = listed_chunks(&mut m).await;
+    let chunks = chunks_of(&mut m, "/small").await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0].handle, l.handle);
     assert_eq!(chunks[0].replicas.len(), 3);
@@ -53,7 +40,7 @@ async fn a_file_made_with_its_first_chunk_takes_appends_and_survives_a_master_cr
         .await
         .unwrap();
     assert_eq!(listed(&mut m, "/").await, ["/other", "/small"]);
-    let chunks = listed_chunks(&mut m).await;
+    let chunks = chunks_of(&mut m, "/small").await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0].handle, l.handle);
     let l2 = lease(&mut m, "/small").await;
@@ -162,15 +149,7 @@ async fn a_replica_that_missed_appends_is_left_stale_by_the_next_lease() {
         !chosen.contains(&victim_id),
         "the stale replica got the new version: {chosen:?}"
     );
-    let listed = m
-        .get_chunks(GetChunksRequest {
-            path: "/f".into(),
-            ..GetChunksRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .chunks[0]
+    let listed = chunks_of(&mut m, "/f").await[0]
         .replicas
         .iter()
         .map(|r| r.id.clone())
@@ -295,16 +274,7 @@ async fn a_lagging_report_bumps_the_good_replicas_at_once() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let chunk = loop {
-        let c = m
-            .get_chunks(GetChunksRequest {
-                path: "/g".into(),
-                ..GetChunksRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .chunks
-            .remove(0);
+        let c = chunks_of(&mut m, "/g").await.remove(0);
         if c.version > l.version {
             break c;
         }
@@ -394,16 +364,9 @@ async fn concurrent_appenders_of_a_new_file_share_one_chunk() {
         );
     }
     for f in &files {
-        let chunks = m
-            .get_chunks(GetChunksRequest {
-                path: f.clone(),
-                ..GetChunksRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(chunks.chunks.len(), 1, "{f}");
-        assert_eq!(chunks.chunks[0].handle, seen[f].0);
+        let chunks = chunks_of(&mut m, f).await;
+        assert_eq!(chunks.len(), 1, "{f}");
+        assert_eq!(chunks[0].handle, seen[f].0);
     }
     let other = listed(&mut m, "/other").await;
     assert_eq!(other.len(), 20);
